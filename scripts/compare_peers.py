@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""Compare imgsearch's speed with its Python peers, on this machine, in one run.
+
+What it measures (all f32, CPU, the same thread count everywhere):
+  image encoder   CLIP ViT-B/32 image tower (vision model + visual projection), batch 1/8/32 -> images/s
+  text encoder    CLIP text tower (text model + text projection), one query of 8 / 77 tokens -> ms
+  decode+prep     one JPEG (12 MP, 3 MP) -> normalised 224x224 model input, one thread -> ms
+
+Peers:
+  PyTorch         transformers.CLIPModel(CLIPConfig()) -- openai/clip-vit-base-patch32's shape, random weights
+  ONNX Runtime    the same towers exported with torch.onnx.export, CPUExecutionProvider, ORT_ENABLE_ALL
+  Pillow          draft("RGB", (224, 224)) (DCT-domain downscale) + bicubic resize + centre crop + numpy normalise;
+                  compared with imgsearch's `fast` path. Pillow without draft is compared with `exact`.
+imgsearch:        `cargo bench --bench encoders --bench preprocess` (criterion), read back from
+                  target/criterion/<group>/<function>/<parameter>/new/estimates.json (median).
+
+Run from anywhere (developer tool; needs scripts/requirements.txt):
+    python3 scripts/compare_peers.py                      # full run, 2 threads
+    python3 scripts/compare_peers.py --threads 8 --markdown bench-out/peers.md
+    python3 scripts/compare_peers.py --skip-cargo --quick # smoke run of the Python side only
+Timings are medians over repeats after warm-up; a full run takes a few minutes plus the cargo benches.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image
+
+import transformers
+from transformers import CLIPConfig, CLIPModel
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+BATCHES = (1, 8, 32)
+TOKEN_LENGTHS = (8, 77)
+PHOTOS = ("12mp", "3mp")
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+BOS, EOS = 49406, 49407
+
+
+def warn(msg):
+    print(f"WARNING: {msg}", file=sys.stderr)
+
+
+def measure(fn, repeats, seconds):
+    """Median seconds per call of fn: two warm-up calls, then `repeats` timed runs of ~seconds/repeats each."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = time.perf_counter() - start
+    calls = max(1, round(seconds / repeats / max(once, 1e-9)))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls)
+    return statistics.median(samples)
+
+
+def text_ids(length, seed=0):
+    ids = torch.randint(0, BOS, (1, length), generator=torch.Generator().manual_seed(seed))
+    ids[0, 0], ids[0, -1] = BOS, EOS
+    return ids
+
+
+class ImageTower(torch.nn.Module):
+    """What CLIPModel.get_image_features computes: pooled vision output -> visual projection."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model.visual_projection(self.model.vision_model(pixel_values=pixel_values).pooler_output)
+
+
+class TextTower(torch.nn.Module):
+    """What CLIPModel.get_text_features computes: pooled (EOS) text output -> text projection."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model.text_projection(self.model.text_model(input_ids=input_ids).pooler_output)
+
+
+# ---------------------------------------------------------------- peers
+
+
+def bench_torch(image_tower, text_tower, repeats, seconds):
+    out = {}
+    with torch.inference_mode():
+        for b in BATCHES:
+            x = torch.randn(b, 3, 224, 224)
+            out[("image", b)] = b / measure(lambda: image_tower(x), repeats, seconds)
+        for n in TOKEN_LENGTHS:
+            ids = text_ids(n)
+            out[("text", n)] = 1e3 * measure(lambda: text_tower(ids), repeats, seconds)
+    return out
+
+
+def export_onnx(image_tower, text_tower, workdir):
+    """Export both towers (legacy TorchScript exporter: the dynamo one needs onnxscript). Returns the two paths."""
+    image_path, text_path = workdir / "image.onnx", workdir / "text.onnx"
+    common = dict(opset_version=17, dynamo=False, do_constant_folding=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation + tracer warnings; checked numerically below
+        torch.onnx.export(image_tower, (torch.randn(1, 3, 224, 224),), str(image_path),
+                          input_names=["pixel_values"], output_names=["image_embeds"],
+                          dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}}, **common)
+        torch.onnx.export(text_tower, (text_ids(77),), str(text_path),
+                          input_names=["input_ids"], output_names=["text_embeds"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "text_embeds": {0: "batch"}},
+                          **common)
+    return image_path, text_path
+
+
+def bench_onnx(image_tower, text_tower, threads, repeats, seconds):
+    import onnxruntime as ort
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="imgsearch-peers-") as tmp:
+        try:
+            image_path, text_path = export_onnx(image_tower, text_tower, Path(tmp))
+        except Exception as e:  # keep going without the ORT column
+            warn(f"ONNX export failed, no ONNX Runtime numbers: {type(e).__name__}: {e}")
+            return out
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sessions = {kind: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+                    for kind, p in (("image", image_path), ("text", text_path))}
+
+    def check(kind, key, feed, reference):  # guard against an export that traced in a fixed shape
+        got = sessions[kind].run(None, feed)[0]
+        err = float(np.abs(got - reference.numpy()).max())
+        if err > 1e-3:
+            warn(f"ONNX {kind} {key}: max |ORT - PyTorch| = {err:.2e}")
+
+    with torch.inference_mode():
+        for b in BATCHES:
+            x = torch.randn(b, 3, 224, 224)
+            feed = {"pixel_values": x.numpy()}
+            check("image", b, feed, image_tower(x))
+            out[("image", b)] = b / measure(lambda: sessions["image"].run(None, feed), repeats, seconds)
+        for n in TOKEN_LENGTHS:
+            ids = text_ids(n)
+            feed = {"input_ids": ids.numpy()}
+            check("text", n, feed, text_tower(ids))
+            out[("text", n)] = 1e3 * measure(lambda: sessions["text"].run(None, feed), repeats, seconds)
+    return out
+
+
+def pillow_preprocess(path, draft):
+    """CLIPImageProcessor's recipe: shortest side -> 224 (bicubic), centre crop 224, /255, CLIP mean/std, CHW."""
+    img = Image.open(path)
+    if draft:
+        img.draft("RGB", (224, 224))
+    img = img.convert("RGB")
+    w, h = img.size
+    scale = 224 / min(w, h)
+    img = img.resize((max(224, round(w * scale)), max(224, round(h * scale))), Image.BICUBIC)
+    left, top = (img.width - 224) // 2, (img.height - 224) // 2
+    img = img.crop((left, top, left + 224, top + 224))
+    x = (np.asarray(img, dtype=np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def bench_pillow(bench_data, repeats, seconds):
+    out = {}
+    for name in PHOTOS:
+        path = bench_data / f"photo_{name}.jpg"
+        if not path.exists():
+            warn(f"{path} is missing (created by the cargo benches): no Pillow numbers for it")
+            continue
+        for draft, mode in ((True, "fast"), (False, "exact")):
+            out[("decode", name, mode)] = 1e3 * measure(lambda: pillow_preprocess(path, draft), repeats, seconds)
+    return out
+
+
+# ---------------------------------------------------------------- imgsearch (criterion)
+
+
+def run_cargo(threads):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    cmd = ["cargo", "bench", "--bench", "encoders", "--bench", "preprocess"]
+    print(f"$ RAYON_NUM_THREADS={threads} {' '.join(cmd)}", file=sys.stderr, flush=True)
+    try:
+        ok = subprocess.run(cmd, cwd=ROOT, env=env).returncode == 0
+    except OSError as e:  # e.g. cargo not on PATH
+        warn(f"could not run cargo: {e}")
+        ok = False
+    if not ok:
+        warn("cargo bench failed; imgsearch numbers below come from whatever criterion results exist")
+
+
+def criterion_seconds(group, function, parameter):
+    """Median seconds per iteration from criterion's estimates.json, or None when absent/unreadable."""
+    path = TARGET / "criterion" / group / function / str(parameter) / "new" / "estimates.json"
+    try:
+        return json.loads(path.read_text())["median"]["point_estimate"] * 1e-9
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_imgsearch():
+    out = {}
+    for b in BATCHES:
+        s = criterion_seconds("image_encoder", "batch", b)
+        out[("image", b)] = b / s if s else None
+    for n in TOKEN_LENGTHS:
+        s = criterion_seconds("text_encoder", "tokens", n)
+        out[("text", n)] = 1e3 * s if s else None
+    for name in PHOTOS:
+        for mode in ("fast", "exact"):
+            s = criterion_seconds("preprocess", mode, name)
+            out[("decode", name, mode)] = 1e3 * s if s else None
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine_lines(threads, load_at_start):
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+    return [
+        f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- CPU: {cpu}, {os.cpu_count()} logical cores; {threads} threads used "
+        "(torch intra-op, ORT intra-op with inter-op 1, RAYON_NUM_THREADS); decoding single-threaded",
+        f"- 1-minute load average before the run: {load_at_start:.2f} (anything else running skews every column)",
+        f"- Versions: Python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, onnxruntime {onnxruntime.__version__}, Pillow {PIL.__version__}",
+    ]
+
+
+def fmt(v):
+    return "n/a" if v is None else (f"{v:.1f}" if v >= 10 else f"{v:.2f}")
+
+
+def ratio(ours, peer, higher_is_better):
+    if ours is None or peer is None:
+        return "n/a"
+    return f"{(ours / peer if higher_is_better else peer / ours):.2f}x"
+
+
+def table(ours, pt, ox, pil):
+    rows = [(f"image encoder, batch {b} (images/s)", ("image", b), True) for b in BATCHES]
+    rows += [(f"text encoder, {n} tokens (ms/query)", ("text", n), False) for n in TOKEN_LENGTHS]
+    rows += [(f"decode+preprocess {name.upper()} {mode} (ms/image)", ("decode", name, mode), False)
+             for name in PHOTOS for mode in ("fast", "exact")]
+    lines = ["| benchmark | imgsearch | PyTorch | ONNX Runtime | Pillow | imgsearch vs PyTorch "
+             "| imgsearch vs ORT | imgsearch vs Pillow |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, key, hib in rows:
+        is_decode = key[0] == "decode"
+        cells = [fmt(ours.get(key))]
+        cells += ["–", "–"] if is_decode else [fmt(pt.get(key)), fmt(ox.get(key))]
+        cells += [fmt(pil.get(key))] if is_decode else ["–"]
+        peers = (None, None, pil) if is_decode else (pt, ox, None)
+        cells += [ratio(ours.get(key), p.get(key), hib) if p is not None else "–" for p in peers]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["",
+              "Ratios: > 1 means imgsearch is faster (images/s rows: imgsearch ÷ peer; ms rows: peer ÷ imgsearch).",
+              "Decode rows: `fast` is compared with Pillow using `draft(\"RGB\", (224, 224))` (JPEG DCT scaling), "
+              "`exact` with Pillow decoding the full image; both then bicubic-resize, centre-crop and normalise.",
+              "Encoders: CLIP ViT-B/32 shape (openai/clip-vit-base-patch32), f32, random weights; "
+              "the text rows are one query (batch 1)."]
+    return lines
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
+    ap.add_argument("--skip-cargo", action="store_true", help="don't run cargo bench; read existing results")
+    ap.add_argument("--skip-onnx", action="store_true", help="no ONNX Runtime column")
+    ap.add_argument("--markdown", type=Path, help="also write the Markdown report to this file")
+    ap.add_argument("--quick", action="store_true", help="few, short repeats (smoke run; noisy numbers)")
+    ap.add_argument("--bench-data", type=Path, default=TARGET / "bench-data", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    repeats, seconds = (3, 0.3) if args.quick else (5, 3.0)
+    load_at_start = os.getloadavg()[0]
+
+    if not args.skip_cargo:  # first, so it also creates the JPEGs the Pillow peer reads
+        run_cargo(args.threads)
+    ours = read_imgsearch()
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    model = CLIPModel(CLIPConfig()).eval()  # f32 by default
+    image_tower, text_tower = ImageTower(model).eval(), TextTower(model).eval()
+    print("timing PyTorch ...", file=sys.stderr, flush=True)
+    pt = bench_torch(image_tower, text_tower, repeats, seconds)
+    ox = {}
+    if not args.skip_onnx:
+        print("exporting + timing ONNX Runtime ...", file=sys.stderr, flush=True)
+        ox = bench_onnx(image_tower, text_tower, args.threads, repeats, seconds)
+    print("timing Pillow ...", file=sys.stderr, flush=True)
+    pil = bench_pillow(args.bench_data, repeats, seconds)
+
+    report = ["## imgsearch vs Python peers", ""] + machine_lines(args.threads, load_at_start) + [""] + table(ours, pt, ox, pil)
+    text = "\n".join(report) + "\n"
+    print(text)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

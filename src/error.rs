@@ -1,0 +1,40 @@
+//! The library's one error type. Every variant names what went wrong and, where there is one,
+//! what the user can do about it; the binary prints the chain and maps it to an exit code.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is not a usable CLIP checkpoint: {reason}")]
+    BadCheckpoint { path: PathBuf, reason: String },
+
+    #[error("model folder {path} has no {missing}; a CLIP checkpoint needs config.json, model.safetensors (or pytorch_model.bin) and tokenizer.json")]
+    MissingModelFile { path: PathBuf, missing: String },
+
+    #[error("cannot fetch {file} of model {repo} from the Hugging Face hub: {reason}. {hint}")]
+    Download { repo: String, file: String, reason: String, hint: String },
+
+    #[error("cannot decode image {path}: {reason}")]
+    Decode { path: PathBuf, reason: String },
+
+    #[error("image {path} is {width}x{height} = {pixels} pixels, over the limit of {limit}; raise --max-pixels if it is genuine")]
+    TooLarge { path: PathBuf, width: u32, height: u32, pixels: u64, limit: u64 },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("device {requested} is not available: {reason}")]
+    Device { requested: String, reason: String },
+
+    #[error("model computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}

@@ -1,0 +1,3 @@
+//! Getting pictures in: decoding files into upright RGB images.
+
+pub mod decode;

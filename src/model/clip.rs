@@ -1,0 +1,363 @@
+//! The CLIP image and text towers, written against candle's tensor ops.
+//!
+//! We own this code instead of using `candle_transformers::models::clip` because that module
+//! hard-codes quick-GELU and a layer-norm epsilon of 1e-5 (a `gelu` checkpoint then drifts to
+//! cosine 0.994 from the reference) and computes `x @ W^T` on the fly, which `gemm`'s AVX-512
+//! kernels run slowly. Weight names mirror Hugging Face's `CLIPModel` one for one.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+
+use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use crate::error::{Error, Result};
+
+/// Hands out the checkpoint's tensors by their Hugging Face names, checking shapes.
+pub struct Weights {
+    tensors: HashMap<String, Tensor>,
+    source: std::path::PathBuf,
+}
+
+impl Weights {
+    pub fn new(tensors: HashMap<String, Tensor>, source: std::path::PathBuf) -> Self {
+        Self { tensors, source }
+    }
+
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.tensors.get(name).ok_or_else(|| Error::BadCheckpoint {
+            path: self.source.clone(),
+            reason: format!("tensor `{name}` is missing (is this a CLIPModel checkpoint?)"),
+        })?;
+        if t.dims() != shape {
+            return Err(Error::BadCheckpoint {
+                path: self.source.clone(),
+                reason: format!("tensor `{name}` has shape {:?}, config.json implies {shape:?}", t.dims()),
+            });
+        }
+        Ok(t.clone())
+    }
+}
+
+/// `y = x W^T + b`, with `W^T` stored transposed and contiguous once at load: `gemm`'s fast
+/// kernels want a row-major right-hand side (measured 7-10x on few-row inputs).
+struct Linear {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        Self::from_parts(&weight, bias)
+    }
+
+    fn from_parts(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self { weight_t: weight.t()?.contiguous()?, bias })
+    }
+
+    /// Applies the layer to the last dimension of `x`, any leading dimensions.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight_t)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("tensor has dims") = self.weight_t.dim(1)?;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn load(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w.get(&format!("{prefix}.weight"), &[dim])?,
+            bias: w.get(&format!("{prefix}.bias"), &[dim])?,
+            eps: eps as f32,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)?)
+    }
+}
+
+fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+    Ok(match act {
+        Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
+        Activation::Gelu => x.gelu_erf()?,
+        Activation::GeluNew => x.gelu()?,
+    })
+}
+
+/// Multi-head self-attention with q, k and v fused into one matmul.
+struct Attention {
+    qkv: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn load(w: &Weights, prefix: &str, dim: usize, heads: usize) -> Result<Self> {
+        let head_dim = dim / heads;
+        // Fold the 1/sqrt(head_dim) softmax scale into q's weights and bias: one pass fewer.
+        let scale = (head_dim as f64).powf(-0.5);
+        let part = |name: &str, scale: f64| -> Result<(Tensor, Tensor)> {
+            let weight = (w.get(&format!("{prefix}.{name}.weight"), &[dim, dim])? * scale)?;
+            let bias = (w.get(&format!("{prefix}.{name}.bias"), &[dim])? * scale)?;
+            Ok((weight, bias))
+        };
+        let (qw, qb) = part("q_proj", scale)?;
+        let (kw, kb) = part("k_proj", 1.0)?;
+        let (vw, vb) = part("v_proj", 1.0)?;
+        let qkv = Linear::from_parts(&Tensor::cat(&[qw, kw, vw], 0)?, Some(Tensor::cat(&[qb, kb, vb], 0)?))?;
+        Ok(Self { qkv, out: Linear::load(w, &format!("{prefix}.out_proj"), dim, dim, true)?, heads })
+    }
+
+    /// `x`: (batch, seq, dim). `causal_mask`: (seq, seq) of 0 / -inf, for the text tower.
+    fn forward(&self, x: &Tensor, causal_mask: Option<&Tensor>) -> Result<Tensor> {
+        let (batch, seq, dim) = x.dims3()?;
+        let head_dim = dim / self.heads;
+        let qkv = self.qkv.forward(x)?.reshape((batch, seq, 3, self.heads, head_dim))?;
+        let q = qkv.i((.., .., 0))?.transpose(1, 2)?.contiguous()?; // (b, h, s, d)
+        let k_t = qkv.i((.., .., 1))?.permute((0, 2, 3, 1))?.contiguous()?; // (b, h, d, s)
+        let v = qkv.i((.., .., 2))?.transpose(1, 2)?.contiguous()?;
+        let mut scores = q.matmul(&k_t)?; // (b, h, s, s)
+        if let Some(mask) = causal_mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, dim))?;
+        self.out.forward(&context)
+    }
+}
+
+struct EncoderLayer {
+    norm1: LayerNorm,
+    attention: Attention,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    activation: Activation,
+}
+
+impl EncoderLayer {
+    fn load(w: &Weights, prefix: &str, shape: &TowerShape) -> Result<Self> {
+        let d = shape.hidden;
+        Ok(Self {
+            norm1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), d, shape.eps)?,
+            attention: Attention::load(w, &format!("{prefix}.self_attn"), d, shape.heads)?,
+            norm2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), d, shape.eps)?,
+            fc1: Linear::load(w, &format!("{prefix}.mlp.fc1"), d, shape.intermediate, true)?,
+            fc2: Linear::load(w, &format!("{prefix}.mlp.fc2"), shape.intermediate, d, true)?,
+            activation: shape.activation,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, causal_mask: Option<&Tensor>) -> Result<Tensor> {
+        let x = (x + self.attention.forward(&self.norm1.forward(x)?, causal_mask)?)?;
+        let hidden = activate(&self.fc1.forward(&self.norm2.forward(&x)?)?, self.activation)?;
+        Ok((&x + self.fc2.forward(&hidden)?)?)
+    }
+}
+
+/// What the encoder stack of either tower needs to know.
+struct TowerShape {
+    hidden: usize,
+    intermediate: usize,
+    heads: usize,
+    layers: usize,
+    eps: f64,
+    activation: Activation,
+}
+
+struct Encoder {
+    layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    fn load(w: &Weights, prefix: &str, shape: &TowerShape) -> Result<Self> {
+        let layers = (0..shape.layers)
+            .map(|i| EncoderLayer::load(w, &format!("{prefix}.layers.{i}"), shape))
+            .collect::<Result<_>>()?;
+        Ok(Self { layers })
+    }
+
+    fn forward(&self, x: &Tensor, causal_mask: Option<&Tensor>) -> Result<Tensor> {
+        self.layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, causal_mask))
+    }
+}
+
+/// The ViT image tower plus `visual_projection`.
+pub struct VisionTower {
+    patch_embedding: Tensor, // (channels * patch * patch, hidden): the stride-`patch` conv as a matmul
+    class_embedding: Tensor,
+    position_embedding: Tensor,
+    pre_norm: LayerNorm,
+    encoder: Encoder,
+    post_norm: LayerNorm,
+    projection: Linear,
+    config: VisionConfig,
+}
+
+impl VisionTower {
+    fn load(w: &Weights, c: &VisionConfig, projection_dim: usize) -> Result<Self> {
+        let p = "vision_model";
+        let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
+        let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
+        let shape = TowerShape {
+            hidden: d,
+            intermediate: c.intermediate_size,
+            heads: c.num_attention_heads,
+            layers: c.num_hidden_layers,
+            eps: c.layer_norm_eps,
+            activation: c.hidden_act,
+        };
+        Ok(Self {
+            patch_embedding: conv.reshape((d, ch * ps * ps))?.t()?.contiguous()?,
+            class_embedding: w.get(&format!("{p}.embeddings.class_embedding"), &[d])?,
+            position_embedding: w
+                .get(&format!("{p}.embeddings.position_embedding.weight"), &[c.num_patches() + 1, d])?,
+            pre_norm: LayerNorm::load(w, &format!("{p}.pre_layrnorm"), d, c.layer_norm_eps)?,
+            encoder: Encoder::load(w, &format!("{p}.encoder"), &shape)?,
+            post_norm: LayerNorm::load(w, &format!("{p}.post_layernorm"), d, c.layer_norm_eps)?,
+            projection: Linear::load(w, "visual_projection", d, projection_dim, false)?,
+            config: c.clone(),
+        })
+    }
+
+    /// `pixels`: (batch, channels, image_size, image_size) → (batch, projection_dim), not normalised.
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let (batch, ch, h, w) = pixels.dims4()?;
+        if ch != c.num_channels || h != c.image_size || w != c.image_size {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "vision tower expects ({}, {}, {}) pixels, got ({ch}, {h}, {w})",
+                c.num_channels, c.image_size, c.image_size
+            ))));
+        }
+        let (ps, grid) = (c.patch_size, c.image_size / c.patch_size);
+        // Unfold non-overlapping patches in (row, col) order, each flattened as (channel, y, x) like the conv weight.
+        let patches = pixels
+            .reshape((batch, ch, grid, ps, grid, ps))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((batch * grid * grid, ch * ps * ps))?;
+        let d = c.hidden_size;
+        let embedded = patches.matmul(&self.patch_embedding)?.reshape((batch, grid * grid, d))?;
+        let class = self.class_embedding.reshape((1, 1, d))?.broadcast_as((batch, 1, d))?;
+        let x = Tensor::cat(&[&class, &embedded], 1)?.broadcast_add(&self.position_embedding)?;
+        let x = self.encoder.forward(&self.pre_norm.forward(&x)?, None)?;
+        let pooled = self.post_norm.forward(&x.i((.., 0))?)?;
+        self.projection.forward(&pooled)
+    }
+}
+
+/// The causal text transformer plus `text_projection`.
+pub struct TextTower {
+    token_embedding: Tensor,
+    position_embedding: Tensor,
+    encoder: Encoder,
+    final_norm: LayerNorm,
+    projection: Linear,
+    config: TextConfig,
+}
+
+impl TextTower {
+    fn load(w: &Weights, c: &TextConfig, projection_dim: usize) -> Result<Self> {
+        let p = "text_model";
+        let d = c.hidden_size;
+        let shape = TowerShape {
+            hidden: d,
+            intermediate: c.intermediate_size,
+            heads: c.num_attention_heads,
+            layers: c.num_hidden_layers,
+            eps: c.layer_norm_eps,
+            activation: c.hidden_act,
+        };
+        Ok(Self {
+            token_embedding: w.get(&format!("{p}.embeddings.token_embedding.weight"), &[c.vocab_size, d])?,
+            position_embedding: w
+                .get(&format!("{p}.embeddings.position_embedding.weight"), &[c.max_position_embeddings, d])?,
+            encoder: Encoder::load(w, &format!("{p}.encoder"), &shape)?,
+            final_norm: LayerNorm::load(w, &format!("{p}.final_layer_norm"), d, c.layer_norm_eps)?,
+            projection: Linear::load(w, "text_projection", d, projection_dim, false)?,
+            config: c.clone(),
+        })
+    }
+
+    /// `ids`: (batch, seq) u32 token ids, each row ending at or before `seq` with its end token at
+    /// `end_positions[row]`; anything after it is padding. Returns (batch, projection_dim).
+    ///
+    /// The tower is causal, so positions after the end token never influence it: callers pass
+    /// only as many columns as the longest text needs instead of padding to 77.
+    pub fn forward(&self, ids: &Tensor, end_positions: &[usize]) -> Result<Tensor> {
+        let (batch, seq) = ids.dims2()?;
+        let d = self.config.hidden_size;
+        if seq > self.config.max_position_embeddings
+            || end_positions.len() != batch
+            || end_positions.iter().any(|&e| e >= seq)
+        {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "bad text batch: {batch}x{seq}, ends {end_positions:?}"
+            ))));
+        }
+        let x = self.token_embedding.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, d))?;
+        let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
+        let mask = causal_mask(seq, x.device())?;
+        let x = self.encoder.forward(&x, Some(&mask))?;
+        // Layer norm is per token, so pool first and normalise only the pooled rows.
+        let rows: Vec<u32> = end_positions.iter().enumerate().map(|(b, &e)| (b * seq + e) as u32).collect();
+        let rows = Tensor::new(rows.as_slice(), x.device())?;
+        let pooled = x.reshape((batch * seq, d))?.index_select(&rows, 0)?;
+        self.projection.forward(&self.final_norm.forward(&pooled)?)
+    }
+}
+
+fn causal_mask(seq: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> =
+        (0..seq).flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Ok(Tensor::from_vec(mask, (seq, seq), device)?)
+}
+
+/// Both towers of one checkpoint.
+pub struct ClipModel {
+    pub vision: VisionTower,
+    pub text: TextTower,
+    pub config: ClipConfig,
+}
+
+impl ClipModel {
+    pub fn load(weights: &Weights, config: &ClipConfig) -> Result<Self> {
+        Ok(Self {
+            vision: VisionTower::load(weights, &config.vision_config, config.projection_dim)?,
+            text: TextTower::load(weights, &config.text_config, config.projection_dim)?,
+            config: config.clone(),
+        })
+    }
+}
+
+/// Divides each row by its L2 norm (a zero row stays zero rather than becoming NaN).
+pub fn l2_normalize_rows(x: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let rows = x.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    Ok(rows
+        .into_iter()
+        .map(|mut row| {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                row.iter_mut().for_each(|v| *v /= norm);
+            }
+            row
+        })
+        .collect())
+}

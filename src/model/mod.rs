@@ -1,0 +1,136 @@
+//! CLIP: checkpoint loading (local folder or hub), tokenizer, preprocessing and the two encoders,
+//! behind one [`Clip`] handle that turns pictures and texts into L2-normalised embeddings.
+
+pub mod checkpoint;
+pub mod clip;
+pub mod config;
+pub mod device;
+pub mod preprocess;
+pub mod tokenizer;
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+pub use checkpoint::{CheckpointFiles, DEFAULT_MODEL};
+pub use config::{ClipConfig, PreprocessConfig};
+pub use device::DeviceChoice;
+pub use preprocess::PreprocessedImage;
+
+use crate::error::{Error, Result};
+use crate::ingest::decode::decode_file;
+use clip::{l2_normalize_rows, ClipModel, Weights};
+use tokenizer::ClipTokenizer;
+
+/// An L2-normalised CLIP embedding.
+pub type Embedding = Vec<f32>;
+
+/// Texts are encoded in batches of this many, sorted by length so padding stays short.
+const TEXT_BATCH: usize = 32;
+
+/// A loaded CLIP checkpoint: everything needed to embed pictures and texts into one space.
+pub struct Clip {
+    model: ClipModel,
+    tokenizer: ClipTokenizer,
+    preprocess: PreprocessConfig,
+    device: Device,
+    model_id: String,
+}
+
+impl Clip {
+    /// Loads `model`: a local checkpoint folder or a Hugging Face repo id (`owner/name[@revision]`).
+    pub fn load(model: &str, device: &Device) -> Result<Self> {
+        let files = CheckpointFiles::resolve(model)?;
+        Self::from_files(&files, model, device)
+    }
+
+    pub fn from_files(files: &CheckpointFiles, model_id: &str, device: &Device) -> Result<Self> {
+        let config = ClipConfig::from_file(&files.config)?;
+        let image_size = config.vision_config.image_size as u32;
+        let preprocess = match &files.preprocessor {
+            Some(path) => {
+                let pre = PreprocessConfig::from_file(path, image_size)?;
+                pre.check_matches_model(image_size, path)?;
+                pre
+            }
+            None => PreprocessConfig::clip_default(image_size),
+        };
+        let tokenizer = ClipTokenizer::from_file(&files.tokenizer, config.text_config.max_position_embeddings)?;
+        let weights = Weights::new(files.load_tensors(device)?, files.weights.clone());
+        let model = ClipModel::load(&weights, &config)?;
+        Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: model_id.to_string() })
+    }
+
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// Length of every embedding this model produces.
+    pub fn dim(&self) -> usize {
+        self.model.config.projection_dim
+    }
+
+    pub fn config(&self) -> &ClipConfig {
+        &self.model.config
+    }
+
+    pub fn preprocess_config(&self) -> &PreprocessConfig {
+        &self.preprocess
+    }
+
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    /// Decodes a picture file (fast scaled JPEG decoding allowed) and preprocesses it.
+    pub fn load_image(&self, path: &Path, max_pixels: u64) -> Result<PreprocessedImage> {
+        let decoded = decode_file(path, &self.preprocess.decode_options(max_pixels))?;
+        Ok(self.preprocess.apply(&decoded.rgb))
+    }
+
+    /// Embeds a batch of preprocessed pictures in one forward pass.
+    pub fn embed_images(&self, images: &[PreprocessedImage]) -> Result<Vec<Embedding>> {
+        let Some(first) = images.first() else { return Ok(Vec::new()) };
+        let (h, w) = (first.height, first.width);
+        if let Some(odd) = images.iter().find(|i| (i.height, i.width) != (h, w)) {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "a batch mixes {}x{} and {}x{} images",
+                h, w, odd.height, odd.width
+            ))));
+        }
+        let mut data = Vec::with_capacity(images.len() * 3 * h * w);
+        for image in images {
+            data.extend_from_slice(&image.pixels);
+        }
+        let pixels = Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?;
+        l2_normalize_rows(&self.model.vision.forward(&pixels)?)
+    }
+
+    /// Embeds texts (any string, the empty one included).
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        let tokenized = texts.iter().map(|t| self.tokenizer.encode(t)).collect::<Result<Vec<_>>>()?;
+        // Sort by length so each batch pads (causally harmless) only up to similar lengths.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| tokenized[i].end_position);
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(TEXT_BATCH) {
+            let seq = chunk.iter().map(|&i| tokenized[i].end_position + 1).max().unwrap_or(1);
+            let mut ids = Vec::with_capacity(chunk.len() * seq);
+            let mut ends = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let t = &tokenized[i];
+                // Only the tokens up to the end token matter (the tower is causal); pad with it.
+                let used = &t.ids[..=t.end_position];
+                ids.extend_from_slice(used);
+                ids.extend(std::iter::repeat_n(t.ids[t.end_position], seq - used.len()));
+                ends.push(t.end_position);
+            }
+            let ids = Tensor::from_vec(ids, (chunk.len(), seq), &self.device)?;
+            let embeddings = l2_normalize_rows(&self.model.text.forward(&ids, &ends)?)?;
+            for (&i, e) in chunk.iter().zip(embeddings) {
+                out[i] = e;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,154 @@
+//! `imgsearch embed` through the real binary: local checkpoints, a hub id served by a stand-in
+//! hub on 127.0.0.1, offline mode, and clear failures.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::hub::StandInHub;
+use common::{cosine, image_path, model_dir, reference};
+use serde_json::Value;
+
+fn imgsearch() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    // Never touch the developer's real cache or the network.
+    cmd.env_remove("HF_ENDPOINT").env_remove("HF_HUB_OFFLINE").env("HF_HOME", "/nonexistent-imgsearch-test");
+    cmd
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(out.status.success(), "exit {:?}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+fn vector(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+#[test]
+fn embed_prints_normalised_embeddings_equal_to_the_reference() {
+    let model = "tiny-clip-p14-gelu";
+    let reference = reference(model);
+    let (rocket, coffee) = (image_path("rocket.jpg"), image_path("coffee.png"));
+    let out = imgsearch()
+        .args(["embed", "--device", "cpu", "--json", "--model"])
+        .arg(model_dir(model))
+        .arg("--image")
+        .arg(&rocket)
+        .arg("--image")
+        .arg(&coffee)
+        .args(["--text", "", "--text", "a photo of a cat"])
+        .output()
+        .unwrap();
+    let json = json_of(&out);
+    assert_eq!(json["dim"], reference.dim);
+    let image = vector(&json["images"][rocket.to_str().unwrap()]);
+    let norm: f32 = image.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "not L2-normalised: {norm}");
+    // A large-enough JPEG takes the scaled-decode fast path (within 0.995 of exact by design);
+    // a PNG takes the exact path, which matches the reference.
+    assert!(cosine(&image, &reference.image_embeds["rocket.jpg"]) >= 0.995);
+    let exact = vector(&json["images"][coffee.to_str().unwrap()]);
+    assert!(cosine(&exact, &reference.image_embeds["coffee.png"]) >= 0.9999);
+    for text in ["", "a photo of a cat"] {
+        let got = vector(&json["texts"][text]);
+        assert!(cosine(&got, &reference.text_embeds[text]) >= 0.9999, "text {text:?}");
+    }
+}
+
+#[test]
+fn embed_fails_clearly_on_a_missing_or_undecodable_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("notes.jpg");
+    std::fs::write(&garbage, b"this is not a jpeg").unwrap();
+    let empty = dir.path().join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    for (path, expect) in [(dir.path().join("missing.jpg"), "missing.jpg"), (garbage, "notes.jpg"), (empty, "empty")] {
+        let out = imgsearch()
+            .args(["embed", "--device", "cpu", "--json", "--model"])
+            .arg(model_dir("tiny-clip-b32-quickgelu"))
+            .arg("--image")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expect) && !stderr.contains("panicked"), "unclear error: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn embed_fails_clearly_on_a_folder_that_is_not_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = imgsearch().args(["embed", "--text", "x", "--model"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("config.json"), "{stderr}");
+}
+
+#[test]
+fn a_hub_model_is_downloaded_once_then_works_offline() {
+    let model = "tiny-clip-b32-quickgelu";
+    let reference = reference(model);
+    let hf_home = tempfile::tempdir().unwrap();
+    let run = |endpoint: Option<&str>, offline: bool| {
+        let mut cmd = imgsearch();
+        cmd.env("HF_HOME", hf_home.path()).args([
+            "embed",
+            "--device",
+            "cpu",
+            "--json",
+            "--model",
+            "test-org/tiny-clip",
+            "--text",
+            "a photo of a cat",
+        ]);
+        if let Some(endpoint) = endpoint {
+            cmd.env("HF_ENDPOINT", endpoint);
+        }
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        }
+        cmd.output().unwrap()
+    };
+
+    let hub = StandInHub::serve("test-org/tiny-clip", model_dir(model));
+    let json = json_of(&run(Some(&hub.endpoint), false));
+    assert!(cosine(&vector(&json["texts"]["a photo of a cat"]), &reference.text_embeds["a photo of a cat"]) >= 0.9999);
+    let fetched = hub.downloads.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(fetched >= 3, "config, tokenizer and weights should have been downloaded, got {fetched}");
+    assert!(hf_home.path().join("hub/models--test-org--tiny-clip").is_dir(), "the standard hub cache layout is used");
+
+    // A second run is served from the cache: no more downloads.
+    json_of(&run(Some(&hub.endpoint), false));
+    assert_eq!(hub.downloads.load(std::sync::atomic::Ordering::SeqCst), fetched);
+    drop(hub);
+
+    // Offline, with the hub gone, the cached copy is enough.
+    json_of(&run(Some("http://127.0.0.1:9"), true));
+}
+
+#[test]
+fn an_unreachable_hub_or_empty_offline_cache_gives_a_clear_error() {
+    let hf_home = tempfile::tempdir().unwrap();
+    for offline in [false, true] {
+        let mut cmd = imgsearch();
+        cmd.env("HF_HOME", hf_home.path()).env("HF_ENDPOINT", "http://127.0.0.1:9").args([
+            "embed",
+            "--text",
+            "x",
+            "--model",
+            "test-org/never-cached",
+        ]);
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("test-org/never-cached") && stderr.contains("config.json"), "{stderr}");
+        let hint = if offline { "HF_HUB_OFFLINE" } else { "network" };
+        assert!(stderr.contains(hint), "missing hint {hint:?}: {stderr}");
+    }
+}

@@ -1,0 +1,126 @@
+//! The encoders give the same embeddings as Hugging Face `transformers` on the same weights and
+//! inputs (references written by scripts/make_test_model.py), for two differently shaped
+//! checkpoints (quick-GELU / patch 32 / safetensors and GELU / patch 14 / pytorch_model.bin).
+
+mod common;
+
+use candle_core::Tensor;
+use common::{cosine, devices, image_path, model_dir, reference, reference_pixels, MODELS};
+use imgsearch::ingest::decode::{decode_file, DecodeOptions};
+use imgsearch::model::PreprocessedImage;
+use imgsearch::Clip;
+
+const PARITY: f32 = 0.9999;
+
+fn load(model: &str, device: &candle_core::Device) -> Clip {
+    Clip::load(model_dir(model).to_str().unwrap(), device).unwrap()
+}
+
+fn to_preprocessed(t: &Tensor) -> PreprocessedImage {
+    let (_, h, w) = t.dims3().unwrap();
+    PreprocessedImage { pixels: t.flatten_all().unwrap().to_vec1().unwrap(), height: h, width: w }
+}
+
+#[test]
+fn token_ids_equal_the_reference_tokenizer() {
+    for model in MODELS {
+        let reference = reference(model);
+        let clip = load(model, &candle_core::Device::Cpu);
+        for text in &reference.texts {
+            let ids = clip.tokenizer().encode(text).unwrap().ids;
+            assert_eq!(ids, reference.token_ids[text], "{model}: token ids of {text:?}");
+        }
+        let longest = reference.token_ids.values().map(Vec::len).max().unwrap();
+        assert_eq!(longest, 77, "the fixture must include a text truncated to the 77-token context");
+    }
+}
+
+#[test]
+fn text_embeddings_match_the_reference() {
+    for device in devices() {
+        for model in MODELS {
+            let reference = reference(model);
+            let clip = load(model, &device);
+            let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
+            // All at once (a padded batch of mixed lengths) and one by one must both match.
+            let batched = clip.embed_texts(&texts).unwrap();
+            for (text, got) in texts.iter().zip(&batched) {
+                assert_eq!(got.len(), reference.dim);
+                let single = &clip.embed_texts(&[text]).unwrap()[0];
+                for (how, e) in [("batched", got), ("alone", single)] {
+                    let c = cosine(e, &reference.text_embeds[*text]);
+                    assert!(c >= PARITY, "{model} on {device:?}: text {text:?} ({how}) cosine {c}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn image_embeddings_from_reference_pixels_match() {
+    for device in devices() {
+        for model in MODELS {
+            let reference = reference(model);
+            let clip = load(model, &device);
+            let pixels = reference_pixels(model);
+            let names: Vec<&String> = pixels.keys().collect();
+            let batch: Vec<PreprocessedImage> = names.iter().map(|n| to_preprocessed(&pixels[*n])).collect();
+            let embeddings = clip.embed_images(&batch).unwrap();
+            for (name, got) in names.iter().zip(&embeddings) {
+                let c = cosine(got, &reference.image_embeds[*name]);
+                assert!(c >= PARITY, "{model} on {device:?}: {name} cosine {c}");
+            }
+        }
+    }
+}
+
+#[test]
+fn preprocessing_matches_clip_image_processor() {
+    for model in MODELS {
+        let clip = load(model, &candle_core::Device::Cpu);
+        for (name, expected) in reference_pixels(model) {
+            let decoded = decode_file(&image_path(&name), &DecodeOptions::default()).unwrap();
+            let got = clip.preprocess_config().apply(&decoded.rgb);
+            let expected = to_preprocessed(&expected);
+            assert_eq!((got.height, got.width), (expected.height, expected.width), "{model}: {name}");
+            // Allow one 8-bit step (the JPEG IDCTs of libjpeg-turbo and Rust differ by ±1) divided by the smallest std.
+            let std_min = clip.preprocess_config().image_std.iter().cloned().fold(f32::MAX, f32::min);
+            let step = 1.0 / 255.0 / std_min;
+            let diffs: Vec<f32> = got.pixels.iter().zip(&expected.pixels).map(|(a, b)| (a - b).abs()).collect();
+            let max = diffs.iter().cloned().fold(0.0, f32::max);
+            let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+            eprintln!("{model}: {name}: max |diff| {max:.4} ({:.1} steps), mean {:.4} steps", max / step, mean / step);
+            assert!(mean <= 0.5 * step, "{model}: {name}: mean |diff| {mean} over half an 8-bit step");
+        }
+    }
+}
+
+#[test]
+fn image_embeddings_from_files_match_the_reference() {
+    for device in devices() {
+        for model in MODELS {
+            let reference = reference(model);
+            let clip = load(model, &device);
+            for (name, expected) in &reference.image_embeds {
+                let decoded = decode_file(&image_path(name), &DecodeOptions::default()).unwrap();
+                let got = clip.embed_images(&[clip.preprocess_config().apply(&decoded.rgb)]).unwrap();
+                let c = cosine(&got[0], expected);
+                assert!(c >= PARITY, "{model} on {device:?}: {name} end-to-end cosine {c}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_fixture_models_tell_pictures_and_texts_apart() {
+    // Guards the test itself: parity at 0.9999 only means something if different inputs are far apart.
+    for model in MODELS {
+        let reference = reference(model);
+        let cat = &reference.text_embeds["a photo of a cat"];
+        let city = &reference.text_embeds["satellite image of a city at night"];
+        assert!(cosine(cat, city) < 0.99);
+        let rocket = &reference.image_embeds["rocket.jpg"];
+        let coffee = &reference.image_embeds["coffee.png"];
+        assert!(cosine(rocket, coffee) < 0.99);
+    }
+}

@@ -1,0 +1,81 @@
+//! Decoding and preprocessing behaviour that the reference does not cover: the fast scaled-JPEG
+//! path stays close to the exact one, and EXIF orientation is applied.
+
+mod common;
+
+use common::{cosine, image_path, model_dir, MODELS};
+use imgsearch::ingest::decode::{decode_bytes, decode_file, DecodeOptions};
+use imgsearch::Clip;
+use std::path::Path;
+
+#[test]
+fn scaled_jpeg_decoding_keeps_embeddings_within_0_995_of_the_exact_path() {
+    for model in MODELS {
+        let clip = Clip::load(model_dir(model).to_str().unwrap(), &candle_core::Device::Cpu).unwrap();
+        let pre = clip.preprocess_config();
+        let mut scaled_any = false;
+        for name in ["astronaut.jpg", "rocket.jpg", "chelsea_progressive.jpg", "camera_gray.jpg"] {
+            let path = image_path(name);
+            let exact = decode_file(&path, &DecodeOptions::default()).unwrap();
+            let fast = clip.load_image(&path, u64::MAX).unwrap();
+            let fast_decoded = decode_file(&path, &pre.decode_options(u64::MAX)).unwrap();
+            scaled_any |= fast_decoded.rgb.width() < exact.rgb.width();
+            assert!(
+                fast_decoded.rgb.width().min(fast_decoded.rgb.height()) >= pre.shortest_edge,
+                "{name}: scaled below the resize target"
+            );
+            assert_eq!(
+                (fast_decoded.original_width, fast_decoded.original_height),
+                (exact.original_width, exact.original_height)
+            );
+            let e = clip.embed_images(&[pre.apply(&exact.rgb), fast]).unwrap();
+            let c = cosine(&e[0], &e[1]);
+            eprintln!(
+                "{model}: {name}: decoded {}x{} instead of {}x{}, cosine {c:.5}",
+                fast_decoded.rgb.width(),
+                fast_decoded.rgb.height(),
+                exact.rgb.width(),
+                exact.rgb.height()
+            );
+            assert!(c >= 0.995, "{model}: {name}: fast path cosine {c}");
+        }
+        assert!(scaled_any, "{model}: the fast path was never taken");
+    }
+}
+
+/// Inserts an EXIF APP1 segment holding only an Orientation tag right after the JPEG SOI marker.
+fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = Vec::new();
+    tiff.extend_from_slice(b"II*\0");
+    tiff.extend_from_slice(&8u32.to_le_bytes()); // IFD0 offset
+    tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
+    tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_le_bytes());
+    tiff.extend_from_slice(&orientation.to_le_bytes());
+    tiff.extend_from_slice(&[0, 0]);
+    tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn exif_orientation_is_applied_on_both_decode_paths() {
+    let original = std::fs::read(image_path("rocket.jpg")).unwrap(); // 640 wide, 427 high
+    let rotated = with_exif_orientation(&original, 6); // "rotate 90° clockwise to display"
+    for min_size in [None, Some((64, 64))] {
+        let options = DecodeOptions { min_size, ..Default::default() };
+        let upright = decode_bytes(&original, Path::new("rocket.jpg"), &options).unwrap();
+        let turned = decode_bytes(&rotated, Path::new("rocket-exif6.jpg"), &options).unwrap();
+        assert_eq!((turned.original_width, turned.original_height), (427, 640), "{min_size:?}");
+        let expected = image::imageops::rotate90(&upright.rgb);
+        assert_eq!(turned.rgb.dimensions(), expected.dimensions(), "{min_size:?}");
+        assert!(turned.rgb == expected, "{min_size:?}: pixels are not the upright picture rotated 90° clockwise");
+    }
+}
