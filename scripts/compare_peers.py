@@ -42,7 +42,10 @@ import transformers
 from transformers import CLIPConfig, CLIPModel
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+# criterion follows CRITERION_HOME / CARGO_TARGET_DIR; benches/preprocess.rs always writes to <repo>/target/bench-data
+CRITERION = Path(os.environ.get("CRITERION_HOME")
+                 or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "criterion")
+BENCH_DATA = ROOT / "target" / "bench-data"
 BATCHES = (1, 8, 32)
 TOKEN_LENGTHS = (8, 77)
 PHOTOS = ("12mp", "3mp")
@@ -213,7 +216,7 @@ def run_cargo(threads):
 
 def criterion_seconds(group, function, parameter):
     """Median seconds per iteration from criterion's estimates.json, or None when absent/unreadable."""
-    path = TARGET / "criterion" / group / function / str(parameter) / "new" / "estimates.json"
+    path = CRITERION / group / function / str(parameter) / "new" / "estimates.json"
     try:
         return json.loads(path.read_text())["median"]["point_estimate"] * 1e-9
     except (OSError, ValueError, KeyError, TypeError):
@@ -300,7 +303,7 @@ def main():
     ap.add_argument("--skip-onnx", action="store_true", help="no ONNX Runtime column")
     ap.add_argument("--markdown", type=Path, help="also write the Markdown report to this file")
     ap.add_argument("--quick", action="store_true", help="few, short repeats (smoke run; noisy numbers)")
-    ap.add_argument("--bench-data", type=Path, default=TARGET / "bench-data", help=argparse.SUPPRESS)
+    ap.add_argument("--bench-data", type=Path, default=BENCH_DATA, help=argparse.SUPPRESS)
     args = ap.parse_args()
     repeats, seconds = (3, 0.3) if args.quick else (5, 3.0)
     load_at_start = os.getloadavg()[0]
@@ -322,7 +325,8 @@ def main():
     print("timing Pillow ...", file=sys.stderr, flush=True)
     pil = bench_pillow(args.bench_data, repeats, seconds)
 
-    report = ["## imgsearch vs Python peers", ""] + machine_lines(args.threads, load_at_start) + [""] + table(ours, pt, ox, pil)
+    report = ["## imgsearch vs Python peers", ""] + machine_lines(args.threads, load_at_start)
+    report += [""] + table(ours, pt, ox, pil)
     text = "\n".join(report) + "\n"
     print(text)
     if args.markdown:

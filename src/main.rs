@@ -2,6 +2,11 @@
 
 mod cli;
 
+// Tensors of many MB are allocated and freed per layer; glibc's malloc hands them back to the OS
+// and page-faults them in again each time (measured ~5% of the image tower). mimalloc reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::process::ExitCode;
 

@@ -10,27 +10,37 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use super::kernels;
 use crate::error::{Error, Result};
 
 /// Hands out the checkpoint's tensors by their Hugging Face names, checking shapes.
-pub struct Weights {
-    tensors: HashMap<String, Tensor>,
-    source: std::path::PathBuf,
+pub enum Weights {
+    Checkpoint {
+        tensors: HashMap<String, Tensor>,
+        source: std::path::PathBuf,
+    },
+    /// Normal(0, 0.02) tensors of whatever shape the model asks for: a model of any config
+    /// without a checkpoint file, for benchmarks (speed does not depend on the values).
+    Random(Device),
 }
 
 impl Weights {
     pub fn new(tensors: HashMap<String, Tensor>, source: std::path::PathBuf) -> Self {
-        Self { tensors, source }
+        Self::Checkpoint { tensors, source }
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| Error::BadCheckpoint {
-            path: self.source.clone(),
+        let (tensors, source) = match self {
+            Self::Random(device) => return Ok(Tensor::randn(0f32, 0.02, shape, device)?),
+            Self::Checkpoint { tensors, source } => (tensors, source),
+        };
+        let t = tensors.get(name).ok_or_else(|| Error::BadCheckpoint {
+            path: source.clone(),
             reason: format!("tensor `{name}` is missing (is this a CLIPModel checkpoint?)"),
         })?;
         if t.dims() != shape {
             return Err(Error::BadCheckpoint {
-                path: self.source.clone(),
+                path: source.clone(),
                 reason: format!("tensor `{name}` has shape {:?}, config.json implies {shape:?}", t.dims()),
             });
         }
@@ -61,11 +71,7 @@ impl Linear {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight_t)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
+        let y = kernels::linear(&x.reshape((rows, in_dim))?, &self.weight_t, self.bias.as_ref())?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("tensor has dims") = self.weight_t.dim(1)?;
         Ok(y.reshape(out_dims)?)
@@ -92,14 +98,6 @@ impl LayerNorm {
     }
 }
 
-fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
-    Ok(match act {
-        Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
-        Activation::Gelu => x.gelu_erf()?,
-        Activation::GeluNew => x.gelu()?,
-    })
-}
-
 /// Multi-head self-attention with q, k and v fused into one matmul.
 struct Attention {
     qkv: Linear,
@@ -124,21 +122,9 @@ impl Attention {
         Ok(Self { qkv, out: Linear::load(w, &format!("{prefix}.out_proj"), dim, dim, true)?, heads })
     }
 
-    /// `x`: (batch, seq, dim). `causal_mask`: (seq, seq) of 0 / -inf, for the text tower.
-    fn forward(&self, x: &Tensor, causal_mask: Option<&Tensor>) -> Result<Tensor> {
-        let (batch, seq, dim) = x.dims3()?;
-        let head_dim = dim / self.heads;
-        let qkv = self.qkv.forward(x)?.reshape((batch, seq, 3, self.heads, head_dim))?;
-        let q = qkv.i((.., .., 0))?.transpose(1, 2)?.contiguous()?; // (b, h, s, d)
-        let k_t = qkv.i((.., .., 1))?.permute((0, 2, 3, 1))?.contiguous()?; // (b, h, d, s)
-        let v = qkv.i((.., .., 2))?.transpose(1, 2)?.contiguous()?;
-        let mut scores = q.matmul(&k_t)?; // (b, h, s, s)
-        if let Some(mask) = causal_mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, dim))?;
-        self.out.forward(&context)
+    /// `x`: (batch, seq, dim); `causal`: each position sees only itself and earlier ones (text).
+    fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+        self.out.forward(&kernels::attention(&self.qkv.forward(x)?, self.heads, causal)?)
     }
 }
 
@@ -164,9 +150,9 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, causal_mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = (x + self.attention.forward(&self.norm1.forward(x)?, causal_mask)?)?;
-        let hidden = activate(&self.fc1.forward(&self.norm2.forward(&x)?)?, self.activation)?;
+    fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+        let x = (x + self.attention.forward(&self.norm1.forward(x)?, causal)?)?;
+        let hidden = kernels::activate(self.fc1.forward(&self.norm2.forward(&x)?)?, self.activation)?;
         Ok((&x + self.fc2.forward(&hidden)?)?)
     }
 }
@@ -193,8 +179,8 @@ impl Encoder {
         Ok(Self { layers })
     }
 
-    fn forward(&self, x: &Tensor, causal_mask: Option<&Tensor>) -> Result<Tensor> {
-        self.layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, causal_mask))
+    fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+        self.layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, causal))
     }
 }
 
@@ -257,7 +243,7 @@ impl VisionTower {
         let embedded = patches.matmul(&self.patch_embedding)?.reshape((batch, grid * grid, d))?;
         let class = self.class_embedding.reshape((1, 1, d))?.broadcast_as((batch, 1, d))?;
         let x = Tensor::cat(&[&class, &embedded], 1)?.broadcast_add(&self.position_embedding)?;
-        let x = self.encoder.forward(&self.pre_norm.forward(&x)?, None)?;
+        let x = self.encoder.forward(&self.pre_norm.forward(&x)?, false)?;
         let pooled = self.post_norm.forward(&x.i((.., 0))?)?;
         self.projection.forward(&pooled)
     }
@@ -314,20 +300,13 @@ impl TextTower {
         }
         let x = self.token_embedding.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, d))?;
         let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
-        let mask = causal_mask(seq, x.device())?;
-        let x = self.encoder.forward(&x, Some(&mask))?;
+        let x = self.encoder.forward(&x, true)?;
         // Layer norm is per token, so pool first and normalise only the pooled rows.
         let rows: Vec<u32> = end_positions.iter().enumerate().map(|(b, &e)| (b * seq + e) as u32).collect();
         let rows = Tensor::new(rows.as_slice(), x.device())?;
         let pooled = x.reshape((batch * seq, d))?.index_select(&rows, 0)?;
         self.projection.forward(&self.final_norm.forward(&pooled)?)
     }
-}
-
-fn causal_mask(seq: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> =
-        (0..seq).flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Ok(Tensor::from_vec(mask, (seq, seq), device)?)
 }
 
 /// Both towers of one checkpoint.

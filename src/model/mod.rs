@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;
+pub mod kernels;
 pub mod preprocess;
 pub mod tokenizer;
 
@@ -59,6 +60,16 @@ impl Clip {
         let weights = Weights::new(files.load_tensors(device)?, files.weights.clone());
         let model = ClipModel::load(&weights, &config)?;
         Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: model_id.to_string() })
+    }
+
+    /// A model of the given shape with random weights and the given tokenizer: for benchmarks,
+    /// which need the real architecture (e.g. ViT-B/32) but not trained weights.
+    pub fn with_random_weights(config: ClipConfig, tokenizer: &Path, device: &Device) -> Result<Self> {
+        let image_size = config.vision_config.image_size as u32;
+        let tokenizer = ClipTokenizer::from_file(tokenizer, config.text_config.max_position_embeddings)?;
+        let model = ClipModel::load(&Weights::Random(device.clone()), &config)?;
+        let preprocess = PreprocessConfig::clip_default(image_size);
+        Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: "random-weights".into() })
     }
 
     pub fn model_id(&self) -> &str {
