@@ -35,6 +35,18 @@ pub enum Error {
     #[error("device {requested} is not available: {reason}")]
     Device { requested: String, reason: String },
 
+    #[error("the data folder {path} is in use by another imgsearch process (an `index` or `serve` still running?); wait for it to finish or stop it, then retry")]
+    DataDirLocked { path: PathBuf },
+
+    #[error("storage error in {path}: {reason}. If the disk is full, free space and re-run: work done so far is kept")]
+    Store { path: PathBuf, reason: String },
+
+    #[error("{what} is damaged: {reason}")]
+    Corrupt { what: String, reason: String },
+
+    #[error("the data folder {data_dir} was indexed with model {recorded}, not {requested}: embeddings of different models cannot be mixed. Use --model with the recorded one, another --data-dir, or delete the folder to re-index")]
+    ModelMismatch { data_dir: PathBuf, recorded: String, requested: String },
+
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

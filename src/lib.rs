@@ -6,6 +6,7 @@
 pub mod error;
 pub mod ingest;
 pub mod model;
+pub mod store;
 
 pub use error::{Error, Result};
 pub use model::{Clip, DeviceChoice, Embedding, DEFAULT_MODEL};

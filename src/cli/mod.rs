@@ -1,6 +1,8 @@
 //! The command line: one file per subcommand; `main.rs` only parses and reports.
 
 mod embed;
+mod index;
+mod stats;
 
 use clap::{Parser, Subcommand};
 
@@ -9,6 +11,11 @@ use imgsearch::{DeviceChoice, DEFAULT_MODEL};
 #[derive(Debug, Parser)]
 #[command(name = "imgsearch", version, about = "Semantic image search over your photos, with CLIP")]
 pub struct Cli {
+    /// The data folder holding the index (default: $IMGSEARCH_DATA_DIR, else the platform data
+    /// folder, e.g. ~/.local/share/imgsearch).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
     /// Where the encoders run.
     #[arg(long, global = true, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -19,6 +26,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Index pictures under one or more folders (incremental: re-run to update).
+    Index(index::IndexArgs),
+    /// What the data folder holds: counts, model, size, last run.
+    Stats(stats::StatsArgs),
+    /// List every indexed picture.
+    List(stats::ListArgs),
+    /// Rebuild the vector and text indexes from the catalog.
+    Repair,
+    /// Rebuild the vector graph, dropping deleted pictures' tombstones.
+    Optimize,
     /// Print CLIP embeddings of pictures and texts.
     Embed(embed::EmbedArgs),
 }
@@ -33,7 +50,13 @@ pub struct ModelArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
     match cli.command {
+        Command::Index(args) => index::run(args, data_dir, cli.device),
+        Command::Stats(args) => stats::stats(args, data_dir),
+        Command::List(args) => stats::list(args, data_dir),
+        Command::Repair => stats::repair(data_dir),
+        Command::Optimize => stats::optimize(data_dir),
         Command::Embed(args) => embed::run(args, cli.device),
     }
 }

@@ -1,3 +1,6 @@
-//! Getting pictures in: decoding files into upright RGB images.
+//! Getting pictures in: walk the roots, decode, read EXIF, and the batched indexing pipeline.
 
 pub mod decode;
+pub mod exif;
+pub mod pipeline;
+pub mod walk;

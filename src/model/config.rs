@@ -164,7 +164,7 @@ impl ClipConfig {
 }
 
 /// How `CLIPImageProcessor` turns a picture into the model's input, from `preprocessor_config.json`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PreprocessConfig {
     pub do_resize: bool,
     /// Length the shortest side is resized to.
@@ -181,7 +181,7 @@ pub struct PreprocessConfig {
 }
 
 /// PIL's resampling filters, by the integer codes `preprocessor_config.json` stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Resample {
     Nearest,
     Lanczos,

@@ -273,9 +273,9 @@ impl CustomOp1 for AttentionOp {
                 let (b, h) = (task / heads, task % heads);
                 let base = b * seq * three_dim + h * head_dim;
                 let (q, k, v) = (qkv[base..].as_ptr(), qkv[base + dim..].as_ptr(), qkv[base + 2 * dim..].as_ptr());
-                                       // SAFETY: all pointers stay inside `qkv` (rows of `three_dim`, this head's
-                                       // `head_dim` columns) or `scores`; the output block (rows of image b, columns of
-                                       // head h) belongs to this task alone.
+                // SAFETY: all pointers stay inside `qkv` (rows of `three_dim`, this head's
+                // `head_dim` columns) or `scores`; the output block (rows of image b, columns of
+                // head h) belongs to this task alone.
                 unsafe {
                     // scores = q k^T: (seq x head_dim) times (head_dim x seq), k read transposed in place.
                     gemm::gemm(

@@ -20,6 +20,7 @@ pub use preprocess::PreprocessedImage;
 
 use crate::error::{Error, Result};
 use crate::ingest::decode::decode_file;
+use crate::store::ModelInfo;
 use clip::{l2_normalize_rows, ClipModel, Weights};
 use tokenizer::ClipTokenizer;
 
@@ -38,14 +39,24 @@ pub struct Clip {
     model_id: String,
 }
 
-impl Clip {
-    /// Loads `model`: a local checkpoint folder or a Hugging Face repo id (`owner/name[@revision]`).
-    pub fn load(model: &str, device: &Device) -> Result<Self> {
-        let files = CheckpointFiles::resolve(model)?;
-        Self::from_files(&files, model, device)
-    }
+/// A checkpoint resolved to local files, with its configuration read but weights not loaded:
+/// enough to know the embedding size and preprocessing before paying for the weights.
+pub struct ModelSpec {
+    files: CheckpointFiles,
+    pub config: ClipConfig,
+    pub preprocess: PreprocessConfig,
+    /// The name recorded with an index: the repo id, or the canonical folder path.
+    pub model_id: String,
+}
 
-    pub fn from_files(files: &CheckpointFiles, model_id: &str, device: &Device) -> Result<Self> {
+impl ModelSpec {
+    /// `model`: a local checkpoint folder or a Hugging Face repo id (`owner/name[@revision]`).
+    pub fn resolve(model: &str) -> Result<Self> {
+        let files = CheckpointFiles::resolve(model)?;
+        let model_id = match std::fs::canonicalize(model) {
+            Ok(dir) if dir.is_dir() => dir.to_string_lossy().into_owned(),
+            _ => model.to_string(),
+        };
         let config = ClipConfig::from_file(&files.config)?;
         let image_size = config.vision_config.image_size as u32;
         let preprocess = match &files.preprocessor {
@@ -56,10 +67,41 @@ impl Clip {
             }
             None => PreprocessConfig::clip_default(image_size),
         };
-        let tokenizer = ClipTokenizer::from_file(&files.tokenizer, config.text_config.max_position_embeddings)?;
-        let weights = Weights::new(files.load_tensors(device)?, files.weights.clone());
-        let model = ClipModel::load(&weights, &config)?;
-        Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: model_id.to_string() })
+        Ok(Self { files, config, preprocess, model_id })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.config.projection_dim
+    }
+
+    /// What an index built with this model must record (and match on reuse).
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo {
+            model: self.model_id.clone(),
+            dim: self.dim(),
+            preprocess: serde_json::to_string(&self.preprocess).expect("preprocess config serialises"),
+        }
+    }
+
+    pub fn load(&self, device: &Device) -> Result<Clip> {
+        let tokenizer =
+            ClipTokenizer::from_file(&self.files.tokenizer, self.config.text_config.max_position_embeddings)?;
+        let weights = Weights::new(self.files.load_tensors(device)?, self.files.weights.clone());
+        let model = ClipModel::load(&weights, &self.config)?;
+        Ok(Clip {
+            model,
+            tokenizer,
+            preprocess: self.preprocess.clone(),
+            device: device.clone(),
+            model_id: self.model_id.clone(),
+        })
+    }
+}
+
+impl Clip {
+    /// Loads `model`: a local checkpoint folder or a Hugging Face repo id (`owner/name[@revision]`).
+    pub fn load(model: &str, device: &Device) -> Result<Self> {
+        ModelSpec::resolve(model)?.load(device)
     }
 
     /// A model of the given shape with random weights and the given tokenizer: for benchmarks,

@@ -1,0 +1,78 @@
+//! `imgsearch index PATH...`: add new and changed pictures, forget deleted ones.
+
+use std::path::PathBuf;
+
+use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
+use imgsearch::ingest::pipeline::{self, IndexOptions};
+use imgsearch::model::ModelSpec;
+use imgsearch::store::DataDir;
+use imgsearch::DeviceChoice;
+
+#[derive(Debug, clap::Args)]
+pub struct IndexArgs {
+    /// Folders (or files) to index; re-run with the same ones to update.
+    #[arg(required = true, value_name = "PATH")]
+    roots: Vec<PathBuf>,
+    /// Model: a checkpoint folder or hub id. Default: the one this data folder was indexed
+    /// with, else openai/clip-vit-base-patch32.
+    #[arg(long)]
+    model: Option<String>,
+    /// Include hidden files and folders (names starting with '.').
+    #[arg(long)]
+    hidden: bool,
+    /// Pictures per encoder batch (default: 16 on CPU, 128 on a GPU).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Skip pictures with more pixels than this (decompression bombs).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+    /// Skip files larger than this many bytes without reading them.
+    #[arg(long, default_value_t = 200 * 1024 * 1024)]
+    max_file_size: u64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print a JSON summary at the end instead of the text one.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: IndexArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
+    let mut data = DataDir::open(&data_dir)?;
+    let model = match args.model {
+        Some(model) => model,
+        None => data.catalog.model_info()?.map(|m| m.model).unwrap_or_else(|| imgsearch::DEFAULT_MODEL.to_string()),
+    };
+    let spec = ModelSpec::resolve(&model)?;
+    let device = device.open()?;
+    let batch_size = args.batch_size.unwrap_or(if device.is_cpu() { 16 } else { 128 });
+    let options = IndexOptions {
+        roots: args.roots,
+        hidden: args.hidden,
+        batch_size,
+        max_pixels: args.max_pixels,
+        max_file_size: args.max_file_size,
+        progress: !args.quiet && !args.json,
+    };
+    let summary = pipeline::run(&mut data, &spec, &device, &options)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+        return Ok(());
+    }
+    if !args.quiet {
+        for error in &summary.errors {
+            eprintln!("skipped {}: {}", error.path, error.reason);
+        }
+    }
+    println!(
+        "{} files scanned in {:.1}s: {} indexed, {} reused (moved/copied), {} unchanged, {} removed, {} skipped",
+        summary.scanned,
+        summary.seconds,
+        summary.indexed,
+        summary.reused,
+        summary.unchanged,
+        summary.removed,
+        summary.skipped
+    );
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! `imgsearch stats` and `imgsearch list`: what the data folder holds.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use imgsearch::store::{DataDir, VectorIndex};
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// List the skipped files with their reasons.
+    #[arg(long)]
+    errors: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn stats(args: StatsArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+    let data = DataDir::open(&data_dir)?;
+    if args.errors {
+        let mut errors = Vec::new();
+        for record in data.catalog.skipped() {
+            let record = record?;
+            if !record.ignored {
+                errors.push(serde_json::json!({"path": record.path.display(), "reason": record.reason}));
+            }
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&errors)?);
+        } else {
+            for e in &errors {
+                println!("{}\t{}", e["path"].as_str().unwrap_or_default(), e["reason"].as_str().unwrap_or_default());
+            }
+        }
+        return Ok(());
+    }
+    let stats = data.stats()?;
+    if args.json {
+        println!("{}", serde_json::to_string(&stats)?);
+        return Ok(());
+    }
+    println!("data folder:  {} ({:.1} MB)", stats.data_dir, stats.size_bytes as f64 / 1e6);
+    match &stats.model {
+        Some(m) => println!("model:        {} (dim {})", m.model, m.dim),
+        None => println!("model:        (none yet)"),
+    }
+    println!("images:       {}", stats.images);
+    println!("vectors:      {} live, {} tombstoned", stats.vectors_live, stats.vectors_tombstoned);
+    println!("skipped:      {} (imgsearch stats --errors lists them)", stats.skipped);
+    if let Some(run) = &stats.last_run {
+        println!("last run:     {run}");
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Listed {
+    id: u64,
+    path: String,
+}
+
+pub fn list(args: ListArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+    let data = DataDir::open(&data_dir)?;
+    let mut listed = Vec::new();
+    for record in data.catalog.images() {
+        let record = record?;
+        listed.push(Listed { id: record.id, path: record.path.display() });
+    }
+    listed.sort_by(|a, b| a.path.cmp(&b.path));
+    if args.json {
+        println!("{}", serde_json::to_string(&listed)?);
+    } else {
+        for item in listed {
+            println!("{}\t{}", item.id, item.path);
+        }
+    }
+    Ok(())
+}
+
+/// `imgsearch repair`: rebuild the vector and text indexes from the catalog.
+pub fn repair(data_dir: PathBuf) -> anyhow::Result<()> {
+    let mut data = DataDir::open(&data_dir)?;
+    for line in data.repair(true)? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `imgsearch optimize`: rebuild the vector graph without its tombstones.
+pub fn optimize(data_dir: PathBuf) -> anyhow::Result<()> {
+    let mut data = DataDir::open(&data_dir)?;
+    let before = data.vectors.tombstone_count();
+    data.save_vectors(true)?;
+    println!("vector index rebuilt: {} live vectors, {before} tombstones dropped", data.vectors.live_count());
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! `imgsearch index`: walker → parallel read + hash + decode + preprocess → bounded queue →
+//! batched encoder → one writer to the stores.
+//!
+//! Every queue is bounded, so memory does not grow with the library. Unchanged files
+//! (same path, size and mtime) are never read; a file whose content is already indexed (moved or
+//! copied) reuses that embedding; the model is loaded only when something needs embedding.
+//! Each writer batch is durable in the catalog before the indexes see it, so `kill -9` at any
+//! moment loses at most the batch in flight, and the next open repairs the indexes.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use candle_core::Device;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::decode::decode_bytes;
+use super::exif::photo_facts;
+use super::walk::{walk, Candidate, Found};
+use crate::error::{Error, Result};
+use crate::model::{ModelSpec, PreprocessedImage};
+use crate::store::catalog::{path_bytes, stored_bytes, ImageRecord, PhotoFacts, SkipRecord, StoredPath};
+use crate::store::{Change, DataDir};
+
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    pub roots: Vec<PathBuf>,
+    pub hidden: bool,
+    pub batch_size: usize,
+    pub max_pixels: u64,
+    /// Files larger than this are skipped without being read.
+    pub max_file_size: u64,
+    pub progress: bool,
+}
+
+/// A file that was not indexed in this run, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileError {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct IndexSummary {
+    /// Files looked at (regular files under the roots).
+    pub scanned: u64,
+    /// Newly embedded pictures.
+    pub indexed: u64,
+    /// Pictures whose content was already indexed under another path (moved or copied).
+    pub reused: u64,
+    pub unchanged: u64,
+    pub removed: u64,
+    /// Files that could not be indexed (listed in `errors`); non-images are not counted.
+    pub skipped: u64,
+    pub errors: Vec<FileError>,
+    pub seconds: f64,
+}
+
+/// Facts about one file gathered by a decode worker.
+struct FileFacts {
+    path: StoredPath,
+    size: u64,
+    mtime_ns: i128,
+    hash: String,
+    width: u32,
+    height: u32,
+    format: String,
+    facts: PhotoFacts,
+}
+
+impl FileFacts {
+    fn into_record(self, id: u64, embedding: Vec<f32>) -> ImageRecord {
+        ImageRecord {
+            id,
+            path: self.path,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            hash: self.hash,
+            width: self.width,
+            height: self.height,
+            format: self.format,
+            facts: self.facts,
+            embedding,
+            indexed_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        }
+    }
+}
+
+/// What a decode worker hands the encoder.
+enum Work {
+    Embed(FileFacts, PreprocessedImage),
+    Reuse(FileFacts, Vec<f32>),
+    Skip(SkipRecord),
+}
+
+/// What the encoder hands the writer (which assigns ids: only it writes the catalog).
+#[derive(Default)]
+struct Batch {
+    pictures: Vec<(FileFacts, Vec<f32>)>,
+    skips: Vec<SkipRecord>,
+    indexed: u64,
+    reused: u64,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.pictures.len() + self.skips.len()
+    }
+}
+
+/// Writer batches of reused/skipped files are flushed at this size even without embeddings.
+const PASS_THROUGH_BATCH: usize = 256;
+/// The vector graph is saved at least this often during a long run.
+const SAVE_EVERY: Duration = Duration::from_secs(120);
+
+pub fn run(data: &mut DataDir, spec: &ModelSpec, device: &Device, options: &IndexOptions) -> Result<IndexSummary> {
+    let started = Instant::now();
+    data.check_model(&spec.info())?;
+    let roots: Vec<PathBuf> = options
+        .roots
+        .iter()
+        .map(|r| std::fs::canonicalize(r).map_err(|source| Error::Io { path: r.clone(), source }))
+        .collect::<Result<_>>()?;
+    let catalog = data.catalog.clone();
+    let queued = AtomicU64::new(0);
+    let progress = progress_bar(options.progress);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let batch_size = options.batch_size.max(1);
+
+    let (jobs_tx, jobs_rx) = bounded::<Candidate>(256);
+    let (work_tx, work_rx) = bounded::<Work>(batch_size * 2);
+    let (batch_tx, batch_rx) = bounded::<Result<Batch>>(4);
+
+    let mut summary = IndexSummary::default();
+    let (walk_result, write_result) = std::thread::scope(|scope| {
+        let walker = scope.spawn(|| {
+            let result = walk_and_queue(&roots, options.hidden, &catalog, &jobs_tx, &queued);
+            drop(jobs_tx);
+            result
+        });
+        for _ in 0..workers {
+            let (jobs_rx, work_tx, catalog) = (jobs_rx.clone(), work_tx.clone(), catalog.clone());
+            scope.spawn(move || {
+                for job in jobs_rx {
+                    if work_tx.send(examine(job, &catalog, spec, options)).is_err() {
+                        break; // the run was aborted
+                    }
+                }
+            });
+        }
+        drop((jobs_rx, work_tx));
+        scope.spawn(move || encode(work_rx, batch_tx, spec, device, batch_size));
+
+        let write_result = write_batches(data, &batch_rx, &mut summary, &progress, &queued);
+        drop(batch_rx); // unblocks every stage if the writer stopped early
+        (walker.join().expect("walker thread panicked"), write_result)
+    });
+    write_result?;
+    let walked = walk_result?;
+    summary.scanned = walked.scanned;
+    summary.unchanged = walked.unchanged;
+    summary.skipped += walked.errors.len() as u64;
+    summary.errors.extend(walked.errors);
+
+    // Whatever was recorded under these roots and not seen now is gone.
+    let is_gone = |path: &[u8]| {
+        let path = raw_to_stored(path.to_vec()).to_path_buf();
+        roots.iter().any(|r| path.starts_with(r)) && !walked.seen.contains(&path_bytes(&path))
+    };
+    let mut gone = Vec::new();
+    for entry in data.catalog.paths() {
+        let (path, _) = entry?;
+        if is_gone(&path) {
+            gone.push(Change::Remove(raw_to_stored(path)));
+        }
+    }
+    summary.removed = gone.len() as u64;
+    for record in data.catalog.skipped() {
+        let record = record?;
+        if is_gone(&stored_bytes(&record.path)) {
+            gone.push(Change::Remove(record.path));
+        }
+    }
+    data.apply(&gone)?;
+    data.save_vectors(false)?;
+    progress.finish_and_clear();
+    summary.seconds = started.elapsed().as_secs_f64();
+    data.catalog.set_last_run(&serde_json::json!({
+        "finished_at": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "roots": roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>(),
+        "scanned": summary.scanned, "indexed": summary.indexed, "reused": summary.reused,
+        "unchanged": summary.unchanged, "removed": summary.removed, "skipped": summary.skipped,
+        "seconds": summary.seconds,
+    }))?;
+    Ok(summary)
+}
+
+fn raw_to_stored(bytes: Vec<u8>) -> StoredPath {
+    match String::from_utf8(bytes) {
+        Ok(s) => StoredPath::Utf8(s),
+        Err(e) => StoredPath::Raw(e.into_bytes()),
+    }
+}
+
+fn progress_bar(enabled: bool) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} new files · {msg} · ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+struct Walked {
+    scanned: u64,
+    unchanged: u64,
+    errors: Vec<FileError>,
+    /// Every path seen under the roots (as bytes), to find what disappeared.
+    seen: HashSet<Vec<u8>>,
+}
+
+/// Walks the roots and queues every new or changed file; unchanged ones stop here.
+fn walk_and_queue(
+    roots: &[PathBuf],
+    hidden: bool,
+    catalog: &crate::store::Catalog,
+    jobs: &Sender<Candidate>,
+    queued: &AtomicU64,
+) -> Result<Walked> {
+    let mut walked = Walked { scanned: 0, unchanged: 0, errors: Vec::new(), seen: HashSet::new() };
+    for found in walk(roots, hidden) {
+        let candidate = match found {
+            Found::File(c) => c,
+            Found::Problem { path, reason } => {
+                walked.errors.push(FileError { path: path.display().to_string(), reason });
+                walked.seen.insert(path_bytes(&path));
+                continue;
+            }
+        };
+        walked.scanned += 1;
+        let key = path_bytes(&candidate.path);
+        walked.seen.insert(key.clone());
+        if let Some(record) = catalog.image_at(&key)? {
+            if record.size == candidate.size && record.mtime_ns == candidate.mtime_ns {
+                walked.unchanged += 1;
+                continue;
+            }
+        } else if let Some(skip) = catalog.skipped_at(&key)? {
+            if skip.size == candidate.size && skip.mtime_ns == candidate.mtime_ns {
+                if !skip.ignored {
+                    walked.errors.push(FileError { path: candidate.path.display().to_string(), reason: skip.reason });
+                }
+                continue;
+            }
+        }
+        queued.fetch_add(1, Ordering::Relaxed);
+        if jobs.send(candidate).is_err() {
+            break; // the writer stopped (an error is on its way)
+        }
+    }
+    Ok(walked)
+}
+
+/// Extensions people give pictures; a file with one that fails to decode is an error worth
+/// reporting, anything else that is not an image is silently ignored.
+const IMAGE_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "jpe", "png", "gif", "webp", "bmp", "tif", "tiff", "heic", "heif", "avif", "ico", "tga", "pnm",
+    "qoi",
+];
+
+/// Reads (bounded), hashes, and — unless the content is already indexed — decodes one file.
+fn examine(job: Candidate, catalog: &crate::store::Catalog, spec: &ModelSpec, options: &IndexOptions) -> Work {
+    let path = StoredPath::from_path(&job.path);
+    let looks_like_image = job
+        .path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+    let skip = |reason: String, ignored: bool| {
+        Work::Skip(SkipRecord { path: path.clone(), size: job.size, mtime_ns: job.mtime_ns, reason, ignored })
+    };
+    if job.size > options.max_file_size {
+        return skip(
+            format!("file is {} bytes, over the {}-byte limit (--max-file-size)", job.size, options.max_file_size),
+            false,
+        );
+    }
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(&job.path).and_then(|f| f.take(options.max_file_size + 1).read_to_end(&mut bytes));
+    if let Err(e) = read {
+        return skip(format!("cannot read: {e}"), false);
+    }
+    if bytes.is_empty() {
+        return skip("empty file".into(), !looks_like_image);
+    }
+    let Some(format) = sniff_format(&bytes) else {
+        return skip("not an image (unrecognised content)".into(), !looks_like_image);
+    };
+    if format == "heif" || format == "avif" {
+        return skip(format!("{} images are not supported by this build", format.to_uppercase()), false);
+    }
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    let facts = photo_facts(&bytes);
+    let mut file = FileFacts {
+        path: path.clone(),
+        size: job.size,
+        mtime_ns: job.mtime_ns,
+        hash,
+        width: 0,
+        height: 0,
+        format,
+        facts,
+    };
+    if let Ok(Some(known)) = catalog.image_with_hash(&file.hash) {
+        if known.embedding.len() == spec.dim() {
+            (file.width, file.height) = (known.width, known.height);
+            return Work::Reuse(file, known.embedding);
+        }
+    }
+    match decode_bytes(&bytes, &job.path, &spec.preprocess.decode_options(options.max_pixels)) {
+        Ok(decoded) => {
+            (file.width, file.height) = (decoded.original_width, decoded.original_height);
+            let pixels = spec.preprocess.apply(&decoded.rgb);
+            Work::Embed(file, pixels)
+        }
+        Err(e) => skip(e.to_string(), false),
+    }
+}
+
+/// The format by content (magic bytes), not by file name.
+fn sniff_format(bytes: &[u8]) -> Option<String> {
+    // ISO-BMFF containers: HEIC/HEIF/AVIF photos from phones.
+    if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
+        let brand = &bytes[8..12];
+        if [b"avif", b"avis"].iter().any(|b| brand == *b) {
+            return Some("avif".into());
+        }
+        if [b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"].iter().any(|b| brand == *b) {
+            return Some("heif".into());
+        }
+    }
+    let format = image::guess_format(bytes).ok()?;
+    Some(format.extensions_str().first().copied().unwrap_or("image").replace("jpg", "jpeg"))
+}
+
+/// Batches decoded pictures through the model (loaded on first need) and passes the rest on.
+fn encode(work: Receiver<Work>, out: Sender<Result<Batch>>, spec: &ModelSpec, device: &Device, batch_size: usize) {
+    let mut clip = None;
+    let mut batch = Batch::default();
+    let mut pending: Vec<(FileFacts, PreprocessedImage)> = Vec::with_capacity(batch_size);
+    let mut embed = |pending: &mut Vec<(FileFacts, PreprocessedImage)>, batch: &mut Batch| -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if clip.is_none() {
+            clip = Some(spec.load(device)?);
+        }
+        let clip = clip.as_ref().expect("just loaded");
+        let images: Vec<PreprocessedImage> = pending.iter().map(|(_, p)| p.clone()).collect();
+        let embeddings = clip.embed_images(&images)?;
+        for ((file, _), embedding) in pending.drain(..).zip(embeddings) {
+            batch.pictures.push((file, embedding));
+            batch.indexed += 1;
+        }
+        Ok(())
+    };
+    for item in work {
+        match item {
+            Work::Embed(file, pixels) => pending.push((file, pixels)),
+            Work::Reuse(file, embedding) => {
+                batch.pictures.push((file, embedding));
+                batch.reused += 1;
+            }
+            Work::Skip(record) => batch.skips.push(record),
+        }
+        if pending.len() >= batch_size || batch.len() >= PASS_THROUGH_BATCH {
+            if let Err(e) = embed(&mut pending, &mut batch) {
+                let _ = out.send(Err(e));
+                return;
+            }
+            if out.send(Ok(std::mem::take(&mut batch))).is_err() {
+                return;
+            }
+        }
+    }
+    let last = embed(&mut pending, &mut batch).map(|()| batch);
+    let _ = out.send(last);
+}
+
+/// The one writer: turns batches into catalog changes and applies them, showing progress.
+fn write_batches(
+    data: &mut DataDir,
+    batches: &Receiver<Result<Batch>>,
+    summary: &mut IndexSummary,
+    progress: &ProgressBar,
+    queued: &AtomicU64,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut last_save = Instant::now();
+    let mut done = 0u64;
+    for batch in batches {
+        let batch = batch?;
+        let mut changes = Vec::with_capacity(batch.len());
+        for (file, embedding) in batch.pictures {
+            changes.push(Change::Upsert(file.into_record(data.catalog.new_id()?, embedding)));
+        }
+        for skip in batch.skips {
+            if !skip.ignored {
+                summary.skipped += 1;
+                summary.errors.push(FileError { path: skip.path.display(), reason: skip.reason.clone() });
+            }
+            changes.push(Change::Skip(skip));
+        }
+        done += changes.len() as u64;
+        data.apply(&changes)?;
+        summary.indexed += batch.indexed;
+        summary.reused += batch.reused;
+        if last_save.elapsed() > SAVE_EVERY {
+            data.save_vectors(false)?;
+            last_save = Instant::now();
+        }
+        let rate = summary.indexed as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        progress.set_length(queued.load(Ordering::Relaxed));
+        progress.set_position(done);
+        progress.set_message(format!(
+            "{} embedded, {} reused, {} skipped, {rate:.1} images/s",
+            summary.indexed, summary.reused, summary.skipped
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! The catalog (`sled`): the source of truth. Every indexed picture's record — path, size,
+//! mtime, content hash, dimensions, EXIF facts and the embedding itself — plus the files that
+//! were skipped and why. The vector and text indexes can always be rebuilt from it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use crate::error::{Error, Result};
+
+pub type ImageId = u64;
+
+/// A path as raw bytes: file names need not be UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StoredPath {
+    Utf8(String),
+    Raw(Vec<u8>),
+}
+
+impl StoredPath {
+    pub fn from_path(path: &Path) -> Self {
+        match path.to_str() {
+            Some(s) => Self::Utf8(s.to_string()),
+            None => Self::Raw(path_bytes(path)),
+        }
+    }
+
+    pub fn to_path_buf(&self) -> PathBuf {
+        match self {
+            Self::Utf8(s) => PathBuf::from(s),
+            Self::Raw(bytes) => path_from_bytes(bytes),
+        }
+    }
+
+    pub fn display(&self) -> String {
+        self.to_path_buf().to_string_lossy().into_owned()
+    }
+}
+
+#[cfg(unix)]
+pub fn path_bytes(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().to_vec()
+}
+
+#[cfg(not(unix))]
+pub fn path_bytes(path: &Path) -> Vec<u8> {
+    path.to_string_lossy().into_owned().into_bytes()
+}
+
+#[cfg(unix)]
+fn path_from_bytes(bytes: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// What EXIF says about a photo (all optional: many files have none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhotoFacts {
+    /// When the photo was taken, seconds since the Unix epoch (camera local time taken as UTC).
+    pub taken: Option<i64>,
+    pub camera_make: Option<String>,
+    pub camera_model: Option<String>,
+    /// (latitude, longitude) in degrees.
+    pub gps: Option<(f64, f64)>,
+    pub orientation: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub id: ImageId,
+    pub path: StoredPath,
+    pub size: u64,
+    pub mtime_ns: i128,
+    /// blake3 of the file's bytes, hex: finds moved and copied files.
+    pub hash: String,
+    /// Upright size of the picture.
+    pub width: u32,
+    pub height: u32,
+    /// "jpeg", "png", ...
+    pub format: String,
+    pub facts: PhotoFacts,
+    pub embedding: Vec<f32>,
+    /// Unix seconds when it was indexed.
+    pub indexed_at: u64,
+}
+
+/// A file that was not indexed, and why. Kept so an unchanged bad file is not read again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkipRecord {
+    pub path: StoredPath,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub reason: String,
+    /// Not an image at all (a text file, a video): remembered, but not reported as an error.
+    pub ignored: bool,
+}
+
+/// One change to the catalog; a writer applies a batch of them atomically.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Add a picture (replacing whatever was recorded at its path).
+    Upsert(ImageRecord),
+    /// Forget the picture at this path (the file is gone).
+    Remove(StoredPath),
+    /// Record a skipped file (replacing any picture at its path).
+    Skip(SkipRecord),
+}
+
+/// What the data folder was indexed with: mixing models would mix vector spaces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub model: String,
+    pub dim: usize,
+    /// The preprocessing pipeline as canonical JSON text (resize, crop, mean, std, filter);
+    /// text, not a JSON value, so comparing it is exact (float parsing may move the last bit).
+    pub preprocess: String,
+}
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: &str = "meta";
+const IMAGES: &str = "images";
+const PATHS: &str = "paths";
+const HASHES: &str = "hashes";
+const SKIPPED: &str = "skipped";
+
+#[derive(Clone)]
+pub struct Catalog {
+    db: sled::Db,
+    meta: sled::Tree,
+    images: sled::Tree,
+    paths: sled::Tree,
+    hashes: sled::Tree,
+    skipped: sled::Tree,
+    path: PathBuf,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt { what: what.to_string(), reason: e.to_string() }
+}
+
+impl Catalog {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                Error::DataDirLocked { path: dir.parent().unwrap_or(dir).to_owned() }
+            }
+            other => Error::Store { path: dir.to_owned(), reason: other.to_string() },
+        })?;
+        let tree =
+            |name: &str| db.open_tree(name).map_err(|e| Error::Store { path: dir.to_owned(), reason: e.to_string() });
+        Ok(Self {
+            meta: tree(META)?,
+            images: tree(IMAGES)?,
+            paths: tree(PATHS)?,
+            hashes: tree(HASHES)?,
+            skipped: tree(SKIPPED)?,
+            db,
+            path: dir.to_owned(),
+        })
+    }
+
+    fn store_err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Store { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    fn meta_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.meta.get(key).map_err(|e| self.store_err(e))? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| corrupt(key, e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Durable on return: a `kill -9` right after must not forget which model a folder uses.
+    fn set_meta_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).expect("meta values serialise");
+        self.meta.insert(key, bytes).map_err(|e| self.store_err(e))?;
+        self.flush()
+    }
+
+    /// The schema version of an existing catalog, or `None` for a brand-new one.
+    pub fn schema_version(&self) -> Result<Option<u32>> {
+        self.meta_json("schema_version")
+    }
+
+    pub fn set_schema_version(&self, version: u32) -> Result<()> {
+        self.set_meta_json("schema_version", &version)
+    }
+
+    pub fn model_info(&self) -> Result<Option<ModelInfo>> {
+        self.meta_json("model")
+    }
+
+    pub fn set_model_info(&self, info: &ModelInfo) -> Result<()> {
+        self.set_meta_json("model", info)
+    }
+
+    pub fn last_run(&self) -> Result<Option<serde_json::Value>> {
+        self.meta_json("last_run")
+    }
+
+    pub fn set_last_run(&self, summary: &serde_json::Value) -> Result<()> {
+        self.set_meta_json("last_run", summary)
+    }
+
+    /// Bumped by every applied batch: the vector and text indexes record the generation they
+    /// reflect, so drift after a crash is detected on open.
+    pub fn generation(&self) -> Result<u64> {
+        Ok(self.meta_json("generation")?.unwrap_or(0))
+    }
+
+    pub fn new_id(&self) -> Result<ImageId> {
+        self.db.generate_id().map_err(|e| self.store_err(e))
+    }
+
+    pub fn image(&self, id: ImageId) -> Result<Option<ImageRecord>> {
+        match self.images.get(id.to_be_bytes()).map_err(|e| self.store_err(e))? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| corrupt("image record", e))?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn image_at(&self, path: &[u8]) -> Result<Option<ImageRecord>> {
+        match self.paths.get(path).map_err(|e| self.store_err(e))? {
+            Some(id) => self.image(id_from(&id)?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn skipped_at(&self, path: &[u8]) -> Result<Option<SkipRecord>> {
+        match self.skipped.get(path).map_err(|e| self.store_err(e))? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| corrupt("skip record", e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Any indexed picture with exactly this content.
+    pub fn image_with_hash(&self, hash: &str) -> Result<Option<ImageRecord>> {
+        for entry in self.hashes.scan_prefix(hash.as_bytes()) {
+            let (key, _) = entry.map_err(|e| self.store_err(e))?;
+            if let Some(record) = self.image(id_from(&key[key.len() - 8..])?)? {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn images(&self) -> impl Iterator<Item = Result<ImageRecord>> + '_ {
+        self.images.iter().values().map(|v| {
+            let bytes = v.map_err(|e| self.store_err(e))?;
+            serde_json::from_slice(&bytes).map_err(|e| corrupt("image record", e))
+        })
+    }
+
+    /// All indexed paths with their ids, without decoding the records.
+    pub fn paths(&self) -> impl Iterator<Item = Result<(Vec<u8>, ImageId)>> + '_ {
+        self.paths.iter().map(|kv| {
+            let (k, v) = kv.map_err(|e| self.store_err(e))?;
+            Ok((k.to_vec(), id_from(&v)?))
+        })
+    }
+
+    pub fn skipped(&self) -> impl Iterator<Item = Result<SkipRecord>> + '_ {
+        self.skipped.iter().values().map(|v| {
+            let bytes = v.map_err(|e| self.store_err(e))?;
+            serde_json::from_slice(&bytes).map_err(|e| corrupt("skip record", e))
+        })
+    }
+
+    pub fn image_count(&self) -> usize {
+        self.images.len()
+    }
+
+    /// Applies `changes` in one transaction and returns the ids removed (replaced or deleted)
+    /// and the new generation. Durable on return (flushed).
+    pub fn apply(&self, changes: &[Change]) -> Result<(Vec<ImageId>, u64)> {
+        let trees = (&self.images, &self.paths, &self.hashes, &self.skipped, &self.meta);
+        let result = trees.transaction(|(images, paths, hashes, skipped, meta)| {
+            let mut removed = Vec::new();
+            // Drops whatever picture is recorded at `path` from every tree.
+            let mut forget = |path: &[u8]| -> sled::transaction::ConflictableTransactionResult<(), Error> {
+                if let Some(old) = paths.remove(path)? {
+                    if let Some(bytes) = images.remove(&old)? {
+                        let record: ImageRecord = serde_json::from_slice(&bytes)
+                            .map_err(|e| ConflictableTransactionError::Abort(corrupt("image record", e)))?;
+                        hashes.remove(hash_key(&record.hash, record.id))?;
+                    }
+                    removed.push(id_from(&old).map_err(ConflictableTransactionError::Abort)?);
+                }
+                Ok(())
+            };
+            for change in changes {
+                match change {
+                    Change::Upsert(record) => {
+                        let path = stored_bytes(&record.path);
+                        forget(&path)?;
+                        skipped.remove(path.as_slice())?;
+                        let json = serde_json::to_vec(record).expect("records serialise");
+                        images.insert(&record.id.to_be_bytes(), json)?;
+                        paths.insert(path, &record.id.to_be_bytes())?;
+                        hashes.insert(hash_key(&record.hash, record.id), &[])?;
+                    }
+                    Change::Remove(path) => {
+                        let path = stored_bytes(path);
+                        forget(&path)?;
+                        skipped.remove(path)?;
+                    }
+                    Change::Skip(record) => {
+                        let path = stored_bytes(&record.path);
+                        forget(&path)?;
+                        skipped.insert(path, serde_json::to_vec(record).expect("records serialise"))?;
+                    }
+                }
+            }
+            let generation: u64 = match meta.get("generation")? {
+                Some(bytes) => serde_json::from_slice(&bytes).unwrap_or(0),
+                None => 0,
+            } + 1;
+            meta.insert("generation", serde_json::to_vec(&generation).expect("u64 serialises"))?;
+            Ok((removed, generation))
+        });
+        let out = result.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => self.store_err(e),
+        })?;
+        self.flush()?;
+        Ok(out)
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| self.store_err(e))?;
+        Ok(())
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+pub fn stored_bytes(path: &StoredPath) -> Vec<u8> {
+    match path {
+        StoredPath::Utf8(s) => s.as_bytes().to_vec(),
+        StoredPath::Raw(bytes) => bytes.clone(),
+    }
+}
+
+fn hash_key(hash: &str, id: ImageId) -> Vec<u8> {
+    let mut key = hash.as_bytes().to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn id_from(bytes: &[u8]) -> Result<ImageId> {
+    let array: [u8; 8] =
+        bytes.try_into().map_err(|_| corrupt("image id", format!("{} bytes instead of 8", bytes.len())))?;
+    Ok(ImageId::from_be_bytes(array))
+}

@@ -1,0 +1,281 @@
+//! `imgsearch index` through the real binary on generated photo trees: messy inputs,
+//! incremental re-runs, moves/copies/deletes, kill -9 and resume, a second process.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{image_path, model_dir};
+use image::{ImageFormat, Rgb, RgbImage};
+use serde_json::Value;
+
+const MODEL: &str = "tiny-clip-b32-quickgelu";
+
+fn imgsearch(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    cmd.arg("--data-dir").arg(data).args(["--device", "cpu"]).env("HF_HUB_OFFLINE", "1");
+    cmd
+}
+
+fn index(data: &Path, root: &Path, extra: &[&str]) -> Value {
+    let out = imgsearch(data)
+        .arg("index")
+        .arg(root)
+        .arg("--model")
+        .arg(model_dir(MODEL))
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap();
+    json_of(&out)
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(out.status.success(), "exit {:?}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn listed_paths(data: &Path) -> Vec<String> {
+    let list = json_of(&imgsearch(data).args(["list", "--json"]).output().unwrap());
+    list.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().to_string()).collect()
+}
+
+fn stats(data: &Path) -> Value {
+    json_of(&imgsearch(data).args(["stats", "--json"]).output().unwrap())
+}
+
+/// `count` distinct small photos (noise patterns, so no two share content).
+fn noise_photos(dir: &Path, count: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..count)
+        .map(|i| {
+            let mut state = 0x9E3779B97F4A7C15u64.wrapping_mul(i as u64 + 1);
+            let img = RgbImage::from_fn(120, 90, |_, _| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                Rgb([state as u8, (state >> 8) as u8, (state >> 16) as u8])
+            });
+            let path = dir.join(format!("photo_{i:04}.png"));
+            img.save(&path).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn errors_of(summary: &Value) -> Vec<(String, String)> {
+    summary["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["path"].as_str().unwrap().to_string(), e["reason"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("photos");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(root.join("nested/deeper")).unwrap();
+    // Good pictures in every format we promise.
+    let photo = image::open(image_path("chelsea_progressive.jpg")).unwrap();
+    std::fs::copy(image_path("chelsea_progressive.jpg"), root.join("progressive.jpg")).unwrap();
+    std::fs::copy(image_path("coffee_cmyk.jpg"), root.join("cmyk.jpg")).unwrap();
+    std::fs::copy(image_path("camera_gray.jpg"), root.join("nested/gray.jpg")).unwrap();
+    std::fs::copy(image_path("astronaut_palette.png"), root.join("nested/palette.png")).unwrap();
+    std::fs::copy(image_path("chelsea_alpha.png"), root.join("nested/deeper/alpha.png")).unwrap();
+    photo.to_rgb16().save(root.join("sixteen_bit.png")).unwrap();
+    for (name, format) in [
+        ("anim.gif", ImageFormat::Gif),
+        ("lossless.webp", ImageFormat::WebP),
+        ("old.bmp", ImageFormat::Bmp),
+        ("scan.tiff", ImageFormat::Tiff),
+    ] {
+        photo.to_rgba8().save_with_format(root.join(name), format).unwrap();
+    }
+    // A JPEG without the .jpg extension: recognised by content.
+    std::fs::copy(image_path("rocket.jpg"), root.join("rocket.download")).unwrap();
+    // A non-UTF-8 file name.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::copy(image_path("coffee.png"), root.join(std::ffi::OsStr::from_bytes(b"caf\xe9 latin1.png"))).unwrap();
+    }
+    let good = 12;
+
+    // Bad ones.
+    let jpeg = std::fs::read(image_path("astronaut.jpg")).unwrap();
+    std::fs::write(root.join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    std::fs::write(root.join("empty.jpg"), b"").unwrap();
+    std::fs::write(root.join("not_really.png"), b"plain text pretending").unwrap();
+    std::fs::write(root.join("notes.txt"), b"shopping list").unwrap(); // ignored quietly
+    let huge = RgbImage::new(1200, 1000);
+    huge.save(root.join("huge.png")).unwrap(); // 1.2 MP, over the --max-pixels given below
+    std::fs::write(root.join("phone.heic"), b"\0\0\0\x18ftypheic\0\0\0\0mif1heic").unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/dev/zero", root.join("zero.jpg")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("nested/loop")).unwrap();
+        assert!(Command::new("mkfifo").arg(root.join("pipe.jpg")).status().unwrap().success());
+    }
+    // Hidden folders are not indexed unless asked.
+    std::fs::create_dir_all(root.join(".thumbnails")).unwrap();
+    std::fs::copy(image_path("coffee.png"), root.join(".thumbnails/hidden.png")).unwrap();
+
+    let summary = index(&data, &root, &["--max-pixels", "1000000"]);
+    assert_eq!(summary["indexed"], good, "{summary:#}");
+    let errors = errors_of(&summary);
+    for (name, why) in [
+        ("truncated.jpg", ""),
+        ("empty.jpg", "empty"),
+        ("not_really.png", "not an image"),
+        ("huge.png", "limit"),
+        ("phone.heic", "HEIF"),
+        ("zero.jpg", "not a regular file"),
+        ("pipe.jpg", "not a regular file"),
+        ("loop", "loop"),
+    ] {
+        assert!(
+            errors.iter().any(|(p, r)| p.ends_with(name) && r.contains(why)),
+            "no error for {name} ({why}): {errors:#?}"
+        );
+    }
+    assert!(!errors.iter().any(|(p, _)| p.ends_with("notes.txt")), "a text file is not an error");
+    let listed = listed_paths(&data);
+    assert_eq!(listed.len(), good);
+    assert!(!listed.iter().any(|p| p.contains(".thumbnails")));
+    assert!(listed.iter().any(|p| p.ends_with("rocket.download")));
+
+    // --hidden picks the hidden folder up; nothing else changes.
+    let again = index(&data, &root, &["--max-pixels", "1000000", "--hidden"]);
+    assert_eq!(again["indexed"], 0);
+    assert_eq!(again["reused"], 1, "the hidden copy of coffee.png reuses its embedding: {again:#}");
+    assert_eq!(again["unchanged"], good);
+
+    let errors = json_of(&imgsearch(&data).args(["stats", "--errors", "--json"]).output().unwrap());
+    assert!(errors.as_array().unwrap().iter().any(|e| e["path"].as_str().unwrap().ends_with("truncated.jpg")));
+}
+
+#[test]
+fn re_runs_do_only_the_work_that_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    let photos = noise_photos(&root, 12);
+    let first = index(&data, &root, &[]);
+    assert_eq!(first["indexed"], 12);
+
+    let unchanged = index(&data, &root, &[]);
+    assert_eq!((unchanged["indexed"].as_u64(), unchanged["unchanged"].as_u64()), (Some(0), Some(12)), "{unchanged:#}");
+
+    // Delete one, move one, copy one, change one.
+    std::fs::remove_file(&photos[0]).unwrap();
+    std::fs::create_dir_all(root.join("moved")).unwrap();
+    std::fs::rename(&photos[1], root.join("moved/renamed.png")).unwrap();
+    std::fs::copy(&photos[2], root.join("copy.png")).unwrap();
+    let changed = image::open(&photos[3]).unwrap().rotate180();
+    std::thread::sleep(Duration::from_millis(20)); // a distinct mtime
+    changed.save(&photos[3]).unwrap();
+    let ids_before = json_of(&imgsearch(&data).args(["list", "--json"]).output().unwrap());
+
+    let summary = index(&data, &root, &[]);
+    assert_eq!(summary["indexed"], 1, "only the changed picture is embedded again: {summary:#}");
+    assert_eq!(summary["reused"], 2, "moved and copied files reuse their embeddings: {summary:#}");
+    assert_eq!(summary["removed"], 2, "the deleted file and the moved file's old path: {summary:#}");
+    let listed = listed_paths(&data);
+    assert_eq!(listed.len(), 12);
+    assert!(!listed.iter().any(|p| p.ends_with("photo_0000.png") || p.ends_with("photo_0001.png")));
+    assert!(listed.iter().any(|p| p.ends_with("moved/renamed.png")) && listed.iter().any(|p| p.ends_with("copy.png")));
+    assert_ne!(ids_before, json_of(&imgsearch(&data).args(["list", "--json"]).output().unwrap()));
+
+    let s = stats(&data);
+    assert_eq!(s["images"], 12);
+    assert_eq!(s["vectors_live"], 12);
+    assert_eq!(s["text_documents"], 12);
+}
+
+#[test]
+fn another_model_on_the_same_data_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    noise_photos(&root, 2);
+    index(&data, &root, &[]);
+    let out =
+        imgsearch(&data).arg("index").arg(&root).arg("--model").arg(model_dir("tiny-clip-p14-gelu")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("was indexed with model") && stderr.contains("--data-dir"), "{stderr}");
+}
+
+#[test]
+fn kill_9_at_any_moment_then_rerun_gives_a_complete_consistent_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    let photos = noise_photos(&root, 150);
+    for delay_ms in [60u64, 180, 400, 700] {
+        let mut child = imgsearch(&data)
+            .arg("index")
+            .arg(&root)
+            .arg("--model")
+            .arg(model_dir(MODEL))
+            .args(["--quiet", "--batch-size", "4"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let summary = index(&data, &root, &[]);
+    assert_eq!(summary["skipped"], 0, "{summary:#}");
+    let listed = listed_paths(&data);
+    let mut unique = listed.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), photos.len(), "every photo exactly once");
+    assert_eq!(listed.len(), photos.len());
+    let s = stats(&data);
+    assert_eq!(s["vectors_live"], photos.len(), "no orphan or missing vectors: {s:#}");
+    assert_eq!(s["text_documents"], photos.len(), "text index agrees: {s:#}");
+    // And a forced repair keeps it that way.
+    assert!(imgsearch(&data).arg("repair").output().unwrap().status.success());
+    assert_eq!(stats(&data)["vectors_live"], photos.len());
+}
+
+#[test]
+fn a_second_process_on_a_busy_data_folder_gets_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    noise_photos(&root, 200);
+    let mut first = imgsearch(&data)
+        .arg("index")
+        .arg(&root)
+        .arg("--model")
+        .arg(model_dir(MODEL))
+        .args(["--quiet", "--batch-size", "2"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Let the indexer take the folder first (a probe that came first would lock *it* out).
+    while !data.join("text").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut saw_lock = false;
+    while Instant::now() < deadline && first.try_wait().unwrap().is_none() {
+        let out = imgsearch(&data).arg("stats").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            assert!(stderr.contains("in use by another imgsearch process"), "unclear error: {stderr}");
+            saw_lock = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = first.wait().unwrap();
+    assert!(status.success());
+    assert!(saw_lock, "the indexer finished before a second process could be tried");
+    assert_eq!(stats(&data)["images"], 200);
+}
