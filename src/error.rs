@@ -47,6 +47,12 @@ pub enum Error {
     #[error("the data folder {data_dir} was indexed with model {recorded}, not {requested}: embeddings of different models cannot be mixed. Use --model with the recorded one, another --data-dir, or delete the folder to re-index")]
     ModelMismatch { data_dir: PathBuf, recorded: String, requested: String },
 
+    #[error("bad query: {0}")]
+    BadQuery(String),
+
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

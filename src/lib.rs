@@ -6,6 +6,7 @@
 pub mod error;
 pub mod ingest;
 pub mod model;
+pub mod search;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 
 mod embed;
 mod index;
+mod search;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,10 @@ pub struct Cli {
 pub enum Command {
     /// Index pictures under one or more folders (incremental: re-run to update).
     Index(index::IndexArgs),
+    /// Search by text (with filters) or, with --image, by example.
+    Search(search::SearchArgs),
+    /// Pictures like the given one ("more like this").
+    Similar(search::SimilarArgs),
     /// What the data folder holds: counts, model, size, last run.
     Stats(stats::StatsArgs),
     /// List every indexed picture.
@@ -53,6 +58,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
     match cli.command {
         Command::Index(args) => index::run(args, data_dir, cli.device),
+        Command::Search(args) => search::search(args, data_dir, cli.device),
+        Command::Similar(args) => search::similar(args, data_dir, cli.device),
         Command::Stats(args) => stats::stats(args, data_dir),
         Command::List(args) => stats::list(args, data_dir),
         Command::Repair => stats::repair(data_dir),

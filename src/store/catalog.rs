@@ -242,11 +242,21 @@ impl Catalog {
         }
     }
 
+    /// Every indexed picture with exactly this content (blake3 hex).
+    pub fn images_with_hash(&self, hash: &str) -> Result<Vec<ImageId>> {
+        self.hashes
+            .scan_prefix(hash.as_bytes())
+            .map(|entry| {
+                let (key, _) = entry.map_err(|e| self.store_err(e))?;
+                id_from(&key[key.len() - 8..])
+            })
+            .collect()
+    }
+
     /// Any indexed picture with exactly this content.
     pub fn image_with_hash(&self, hash: &str) -> Result<Option<ImageRecord>> {
-        for entry in self.hashes.scan_prefix(hash.as_bytes()) {
-            let (key, _) = entry.map_err(|e| self.store_err(e))?;
-            if let Some(record) = self.image(id_from(&key[key.len() - 8..])?)? {
+        for id in self.images_with_hash(hash)? {
+            if let Some(record) = self.image(id)? {
                 return Ok(Some(record));
             }
         }

@@ -1,0 +1,126 @@
+//! `imgsearch search` and `imgsearch similar`: queries from the command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
+use imgsearch::model::ModelSpec;
+use imgsearch::search::{SearchEngine, SearchHit, SearchParams, SortOrder};
+use imgsearch::store::catalog::path_bytes;
+use imgsearch::store::DataDir;
+use imgsearch::DeviceChoice;
+
+#[derive(Debug, clap::Args)]
+pub struct ResultArgs {
+    /// How many results.
+    #[arg(short, long, default_value_t = 20)]
+    k: usize,
+    /// Skip this many results (paging).
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Drop results less similar than this (cosine, -1..1).
+    #[arg(long)]
+    min_score: Option<f32>,
+    /// Order: by similarity, or by date taken after the similarity cut.
+    #[arg(long, value_enum, default_value_t = Sort::Score)]
+    sort: Sort,
+    /// Print the hits as a JSON list.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Sort {
+    Score,
+    Date,
+}
+
+impl ResultArgs {
+    fn params(&self) -> SearchParams {
+        let sort = match self.sort {
+            Sort::Score => SortOrder::Score,
+            Sort::Date => SortOrder::Date,
+        };
+        SearchParams { k: self.k, offset: self.offset, min_score: self.min_score, sort }
+    }
+
+    fn print(&self, hits: &[SearchHit]) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string(hits)?);
+        } else {
+            for hit in hits {
+                match hit.score {
+                    Some(score) => println!("{score:.4}\t{}", hit.path),
+                    None => println!("{}\t{}", hit.taken.as_deref().unwrap_or("-"), hit.path),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// What to look for, with optional filters (see README: path:, folder:, name:, camera:,
+    /// after:, before:, type:).
+    #[arg(required_unless_present = "image")]
+    query: Option<String>,
+    /// Find pictures like this one instead (reverse image search).
+    #[arg(long, conflicts_with = "query")]
+    image: Option<PathBuf>,
+    #[command(flatten)]
+    results: ResultArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimilarArgs {
+    /// An indexed picture (its stored embedding is used) or any picture file.
+    path: PathBuf,
+    #[command(flatten)]
+    results: ResultArgs,
+}
+
+fn engine(data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<SearchEngine> {
+    let data = DataDir::open(&data_dir)?;
+    let Some(info) = data.catalog.model_info()? else {
+        anyhow::bail!("the data folder {} has no index yet: run `imgsearch index PATH` first", data_dir.display());
+    };
+    let clip = ModelSpec::resolve(&info.model)?
+        .load(&device.open()?)
+        .with_context(|| format!("cannot load model {}", info.model))?;
+    Ok(SearchEngine::new(data, clip))
+}
+
+pub fn search(args: SearchArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
+    let engine = engine(data_dir, device)?;
+    let params = args.results.params();
+    let hits = match (&args.query, &args.image) {
+        (_, Some(path)) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
+            engine.search_image(&bytes, path, DEFAULT_MAX_PIXELS, &[], &params)?
+        }
+        (Some(query), None) => engine.search_text(query, &params)?,
+        (None, None) => unreachable!("clap requires a query or --image"),
+    };
+    args.results.print(&hits)
+}
+
+pub fn similar(args: SimilarArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
+    let engine = engine(data_dir, device)?;
+    let params = args.results.params();
+    let indexed = std::fs::canonicalize(&args.path)
+        .ok()
+        .map(|p| engine.data.catalog.image_at(&path_bytes(&p)))
+        .transpose()?
+        .flatten();
+    let hits = match indexed {
+        Some(record) => engine.similar_to(record.id, &params)?,
+        None => {
+            let bytes =
+                std::fs::read(&args.path).with_context(|| format!("cannot read image {}", args.path.display()))?;
+            engine.search_image(&bytes, &args.path, DEFAULT_MAX_PIXELS, &[], &params)?
+        }
+    };
+    args.results.print(&hits)
+}

@@ -1,0 +1,280 @@
+//! The query engine: text or picture → CLIP embedding → nearest neighbours (tombstones and
+//! filters applied inside the graph search) → hits with cosine scores; filters and
+//! filter-only listings come from the text index.
+
+pub mod query;
+
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::path::Path;
+
+use serde::Serialize;
+use tantivy::collector::TopDocs;
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{DateTime, Order, Term};
+
+use crate::error::{Error, Result};
+use crate::ingest::decode::decode_bytes;
+use crate::model::Clip;
+use crate::store::{DataDir, ImageId, ImageRecord, VectorIndex};
+pub use query::{parse, Filter, ParsedQuery};
+
+/// Largest `k` a request may ask for.
+pub const MAX_K: usize = 1000;
+/// Below this many filter matches, score them exactly instead of searching the graph:
+/// a very selective filter starves HNSW's greedy search (recall would drop).
+const EXACT_BELOW: usize = 2000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Most similar first (or newest first for filter-only listings).
+    #[default]
+    Score,
+    /// Newest first, after the semantic cut.
+    Date,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchParams {
+    pub k: usize,
+    pub offset: usize,
+    pub min_score: Option<f32>,
+    pub sort: SortOrder,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        Self { k: 20, offset: 0, min_score: None, sort: SortOrder::Score }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    pub id: ImageId,
+    pub path: String,
+    /// Cosine similarity to the query (absent for filter-only listings).
+    pub score: Option<f32>,
+    pub width: u32,
+    pub height: u32,
+    /// Date taken (EXIF), ISO 8601.
+    pub taken: Option<String>,
+    pub camera: Option<String>,
+    pub thumbnail: String,
+}
+
+/// A query, resolved to what the vector search needs.
+struct Probe {
+    embedding: Option<Vec<f32>>,
+    /// Indexed pictures with exactly the query's content: shown first.
+    duplicates: Vec<ImageId>,
+    /// Left out of the results ("more like this" leaves out the picture itself).
+    exclude: Option<ImageId>,
+}
+
+pub struct SearchEngine {
+    pub data: DataDir,
+    pub clip: Clip,
+}
+
+impl SearchEngine {
+    pub fn new(data: DataDir, clip: Clip) -> Self {
+        Self { data, clip }
+    }
+
+    /// A search-box query: free text (CLIP) and/or filters.
+    pub fn search_text(&self, query: &str, params: &SearchParams) -> Result<Vec<SearchHit>> {
+        let parsed = parse(query).map_err(|e| Error::BadQuery(e.0))?;
+        let embedding = if parsed.text.trim().is_empty() {
+            None
+        } else {
+            Some(self.clip.embed_texts(&[parsed.text.as_str()])?.remove(0))
+        };
+        self.run(Probe { embedding, duplicates: Vec::new(), exclude: None }, &parsed.filters, params)
+    }
+
+    /// Reverse image search with a picture's bytes (`label` names it in errors).
+    pub fn search_image(
+        &self,
+        bytes: &[u8],
+        label: &Path,
+        max_pixels: u64,
+        filters: &[Filter],
+        params: &SearchParams,
+    ) -> Result<Vec<SearchHit>> {
+        let duplicates = self.data.catalog.images_with_hash(&blake3::hash(bytes).to_hex())?;
+        let pre = self.clip.preprocess_config();
+        let decoded = decode_bytes(bytes, label, &pre.decode_options(max_pixels))?;
+        let embedding = self.clip.embed_images(&[pre.apply(&decoded.rgb)])?.remove(0);
+        self.run(Probe { embedding: Some(embedding), duplicates, exclude: None }, filters, params)
+    }
+
+    /// "More like this": neighbours of an indexed picture's stored embedding.
+    pub fn similar_to(&self, id: ImageId, params: &SearchParams) -> Result<Vec<SearchHit>> {
+        let record = self.data.catalog.image(id)?.ok_or(Error::NotFound { what: format!("image {id}") })?;
+        let duplicates = self.data.catalog.images_with_hash(&record.hash)?.into_iter().filter(|d| *d != id).collect();
+        self.run(Probe { embedding: Some(record.embedding), duplicates, exclude: Some(id) }, &[], params)
+    }
+
+    fn run(&self, probe: Probe, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
+        if params.k == 0 || params.k > MAX_K {
+            return Err(Error::BadQuery(format!("k must be between 1 and {MAX_K}")));
+        }
+        let allowed: Option<HashSet<ImageId>> = if filters.is_empty() {
+            None
+        } else {
+            Some(self.data.text.matching_ids(&*self.filter_query(filters))?.into_iter().collect())
+        };
+        let Some(embedding) = probe.embedding else {
+            return self.list_by_date(filters, params);
+        };
+        let wanted = params.offset + params.k;
+        let allow = |id: ImageId| allowed.as_ref().is_none_or(|a| a.contains(&id)) && Some(id) != probe.exclude;
+        let mut scored: Vec<(ImageId, f32)> = match &allowed {
+            Some(ids) if ids.len() < EXACT_BELOW => self.exact_scores(ids, &embedding, &allow)?,
+            _ => self
+                .data
+                .vectors
+                .search(&embedding, wanted + probe.duplicates.len(), &allow)
+                .into_iter()
+                .map(|h| (h.id, h.score))
+                .collect(),
+        };
+        // Exact duplicates of the query first, whatever the graph said.
+        let duplicates: Vec<ImageId> = probe.duplicates.into_iter().filter(|id| allow(*id)).collect();
+        scored.retain(|(id, _)| !duplicates.contains(id));
+        let mut ranked: Vec<(ImageId, f32)> = duplicates.into_iter().map(|id| (id, 1.0)).chain(scored).collect();
+        if let Some(min) = params.min_score {
+            ranked.retain(|(_, s)| *s >= min);
+        }
+        let mut hits: Vec<(SearchHit, Option<i64>)> = Vec::with_capacity(ranked.len());
+        for (id, score) in ranked.into_iter().take(if params.sort == SortOrder::Date { usize::MAX } else { wanted }) {
+            if let Some(record) = self.data.catalog.image(id)? {
+                hits.push((hit(&record, Some(score)), record.facts.taken));
+            }
+        }
+        if params.sort == SortOrder::Date {
+            hits.sort_by_key(|(_, taken)| std::cmp::Reverse(*taken));
+        }
+        Ok(hits.into_iter().skip(params.offset).take(params.k).map(|(h, _)| h).collect())
+    }
+
+    fn exact_scores(
+        &self,
+        ids: &HashSet<ImageId>,
+        query: &[f32],
+        allow: &dyn Fn(ImageId) -> bool,
+    ) -> Result<Vec<(ImageId, f32)>> {
+        let mut scored: Vec<(ImageId, f32)> = Vec::with_capacity(ids.len());
+        for &id in ids.iter().filter(|id| allow(**id)) {
+            if let Some(record) = self.data.catalog.image(id)? {
+                scored.push((id, record.embedding.iter().zip(query).map(|(a, b)| a * b).sum()));
+            }
+        }
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(scored)
+    }
+
+    /// Filter-only queries: newest first.
+    fn list_by_date(&self, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
+        let query: Box<dyn Query> = if filters.is_empty() { Box::new(AllQuery) } else { self.filter_query(filters) };
+        let searcher = self.data.text.searcher();
+        let top = TopDocs::with_limit(params.offset + params.k).order_by_fast_field::<DateTime>("taken", Order::Desc);
+        let docs = searcher
+            .search(&*query, &top)
+            .map_err(|e| Error::Store { path: self.data.root.clone(), reason: e.to_string() })?;
+        let mut hits = Vec::new();
+        for (_, address) in docs.into_iter().skip(params.offset) {
+            let ids = searcher.segment_reader(address.segment_ord).fast_fields().u64("id");
+            let id = ids.ok().and_then(|column| column.first(address.doc_id));
+            if let Some(record) = id.map(|id| self.data.catalog.image(id)).transpose()?.flatten() {
+                hits.push(hit(&record, None));
+            }
+        }
+        Ok(hits)
+    }
+
+    fn filter_query(&self, filters: &[Filter]) -> Box<dyn Query> {
+        let f = self.data.text.fields;
+        let words = |field, value: &str| -> Vec<(Occur, Box<dyn Query>)> {
+            value
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(|w| {
+                    let q: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(field, &w.to_lowercase()),
+                        IndexRecordOption::Basic,
+                    ));
+                    (Occur::Must, q)
+                })
+                .collect()
+        };
+        let exact = |field, value: &str| -> Vec<(Occur, Box<dyn Query>)> {
+            vec![(Occur::Must, Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic)))]
+        };
+        let date = |bound: Bound<i64>| {
+            let term = |t: i64| Term::from_field_date_for_search(f.taken, DateTime::from_timestamp_secs(t));
+            let (lower, upper) = match bound {
+                Bound::Included(t) => (Bound::Included(term(t)), Bound::Unbounded),
+                Bound::Excluded(t) => (Bound::Unbounded, Bound::Excluded(term(t))),
+                Bound::Unbounded => (Bound::Unbounded, Bound::Unbounded),
+            };
+            let q: Box<dyn Query> = Box::new(RangeQuery::new(lower, upper));
+            vec![(Occur::Must, q)]
+        };
+        let clauses = filters
+            .iter()
+            .flat_map(|filter| match filter {
+                Filter::Path(v) => words(f.path, v),
+                Filter::Name(v) => words(f.name, v),
+                Filter::Camera(v) => words(f.camera, v),
+                Filter::Folder(v) => exact(f.folder, v),
+                Filter::Type(v) => exact(f.kind, v),
+                Filter::After(t) => date(Bound::Included(*t)),
+                Filter::Before(t) => date(Bound::Excluded(*t)),
+            })
+            .collect();
+        Box::new(BooleanQuery::new(clauses))
+    }
+}
+
+fn hit(record: &ImageRecord, score: Option<f32>) -> SearchHit {
+    let camera: Vec<&str> =
+        [&record.facts.camera_make, &record.facts.camera_model].into_iter().flatten().map(String::as_str).collect();
+    SearchHit {
+        id: record.id,
+        path: record.path.display(),
+        score,
+        width: record.width,
+        height: record.height,
+        taken: record.facts.taken.map(iso_date),
+        camera: (!camera.is_empty()).then(|| camera.join(" ")),
+        thumbnail: format!("/api/images/{}/thumbnail", record.id),
+    }
+}
+
+/// Unix seconds → "YYYY-MM-DDTHH:MM:SS" (civil-from-days, Howard Hinnant).
+pub fn iso_date(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_dates_round_trip_exif_dates() {
+        let secs = crate::ingest::exif::parse_exif_datetime("2021:05:03 14:22:01").unwrap();
+        assert_eq!(super::iso_date(secs), "2021-05-03T14:22:01");
+        assert_eq!(super::iso_date(0), "1970-01-01T00:00:00");
+    }
+}
