@@ -7,6 +7,7 @@ pub mod error;
 pub mod ingest;
 pub mod model;
 pub mod search;
+pub mod server;
 pub mod store;
 
 pub use error::{Error, Result};

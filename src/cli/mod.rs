@@ -3,6 +3,7 @@
 mod embed;
 mod index;
 mod search;
+mod serve;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Index pictures under one or more folders (incremental: re-run to update).
     Index(index::IndexArgs),
+    /// Web UI and REST API (default http://127.0.0.1:7878/).
+    Serve(serve::ServeArgs),
     /// Search by text (with filters) or, with --image, by example.
     Search(search::SearchArgs),
     /// Pictures like the given one ("more like this").
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
     match cli.command {
         Command::Index(args) => index::run(args, data_dir, cli.device),
+        Command::Serve(args) => serve::run(args, data_dir, cli.device),
         Command::Search(args) => search::search(args, data_dir, cli.device),
         Command::Similar(args) => search::similar(args, data_dir, cli.device),
         Command::Stats(args) => stats::stats(args, data_dir),

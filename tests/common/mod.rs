@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::Deserialize;
 
+pub mod http;
 pub mod hub;
+pub mod server;
 
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 

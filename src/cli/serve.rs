@@ -1,0 +1,52 @@
+//! `imgsearch serve`: the web UI and REST API on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
+use imgsearch::model::ModelSpec;
+use imgsearch::search::SearchEngine;
+use imgsearch::server::{serve, ServeOptions};
+use imgsearch::store::DataDir;
+use imgsearch::DeviceChoice;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. The default keeps it on this computer; a LAN address exposes your
+    /// photos to the network.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    addr: SocketAddr,
+    /// Watch the indexed folders: re-index changes while serving (periodic rescan).
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between rescans with --watch.
+    #[arg(long, default_value_t = 30)]
+    watch_interval: u64,
+    /// Largest accepted upload for reverse search, in bytes.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    upload_limit: usize,
+    /// Refuse uploaded pictures with more pixels than this.
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+}
+
+pub fn run(args: ServeArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
+    let data = DataDir::open(&data_dir)?;
+    let Some(info) = data.catalog.model_info()? else {
+        anyhow::bail!("the data folder {} has no index yet: run `imgsearch index PATH` first", data_dir.display());
+    };
+    let spec = ModelSpec::resolve(&info.model)?;
+    let device = device.open()?;
+    let clip = spec.load(&device).with_context(|| format!("cannot load model {}", info.model))?;
+    let options = ServeOptions {
+        addr: args.addr,
+        upload_limit: args.upload_limit,
+        max_pixels: args.max_pixels,
+        watch_interval: args.watch.then(|| Duration::from_secs(args.watch_interval.max(1))),
+    };
+    serve(SearchEngine::new(data, clip), spec, device, options)?;
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! The HTTP routes. Parameters are parsed by hand (not by axum's extractors) so that every
+//! rejection is our JSON error with a message that says what to fix. No parameter ever reaches
+//! the file system as a path: files are found by image id through the catalog.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::error::ApiError;
+use super::thumbnails::thumbnail;
+use super::AppState;
+use crate::search::{SearchHit, SearchParams, SortOrder, MAX_K};
+use crate::store::{ImageId, ImageRecord, VectorIndex};
+
+type Shared = Arc<AppState>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Longest accepted query text (CLIP truncates at 77 tokens anyway).
+const MAX_QUERY_CHARS: usize = 1000;
+const MAX_OFFSET: usize = 100_000;
+
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const STYLE_CSS: &str = include_str!("../../web/style.css");
+const OPENAPI_JSON: &str = include_str!("../../web/openapi.json");
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
+        .route("/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
+        .route("/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
+        .route("/api/openapi.json", get(|| async { asset(OPENAPI_JSON, "application/json") }))
+        .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/api/stats", get(stats))
+        .route("/api/search", get(search))
+        // Our own size check below gives a JSON 413; axum's default limit would answer in plain text.
+        .route("/api/search/image", post(search_image).layer(DefaultBodyLimit::disable()))
+        .route("/api/images/{id}", get(image_info))
+        .route("/api/images/{id}/thumbnail", get(image_thumbnail))
+        .route("/api/images/{id}/file", get(image_file))
+        .route("/api/images/{id}/similar", get(similar))
+        .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
+        .with_state(state)
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Runs blocking work (the model, sled, tantivy) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "internal",
+        message: format!("request handler failed: {e}"),
+    })?
+}
+
+fn engine(state: &AppState) -> std::sync::RwLockReadGuard<'_, crate::search::SearchEngine> {
+    state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn params(query: &HashMap<String, String>) -> ApiResult<SearchParams> {
+    let mut params = SearchParams::default();
+    if let Some(k) = query.get("k") {
+        params.k = k.trim().parse::<usize>().ok().filter(|k| (1..=MAX_K).contains(k)).ok_or_else(|| {
+            ApiError::bad_request("bad_k", format!("k must be a whole number from 1 to {MAX_K}, got {k:?}"))
+        })?;
+    }
+    if let Some(offset) = query.get("offset") {
+        params.offset = offset.trim().parse::<usize>().ok().filter(|o| *o <= MAX_OFFSET).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_offset",
+                format!("offset must be a whole number from 0 to {MAX_OFFSET}, got {offset:?}"),
+            )
+        })?;
+    }
+    if let Some(min) = query.get("min_score").filter(|m| !m.trim().is_empty()) {
+        params.min_score =
+            Some(min.trim().parse::<f32>().ok().filter(|m| (-1.0..=1.0).contains(m)).ok_or_else(|| {
+                ApiError::bad_request("bad_min_score", format!("min_score must be a number from -1 to 1, got {min:?}"))
+            })?);
+    }
+    if let Some(sort) = query.get("sort") {
+        params.sort = match sort.as_str() {
+            "score" | "" => SortOrder::Score,
+            "date" => SortOrder::Date,
+            other => {
+                return Err(ApiError::bad_request("bad_sort", format!("sort must be `score` or `date`, got {other:?}")))
+            }
+        };
+    }
+    Ok(params)
+}
+
+fn hits_response(hits: Vec<SearchHit>, started: Instant) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"hits": hits, "took_ms": started.elapsed().as_secs_f64() * 1e3}))
+}
+
+async fn search(
+    State(state): State<Shared>,
+    query: Query<HashMap<String, String>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let started = Instant::now();
+    let params = params(&query)?;
+    let q = query.get("q").cloned().unwrap_or_default();
+    if q.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_query",
+            "q is empty: type what to look for, or a filter such as type:jpeg",
+        ));
+    }
+    if q.chars().count() > MAX_QUERY_CHARS {
+        return Err(ApiError::bad_request("query_too_long", format!("q is longer than {MAX_QUERY_CHARS} characters")));
+    }
+    let hits = blocking(move || Ok(engine(&state).search_text(&q, &params)?)).await?;
+    Ok(hits_response(hits, started))
+}
+
+/// The picture of an upload: multipart field `image`, or the raw request body.
+async fn upload_bytes(request: Request, limit: usize) -> ApiResult<Bytes> {
+    let too_large = || ApiError::too_large(format!("the upload is over the {limit}-byte limit (--upload-limit)"));
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    if !is_multipart {
+        return Ok(bytes);
+    }
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let mut multipart = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad_request("bad_multipart", format!("cannot read the multipart body: {e}")))?;
+    while let Some(field) =
+        multipart.next_field().await.map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
+    {
+        if field.name() == Some("image") {
+            return field.bytes().await.map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()));
+        }
+    }
+    Err(ApiError::bad_request("missing_image", "the multipart body has no field named `image`"))
+}
+
+async fn search_image(
+    State(state): State<Shared>,
+    query: Query<HashMap<String, String>>,
+    request: Request,
+) -> ApiResult<Json<serde_json::Value>> {
+    let started = Instant::now();
+    let params = params(&query)?;
+    let filters = match query.get("q") {
+        Some(q) => crate::search::parse(q).map_err(|e| ApiError::bad_request("bad_query", e.0))?.filters,
+        None => Vec::new(),
+    };
+    let bytes = upload_bytes(request, state.options.upload_limit).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_upload",
+            "no image in the request: send it as multipart field `image` or as the body",
+        ));
+    }
+    let max_pixels = state.options.max_pixels;
+    let hits = blocking(move || {
+        Ok(engine(&state).search_image(&bytes, Path::new("upload"), max_pixels, &filters, &params)?)
+    })
+    .await?;
+    Ok(hits_response(hits, started))
+}
+
+fn parse_id(id: &str) -> ApiResult<ImageId> {
+    id.parse().map_err(|_| ApiError::bad_request("bad_id", format!("image ids are whole numbers, got {id:?}")))
+}
+
+fn record(state: &AppState, id: ImageId) -> ApiResult<ImageRecord> {
+    engine(state).data.catalog.image(id)?.ok_or_else(|| ApiError::not_found(format!("no image with id {id}")))
+}
+
+async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    let record = blocking(move || record(&state, id)).await?;
+    Ok(Json(serde_json::json!({
+        "id": record.id,
+        "path": record.path.display(),
+        "width": record.width,
+        "height": record.height,
+        "format": record.format,
+        "size": record.size,
+        "taken": record.facts.taken.map(crate::search::iso_date),
+        "camera_make": record.facts.camera_make,
+        "camera_model": record.facts.camera_model,
+        "gps": record.facts.gps,
+        "thumbnail": format!("/api/images/{}/thumbnail", record.id),
+        "file": format!("/api/images/{}/file", record.id),
+    })))
+}
+
+async fn image_thumbnail(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let bytes = blocking(move || {
+        let record = record(&state, id)?;
+        Ok(thumbnail(&state.thumbnails, &record, state.options.max_pixels)?)
+    })
+    .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=604800, immutable")),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn image_file(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let (bytes, format) = blocking(move || {
+        let record = record(&state, id)?;
+        let path = record.path.to_path_buf();
+        let bytes = std::fs::read(&path).map_err(|source| crate::Error::Io { path: path.clone(), source })?;
+        Ok((bytes, record.format))
+    })
+    .await?;
+    let content_type = match format.as_str() {
+        "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "bmp" => "image/bmp",
+        "tiff" => "image/tiff",
+        _ => "application/octet-stream",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+async fn similar(
+    State(state): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    query: Query<HashMap<String, String>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let started = Instant::now();
+    let id = parse_id(&id)?;
+    let params = params(&query)?;
+    let hits = blocking(move || Ok(engine(&state).similar_to(id, &params)?)).await?;
+    Ok(hits_response(hits, started))
+}
+
+async fn stats(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
+    blocking(move || {
+        let engine = engine(&state);
+        let mut stats = serde_json::to_value(engine.data.stats()?).expect("stats serialise");
+        stats["vectors_live"] = engine.data.vectors.live_count().into();
+        Ok(Json(stats))
+    })
+    .await
+}

@@ -1,0 +1,41 @@
+//! Thumbnails: upright (EXIF applied by the decoder), at most 320 px, JPEG, generated once per
+//! image id and cached in the data folder (ids never change meaning, so the cache never lies).
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use image::codecs::jpeg::JpegEncoder;
+
+use crate::error::{Error, Result};
+use crate::ingest::decode::{decode_file, DecodeOptions};
+use crate::store::ImageRecord;
+
+const THUMBNAIL_SIZE: u32 = 320;
+
+/// The cached thumbnail's bytes, creating it first if needed.
+pub fn thumbnail(cache: &Path, record: &ImageRecord, max_pixels: u64) -> Result<Vec<u8>> {
+    let path = cache.join(format!("{}.jpg", record.id));
+    if let Ok(bytes) = std::fs::read(&path) {
+        return Ok(bytes);
+    }
+    let source: PathBuf = record.path.to_path_buf();
+    let decoded =
+        decode_file(&source, &DecodeOptions { max_pixels, min_size: Some((THUMBNAIL_SIZE, THUMBNAIL_SIZE)) })?;
+    // Fit into a THUMBNAIL_SIZE box, keeping the aspect ratio; never enlarge.
+    let (w, h) = decoded.rgb.dimensions();
+    let scale = (THUMBNAIL_SIZE as f64 / w.max(h) as f64).min(1.0);
+    let (tw, th) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
+    let small = image::imageops::thumbnail(&decoded.rgb, tw, th);
+    let mut bytes = Vec::new();
+    JpegEncoder::new_with_quality(Cursor::new(&mut bytes), 82)
+        .encode_image(&small)
+        .map_err(|e| Error::Decode { path: source.clone(), reason: e.to_string() })?;
+    // Write-then-rename so a concurrent reader never sees half a file; caching is best effort.
+    if std::fs::create_dir_all(cache).is_ok() {
+        let tmp = cache.join(format!("{}.jpg.{}.tmp", record.id, std::process::id()));
+        if std::fs::write(&tmp, &bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,45 @@
+//! Indexes a folder with the tiny test model and runs `imgsearch serve` on a free port.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub struct RunningServer {
+    pub addr: String,
+    child: Child,
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn index_and_serve(photos: &Path, data: &Path, extra: &[&str]) -> RunningServer {
+    let status = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("index")
+        .arg(photos)
+        .arg("--model")
+        .arg(super::model_dir("tiny-clip-b32-quickgelu"))
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().trim_start_matches("imgsearch serving on http://").trim_end_matches('/').to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "unexpected banner {line:?}");
+    RunningServer { addr, child }
+}

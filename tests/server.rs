@@ -1,0 +1,220 @@
+//! The REST API over real HTTP on 127.0.0.1: searches, reverse search of an altered copy,
+//! filters, files and thumbnails, and every kind of bad request answered with a JSON 4xx.
+
+mod common;
+
+use std::io::Cursor;
+use std::path::Path;
+
+use common::http::{get, multipart, request};
+use common::image_path;
+use common::server::{index_and_serve, RunningServer};
+use image::{ImageFormat, RgbImage};
+
+/// Five distinct photos (no near-duplicates among them).
+fn photo_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("trips/2023 rome")).unwrap();
+    std::fs::copy(image_path("astronaut.jpg"), dir.join("astronaut.jpg")).unwrap();
+    std::fs::copy(image_path("rocket.jpg"), dir.join("trips/2023 rome/rocket.jpg")).unwrap();
+    std::fs::copy(image_path("coffee.png"), dir.join("coffee.png")).unwrap();
+    std::fs::copy(image_path("chelsea_progressive.jpg"), dir.join("trips/cat.jpg")).unwrap();
+    std::fs::copy(image_path("camera_gray.png"), dir.join("camera.png")).unwrap();
+}
+
+fn start(extra: &[&str]) -> (tempfile::TempDir, RunningServer) {
+    let tmp = tempfile::tempdir().unwrap();
+    photo_tree(&tmp.path().join("photos"));
+    let server = index_and_serve(&tmp.path().join("photos"), &tmp.path().join("data"), extra);
+    (tmp, server)
+}
+
+fn hit_paths(json: &serde_json::Value) -> Vec<String> {
+    json["hits"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn text_search_returns_scored_hits_with_thumbnails_that_load() {
+    let (_tmp, server) = start(&[]);
+    let response = get(&server.addr, "/api/search?q=a%20photo%20of%20a%20cat&k=3");
+    assert_eq!(response.status, 200);
+    let json = response.json();
+    let hits = json["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    assert!(json["took_ms"].as_f64().is_some());
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by score: {scores:?}");
+    let thumb = get(&server.addr, hits[0]["thumbnail"].as_str().unwrap());
+    assert_eq!(thumb.status, 200);
+    assert_eq!(thumb.header("content-type").as_deref(), Some("image/jpeg"));
+    let decoded = image::load_from_memory(&thumb.body).unwrap();
+    assert!(decoded.width().max(decoded.height()) <= 320);
+
+    // Paging: offset 1 continues where k=1 stopped.
+    let first = hit_paths(&get(&server.addr, "/api/search?q=a%20photo%20of%20a%20cat&k=1").json());
+    let second = hit_paths(&get(&server.addr, "/api/search?q=a%20photo%20of%20a%20cat&k=1&offset=1").json());
+    assert_eq!([first, second].concat(), hit_paths(&json)[..2].to_vec());
+
+    // min_score cuts the tail.
+    let cut =
+        get(&server.addr, &format!("/api/search?q=a%20photo%20of%20a%20cat&k=5&min_score={}", scores[0] - 1e-4)).json();
+    assert_eq!(cut["hits"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn an_altered_copy_of_an_indexed_photo_finds_the_original_first() {
+    let (tmp, server) = start(&[]);
+    // Slightly cropped, resized to 80 %, recompressed harder: a "found on the web" copy.
+    let original = image::open(image_path("astronaut.jpg")).unwrap().to_rgb8();
+    let (w, h) = original.dimensions();
+    let cropped = image::imageops::crop_imm(&original, w / 20, h / 20, w - w / 10, h - h / 10).to_image();
+    let small = image::imageops::resize(
+        &cropped,
+        cropped.width() * 4 / 5,
+        cropped.height() * 4 / 5,
+        image::imageops::FilterType::Triangle,
+    );
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(Cursor::new(&mut jpeg), 60).encode_image(&small).unwrap();
+
+    let (content_type, body) = multipart("image", "copy.jpg", &jpeg);
+    let response = request(&server.addr, "POST", "/api/search/image?k=3", Some(&content_type), &body);
+    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    let paths = hit_paths(&response.json());
+    assert!(paths[0].ends_with("astronaut.jpg"), "top hit should be the original: {paths:?}");
+
+    // The raw body works too, and an exact copy comes first with score 1.
+    let exact = std::fs::read(tmp.path().join("photos/trips/cat.jpg")).unwrap();
+    let response = request(&server.addr, "POST", "/api/search/image?k=2", Some("image/jpeg"), &exact);
+    let json = response.json();
+    assert!(hit_paths(&json)[0].ends_with("trips/cat.jpg"));
+    assert!((json["hits"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn filters_restrict_results_and_filter_only_queries_list_pictures() {
+    let (_tmp, server) = start(&[]);
+    let pngs = hit_paths(&get(&server.addr, "/api/search?q=type:png&k=10").json());
+    assert_eq!(pngs.len(), 2, "{pngs:?}");
+    assert!(pngs.iter().all(|p| p.ends_with(".png")));
+    let rome = hit_paths(&get(&server.addr, "/api/search?q=a%20photo%20path:rome&k=10").json());
+    assert_eq!(rome.len(), 1);
+    assert!(rome[0].ends_with("rocket.jpg"));
+    let folder = hit_paths(&get(&server.addr, "/api/search?q=cat%20name:cat&k=10").json());
+    assert_eq!(folder.len(), 1);
+    let none = hit_paths(&get(&server.addr, "/api/search?q=cat%20camera:leica&k=10").json());
+    assert!(none.is_empty());
+}
+
+#[test]
+fn images_are_served_by_id_only() {
+    let (tmp, server) = start(&[]);
+    let json = get(&server.addr, "/api/search?q=name:coffee&k=1").json();
+    let id = json["hits"][0]["id"].as_u64().unwrap();
+    let file = get(&server.addr, &format!("/api/images/{id}/file"));
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body, std::fs::read(tmp.path().join("photos/coffee.png")).unwrap());
+    let info = get(&server.addr, &format!("/api/images/{id}")).json();
+    assert_eq!(info["width"], 600);
+    let similar = get(&server.addr, &format!("/api/images/{id}/similar?k=2")).json();
+    assert!(!hit_paths(&similar).iter().any(|p| p.ends_with("coffee.png")), "more-like-this leaves the picture out");
+    for traversal in
+        ["/api/images/..%2F..%2Fetc%2Fpasswd/file", "/api/images/%2Fetc%2Fpasswd/file", "/../../etc/passwd"]
+    {
+        let response = get(&server.addr, traversal);
+        assert!((400..500).contains(&response.status), "{traversal}: {}", response.status);
+        assert!(!String::from_utf8_lossy(&response.body).contains("root:"));
+    }
+}
+
+#[test]
+fn every_bad_request_gets_a_clear_json_4xx() {
+    let (tmp, server) = start(&["--upload-limit", "200000", "--max-pixels", "1000000"]);
+    let long_query = format!("/api/search?q={}", "a".repeat(5000));
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("k=0", "/api/search?q=cat&k=0".into(), 400, "bad_k"),
+        ("k<0", "/api/search?q=cat&k=-3".into(), 400, "bad_k"),
+        ("huge k", "/api/search?q=cat&k=99999999999999999999".into(), 400, "bad_k"),
+        ("k not a number", "/api/search?q=cat&k=ten".into(), 400, "bad_k"),
+        ("bad offset", "/api/search?q=cat&offset=-1".into(), 400, "bad_offset"),
+        ("bad min_score", "/api/search?q=cat&min_score=high".into(), 400, "bad_min_score"),
+        ("bad sort", "/api/search?q=cat&sort=random".into(), 400, "bad_sort"),
+        ("empty query", "/api/search?q=".into(), 400, "empty_query"),
+        ("missing query", "/api/search".into(), 400, "empty_query"),
+        ("enormous query", long_query, 400, "query_too_long"),
+        ("bad date", "/api/search?q=after:yesterday".into(), 400, "bad_query"),
+        ("unknown id", "/api/images/424242".into(), 404, "not_found"),
+        ("non-numeric id", "/api/images/abc/thumbnail".into(), 400, "bad_id"),
+        ("similar of unknown id", "/api/images/424242/similar".into(), 404, "not_found"),
+        ("unknown route", "/api/nothing".into(), 404, "not_found"),
+    ];
+    for (what, path, status, code) in cases {
+        let response = get(&server.addr, &path);
+        assert_eq!(response.status, status, "{what}: {}", String::from_utf8_lossy(&response.body));
+        let json = response.json();
+        assert_eq!(json["error"]["code"], code, "{what}");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{what}: message");
+    }
+
+    // Uploads: not an image, empty, over the byte limit, a decompression bomb, no `image` field.
+    let mut bomb = Vec::new();
+    RgbImage::new(3000, 3000).write_to(&mut Cursor::new(&mut bomb), ImageFormat::Png).unwrap(); // small file, 9 MP
+    assert!(bomb.len() < 200_000);
+    let big = std::fs::read(image_path("coffee.png")).unwrap().repeat(2); // > 200 kB
+    type Upload<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str); // what, content type, body, status, code
+    let uploads: Vec<Upload> = vec![
+        ("text upload", Some("text/plain"), b"hello, not a picture".to_vec(), 415, "not_an_image"),
+        ("empty upload", Some("image/jpeg"), Vec::new(), 400, "empty_upload"),
+        ("too large", Some("image/png"), big, 413, "payload_too_large"),
+        ("bomb", Some("image/png"), bomb, 413, "image_too_large"),
+    ];
+    for (what, content_type, body, status, code) in uploads {
+        let response = request(&server.addr, "POST", "/api/search/image", content_type, &body);
+        assert_eq!(response.status, status, "{what}: {}", String::from_utf8_lossy(&response.body));
+        assert_eq!(response.json()["error"]["code"], code, "{what}");
+    }
+    let (content_type, body) = multipart("photo", "x.jpg", b"whatever");
+    let response = request(&server.addr, "POST", "/api/search/image", Some(&content_type), &body);
+    assert_eq!((response.status, response.json()["error"]["code"].clone()), (400, "missing_image".into()));
+
+    // The server is still healthy after all that.
+    assert_eq!(get(&server.addr, "/api/health").status, 200);
+    drop(tmp);
+}
+
+#[test]
+fn the_openapi_document_describes_every_route() {
+    let (_tmp, server) = start(&[]);
+    let spec = get(&server.addr, "/api/openapi.json").json();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/search",
+        "/api/search/image",
+        "/api/images/{id}",
+        "/api/images/{id}/thumbnail",
+        "/api/images/{id}/file",
+        "/api/images/{id}/similar",
+        "/api/stats",
+        "/api/health",
+    ] {
+        assert!(spec["paths"][path].is_object(), "{path} missing from OpenAPI");
+    }
+    let stats = get(&server.addr, "/api/stats").json();
+    assert_eq!(stats["images"], 5);
+    let page = get(&server.addr, "/");
+    assert!(String::from_utf8_lossy(&page.body).contains("<script src=\"/app.js\">"));
+}
+
+#[test]
+fn other_commands_beside_a_running_server_fail_clearly() {
+    let (tmp, server) = start(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .args(["search", "cat"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("in use by another imgsearch process"), "{stderr}");
+    drop(server);
+}

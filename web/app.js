@@ -1,0 +1,167 @@
+// imgsearch web UI: plain JS, no dependencies, works offline.
+"use strict";
+const PAGE = 40;
+const $ = (s) => document.querySelector(s);
+const q = $("#q"), grid = $("#grid"), statusLine = $("#status"), viewer = $("#viewer"), sort = $("#sort");
+// What the grid shows: a text query, "similar to id", or an uploaded picture.
+let current = null, offset = 0, exhausted = false, loading = false, shownId = null, generation = 0;
+
+function setStatus(text, isError = false) { statusLine.textContent = text; statusLine.classList.toggle("error", isError); }
+
+function syncUrl() {
+  const params = new URLSearchParams();
+  if (current?.kind === "text") params.set("q", current.q);
+  if (current?.kind === "similar") params.set("similar", current.id);
+  if (sort.value !== "score") params.set("sort", sort.value);
+  const url = params.toString() ? `/?${params}` : "/";
+  if (url !== location.pathname + location.search) history.replaceState(null, "", url);
+}
+
+async function fetchHits() {
+  const common = `k=${PAGE}&offset=${offset}&sort=${sort.value}`;
+  let response;
+  if (current.kind === "text") response = await fetch(`/api/search?q=${encodeURIComponent(current.q)}&${common}`);
+  else if (current.kind === "similar") response = await fetch(`/api/images/${current.id}/similar?${common}`);
+  else {
+    const body = new FormData();
+    body.append("image", current.file);
+    response = await fetch(`/api/search/image?${common}`, { method: "POST", body });
+  }
+  const json = await response.json();
+  if (!response.ok) throw new Error(json.error?.message || response.statusText);
+  return json;
+}
+
+async function load(reset) {
+  if (!current || loading || (exhausted && !reset)) return;
+  const mine = reset ? ++generation : generation;
+  if (reset) { offset = 0; exhausted = false; grid.replaceChildren(); }
+  loading = true;
+  try {
+    const { hits, took_ms } = await fetchHits();
+    if (mine !== generation) return; // a newer search started meanwhile
+    hits.forEach((hit) => grid.append(tile(hit)));
+    offset += hits.length;
+    exhausted = hits.length < PAGE;
+    setStatus(offset ? `${offset}${exhausted ? "" : "+"} pictures · ${took_ms.toFixed(0)} ms` : "No pictures found");
+  } catch (e) {
+    if (mine === generation) setStatus(e.message, true);
+  } finally {
+    loading = false;
+  }
+}
+
+function tile(hit) {
+  const figure = document.createElement("figure");
+  figure.className = "tile";
+  figure.tabIndex = 0;
+  figure.dataset.id = hit.id;
+  figure.dataset.path = hit.path;
+  figure.title = hit.path;
+  const img = document.createElement("img");
+  img.loading = "lazy";
+  img.src = hit.thumbnail;
+  img.alt = hit.path.split("/").pop();
+  figure.append(img);
+  if (hit.score != null) {
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = hit.score.toFixed(3);
+    figure.append(score);
+  }
+  figure.addEventListener("click", () => open(hit.id));
+  return figure;
+}
+
+async function open(id) {
+  shownId = id;
+  $("#large").src = `/api/images/${id}/file`;
+  const meta = $("#meta");
+  meta.replaceChildren();
+  if (!viewer.open) viewer.showModal();
+  try {
+    const info = await (await fetch(`/api/images/${id}`)).json();
+    for (const [key, value] of Object.entries(info)) {
+      if (value == null || key === "thumbnail" || key === "file") continue;
+      const dt = document.createElement("dt"), dd = document.createElement("dd");
+      dt.textContent = key;
+      dd.textContent = Array.isArray(value) ? value.join(", ") : value;
+      meta.append(dt, dd);
+    }
+  } catch (e) { setStatus(e.message, true); }
+}
+
+function searchText(text) {
+  current = text.trim() ? { kind: "text", q: text.trim() } : null;
+  syncUrl();
+  if (current) load(true); else { grid.replaceChildren(); setStatus(""); }
+}
+
+function searchSimilar(id) {
+  viewer.close();
+  q.value = "";
+  current = { kind: "similar", id };
+  syncUrl();
+  load(true);
+}
+
+function searchFile(file) {
+  if (!file || !file.type.startsWith("image/")) { setStatus("That is not a picture", true); return; }
+  q.value = "";
+  current = { kind: "upload", file };
+  syncUrl();
+  setStatus(`Searching with ${file.name || "the pasted picture"}…`);
+  load(true);
+}
+
+let debounce;
+q.addEventListener("input", () => { clearTimeout(debounce); debounce = setTimeout(() => searchText(q.value), 250); });
+$("#search-form").addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(debounce); searchText(q.value); });
+sort.addEventListener("change", () => { syncUrl(); load(true); });
+$("#chips").addEventListener("click", (e) => {
+  const chip = e.target.dataset?.chip;
+  if (!chip) return;
+  q.value = (q.value.trim() + " " + chip).trim();
+  q.focus();
+  if (!chip.endsWith(":")) searchText(q.value);
+});
+$("#file").addEventListener("change", (e) => searchFile(e.target.files[0]));
+$("#close").addEventListener("click", () => viewer.close());
+$("#similar").addEventListener("click", () => shownId != null && searchSimilar(shownId));
+
+// Reverse search by drag-and-drop and by paste.
+const drop = $("#drop");
+document.addEventListener("dragover", (e) => { e.preventDefault(); drop.hidden = false; });
+document.addEventListener("dragleave", (e) => { if (e.target === drop) drop.hidden = true; });
+document.addEventListener("drop", (e) => { e.preventDefault(); drop.hidden = true; searchFile(e.dataTransfer.files[0]); });
+document.addEventListener("paste", (e) => {
+  const item = [...(e.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
+  if (item) { e.preventDefault(); searchFile(item.getAsFile()); }
+});
+
+// Keyboard: "/" focuses the box, arrows move through results, Enter opens, Esc closes.
+document.addEventListener("keydown", (e) => {
+  if (e.key === "/" && document.activeElement !== q) { e.preventDefault(); q.focus(); return; }
+  const tiles = [...grid.children];
+  if (viewer.open && (e.key === "ArrowRight" || e.key === "ArrowLeft")) {
+    const i = tiles.findIndex((t) => Number(t.dataset.id) === shownId) + (e.key === "ArrowRight" ? 1 : -1);
+    if (tiles[i]) open(Number(tiles[i].dataset.id));
+    return;
+  }
+  const i = tiles.indexOf(document.activeElement);
+  if (e.key === "ArrowDown" && document.activeElement === q && tiles[0]) { e.preventDefault(); tiles[0].focus(); return; }
+  if (i < 0) return;
+  const perRow = Math.max(1, Math.round(grid.clientWidth / tiles[0].clientWidth));
+  const next = { ArrowRight: i + 1, ArrowLeft: i - 1, ArrowDown: i + perRow, ArrowUp: i - perRow }[e.key];
+  if (next !== undefined) { e.preventDefault(); (tiles[next] || (next < 0 ? q : null))?.focus(); }
+  if (e.key === "Enter") open(Number(tiles[i].dataset.id));
+});
+
+// Infinite scroll.
+new IntersectionObserver((entries) => { if (entries[0].isIntersecting) load(false); }).observe($("#more"));
+
+// The address is the search: reload, bookmark and share work.
+const initial = new URLSearchParams(location.search);
+if (initial.get("sort") === "date") sort.value = "date";
+if (initial.get("similar")) searchSimilar(Number(initial.get("similar")));
+else if (initial.get("q")) { q.value = initial.get("q"); searchText(q.value); }
