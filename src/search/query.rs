@@ -1,6 +1,8 @@
 //! The query language of the search box and `?q=`: free text for CLIP plus filters.
 //!
-//!     sunset at the beach camera:fuji after:2023-06 type:jpeg "folder:/home/me/Photos/Trips"
+//! ```text
+//! sunset at the beach camera:fuji after:2023-06 type:jpeg "folder:/home/me/Photos/Trips"
+//! ```
 //!
 //! Filters: `path:WORD` (a path segment), `folder:/abs/path` (anywhere below it), `name:WORD`
 //! (file name), `camera:WORD` (make or model), `after:DATE` / `before:DATE` (YYYY, YYYY-MM or

@@ -1,0 +1,53 @@
+// Drives the imgsearch web UI in Debian's headless Chromium (no browser download):
+// type a query and see result tiles; the address reflects the search; upload a picture and see
+// its original first; open a result and ask for similar ones.
+// Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX
+import { chromium } from "playwright-core";
+
+const [base, upload, expected] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const fail = async (msg) => { console.error(msg); await browser.close(); process.exit(1); };
+try {
+  const page = await browser.newPage({ viewport: { width: 390, height: 800 } }); // phone width
+  page.on("pageerror", (e) => fail(`page error: ${e.message}`));
+  await page.goto(base + "/");
+  await page.fill("#q", "a photo of a cat");
+  await page.waitForSelector(".tile img", { timeout: 10000 });
+  const tiles = await page.$$eval(".tile", (els) => els.map((e) => e.dataset.path));
+  if (tiles.length < 2) await fail(`expected result tiles, got ${tiles.length}`);
+  if (!page.url().includes("q=a+photo+of+a+cat") && !page.url().includes("q=a%20photo%20of%20a%20cat")) await fail(`address does not reflect the search: ${page.url()}`);
+  await page.waitForFunction(() => {
+    const img = document.querySelector(".tile img");
+    return img && img.complete && img.naturalWidth > 0;
+  }, null, { timeout: 10000 }).catch(() => fail("thumbnail did not load"));
+
+  // Reload from the address: same search comes back.
+  await page.goto(page.url());
+  await page.waitForSelector(".tile");
+  if ((await page.inputValue("#q")) !== "a photo of a cat") await fail("reloaded page lost the query");
+
+  // Reverse search with the file picker.
+  await page.setInputFiles("#file", upload);
+  await page.waitForFunction((suffix) => document.querySelector(".tile")?.dataset.path.endsWith(suffix), expected, { timeout: 10000 });
+
+  // Open the first result, then "Similar images".
+  await page.click(".tile");
+  await page.waitForSelector("#viewer[open] #meta dt");
+  await page.click("#similar");
+  await page.waitForFunction(() => location.search.includes("similar="));
+  await page.waitForSelector(".tile");
+
+  // Keyboard: "/" focuses the search box.
+  await page.keyboard.press("Escape");
+  await page.evaluate(() => document.activeElement?.blur());
+  await page.keyboard.press("/");
+  if (!(await page.evaluate(() => document.activeElement?.id === "q"))) await fail("'/' did not focus the search box");
+  console.log(JSON.stringify({ ok: true, tiles: tiles.length }));
+  await browser.close();
+} catch (e) {
+  await fail(String(e.stack || e));
+}
