@@ -87,6 +87,8 @@ pub struct ImageRecord {
     /// "jpeg", "png", ...
     pub format: String,
     pub facts: PhotoFacts,
+    /// Stored apart from the JSON record, as raw little-endian f32 (5x smaller, no float parsing).
+    #[serde(skip)]
     pub embedding: Vec<f32>,
     /// Unix seconds when it was indexed.
     pub indexed_at: u64,
@@ -131,6 +133,7 @@ const IMAGES: &str = "images";
 const PATHS: &str = "paths";
 const HASHES: &str = "hashes";
 const SKIPPED: &str = "skipped";
+const EMBEDDINGS: &str = "embeddings";
 
 #[derive(Clone)]
 pub struct Catalog {
@@ -140,6 +143,7 @@ pub struct Catalog {
     paths: sled::Tree,
     hashes: sled::Tree,
     skipped: sled::Tree,
+    embeddings: sled::Tree,
     path: PathBuf,
 }
 
@@ -163,6 +167,7 @@ impl Catalog {
             paths: tree(PATHS)?,
             hashes: tree(HASHES)?,
             skipped: tree(SKIPPED)?,
+            embeddings: tree(EMBEDDINGS)?,
             db,
             path: dir.to_owned(),
         })
@@ -223,9 +228,21 @@ impl Catalog {
 
     pub fn image(&self, id: ImageId) -> Result<Option<ImageRecord>> {
         match self.images.get(id.to_be_bytes()).map_err(|e| self.store_err(e))? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| corrupt("image record", e))?)),
+            Some(bytes) => Ok(Some(self.decode_record(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// A record from its JSON, with its embedding attached.
+    fn decode_record(&self, json: &[u8]) -> Result<ImageRecord> {
+        let mut record: ImageRecord = serde_json::from_slice(json).map_err(|e| corrupt("image record", e))?;
+        let bytes = self
+            .embeddings
+            .get(record.id.to_be_bytes())
+            .map_err(|e| self.store_err(e))?
+            .ok_or_else(|| corrupt("catalog", format!("image {} has no embedding; run `imgsearch repair`", record.id)))?;
+        record.embedding = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        Ok(record)
     }
 
     pub fn image_at(&self, path: &[u8]) -> Result<Option<ImageRecord>> {
@@ -264,10 +281,7 @@ impl Catalog {
     }
 
     pub fn images(&self) -> impl Iterator<Item = Result<ImageRecord>> + '_ {
-        self.images.iter().values().map(|v| {
-            let bytes = v.map_err(|e| self.store_err(e))?;
-            serde_json::from_slice(&bytes).map_err(|e| corrupt("image record", e))
-        })
+        self.images.iter().values().map(|v| self.decode_record(&v.map_err(|e| self.store_err(e))?))
     }
 
     /// All indexed paths with their ids, without decoding the records.
@@ -292,8 +306,8 @@ impl Catalog {
     /// Applies `changes` in one transaction and returns the ids removed (replaced or deleted)
     /// and the new generation. Durable on return (flushed).
     pub fn apply(&self, changes: &[Change]) -> Result<(Vec<ImageId>, u64)> {
-        let trees = (&self.images, &self.paths, &self.hashes, &self.skipped, &self.meta);
-        let result = trees.transaction(|(images, paths, hashes, skipped, meta)| {
+        let trees = (&self.images, &self.paths, &self.hashes, &self.skipped, &self.meta, &self.embeddings);
+        let result = trees.transaction(|(images, paths, hashes, skipped, meta, embeddings)| {
             let mut removed = Vec::new();
             // Drops whatever picture is recorded at `path` from every tree.
             let mut forget = |path: &[u8]| -> sled::transaction::ConflictableTransactionResult<(), Error> {
@@ -303,6 +317,7 @@ impl Catalog {
                             .map_err(|e| ConflictableTransactionError::Abort(corrupt("image record", e)))?;
                         hashes.remove(hash_key(&record.hash, record.id))?;
                     }
+                    embeddings.remove(&old)?;
                     removed.push(id_from(&old).map_err(ConflictableTransactionError::Abort)?);
                 }
                 Ok(())
@@ -315,6 +330,8 @@ impl Catalog {
                         skipped.remove(path.as_slice())?;
                         let json = serde_json::to_vec(record).expect("records serialise");
                         images.insert(&record.id.to_be_bytes(), json)?;
+                        let vector: Vec<u8> = record.embedding.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        embeddings.insert(&record.id.to_be_bytes(), vector)?;
                         paths.insert(path, &record.id.to_be_bytes())?;
                         hashes.insert(hash_key(&record.hash, record.id), &[])?;
                     }
