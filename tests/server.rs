@@ -218,3 +218,21 @@ fn other_commands_beside_a_running_server_fail_clearly() {
     assert!(stderr.contains("in use by another imgsearch process"), "{stderr}");
     drop(server);
 }
+
+/// The periodic rescan is set to ten minutes, so only the file watcher can find the new photo.
+#[test]
+fn with_watch_new_photos_become_searchable_while_serving() {
+    let (tmp, server) = start(&["--watch", "--watch-interval", "600"]);
+    let before = get(&server.addr, "/api/search?q=name:newcomer&k=5").json();
+    assert!(hit_paths(&before).is_empty());
+    std::fs::copy(image_path("coffee_cmyk.jpg"), tmp.path().join("photos/newcomer.jpg")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let found = hit_paths(&get(&server.addr, "/api/search?q=name:newcomer&k=5").json());
+        if found.iter().any(|p| p.ends_with("newcomer.jpg")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new photo was not indexed while serving");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; `main.rs` only parses and reports.
 
+mod bench;
 mod embed;
 mod index;
 mod search;
@@ -46,6 +47,8 @@ pub enum Command {
     Optimize,
     /// Print CLIP embeddings of pictures and texts.
     Embed(embed::EmbedArgs),
+    /// Time the image encoder per batch size on this machine.
+    Bench(bench::BenchArgs),
 }
 
 /// Shared by every command that loads a model.
@@ -69,5 +72,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repair => stats::repair(data_dir),
         Command::Optimize => stats::optimize(data_dir),
         Command::Embed(args) => embed::run(args, cli.device),
+        Command::Bench(args) => bench::run(args, cli.device),
     }
 }

@@ -19,10 +19,10 @@ pub struct ServeArgs {
     /// photos to the network.
     #[arg(long, default_value = "127.0.0.1:7878")]
     addr: SocketAddr,
-    /// Watch the indexed folders: re-index changes while serving (periodic rescan).
+    /// Watch the indexed folders: re-index changes while serving (file watcher + periodic rescan).
     #[arg(long)]
     watch: bool,
-    /// Seconds between rescans with --watch.
+    /// Seconds between full rescans with --watch (the file watcher triggers one sooner).
     #[arg(long, default_value_t = 30)]
     watch_interval: u64,
     /// Largest accepted upload for reverse search, in bytes.
@@ -47,6 +47,6 @@ pub fn run(args: ServeArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::
         max_pixels: args.max_pixels,
         watch_interval: args.watch.then(|| Duration::from_secs(args.watch_interval.max(1))),
     };
-    serve(SearchEngine::new(data, clip), spec, device, options)?;
+    serve(SearchEngine::new(data, clip), options, Some((spec, device)))?;
     Ok(())
 }

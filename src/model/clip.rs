@@ -20,8 +20,12 @@ pub enum Weights {
         source: std::path::PathBuf,
     },
     /// Normal(0, 0.02) tensors of whatever shape the model asks for: a model of any config
-    /// without a checkpoint file, for benchmarks (speed does not depend on the values).
-    Random(Device),
+    /// without a checkpoint file, for benchmarks (speed does not depend on the values). Every
+    /// tensor handed out is remembered, so the set can be saved as a checkpoint.
+    Random {
+        device: Device,
+        handed_out: std::cell::RefCell<HashMap<String, Tensor>>,
+    },
 }
 
 impl Weights {
@@ -29,9 +33,25 @@ impl Weights {
         Self::Checkpoint { tensors, source }
     }
 
+    pub fn random(device: &Device) -> Self {
+        Self::Random { device: device.clone(), handed_out: Default::default() }
+    }
+
+    /// Writes the random tensors handed out so far as `model.safetensors` with Hugging Face names.
+    pub fn save_random(&self, path: &std::path::Path) -> Result<()> {
+        if let Self::Random { handed_out, .. } = self {
+            candle_core::safetensors::save(&handed_out.borrow(), path)?;
+        }
+        Ok(())
+    }
+
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let (tensors, source) = match self {
-            Self::Random(device) => return Ok(Tensor::randn(0f32, 0.02, shape, device)?),
+            Self::Random { device, handed_out } => {
+                let t = Tensor::randn(0f32, 0.02, shape, device)?;
+                handed_out.borrow_mut().insert(name.to_string(), t.clone());
+                return Ok(t);
+            }
             Self::Checkpoint { tensors, source } => (tensors, source),
         };
         let t = tensors.get(name).ok_or_else(|| Error::BadCheckpoint {

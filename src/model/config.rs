@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// The activation inside each transformer MLP (`hidden_act`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// `x * sigmoid(1.702 x)`: what OpenAI's original checkpoints use.
@@ -22,7 +22,7 @@ pub enum Activation {
     GeluNew,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct TextConfig {
     #[serde(default = "TextConfig::default_vocab_size")]
     pub vocab_size: usize,
@@ -60,7 +60,7 @@ impl TextConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct VisionConfig {
     #[serde(default = "VisionConfig::default_hidden_size")]
     pub hidden_size: usize,
@@ -118,7 +118,7 @@ fn default_layer_norm_eps() -> f64 {
 }
 
 /// The top-level `config.json` of a `CLIPModel` checkpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct ClipConfig {
     pub text_config: TextConfig,
     pub vision_config: VisionConfig,

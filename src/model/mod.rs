@@ -109,9 +109,24 @@ impl Clip {
     pub fn with_random_weights(config: ClipConfig, tokenizer: &Path, device: &Device) -> Result<Self> {
         let image_size = config.vision_config.image_size as u32;
         let tokenizer = ClipTokenizer::from_file(tokenizer, config.text_config.max_position_embeddings)?;
-        let model = ClipModel::load(&Weights::Random(device.clone()), &config)?;
+        let model = ClipModel::load(&Weights::random(device), &config)?;
         let preprocess = PreprocessConfig::clip_default(image_size);
         Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: "random-weights".into() })
+    }
+
+    /// Writes a complete checkpoint folder (config.json, model.safetensors with random weights,
+    /// tokenizer.json) in the given shape: for benchmarks that run the real pipeline on a
+    /// realistically sized model, which this machine has no trained copy of.
+    pub fn write_random_checkpoint(config: &ClipConfig, tokenizer: &Path, dir: &Path) -> Result<()> {
+        let io = |path: &Path, source| Error::Io { path: path.to_owned(), source };
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let weights = Weights::random(&Device::Cpu);
+        ClipModel::load(&weights, config)?;
+        weights.save_random(&dir.join("model.safetensors"))?;
+        let config_json = serde_json::to_string_pretty(config).expect("config serialises");
+        std::fs::write(dir.join("config.json"), config_json).map_err(|e| io(dir, e))?;
+        std::fs::copy(tokenizer, dir.join("tokenizer.json")).map_err(|e| io(tokenizer, e))?;
+        Ok(())
     }
 
     pub fn model_id(&self) -> &str {

@@ -36,10 +36,11 @@ pub struct AppState {
 }
 
 /// Runs the server until Ctrl-C. Prints the address it listens on once it is ready.
-pub fn serve(engine: SearchEngine, spec: ModelSpec, device: Device, options: ServeOptions) -> Result<()> {
+/// `rescan_with`: the model and device `--watch` indexes new pictures with.
+pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(ModelSpec, Device)>) -> Result<()> {
     let thumbnails = engine.data.root.join("thumbnails");
     let state = Arc::new(AppState { engine: RwLock::new(engine), options: options.clone(), thumbnails });
-    if let Some(interval) = options.watch_interval {
+    if let (Some(interval), Some((spec, device))) = (options.watch_interval, rescan_with) {
         spawn_rescans(state.clone(), spec, device, interval);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -62,40 +63,71 @@ pub fn serve(engine: SearchEngine, spec: ModelSpec, device: Device, options: Ser
     })
 }
 
-/// `--watch`: a periodic rescan of the roots the last `index` run covered is the source of
-/// truth (file watchers miss events on network shares and run out of watches); each rescan is
-/// incremental, so an idle library costs one walk.
+/// `--watch`: a file watcher (notify) wakes an incremental rescan as soon as something changes
+/// under the indexed roots; a periodic rescan stays the source of truth, because watchers miss
+/// events on network shares and run out of inotify watches on big trees.
 fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval: Duration) {
-    std::thread::spawn(move || loop {
-        std::thread::sleep(interval);
-        let mut engine = match state.engine.write() {
-            Ok(engine) => engine,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let roots: Vec<PathBuf> = match engine.data.catalog.last_run() {
-            Ok(Some(run)) => {
-                run["roots"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).map(PathBuf::from).collect()
+    std::thread::spawn(move || {
+        let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
+        // Kept alive for the thread's lifetime; None if the platform refuses (then: timer only).
+        let _watcher = watch_roots(&indexed_roots(&state), wake_tx);
+        loop {
+            if wake_rx.recv_timeout(interval).is_ok() {
+                // Let a burst of changes (a camera import) settle into one rescan.
+                std::thread::sleep(Duration::from_millis(500));
+                while wake_rx.try_recv().is_ok() {}
             }
-            _ => continue,
-        };
-        let roots: Vec<PathBuf> = roots.into_iter().filter(|r| r.exists()).collect();
-        if roots.is_empty() {
-            continue;
-        }
-        let options = IndexOptions {
-            roots,
-            hidden: false,
-            batch_size: 16,
-            max_pixels: state.options.max_pixels,
-            max_file_size: 200 * 1024 * 1024,
-            progress: false,
-        };
-        match pipeline::run(&mut engine.data, &spec, &device, &options) {
-            Ok(s) if s.indexed + s.reused + s.removed > 0 => {
-                eprintln!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("watch: rescan failed: {e}"),
+            rescan(&state, &spec, &device);
         }
     });
+}
+
+fn indexed_roots(state: &AppState) -> Vec<PathBuf> {
+    let engine = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match engine.data.catalog.last_run() {
+        Ok(Some(run)) => {
+            run["roots"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).map(PathBuf::from).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn watch_roots(roots: &[PathBuf], wake: std::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = wake.send(());
+        }
+    })
+    .map_err(|e| eprintln!("watch: no file watcher ({e}); rescanning periodically only"))
+    .ok()?;
+    for root in roots {
+        if let Err(e) = watcher.watch(root, notify::RecursiveMode::Recursive) {
+            eprintln!("watch: cannot watch {} ({e}); it is still rescanned periodically", root.display());
+        }
+    }
+    Some(watcher)
+}
+
+fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
+    let roots: Vec<PathBuf> = indexed_roots(state).into_iter().filter(|r| r.exists()).collect();
+    if roots.is_empty() {
+        return;
+    }
+    let options = IndexOptions {
+        roots,
+        hidden: false,
+        batch_size: 16,
+        max_pixels: state.options.max_pixels,
+        max_file_size: 200 * 1024 * 1024,
+        progress: false,
+    };
+    let mut engine = state.engine.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match pipeline::run(&mut engine.data, spec, device, &options) {
+        Ok(s) if s.indexed + s.reused + s.removed > 0 => {
+            eprintln!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("watch: rescan failed: {e}"),
+    }
 }

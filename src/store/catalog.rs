@@ -236,11 +236,9 @@ impl Catalog {
     /// A record from its JSON, with its embedding attached.
     fn decode_record(&self, json: &[u8]) -> Result<ImageRecord> {
         let mut record: ImageRecord = serde_json::from_slice(json).map_err(|e| corrupt("image record", e))?;
-        let bytes = self
-            .embeddings
-            .get(record.id.to_be_bytes())
-            .map_err(|e| self.store_err(e))?
-            .ok_or_else(|| corrupt("catalog", format!("image {} has no embedding; run `imgsearch repair`", record.id)))?;
+        let bytes = self.embeddings.get(record.id.to_be_bytes()).map_err(|e| self.store_err(e))?.ok_or_else(|| {
+            corrupt("catalog", format!("image {} has no embedding; run `imgsearch repair`", record.id))
+        })?;
         record.embedding = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         Ok(record)
     }

@@ -123,12 +123,14 @@ impl DataDir {
             self.text.remove(*id);
             self.vectors.remove(*id);
         }
+        let mut added = Vec::new();
         for change in changes {
             if let Change::Upsert(record) = change {
                 self.text.add(record)?;
-                self.vectors.insert(record.id, &record.embedding);
+                added.push((record.id, record.embedding.as_slice()));
             }
         }
+        self.vectors.insert_many(&added);
         self.text.commit(generation)
     }
 

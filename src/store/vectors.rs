@@ -130,17 +130,25 @@ impl HnswIndex {
             .filter(|id| !live_ids.contains(id) && !self.tombstones.contains(id))
             .copied()
             .collect();
-        let mut changed = stale.len();
+        let changed = stale.len();
         for id in stale {
             self.remove(id);
         }
-        for (id, embedding) in live {
-            if !self.in_graph.contains(id) {
-                self.insert(*id, embedding);
-                changed += 1;
-            }
+        let missing: Vec<(ImageId, &[f32])> =
+            live.iter().filter(|(id, _)| !self.in_graph.contains(id)).map(|(id, e)| (*id, e.as_slice())).collect();
+        self.insert_many(&missing);
+        changed + missing.len()
+    }
+
+    /// Inserts many vectors at once, on all cores (hnsw_rs's parallel insertion).
+    pub fn insert_many(&mut self, items: &[(ImageId, &[f32])]) {
+        let fresh: Vec<(&[f32], usize)> =
+            items.iter().filter(|(id, _)| !self.in_graph.contains(id)).map(|(id, e)| (*e, *id as usize)).collect();
+        self.graph.parallel_insert_slice(&fresh);
+        for (id, _) in items {
+            self.in_graph.insert(*id);
+            self.tombstones.remove(id);
         }
-        changed
     }
 
     pub fn needs_rebuild(&self) -> bool {

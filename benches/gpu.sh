@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# GPU benchmark and parity check, for a machine with an NVIDIA GPU but no Rust toolchain.
+# Build here with scripts/build-cuda.sh, then carry target/release/imgsearch, this script and
+# tests/fixtures/ over and run:
+#
+#   benches/gpu.sh [IMGSEARCH_BINARY] [JPEG_FOLDER] [VIT_B32_CHECKPOINT]
+#
+# JPEG_FOLDER: camera-size JPEGs (`cargo bench --bench indexing` writes 128 of them to
+# target/bench-data/camera-128/); VIT_B32_CHECKPOINT: a ViT-B/32 checkpoint folder (the same bench
+# writes a random-weight one to target/bench-data/vit-b32-random/). Prints:
+#   1. CUDA vs CPU parity (cosine, f32) of image and text embeddings on both test checkpoints,
+#      texts in one padded batch;
+#   2. encoder-only images/s at batch 32, 128, 256;
+#   3. end-to-end `imgsearch index` images/s on the JPEG folder (batch 256), beside decode-only
+#      (`--device cpu --batch-size` is irrelevant there: index on CPU with a tiny model measures the
+#      decode path; reported as decode-bound rate).
+set -euo pipefail
+BIN="${1:-target/release/imgsearch}"
+JPEGS="${2:-target/bench-data/camera-128}"
+VITB32="${3:-target/bench-data/vit-b32-random}"
+FIX="tests/fixtures"
+OUT="$(mktemp -d)"
+
+echo "## Parity: CUDA vs CPU (f32)"
+for model in tiny-clip-b32-quickgelu tiny-clip-p14-gelu; do
+    args=(embed --json --model "$FIX/models/$model")
+    for img in "$FIX"/images/*; do args+=(--image "$img"); done
+    for text in "" "a photo of a cat" "satellite image of a city at night" "$(printf 'a very long caption %.0s' {1..30})"; do args+=(--text "$text"); done
+    "$BIN" --device cpu "${args[@]}" > "$OUT/cpu.json"
+    "$BIN" --device cuda "${args[@]}" > "$OUT/cuda.json"
+    python3 - "$OUT/cpu.json" "$OUT/cuda.json" "$model" <<'PY'
+import json, sys
+cpu, gpu, model = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
+def cos(a, b): return sum(x * y for x, y in zip(a, b)) / (sum(x * x for x in a) ** .5 * sum(y * y for y in b) ** .5)
+for kind in ("images", "texts"):
+    worst = min(cos(cpu[kind][k], gpu[kind][k]) for k in cpu[kind])
+    print(f"{model}: {kind}: min cosine {worst:.6f} over {len(cpu[kind])} ({'ok' if worst >= 0.9999 else 'BELOW 0.9999'})")
+PY
+done
+
+echo; echo "## Image encoder only (ViT-B/32 shape), CUDA"
+"$BIN" --device cuda bench --model "$VITB32" --batches 32,128,256 --iterations 10
+
+echo; echo "## End to end: imgsearch index of $(ls "$JPEGS" | wc -l) JPEGs"
+for device in cuda; do
+    rm -rf "$OUT/data"
+    start=$(date +%s.%N)
+    "$BIN" --device "$device" --data-dir "$OUT/data" index "$JPEGS" --model "$VITB32" --batch-size 256 --quiet --json > "$OUT/summary.json"
+    end=$(date +%s.%N)
+    python3 -c "import json,sys; s=json.load(open('$OUT/summary.json')); n=s['indexed']; t=$end-$start; print(f'$device: {n} images in {t:.1f} s = {n/t:.0f} images/s (model load included)')"
+done
+echo "decode-only reference: index with the tiny model on CPU (the encoder is negligible there)"
+rm -rf "$OUT/data"
+start=$(date +%s.%N)
+"$BIN" --device cpu --data-dir "$OUT/data" index "$JPEGS" --model "$FIX/models/tiny-clip-b32-quickgelu" --quiet --json > "$OUT/summary.json"
+end=$(date +%s.%N)
+python3 -c "import json; s=json.load(open('$OUT/summary.json')); n=s['indexed']; t=$end-$start; print(f'decode-bound: {n/t:.0f} images/s on $(nproc) cores')"

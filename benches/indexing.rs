@@ -1,0 +1,156 @@
+//! End-to-end `imgsearch index` speed on camera-size JPEGs with a ViT-B/32-shaped model
+//! (random weights), next to the decode-only and encoder-only rates it is made of; and the time
+//! of an unchanged re-run over 10,000 files. Not criterion: each figure is one timed run.
+//!
+//! Run: `cargo bench --bench indexing` (`IMGSEARCH_BENCH_IMAGES`, default 128 photos of 12 MP).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use image::{ImageEncoder, RgbImage};
+use imgsearch::ingest::decode::{decode_file, DEFAULT_MAX_PIXELS};
+use imgsearch::ingest::pipeline::{self, IndexOptions};
+use imgsearch::model::{ClipConfig, ModelSpec, PreprocessedImage};
+use imgsearch::store::DataDir;
+use imgsearch::Clip;
+use rayon::prelude::*;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BATCH: usize = 16;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `count` distinct 12 MP photo-like JPEGs (a real photo upscaled, per-file sensor noise).
+fn camera_photos(count: usize) -> PathBuf {
+    let dir = root().join(format!("target/bench-data/camera-{count}"));
+    if dir.join(format!("photo_{:04}.jpg", count - 1)).exists() {
+        return dir;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = image::open(root().join("tests/fixtures/images/chelsea_progressive.jpg")).unwrap().to_rgb8();
+    let big: RgbImage = image::imageops::resize(&base, 4032, 3024, image::imageops::FilterType::Triangle);
+    (0..count).into_par_iter().for_each(|i| {
+        let mut img = big.clone();
+        let mut state = 0x2545F4914F6CDD1Du64.wrapping_mul(i as u64 + 1);
+        for px in img.pixels_mut() {
+            for c in px.0.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *c = (*c as i32 + (state % 9) as i32 - 4).clamp(0, 255) as u8;
+            }
+        }
+        let file = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("photo_{i:04}.jpg"))).unwrap());
+        image::codecs::jpeg::JpegEncoder::new_with_quality(file, 90)
+            .write_image(img.as_raw(), 4032, 3024, image::ExtendedColorType::Rgb8)
+            .unwrap();
+    });
+    dir
+}
+
+fn vit_b32_checkpoint() -> PathBuf {
+    let dir = root().join("target/bench-data/vit-b32-random");
+    if !dir.join("model.safetensors").exists() {
+        let tokenizer = root().join("tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json");
+        Clip::write_random_checkpoint(&ClipConfig::vit_base_patch32(), &tokenizer, &dir).unwrap();
+    }
+    dir
+}
+
+fn options(roots: Vec<PathBuf>) -> IndexOptions {
+    IndexOptions {
+        roots,
+        hidden: false,
+        batch_size: BATCH,
+        max_pixels: DEFAULT_MAX_PIXELS,
+        max_file_size: 1 << 30,
+        progress: false,
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let count: usize = std::env::var("IMGSEARCH_BENCH_IMAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
+    let photos = camera_photos(count);
+    let model = vit_b32_checkpoint();
+    let spec = ModelSpec::resolve(model.to_str().unwrap()).unwrap();
+    let files: Vec<PathBuf> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().path()).collect();
+    let threads = rayon::current_num_threads();
+
+    // Decode only: all cores, the pipeline's decode path.
+    let t = Instant::now();
+    let decoded: Vec<PreprocessedImage> = files
+        .par_iter()
+        .map(|f| {
+            spec.preprocess.apply(&decode_file(f, &spec.preprocess.decode_options(DEFAULT_MAX_PIXELS)).unwrap().rgb)
+        })
+        .collect();
+    let decode_rate = count as f64 / t.elapsed().as_secs_f64();
+
+    // Encoder only, same batch size as the pipeline.
+    let clip = spec.load(&Device::Cpu).unwrap();
+    let t = Instant::now();
+    for batch in decoded.chunks(BATCH) {
+        clip.embed_images(batch).unwrap();
+    }
+    let encode_rate = count as f64 / t.elapsed().as_secs_f64();
+    drop(clip);
+
+    // End to end: walk + read + hash + decode + encode + write, model load included.
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut data = DataDir::open(data_dir.path()).unwrap();
+    let t = Instant::now();
+    let summary = pipeline::run(&mut data, &spec, &Device::Cpu, &options(vec![photos.clone()])).unwrap();
+    let e2e_s = t.elapsed().as_secs_f64();
+    assert_eq!(summary.indexed as usize, count);
+    let e2e_rate = count as f64 / e2e_s;
+    let rss = peak_rss_mb();
+
+    // Unchanged re-run over 10,000 small files (the tiny test model: a re-run loads no model).
+    let many = root().join("target/bench-data/small-10000");
+    if !many.join("9999.png").exists() {
+        std::fs::create_dir_all(&many).unwrap();
+        (0..10_000u32).into_par_iter().for_each(|i| {
+            RgbImage::from_fn(16, 16, |x, y| image::Rgb([(i % 251) as u8, (i / 251) as u8, (x * 16 + y) as u8]))
+                .save(many.join(format!("{i}.png")))
+                .unwrap();
+        });
+    }
+    let tiny =
+        ModelSpec::resolve(root().join("tests/fixtures/models/tiny-clip-b32-quickgelu").to_str().unwrap()).unwrap();
+    let small_dir = tempfile::tempdir().unwrap();
+    let mut small = DataDir::open(small_dir.path()).unwrap();
+    pipeline::run(&mut small, &tiny, &Device::Cpu, &options(vec![many.clone()])).unwrap();
+    let t = Instant::now();
+    let rerun = pipeline::run(&mut small, &tiny, &Device::Cpu, &options(vec![many])).unwrap();
+    let rerun_s = t.elapsed().as_secs_f64();
+    assert_eq!(rerun.unchanged, 10_000);
+
+    println!("## Indexing {count} camera-size JPEGs (4032x3024), ViT-B/32 shape, batch {BATCH}, {threads} threads\n");
+    println!("| measure | images/s |\n|---|---:|");
+    println!("| decode + preprocess only (all threads) | {decode_rate:.1} |");
+    println!("| image encoder only | {encode_rate:.1} |");
+    println!(
+        "| end to end `index` (model load included) | {e2e_rate:.1} ({:.0}% of encoder-only) |",
+        100.0 * e2e_rate / encode_rate
+    );
+    println!("\nPeak RSS of the whole benchmark process: {rss:.0} MB.");
+    println!("Unchanged re-run over 10,000 files: {rerun_s:.2} s.");
+}

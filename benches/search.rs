@@ -1,0 +1,200 @@
+//! Query latency at scale (not criterion: it reports percentiles and concurrency).
+//!
+//! Builds a data folder of N synthetic pictures (default 100,000; `IMGSEARCH_BENCH_N`) with
+//! clustered 512-d embeddings, then measures:
+//! - ANN alone: p50/p99 per query and recall@10 against exact search (with and without a filter);
+//! - a text query end to end over HTTP on 127.0.0.1 (`imgsearch serve`'s router in-process, CLIP
+//!   ViT-B/32 text tower with random weights): p50/p99;
+//! - 50 concurrent clients: requests/s and errors.
+//!
+//! Run: `cargo bench --bench search` (takes a few minutes; most of it building the graph).
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use imgsearch::model::ClipConfig;
+use imgsearch::search::SearchEngine;
+use imgsearch::server::{serve, ServeOptions};
+use imgsearch::store::catalog::{ImageRecord, ModelInfo, PhotoFacts, StoredPath};
+use imgsearch::store::{Change, DataDir, VectorIndex};
+use imgsearch::Clip;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DIM: usize = 512;
+
+fn rng(seed: u64) -> impl FnMut() -> f32 {
+    let mut state = seed.max(1);
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+    }
+}
+
+/// Clustered unit vectors: photo libraries are bursts of similar pictures.
+fn clustered(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut next = rng(seed);
+    let centres: Vec<Vec<f32>> = (0..1000).map(|_| (0..DIM).map(|_| next()).collect()).collect();
+    (0..n)
+        .map(|i| {
+            let v: Vec<f32> = centres[(i * 7919) % centres.len()].iter().map(|c| c + 0.5 * next()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / norm).collect()
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, usize) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let status = std::str::from_utf8(&raw[9..12]).unwrap().parse().unwrap_or(0);
+    (status, raw.len())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` probing for criterion-style benches
+    }
+    let n: usize = std::env::var("IMGSEARCH_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let vectors = clustered(n, 42);
+
+    let started = Instant::now();
+    let mut data = DataDir::open(tmp.path()).unwrap();
+    data.check_model(&ModelInfo { model: "random-weights".into(), dim: DIM, preprocess: "{}".into() }).unwrap();
+    for (chunk_index, chunk) in vectors.chunks(5000).enumerate() {
+        let changes: Vec<Change> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let id = (chunk_index * 5000 + i) as u64;
+                Change::Upsert(ImageRecord {
+                    id,
+                    path: StoredPath::Utf8(format!("/photos/{}/IMG_{id:06}.jpg", 2000 + id % 25)),
+                    size: 3_000_000,
+                    mtime_ns: id as i128,
+                    hash: format!("{id:064x}"),
+                    width: 4032,
+                    height: 3024,
+                    format: if id % 10 == 0 { "png".into() } else { "jpeg".into() },
+                    facts: PhotoFacts { taken: Some(1_500_000_000 + id as i64 * 600), ..Default::default() },
+                    embedding: v.clone(),
+                    indexed_at: 0,
+                })
+            })
+            .collect();
+        data.apply(&changes).unwrap();
+    }
+    data.save_vectors(false).unwrap();
+    let build_s = started.elapsed().as_secs_f64();
+
+    // ANN alone.
+    let queries = clustered(1000, 7);
+    let mut latencies = Vec::new();
+    for q in &queries {
+        let t = Instant::now();
+        std::hint::black_box(data.vectors.search(q, 10, &|_| true));
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    let exact = |q: &[f32], allow: &dyn Fn(u64) -> bool| -> HashSet<u64> {
+        let mut scored: Vec<(u64, f32)> = vectors
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| allow(*i as u64))
+            .map(|(i, v)| (i as u64, v.iter().zip(q).map(|(a, b)| a * b).sum()))
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scored.into_iter().take(10).map(|(i, _)| i).collect()
+    };
+    let recall = |allow: &dyn Fn(u64) -> bool| -> f64 {
+        let found: usize = queries[..200]
+            .iter()
+            .map(|q| {
+                let truth = exact(q, allow);
+                data.vectors.search(q, 10, allow).iter().filter(|h| truth.contains(&h.id)).count()
+            })
+            .sum();
+        found as f64 / 2000.0
+    };
+    let recall_all = recall(&|_| true);
+    let recall_filtered = recall(&|id| id % 10 == 3);
+
+    // End to end over HTTP with the ViT-B/32 text tower.
+    let tokenizer =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json");
+    let clip = Clip::with_random_weights(ClipConfig::vit_base_patch32(), &tokenizer, &Device::Cpu).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let options = ServeOptions {
+        addr: addr.parse().unwrap(),
+        upload_limit: 32 << 20,
+        max_pixels: 250_000_000,
+        watch_interval: None,
+    };
+    let engine = SearchEngine::new(data, clip);
+    std::thread::spawn(move || serve(engine, options, None).unwrap());
+    while TcpStream::connect(&addr).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let words = ["sunset", "beach", "dog", "city at night", "mountain lake", "birthday cake", "snow", "red car"];
+    let query =
+        |i: usize| format!("/api/search?q=a%20photo%20of%20{}&k=20", words[i % words.len()].replace(' ', "%20"));
+    for i in 0..10 {
+        http_get(&addr, &query(i)); // warm-up
+    }
+    let mut http = Vec::new();
+    for i in 0..200 {
+        let t = Instant::now();
+        let (status, _) = http_get(&addr, &query(i));
+        assert_eq!(status, 200);
+        http.push(t.elapsed());
+    }
+    http.sort();
+
+    let clients = 50;
+    let per_client = 8;
+    let t = Instant::now();
+    let errors: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                let addr = addr.clone();
+                s.spawn(move || {
+                    (0..per_client).filter(|i| http_get(&addr, &query(c * per_client + i)).0 != 200).count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let rps = (clients * per_client) as f64 / t.elapsed().as_secs_f64();
+
+    println!("## Search at {n} pictures (dim {DIM})\n");
+    println!("| measure | value |\n|---|---:|");
+    println!("| data folder build (catalog + text + HNSW inserts) | {build_s:.0} s |");
+    println!(
+        "| ANN search p50 / p99 (k=10, ef=64, 1 thread) | {:.2} / {:.2} ms |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!("| ANN recall@10 vs exact | {recall_all:.3} |");
+    println!("| ANN recall@10 vs exact, 10% allow-list filter | {recall_filtered:.3} |");
+    println!(
+        "| text query over HTTP p50 / p99 (ViT-B/32 text tower, k=20) | {:.1} / {:.1} ms |",
+        percentile(&http, 0.5),
+        percentile(&http, 0.99)
+    );
+    println!("| {clients} concurrent clients: requests/s, errors | {rps:.1}/s, {errors} |");
+}
