@@ -38,10 +38,13 @@ fn rng(seed: u64) -> impl FnMut() -> f32 {
     }
 }
 
-/// Clustered unit vectors: photo libraries are bursts of similar pictures.
+/// Clustered unit vectors: photo libraries are bursts of similar pictures. The cluster centres
+/// are the same for every `seed` (queries come from the same distribution as the pictures);
+/// the per-vector noise differs.
 fn clustered(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut centre_rng = rng(42);
+    let centres: Vec<Vec<f32>> = (0..1000).map(|_| (0..DIM).map(|_| centre_rng()).collect()).collect();
     let mut next = rng(seed);
-    let centres: Vec<Vec<f32>> = (0..1000).map(|_| (0..DIM).map(|_| next()).collect()).collect();
     (0..n)
         .map(|i| {
             let v: Vec<f32> = centres[(i * 7919) % centres.len()].iter().map(|c| c + 0.5 * next()).collect();
