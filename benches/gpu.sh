@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU benchmark and parity check, for a machine with an NVIDIA GPU but no Rust toolchain.
-# Build here with scripts/build-cuda.sh, then carry target/release/imgsearch, this script and
+# Build here with scripts/build-cuda.sh, then carry target/cuda/release/imgsearch, this script and
 # tests/fixtures/ over and run:
 #
 #   benches/gpu.sh [IMGSEARCH_BINARY] [JPEG_FOLDER] [VIT_B32_CHECKPOINT]
@@ -15,10 +15,23 @@
 #      (`--device cpu --batch-size` is irrelevant there: index on CPU with a tiny model measures the
 #      decode path; reported as decode-bound rate).
 set -euo pipefail
-BIN="${1:-target/release/imgsearch}"
+BIN="${1:-target/cuda/release/imgsearch}"
 JPEGS="${2:-target/bench-data/camera-128}"
 VITB32="${3:-target/bench-data/vit-b32-random}"
 FIX="tests/fixtures"
+# The binary links the CUDA 13 libraries (cudart, cublas, curand, nvrtc) dynamically; libcuda
+# comes from the driver. Find them in a toolkit or in PyTorch's nvidia wheels.
+extra="$(python3 - <<'PY' 2>/dev/null || true
+import glob, os, site
+libs = ["libcublas.so.13*", "libcublasLt.so.13*", "libcudart.so.13*", "libcurand.so.10*", "libnvrtc.so.13*"]
+dirs = {os.path.dirname(p) for s in site.getsitepackages() for lib in libs for p in glob.glob(os.path.join(s, "nvidia", "**", lib), recursive=True)}
+print(":".join(sorted(dirs)))
+PY
+)"
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${extra}:${LD_LIBRARY_PATH:-}"
+if ldd "$BIN" | grep -q "not found"; then
+    echo "missing libraries for $BIN:" >&2; ldd "$BIN" | grep "not found" >&2; exit 1
+fi
 OUT="$(mktemp -d)"
 
 echo "## Parity: CUDA vs CPU (f32)"

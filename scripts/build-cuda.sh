@@ -4,7 +4,7 @@
 # assembled into one toolkit-shaped folder. The binary runs on any Linux machine with an NVIDIA
 # driver (libcuda comes from the driver at run time).
 #
-#   scripts/build-cuda.sh                 # -> target/release/imgsearch (with --features cuda)
+#   scripts/build-cuda.sh                 # -> target/cuda/release/imgsearch (with --features cuda)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh   # A100; 90 = H100/H200 (default), 89 = L4/4090, 86 = 3090
 #
 # A machine that has a CUDA toolkit needs none of this: `cargo build --release --features cuda`.
@@ -14,14 +14,19 @@ cd "$(dirname "$0")/.."
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 TOOLKIT="${CUDA_TOOLKIT_DIR:-$PWD/target/cuda-toolkit}"
 VENV="$TOOLKIT/venv"
-# CUDA 12.x: supports gcc 12 (Debian 12's) as nvcc's host compiler and every GPU from sm_50 to sm_90.
+# CUDA 13: its PyPI nvcc wheel carries the whole compiler driver (nvcc, cudafe++, fatbinary,
+# nvlink, ptxas); CUDA 12's nvidia-cuda-nvcc-cu12 wheels ship only ptxas, so they cannot build.
+# CUDA 13 targets compute capability 7.5 (Turing) and newer. Pinned to 13.4: the newest
+# release cudarc 0.19 (candle 0.11's CUDA bindings) knows; 13.5 fails its build script.
 WHEELS=(
-    "nvidia-cuda-nvcc-cu12==12.8.*"     # nvcc, ptxas, nvvm
-    "nvidia-cuda-runtime-cu12==12.8.*"  # cuda_runtime.h, libcudart
-    "nvidia-cuda-cccl-cu12==12.8.*"     # thrust/cub/libcu++ headers the kernels include
-    "nvidia-cublas-cu12==12.8.*"        # libcublas, libcublasLt
-    "nvidia-curand-cu12"                # libcurand
-    "nvidia-cuda-nvrtc-cu12==12.8.*"    # libnvrtc
+    "nvidia-cuda-nvcc==13.4.*"    # nvcc and its tools
+    "nvidia-nvvm==13.4.*"         # cicc: must match ptxas (13.5's emits PTX 9.5, 13.4's ptxas reads 9.4)
+    "nvidia-cuda-crt==13.4.*"     # crt/ headers nvcc includes
+    "nvidia-cuda-runtime==13.4.*" # cuda_runtime.h, libcudart
+    "nvidia-cuda-cccl==13.*"      # libcu++/cub headers (nv/target, ...); versioned apart from the toolkit
+    "nvidia-cublas==13.4.*"       # libcublas, libcublasLt
+    "nvidia-curand"               # libcurand
+    "nvidia-cuda-nvrtc==13.4.*"   # libnvrtc
 )
 
 if [ ! -x "$TOOLKIT/bin/nvcc" ]; then
@@ -30,7 +35,7 @@ if [ ! -x "$TOOLKIT/bin/nvcc" ]; then
     nvidia="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0] + "/x"))')"
     mkdir -p "$TOOLKIT/bin" "$TOOLKIT/include" "$TOOLKIT/lib64/stubs"
     # One toolkit-shaped tree of symlinks over the wheels' separate folders.
-    for pkg in "$nvidia"/*/; do
+    for pkg in "$nvidia"/*/ "$nvidia"/cu13/*/; do
         [ -d "$pkg/bin" ] && ln -sf "$pkg"/bin/* "$TOOLKIT/bin/"
         [ -d "$pkg/include" ] && cp -rs "$pkg"/include/. "$TOOLKIT/include/" 2>/dev/null || true
         [ -d "$pkg/lib" ] && for lib in "$pkg"/lib/*.so*; do
@@ -39,17 +44,25 @@ if [ ! -x "$TOOLKIT/bin/nvcc" ]; then
             base="$(basename "$lib")"; ln -sf "$lib" "$TOOLKIT/lib64/${base%%.so*}.so"
         done
     done
-    [ -d "$nvidia/cuda_nvcc/nvvm" ] && ln -sfn "$nvidia/cuda_nvcc/nvvm" "$TOOLKIT/nvvm"
-    # libcuda.so belongs to the driver; link against a stub with its symbols when no driver is here.
-    if ! ldconfig -p | grep -q 'libcuda\.so\b' && [ ! -e "$TOOLKIT/lib64/stubs/libcuda.so" ]; then
-        stub="$(find "$nvidia" -name 'libcuda.so' -path '*stubs*' | head -1)"
-        if [ -n "$stub" ]; then ln -sf "$stub" "$TOOLKIT/lib64/stubs/libcuda.so"; fi
-    fi
+    for nvvm in "$nvidia"/cuda_nvcc/nvvm "$nvidia"/cu13/nvvm; do
+        [ -d "$nvvm" ] && ln -sfn "$nvvm" "$TOOLKIT/nvvm"
+    done
+fi
+if [ ! -e "$TOOLKIT/lib64/stubs/libcuda.so" ]; then
+    # libcuda.so belongs to the driver, and the wheels ship no link stub: build one from cuda.h
+    # (every driver API function, after cuda.h's _v2 renames, as an empty symbol). It is only
+    # linked against; at run time the driver's real libcuda.so.1 is loaded.
+    echo '#include <cuda.h>' | gcc -E -I "$TOOLKIT/include" - \
+        | grep -oE '\bcu[A-Z][A-Za-z0-9_]*[[:space:]]*\(' | sed 's/[[:space:]]*($//' | sort -u \
+        | awk '{ print "void " $1 "(void) {}" }' > "$TOOLKIT/lib64/stubs/libcuda_stub.c"
+    gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$TOOLKIT/lib64/stubs/libcuda.so" "$TOOLKIT/lib64/stubs/libcuda_stub.c"
 fi
 
 export CUDA_HOME="$TOOLKIT" CUDA_ROOT="$TOOLKIT" CUDA_PATH="$TOOLKIT"
 export PATH="$TOOLKIT/bin:$PATH"
 export LIBRARY_PATH="$TOOLKIT/lib64:$TOOLKIT/lib64/stubs:${LIBRARY_PATH:-}"
 nvcc --version | tail -1
+# A target folder of its own, so the CPU build in target/ is left alone.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cuda}"
 cargo build --release --features cuda "$@"
-echo "built target/release/imgsearch with CUDA (compute capability $CUDA_COMPUTE_CAP)"
+echo "built $CARGO_TARGET_DIR/release/imgsearch with CUDA (compute capability $CUDA_COMPUTE_CAP)"
