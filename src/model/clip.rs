@@ -187,6 +187,20 @@ struct TowerShape {
     activation: Activation,
 }
 
+/// The encoder shape of either tower's config (both name the fields as Hugging Face does).
+macro_rules! tower_shape {
+    ($config:expr) => {
+        TowerShape {
+            hidden: $config.hidden_size,
+            intermediate: $config.intermediate_size,
+            heads: $config.num_attention_heads,
+            layers: $config.num_hidden_layers,
+            eps: $config.layer_norm_eps,
+            activation: $config.hidden_act,
+        }
+    };
+}
+
 struct Encoder {
     layers: Vec<EncoderLayer>,
 }
@@ -221,14 +235,7 @@ impl VisionTower {
         let p = "vision_model";
         let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
         let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
-        let shape = TowerShape {
-            hidden: d,
-            intermediate: c.intermediate_size,
-            heads: c.num_attention_heads,
-            layers: c.num_hidden_layers,
-            eps: c.layer_norm_eps,
-            activation: c.hidden_act,
-        };
+        let shape = tower_shape!(c);
         Ok(Self {
             patch_embedding: conv.reshape((d, ch * ps * ps))?.t()?.contiguous()?,
             class_embedding: w.get(&format!("{p}.embeddings.class_embedding"), &[d])?,
@@ -283,14 +290,7 @@ impl TextTower {
     fn load(w: &Weights, c: &TextConfig, projection_dim: usize) -> Result<Self> {
         let p = "text_model";
         let d = c.hidden_size;
-        let shape = TowerShape {
-            hidden: d,
-            intermediate: c.intermediate_size,
-            heads: c.num_attention_heads,
-            layers: c.num_hidden_layers,
-            eps: c.layer_norm_eps,
-            activation: c.hidden_act,
-        };
+        let shape = tower_shape!(c);
         Ok(Self {
             token_embedding: w.get(&format!("{p}.embeddings.token_embedding.weight"), &[c.vocab_size, d])?,
             position_embedding: w
