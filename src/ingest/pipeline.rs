@@ -366,9 +366,9 @@ fn encode(work: Receiver<Work>, out: Sender<Result<Batch>>, spec: &ModelSpec, de
             clip = Some(spec.load(device)?);
         }
         let clip = clip.as_ref().expect("just loaded");
-        let images: Vec<PreprocessedImage> = pending.iter().map(|(_, p)| p.clone()).collect();
+        let (files, images): (Vec<FileFacts>, Vec<PreprocessedImage>) = pending.drain(..).unzip();
         let embeddings = clip.embed_images(&images)?;
-        for ((file, _), embedding) in pending.drain(..).zip(embeddings) {
+        for (file, embedding) in files.into_iter().zip(embeddings) {
             batch.pictures.push((file, embedding));
             batch.indexed += 1;
         }
