@@ -365,10 +365,6 @@ impl Catalog {
         Ok(())
     }
 
-    /// Bytes sled uses on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
-    }
 }
 
 pub fn stored_bytes(path: &StoredPath) -> Vec<u8> {

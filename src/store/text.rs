@@ -121,10 +121,6 @@ impl TextIndex {
         Ok(())
     }
 
-    pub fn index(&self) -> &Index {
-        &self.index
-    }
-
     pub fn searcher(&self) -> tantivy::Searcher {
         self.reader.searcher()
     }
