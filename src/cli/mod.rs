@@ -75,3 +75,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args, cli.device),
     }
 }
+
+/// An existing index with its model loaded: what `search`, `similar` and `serve` start from.
+pub struct OpenIndex {
+    pub engine: imgsearch::search::SearchEngine,
+    pub spec: imgsearch::model::ModelSpec,
+    pub device: candle_core::Device,
+}
+
+pub fn open_index(data_dir: &std::path::Path, device: DeviceChoice) -> anyhow::Result<OpenIndex> {
+    use anyhow::Context;
+    let data = imgsearch::store::DataDir::open(data_dir)?;
+    let Some(info) = data.catalog.model_info()? else {
+        anyhow::bail!("the data folder {} has no index yet: run `imgsearch index PATH` first", data_dir.display());
+    };
+    let spec = imgsearch::model::ModelSpec::resolve(&info.model)?;
+    let device = device.open()?;
+    let clip = spec.load(&device).with_context(|| format!("cannot load model {}", info.model))?;
+    Ok(OpenIndex { engine: imgsearch::search::SearchEngine::new(data, clip), spec, device })
+}

@@ -5,10 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
-use imgsearch::model::ModelSpec;
-use imgsearch::search::{SearchEngine, SearchHit, SearchParams, SortOrder};
+use imgsearch::search::{SearchHit, SearchParams, SortOrder};
 use imgsearch::store::catalog::path_bytes;
-use imgsearch::store::DataDir;
 use imgsearch::DeviceChoice;
 
 #[derive(Debug, clap::Args)]
@@ -81,19 +79,8 @@ pub struct SimilarArgs {
     results: ResultArgs,
 }
 
-fn engine(data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<SearchEngine> {
-    let data = DataDir::open(&data_dir)?;
-    let Some(info) = data.catalog.model_info()? else {
-        anyhow::bail!("the data folder {} has no index yet: run `imgsearch index PATH` first", data_dir.display());
-    };
-    let clip = ModelSpec::resolve(&info.model)?
-        .load(&device.open()?)
-        .with_context(|| format!("cannot load model {}", info.model))?;
-    Ok(SearchEngine::new(data, clip))
-}
-
 pub fn search(args: SearchArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
-    let engine = engine(data_dir, device)?;
+    let engine = super::open_index(&data_dir, device)?.engine;
     let params = args.results.params();
     let hits = match (&args.query, &args.image) {
         (_, Some(path)) => {
@@ -107,7 +94,7 @@ pub fn search(args: SearchArgs, data_dir: PathBuf, device: DeviceChoice) -> anyh
 }
 
 pub fn similar(args: SimilarArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
-    let engine = engine(data_dir, device)?;
+    let engine = super::open_index(&data_dir, device)?.engine;
     let params = args.results.params();
     let indexed = std::fs::canonicalize(&args.path)
         .ok()

@@ -4,13 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
-
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
-use imgsearch::model::ModelSpec;
-use imgsearch::search::SearchEngine;
 use imgsearch::server::{serve, ServeOptions};
-use imgsearch::store::DataDir;
 use imgsearch::DeviceChoice;
 
 #[derive(Debug, clap::Args)]
@@ -34,19 +29,13 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
-    let data = DataDir::open(&data_dir)?;
-    let Some(info) = data.catalog.model_info()? else {
-        anyhow::bail!("the data folder {} has no index yet: run `imgsearch index PATH` first", data_dir.display());
-    };
-    let spec = ModelSpec::resolve(&info.model)?;
-    let device = device.open()?;
-    let clip = spec.load(&device).with_context(|| format!("cannot load model {}", info.model))?;
+    let opened = super::open_index(&data_dir, device)?;
     let options = ServeOptions {
         addr: args.addr,
         upload_limit: args.upload_limit,
         max_pixels: args.max_pixels,
         watch_interval: args.watch.then(|| Duration::from_secs(args.watch_interval.max(1))),
     };
-    serve(SearchEngine::new(data, clip), options, Some((spec, device)))?;
+    serve(opened.engine, options, Some((opened.spec, opened.device)))?;
     Ok(())
 }

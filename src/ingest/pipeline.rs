@@ -18,7 +18,6 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::decode::decode_bytes;
 use super::exif::photo_facts;
 use super::walk::{walk, Candidate, Found};
 use crate::error::{Error, Result};
@@ -327,10 +326,9 @@ fn examine(job: Candidate, catalog: &crate::store::Catalog, spec: &ModelSpec, op
             return Work::Reuse(file, known.embedding);
         }
     }
-    match decode_bytes(&bytes, &job.path, &spec.preprocess.decode_options(options.max_pixels)) {
-        Ok(decoded) => {
-            (file.width, file.height) = (decoded.original_width, decoded.original_height);
-            let pixels = spec.preprocess.apply(&decoded.rgb);
+    match spec.preprocess.prepare(&bytes, &job.path, options.max_pixels) {
+        Ok((pixels, (width, height))) => {
+            (file.width, file.height) = (width, height);
             Work::Embed(file, pixels)
         }
         Err(e) => skip(e.to_string(), false),

@@ -19,7 +19,6 @@ pub use device::DeviceChoice;
 pub use preprocess::PreprocessedImage;
 
 use crate::error::{Error, Result};
-use crate::ingest::decode::decode_file;
 use crate::store::ModelInfo;
 use clip::{l2_normalize_rows, ClipModel, Weights};
 use tokenizer::ClipTokenizer;
@@ -152,8 +151,8 @@ impl Clip {
 
     /// Decodes a picture file (fast scaled JPEG decoding allowed) and preprocesses it.
     pub fn load_image(&self, path: &Path, max_pixels: u64) -> Result<PreprocessedImage> {
-        let decoded = decode_file(path, &self.preprocess.decode_options(max_pixels))?;
-        Ok(self.preprocess.apply(&decoded.rgb))
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+        Ok(self.preprocess.prepare(&bytes, path, max_pixels)?.0)
     }
 
     /// Embeds a batch of preprocessed pictures in one forward pass.

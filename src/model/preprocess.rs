@@ -6,7 +6,10 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use image::RgbImage;
 
 use super::config::{PreprocessConfig, Resample};
-use crate::ingest::decode::DecodeOptions;
+use std::path::Path;
+
+use crate::error::Result;
+use crate::ingest::decode::{decode_bytes, DecodeOptions};
 
 /// One image ready for the vision tower: channel-major (3, height, width) f32 values.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +24,13 @@ impl PreprocessConfig {
     /// shortest edge on both axes, which still covers the resize step for any aspect ratio.
     pub fn decode_options(&self, max_pixels: u64) -> DecodeOptions {
         DecodeOptions { max_pixels, min_size: self.do_resize.then_some((self.shortest_edge, self.shortest_edge)) }
+    }
+
+    /// Picture bytes → model input, the one path indexing, reverse search and `embed` share
+    /// (scaled JPEG decoding allowed). Also returns the picture's upright size.
+    pub fn prepare(&self, bytes: &[u8], label: &Path, max_pixels: u64) -> Result<(PreprocessedImage, (u32, u32))> {
+        let decoded = decode_bytes(bytes, label, &self.decode_options(max_pixels))?;
+        Ok((self.apply(&decoded.rgb), (decoded.original_width, decoded.original_height)))
     }
 
     pub fn apply(&self, rgb: &RgbImage) -> PreprocessedImage {

@@ -15,7 +15,6 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::{DateTime, Order, Term};
 
 use crate::error::{Error, Result};
-use crate::ingest::decode::decode_bytes;
 use crate::model::Clip;
 use crate::store::{DataDir, ImageId, ImageRecord, VectorIndex};
 pub use query::{parse, Filter, ParsedQuery};
@@ -104,9 +103,8 @@ impl SearchEngine {
         params: &SearchParams,
     ) -> Result<Vec<SearchHit>> {
         let duplicates = self.data.catalog.images_with_hash(&blake3::hash(bytes).to_hex())?;
-        let pre = self.clip.preprocess_config();
-        let decoded = decode_bytes(bytes, label, &pre.decode_options(max_pixels))?;
-        let embedding = self.clip.embed_images(&[pre.apply(&decoded.rgb)])?.remove(0);
+        let (pixels, _) = self.clip.preprocess_config().prepare(bytes, label, max_pixels)?;
+        let embedding = self.clip.embed_images(&[pixels])?.remove(0);
         self.run(Probe { embedding: Some(embedding), duplicates, exclude: None }, filters, params)
     }
 
@@ -150,7 +148,7 @@ impl SearchEngine {
         }
         let mut hits: Vec<(SearchHit, Option<i64>)> = Vec::with_capacity(ranked.len());
         for (id, score) in ranked.into_iter().take(if params.sort == SortOrder::Date { usize::MAX } else { wanted }) {
-            if let Some(record) = self.data.catalog.image(id)? {
+            if let Some(record) = self.data.catalog.image_meta(id)? {
                 hits.push((hit(&record, Some(score)), record.facts.taken));
             }
         }
@@ -188,7 +186,7 @@ impl SearchEngine {
         for (_, address) in docs.into_iter().skip(params.offset) {
             let ids = searcher.segment_reader(address.segment_ord).fast_fields().u64("id");
             let id = ids.ok().and_then(|column| column.first(address.doc_id));
-            if let Some(record) = id.map(|id| self.data.catalog.image(id)).transpose()?.flatten() {
+            if let Some(record) = id.map(|id| self.data.catalog.image_meta(id)).transpose()?.flatten() {
                 hits.push(hit(&record, None));
             }
         }

@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::thumbnails::thumbnail;
 use super::AppState;
 use crate::search::{SearchHit, SearchParams, SortOrder, MAX_K};
-use crate::store::{ImageId, ImageRecord, VectorIndex};
+use crate::store::{ImageId, ImageRecord};
 
 type Shared = Arc<AppState>;
 type ApiResult<T> = Result<T, ApiError>;
@@ -183,7 +183,7 @@ fn parse_id(id: &str) -> ApiResult<ImageId> {
 }
 
 fn record(state: &AppState, id: ImageId) -> ApiResult<ImageRecord> {
-    engine(state).data.catalog.image(id)?.ok_or_else(|| ApiError::not_found(format!("no image with id {id}")))
+    engine(state).data.catalog.image_meta(id)?.ok_or_else(|| ApiError::not_found(format!("no image with id {id}")))
 }
 
 async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<serde_json::Value>> {
@@ -257,10 +257,8 @@ async fn similar(
 
 async fn stats(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
     blocking(move || {
-        let engine = engine(&state);
-        let mut stats = serde_json::to_value(engine.data.stats()?).expect("stats serialise");
-        stats["vectors_live"] = engine.data.vectors.live_count().into();
-        Ok(Json(stats))
+        let stats = engine(&state).data.stats()?;
+        Ok(Json(serde_json::to_value(stats).expect("stats serialise")))
     })
     .await
 }

@@ -226,16 +226,20 @@ impl Catalog {
         self.db.generate_id().map_err(|e| self.store_err(e))
     }
 
+    /// A record with its embedding.
     pub fn image(&self, id: ImageId) -> Result<Option<ImageRecord>> {
+        self.image_meta(id)?.map(|record| self.with_embedding(record)).transpose()
+    }
+
+    /// A record without its embedding: what hits and listings show (one read less per hit).
+    pub fn image_meta(&self, id: ImageId) -> Result<Option<ImageRecord>> {
         match self.images.get(id.to_be_bytes()).map_err(|e| self.store_err(e))? {
-            Some(bytes) => Ok(Some(self.decode_record(&bytes)?)),
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| corrupt("image record", e))?)),
             None => Ok(None),
         }
     }
 
-    /// A record from its JSON, with its embedding attached.
-    fn decode_record(&self, json: &[u8]) -> Result<ImageRecord> {
-        let mut record: ImageRecord = serde_json::from_slice(json).map_err(|e| corrupt("image record", e))?;
+    fn with_embedding(&self, mut record: ImageRecord) -> Result<ImageRecord> {
         let bytes = self.embeddings.get(record.id.to_be_bytes()).map_err(|e| self.store_err(e))?.ok_or_else(|| {
             corrupt("catalog", format!("image {} has no embedding; run `imgsearch repair`", record.id))
         })?;
@@ -279,7 +283,10 @@ impl Catalog {
     }
 
     pub fn images(&self) -> impl Iterator<Item = Result<ImageRecord>> + '_ {
-        self.images.iter().values().map(|v| self.decode_record(&v.map_err(|e| self.store_err(e))?))
+        self.images.iter().values().map(|v| {
+            let bytes = v.map_err(|e| self.store_err(e))?;
+            self.with_embedding(serde_json::from_slice(&bytes).map_err(|e| corrupt("image record", e))?)
+        })
     }
 
     /// All indexed paths with their ids, without decoding the records.
@@ -364,7 +371,6 @@ impl Catalog {
         self.db.flush().map_err(|e| self.store_err(e))?;
         Ok(())
     }
-
 }
 
 pub fn stored_bytes(path: &StoredPath) -> Vec<u8> {
