@@ -37,6 +37,20 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// `imgsearch index` in the background, quiet; small batches make it take a while.
+fn spawn_index(data: &Path, root: &Path, batch_size: usize) -> std::process::Child {
+    imgsearch(data)
+        .arg("index")
+        .arg(root)
+        .arg("--model")
+        .arg(model_dir(MODEL))
+        .args(["--quiet", "--batch-size", &batch_size.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn listed_paths(data: &Path) -> Vec<String> {
     let list = json_of(&imgsearch(data).args(["list", "--json"]).output().unwrap());
     list.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().to_string()).collect()
@@ -215,16 +229,7 @@ fn kill_9_at_any_moment_then_rerun_gives_a_complete_consistent_index() {
     let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
     let photos = noise_photos(&root, 150);
     for delay_ms in [60u64, 180, 400, 700] {
-        let mut child = imgsearch(&data)
-            .arg("index")
-            .arg(&root)
-            .arg("--model")
-            .arg(model_dir(MODEL))
-            .args(["--quiet", "--batch-size", "4"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_index(&data, &root, 4);
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -249,15 +254,7 @@ fn a_second_process_on_a_busy_data_folder_gets_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
     noise_photos(&root, 200);
-    let mut first = imgsearch(&data)
-        .arg("index")
-        .arg(&root)
-        .arg("--model")
-        .arg(model_dir(MODEL))
-        .args(["--quiet", "--batch-size", "2"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_index(&data, &root, 2);
     let deadline = Instant::now() + Duration::from_secs(30);
     // Let the indexer take the folder first (a probe that came first would lock *it* out).
     while !data.join("text").exists() && Instant::now() < deadline {

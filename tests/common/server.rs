@@ -1,4 +1,4 @@
-//! Indexes a folder with the tiny test model and runs `imgsearch serve` on a free port.
+//! Indexes a folder with the tiny test model, and runs `imgsearch serve` on a free port.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -16,7 +16,8 @@ impl Drop for RunningServer {
     }
 }
 
-pub fn index_and_serve(photos: &Path, data: &Path, extra: &[&str]) -> RunningServer {
+/// `imgsearch index PHOTOS` into `data` with the tiny b32 test model.
+pub fn index_photos(photos: &Path, data: &Path) {
     let status = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
         .arg("--data-dir")
         .arg(data)
@@ -29,6 +30,10 @@ pub fn index_and_serve(photos: &Path, data: &Path, extra: &[&str]) -> RunningSer
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+pub fn index_and_serve(photos: &Path, data: &Path, extra: &[&str]) -> RunningServer {
+    index_photos(photos, data);
     let mut child = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
         .arg("--data-dir")
         .arg(data)

@@ -1,0 +1,120 @@
+//! `imgsearch search`, `search --image`, `similar`, `optimize` and `bench` through the real binary.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::server::index_photos;
+use common::{image_path, model_dir};
+use serde_json::Value;
+
+fn imgsearch(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    cmd.arg("--data-dir").arg(data).args(["--device", "cpu"]);
+    cmd
+}
+
+fn json(cmd: &mut Command) -> Value {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn paths(hits: &Value) -> Vec<String> {
+    hits.as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().to_string()).collect()
+}
+
+fn indexed() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(photos.join("rome")).unwrap();
+    for name in ["astronaut.jpg", "coffee.png", "chelsea_progressive.jpg", "camera_gray.png"] {
+        std::fs::copy(image_path(name), photos.join(name)).unwrap();
+    }
+    std::fs::copy(image_path("rocket.jpg"), photos.join("rome/rocket.jpg")).unwrap();
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data);
+    (tmp, data)
+}
+
+#[test]
+fn search_by_text_with_filters_paging_and_plain_output() {
+    let (_tmp, data) = indexed();
+    let hits = json(imgsearch(&data).args(["search", "a photo of a cat", "-k", "3", "--json"]));
+    assert_eq!(hits.as_array().unwrap().len(), 3);
+    let scores: Vec<f64> = hits.as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    let second = json(imgsearch(&data).args(["search", "a photo of a cat", "-k", "1", "--offset", "1", "--json"]));
+    assert_eq!(paths(&second), paths(&hits)[1..2].to_vec());
+    let rome = json(imgsearch(&data).args(["search", "a photo path:rome", "--json"]));
+    assert_eq!(paths(&rome).len(), 1);
+    assert!(paths(&rome)[0].ends_with("rome/rocket.jpg"));
+    let pngs = json(imgsearch(&data).args(["search", "type:png", "--json"]));
+    assert!(paths(&pngs).len() == 2 && paths(&pngs).iter().all(|p| p.ends_with(".png")));
+
+    // Plain output: score, tab, path per line.
+    let out = imgsearch(&data).args(["search", "a photo of a cat", "-k", "2"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(text.lines().all(|l| l.split('\t').next().unwrap().parse::<f32>().is_ok()));
+
+    let bad = imgsearch(&data).args(["search", "after:someday"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("YYYY"));
+}
+
+#[test]
+fn reverse_search_and_more_like_this() {
+    let (tmp, data) = indexed();
+    // A re-encoded (not byte-identical) copy finds its original first.
+    let copy = tmp.path().join("copy.png");
+    image::open(image_path("astronaut.jpg")).unwrap().save(&copy).unwrap();
+    let hits = json(imgsearch(&data).arg("search").arg("--image").arg(&copy).args(["-k", "2", "--json"]));
+    assert!(paths(&hits)[0].ends_with("astronaut.jpg"), "{hits:#}");
+
+    // similar on an indexed file leaves the file itself out.
+    let indexed_file = tmp.path().join("photos/coffee.png");
+    let similar = json(imgsearch(&data).arg("similar").arg(&indexed_file).args(["-k", "3", "--json"]));
+    assert_eq!(paths(&similar).len(), 3);
+    assert!(!paths(&similar).iter().any(|p| p.ends_with("coffee.png")));
+
+    let missing = imgsearch(&data).args(["search", "--image", "/nonexistent.jpg"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.jpg"));
+}
+
+#[test]
+fn search_before_indexing_says_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = imgsearch(&tmp.path().join("data")).args(["search", "cat"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("imgsearch index"));
+}
+
+#[test]
+fn optimize_drops_tombstones_and_keeps_results() {
+    let (tmp, data) = indexed();
+    std::fs::remove_file(tmp.path().join("photos/coffee.png")).unwrap();
+    index_photos(&tmp.path().join("photos"), &data);
+    let before = json(imgsearch(&data).args(["stats", "--json"]));
+    assert_eq!(before["vectors_tombstoned"], 1);
+    let out = imgsearch(&data).arg("optimize").output().unwrap();
+    assert!(out.status.success());
+    let after = json(imgsearch(&data).args(["stats", "--json"]));
+    assert_eq!((after["vectors_live"].as_u64(), after["vectors_tombstoned"].as_u64()), (Some(4), Some(0)));
+    assert_eq!(json(imgsearch(&data).args(["search", "a photo", "-k", "10", "--json"])).as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn bench_reports_images_per_second_per_batch() {
+    let report = json(
+        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+            .args(["--device", "cpu", "bench", "--model"])
+            .arg(model_dir("tiny-clip-p14-gelu"))
+            .args(["--batches", "1,4", "--iterations", "2"]),
+    );
+    let rows = report["results"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 4]);
+    assert!(rows.iter().all(|r| r["images_per_s"].as_f64().unwrap() > 0.0));
+}
