@@ -1,8 +1,10 @@
-//! The CPU kernels (fused activation, in-place attention) compute what candle's generic ops do.
+//! The CPU kernels (fused activation, in-place attention, linear layers) compute what candle's generic ops do.
 
 use candle_core::{Device, Tensor};
 use imgsearch::model::config::Activation;
-use imgsearch::model::kernels::{activate, activate_generic, attention, attention_generic, linear, linear_generic};
+use imgsearch::model::kernels::{
+    activate, activate_generic, attention, attention_generic, linear, LinearWeight, WeightLayout,
+};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
@@ -36,12 +38,31 @@ fn in_place_attention_equals_candle_ops_with_and_without_causal_mask() {
 }
 
 #[test]
-fn linear_with_and_without_bias_equals_candle_matmul() {
-    let x = Tensor::randn(0f32, 1.0, (37, 24), &Device::Cpu).unwrap();
-    let w_t = Tensor::randn(0f32, 1.0, (24, 19), &Device::Cpu).unwrap();
-    let b = Tensor::randn(0f32, 1.0, 19, &Device::Cpu).unwrap();
-    for bias in [None, Some(&b)] {
-        let d = max_abs_diff(&linear(&x, &w_t, bias).unwrap(), &linear_generic(&x, &w_t, bias).unwrap());
-        assert!(d < 1e-4, "bias={}: max diff {d}", bias.is_some());
+fn linear_layers_in_both_layouts_equal_candle_matmul_on_ragged_shapes() {
+    // Rows around the tile heights, output widths inside, at and past a 64-column panel.
+    for (rows, in_dim, out_dim) in [(1, 24, 19), (8, 33, 64), (13, 70, 65), (50, 96, 130), (37, 24, 1)] {
+        let x = Tensor::randn(0f32, 1.0, (rows, in_dim), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (out_dim, in_dim), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 1.0, out_dim, &Device::Cpu).unwrap();
+        let plain = x.matmul(&w.t().unwrap()).unwrap();
+        for layout in [WeightLayout::Packed, WeightLayout::Transposed] {
+            let weight = LinearWeight::new(&w, layout).unwrap();
+            for bias in [None, Some(&b)] {
+                let expected = match bias {
+                    Some(b) => plain.broadcast_add(b).unwrap(),
+                    None => plain.clone(),
+                };
+                let d = max_abs_diff(&linear(&x, &weight, bias).unwrap(), &expected);
+                assert!(d < 1e-4, "{layout:?} {rows}x{in_dim}x{out_dim} bias={}: max diff {d}", bias.is_some());
+            }
+        }
     }
+    // A non-contiguous input (a transposed view) works too.
+    let x = Tensor::randn(0f32, 1.0, (24, 9), &Device::Cpu).unwrap().t().unwrap();
+    let w = Tensor::randn(0f32, 1.0, (19, 24), &Device::Cpu).unwrap();
+    let d = max_abs_diff(
+        &linear(&x, &LinearWeight::new(&w, WeightLayout::Packed).unwrap(), None).unwrap(),
+        &x.matmul(&w.t().unwrap()).unwrap(),
+    );
+    assert!(d < 1e-4, "transposed input: max diff {d}");
 }

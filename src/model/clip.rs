@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
-use super::kernels;
+use super::kernels::{self, LinearWeight, WeightLayout};
 use crate::error::{Error, Result};
 
 /// Hands out the checkpoint's tensors by their Hugging Face names, checking shapes.
@@ -68,22 +68,23 @@ impl Weights {
     }
 }
 
-/// `y = x W^T + b`, with `W^T` stored transposed and contiguous once at load: `gemm`'s fast
-/// kernels want a row-major right-hand side (measured 7-10x on few-row inputs).
+/// `y = x W^T + b`, the weight laid out once at load for the kernel that will use it (see
+/// `kernels::linear`).
 struct Linear {
-    weight_t: Tensor,
+    weight: LinearWeight,
     bias: Option<Tensor>,
 }
 
 impl Linear {
-    fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+    fn load(w: &Weights, prefix: &str, dims: (usize, usize), bias: bool, layout: WeightLayout) -> Result<Self> {
+        let (in_dim, out_dim) = dims;
         let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
-        Self::from_parts(&weight, bias)
+        Self::from_parts(&weight, bias, layout)
     }
 
-    fn from_parts(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
-        Ok(Self { weight_t: weight.t()?.contiguous()?, bias })
+    fn from_parts(weight: &Tensor, bias: Option<Tensor>, layout: WeightLayout) -> Result<Self> {
+        Ok(Self { weight: LinearWeight::new(weight, layout)?, bias })
     }
 
     /// Applies the layer to the last dimension of `x`, any leading dimensions.
@@ -91,9 +92,9 @@ impl Linear {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = kernels::linear(&x.reshape((rows, in_dim))?, &self.weight_t, self.bias.as_ref())?;
+        let y = kernels::linear(&x.reshape((rows, in_dim))?, &self.weight, self.bias.as_ref())?;
         let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("tensor has dims") = self.weight_t.dim(1)?;
+        *out_dims.last_mut().expect("tensor has dims") = self.weight.out_dim();
         Ok(y.reshape(out_dims)?)
     }
 }
@@ -126,7 +127,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(w: &Weights, prefix: &str, dim: usize, heads: usize) -> Result<Self> {
+    fn load(w: &Weights, prefix: &str, dim: usize, heads: usize, layout: WeightLayout) -> Result<Self> {
         let head_dim = dim / heads;
         // Fold the 1/sqrt(head_dim) softmax scale into q's weights and bias: one pass fewer.
         let scale = (head_dim as f64).powf(-0.5);
@@ -138,8 +139,9 @@ impl Attention {
         let (qw, qb) = part("q_proj", scale)?;
         let (kw, kb) = part("k_proj", 1.0)?;
         let (vw, vb) = part("v_proj", 1.0)?;
-        let qkv = Linear::from_parts(&Tensor::cat(&[qw, kw, vw], 0)?, Some(Tensor::cat(&[qb, kb, vb], 0)?))?;
-        Ok(Self { qkv, out: Linear::load(w, &format!("{prefix}.out_proj"), dim, dim, true)?, heads })
+        let qkv = Linear::from_parts(&Tensor::cat(&[qw, kw, vw], 0)?, Some(Tensor::cat(&[qb, kb, vb], 0)?), layout)?;
+        let out = Linear::load(w, &format!("{prefix}.out_proj"), (dim, dim), true, layout)?;
+        Ok(Self { qkv, out, heads })
     }
 
     /// `x`: (batch, seq, dim); `causal`: each position sees only itself and earlier ones (text).
@@ -162,10 +164,10 @@ impl EncoderLayer {
         let d = shape.hidden;
         Ok(Self {
             norm1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), d, shape.eps)?,
-            attention: Attention::load(w, &format!("{prefix}.self_attn"), d, shape.heads)?,
+            attention: Attention::load(w, &format!("{prefix}.self_attn"), d, shape.heads, shape.layout)?,
             norm2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), d, shape.eps)?,
-            fc1: Linear::load(w, &format!("{prefix}.mlp.fc1"), d, shape.intermediate, true)?,
-            fc2: Linear::load(w, &format!("{prefix}.mlp.fc2"), shape.intermediate, d, true)?,
+            fc1: Linear::load(w, &format!("{prefix}.mlp.fc1"), (d, shape.intermediate), true, shape.layout)?,
+            fc2: Linear::load(w, &format!("{prefix}.mlp.fc2"), (shape.intermediate, d), true, shape.layout)?,
             activation: shape.activation,
         })
     }
@@ -185,11 +187,13 @@ struct TowerShape {
     layers: usize,
     eps: f64,
     activation: Activation,
+    /// How the tower's linear weights are laid out: for the rows it mostly sees.
+    layout: WeightLayout,
 }
 
 /// The encoder shape of either tower's config (both name the fields as Hugging Face does).
 macro_rules! tower_shape {
-    ($config:expr) => {
+    ($config:expr, $layout:expr) => {
         TowerShape {
             hidden: $config.hidden_size,
             intermediate: $config.intermediate_size,
@@ -197,6 +201,7 @@ macro_rules! tower_shape {
             layers: $config.num_hidden_layers,
             eps: $config.layer_norm_eps,
             activation: $config.hidden_act,
+            layout: $layout,
         }
     };
 }
@@ -235,7 +240,8 @@ impl VisionTower {
         let p = "vision_model";
         let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
         let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
-        let shape = tower_shape!(c);
+        // Pictures come in batches (hundreds of rows per layer): gemm's layout.
+        let shape = tower_shape!(c, WeightLayout::Transposed);
         Ok(Self {
             patch_embedding: conv.reshape((d, ch * ps * ps))?.t()?.contiguous()?,
             class_embedding: w.get(&format!("{p}.embeddings.class_embedding"), &[d])?,
@@ -244,7 +250,7 @@ impl VisionTower {
             pre_norm: LayerNorm::load(w, &format!("{p}.pre_layrnorm"), d, c.layer_norm_eps)?,
             encoder: Encoder::load(w, &format!("{p}.encoder"), &shape)?,
             post_norm: LayerNorm::load(w, &format!("{p}.post_layernorm"), d, c.layer_norm_eps)?,
-            projection: Linear::load(w, "visual_projection", d, projection_dim, false)?,
+            projection: Linear::load(w, "visual_projection", (d, projection_dim), false, shape.layout)?,
             config: c.clone(),
         })
     }
@@ -290,14 +296,15 @@ impl TextTower {
     fn load(w: &Weights, c: &TextConfig, projection_dim: usize) -> Result<Self> {
         let p = "text_model";
         let d = c.hidden_size;
-        let shape = tower_shape!(c);
+        // Texts come one short query at a time (about 8 rows): packed for the tile kernel.
+        let shape = tower_shape!(c, WeightLayout::Packed);
         Ok(Self {
             token_embedding: w.get(&format!("{p}.embeddings.token_embedding.weight"), &[c.vocab_size, d])?,
             position_embedding: w
                 .get(&format!("{p}.embeddings.position_embedding.weight"), &[c.max_position_embeddings, d])?,
             encoder: Encoder::load(w, &format!("{p}.encoder"), &shape)?,
             final_norm: LayerNorm::load(w, &format!("{p}.final_layer_norm"), d, c.layer_norm_eps)?,
-            projection: Linear::load(w, "text_projection", d, projection_dim, false)?,
+            projection: Linear::load(w, "text_projection", (d, projection_dim), false, shape.layout)?,
             config: c.clone(),
         })
     }

@@ -8,14 +8,18 @@
 //!   task that reads q, k, v in place (strided gemm), does the softmax in cache and writes its
 //!   slice of the output directly.
 //!
-//! - linear layers: `x W^T + b` as one gemm that starts from the bias rows, instead of a matmul
-//!   followed by a separate broadcast-add pass (and its extra output allocation).
+//! - linear layers (`linear.rs`): the bias folded into the product instead of a separate
+//!   broadcast-add pass; for the text tower, weights packed once at load and streamed by a
+//!   register-tiled kernel instead of a gemm that copies (packs) them on every call.
 //!
 //! Other devices (CUDA, Metal) keep candle's generic ops; `tests/kernels.rs` checks both paths
 //! give the same numbers.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, InplaceOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+mod linear;
+pub use linear::{linear, LinearWeight, WeightLayout};
 
 use super::config::Activation;
 use crate::error::Result;
@@ -68,107 +72,6 @@ impl InplaceOp1 for ActivationOp {
             }),
         }
         Ok(())
-    }
-}
-
-/// `x W^T + b` for `x` of shape (rows, in), with `weight_t` = W^T stored (in, out).
-pub fn linear(x: &Tensor, weight_t: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        let x = x.contiguous()?;
-        return Ok(match bias {
-            Some(b) => x.apply_op3_no_bwd(weight_t, b, &LinearOp)?,
-            None => x.apply_op2_no_bwd(weight_t, &LinearOp)?,
-        });
-    }
-    linear_generic(x, weight_t, bias)
-}
-
-/// The same layer with candle's own ops (any device).
-pub fn linear_generic(x: &Tensor, weight_t: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let y = x.matmul(weight_t)?;
-    Ok(match bias {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    })
-}
-
-struct LinearOp;
-
-impl LinearOp {
-    fn run(
-        &self,
-        x: (&CpuStorage, &Layout),
-        w: (&CpuStorage, &Layout),
-        bias: Option<&[f32]>,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let name = "clip-linear";
-        let (rows, in_dim) = x.1.shape().dims2()?;
-        let (w_in, out_dim) = w.1.shape().dims2()?;
-        if w_in != in_dim || bias.is_some_and(|b| b.len() != out_dim) {
-            candle_core::bail!("{name}: shapes ({rows}, {in_dim}) x ({w_in}, {out_dim}) do not fit");
-        }
-        let (x, w) = (contiguous_f32(x.0, x.1, name)?, contiguous_f32(w.0, w.1, name)?);
-        let mut out = match bias {
-            Some(bias) => bias.repeat(rows),
-            // gemm with read_dst = false writes every element without reading it.
-            None => vec![0f32; rows * out_dim],
-        };
-        // Each thread computes its own block of output columns with a single-threaded gemm:
-        // measured faster than gemm's own threading at every CLIP shape here, most at few rows
-        // (one image, a short text: 221 vs 117 GFLOP/s at 50 rows).
-        let block = out_dim.div_ceil(rayon::current_num_threads()).next_multiple_of(16);
-        let out_ptr = SharedOut(out.as_mut_ptr());
-        (0..out_dim.div_ceil(block)).into_par_iter().for_each(|i| {
-            let (start, cols) = (i * block, block.min(out_dim - i * block));
-            // SAFETY: x, w and out hold exactly rows*in, in*out and rows*out contiguous f32s;
-            // this task reads/writes only columns start..start+cols of w and out (row stride
-            // out_dim), which no other task touches.
-            unsafe {
-                #[rustfmt::skip]
-                gemm::gemm(
-                    rows, cols, in_dim,
-                    out_ptr.get().add(start), 1, out_dim as isize, bias.is_some(),
-                    x.as_ptr(), 1, in_dim as isize,
-                    w.as_ptr().add(start), 1, out_dim as isize,
-                    1.0, 1.0, false, false, false, gemm::Parallelism::None,
-                );
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))))
-    }
-}
-
-impl CustomOp2 for LinearOp {
-    fn name(&self) -> &'static str {
-        "clip-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.run((s1, l1), (s2, l2), None)
-    }
-}
-
-impl CustomOp3 for LinearOp {
-    fn name(&self) -> &'static str {
-        "clip-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.run((s1, l1), (s2, l2), Some(contiguous_f32(s3, l3, "clip-linear")?))
     }
 }
 
