@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing (Debian's Chromium and
-# Node.js for the web UI test, playwright-core from npm), then runs `cargo test`.
-# Extra arguments go to cargo test, e.g. `scripts/test.sh --test server`.
+# Node.js for the web UI test, playwright-core from npm, cmake and nasm to build libjpeg-turbo),
+# then runs `cargo test`, and the tests that decode JPEGs again with the `turbojpeg` feature.
+# Extra arguments go to cargo test (and skip the second run), e.g. `scripts/test.sh --test server`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +21,16 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     command -v apt-get >/dev/null || { echo "Install Node.js and npm, then re-run." >&2; exit 1; }
     apt_install nodejs npm
 fi
+if ! command -v cmake >/dev/null || ! command -v nasm >/dev/null; then
+    command -v apt-get >/dev/null || { echo "Install cmake and nasm (they build libjpeg-turbo), then re-run." >&2; exit 1; }
+    apt_install cmake nasm
+fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
     npm ci --prefix tests/browser --no-audit --no-fund
 fi
 
 cargo test --locked "$@"
+if [ $# -eq 0 ]; then
+    # The opt-in libjpeg-turbo decoder: every test that decodes JPEGs, through the same checks.
+    cargo test --locked --features turbojpeg --test preprocess --test parity --test index --test cli_embed
+fi

@@ -3,7 +3,8 @@
 //! Two paths:
 //! - exact: the `image` crate decodes at full size (any format it supports);
 //! - fast, for JPEGs far larger than the model needs: the IDCT itself scales by 1/2, 1/4 or 1/8
-//!   (`jpeg-decoder`), which skips most of the decode work. Its effect on embeddings is measured by
+//!   (`jpeg-decoder`, or libjpeg-turbo with the `turbojpeg` feature), which skips most of the
+//!   decode work. Its effect on embeddings is measured by
 //!   `tests/preprocess.rs` (cosine ≥ 0.995 against the exact path).
 //!
 //! Both apply the EXIF orientation, so photos are never embedded sideways.
@@ -93,30 +94,78 @@ fn decode_jpeg_scaled(
     check_pixels(path, width, height, max_pixels)?;
     let orientation = decoder.exif_data().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
     let (need_w, need_h) = if swaps_axes(orientation) { (min_size.1, min_size.0) } else { min_size };
-    // libjpeg's rule for an IDCT scaled by n/8: ceil(len * n / 8).
-    let scaled = |len: u32, n: u32| (len * n).div_ceil(8);
-    let Some(n) = [1u32, 2, 4].into_iter().find(|&n| scaled(width, n) >= need_w && scaled(height, n) >= need_h) else {
+    let Some(n) = [1u32, 2, 4].into_iter().find(|&n| scaled_len(width, n) >= need_w && scaled_len(height, n) >= need_h)
+    else {
         return Ok(None); // needs the full resolution anyway
     };
     if !matches!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8) {
         return Ok(None);
     }
-    // Requesting exactly the scaled size forces that scale (jpeg-decoder picks the smallest
-    // scale that reaches the request in *either* axis).
-    let (sw, sh) = decoder.scale(scaled(width, n) as u16, scaled(height, n) as u16).map_err(|e| fail(e.to_string()))?;
-    let pixels = decoder.decode().map_err(|e| fail(e.to_string()))?;
-    let (sw, sh) = (sw as u32, sh as u32);
-    let rgb = match info.pixel_format {
-        jpeg_decoder::PixelFormat::L8 => DynamicImage::ImageLuma8(
-            image::GrayImage::from_raw(sw, sh, pixels).ok_or_else(|| fail("truncated pixel data".into()))?,
-        )
-        .to_rgb8(),
-        _ => RgbImage::from_raw(sw, sh, pixels).ok_or_else(|| fail("truncated pixel data".into()))?,
-    };
+    let rgb = decode_jpeg_at_scale(bytes, decoder, n, (width, height)).map_err(fail)?;
     let mut image = DynamicImage::ImageRgb8(rgb);
     image.apply_orientation(orientation);
     let (original_width, original_height) = if swaps_axes(orientation) { (height, width) } else { (width, height) };
     Ok(Some(DecodedImage { rgb: image.into_rgb8(), original_width, original_height }))
+}
+
+/// Decodes a JPEG (RGB or grey, header already read by `decoder`) with its IDCT scaled by n/8,
+/// into RGB: libjpeg-turbo's decoder when built with the `turbojpeg` feature.
+#[cfg(feature = "turbojpeg")]
+fn decode_jpeg_at_scale(
+    bytes: &[u8],
+    _decoder: jpeg_decoder::Decoder<Cursor<&[u8]>>,
+    n: u32,
+    _size: (u32, u32),
+) -> std::result::Result<RgbImage, String> {
+    /// Progressive JPEGs with absurd scan counts are a known way to burn CPU (libjpeg-turbo's
+    /// own fuzzing advice); real cameras and encoders stay far below this.
+    const SCAN_LIMIT: u32 = 500;
+    let error = |e: turbojpeg::Error| e.to_string();
+    let mut decompressor = turbojpeg::Decompressor::new().map_err(error)?;
+    decompressor.set_scan_limit(SCAN_LIMIT).map_err(error)?;
+    // libjpeg-turbo accepts only reduced fractions (1/8, 1/4, 1/2, 1/1).
+    let factor = turbojpeg::ScalingFactor::new(1, 8 / n as usize);
+    decompressor.set_scaling_factor(factor).map_err(error)?;
+    let header = decompressor.read_header(bytes).map_err(error)?;
+    let (w, h) = (factor.scale(header.width), factor.scale(header.height));
+    let mut image = turbojpeg::Image {
+        pixels: vec![0u8; 3 * w * h],
+        width: w,
+        pitch: 3 * w,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    decompressor.decompress(bytes, image.as_deref_mut()).map_err(error)?;
+    RgbImage::from_raw(w as u32, h as u32, image.pixels).ok_or_else(|| "truncated pixel data".to_string())
+}
+
+/// Decodes a JPEG (RGB or grey, header already read by `decoder`) with its IDCT scaled by n/8,
+/// into RGB: the pure-Rust `jpeg-decoder` (the default build).
+#[cfg(not(feature = "turbojpeg"))]
+fn decode_jpeg_at_scale(
+    _bytes: &[u8],
+    mut decoder: jpeg_decoder::Decoder<Cursor<&[u8]>>,
+    n: u32,
+    (width, height): (u32, u32),
+) -> std::result::Result<RgbImage, String> {
+    let grey = matches!(decoder.info().map(|i| i.pixel_format), Some(jpeg_decoder::PixelFormat::L8));
+    // Requesting exactly the scaled size forces that scale (jpeg-decoder picks the smallest
+    // scale that reaches the request in *either* axis).
+    let (sw, sh) =
+        decoder.scale(scaled_len(width, n) as u16, scaled_len(height, n) as u16).map_err(|e| e.to_string())?;
+    let pixels = decoder.decode().map_err(|e| e.to_string())?;
+    let (sw, sh) = (sw as u32, sh as u32);
+    let truncated = || "truncated pixel data".to_string();
+    Ok(if grey {
+        DynamicImage::ImageLuma8(image::GrayImage::from_raw(sw, sh, pixels).ok_or_else(truncated)?).to_rgb8()
+    } else {
+        RgbImage::from_raw(sw, sh, pixels).ok_or_else(truncated)?
+    })
+}
+
+/// libjpeg's rule for a side scaled by n/8: ceil(len * n / 8).
+fn scaled_len(len: u32, n: u32) -> u32 {
+    (len * n).div_ceil(8)
 }
 
 fn swaps_axes(orientation: Orientation) -> bool {
