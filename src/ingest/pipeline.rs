@@ -144,6 +144,9 @@ pub fn run(data: &mut DataDir, spec: &ModelSpec, device: &Device, options: &Inde
         for _ in 0..workers {
             let (jobs_rx, work_tx, catalog) = (jobs_rx.clone(), work_tx.clone(), catalog.clone());
             scope.spawn(move || {
+                if device.is_cpu() {
+                    yield_cores_to_the_encoder();
+                }
                 for job in jobs_rx {
                     if work_tx.send(examine(job, &catalog, spec, options)).is_err() {
                         break; // the run was aborted
@@ -352,6 +355,21 @@ fn sniff_format(bytes: &[u8]) -> Option<String> {
 }
 
 /// Batches decoded pictures through the model (loaded on first need) and passes the rest on.
+/// Lowers the calling (decode) thread's scheduling priority to the minimum.
+///
+/// On CPU the encoder runs each layer as a fork-join over all cores; a decode thread that
+/// preempts one of its workers stalls the whole join, and `index` ran at 0.55 of the encoder's
+/// speed although decoding is 3x faster than encoding. At the lowest priority, decoding takes the
+/// cores only when the encoder leaves them idle (between batches, at its serial steps).
+fn yield_cores_to_the_encoder() {
+    // Linux gives every thread its own nice value; `who = 0` is the calling thread.
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its integer arguments.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
 fn encode(work: Receiver<Work>, out: Sender<Result<Batch>>, spec: &ModelSpec, device: &Device, batch_size: usize) {
     let mut clip = None;
     let mut batch = Batch::default();
