@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 
+use super::checkpoint::CheckpointTensors;
 use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
 use super::kernels::{self, LinearWeight, WeightLayout};
 use crate::error::{Error, Result};
@@ -16,7 +17,8 @@ use crate::error::{Error, Result};
 /// Hands out the checkpoint's tensors by their Hugging Face names, checking shapes.
 pub enum Weights {
     Checkpoint {
-        tensors: HashMap<String, Tensor>,
+        tensors: CheckpointTensors,
+        device: Device,
         source: std::path::PathBuf,
     },
     /// Normal(0, 0.02) tensors of whatever shape the model asks for: a model of any config
@@ -29,8 +31,8 @@ pub enum Weights {
 }
 
 impl Weights {
-    pub fn new(tensors: HashMap<String, Tensor>, source: std::path::PathBuf) -> Self {
-        Self::Checkpoint { tensors, source }
+    pub fn new(tensors: CheckpointTensors, device: &Device, source: std::path::PathBuf) -> Self {
+        Self::Checkpoint { tensors, device: device.clone(), source }
     }
 
     pub fn random(device: &Device) -> Self {
@@ -46,15 +48,16 @@ impl Weights {
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let (tensors, source) = match self {
+        let (tensors, device, source) = match self {
             Self::Random { device, handed_out } => {
                 let t = Tensor::randn(0f32, 0.02, shape, device)?;
                 handed_out.borrow_mut().insert(name.to_string(), t.clone());
                 return Ok(t);
             }
-            Self::Checkpoint { tensors, source } => (tensors, source),
+            Self::Checkpoint { tensors, device, source } => (tensors, device, source),
         };
-        let t = tensors.get(name).ok_or_else(|| Error::BadCheckpoint {
+        let bad = |e: candle_core::Error| Error::BadCheckpoint { path: source.clone(), reason: e.to_string() };
+        let t = tensors.get(name, device).map_err(bad)?.ok_or_else(|| Error::BadCheckpoint {
             path: source.clone(),
             reason: format!("tensor `{name}` is missing (is this a CLIPModel checkpoint?)"),
         })?;
@@ -64,7 +67,7 @@ impl Weights {
                 reason: format!("tensor `{name}` has shape {:?}, config.json implies {shape:?}", t.dims()),
             });
         }
-        Ok(t.clone())
+        Ok(t)
     }
 }
 

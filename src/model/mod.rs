@@ -85,7 +85,7 @@ impl ModelSpec {
     pub fn load(&self, device: &Device) -> Result<Clip> {
         let tokenizer =
             ClipTokenizer::from_file(&self.files.tokenizer, self.config.text_config.max_position_embeddings)?;
-        let weights = Weights::new(self.files.load_tensors(device)?, self.files.weights.clone());
+        let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone());
         let model = ClipModel::load(&weights, &self.config)?;
         Ok(Clip {
             model,
