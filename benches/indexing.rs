@@ -153,4 +153,12 @@ fn main() {
     );
     println!("\nPeak RSS of the whole benchmark process: {rss:.0} MB.");
     println!("Unchanged re-run over 10,000 files: {rerun_s:.2} s.");
+    // For scripts/compare_peers.py, which runs a Python peer pipeline on the same photos.
+    let results = serde_json::json!({
+        "photos": photos, "count": count, "batch": BATCH, "threads": threads,
+        "jpeg_decoder": if cfg!(feature = "turbojpeg") { "libjpeg-turbo" } else { "jpeg-decoder" },
+        "decode_per_s": decode_rate, "encode_per_s": encode_rate, "end_to_end_per_s": e2e_rate,
+        "rerun_10000_s": rerun_s, "peak_rss_mb": rss,
+    });
+    std::fs::write(root().join("target/bench-data/indexing.json"), results.to_string()).unwrap();
 }

@@ -5,17 +5,24 @@ What it measures (all f32, CPU, the same thread count everywhere):
   image encoder   CLIP ViT-B/32 image tower (vision model + visual projection), batch 1/8/32 -> images/s
   text encoder    CLIP text tower (text model + text projection), one query of 8 / 77 tokens -> ms
   decode+prep     one JPEG (12 MP, 3 MP) -> normalised 224x224 model input, one thread -> ms
+  indexing        128 camera JPEGs (4032x3024) end to end -> images/s
 
 Peers:
   PyTorch         transformers.CLIPModel(CLIPConfig()) -- openai/clip-vit-base-patch32's shape, random weights
   ONNX Runtime    the same towers exported with torch.onnx.export, CPUExecutionProvider, ORT_ENABLE_ALL
   Pillow          draft("RGB", (224, 224)) (DCT-domain downscale) + bicubic resize + centre crop + numpy normalise;
                   compared with imgsearch's `fast` path. Pillow without draft is compared with `exact`.
+  PyTorch pipeline  the indexing loop of clip-retrieval/rclip at its best: a torch DataLoader with one worker
+                  per thread doing the Pillow+draft preprocessing, batches of 16 through the PyTorch image
+                  tower, normalised embeddings kept in memory (it writes no index, imgsearch does).
 imgsearch:        `cargo bench --bench encoders --bench preprocess` (criterion), read back from
-                  target/criterion/<group>/<function>/<parameter>/new/estimates.json (median).
+                  target/criterion/<group>/<function>/<parameter>/new/estimates.json (median), and
+                  `cargo bench --bench indexing` (one timed `index` run, model load included), read back
+                  from target/bench-data/indexing.json.
 
 Run from anywhere (developer tool; needs scripts/requirements.txt):
     python3 scripts/compare_peers.py                      # full run, 2 threads
+    python3 scripts/compare_peers.py --features turbojpeg # imgsearch built with libjpeg-turbo (cmake + nasm)
     python3 scripts/compare_peers.py --threads 8 --markdown bench-out/peers.md
     python3 scripts/compare_peers.py --skip-cargo --quick # smoke run of the Python side only
 Timings are medians over repeats after warm-up; a full run takes a few minutes plus the cargo benches.
@@ -186,6 +193,33 @@ def pillow_preprocess(path, draft):
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
+class PhotoFolder(torch.utils.data.Dataset):
+    def __init__(self, files):
+        self.files = files
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(pillow_preprocess(self.files[i], draft=True))
+
+
+def bench_torch_index(image_tower, photos, threads, batch):
+    """images/s of the peer indexing loop over the same photos imgsearch's indexing bench used."""
+    files = sorted(Path(photos).glob("*.jpg"))
+    if not files:
+        warn(f"no photos in {photos}: no PyTorch pipeline number")
+        return None
+    loader = torch.utils.data.DataLoader(PhotoFolder(files), batch_size=batch, num_workers=threads)
+    start = time.perf_counter()
+    embeddings = []
+    with torch.inference_mode():
+        for pixels in loader:
+            embeddings.append(torch.nn.functional.normalize(image_tower(pixels), dim=-1).numpy())
+    assert sum(len(e) for e in embeddings) == len(files)
+    return len(files) / (time.perf_counter() - start)
+
+
 def bench_pillow(bench_data, repeats, seconds):
     out = {}
     for name in PHOTOS:
@@ -201,9 +235,11 @@ def bench_pillow(bench_data, repeats, seconds):
 # ---------------------------------------------------------------- imgsearch (criterion)
 
 
-def run_cargo(threads):
+def run_cargo(threads, features):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    cmd = ["cargo", "bench", "--bench", "encoders", "--bench", "preprocess"]
+    cmd = ["cargo", "bench", "--bench", "encoders", "--bench", "preprocess", "--bench", "indexing"]
+    if features:
+        cmd += ["--features", features]
     print(f"$ RAYON_NUM_THREADS={threads} {' '.join(cmd)}", file=sys.stderr, flush=True)
     try:
         ok = subprocess.run(cmd, cwd=ROOT, env=env).returncode == 0
@@ -235,6 +271,12 @@ def read_imgsearch():
         for mode in ("fast", "exact"):
             s = criterion_seconds("preprocess", mode, name)
             out[("decode", name, mode)] = 1e3 * s if s else None
+    try:
+        indexing = json.loads((BENCH_DATA / "indexing.json").read_text())
+        out[("index",)] = indexing["end_to_end_per_s"]
+        out["indexing"] = indexing
+    except (OSError, ValueError, KeyError):
+        warn("no target/bench-data/indexing.json (cargo bench --bench indexing): no indexing numbers")
     return out
 
 
@@ -272,10 +314,12 @@ def ratio(ours, peer, higher_is_better):
 
 
 def table(ours, pt, ox, pil):
+    indexing = ours.get("indexing") or {}
     rows = [(f"image encoder, batch {b} (images/s)", ("image", b), True) for b in BATCHES]
     rows += [(f"text encoder, {n} tokens (ms/query)", ("text", n), False) for n in TOKEN_LENGTHS]
     rows += [(f"decode+preprocess {name.upper()} {mode} (ms/image)", ("decode", name, mode), False)
              for name in PHOTOS for mode in ("fast", "exact")]
+    rows += [(f"index {indexing.get('count', '?')} camera JPEGs end to end (images/s)", ("index",), True)]
     lines = ["| benchmark | imgsearch | PyTorch | ONNX Runtime | Pillow | imgsearch vs PyTorch "
              "| imgsearch vs ORT | imgsearch vs Pillow |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -292,7 +336,10 @@ def table(ours, pt, ox, pil):
               "Decode rows: `fast` is compared with Pillow using `draft(\"RGB\", (224, 224))` (JPEG DCT scaling), "
               "`exact` with Pillow decoding the full image; both then bicubic-resize, centre-crop and normalise.",
               "Encoders: CLIP ViT-B/32 shape (openai/clip-vit-base-patch32), f32, random weights; "
-              "the text rows are one query (batch 1)."]
+              "the text rows are one query (batch 1).",
+              f"imgsearch's JPEG decoder: {indexing.get('jpeg_decoder', 'unknown')}. Indexing row: `imgsearch index` "
+              "(walk, read, hash, EXIF, decode, encode, write the stores; model load included) vs the PyTorch "
+              "pipeline (DataLoader + Pillow draft + PyTorch tower, nothing written)."]
     return lines
 
 
@@ -301,6 +348,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     ap.add_argument("--skip-cargo", action="store_true", help="don't run cargo bench; read existing results")
     ap.add_argument("--skip-onnx", action="store_true", help="no ONNX Runtime column")
+    ap.add_argument("--features", default="", help="cargo features for imgsearch's benches, e.g. turbojpeg")
     ap.add_argument("--markdown", type=Path, help="also write the Markdown report to this file")
     ap.add_argument("--quick", action="store_true", help="few, short repeats (smoke run; noisy numbers)")
     ap.add_argument("--bench-data", type=Path, default=BENCH_DATA, help=argparse.SUPPRESS)
@@ -309,7 +357,7 @@ def main():
     load_at_start = os.getloadavg()[0]
 
     if not args.skip_cargo:  # first, so it also creates the JPEGs the Pillow peer reads
-        run_cargo(args.threads)
+        run_cargo(args.threads, args.features)
     ours = read_imgsearch()
 
     torch.manual_seed(0)
@@ -318,6 +366,10 @@ def main():
     image_tower, text_tower = ImageTower(model).eval(), TextTower(model).eval()
     print("timing PyTorch ...", file=sys.stderr, flush=True)
     pt = bench_torch(image_tower, text_tower, repeats, seconds)
+    if ours.get("indexing"):
+        print("timing the PyTorch indexing pipeline ...", file=sys.stderr, flush=True)
+        pt[("index",)] = bench_torch_index(image_tower, ours["indexing"]["photos"], args.threads,
+                                           ours["indexing"]["batch"])
     ox = {}
     if not args.skip_onnx:
         print("exporting + timing ONNX Runtime ...", file=sys.stderr, flush=True)
