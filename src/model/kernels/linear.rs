@@ -5,7 +5,7 @@
 //!   once at load as panels of 64 output columns, each (in_dim × 64) contiguous, and a
 //!   register-tiled kernel streams every panel exactly once per call. A general gemm packs its
 //!   right-hand side on every call; for a short query that copy costs as much as the product,
-//!   and the tower is bound by reading its 150 MB of weights (16 → 10 ms per query here).
+//!   and the tower is bound by reading its 150 MB of weights (16 → 8.5–9 ms per query here).
 //! - `Transposed`, for the vision tower, which mostly serves batches of pictures (hundreds of
 //!   rows): `W^T` (in_dim, out_dim) contiguous, multiplied by `gemm`, whose own packing pays off
 //!   at that size (measured 5–10% ahead of the tile kernel from 400 rows).
