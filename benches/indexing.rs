@@ -11,7 +11,7 @@ use candle_core::Device;
 use image::{ImageEncoder, RgbImage};
 use imgsearch::ingest::decode::{decode_file, DEFAULT_MAX_PIXELS};
 use imgsearch::ingest::pipeline::{self, IndexOptions};
-use imgsearch::model::{ClipConfig, ModelSpec, PreprocessedImage};
+use imgsearch::model::{ClipConfig, ModelSpec, PreprocessedImage, Towers};
 use imgsearch::store::DataDir;
 use imgsearch::Clip;
 use rayon::prelude::*;
@@ -105,7 +105,7 @@ fn main() {
     let decode_rate = count as f64 / t.elapsed().as_secs_f64();
 
     // Encoder only, same batch size as the pipeline.
-    let clip = spec.load(&Device::Cpu).unwrap();
+    let clip = spec.load(&Device::Cpu, Towers::Image).unwrap();
     let t = Instant::now();
     for batch in decoded.chunks(BATCH) {
         clip.embed_images(batch).unwrap();

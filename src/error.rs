@@ -53,6 +53,8 @@ pub enum Error {
     #[error("{what} does not exist")]
     NotFound { what: String },
 
+    #[error("the {0} tower of the model was not loaded (a bug in imgsearch: please report it)")]
+    TowerNotLoaded(&'static str),
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

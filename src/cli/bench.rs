@@ -32,7 +32,9 @@ struct Row {
 pub fn run(args: BenchArgs, device: DeviceChoice) -> anyhow::Result<()> {
     let spec = ModelSpec::resolve(&args.model)?;
     let device = device.open()?;
-    let clip = spec.load(&device).with_context(|| format!("cannot load model {}", args.model))?;
+    let clip = spec
+        .load(&device, imgsearch::model::Towers::Image)
+        .with_context(|| format!("cannot load model {}", args.model))?;
     let (h, w) = (spec.preprocess.crop_height as usize, spec.preprocess.crop_width as usize);
     let pixels: Vec<f32> = (0..3 * h * w).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
     let mut rows = Vec::new();

@@ -83,7 +83,12 @@ pub struct OpenIndex {
     pub device: candle_core::Device,
 }
 
-pub fn open_index(data_dir: &std::path::Path, device: DeviceChoice) -> anyhow::Result<OpenIndex> {
+/// `towers`: the model towers the command will use (a text search loads only the text tower).
+pub fn open_index(
+    data_dir: &std::path::Path,
+    device: DeviceChoice,
+    towers: imgsearch::model::Towers,
+) -> anyhow::Result<OpenIndex> {
     use anyhow::Context;
     let data = imgsearch::store::DataDir::open(data_dir)?;
     let Some(info) = data.catalog.model_info()? else {
@@ -91,6 +96,6 @@ pub fn open_index(data_dir: &std::path::Path, device: DeviceChoice) -> anyhow::R
     };
     let spec = imgsearch::model::ModelSpec::resolve(&info.model)?;
     let device = device.open()?;
-    let clip = spec.load(&device).with_context(|| format!("cannot load model {}", info.model))?;
+    let clip = spec.load(&device, towers).with_context(|| format!("cannot load model {}", info.model))?;
     Ok(OpenIndex { engine: imgsearch::search::SearchEngine::new(data, clip), spec, device })
 }

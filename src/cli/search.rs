@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
+use imgsearch::model::Towers;
 use imgsearch::search::{SearchHit, SearchParams, SortOrder};
 use imgsearch::store::catalog::path_bytes;
 use imgsearch::DeviceChoice;
@@ -80,7 +81,8 @@ pub struct SimilarArgs {
 }
 
 pub fn search(args: SearchArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
-    let engine = super::open_index(&data_dir, device)?.engine;
+    let towers = if args.image.is_some() { Towers::Image } else { Towers::Text };
+    let engine = super::open_index(&data_dir, device, towers)?.engine;
     let params = args.results.params();
     let hits = match (&args.query, &args.image) {
         (_, Some(path)) => {
@@ -94,7 +96,7 @@ pub fn search(args: SearchArgs, data_dir: PathBuf, device: DeviceChoice) -> anyh
 }
 
 pub fn similar(args: SimilarArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
-    let engine = super::open_index(&data_dir, device)?.engine;
+    let engine = super::open_index(&data_dir, device, Towers::Image)?.engine;
     let params = args.results.params();
     let indexed = std::fs::canonicalize(&args.path)
         .ok()

@@ -29,7 +29,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
-    let opened = super::open_index(&data_dir, device)?;
+    let opened = super::open_index(&data_dir, device, imgsearch::model::Towers::Both)?;
     let options = ServeOptions {
         addr: args.addr,
         upload_limit: args.upload_limit,

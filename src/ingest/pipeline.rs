@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::exif::photo_facts;
 use super::walk::{walk, Candidate, Found};
 use crate::error::{Error, Result};
-use crate::model::{ModelSpec, PreprocessedImage};
+use crate::model::{ModelSpec, PreprocessedImage, Towers};
 use crate::store::catalog::{path_bytes, stored_bytes, ImageRecord, PhotoFacts, SkipRecord, StoredPath};
 use crate::store::{Change, DataDir};
 
@@ -379,7 +379,7 @@ fn encode(work: Receiver<Work>, out: Sender<Result<Batch>>, spec: &ModelSpec, de
             return Ok(());
         }
         if clip.is_none() {
-            clip = Some(spec.load(device)?);
+            clip = Some(spec.load(device, Towers::Image)?);
         }
         let clip = clip.as_ref().expect("just loaded");
         let (files, images): (Vec<FileFacts>, Vec<PreprocessedImage>) = pending.drain(..).unzip();

@@ -339,20 +339,31 @@ impl TextTower {
     }
 }
 
-/// Both towers of one checkpoint.
+/// Which towers of a checkpoint to load: a text search needs only the text tower (a quarter of
+/// ViT-B/32's weights), indexing only the image tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Towers {
+    Image,
+    Text,
+    Both,
+}
+
+/// The towers of one checkpoint that were asked for.
 pub struct ClipModel {
-    pub vision: VisionTower,
-    pub text: TextTower,
+    pub vision: Option<VisionTower>,
+    pub text: Option<TextTower>,
     pub config: ClipConfig,
 }
 
 impl ClipModel {
-    pub fn load(weights: &Weights, config: &ClipConfig) -> Result<Self> {
-        Ok(Self {
-            vision: VisionTower::load(weights, &config.vision_config, config.projection_dim)?,
-            text: TextTower::load(weights, &config.text_config, config.projection_dim)?,
-            config: config.clone(),
-        })
+    pub fn load(weights: &Weights, config: &ClipConfig, towers: Towers) -> Result<Self> {
+        let vision = matches!(towers, Towers::Image | Towers::Both)
+            .then(|| VisionTower::load(weights, &config.vision_config, config.projection_dim))
+            .transpose()?;
+        let text = matches!(towers, Towers::Text | Towers::Both)
+            .then(|| TextTower::load(weights, &config.text_config, config.projection_dim))
+            .transpose()?;
+        Ok(Self { vision, text, config: config.clone() })
     }
 }
 

@@ -20,6 +20,7 @@ pub use preprocess::PreprocessedImage;
 
 use crate::error::{Error, Result};
 use crate::store::ModelInfo;
+pub use clip::Towers;
 use clip::{l2_normalize_rows, ClipModel, Weights};
 use tokenizer::ClipTokenizer;
 
@@ -82,11 +83,12 @@ impl ModelSpec {
         }
     }
 
-    pub fn load(&self, device: &Device) -> Result<Clip> {
+    /// Loads the towers asked for; embedding with a tower that was not loaded is an error.
+    pub fn load(&self, device: &Device, towers: Towers) -> Result<Clip> {
         let tokenizer =
             ClipTokenizer::from_file(&self.files.tokenizer, self.config.text_config.max_position_embeddings)?;
         let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone());
-        let model = ClipModel::load(&weights, &self.config)?;
+        let model = ClipModel::load(&weights, &self.config, towers)?;
         Ok(Clip {
             model,
             tokenizer,
@@ -98,9 +100,10 @@ impl ModelSpec {
 }
 
 impl Clip {
-    /// Loads `model`: a local checkpoint folder or a Hugging Face repo id (`owner/name[@revision]`).
+    /// Loads both towers of `model`: a local checkpoint folder or a Hugging Face repo id
+    /// (`owner/name[@revision]`).
     pub fn load(model: &str, device: &Device) -> Result<Self> {
-        ModelSpec::resolve(model)?.load(device)
+        ModelSpec::resolve(model)?.load(device, Towers::Both)
     }
 
     /// A model of the given shape with random weights and the given tokenizer: for benchmarks,
@@ -108,7 +111,7 @@ impl Clip {
     pub fn with_random_weights(config: ClipConfig, tokenizer: &Path, device: &Device) -> Result<Self> {
         let image_size = config.vision_config.image_size as u32;
         let tokenizer = ClipTokenizer::from_file(tokenizer, config.text_config.max_position_embeddings)?;
-        let model = ClipModel::load(&Weights::random(device), &config)?;
+        let model = ClipModel::load(&Weights::random(device), &config, Towers::Both)?;
         let preprocess = PreprocessConfig::clip_default(image_size);
         Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: "random-weights".into() })
     }
@@ -120,7 +123,7 @@ impl Clip {
         let io = |path: &Path, source| Error::Io { path: path.to_owned(), source };
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let weights = Weights::random(&Device::Cpu);
-        ClipModel::load(&weights, config)?;
+        ClipModel::load(&weights, config, Towers::Both)?;
         weights.save_random(&dir.join("model.safetensors"))?;
         let config_json = serde_json::to_string_pretty(config).expect("config serialises");
         std::fs::write(dir.join("config.json"), config_json).map_err(|e| io(dir, e))?;
@@ -170,11 +173,13 @@ impl Clip {
             data.extend_from_slice(&image.pixels);
         }
         let pixels = Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?;
-        l2_normalize_rows(&self.model.vision.forward(&pixels)?)
+        let vision = self.model.vision.as_ref().ok_or(Error::TowerNotLoaded("image"))?;
+        l2_normalize_rows(&vision.forward(&pixels)?)
     }
 
     /// Embeds texts (any string, the empty one included).
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        let tower = self.model.text.as_ref().ok_or(Error::TowerNotLoaded("text"))?;
         let tokenized = texts.iter().map(|t| self.tokenizer.encode(t)).collect::<Result<Vec<_>>>()?;
         // Sort by length so each batch pads (causally harmless) only up to similar lengths.
         let mut order: Vec<usize> = (0..texts.len()).collect();
@@ -193,7 +198,7 @@ impl Clip {
                 ends.push(t.end_position);
             }
             let ids = Tensor::from_vec(ids, (chunk.len(), seq), &self.device)?;
-            let embeddings = l2_normalize_rows(&self.model.text.forward(&ids, &ends)?)?;
+            let embeddings = l2_normalize_rows(&tower.forward(&ids, &ends)?)?;
             for (&i, e) in chunk.iter().zip(embeddings) {
                 out[i] = e;
             }
