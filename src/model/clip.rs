@@ -75,18 +75,22 @@ impl Weights {
 /// `kernels::linear`).
 struct Linear {
     weight: LinearWeight,
-    bias: Option<Tensor>,
+    /// Zeros for the bias-free projections, so every layer takes the same kernel path.
+    bias: Tensor,
 }
 
 impl Linear {
     fn load(w: &Weights, prefix: &str, dims: (usize, usize), bias: bool, layout: WeightLayout) -> Result<Self> {
         let (in_dim, out_dim) = dims;
         let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
-        let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        let bias = match bias {
+            true => w.get(&format!("{prefix}.bias"), &[out_dim])?,
+            false => Tensor::zeros(out_dim, DType::F32, weight.device())?,
+        };
         Self::from_parts(&weight, bias, layout)
     }
 
-    fn from_parts(weight: &Tensor, bias: Option<Tensor>, layout: WeightLayout) -> Result<Self> {
+    fn from_parts(weight: &Tensor, bias: Tensor, layout: WeightLayout) -> Result<Self> {
         Ok(Self { weight: LinearWeight::new(weight, layout)?, bias })
     }
 
@@ -95,7 +99,7 @@ impl Linear {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = kernels::linear(&x.reshape((rows, in_dim))?, &self.weight, self.bias.as_ref())?;
+        let y = kernels::linear(&x.reshape((rows, in_dim))?, &self.weight, &self.bias)?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("tensor has dims") = self.weight.out_dim();
         Ok(y.reshape(out_dims)?)
@@ -142,7 +146,7 @@ impl Attention {
         let (qw, qb) = part("q_proj", scale)?;
         let (kw, kb) = part("k_proj", 1.0)?;
         let (vw, vb) = part("v_proj", 1.0)?;
-        let qkv = Linear::from_parts(&Tensor::cat(&[qw, kw, vw], 0)?, Some(Tensor::cat(&[qb, kb, vb], 0)?), layout)?;
+        let qkv = Linear::from_parts(&Tensor::cat(&[qw, kw, vw], 0)?, Tensor::cat(&[qb, kb, vb], 0)?, layout)?;
         let out = Linear::load(w, &format!("{prefix}.out_proj"), (dim, dim), true, layout)?;
         Ok(Self { qkv, out, heads })
     }
