@@ -34,7 +34,7 @@ fn indexed() -> (tempfile::TempDir, std::path::PathBuf) {
     }
     std::fs::copy(image_path("rocket.jpg"), photos.join("rome/rocket.jpg")).unwrap();
     let data = tmp.path().join("data");
-    index_photos(&photos, &data);
+    index_photos(&photos, &data, &[]);
     (tmp, data)
 }
 
@@ -96,7 +96,7 @@ fn search_before_indexing_says_what_to_do() {
 fn optimize_drops_tombstones_and_keeps_results() {
     let (tmp, data) = indexed();
     std::fs::remove_file(tmp.path().join("photos/coffee.png")).unwrap();
-    index_photos(&tmp.path().join("photos"), &data);
+    index_photos(&tmp.path().join("photos"), &data, &[]);
     let before = json(imgsearch(&data).args(["stats", "--json"]));
     assert_eq!(before["vectors_tombstoned"], 1);
     let out = imgsearch(&data).arg("optimize").output().unwrap();

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::http::{get, multipart, request};
 use common::image_path;
-use common::server::{index_and_serve, RunningServer};
+use common::server::{index_and_serve, index_photos, serve, RunningServer};
 use image::{ImageFormat, RgbImage};
 
 /// Five distinct photos (no near-duplicates among them).
@@ -219,6 +219,18 @@ fn other_commands_beside_a_running_server_fail_clearly() {
     drop(server);
 }
 
+/// Waits until a search for `name:NAME` finds a file called NAME.
+fn wait_until_found(server: &RunningServer, name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !hit_paths(&get(&server.addr, &format!("/api/search?q=name:{name}&k=5")).json())
+        .iter()
+        .any(|p| p.ends_with(&format!("{name}.jpg")))
+    {
+        assert!(std::time::Instant::now() < deadline, "{name}.jpg was not indexed while serving");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// The periodic rescan is set to ten minutes, so only the file watcher can find the new photo.
 #[test]
 fn with_watch_new_photos_become_searchable_while_serving() {
@@ -226,13 +238,29 @@ fn with_watch_new_photos_become_searchable_while_serving() {
     let before = get(&server.addr, "/api/search?q=name:newcomer&k=5").json();
     assert!(hit_paths(&before).is_empty());
     std::fs::copy(image_path("coffee_cmyk.jpg"), tmp.path().join("photos/newcomer.jpg")).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let found = hit_paths(&get(&server.addr, "/api/search?q=name:newcomer&k=5").json());
-        if found.iter().any(|p| p.ends_with("newcomer.jpg")) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the new photo was not indexed while serving");
-        std::thread::sleep(std::time::Duration::from_millis(200));
+    wait_until_found(&server, "newcomer");
+}
+
+/// Rescans cover every folder ever indexed, each walked as it was indexed: a folder indexed
+/// with --hidden keeps its hidden pictures, and an earlier `index` run's folder is not dropped.
+#[test]
+fn watch_rescans_every_indexed_folder_with_its_own_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, second, data) = (tmp.path().join("first"), tmp.path().join("second"), tmp.path().join("data"));
+    std::fs::create_dir_all(first.join(".private")).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::copy(image_path("astronaut.jpg"), first.join(".private/secret.jpg")).unwrap();
+    std::fs::copy(image_path("rocket.jpg"), second.join("older.jpg")).unwrap();
+    index_photos(&second, &data, &[]);
+    index_photos(&first, &data, &["--hidden"]);
+    let server = serve(&data, &["--watch", "--watch-interval", "1"]);
+    // A new picture in each folder: once both are found, both folders have been rescanned.
+    std::fs::copy(image_path("coffee_cmyk.jpg"), first.join("new_in_first.jpg")).unwrap();
+    std::fs::copy(image_path("chelsea_progressive.jpg"), second.join("new_in_second.jpg")).unwrap();
+    wait_until_found(&server, "new_in_first");
+    wait_until_found(&server, "new_in_second");
+    for kept in ["secret", "older"] {
+        let found = hit_paths(&get(&server.addr, &format!("/api/search?q=name:{kept}&k=5")).json());
+        assert!(found.iter().any(|p| p.ends_with(&format!("{kept}.jpg"))), "{kept}.jpg was dropped by a rescan");
     }
 }

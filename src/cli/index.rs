@@ -27,7 +27,7 @@ pub struct IndexArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
     /// Skip files larger than this many bytes without reading them.
-    #[arg(long, default_value_t = 200 * 1024 * 1024)]
+    #[arg(long, default_value_t = pipeline::DEFAULT_MAX_FILE_SIZE)]
     max_file_size: u64,
     /// No progress bar.
     #[arg(long, short)]
@@ -45,7 +45,7 @@ pub fn run(args: IndexArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::
     };
     let spec = ModelSpec::resolve(&model)?;
     let device = device.open()?;
-    let batch_size = args.batch_size.unwrap_or(if device.is_cpu() { 16 } else { 128 });
+    let batch_size = args.batch_size.unwrap_or_else(|| pipeline::default_batch_size(&device));
     let options = IndexOptions {
         roots: args.roots,
         hidden: args.hidden,

@@ -22,8 +22,21 @@ use super::exif::photo_facts;
 use super::walk::{walk, Candidate, Found};
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, PreprocessedImage, Towers};
-use crate::store::catalog::{path_bytes, stored_bytes, ImageRecord, PhotoFacts, SkipRecord, StoredPath};
+use crate::store::catalog::{path_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath};
 use crate::store::{Change, DataDir};
+
+/// Files larger than this are skipped unread unless `--max-file-size` says otherwise.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 200 * 1024 * 1024;
+
+/// Pictures per encoder batch unless `--batch-size` says otherwise: a GPU needs large batches
+/// to be busy; on CPU larger batches gain nothing and hold more decoded pictures in memory.
+pub fn default_batch_size(device: &Device) -> usize {
+    if device.is_cpu() {
+        16
+    } else {
+        128
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
@@ -191,6 +204,16 @@ pub fn run(data: &mut DataDir, spec: &ModelSpec, device: &Device, options: &Inde
     data.save_vectors(false)?;
     progress.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
+    let indexed: Vec<IndexedRoot> = roots
+        .iter()
+        .map(|path| IndexedRoot {
+            path: path.clone(),
+            hidden: options.hidden,
+            max_pixels: options.max_pixels,
+            max_file_size: options.max_file_size,
+        })
+        .collect();
+    data.catalog.record_roots(&indexed)?;
     data.catalog.set_last_run(&serde_json::json!({
         "finished_at": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "roots": roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>(),

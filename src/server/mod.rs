@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::ingest::pipeline::{self, IndexOptions};
 use crate::model::ModelSpec;
 use crate::search::SearchEngine;
+use crate::store::catalog::IndexedRoot;
 
 pub use error::ApiError;
 
@@ -70,7 +71,8 @@ fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval
     std::thread::spawn(move || {
         let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
         // Kept alive for the thread's lifetime; None if the platform refuses (then: timer only).
-        let _watcher = watch_roots(&indexed_roots(&state), wake_tx);
+        let roots: Vec<PathBuf> = indexed_roots(&state).into_iter().map(|r| r.path).collect();
+        let _watcher = watch_roots(&roots, wake_tx);
         loop {
             if wake_rx.recv_timeout(interval).is_ok() {
                 // Let a burst of changes (a camera import) settle into one rescan.
@@ -82,14 +84,13 @@ fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval
     });
 }
 
-fn indexed_roots(state: &AppState) -> Vec<PathBuf> {
+/// Every folder ever indexed into this data folder, with the options it was indexed with.
+fn indexed_roots(state: &AppState) -> Vec<IndexedRoot> {
     let engine = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-    match engine.data.catalog.last_run() {
-        Ok(Some(run)) => {
-            run["roots"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).map(PathBuf::from).collect()
-        }
-        _ => Vec::new(),
-    }
+    engine.data.catalog.indexed_roots().unwrap_or_else(|e| {
+        eprintln!("watch: cannot read the indexed folders ({e}); nothing is rescanned");
+        Vec::new()
+    })
 }
 
 fn watch_roots(roots: &[PathBuf], wake: std::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
@@ -109,25 +110,25 @@ fn watch_roots(roots: &[PathBuf], wake: std::sync::mpsc::Sender<()>) -> Option<n
     Some(watcher)
 }
 
+/// Re-indexes every indexed folder that still exists, each with the options it was indexed with
+/// (one run per folder: a run removes what it no longer finds under its own roots only).
 fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
-    let roots: Vec<PathBuf> = indexed_roots(state).into_iter().filter(|r| r.exists()).collect();
-    if roots.is_empty() {
-        return;
-    }
-    let options = IndexOptions {
-        roots,
-        hidden: false,
-        batch_size: 16,
-        max_pixels: state.options.max_pixels,
-        max_file_size: 200 * 1024 * 1024,
-        progress: false,
-    };
-    let mut engine = state.engine.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-    match pipeline::run(&mut engine.data, spec, device, &options) {
-        Ok(s) if s.indexed + s.reused + s.removed > 0 => {
-            eprintln!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
+    for root in indexed_roots(state).into_iter().filter(|r| r.path.exists()) {
+        let options = IndexOptions {
+            roots: vec![root.path],
+            hidden: root.hidden,
+            batch_size: pipeline::default_batch_size(device),
+            max_pixels: root.max_pixels,
+            max_file_size: root.max_file_size,
+            progress: false,
+        };
+        let mut engine = state.engine.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match pipeline::run(&mut engine.data, spec, device, &options) {
+            Ok(s) if s.indexed + s.reused + s.removed > 0 => {
+                eprintln!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("watch: rescan failed: {e}"),
         }
-        Ok(_) => {}
-        Err(e) => eprintln!("watch: rescan failed: {e}"),
     }
 }

@@ -73,6 +73,16 @@ pub struct PhotoFacts {
     pub orientation: Option<u16>,
 }
 
+/// A folder `index` was run on and how it was walked: `serve --watch` rescans it the same way
+/// (a rescan without `--hidden` would drop the hidden pictures an `index --hidden` added).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexedRoot {
+    pub path: PathBuf,
+    pub hidden: bool,
+    pub max_pixels: u64,
+    pub max_file_size: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageRecord {
     pub id: ImageId,
@@ -206,6 +216,19 @@ impl Catalog {
 
     pub fn set_model_info(&self, info: &ModelInfo) -> Result<()> {
         self.set_meta_json("model", info)
+    }
+
+    /// Every folder `index` was pointed at, with the options of its latest run.
+    pub fn indexed_roots(&self) -> Result<Vec<IndexedRoot>> {
+        Ok(self.meta_json("roots")?.unwrap_or_default())
+    }
+
+    /// Adds these roots, or updates the options of those already recorded.
+    pub fn record_roots(&self, roots: &[IndexedRoot]) -> Result<()> {
+        let mut all = self.indexed_roots()?;
+        all.retain(|known| !roots.iter().any(|r| r.path == known.path));
+        all.extend_from_slice(roots);
+        self.set_meta_json("roots", &all)
     }
 
     pub fn last_run(&self) -> Result<Option<serde_json::Value>> {

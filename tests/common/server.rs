@@ -16,8 +16,8 @@ impl Drop for RunningServer {
     }
 }
 
-/// `imgsearch index PHOTOS` into `data` with the tiny b32 test model.
-pub fn index_photos(photos: &Path, data: &Path) {
+/// `imgsearch index PHOTOS [EXTRA...]` into `data` with the tiny b32 test model.
+pub fn index_photos(photos: &Path, data: &Path, extra: &[&str]) {
     let status = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
         .arg("--data-dir")
         .arg(data)
@@ -26,6 +26,7 @@ pub fn index_photos(photos: &Path, data: &Path) {
         .arg("--model")
         .arg(super::model_dir("tiny-clip-b32-quickgelu"))
         .arg("--quiet")
+        .args(extra)
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -33,7 +34,12 @@ pub fn index_photos(photos: &Path, data: &Path) {
 }
 
 pub fn index_and_serve(photos: &Path, data: &Path, extra: &[&str]) -> RunningServer {
-    index_photos(photos, data);
+    index_photos(photos, data, &[]);
+    serve(data, extra)
+}
+
+/// `imgsearch serve` on a free port of 127.0.0.1 over an existing data folder.
+pub fn serve(data: &Path, extra: &[&str]) -> RunningServer {
     let mut child = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
         .arg("--data-dir")
         .arg(data)
