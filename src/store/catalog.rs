@@ -270,9 +270,10 @@ impl Catalog {
         Ok(record)
     }
 
+    /// The record (without its embedding) of the picture at `path`.
     pub fn image_at(&self, path: &[u8]) -> Result<Option<ImageRecord>> {
         match self.paths.get(path).map_err(|e| self.store_err(e))? {
-            Some(id) => self.image(id_from(&id)?),
+            Some(id) => self.image_meta(id_from(&id)?),
             None => Ok(None),
         }
     }
