@@ -184,7 +184,9 @@ pub fn run(data: &mut DataDir, spec: &ModelSpec, device: &Device, options: &Inde
     // Whatever was recorded under these roots and not seen now is gone.
     let is_gone = |path: &[u8]| {
         let path = raw_to_stored(path.to_vec()).to_path_buf();
-        roots.iter().any(|r| path.starts_with(r)) && !walked.seen.contains(&path_bytes(&path))
+        roots.iter().any(|r| path.starts_with(r))
+            && !walked.seen.contains(&path_bytes(&path))
+            && !walked.unreadable.iter().any(|u| path.starts_with(u))
     };
     let mut gone = Vec::new();
     for entry in data.catalog.paths() {
@@ -252,6 +254,9 @@ struct Walked {
     errors: Vec<FileError>,
     /// Every path seen under the roots (as bytes), to find what disappeared.
     seen: HashSet<Vec<u8>>,
+    /// Paths the walk could not read (a folder it was refused, a flaky share): what was indexed
+    /// below them is kept, not taken for deleted.
+    unreadable: Vec<PathBuf>,
 }
 
 /// Walks the roots and queues every new or changed file; unchanged ones stop here.
@@ -262,13 +267,15 @@ fn walk_and_queue(
     jobs: &Sender<Candidate>,
     queued: &AtomicU64,
 ) -> Result<Walked> {
-    let mut walked = Walked { scanned: 0, unchanged: 0, errors: Vec::new(), seen: HashSet::new() };
+    let mut walked =
+        Walked { scanned: 0, unchanged: 0, errors: Vec::new(), seen: HashSet::new(), unreadable: Vec::new() };
     for found in walk(roots, hidden) {
         let candidate = match found {
             Found::File(c) => c,
             Found::Problem { path, reason } => {
                 walked.errors.push(FileError { path: path.display().to_string(), reason });
                 walked.seen.insert(path_bytes(&path));
+                walked.unreadable.push(path);
                 continue;
             }
         };
