@@ -32,7 +32,10 @@ pub fn thumbnail(cache: &Path, record: &ImageRecord, max_pixels: u64) -> Result<
         .map_err(|e| Error::Decode { path: source.clone(), reason: e.to_string() })?;
     // Write-then-rename so a concurrent reader never sees half a file; caching is best effort.
     if std::fs::create_dir_all(cache).is_ok() {
-        let tmp = cache.join(format!("{}.jpg.{}.tmp", record.id, std::process::id()));
+        // Unique per request: two requests for the same uncached thumbnail must not share it.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = cache.join(format!("{}.jpg.{}.{n}.tmp", record.id, std::process::id()));
         if std::fs::write(&tmp, &bytes).is_ok() {
             let _ = std::fs::rename(&tmp, &path);
         }
