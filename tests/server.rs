@@ -175,6 +175,10 @@ fn every_bad_request_gets_a_clear_json_4xx() {
     let (content_type, body) = multipart("photo", "x.jpg", b"whatever");
     let response = request(&server.addr, "POST", "/api/search/image", Some(&content_type), &body);
     assert_eq!((response.status, response.json()["error"]["code"].clone()), (400, "missing_image".into()));
+    // The picture is the query; free text beside it would be silently lost, so it is refused.
+    let photo = std::fs::read(image_path("rocket.jpg")).unwrap();
+    let response = request(&server.addr, "POST", "/api/search/image?q=dog%20type:jpeg", Some("image/jpeg"), &photo);
+    assert_eq!((response.status, response.json()["error"]["code"].clone()), (400, "bad_query".into()));
 
     // The server is still healthy after all that.
     assert_eq!(get(&server.addr, "/api/health").status, 200);

@@ -159,8 +159,21 @@ async fn search_image(
 ) -> ApiResult<Json<serde_json::Value>> {
     let started = Instant::now();
     let params = params(&query)?;
+    // The picture is the query: `q` may only narrow it with filters.
     let filters = match query.get("q") {
-        Some(q) => crate::search::parse(q).map_err(|e| ApiError::bad_request("bad_query", e.0))?.filters,
+        Some(q) => {
+            let parsed = crate::search::parse(q).map_err(|e| ApiError::bad_request("bad_query", e.0))?;
+            if !parsed.text.is_empty() {
+                return Err(ApiError::bad_request(
+                    "bad_query",
+                    format!(
+                        "`q` of an image search takes only filters (like type:jpeg), not the text {:?}",
+                        parsed.text
+                    ),
+                ));
+            }
+            parsed.filters
+        }
         None => Vec::new(),
     };
     let bytes = upload_bytes(request, state.options.upload_limit).await?;
