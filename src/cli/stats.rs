@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use imgsearch::store::catalog::path_from_bytes;
 use imgsearch::store::{DataDir, VectorIndex};
 
 #[derive(Debug, clap::Args)]
@@ -68,9 +69,10 @@ struct Listed {
 pub fn list(args: ListArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let data = DataDir::open(&data_dir)?;
     let mut listed = Vec::new();
-    for record in data.catalog.images() {
-        let record = record?;
-        listed.push(Listed { id: record.id, path: record.path.display() });
+    // The path index alone: no record or embedding is read.
+    for entry in data.catalog.paths() {
+        let (path, id) = entry?;
+        listed.push(Listed { id, path: path_from_bytes(&path).to_string_lossy().into_owned() });
     }
     listed.sort_by(|a, b| a.path.cmp(&b.path));
     if args.json {

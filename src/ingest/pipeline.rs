@@ -22,7 +22,9 @@ use super::exif::photo_facts;
 use super::walk::{walk, Candidate, Found};
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, PreprocessedImage, Towers};
-use crate::store::catalog::{path_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath};
+use crate::store::catalog::{
+    path_bytes, path_from_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
+};
 use crate::store::{Change, DataDir};
 
 /// Files larger than this are skipped unread unless `--max-file-size` says otherwise.
@@ -183,16 +185,16 @@ pub fn run(data: &mut DataDir, spec: &ModelSpec, device: &Device, options: &Inde
 
     // Whatever was recorded under these roots and not seen now is gone.
     let is_gone = |path: &[u8]| {
-        let path = raw_to_stored(path.to_vec()).to_path_buf();
-        roots.iter().any(|r| path.starts_with(r))
-            && !walked.seen.contains(&path_bytes(&path))
-            && !walked.unreadable.iter().any(|u| path.starts_with(u))
+        let as_path = path_from_bytes(path);
+        roots.iter().any(|r| as_path.starts_with(r))
+            && !walked.seen.contains(path)
+            && !walked.unreadable.iter().any(|u| as_path.starts_with(u))
     };
     let mut gone = Vec::new();
     for entry in data.catalog.paths() {
         let (path, _) = entry?;
         if is_gone(&path) {
-            gone.push(Change::Remove(raw_to_stored(path)));
+            gone.push(Change::Remove(StoredPath::from_bytes(path)));
         }
     }
     summary.removed = gone.len() as u64;
@@ -224,13 +226,6 @@ pub fn run(data: &mut DataDir, spec: &ModelSpec, device: &Device, options: &Inde
         "seconds": summary.seconds,
     }))?;
     Ok(summary)
-}
-
-fn raw_to_stored(bytes: Vec<u8>) -> StoredPath {
-    match String::from_utf8(bytes) {
-        Ok(s) => StoredPath::Utf8(s),
-        Err(e) => StoredPath::Raw(e.into_bytes()),
-    }
 }
 
 fn progress_bar(enabled: bool) -> ProgressBar {

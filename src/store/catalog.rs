@@ -27,6 +27,14 @@ impl StoredPath {
         }
     }
 
+    /// The form a path takes in the catalog's own keys (raw bytes) back as a stored path.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        match String::from_utf8(bytes) {
+            Ok(s) => Self::Utf8(s),
+            Err(e) => Self::Raw(e.into_bytes()),
+        }
+    }
+
     pub fn to_path_buf(&self) -> PathBuf {
         match self {
             Self::Utf8(s) => PathBuf::from(s),
@@ -51,13 +59,13 @@ pub fn path_bytes(path: &Path) -> Vec<u8> {
 }
 
 #[cfg(unix)]
-fn path_from_bytes(bytes: &[u8]) -> PathBuf {
+pub fn path_from_bytes(bytes: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
 }
 
 #[cfg(not(unix))]
-fn path_from_bytes(bytes: &[u8]) -> PathBuf {
+pub fn path_from_bytes(bytes: &[u8]) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
 }
 
@@ -262,11 +270,16 @@ impl Catalog {
         }
     }
 
+    /// Only the embedding of a picture (no record to parse): what exact scoring reads.
+    pub fn embedding(&self, id: ImageId) -> Result<Option<Vec<f32>>> {
+        let bytes = self.embeddings.get(id.to_be_bytes()).map_err(|e| self.store_err(e))?;
+        Ok(bytes.map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+    }
+
     fn with_embedding(&self, mut record: ImageRecord) -> Result<ImageRecord> {
-        let bytes = self.embeddings.get(record.id.to_be_bytes()).map_err(|e| self.store_err(e))?.ok_or_else(|| {
+        record.embedding = self.embedding(record.id)?.ok_or_else(|| {
             corrupt("catalog", format!("image {} has no embedding; run `imgsearch repair`", record.id))
         })?;
-        record.embedding = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         Ok(record)
     }
 
