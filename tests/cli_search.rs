@@ -38,6 +38,61 @@ fn indexed() -> (tempfile::TempDir, std::path::PathBuf) {
     (tmp, data)
 }
 
+/// Copies a JPEG fixture with an EXIF DateTimeOriginal ("YYYY:MM:DD HH:MM:SS") inserted.
+fn jpeg_taken_at(fixture: &str, taken: &str, dest: &Path) {
+    use exif::experimental::Writer;
+    let field = exif::Field {
+        tag: exif::Tag::DateTimeOriginal,
+        ifd_num: exif::In::PRIMARY,
+        value: exif::Value::Ascii(vec![taken.as_bytes().to_vec()]),
+    };
+    let mut writer = Writer::new();
+    writer.push_field(&field);
+    let mut tiff = std::io::Cursor::new(Vec::new());
+    writer.write(&mut tiff, false).unwrap();
+    let payload = [b"Exif\0\0".as_slice(), tiff.get_ref()].concat();
+    let jpeg = std::fs::read(image_path(fixture)).unwrap();
+    let mut out = jpeg[..2].to_vec(); // SOI, then the APP1 segment with the EXIF payload
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&jpeg[2..]);
+    std::fs::write(dest, out).unwrap();
+}
+
+/// `--sort date` orders the best matches newest first, and pages through one and the same list
+/// whether the filter is selective (exact scoring) or not (the graph).
+#[test]
+fn sort_by_date_orders_matches_newest_first_and_pages_consistently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let dated = [
+        ("astronaut.jpg", "2021:03:01 10:00:00"),
+        ("rocket.jpg", "2024:07:15 09:30:00"),
+        ("chelsea_progressive.jpg", "2019:12:24 18:00:00"),
+    ];
+    for (fixture, taken) in dated {
+        jpeg_taken_at(fixture, taken, &photos.join(fixture));
+    }
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+    let expected = ["rocket.jpg", "astronaut.jpg", "chelsea_progressive.jpg"];
+    for query in ["a photo", "a photo type:jpeg"] {
+        let all = paths(&json(imgsearch(&data).args(["search", query, "--sort", "date", "--json"])));
+        let names: Vec<&str> = all.iter().map(|p| p.rsplit('/').next().unwrap()).collect();
+        assert_eq!(names, expected, "{query}");
+        for offset in 0..3 {
+            let page = json(
+                imgsearch(&data)
+                    .args(["search", query, "--sort", "date", "-k", "1", "--json"])
+                    .args(["--offset", &offset.to_string()]),
+            );
+            assert_eq!(paths(&page), all[offset..offset + 1].to_vec(), "{query}, offset {offset}");
+        }
+    }
+}
+
 #[test]
 fn search_by_text_with_filters_paging_and_plain_output() {
     let (_tmp, data) = indexed();

@@ -24,6 +24,8 @@ pub const MAX_K: usize = 1000;
 /// Below this many filter matches, score them exactly instead of searching the graph:
 /// a very selective filter starves HNSW's greedy search (recall would drop).
 const EXACT_BELOW: usize = 2000;
+/// `sort=date` orders this many best semantic matches by date taken.
+const DATE_SORT_POOL: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -119,18 +121,27 @@ impl SearchEngine {
         if params.k == 0 || params.k > MAX_K {
             return Err(Error::BadQuery(format!("k must be between 1 and {MAX_K}")));
         }
+        let Some(embedding) = probe.embedding else {
+            return self.list_by_date(filters, params);
+        };
         let allowed: Option<HashSet<ImageId>> = if filters.is_empty() {
             None
         } else {
             Some(self.data.text.matching_ids(&*self.filter_query(filters))?.into_iter().collect())
         };
-        let Some(embedding) = probe.embedding else {
-            return self.list_by_date(filters, params);
+        // By score: the top `offset + k`. By date: the same pool of best matches for every page
+        // and either search path, so paging through it neither repeats nor skips pictures.
+        let wanted = match params.sort {
+            SortOrder::Score => params.offset + params.k,
+            SortOrder::Date => DATE_SORT_POOL.max(params.offset + params.k),
         };
-        let wanted = params.offset + params.k;
         let allow = |id: ImageId| allowed.as_ref().is_none_or(|a| a.contains(&id)) && Some(id) != probe.exclude;
         let mut scored: Vec<(ImageId, f32)> = match &allowed {
-            Some(ids) if ids.len() < EXACT_BELOW => self.exact_scores(ids, &embedding, &allow)?,
+            Some(ids) if ids.len() < EXACT_BELOW => {
+                let mut all = self.exact_scores(ids, &embedding, &allow)?;
+                all.truncate(wanted + probe.duplicates.len());
+                all
+            }
             _ => self
                 .data
                 .vectors
@@ -147,7 +158,7 @@ impl SearchEngine {
             ranked.retain(|(_, s)| *s >= min);
         }
         let mut hits: Vec<(SearchHit, Option<i64>)> = Vec::with_capacity(ranked.len());
-        for (id, score) in ranked.into_iter().take(if params.sort == SortOrder::Date { usize::MAX } else { wanted }) {
+        for (id, score) in ranked.into_iter().take(wanted) {
             if let Some(record) = self.data.catalog.image_meta(id)? {
                 hits.push((hit(&record, Some(score)), record.facts.taken));
             }
@@ -166,8 +177,8 @@ impl SearchEngine {
     ) -> Result<Vec<(ImageId, f32)>> {
         let mut scored: Vec<(ImageId, f32)> = Vec::with_capacity(ids.len());
         for &id in ids.iter().filter(|id| allow(**id)) {
-            if let Some(record) = self.data.catalog.image(id)? {
-                scored.push((id, record.embedding.iter().zip(query).map(|(a, b)| a * b).sum()));
+            if let Some(embedding) = self.data.catalog.embedding(id)? {
+                scored.push((id, embedding.iter().zip(query).map(|(a, b)| a * b).sum()));
             }
         }
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
