@@ -22,26 +22,16 @@ pub struct ResultArgs {
     #[arg(long)]
     min_score: Option<f32>,
     /// Order: by similarity, or by date taken after the similarity cut.
-    #[arg(long, value_enum, default_value_t = Sort::Score)]
-    sort: Sort,
+    #[arg(long, value_enum, default_value_t = SortOrder::Score)]
+    sort: SortOrder,
     /// Print the hits as a JSON list.
     #[arg(long)]
     json: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Sort {
-    Score,
-    Date,
-}
-
 impl ResultArgs {
     fn params(&self) -> SearchParams {
-        let sort = match self.sort {
-            Sort::Score => SortOrder::Score,
-            Sort::Date => SortOrder::Date,
-        };
-        SearchParams { k: self.k, offset: self.offset, min_score: self.min_score, sort }
+        SearchParams { k: self.k, offset: self.offset, min_score: self.min_score, sort: self.sort }
     }
 
     fn print(&self, hits: &[SearchHit]) -> anyhow::Result<()> {

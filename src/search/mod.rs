@@ -27,7 +27,7 @@ const EXACT_BELOW: usize = 2000;
 /// `sort=date` orders this many best semantic matches by date taken.
 const DATE_SORT_POOL: usize = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SortOrder {
     /// Most similar first (or newest first for filter-only listings).

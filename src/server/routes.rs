@@ -244,15 +244,9 @@ async fn image_file(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
         Ok((bytes, record.format))
     })
     .await?;
-    let content_type = match format.as_str() {
-        "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "bmp" => "image/bmp",
-        "tiff" => "image/tiff",
-        _ => "application/octet-stream",
-    };
+    // `format` is the `image` crate's own extension for the file's format (see the pipeline).
+    let content_type =
+        image::ImageFormat::from_extension(&format).map_or("application/octet-stream", |f| f.to_mime_type());
     Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
 
