@@ -1,12 +1,13 @@
 //! CLIP encoder speed in the exact openai/clip-vit-base-patch32 shape (random weights):
-//! image tower images/s at batch 1, 8, 32; text query latency at 8 and 77 tokens.
+//! image tower images/s at batch 1, 8, 32; text query latency at 8 and 77 tokens. In f32, and
+//! again in bf16 (`image_encoder_bf16`, `text_encoder_bf16`) where the CPU has AMX.
 //! `scripts/compare_peers.py` reads these results (ids must stay stable).
 
 use std::path::Path;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use imgsearch::model::{ClipConfig, PreprocessedImage};
+use imgsearch::model::{ClipConfig, Precision, PreprocessedImage};
 use imgsearch::Clip;
 
 // Tensors of many MB are allocated and freed per layer; glibc's malloc hands them back to the OS
@@ -14,16 +15,31 @@ use imgsearch::Clip;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn vit_b32() -> Clip {
+fn vit_b32(precision: Precision) -> Clip {
     let tokenizer =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json");
-    Clip::with_random_weights(ClipConfig::vit_base_patch32(), &tokenizer, &Device::Cpu).unwrap()
+    Clip::with_random_weights(ClipConfig::vit_base_patch32(), &tokenizer, &Device::Cpu, precision).unwrap()
+}
+
+/// The precisions this machine runs, with the suffix of their benchmark groups.
+fn precisions() -> Vec<(Precision, &'static str)> {
+    let mut list = vec![(Precision::F32, "")];
+    if Precision::Bf16.check(&Device::Cpu).is_ok() {
+        list.push((Precision::Bf16, "_bf16"));
+    }
+    list
 }
 
 fn image_encoder(c: &mut Criterion) {
-    let clip = vit_b32();
+    for (precision, suffix) in precisions() {
+        image_encoder_in(c, precision, suffix);
+    }
+}
+
+fn image_encoder_in(c: &mut Criterion, precision: Precision, suffix: &str) {
+    let clip = vit_b32(precision);
     let size = clip.config().vision_config.image_size;
-    let mut group = c.benchmark_group("image_encoder");
+    let mut group = c.benchmark_group(format!("image_encoder{suffix}"));
     group.sample_size(10);
     for batch in [1usize, 8, 32] {
         let pixels: Vec<f32> = (0..3 * size * size).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
@@ -37,8 +53,14 @@ fn image_encoder(c: &mut Criterion) {
 }
 
 fn text_encoder(c: &mut Criterion) {
-    let clip = vit_b32();
-    let mut group = c.benchmark_group("text_encoder");
+    for (precision, suffix) in precisions() {
+        text_encoder_in(c, precision, suffix);
+    }
+}
+
+fn text_encoder_in(c: &mut Criterion, precision: Precision, suffix: &str) {
+    let clip = vit_b32(precision);
+    let mut group = c.benchmark_group(format!("text_encoder{suffix}"));
     let short = "a photo of a cat night"; // 6 words + start/end = 8 tokens
     let long = "a very long caption that keeps going on ".repeat(20); // truncated to 77
     for (tokens, text) in [(8usize, short.to_string()), (77, long)] {

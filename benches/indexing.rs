@@ -11,7 +11,7 @@ use candle_core::Device;
 use image::{ImageEncoder, RgbImage};
 use imgsearch::ingest::decode::{decode_file, DEFAULT_MAX_PIXELS};
 use imgsearch::ingest::pipeline::{self, IndexOptions};
-use imgsearch::model::{ClipConfig, ModelSpec, PreprocessedImage, Towers};
+use imgsearch::model::{ClipConfig, ModelSpec, Precision, PreprocessedImage, Towers};
 use imgsearch::store::DataDir;
 use imgsearch::Clip;
 use rayon::prelude::*;
@@ -83,6 +83,37 @@ fn peak_rss_mb() -> f64 {
         / 1024.0
 }
 
+struct Run {
+    encode_rate: f64,
+    embeddings: Vec<Vec<f32>>,
+    e2e_rate: f64,
+}
+
+/// The encoder alone on already decoded photos (the pipeline's batch size), then `index` end to
+/// end into a fresh data folder: walk + read + hash + decode + encode + write, model load included.
+fn encode_and_index(spec: &ModelSpec, decoded: &[PreprocessedImage], photos: &Path, count: usize) -> Run {
+    let clip = spec.load(&Device::Cpu, Towers::Image).unwrap();
+    let t = Instant::now();
+    let mut embeddings = Vec::with_capacity(decoded.len());
+    for batch in decoded.chunks(BATCH) {
+        embeddings.extend(clip.embed_images(batch).unwrap());
+    }
+    let encode_rate = count as f64 / t.elapsed().as_secs_f64();
+    drop(clip);
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut data = DataDir::open(data_dir.path()).unwrap();
+    let t = Instant::now();
+    let summary = pipeline::run(&mut data, spec, &Device::Cpu, &options(vec![photos.to_path_buf()])).unwrap();
+    let e2e_s = t.elapsed().as_secs_f64();
+    assert_eq!(summary.indexed as usize, count);
+    Run { encode_rate, embeddings, e2e_rate: count as f64 / e2e_s }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -104,23 +135,22 @@ fn main() {
         .collect();
     let decode_rate = count as f64 / t.elapsed().as_secs_f64();
 
-    // Encoder only, same batch size as the pipeline.
-    let clip = spec.load(&Device::Cpu, Towers::Image).unwrap();
-    let t = Instant::now();
-    for batch in decoded.chunks(BATCH) {
-        clip.embed_images(batch).unwrap();
-    }
-    let encode_rate = count as f64 / t.elapsed().as_secs_f64();
-    drop(clip);
-
-    // End to end: walk + read + hash + decode + encode + write, model load included.
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut data = DataDir::open(data_dir.path()).unwrap();
-    let t = Instant::now();
-    let summary = pipeline::run(&mut data, &spec, &Device::Cpu, &options(vec![photos.clone()])).unwrap();
-    let e2e_s = t.elapsed().as_secs_f64();
-    assert_eq!(summary.indexed as usize, count);
-    let e2e_rate = count as f64 / e2e_s;
+    let f32_run = encode_and_index(&spec, &decoded, &photos, count);
+    let (encode_rate, e2e_rate) = (f32_run.encode_rate, f32_run.e2e_rate);
+    // bf16 (AMX) where this CPU has it, with how far its embeddings of the same photos stray.
+    let bf16 = Precision::Bf16.check(&Device::Cpu).is_ok().then(|| {
+        let run = encode_and_index(&spec.clone().with_precision(Precision::Bf16), &decoded, &photos, count);
+        // As distances (1 - cosine) next to the distance between *different* photos in f32: these
+        // photos are one picture with noise and the weights are random, so all embeddings sit
+        // close together; bf16's error only means something relative to that spread.
+        let pairs = run.embeddings.iter().zip(&f32_run.embeddings);
+        let errors: Vec<f64> = pairs.map(|(a, b)| 1.0 - dot(a, b) as f64).collect();
+        let neighbours = f32_run.embeddings.windows(2).map(|w| 1.0 - dot(&w[0], &w[1]) as f64);
+        serde_json::json!({"encode_per_s": run.encode_rate, "end_to_end_per_s": run.e2e_rate,
+                           "distance_to_f32_max": errors.iter().cloned().fold(0.0, f64::max),
+                           "distance_to_f32_mean": errors.iter().sum::<f64>() / errors.len() as f64,
+                           "f32_distance_between_photos_mean": neighbours.sum::<f64>() / (count - 1).max(1) as f64})
+    });
     let rss = peak_rss_mb();
 
     // Unchanged re-run over 10,000 small files (the tiny test model: a re-run loads no model).
@@ -151,6 +181,17 @@ fn main() {
         "| end to end `index` (model load included) | {e2e_rate:.1} ({:.0}% of encoder-only) |",
         100.0 * e2e_rate / encode_rate
     );
+    if let Some(b) = &bf16 {
+        println!("| bf16 (AMX) image encoder only | {:.1} |", b["encode_per_s"].as_f64().unwrap());
+        println!("| bf16 (AMX) end to end `index` | {:.1} |", b["end_to_end_per_s"].as_f64().unwrap());
+        println!(
+            "\nbf16 vs f32 embeddings of the same photo, distance (1 - cosine): max {:.2e}, mean {:.2e}; \
+             f32 embeddings of two different photos: mean {:.2e}.",
+            b["distance_to_f32_max"].as_f64().unwrap(),
+            b["distance_to_f32_mean"].as_f64().unwrap(),
+            b["f32_distance_between_photos_mean"].as_f64().unwrap()
+        );
+    }
     println!("\nPeak RSS of the whole benchmark process: {rss:.0} MB.");
     println!("Unchanged re-run over 10,000 files: {rerun_s:.2} s.");
     // For scripts/compare_peers.py, which runs a Python peer pipeline on the same photos.
@@ -158,7 +199,7 @@ fn main() {
         "photos": photos, "count": count, "batch": BATCH, "threads": threads,
         "jpeg_decoder": if cfg!(feature = "turbojpeg") { "libjpeg-turbo" } else { "jpeg-decoder" },
         "decode_per_s": decode_rate, "encode_per_s": encode_rate, "end_to_end_per_s": e2e_rate,
-        "rerun_10000_s": rerun_s, "peak_rss_mb": rss,
+        "rerun_10000_s": rerun_s, "peak_rss_mb": rss, "bf16": bf16,
     });
     std::fs::write(root().join("target/bench-data/indexing.json"), results.to_string()).unwrap();
 }

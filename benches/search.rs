@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use imgsearch::model::ClipConfig;
+use imgsearch::model::{ClipConfig, Precision};
 use imgsearch::search::SearchEngine;
 use imgsearch::server::{serve, ServeOptions};
 use imgsearch::store::catalog::{ImageRecord, ModelInfo, PhotoFacts, StoredPath};
@@ -92,7 +92,7 @@ fn main() {
                     hash: format!("{id:064x}"),
                     width: 4032,
                     height: 3024,
-                    format: if id % 10 == 0 { "png".into() } else { "jpeg".into() },
+                    format: if id.is_multiple_of(10) { "png".into() } else { "jpeg".into() },
                     facts: PhotoFacts { taken: Some(1_500_000_000 + id as i64 * 600), ..Default::default() },
                     embedding: v.clone(),
                     indexed_at: 0,
@@ -139,7 +139,8 @@ fn main() {
     // End to end over HTTP with the ViT-B/32 text tower.
     let tokenizer =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json");
-    let clip = Clip::with_random_weights(ClipConfig::vit_base_patch32(), &tokenizer, &Device::Cpu).unwrap();
+    let clip =
+        Clip::with_random_weights(ClipConfig::vit_base_patch32(), &tokenizer, &Device::Cpu, Precision::F32).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let options = ServeOptions {

@@ -261,12 +261,13 @@ def criterion_seconds(group, function, parameter):
 
 def read_imgsearch():
     out = {}
-    for b in BATCHES:
-        s = criterion_seconds("image_encoder", "batch", b)
-        out[("image", b)] = b / s if s else None
-    for n in TOKEN_LENGTHS:
-        s = criterion_seconds("text_encoder", "tokens", n)
-        out[("text", n)] = 1e3 * s if s else None
+    for suffix in ("", "_bf16"):  # bf16 groups exist only where the CPU has AMX
+        for b in BATCHES:
+            s = criterion_seconds("image_encoder" + suffix, "batch", b)
+            out[("image" + suffix, b)] = b / s if s else None
+        for n in TOKEN_LENGTHS:
+            s = criterion_seconds("text_encoder" + suffix, "tokens", n)
+            out[("text" + suffix, n)] = 1e3 * s if s else None
     for name in PHOTOS:
         for mode in ("fast", "exact"):
             s = criterion_seconds("preprocess", mode, name)
@@ -274,6 +275,7 @@ def read_imgsearch():
     try:
         indexing = json.loads((BENCH_DATA / "indexing.json").read_text())
         out[("index",)] = indexing["end_to_end_per_s"]
+        out[("index_bf16",)] = (indexing.get("bf16") or {}).get("end_to_end_per_s")
         out["indexing"] = indexing
     except (OSError, ValueError, KeyError):
         warn("no target/bench-data/indexing.json (cargo bench --bench indexing): no indexing numbers")
@@ -313,6 +315,16 @@ def ratio(ours, peer, higher_is_better):
     return f"{(ours / peer if higher_is_better else peer / ours):.2f}x"
 
 
+def bf16_cosine(indexing):
+    b = indexing.get("bf16")
+    if not b:
+        return "no bf16 indexing figures (this CPU has no AMX, or the indexing bench did not run)."
+    return (f"distance (1 - cosine) of its embeddings of the {indexing.get('count', '?')} camera photos to "
+            f"f32's: max {b['distance_to_f32_max']:.2e}, mean {b['distance_to_f32_mean']:.2e}, against "
+            f"{b['f32_distance_between_photos_mean']:.2e} between two different photos in f32 (random weights "
+            "and near-identical photos: see tests/parity.rs for the fixture checkpoints' figure).")
+
+
 def table(ours, pt, ox, pil):
     indexing = ours.get("indexing") or {}
     rows = [(f"image encoder, batch {b} (images/s)", ("image", b), True) for b in BATCHES]
@@ -320,16 +332,22 @@ def table(ours, pt, ox, pil):
     rows += [(f"decode+preprocess {name.upper()} {mode} (ms/image)", ("decode", name, mode), False)
              for name in PHOTOS for mode in ("fast", "exact")]
     rows += [(f"index {indexing.get('count', '?')} camera JPEGs end to end (images/s)", ("index",), True)]
+    # imgsearch's --dtype bf16 (AMX), against the same f32 peers.
+    rows += [(f"**bf16** image encoder, batch {b} (images/s)", ("image_bf16", b), True) for b in BATCHES]
+    rows += [(f"**bf16** text encoder, {n} tokens (ms/query)", ("text_bf16", n), False) for n in TOKEN_LENGTHS]
+    rows += [(f"**bf16** index {indexing.get('count', '?')} camera JPEGs end to end (images/s)", ("index_bf16",), True)]
+    rows = [row for row in rows if not row[1][0].endswith("_bf16") or ours.get(row[1]) is not None]
     lines = ["| benchmark | imgsearch | PyTorch | ONNX Runtime | Pillow | imgsearch vs PyTorch "
              "| imgsearch vs ORT | imgsearch vs Pillow |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for label, key, hib in rows:
         is_decode = key[0] == "decode"
+        peer_key = (key[0].removesuffix("_bf16"),) + key[1:]  # peers run f32 only
         cells = [fmt(ours.get(key))]
-        cells += ["–", "–"] if is_decode else [fmt(pt.get(key)), fmt(ox.get(key))]
+        cells += ["–", "–"] if is_decode else [fmt(pt.get(peer_key)), fmt(ox.get(peer_key))]
         cells += [fmt(pil.get(key))] if is_decode else ["–"]
         peers = (None, None, pil) if is_decode else (pt, ox, None)
-        cells += [ratio(ours.get(key), p.get(key), hib) if p is not None else "–" for p in peers]
+        cells += [ratio(ours.get(key), p.get(peer_key), hib) if p is not None else "–" for p in peers]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["",
               "Ratios: > 1 means imgsearch is faster (images/s rows: imgsearch ÷ peer; ms rows: peer ÷ imgsearch).",
@@ -337,6 +355,8 @@ def table(ours, pt, ox, pil):
               "`exact` with Pillow decoding the full image; both then bicubic-resize, centre-crop and normalise.",
               "Encoders: CLIP ViT-B/32 shape (openai/clip-vit-base-patch32), f32, random weights; "
               "the text rows are one query (batch 1).",
+              "bf16 rows: imgsearch `--dtype bf16` (AMX tiles: bf16 weights and layer inputs, f32 sums) against "
+              "the same f32 peers; " + bf16_cosine(indexing),
               f"imgsearch's JPEG decoder: {indexing.get('jpeg_decoder', 'unknown')}. Indexing row: `imgsearch index` "
               "(walk, read, hash, EXIF, decode, encode, write the stores; model load included) vs the PyTorch "
               "pipeline (DataLoader + Pillow draft + PyTorch tower, nothing written)."]

@@ -11,4 +11,4 @@ pub mod server;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use model::{Clip, DeviceChoice, Embedding, DEFAULT_MODEL};
+pub use model::{Clip, DeviceChoice, Embedding, Precision, DEFAULT_MODEL};

@@ -57,6 +57,37 @@ fn embed_prints_normalised_embeddings_equal_to_the_reference() {
 }
 
 #[test]
+fn embed_with_dtype_bf16_stays_close_to_the_reference_or_is_refused_clearly() {
+    let model = "tiny-clip-b32-quickgelu";
+    let reference = reference(model);
+    let coffee = image_path("coffee.png");
+    let out = imgsearch()
+        .args(["embed", "--device", "cpu", "--dtype", "bf16", "--json", "--model"])
+        .arg(model_dir(model))
+        .arg("--image")
+        .arg(&coffee)
+        .args(["--text", "a photo of a cat"])
+        .output()
+        .unwrap();
+    if !imgsearch::model::kernels::amx::available() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("AMX") && stderr.contains("--dtype f32"), "unclear error: {stderr}");
+        return;
+    }
+    let json = json_of(&out);
+    let image = vector(&json["images"][coffee.to_str().unwrap()]);
+    let text = vector(&json["texts"]["a photo of a cat"]);
+    let (image_cos, text_cos) = (
+        cosine(&image, &reference.image_embeds["coffee.png"]),
+        cosine(&text, &reference.text_embeds["a photo of a cat"]),
+    );
+    assert!(image_cos >= 0.999 && text_cos >= 0.999, "bf16 cosines: image {image_cos}, text {text_cos}");
+    // It really ran in bf16: an f32 run matches the reference to 0.9999, bf16 rounding shows.
+    assert!(image_cos < 0.999999 || text_cos < 0.999999, "bf16 gave f32's exact embeddings");
+}
+
+#[test]
 fn embed_fails_clearly_on_a_missing_or_undecodable_picture() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("notes.jpg");

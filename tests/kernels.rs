@@ -1,9 +1,9 @@
 //! The CPU kernels (fused activation, in-place attention, linear layers) compute what candle's generic ops do.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use imgsearch::model::config::Activation;
 use imgsearch::model::kernels::{
-    activate, activate_generic, attention, attention_generic, linear, LinearWeight, WeightLayout,
+    activate, activate_generic, amx, attention, attention_generic, linear, LinearWeight, WeightLayout,
 };
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -38,7 +38,7 @@ fn in_place_attention_equals_candle_ops_with_and_without_causal_mask() {
 }
 
 #[test]
-fn linear_layers_in_both_layouts_equal_candle_matmul_on_ragged_shapes() {
+fn linear_layers_in_every_layout_equal_candle_matmul_on_ragged_shapes() {
     // Rows around the tile heights, output widths inside, at and past a 64-column panel.
     for (rows, in_dim, out_dim) in [(1, 24, 19), (8, 33, 64), (13, 70, 65), (50, 96, 130), (37, 24, 1)] {
         let x = Tensor::randn(0f32, 1.0, (rows, in_dim), &Device::Cpu).unwrap();
@@ -49,6 +49,14 @@ fn linear_layers_in_both_layouts_equal_candle_matmul_on_ragged_shapes() {
             let weight = LinearWeight::new(&w, layout).unwrap();
             let d = max_abs_diff(&linear(&x, &weight, &b).unwrap(), &expected);
             assert!(d < 1e-4, "{layout:?} {rows}x{in_dim}x{out_dim}: max diff {d}");
+        }
+        if amx::available() {
+            // bf16 tiles round x and w to bf16: compare with the f32 product of the rounded inputs.
+            let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+            let expected = round(&x).matmul(&round(&w).t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+            let weight = LinearWeight::new(&w, WeightLayout::Bf16Tiles).unwrap();
+            let d = max_abs_diff(&linear(&x, &weight, &b).unwrap(), &expected);
+            assert!(d < 1e-3, "bf16 tiles {rows}x{in_dim}x{out_dim}: max diff {d}");
         }
     }
     // A non-contiguous input (a transposed view) works too.

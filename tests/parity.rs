@@ -7,8 +7,8 @@ mod common;
 use candle_core::Tensor;
 use common::{cosine, devices, image_path, model_dir, reference, reference_pixels, MODELS};
 use imgsearch::ingest::decode::{decode_file, DecodeOptions};
-use imgsearch::model::PreprocessedImage;
-use imgsearch::Clip;
+use imgsearch::model::{ModelSpec, PreprocessedImage, Towers};
+use imgsearch::{Clip, Precision};
 
 const PARITY: f32 = 0.9999;
 
@@ -122,5 +122,40 @@ fn the_fixture_models_tell_pictures_and_texts_apart() {
         let rocket = &reference.image_embeds["rocket.jpg"];
         let coffee = &reference.image_embeds["coffee.png"];
         assert!(cosine(rocket, coffee) < 0.99);
+    }
+}
+
+/// How close `--dtype bf16` (bf16 weights and layer inputs, f32 sums) must stay to the f32
+/// reference. bf16 keeps 8 bits of mantissa: per-layer rounding of ~0.4% adds up over the towers.
+const BF16_PARITY: f32 = 0.999;
+
+#[test]
+fn bf16_embeddings_stay_close_to_the_reference() {
+    let cpu = candle_core::Device::Cpu;
+    for model in MODELS {
+        let spec = ModelSpec::resolve(model_dir(model).to_str().unwrap()).unwrap().with_precision(Precision::Bf16);
+        let clip = match spec.load(&cpu, Towers::Both) {
+            Ok(clip) => clip,
+            Err(e) => {
+                // Without AMX the precision must be refused with a way out, not run slowly.
+                assert!(!imgsearch::model::kernels::amx::available(), "{model}: bf16 failed to load: {e}");
+                assert!(e.to_string().contains("--dtype f32"), "unhelpful error: {e}");
+                continue;
+            }
+        };
+        let reference = reference(model);
+        let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
+        let mut worst = f32::MAX;
+        for (text, got) in texts.iter().zip(clip.embed_texts(&texts).unwrap()) {
+            worst = worst.min(cosine(&got, &reference.text_embeds[*text]));
+        }
+        let pixels = reference_pixels(model);
+        let names: Vec<&String> = pixels.keys().collect();
+        let batch: Vec<PreprocessedImage> = names.iter().map(|n| to_preprocessed(&pixels[*n])).collect();
+        for (name, got) in names.iter().zip(clip.embed_images(&batch).unwrap()) {
+            worst = worst.min(cosine(&got, &reference.image_embeds[*name]));
+        }
+        eprintln!("{model}: bf16 worst cosine to the f32 reference {worst:.5}");
+        assert!(worst >= BF16_PARITY, "{model}: bf16 cosine {worst} below {BF16_PARITY}");
     }
 }

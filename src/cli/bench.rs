@@ -6,8 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
-use imgsearch::model::{ModelSpec, PreprocessedImage};
-use imgsearch::DeviceChoice;
+use imgsearch::model::PreprocessedImage;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -29,9 +28,8 @@ struct Row {
     ms_per_batch: f64,
 }
 
-pub fn run(args: BenchArgs, device: DeviceChoice) -> anyhow::Result<()> {
-    let spec = ModelSpec::resolve(&args.model)?;
-    let device = device.open()?;
+pub fn run(args: BenchArgs, compute: super::ComputeArgs) -> anyhow::Result<()> {
+    let (spec, device) = compute.open(&args.model)?;
     let clip = spec
         .load(&device, imgsearch::model::Towers::Image)
         .with_context(|| format!("cannot load model {}", args.model))?;

@@ -7,7 +7,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
-use imgsearch::{Clip, DeviceChoice, Embedding};
+use imgsearch::model::Towers;
+use imgsearch::Embedding;
 
 use super::ModelArgs;
 
@@ -40,7 +41,7 @@ struct EmbedOutput<'a> {
     texts: BTreeMap<String, Embedding>,
 }
 
-pub fn run(args: EmbedArgs, device: DeviceChoice) -> anyhow::Result<()> {
+pub fn run(args: EmbedArgs, compute: super::ComputeArgs) -> anyhow::Result<()> {
     if args.images.is_empty() && args.texts.is_empty() {
         anyhow::bail!("nothing to embed: pass --image PATH and/or --text STR");
     }
@@ -48,9 +49,8 @@ pub fn run(args: EmbedArgs, device: DeviceChoice) -> anyhow::Result<()> {
     for path in &args.images {
         std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?;
     }
-    let device = device.open()?;
-    let clip =
-        Clip::load(&args.model.model, &device).with_context(|| format!("cannot load model {}", args.model.model))?;
+    let (spec, device) = compute.open(&args.model.model)?;
+    let clip = spec.load(&device, Towers::Both).with_context(|| format!("cannot load model {}", args.model.model))?;
 
     let mut images = BTreeMap::new();
     for chunk in args.images.chunks(IMAGE_BATCH) {

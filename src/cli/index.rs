@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
 use imgsearch::ingest::pipeline::{self, IndexOptions};
-use imgsearch::model::ModelSpec;
 use imgsearch::store::DataDir;
-use imgsearch::DeviceChoice;
 
 #[derive(Debug, clap::Args)]
 pub struct IndexArgs {
@@ -37,14 +35,13 @@ pub struct IndexArgs {
     json: bool,
 }
 
-pub fn run(args: IndexArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
+pub fn run(args: IndexArgs, data_dir: PathBuf, compute: super::ComputeArgs) -> anyhow::Result<()> {
     let mut data = DataDir::open(&data_dir)?;
     let model = match args.model {
         Some(model) => model,
         None => data.catalog.model_info()?.map(|m| m.model).unwrap_or_else(|| imgsearch::DEFAULT_MODEL.to_string()),
     };
-    let spec = ModelSpec::resolve(&model)?;
-    let device = device.open()?;
+    let (spec, device) = compute.open(&model)?;
     let batch_size = args.batch_size.unwrap_or_else(|| pipeline::default_batch_size(&device));
     let options = IndexOptions {
         roots: args.roots,

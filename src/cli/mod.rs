@@ -9,7 +9,8 @@ mod stats;
 
 use clap::{Parser, Subcommand};
 
-use imgsearch::{DeviceChoice, DEFAULT_MODEL};
+use imgsearch::model::ModelSpec;
+use imgsearch::{DeviceChoice, Precision, DEFAULT_MODEL};
 
 #[derive(Debug, Parser)]
 #[command(name = "imgsearch", version, about = "Semantic image search over your photos, with CLIP")]
@@ -19,9 +20,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
 
-    /// Where the encoders run.
-    #[arg(long, global = true, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 
     #[command(subcommand)]
     pub command: Command,
@@ -51,6 +51,29 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Where and in which number format the encoders run.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ComputeArgs {
+    /// Where the encoders run.
+    #[arg(long, global = true, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+
+    /// Number format of the encoders' linear layers. bf16 runs on CPUs with AMX (Intel Xeon 4th
+    /// generation and later): about 2× faster indexing, embeddings within cosine ~0.999 of f32.
+    #[arg(long, global = true, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+}
+
+impl ComputeArgs {
+    /// Resolves `model` (a folder or hub id) for this precision, and opens the device.
+    pub fn open(self, model: &str) -> anyhow::Result<(ModelSpec, candle_core::Device)> {
+        let spec = ModelSpec::resolve(model)?.with_precision(self.dtype);
+        let device = self.device.open()?;
+        spec.precision.check(&device)?;
+        Ok((spec, device))
+    }
+}
+
 /// Shared by every command that loads a model.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
@@ -63,30 +86,30 @@ pub struct ModelArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
     match cli.command {
-        Command::Index(args) => index::run(args, data_dir, cli.device),
-        Command::Serve(args) => serve::run(args, data_dir, cli.device),
-        Command::Search(args) => search::search(args, data_dir, cli.device),
-        Command::Similar(args) => search::similar(args, data_dir, cli.device),
+        Command::Index(args) => index::run(args, data_dir, cli.compute),
+        Command::Serve(args) => serve::run(args, data_dir, cli.compute),
+        Command::Search(args) => search::search(args, data_dir, cli.compute),
+        Command::Similar(args) => search::similar(args, data_dir, cli.compute),
         Command::Stats(args) => stats::stats(args, data_dir),
         Command::List(args) => stats::list(args, data_dir),
         Command::Repair => stats::repair(data_dir),
         Command::Optimize => stats::optimize(data_dir),
-        Command::Embed(args) => embed::run(args, cli.device),
-        Command::Bench(args) => bench::run(args, cli.device),
+        Command::Embed(args) => embed::run(args, cli.compute),
+        Command::Bench(args) => bench::run(args, cli.compute),
     }
 }
 
 /// An existing index with its model loaded: what `search`, `similar` and `serve` start from.
 pub struct OpenIndex {
     pub engine: imgsearch::search::SearchEngine,
-    pub spec: imgsearch::model::ModelSpec,
+    pub spec: ModelSpec,
     pub device: candle_core::Device,
 }
 
 /// `towers`: the model towers the command will use (a text search loads only the text tower).
 pub fn open_index(
     data_dir: &std::path::Path,
-    device: DeviceChoice,
+    compute: ComputeArgs,
     towers: imgsearch::model::Towers,
 ) -> anyhow::Result<OpenIndex> {
     use anyhow::Context;
@@ -94,8 +117,7 @@ pub fn open_index(
     let Some(info) = data.catalog.model_info()? else {
         anyhow::bail!("the data folder {} has no index yet: run `imgsearch index PATH` first", data_dir.display());
     };
-    let spec = imgsearch::model::ModelSpec::resolve(&info.model)?;
-    let device = device.open()?;
+    let (spec, device) = compute.open(&info.model)?;
     let clip = spec.load(&device, towers).with_context(|| format!("cannot load model {}", info.model))?;
     Ok(OpenIndex { engine: imgsearch::search::SearchEngine::new(data, clip), spec, device })
 }

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use super::ComputeArgs;
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
 use imgsearch::model::Towers;
 use imgsearch::search::{SearchHit, SearchParams, SortOrder};
 use imgsearch::store::catalog::path_bytes;
-use imgsearch::DeviceChoice;
 
 #[derive(Debug, clap::Args)]
 pub struct ResultArgs {
@@ -70,9 +70,9 @@ pub struct SimilarArgs {
     results: ResultArgs,
 }
 
-pub fn search(args: SearchArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
+pub fn search(args: SearchArgs, data_dir: PathBuf, compute: ComputeArgs) -> anyhow::Result<()> {
     let towers = if args.image.is_some() { Towers::Image } else { Towers::Text };
-    let engine = super::open_index(&data_dir, device, towers)?.engine;
+    let engine = super::open_index(&data_dir, compute, towers)?.engine;
     let params = args.results.params();
     let hits = match (&args.query, &args.image) {
         (_, Some(path)) => {
@@ -85,8 +85,8 @@ pub fn search(args: SearchArgs, data_dir: PathBuf, device: DeviceChoice) -> anyh
     args.results.print(&hits)
 }
 
-pub fn similar(args: SimilarArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
-    let engine = super::open_index(&data_dir, device, Towers::Image)?.engine;
+pub fn similar(args: SimilarArgs, data_dir: PathBuf, compute: ComputeArgs) -> anyhow::Result<()> {
+    let engine = super::open_index(&data_dir, compute, Towers::Image)?.engine;
     let params = args.results.params();
     let indexed = std::fs::canonicalize(&args.path)
         .ok()

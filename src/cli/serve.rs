@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
 use imgsearch::server::{serve, ServeOptions};
-use imgsearch::DeviceChoice;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -28,8 +27,8 @@ pub struct ServeArgs {
     max_pixels: u64,
 }
 
-pub fn run(args: ServeArgs, data_dir: PathBuf, device: DeviceChoice) -> anyhow::Result<()> {
-    let opened = super::open_index(&data_dir, device, imgsearch::model::Towers::Both)?;
+pub fn run(args: ServeArgs, data_dir: PathBuf, compute: super::ComputeArgs) -> anyhow::Result<()> {
+    let opened = super::open_index(&data_dir, compute, imgsearch::model::Towers::Both)?;
     let options = ServeOptions {
         addr: args.addr,
         upload_limit: args.upload_limit,

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 
 use super::checkpoint::CheckpointTensors;
 use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use super::device::Precision;
 use super::kernels::{self, LinearWeight, WeightLayout};
 use crate::error::{Error, Result};
 
@@ -243,12 +244,16 @@ pub struct VisionTower {
 }
 
 impl VisionTower {
-    fn load(w: &Weights, c: &VisionConfig, projection_dim: usize) -> Result<Self> {
+    fn load(w: &Weights, c: &VisionConfig, projection_dim: usize, precision: Precision) -> Result<Self> {
         let p = "vision_model";
         let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
         let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
-        // Pictures come in batches (hundreds of rows per layer): gemm's layout.
-        let shape = tower_shape!(c, WeightLayout::Transposed);
+        // Pictures come in batches (hundreds of rows per layer): in f32, gemm's layout.
+        let layout = match precision {
+            Precision::F32 => WeightLayout::Transposed,
+            Precision::Bf16 => WeightLayout::Bf16Tiles,
+        };
+        let shape = tower_shape!(c, layout);
         Ok(Self {
             patch_embedding: conv.reshape((d, ch * ps * ps))?.t()?.contiguous()?,
             class_embedding: w.get(&format!("{p}.embeddings.class_embedding"), &[d])?,
@@ -300,11 +305,15 @@ pub struct TextTower {
 }
 
 impl TextTower {
-    fn load(w: &Weights, c: &TextConfig, projection_dim: usize) -> Result<Self> {
+    fn load(w: &Weights, c: &TextConfig, projection_dim: usize, precision: Precision) -> Result<Self> {
         let p = "text_model";
         let d = c.hidden_size;
-        // Texts come one short query at a time (about 8 rows): packed for the tile kernel.
-        let shape = tower_shape!(c, WeightLayout::Packed);
+        // Texts come one short query at a time (about 8 rows): in f32, packed for the tile kernel.
+        let layout = match precision {
+            Precision::F32 => WeightLayout::Packed,
+            Precision::Bf16 => WeightLayout::Bf16Tiles,
+        };
+        let shape = tower_shape!(c, layout);
         Ok(Self {
             token_embedding: w.get(&format!("{p}.embeddings.token_embedding.weight"), &[c.vocab_size, d])?,
             position_embedding: w
@@ -360,12 +369,13 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
-    pub fn load(weights: &Weights, config: &ClipConfig, towers: Towers) -> Result<Self> {
+    /// `precision` must have passed `Precision::check` for the weights' device.
+    pub fn load(weights: &Weights, config: &ClipConfig, towers: Towers, precision: Precision) -> Result<Self> {
         let vision = matches!(towers, Towers::Image | Towers::Both)
-            .then(|| VisionTower::load(weights, &config.vision_config, config.projection_dim))
+            .then(|| VisionTower::load(weights, &config.vision_config, config.projection_dim, precision))
             .transpose()?;
         let text = matches!(towers, Towers::Text | Towers::Both)
-            .then(|| TextTower::load(weights, &config.text_config, config.projection_dim))
+            .then(|| TextTower::load(weights, &config.text_config, config.projection_dim, precision))
             .transpose()?;
         Ok(Self { vision, text, config: config.clone() })
     }

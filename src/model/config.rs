@@ -146,7 +146,7 @@ impl ClipConfig {
         let bad = |why: String| Err(Error::BadCheckpoint { path: path.to_owned(), reason: why });
         let v = &self.vision_config;
         let t = &self.text_config;
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!("vision image_size {} is not a multiple of patch_size {}", v.image_size, v.patch_size));
         }
         for (tower, hidden, heads) in

@@ -1,4 +1,5 @@
-//! Which candle device runs the encoders (`--device auto|cpu|cuda|metal`).
+//! Which candle device runs the encoders (`--device auto|cpu|cuda|metal`), and in which number
+//! format (`--dtype f32|bf16`).
 
 use candle_core::Device;
 
@@ -44,6 +45,35 @@ impl DeviceChoice {
                 }
                 Ok(Device::Cpu)
             }
+        }
+    }
+}
+
+/// The number format of the encoders' linear layers (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    /// f32 throughout, as the reference implementation computes.
+    #[default]
+    F32,
+    /// bf16 weights and layer inputs with f32 sums, everything else in f32: AMX tile multiplies
+    /// on CPUs that have them (Intel Xeon 4th generation and later). Embeddings keep a cosine of
+    /// about 0.999 to f32 (see benches/README.md).
+    Bf16,
+}
+
+impl Precision {
+    /// Refuses a format this device cannot run fast, rather than silently running it slowly.
+    pub fn check(self, device: &Device) -> Result<()> {
+        let refuse = |reason: &str| Err(Error::Device { requested: "--dtype bf16".into(), reason: reason.into() });
+        match self {
+            Self::F32 => Ok(()),
+            Self::Bf16 if !device.is_cpu() => {
+                refuse("bf16 is implemented for CPUs with AMX only; on a GPU use --dtype f32")
+            }
+            Self::Bf16 if !crate::model::kernels::amx::available() => refuse(
+                "this CPU (or OS) has no AMX bf16 tile unit (Intel Xeon 4th generation or later, Linux 5.16+); use --dtype f32",
+            ),
+            Self::Bf16 => Ok(()),
         }
     }
 }

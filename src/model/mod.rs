@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 
 pub use checkpoint::{CheckpointFiles, DEFAULT_MODEL};
 pub use config::{ClipConfig, PreprocessConfig};
-pub use device::DeviceChoice;
+pub use device::{DeviceChoice, Precision};
 pub use preprocess::PreprocessedImage;
 
 use crate::error::{Error, Result};
@@ -41,12 +41,15 @@ pub struct Clip {
 
 /// A checkpoint resolved to local files, with its configuration read but weights not loaded:
 /// enough to know the embedding size and preprocessing before paying for the weights.
+#[derive(Clone)]
 pub struct ModelSpec {
     files: CheckpointFiles,
     pub config: ClipConfig,
     pub preprocess: PreprocessConfig,
     /// The name recorded with an index: the repo id, or the canonical folder path.
     pub model_id: String,
+    /// The number format the encoders will run in (f32 unless asked otherwise).
+    pub precision: Precision,
 }
 
 impl ModelSpec {
@@ -67,7 +70,11 @@ impl ModelSpec {
             }
             None => PreprocessConfig::clip_default(image_size),
         };
-        Ok(Self { files, config, preprocess, model_id })
+        Ok(Self { files, config, preprocess, model_id, precision: Precision::F32 })
+    }
+
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
     }
 
     pub fn dim(&self) -> usize {
@@ -85,10 +92,11 @@ impl ModelSpec {
 
     /// Loads the towers asked for; embedding with a tower that was not loaded is an error.
     pub fn load(&self, device: &Device, towers: Towers) -> Result<Clip> {
+        self.precision.check(device)?;
         let tokenizer =
             ClipTokenizer::from_file(&self.files.tokenizer, self.config.text_config.max_position_embeddings)?;
         let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone());
-        let model = ClipModel::load(&weights, &self.config, towers)?;
+        let model = ClipModel::load(&weights, &self.config, towers, self.precision)?;
         Ok(Clip {
             model,
             tokenizer,
@@ -108,10 +116,16 @@ impl Clip {
 
     /// A model of the given shape with random weights and the given tokenizer: for benchmarks,
     /// which need the real architecture (e.g. ViT-B/32) but not trained weights.
-    pub fn with_random_weights(config: ClipConfig, tokenizer: &Path, device: &Device) -> Result<Self> {
+    pub fn with_random_weights(
+        config: ClipConfig,
+        tokenizer: &Path,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
+        precision.check(device)?;
         let image_size = config.vision_config.image_size as u32;
         let tokenizer = ClipTokenizer::from_file(tokenizer, config.text_config.max_position_embeddings)?;
-        let model = ClipModel::load(&Weights::random(device), &config, Towers::Both)?;
+        let model = ClipModel::load(&Weights::random(device), &config, Towers::Both, precision)?;
         let preprocess = PreprocessConfig::clip_default(image_size);
         Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: "random-weights".into() })
     }
@@ -123,7 +137,7 @@ impl Clip {
         let io = |path: &Path, source| Error::Io { path: path.to_owned(), source };
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let weights = Weights::random(&Device::Cpu);
-        ClipModel::load(&weights, config, Towers::Both)?;
+        ClipModel::load(&weights, config, Towers::Both, Precision::F32)?;
         weights.save_random(&dir.join("model.safetensors"))?;
         let config_json = serde_json::to_string_pretty(config).expect("config serialises");
         std::fs::write(dir.join("config.json"), config_json).map_err(|e| io(dir, e))?;

@@ -10,12 +10,15 @@
 //!   rows): `W^T` (in_dim, out_dim) contiguous, multiplied by `gemm`, whose own packing pays off
 //!   at that size (measured 5–10% ahead of the tile kernel from 400 rows).
 //!
+//! - `Bf16Tiles`, for either tower under `--dtype bf16` on CPUs with AMX: weights in bf16
+//!   tiles for the AMX tile multiply (`amx.rs`).
+//!
 //! Other devices use candle's matmul on the transposed layout.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, SharedOut};
+use super::{amx, contiguous_f32, SharedOut};
 use crate::error::Result;
 
 /// Output columns per packed panel: four AVX-512 registers per row of the register tile.
@@ -27,14 +30,17 @@ pub enum WeightLayout {
     Packed,
     /// `W^T` for gemm: best for many rows.
     Transposed,
+    /// bf16 tiles for AMX (the caller checks `amx::available()`).
+    Bf16Tiles,
 }
 
 /// The weight of a linear layer, laid out once at load.
 pub struct LinearWeight {
     /// Packed: (panels, in_dim, PANEL), zero-padded past `out_dim`. Transposed: (in_dim, out_dim).
+    /// Bf16Tiles: flat bf16, see `amx.rs`.
     data: Tensor,
     out_dim: usize,
-    packed: bool,
+    layout: WeightLayout,
 }
 
 impl LinearWeight {
@@ -43,9 +49,17 @@ impl LinearWeight {
     pub fn new(weight: &Tensor, layout: WeightLayout) -> Result<Self> {
         let (out_dim, in_dim) = weight.dims2()?;
         if layout == WeightLayout::Transposed || !weight.device().is_cpu() {
-            return Ok(Self { data: weight.t()?.contiguous()?, out_dim, packed: false });
+            let data = weight.t()?.contiguous()?;
+            return Ok(Self { data, out_dim, layout: WeightLayout::Transposed });
         }
         let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        if layout == WeightLayout::Bf16Tiles {
+            let (buf, start) = amx::pack_weight(&w, out_dim, in_dim);
+            let len = buf.len();
+            let packed_len = amx::panels(out_dim) * amx::padded_depth(in_dim) * amx::PANEL;
+            let data = Tensor::from_vec(buf, len, &Device::Cpu)?.narrow(0, start, packed_len)?;
+            return Ok(Self { data, out_dim, layout });
+        }
         let (panels, panel_len) = (out_dim.div_ceil(PANEL), in_dim * PANEL);
         let len = panels * panel_len;
         // Over-allocate so the panels can start on a cache line: the kernel's 64-byte loads
@@ -62,7 +76,7 @@ impl LinearWeight {
         let total = buf.len();
         let data =
             Tensor::from_vec(buf, total, &Device::Cpu)?.narrow(0, start, len)?.reshape((panels, in_dim, PANEL))?;
-        Ok(Self { data, out_dim, packed: true })
+        Ok(Self { data, out_dim, layout })
     }
 
     pub fn out_dim(&self) -> usize {
@@ -73,7 +87,7 @@ impl LinearWeight {
 /// `x W^T + b` for `x` of shape (rows, in_dim).
 pub fn linear(x: &Tensor, weight: &LinearWeight, bias: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        let op = LinearOp { out_dim: weight.out_dim, packed: weight.packed };
+        let op = LinearOp { out_dim: weight.out_dim, layout: weight.layout };
         return Ok(x.contiguous()?.apply_op3_no_bwd(&weight.data, bias, &op)?);
     }
     Ok(x.matmul(&weight.data)?.broadcast_add(bias)?)
@@ -81,7 +95,7 @@ pub fn linear(x: &Tensor, weight: &LinearWeight, bias: &Tensor) -> Result<Tensor
 
 struct LinearOp {
     out_dim: usize,
-    packed: bool,
+    layout: WeightLayout,
 }
 
 impl LinearOp {
@@ -94,19 +108,26 @@ impl LinearOp {
         let name = "clip-linear";
         let (rows, in_dim) = x.1.shape().dims2()?;
         let out_dim = self.out_dim;
-        let fits = match (self.packed, w.1.dims()) {
-            (true, &[panels, w_in, PANEL]) => w_in == in_dim && panels == out_dim.div_ceil(PANEL),
-            (false, &[w_in, w_out]) => w_in == in_dim && w_out == out_dim,
+        let fits = match (self.layout, w.1.dims()) {
+            (WeightLayout::Packed, &[panels, w_in, PANEL]) => w_in == in_dim && panels == out_dim.div_ceil(PANEL),
+            (WeightLayout::Transposed, &[w_in, w_out]) => w_in == in_dim && w_out == out_dim,
+            (WeightLayout::Bf16Tiles, &[len]) => len == amx::panels(out_dim) * amx::padded_depth(in_dim) * amx::PANEL,
             _ => false,
         };
         if !fits || bias.len() != out_dim {
             candle_core::bail!("{name}: input ({rows}, {in_dim}) does not fit weight {:?}", w.1.dims());
         }
-        let (x, w) = (contiguous_f32(x.0, x.1, name)?, contiguous_f32(w.0, w.1, name)?);
-        let out = if self.packed {
-            packed_product(x, w, bias, rows, in_dim, out_dim)
-        } else {
-            gemm_product(x, w, bias, rows, in_dim, out_dim)
+        let x = contiguous_f32(x.0, x.1, name)?;
+        let out = match self.layout {
+            WeightLayout::Packed => packed_product(x, contiguous_f32(w.0, w.1, name)?, bias, rows, in_dim, out_dim),
+            WeightLayout::Transposed => gemm_product(x, contiguous_f32(w.0, w.1, name)?, bias, rows, in_dim, out_dim),
+            WeightLayout::Bf16Tiles => {
+                let CpuStorage::BF16(data) = w.0 else { candle_core::bail!("{name}: expected bf16 weights") };
+                let Some((start, end)) = w.1.contiguous_offsets() else {
+                    candle_core::bail!("{name}: weights must be contiguous")
+                };
+                amx::product(x, &data[start..end], bias, rows, in_dim, out_dim)
+            }
         };
         Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))))
     }

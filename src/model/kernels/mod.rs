@@ -18,6 +18,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+pub mod amx;
 mod linear;
 pub use linear::{linear, LinearWeight, WeightLayout};
 
