@@ -56,6 +56,35 @@ fn embed_prints_normalised_embeddings_equal_to_the_reference() {
     }
 }
 
+/// With AMX turned off the image tower takes the plain f32 path (gemm), as on CPUs without AMX;
+/// on this machine the other tests run the AMX path, so this one keeps the plain path proven.
+#[test]
+fn embed_without_amx_matches_the_reference_and_refuses_bf16() {
+    let model = "tiny-clip-p14-gelu";
+    let reference = reference(model);
+    let coffee = image_path("coffee.png");
+    let run = |dtype: &str| {
+        imgsearch()
+            .env("IMGSEARCH_AMX", "0")
+            .args(["embed", "--device", "cpu", "--dtype", dtype, "--json", "--model"])
+            .arg(model_dir(model))
+            .arg("--image")
+            .arg(&coffee)
+            .args(["--text", "a photo of a cat"])
+            .output()
+            .unwrap()
+    };
+    let json = json_of(&run("f32"));
+    let image = vector(&json["images"][coffee.to_str().unwrap()]);
+    assert!(cosine(&image, &reference.image_embeds["coffee.png"]) >= 0.9999);
+    let text = vector(&json["texts"]["a photo of a cat"]);
+    assert!(cosine(&text, &reference.text_embeds["a photo of a cat"]) >= 0.9999);
+    let refused = run("bf16");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("AMX") && stderr.contains("--dtype f32"), "unclear error: {stderr}");
+}
+
 #[test]
 fn embed_with_dtype_bf16_stays_close_to_the_reference_or_is_refused_clearly() {
     let model = "tiny-clip-b32-quickgelu";

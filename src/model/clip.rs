@@ -248,8 +248,10 @@ impl VisionTower {
         let p = "vision_model";
         let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
         let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
-        // Pictures come in batches (hundreds of rows per layer): in f32, gemm's layout.
+        // Pictures come in batches (hundreds of rows per layer). In f32, on AMX the three-way
+        // bf16 split (near-f32 accuracy, faster than f32 FMAs); elsewhere gemm's layout.
         let layout = match precision {
+            Precision::F32 if kernels::amx::available() => WeightLayout::Bf16x3Tiles,
             Precision::F32 => WeightLayout::Transposed,
             Precision::Bf16 => WeightLayout::Bf16Tiles,
         };

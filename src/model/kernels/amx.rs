@@ -1,5 +1,12 @@
-//! Linear layers in bf16 on Intel AMX (`--dtype bf16`): weights stored once as bf16 tiles,
-//! activations rounded to bf16 on the way in, products summed in f32.
+//! Linear layers on Intel AMX's bf16 tile unit, in one of two splits of the f32 values:
+//!
+//! - `Split::Once` (`--dtype bf16`): weights and activations rounded to bf16 (8 bits of
+//!   mantissa), products summed in f32.
+//! - `Split::ThreeWay` (near-f32 accuracy): each value split into a high and a low bf16 part,
+//!   `v ≈ hi + lo` to ~16 bits, and `x·w ≈ hi_x·hi_w + hi_x·lo_w + lo_x·hi_w` (the dropped
+//!   `lo·lo` term is ~2^-16 of the product). The three products are one bf16 product over a
+//!   three times deeper shared dimension: activations laid out `[hi, hi, lo]`, weights
+//!   `[hi, lo, hi]`, so the same kernel runs both splits.
 //!
 //! One AMX tile multiply (`tdpbf16ps`) does 16×16×32 multiply-adds; one core of this machine
 //! kind runs them at ~2.2 TFLOP/s, ten times its f32 AVX-512 peak. The kernel keeps four f32
@@ -7,10 +14,10 @@
 //! two of weights per step of 32 along the shared dimension.
 //!
 //! Layouts (bf16 = `u16` bits):
-//! - weights: per panel of 16 output columns, `in_padded / 2` rows of 16 × (k, k+1) pairs
-//!   (the "VNNI" order `tdpbf16ps` expects), zero-padded to a whole number of panel pairs and to
-//!   `in_padded`, a multiple of 32;
-//! - activations: (rows rounded up to 32) × `in_padded`, zero-padded, converted per call.
+//! - weights: per panel of 16 output columns, `depth / 2` rows of 16 × (k, k+1) pairs (the
+//!   "VNNI" order `tdpbf16ps` expects), zero-padded to a whole number of panel pairs; `depth` is
+//!   one (or three) segments of `in_dim` rounded up to a multiple of 32;
+//! - activations: (rows rounded up to 32) × `depth`, zero-padded, converted per call.
 
 use std::sync::OnceLock;
 
@@ -31,12 +38,12 @@ const BLOCK_ROWS: usize = 2 * TILE_ROWS;
 /// chunks of this size (2 MB L2 per core here; weights need the rest).
 const CHUNK_BYTES: usize = 512 * 1024;
 
-/// Whether this CPU and OS run AMX bf16 tile multiplies. The first call asks Linux for the
-/// tile state (`ARCH_REQ_XCOMP_PERM`), which every process must do before its first tile
-/// instruction.
+/// Whether this CPU and OS run AMX bf16 tile multiplies, unless `IMGSEARCH_AMX=0` turns them
+/// off (then f32 runs on AVX-512/AVX2 as on other CPUs). The first call asks Linux for the tile
+/// state (`ARCH_REQ_XCOMP_PERM`), which every process must do before its first tile instruction.
 pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(detect)
+    *AVAILABLE.get_or_init(|| std::env::var_os("IMGSEARCH_AMX").is_none_or(|v| v != "0") && detect())
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -57,9 +64,53 @@ fn detect() -> bool {
     false
 }
 
-/// `in_dim` rounded up to a whole number of tile steps.
-pub fn padded_depth(in_dim: usize) -> usize {
-    in_dim.next_multiple_of(K_STEP)
+/// How f32 values become bf16 (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Once,
+    ThreeWay,
+}
+
+impl Split {
+    /// The bf16 parts standing for `v` in each segment of the shared dimension: weights and
+    /// activations pair up segment by segment.
+    fn weight_parts(self) -> &'static [Part] {
+        match self {
+            Split::Once => &[Part::High],
+            Split::ThreeWay => &[Part::High, Part::Low, Part::High],
+        }
+    }
+
+    fn activation_parts(self) -> &'static [Part] {
+        match self {
+            Split::Once => &[Part::High],
+            Split::ThreeWay => &[Part::High, Part::High, Part::Low],
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    /// `v` rounded to bf16 (nearest even).
+    High,
+    /// What `High` missed, rounded to bf16.
+    Low,
+}
+
+impl Part {
+    #[inline(always)]
+    fn of(self, v: f32) -> bf16 {
+        let high = bf16::from_f32(v);
+        match self {
+            Part::High => high,
+            Part::Low => bf16::from_f32(v - high.to_f32()),
+        }
+    }
+}
+
+/// The packed shared dimension: each segment is `in_dim` rounded up to a whole tile step.
+pub fn padded_depth(in_dim: usize, split: Split) -> usize {
+    in_dim.next_multiple_of(K_STEP) * split.weight_parts().len()
 }
 
 /// Panels (of 16 output columns) in the packed weight: a whole number of pairs.
@@ -70,28 +121,39 @@ pub fn panels(out_dim: usize) -> usize {
 /// Packs `w` (out_dim × in_dim, row-major f32, Hugging Face layout) into bf16 tiles, rounding
 /// to nearest even. The buffer is over-allocated by one cache line; the packed data starts at
 /// the returned offset, 64-byte aligned, so no tile row straddles two lines.
-pub fn pack_weight(w: &[f32], out_dim: usize, in_dim: usize) -> (Vec<bf16>, usize) {
-    let depth = padded_depth(in_dim);
+pub fn pack_weight(w: &[f32], out_dim: usize, in_dim: usize, split: Split) -> (Vec<bf16>, usize) {
+    let depth = padded_depth(in_dim, split);
+    let segment = in_dim.next_multiple_of(K_STEP);
     let panel_len = depth * PANEL;
     let len = panels(out_dim) * panel_len;
     let mut buf = vec![bf16::ZERO; len + 32];
     let start = buf.as_ptr().align_offset(64);
     buf[start..start + len].par_chunks_mut(panel_len).enumerate().for_each(|(p, panel)| {
         for col in 0..PANEL.min(out_dim.saturating_sub(p * PANEL)) {
-            for (k, &v) in w[(p * PANEL + col) * in_dim..][..in_dim].iter().enumerate() {
-                panel[(k / 2) * 2 * PANEL + col * 2 + k % 2] = bf16::from_f32(v);
+            for (s, part) in split.weight_parts().iter().enumerate() {
+                for (k, &v) in w[(p * PANEL + col) * in_dim..][..in_dim].iter().enumerate() {
+                    let k = s * segment + k;
+                    panel[(k / 2) * 2 * PANEL + col * 2 + k % 2] = part.of(v);
+                }
             }
         }
     });
     (buf, start)
 }
 
-/// `x W^T + b` with `w` packed by [`pack_weight`] (starting at its aligned offset).
-pub fn product(x: &[f32], w: &[bf16], bias: &[f32], rows: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
-    let depth = padded_depth(in_dim);
+/// `x W^T + b` with `w` packed by [`pack_weight`] with the same split (from its aligned offset).
+pub fn product(
+    x: &[f32],
+    w: &[bf16],
+    bias: &[f32],
+    rows: usize,
+    (in_dim, out_dim): (usize, usize),
+    split: Split,
+) -> Vec<f32> {
+    let depth = padded_depth(in_dim, split);
     let panels = panels(out_dim);
     debug_assert_eq!(w.len(), panels * depth * PANEL);
-    let xb = to_bf16_tiles(x, rows, in_dim, depth);
+    let xb = to_bf16_tiles(x, rows, in_dim, split);
     // Bias padded to whole panels: it seeds the accumulators (a tile load with row stride 0).
     let mut bias_padded = vec![0f32; panels * PANEL];
     bias_padded[..out_dim].copy_from_slice(bias);
@@ -129,13 +191,17 @@ pub fn product(x: &[f32], w: &[bf16], bias: &[f32], rows: usize, in_dim: usize, 
     out
 }
 
-/// Rows of `x` rounded to bf16 (nearest even), zero-padded to whole blocks of rows and to
-/// `depth` columns.
-fn to_bf16_tiles(x: &[f32], rows: usize, in_dim: usize, depth: usize) -> Vec<bf16> {
+/// Rows of `x` as the split's bf16 parts, one segment each, zero-padded to whole blocks of
+/// rows and segments.
+fn to_bf16_tiles(x: &[f32], rows: usize, in_dim: usize, split: Split) -> Vec<bf16> {
+    let segment = in_dim.next_multiple_of(K_STEP);
+    let depth = padded_depth(in_dim, split);
     let mut xb = vec![bf16::ZERO; rows.next_multiple_of(BLOCK_ROWS) * depth];
     xb.par_chunks_mut(depth).zip(x.par_chunks(in_dim)).for_each(|(dst, src)| {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = bf16::from_f32(s);
+        for (part, dst) in split.activation_parts().iter().zip(dst.chunks_mut(segment)) {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = part.of(s);
+            }
         }
     });
     xb
@@ -294,6 +360,38 @@ mod isa {
 mod tests {
     use super::*;
 
+    /// The three-way split against a plain f32 loop: near-f32 accuracy (2^-16 relative per
+    /// product, where one bf16 rounding is 2^-8), on values with more bits than bf16 holds.
+    #[test]
+    fn three_way_split_is_accurate_to_about_16_bits() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AMX-BF16");
+            return;
+        }
+        let (rows, in_dim, out_dim) = (37, 300, 70);
+        let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5).collect();
+        let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5).collect();
+        let bias = vec![0.5f32; out_dim];
+        let run = |split| {
+            let (packed, start) = pack_weight(&w, out_dim, in_dim, split);
+            let len = panels(out_dim) * padded_depth(in_dim, split) * PANEL;
+            product(&x, &packed[start..start + len], &bias, rows, (in_dim, out_dim), split)
+        };
+        let (three, once) = (run(Split::ThreeWay), run(Split::Once));
+        let (mut worst_three, mut worst_once) = (0f64, 0f64);
+        for r in 0..rows {
+            for c in 0..out_dim {
+                // Scale of the error: the sum of |terms|, as cancellation leaves no relative bound.
+                let terms = (0..in_dim).map(|k| x[r * in_dim + k] as f64 * w[c * in_dim + k] as f64);
+                let (want, scale) = terms.fold((bias[c] as f64, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                worst_three = worst_three.max((three[r * out_dim + c] as f64 - want).abs() / scale);
+                worst_once = worst_once.max((once[r * out_dim + c] as f64 - want).abs() / scale);
+            }
+        }
+        assert!(worst_three < 2e-5, "three-way split error {worst_three:e}");
+        assert!(worst_once > 10.0 * worst_three, "one rounding {worst_once:e} vs three-way {worst_three:e}");
+    }
+
     /// The AMX product against a plain loop over the same bf16-rounded inputs, on ragged shapes
     /// (rows, depth and columns that are not whole tiles) and at a size with several row chunks.
     #[test]
@@ -306,9 +404,9 @@ mod tests {
             let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
             let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 13) % 19) as f32 / 9.0 - 1.0).collect();
             let bias: Vec<f32> = (0..out_dim).map(|i| i as f32 * 0.25 - 2.0).collect();
-            let (packed, start) = pack_weight(&w, out_dim, in_dim);
-            let len = panels(out_dim) * padded_depth(in_dim) * PANEL;
-            let got = product(&x, &packed[start..start + len], &bias, rows, in_dim, out_dim);
+            let (packed, start) = pack_weight(&w, out_dim, in_dim, Split::Once);
+            let len = panels(out_dim) * padded_depth(in_dim, Split::Once) * PANEL;
+            let got = product(&x, &packed[start..start + len], &bias, rows, (in_dim, out_dim), Split::Once);
             let round = |v: f32| bf16::from_f32(v).to_f32();
             for r in 0..rows {
                 for c in 0..out_dim {

@@ -12,6 +12,10 @@
 //!
 //! - `Bf16Tiles`, for either tower under `--dtype bf16` on CPUs with AMX: weights in bf16
 //!   tiles for the AMX tile multiply (`amx.rs`).
+//! - `Bf16x3Tiles`, for the vision tower in f32 on CPUs with AMX: weights split into high and low
+//!   bf16 parts, three tile products per layer, near-f32 accuracy (12-16% faster than `gemm`
+//!   here). The text tower keeps `Packed` in f32: bound by reading weights, it would read 1.5×
+//!   the bytes.
 //!
 //! Other devices use candle's matmul on the transposed layout.
 
@@ -32,6 +36,19 @@ pub enum WeightLayout {
     Transposed,
     /// bf16 tiles for AMX (the caller checks `amx::available()`).
     Bf16Tiles,
+    /// bf16 high + low parts for AMX: three tile products, near-f32 accuracy.
+    Bf16x3Tiles,
+}
+
+impl WeightLayout {
+    /// How the AMX layouts split f32 values; `None` for the f32 layouts.
+    fn amx_split(self) -> Option<amx::Split> {
+        match self {
+            WeightLayout::Bf16Tiles => Some(amx::Split::Once),
+            WeightLayout::Bf16x3Tiles => Some(amx::Split::ThreeWay),
+            WeightLayout::Packed | WeightLayout::Transposed => None,
+        }
+    }
 }
 
 /// The weight of a linear layer, laid out once at load.
@@ -53,10 +70,10 @@ impl LinearWeight {
             return Ok(Self { data, out_dim, layout: WeightLayout::Transposed });
         }
         let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        if layout == WeightLayout::Bf16Tiles {
-            let (buf, start) = amx::pack_weight(&w, out_dim, in_dim);
+        if let Some(split) = layout.amx_split() {
+            let (buf, start) = amx::pack_weight(&w, out_dim, in_dim, split);
             let len = buf.len();
-            let packed_len = amx::panels(out_dim) * amx::padded_depth(in_dim) * amx::PANEL;
+            let packed_len = amx::panels(out_dim) * amx::padded_depth(in_dim, split) * amx::PANEL;
             let data = Tensor::from_vec(buf, len, &Device::Cpu)?.narrow(0, start, packed_len)?;
             return Ok(Self { data, out_dim, layout });
         }
@@ -111,7 +128,10 @@ impl LinearOp {
         let fits = match (self.layout, w.1.dims()) {
             (WeightLayout::Packed, &[panels, w_in, PANEL]) => w_in == in_dim && panels == out_dim.div_ceil(PANEL),
             (WeightLayout::Transposed, &[w_in, w_out]) => w_in == in_dim && w_out == out_dim,
-            (WeightLayout::Bf16Tiles, &[len]) => len == amx::panels(out_dim) * amx::padded_depth(in_dim) * amx::PANEL,
+            (WeightLayout::Bf16Tiles | WeightLayout::Bf16x3Tiles, &[len]) => {
+                let split = self.layout.amx_split().expect("an AMX layout");
+                len == amx::panels(out_dim) * amx::padded_depth(in_dim, split) * amx::PANEL
+            }
             _ => false,
         };
         if !fits || bias.len() != out_dim {
@@ -121,12 +141,13 @@ impl LinearOp {
         let out = match self.layout {
             WeightLayout::Packed => packed_product(x, contiguous_f32(w.0, w.1, name)?, bias, rows, in_dim, out_dim),
             WeightLayout::Transposed => gemm_product(x, contiguous_f32(w.0, w.1, name)?, bias, rows, in_dim, out_dim),
-            WeightLayout::Bf16Tiles => {
+            WeightLayout::Bf16Tiles | WeightLayout::Bf16x3Tiles => {
+                let split = self.layout.amx_split().expect("an AMX layout");
                 let CpuStorage::BF16(data) = w.0 else { candle_core::bail!("{name}: expected bf16 weights") };
                 let Some((start, end)) = w.1.contiguous_offsets() else {
                     candle_core::bail!("{name}: weights must be contiguous")
                 };
-                amx::product(x, &data[start..end], bias, rows, in_dim, out_dim)
+                amx::product(x, &data[start..end], bias, rows, (in_dim, out_dim), split)
             }
         };
         Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))))
