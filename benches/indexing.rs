@@ -104,7 +104,7 @@ fn encode_and_index(spec: &ModelSpec, decoded: &[PreprocessedImage], photos: &Pa
     let data_dir = tempfile::tempdir().unwrap();
     let mut data = DataDir::open(data_dir.path()).unwrap();
     let t = Instant::now();
-    let summary = pipeline::run(&mut data, spec, &Device::Cpu, &options(vec![photos.to_path_buf()])).unwrap();
+    let summary = pipeline::run(&mut data, spec, None, &Device::Cpu, &options(vec![photos.to_path_buf()])).unwrap();
     let e2e_s = t.elapsed().as_secs_f64();
     assert_eq!(summary.indexed as usize, count);
     Run { encode_rate, embeddings, e2e_rate: count as f64 / e2e_s }
@@ -167,9 +167,9 @@ fn main() {
         ModelSpec::resolve(root().join("tests/fixtures/models/tiny-clip-b32-quickgelu").to_str().unwrap()).unwrap();
     let small_dir = tempfile::tempdir().unwrap();
     let mut small = DataDir::open(small_dir.path()).unwrap();
-    pipeline::run(&mut small, &tiny, &Device::Cpu, &options(vec![many.clone()])).unwrap();
+    pipeline::run(&mut small, &tiny, None, &Device::Cpu, &options(vec![many.clone()])).unwrap();
     let t = Instant::now();
-    let rerun = pipeline::run(&mut small, &tiny, &Device::Cpu, &options(vec![many])).unwrap();
+    let rerun = pipeline::run(&mut small, &tiny, None, &Device::Cpu, &options(vec![many])).unwrap();
     let rerun_s = t.elapsed().as_secs_f64();
     assert_eq!(rerun.unchanged, 10_000);
 

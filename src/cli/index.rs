@@ -51,7 +51,7 @@ pub fn run(args: IndexArgs, data_dir: PathBuf, compute: super::ComputeArgs) -> a
         max_file_size: args.max_file_size,
         progress: !args.quiet && !args.json,
     };
-    let summary = pipeline::run(&mut data, &spec, &device, &options)?;
+    let summary = pipeline::run(&mut data, &spec, None, &device, &options)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
         return Ok(());

@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::exif::photo_facts;
 use super::walk::{walk, Candidate, Found};
 use crate::error::{Error, Result};
-use crate::model::{ModelSpec, PreprocessedImage, Towers};
+use crate::model::{Clip, ModelSpec, PreprocessedImage, Towers};
 use crate::store::catalog::{
     path_bytes, path_from_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
 };
@@ -131,7 +131,15 @@ const PASS_THROUGH_BATCH: usize = 256;
 /// The vector graph is saved at least this often during a long run.
 const SAVE_EVERY: Duration = Duration::from_secs(120);
 
-pub fn run(data: &mut DataDir, spec: &ModelSpec, device: &Device, options: &IndexOptions) -> Result<IndexSummary> {
+/// `loaded`: a model already in memory with its image tower (the server's), used instead of
+/// loading `spec` again; without one the model loads only once something needs embedding.
+pub fn run(
+    data: &mut DataDir,
+    spec: &ModelSpec,
+    loaded: Option<&Clip>,
+    device: &Device,
+    options: &IndexOptions,
+) -> Result<IndexSummary> {
     let started = Instant::now();
     data.check_model(&spec.info())?;
     let roots: Vec<PathBuf> = options
@@ -170,7 +178,7 @@ pub fn run(data: &mut DataDir, spec: &ModelSpec, device: &Device, options: &Inde
             });
         }
         drop((jobs_rx, work_tx));
-        scope.spawn(move || encode(work_rx, batch_tx, spec, device, batch_size));
+        scope.spawn(move || encode(work_rx, batch_tx, (spec, loaded), device, batch_size));
 
         let write_result = write_batches(data, &batch_rx, &mut summary, &progress, &queued);
         drop(batch_rx); // unblocks every stage if the writer stopped early
@@ -395,7 +403,13 @@ fn yield_cores_to_the_encoder() {
     }
 }
 
-fn encode(work: Receiver<Work>, out: Sender<Result<Batch>>, spec: &ModelSpec, device: &Device, batch_size: usize) {
+fn encode(
+    work: Receiver<Work>,
+    out: Sender<Result<Batch>>,
+    (spec, loaded): (&ModelSpec, Option<&Clip>),
+    device: &Device,
+    batch_size: usize,
+) {
     let mut clip = None;
     let mut batch = Batch::default();
     let mut pending: Vec<(FileFacts, PreprocessedImage)> = Vec::with_capacity(batch_size);
@@ -403,10 +417,15 @@ fn encode(work: Receiver<Work>, out: Sender<Result<Batch>>, spec: &ModelSpec, de
         if pending.is_empty() {
             return Ok(());
         }
-        if clip.is_none() {
-            clip = Some(spec.load(device, Towers::Image)?);
-        }
-        let clip = clip.as_ref().expect("just loaded");
+        let clip = match loaded {
+            Some(clip) => clip,
+            None => {
+                if clip.is_none() {
+                    clip = Some(spec.load(device, Towers::Image)?);
+                }
+                clip.as_ref().expect("just loaded")
+            }
+        };
         let (files, images): (Vec<FileFacts>, Vec<PreprocessedImage>) = pending.drain(..).unzip();
         let embeddings = clip.embed_images(&images)?;
         for (file, embedding) in files.into_iter().zip(embeddings) {

@@ -123,7 +123,8 @@ fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
             progress: false,
         };
         let mut engine = state.engine.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match pipeline::run(&mut engine.data, spec, device, &options) {
+        let SearchEngine { data, clip } = &mut *engine;
+        match pipeline::run(data, spec, Some(clip), device, &options) {
             Ok(s) if s.indexed + s.reused + s.removed > 0 => {
                 eprintln!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
             }
