@@ -354,7 +354,8 @@ def table(ours, pt, ox, pil):
               "Decode rows: `fast` is compared with Pillow using `draft(\"RGB\", (224, 224))` (JPEG DCT scaling), "
               "`exact` with Pillow decoding the full image; both then bicubic-resize, centre-crop and normalise.",
               "Encoders: CLIP ViT-B/32 shape (openai/clip-vit-base-patch32), f32, random weights; "
-              "the text rows are one query (batch 1).",
+              "the text rows are one query (batch 1). imgsearch's f32 image tower uses AMX's three-way "
+              "bf16 split where the CPU has AMX (near-f32 accuracy; IMGSEARCH_AMX=0 turns it off).",
               "bf16 rows: imgsearch `--dtype bf16` (AMX tiles: bf16 weights and layer inputs, f32 sums) against "
               "the same f32 peers; " + bf16_cosine(indexing),
               f"imgsearch's JPEG decoder: {indexing.get('jpeg_decoder', 'unknown')}. Indexing row: `imgsearch index` "
