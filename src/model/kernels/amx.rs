@@ -153,9 +153,48 @@ pub fn product(
     let depth = padded_depth(in_dim, split);
     let panels = panels(out_dim);
     debug_assert_eq!(w.len(), panels * depth * PANEL);
-    ACTIVATIONS.with_borrow_mut(|xb| {
+    let run = |xb: &mut Vec<bf16>| {
         to_bf16_tiles(x, rows, in_dim, split, xb);
-        multiply_all(xb, w, bias, rows, (depth, out_dim), panels)
+        // Bias padded to whole panels: it seeds the accumulators (a tile load with row stride 0).
+        let mut bias_padded = vec![0f32; panels * PANEL];
+        bias_padded[..out_dim].copy_from_slice(bias);
+
+        let mut out: Vec<f32> = Vec::with_capacity(rows * out_dim);
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let pairs = panels / 2;
+        let threads = rayon::current_num_threads().min(pairs).max(1);
+        let chunk_rows = (CHUNK_BYTES / (depth * 2)).next_multiple_of(BLOCK_ROWS).max(BLOCK_ROWS);
+        (0..threads).into_par_iter().for_each(|t| {
+            let _tiles = TileState::configure();
+            let mut scratch = Scratch([0f32; 4 * TILE_ROWS * PANEL]);
+            for chunk in (0..rows).step_by(chunk_rows) {
+                for pair in t * pairs / threads..(t + 1) * pairs / threads {
+                    for row in (chunk..rows.min(chunk + chunk_rows)).step_by(BLOCK_ROWS) {
+                        let block = Block {
+                            x: xb[row * depth..].as_ptr(),
+                            depth,
+                            w: w[2 * pair * depth * PANEL..].as_ptr(),
+                            bias: bias_padded[2 * pair * PANEL..].as_ptr(),
+                            row,
+                            col: 2 * pair * PANEL,
+                        };
+                        // SAFETY: the tiles are configured on this thread; x has BLOCK_ROWS
+                        // rows of `depth` from `row` (padded to a whole block), w two panels of
+                        // `depth` pairs from `pair`, bias two panels; the block writes only its
+                        // own rows and columns (this thread's panels) of out.
+                        unsafe { block.run(&mut scratch, out_ptr, rows, out_dim) };
+                    }
+                }
+            }
+        });
+        // SAFETY: the blocks above wrote every (row, column) of the output exactly once.
+        unsafe { out.set_len(rows * out_dim) };
+        out
+    };
+    ACTIVATIONS.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut xb) => run(&mut xb),
+        // Re-entered from a task this thread picked up while waiting for its own: its own buffer.
+        Err(_) => run(&mut Vec::new()),
     })
 }
 
@@ -163,52 +202,6 @@ thread_local! {
     /// The caller's bf16 activations, reused across calls: a fresh buffer of up to 29 MB per
     /// layer (fc2 at batch 32, three-way split) cost page faults and zeroing, ~12% of the tower.
     static ACTIVATIONS: std::cell::RefCell<Vec<bf16>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The blocks of `product`, spread over the threads by panel pairs.
-fn multiply_all(
-    xb: &[bf16],
-    w: &[bf16],
-    bias: &[f32],
-    rows: usize,
-    (depth, out_dim): (usize, usize),
-    panels: usize,
-) -> Vec<f32> {
-    // Bias padded to whole panels: it seeds the accumulators (a tile load with row stride 0).
-    let mut bias_padded = vec![0f32; panels * PANEL];
-    bias_padded[..out_dim].copy_from_slice(bias);
-
-    let mut out: Vec<f32> = Vec::with_capacity(rows * out_dim);
-    let out_ptr = SharedOut(out.as_mut_ptr());
-    let pairs = panels / 2;
-    let threads = rayon::current_num_threads().min(pairs).max(1);
-    let chunk_rows = (CHUNK_BYTES / (depth * 2)).next_multiple_of(BLOCK_ROWS).max(BLOCK_ROWS);
-    (0..threads).into_par_iter().for_each(|t| {
-        let _tiles = TileState::configure();
-        let mut scratch = Scratch([0f32; 4 * TILE_ROWS * PANEL]);
-        for chunk in (0..rows).step_by(chunk_rows) {
-            for pair in t * pairs / threads..(t + 1) * pairs / threads {
-                for row in (chunk..rows.min(chunk + chunk_rows)).step_by(BLOCK_ROWS) {
-                    let block = Block {
-                        x: xb[row * depth..].as_ptr(),
-                        depth,
-                        w: w[2 * pair * depth * PANEL..].as_ptr(),
-                        bias: bias_padded[2 * pair * PANEL..].as_ptr(),
-                        row,
-                        col: 2 * pair * PANEL,
-                    };
-                    // SAFETY: the tiles are configured on this thread; x has BLOCK_ROWS rows of
-                    // `depth` from `row` (padded to a whole block), w two panels of `depth`
-                    // pairs from `pair`, bias two panels; the block writes only its own rows and
-                    // columns (this thread's panels) of out.
-                    unsafe { block.run(&mut scratch, out_ptr, rows, out_dim) };
-                }
-            }
-        }
-    });
-    // SAFETY: the blocks above wrote every (row, column) of the output exactly once.
-    unsafe { out.set_len(rows * out_dim) };
-    out
 }
 
 /// Writes the rows of `x` into `xb` as the split's bf16 parts, one segment each, zero-padded
