@@ -30,6 +30,17 @@ pub type Embedding = Vec<f32>;
 /// Texts are encoded in batches of this many, sorted by length so padding stays short.
 const TEXT_BATCH: usize = 32;
 
+/// Runs a forward pass on one of rayon's threads (on CPU). Every layer starts several parallel
+/// loops; started from any other thread, each one hands its work to the pool and puts the caller
+/// to sleep until it is done, ~100 thread hand-overs per short text query. From a pool thread
+/// the loops split work with the other threads directly.
+fn on_pool_thread<T: Send>(device: &Device, forward: impl FnOnce() -> T + Send) -> T {
+    if !device.is_cpu() || rayon::current_thread_index().is_some() {
+        return forward();
+    }
+    rayon::join(forward, || ()).0
+}
+
 /// A loaded CLIP checkpoint: everything needed to embed pictures and texts into one space.
 pub struct Clip {
     model: ClipModel,
@@ -188,7 +199,7 @@ impl Clip {
         }
         let pixels = Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?;
         let vision = self.model.vision.as_ref().ok_or(Error::TowerNotLoaded("image"))?;
-        l2_normalize_rows(&vision.forward(&pixels)?)
+        l2_normalize_rows(&on_pool_thread(&self.device, || vision.forward(&pixels))?)
     }
 
     /// Embeds texts (any string, the empty one included).
@@ -212,7 +223,7 @@ impl Clip {
                 ends.push(t.end_position);
             }
             let ids = Tensor::from_vec(ids, (chunk.len(), seq), &self.device)?;
-            let embeddings = l2_normalize_rows(&tower.forward(&ids, &ends)?)?;
+            let embeddings = l2_normalize_rows(&on_pool_thread(&self.device, || tower.forward(&ids, &ends))?)?;
             for (&i, e) in chunk.iter().zip(embeddings) {
                 out[i] = e;
             }
