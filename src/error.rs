@@ -35,6 +35,9 @@ pub enum Error {
     #[error("device {requested} is not available: {reason}")]
     Device { requested: String, reason: String },
 
+    #[error("--dtype {requested} is not available here: {reason}")]
+    Precision { requested: &'static str, reason: &'static str },
+
     #[error("the data folder {path} is in use by another imgsearch process (an `index` or `serve` still running?); wait for it to finish or stop it, then retry")]
     DataDirLocked { path: PathBuf },
 

@@ -54,19 +54,19 @@ impl DeviceChoice {
 pub enum Precision {
     /// f32 accuracy, as the reference implementation computes. On CPUs with AMX the image
     /// tower's matrix products run as three bf16 tile products of split values (~16 bits of
-    /// mantissa, 12-16% faster than f32 FMAs here; parity with the reference stays ≥ 0.9999).
+    /// mantissa, 15-20% faster than f32 FMAs here; parity with the reference stays ≥ 0.9999).
     #[default]
     F32,
     /// bf16 weights and layer inputs with f32 sums, everything else in f32: AMX tile multiplies
-    /// on CPUs that have them (Intel Xeon 4th generation and later). Embeddings keep a cosine of
-    /// about 0.999 to f32 (see benches/README.md).
+    /// on CPUs that have them (Intel Xeon 4th generation and later). The test checkpoints'
+    /// embeddings stay within cosine 0.9999 of f32 (see benches/README.md).
     Bf16,
 }
 
 impl Precision {
     /// Refuses a format this device cannot run fast, rather than silently running it slowly.
     pub fn check(self, device: &Device) -> Result<()> {
-        let refuse = |reason: &str| Err(Error::Device { requested: "--dtype bf16".into(), reason: reason.into() });
+        let refuse = |reason| Err(Error::Precision { requested: "bf16", reason });
         match self {
             Self::F32 => Ok(()),
             Self::Bf16 if !device.is_cpu() => {

@@ -13,7 +13,7 @@
 //! - `Bf16Tiles`, for either tower under `--dtype bf16` on CPUs with AMX: weights in bf16
 //!   tiles for the AMX tile multiply (`amx.rs`).
 //! - `Bf16x3Tiles`, for the vision tower in f32 on CPUs with AMX: weights split into high and low
-//!   bf16 parts, three tile products per layer, near-f32 accuracy (12-16% faster than `gemm`
+//!   bf16 parts, three tile products per layer, near-f32 accuracy (15-20% faster than `gemm`
 //!   here). The text tower keeps `Packed` in f32: bound by reading weights, it would read 1.5×
 //!   the bytes.
 //!
