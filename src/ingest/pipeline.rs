@@ -443,14 +443,17 @@ fn encode(
             }
             Work::Skip(record) => batch.skips.push(record),
         }
-        if pending.len() >= batch_size || batch.len() >= PASS_THROUGH_BATCH {
+        // Only full batches are embedded: reused and skipped files go to the writer on their
+        // own, so a stream of them (an incremental run) never forces a part-filled encoder batch.
+        let full = pending.len() >= batch_size;
+        if full {
             if let Err(e) = embed(&mut pending, &mut batch) {
                 let _ = out.send(Err(e));
                 return;
             }
-            if out.send(Ok(std::mem::take(&mut batch))).is_err() {
-                return;
-            }
+        }
+        if (full || batch.len() >= PASS_THROUGH_BATCH) && out.send(Ok(std::mem::take(&mut batch))).is_err() {
+            return;
         }
     }
     let last = embed(&mut pending, &mut batch).map(|()| batch);
