@@ -54,7 +54,7 @@ fn linear_layers_in_every_layout_equal_candle_matmul_on_ragged_shapes() {
             // bf16 tiles round x and w to bf16: compare with the f32 product of the rounded inputs.
             let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
             let expected = round(&x).matmul(&round(&w).t().unwrap()).unwrap().broadcast_add(&b).unwrap();
-            let weight = LinearWeight::new(&w, WeightLayout::Bf16Tiles).unwrap();
+            let weight = LinearWeight::new(&w, WeightLayout::AmxTiles(amx::Split::Once)).unwrap();
             let d = max_abs_diff(&linear(&x, &weight, &b).unwrap(), &expected);
             assert!(d < 1e-3, "bf16 tiles {rows}x{in_dim}x{out_dim}: max diff {d}");
         }

@@ -70,6 +70,7 @@ impl ComputeArgs {
     pub fn open(self, model: &str) -> anyhow::Result<(ModelSpec, candle_core::Device)> {
         let spec = ModelSpec::resolve(model)?.with_precision(self.dtype);
         let device = self.device.open()?;
+        // Before any work: `index` loads the model only once it has walked the folders.
         spec.precision.check(&device)?;
         Ok((spec, device))
     }

@@ -12,6 +12,7 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use super::checkpoint::CheckpointTensors;
 use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
 use super::device::Precision;
+use super::kernels::amx::Split;
 use super::kernels::{self, LinearWeight, WeightLayout};
 use crate::error::{Error, Result};
 
@@ -251,9 +252,9 @@ impl VisionTower {
         // Pictures come in batches (hundreds of rows per layer). In f32, on AMX the three-way
         // bf16 split (near-f32 accuracy, faster than f32 FMAs); elsewhere gemm's layout.
         let layout = match precision {
-            Precision::F32 if kernels::amx::available() => WeightLayout::Bf16x3Tiles,
+            Precision::F32 if kernels::amx::available() => WeightLayout::AmxTiles(Split::ThreeWay),
             Precision::F32 => WeightLayout::Transposed,
-            Precision::Bf16 => WeightLayout::Bf16Tiles,
+            Precision::Bf16 => WeightLayout::AmxTiles(Split::Once),
         };
         let shape = tower_shape!(c, layout);
         Ok(Self {
@@ -313,7 +314,7 @@ impl TextTower {
         // Texts come one short query at a time (about 8 rows): in f32, packed for the tile kernel.
         let layout = match precision {
             Precision::F32 => WeightLayout::Packed,
-            Precision::Bf16 => WeightLayout::Bf16Tiles,
+            Precision::Bf16 => WeightLayout::AmxTiles(Split::Once),
         };
         let shape = tower_shape!(c, layout);
         Ok(Self {

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use super::SharedOut;
 
 /// Output columns per weight panel (one accumulator tile is 16 × 16 f32).
-pub const PANEL: usize = 16;
+const PANEL: usize = 16;
 /// Rows of one tile (activations and accumulators).
 const TILE_ROWS: usize = 16;
 /// Shared-dimension step of one tile multiply: 32 bf16 = one 64-byte tile row.
@@ -108,27 +108,32 @@ impl Part {
     }
 }
 
-/// The packed shared dimension: each segment is `in_dim` rounded up to a whole tile step.
-pub fn padded_depth(in_dim: usize, split: Split) -> usize {
-    in_dim.next_multiple_of(K_STEP) * split.weight_parts().len()
+/// One segment of the shared dimension: `in_dim` rounded up to a whole tile step.
+fn segment(in_dim: usize) -> usize {
+    in_dim.next_multiple_of(K_STEP)
+}
+
+/// The packed shared dimension: one segment per part of the split.
+fn padded_depth(in_dim: usize, split: Split) -> usize {
+    segment(in_dim) * split.weight_parts().len()
 }
 
 /// Panels (of 16 output columns) in the packed weight: a whole number of pairs.
-pub fn panels(out_dim: usize) -> usize {
+fn panels(out_dim: usize) -> usize {
     out_dim.div_ceil(2 * PANEL) * 2
 }
 
-/// Packs `w` (out_dim × in_dim, row-major f32, Hugging Face layout) into bf16 tiles, rounding
-/// to nearest even. The buffer is over-allocated by one cache line; the packed data starts at
-/// the returned offset, 64-byte aligned, so no tile row straddles two lines.
-pub fn pack_weight(w: &[f32], out_dim: usize, in_dim: usize, split: Split) -> (Vec<bf16>, usize) {
-    let depth = padded_depth(in_dim, split);
-    let segment = in_dim.next_multiple_of(K_STEP);
-    let panel_len = depth * PANEL;
-    let len = panels(out_dim) * panel_len;
-    let mut buf = vec![bf16::ZERO; len + 32];
-    let start = buf.as_ptr().align_offset(64);
-    buf[start..start + len].par_chunks_mut(panel_len).enumerate().for_each(|(p, panel)| {
+/// Length (in bf16 values) of a packed weight.
+pub fn packed_len(in_dim: usize, out_dim: usize, split: Split) -> usize {
+    panels(out_dim) * padded_depth(in_dim, split) * PANEL
+}
+
+/// Packs `w` (out_dim × in_dim, row-major f32, Hugging Face layout) into `packed` (zeroed,
+/// [`packed_len`] long; best 64-byte aligned so no tile row straddles two cache lines).
+pub fn pack_weight(w: &[f32], (in_dim, out_dim): (usize, usize), split: Split, packed: &mut [bf16]) {
+    let segment = segment(in_dim);
+    let panel_len = padded_depth(in_dim, split) * PANEL;
+    packed.par_chunks_mut(panel_len).enumerate().for_each(|(p, panel)| {
         for col in 0..PANEL.min(out_dim.saturating_sub(p * PANEL)) {
             for (s, part) in split.weight_parts().iter().enumerate() {
                 for (k, &v) in w[(p * PANEL + col) * in_dim..][..in_dim].iter().enumerate() {
@@ -138,10 +143,9 @@ pub fn pack_weight(w: &[f32], out_dim: usize, in_dim: usize, split: Split) -> (V
             }
         }
     });
-    (buf, start)
 }
 
-/// `x W^T + b` with `w` packed by [`pack_weight`] with the same split (from its aligned offset).
+/// `x W^T + b` with `w` packed by [`pack_weight`] with the same split.
 pub fn product(
     x: &[f32],
     w: &[bf16],
@@ -152,7 +156,7 @@ pub fn product(
 ) -> Vec<f32> {
     let depth = padded_depth(in_dim, split);
     let panels = panels(out_dim);
-    debug_assert_eq!(w.len(), panels * depth * PANEL);
+    debug_assert_eq!(w.len(), packed_len(in_dim, out_dim, split));
     let run = |xb: &mut Vec<bf16>| {
         to_bf16_tiles(x, rows, in_dim, split, xb);
         // Bias padded to whole panels: it seeds the accumulators (a tile load with row stride 0).
@@ -207,7 +211,7 @@ thread_local! {
 /// Writes the rows of `x` into `xb` as the split's bf16 parts, one segment each, zero-padded
 /// to whole blocks of rows and segments (every element is written: `xb` is reused).
 fn to_bf16_tiles(x: &[f32], rows: usize, in_dim: usize, split: Split, xb: &mut Vec<bf16>) {
-    let segment = in_dim.next_multiple_of(K_STEP);
+    let segment = segment(in_dim);
     let depth = padded_depth(in_dim, split);
     xb.resize(rows.next_multiple_of(BLOCK_ROWS) * depth, bf16::ZERO);
     let (real, padding) = xb.split_at_mut(rows * depth);
@@ -376,6 +380,12 @@ mod isa {
 mod tests {
     use super::*;
 
+    fn packed(w: &[f32], (in_dim, out_dim): (usize, usize), split: Split) -> Vec<bf16> {
+        let mut packed = vec![bf16::ZERO; packed_len(in_dim, out_dim, split)];
+        pack_weight(w, (in_dim, out_dim), split, &mut packed);
+        packed
+    }
+
     /// The three-way split against a plain f32 loop: near-f32 accuracy (2^-16 relative per
     /// product, where one bf16 rounding is 2^-8), on values with more bits than bf16 holds.
     #[test]
@@ -388,11 +398,7 @@ mod tests {
         let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5).collect();
         let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5).collect();
         let bias = vec![0.5f32; out_dim];
-        let run = |split| {
-            let (packed, start) = pack_weight(&w, out_dim, in_dim, split);
-            let len = panels(out_dim) * padded_depth(in_dim, split) * PANEL;
-            product(&x, &packed[start..start + len], &bias, rows, (in_dim, out_dim), split)
-        };
+        let run = |split| product(&x, &packed(&w, (in_dim, out_dim), split), &bias, rows, (in_dim, out_dim), split);
         let (three, once) = (run(Split::ThreeWay), run(Split::Once));
         let (mut worst_three, mut worst_once) = (0f64, 0f64);
         for r in 0..rows {
@@ -424,9 +430,8 @@ mod tests {
             let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
             let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 13) % 19) as f32 / 9.0 - 1.0).collect();
             let bias: Vec<f32> = (0..out_dim).map(|i| i as f32 * 0.25 - 2.0).collect();
-            let (packed, start) = pack_weight(&w, out_dim, in_dim, Split::Once);
-            let len = panels(out_dim) * padded_depth(in_dim, Split::Once) * PANEL;
-            let got = product(&x, &packed[start..start + len], &bias, rows, (in_dim, out_dim), Split::Once);
+            let weight = packed(&w, (in_dim, out_dim), Split::Once);
+            let got = product(&x, &weight, &bias, rows, (in_dim, out_dim), Split::Once);
             let round = |v: f32| bf16::from_f32(v).to_f32();
             for r in 0..rows {
                 for c in 0..out_dim {

@@ -10,12 +10,11 @@
 //!   rows): `W^T` (in_dim, out_dim) contiguous, multiplied by `gemm`, whose own packing pays off
 //!   at that size (measured 5–10% ahead of the tile kernel from 400 rows).
 //!
-//! - `Bf16Tiles`, for either tower under `--dtype bf16` on CPUs with AMX: weights in bf16
-//!   tiles for the AMX tile multiply (`amx.rs`).
-//! - `Bf16x3Tiles`, for the vision tower in f32 on CPUs with AMX: weights split into high and low
-//!   bf16 parts, three tile products per layer, near-f32 accuracy (15-20% faster than `gemm`
-//!   here). The text tower keeps `Packed` in f32: bound by reading weights, it would read 1.5×
-//!   the bytes.
+//! - `AmxTiles`, bf16 tiles for the AMX tile multiply (`amx.rs`) on CPUs that have it: for
+//!   either tower under `--dtype bf16` (`Split::Once`), and for the vision tower in f32
+//!   (`Split::ThreeWay`: high and low bf16 parts, three tile products per layer, near-f32
+//!   accuracy, 15-20% faster than `gemm` here). The text tower keeps `Packed` in f32: bound by
+//!   reading weights, the three-way split would read 1.5× the bytes.
 //!
 //! Other devices use candle's matmul on the transposed layout.
 
@@ -34,27 +33,14 @@ pub enum WeightLayout {
     Packed,
     /// `W^T` for gemm: best for many rows.
     Transposed,
-    /// bf16 tiles for AMX (the caller checks `amx::available()`).
-    Bf16Tiles,
-    /// bf16 high + low parts for AMX: three tile products, near-f32 accuracy.
-    Bf16x3Tiles,
-}
-
-impl WeightLayout {
-    /// How the AMX layouts split f32 values; `None` for the f32 layouts.
-    fn amx_split(self) -> Option<amx::Split> {
-        match self {
-            WeightLayout::Bf16Tiles => Some(amx::Split::Once),
-            WeightLayout::Bf16x3Tiles => Some(amx::Split::ThreeWay),
-            WeightLayout::Packed | WeightLayout::Transposed => None,
-        }
-    }
+    /// bf16 tiles for AMX, f32 values split as given (the caller checks `amx::available()`).
+    AmxTiles(amx::Split),
 }
 
 /// The weight of a linear layer, laid out once at load.
 pub struct LinearWeight {
     /// Packed: (panels, in_dim, PANEL), zero-padded past `out_dim`. Transposed: (in_dim, out_dim).
-    /// Bf16Tiles: flat bf16, see `amx.rs`.
+    /// AmxTiles: flat bf16, see `amx.rs`.
     data: Tensor,
     out_dim: usize,
     layout: WeightLayout,
@@ -70,35 +56,40 @@ impl LinearWeight {
             return Ok(Self { data, out_dim, layout: WeightLayout::Transposed });
         }
         let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        if let Some(split) = layout.amx_split() {
-            let (buf, start) = amx::pack_weight(&w, out_dim, in_dim, split);
-            let len = buf.len();
-            let packed_len = amx::panels(out_dim) * amx::padded_depth(in_dim, split) * amx::PANEL;
-            let data = Tensor::from_vec(buf, len, &Device::Cpu)?.narrow(0, start, packed_len)?;
-            return Ok(Self { data, out_dim, layout });
-        }
-        let (panels, panel_len) = (out_dim.div_ceil(PANEL), in_dim * PANEL);
-        let len = panels * panel_len;
-        // Over-allocate so the panels can start on a cache line: the kernel's 64-byte loads
-        // then never straddle two lines.
-        let mut buf = vec![0f32; len + 16];
-        let start = buf.as_ptr().align_offset(64);
-        buf[start..start + len].par_chunks_mut(panel_len).enumerate().for_each(|(p, panel)| {
-            for col in 0..PANEL.min(out_dim - p * PANEL) {
-                for (k, &v) in w[(p * PANEL + col) * in_dim..][..in_dim].iter().enumerate() {
-                    panel[k * PANEL + col] = v;
-                }
+        let data = match layout {
+            WeightLayout::AmxTiles(split) => aligned_tensor(amx::packed_len(in_dim, out_dim, split), |packed| {
+                amx::pack_weight(&w, (in_dim, out_dim), split, packed)
+            })?,
+            _ => {
+                let (panels, panel_len) = (out_dim.div_ceil(PANEL), in_dim * PANEL);
+                let packed = aligned_tensor(panels * panel_len, |packed: &mut [f32]| {
+                    packed.par_chunks_mut(panel_len).enumerate().for_each(|(p, panel)| {
+                        for col in 0..PANEL.min(out_dim - p * PANEL) {
+                            for (k, &v) in w[(p * PANEL + col) * in_dim..][..in_dim].iter().enumerate() {
+                                panel[k * PANEL + col] = v;
+                            }
+                        }
+                    })
+                })?;
+                packed.reshape((panels, in_dim, PANEL))?
             }
-        });
-        let total = buf.len();
-        let data =
-            Tensor::from_vec(buf, total, &Device::Cpu)?.narrow(0, start, len)?.reshape((panels, in_dim, PANEL))?;
+        };
         Ok(Self { data, out_dim, layout })
     }
 
     pub fn out_dim(&self) -> usize {
         self.out_dim
     }
+}
+
+/// A flat CPU tensor of `len` zeros filled in by `fill`, starting on a cache line (the buffer is
+/// over-allocated by one line): the kernels' 64-byte loads then never straddle two lines.
+fn aligned_tensor<T: candle_core::WithDType + Default>(len: usize, fill: impl FnOnce(&mut [T])) -> Result<Tensor> {
+    let mut buf = vec![T::default(); len + 64 / std::mem::size_of::<T>()];
+    let start = buf.as_ptr().align_offset(64);
+    fill(&mut buf[start..start + len]);
+    let total = buf.len();
+    Ok(Tensor::from_vec(buf, total, &Device::Cpu)?.narrow(0, start, len)?)
 }
 
 /// `x W^T + b` for `x` of shape (rows, in_dim).
@@ -128,10 +119,7 @@ impl LinearOp {
         let fits = match (self.layout, w.1.dims()) {
             (WeightLayout::Packed, &[panels, w_in, PANEL]) => w_in == in_dim && panels == out_dim.div_ceil(PANEL),
             (WeightLayout::Transposed, &[w_in, w_out]) => w_in == in_dim && w_out == out_dim,
-            (WeightLayout::Bf16Tiles | WeightLayout::Bf16x3Tiles, &[len]) => {
-                let split = self.layout.amx_split().expect("an AMX layout");
-                len == amx::panels(out_dim) * amx::padded_depth(in_dim, split) * amx::PANEL
-            }
+            (WeightLayout::AmxTiles(split), &[len]) => len == amx::packed_len(in_dim, out_dim, split),
             _ => false,
         };
         if !fits || bias.len() != out_dim {
@@ -141,8 +129,7 @@ impl LinearOp {
         let out = match self.layout {
             WeightLayout::Packed => packed_product(x, contiguous_f32(w.0, w.1, name)?, bias, rows, in_dim, out_dim),
             WeightLayout::Transposed => gemm_product(x, contiguous_f32(w.0, w.1, name)?, bias, rows, in_dim, out_dim),
-            WeightLayout::Bf16Tiles | WeightLayout::Bf16x3Tiles => {
-                let split = self.layout.amx_split().expect("an AMX layout");
+            WeightLayout::AmxTiles(split) => {
                 let CpuStorage::BF16(data) = w.0 else { candle_core::bail!("{name}: expected bf16 weights") };
                 let Some((start, end)) = w.1.contiguous_offsets() else {
                     candle_core::bail!("{name}: weights must be contiguous")
