@@ -210,6 +210,36 @@ fn re_runs_do_only_the_work_that_changed() {
     assert_eq!(s["text_documents"], 12);
 }
 
+/// `--dtype bf16` through `index`: refused before any work where AMX is missing (here forced
+/// with IMGSEARCH_AMX=0); where AMX exists it indexes, and the index answers an f32 search.
+#[test]
+fn index_with_dtype_bf16_is_searchable_in_f32_or_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    noise_photos(&root, 5);
+    let bf16 = |amx: &str| {
+        imgsearch(&data)
+            .env("IMGSEARCH_AMX", amx)
+            .args(["--dtype", "bf16", "index"])
+            .arg(&root)
+            .arg("--model")
+            .arg(model_dir(MODEL))
+            .arg("--json")
+            .output()
+            .unwrap()
+    };
+    let refused = bf16("0");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--dtype f32") && refused.stdout.is_empty(), "{stderr}");
+    if !imgsearch::model::kernels::amx::available() {
+        return;
+    }
+    assert_eq!(json_of(&bf16("1"))["indexed"], 5);
+    let hits = json_of(&imgsearch(&data).args(["search", "noise", "--json"]).output().unwrap());
+    assert_eq!(hits.as_array().map(Vec::len), Some(5), "{hits:#}");
+}
+
 #[test]
 fn another_model_on_the_same_data_folder_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
