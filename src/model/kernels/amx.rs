@@ -9,15 +9,18 @@
 //!   `[hi, lo, hi]`, so the same kernel runs both splits.
 //!
 //! One AMX tile multiply (`tdpbf16ps`) does 16×16×32 multiply-adds; one core of this machine
-//! kind runs them at ~2.2 TFLOP/s, ten times its f32 AVX-512 peak. The kernel keeps four f32
-//! accumulator tiles (32 rows × 32 columns of output) and feeds them two tiles of activations and
-//! two of weights per step of 32 along the shared dimension.
+//! kind runs them at ~3.3 TFLOP/s from L1 (measured), seven times its f32 AVX-512 peak. The
+//! kernel keeps four f32 accumulator tiles (32 rows × 32 columns of output) and feeds them two
+//! tiles of activations and two of weights per step of 32 along the shared dimension.
 //!
-//! Layouts (bf16 = `u16` bits):
-//! - weights: per panel of 16 output columns, `depth / 2` rows of 16 × (k, k+1) pairs (the
-//!   "VNNI" order `tdpbf16ps` expects), zero-padded to a whole number of panel pairs; `depth` is
-//!   one (or three) segments of `in_dim` rounded up to a multiple of 32;
-//! - activations: (rows rounded up to 32) × `depth`, zero-padded, converted per call.
+//! Layouts (bf16 = `u16` bits), both in the order the kernel reads them, so each is one
+//! sequential stream of 2 KB per step:
+//! - weights: per pair of panels of 16 output columns, per step, the two panels' tiles side by
+//!   side, each 16 rows of 16 × (k, k+1) pairs (the "VNNI" order `tdpbf16ps` expects);
+//!   zero-padded to a whole number of panel pairs and to `depth`: one (or three) segments of
+//!   `in_dim` rounded up to a multiple of 32;
+//! - activations: per block of 32 rows, per step, the tiles of rows 0-15 and 16-31 side by side;
+//!   zero-padded, converted per call.
 
 use std::sync::OnceLock;
 
@@ -32,11 +35,17 @@ const PANEL: usize = 16;
 const TILE_ROWS: usize = 16;
 /// Shared-dimension step of one tile multiply: 32 bf16 = one 64-byte tile row.
 const K_STEP: usize = 32;
+/// bf16 values in one tile: 16 rows of 64 bytes.
+const TILE_LEN: usize = TILE_ROWS * K_STEP;
+const CACHE_LINE: usize = 64;
 /// Output rows per accumulator block: two tiles of activation rows.
 const BLOCK_ROWS: usize = 2 * TILE_ROWS;
-/// Activation bytes a thread keeps in its L2 while it walks its panels: rows are processed in
-/// chunks of this size (2 MB L2 per core here; weights need the rest).
-const CHUNK_BYTES: usize = 512 * 1024;
+/// Steps of the shared dimension per chunk (see `product`): 2048 bf16 values deep.
+const MAX_CHUNK_STEPS: usize = 64;
+/// Activation bytes per chunk of rows, kept in L2 while the weights pass over them.
+const ROW_CHUNK_BYTES: usize = 1024 * 1024;
+/// Weight bytes per group of panel pairs, kept in L2 while each block of a row chunk passes.
+const WEIGHT_GROUP_BYTES: usize = 512 * 1024;
 
 /// Whether this CPU and OS run AMX bf16 tile multiplies, unless `IMGSEARCH_AMX=0` turns them
 /// off (then f32 runs on AVX-512/AVX2 as on other CPUs). The first call asks Linux for the tile
@@ -53,6 +62,11 @@ fn detect() -> bool {
     // CPUID leaf 7: EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE.
     let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
     if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+        return false;
+    }
+    // Activations are rounded to bf16 with AVX512-BF16 (every AMX CPU has it; a hypervisor
+    // could still hide it).
+    if !std::is_x86_feature_detected!("avx512bf16") {
         return false;
     }
     // SAFETY: arch_prctl with these arguments only changes this process's permissions.
@@ -90,7 +104,7 @@ impl Split {
 }
 
 #[derive(Clone, Copy)]
-enum Part {
+pub(crate) enum Part {
     /// `v` rounded to bf16 (nearest even).
     High,
     /// What `High` missed, rounded to bf16.
@@ -132,13 +146,16 @@ pub fn packed_len(in_dim: usize, out_dim: usize, split: Split) -> usize {
 /// [`packed_len`] long; best 64-byte aligned so no tile row straddles two cache lines).
 pub fn pack_weight(w: &[f32], (in_dim, out_dim): (usize, usize), split: Split, packed: &mut [bf16]) {
     let segment = segment(in_dim);
-    let panel_len = padded_depth(in_dim, split) * PANEL;
-    packed.par_chunks_mut(panel_len).enumerate().for_each(|(p, panel)| {
-        for col in 0..PANEL.min(out_dim.saturating_sub(p * PANEL)) {
-            for (s, part) in split.weight_parts().iter().enumerate() {
-                for (k, &v) in w[(p * PANEL + col) * in_dim..][..in_dim].iter().enumerate() {
-                    let k = s * segment + k;
-                    panel[(k / 2) * 2 * PANEL + col * 2 + k % 2] = part.of(v);
+    let pair_len = 2 * padded_depth(in_dim, split) * PANEL;
+    packed.par_chunks_mut(pair_len).enumerate().for_each(|(pair, packed)| {
+        for (half, first) in [2 * pair * PANEL, (2 * pair + 1) * PANEL].into_iter().enumerate() {
+            for col in 0..PANEL.min(out_dim.saturating_sub(first)) {
+                for (s, part) in split.weight_parts().iter().enumerate() {
+                    for (k, &v) in w[(first + col) * in_dim..][..in_dim].iter().enumerate() {
+                        let k = s * segment + k;
+                        let tile = 2 * (k / K_STEP) + half;
+                        packed[tile * TILE_LEN + (k % K_STEP / 2) * 2 * PANEL + col * 2 + k % 2] = part.of(v);
+                    }
                 }
             }
         }
@@ -146,6 +163,15 @@ pub fn pack_weight(w: &[f32], (in_dim, out_dim): (usize, usize), split: Split, p
 }
 
 /// `x W^T + b` with `w` packed by [`pack_weight`] with the same split.
+///
+/// Blocked for the caches (2 MB of L2 per core here; tile loads that miss it ran at a quarter of
+/// the speed of those that hit it): the rows go in chunks whose activations fill
+/// [`ROW_CHUNK_BYTES`], and each chunk stays in L2 while the weights pass over it in groups of
+/// panel pairs ([`WEIGHT_GROUP_BYTES`]), each group over every block of the chunk. When the rows
+/// do not fit one chunk, the shared dimension is cut into chunks of at most [`MAX_CHUNK_STEPS`]
+/// so row chunks stay large (fc2 at batch 32 in the three-way split is 9216 deep: 32 rows would
+/// fill a chunk), and between depth chunks the accumulators go through the output, which is laid
+/// out in whole blocks for that.
 pub fn product(
     x: &[f32],
     w: &[bf16],
@@ -156,43 +182,66 @@ pub fn product(
 ) -> Vec<f32> {
     let depth = padded_depth(in_dim, split);
     let panels = panels(out_dim);
+    let (padded_rows, padded_cols) = (rows.next_multiple_of(BLOCK_ROWS), panels * PANEL);
     debug_assert_eq!(w.len(), packed_len(in_dim, out_dim, split));
-    let run = |xb: &mut Vec<bf16>| {
-        to_bf16_tiles(x, rows, in_dim, split, xb);
+    let steps = depth / K_STEP;
+    // Whole depth when every row fits one chunk: chunking the depth would only add trips of the
+    // accumulators through memory.
+    let chunk_steps = match padded_rows * depth * 2 <= ROW_CHUNK_BYTES {
+        true => steps,
+        false => steps.div_ceil(steps.div_ceil(MAX_CHUNK_STEPS)),
+    };
+    let chunk_rows = (ROW_CHUNK_BYTES / (chunk_steps * K_STEP * 2)) / BLOCK_ROWS * BLOCK_ROWS;
+    let chunk_rows = chunk_rows.clamp(BLOCK_ROWS, padded_rows);
+    let group = (WEIGHT_GROUP_BYTES / (chunk_steps * 2 * TILE_LEN * 2)).max(1);
+    let run = |buffer: &mut Vec<bf16>| {
+        let xb = to_bf16_tiles(x, rows, in_dim, split, buffer);
         // Bias padded to whole panels: it seeds the accumulators (a tile load with row stride 0).
-        let mut bias_padded = vec![0f32; panels * PANEL];
+        let mut bias_padded = vec![0f32; padded_cols];
         bias_padded[..out_dim].copy_from_slice(bias);
 
-        let mut out: Vec<f32> = Vec::with_capacity(rows * out_dim);
+        let mut out: Vec<f32> = Vec::with_capacity(padded_rows * padded_cols);
         let out_ptr = SharedOut(out.as_mut_ptr());
         let pairs = panels / 2;
         let threads = rayon::current_num_threads().min(pairs).max(1);
-        let chunk_rows = (CHUNK_BYTES / (depth * 2)).next_multiple_of(BLOCK_ROWS).max(BLOCK_ROWS);
         (0..threads).into_par_iter().for_each(|t| {
             let _tiles = TileState::configure();
-            let mut scratch = Scratch([0f32; 4 * TILE_ROWS * PANEL]);
-            for chunk in (0..rows).step_by(chunk_rows) {
-                for pair in t * pairs / threads..(t + 1) * pairs / threads {
-                    for row in (chunk..rows.min(chunk + chunk_rows)).step_by(BLOCK_ROWS) {
-                        let block = Block {
-                            x: xb[row * depth..].as_ptr(),
-                            depth,
-                            w: w[2 * pair * depth * PANEL..].as_ptr(),
-                            bias: bias_padded[2 * pair * PANEL..].as_ptr(),
-                            row,
-                            col: 2 * pair * PANEL,
-                        };
-                        // SAFETY: the tiles are configured on this thread; x has BLOCK_ROWS
-                        // rows of `depth` from `row` (padded to a whole block), w two panels of
-                        // `depth` pairs from `pair`, bias two panels; the block writes only its
-                        // own rows and columns (this thread's panels) of out.
-                        unsafe { block.run(&mut scratch, out_ptr, rows, out_dim) };
+            let block = |first_step: usize, row: usize, pair: usize| {
+                let col = 2 * pair * PANEL;
+                Block {
+                    x: xb[row * depth + first_step * 2 * TILE_LEN..].as_ptr(),
+                    w: w[2 * pair * depth * PANEL + first_step * 2 * TILE_LEN..].as_ptr(),
+                    steps: chunk_steps.min(steps - first_step),
+                    seed: if first_step == 0 { Seed::Bias(bias_padded[col..].as_ptr()) } else { Seed::Sum },
+                    out: out_ptr.get().wrapping_add(row * padded_cols + col),
+                    out_stride: padded_cols,
+                }
+            };
+            let mine = t * pairs / threads..(t + 1) * pairs / threads;
+            for first_step in (0..steps).step_by(chunk_steps) {
+                for chunk in (0..padded_rows).step_by(chunk_rows) {
+                    for first_pair in mine.clone().step_by(group) {
+                        for row in (chunk..padded_rows.min(chunk + chunk_rows)).step_by(BLOCK_ROWS) {
+                            for pair in first_pair..mine.end.min(first_pair + group) {
+                                // SAFETY: the tiles are configured on this thread; x holds a
+                                // whole block of rows and w a whole panel pair from `first_step`
+                                // for `steps`, the bias two panels; the block reads and writes
+                                // only its own 32 × 32 of out (this thread's panels), inside the
+                                // padded size.
+                                unsafe { isa::multiply(&block(first_step, row, pair)) };
+                            }
+                        }
                     }
                 }
             }
         });
-        // SAFETY: the blocks above wrote every (row, column) of the output exactly once.
-        unsafe { out.set_len(rows * out_dim) };
+        // SAFETY: the blocks above wrote every element of the padded output.
+        unsafe { out.set_len(padded_rows * padded_cols) };
+        // Drop the padding: rows move down in place, the first one stays.
+        for r in 1..rows {
+            out.copy_within(r * padded_cols..r * padded_cols + out_dim, r * out_dim);
+        }
+        out.truncate(rows * out_dim);
         out
     };
     ACTIVATIONS.with(|buffer| match buffer.try_borrow_mut() {
@@ -209,22 +258,24 @@ thread_local! {
 }
 
 /// Writes the rows of `x` into `xb` as the split's bf16 parts, one segment each, zero-padded
-/// to whole blocks of rows and segments (every element is written: `xb` is reused).
-fn to_bf16_tiles(x: &[f32], rows: usize, in_dim: usize, split: Split, xb: &mut Vec<bf16>) {
-    let segment = segment(in_dim);
+/// to whole blocks of rows and segments (every element is written: `xb` is reused), in the
+/// tile order of the module comment: a tile load reads 16 consecutive lines, not 16 rows a
+/// whole depth apart. Returns the tiles, which start on a cache line.
+fn to_bf16_tiles<'a>(x: &[f32], rows: usize, in_dim: usize, split: Split, xb: &'a mut Vec<bf16>) -> &'a [bf16] {
     let depth = padded_depth(in_dim, split);
-    xb.resize(rows.next_multiple_of(BLOCK_ROWS) * depth, bf16::ZERO);
-    let (real, padding) = xb.split_at_mut(rows * depth);
-    real.par_chunks_mut(depth).zip(x.par_chunks(in_dim)).for_each(|(dst, src)| {
-        for (part, dst) in split.activation_parts().iter().zip(dst.chunks_mut(segment)) {
-            let (values, tail) = dst.split_at_mut(in_dim);
-            for (d, &s) in values.iter_mut().zip(src) {
-                *d = part.of(s);
-            }
-            tail.fill(bf16::ZERO);
-        }
+    let len = rows.next_multiple_of(BLOCK_ROWS) * depth;
+    // Tiles start on a cache line: a tile row that straddles two lines costs two loads.
+    xb.resize(len + CACHE_LINE / 2, bf16::ZERO);
+    let skip = xb.as_ptr().align_offset(CACHE_LINE);
+    let xb = &mut xb[skip..skip + len];
+    xb.par_chunks_mut(BLOCK_ROWS * depth).enumerate().for_each(|(b, tiles)| {
+        let first = (b * BLOCK_ROWS).min(rows);
+        let src = &x[first * in_dim..(first + BLOCK_ROWS).min(rows) * in_dim];
+        // SAFETY: `available()` (checked by every caller) includes AVX512-BF16; `tiles` holds
+        // 32 rows of `depth`, `src` whole rows of `in_dim`.
+        unsafe { isa::block_rows(src, in_dim, split.activation_parts(), segment(in_dim), tiles) };
     });
-    padding.fill(bf16::ZERO);
+    xb
 }
 
 /// Holds this thread's tile configuration; releases the tile state when dropped so the OS need
@@ -262,34 +313,25 @@ impl Drop for TileState {
     }
 }
 
-#[repr(C, align(64))]
-struct Scratch([f32; 4 * TILE_ROWS * PANEL]);
+/// Where a block's accumulators start.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Seed {
+    /// From the bias (first chunk of the shared dimension).
+    Bias(*const f32),
+    /// From the block's output, the sum over the chunks before.
+    Sum,
+}
 
-/// One 32 × 32 block of output: rows `row..row+32`, columns `col..col+32`.
+/// One 32 × 32 block of output over one chunk of the shared dimension.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the tile asm reads the pointers
 struct Block {
     x: *const bf16,
-    depth: usize,
     w: *const bf16,
-    bias: *const f32,
-    row: usize,
-    col: usize,
-}
-
-impl Block {
-    /// # Safety
-    /// See `product`: tiles configured, every pointer valid for one whole block.
-    unsafe fn run(&self, scratch: &mut Scratch, out: SharedOut, rows: usize, out_dim: usize) {
-        isa::multiply(self, scratch);
-        // Scratch holds 32 rows × 32 columns; copy the live part into the output.
-        let live_rows = BLOCK_ROWS.min(rows - self.row);
-        let live_cols = (2 * PANEL).min(out_dim - self.col);
-        for r in 0..live_rows {
-            let src = &scratch.0[r * 2 * PANEL..][..live_cols];
-            let dst = out.get().add((self.row + r) * out_dim + self.col);
-            std::ptr::copy_nonoverlapping(src.as_ptr(), dst, live_cols);
-        }
-    }
+    steps: usize,
+    seed: Seed,
+    /// The block's first element, and the output's row length (in f32).
+    out: *mut f32,
+    out_stride: usize,
 }
 
 /// The tile instructions, in `asm!` (Rust's AMX intrinsics are not stable).
@@ -297,7 +339,52 @@ impl Block {
 mod isa {
     use std::arch::asm;
 
-    use super::{Block, Scratch, TileConfig, K_STEP, PANEL, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    use half::bf16;
+
+    use super::{Block, Part, Seed, TileConfig, BLOCK_ROWS, K_STEP, TILE_LEN, TILE_ROWS};
+
+    /// Writes up to 32 rows of `src` (whole rows of `in_dim`; missing rows are zeros) into
+    /// `tiles` (one block of rows, see `to_bf16_tiles`), one segment per part, 32 values per
+    /// instruction: the scalar rounding cost as much as the tile products of the layer.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn block_rows(src: &[f32], in_dim: usize, parts: &[Part], segment: usize, tiles: &mut [bf16]) {
+        let live = src.len() / in_dim;
+        let steps = segment / K_STEP;
+        debug_assert!(live <= BLOCK_ROWS && tiles.len() == BLOCK_ROWS * segment * parts.len());
+        let out = tiles.as_mut_ptr();
+        for r in 0..BLOCK_ROWS {
+            for (s, part) in parts.iter().enumerate() {
+                for step in 0..steps {
+                    let k = step * K_STEP;
+                    let values = if r < live && k < in_dim {
+                        let n = (in_dim - k).min(K_STEP);
+                        let at = src.as_ptr().add(r * in_dim + k);
+                        // Masked loads: past `in_dim` read as zero (and never touch memory).
+                        let a = _mm512_maskz_loadu_ps(((1u32 << n.min(16)) - 1) as u16, at);
+                        let b = _mm512_maskz_loadu_ps(((1u64 << n.saturating_sub(16)) - 1) as u16, at.add(16));
+                        match part {
+                            Part::High => _mm512_cvtne2ps_pbh(b, a),
+                            Part::Low => _mm512_cvtne2ps_pbh(_mm512_sub_ps(b, high(b)), _mm512_sub_ps(a, high(a))),
+                        }
+                    } else {
+                        std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512())
+                    };
+                    let tile = 2 * (s * steps + step) + r / TILE_ROWS;
+                    let at = out.add(tile * TILE_LEN + r % TILE_ROWS * K_STEP);
+                    _mm512_storeu_si512(at.cast(), std::mem::transmute::<__m512bh, __m512i>(values));
+                }
+            }
+        }
+    }
+
+    /// `v` rounded to bf16 (nearest even), as f32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn high(v: __m512) -> __m512 {
+        let bits = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16))
+    }
 
     pub unsafe fn load_config(config: &TileConfig) {
         asm!("ldtilecfg [{}]", in(reg) config, options(nostack, readonly));
@@ -307,54 +394,60 @@ mod isa {
         asm!("tilerelease", options(nostack, nomem));
     }
 
-    /// `scratch` (32 × 32, row-major) = bias + the block's product over the whole depth.
-    pub unsafe fn multiply(block: &Block, scratch: &mut Scratch) {
-        let c = scratch.0.as_mut_ptr();
+    /// The block's output = its seed + its product over its chunk of the shared dimension.
+    pub unsafe fn multiply(block: &Block) {
+        let out_stride = block.out_stride * 4;
+        let lower = block.out.add(TILE_ROWS * block.out_stride);
+        // Seeds: the bias row for every accumulator row (stride 0), or the output block itself.
+        let (seed, seed_lower, seed_stride) = match block.seed {
+            Seed::Bias(bias) => (bias, bias, 0),
+            Seed::Sum => (block.out.cast_const(), lower.cast_const(), out_stride),
+        };
         // Accumulators: tmm0 = rows 0-15 × panel 0, tmm1 = rows 0-15 × panel 1, tmm2/tmm3 the
         // same for rows 16-31. Activations in tmm4/tmm5, weights in tmm6/tmm7.
         asm!(
-            "tileloadd tmm0, [{bias} + {zero}*1]",
-            "tileloadd tmm1, [{bias} + {zero}*1 + 64]",
-            "tileloadd tmm2, [{bias} + {zero}*1]",
-            "tileloadd tmm3, [{bias} + {zero}*1 + 64]",
+            "tileloadd tmm0, [{seed} + {ss}*1]",
+            "tileloadd tmm1, [{seed} + {ss}*1 + 64]",
+            "tileloadd tmm2, [{seed2} + {ss}*1]",
+            "tileloadd tmm3, [{seed2} + {ss}*1 + 64]",
             "2:",
-            // Ask for the weights 8 steps ahead (8 KB per panel, 16 lines each): streamed from
+            // Ask for the weights 8 steps ahead (16 KB, 16 lines per panel): streamed from
             // memory for a short text query, tile loads alone wait on every miss (8-token
             // query 7.7 -> 6.4-7.0 ms; no change for batches, whose weights sit in L2).
             ".irp line, 0, 64, 128, 192, 256, 320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960",
-            "prefetcht0 [{w0} + 8192 + \\line]",
-            "prefetcht0 [{w1} + 8192 + \\line]",
+            "prefetcht0 [{w0} + 16384 + \\line]",
+            "prefetcht0 [{w1} + 16384 + \\line]",
             ".endr",
-            "tileloadd tmm4, [{x0} + {xs}*1]",
-            "tileloadd tmm6, [{w0} + {ws}*1]",
-            "tileloadd tmm7, [{w1} + {ws}*1]",
+            "tileloadd tmm4, [{x0} + {ts}*1]",
+            "tileloadd tmm6, [{w0} + {ts}*1]",
+            "tileloadd tmm7, [{w1} + {ts}*1]",
             "tdpbf16ps tmm0, tmm4, tmm6",
-            "tileloadd tmm5, [{x1} + {xs}*1]",
+            "tileloadd tmm5, [{x1} + {ts}*1]",
             "tdpbf16ps tmm1, tmm4, tmm7",
             "tdpbf16ps tmm2, tmm5, tmm6",
             "tdpbf16ps tmm3, tmm5, tmm7",
-            "add {x0}, 64",
-            "add {x1}, 64",
-            "add {w0}, 1024",
-            "add {w1}, 1024",
+            "add {x0}, 2048",
+            "add {x1}, 2048",
+            "add {w0}, 2048",
+            "add {w1}, 2048",
             "dec {steps}",
             "jnz 2b",
             "tilestored [{c} + {cs}*1], tmm0",
             "tilestored [{c} + {cs}*1 + 64], tmm1",
             "tilestored [{c2} + {cs}*1], tmm2",
             "tilestored [{c2} + {cs}*1 + 64], tmm3",
-            bias = in(reg) block.bias,
-            zero = in(reg) 0usize,
+            seed = in(reg) seed,
+            seed2 = in(reg) seed_lower,
+            ss = in(reg) seed_stride,
             x0 = inout(reg) block.x => _,
-            x1 = inout(reg) block.x.add(TILE_ROWS * block.depth) => _,
-            xs = in(reg) block.depth * 2,
+            x1 = inout(reg) block.x.add(TILE_LEN) => _,
             w0 = inout(reg) block.w => _,
-            w1 = inout(reg) block.w.add(block.depth * PANEL) => _,
-            ws = in(reg) 64usize,
-            steps = inout(reg) block.depth / K_STEP => _,
-            c = in(reg) c,
-            c2 = in(reg) c.add(TILE_ROWS * 2 * PANEL),
-            cs = in(reg) 2 * PANEL * 4,
+            w1 = inout(reg) block.w.add(TILE_LEN) => _,
+            ts = in(reg) 64usize,
+            steps = inout(reg) block.steps => _,
+            c = in(reg) block.out,
+            c2 = in(reg) lower,
+            cs = in(reg) out_stride,
             options(nostack),
         );
     }
@@ -363,7 +456,13 @@ mod isa {
 /// No tile unit off x86-64: `available()` is false there, so none of these is ever called.
 #[cfg(not(target_arch = "x86_64"))]
 mod isa {
-    use super::{Block, Scratch, TileConfig};
+    use half::bf16;
+
+    use super::{Block, Part, TileConfig};
+
+    pub unsafe fn block_rows(_: &[f32], _: usize, _: &[Part], _: usize, _: &mut [bf16]) {
+        unreachable!("AMX exists only on x86-64")
+    }
 
     pub unsafe fn load_config(_: &TileConfig) {
         unreachable!("AMX exists only on x86-64")
@@ -371,7 +470,7 @@ mod isa {
 
     pub unsafe fn release() {}
 
-    pub unsafe fn multiply(_: &Block, _: &mut Scratch) {
+    pub unsafe fn multiply(_: &Block) {
         unreachable!("AMX exists only on x86-64")
     }
 }
@@ -423,7 +522,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AMX-BF16");
             return;
         }
-        let shapes = [(1, 32, 32), (7, 45, 53), (33, 64, 17), (70, 100, 96), (300, 1000, 40)];
+        let shapes = [(1, 32, 32), (7, 45, 53), (33, 64, 17), (70, 100, 96), (300, 1000, 40), (520, 2100, 40)];
         // Largest last, then smallest again: the reused activation buffer must not leak stale
         // values into the padding of a smaller call.
         for &(rows, in_dim, out_dim) in shapes.iter().chain(shapes.iter().rev()) {
