@@ -354,22 +354,30 @@ mod isa {
         let steps = segment / K_STEP;
         debug_assert!(live <= BLOCK_ROWS && tiles.len() == BLOCK_ROWS * segment * parts.len());
         let out = tiles.as_mut_ptr();
+        let with_low = parts.iter().any(|part| matches!(part, Part::Low));
+        let zero = std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512());
         for r in 0..BLOCK_ROWS {
-            for (s, part) in parts.iter().enumerate() {
-                for step in 0..steps {
-                    let k = step * K_STEP;
-                    let values = if r < live && k < in_dim {
-                        let n = (in_dim - k).min(K_STEP);
-                        let at = src.as_ptr().add(r * in_dim + k);
-                        // Masked loads: past `in_dim` read as zero (and never touch memory).
-                        let a = _mm512_maskz_loadu_ps(((1u32 << n.min(16)) - 1) as u16, at);
-                        let b = _mm512_maskz_loadu_ps(((1u64 << n.saturating_sub(16)) - 1) as u16, at.add(16));
-                        match part {
-                            Part::High => _mm512_cvtne2ps_pbh(b, a),
-                            Part::Low => _mm512_cvtne2ps_pbh(_mm512_sub_ps(b, high(b)), _mm512_sub_ps(a, high(a))),
-                        }
-                    } else {
-                        std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512())
+            for step in 0..steps {
+                let k = step * K_STEP;
+                // Both parts of 32 values, computed once for every segment that holds them.
+                let (high_part, low_part) = if r < live && k < in_dim {
+                    let n = (in_dim - k).min(K_STEP);
+                    let at = src.as_ptr().add(r * in_dim + k);
+                    // Masked loads: past `in_dim` read as zero (and never touch memory).
+                    let a = _mm512_maskz_loadu_ps(((1u32 << n.min(16)) - 1) as u16, at);
+                    let b = _mm512_maskz_loadu_ps(((1u64 << n.saturating_sub(16)) - 1) as u16, at.add(16));
+                    let low = match with_low {
+                        true => _mm512_cvtne2ps_pbh(_mm512_sub_ps(b, high(b)), _mm512_sub_ps(a, high(a))),
+                        false => zero,
+                    };
+                    (_mm512_cvtne2ps_pbh(b, a), low)
+                } else {
+                    (zero, zero)
+                };
+                for (s, part) in parts.iter().enumerate() {
+                    let values = match part {
+                        Part::High => high_part,
+                        Part::Low => low_part,
                     };
                     let tile = 2 * (s * steps + step) + r / TILE_ROWS;
                     let at = out.add(tile * TILE_LEN + r % TILE_ROWS * K_STEP);
