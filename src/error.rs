@@ -56,6 +56,9 @@ pub enum Error {
     #[error("{what} does not exist")]
     NotFound { what: String },
 
+    #[error("{path} changed since it was indexed; index its folder again (`serve --watch` does so by itself) to search and show the new version")]
+    FileChanged { path: PathBuf },
+
     #[error("the {0} tower of the model was not loaded (a bug in imgsearch: please report it)")]
     TowerNotLoaded(&'static str),
     #[error("model computation failed: {0}")]

@@ -127,6 +127,35 @@ fn images_are_served_by_id_only() {
     }
 }
 
+/// A file replaced after indexing (here by a symlink to a file outside the library) is not
+/// served, neither its bytes nor a thumbnail made from it; put back as indexed, it is again.
+#[cfg(unix)]
+#[test]
+fn a_file_replaced_since_indexing_is_not_served() {
+    let (tmp, server) = start(&[]);
+    let json = get(&server.addr, "/api/search?q=name:coffee&k=1").json();
+    let id = json["hits"][0]["id"].as_u64().unwrap();
+    let indexed = tmp.path().join("photos/coffee.png");
+    let indexed_mtime = std::fs::metadata(&indexed).unwrap().modified().unwrap();
+    let outside = tmp.path().join("private.txt");
+    std::fs::write(&outside, "not for the web").unwrap();
+    std::fs::remove_file(&indexed).unwrap();
+    std::os::unix::fs::symlink(&outside, &indexed).unwrap();
+    for route in ["file", "thumbnail"] {
+        let response = get(&server.addr, &format!("/api/images/{id}/{route}"));
+        assert_eq!(response.status, 409, "{route}");
+        assert_eq!(response.json()["error"]["code"], "file_changed", "{route}");
+        assert!(!String::from_utf8_lossy(&response.body).contains("not for the web"), "{route}");
+    }
+    std::fs::remove_file(&indexed).unwrap();
+    std::fs::copy(image_path("coffee.png"), &indexed).unwrap();
+    std::fs::File::options().write(true).open(&indexed).unwrap().set_modified(indexed_mtime).unwrap();
+    let file = get(&server.addr, &format!("/api/images/{id}/file"));
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body, std::fs::read(image_path("coffee.png")).unwrap());
+    assert_eq!(get(&server.addr, &format!("/api/images/{id}/thumbnail")).status, 200);
+}
+
 #[test]
 fn every_bad_request_gets_a_clear_json_4xx() {
     let (tmp, server) = start(&["--upload-limit", "200000", "--max-pixels", "1000000"]);

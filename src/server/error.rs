@@ -35,6 +35,7 @@ impl From<Error> for ApiError {
             Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Error::Decode { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image"),
             Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
+            Error::FileChanged { .. } => (StatusCode::CONFLICT, "file_changed"),
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 (StatusCode::GONE, "file_gone")
             }

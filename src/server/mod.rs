@@ -12,13 +12,34 @@ use std::time::Duration;
 
 use candle_core::Device;
 
-use crate::error::Result;
+use std::io::Read;
+
+use crate::error::{Error, Result};
 use crate::ingest::pipeline::{self, IndexOptions};
+use crate::ingest::walk;
 use crate::model::ModelSpec;
 use crate::search::SearchEngine;
 use crate::store::catalog::IndexedRoot;
+use crate::store::ImageRecord;
 
 pub use error::ApiError;
+
+/// The bytes of a picture's file, only while it is still the file that was indexed (same size
+/// and modification time, checked on the opened file): whatever replaced it since, another
+/// picture or a symlink to anything else, is refused, so the server never hands out a file it
+/// did not index.
+fn read_indexed_file(record: &ImageRecord) -> Result<Vec<u8>> {
+    let path = record.path.to_path_buf();
+    let io = |source| Error::Io { path: path.clone(), source };
+    let mut file = std::fs::File::open(&path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if meta.len() != record.size || walk::mtime_ns(&meta) != record.mtime_ns {
+        return Err(Error::FileChanged { path });
+    }
+    let mut bytes = Vec::with_capacity(record.size as usize);
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 
 use super::error::ApiError;
 use super::thumbnails::thumbnail;
-use super::AppState;
+use super::{read_indexed_file, AppState};
 use crate::search::{SearchHit, SearchParams, SortOrder, MAX_K};
 use crate::store::{ImageId, ImageRecord};
 
@@ -239,9 +239,7 @@ async fn image_file(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
     let id = parse_id(&id)?;
     let (bytes, format) = blocking(move || {
         let record = record(&state, id)?;
-        let path = record.path.to_path_buf();
-        let bytes = std::fs::read(&path).map_err(|source| crate::Error::Io { path: path.clone(), source })?;
-        Ok((bytes, record.format))
+        Ok((read_indexed_file(&record)?, record.format))
     })
     .await?;
     // `format` is the `image` crate's own extension for the file's format (see the pipeline).

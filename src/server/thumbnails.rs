@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use image::codecs::jpeg::JpegEncoder;
 
+use super::read_indexed_file;
 use crate::error::{Error, Result};
-use crate::ingest::decode::{decode_file, DecodeOptions};
+use crate::ingest::decode::{decode_bytes, DecodeOptions};
 use crate::store::ImageRecord;
 
 const THUMBNAIL_SIZE: u32 = 320;
@@ -19,8 +20,8 @@ pub fn thumbnail(cache: &Path, record: &ImageRecord, max_pixels: u64) -> Result<
         return Ok(bytes);
     }
     let source: PathBuf = record.path.to_path_buf();
-    let decoded =
-        decode_file(&source, &DecodeOptions { max_pixels, min_size: Some((THUMBNAIL_SIZE, THUMBNAIL_SIZE)) })?;
+    let options = DecodeOptions { max_pixels, min_size: Some((THUMBNAIL_SIZE, THUMBNAIL_SIZE)) };
+    let decoded = decode_bytes(&read_indexed_file(record)?, &source, &options)?;
     // Fit into a THUMBNAIL_SIZE box, keeping the aspect ratio; never enlarge.
     let (w, h) = decoded.rgb.dimensions();
     let scale = (THUMBNAIL_SIZE as f64 / w.max(h) as f64).min(1.0);
