@@ -275,6 +275,34 @@ fn with_watch_new_photos_become_searchable_while_serving() {
     wait_until_found(&server, "newcomer");
 }
 
+/// A rescan takes the data folder only while it writes a batch: searches keep answering through
+/// a long one and see it progress (one that held it throughout would show only its end).
+#[test]
+fn searches_answer_during_a_rescan_and_see_it_progress() {
+    let (tmp, server) = start(&["--watch", "--watch-interval", "600"]);
+    let images = || get(&server.addr, "/api/stats").json()["images"].as_u64().unwrap();
+    let before = images();
+    // Distinct pictures (copies would be recognised and not embedded), made aside and moved in
+    // at once so that one rescan finds them all.
+    let (staging, count) = (tmp.path().join("staging"), 320u64);
+    std::fs::create_dir_all(&staging).unwrap();
+    for i in 0..count as u32 {
+        let picture = RgbImage::from_fn(480, 360, |x, y| image::Rgb([(x * i) as u8, (y + i) as u8, (x ^ y) as u8]));
+        picture.save(staging.join(format!("import_{i}.jpg"))).unwrap();
+    }
+    std::fs::rename(&staging, tmp.path().join("photos/import")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.last() != Some(&(before + count)) {
+        assert!(std::time::Instant::now() < deadline, "the rescan did not finish; counts seen: {seen:?}");
+        seen.insert(images());
+    }
+    assert!(
+        seen.iter().any(|&n| n > before && n < before + count),
+        "no search answered while the rescan ran; counts seen: {seen:?}"
+    );
+}
+
 /// Rescans cover every folder ever indexed, each walked as it was indexed: a folder indexed
 /// with --hidden keeps its hidden pictures, and an earlier `index` run's folder is not dropped.
 #[test]

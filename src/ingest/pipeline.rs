@@ -23,7 +23,7 @@ use super::walk::{walk, Candidate, Found};
 use crate::error::{Error, Result};
 use crate::model::{Clip, ModelSpec, PreprocessedImage, Towers};
 use crate::store::catalog::{
-    path_bytes, path_from_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
+    path_bytes, path_from_bytes, stored_bytes, Catalog, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
 };
 use crate::store::{Change, DataDir};
 
@@ -134,20 +134,19 @@ const SAVE_EVERY: Duration = Duration::from_secs(120);
 /// `loaded`: a model already in memory with its image tower (the server's), used instead of
 /// loading `spec` again; without one the model loads only once something needs embedding.
 pub fn run(
-    data: &mut DataDir,
+    mut data: impl DataAccess,
     spec: &ModelSpec,
     loaded: Option<&Clip>,
     device: &Device,
     options: &IndexOptions,
 ) -> Result<IndexSummary> {
     let started = Instant::now();
-    data.check_model(&spec.info())?;
+    let catalog = data.with(|data| data.check_model(&spec.info()).map(|()| data.catalog.clone()))?;
     let roots: Vec<PathBuf> = options
         .roots
         .iter()
         .map(|r| std::fs::canonicalize(r).map_err(|source| Error::Io { path: r.clone(), source }))
         .collect::<Result<_>>()?;
-    let catalog = data.catalog.clone();
     let queued = AtomicU64::new(0);
     let progress = progress_bar(options.progress);
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -180,7 +179,7 @@ pub fn run(
         drop((jobs_rx, work_tx));
         scope.spawn(move || encode(work_rx, batch_tx, (spec, loaded), device, batch_size));
 
-        let write_result = write_batches(data, &batch_rx, &mut summary, &progress, &queued);
+        let write_result = write_batches(&mut data, &catalog, &batch_rx, &mut summary, &progress, &queued);
         drop(batch_rx); // unblocks every stage if the writer stopped early
         (walker.join().expect("walker thread panicked"), write_result)
     });
@@ -199,21 +198,23 @@ pub fn run(
             && !walked.unreadable.iter().any(|u| as_path.starts_with(u))
     };
     let mut gone = Vec::new();
-    for entry in data.catalog.paths() {
+    for entry in catalog.paths() {
         let (path, _) = entry?;
         if is_gone(&path) {
             gone.push(Change::Remove(StoredPath::from_bytes(path)));
         }
     }
     summary.removed = gone.len() as u64;
-    for record in data.catalog.skipped() {
+    for record in catalog.skipped() {
         let record = record?;
         if is_gone(&stored_bytes(&record.path)) {
             gone.push(Change::Remove(record.path));
         }
     }
-    data.apply(&gone)?;
-    data.save_vectors(false)?;
+    data.with(|data| {
+        data.apply(&gone)?;
+        data.save_vectors(false)
+    })?;
     progress.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
     let indexed: Vec<IndexedRoot> = roots
@@ -225,8 +226,8 @@ pub fn run(
             max_file_size: options.max_file_size,
         })
         .collect();
-    data.catalog.record_roots(&indexed)?;
-    data.catalog.set_last_run(&serde_json::json!({
+    catalog.record_roots(&indexed)?;
+    catalog.set_last_run(&serde_json::json!({
         "finished_at": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "roots": roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>(),
         "scanned": summary.scanned, "indexed": summary.indexed, "reused": summary.reused,
@@ -460,9 +461,23 @@ fn encode(
     let _ = out.send(last);
 }
 
+/// How a run reaches its data folder: `index` owns it (`&mut DataDir`); `serve --watch` shares it
+/// with searches and takes its write lock only while a batch is written, so queries keep
+/// answering through a long rescan.
+pub trait DataAccess {
+    fn with<R>(&mut self, f: impl FnOnce(&mut DataDir) -> R) -> R;
+}
+
+impl DataAccess for &mut DataDir {
+    fn with<R>(&mut self, f: impl FnOnce(&mut DataDir) -> R) -> R {
+        f(self)
+    }
+}
+
 /// The one writer: turns batches into catalog changes and applies them, showing progress.
 fn write_batches(
-    data: &mut DataDir,
+    data: &mut impl DataAccess,
+    catalog: &Catalog,
     batches: &Receiver<Result<Batch>>,
     summary: &mut IndexSummary,
     progress: &ProgressBar,
@@ -475,7 +490,7 @@ fn write_batches(
         let batch = batch?;
         let mut changes = Vec::with_capacity(batch.len());
         for (file, embedding) in batch.pictures {
-            changes.push(Change::Upsert(file.into_record(data.catalog.new_id()?, embedding)));
+            changes.push(Change::Upsert(file.into_record(catalog.new_id()?, embedding)));
         }
         for skip in batch.skips {
             if !skip.ignored {
@@ -485,13 +500,19 @@ fn write_batches(
             changes.push(Change::Skip(skip));
         }
         done += changes.len() as u64;
-        data.apply(&changes)?;
-        summary.indexed += batch.indexed;
-        summary.reused += batch.reused;
-        if last_save.elapsed() > SAVE_EVERY {
-            data.save_vectors(false)?;
+        let save = last_save.elapsed() > SAVE_EVERY;
+        data.with(|data| {
+            data.apply(&changes)?;
+            if save {
+                data.save_vectors(false)?;
+            }
+            Ok::<_, Error>(())
+        })?;
+        if save {
             last_save = Instant::now();
         }
+        summary.indexed += batch.indexed;
+        summary.reused += batch.reused;
         let rate = summary.indexed as f64 / started.elapsed().as_secs_f64().max(1e-3);
         progress.set_length(queued.load(Ordering::Relaxed));
         progress.set_position(done);

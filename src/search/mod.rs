@@ -7,6 +7,7 @@ pub mod query;
 use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 use tantivy::collector::TopDocs;
@@ -76,12 +77,13 @@ struct Probe {
 
 pub struct SearchEngine {
     pub data: DataDir,
-    pub clip: Clip,
+    /// Shared so that `serve --watch` can embed new pictures without holding the engine's lock.
+    pub clip: Arc<Clip>,
 }
 
 impl SearchEngine {
     pub fn new(data: DataDir, clip: Clip) -> Self {
-        Self { data, clip }
+        Self { data, clip: Arc::new(clip) }
     }
 
     /// A search-box query: free text (CLIP) and/or filters.

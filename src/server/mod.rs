@@ -15,12 +15,12 @@ use candle_core::Device;
 use std::io::Read;
 
 use crate::error::{Error, Result};
-use crate::ingest::pipeline::{self, IndexOptions};
+use crate::ingest::pipeline::{self, DataAccess, IndexOptions};
 use crate::ingest::walk;
 use crate::model::ModelSpec;
 use crate::search::SearchEngine;
 use crate::store::catalog::IndexedRoot;
-use crate::store::ImageRecord;
+use crate::store::{DataDir, ImageRecord};
 
 pub use error::ApiError;
 
@@ -131,6 +131,15 @@ fn watch_roots(roots: &[PathBuf], wake: std::sync::mpsc::Sender<()>) -> Option<n
     Some(watcher)
 }
 
+/// A rescan's access to the served data folder: the write lock only while it writes a batch.
+struct LockedData<'a>(&'a RwLock<SearchEngine>);
+
+impl DataAccess for LockedData<'_> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut DataDir) -> R) -> R {
+        f(&mut self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()).data)
+    }
+}
+
 /// Re-indexes every indexed folder that still exists, each with the options it was indexed with
 /// (one run per folder: a run removes what it no longer finds under its own roots only).
 fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
@@ -143,9 +152,8 @@ fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
             max_file_size: root.max_file_size,
             progress: false,
         };
-        let mut engine = state.engine.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let SearchEngine { data, clip } = &mut *engine;
-        match pipeline::run(data, spec, Some(clip), device, &options) {
+        let clip = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clip.clone();
+        match pipeline::run(LockedData(&state.engine), spec, Some(&clip), device, &options) {
             Ok(s) if s.indexed + s.reused + s.removed > 0 => {
                 eprintln!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
             }
