@@ -38,7 +38,6 @@ pub fn photo_facts(bytes: &[u8]) -> PhotoFacts {
         camera_make: ascii(Tag::Make),
         camera_model: ascii(Tag::Model),
         gps,
-        orientation: exif.get_field(Tag::Orientation, In::PRIMARY).and_then(|f| f.value.get_uint(0)).map(|v| v as u16),
     }
 }
 

@@ -251,8 +251,6 @@ impl SearchEngine {
 }
 
 fn hit(record: &ImageRecord, score: Option<f32>) -> SearchHit {
-    let camera: Vec<&str> =
-        [&record.facts.camera_make, &record.facts.camera_model].into_iter().flatten().map(String::as_str).collect();
     SearchHit {
         id: record.id,
         path: record.path.display(),
@@ -260,7 +258,7 @@ fn hit(record: &ImageRecord, score: Option<f32>) -> SearchHit {
         width: record.width,
         height: record.height,
         taken: record.facts.taken.map(iso_date),
-        camera: (!camera.is_empty()).then(|| camera.join(" ")),
+        camera: record.facts.camera(),
         thumbnail: format!("/api/images/{}/thumbnail", record.id),
     }
 }

@@ -78,7 +78,15 @@ pub struct PhotoFacts {
     pub camera_model: Option<String>,
     /// (latitude, longitude) in degrees.
     pub gps: Option<(f64, f64)>,
-    pub orientation: Option<u16>,
+}
+
+impl PhotoFacts {
+    /// "Make Model", or whichever of the two the photo has.
+    pub fn camera(&self) -> Option<String> {
+        let parts: Vec<&str> =
+            [&self.camera_make, &self.camera_model].into_iter().flatten().map(String::as_str).collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
 }
 
 /// A folder `index` was run on and how it was walked: `serve --watch` rescans it the same way

@@ -92,10 +92,8 @@ impl TextIndex {
                 document.add_text(f.folder, ancestor.to_string_lossy());
             }
         }
-        let camera: Vec<&str> =
-            [&record.facts.camera_make, &record.facts.camera_model].into_iter().flatten().map(String::as_str).collect();
-        if !camera.is_empty() {
-            document.add_text(f.camera, camera.join(" "));
+        if let Some(camera) = record.facts.camera() {
+            document.add_text(f.camera, camera);
         }
         if let Some(taken) = record.facts.taken {
             document.add_date(f.taken, DateTime::from_timestamp_secs(taken));
