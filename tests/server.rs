@@ -114,6 +114,7 @@ fn images_are_served_by_id_only() {
     assert_eq!(file.status, 200);
     assert_eq!(file.body, std::fs::read(tmp.path().join("photos/coffee.png")).unwrap());
     assert_eq!(file.header("content-type").as_deref(), Some("image/png"));
+    assert_eq!(file.header("content-length"), Some(file.body.len().to_string()));
     let info = get(&server.addr, &format!("/api/images/{id}")).json();
     assert_eq!(info["width"], 600);
     let similar = get(&server.addr, &format!("/api/images/{id}/similar?k=2")).json();

@@ -24,20 +24,27 @@ use crate::store::{DataDir, ImageRecord};
 
 pub use error::ApiError;
 
-/// The bytes of a picture's file, only while it is still the file that was indexed (same size
-/// and modification time, checked on the opened file): whatever replaced it since, another
-/// picture or a symlink to anything else, is refused, so the server never hands out a file it
-/// did not index.
-fn read_indexed_file(record: &ImageRecord) -> Result<Vec<u8>> {
+/// A picture's file, opened only while it is still the file that was indexed (same size and
+/// modification time, checked on the opened file): whatever replaced it since, another picture
+/// or a symlink to anything else, is refused, so the server never hands out a file it did not
+/// index.
+fn open_indexed_file(record: &ImageRecord) -> Result<std::fs::File> {
     let path = record.path.to_path_buf();
     let io = |source| Error::Io { path: path.clone(), source };
-    let mut file = std::fs::File::open(&path).map_err(io)?;
+    let file = std::fs::File::open(&path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if meta.len() != record.size || walk::mtime_ns(&meta) != record.mtime_ns {
         return Err(Error::FileChanged { path });
     }
+    Ok(file)
+}
+
+/// The bytes of a picture's file, under the same condition as [`open_indexed_file`].
+fn read_indexed_file(record: &ImageRecord) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(record.size as usize);
-    file.read_to_end(&mut bytes).map_err(io)?;
+    open_indexed_file(record)?
+        .read_to_end(&mut bytes)
+        .map_err(|source| Error::Io { path: record.path.to_path_buf(), source })?;
     Ok(bytes)
 }
 

@@ -13,10 +13,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tokio_util::io::ReaderStream;
 
 use super::error::ApiError;
 use super::thumbnails::thumbnail;
-use super::{read_indexed_file, AppState};
+use super::{open_indexed_file, AppState};
 use crate::search::{SearchHit, SearchParams, SortOrder, MAX_K};
 use crate::store::{ImageId, ImageRecord};
 
@@ -237,15 +238,18 @@ async fn image_thumbnail(State(state): State<Shared>, UrlPath(id): UrlPath<Strin
 
 async fn image_file(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let (bytes, format) = blocking(move || {
+    let (file, size, format) = blocking(move || {
         let record = record(&state, id)?;
-        Ok((read_indexed_file(&record)?, record.format))
+        Ok((open_indexed_file(&record)?, record.size, record.format))
     })
     .await?;
     // `format` is the `image` crate's own extension for the file's format (see the pipeline).
     let content_type =
         image::ImageFormat::from_extension(&format).map_or("application/octet-stream", |f| f.to_mime_type());
-    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+    // Streamed: a 100 MB panorama is not held in memory per request.
+    let body = Body::from_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::CONTENT_LENGTH, size.into())], body)
+        .into_response())
 }
 
 async fn similar(
