@@ -40,8 +40,10 @@ const TILE_LEN: usize = TILE_ROWS * K_STEP;
 const CACHE_LINE: usize = 64;
 /// Output rows per accumulator block: two tiles of activation rows.
 const BLOCK_ROWS: usize = 2 * TILE_ROWS;
-/// Steps of the shared dimension per chunk (see `product`): 2048 bf16 values deep.
-const MAX_CHUNK_STEPS: usize = 64;
+/// Steps of the shared dimension per chunk (see `product`): 4096 bf16 values deep. Every block
+/// of a chunk ends by draining the tile unit and storing its accumulators (~0.35 µs), so chunks
+/// are kept long: 64 steps measured 2-3% slower on the image tower.
+const MAX_CHUNK_STEPS: usize = 128;
 /// Activation bytes per chunk of rows, kept in L2 while the weights pass over them.
 const ROW_CHUNK_BYTES: usize = 1024 * 1024;
 /// Weight bytes per group of panel pairs, kept in L2 while each block of a row chunk passes.
@@ -522,7 +524,8 @@ mod tests {
     }
 
     /// The AMX product against a plain loop over the same bf16-rounded inputs, on ragged shapes
-    /// (rows, depth and columns that are not whole tiles), at a size with several row chunks,
+    /// (rows, depth and columns that are not whole tiles), at a size with several row and depth
+    /// chunks,
     /// and in an order that reuses the activation buffer at smaller sizes.
     #[test]
     fn amx_product_matches_a_plain_matmul_of_bf16_inputs() {
@@ -530,7 +533,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AMX-BF16");
             return;
         }
-        let shapes = [(1, 32, 32), (7, 45, 53), (33, 64, 17), (70, 100, 96), (300, 1000, 40), (520, 2100, 40)];
+        let shapes = [(1, 32, 32), (7, 45, 53), (33, 64, 17), (70, 100, 96), (300, 1000, 40), (300, 4200, 40)];
         // Largest last, then smallest again: the reused activation buffer must not leak stale
         // values into the padding of a smaller call.
         for &(rows, in_dim, out_dim) in shapes.iter().chain(shapes.iter().rev()) {
