@@ -267,7 +267,7 @@ fn to_bf16_tiles<'a>(x: &[f32], rows: usize, in_dim: usize, split: Split, xb: &'
     let depth = padded_depth(in_dim, split);
     let len = rows.next_multiple_of(BLOCK_ROWS) * depth;
     // Tiles start on a cache line: a tile row that straddles two lines costs two loads.
-    xb.resize(len + CACHE_LINE / 2, bf16::ZERO);
+    xb.resize(len + CACHE_LINE / std::mem::size_of::<bf16>(), bf16::ZERO);
     let skip = xb.as_ptr().align_offset(CACHE_LINE);
     let xb = &mut xb[skip..skip + len];
     xb.par_chunks_mut(BLOCK_ROWS * depth).enumerate().for_each(|(b, tiles)| {
@@ -349,7 +349,7 @@ mod isa {
 
     /// Writes up to 32 rows of `src` (whole rows of `in_dim`; missing rows are zeros) into
     /// `tiles` (one block of rows, see `to_bf16_tiles`), one segment per part, 32 values per
-    /// instruction: the scalar rounding cost as much as the tile products of the layer.
+    /// instruction (rounding one value at a time took 23-31% of a layer).
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub unsafe fn block_rows(src: &[f32], in_dim: usize, parts: &[Part], segment: usize, tiles: &mut [bf16]) {
         let live = src.len() / in_dim;
@@ -414,32 +414,31 @@ mod isa {
             Seed::Sum => (block.out.cast_const(), lower.cast_const(), out_stride),
         };
         // Accumulators: tmm0 = rows 0-15 × panel 0, tmm1 = rows 0-15 × panel 1, tmm2/tmm3 the
-        // same for rows 16-31. Activations in tmm4/tmm5, weights in tmm6/tmm7.
+        // same for rows 16-31. Activations in tmm4/tmm5, weights in tmm6/tmm7; each step's two
+        // tiles of either operand lie side by side (1 KB apart), so one pointer walks each.
         asm!(
             "tileloadd tmm0, [{seed} + {ss}*1]",
             "tileloadd tmm1, [{seed} + {ss}*1 + 64]",
             "tileloadd tmm2, [{seed2} + {ss}*1]",
             "tileloadd tmm3, [{seed2} + {ss}*1 + 64]",
             "2:",
-            // Ask for the weights 8 steps ahead (16 KB, 16 lines per panel): streamed from
+            // Ask for the weights 8 steps ahead (16 KB; the 32 lines of one step): streamed from
             // memory for a short text query, tile loads alone wait on every miss (8-token
             // query 7.7 -> 6.4-7.0 ms; no change for batches, whose weights sit in L2).
             ".irp line, 0, 64, 128, 192, 256, 320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960",
-            "prefetcht0 [{w0} + 16384 + \\line]",
-            "prefetcht0 [{w1} + 16384 + \\line]",
+            "prefetcht0 [{w} + 16384 + \\line]",
+            "prefetcht0 [{w} + 17408 + \\line]",
             ".endr",
-            "tileloadd tmm4, [{x0} + {ts}*1]",
-            "tileloadd tmm6, [{w0} + {ts}*1]",
-            "tileloadd tmm7, [{w1} + {ts}*1]",
+            "tileloadd tmm4, [{x} + {ts}*1]",
+            "tileloadd tmm6, [{w} + {ts}*1]",
+            "tileloadd tmm7, [{w} + {ts}*1 + 1024]",
             "tdpbf16ps tmm0, tmm4, tmm6",
-            "tileloadd tmm5, [{x1} + {ts}*1]",
+            "tileloadd tmm5, [{x} + {ts}*1 + 1024]",
             "tdpbf16ps tmm1, tmm4, tmm7",
             "tdpbf16ps tmm2, tmm5, tmm6",
             "tdpbf16ps tmm3, tmm5, tmm7",
-            "add {x0}, 2048",
-            "add {x1}, 2048",
-            "add {w0}, 2048",
-            "add {w1}, 2048",
+            "add {x}, 2048",
+            "add {w}, 2048",
             "dec {steps}",
             "jnz 2b",
             "tilestored [{c} + {cs}*1], tmm0",
@@ -449,10 +448,8 @@ mod isa {
             seed = in(reg) seed,
             seed2 = in(reg) seed_lower,
             ss = in(reg) seed_stride,
-            x0 = inout(reg) block.x => _,
-            x1 = inout(reg) block.x.add(TILE_LEN) => _,
-            w0 = inout(reg) block.w => _,
-            w1 = inout(reg) block.w.add(TILE_LEN) => _,
+            x = inout(reg) block.x => _,
+            w = inout(reg) block.w => _,
             ts = in(reg) 64usize,
             steps = inout(reg) block.steps => _,
             c = in(reg) block.out,
