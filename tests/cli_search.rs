@@ -38,16 +38,21 @@ fn indexed() -> (tempfile::TempDir, std::path::PathBuf) {
     (tmp, data)
 }
 
-/// Copies a JPEG fixture with an EXIF DateTimeOriginal ("YYYY:MM:DD HH:MM:SS") inserted.
-fn jpeg_taken_at(fixture: &str, taken: &str, dest: &Path) {
+/// Copies a JPEG fixture with EXIF ASCII fields (tag, text) inserted.
+fn jpeg_with_exif(fixture: &str, fields: &[(exif::Tag, &str)], dest: &Path) {
     use exif::experimental::Writer;
-    let field = exif::Field {
-        tag: exif::Tag::DateTimeOriginal,
-        ifd_num: exif::In::PRIMARY,
-        value: exif::Value::Ascii(vec![taken.as_bytes().to_vec()]),
-    };
+    let fields: Vec<exif::Field> = fields
+        .iter()
+        .map(|(tag, text)| exif::Field {
+            tag: *tag,
+            ifd_num: exif::In::PRIMARY,
+            value: exif::Value::Ascii(vec![text.as_bytes().to_vec()]),
+        })
+        .collect();
     let mut writer = Writer::new();
-    writer.push_field(&field);
+    for field in &fields {
+        writer.push_field(field);
+    }
     let mut tiff = std::io::Cursor::new(Vec::new());
     writer.write(&mut tiff, false).unwrap();
     let payload = [b"Exif\0\0".as_slice(), tiff.get_ref()].concat();
@@ -58,6 +63,35 @@ fn jpeg_taken_at(fixture: &str, taken: &str, dest: &Path) {
     out.extend_from_slice(&payload);
     out.extend_from_slice(&jpeg[2..]);
     std::fs::write(dest, out).unwrap();
+}
+
+/// The camera from EXIF make and model: searchable with `camera:` and shown with each hit,
+/// whichever of the two a photo has.
+#[test]
+fn camera_filter_and_hit_field_come_from_exif_make_and_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    jpeg_with_exif(
+        "astronaut.jpg",
+        &[(exif::Tag::Make, "FUJIFILM"), (exif::Tag::Model, "X-T3")],
+        &photos.join("a.jpg"),
+    );
+    jpeg_with_exif("rocket.jpg", &[(exif::Tag::Model, "iPhone 15")], &photos.join("b.jpg"));
+    std::fs::copy(image_path("chelsea_progressive.jpg"), photos.join("c.jpg")).unwrap();
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+    for (query, name, camera) in
+        [("camera:fujifilm", "a.jpg", "FUJIFILM X-T3"), ("a photo camera:iphone", "b.jpg", "iPhone 15")]
+    {
+        let hits = json(imgsearch(&data).args(["search", query, "--json"]));
+        assert_eq!(paths(&hits).len(), 1, "{query}: {hits}");
+        assert!(paths(&hits)[0].ends_with(name), "{query}: {hits}");
+        assert_eq!(hits[0]["camera"], camera, "{query}");
+    }
+    let all = json(imgsearch(&data).args(["search", "a photo", "--json"]));
+    let without = all.as_array().unwrap().iter().find(|h| h["path"].as_str().unwrap().ends_with("c.jpg")).unwrap();
+    assert!(without["camera"].is_null(), "{without}");
 }
 
 /// `--sort date` orders the best matches newest first, and pages through one and the same list
@@ -73,7 +107,7 @@ fn sort_by_date_orders_matches_newest_first_and_pages_consistently() {
         ("chelsea_progressive.jpg", "2019:12:24 18:00:00"),
     ];
     for (fixture, taken) in dated {
-        jpeg_taken_at(fixture, taken, &photos.join(fixture));
+        jpeg_with_exif(fixture, &[(exif::Tag::DateTimeOriginal, taken)], &photos.join(fixture));
     }
     let data = tmp.path().join("data");
     index_photos(&photos, &data, &[]);
