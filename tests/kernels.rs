@@ -1,9 +1,10 @@
-//! The CPU kernels (fused activation, in-place attention, linear layers) compute what candle's generic ops do.
+//! The CPU kernels (fused activation, in-place attention, layer norm, linear layers) compute what candle's generic ops do.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 use imgsearch::model::config::Activation;
 use imgsearch::model::kernels::{
-    activate, activate_generic, amx, attention, attention_generic, linear, LinearWeight, WeightLayout,
+    activate, activate_generic, amx, attention, attention_generic, layer_norm, layer_norm_generic, linear,
+    LinearWeight, WeightLayout,
 };
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -20,6 +21,36 @@ fn fused_activations_equal_candle_ops() {
         let d = max_abs_diff(&activate(fresh, act).unwrap(), &expected);
         assert!(d < 1e-5, "{act:?}: max diff {d}");
     }
+}
+
+#[test]
+fn layer_norm_equals_candle_op() {
+    // Rows not a multiple of the lane count or of a task's rows, and a non-contiguous input.
+    let x = Tensor::randn(0f32, 2.0, (3, 37, 771), &Device::Cpu).unwrap();
+    let weight = Tensor::randn(1f32, 0.5, 771, &Device::Cpu).unwrap();
+    let bias = Tensor::randn(0f32, 0.5, 771, &Device::Cpu).unwrap();
+    for eps in [1e-5, 1e-12] {
+        let d = max_abs_diff(
+            &layer_norm(&x, &weight, &bias, eps).unwrap(),
+            &layer_norm_generic(&x, &weight, &bias, eps).unwrap(),
+        );
+        assert!(d < 1e-5, "eps {eps}: max diff {d}");
+    }
+    let t = Tensor::randn(0f32, 1.0, (40, 3, 20), &Device::Cpu).unwrap().transpose(0, 2).unwrap();
+    let (w, b) =
+        (Tensor::ones(40, DType::F32, &Device::Cpu).unwrap(), Tensor::zeros(40, DType::F32, &Device::Cpu).unwrap());
+    let d = max_abs_diff(&layer_norm(&t, &w, &b, 1e-5).unwrap(), &layer_norm_generic(&t, &w, &b, 1e-5).unwrap());
+    assert!(d < 1e-5, "transposed input: max diff {d}");
+    // Rows far from zero mean: candle's one-pass variance (E[x²] - mean²) loses digits there in
+    // f32 (0.003 here), the two-pass kernel does not; against the definition computed in f64.
+    let offset = (&x + 40.0).unwrap();
+    let f64_of = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+    let centred = f64_of(&offset).broadcast_sub(&f64_of(&offset).mean_keepdim(D::Minus1).unwrap()).unwrap();
+    let std = (centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-5).unwrap().sqrt().unwrap();
+    let exact = centred.broadcast_div(&std).unwrap().broadcast_mul(&f64_of(&weight)).unwrap();
+    let exact = exact.broadcast_add(&f64_of(&bias)).unwrap().to_dtype(DType::F32).unwrap();
+    let d = max_abs_diff(&layer_norm(&offset, &weight, &bias, 1e-5).unwrap(), &exact);
+    assert!(d < 1e-4, "offset rows: max diff {d} from f64");
 }
 
 #[test]

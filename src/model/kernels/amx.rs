@@ -266,8 +266,13 @@ thread_local! {
 fn to_bf16_tiles<'a>(x: &[f32], rows: usize, in_dim: usize, split: Split, xb: &'a mut Vec<bf16>) -> &'a [bf16] {
     let depth = padded_depth(in_dim, split);
     let len = rows.next_multiple_of(BLOCK_ROWS) * depth;
-    // Tiles start on a cache line: a tile row that straddles two lines costs two loads.
-    xb.resize(len + CACHE_LINE / std::mem::size_of::<bf16>(), bf16::ZERO);
+    // Tiles start on a cache line: a tile row that straddles two lines costs two loads. Grown,
+    // never shrunk: layers alternate in size, and `resize` down then up zeroed the buffer again
+    // on every larger layer (2% of the f32 image tower).
+    let needed = len + CACHE_LINE / std::mem::size_of::<bf16>();
+    if xb.len() < needed {
+        xb.resize(needed, bf16::ZERO);
+    }
     let skip = xb.as_ptr().align_offset(CACHE_LINE);
     let xb = &mut xb[skip..skip + len];
     xb.par_chunks_mut(BLOCK_ROWS * depth).enumerate().for_each(|(b, tiles)| {
