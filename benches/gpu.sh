@@ -5,15 +5,16 @@
 #
 #   benches/gpu.sh [IMGSEARCH_BINARY] [JPEG_FOLDER] [VIT_B32_CHECKPOINT]
 #
-# JPEG_FOLDER: camera-size JPEGs (`cargo bench --bench indexing` writes 128 of them to
-# target/bench-data/camera-128/); VIT_B32_CHECKPOINT: a ViT-B/32 checkpoint folder (the same bench
-# writes a random-weight one to target/bench-data/vit-b32-random/). Prints:
+# JPEG_FOLDER: camera-size JPEGs; VIT_B32_CHECKPOINT: a ViT-B/32 checkpoint folder. Where a folder
+# is missing, it is made with Python (transformers + Pillow + numpy, as a PyTorch GPU machine has
+# them): 512 noisy 12 MP copies of a fixture photo, and a random-weight CLIPModel(CLIPConfig()),
+# openai/clip-vit-base-patch32's shape. Prints:
 #   1. CUDA vs CPU parity (cosine, f32) of image and text embeddings on both test checkpoints,
 #      texts in one padded batch;
-#   2. encoder-only images/s at batch 32, 128, 256;
+#   2. encoder-only images/s at batch 32, 128, 256, beside PyTorch's on the same GPU and checkpoint
+#      (f32, TF32 off, as imgsearch computes);
 #   3. end-to-end `imgsearch index` images/s on the JPEG folder (batch 256), beside decode-only
-#      (`--device cpu --batch-size` is irrelevant there: index on CPU with a tiny model measures the
-#      decode path; reported as decode-bound rate).
+#      (`index` on the CPU with the tiny test model, whose encoder is negligible).
 set -euo pipefail
 BIN="${1:-target/cuda/release/imgsearch}"
 JPEGS="${2:-target/bench-data/camera-128}"
@@ -34,6 +35,35 @@ if ldd "$BIN" | grep -q "not found"; then
 fi
 OUT="$(mktemp -d)"
 
+if [ ! -f "$VITB32/model.safetensors" ]; then
+    echo "making a random-weight ViT-B/32 checkpoint in $VITB32"
+    python3 - "$VITB32" "$FIX" <<'PY'
+import shutil, sys, torch
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+torch.manual_seed(0)
+CLIPModel(CLIPConfig()).save_pretrained(sys.argv[1], safe_serialization=True)
+CLIPImageProcessor().save_pretrained(sys.argv[1])
+shutil.copy(f"{sys.argv[2]}/models/tiny-clip-b32-quickgelu/tokenizer.json", sys.argv[1])  # the real CLIP tokenizer
+PY
+fi
+if [ ! -d "$JPEGS" ]; then
+    echo "making 512 camera-size JPEGs in $JPEGS"
+    python3 - "$JPEGS" "$FIX" <<'PY'
+import os, sys, numpy as np
+from concurrent.futures import ProcessPoolExecutor
+from PIL import Image
+out, fix = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
+photo = Image.open(f"{fix}/images/chelsea_progressive.jpg").convert("RGB").resize((4032, 3024), Image.BILINEAR)
+base = np.asarray(photo).astype(np.int16)
+def one(i):  # per-file sensor-like noise, as the indexing bench's photos
+    noise = np.random.default_rng(i).integers(-4, 5, base.shape, dtype=np.int16)
+    Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(f"{out}/photo_{i:04}.jpg", quality=90)
+with ProcessPoolExecutor() as pool:
+    list(pool.map(one, range(512)))
+PY
+fi
+
 echo "## Parity: CUDA vs CPU (f32)"
 for model in tiny-clip-b32-quickgelu tiny-clip-p14-gelu; do
     args=(embed --json --model "$FIX/models/$model")
@@ -53,6 +83,23 @@ done
 
 echo; echo "## Image encoder only (ViT-B/32 shape), CUDA"
 "$BIN" --device cuda bench --model "$VITB32" --batches 32,128,256 --iterations 10
+python3 - "$VITB32" <<'PY' || echo "(no PyTorch with CUDA here: no reference figure)"
+import sys, time, torch
+from transformers import CLIPModel
+torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+model = CLIPModel.from_pretrained(sys.argv[1]).cuda().eval()
+for batch in (32, 128, 256):
+    x = torch.randn(batch, 3, 224, 224, device="cuda")
+    with torch.inference_mode():
+        for _ in range(3):
+            model.get_image_features(pixel_values=x)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(10):
+            model.get_image_features(pixel_values=x)
+        torch.cuda.synchronize()
+    print(f"PyTorch {torch.__version__}, same GPU and checkpoint, f32: batch {batch}: {10 * batch / (time.perf_counter() - start):.0f} images/s")
+PY
 
 echo; echo "## End to end: imgsearch index of $(ls "$JPEGS" | wc -l) JPEGs"
 for device in cuda; do

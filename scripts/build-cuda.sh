@@ -16,17 +16,20 @@ TOOLKIT="${CUDA_TOOLKIT_DIR:-$PWD/target/cuda-toolkit}"
 VENV="$TOOLKIT/venv"
 # CUDA 13: its PyPI nvcc wheel carries the whole compiler driver (nvcc, cudafe++, fatbinary,
 # nvlink, ptxas); CUDA 12's nvidia-cuda-nvcc-cu12 wheels ship only ptxas, so they cannot build.
-# CUDA 13 targets compute capability 7.5 (Turing) and newer. Pinned to 13.4: the newest
-# release cudarc 0.19 (candle 0.11's CUDA bindings) knows; 13.5 fails its build script.
+# CUDA 13 targets compute capability 7.5 (Turing) and newer. Pinned to 13.0, the oldest CUDA 13:
+# candle loads its kernels as PTX, which the driver compiles at run time, and a driver reads PTX
+# only from toolkits up to its own CUDA version. 13.4's PTX (ISA 9.4) failed on an H200 with
+# driver 580 (CUDA 13.0) with CUDA_ERROR_UNSUPPORTED_PTX_VERSION; 13.0's runs on every CUDA 13
+# driver. The shared libraries keep one soname across 13.x (libcublas.so.13, ...).
 WHEELS=(
-    "nvidia-cuda-nvcc==13.4.*"    # nvcc and its tools
-    "nvidia-nvvm==13.4.*"         # cicc: must match ptxas (13.5's emits PTX 9.5, 13.4's ptxas reads 9.4)
-    "nvidia-cuda-crt==13.4.*"     # crt/ headers nvcc includes
-    "nvidia-cuda-runtime==13.4.*" # cuda_runtime.h, libcudart
-    "nvidia-cuda-cccl==13.*"      # libcu++/cub headers (nv/target, ...); versioned apart from the toolkit
-    "nvidia-cublas==13.4.*"       # libcublas, libcublasLt
+    "nvidia-cuda-nvcc==13.0.*"    # nvcc and its tools
+    "nvidia-nvvm==13.0.*"         # cicc: must match ptxas
+    "nvidia-cuda-crt==13.0.*"     # crt/ headers nvcc includes
+    "nvidia-cuda-runtime==13.0.*" # cuda_runtime.h, libcudart
+    "nvidia-cuda-cccl==13.0.*"    # libcu++/cub headers (nv/target, ...)
+    "nvidia-cublas==13.0.*"       # libcublas, libcublasLt
     "nvidia-curand"               # libcurand
-    "nvidia-cuda-nvrtc==13.4.*"   # libnvrtc
+    "nvidia-cuda-nvrtc==13.0.*"   # libnvrtc
 )
 
 if [ ! -x "$TOOLKIT/bin/nvcc" ]; then

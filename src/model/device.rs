@@ -21,7 +21,7 @@ impl DeviceChoice {
             Error::Device {
             requested: name.into(),
             reason: match e {
-                Some(e) => format!("{e}. Check the driver, or use --device cpu"),
+                Some(e) => format!("{e}. {GPU_HINT}"),
                 None => format!("this binary was built without the `{feature}` cargo feature; rebuild with `cargo build --release --features {feature}` or use --device cpu"),
             },
         }
@@ -30,23 +30,42 @@ impl DeviceChoice {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda if !cfg!(feature = "cuda") => Err(unavailable("cuda", "cuda", None)),
             Self::Metal if !cfg!(feature = "metal") => Err(unavailable("metal", "metal", None)),
-            Self::Cuda => Device::new_cuda(0).map_err(|e| unavailable("cuda", "cuda", Some(e))),
-            Self::Metal => Device::new_metal(0).map_err(|e| unavailable("metal", "metal", Some(e))),
+            Self::Cuda => Device::new_cuda(0).and_then(runs_kernels).map_err(|e| unavailable("cuda", "cuda", Some(e))),
+            Self::Metal => {
+                Device::new_metal(0).and_then(runs_kernels).map_err(|e| unavailable("metal", "metal", Some(e)))
+            }
             Self::Auto => {
-                if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() {
-                    if let Ok(device) = Device::new_cuda(0) {
-                        return Ok(device);
+                let gpu = if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() {
+                    Some(Device::new_cuda(0))
+                } else if cfg!(feature = "metal") && candle_core::utils::metal_is_available() {
+                    Some(Device::new_metal(0))
+                } else {
+                    None
+                };
+                match gpu.map(|opened| opened.and_then(runs_kernels)) {
+                    Some(Ok(device)) => Ok(device),
+                    Some(Err(e)) => {
+                        eprintln!("warning: cannot use the GPU ({e}); using the CPU. {GPU_HINT}");
+                        Ok(Device::Cpu)
                     }
+                    None => Ok(Device::Cpu),
                 }
-                if cfg!(feature = "metal") && candle_core::utils::metal_is_available() {
-                    if let Ok(device) = Device::new_metal(0) {
-                        return Ok(device);
-                    }
-                }
-                Ok(Device::Cpu)
             }
         }
     }
+}
+
+const GPU_HINT: &str = "Check the driver (a driver older than the CUDA toolkit the binary was built with \
+     cannot load its kernels: CUDA_ERROR_UNSUPPORTED_PTX_VERSION; scripts/build-cuda.sh builds with \
+     CUDA 13.0, which every CUDA 13 driver runs), or use --device cpu";
+
+/// Opening a GPU succeeds before any kernel is loaded; candle compiles its kernels on first use,
+/// where a driver/toolkit mismatch shows. One tiny op here turns that into a clear error at start
+/// (or, for `auto`, a fall back to the CPU) instead of a failure in the middle of loading a model.
+fn runs_kernels(device: Device) -> candle_core::Result<Device> {
+    let probe = candle_core::Tensor::ones(4, candle_core::DType::F32, &device)?;
+    (probe.exp()? + 1.0)?.sum_all()?.to_scalar::<f32>()?;
+    Ok(device)
 }
 
 /// The number format of the encoders' linear layers (`--dtype`).

@@ -67,6 +67,9 @@ pub struct AppState {
 /// Runs the server until Ctrl-C. Prints the address it listens on once it is ready.
 /// `rescan_with`: the model and device `--watch` indexes new pictures with.
 pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(ModelSpec, Device)>) -> Result<()> {
+    // A GPU's first query compiles candle's kernels (seconds with CUDA, whose PTX the driver
+    // compiles on first use: 3.4 s for the first text search on an H200): pay it before listening.
+    engine.clip.embed_texts(&["warm-up"])?;
     let thumbnails = engine.data.root.join("thumbnails");
     let state = Arc::new(AppState { engine: RwLock::new(engine), options: options.clone(), thumbnails });
     if let (Some(interval), Some((spec, device))) = (options.watch_interval, rescan_with) {
