@@ -210,6 +210,35 @@ fn re_runs_do_only_the_work_that_changed() {
     assert_eq!(s["text_documents"], 12);
 }
 
+/// The model is loaded only when a picture needs embedding: an unchanged re-run, and one where
+/// files were only copied, work with the checkpoint's weights gone; a new picture then gets a
+/// clear error.
+#[test]
+fn runs_with_nothing_to_embed_never_load_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data, model) = (tmp.path().join("photos"), tmp.path().join("data"), tmp.path().join("model"));
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(model_dir(MODEL)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+    }
+    let photos = noise_photos(&root, 4);
+    let run = || imgsearch(&data).arg("index").arg(&root).arg("--model").arg(&model).arg("--json").output().unwrap();
+    assert_eq!(json_of(&run())["indexed"], 4);
+
+    std::fs::write(model.join("model.safetensors"), b"not a checkpoint any more").unwrap();
+    let unchanged = json_of(&run());
+    assert_eq!(unchanged["unchanged"], 4, "{unchanged:#}");
+    std::fs::copy(&photos[0], root.join("copy.png")).unwrap();
+    let copied = json_of(&run());
+    assert_eq!((copied["reused"].as_u64(), copied["indexed"].as_u64()), (Some(1), Some(0)), "{copied:#}");
+
+    std::fs::copy(image_path("rocket.jpg"), root.join("rocket.jpg")).unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("model.safetensors"), "{stderr}");
+}
+
 /// `--dtype bf16` through `index`: refused before any work where AMX is missing (here forced
 /// with IMGSEARCH_AMX=0); where AMX exists it indexes, and the index answers an f32 search.
 #[test]

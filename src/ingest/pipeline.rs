@@ -388,7 +388,6 @@ fn sniff_format(bytes: &[u8]) -> Option<String> {
     Some(format.extensions_str().first().copied().unwrap_or("image").replace("jpg", "jpeg"))
 }
 
-/// Batches decoded pictures through the model (loaded on first need) and passes the rest on.
 /// Lowers the calling (decode) thread's scheduling priority to the minimum.
 ///
 /// On CPU the encoder runs each layer as a fork-join over all cores; a decode thread that
@@ -404,6 +403,7 @@ fn yield_cores_to_the_encoder() {
     }
 }
 
+/// Batches decoded pictures through the model (loaded on first need) and passes the rest on.
 fn encode(
     work: Receiver<Work>,
     out: Sender<Result<Batch>>,
@@ -411,22 +411,13 @@ fn encode(
     device: &Device,
     batch_size: usize,
 ) {
-    let mut clip = None;
+    let mut own: Option<Clip> = None;
     let mut batch = Batch::default();
     let mut pending: Vec<(FileFacts, PreprocessedImage)> = Vec::with_capacity(batch_size);
-    let mut embed = |pending: &mut Vec<(FileFacts, PreprocessedImage)>, batch: &mut Batch| -> Result<()> {
+    let embed = |clip: &Clip, pending: &mut Vec<(FileFacts, PreprocessedImage)>, batch: &mut Batch| -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
-        let clip = match loaded {
-            Some(clip) => clip,
-            None => {
-                if clip.is_none() {
-                    clip = Some(spec.load(device, Towers::Image)?);
-                }
-                clip.as_ref().expect("just loaded")
-            }
-        };
         let (files, images): (Vec<FileFacts>, Vec<PreprocessedImage>) = pending.drain(..).unzip();
         let embeddings = clip.embed_images(&images)?;
         for (file, embedding) in files.into_iter().zip(embeddings) {
@@ -437,7 +428,20 @@ fn encode(
     };
     for item in work {
         match item {
-            Work::Embed(file, pixels) => pending.push((file, pixels)),
+            Work::Embed(file, pixels) => {
+                // Loaded at the first picture to embed, not when its batch is full, so the load
+                // overlaps decoding the rest of that batch; never for a run with nothing new.
+                if loaded.is_none() && own.is_none() {
+                    match spec.load(device, Towers::Image) {
+                        Ok(clip) => own = Some(clip),
+                        Err(e) => {
+                            let _ = out.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                pending.push((file, pixels));
+            }
             Work::Reuse(file, embedding) => {
                 batch.pictures.push((file, embedding));
                 batch.reused += 1;
@@ -448,7 +452,8 @@ fn encode(
         // own, so a stream of them (an incremental run) never forces a part-filled encoder batch.
         let full = pending.len() >= batch_size;
         if full {
-            if let Err(e) = embed(&mut pending, &mut batch) {
+            let clip = loaded.or(own.as_ref()).expect("loaded at the first picture to embed");
+            if let Err(e) = embed(clip, &mut pending, &mut batch) {
                 let _ = out.send(Err(e));
                 return;
             }
@@ -457,7 +462,10 @@ fn encode(
             return;
         }
     }
-    let last = embed(&mut pending, &mut batch).map(|()| batch);
+    let last = match loaded.or(own.as_ref()) {
+        Some(clip) => embed(clip, &mut pending, &mut batch).map(|()| batch),
+        None => Ok(batch), // nothing was left to embed
+    };
     let _ = out.send(last);
 }
 
