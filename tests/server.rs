@@ -239,6 +239,19 @@ fn the_openapi_document_describes_every_route() {
     assert!(String::from_utf8_lossy(&page.body).contains("<script src=\"/app.js\">"));
 }
 
+/// Measuring the data folder's size walks every file (a thumbnail per picture), so a client
+/// polling `/api/stats` must not trigger a walk per request: the size is at most 30 s old.
+#[test]
+fn stats_measure_the_folder_size_at_most_every_30_seconds() {
+    let (tmp, server) = start(&[]);
+    let stats = get(&server.addr, "/api/stats").json();
+    let size = stats["size_bytes"].as_u64().unwrap();
+    assert!(size > 0 && stats["images"] == 5, "{stats:#}");
+    std::fs::write(tmp.path().join("data/extra.bin"), vec![1u8; 1 << 20]).unwrap();
+    let again = get(&server.addr, "/api/stats").json();
+    assert_eq!(again["size_bytes"].as_u64(), Some(size), "measured again within 30 s");
+}
+
 #[test]
 fn other_commands_beside_a_running_server_fail_clearly() {
     let (tmp, server) = start(&[]);

@@ -62,7 +62,13 @@ pub struct AppState {
     pub engine: RwLock<SearchEngine>,
     pub options: ServeOptions,
     pub thumbnails: PathBuf,
+    /// `/api/stats`' size of the data folder and when it was measured (see `FOLDER_SIZE_MAX_AGE`).
+    pub folder_size: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// How old `/api/stats`' size of the data folder may be. Measuring it stats every file (a
+/// thumbnail per picture): once per this interval at most, however often clients ask.
+pub const FOLDER_SIZE_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// Runs the server until Ctrl-C. Prints the address it listens on once it is ready.
 /// `rescan_with`: the model and device `--watch` indexes new pictures with.
@@ -71,7 +77,12 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
     // compiles on first use: 3.4 s for the first text search on an H200): pay it before listening.
     engine.clip.embed_texts(&["warm-up"])?;
     let thumbnails = engine.data.root.join("thumbnails");
-    let state = Arc::new(AppState { engine: RwLock::new(engine), options: options.clone(), thumbnails });
+    let state = Arc::new(AppState {
+        engine: RwLock::new(engine),
+        options: options.clone(),
+        thumbnails,
+        folder_size: std::sync::Mutex::new(None),
+    });
     if let (Some(interval), Some((spec, device))) = (options.watch_interval, rescan_with) {
         spawn_rescans(state.clone(), spec, device, interval);
     }

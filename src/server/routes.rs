@@ -266,7 +266,19 @@ async fn similar(
 
 async fn stats(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
     blocking(move || {
-        let stats = engine(&state).data.stats()?;
+        // The lock also makes concurrent requests wait for one measurement instead of each walking.
+        let size = {
+            let mut cached = state.folder_size.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match *cached {
+                Some((at, size)) if at.elapsed() < super::FOLDER_SIZE_MAX_AGE => size,
+                _ => {
+                    let size = engine(&state).data.size_bytes();
+                    *cached = Some((Instant::now(), size));
+                    size
+                }
+            }
+        };
+        let stats = engine(&state).data.stats_with_size(size)?;
         Ok(Json(serde_json::to_value(stats).expect("stats serialise")))
     })
     .await

@@ -147,6 +147,12 @@ impl DataDir {
     }
 
     pub fn stats(&self) -> Result<Stats> {
+        self.stats_with_size(self.size_bytes())
+    }
+
+    /// The stats with a size of the folder measured by the caller ([`DataDir::size_bytes`]),
+    /// which may be a recent one: measuring walks every file, a thumbnail per picture included.
+    pub fn stats_with_size(&self, size_bytes: u64) -> Result<Stats> {
         let mut skipped = 0;
         for record in self.catalog.skipped() {
             if !record?.ignored {
@@ -161,9 +167,14 @@ impl DataDir {
             text_documents: self.text.doc_count(),
             skipped,
             model: self.catalog.model_info()?,
-            size_bytes: folder_size(&self.root),
+            size_bytes,
             last_run: self.catalog.last_run()?,
         })
+    }
+
+    /// Bytes of every file in the data folder.
+    pub fn size_bytes(&self) -> u64 {
+        folder_size(&self.root)
     }
 }
 
