@@ -353,19 +353,47 @@ impl CustomOp1 for AttentionOp {
 
 /// In-place row softmax of a (seq x seq) score matrix; with `causal`, row i sees columns 0..=i.
 fn softmax_rows(scores: &mut [f32], seq: usize, causal: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: this CPU has AVX-512F.
+        return unsafe { softmax_rows_avx512(scores, seq, causal) };
+    }
+    softmax_rows_in(scores, seq, causal)
+}
+
+/// The max, the exponentials and the sum as separate passes, each in lanes: written as one loop
+/// with a running max and sum, none of it vectorised (a chain of dependent operations).
+#[inline(always)]
+fn softmax_rows_in(scores: &mut [f32], seq: usize, causal: bool) {
     for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
         let visible = if causal { i + 1 } else { seq };
         let (live, masked) = row.split_at_mut(visible);
-        let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for x in live.iter_mut() {
-            *x = fast_exp(*x - max);
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
+        let max = lane_max(live);
+        live.iter_mut().for_each(|x| *x = fast_exp(*x - max));
+        let inv = 1.0 / lane_sum(live, |x| x);
         live.iter_mut().for_each(|x| *x *= inv);
         masked.fill(0.0);
     }
+}
+
+/// `softmax_rows_in` compiled for AVX-512 (as `map_avx512`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_rows_avx512(scores: &mut [f32], seq: usize, causal: bool) {
+    softmax_rows_in(scores, seq, causal)
+}
+
+/// The largest of `values` (at least one), in 16 independent lanes as `lane_sum`.
+#[inline(always)]
+fn lane_max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = values.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    chunks.remainder().iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
