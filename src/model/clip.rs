@@ -85,14 +85,16 @@ impl Linear {
     fn load(w: &Weights, prefix: &str, dims: (usize, usize), bias: bool, layout: WeightLayout) -> Result<Self> {
         let (in_dim, out_dim) = dims;
         let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
-        let bias = match bias {
-            true => w.get(&format!("{prefix}.bias"), &[out_dim])?,
-            false => Tensor::zeros(out_dim, DType::F32, weight.device())?,
-        };
+        let bias = bias.then(|| w.get(&format!("{prefix}.bias"), &[out_dim])).transpose()?;
         Self::from_parts(&weight, bias, layout)
     }
 
-    fn from_parts(weight: &Tensor, bias: Tensor, layout: WeightLayout) -> Result<Self> {
+    /// `weight` in Hugging Face layout (out_dim, in_dim); no bias: zeros.
+    fn from_parts(weight: &Tensor, bias: Option<Tensor>, layout: WeightLayout) -> Result<Self> {
+        let bias = match bias {
+            Some(bias) => bias,
+            None => Tensor::zeros(weight.dim(0)?, DType::F32, weight.device())?,
+        };
         Ok(Self { weight: LinearWeight::new(weight, layout)?, bias })
     }
 
@@ -148,7 +150,7 @@ impl Attention {
         let (qw, qb) = part("q_proj", scale)?;
         let (kw, kb) = part("k_proj", 1.0)?;
         let (vw, vb) = part("v_proj", 1.0)?;
-        let qkv = Linear::from_parts(&Tensor::cat(&[qw, kw, vw], 0)?, Tensor::cat(&[qb, kb, vb], 0)?, layout)?;
+        let qkv = Linear::from_parts(&Tensor::cat(&[qw, kw, vw], 0)?, Some(Tensor::cat(&[qb, kb, vb], 0)?), layout)?;
         let out = Linear::load(w, &format!("{prefix}.out_proj"), (dim, dim), true, layout)?;
         Ok(Self { qkv, out, heads })
     }
@@ -261,11 +263,7 @@ impl VisionTower {
         Ok(Self {
             // No bias in CLIP's conv; on the tower's kernel (the AMX split in f32 where it exists)
             // instead of a plain gemm, which took 5% of the f32 tower at batch 16.
-            patch_embedding: Linear::from_parts(
-                &conv.reshape((d, ch * ps * ps))?,
-                Tensor::zeros(d, DType::F32, conv.device())?,
-                layout,
-            )?,
+            patch_embedding: Linear::from_parts(&conv.reshape((d, ch * ps * ps))?, None, layout)?,
             class_embedding: w.get(&format!("{p}.embeddings.class_embedding"), &[d])?,
             position_embedding: w
                 .get(&format!("{p}.embeddings.position_embedding.weight"), &[c.num_patches() + 1, d])?,

@@ -5,14 +5,13 @@ mod error;
 mod routes;
 mod thumbnails;
 
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use candle_core::Device;
-
-use std::io::Read;
 
 use crate::error::{Error, Result};
 use crate::ingest::pipeline::{self, DataAccess, IndexOptions};

@@ -527,8 +527,7 @@ mod tests {
 
     /// The AMX product against a plain loop over the same bf16-rounded inputs, on ragged shapes
     /// (rows, depth and columns that are not whole tiles), at a size with several row and depth
-    /// chunks,
-    /// and in an order that reuses the activation buffer at smaller sizes.
+    /// chunks, and in an order that reuses the activation buffer at smaller sizes.
     #[test]
     fn amx_product_matches_a_plain_matmul_of_bf16_inputs() {
         if !available() {
