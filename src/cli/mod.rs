@@ -59,7 +59,7 @@ pub struct ComputeArgs {
     pub device: DeviceChoice,
 
     /// Number format of the encoders' linear layers. bf16 runs on CPUs with AMX (Intel Xeon 4th
-    /// generation and later): on a 2-core Xeon 2× faster encoding, 1.6× faster indexing; the test
+    /// generation and later): on a 2-core Xeon 2-2.5× faster encoding, 1.6× faster indexing; the test
     /// checkpoints' embeddings stay within cosine 0.9999 of f32.
     #[arg(long, global = true, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,

@@ -13,7 +13,7 @@
 //! - `AmxTiles`, bf16 tiles for the AMX tile multiply (`amx.rs`) on CPUs that have it: for
 //!   either tower under `--dtype bf16` (`Split::Once`), and for the vision tower in f32
 //!   (`Split::ThreeWay`: high and low bf16 parts, three tile products per layer, near-f32
-//!   accuracy, 20-35% faster than `gemm` here). The text tower keeps `Packed` in f32: bound by
+//!   accuracy, 30-50% faster than `gemm` here). The text tower keeps `Packed` in f32: bound by
 //!   reading weights, the three-way split would read 1.5× the bytes.
 //!
 //! Other devices use candle's matmul on the transposed layout.
