@@ -4,6 +4,8 @@
 mod common;
 
 use common::{cosine, image_path, model_dir, MODELS};
+use image::codecs::jpeg::JpegEncoder;
+use image::imageops::FilterType;
 use imgsearch::ingest::decode::{decode_bytes, decode_file, DecodeOptions};
 use imgsearch::Clip;
 use std::path::Path;
@@ -43,6 +45,28 @@ fn scaled_jpeg_decoding_keeps_embeddings_within_0_995_of_the_exact_path() {
     }
 }
 
+#[test]
+fn camera_size_jpegs_decode_from_dc_coefficients_within_0_995_of_the_exact_path() {
+    // A camera-size picture: 8x the model's input and more on both sides, so 1/8 scale is taken.
+    let photo = image::open(image_path("astronaut.jpg")).unwrap().resize_exact(2016, 1800, FilterType::Triangle);
+    let mut jpeg = Vec::new();
+    photo.to_rgb8().write_with_encoder(JpegEncoder::new_with_quality(&mut jpeg, 90)).unwrap();
+    let dc_only = imgsearch::ingest::jpeg_dc::decode_eighth(&jpeg).expect("a baseline JPEG");
+    let path = Path::new("camera.jpg");
+    let exact = decode_bytes(&jpeg, path, &DecodeOptions::default()).unwrap();
+    for model in MODELS {
+        let clip = Clip::load(model_dir(model).to_str().unwrap(), &candle_core::Device::Cpu).unwrap();
+        let pre = clip.preprocess_config();
+        let fast = decode_bytes(&jpeg, path, &pre.decode_options(u64::MAX)).unwrap();
+        assert_eq!(fast.rgb.dimensions(), (252, 225), "{model}: not decoded at 1/8");
+        assert!(fast.rgb == dc_only, "{model}: the 1/8 decode did not come from the DC coefficients");
+        let e = clip.embed_images(&[pre.apply(&exact.rgb), pre.apply(&fast.rgb)]).unwrap();
+        let c = cosine(&e[0], &e[1]);
+        eprintln!("{model}: camera-size JPEG from DC coefficients: cosine {c:.5}");
+        assert!(c >= 0.995, "{model}: DC-only decode cosine {c}");
+    }
+}
+
 /// Inserts an EXIF APP1 segment holding only an Orientation tag right after the JPEG SOI marker.
 fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
     let mut tiff = Vec::new();
@@ -69,7 +93,8 @@ fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
 fn exif_orientation_is_applied_on_both_decode_paths() {
     let original = std::fs::read(image_path("rocket.jpg")).unwrap(); // 640 wide, 427 high
     let rotated = with_exif_orientation(&original, 6); // "rotate 90° clockwise to display"
-    for min_size in [None, Some((64, 64))] {
+                                                       // Full size, 1/4 (jpeg-decoder or libjpeg-turbo) and 1/8 (DC coefficients only).
+    for min_size in [None, Some((64, 64)), Some((48, 48))] {
         let options = DecodeOptions { min_size, ..Default::default() };
         let upright = decode_bytes(&original, Path::new("rocket.jpg"), &options).unwrap();
         let turned = decode_bytes(&rotated, Path::new("rocket-exif6.jpg"), &options).unwrap();

@@ -4,8 +4,9 @@
 //! - exact: the `image` crate decodes at full size (any format it supports);
 //! - fast, for JPEGs far larger than the model needs: the IDCT itself scales by 1/2, 1/4 or 1/8
 //!   (`jpeg-decoder`, or libjpeg-turbo with the `turbojpeg` feature), which skips most of the
-//!   decode work. Its effect on embeddings is measured by
-//!   `tests/preprocess.rs` (cosine ≥ 0.995 against the exact path).
+//!   decode work; at 1/8, baseline JPEGs are read for their DC coefficients only (`jpeg_dc`).
+//!   Its effect on embeddings is measured by `tests/preprocess.rs` (cosine ≥ 0.995 against the
+//!   exact path).
 //!
 //! Both apply the EXIF orientation, so photos are never embedded sideways.
 
@@ -15,6 +16,7 @@ use std::path::Path;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
+use super::jpeg_dc;
 use crate::error::{Error, Result};
 
 /// Default cap on decoded pixels: far beyond any camera (a 200 MP phone sensor fits),
@@ -101,7 +103,11 @@ fn decode_jpeg_scaled(
     if !matches!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8) {
         return Ok(None);
     }
-    let rgb = decode_jpeg_at_scale(bytes, decoder, n, (width, height)).map_err(fail)?;
+    // At 1/8 the DC coefficients alone make the picture: far less work than any full decoder.
+    let rgb = match (n == 1).then(|| jpeg_dc::decode_eighth(bytes)).flatten() {
+        Some(rgb) => rgb,
+        None => decode_jpeg_at_scale(bytes, decoder, n, (width, height)).map_err(fail)?,
+    };
     let mut image = DynamicImage::ImageRgb8(rgb);
     image.apply_orientation(orientation);
     let (original_width, original_height) = if swaps_axes(orientation) { (height, width) } else { (width, height) };

@@ -2,5 +2,6 @@
 
 pub mod decode;
 pub mod exif;
+pub mod jpeg_dc;
 pub mod pipeline;
 pub mod walk;

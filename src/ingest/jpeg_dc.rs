@@ -1,0 +1,674 @@
+//! Baseline JPEGs at 1/8 scale from their DC coefficients alone.
+//!
+//! At 1/8 scale each 8×8 block becomes one pixel, the block's mean, which is its DC coefficient.
+//! The AC coefficients must still be read past (Huffman codes carry no lengths), but they are
+//! neither stored, dequantised nor transformed: one table lookup skips every code (with its value
+//! bits) that starts in the next 12 bits, and the bit reader refills without branching on the
+//! data, because the 0xFF stuffing is removed first. On camera photos, 8× larger than the model's
+//! input, that leaves out most of a full decoder's work: this is the path camera-size JPEGs take
+//! (benches/README.md).
+//!
+//! The planes are exactly what `jpeg-decoder` computes at 1/8, chroma is upsampled the way it
+//! does, and colour is converted with the standard JFIF integer formula (tests/jpeg_dc.rs checks
+//! both against `jpeg-decoder`). Anything outside the common case (progressive or arithmetic
+//! coding, 12-bit samples, CMYK, Adobe RGB, unusual subsampling, separate scans per component,
+//! damaged or truncated data) returns `None`, and the full decoder takes the file: it decodes it
+//! or reports what is wrong with it.
+
+use image::RgbImage;
+
+/// Decodes a baseline JPEG to RGB at 1/8 of its size (sides rounded up, as libjpeg does).
+/// `None` when the file is not one this path handles; the caller then uses a full decoder.
+pub fn decode_eighth(bytes: &[u8]) -> Option<RgbImage> {
+    let header = Header::parse(bytes)?;
+    let planes = decode_dc_planes(&header, &bytes[header.scan_start..])?;
+    let frame = &header.frame;
+    let (width, height) = (frame.width.div_ceil(8), frame.height.div_ceil(8));
+    if let [grey] = planes.as_slice() {
+        let mut rgb = RgbImage::new(width as u32, height as u32);
+        for (y, row) in rgb.chunks_exact_mut(3 * width).enumerate() {
+            for (pixel, &value) in row.chunks_exact_mut(3).zip(&grey.samples[y * grey.stride..]) {
+                pixel.fill(value);
+            }
+        }
+        return Some(rgb);
+    }
+    let (h_max, v_max) = frame.max_sampling();
+    let mut rgb = RgbImage::new(width as u32, height as u32);
+    let mut lines = vec![vec![0u8; 2 * width + 2]; 3];
+    for (y, row) in rgb.chunks_exact_mut(3 * width).enumerate() {
+        for ((plane, component), line) in planes.iter().zip(&frame.components).zip(&mut lines) {
+            plane.upsample_row(y, (h_max / component.h, v_max / component.v), line);
+        }
+        for (i, pixel) in row.chunks_exact_mut(3).enumerate() {
+            pixel.copy_from_slice(&ycbcr_to_rgb(lines[0][i], lines[1][i], lines[2][i]));
+        }
+    }
+    Some(rgb)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Component {
+    id: u8,
+    h: usize,
+    v: usize,
+    quant_table: usize,
+}
+
+#[derive(Debug)]
+struct Frame {
+    width: usize,
+    height: usize,
+    components: Vec<Component>,
+}
+
+impl Frame {
+    fn max_sampling(&self) -> (usize, usize) {
+        let h = self.components.iter().map(|c| c.h).max().unwrap_or(1);
+        let v = self.components.iter().map(|c| c.v).max().unwrap_or(1);
+        (h, v)
+    }
+}
+
+/// Everything before the entropy-coded data of the (single, interleaved) scan.
+struct Header {
+    frame: Frame,
+    /// DC quantiser (zig-zag index 0) of each table.
+    dc_quant: [Option<u16>; 4],
+    /// Per frame component: (DC table, AC table), in frame order.
+    tables: Vec<(HuffmanTable, HuffmanTable)>,
+    restart_interval: usize,
+    scan_start: usize,
+}
+
+impl Header {
+    fn parse(bytes: &[u8]) -> Option<Header> {
+        if !bytes.starts_with(&[0xFF, 0xD8]) {
+            return None;
+        }
+        let mut pos = 2;
+        let mut frame = None;
+        let mut dc_quant = [None; 4];
+        let mut dc_tables: [Option<HuffmanTable>; 4] = Default::default();
+        let mut ac_tables: [Option<HuffmanTable>; 4] = Default::default();
+        let mut restart_interval = 0;
+        let mut adobe = false;
+        loop {
+            if *bytes.get(pos)? != 0xFF {
+                return None;
+            }
+            while *bytes.get(pos)? == 0xFF {
+                pos += 1; // a marker may be preceded by fill bytes
+            }
+            let marker = bytes[pos];
+            pos += 1;
+            if matches!(marker, 0x01 | 0xD0..=0xD9) {
+                return None; // no standalone marker belongs between SOI and the first scan
+            }
+            let length = u16::from_be_bytes([*bytes.get(pos)?, *bytes.get(pos + 1)?]) as usize;
+            let segment = bytes.get(pos + 2..pos + length.max(2))?;
+            pos += length;
+            match marker {
+                0xC0 | 0xC1 if frame.is_none() => frame = Some(parse_frame(segment)?),
+                // Other frame types (progressive, lossless, arithmetic coding), a second frame,
+                // arithmetic conditioning, reserved codes.
+                0xC0..=0xC3 | 0xC5..=0xCF => return None,
+                0xC4 => parse_huffman_tables(segment, &mut dc_tables, &mut ac_tables)?,
+                0xDB => parse_quantisation_tables(segment, &mut dc_quant)?,
+                0xDD => restart_interval = u16::from_be_bytes(segment.try_into().ok()?) as usize,
+                0xEE if segment.starts_with(b"Adobe") => adobe = true,
+                0xDA => {
+                    let frame = frame?;
+                    if frame.components.len() == 3 && !is_ycbcr(&frame, adobe) {
+                        return None;
+                    }
+                    let tables = parse_scan(segment, &frame, &dc_tables, &ac_tables)?;
+                    if frame.components.iter().any(|c| dc_quant[c.quant_table].is_none()) {
+                        return None;
+                    }
+                    return Some(Header { frame, dc_quant, tables, restart_interval, scan_start: pos });
+                }
+                _ => {} // APPn, COM and the like
+            }
+        }
+    }
+}
+
+/// `jpeg-decoder`'s reading of a three-component JPEG's colour space, reduced to "is it YCbCr".
+fn is_ycbcr(frame: &Frame, adobe: bool) -> bool {
+    match [frame.components[0].id, frame.components[1].id, frame.components[2].id] {
+        [1, 2, 3] => true,
+        [1, 34, 35] | [82, 71, 66] | [114, 103, 98] => false,
+        _ => !adobe,
+    }
+}
+
+fn parse_frame(segment: &[u8]) -> Option<Frame> {
+    let [precision, h1, h0, w1, w0, count, rest @ ..] = segment else { return None };
+    let (height, width) = (u16::from_be_bytes([*h1, *h0]) as usize, u16::from_be_bytes([*w1, *w0]) as usize);
+    if *precision != 8 || width == 0 || height == 0 || !matches!(count, 1 | 3) || rest.len() != 3 * *count as usize {
+        return None;
+    }
+    let components: Vec<Component> = rest
+        .chunks_exact(3)
+        .map(|c| Component { id: c[0], h: (c[1] >> 4) as usize, v: (c[1] & 15) as usize, quant_table: c[2] as usize })
+        .collect();
+    let frame = Frame { width, height, components };
+    let (h_max, v_max) = frame.max_sampling();
+    for c in &frame.components {
+        // Chroma at full, half or (vertically) half-and-half resolution: 4:4:4, 4:2:2, 4:2:0.
+        let ratio = (h_max / c.h.max(1), v_max / c.v.max(1));
+        let supported = frame.components.len() == 1 || matches!(ratio, (1, 1) | (2, 1) | (2, 2));
+        if !(1..=4).contains(&c.h) || !(1..=4).contains(&c.v) || c.quant_table > 3 || !supported {
+            return None;
+        }
+        if h_max % c.h != 0 || v_max % c.v != 0 {
+            return None;
+        }
+    }
+    Some(frame)
+}
+
+fn parse_quantisation_tables(mut segment: &[u8], dc_quant: &mut [Option<u16>; 4]) -> Option<()> {
+    while let [info, rest @ ..] = segment {
+        let (precision, id) = (info >> 4, (info & 15) as usize);
+        let size = if precision == 0 { 64 } else { 128 };
+        if id > 3 || precision > 1 || rest.len() < size {
+            return None;
+        }
+        dc_quant[id] = Some(if precision == 0 { rest[0] as u16 } else { u16::from_be_bytes([rest[0], rest[1]]) });
+        segment = &rest[size..];
+    }
+    Some(())
+}
+
+fn parse_huffman_tables(
+    mut segment: &[u8],
+    dc_tables: &mut [Option<HuffmanTable>; 4],
+    ac_tables: &mut [Option<HuffmanTable>; 4],
+) -> Option<()> {
+    while let [info, rest @ ..] = segment {
+        let (class, id) = (info >> 4, (info & 15) as usize);
+        let counts: [u8; 16] = rest.get(..16)?.try_into().ok()?;
+        let total: usize = counts.iter().map(|&c| c as usize).sum();
+        let values = rest.get(16..16 + total)?;
+        if id > 3 || class > 1 {
+            return None;
+        }
+        let table = HuffmanTable::new(class, &counts, values)?;
+        if class == 0 { &mut dc_tables[id] } else { &mut ac_tables[id] }.replace(table);
+        segment = &rest[16 + total..];
+    }
+    Some(())
+}
+
+/// The scan's tables per frame component; `None` unless the scan is one baseline scan over all
+/// components (separate scans per component are legal but rare; the full decoder takes them).
+fn parse_scan(
+    segment: &[u8],
+    frame: &Frame,
+    dc_tables: &[Option<HuffmanTable>; 4],
+    ac_tables: &[Option<HuffmanTable>; 4],
+) -> Option<Vec<(HuffmanTable, HuffmanTable)>> {
+    let [count, rest @ ..] = segment else { return None };
+    let count = *count as usize;
+    if count != frame.components.len() || rest.len() != 2 * count + 3 {
+        return None;
+    }
+    let (selectors, spectral) = rest.split_at(2 * count);
+    if spectral != [0, 63, 0] {
+        return None;
+    }
+    frame
+        .components
+        .iter()
+        .zip(selectors.chunks_exact(2))
+        .map(|(component, selector)| {
+            if selector[0] != component.id {
+                return None; // scan order differs from frame order
+            }
+            let (dc, ac) = ((selector[1] >> 4) as usize, (selector[1] & 15) as usize);
+            Some((dc_tables.get(dc)?.clone()?, ac_tables.get(ac)?.clone()?))
+        })
+        .collect()
+}
+
+/// DC codes are short (at most 9 bits in the standard tables): one lookup of this many bits.
+const SYMBOL_LOOKUP_BITS: u32 = 9;
+/// AC codes are skipped through a lookup of this many bits, several codes at a time (16 KB of
+/// table, so the luma and chroma tables stay in L1).
+const STEP_LOOKUP_BITS: u32 = 12;
+
+/// How far an AC code moves through the block: EOB ends it whatever the position reached, so it
+/// moves by more than any run can (a run moves ≤ 16, from ≤ 63: past 64 and below this means a
+/// damaged block).
+const END_OF_BLOCK: u32 = 128;
+
+/// What skipping one AC code does.
+#[derive(Clone, Copy)]
+struct Step {
+    /// Bits taken: the code and its value.
+    bits: u32,
+    /// Positions moved through the block (END_OF_BLOCK for EOB).
+    advance: u32,
+}
+
+impl Step {
+    fn new(symbol: u8, code_length: u32) -> Step {
+        let (run, size) = ((symbol >> 4) as u32, (symbol & 15) as u32);
+        let advance = match (run, size) {
+            (15, 0) => 16, // sixteen zeros
+            (_, 0) => END_OF_BLOCK,
+            _ => run + 1,
+        };
+        Step { bits: code_length + size, advance }
+    }
+}
+
+/// One `HuffmanTable::steps` entry: the window's first code alone (for a block's last codes),
+/// and every code that lies wholly in the window, up to an EOB, taken together.
+#[derive(Clone, Copy)]
+struct StepsEntry(u32);
+
+impl StepsEntry {
+    fn pack(first: Step, all: Step, ends_block: bool) -> StepsEntry {
+        // bits: 5 bits each (≤ 12 + 15); advances: 8 bits each (≤ END_OF_BLOCK, ≤ 12 × 16).
+        StepsEntry(first.bits | first.advance << 5 | all.bits << 13 | all.advance << 18 | (ends_block as u32) << 26)
+    }
+
+    /// The step to take at block position `k`: all codes when they belong to this block (a
+    /// block that reaches position 64 has no EOB: the next code is the next block's).
+    #[inline(always)]
+    fn at(self, k: u32) -> Step {
+        let (all_advance, ends_block) = (self.0 >> 18 & 0xFF, self.0 >> 26);
+        if k + all_advance + ends_block <= 64 {
+            Step { bits: self.0 >> 13 & 31, advance: all_advance + ends_block * END_OF_BLOCK }
+        } else {
+            Step { bits: self.0 & 31, advance: self.0 >> 5 & 0xFF }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct HuffmanTable {
+    /// DC tables: indexed by the next `SYMBOL_LOOKUP_BITS` bits, code length << 8 | symbol; 0
+    /// for longer codes.
+    symbols: Vec<u16>,
+    /// AC tables: indexed by the next `STEP_LOOKUP_BITS` bits; 0 when the first code is longer.
+    steps: Vec<StepsEntry>,
+    /// Canonical decoding: largest code of each length (-1 if none), and the offset from a code
+    /// of that length to its index in `values`.
+    max_code: [i32; 17],
+    value_offset: [i32; 17],
+    values: Vec<u8>,
+}
+
+impl HuffmanTable {
+    /// `class` 0 is a DC table, 1 an AC table. `None` when the code lengths overflow (more codes
+    /// of a length than it can hold).
+    fn new(class: u8, counts: &[u8; 16], values: &[u8]) -> Option<HuffmanTable> {
+        let mut table = HuffmanTable {
+            symbols: Vec::new(),
+            steps: Vec::new(),
+            max_code: [-1; 17],
+            value_offset: [0; 17],
+            values: values.to_vec(),
+        };
+        let (mut code, mut index) = (0u32, 0usize);
+        for length in 1..=16 {
+            let count = counts[length - 1] as usize;
+            table.value_offset[length] = index as i32 - code as i32;
+            code += count as u32;
+            if code > 1 << length {
+                return None;
+            }
+            index += count;
+            if count > 0 {
+                table.max_code[length] = code as i32 - 1;
+            }
+            code <<= 1;
+        }
+        if class == 0 {
+            table.symbols = first_codes(counts, values, SYMBOL_LOOKUP_BITS)
+                .into_iter()
+                .map(|code| code.map_or(0, |(symbol, length)| (length as u16) << 8 | symbol as u16))
+                .collect();
+        } else {
+            let first_codes = first_codes(counts, values, STEP_LOOKUP_BITS);
+            table.steps = (0..1 << STEP_LOOKUP_BITS).map(|window| steps_entry(&first_codes, window)).collect();
+        }
+        Some(table)
+    }
+
+    /// The code at the top of the `width`-bit `window`: its symbol and length; `None` when no
+    /// code of at most `width` bits starts it.
+    fn code_at(&self, window: u32, width: u32) -> Option<(u8, u32)> {
+        (1..=width).find_map(|length| {
+            let prefix = (window >> (width - length)) as i32;
+            let index = (prefix <= self.max_code[length as usize]).then(|| prefix + self.value_offset[length as usize]);
+            index.map(|i| self.values.get(i as usize).map(|&symbol| (symbol, length)))
+        })?
+    }
+
+    /// The next DC code's symbol and length; `None` for a code the table does not hold.
+    #[inline(always)]
+    fn decode(&self, bits: &BitReader) -> Option<(u8, u32)> {
+        match self.symbols[bits.peek(SYMBOL_LOOKUP_BITS) as usize] {
+            0 => self.code_at(bits.peek(16) as u32, 16),
+            entry => Some((entry as u8, (entry >> 8) as u32)),
+        }
+    }
+
+    /// The next AC codes' step at block position `k`.
+    #[inline(always)]
+    fn step(&self, bits: &BitReader, k: u32) -> Option<Step> {
+        match self.steps[bits.peek(STEP_LOOKUP_BITS) as usize] {
+            StepsEntry(0) => self.code_at(bits.peek(16) as u32, 16).map(|(symbol, length)| Step::new(symbol, length)),
+            entry => Some(entry.at(k)),
+        }
+    }
+}
+
+/// For each `width`-bit window, the code that starts it (symbol, length) if it is at most `width`
+/// bits long. `counts` must have been checked not to overflow.
+fn first_codes(counts: &[u8; 16], values: &[u8], width: u32) -> Vec<Option<(u8, u32)>> {
+    let mut codes = vec![None; 1 << width];
+    let (mut code, mut index) = (0u32, 0usize);
+    for length in 1..=width {
+        let count = counts[length as usize - 1] as usize;
+        for &symbol in &values[index..index + count] {
+            let shift = width - length;
+            codes[(code << shift) as usize..((code + 1) << shift) as usize].fill(Some((symbol, length)));
+            code += 1;
+        }
+        index += count;
+        code <<= 1;
+    }
+    codes
+}
+
+/// The `steps` entry of one window, from the window's `first_codes`.
+fn steps_entry(first_codes: &[Option<(u8, u32)>], window: u32) -> StepsEntry {
+    // The step whose code starts `offset` bits into the window and ends inside it.
+    let step_at = |offset: u32| {
+        let (symbol, length) = first_codes[(window << offset & ((1 << STEP_LOOKUP_BITS) - 1)) as usize]?;
+        (offset + length <= STEP_LOOKUP_BITS).then(|| Step::new(symbol, length))
+    };
+    let Some(first) = step_at(0) else { return StepsEntry(0) };
+    let mut all = Step { bits: 0, advance: 0 };
+    while all.bits < STEP_LOOKUP_BITS {
+        let Some(step) = step_at(all.bits) else { break };
+        all.bits += step.bits; // a value may run past the window: it is skipped unread
+        if step.advance == END_OF_BLOCK {
+            return StepsEntry::pack(first, all, true);
+        }
+        all.advance += step.advance;
+    }
+    StepsEntry::pack(first, all, false)
+}
+
+/// The entropy-coded data of a scan, with the 0x00 stuffed after each 0xFF removed, cut into
+/// restart intervals (without their RST markers).
+struct Intervals {
+    data: Vec<u8>,
+    /// Where each interval starts in `data`, and where the last ends.
+    bounds: Vec<usize>,
+}
+
+impl Intervals {
+    /// `None` when the markers between intervals are not RST0..7 in turn.
+    fn unstuff(scan: &[u8]) -> Option<Intervals> {
+        let mut data = Vec::with_capacity(scan.len());
+        let mut bounds = vec![0];
+        let mut pos = 0;
+        loop {
+            let Some(ff) = memchr::memchr(0xFF, &scan[pos..]) else {
+                data.extend_from_slice(&scan[pos..]); // no EOI: the end check decides
+                break;
+            };
+            data.extend_from_slice(&scan[pos..pos + ff]);
+            pos += ff + 1;
+            while scan.get(pos) == Some(&0xFF) {
+                pos += 1; // fill bytes
+            }
+            match scan.get(pos) {
+                Some(0x00) => data.push(0xFF),
+                Some(&marker @ 0xD0..=0xD7) if marker - 0xD0 == ((bounds.len() - 1) % 8) as u8 => {
+                    bounds.push(data.len())
+                }
+                Some(0xD0..=0xD7) => return None,
+                _ => break, // EOI or another marker: the scan ends
+            }
+            pos += 1;
+        }
+        bounds.push(data.len());
+        Some(Intervals { data, bounds })
+    }
+
+    fn get(&self, interval: usize) -> Option<&[u8]> {
+        self.data.get(*self.bounds.get(interval)?..*self.bounds.get(interval + 1)?)
+    }
+}
+
+/// MSB-first reader of one restart interval's (unstuffed) bits. Past the end it reads zeros, and
+/// `bits_used` tells whether decoding went there.
+struct BitReader<'a> {
+    data: &'a [u8],
+    /// The next byte not yet in `buffer`.
+    pos: usize,
+    /// The next `count` bits, left-aligned (the bits below them may hold the start of the next
+    /// byte, which the next refill ORs in again).
+    buffer: u64,
+    count: u32,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        BitReader { data, pos: 0, buffer: 0, count: 0 }
+    }
+
+    /// Tops the buffer up to at least 56 bits without a branch on the data: whole bytes are
+    /// added, and a byte that only partly fits is loaded again next time.
+    #[inline(always)]
+    fn refill(&mut self) {
+        let word = match self.data.get(self.pos..self.pos + 8) {
+            Some(bytes) => u64::from_be_bytes(bytes.try_into().unwrap()),
+            None => self.tail_word(),
+        };
+        self.buffer |= word >> self.count;
+        self.pos += ((63 - self.count) >> 3) as usize;
+        self.count |= 56;
+    }
+
+    /// The last bytes (fewer than 8), zero-padded.
+    #[cold]
+    fn tail_word(&self) -> u64 {
+        let mut bytes = [0u8; 8];
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        bytes[..rest.len()].copy_from_slice(rest);
+        u64::from_be_bytes(bytes)
+    }
+
+    #[inline(always)]
+    fn peek(&self, n: u32) -> u64 {
+        self.buffer >> (64 - n)
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, n: u32) {
+        self.buffer <<= n;
+        self.count -= n;
+    }
+
+    /// Reads `n` (0..=16) bits as a signed coefficient (JPEG's EXTEND).
+    #[inline(always)]
+    fn signed(&mut self, n: u32) -> i32 {
+        if n == 0 {
+            return 0;
+        }
+        let value = self.peek(n) as i32;
+        self.consume(n);
+        if value < 1 << (n - 1) {
+            value - (1 << n) + 1
+        } else {
+            value
+        }
+    }
+
+    /// Whether the interval was decoded exactly: into its last byte (encoders pad the interval
+    /// to a whole byte with ones) and not past its data.
+    fn ended_in_last_byte(&self) -> bool {
+        let used = self.pos * 8 - self.count as usize;
+        let available = self.data.len() * 8;
+        used <= available && available - used < 8
+    }
+}
+
+/// One component's 1/8-scale samples: one per block, rows padded to whole MCUs.
+struct Plane {
+    samples: Vec<u8>,
+    stride: usize,
+    /// Samples that belong to the picture on each side (the rest is MCU padding).
+    width: usize,
+    height: usize,
+}
+
+impl Plane {
+    /// Row `y` of the output, upsampled by `ratio` exactly as `jpeg-decoder` does (its
+    /// "fancy" triangle filters for 2x, which libjpeg also uses).
+    fn upsample_row(&self, y: usize, ratio: (usize, usize), out: &mut [u8]) {
+        let (near, far) = match ratio.1 {
+            1 => (y, y),
+            // The nearer source row weighs 3/4, the other 1/4: above for even rows, below for odd.
+            _ => (y / 2, if y.is_multiple_of(2) { y / 2 - (y > 0) as usize } else { (y / 2 + 1).min(self.height - 1) }),
+        };
+        let near = &self.samples[near * self.stride..][..self.width];
+        let far = &self.samples[far * self.stride..][..self.width];
+        match ratio {
+            (1, 1) => out[..self.width].copy_from_slice(near),
+            (2, 1) if self.width == 1 => out[..2].fill(near[0]),
+            (2, 1) => {
+                let w = self.width;
+                out[0] = near[0];
+                out[1] = ((near[0] as u32 * 3 + near[1] as u32 + 2) >> 2) as u8;
+                for i in 1..w - 1 {
+                    let sample = 3 * near[i] as u32 + 2;
+                    out[2 * i] = ((sample + near[i - 1] as u32) >> 2) as u8;
+                    out[2 * i + 1] = ((sample + near[i + 1] as u32) >> 2) as u8;
+                }
+                out[2 * (w - 1)] = ((near[w - 1] as u32 * 3 + near[w - 2] as u32 + 2) >> 2) as u8;
+                out[2 * (w - 1) + 1] = near[w - 1];
+            }
+            _ => {
+                // (2, 2): vertical blend first, then the horizontal triangle on the sums.
+                let column = |i: usize| 3 * near[i] as u32 + far[i] as u32;
+                let mut t1 = column(0);
+                out[0] = ((t1 + 2) >> 2) as u8;
+                for i in 1..self.width {
+                    let t0 = t1;
+                    t1 = column(i);
+                    out[2 * i - 1] = ((3 * t0 + t1 + 8) >> 4) as u8;
+                    out[2 * i] = ((3 * t1 + t0 + 8) >> 4) as u8;
+                }
+                out[2 * self.width - 1] = ((t1 + 2) >> 2) as u8;
+            }
+        }
+    }
+}
+
+fn decode_dc_planes(header: &Header, scan: &[u8]) -> Option<Vec<Plane>> {
+    let frame = &header.frame;
+    let (h_max, v_max) = frame.max_sampling();
+    let single = frame.components.len() == 1;
+    // A single-component scan is not interleaved: its MCU is one block, whatever the factors.
+    let (mcus_x, mcus_y) = if single {
+        (frame.width.div_ceil(8), frame.height.div_ceil(8))
+    } else {
+        (frame.width.div_ceil(8 * h_max), frame.height.div_ceil(8 * v_max))
+    };
+    let blocks = |c: &Component| if single { (1, 1) } else { (c.h, c.v) };
+    let mut planes: Vec<Plane> = frame
+        .components
+        .iter()
+        .map(|c| {
+            let (h, v) = blocks(c);
+            Plane {
+                samples: vec![0; mcus_x * h * mcus_y * v],
+                stride: mcus_x * h,
+                width: (frame.width * c.h).div_ceil(8 * h_max),
+                height: (frame.height * c.v).div_ceil(8 * v_max),
+            }
+        })
+        .collect();
+    let dc_quant: Vec<i32> =
+        frame.components.iter().map(|c| header.dc_quant[c.quant_table].map(i32::from)).collect::<Option<_>>()?;
+
+    let intervals = Intervals::unstuff(scan)?;
+    let mcus = mcus_x * mcus_y;
+    let interval_len = if header.restart_interval > 0 { header.restart_interval } else { mcus };
+    for (interval, first_mcu) in (0..mcus).step_by(interval_len).enumerate() {
+        let mut bits = BitReader::new(intervals.get(interval)?);
+        let mut predictors = [0i16; 3];
+        for mcu in first_mcu..(first_mcu + interval_len).min(mcus) {
+            let (mcu_x, mcu_y) = (mcu % mcus_x, mcu / mcus_x);
+            for (i, (dc_table, ac_table)) in header.tables.iter().enumerate() {
+                let (h, v) = blocks(&frame.components[i]);
+                let plane = &mut planes[i];
+                for y in mcu_y * v..(mcu_y + 1) * v {
+                    for x in mcu_x * h..(mcu_x + 1) * h {
+                        bits.refill();
+                        let (size, length) = dc_table.decode(&bits)?;
+                        if size > 16 {
+                            return None;
+                        }
+                        bits.consume(length);
+                        // i16 and wrapping, as jpeg-decoder keeps its predictor, so that even
+                        // hostile files decode the same.
+                        predictors[i] = predictors[i].wrapping_add(bits.signed(size as u32) as i16);
+                        skip_ac(&mut bits, ac_table)?;
+                        // The 1x1 IDCT: the block mean, level-shifted, rounded as jpeg-decoder does.
+                        let value = (predictors[i] as i32 * dc_quant[i]).wrapping_add(128 * 8) / 8;
+                        plane.samples[y * plane.stride + x] = value.clamp(0, 255) as u8;
+                    }
+                }
+            }
+        }
+        if !bits.ended_in_last_byte() {
+            return None;
+        }
+    }
+    Some(planes)
+}
+
+/// Reads past one block's 63 AC coefficients.
+#[inline(always)]
+fn skip_ac(bits: &mut BitReader, table: &HuffmanTable) -> Option<()> {
+    /// The most bits one lookup takes: a 16-bit code and its 15-bit value.
+    const MAX_STEP_BITS: u32 = 16 + 15;
+    let mut k = 1;
+    while k < 64 {
+        // A refill leaves ≥ 56 bits, so two lookups per refill (the second almost always fits):
+        // the refill's load then sits on every other lookup's dependency chain.
+        bits.refill();
+        for _ in 0..2 {
+            let step = table.step(bits, k)?;
+            bits.consume(step.bits);
+            k += step.advance;
+            if k >= 64 || bits.count < MAX_STEP_BITS {
+                break;
+            }
+        }
+    }
+    // Past 64 but short of an end-of-block's jump: a run beyond the block, so damaged data.
+    (k <= 64 || k > END_OF_BLOCK).then_some(())
+}
+
+/// JFIF's YCbCr → RGB in 20-bit fixed point (libjpeg's and jpeg-decoder's scalar formula).
+fn ycbcr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    const SHIFT: i32 = 20;
+    let fixed = |x: f32| (x * (1 << SHIFT) as f32 + 0.5) as i32;
+    let y = ((y as i32) << SHIFT) + (1 << (SHIFT - 1));
+    let (cb, cr) = (cb as i32 - 128, cr as i32 - 128);
+    let clamp = |v: i32| (v >> SHIFT).clamp(0, 255) as u8;
+    [clamp(y + fixed(1.402) * cr), clamp(y - fixed(0.34414) * cb - fixed(0.71414) * cr), clamp(y + fixed(1.772) * cb)]
+}

@@ -1,0 +1,98 @@
+//! The DC-only 1/8 JPEG decoder against `jpeg-decoder`'s own 1/8 decode, on every layout it
+//! takes, and its refusals: files it does not handle, and damaged ones, go back to the full
+//! decoder instead of decoding wrongly or panicking.
+
+mod common;
+
+use common::image_path;
+use imgsearch::ingest::jpeg_dc::decode_eighth;
+use std::io::Cursor;
+
+/// `jpeg-decoder` at 1/8 (its IDCT scaled to one sample a block), as RGB.
+fn reference_eighth(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.read_info().unwrap();
+    let info = decoder.info().unwrap();
+    let (w, h) = decoder.scale(info.width.div_ceil(8), info.height.div_ceil(8)).unwrap();
+    let pixels = decoder.decode().unwrap();
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        _ => pixels,
+    };
+    (w as u32, h as u32, rgb)
+}
+
+fn layouts() -> Vec<(String, Vec<u8>)> {
+    let dir = image_path("jpeg_layouts");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut named: Vec<_> = files
+        .iter()
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(p).unwrap()))
+        .collect();
+    for name in ["astronaut.jpg", "rocket.jpg", "camera_gray.jpg"] {
+        named.push((name.to_string(), std::fs::read(image_path(name)).unwrap()));
+    }
+    named
+}
+
+#[test]
+fn matches_jpeg_decoder_at_one_eighth_in_every_layout() {
+    let layouts = layouts();
+    assert!(layouts.len() >= 10, "fixtures missing: run scripts/make_jpeg_fixtures.py");
+    for (name, bytes) in layouts {
+        let ours = decode_eighth(&bytes).unwrap_or_else(|| panic!("{name}: not decoded"));
+        let (w, h, theirs) = reference_eighth(&bytes);
+        assert_eq!(ours.dimensions(), (w, h), "{name}");
+        // Samples and chroma upsampling are the same computation; jpeg-decoder converts colour
+        // with a 16-bit SIMD approximation of the formula, so RGB may differ by one level.
+        let tolerance = if name.contains("gr") { 0 } else { 1 };
+        let worst = ours.as_raw().iter().zip(&theirs).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        assert!(worst <= tolerance, "{name}: differs by up to {worst}");
+    }
+}
+
+#[test]
+fn leaves_other_kinds_of_file_to_the_full_decoder() {
+    for name in ["chelsea_progressive.jpg", "coffee_cmyk.jpg", "coffee.png"] {
+        assert!(decode_eighth(&std::fs::read(image_path(name)).unwrap()).is_none(), "{name}");
+    }
+    assert!(decode_eighth(&[]).is_none());
+    assert!(decode_eighth(&[0xFF, 0xD8, 0xFF]).is_none());
+}
+
+/// Offset of the first byte after the (first) SOS segment.
+fn scan_start(bytes: &[u8]) -> usize {
+    let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    sos + 2 + u16::from_be_bytes([bytes[sos + 2], bytes[sos + 3]]) as usize
+}
+
+#[test]
+fn truncated_files_are_refused_not_padded() {
+    for (name, bytes) in layouts() {
+        let start = scan_start(&bytes);
+        // Every cut inside the entropy-coded data, up to the last two bytes of padding and EOI.
+        for end in (start..bytes.len() - 4).step_by(97) {
+            assert!(decode_eighth(&bytes[..end]).is_none(), "{name}: cut at {end} of {} decoded", bytes.len());
+        }
+    }
+}
+
+#[test]
+fn damaged_files_never_panic() {
+    // The layouts with most structure: restart markers, long codes, unsubsampled chroma.
+    let layouts =
+        layouts().into_iter().filter(|(name, _)| ["restarts", "optimised", "444"].iter().any(|k| name.contains(k)));
+    for (name, bytes) in layouts {
+        // Every other header byte, then every 29th byte of the scan; each set to 0x00 and 0xFF.
+        let positions = (0..scan_start(&bytes)).step_by(2).chain((scan_start(&bytes)..bytes.len()).step_by(29));
+        for position in positions {
+            for value in [0x00, 0xFF] {
+                let mut damaged = bytes.clone();
+                damaged[position] = value;
+                let result = std::panic::catch_unwind(|| decode_eighth(&damaged));
+                assert!(result.is_ok(), "{name}: panicked with byte {position} set to {value:#x}");
+            }
+        }
+    }
+}
