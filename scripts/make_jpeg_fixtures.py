@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/images/jpeg_layouts/: small baseline JPEGs in each layout the DC-only
-1/8 decoder (src/ingest/jpeg_dc.rs) handles, made with Pillow (libjpeg-turbo) from astronaut.jpg.
+1/8 and 1/4 decoder (src/ingest/jpeg_reduced.rs) handles, made with Pillow (libjpeg-turbo) from astronaut.jpg.
 Sizes are odd on purpose, so that MCUs overhang the picture on both sides.
 
     python3 scripts/make_jpeg_fixtures.py

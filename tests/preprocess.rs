@@ -51,7 +51,7 @@ fn camera_size_jpegs_decode_from_dc_coefficients_within_0_995_of_the_exact_path(
     let photo = image::open(image_path("astronaut.jpg")).unwrap().resize_exact(2016, 1800, FilterType::Triangle);
     let mut jpeg = Vec::new();
     photo.to_rgb8().write_with_encoder(JpegEncoder::new_with_quality(&mut jpeg, 90)).unwrap();
-    let dc_only = imgsearch::ingest::jpeg_dc::decode_eighth(&jpeg).expect("a baseline JPEG");
+    let dc_only = imgsearch::ingest::jpeg_reduced::decode_reduced(&jpeg, 1).expect("a baseline JPEG");
     let path = Path::new("camera.jpg");
     let exact = decode_bytes(&jpeg, path, &DecodeOptions::default()).unwrap();
     for model in MODELS {

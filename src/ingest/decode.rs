@@ -4,7 +4,8 @@
 //! - exact: the `image` crate decodes at full size (any format it supports);
 //! - fast, for JPEGs far larger than the model needs: the IDCT itself scales by 1/2, 1/4 or 1/8
 //!   (`jpeg-decoder`, or libjpeg-turbo with the `turbojpeg` feature), which skips most of the
-//!   decode work; at 1/8, baseline JPEGs are read for their DC coefficients only (`jpeg_dc`).
+//!   decode work; at 1/8 and 1/4, baseline JPEGs are read for their lowest coefficients only
+//!   (`jpeg_reduced`).
 //!   Its effect on embeddings is measured by `tests/preprocess.rs` (cosine ≥ 0.995 against the
 //!   exact path).
 //!
@@ -16,7 +17,7 @@ use std::path::Path;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
-use super::jpeg_dc;
+use super::jpeg_reduced;
 use crate::error::{Error, Result};
 
 /// Default cap on decoded pixels: far beyond any camera (a 200 MP phone sensor fits),
@@ -103,8 +104,9 @@ fn decode_jpeg_scaled(
     if !matches!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8) {
         return Ok(None);
     }
-    // At 1/8 the DC coefficients alone make the picture: far less work than any full decoder.
-    let rgb = match (n == 1).then(|| jpeg_dc::decode_eighth(bytes)).flatten() {
+    // At 1/8 and 1/4 the lowest coefficients alone make the picture: far less work than any
+    // full decoder.
+    let rgb = match jpeg_reduced::decode_reduced(bytes, n as usize) {
         Some(rgb) => rgb,
         None => decode_jpeg_at_scale(bytes, decoder, n, (width, height)).map_err(fail)?,
     };

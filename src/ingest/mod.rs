@@ -2,6 +2,6 @@
 
 pub mod decode;
 pub mod exif;
-pub mod jpeg_dc;
+pub mod jpeg_reduced;
 pub mod pipeline;
 pub mod walk;

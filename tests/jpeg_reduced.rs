@@ -1,19 +1,20 @@
-//! The DC-only 1/8 JPEG decoder against `jpeg-decoder`'s own 1/8 decode, on every layout it
-//! takes, and its refusals: files it does not handle, and damaged ones, go back to the full
-//! decoder instead of decoding wrongly or panicking.
+//! The reduced-size JPEG decoder (1/8 and 1/4 from the lowest coefficients) against
+//! `jpeg-decoder`'s own decode at the same scale, on every layout it takes, and its refusals:
+//! files it does not handle, and damaged ones, go back to the full decoder instead of decoding
+//! wrongly or panicking.
 
 mod common;
 
 use common::image_path;
-use imgsearch::ingest::jpeg_dc::decode_eighth;
+use imgsearch::ingest::jpeg_reduced::decode_reduced;
 use std::io::Cursor;
 
-/// `jpeg-decoder` at 1/8 (its IDCT scaled to one sample a block), as RGB.
-fn reference_eighth(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+/// `jpeg-decoder` at `eighths`/8 (its IDCT scaled to 1 or 2×2 samples a block), as RGB.
+fn reference(bytes: &[u8], eighths: u16) -> (u32, u32, Vec<u8>) {
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     decoder.read_info().unwrap();
     let info = decoder.info().unwrap();
-    let (w, h) = decoder.scale(info.width.div_ceil(8), info.height.div_ceil(8)).unwrap();
+    let (w, h) = decoder.scale((info.width * eighths).div_ceil(8), (info.height * eighths).div_ceil(8)).unwrap();
     let pixels = decoder.decode().unwrap();
     let rgb = match info.pixel_format {
         jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
@@ -37,28 +38,32 @@ fn layouts() -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-fn matches_jpeg_decoder_at_one_eighth_in_every_layout() {
+fn matches_jpeg_decoder_at_one_eighth_and_one_quarter_in_every_layout() {
     let layouts = layouts();
     assert!(layouts.len() >= 10, "fixtures missing: run scripts/make_jpeg_fixtures.py");
     for (name, bytes) in layouts {
-        let ours = decode_eighth(&bytes).unwrap_or_else(|| panic!("{name}: not decoded"));
-        let (w, h, theirs) = reference_eighth(&bytes);
-        assert_eq!(ours.dimensions(), (w, h), "{name}");
-        // Samples and chroma upsampling are the same computation; jpeg-decoder converts colour
-        // with a 16-bit SIMD approximation of the formula, so RGB may differ by one level.
-        let tolerance = if name.contains("gr") { 0 } else { 1 };
-        let worst = ours.as_raw().iter().zip(&theirs).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
-        assert!(worst <= tolerance, "{name}: differs by up to {worst}");
+        for eighths in [1, 2] {
+            let ours = decode_reduced(&bytes, eighths).unwrap_or_else(|| panic!("{name} at {eighths}/8: not decoded"));
+            let (w, h, theirs) = reference(&bytes, eighths as u16);
+            assert_eq!(ours.dimensions(), (w, h), "{name} at {eighths}/8");
+            // Samples and chroma upsampling are the same computation; jpeg-decoder converts
+            // colour with a 16-bit SIMD approximation of the formula, so RGB may differ by one.
+            let tolerance = if name.contains("gr") { 0 } else { 1 };
+            let worst = ours.as_raw().iter().zip(&theirs).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            assert!(worst <= tolerance, "{name} at {eighths}/8: differs by up to {worst}");
+        }
     }
 }
 
 #[test]
 fn leaves_other_kinds_of_file_to_the_full_decoder() {
     for name in ["chelsea_progressive.jpg", "coffee_cmyk.jpg", "coffee.png"] {
-        assert!(decode_eighth(&std::fs::read(image_path(name)).unwrap()).is_none(), "{name}");
+        assert!(decode_reduced(&std::fs::read(image_path(name)).unwrap(), 1).is_none(), "{name}");
     }
-    assert!(decode_eighth(&[]).is_none());
-    assert!(decode_eighth(&[0xFF, 0xD8, 0xFF]).is_none());
+    assert!(decode_reduced(&[], 1).is_none());
+    assert!(decode_reduced(&[0xFF, 0xD8, 0xFF], 1).is_none());
+    // Other scales are the full decoder's.
+    assert!(decode_reduced(&std::fs::read(image_path("rocket.jpg")).unwrap(), 4).is_none());
 }
 
 /// Offset of the first byte after the (first) SOS segment.
@@ -73,7 +78,10 @@ fn truncated_files_are_refused_not_padded() {
         let start = scan_start(&bytes);
         // Every cut inside the entropy-coded data, up to the last two bytes of padding and EOI.
         for end in (start..bytes.len() - 4).step_by(97) {
-            assert!(decode_eighth(&bytes[..end]).is_none(), "{name}: cut at {end} of {} decoded", bytes.len());
+            for eighths in [1, 2] {
+                let decoded = decode_reduced(&bytes[..end], eighths);
+                assert!(decoded.is_none(), "{name}: cut at {end} of {} decoded at {eighths}/8", bytes.len());
+            }
         }
     }
 }
@@ -90,7 +98,7 @@ fn damaged_files_never_panic() {
             for value in [0x00, 0xFF] {
                 let mut damaged = bytes.clone();
                 damaged[position] = value;
-                let result = std::panic::catch_unwind(|| decode_eighth(&damaged));
+                let result = std::panic::catch_unwind(|| (decode_reduced(&damaged, 1), decode_reduced(&damaged, 2)));
                 assert!(result.is_ok(), "{name}: panicked with byte {position} set to {value:#x}");
             }
         }

@@ -1,29 +1,34 @@
-//! Baseline JPEGs at 1/8 scale from their DC coefficients alone.
+//! Baseline JPEGs at 1/8 and 1/4 scale from their lowest-frequency coefficients alone.
 //!
-//! At 1/8 scale each 8×8 block becomes one pixel, the block's mean, which is its DC coefficient.
-//! The AC coefficients must still be read past (Huffman codes carry no lengths), but they are
-//! neither stored, dequantised nor transformed: one table lookup skips every code (with its value
-//! bits) that starts in the next 12 bits, and the bit reader refills without branching on the
-//! data, because the 0xFF stuffing is removed first. On camera photos, 8× larger than the model's
-//! input, that leaves out most of a full decoder's work: this is the path camera-size JPEGs take
-//! (benches/README.md).
+//! At 1/8 scale each 8×8 block becomes one pixel, the block's mean: its DC coefficient. At 1/4
+//! it becomes 2×2 pixels, which `jpeg-decoder` (and this) compute from the DC and the three
+//! lowest AC coefficients. The other AC coefficients must still be read past (Huffman codes
+//! carry no lengths), but they are neither stored, dequantised nor transformed: one table lookup
+//! skips every code (with its value bits) that starts in the next 12 bits, and the bit reader
+//! refills without branching on the data, because the 0xFF stuffing is removed first. On photos
+//! 4–8× larger than the model's input, that leaves out most of a full decoder's work: this is
+//! the path camera-size JPEGs take (benches/README.md).
 //!
-//! The planes are exactly what `jpeg-decoder` computes at 1/8, chroma is upsampled the way it
-//! does, and colour is converted with the standard JFIF integer formula (tests/jpeg_dc.rs checks
-//! both against `jpeg-decoder`). Anything outside the common case (progressive or arithmetic
-//! coding, 12-bit samples, CMYK, Adobe RGB, unusual subsampling, separate scans per component,
-//! damaged or truncated data) returns `None`, and the full decoder takes the file: it decodes it
-//! or reports what is wrong with it.
+//! The planes are exactly what `jpeg-decoder` computes at the same scale, chroma is upsampled
+//! the way it does, and colour is converted with the standard JFIF integer formula
+//! (tests/jpeg_reduced.rs checks both against `jpeg-decoder`). Anything outside the common case
+//! (progressive or arithmetic coding, 12-bit samples, CMYK, Adobe RGB, unusual subsampling,
+//! separate scans per component, damaged or truncated data) returns `None`, and the full decoder
+//! takes the file: it decodes it or reports what is wrong with it.
 
 use image::RgbImage;
 
-/// Decodes a baseline JPEG to RGB at 1/8 of its size (sides rounded up, as libjpeg does).
-/// `None` when the file is not one this path handles; the caller then uses a full decoder.
-pub fn decode_eighth(bytes: &[u8]) -> Option<RgbImage> {
+/// Decodes a baseline JPEG to RGB at `eighths`/8 of its size (1 or 2; sides rounded up, as
+/// libjpeg does). `None` when the file is not one this path handles (or `eighths` is another
+/// scale); the caller then uses a full decoder.
+pub fn decode_reduced(bytes: &[u8], eighths: usize) -> Option<RgbImage> {
+    if !matches!(eighths, 1 | 2) {
+        return None;
+    }
     let header = Header::parse(bytes)?;
-    let planes = decode_dc_planes(&header, &bytes[header.scan_start..])?;
+    let planes = decode_planes(&header, &bytes[header.scan_start..], eighths)?;
     let frame = &header.frame;
-    let (width, height) = (frame.width.div_ceil(8), frame.height.div_ceil(8));
+    let (width, height) = ((frame.width * eighths).div_ceil(8), (frame.height * eighths).div_ceil(8));
     if let [grey] = planes.as_slice() {
         let mut rgb = RgbImage::new(width as u32, height as u32);
         for (y, row) in rgb.chunks_exact_mut(3 * width).enumerate() {
@@ -73,8 +78,9 @@ impl Frame {
 /// Everything before the entropy-coded data of the (single, interleaved) scan.
 struct Header {
     frame: Frame,
-    /// DC quantiser (zig-zag index 0) of each table.
-    dc_quant: [Option<u16>; 4],
+    /// Of each quantisation table, the entries at zig-zag positions 0, 1, 2 and 4: the DC and the
+    /// AC coefficients at (0,1), (1,0) and (1,1), all a 2×2 reduction uses.
+    quant: [Option<[u16; 4]>; 4],
     /// Per frame component: (DC table, AC table), in frame order.
     tables: Vec<(HuffmanTable, HuffmanTable)>,
     restart_interval: usize,
@@ -88,7 +94,7 @@ impl Header {
         }
         let mut pos = 2;
         let mut frame = None;
-        let mut dc_quant = [None; 4];
+        let mut quant = [None; 4];
         let mut dc_tables: [Option<HuffmanTable>; 4] = Default::default();
         let mut ac_tables: [Option<HuffmanTable>; 4] = Default::default();
         let mut restart_interval = 0;
@@ -114,7 +120,7 @@ impl Header {
                 // arithmetic conditioning, reserved codes.
                 0xC0..=0xC3 | 0xC5..=0xCF => return None,
                 0xC4 => parse_huffman_tables(segment, &mut dc_tables, &mut ac_tables)?,
-                0xDB => parse_quantisation_tables(segment, &mut dc_quant)?,
+                0xDB => parse_quantisation_tables(segment, &mut quant)?,
                 0xDD => restart_interval = u16::from_be_bytes(segment.try_into().ok()?) as usize,
                 0xEE if segment.starts_with(b"Adobe") => adobe = true,
                 0xDA => {
@@ -123,10 +129,10 @@ impl Header {
                         return None;
                     }
                     let tables = parse_scan(segment, &frame, &dc_tables, &ac_tables)?;
-                    if frame.components.iter().any(|c| dc_quant[c.quant_table].is_none()) {
+                    if frame.components.iter().any(|c| quant[c.quant_table].is_none()) {
                         return None;
                     }
-                    return Some(Header { frame, dc_quant, tables, restart_interval, scan_start: pos });
+                    return Some(Header { frame, quant, tables, restart_interval, scan_start: pos });
                 }
                 _ => {} // APPn, COM and the like
             }
@@ -169,14 +175,16 @@ fn parse_frame(segment: &[u8]) -> Option<Frame> {
     Some(frame)
 }
 
-fn parse_quantisation_tables(mut segment: &[u8], dc_quant: &mut [Option<u16>; 4]) -> Option<()> {
+fn parse_quantisation_tables(mut segment: &[u8], quant: &mut [Option<[u16; 4]>; 4]) -> Option<()> {
     while let [info, rest @ ..] = segment {
         let (precision, id) = (info >> 4, (info & 15) as usize);
         let size = if precision == 0 { 64 } else { 128 };
         if id > 3 || precision > 1 || rest.len() < size {
             return None;
         }
-        dc_quant[id] = Some(if precision == 0 { rest[0] as u16 } else { u16::from_be_bytes([rest[0], rest[1]]) });
+        let entry =
+            |i: usize| if precision == 0 { rest[i] as u16 } else { u16::from_be_bytes([rest[2 * i], rest[2 * i + 1]]) };
+        quant[id] = Some([entry(0), entry(1), entry(2), entry(4)]);
         segment = &rest[size..];
     }
     Some(())
@@ -233,7 +241,8 @@ fn parse_scan(
         .collect()
 }
 
-/// DC codes are short (at most 9 bits in the standard tables): one lookup of this many bits.
+/// DC codes are short (at most 9 bits in the standard tables), and so are the commonest AC
+/// codes: codes up to this long decode with one lookup.
 const SYMBOL_LOOKUP_BITS: u32 = 9;
 /// AC codes are skipped through a lookup of this many bits, several codes at a time (16 KB of
 /// table, so the luma and chroma tables stay in L1).
@@ -291,8 +300,8 @@ impl StepsEntry {
 
 #[derive(Clone)]
 struct HuffmanTable {
-    /// DC tables: indexed by the next `SYMBOL_LOOKUP_BITS` bits, code length << 8 | symbol; 0
-    /// for longer codes.
+    /// Indexed by the next `SYMBOL_LOOKUP_BITS` bits: code length << 8 | symbol; 0 for longer
+    /// codes. For DC codes, and the AC codes a 1/4 reduction needs the values of.
     symbols: Vec<u16>,
     /// AC tables: indexed by the next `STEP_LOOKUP_BITS` bits; 0 when the first code is longer.
     steps: Vec<StepsEntry>,
@@ -328,12 +337,11 @@ impl HuffmanTable {
             }
             code <<= 1;
         }
-        if class == 0 {
-            table.symbols = first_codes(counts, values, SYMBOL_LOOKUP_BITS)
-                .into_iter()
-                .map(|code| code.map_or(0, |(symbol, length)| (length as u16) << 8 | symbol as u16))
-                .collect();
-        } else {
+        table.symbols = first_codes(counts, values, SYMBOL_LOOKUP_BITS)
+            .into_iter()
+            .map(|code| code.map_or(0, |(symbol, length)| (length as u16) << 8 | symbol as u16))
+            .collect();
+        if class == 1 {
             let first_codes = first_codes(counts, values, STEP_LOOKUP_BITS);
             table.steps = (0..1 << STEP_LOOKUP_BITS).map(|window| steps_entry(&first_codes, window)).collect();
         }
@@ -350,7 +358,7 @@ impl HuffmanTable {
         })?
     }
 
-    /// The next DC code's symbol and length; `None` for a code the table does not hold.
+    /// The next code's symbol and length; `None` for a code the table does not hold.
     #[inline(always)]
     fn decode(&self, bits: &BitReader) -> Option<(u8, u32)> {
         match self.symbols[bits.peek(SYMBOL_LOOKUP_BITS) as usize] {
@@ -515,6 +523,16 @@ impl<'a> BitReader<'a> {
         }
     }
 
+    /// `signed` without a branch on `n` (0..=15), for values whose sizes vary code to code.
+    #[inline(always)]
+    fn signed_branchless(&mut self, n: u32) -> i32 {
+        // Two shifts, so that n = 0 reads nothing rather than shifting by 64.
+        let value = ((self.buffer >> 1) >> (63 - n)) as i32;
+        self.consume(n);
+        let below_half = (value < (1 << n) >> 1) as i32;
+        value - below_half * ((1 << n) - 1)
+    }
+
     /// Whether the interval was decoded exactly: into its last byte (encoders pad the interval
     /// to a whole byte with ones) and not past its data.
     fn ended_in_last_byte(&self) -> bool {
@@ -524,7 +542,7 @@ impl<'a> BitReader<'a> {
     }
 }
 
-/// One component's 1/8-scale samples: one per block, rows padded to whole MCUs.
+/// One component's samples at the reduced scale: 1 or 2×2 per block, rows padded to whole MCUs.
 struct Plane {
     samples: Vec<u8>,
     stride: usize,
@@ -576,7 +594,7 @@ impl Plane {
     }
 }
 
-fn decode_dc_planes(header: &Header, scan: &[u8]) -> Option<Vec<Plane>> {
+fn decode_planes(header: &Header, scan: &[u8], eighths: usize) -> Option<Vec<Plane>> {
     let frame = &header.frame;
     let (h_max, v_max) = frame.max_sampling();
     let single = frame.components.len() == 1;
@@ -593,15 +611,18 @@ fn decode_dc_planes(header: &Header, scan: &[u8]) -> Option<Vec<Plane>> {
         .map(|c| {
             let (h, v) = blocks(c);
             Plane {
-                samples: vec![0; mcus_x * h * mcus_y * v],
-                stride: mcus_x * h,
-                width: (frame.width * c.h).div_ceil(8 * h_max),
-                height: (frame.height * c.v).div_ceil(8 * v_max),
+                samples: vec![0; mcus_x * h * mcus_y * v * eighths * eighths],
+                stride: mcus_x * h * eighths,
+                width: (frame.width * c.h * eighths).div_ceil(8 * h_max),
+                height: (frame.height * c.v * eighths).div_ceil(8 * v_max),
             }
         })
         .collect();
-    let dc_quant: Vec<i32> =
-        frame.components.iter().map(|c| header.dc_quant[c.quant_table].map(i32::from)).collect::<Option<_>>()?;
+    let quant: Vec<[i32; 4]> = frame
+        .components
+        .iter()
+        .map(|c| header.quant[c.quant_table].map(|q| q.map(i32::from)))
+        .collect::<Option<_>>()?;
 
     let intervals = Intervals::unstuff(scan)?;
     let mcus = mcus_x * mcus_y;
@@ -625,10 +646,17 @@ fn decode_dc_planes(header: &Header, scan: &[u8]) -> Option<Vec<Plane>> {
                         // i16 and wrapping, as jpeg-decoder keeps its predictor, so that even
                         // hostile files decode the same.
                         predictors[i] = predictors[i].wrapping_add(bits.signed(size as u32) as i16);
-                        skip_ac(&mut bits, ac_table)?;
-                        // The 1x1 IDCT: the block mean, level-shifted, rounded as jpeg-decoder does.
-                        let value = (predictors[i] as i32 * dc_quant[i]).wrapping_add(128 * 8) / 8;
-                        plane.samples[y * plane.stride + x] = value.clamp(0, 255) as u8;
+                        let at = y * eighths * plane.stride + x * eighths;
+                        if eighths == 1 {
+                            skip_ac(&mut bits, ac_table, 1)?;
+                            plane.samples[at] = idct_1x1(predictors[i], &quant[i]);
+                        } else {
+                            let (low, k) = read_low_ac(&mut bits, ac_table)?;
+                            skip_ac(&mut bits, ac_table, k)?;
+                            let [top, bottom] = idct_2x2(predictors[i], low, &quant[i]);
+                            plane.samples[at..at + 2].copy_from_slice(&top);
+                            plane.samples[at + plane.stride..at + plane.stride + 2].copy_from_slice(&bottom);
+                        }
                     }
                 }
             }
@@ -640,12 +668,57 @@ fn decode_dc_planes(header: &Header, scan: &[u8]) -> Option<Vec<Plane>> {
     Some(planes)
 }
 
-/// Reads past one block's 63 AC coefficients.
+/// The 1x1 IDCT: the block mean, level-shifted, rounded as jpeg-decoder does.
+fn idct_1x1(dc: i16, quant: &[i32; 4]) -> u8 {
+    ((dc as i32 * quant[0]).wrapping_add(128 * 8) / 8).clamp(0, 255) as u8
+}
+
+/// jpeg-decoder's 2x2 IDCT, from the DC and `low` (the AC coefficients at zig-zag positions 1, 2
+/// and 4: (0,1), (1,0), (1,1)), with its rounding and wrapping arithmetic.
+fn idct_2x2(dc: i16, low: [i16; 3], quant: &[i32; 4]) -> [[u8; 2]; 2] {
+    let dequantised = |c: i16, q: i32| (c as i32).wrapping_mul(q);
+    let (s00, s01, s10, s11) = (
+        dequantised(dc, quant[0]),
+        dequantised(low[0], quant[1]),
+        dequantised(low[1], quant[2]),
+        dequantised(low[2], quant[3]),
+    );
+    let rounding = (1 << 2) + (128 << 3);
+    let (x0, x2) = (s00.wrapping_add(s10).wrapping_add(rounding), s00.wrapping_sub(s10).wrapping_add(rounding));
+    let (x1, x3) = (s01.wrapping_add(s11), s01.wrapping_sub(s11));
+    let sample = |v: i32| (v >> 3).clamp(0, 255) as u8;
+    [
+        [sample(x0.wrapping_add(x1)), sample(x0.wrapping_sub(x1))],
+        [sample(x2.wrapping_add(x3)), sample(x2.wrapping_sub(x3))],
+    ]
+}
+
+/// Reads a block's AC coefficients up to zig-zag position 4, keeping those at 1, 2 and 4.
+/// Returns them and the position reached (past 64 when the block ended).
 #[inline(always)]
-fn skip_ac(bits: &mut BitReader, table: &HuffmanTable) -> Option<()> {
+fn read_low_ac(bits: &mut BitReader, table: &HuffmanTable) -> Option<([i16; 3], u32)> {
+    // Positions 0..=4, and one slot where coefficients beyond them land: no branch on where.
+    let mut coefficients = [0i16; 6];
+    let mut k = 1;
+    while k <= 4 {
+        bits.refill();
+        let (symbol, length) = table.decode(bits)?;
+        bits.consume(length);
+        let step = Step::new(symbol, length);
+        let size = step.bits - length;
+        let value = bits.signed_branchless(size);
+        // A zero run's "coefficient" (zero) and an EOB's land in the spare slot.
+        coefficients[((k + step.advance - 1) as usize).min(5)] = value as i16;
+        k += step.advance;
+    }
+    Some(([coefficients[1], coefficients[2], coefficients[4]], k))
+}
+
+/// Reads past a block's AC coefficients from zig-zag position `k` on.
+#[inline(always)]
+fn skip_ac(bits: &mut BitReader, table: &HuffmanTable, mut k: u32) -> Option<()> {
     /// The most bits one lookup takes: a 16-bit code and its 15-bit value.
     const MAX_STEP_BITS: u32 = 16 + 15;
-    let mut k = 1;
     while k < 64 {
         // A refill leaves ≥ 56 bits, so two lookups per refill (the second almost always fits):
         // the refill's load then sits on every other lookup's dependency chain.
