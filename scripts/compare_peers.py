@@ -23,7 +23,7 @@ imgsearch:        `cargo bench --bench encoders --bench preprocess` (criterion),
 
 Run from anywhere (developer tool; needs scripts/requirements.txt):
     python3 scripts/compare_peers.py                      # full run, 2 threads
-    python3 scripts/compare_peers.py --features turbojpeg # imgsearch built with libjpeg-turbo (cmake + nasm)
+    python3 scripts/compare_peers.py --features turbojpeg # libjpeg-turbo for the JPEGs imgsearch's own decoder leaves
     python3 scripts/compare_peers.py --threads 8 --markdown bench-out/peers.md
     python3 scripts/compare_peers.py --skip-cargo --quick # smoke run of the Python side only
 Timings are medians over repeats after warm-up; a full run takes a few minutes plus the cargo benches.
