@@ -533,12 +533,19 @@ impl<'a> BitReader<'a> {
         value - below_half * ((1 << n) - 1)
     }
 
+    fn bits_used(&self) -> usize {
+        self.pos * 8 - self.count as usize
+    }
+
+    /// Whether decoding went past the data (into the zeros read there).
+    fn read_past_end(&self) -> bool {
+        self.bits_used() > self.data.len() * 8
+    }
+
     /// Whether the interval was decoded exactly: into its last byte (encoders pad the interval
     /// to a whole byte with ones) and not past its data.
     fn ended_in_last_byte(&self) -> bool {
-        let used = self.pos * 8 - self.count as usize;
-        let available = self.data.len() * 8;
-        used <= available && available - used < 8
+        !self.read_past_end() && self.data.len() * 8 - self.bits_used() < 8
     }
 }
 
@@ -632,6 +639,10 @@ fn decode_planes(header: &Header, scan: &[u8], eighths: usize) -> Option<Vec<Pla
         let mut predictors = [0i16; 3];
         for mcu in first_mcu..(first_mcu + interval_len).min(mcus) {
             let (mcu_x, mcu_y) = (mcu % mcus_x, mcu / mcus_x);
+            // A truncated photo would otherwise be decoded to its end from zeros, then refused.
+            if mcu_x == 0 && bits.read_past_end() {
+                return None;
+            }
             for (i, (dc_table, ac_table)) in header.tables.iter().enumerate() {
                 let (h, v) = blocks(&frame.components[i]);
                 let plane = &mut planes[i];
