@@ -54,6 +54,29 @@ pub fn decode_file(path: &Path, options: &DecodeOptions) -> Result<DecodedImage>
 
 /// `path` only names the picture in errors.
 pub fn decode_bytes(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedImage> {
+    decode(bytes, path, options).map_err(|error| match error {
+        // Decoders report a cut-off file as a read error ("failed to fill whole buffer"); say why.
+        Error::Decode { path, reason } if is_truncated(bytes) => Error::Decode {
+            path,
+            reason: format!(
+                "{reason}: the file ends without its end marker, so it was probably cut short (an \
+                 interrupted copy or download?); copy it again from its source"
+            ),
+        },
+        other => other,
+    })
+}
+
+/// A JPEG or PNG whose data stops without its end marker (trailing zero padding aside).
+fn is_truncated(bytes: &[u8]) -> bool {
+    const PNG_END: &[u8] = b"IEND\xAE\x42\x60\x82";
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+    let data = &bytes[..end];
+    (bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && !data.ends_with(&[0xFF, 0xD9]))
+        || (bytes.starts_with(b"\x89PNG\r\n\x1a\n") && !data.ends_with(PNG_END))
+}
+
+fn decode(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedImage> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     if bytes.is_empty() {
         return Err(fail("the file is empty".into()));
