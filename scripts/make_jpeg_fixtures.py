@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/images/jpeg_layouts/: small baseline JPEGs in each layout the DC-only
-1/8 and 1/4 decoder (src/ingest/jpeg_reduced.rs) handles, made with Pillow (libjpeg-turbo) from astronaut.jpg.
+"""Writes tests/fixtures/images/jpeg_layouts/: small JPEGs in each layout the reduced-size decoder
+(src/ingest/jpeg_reduced.rs) handles, made with Pillow (libjpeg-turbo) from astronaut.jpg.
 Sizes are odd on purpose, so that MCUs overhang the picture on both sides.
 
     python3 scripts/make_jpeg_fixtures.py
@@ -23,6 +23,11 @@ def main():
     source.save(OUT / "ycbcr_420_restarts.jpg", quality=92, subsampling="4:2:0", restart_marker_blocks=5)
     source.convert("L").save(OUT / "grey.jpg", quality=92)
     source.convert("L").save(OUT / "grey_restarts.jpg", quality=92, restart_marker_rows=1)
+    # Progressive: only 1/8 is read here (DC scans, first pass and refinement; AC scans skipped).
+    source.save(OUT / "progressive_420.jpg", quality=92, subsampling="4:2:0", progressive=True)
+    source.save(OUT / "progressive_444_restarts.jpg", quality=92, subsampling="4:4:4", progressive=True,
+                restart_marker_blocks=7)
+    source.convert("L").save(OUT / "progressive_grey.jpg", quality=92, progressive=True)
     # Optimised Huffman tables: long codes that the lookups must fall back from.
     source.save(OUT / "ycbcr_420_optimised.jpg", quality=100, subsampling="4:2:0", optimize=True)
 

@@ -3,7 +3,7 @@
 //! Two paths:
 //! - exact: the `image` crate decodes at full size (any format it supports);
 //! - fast, for JPEGs far larger than the model needs: decoded at 1/2, 1/4 or 1/8 scale, which
-//!   skips most of the decode work. At 1/8 and 1/4, baseline JPEGs are read for their lowest
+//!   skips most of the decode work. At 1/8 and 1/4, JPEGs are read for their lowest
 //!   coefficients only (`jpeg_reduced`); the rest go to `jpeg-decoder` (or libjpeg-turbo with the
 //!   `turbojpeg` feature) with its IDCT scaled. Its effect on embeddings is measured by
 //!   `tests/preprocess.rs` (cosine ≥ 0.995 against the exact path).

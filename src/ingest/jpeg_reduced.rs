@@ -11,23 +11,33 @@
 //!
 //! The planes are exactly what `jpeg-decoder` computes at the same scale, chroma is upsampled
 //! the way it does, and colour is converted with the standard JFIF integer formula
-//! (tests/jpeg_reduced.rs checks both against `jpeg-decoder`). Anything outside the common case
-//! (progressive or arithmetic coding, 12-bit samples, CMYK, Adobe RGB, unusual subsampling,
-//! separate scans per component, damaged or truncated data) returns `None`, and the full decoder
-//! takes the file: it decodes it or reports what is wrong with it.
+//! (tests/jpeg_reduced.rs checks both against `jpeg-decoder`). Progressive files are read at 1/8
+//! only, from their DC scans. Anything outside the common case (progressive files at 1/4,
+//! arithmetic coding, 12-bit samples, CMYK, Adobe RGB, unusual subsampling, separate baseline
+//! scans per component, damaged or truncated data) returns `None`, and the full decoder takes the
+//! file: it decodes it or reports what is wrong with it.
 
 use image::RgbImage;
 
-/// Decodes a baseline JPEG to RGB at `eighths`/8 of its size (1 or 2; sides rounded up, as
-/// libjpeg does). `None` when the file is not one this path handles (or `eighths` is another
-/// scale); the caller then uses a full decoder.
+/// Decodes a JPEG (baseline, or progressive at 1/8) to RGB at `eighths`/8 of its size (1 or 2;
+/// sides rounded up, as libjpeg does). `None` when the file is not one this path handles (or
+/// `eighths` is another scale); the caller then uses a full decoder.
 pub fn decode_reduced(bytes: &[u8], eighths: usize) -> Option<RgbImage> {
-    if !matches!(eighths, 1 | 2) {
+    if !matches!(eighths, 1 | 2) || !bytes.starts_with(&[0xFF, 0xD8]) {
         return None;
     }
-    let header = Header::parse(bytes)?;
-    let planes = decode_planes(&header, &bytes[header.scan_start..], eighths)?;
-    let frame = &header.frame;
+    let mut setup = Setup::default();
+    let (scan, scan_start) = setup.read_to_scan(bytes, 2)?;
+    let planes = match (setup.progressive, eighths) {
+        (false, _) => {
+            let tables = parse_scan(scan, setup.frame.as_ref()?, &setup.dc_tables, &setup.ac_tables)?;
+            decode_planes(&setup, &tables, &bytes[scan_start..], eighths)?
+        }
+        // At 1/4 a progressive file needs AC scans decoded: the full decoder's work.
+        (true, 1) => progressive_dc_planes(&mut setup, bytes, scan, scan_start)?,
+        (true, _) => return None,
+    };
+    let frame = setup.frame.as_ref()?;
     let (width, height) = ((frame.width * eighths).div_ceil(8), (frame.height * eighths).div_ceil(8));
     if let [grey] = planes.as_slice() {
         let mut rgb = RgbImage::new(width as u32, height as u32);
@@ -60,7 +70,7 @@ struct Component {
     quant_table: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Frame {
     width: usize,
     height: usize,
@@ -75,30 +85,25 @@ impl Frame {
     }
 }
 
-/// Everything before the entropy-coded data of the (single, interleaved) scan.
-struct Header {
-    frame: Frame,
+/// What the segments before a scan set up: the frame and the tables in force.
+#[derive(Default)]
+struct Setup {
+    frame: Option<Frame>,
+    progressive: bool,
     /// Of each quantisation table, the entries at zig-zag positions 0, 1, 2 and 4: the DC and the
     /// AC coefficients at (0,1), (1,0) and (1,1), all a 2×2 reduction uses.
     quant: [Option<[u16; 4]>; 4],
-    /// Per frame component: (DC table, AC table), in frame order.
-    tables: Vec<(HuffmanTable, HuffmanTable)>,
+    dc_tables: [Option<HuffmanTable>; 4],
+    ac_tables: [Option<HuffmanTable>; 4],
     restart_interval: usize,
-    scan_start: usize,
+    adobe: bool,
 }
 
-impl Header {
-    fn parse(bytes: &[u8]) -> Option<Header> {
-        if !bytes.starts_with(&[0xFF, 0xD8]) {
-            return None;
-        }
-        let mut pos = 2;
-        let mut frame = None;
-        let mut quant = [None; 4];
-        let mut dc_tables: [Option<HuffmanTable>; 4] = Default::default();
-        let mut ac_tables: [Option<HuffmanTable>; 4] = Default::default();
-        let mut restart_interval = 0;
-        let mut adobe = false;
+impl Setup {
+    /// Reads the segments from `pos` (a marker) up to the next scan: returns that scan's SOS
+    /// segment and where its entropy-coded data starts. `None` at the end of the picture and for
+    /// anything this decoder does not take.
+    fn read_to_scan<'a>(&mut self, bytes: &'a [u8], mut pos: usize) -> Option<(&'a [u8], usize)> {
         loop {
             if *bytes.get(pos)? != 0xFF {
                 return None;
@@ -109,34 +114,41 @@ impl Header {
             let marker = bytes[pos];
             pos += 1;
             if matches!(marker, 0x01 | 0xD0..=0xD9) {
-                return None; // no standalone marker belongs between SOI and the first scan
+                return None; // the end, or a standalone marker where none belongs
             }
             let length = u16::from_be_bytes([*bytes.get(pos)?, *bytes.get(pos + 1)?]) as usize;
             let segment = bytes.get(pos + 2..pos + length.max(2))?;
             pos += length;
             match marker {
-                0xC0 | 0xC1 if frame.is_none() => frame = Some(parse_frame(segment)?),
-                // Other frame types (progressive, lossless, arithmetic coding), a second frame,
-                // arithmetic conditioning, reserved codes.
+                0xC0..=0xC2 if self.frame.is_none() => {
+                    self.frame = Some(parse_frame(segment)?);
+                    self.progressive = marker == 0xC2;
+                }
+                // Other frame types (lossless, arithmetic coding), a second frame, arithmetic
+                // conditioning, reserved codes.
                 0xC0..=0xC3 | 0xC5..=0xCF => return None,
-                0xC4 => parse_huffman_tables(segment, &mut dc_tables, &mut ac_tables)?,
-                0xDB => parse_quantisation_tables(segment, &mut quant)?,
-                0xDD => restart_interval = u16::from_be_bytes(segment.try_into().ok()?) as usize,
-                0xEE if segment.starts_with(b"Adobe") => adobe = true,
+                0xC4 => parse_huffman_tables(segment, &mut self.dc_tables, &mut self.ac_tables)?,
+                0xDB => parse_quantisation_tables(segment, &mut self.quant)?,
+                0xDD => self.restart_interval = u16::from_be_bytes(segment.try_into().ok()?) as usize,
+                0xEE if segment.starts_with(b"Adobe") => self.adobe = true,
                 0xDA => {
-                    let frame = frame?;
-                    if frame.components.len() == 3 && !is_ycbcr(&frame, adobe) {
+                    let frame = self.frame.as_ref()?;
+                    if frame.components.len() == 3 && !is_ycbcr(frame, self.adobe) {
                         return None;
                     }
-                    let tables = parse_scan(segment, &frame, &dc_tables, &ac_tables)?;
-                    if frame.components.iter().any(|c| quant[c.quant_table].is_none()) {
+                    if frame.components.iter().any(|c| self.quant[c.quant_table].is_none()) {
                         return None;
                     }
-                    return Some(Header { frame, quant, tables, restart_interval, scan_start: pos });
+                    return Some((segment, pos));
                 }
                 _ => {} // APPn, COM and the like
             }
         }
+    }
+
+    /// Per frame component, the DC quantiser and the three AC ones a 2×2 reduction uses.
+    fn component_quant(&self, frame: &Frame) -> Option<Vec<[i32; 4]>> {
+        frame.components.iter().map(|c| self.quant[c.quant_table].map(|q| q.map(i32::from))).collect()
     }
 }
 
@@ -421,19 +433,19 @@ struct Intervals {
     data: Vec<u8>,
     /// Where each interval starts in `data`, and where the last ends.
     bounds: Vec<usize>,
+    /// Where, in the scan's bytes, the marker after the scan starts (or their length).
+    end: usize,
 }
 
 impl Intervals {
     /// `None` when the markers between intervals are not RST0..7 in turn.
     fn unstuff(scan: &[u8]) -> Option<Intervals> {
-        let mut data = Vec::with_capacity(scan.len());
+        let end = scan_end(scan);
+        let scan = &scan[..end]; // no trailing fill bytes: each 0xFF is stuffing or a restart
+        let mut data = Vec::with_capacity(end);
         let mut bounds = vec![0];
         let mut pos = 0;
-        loop {
-            let Some(ff) = memchr::memchr(0xFF, &scan[pos..]) else {
-                data.extend_from_slice(&scan[pos..]); // no EOI: the end check decides
-                break;
-            };
+        while let Some(ff) = memchr::memchr(0xFF, &scan[pos..]) {
             data.extend_from_slice(&scan[pos..pos + ff]);
             pos += ff + 1;
             while scan.get(pos) == Some(&0xFF) {
@@ -441,21 +453,33 @@ impl Intervals {
             }
             match scan.get(pos) {
                 Some(0x00) => data.push(0xFF),
-                Some(&marker @ 0xD0..=0xD7) if marker - 0xD0 == ((bounds.len() - 1) % 8) as u8 => {
-                    bounds.push(data.len())
-                }
-                Some(0xD0..=0xD7) => return None,
-                _ => break, // EOI or another marker: the scan ends
+                Some(&marker) if marker == 0xD0 + ((bounds.len() - 1) % 8) as u8 => bounds.push(data.len()),
+                _ => return None,
             }
             pos += 1;
         }
+        data.extend_from_slice(&scan[pos..]); // without EOI (a cut-off file), the end check decides
         bounds.push(data.len());
-        Some(Intervals { data, bounds })
+        Some(Intervals { data, bounds, end })
     }
 
     fn get(&self, interval: usize) -> Option<&[u8]> {
         self.data.get(*self.bounds.get(interval)?..*self.bounds.get(interval + 1)?)
     }
+}
+
+/// Where, in a scan's bytes, the marker after its entropy-coded data starts (or their length).
+fn scan_end(scan: &[u8]) -> usize {
+    let mut pos = 0;
+    while let Some(ff) = memchr::memchr(0xFF, &scan[pos..]) {
+        pos += ff;
+        let next = scan[pos + 1..].iter().position(|&b| b != 0xFF).map_or(scan.len(), |i| pos + 1 + i);
+        match scan.get(next) {
+            Some(0x00 | 0xD0..=0xD7) => pos = next + 1, // stuffing, restart marker
+            _ => return pos,
+        }
+    }
+    scan.len()
 }
 
 /// MSB-first reader of one restart interval's (unstuffed) bits. Past the end it reads zeros, and
@@ -601,8 +625,31 @@ impl Plane {
     }
 }
 
-fn decode_planes(header: &Header, scan: &[u8], eighths: usize) -> Option<Vec<Plane>> {
-    let frame = &header.frame;
+/// Every component's plane, zeroed, over whole MCUs (which also covers a component's own block
+/// grid when it is scanned alone).
+fn new_planes(frame: &Frame, eighths: usize) -> Vec<Plane> {
+    let (h_max, v_max) = frame.max_sampling();
+    let (mcus_x, mcus_y) = (frame.width.div_ceil(8 * h_max), frame.height.div_ceil(8 * v_max));
+    frame
+        .components
+        .iter()
+        .map(|c| Plane {
+            samples: vec![0; mcus_x * c.h * mcus_y * c.v * eighths * eighths],
+            stride: mcus_x * c.h * eighths,
+            width: (frame.width * c.h * eighths).div_ceil(8 * h_max),
+            height: (frame.height * c.v * eighths).div_ceil(8 * v_max),
+        })
+        .collect()
+}
+
+/// A baseline scan over all components, with `tables` (DC, AC) per component.
+fn decode_planes(
+    setup: &Setup,
+    tables: &[(HuffmanTable, HuffmanTable)],
+    scan: &[u8],
+    eighths: usize,
+) -> Option<Vec<Plane>> {
+    let frame = setup.frame.as_ref()?;
     let (h_max, v_max) = frame.max_sampling();
     let single = frame.components.len() == 1;
     // A single-component scan is not interleaved: its MCU is one block, whatever the factors.
@@ -612,28 +659,12 @@ fn decode_planes(header: &Header, scan: &[u8], eighths: usize) -> Option<Vec<Pla
         (frame.width.div_ceil(8 * h_max), frame.height.div_ceil(8 * v_max))
     };
     let blocks = |c: &Component| if single { (1, 1) } else { (c.h, c.v) };
-    let mut planes: Vec<Plane> = frame
-        .components
-        .iter()
-        .map(|c| {
-            let (h, v) = blocks(c);
-            Plane {
-                samples: vec![0; mcus_x * h * mcus_y * v * eighths * eighths],
-                stride: mcus_x * h * eighths,
-                width: (frame.width * c.h * eighths).div_ceil(8 * h_max),
-                height: (frame.height * c.v * eighths).div_ceil(8 * v_max),
-            }
-        })
-        .collect();
-    let quant: Vec<[i32; 4]> = frame
-        .components
-        .iter()
-        .map(|c| header.quant[c.quant_table].map(|q| q.map(i32::from)))
-        .collect::<Option<_>>()?;
+    let mut planes = new_planes(frame, eighths);
+    let quant = setup.component_quant(frame)?;
 
     let intervals = Intervals::unstuff(scan)?;
     let mcus = mcus_x * mcus_y;
-    let interval_len = if header.restart_interval > 0 { header.restart_interval } else { mcus };
+    let interval_len = if setup.restart_interval > 0 { setup.restart_interval } else { mcus };
     for (interval, first_mcu) in (0..mcus).step_by(interval_len).enumerate() {
         let mut bits = BitReader::new(intervals.get(interval)?);
         let mut predictors = [0i16; 3];
@@ -643,7 +674,7 @@ fn decode_planes(header: &Header, scan: &[u8], eighths: usize) -> Option<Vec<Pla
             if mcu_x == 0 && bits.read_past_end() {
                 return None;
             }
-            for (i, (dc_table, ac_table)) in header.tables.iter().enumerate() {
+            for (i, (dc_table, ac_table)) in tables.iter().enumerate() {
                 let (h, v) = blocks(&frame.components[i]);
                 let plane = &mut planes[i];
                 for y in mcu_y * v..(mcu_y + 1) * v {
@@ -674,6 +705,111 @@ fn decode_planes(header: &Header, scan: &[u8], eighths: usize) -> Option<Vec<Pla
         }
         if !bits.ended_in_last_byte() {
             return None;
+        }
+    }
+    Some(planes)
+}
+
+/// A progressive JPEG at 1/8: its DC scans (the first pass and each refinement) give the DC
+/// coefficients complete, and its AC scans are stepped over unread, so this is far less work
+/// than a baseline file at 1/8.
+fn progressive_dc_planes<'a>(
+    setup: &mut Setup,
+    bytes: &'a [u8],
+    mut scan: &'a [u8],
+    mut pos: usize,
+) -> Option<Vec<Plane>> {
+    let frame = setup.frame.clone()?;
+    let (h_max, v_max) = frame.max_sampling();
+    let mcus_x = frame.width.div_ceil(8 * h_max);
+    let stride = |c: &Component| mcus_x * c.h;
+    let mut coefficients: Vec<Vec<i16>> = new_planes(&frame, 1).iter().map(|p| vec![0; p.samples.len()]).collect();
+    let mut first_pass_done = vec![false; frame.components.len()];
+    loop {
+        let [count, rest @ ..] = scan else { return None };
+        let count = *count as usize;
+        let (selectors, [start, end, approximation]) = rest.split_at_checked(2 * count)? else { return None };
+        let (high, low) = (approximation >> 4, (approximation & 15) as u32);
+        if *start != 0 {
+            pos += scan_end(&bytes[pos..]); // an AC scan: nothing in it is needed at 1/8
+        } else {
+            let intervals = Intervals::unstuff(&bytes[pos..])?;
+            // A DC scan (DC and AC never share a progressive scan).
+            if *end != 0 || low > 13 || count == 0 {
+                return None;
+            }
+            let components: Vec<usize> = selectors
+                .chunks_exact(2)
+                .map(|s| frame.components.iter().position(|c| c.id == s[0]))
+                .collect::<Option<_>>()?;
+            let tables: Vec<&HuffmanTable> = selectors
+                .chunks_exact(2)
+                .map(|s| setup.dc_tables.get((s[1] >> 4) as usize)?.as_ref())
+                .collect::<Option<_>>()?;
+            if high == 0 {
+                components.iter().for_each(|&c| first_pass_done[c] = true);
+            } else if components.iter().any(|&c| !first_pass_done[c]) {
+                return None;
+            }
+            // One component alone is not interleaved: its own block grid, a block per MCU.
+            let (mcus_across, mcu_count) = if let [c] = components[..] {
+                let component = &frame.components[c];
+                let blocks_x = (frame.width * component.h).div_ceil(8 * h_max);
+                (blocks_x, blocks_x * (frame.height * component.v).div_ceil(8 * v_max))
+            } else {
+                (mcus_x, mcus_x * frame.height.div_ceil(8 * v_max))
+            };
+            let interval_len = if setup.restart_interval > 0 { setup.restart_interval } else { mcu_count };
+            let mut blocks = Vec::new(); // (component, x, y) of the MCU at hand
+            for (interval, first_mcu) in (0..mcu_count).step_by(interval_len.max(1)).enumerate() {
+                let mut bits = BitReader::new(intervals.get(interval)?);
+                let mut predictors = [0i16; 3];
+                for mcu in first_mcu..(first_mcu + interval_len).min(mcu_count) {
+                    let (mcu_x, mcu_y) = (mcu % mcus_across, mcu / mcus_across);
+                    blocks.clear();
+                    for (slot, &c) in components.iter().enumerate() {
+                        let (h, v) =
+                            if components.len() == 1 { (1, 1) } else { (frame.components[c].h, frame.components[c].v) };
+                        blocks.extend((0..h * v).map(|b| (slot, c, mcu_x * h + b % h, mcu_y * v + b / h)));
+                    }
+                    for &(slot, c, x, y) in &blocks {
+                        bits.refill();
+                        let coefficient = &mut coefficients[c][y * stride(&frame.components[c]) + x];
+                        if high == 0 {
+                            let (size, length) = tables[slot].decode(&bits)?;
+                            if size > 16 {
+                                return None;
+                            }
+                            bits.consume(length);
+                            // As jpeg-decoder keeps it: i16, wrapping, shifted by the point transform.
+                            predictors[c] = predictors[c].wrapping_add(bits.signed(size as u32) as i16);
+                            *coefficient = predictors[c] << low;
+                        } else {
+                            // A refinement: the next bit of each DC coefficient.
+                            *coefficient |= (bits.peek(1) as i16) << low;
+                            bits.consume(1);
+                        }
+                    }
+                }
+                if !bits.ended_in_last_byte() {
+                    return None;
+                }
+            }
+            pos += intervals.end;
+        }
+        if bytes[pos..].iter().find(|&&b| b != 0xFF) == Some(&0xD9) {
+            break; // EOI
+        }
+        (scan, pos) = setup.read_to_scan(bytes, pos)?;
+    }
+    if first_pass_done.contains(&false) {
+        return None;
+    }
+    let quant = setup.component_quant(&frame)?;
+    let mut planes = new_planes(&frame, 1);
+    for ((plane, coefficients), quant) in planes.iter_mut().zip(&coefficients).zip(&quant) {
+        for (sample, &dc) in plane.samples.iter_mut().zip(coefficients) {
+            *sample = idct_1x1(dc, quant);
         }
     }
     Some(planes)
