@@ -224,12 +224,12 @@ fn parse_huffman_tables(
 
 /// The scan's tables per frame component; `None` unless the scan is one baseline scan over all
 /// components (separate scans per component are legal but rare; the full decoder takes them).
-fn parse_scan(
+fn parse_scan<'a>(
     segment: &[u8],
     frame: &Frame,
-    dc_tables: &[Option<HuffmanTable>; 4],
-    ac_tables: &[Option<HuffmanTable>; 4],
-) -> Option<Vec<(HuffmanTable, HuffmanTable)>> {
+    dc_tables: &'a [Option<HuffmanTable>; 4],
+    ac_tables: &'a [Option<HuffmanTable>; 4],
+) -> Option<Vec<(&'a HuffmanTable, &'a HuffmanTable)>> {
     let [count, rest @ ..] = segment else { return None };
     let count = *count as usize;
     if count != frame.components.len() || rest.len() != 2 * count + 3 {
@@ -248,7 +248,7 @@ fn parse_scan(
                 return None; // scan order differs from frame order
             }
             let (dc, ac) = ((selector[1] >> 4) as usize, (selector[1] & 15) as usize);
-            Some((dc_tables.get(dc)?.clone()?, ac_tables.get(ac)?.clone()?))
+            Some((dc_tables.get(dc)?.as_ref()?, ac_tables.get(ac)?.as_ref()?))
         })
         .collect()
 }
@@ -532,24 +532,10 @@ impl<'a> BitReader<'a> {
         self.count -= n;
     }
 
-    /// Reads `n` (0..=16) bits as a signed coefficient (JPEG's EXTEND).
+    /// Reads `n` (0..=16) bits as a signed coefficient (JPEG's EXTEND), without a branch on `n`
+    /// or the value: sizes vary code to code.
     #[inline(always)]
     fn signed(&mut self, n: u32) -> i32 {
-        if n == 0 {
-            return 0;
-        }
-        let value = self.peek(n) as i32;
-        self.consume(n);
-        if value < 1 << (n - 1) {
-            value - (1 << n) + 1
-        } else {
-            value
-        }
-    }
-
-    /// `signed` without a branch on `n` (0..=15), for values whose sizes vary code to code.
-    #[inline(always)]
-    fn signed_branchless(&mut self, n: u32) -> i32 {
         // Two shifts, so that n = 0 reads nothing rather than shifting by 64.
         let value = ((self.buffer >> 1) >> (63 - n)) as i32;
         self.consume(n);
@@ -642,28 +628,36 @@ fn new_planes(frame: &Frame, eighths: usize) -> Vec<Plane> {
         .collect()
 }
 
+/// How a scan over the frame components `scanned` walks its blocks: MCUs per row, MCU count, and
+/// each scanned component's blocks per MCU (across, down). One component alone is not
+/// interleaved: its own block grid, one block per MCU, whatever its sampling factors.
+fn scan_layout(frame: &Frame, scanned: &[usize]) -> (usize, usize, Vec<(usize, usize)>) {
+    let (h_max, v_max) = frame.max_sampling();
+    if let [c] = scanned {
+        let c = &frame.components[*c];
+        let across = (frame.width * c.h).div_ceil(8 * h_max);
+        (across, across * (frame.height * c.v).div_ceil(8 * v_max), vec![(1, 1)])
+    } else {
+        let across = frame.width.div_ceil(8 * h_max);
+        let blocks = scanned.iter().map(|&c| (frame.components[c].h, frame.components[c].v)).collect();
+        (across, across * frame.height.div_ceil(8 * v_max), blocks)
+    }
+}
+
 /// A baseline scan over all components, with `tables` (DC, AC) per component.
 fn decode_planes(
     setup: &Setup,
-    tables: &[(HuffmanTable, HuffmanTable)],
+    tables: &[(&HuffmanTable, &HuffmanTable)],
     scan: &[u8],
     eighths: usize,
 ) -> Option<Vec<Plane>> {
     let frame = setup.frame.as_ref()?;
-    let (h_max, v_max) = frame.max_sampling();
-    let single = frame.components.len() == 1;
-    // A single-component scan is not interleaved: its MCU is one block, whatever the factors.
-    let (mcus_x, mcus_y) = if single {
-        (frame.width.div_ceil(8), frame.height.div_ceil(8))
-    } else {
-        (frame.width.div_ceil(8 * h_max), frame.height.div_ceil(8 * v_max))
-    };
-    let blocks = |c: &Component| if single { (1, 1) } else { (c.h, c.v) };
+    let all: Vec<usize> = (0..frame.components.len()).collect();
+    let (mcus_x, mcus, blocks) = scan_layout(frame, &all);
     let mut planes = new_planes(frame, eighths);
     let quant = setup.component_quant(frame)?;
 
     let intervals = Intervals::unstuff(scan)?;
-    let mcus = mcus_x * mcus_y;
     let interval_len = if setup.restart_interval > 0 { setup.restart_interval } else { mcus };
     for (interval, first_mcu) in (0..mcus).step_by(interval_len).enumerate() {
         let mut bits = BitReader::new(intervals.get(interval)?);
@@ -675,19 +669,12 @@ fn decode_planes(
                 return None;
             }
             for (i, (dc_table, ac_table)) in tables.iter().enumerate() {
-                let (h, v) = blocks(&frame.components[i]);
+                let (h, v) = blocks[i];
                 let plane = &mut planes[i];
                 for y in mcu_y * v..(mcu_y + 1) * v {
                     for x in mcu_x * h..(mcu_x + 1) * h {
                         bits.refill();
-                        let (size, length) = dc_table.decode(&bits)?;
-                        if size > 16 {
-                            return None;
-                        }
-                        bits.consume(length);
-                        // i16 and wrapping, as jpeg-decoder keeps its predictor, so that even
-                        // hostile files decode the same.
-                        predictors[i] = predictors[i].wrapping_add(bits.signed(size as u32) as i16);
+                        predictors[i] = predictors[i].wrapping_add(read_dc_difference(&mut bits, dc_table)?);
                         let at = y * eighths * plane.stride + x * eighths;
                         if eighths == 1 {
                             skip_ac(&mut bits, ac_table, 1)?;
@@ -720,10 +707,9 @@ fn progressive_dc_planes<'a>(
     mut pos: usize,
 ) -> Option<Vec<Plane>> {
     let frame = setup.frame.clone()?;
-    let (h_max, v_max) = frame.max_sampling();
-    let mcus_x = frame.width.div_ceil(8 * h_max);
-    let stride = |c: &Component| mcus_x * c.h;
-    let mut coefficients: Vec<Vec<i16>> = new_planes(&frame, 1).iter().map(|p| vec![0; p.samples.len()]).collect();
+    let mut planes = new_planes(&frame, 1);
+    // DC coefficients, laid out as the planes' samples they become.
+    let mut coefficients: Vec<Vec<i16>> = planes.iter().map(|p| vec![0; p.samples.len()]).collect();
     let mut first_pass_done = vec![false; frame.components.len()];
     loop {
         let [count, rest @ ..] = scan else { return None };
@@ -751,14 +737,7 @@ fn progressive_dc_planes<'a>(
             } else if components.iter().any(|&c| !first_pass_done[c]) {
                 return None;
             }
-            // One component alone is not interleaved: its own block grid, a block per MCU.
-            let (mcus_across, mcu_count) = if let [c] = components[..] {
-                let component = &frame.components[c];
-                let blocks_x = (frame.width * component.h).div_ceil(8 * h_max);
-                (blocks_x, blocks_x * (frame.height * component.v).div_ceil(8 * v_max))
-            } else {
-                (mcus_x, mcus_x * frame.height.div_ceil(8 * v_max))
-            };
+            let (mcus_across, mcu_count, mcu_blocks) = scan_layout(&frame, &components);
             let interval_len = if setup.restart_interval > 0 { setup.restart_interval } else { mcu_count };
             let mut blocks = Vec::new(); // (component, x, y) of the MCU at hand
             for (interval, first_mcu) in (0..mcu_count).step_by(interval_len.max(1)).enumerate() {
@@ -767,23 +746,15 @@ fn progressive_dc_planes<'a>(
                 for mcu in first_mcu..(first_mcu + interval_len).min(mcu_count) {
                     let (mcu_x, mcu_y) = (mcu % mcus_across, mcu / mcus_across);
                     blocks.clear();
-                    for (slot, &c) in components.iter().enumerate() {
-                        let (h, v) =
-                            if components.len() == 1 { (1, 1) } else { (frame.components[c].h, frame.components[c].v) };
+                    for (slot, (&c, &(h, v))) in components.iter().zip(&mcu_blocks).enumerate() {
                         blocks.extend((0..h * v).map(|b| (slot, c, mcu_x * h + b % h, mcu_y * v + b / h)));
                     }
                     for &(slot, c, x, y) in &blocks {
                         bits.refill();
-                        let coefficient = &mut coefficients[c][y * stride(&frame.components[c]) + x];
+                        let coefficient = &mut coefficients[c][y * planes[c].stride + x];
                         if high == 0 {
-                            let (size, length) = tables[slot].decode(&bits)?;
-                            if size > 16 {
-                                return None;
-                            }
-                            bits.consume(length);
-                            // As jpeg-decoder keeps it: i16, wrapping, shifted by the point transform.
-                            predictors[c] = predictors[c].wrapping_add(bits.signed(size as u32) as i16);
-                            *coefficient = predictors[c] << low;
+                            predictors[c] = predictors[c].wrapping_add(read_dc_difference(&mut bits, tables[slot])?);
+                            *coefficient = predictors[c] << low; // shifted by the point transform
                         } else {
                             // A refinement: the next bit of each DC coefficient.
                             *coefficient |= (bits.peek(1) as i16) << low;
@@ -806,13 +777,24 @@ fn progressive_dc_planes<'a>(
         return None;
     }
     let quant = setup.component_quant(&frame)?;
-    let mut planes = new_planes(&frame, 1);
     for ((plane, coefficients), quant) in planes.iter_mut().zip(&coefficients).zip(&quant) {
         for (sample, &dc) in plane.samples.iter_mut().zip(coefficients) {
             *sample = idct_1x1(dc, quant);
         }
     }
     Some(planes)
+}
+
+/// A block's DC difference to the one before. Predictors add it as jpeg-decoder keeps them: i16,
+/// wrapping, so that even hostile files decode the same.
+#[inline(always)]
+fn read_dc_difference(bits: &mut BitReader, table: &HuffmanTable) -> Option<i16> {
+    let (size, length) = table.decode(bits)?;
+    if size > 16 {
+        return None;
+    }
+    bits.consume(length);
+    Some(bits.signed(size as u32) as i16)
 }
 
 /// The 1x1 IDCT: the block mean, level-shifted, rounded as jpeg-decoder does.
@@ -853,7 +835,7 @@ fn read_low_ac(bits: &mut BitReader, table: &HuffmanTable) -> Option<([i16; 3], 
         bits.consume(length);
         let step = Step::new(symbol, length);
         let size = step.bits - length;
-        let value = bits.signed_branchless(size);
+        let value = bits.signed(size);
         // A zero run's "coefficient" (zero) and an EOB's land in the spare slot.
         coefficients[((k + step.advance - 1) as usize).min(5)] = value as i16;
         k += step.advance;
