@@ -67,6 +67,20 @@ fn camera_size_jpegs_decode_from_dc_coefficients_within_0_995_of_the_exact_path(
     }
 }
 
+#[test]
+fn progressive_jpegs_take_the_dc_scans_path_when_one_eighth_covers_the_model_input() {
+    let bytes = std::fs::read(image_path("jpeg_layouts/progressive_420.jpg")).unwrap(); // 203x157
+    let options = DecodeOptions { min_size: Some((16, 16)), ..Default::default() };
+    let decoded = decode_bytes(&bytes, Path::new("progressive.jpg"), &options).unwrap();
+    assert_eq!(decoded.rgb.dimensions(), (26, 20), "not decoded at 1/8");
+    let dc_scans = imgsearch::ingest::jpeg_reduced::decode_reduced(&bytes, 1).expect("a progressive JPEG");
+    assert!(decoded.rgb == dc_scans, "the 1/8 decode did not come from the DC scans");
+    // At 1/4 the full decoder takes it, and still gives a picture.
+    let options = DecodeOptions { min_size: Some((30, 30)), ..Default::default() };
+    let quarter = decode_bytes(&bytes, Path::new("progressive.jpg"), &options).unwrap();
+    assert_eq!(quarter.rgb.dimensions(), (51, 40));
+}
+
 /// Inserts an EXIF APP1 segment holding only an Orientation tag right after the JPEG SOI marker.
 fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
     let mut tiff = Vec::new();
