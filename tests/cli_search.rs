@@ -207,3 +207,75 @@ fn bench_reports_images_per_second_per_batch() {
     assert_eq!(rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 4]);
     assert!(rows.iter().all(|r| r["images_per_s"].as_f64().unwrap() > 0.0));
 }
+
+/// A .npy file (version 1, C order) of float32 values with NumPy's header layout.
+fn write_npy(path: &Path, values: &[f32]) {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': (1, {}), }}", values.len());
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn search_by_vector_from_json_or_npy_matches_the_text_search_without_loading_a_model() {
+    let (tmp, data) = indexed();
+    let embed = imgsearch(&data)
+        .args(["embed", "--json", "--text", "a photo of a rocket", "--model"])
+        .arg(model_dir("tiny-clip-b32-quickgelu"))
+        .output()
+        .unwrap();
+    // A library whose model is not on this machine (its folder removed after indexing).
+    let model_copy = tmp.path().join("model");
+    std::fs::create_dir_all(&model_copy).unwrap();
+    for file in std::fs::read_dir(model_dir("tiny-clip-b32-quickgelu")).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, model_copy.join(file.file_name().unwrap())).unwrap();
+    }
+    let elsewhere = tmp.path().join("data-elsewhere");
+    let indexed_elsewhere = imgsearch(&elsewhere)
+        .arg("index")
+        .arg(tmp.path().join("photos"))
+        .arg("--model")
+        .arg(&model_copy)
+        .arg("--quiet")
+        .status()
+        .unwrap();
+    assert!(indexed_elsewhere.success());
+    std::fs::remove_dir_all(&model_copy).unwrap();
+    assert!(embed.status.success());
+    let embed_json = tmp.path().join("query.json");
+    std::fs::write(&embed_json, &embed.stdout).unwrap();
+    let by_text = json(imgsearch(&data).args(["search", "a photo of a rocket", "-k", "3", "--json"]));
+
+    // embed's own output, a bare JSON list, and a .npy file all give the text search's hits.
+    let vector: Vec<f32> = serde_json::from_slice::<Value>(&embed.stdout).unwrap()["texts"]["a photo of a rocket"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let list = tmp.path().join("query-list.json");
+    std::fs::write(&list, serde_json::to_vec(&vector).unwrap()).unwrap();
+    let npy = tmp.path().join("query.npy");
+    write_npy(&npy, &vector);
+    for file in [&embed_json, &list, &npy] {
+        let by_vector = json(imgsearch(&elsewhere).arg("search").arg("--vector").arg(file).args(["-k", "3", "--json"]));
+        assert_eq!(paths(&by_vector), paths(&by_text), "{}", file.display());
+        for (a, b) in by_vector.as_array().unwrap().iter().zip(by_text.as_array().unwrap()) {
+            assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-5);
+        }
+    }
+
+    // A vector of another length is refused with what the library expects.
+    write_npy(&npy, &vector[1..]);
+    let out = imgsearch(&data).arg("search").arg("--vector").arg(&npy).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("makes embeddings of {}", vector.len())), "{stderr}");
+}

@@ -224,6 +224,7 @@ fn the_openapi_document_describes_every_route() {
     for path in [
         "/api/search",
         "/api/search/image",
+        "/api/search/vector",
         "/api/images/{id}",
         "/api/images/{id}/thumbnail",
         "/api/images/{id}/file",
@@ -338,5 +339,76 @@ fn watch_rescans_every_indexed_folder_with_its_own_options() {
     for kept in ["secret", "older"] {
         let found = hit_paths(&get(&server.addr, &format!("/api/search?q=name:{kept}&k=5")).json());
         assert!(found.iter().any(|p| p.ends_with(&format!("{kept}.jpg"))), "{kept}.jpg was dropped by a rescan");
+    }
+}
+
+/// The embedding `imgsearch embed` computes for a text with the served library's test model.
+fn text_embedding(text: &str) -> Vec<f64> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args(["--device", "cpu", "embed", "--json", "--text", text, "--model"])
+        .arg(common::model_dir("tiny-clip-b32-quickgelu"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["texts"][text].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+fn post_json(server: &RunningServer, path: &str, body: &serde_json::Value) -> common::http::HttpResponse {
+    request(&server.addr, "POST", path, Some("application/json"), body.to_string().as_bytes())
+}
+
+#[test]
+fn search_by_vector_answers_exactly_like_the_text_search_it_came_from() {
+    let (_tmp, server) = start(&[]);
+    let vector = text_embedding("a photo of a cat");
+    let by_text = get(&server.addr, "/api/search?q=a%20photo%20of%20a%20cat&k=4").json();
+    let by_vector = post_json(&server, "/api/search/vector", &serde_json::json!({"vector": vector, "k": 4})).json();
+    assert_eq!(by_vector["hits"].as_array().unwrap().len(), 4);
+    for (a, b) in by_text["hits"].as_array().unwrap().iter().zip(by_vector["hits"].as_array().unwrap()) {
+        assert_eq!(a["id"], b["id"]);
+        assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-5, "{a} vs {b}");
+    }
+    // Paging, the score cut, date order and filters work as in /api/search.
+    let paged = serde_json::json!({"vector": vector, "k": 2, "offset": 2, "sort": "score"});
+    assert_eq!(hit_paths(&post_json(&server, "/api/search/vector", &paged).json()), hit_paths(&by_text)[2..4]);
+    let filtered = serde_json::json!({"vector": vector, "k": 10, "q": "path:rome"});
+    let rome = hit_paths(&post_json(&server, "/api/search/vector", &filtered).json());
+    assert_eq!(rome.len(), 1);
+    assert!(rome[0].ends_with("rocket.jpg"));
+    let top_score = by_text["hits"][0]["score"].as_f64().unwrap();
+    let cut = serde_json::json!({"vector": vector, "min_score": top_score - 1e-4});
+    assert_eq!(post_json(&server, "/api/search/vector", &cut).json()["hits"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_bad_search_vector_gets_a_clear_json_4xx() {
+    let (_tmp, server) = start(&[]);
+    let vector = text_embedding("a photo of a cat");
+    let doubled: Vec<f64> = vector.iter().map(|v| v * 2.0).collect();
+    let mut infinite = vector.clone();
+    infinite[3] = 1e39; // beyond f32
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("too short", serde_json::json!({"vector": vector[1..]}).to_string(), 400, "bad_query"),
+        ("not normalised", serde_json::json!({"vector": doubled}).to_string(), 400, "bad_query"),
+        ("beyond f32", serde_json::json!({"vector": infinite}).to_string(), 400, "bad_query"),
+        ("NaN is no JSON", "{\"vector\": [NaN, 1]}".into(), 400, "bad_json"),
+        ("strings in the vector", serde_json::json!({"vector": ["0.5"]}).to_string(), 400, "bad_vector"),
+        ("no vector", serde_json::json!({"k": 3}).to_string(), 400, "bad_vector"),
+        ("not an object", "[1, 2]".into(), 400, "bad_json"),
+        ("not JSON", "vector=1,2".into(), 400, "bad_json"),
+        ("misspelt field", serde_json::json!({"vector": vector, "kk": 3}).to_string(), 400, "bad_json"),
+        ("k = 0", serde_json::json!({"vector": vector, "k": 0}).to_string(), 400, "bad_k"),
+        ("fractional k", serde_json::json!({"vector": vector, "k": 2.5}).to_string(), 400, "bad_k"),
+        ("bad sort", serde_json::json!({"vector": vector, "sort": "size"}).to_string(), 400, "bad_sort"),
+        ("text in q", serde_json::json!({"vector": vector, "q": "dog"}).to_string(), 400, "bad_query"),
+        ("huge body", format!("{{\"vector\": [{}1]}}", "0,".repeat(600_000)), 413, "payload_too_large"),
+    ];
+    for (what, body, status, code) in cases {
+        let response = request(&server.addr, "POST", "/api/search/vector", Some("application/json"), body.as_bytes());
+        assert_eq!(response.status, status, "{what}: {}", String::from_utf8_lossy(&response.body));
+        let json = response.json();
+        assert_eq!(json["error"]["code"], code, "{what}: {json}");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{what}: message");
     }
 }

@@ -2,10 +2,12 @@
 
 mod bench;
 mod embed;
+mod exchange;
 mod index;
 mod search;
 mod serve;
 mod stats;
+mod vector_file;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +47,10 @@ pub enum Command {
     Repair,
     /// Rebuild the vector graph, dropping deleted pictures' tombstones.
     Optimize,
+    /// Write the library (paths, embeddings, metadata) to a Parquet file.
+    Export(exchange::ExportArgs),
+    /// Add pictures with their embeddings from a Parquet file, embedding nothing again.
+    Import(exchange::ImportArgs),
     /// Print CLIP embeddings of pictures and texts.
     Embed(embed::EmbedArgs),
     /// Time the image encoder per batch size on this machine.
@@ -96,6 +102,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => stats::list(args, data_dir),
         Command::Repair => stats::repair(data_dir),
         Command::Optimize => stats::optimize(data_dir),
+        Command::Export(args) => exchange::export(args, data_dir),
+        Command::Import(args) => exchange::import(args, data_dir),
         Command::Embed(args) => embed::run(args, cli.compute),
         Command::Bench(args) => bench::run(args, cli.compute),
     }

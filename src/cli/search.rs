@@ -53,11 +53,16 @@ impl ResultArgs {
 pub struct SearchArgs {
     /// What to look for, with optional filters (see README: path:, folder:, name:, camera:,
     /// after:, before:, type:).
-    #[arg(required_unless_present = "image")]
+    #[arg(required_unless_present_any = ["image", "vector"])]
     query: Option<String>,
     /// Find pictures like this one instead (reverse image search).
     #[arg(long, conflicts_with = "query")]
     image: Option<PathBuf>,
+    /// Search by an embedding computed elsewhere: a JSON list of numbers, `imgsearch embed --json`
+    /// output holding one embedding, or a .npy file of float32/float64 (shape (dim,) or (1, dim)).
+    /// It must be L2-normalised and of the library's dimension. No model is loaded.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["query", "image"])]
+    vector: Option<PathBuf>,
     #[command(flatten)]
     results: ResultArgs,
 }
@@ -71,6 +76,12 @@ pub struct SimilarArgs {
 }
 
 pub fn search(args: SearchArgs, data_dir: PathBuf, compute: ComputeArgs) -> anyhow::Result<()> {
+    if let Some(file) = &args.vector {
+        let vector = super::vector_file::read(file)?;
+        let engine = imgsearch::search::SearchEngine::without_model(imgsearch::store::DataDir::open(&data_dir)?);
+        let hits = engine.search_vector(&vector, &[], &args.results.params())?;
+        return args.results.print(&hits);
+    }
     let towers = if args.image.is_some() { Towers::Image } else { Towers::Text };
     let engine = super::open_index(&data_dir, compute, towers)?.engine;
     let params = args.results.params();

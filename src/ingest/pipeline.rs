@@ -373,7 +373,7 @@ fn examine(job: Candidate, catalog: &crate::store::Catalog, spec: &ModelSpec, op
 }
 
 /// The format by content (magic bytes), not by file name.
-fn sniff_format(bytes: &[u8]) -> Option<String> {
+pub fn sniff_format(bytes: &[u8]) -> Option<String> {
     // ISO-BMFF containers: HEIC/HEIF/AVIF photos from phones.
     if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
         let brand = &bytes[8..12];

@@ -25,6 +25,9 @@ pub const MAX_K: usize = 1000;
 /// Below this many filter matches, score them exactly instead of searching the graph:
 /// a very selective filter starves HNSW's greedy search (recall would drop).
 const EXACT_BELOW: usize = 2000;
+/// How far from 1 a query vector's L2 norm may be: f32 embeddings written as decimal text and
+/// read back stay within 1e-6; 1e-3 leaves room for f16 storage, not for unnormalised vectors.
+pub const UNIT_LENGTH_TOLERANCE: f64 = 1e-3;
 /// `sort=date` orders this many best semantic matches by date taken.
 const DATE_SORT_POOL: usize = 100;
 
@@ -78,12 +81,23 @@ struct Probe {
 pub struct SearchEngine {
     pub data: DataDir,
     /// Shared so that `serve --watch` can embed new pictures without holding the engine's lock.
-    pub clip: Arc<Clip>,
+    /// None for an engine that only searches by vector (no checkpoint needed).
+    clip: Option<Arc<Clip>>,
 }
 
 impl SearchEngine {
     pub fn new(data: DataDir, clip: Clip) -> Self {
-        Self { data, clip: Arc::new(clip) }
+        Self { data, clip: Some(Arc::new(clip)) }
+    }
+
+    /// An engine for searches by vector only: the library's model need not be on this machine.
+    pub fn without_model(data: DataDir) -> Self {
+        Self { data, clip: None }
+    }
+
+    /// The model; `tower` names what the caller needed it for, in the error of a model-less engine.
+    pub fn clip(&self, tower: &'static str) -> Result<&Arc<Clip>> {
+        self.clip.as_ref().ok_or(Error::TowerNotLoaded(tower))
     }
 
     /// A search-box query: free text (CLIP) and/or filters.
@@ -92,7 +106,7 @@ impl SearchEngine {
         let embedding = if parsed.text.trim().is_empty() {
             None
         } else {
-            Some(self.clip.embed_texts(&[parsed.text.as_str()])?.remove(0))
+            Some(self.clip("text")?.embed_texts(&[parsed.text.as_str()])?.remove(0))
         };
         self.run(Probe { embedding, duplicates: Vec::new(), exclude: None }, &parsed.filters, params)
     }
@@ -107,8 +121,9 @@ impl SearchEngine {
         params: &SearchParams,
     ) -> Result<Vec<SearchHit>> {
         let duplicates = self.data.catalog.images_with_hash(&blake3::hash(bytes).to_hex())?;
-        let (pixels, _) = self.clip.preprocess_config().prepare(bytes, label, max_pixels)?;
-        let embedding = self.clip.embed_images(&[pixels])?.remove(0);
+        let clip = self.clip("image")?;
+        let (pixels, _) = clip.preprocess_config().prepare(bytes, label, max_pixels)?;
+        let embedding = clip.embed_images(&[pixels])?.remove(0);
         self.run(Probe { embedding: Some(embedding), duplicates, exclude: None }, filters, params)
     }
 
@@ -117,6 +132,33 @@ impl SearchEngine {
         let record = self.data.catalog.image(id)?.ok_or(Error::NotFound { what: format!("image {id}") })?;
         let duplicates = self.data.catalog.images_with_hash(&record.hash)?.into_iter().filter(|d| *d != id).collect();
         self.run(Probe { embedding: Some(record.embedding), duplicates, exclude: Some(id) }, &[], params)
+    }
+
+    /// Search by an embedding computed elsewhere. It must have the library's dimension, finite
+    /// values and unit length (within [`UNIT_LENGTH_TOLERANCE`]): a vector of another model or an
+    /// unnormalised one would give scores that look valid and mean nothing.
+    pub fn search_vector(&self, vector: &[f32], filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
+        let Some(model) = self.data.catalog.model_info()? else {
+            return Err(Error::BadQuery("the library is empty: index pictures before searching it".into()));
+        };
+        if vector.len() != model.dim {
+            return Err(Error::BadQuery(format!(
+                "the vector has {} numbers; the library's model {} makes embeddings of {}",
+                vector.len(),
+                model.model,
+                model.dim
+            )));
+        }
+        if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+            return Err(Error::BadQuery(format!("the vector's number at index {i} is {}", vector[i])));
+        }
+        let norm = vector.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+        if (norm - 1.0).abs() > UNIT_LENGTH_TOLERANCE {
+            return Err(Error::BadQuery(format!(
+                "the vector's length is {norm:.6}, not 1: divide it by its L2 norm first (cosine scores need unit vectors)"
+            )));
+        }
+        self.run(Probe { embedding: Some(vector.to_vec()), duplicates: Vec::new(), exclude: None }, filters, params)
     }
 
     fn run(&self, probe: Probe, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {

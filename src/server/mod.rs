@@ -74,7 +74,7 @@ pub const FOLDER_SIZE_MAX_AGE: Duration = Duration::from_secs(30);
 pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(ModelSpec, Device)>) -> Result<()> {
     // A GPU's first query compiles candle's kernels (seconds with CUDA, whose PTX the driver
     // compiles on first use: 3.4 s for the first text search on an H200): pay it before listening.
-    engine.clip.embed_texts(&["warm-up"])?;
+    engine.clip("text")?.embed_texts(&["warm-up"])?;
     let thumbnails = engine.data.root.join("thumbnails");
     let state = Arc::new(AppState {
         engine: RwLock::new(engine),
@@ -172,8 +172,8 @@ fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
             max_file_size: root.max_file_size,
             progress: false,
         };
-        let clip = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clip.clone();
-        match pipeline::run(LockedData(&state.engine), spec, Some(&clip), device, &options) {
+        let clip = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clip("image").cloned();
+        match clip.and_then(|clip| pipeline::run(LockedData(&state.engine), spec, Some(&clip), device, &options)) {
             Ok(s) if s.indexed + s.reused + s.removed > 0 => {
                 eprintln!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
             }

@@ -27,6 +27,9 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Longest accepted query text (CLIP truncates at 77 tokens anyway).
 const MAX_QUERY_CHARS: usize = 1000;
 const MAX_OFFSET: usize = 100_000;
+/// Largest JSON body of a search by vector: a 4096-number embedding in full decimal precision
+/// takes about 100 KB.
+const MAX_VECTOR_BODY: usize = 1024 * 1024;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -44,6 +47,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/search", get(search))
         // Our own size check below gives a JSON 413; axum's default limit would answer in plain text.
         .route("/api/search/image", post(search_image).layer(DefaultBodyLimit::disable()))
+        .route("/api/search/vector", post(search_vector).layer(DefaultBodyLimit::disable()))
         .route("/api/images/{id}", get(image_info))
         .route("/api/images/{id}/thumbnail", get(image_thumbnail))
         .route("/api/images/{id}/file", get(image_file))
@@ -161,22 +165,7 @@ async fn search_image(
     let started = Instant::now();
     let params = params(&query)?;
     // The picture is the query: `q` may only narrow it with filters.
-    let filters = match query.get("q") {
-        Some(q) => {
-            let parsed = crate::search::parse(q).map_err(|e| ApiError::bad_request("bad_query", e.0))?;
-            if !parsed.text.is_empty() {
-                return Err(ApiError::bad_request(
-                    "bad_query",
-                    format!(
-                        "`q` of an image search takes only filters (like type:jpeg), not the text {:?}",
-                        parsed.text
-                    ),
-                ));
-            }
-            parsed.filters
-        }
-        None => Vec::new(),
-    };
+    let filters = filters_only(query.get("q"), "an image search")?;
     let bytes = upload_bytes(request, state.options.upload_limit).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
@@ -189,6 +178,68 @@ async fn search_image(
         Ok(engine(&state).search_image(&bytes, Path::new("upload"), max_pixels, &filters, &params)?)
     })
     .await?;
+    Ok(hits_response(hits, started))
+}
+
+/// The filters of a `q` that may hold nothing else (the picture or vector is the query).
+fn filters_only(q: Option<&String>, search: &str) -> ApiResult<Vec<crate::search::Filter>> {
+    let Some(q) = q else { return Ok(Vec::new()) };
+    let parsed = crate::search::parse(q).map_err(|e| ApiError::bad_request("bad_query", e.0))?;
+    if !parsed.text.is_empty() {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("`q` of {search} takes only filters (like type:jpeg), not the text {:?}", parsed.text),
+        ));
+    }
+    Ok(parsed.filters)
+}
+
+/// `POST /api/search/vector`: `{"vector": [..], "k", "offset", "min_score", "sort", "q"}`. The
+/// scalar fields go through the same checks as `/api/search`'s query parameters.
+async fn search_vector(State(state): State<Shared>, request: Request) -> ApiResult<Json<serde_json::Value>> {
+    let started = Instant::now();
+    let body = axum::body::to_bytes(request.into_body(), MAX_VECTOR_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(format!("the JSON body is over the {MAX_VECTOR_BODY}-byte limit")))?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not valid JSON: {e}")))?;
+    let serde_json::Value::Object(fields) = json else {
+        return Err(ApiError::bad_request("bad_json", "the body must be a JSON object with a `vector` field"));
+    };
+    let mut vector = None;
+    let mut scalars = HashMap::new();
+    for (name, value) in fields {
+        match (name.as_str(), value) {
+            ("vector", serde_json::Value::Array(numbers)) => {
+                let numbers: Option<Vec<f32>> = numbers.iter().map(|n| n.as_f64().map(|n| n as f32)).collect();
+                vector =
+                    Some(numbers.ok_or_else(|| {
+                        ApiError::bad_request("bad_vector", "`vector` must be a list of numbers only")
+                    })?);
+            }
+            ("vector", _) => return Err(ApiError::bad_request("bad_vector", "`vector` must be a list of numbers")),
+            ("k" | "offset" | "min_score" | "sort" | "q", serde_json::Value::Null) => {}
+            ("k" | "offset" | "min_score" | "sort" | "q", serde_json::Value::String(text)) => {
+                scalars.insert(name, text);
+            }
+            ("k" | "offset" | "min_score", serde_json::Value::Number(number)) => {
+                scalars.insert(name, number.to_string());
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(
+                    "bad_json",
+                    format!(
+                        "unexpected field or type: {other:?}; the body takes `vector` (numbers), `k`, `offset`, \
+                         `min_score` (numbers), `sort` and `q` (strings)"
+                    ),
+                ))
+            }
+        }
+    }
+    let vector = vector.ok_or_else(|| ApiError::bad_request("bad_vector", "the body has no `vector` field"))?;
+    let params = params(&scalars)?;
+    let filters = filters_only(scalars.get("q"), "a search by vector")?;
+    let hits = blocking(move || Ok(engine(&state).search_vector(&vector, &filters, &params)?)).await?;
     Ok(hits_response(hits, started))
 }
 

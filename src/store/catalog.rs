@@ -306,8 +306,12 @@ impl Catalog {
         }
     }
 
-    /// Every indexed picture with exactly this content (blake3 hex).
+    /// Every indexed picture with exactly this content (blake3 hex). An empty hash is unknown
+    /// content (a picture imported without its file) and matches nothing.
     pub fn images_with_hash(&self, hash: &str) -> Result<Vec<ImageId>> {
+        if hash.is_empty() {
+            return Ok(Vec::new());
+        }
         self.hashes
             .scan_prefix(hash.as_bytes())
             .map(|entry| {

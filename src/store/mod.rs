@@ -3,6 +3,7 @@
 //! they reflect, and `DataDir::open` repairs any drift a crash left behind.
 
 pub mod catalog;
+pub mod exchange;
 pub mod migrations;
 pub mod text;
 pub mod vectors;

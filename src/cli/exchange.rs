@@ -1,0 +1,82 @@
+//! `imgsearch export` and `imgsearch import`: the library as a Parquet file, one row per picture.
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use imgsearch::model::ModelSpec;
+use imgsearch::store::{exchange, DataDir};
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The Parquet file to write (replaced once complete): path, id, embedding (list of float32),
+    /// size, mtime_ns, hash, width, height, format, taken, camera_make, camera_model,
+    /// gps_latitude, gps_longitude, indexed_at; the model in the file's metadata.
+    file: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// A Parquet file with at least `path` (string) and `embedding` (list of float32) columns,
+    /// e.g. from `imgsearch export` or clip-retrieval.
+    file: PathBuf,
+    /// The model that made the embeddings (a hub id or checkpoint folder), when the file does not
+    /// name it or names it differently; text search embeds queries with it.
+    #[arg(long)]
+    model: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows · {per_sec} · ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+pub fn export(args: ExportArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+    let data = DataDir::open(&data_dir)?;
+    let progress = progress_bar(args.quiet);
+    let rows = exchange::export(&data, &args.file, &progress)?;
+    progress.finish_and_clear();
+    if !args.quiet {
+        println!("exported {rows} pictures to {}", args.file.display());
+    }
+    Ok(())
+}
+
+pub fn import(args: ImportArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+    // The model's identity (name, dimension, preprocessing) comes from its config; no weights load.
+    let model = args.model.as_deref().map(ModelSpec::resolve).transpose()?.map(|spec| spec.info());
+    let mut data = DataDir::open(&data_dir)?;
+    let progress = progress_bar(args.quiet || args.json);
+    let summary = exchange::import(&mut data, &args.file, model, &progress)?;
+    progress.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "{} rows: {} imported, {} already in the library, {} skipped",
+        summary.rows, summary.imported, summary.unchanged, summary.skipped
+    );
+    for problem in &summary.problems {
+        eprintln!("skipped {problem}");
+    }
+    Ok(())
+}

@@ -1,0 +1,390 @@
+//! Export and import of a library as Parquet: one row per picture with its path, embedding and
+//! metadata, and the model in the file's key-value metadata. Embeddings computed elsewhere (a
+//! GPU cluster, clip-retrieval's output) become a searchable library without embedding anything
+//! again; an export moves a library between machines or into other tools (pandas, DuckDB).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow_array::builder::{
+    Float32Builder, Float64Builder, Int64Builder, ListBuilder, StringBuilder, TimestampSecondBuilder, UInt32Builder,
+    UInt64Builder,
+};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampSecondType, UInt32Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use indicatif::ProgressBar;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use serde::Serialize;
+
+use super::catalog::{path_bytes, ImageRecord, ModelInfo, PhotoFacts, StoredPath};
+use super::{Change, DataDir};
+use crate::error::{Error, Result};
+use crate::ingest::exif::photo_facts;
+use crate::ingest::pipeline::sniff_format;
+
+/// The file metadata key holding the model (a JSON [`ModelInfo`]).
+pub const MODEL_KEY: &str = "imgsearch.model";
+/// Rows per record batch written, and per catalog transaction on import.
+const BATCH_ROWS: usize = 8192;
+/// How much of a file import reads for its format, size and EXIF when the row lacks them.
+const HEADER_BYTES: u64 = 256 * 1024;
+
+/// The columns `export` writes; `import` needs only `path` and `embedding` and reads the others
+/// when present.
+fn schema() -> Schema {
+    let timestamp = DataType::Timestamp(TimeUnit::Second, None);
+    Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("id", DataType::UInt64, false),
+        Field::new("embedding", DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true))), false),
+        Field::new("size", DataType::UInt64, false),
+        Field::new("mtime_ns", DataType::Int64, false),
+        Field::new("hash", DataType::Utf8, true),
+        Field::new("width", DataType::UInt32, false),
+        Field::new("height", DataType::UInt32, false),
+        Field::new("format", DataType::Utf8, false),
+        // Camera local time, as EXIF records it (no time zone).
+        Field::new("taken", timestamp.clone(), true),
+        Field::new("camera_make", DataType::Utf8, true),
+        Field::new("camera_model", DataType::Utf8, true),
+        Field::new("gps_latitude", DataType::Float64, true),
+        Field::new("gps_longitude", DataType::Float64, true),
+        Field::new("indexed_at", timestamp, false),
+    ])
+}
+
+fn parquet_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Store { path: path.to_owned(), reason: e.to_string() }
+}
+
+/// Writes every picture of the library to `file` (replaced atomically: a `.partial` file is
+/// renamed into place once complete). Returns the number of rows.
+pub fn export(data: &DataDir, file: &Path, progress: &ProgressBar) -> Result<u64> {
+    let model =
+        data.catalog.model_info()?.ok_or_else(|| Error::BadQuery("the library is empty: nothing to export".into()))?;
+    let partial = file.with_extension("parquet.partial");
+    let out = File::create(&partial).map_err(|source| Error::Io { path: partial.clone(), source })?;
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            MODEL_KEY.to_string(),
+            serde_json::to_string(&model).expect("model info serialises"),
+        )]))
+        .build();
+    let schema = Arc::new(schema());
+    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(properties)).map_err(|e| parquet_error(file, e))?;
+    progress.set_length(data.catalog.image_count() as u64);
+    let mut rows = 0u64;
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    let mut records = data.catalog.images().peekable();
+    while records.peek().is_some() {
+        batch.clear();
+        for record in records.by_ref().take(BATCH_ROWS) {
+            batch.push(record?);
+        }
+        let columns = export_columns(&batch, model.dim);
+        let record_batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| parquet_error(file, e))?;
+        writer.write(&record_batch).map_err(|e| parquet_error(file, e))?;
+        rows += batch.len() as u64;
+        progress.inc(batch.len() as u64);
+    }
+    writer.close().map_err(|e| parquet_error(file, e))?;
+    std::fs::rename(&partial, file).map_err(|source| Error::Io { path: file.to_owned(), source })?;
+    Ok(rows)
+}
+
+fn export_columns(records: &[ImageRecord], dim: usize) -> Vec<ArrayRef> {
+    let n = records.len();
+    let mut path = StringBuilder::with_capacity(n, n * 64);
+    let mut id = UInt64Builder::with_capacity(n);
+    let mut embedding = ListBuilder::with_capacity(Float32Builder::with_capacity(n * dim), n);
+    let mut size = UInt64Builder::with_capacity(n);
+    let mut mtime = Int64Builder::with_capacity(n);
+    let mut hash = StringBuilder::with_capacity(n, n * 64);
+    let mut width = UInt32Builder::with_capacity(n);
+    let mut height = UInt32Builder::with_capacity(n);
+    let mut format = StringBuilder::with_capacity(n, n * 4);
+    let mut taken = TimestampSecondBuilder::with_capacity(n);
+    let mut make = StringBuilder::new();
+    let mut camera = StringBuilder::new();
+    let mut latitude = Float64Builder::with_capacity(n);
+    let mut longitude = Float64Builder::with_capacity(n);
+    let mut indexed_at = TimestampSecondBuilder::with_capacity(n);
+    for r in records {
+        path.append_value(r.path.display());
+        id.append_value(r.id);
+        embedding.values().append_slice(&r.embedding);
+        embedding.append(true);
+        size.append_value(r.size);
+        // Nanoseconds since 1970 fit an i64 until 2262.
+        mtime.append_value(r.mtime_ns.clamp(i64::MIN.into(), i64::MAX.into()) as i64);
+        hash.append_option((!r.hash.is_empty()).then_some(&r.hash));
+        width.append_value(r.width);
+        height.append_value(r.height);
+        format.append_value(&r.format);
+        taken.append_option(r.facts.taken);
+        make.append_option(r.facts.camera_make.as_deref());
+        camera.append_option(r.facts.camera_model.as_deref());
+        latitude.append_option(r.facts.gps.map(|g| g.0));
+        longitude.append_option(r.facts.gps.map(|g| g.1));
+        indexed_at.append_value(r.indexed_at as i64);
+    }
+    vec![
+        Arc::new(path.finish()),
+        Arc::new(id.finish()),
+        Arc::new(embedding.finish()),
+        Arc::new(size.finish()),
+        Arc::new(mtime.finish()),
+        Arc::new(hash.finish()),
+        Arc::new(width.finish()),
+        Arc::new(height.finish()),
+        Arc::new(format.finish()),
+        Arc::new(taken.finish()),
+        Arc::new(make.finish()),
+        Arc::new(camera.finish()),
+        Arc::new(latitude.finish()),
+        Arc::new(longitude.finish()),
+        Arc::new(indexed_at.finish()),
+    ]
+}
+
+/// What an import did.
+#[derive(Debug, Default, Serialize)]
+pub struct ImportSummary {
+    pub rows: u64,
+    pub imported: u64,
+    /// Already in the library with the same embedding (a re-run after an interruption).
+    pub unchanged: u64,
+    /// Rows without a path or a usable embedding; the first few are described in `problems`.
+    pub skipped: u64,
+    pub problems: Vec<String>,
+}
+
+/// How many skipped rows an import describes.
+const PROBLEMS_SHOWN: usize = 10;
+
+/// Reads `file` into the library. The model is `model` when given, else the one the file's
+/// metadata names; an empty library takes it, an existing one must match it (and the rows its
+/// dimension). Embeddings are L2-normalised on the way in. Rows whose path is already in the
+/// library with the same embedding are left alone, so an interrupted import can be re-run.
+pub fn import(
+    data: &mut DataDir,
+    file: &Path,
+    model: Option<ModelInfo>,
+    progress: &ProgressBar,
+) -> Result<ImportSummary> {
+    let opened = File::open(file).map_err(|source| Error::Io { path: file.to_owned(), source })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| parquet_error(file, e))?;
+    let metadata = builder.metadata().file_metadata();
+    let named = metadata
+        .key_value_metadata()
+        .and_then(|pairs| pairs.iter().find(|kv| kv.key == MODEL_KEY))
+        .and_then(|kv| kv.value.as_deref())
+        .map(|json| {
+            serde_json::from_str::<ModelInfo>(json).map_err(|e| Error::Corrupt {
+                what: format!("{} (its {MODEL_KEY} metadata)", file.display()),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()?;
+    for needed in ["path", "embedding"] {
+        if builder.schema().field_with_name(needed).is_err() {
+            return Err(Error::BadQuery(format!(
+                "{} has no `{needed}` column; an import needs `path` (string) and `embedding` (list of float32)",
+                file.display()
+            )));
+        }
+    }
+    progress.set_length(metadata.num_rows().max(0) as u64);
+    let model = match (model.or(named), data.catalog.model_info()?) {
+        (Some(model), _) => {
+            data.check_model(&model)?;
+            model
+        }
+        (None, Some(recorded)) => recorded,
+        (None, None) => {
+            return Err(Error::BadQuery(format!(
+                "{} does not say which model made its embeddings, and the library is empty: pass --model \
+                 with that model (a hub id or a checkpoint folder)",
+                file.display()
+            )))
+        }
+    };
+    let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| parquet_error(file, e))?;
+    let mut summary = ImportSummary::default();
+    for batch in reader {
+        let batch = batch.map_err(|e| parquet_error(file, e))?;
+        let rows = ImportRows::read(&batch, file)?;
+        let mut changes = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let row_number = summary.rows + 1;
+            summary.rows += 1;
+            match rows.record(row, model.dim, data) {
+                Ok(Some(record)) => changes.push(Change::Upsert(record)),
+                Ok(None) => summary.unchanged += 1,
+                Err(RowProblem::Fatal(e)) => return Err(e),
+                Err(RowProblem::Skip(reason)) => {
+                    summary.skipped += 1;
+                    if summary.problems.len() < PROBLEMS_SHOWN {
+                        summary.problems.push(format!("row {row_number}: {reason}"));
+                    }
+                }
+            }
+        }
+        summary.imported += changes.len() as u64;
+        data.apply(&changes)?;
+        progress.inc(batch.num_rows() as u64);
+    }
+    data.save_vectors(false)?;
+    Ok(summary)
+}
+
+enum RowProblem {
+    /// The row is left out; the import goes on.
+    Skip(String),
+    /// The file cannot be imported (an embedding of another dimension: another model's file).
+    Fatal(Error),
+}
+
+/// One record batch's columns, cast to the types `export` writes.
+struct ImportRows {
+    path: ArrayRef,
+    embedding: ArrayRef,
+    size: Option<ArrayRef>,
+    mtime_ns: Option<ArrayRef>,
+    hash: Option<ArrayRef>,
+    width: Option<ArrayRef>,
+    height: Option<ArrayRef>,
+    format: Option<ArrayRef>,
+    taken: Option<ArrayRef>,
+    camera_make: Option<ArrayRef>,
+    camera_model: Option<ArrayRef>,
+    gps_latitude: Option<ArrayRef>,
+    gps_longitude: Option<ArrayRef>,
+}
+
+impl ImportRows {
+    fn read(batch: &RecordBatch, file: &Path) -> Result<Self> {
+        let schema = schema();
+        // Any type arrow can cast (LargeUtf8 paths, fixed-size or float64 lists, ...) is accepted.
+        let column = |name: &str| -> Result<Option<ArrayRef>> {
+            let Some(array) = batch.column_by_name(name) else { return Ok(None) };
+            let wanted = schema.field_with_name(name).expect("a column of the export schema").data_type();
+            arrow_cast::cast(array, wanted).map(Some).map_err(|e| {
+                Error::BadQuery(format!(
+                    "{}: column `{name}` is {}, which cannot be read as {wanted}: {e}",
+                    file.display(),
+                    array.data_type()
+                ))
+            })
+        };
+        let required = |name: &str| column(name).map(|c| c.expect("checked before reading"));
+        Ok(Self {
+            path: required("path")?,
+            embedding: required("embedding")?,
+            size: column("size")?,
+            mtime_ns: column("mtime_ns")?,
+            hash: column("hash")?,
+            width: column("width")?,
+            height: column("height")?,
+            format: column("format")?,
+            taken: column("taken")?,
+            camera_make: column("camera_make")?,
+            camera_model: column("camera_model")?,
+            gps_latitude: column("gps_latitude")?,
+            gps_longitude: column("gps_longitude")?,
+        })
+    }
+
+    /// The record of row `row`, or `None` when the library already holds it unchanged.
+    fn record(&self, row: usize, dim: usize, data: &DataDir) -> Result<Option<ImageRecord>, RowProblem> {
+        let present = |column: &Option<ArrayRef>| column.as_ref().filter(|c| c.is_valid(row)).cloned();
+        let text = |column: Option<ArrayRef>| column.map(|c| c.as_string::<i32>().value(row).to_string());
+        let path = text(present(&Some(self.path.clone()))).ok_or_else(|| RowProblem::Skip("no path".into()))?;
+        if !self.embedding.is_valid(row) {
+            return Err(RowProblem::Skip(format!("{path}: no embedding")));
+        }
+        let list = self.embedding.as_list::<i32>().value(row);
+        let values = list.as_primitive::<Float32Type>();
+        if values.len() != dim {
+            return Err(RowProblem::Fatal(Error::BadQuery(format!(
+                "{path}: its embedding has {} numbers, the library's model makes {dim}; this file holds another \
+                 model's embeddings (import it into another --data-dir)",
+                values.len()
+            ))));
+        }
+        if values.null_count() > 0 || values.values().iter().any(|v| !v.is_finite()) {
+            return Err(RowProblem::Skip(format!("{path}: the embedding holds a missing or non-finite number")));
+        }
+        let norm = values.values().iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return Err(RowProblem::Skip(format!("{path}: the embedding is all zeros")));
+        }
+        let embedding: Vec<f32> = values.values().iter().map(|v| (f64::from(*v) / norm) as f32).collect();
+        let stored = StoredPath::from_path(Path::new(&path));
+        let known = data.catalog.image_at(&path_bytes(Path::new(&path))).map_err(RowProblem::Fatal)?;
+        if known.is_some_and(|k| k.embedding.iter().zip(&embedding).all(|(a, b)| (a - b).abs() <= 1e-6)) {
+            return Ok(None);
+        }
+        let mut record = ImageRecord {
+            id: data.catalog.new_id().map_err(RowProblem::Fatal)?,
+            path: stored,
+            size: present(&self.size).map_or(0, |c| c.as_primitive::<UInt64Type>().value(row)),
+            mtime_ns: present(&self.mtime_ns).map_or(0, |c| c.as_primitive::<Int64Type>().value(row).into()),
+            // Empty: unknown (a foreign row for a file not on this machine).
+            hash: text(present(&self.hash)).unwrap_or_default(),
+            width: present(&self.width).map_or(0, |c| c.as_primitive::<UInt32Type>().value(row)),
+            height: present(&self.height).map_or(0, |c| c.as_primitive::<UInt32Type>().value(row)),
+            format: text(present(&self.format)).unwrap_or_default(),
+            facts: PhotoFacts {
+                taken: present(&self.taken).map(|c| c.as_primitive::<TimestampSecondType>().value(row)),
+                camera_make: text(present(&self.camera_make)),
+                camera_model: text(present(&self.camera_model)),
+                gps: present(&self.gps_latitude).zip(present(&self.gps_longitude)).map(|(lat, lon)| {
+                    (lat.as_primitive::<Float64Type>().value(row), lon.as_primitive::<Float64Type>().value(row))
+                }),
+            },
+            embedding,
+            indexed_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        };
+        if self.size.is_none() || self.mtime_ns.is_none() {
+            fill_from_file(&mut record, Path::new(&path));
+        }
+        Ok(Some(record))
+    }
+}
+
+/// A row with only a path and an embedding (clip-retrieval's output): what the file on this
+/// machine says, from its metadata and first bytes (never decoded), so that a later `index` of
+/// its folder finds it unchanged and filters by date, camera and type work.
+fn fill_from_file(record: &mut ImageRecord, path: &Path) {
+    let Ok(file) = File::open(path) else { return };
+    let Ok(meta) = file.metadata() else { return };
+    record.size = meta.len();
+    record.mtime_ns = crate::ingest::walk::mtime_ns(&meta);
+    let mut head = Vec::new();
+    if file.take(HEADER_BYTES).read_to_end(&mut head).is_err() {
+        return;
+    }
+    if record.format.is_empty() {
+        record.format = sniff_format(&head).unwrap_or_default();
+    }
+    if record.facts == PhotoFacts::default() {
+        record.facts = photo_facts(&head);
+    }
+    if record.width == 0 || record.height == 0 {
+        let reader = image::ImageReader::new(std::io::Cursor::new(&head)).with_guessed_format();
+        if let Ok((width, height)) = reader.map_err(|_| ()).and_then(|r| r.into_dimensions().map_err(|_| ())) {
+            (record.width, record.height) = (width, height);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! `imgsearch export` / `import`: a library through Parquet and back, and embeddings made
+//! elsewhere (only `path` and `embedding` columns) turned into a searchable library.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, LargeStringBuilder};
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, Field, Schema};
+use common::server::index_photos;
+use common::{image_path, model_dir};
+use serde_json::Value;
+
+fn imgsearch(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    cmd.arg("--data-dir").arg(data).args(["--device", "cpu"]);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn json(cmd: &mut Command) -> Value {
+    serde_json::from_slice(&run(cmd).stdout).unwrap()
+}
+
+fn photos(dir: &Path) -> PathBuf {
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(photos.join("rome")).unwrap();
+    for name in ["astronaut.jpg", "coffee.png", "chelsea_progressive.jpg", "camera_gray.png"] {
+        std::fs::copy(image_path(name), photos.join(name)).unwrap();
+    }
+    std::fs::copy(image_path("rocket.jpg"), photos.join("rome/rocket.jpg")).unwrap();
+    photos
+}
+
+/// (path, score) of every hit, scores rounded to 6 digits.
+fn ranked(hits: &Value) -> Vec<(String, String)> {
+    hits.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["path"].as_str().unwrap().to_string(), format!("{:.6}", h["score"].as_f64().unwrap_or(-9.0))))
+        .collect()
+}
+
+#[test]
+fn export_then_import_into_a_fresh_library_gives_identical_search_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = photos(tmp.path());
+    let original = tmp.path().join("original");
+    index_photos(&photos, &original, &[]);
+    let file = tmp.path().join("library.parquet");
+    run(imgsearch(&original).arg("export").arg(&file).arg("--quiet"));
+
+    // The model comes from the file's metadata: no --model.
+    let copy = tmp.path().join("copy");
+    let summary = json(imgsearch(&copy).arg("import").arg(&file).arg("--json"));
+    assert_eq!((summary["rows"].as_u64(), summary["imported"].as_u64()), (Some(5), Some(5)), "{summary}");
+
+    for query in [vec!["search", "a photo of a cat"], vec!["search", "rocket path:rome"], vec!["search", "type:png"]] {
+        let before = json(imgsearch(&original).args(&query).args(["-k", "5", "--json"]));
+        let after = json(imgsearch(&copy).args(&query).args(["-k", "5", "--json"]));
+        assert_eq!(ranked(&after), ranked(&before), "{query:?}");
+        // The metadata came along: dates, cameras, sizes.
+        let fields = |hits: &Value| -> Vec<Value> {
+            hits.as_array().unwrap().iter().map(|h| serde_json::json!([h["width"], h["height"], h["taken"]])).collect()
+        };
+        assert_eq!(fields(&after), fields(&before));
+    }
+    let similar = |data: &Path| json(imgsearch(data).arg("similar").arg(photos.join("coffee.png")).args(["--json"]));
+    assert_eq!(ranked(&similar(&copy)), ranked(&similar(&original)));
+
+    // Indexing the same folder afterwards embeds nothing: every file is known.
+    let index = json(imgsearch(&copy).arg("index").arg(&photos).args(["--json"]));
+    assert_eq!((index["unchanged"].as_u64(), index["indexed"].as_u64()), (Some(5), Some(0)), "{index}");
+
+    // Importing again changes nothing (an interrupted import is simply re-run).
+    let again = json(imgsearch(&copy).arg("import").arg(&file).arg("--json"));
+    assert_eq!((again["unchanged"].as_u64(), again["imported"].as_u64()), (Some(5), Some(0)), "{again}");
+}
+
+/// clip-retrieval-style rows: `path` as a large string, `embedding` as a fixed-size list, not
+/// normalised, no other column, no metadata.
+fn write_foreign_parquet(file: &Path, rows: &[(String, Vec<f32>)]) {
+    let dim = rows[0].1.len() as i32;
+    let mut paths = LargeStringBuilder::new();
+    let mut embeddings = FixedSizeListBuilder::new(Float32Builder::new(), dim);
+    for (path, embedding) in rows {
+        paths.append_value(path);
+        embeddings.values().append_slice(embedding);
+        embeddings.append(true);
+    }
+    let schema = Schema::new(vec![
+        Field::new("path", DataType::LargeUtf8, false),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(Arc::new(Field::new_list_field(DataType::Float32, true)), dim),
+            false,
+        ),
+    ]);
+    let batch =
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(paths.finish()), Arc::new(embeddings.finish())]).unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(file).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn embeddings_computed_elsewhere_become_a_searchable_library() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = photos(tmp.path());
+    let model = model_dir("tiny-clip-b32-quickgelu");
+    let files: Vec<PathBuf> = ["astronaut.jpg", "coffee.png", "rome/rocket.jpg"]
+        .iter()
+        .map(|n| photos.join(n).canonicalize().unwrap())
+        .collect();
+    let mut embed = imgsearch(tmp.path());
+    embed.args(["embed", "--json", "--model"]).arg(&model);
+    for file in &files {
+        embed.arg("--image").arg(file);
+    }
+    let embedded = json(&mut embed);
+    let rows: Vec<(String, Vec<f32>)> = files
+        .iter()
+        .map(|f| {
+            let e = &embedded["images"][f.to_str().unwrap()];
+            // Scaled: import normalises.
+            (f.display().to_string(), e.as_array().unwrap().iter().map(|v| 3.0 * v.as_f64().unwrap() as f32).collect())
+        })
+        .collect();
+    let file = tmp.path().join("foreign.parquet");
+    write_foreign_parquet(&file, &rows);
+
+    // Without a model named anywhere, an empty library cannot know its space.
+    let data = tmp.path().join("data");
+    let refused = imgsearch(&data).arg("import").arg(&file).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--model"));
+
+    let summary = json(imgsearch(&data).arg("import").arg(&file).arg("--model").arg(&model).arg("--json"));
+    assert_eq!(summary["imported"].as_u64(), Some(3), "{summary}");
+    // Searching by a picture's own embedding finds it first, with cosine 1: stored normalised.
+    let astronaut: Vec<f32> = rows[0].1.iter().map(|v| v / 3.0).collect();
+    let query = tmp.path().join("astronaut.json");
+    std::fs::write(&query, serde_json::to_vec(&astronaut).unwrap()).unwrap();
+    let hits = json(imgsearch(&data).arg("search").arg("--vector").arg(&query).args(["--json"]));
+    assert_eq!(hits[0]["path"].as_str(), Some(files[0].to_str().unwrap()));
+    assert!((hits[0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-5, "{hits}");
+    // The file on this machine supplied size, type and dimensions; filters work on them.
+    assert_eq!((hits[0]["width"].as_u64(), hits[0]["height"].as_u64()), (Some(512), Some(512)));
+    assert_eq!(
+        paths_of(&json(imgsearch(&data).args(["search", "type:png", "--json"]))),
+        vec![files[1].display().to_string()]
+    );
+
+    // Indexing the folder embeds only the two pictures the file did not have.
+    let index = json(imgsearch(&data).arg("index").arg(&photos).args(["--json", "--model"]).arg(&model));
+    assert_eq!((index["unchanged"].as_u64(), index["indexed"].as_u64()), (Some(3), Some(2)), "{index}");
+
+    // A library of another model refuses the file, naming both models.
+    let other = tmp.path().join("other");
+    index_photos(&photos, &other, &[]);
+    let p14 = tmp.path().join("p14");
+    std::fs::create_dir_all(&p14).unwrap();
+    let indexed = imgsearch(&p14)
+        .arg("index")
+        .arg(&photos)
+        .arg("--model")
+        .arg(model_dir("tiny-clip-p14-gelu"))
+        .arg("--quiet")
+        .status()
+        .unwrap();
+    assert!(indexed.success());
+    let mismatch = imgsearch(&p14).arg("import").arg(&file).arg("--model").arg(&model).output().unwrap();
+    assert_eq!(mismatch.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&mismatch.stderr);
+    assert!(stderr.contains("tiny-clip-p14-gelu") && stderr.contains("tiny-clip-b32-quickgelu"), "{stderr}");
+    // Without --model, the rows' dimension is checked against the library's.
+    let short: Vec<(String, Vec<f32>)> = rows.iter().map(|(p, e)| (p.clone(), e[1..].to_vec())).collect();
+    write_foreign_parquet(&file, &short);
+    let wrong_dim = imgsearch(&other).arg("import").arg(&file).output().unwrap();
+    assert_eq!(wrong_dim.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong_dim.stderr).contains("another model"));
+}
+
+fn paths_of(hits: &Value) -> Vec<String> {
+    hits.as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().to_string()).collect()
+}
