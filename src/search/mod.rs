@@ -180,20 +180,17 @@ impl SearchEngine {
             SortOrder::Date => DATE_SORT_POOL.max(params.offset + params.k),
         };
         let allow = |id: ImageId| allowed.as_ref().is_none_or(|a| a.contains(&id)) && Some(id) != probe.exclude;
+        // Either way the scores are exact: the graph's f16 copies only choose the candidates.
         let mut scored: Vec<(ImageId, f32)> = match &allowed {
             Some(ids) if ids.len() < EXACT_BELOW => {
-                let mut all = self.exact_scores(ids, &embedding, &allow)?;
-                all.truncate(wanted + probe.duplicates.len());
-                all
+                self.exact_scores(ids.iter().copied().filter(|id| allow(*id)), &embedding)?
             }
-            _ => self
-                .data
-                .vectors
-                .search(&embedding, wanted + probe.duplicates.len(), &allow)
-                .into_iter()
-                .map(|h| (h.id, h.score))
-                .collect(),
+            _ => {
+                let hits = self.data.vectors.search(&embedding, wanted + probe.duplicates.len(), &allow);
+                self.exact_scores(hits.into_iter().map(|h| h.id), &embedding)?
+            }
         };
+        scored.truncate(wanted + probe.duplicates.len());
         // Exact duplicates of the query first, whatever the graph said.
         let duplicates: Vec<ImageId> = probe.duplicates.into_iter().filter(|id| allow(*id)).collect();
         scored.retain(|(id, _)| !duplicates.contains(id));
@@ -213,14 +210,10 @@ impl SearchEngine {
         Ok(hits.into_iter().skip(params.offset).take(params.k).map(|(h, _)| h).collect())
     }
 
-    fn exact_scores(
-        &self,
-        ids: &HashSet<ImageId>,
-        query: &[f32],
-        allow: &dyn Fn(ImageId) -> bool,
-    ) -> Result<Vec<(ImageId, f32)>> {
-        let mut scored: Vec<(ImageId, f32)> = Vec::with_capacity(ids.len());
-        for &id in ids.iter().filter(|id| allow(**id)) {
+    /// Cosine scores of `ids` from their f32 embeddings in the catalog, best first.
+    fn exact_scores(&self, ids: impl Iterator<Item = ImageId>, query: &[f32]) -> Result<Vec<(ImageId, f32)>> {
+        let mut scored: Vec<(ImageId, f32)> = Vec::new();
+        for id in ids {
             if let Some(embedding) = self.data.catalog.embedding(id)? {
                 scored.push((id, embedding.iter().zip(query).map(|(a, b)| a * b).sum()));
             }

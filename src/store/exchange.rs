@@ -329,7 +329,13 @@ impl ImportRows {
         if norm == 0.0 {
             return Err(RowProblem::Skip(format!("{path}: the embedding is all zeros")));
         }
-        let embedding: Vec<f32> = values.values().iter().map(|v| (f64::from(*v) / norm) as f32).collect();
+        // Rows already of unit length (an export's) are kept bit for bit: dividing by a norm
+        // within rounding of 1 would still move last bits, and a round trip would not be exact.
+        let embedding: Vec<f32> = if (norm - 1.0).abs() <= 1e-6 {
+            values.values().to_vec()
+        } else {
+            values.values().iter().map(|v| (f64::from(*v) / norm) as f32).collect()
+        };
         let stored = StoredPath::from_path(Path::new(&path));
         let known = data.catalog.image_at(&path_bytes(Path::new(&path))).map_err(RowProblem::Fatal)?;
         if known.is_some_and(|k| k.embedding.iter().zip(&embedding).all(|(a, b)| (a - b).abs() <= 1e-6)) {

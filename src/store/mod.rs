@@ -1,9 +1,10 @@
-//! The data folder: catalog (sled, source of truth), vectors (hnsw_rs) and text (tantivy),
+//! The data folder: catalog (sled, source of truth), vectors (our HNSW) and text (tantivy),
 //! kept in agreement. Writes go catalog first; the two indexes record which catalog generation
 //! they reflect, and `DataDir::open` repairs any drift a crash left behind.
 
 pub mod catalog;
 pub mod exchange;
+pub mod hnsw;
 pub mod migrations;
 pub mod text;
 pub mod vectors;

@@ -1,49 +1,30 @@
-//! The vector index: approximate nearest neighbours over the embeddings (`hnsw_rs`).
+//! The vector index: our own HNSW graph ([`super::hnsw`]) over f16 copies of the embeddings,
+//! with image ids, tombstones and persistence.
 //!
-//! hnsw_rs cannot delete, so removed pictures become tombstones that searches filter out; the
-//! graph is rebuilt from the catalog when tombstones pass a quarter of it (or on `optimize`).
-//! It is persisted with `file_dump` into a fresh folder per save, and `state.json` (written
-//! atomically, last) names the folder to load, so a crash mid-save never leaves a torn graph.
+//! HNSW cannot delete, so removed pictures become tombstones that searches walk through but never
+//! return; the graph is rebuilt from the catalog when tombstones pass a quarter of it (or on
+//! `optimize`). It is saved as one file of flat arrays, written beside the old one and renamed
+//! over it, so a crash mid-save never leaves a torn graph, and opening is a few sequential reads.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
-use serde::{Deserialize, Serialize};
+use half::f16;
 
 use super::catalog::ImageId;
+use super::hnsw::Graph;
 use crate::error::{Error, Result};
 
-/// Cosine distance for L2-normalised vectors, `1 - dot`, clamped at 0. hnsw_rs's own `DistDot`
-/// asserts `dot <= 1`, which rounding breaks for identical photos (a panic mid-index).
-#[derive(Default, Clone, Copy)]
-pub struct ClampedDot;
-
-impl Distance<f32> for ClampedDot {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        // Eight independent accumulators so the loop vectorises.
-        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-        let mut acc = [0f32; 8];
-        for (x, y) in ca.zip(cb) {
-            for i in 0..8 {
-                acc[i] += x[i] * y[i];
-            }
-        }
-        let dot = acc.iter().sum::<f32>() + tail;
-        // f32::max also maps a NaN to 0, which hnsw_rs would otherwise panic on.
-        (1.0 - dot).max(0.0)
-    }
-}
-
-/// A nearest-neighbour hit: the picture and its cosine similarity to the query.
+/// A nearest-neighbour hit: the picture and its cosine similarity to the query (f16-accurate:
+/// within ~1e-3 of the exact score, which the query engine recomputes for the hits it shows).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VectorHit {
     pub id: ImageId,
     pub score: f32,
 }
 
-/// What the query engine needs of a vector index; another engine can replace hnsw_rs behind it.
+/// What the query engine needs of a vector index; another engine can replace ours behind it.
 pub trait VectorIndex {
     fn insert(&mut self, id: ImageId, embedding: &[f32]);
     fn remove(&mut self, id: ImageId);
@@ -53,67 +34,106 @@ pub trait VectorIndex {
     fn tombstone_count(&self) -> usize;
 }
 
-const MAX_CONNECTIONS: usize = 16;
-const MAX_LAYERS: usize = 16;
-const EF_CONSTRUCTION: usize = 200;
-/// Search breadth: at least this, or k, whichever is larger.
-const EF_SEARCH: usize = 64;
+/// Search breadth for a query near the pictures (a picture, "more like this"): at least this,
+/// or k, whichever is larger.
+const EF_NEAR: usize = 64;
+/// Search breadth for a query far from every picture: a text query, whose best matches score
+/// ≈ 0.3 where a picture's score 0.8+ (CLIP's modality gap). A graph linked picture to picture
+/// leads such a query astray sooner, so it searches wider (benches/README.md: recall against ef).
+const EF_FAR: usize = 192;
+/// Below this cosine similarity at the end of the descent through the upper layers, a query is
+/// far from the pictures.
+const FAR_BELOW: f32 = 0.5;
 /// Rebuild when tombstones exceed this fraction of the graph.
 const REBUILD_FRACTION: f64 = 0.25;
+const GRAPH_FILE: &str = "graph.bin";
+const MAGIC: &[u8; 8] = b"IMGSHNSW";
+const FORMAT_VERSION: u32 = 1;
 
-#[derive(Serialize, Deserialize, Default)]
-struct SavedState {
-    /// Catalog generation this graph reflects.
-    generation: u64,
-    /// Folder (under vectors/) and file basename of the dump; None when the graph was empty.
-    dump: Option<(String, String)>,
-    /// Every id in the graph (live and tombstoned).
-    ids: Vec<ImageId>,
-    tombstones: Vec<ImageId>,
-}
+#[cfg(target_endian = "big")]
+compile_error!("the vector index file is written in the host's byte order, assumed little-endian");
 
 pub struct HnswIndex {
-    graph: Hnsw<'static, f32, ClampedDot>,
-    in_graph: HashSet<ImageId>,
-    tombstones: HashSet<ImageId>,
+    graph: Graph,
+    /// Slot → image id.
+    ids: Vec<ImageId>,
+    /// Image id → slot, for every id in the graph (live or tombstoned).
+    slots: HashMap<ImageId, u32>,
+    /// Per slot: removed since it was inserted.
+    deleted: Vec<bool>,
+    tombstones: usize,
     dir: PathBuf,
     /// Catalog generation of the last save.
     saved_generation: u64,
 }
 
-fn new_graph(expected: usize) -> Hnsw<'static, f32, ClampedDot> {
-    Hnsw::new(MAX_CONNECTIONS, expected.max(10_000), MAX_LAYERS, EF_CONSTRUCTION, ClampedDot)
-}
-
 impl HnswIndex {
-    /// Loads the last saved graph from `dir` (or starts empty).
+    /// Loads the last saved graph from `dir` (or starts empty). A folder from an older version
+    /// (hnsw_rs dumps) opens empty at generation 0, so the data folder rebuilds it from the catalog.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
-        let state_path = dir.join("state.json");
-        let state: SavedState = match std::fs::read(&state_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Corrupt { what: state_path.display().to_string(), reason: e.to_string() })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SavedState::default(),
-            Err(source) => return Err(Error::Io { path: state_path, source }),
-        };
-        let graph = match &state.dump {
-            Some((folder, basename)) => {
-                // The loaded graph borrows its HnswIo for life; leak that small struct once per load.
-                let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir.join(folder), basename)));
-                io.load_hnsw::<f32, ClampedDot>().map_err(|e| Error::Corrupt {
-                    what: format!("vector index {}", dir.join(folder).display()),
-                    reason: format!("{e}; run `imgsearch repair` to rebuild it from the catalog"),
-                })?
-            }
-            None => new_graph(state.ids.len()),
-        };
-        Ok(Self {
-            graph,
-            in_graph: state.ids.into_iter().collect(),
-            tombstones: state.tombstones.into_iter().collect(),
+        let path = dir.join(GRAPH_FILE);
+        let mut index = Self {
+            graph: Graph::new(0),
+            ids: Vec::new(),
+            slots: HashMap::new(),
+            deleted: Vec::new(),
+            tombstones: 0,
             dir: dir.to_owned(),
-            saved_generation: state.generation,
-        })
+            saved_generation: 0,
+        };
+        match std::fs::File::open(&path) {
+            Ok(file) => index.load(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|e| Error::Corrupt {
+                what: format!("vector index {}", path.display()),
+                reason: format!("{e}; run `imgsearch repair` to rebuild it from the catalog"),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Io { path, source }),
+        }
+        Ok(index)
+    }
+
+    fn load(&mut self, mut file: impl Read) -> std::io::Result<()> {
+        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let mut magic = [0u8; 8];
+        file.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(bad("not an imgsearch vector index"));
+        }
+        let mut header = [0u64; 6];
+        file.read_exact(bytemuck::cast_slice_mut(&mut header))?;
+        let [version, generation, dim, n, entry, upper_count] = header;
+        if version != u64::from(FORMAT_VERSION) {
+            return Err(bad(&format!("format version {version}, this build reads {FORMAT_VERSION}")));
+        }
+        let (dim, n) = (dim as usize, n as usize);
+        self.graph = Graph::new(dim);
+        self.ids = vec![0; n];
+        file.read_exact(bytemuck::cast_slice_mut(&mut self.ids))?;
+        let mut deleted = vec![0u8; n];
+        file.read_exact(&mut deleted)?;
+        self.deleted = deleted.iter().map(|d| *d != 0).collect();
+        self.graph.levels = vec![0; n];
+        file.read_exact(&mut self.graph.levels)?;
+        self.graph.vectors = vec![f16::ZERO; n * dim];
+        file.read_exact(bytemuck::cast_slice_mut(&mut self.graph.vectors))?;
+        self.graph.layer0 = vec![0; n * Graph::LAYER0_STRIDE];
+        file.read_exact(bytemuck::cast_slice_mut(&mut self.graph.layer0))?;
+        for _ in 0..upper_count {
+            let mut head = [0u32; 2];
+            file.read_exact(bytemuck::cast_slice_mut(&mut head))?;
+            let mut lists = vec![0u32; head[1] as usize];
+            file.read_exact(bytemuck::cast_slice_mut(&mut lists))?;
+            self.graph.upper.insert(head[0], lists);
+        }
+        self.graph.entry = (entry != u64::MAX).then_some(entry as u32);
+        if self.graph.entry.is_some_and(|e| e as usize >= n) || self.graph.check_links().is_err() {
+            return Err(bad("a link points outside the graph"));
+        }
+        self.slots = self.ids.iter().enumerate().map(|(slot, id)| (*id, slot as u32)).collect();
+        self.tombstones = self.deleted.iter().filter(|d| **d).count();
+        self.saved_generation = generation;
+        Ok(())
     }
 
     pub fn saved_generation(&self) -> u64 {
@@ -123,80 +143,129 @@ impl HnswIndex {
     /// Makes the index hold exactly `live` (id → embedding from the catalog): inserts what is
     /// missing, tombstones what is no longer there. Returns how many ids changed.
     pub fn reconcile(&mut self, live: &[(ImageId, Vec<f32>)]) -> usize {
-        let live_ids: HashSet<ImageId> = live.iter().map(|(id, _)| *id).collect();
+        let live_ids: std::collections::HashSet<ImageId> = live.iter().map(|(id, _)| *id).collect();
         let stale: Vec<ImageId> = self
-            .in_graph
+            .slots
             .iter()
-            .filter(|id| !live_ids.contains(id) && !self.tombstones.contains(id))
-            .copied()
+            .filter(|(id, slot)| !live_ids.contains(id) && !self.deleted[**slot as usize])
+            .map(|(id, _)| *id)
             .collect();
         let changed = stale.len();
         for id in stale {
             self.remove(id);
         }
         let missing: Vec<(ImageId, &[f32])> =
-            live.iter().filter(|(id, _)| !self.in_graph.contains(id)).map(|(id, e)| (*id, e.as_slice())).collect();
+            live.iter().filter(|(id, _)| !self.slots.contains_key(id)).map(|(id, e)| (*id, e.as_slice())).collect();
         self.insert_many(&missing);
         changed + missing.len()
     }
 
-    /// Inserts many vectors at once, on all cores (hnsw_rs's parallel insertion).
+    /// Inserts many vectors at once, on all cores. An id already in the graph is only revived.
     pub fn insert_many(&mut self, items: &[(ImageId, &[f32])]) {
-        let fresh: Vec<(&[f32], usize)> =
-            items.iter().filter(|(id, _)| !self.in_graph.contains(id)).map(|(id, e)| (*e, *id as usize)).collect();
-        self.graph.parallel_insert_slice(&fresh);
-        for (id, _) in items {
-            self.in_graph.insert(*id);
-            self.tombstones.remove(id);
+        let mut fresh: Vec<(ImageId, &[f32])> = Vec::with_capacity(items.len());
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        for &(id, embedding) in items {
+            match self.slots.get(&id) {
+                Some(&slot) => self.revive(slot),
+                None if seen.insert(id) => fresh.push((id, embedding)),
+                None => {}
+            }
+        }
+        let Some((_, first)) = fresh.first() else { return };
+        if self.graph.is_empty() {
+            self.graph = Graph::new(first.len());
+        }
+        let vectors: Vec<&[f32]> = fresh.iter().map(|(_, e)| *e).collect();
+        let slots = self.graph.insert(&vectors);
+        for ((id, _), slot) in fresh.iter().zip(slots) {
+            self.ids.push(*id);
+            self.deleted.push(false);
+            self.slots.insert(*id, slot);
         }
     }
 
+    fn revive(&mut self, slot: u32) {
+        if std::mem::replace(&mut self.deleted[slot as usize], false) {
+            self.tombstones -= 1;
+        }
+    }
+
+    /// The `k` nearest live vectors for which `allow` holds, searching `ef` wide (`None`: as wide
+    /// as the query's distance from the pictures calls for).
+    pub fn search_with_ef(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        allow: &dyn Fn(ImageId) -> bool,
+    ) -> Vec<VectorHit> {
+        if k == 0 || query.len() != self.graph.dim {
+            return Vec::new();
+        }
+        let Some((start, similarity)) = self.graph.descend(query) else { return Vec::new() };
+        let ef = ef.unwrap_or(if similarity < FAR_BELOW { EF_FAR } else { EF_NEAR });
+        let live = |slot: u32| !self.deleted[slot as usize] && allow(self.ids[slot as usize]);
+        let mut hits = self.graph.search_from(query, start, ef.max(k), &live);
+        hits.truncate(k);
+        hits.into_iter().map(|(slot, score)| VectorHit { id: self.ids[slot as usize], score }).collect()
+    }
+
     pub fn needs_rebuild(&self) -> bool {
-        self.tombstones.len() > 100 && self.tombstones.len() as f64 > REBUILD_FRACTION * self.in_graph.len() as f64
+        self.tombstones > 100 && self.tombstones as f64 > REBUILD_FRACTION * self.ids.len() as f64
     }
 
     /// A fresh graph of only the live vectors.
     pub fn rebuild(&mut self, live: &[(ImageId, Vec<f32>)]) {
-        self.graph = new_graph(live.len());
-        let points: Vec<(&[f32], usize)> = live.iter().map(|(id, e)| (e.as_slice(), *id as usize)).collect();
-        self.graph.parallel_insert_slice(&points);
-        self.in_graph = live.iter().map(|(id, _)| *id).collect();
-        self.tombstones.clear();
+        self.graph = Graph::new(0);
+        self.ids.clear();
+        self.slots.clear();
+        self.deleted.clear();
+        self.tombstones = 0;
+        let items: Vec<(ImageId, &[f32])> = live.iter().map(|(id, e)| (*id, e.as_slice())).collect();
+        self.insert_many(&items);
     }
 
-    /// Writes the graph to a new folder, then points `state.json` at it, then deletes old folders.
+    /// Writes the graph to a temporary file, syncs it, and renames it over the last save.
     pub fn save(&mut self, generation: u64) -> Result<()> {
-        let io = |path: &Path, source| Error::Io { path: path.to_owned(), source };
-        let folder = format!("g{generation}-{}", std::process::id());
-        let dump = if self.graph.get_nb_point() > 0 {
-            let target = self.dir.join(&folder);
-            std::fs::create_dir_all(&target).map_err(|e| io(&target, e))?;
-            let basename = self
-                .graph
-                .file_dump(&target, "graph")
-                .map_err(|e| Error::Store { path: target.clone(), reason: e.to_string() })?;
-            Some((folder.clone(), basename))
-        } else {
-            None
-        };
-        let state = SavedState {
+        let path = self.dir.join(GRAPH_FILE);
+        let tmp = self.dir.join(format!("{GRAPH_FILE}.tmp"));
+        let io = |source| Error::Io { path: tmp.clone(), source };
+        let file = std::fs::File::create(&tmp).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let entry = self.graph.entry.map_or(u64::MAX, u64::from);
+        let header = [
+            u64::from(FORMAT_VERSION),
             generation,
-            dump,
-            ids: self.in_graph.iter().copied().collect(),
-            tombstones: self.tombstones.iter().copied().collect(),
-        };
-        let tmp = self.dir.join("state.json.tmp");
-        let bytes = serde_json::to_vec(&state).expect("state serialises");
-        std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, self.dir.join("state.json")).map_err(|e| io(&tmp, e))?;
+            self.graph.dim as u64,
+            self.ids.len() as u64,
+            entry,
+            self.graph.upper.len() as u64,
+        ];
+        out.write_all(MAGIC).map_err(io)?;
+        out.write_all(bytemuck::cast_slice(&header)).map_err(io)?;
+        out.write_all(bytemuck::cast_slice(&self.ids)).map_err(io)?;
+        let deleted: Vec<u8> = self.deleted.iter().map(|d| u8::from(*d)).collect();
+        out.write_all(&deleted).map_err(io)?;
+        out.write_all(&self.graph.levels).map_err(io)?;
+        out.write_all(bytemuck::cast_slice(&self.graph.vectors)).map_err(io)?;
+        out.write_all(bytemuck::cast_slice(&self.graph.layer0)).map_err(io)?;
+        for (slot, lists) in &self.graph.upper {
+            out.write_all(bytemuck::cast_slice(&[*slot, lists.len() as u32])).map_err(io)?;
+            out.write_all(bytemuck::cast_slice(lists)).map_err(io)?;
+        }
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
         self.saved_generation = generation;
-        // Old dumps are garbage now; one still mmapped elsewhere stays valid until unmapped.
+        // What older versions left here (hnsw_rs dump folders and their state.json) is garbage.
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
-                let name = entry.file_name();
-                if entry.path().is_dir() && name.to_string_lossy() != folder {
-                    let _ = std::fs::remove_dir_all(entry.path());
+                if entry.file_name() != GRAPH_FILE {
+                    let _ = if entry.path().is_dir() {
+                        std::fs::remove_dir_all(entry.path())
+                    } else {
+                        std::fs::remove_file(entry.path())
+                    };
                 }
             }
         }
@@ -206,36 +275,26 @@ impl HnswIndex {
 
 impl VectorIndex for HnswIndex {
     fn insert(&mut self, id: ImageId, embedding: &[f32]) {
-        if self.in_graph.insert(id) {
-            self.graph.insert((embedding, id as usize));
-        }
-        self.tombstones.remove(&id);
+        self.insert_many(&[(id, embedding)]);
     }
 
     fn remove(&mut self, id: ImageId) {
-        if self.in_graph.contains(&id) {
-            self.tombstones.insert(id);
+        if let Some(&slot) = self.slots.get(&id) {
+            if !std::mem::replace(&mut self.deleted[slot as usize], true) {
+                self.tombstones += 1;
+            }
         }
     }
 
     fn search(&self, query: &[f32], k: usize, allow: &dyn Fn(ImageId) -> bool) -> Vec<VectorHit> {
-        if k == 0 || self.graph.get_nb_point() == 0 {
-            return Vec::new();
-        }
-        let filter = |id: &usize| !self.tombstones.contains(&(*id as ImageId)) && allow(*id as ImageId);
-        let ef = EF_SEARCH.max(k);
-        self.graph
-            .search_filter(query, k, ef, Some(&filter))
-            .into_iter()
-            .map(|n| VectorHit { id: n.d_id as ImageId, score: 1.0 - n.distance })
-            .collect()
+        self.search_with_ef(query, k, None, allow)
     }
 
     fn live_count(&self) -> usize {
-        self.in_graph.len() - self.tombstones.len()
+        self.ids.len() - self.tombstones
     }
 
     fn tombstone_count(&self) -> usize {
-        self.tombstones.len()
+        self.tombstones
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::Deserialize;
 
+pub mod clip_like;
 pub mod http;
 pub mod hub;
 pub mod server;

@@ -1,0 +1,473 @@
+//! Our own HNSW graph (Malkov & Yashunin, 2016), built as hnswlib builds it, over f16 copies of
+//! the embeddings.
+//!
+//! Why not hnsw_rs any more (measured at 1M CLIP-like vectors): its search descends each upper
+//! layer by a single hop, it drops the farthest link when a neighbour list overflows instead of
+//! re-running the diversity heuristic, it keeps ~4.5 KB per point (an `Arc` per link) and took
+//! 28 s to reload. Here every upper layer is descended greedily until nothing improves, an
+//! overflowing list is re-chosen with the heuristic, a point costs its f16 vector (1 KB at 512
+//! dimensions) plus 132 bytes of layer-0 links, and the whole graph is a few flat arrays that load
+//! with sequential reads.
+//!
+//! Scores from the graph are f16-accurate (±1e-3); callers re-score the few hits they return
+//! with the exact f32 embeddings.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+use half::f16;
+use rayon::prelude::*;
+
+/// Links per point on the upper layers (hnswlib's `M`); layer 0 keeps twice as many.
+pub const M: usize = 16;
+const M0: usize = 2 * M;
+/// Candidates considered when linking a new point (hnswlib's `ef_construction`).
+const EF_CONSTRUCTION: usize = 200;
+/// Points inserted together: each batch searches the graph as it was before the batch, in
+/// parallel, and also sees its own members exactly (a small all-pairs pass), so batching
+/// costs no link a one-by-one insert would have made.
+const INSERT_BATCH: usize = 512;
+
+/// Cosine distance between unit vectors (1 - dot): smaller is closer.
+#[derive(Clone, Copy, PartialEq)]
+struct Scored {
+    distance: f32,
+    slot: u32,
+}
+
+impl Eq for Scored {}
+
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.distance.total_cmp(&other.distance).then(self.slot.cmp(&other.slot))
+    }
+}
+
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The graph: slot-indexed flat arrays. Slots are never reused; removal is the caller's
+/// business (tombstones filtered at search time, a rebuild when they pile up).
+pub struct Graph {
+    pub dim: usize,
+    /// f16 vectors, `dim` per slot.
+    pub vectors: Vec<f16>,
+    /// Top layer of each slot.
+    pub levels: Vec<u8>,
+    /// Layer 0: per slot a count then `M0` neighbour slots.
+    pub layer0: Vec<u32>,
+    /// Layers 1..=level of the slots that reach above layer 0: per layer a count then `M` slots.
+    pub upper: HashMap<u32, Vec<u32>>,
+    pub entry: Option<u32>,
+}
+
+impl Graph {
+    /// u32s per slot in `layer0`: the count, then the links.
+    pub const LAYER0_STRIDE: usize = M0 + 1;
+
+    pub fn new(dim: usize) -> Self {
+        Self { dim, vectors: Vec::new(), levels: Vec::new(), layer0: Vec::new(), upper: HashMap::new(), entry: None }
+    }
+
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    fn vector(&self, slot: u32) -> &[f16] {
+        let start = slot as usize * self.dim;
+        &self.vectors[start..start + self.dim]
+    }
+
+    fn links(&self, slot: u32, layer: usize) -> &[u32] {
+        let list = if layer == 0 {
+            &self.layer0[slot as usize * (M0 + 1)..(slot as usize + 1) * (M0 + 1)]
+        } else {
+            let upper = &self.upper[&slot];
+            &upper[(layer - 1) * (M + 1)..layer * (M + 1)]
+        };
+        &list[1..1 + list[0] as usize]
+    }
+
+    fn set_links(&mut self, slot: u32, layer: usize, links: &[u32]) {
+        let list = if layer == 0 {
+            &mut self.layer0[slot as usize * (M0 + 1)..(slot as usize + 1) * (M0 + 1)]
+        } else {
+            let upper = self.upper.get_mut(&slot).expect("a slot above layer 0 has upper lists");
+            &mut upper[(layer - 1) * (M + 1)..layer * (M + 1)]
+        };
+        list[0] = links.len() as u32;
+        list[1..1 + links.len()].copy_from_slice(links);
+    }
+
+    /// Every link points at a slot of the graph, and every slot above layer 0 has its lists
+    /// (checked after loading a file: a damaged one must not index out of bounds later).
+    pub fn check_links(&self) -> Result<(), ()> {
+        let n = self.len() as u32;
+        let in_range =
+            |list: &[u32], max: usize| list[0] as usize <= max && list[1..=list[0] as usize].iter().all(|s| *s < n);
+        let layer0_ok = self.layer0.chunks_exact(M0 + 1).all(|list| in_range(list, M0));
+        let upper_ok = self.levels.iter().enumerate().all(|(slot, level)| {
+            *level == 0
+                || self.upper.get(&(slot as u32)).is_some_and(|lists| {
+                    lists.len() == *level as usize * (M + 1) && lists.chunks_exact(M + 1).all(|list| in_range(list, M))
+                })
+        });
+        if layer0_ok && upper_ok && self.vectors.len() == self.len() * self.dim {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    fn max_level(&self) -> usize {
+        self.entry.map_or(0, |e| self.levels[e as usize] as usize)
+    }
+
+    fn distance(&self, query: &[f32], slot: u32) -> f32 {
+        1.0 - dot(query, self.vector(slot))
+    }
+
+    /// Inserts vectors (unit length, `dim` each) and returns their slots, in order.
+    pub fn insert(&mut self, vectors: &[&[f32]]) -> std::ops::Range<u32> {
+        let first = self.len() as u32;
+        for chunk in vectors.chunks(INSERT_BATCH) {
+            self.insert_batch(chunk);
+        }
+        first..self.len() as u32
+    }
+
+    fn insert_batch(&mut self, batch: &[&[f32]]) {
+        let first = self.len() as u32;
+        let slots: Vec<u32> = (first..first + batch.len() as u32).collect();
+        for (&slot, vector) in slots.iter().zip(batch) {
+            let level = random_level(slot);
+            self.vectors.extend(vector.iter().map(|v| f16::from_f32(*v)));
+            self.levels.push(level);
+            self.layer0.extend(std::iter::repeat_n(0, M0 + 1));
+            if level > 0 {
+                self.upper.insert(slot, vec![0; level as usize * (M + 1)]);
+            }
+        }
+        // Each new point's neighbours per layer, from the graph before the batch plus the batch.
+        let graph = &*self;
+        let chosen: Vec<Vec<Vec<u32>>> = slots
+            .par_iter()
+            .zip(batch.par_iter())
+            .map(|(&slot, query)| {
+                let level = graph.levels[slot as usize] as usize;
+                let mut per_layer = Vec::with_capacity(level + 1);
+                let mut found: Vec<Vec<Scored>> = vec![Vec::new(); level + 1];
+                if let Some(entry) = graph.entry {
+                    let mut nearest = Scored { distance: graph.distance(query, entry), slot: entry };
+                    for layer in (level + 1..=graph.max_level()).rev() {
+                        nearest = graph.greedy(query, nearest, layer);
+                    }
+                    let mut entries = vec![nearest];
+                    for layer in (0..=level.min(graph.max_level())).rev() {
+                        let candidates = graph.search_layer(query, &entries, EF_CONSTRUCTION, layer, &|_| true);
+                        entries = candidates.clone();
+                        found[layer] = candidates;
+                    }
+                }
+                for (layer, candidates) in found.iter_mut().enumerate() {
+                    // The batch's earlier members that reach this layer, scored exactly.
+                    for &other in slots.iter().take_while(|s| **s < slot) {
+                        if graph.levels[other as usize] as usize >= layer {
+                            candidates.push(Scored { distance: graph.distance(query, other), slot: other });
+                        }
+                    }
+                    candidates.sort_unstable();
+                    // hnswlib gives a new point M links on every layer; layer 0 lists grow to M0 as
+                    // later points link back.
+                    per_layer.push(graph.select_neighbours(candidates, M));
+                }
+                per_layer
+            })
+            .collect();
+        for (&slot, per_layer) in slots.iter().zip(&chosen) {
+            for (layer, links) in per_layer.iter().enumerate() {
+                self.set_links(slot, layer, links);
+            }
+        }
+        // Reverse links, grouped by the point that gains them: each group is independent.
+        let mut gains: HashMap<(u32, usize), Vec<u32>> = HashMap::new();
+        for (&slot, per_layer) in slots.iter().zip(&chosen) {
+            for (layer, links) in per_layer.iter().enumerate() {
+                for &neighbour in links {
+                    gains.entry((neighbour, layer)).or_default().push(slot);
+                }
+            }
+        }
+        let graph = &*self;
+        let updated: Vec<((u32, usize), Vec<u32>)> = gains
+            .into_par_iter()
+            .map(|((target, layer), new)| {
+                let mut links: Vec<u32> = graph.links(target, layer).to_vec();
+                links.extend(new.into_iter().filter(|s| !graph.links(target, layer).contains(s)));
+                let max = if layer == 0 { M0 } else { M };
+                if links.len() > max {
+                    let centre = graph.decoded(target);
+                    let mut candidates: Vec<Scored> =
+                        links.iter().map(|&s| Scored { distance: graph.distance(&centre, s), slot: s }).collect();
+                    candidates.sort_unstable();
+                    links = graph.select_neighbours(&candidates, max);
+                }
+                ((target, layer), links)
+            })
+            .collect();
+        for ((target, layer), links) in updated {
+            self.set_links(target, layer, &links);
+        }
+        if let Some(&top) = slots.iter().max_by_key(|s| (self.levels[**s as usize], std::cmp::Reverse(**s))) {
+            if self.entry.is_none() || self.levels[top as usize] as usize > self.max_level() {
+                self.entry = Some(top);
+            }
+        }
+    }
+
+    fn decoded(&self, slot: u32) -> Vec<f32> {
+        self.vector(slot).iter().map(|v| v.to_f32()).collect()
+    }
+
+    /// hnswlib's neighbour heuristic: walk the candidates nearest first and keep one only if it
+    /// is closer to the centre than to every one kept so far, so links spread in all directions
+    /// instead of bunching in the nearest cluster (what lets a search leave a cluster at all).
+    fn select_neighbours(&self, sorted: &[Scored], max: usize) -> Vec<u32> {
+        let mut kept: Vec<(u32, Vec<f32>)> = Vec::with_capacity(max);
+        for candidate in sorted {
+            if kept.len() == max {
+                break;
+            }
+            if kept.iter().any(|(s, _)| *s == candidate.slot) {
+                continue;
+            }
+            let vector = self.decoded(candidate.slot);
+            if kept.iter().all(|(s, _)| 1.0 - dot(&vector, self.vector(*s)) >= candidate.distance) {
+                kept.push((candidate.slot, vector));
+            }
+        }
+        kept.into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// On an upper layer: move to the nearest neighbour while that gets closer.
+    fn greedy(&self, query: &[f32], mut nearest: Scored, layer: usize) -> Scored {
+        loop {
+            let mut moved = false;
+            for &n in self.links(nearest.slot, layer) {
+                let distance = self.distance(query, n);
+                if distance < nearest.distance {
+                    nearest = Scored { distance, slot: n };
+                    moved = true;
+                }
+            }
+            if !moved {
+                return nearest;
+            }
+        }
+    }
+
+    /// Best-first search of one layer from `entries`, keeping the `ef` nearest points that
+    /// `allow` accepts (others are still walked through). Nearest first.
+    fn search_layer(
+        &self,
+        query: &[f32],
+        entries: &[Scored],
+        ef: usize,
+        layer: usize,
+        allow: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        VISITED.with(|visited| {
+            let mut visited = visited.borrow_mut();
+            visited.start(self.len());
+            let mut candidates: BinaryHeap<std::cmp::Reverse<Scored>> = BinaryHeap::new();
+            let mut results: BinaryHeap<Scored> = BinaryHeap::new();
+            for &entry in entries {
+                if visited.insert(entry.slot) {
+                    candidates.push(std::cmp::Reverse(entry));
+                    if allow(entry.slot) {
+                        results.push(entry);
+                    }
+                }
+            }
+            while let Some(std::cmp::Reverse(current)) = candidates.pop() {
+                let bound = if results.len() >= ef {
+                    results.peek().map_or(f32::INFINITY, |w| w.distance)
+                } else {
+                    f32::INFINITY
+                };
+                if current.distance > bound {
+                    break;
+                }
+                for &n in self.links(current.slot, layer) {
+                    if !visited.insert(n) {
+                        continue;
+                    }
+                    let distance = self.distance(query, n);
+                    let worst = if results.len() >= ef {
+                        results.peek().map_or(f32::INFINITY, |w| w.distance)
+                    } else {
+                        f32::INFINITY
+                    };
+                    if distance < worst {
+                        candidates.push(std::cmp::Reverse(Scored { distance, slot: n }));
+                        if allow(n) {
+                            results.push(Scored { distance, slot: n });
+                            if results.len() > ef {
+                                results.pop();
+                            }
+                        }
+                    }
+                }
+            }
+            results.into_sorted_vec()
+        })
+    }
+
+    /// The greedy descent through the upper layers: where the search of layer 0 starts, and the
+    /// cosine similarity of that point to the query (how far the query lies from the data).
+    pub fn descend(&self, query: &[f32]) -> Option<(u32, f32)> {
+        let entry = self.entry?;
+        let mut nearest = Scored { distance: self.distance(query, entry), slot: entry };
+        for layer in (1..=self.max_level()).rev() {
+            nearest = self.greedy(query, nearest, layer);
+        }
+        Some((nearest.slot, 1.0 - nearest.distance))
+    }
+
+    /// The `ef` nearest slots to `query` that `allow` accepts, searching layer 0 from `start` (from
+    /// [`Graph::descend`]), nearest first, with f16-accurate cosine similarities.
+    pub fn search_from(&self, query: &[f32], start: u32, ef: usize, allow: &dyn Fn(u32) -> bool) -> Vec<(u32, f32)> {
+        let start = Scored { distance: self.distance(query, start), slot: start };
+        self.search_layer(query, &[start], ef, 0, allow).into_iter().map(|s| (s.slot, 1.0 - s.distance)).collect()
+    }
+}
+
+/// A slot's top layer: floor(-ln(U) / ln(M)), hnswlib's distribution, from a hash of the slot so
+/// that a rebuild of the same vectors gives the same graph.
+fn random_level(slot: u32) -> u8 {
+    let mut z = u64::from(slot).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let uniform = ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    (-uniform.ln() / (M as f64).ln()).floor().min(15.0) as u8
+}
+
+/// Which slots a search has seen: a stamp per slot, so starting a search costs nothing.
+struct Visited {
+    stamps: Vec<u32>,
+    current: u32,
+}
+
+impl Visited {
+    fn start(&mut self, len: usize) {
+        if self.stamps.len() < len {
+            self.stamps.resize(len, 0);
+        }
+        self.current = self.current.wrapping_add(1);
+        if self.current == 0 {
+            self.stamps.fill(0);
+            self.current = 1;
+        }
+    }
+
+    /// True the first time a slot is seen in this search.
+    fn insert(&mut self, slot: u32) -> bool {
+        let stamp = &mut self.stamps[slot as usize];
+        let fresh = *stamp != self.current;
+        *stamp = self.current;
+        fresh
+    }
+}
+
+thread_local! {
+    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { stamps: Vec::new(), current: 0 }) };
+}
+
+/// Dot product of an f32 query with an f16 vector, in f32.
+pub fn dot(query: &[f32], vector: &[f16]) -> f32 {
+    debug_assert_eq!(query.len(), vector.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { dot_avx512(query, vector) };
+        }
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: the CPU has AVX2, FMA and F16C, checked just above.
+            return unsafe { dot_avx2(query, vector) };
+        }
+    }
+    dot_portable(query, vector)
+}
+
+pub fn dot_portable(query: &[f32], vector: &[f16]) -> f32 {
+    // Eight independent sums so the compiler can vectorise where it knows how.
+    let mut sums = [0f32; 8];
+    let (q, v) = (query.chunks_exact(8), vector.chunks_exact(8));
+    let tail: f32 = q.remainder().iter().zip(v.remainder()).map(|(a, b)| a * b.to_f32()).sum();
+    for (q, v) in q.zip(v) {
+        for i in 0..8 {
+            sums[i] += q[i] * v[i].to_f32();
+        }
+    }
+    sums.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_avx512(query: &[f32], vector: &[f16]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = query.len().min(vector.len());
+    let (mut a, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    // Two accumulators hide the FMA latency.
+    while i + 32 <= n {
+        let h0 = _mm256_loadu_si256(vector.as_ptr().add(i).cast());
+        let h1 = _mm256_loadu_si256(vector.as_ptr().add(i + 16).cast());
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(query.as_ptr().add(i)), _mm512_cvtph_ps(h0), a);
+        b = _mm512_fmadd_ps(_mm512_loadu_ps(query.as_ptr().add(i + 16)), _mm512_cvtph_ps(h1), b);
+        i += 32;
+    }
+    let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+    while i < n {
+        sum += query[i] * vector[i].to_f32();
+        i += 1;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_avx2(query: &[f32], vector: &[f16]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = query.len().min(vector.len());
+    let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 16 <= n {
+        let h0 = _mm_loadu_si128(vector.as_ptr().add(i).cast());
+        let h1 = _mm_loadu_si128(vector.as_ptr().add(i + 8).cast());
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(query.as_ptr().add(i)), _mm256_cvtph_ps(h0), a);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(query.as_ptr().add(i + 8)), _mm256_cvtph_ps(h1), b);
+        i += 16;
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a, b));
+    let mut sum: f32 = lanes.iter().sum();
+    while i < n {
+        sum += query[i] * vector[i].to_f32();
+        i += 1;
+    }
+    sum
+}
