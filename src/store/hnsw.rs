@@ -214,9 +214,11 @@ impl Graph {
                 links.extend(new.into_iter().filter(|s| !graph.links(target, layer).contains(s)));
                 let max = if layer == 0 { M0 } else { M };
                 if links.len() > max {
-                    let centre = graph.decoded(target);
-                    let mut candidates: Vec<Scored> =
-                        links.iter().map(|&s| Scored { distance: graph.distance(&centre, s), slot: s }).collect();
+                    let centre = graph.vector(target);
+                    let mut candidates: Vec<Scored> = links
+                        .iter()
+                        .map(|&s| Scored { distance: 1.0 - dot_halves(centre, graph.vector(s)), slot: s })
+                        .collect();
                     candidates.sort_unstable();
                     links = graph.select_neighbours(&candidates, max);
                 }
@@ -233,28 +235,23 @@ impl Graph {
         }
     }
 
-    fn decoded(&self, slot: u32) -> Vec<f32> {
-        self.vector(slot).iter().map(|v| v.to_f32()).collect()
-    }
-
     /// hnswlib's neighbour heuristic: walk the candidates nearest first and keep one only if it
     /// is closer to the centre than to every one kept so far, so links spread in all directions
     /// instead of bunching in the nearest cluster (what lets a search leave a cluster at all).
     fn select_neighbours(&self, sorted: &[Scored], max: usize) -> Vec<u32> {
-        let mut kept: Vec<(u32, Vec<f32>)> = Vec::with_capacity(max);
+        let mut kept: Vec<u32> = Vec::with_capacity(max);
         for candidate in sorted {
             if kept.len() == max {
                 break;
             }
-            if kept.iter().any(|(s, _)| *s == candidate.slot) {
-                continue;
-            }
-            let vector = self.decoded(candidate.slot);
-            if kept.iter().all(|(s, _)| 1.0 - dot(&vector, self.vector(*s)) >= candidate.distance) {
-                kept.push((candidate.slot, vector));
+            let vector = self.vector(candidate.slot);
+            if !kept.contains(&candidate.slot)
+                && kept.iter().all(|s| 1.0 - dot_halves(vector, self.vector(*s)) >= candidate.distance)
+            {
+                kept.push(candidate.slot);
             }
         }
-        kept.into_iter().map(|(s, _)| s).collect()
+        kept
     }
 
     /// On an upper layer: move to the nearest neighbour while that gets closer.
@@ -410,6 +407,52 @@ pub fn dot(query: &[f32], vector: &[f16]) -> f32 {
         }
     }
     dot_portable(query, vector)
+}
+
+/// Dot product of two f16 vectors, in f32 (the links between points, while building).
+fn dot_halves(a: &[f16], b: &[f16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { dot_halves_avx512(a, b) };
+        }
+    }
+    let mut sums = [0f32; 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for i in 0..8 {
+            sums[i] += x[i].to_f32() * y[i].to_f32();
+        }
+    }
+    let tail: f32 = a
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .zip(b.chunks_exact(8).remainder())
+        .map(|(x, y)| x.to_f32() * y.to_f32())
+        .sum();
+    sums.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_halves_avx512(a: &[f16], b: &[f16]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut sum = _mm512_setzero_ps();
+    let mut i = 0;
+    while i + 16 <= n {
+        let x = _mm512_cvtph_ps(_mm256_loadu_si256(a.as_ptr().add(i).cast()));
+        let y = _mm512_cvtph_ps(_mm256_loadu_si256(b.as_ptr().add(i).cast()));
+        sum = _mm512_fmadd_ps(x, y, sum);
+        i += 16;
+    }
+    let mut total = _mm512_reduce_add_ps(sum);
+    while i < n {
+        total += a[i].to_f32() * b[i].to_f32();
+        i += 1;
+    }
+    total
 }
 
 pub fn dot_portable(query: &[f32], vector: &[f16]) -> f32 {
