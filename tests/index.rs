@@ -212,6 +212,14 @@ fn re_runs_do_only_the_work_that_changed() {
     assert_eq!(s["images"], 12);
     assert_eq!(s["vectors_live"], 12);
     assert_eq!(s["text_documents"], 12);
+    // For people: when, how long, what changed; no raw JSON.
+    let plain = imgsearch(&data).arg("stats").output().unwrap();
+    let text = String::from_utf8_lossy(&plain.stdout);
+    let last_run = text.lines().find(|l| l.starts_with("last run:")).expect("a last-run line");
+    assert!(!last_run.contains('{'), "{last_run}");
+    for part in [" UTC, ", "1 indexed, 2 reused (moved or copied), ", "2 removed", root.to_str().unwrap()] {
+        assert!(last_run.contains(part), "{part:?} missing from {last_run:?}");
+    }
 }
 
 /// The model is loaded only when a picture needs embedding: an unchanged re-run, and one where

@@ -49,9 +49,28 @@ pub fn stats(args: StatsArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     println!("vectors:      {} live, {} tombstoned", stats.vectors_live, stats.vectors_tombstoned);
     println!("skipped:      {} (imgsearch stats --errors lists them)", stats.skipped);
     if let Some(run) = &stats.last_run {
-        println!("last run:     {run}");
+        println!("last run:     {}", describe_run(run));
     }
     Ok(())
+}
+
+/// The last `index` run for people: "2026-12-02 09:10:07 UTC, 12.3 s, /photos: 5 indexed, ...".
+fn describe_run(run: &serde_json::Value) -> String {
+    let count = |key: &str| run[key].as_u64().unwrap_or(0);
+    let when = run["finished_at"]
+        .as_i64()
+        .map_or("at an unknown time".into(), |t| format!("{} UTC", imgsearch::search::iso_date(t).replace('T', " ")));
+    let roots: Vec<&str> = run["roots"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+    format!(
+        "{when}, {:.1} s, {}: {} indexed, {} reused (moved or copied), {} unchanged, {} removed, {} skipped",
+        run["seconds"].as_f64().unwrap_or(0.0),
+        if roots.is_empty() { "no folder".to_string() } else { roots.join(", ") },
+        count("indexed"),
+        count("reused"),
+        count("unchanged"),
+        count("removed"),
+        count("skipped"),
+    )
 }
 
 #[derive(Debug, clap::Args)]
