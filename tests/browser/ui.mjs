@@ -15,6 +15,10 @@ try {
   const page = await browser.newPage({ viewport: { width: 390, height: 800 } }); // phone width
   page.on("pageerror", (e) => fail(`page error: ${e.message}`));
   await page.goto(base + "/");
+  // The upload button is a drawn icon (an emoji showed as a missing-glyph box without an emoji font).
+  const icon = await page.locator(".upload svg").boundingBox();
+  if (!icon || icon.width < 16 || icon.height < 16) await fail(`upload icon not drawn: ${JSON.stringify(icon)}`);
+  if (process.env.IMGSEARCH_SCREENSHOT) await page.screenshot({ path: process.env.IMGSEARCH_SCREENSHOT });
   await page.fill("#q", "a photo of a cat");
   await page.waitForSelector(".tile img", { timeout: 10000 });
   const tiles = await page.$$eval(".tile", (els) => els.map((e) => e.dataset.path));
