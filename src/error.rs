@@ -50,6 +50,9 @@ pub enum Error {
     #[error("the data folder {data_dir} was indexed with model {recorded}, not {requested}: embeddings of different models cannot be mixed. Use --model with the recorded one, another --data-dir, or delete the folder to re-index")]
     ModelMismatch { data_dir: PathBuf, recorded: String, requested: String },
 
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+
     #[error("bad query: {0}")]
     BadQuery(String),
 

@@ -412,3 +412,21 @@ fn a_bad_search_vector_gets_a_clear_json_4xx() {
         assert!(json["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{what}: message");
     }
 }
+
+#[test]
+fn a_port_already_in_use_says_so_and_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    photo_tree(&tmp.path().join("photos"));
+    index_photos(&tmp.path().join("photos"), &tmp.path().join("data"), &[]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .args(["serve", "--addr", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already in use") && stderr.contains("--addr"), "{stderr}");
+}

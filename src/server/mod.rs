@@ -90,9 +90,7 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
         .build()
         .map_err(|source| crate::Error::Io { path: PathBuf::from("tokio runtime"), source })?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(options.addr)
-            .await
-            .map_err(|source| crate::Error::Io { path: PathBuf::from(options.addr.to_string()), source })?;
+        let listener = tokio::net::TcpListener::bind(options.addr).await.map_err(|e| listen_error(options.addr, e))?;
         let local =
             listener.local_addr().map_err(|source| crate::Error::Io { path: PathBuf::from("socket"), source })?;
         println!("imgsearch serving on http://{local}/");
@@ -105,22 +103,52 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
     })
 }
 
+/// Why the server cannot listen, and what to do about it.
+fn listen_error(addr: SocketAddr, e: std::io::Error) -> Error {
+    let reason = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "the port {} is already in use (by another `imgsearch serve` or another program): stop that program, \
+             or pick another port with --addr {}:{}",
+            addr.port(),
+            addr.ip(),
+            addr.port().wrapping_add(1).max(1024)
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{e}: ports below 1024 need administrator rights; pick a port above 1024 with --addr")
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("{e}: this computer has no such address; use 127.0.0.1, or one of its own addresses, with --addr")
+        }
+        _ => format!("{e}; check the address given to --addr"),
+    };
+    Error::Listen { addr: addr.to_string(), reason }
+}
+
 /// `--watch`: a file watcher (notify) wakes an incremental rescan as soon as something changes
 /// under the indexed roots; a periodic rescan stays the source of truth, because watchers miss
-/// events on network shares and run out of inotify watches on big trees.
+/// events on network shares and run out of inotify watches on big trees. The watches are in place
+/// when this returns (before the server says it is listening, so no change after that is missed),
+/// and the first rescan runs at once (for what changed while no server watched).
 fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval: Duration) {
+    let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
+    let roots: Vec<PathBuf> = indexed_roots(&state).into_iter().map(|r| r.path).collect();
+    // None if the platform refuses a watcher: then the timer alone rescans.
+    let watcher = watch_roots(&roots, wake_tx);
+    eprintln!(
+        "watch: {} folder(s) {}, rescanned every {} s",
+        roots.len(),
+        if watcher.is_some() { "watched for changes" } else { "not watched (no file watcher)" },
+        interval.as_secs()
+    );
     std::thread::spawn(move || {
-        let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
-        // Kept alive for the thread's lifetime; None if the platform refuses (then: timer only).
-        let roots: Vec<PathBuf> = indexed_roots(&state).into_iter().map(|r| r.path).collect();
-        let _watcher = watch_roots(&roots, wake_tx);
+        let _watcher = watcher; // kept alive for the thread's lifetime
         loop {
+            rescan(&state, &spec, &device);
             if wake_rx.recv_timeout(interval).is_ok() {
                 // Let a burst of changes (a camera import) settle into one rescan.
                 std::thread::sleep(Duration::from_millis(500));
                 while wake_rx.try_recv().is_ok() {}
             }
-            rescan(&state, &spec, &device);
         }
     });
 }
