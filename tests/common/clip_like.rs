@@ -118,18 +118,20 @@ pub fn generate(pictures: usize, queries: usize, dim: usize, seed: u64) -> ClipL
     ClipLike { pictures: out, text_queries, picture_queries }
 }
 
-/// The `k` best ids (indexes into `vectors`) for `query` by exact dot product.
+/// The `k` best ids (indexes into `vectors`) for `query` by exact dot product, best first.
+/// Streams with a k-sized list, so a million vectors need no million-entry buffer per query.
 pub fn exact_top(vectors: &[Vec<f32>], query: &[f32], k: usize, allow: &dyn Fn(u64) -> bool) -> Vec<u64> {
-    let mut scored: Vec<(u64, f32)> =
-        vectors.iter().enumerate().filter(|(i, _)| allow(*i as u64)).map(|(i, v)| (i as u64, dot(v, query))).collect();
-    let k = k.min(scored.len());
-    if k == 0 {
-        return Vec::new();
+    let mut best: Vec<(f32, u64)> = Vec::with_capacity(k + 1);
+    for (i, v) in vectors.iter().enumerate() {
+        let id = i as u64;
+        let score = dot(v, query);
+        if (best.len() < k || score > best[best.len() - 1].0) && allow(id) {
+            let at = best.partition_point(|(s, _)| *s >= score);
+            best.insert(at, (score, id));
+            best.truncate(k);
+        }
     }
-    scored.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-    scored.truncate(k);
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-    scored.into_iter().map(|(i, _)| i).collect()
+    best.into_iter().map(|(_, id)| id).collect()
 }
 
 /// Eight independent sums, so the compiler vectorises it (a plain `.sum()` must add in order).
