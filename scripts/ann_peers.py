@@ -6,7 +6,7 @@ on all cores, resident memory of the index, save and load time.
 
     pip install hnswlib usearch faiss-cpu numpy
     IMGSEARCH_BENCH_N=100000 IMGSEARCH_BENCH_DUMP=/tmp/ann cargo bench --bench ann
-    python3 scripts/ann_peers.py /tmp/ann
+    python3 scripts/ann_peers.py /tmp/ann [hnswlib,usearch,faiss]
 """
 import gc
 import os
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-M, EF_CONSTRUCTION, EFS = 16, 200, [32, 64, 128, 256, 512]
+M, EF_CONSTRUCTION, EFS = 16, 200, [32, 64, 128, 192, 256, 384, 512]
 
 
 def resident_mb():
@@ -39,10 +39,10 @@ def table(name, search, queries, truths):
             found = [search(v, ef) for v in q]  # one query at a time, as one client
             qps = len(q) / (time.perf_counter() - started)
             cells.append(f"{recall(found, t):.3f} | {qps:.0f}")
-        print(f"| {name} ef {ef} | " + " | ".join(cells) + " |")
+        print(f"| {name} ef {ef} | " + " | ".join(cells) + " |", flush=True)
 
 
-def main(folder):
+def main(folder, which):
     pictures = np.load(os.path.join(folder, "pictures.npy"))
     queries = [np.load(os.path.join(folder, f"{k}_queries.npy")) for k in ("text", "picture")]
     truths = [np.load(os.path.join(folder, f"{k}_truth.npy")) for k in ("text", "picture")]
@@ -54,6 +54,19 @@ def main(folder):
     print("|---|---:|---:|---:|---:|")
     tmp = tempfile.mkdtemp()
 
+    if "hnswlib" in which:
+        run_hnswlib(pictures, queries, truths, tmp, threads, notes)
+    if "usearch" in which:
+        run_usearch(pictures, queries, truths, tmp, threads, notes)
+    if "faiss" in which:
+        run_faiss(pictures, queries, truths, tmp, threads, notes)
+    print()
+    for note in notes:
+        print(f"- {note}")
+
+
+def run_hnswlib(pictures, queries, truths, tmp, threads, notes):
+    n, dim = pictures.shape
     import hnswlib
     before = resident_mb()
     started = time.perf_counter()
@@ -84,6 +97,9 @@ def main(folder):
     del index
     gc.collect()
 
+
+def run_usearch(pictures, queries, truths, tmp, threads, notes):
+    n, dim = pictures.shape
     try:
         from usearch.index import Index as UIndex
         started = time.perf_counter()
@@ -111,6 +127,9 @@ def main(folder):
     except ImportError:
         notes.append("usearch: not installed")
 
+
+def run_faiss(pictures, queries, truths, tmp, threads, notes):
+    n, dim = pictures.shape
     try:
         import faiss
         faiss.omp_set_num_threads(threads)
@@ -138,10 +157,9 @@ def main(folder):
         notes.append(f"faiss: build {build:.0f} inserts/s, load {load:.2f} s, resident {memory:.0f} MB")
     except ImportError:
         notes.append("faiss: not installed")
-    print()
-    for note in notes:
-        print(f"- {note}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/ann")
+    folder = sys.argv[1] if len(sys.argv) > 1 else "/tmp/ann"
+    which = sys.argv[2].split(",") if len(sys.argv) > 2 else ["hnswlib", "usearch", "faiss"]
+    main(folder, which)
