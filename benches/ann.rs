@@ -57,8 +57,12 @@ fn open_elsewhere(dir: &std::path::Path) -> (f64, f64) {
 }
 
 /// The exact answers a dump folder already holds for these queries (computing them at 1M takes
-/// minutes), if it holds them.
-fn dumped_truth(dir: &std::path::Path, kind: &str, queries: usize) -> Option<Vec<Vec<u64>>> {
+/// minutes), if it holds them for exactly these pictures (`pictures` as .npy bytes).
+fn dumped_truth(dir: &std::path::Path, pictures: &[u8], kind: &str, queries: usize) -> Option<Vec<Vec<u64>>> {
+    let dumped = std::fs::read(dir.join("pictures.npy")).ok()?;
+    if dumped.len() < pictures.len() || dumped[dumped.len() - pictures.len()..] != *pictures {
+        return None;
+    }
     let bytes = std::fs::read(dir.join(format!("{kind}_truth.npy"))).ok()?;
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let ids: Vec<u64> =
@@ -85,10 +89,12 @@ fn main() {
     let kinds = [("text", &data.text_queries), ("picture", &data.picture_queries)];
     let t = Instant::now();
     let dump = std::env::var("IMGSEARCH_BENCH_DUMP").ok().map(std::path::PathBuf::from);
+    let floats = |vs: &[Vec<f32>]| -> Vec<u8> { vs.iter().flatten().flat_map(|x| x.to_le_bytes()).collect() };
+    let picture_bytes = floats(&data.pictures);
     let truth: Vec<Vec<Vec<u64>>> = kinds
         .iter()
         .map(|(kind, qs)| {
-            dump.as_deref().and_then(|d| dumped_truth(d, kind, queries)).unwrap_or_else(|| {
+            dump.as_deref().and_then(|d| dumped_truth(d, &picture_bytes, kind, queries)).unwrap_or_else(|| {
                 qs.par_iter().map(|q| clip_like::exact_top(&data.pictures, q, 10, &|_| true)).collect()
             })
         })
@@ -104,8 +110,7 @@ fn main() {
 
     if let Some(dir) = dump.as_deref() {
         std::fs::create_dir_all(dir).unwrap();
-        let floats = |vs: &[Vec<f32>]| -> Vec<u8> { vs.iter().flatten().flat_map(|x| x.to_le_bytes()).collect() };
-        write_npy(&dir.join("pictures.npy"), "<f4", n, DIM, &floats(&data.pictures));
+        write_npy(&dir.join("pictures.npy"), "<f4", n, DIM, &picture_bytes);
         for ((kind, qs), answers) in kinds.iter().zip(&truth) {
             write_npy(&dir.join(format!("{kind}_queries.npy")), "<f4", queries, DIM, &floats(qs));
             let ids: Vec<u8> = answers.iter().flatten().flat_map(|i| (*i as i64).to_le_bytes()).collect();
