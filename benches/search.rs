@@ -189,7 +189,7 @@ fn main() {
     println!("| measure | value |\n|---|---:|");
     println!("| data folder build (catalog + text + HNSW inserts) | {build_s:.0} s |");
     println!(
-        "| ANN search p50 / p99 (k=10, ef=64, 1 thread) | {:.2} / {:.2} ms |",
+        "| ANN search p50 / p99 (k=10, default breadth, 1 thread) | {:.2} / {:.2} ms |",
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
