@@ -109,7 +109,7 @@ impl Graph {
 
     /// Every link points at a slot of the graph, and every slot above layer 0 has its lists
     /// (checked after loading a file: a damaged one must not index out of bounds later).
-    pub fn check_links(&self) -> Result<(), ()> {
+    pub fn links_are_sound(&self) -> bool {
         let n = self.len() as u32;
         let in_range =
             |list: &[u32], max: usize| list[0] as usize <= max && list[1..=list[0] as usize].iter().all(|s| *s < n);
@@ -120,11 +120,7 @@ impl Graph {
                     lists.len() == *level as usize * (M + 1) && lists.chunks_exact(M + 1).all(|list| in_range(list, M))
                 })
         });
-        if layer0_ok && upper_ok && self.vectors.len() == self.len() * self.dim {
-            Ok(())
-        } else {
-            Err(())
-        }
+        layer0_ok && upper_ok && self.vectors.len() == self.len() * self.dim
     }
 
     fn max_level(&self) -> usize {

@@ -131,7 +131,7 @@ impl HnswIndex {
             self.graph.upper.insert(head[0], lists);
         }
         self.graph.entry = (entry != u64::MAX).then_some(entry as u32);
-        if self.graph.entry.is_some_and(|e| e as usize >= n) || self.graph.check_links().is_err() {
+        if self.graph.entry.is_some_and(|e| e as usize >= n) || !self.graph.links_are_sound() {
             return Err(bad("a link points outside the graph"));
         }
         self.slots = self.ids.iter().enumerate().map(|(slot, id)| (*id, slot as u32)).collect();
