@@ -53,6 +53,11 @@ pub enum Error {
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
 
+    /// An export or import that cannot go ahead (a file without the needed columns, of another
+    /// model, ...): the message says why and what to do.
+    #[error("{0}")]
+    Exchange(String),
+
     #[error("bad query: {0}")]
     BadQuery(String),
 

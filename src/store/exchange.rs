@@ -70,7 +70,7 @@ fn parquet_error(path: &Path, e: impl std::fmt::Display) -> Error {
 /// renamed into place once complete). Returns the number of rows.
 pub fn export(data: &DataDir, file: &Path, progress: &ProgressBar) -> Result<u64> {
     let model =
-        data.catalog.model_info()?.ok_or_else(|| Error::BadQuery("the library is empty: nothing to export".into()))?;
+        data.catalog.model_info()?.ok_or_else(|| Error::Exchange("the library is empty: nothing to export".into()))?;
     let partial = file.with_extension("parquet.partial");
     let out = File::create(&partial).map_err(|source| Error::Io { path: partial.clone(), source })?;
     let properties = WriterProperties::builder()
@@ -198,7 +198,7 @@ pub fn import(
         .transpose()?;
     for needed in ["path", "embedding"] {
         if builder.schema().field_with_name(needed).is_err() {
-            return Err(Error::BadQuery(format!(
+            return Err(Error::Exchange(format!(
                 "{} has no `{needed}` column; an import needs `path` (string) and `embedding` (list of float32)",
                 file.display()
             )));
@@ -212,7 +212,7 @@ pub fn import(
         }
         (None, Some(recorded)) => recorded,
         (None, None) => {
-            return Err(Error::BadQuery(format!(
+            return Err(Error::Exchange(format!(
                 "{} does not say which model made its embeddings, and the library is empty: pass --model \
                  with that model (a hub id or a checkpoint folder)",
                 file.display()
@@ -280,7 +280,7 @@ impl ImportRows {
             let Some(array) = batch.column_by_name(name) else { return Ok(None) };
             let wanted = schema.field_with_name(name).expect("a column of the export schema").data_type();
             arrow_cast::cast(array, wanted).map(Some).map_err(|e| {
-                Error::BadQuery(format!(
+                Error::Exchange(format!(
                     "{}: column `{name}` is {}, which cannot be read as {wanted}: {e}",
                     file.display(),
                     array.data_type()
@@ -316,7 +316,7 @@ impl ImportRows {
         let list = self.embedding.as_list::<i32>().value(row);
         let values = list.as_primitive::<Float32Type>();
         if values.len() != dim {
-            return Err(RowProblem::Fatal(Error::BadQuery(format!(
+            return Err(RowProblem::Fatal(Error::Exchange(format!(
                 "{path}: its embedding has {} numbers, the library's model makes {dim}; this file holds another \
                  model's embeddings (import it into another --data-dir)",
                 values.len()
