@@ -9,6 +9,8 @@
 
 #[path = "../tests/common/clip_like.rs"]
 mod clip_like;
+#[path = "../tests/common/npy.rs"]
+mod npy;
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -32,18 +34,8 @@ fn resident_mb() -> f64 {
     kb / 1024.0
 }
 
-/// A .npy file of float32 (rows × cols) or int64 (rows × cols).
 fn write_npy(path: &std::path::Path, descr: &str, rows: usize, cols: usize, data: &[u8]) {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(data);
-    std::fs::write(path, bytes).unwrap();
+    std::fs::write(path, npy::npy_bytes(descr, &[rows, cols], data)).unwrap();
 }
 
 /// A saved index opened in a process of its own, as `serve` opens it: (seconds, resident MB

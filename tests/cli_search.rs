@@ -208,18 +208,9 @@ fn bench_reports_images_per_second_per_batch() {
     assert!(rows.iter().all(|r| r["images_per_s"].as_f64().unwrap() > 0.0));
 }
 
-/// A .npy file (version 1, C order) of float32 values with NumPy's header layout.
 fn write_npy(path: &Path, values: &[f32]) {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': (1, {}), }}", values.len());
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    std::fs::write(path, bytes).unwrap();
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, common::npy::npy_bytes("<f4", &[1, values.len()], &data)).unwrap();
 }
 
 #[test]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 pub mod clip_like;
 pub mod http;
 pub mod hub;
+pub mod npy;
 pub mod server;
 
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
