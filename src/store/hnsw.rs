@@ -53,16 +53,16 @@ impl PartialOrd for Scored {
 /// The graph: slot-indexed flat arrays. Slots are never reused; removal is the caller's
 /// business (tombstones filtered at search time, a rebuild when they pile up).
 pub struct Graph {
-    pub dim: usize,
+    pub(super) dim: usize,
     /// f16 vectors, `dim` per slot.
-    pub vectors: Vec<f16>,
+    pub(super) vectors: Vec<f16>,
     /// Top layer of each slot.
-    pub levels: Vec<u8>,
+    pub(super) levels: Vec<u8>,
     /// Layer 0: per slot a count then `M0` neighbour slots.
-    pub layer0: Vec<u32>,
+    pub(super) layer0: Vec<u32>,
     /// Layers 1..=level of the slots that reach above layer 0: per layer a count then `M` slots.
-    pub upper: HashMap<u32, Vec<u32>>,
-    pub entry: Option<u32>,
+    pub(super) upper: HashMap<u32, Vec<u32>>,
+    pub(super) entry: Option<u32>,
 }
 
 impl Graph {
@@ -386,7 +386,7 @@ thread_local! {
 }
 
 /// Dot product of an f32 query with an f16 vector, in f32.
-pub fn dot(query: &[f32], vector: &[f16]) -> f32 {
+fn dot(query: &[f32], vector: &[f16]) -> f32 {
     debug_assert_eq!(query.len(), vector.len());
     #[cfg(target_arch = "x86_64")]
     {
@@ -451,7 +451,7 @@ unsafe fn dot_halves_avx512(a: &[f16], b: &[f16]) -> f32 {
     total
 }
 
-pub fn dot_portable(query: &[f32], vector: &[f16]) -> f32 {
+fn dot_portable(query: &[f32], vector: &[f16]) -> f32 {
     // Eight independent sums so the compiler can vectorise where it knows how.
     let mut sums = [0f32; 8];
     let (q, v) = (query.chunks_exact(8), vector.chunks_exact(8));
@@ -509,4 +509,39 @@ unsafe fn dot_avx2(query: &[f32], vector: &[f16]) -> f32 {
         i += 1;
     }
     sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every dot-product path this CPU can run agrees with an f64 sum, odd lengths included (the
+    /// recall tests only reach the widest path the machine has).
+    #[test]
+    fn every_dot_product_path_matches_an_exact_sum() {
+        for len in [1, 7, 16, 31, 64, 513] {
+            let a: Vec<f32> = (0..len).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0)).collect();
+            let h: Vec<f16> = (0..len).map(|i| f16::from_f32((i * 53 % 89) as f32 / 44.0 - 1.0)).collect();
+            let exact: f64 = a.iter().zip(&h).map(|(x, y)| f64::from(*x) * f64::from(y.to_f32())).sum();
+            let halves: f64 = h.iter().zip(&h).map(|(x, y)| f64::from(x.to_f32()) * f64::from(y.to_f32())).sum();
+            let close = |got: f32, want: f64| (f64::from(got) - want).abs() <= 1e-4 * (1.0 + want.abs());
+            assert!(close(dot_portable(&a, &h), exact), "portable, len {len}");
+            assert!(close(dot(&a, &h), exact), "dispatched, len {len}");
+            assert!(close(dot_halves(&h, &h), halves), "halves, len {len}");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: checked just above.
+                    assert!(close(unsafe { dot_avx512(&a, &h) }, exact), "avx512, len {len}");
+                }
+                if std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                    && std::is_x86_feature_detected!("f16c")
+                {
+                    // SAFETY: checked just above.
+                    assert!(close(unsafe { dot_avx2(&a, &h) }, exact), "avx2, len {len}");
+                }
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 pub mod catalog;
 pub mod exchange;
-pub mod hnsw;
+mod hnsw;
 pub mod migrations;
 pub mod text;
 pub mod vectors;
