@@ -12,7 +12,6 @@ use image::{ImageEncoder, RgbImage};
 use imgsearch::ingest::decode::{decode_file, DEFAULT_MAX_PIXELS};
 use imgsearch::ingest::pipeline::{self, IndexOptions};
 use imgsearch::model::{ClipConfig, ModelSpec, Precision, PreprocessedImage, Towers};
-use imgsearch::store::DataDir;
 use imgsearch::Clip;
 use rayon::prelude::*;
 
@@ -105,10 +104,10 @@ fn encode_and_index(spec: &ModelSpec, decoded: &[PreprocessedImage], photos: &Pa
     let encode_rate = count as f64 / t.elapsed().as_secs_f64();
     let index_rate = |loaded: Option<&Clip>| {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut data = DataDir::open(data_dir.path()).unwrap();
+        let mut data = imgsearch::store::open(data_dir.path()).unwrap();
         let t = Instant::now();
         let summary =
-            pipeline::run(&mut data, spec, loaded, &Device::Cpu, &options(vec![photos.to_path_buf()])).unwrap();
+            pipeline::run(&mut *data, spec, loaded, &Device::Cpu, &options(vec![photos.to_path_buf()])).unwrap();
         assert_eq!(summary.indexed as usize, count);
         count as f64 / t.elapsed().as_secs_f64()
     };
@@ -174,10 +173,10 @@ fn main() {
     let tiny =
         ModelSpec::resolve(root().join("tests/fixtures/models/tiny-clip-b32-quickgelu").to_str().unwrap()).unwrap();
     let small_dir = tempfile::tempdir().unwrap();
-    let mut small = DataDir::open(small_dir.path()).unwrap();
-    pipeline::run(&mut small, &tiny, None, &Device::Cpu, &options(vec![many.clone()])).unwrap();
+    let mut small = imgsearch::store::open(small_dir.path()).unwrap();
+    pipeline::run(&mut *small, &tiny, None, &Device::Cpu, &options(vec![many.clone()])).unwrap();
     let t = Instant::now();
-    let rerun = pipeline::run(&mut small, &tiny, None, &Device::Cpu, &options(vec![many])).unwrap();
+    let rerun = pipeline::run(&mut *small, &tiny, None, &Device::Cpu, &options(vec![many])).unwrap();
     let rerun_s = t.elapsed().as_secs_f64();
     assert_eq!(rerun.unchanged, 10_000);
 

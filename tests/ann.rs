@@ -1,7 +1,8 @@
 //! The vector index against exact search on CLIP-like data (a picture cone, a text cone, events
 //! and near-duplicates: `common/clip_like.rs`): recall@10 for text-like (out of distribution) and
 //! picture-like queries, with and without an allow-list filter; tombstones never returned, also
-//! after a save and reopen; identical vectors; a damaged or old-format index file.
+//! after a save and reopen; saves that append (a torn append survived); identical vectors; a
+//! damaged or old-format index file.
 
 mod common;
 
@@ -71,6 +72,67 @@ fn identical_vectors_do_not_break_the_index() {
     assert!(hits.iter().all(|h| h.score >= 0.999));
 }
 
+/// Every query's hits from `a` and `b`, which must be the same graph.
+fn assert_same_answers(a: &HnswIndex, b: &HnswIndex, queries: &[Vec<f32>]) {
+    for q in queries {
+        assert_eq!(a.search(q, 10, &|_| true), b.search(q, 10, &|_| true));
+    }
+}
+
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_save_appends_the_new_vectors_and_survives_a_torn_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(2000, 40, 64, 5);
+    let queries = [&data.text_queries[..], &data.picture_queries[..]].concat();
+    let items: Vec<(u64, &[f32])> = data.pictures.iter().enumerate().map(|(i, v)| (i as u64, v.as_slice())).collect();
+    let vectors_file = dir.path().join("vectors.1.f16");
+    let mut index = HnswIndex::open(dir.path()).unwrap();
+    index.insert_many(&items[..1500]);
+    index.save(1).unwrap();
+    assert_eq!(std::fs::metadata(&vectors_file).unwrap().len(), 1500 * 64 * 2);
+
+    // The next save appends to the same file; what was written stays as it was.
+    let before = std::fs::read(&vectors_file).unwrap();
+    index.insert_many(&items[1500..1800]);
+    index.save(2).unwrap();
+    let after = std::fs::read(&vectors_file).unwrap();
+    assert_eq!((after.len(), &after[..before.len()]), (1800 * 64 * 2, &before[..]));
+    assert_same_answers(&index, &HnswIndex::open(dir.path()).unwrap(), &queries);
+
+    // A crash in the middle of the next save's append leaves bytes that graph.bin does not count:
+    // the library opens as last saved, and its next save writes over them.
+    let mut torn = std::fs::OpenOptions::new().append(true).open(&vectors_file).unwrap();
+    std::io::Write::write_all(&mut torn, &[0xAB; 1000]).unwrap();
+    let mut reopened = HnswIndex::open(dir.path()).unwrap();
+    assert_same_answers(&index, &reopened, &queries);
+    reopened.insert_many(&items[1800..]);
+    reopened.save(3).unwrap();
+    assert_eq!(std::fs::metadata(&vectors_file).unwrap().len(), 2000 * 64 * 2);
+    assert_same_answers(&reopened, &HnswIndex::open(dir.path()).unwrap(), &queries);
+
+    // A rebuild renumbers the slots: its save starts a new vectors file and drops the old one.
+    let live: Vec<(u64, Vec<f32>)> =
+        items.iter().filter(|(id, _)| id % 3 != 0).map(|(id, v)| (*id, v.to_vec())).collect();
+    reopened.rebuild(&live);
+    reopened.save(4).unwrap();
+    assert_eq!(file_names(dir.path()), ["graph.bin", "vectors.2.f16"]);
+    assert_same_answers(&reopened, &HnswIndex::open(dir.path()).unwrap(), &queries);
+
+    // A vectors file shorter than the graph says is damage, with the way out in the message.
+    let file = dir.path().join("vectors.2.f16");
+    let length = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(length - 2).unwrap();
+    let error = HnswIndex::open(dir.path()).err().expect("a short vectors file is refused").to_string();
+    assert!(error.contains("imgsearch repair"), "{error}");
+}
+
 #[test]
 fn a_damaged_index_file_is_an_error_that_names_repair_and_an_old_one_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,17 +144,26 @@ fn a_damaged_index_file_is_an_error_that_names_repair_and_an_old_one_is_rebuilt(
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     let error = HnswIndex::open(dir.path()).err().expect("a cut file is refused").to_string();
     assert!(error.contains("imgsearch repair"), "{error}");
-    // The file: magic and header (56 bytes), ids (8 per slot), deleted and level (1 each), f16
-    // vectors, then each slot's layer-0 list: a count and 32 links of 4 bytes.
-    let (n, dim) = (500, 64);
-    let first_link = 56 + n * (8 + 1 + 1 + 2 * dim) + 4;
+    // The file: magic and header (64 bytes), ids (8 per slot), deleted and level (1 each), then
+    // each slot's layer-0 list: a count and 32 links of 4 bytes.
+    let n = 500;
+    let first_link = 64 + n * (8 + 1 + 1) + 4;
     let mut bad_link = bytes.clone();
     bad_link[first_link..first_link + 4].copy_from_slice(&9999u32.to_le_bytes());
     std::fs::write(&file, &bad_link).unwrap();
     assert!(HnswIndex::open(dir.path()).is_err());
 
-    // A folder of the hnsw_rs era (state.json and dump folders) opens empty at generation 0, so
-    // the data folder rebuilds it from the catalog; the next save clears the old files away.
+    // A graph file of format 1 (vectors inside it) opens empty at generation 0, so the data
+    // folder rebuilds it from the catalog.
+    let mut format_1 = bytes[..8].to_vec();
+    format_1.extend(1u64.to_le_bytes());
+    format_1.extend([0; 48]);
+    std::fs::write(&file, &format_1).unwrap();
+    let index = HnswIndex::open(dir.path()).unwrap();
+    assert_eq!((index.live_count(), index.saved_generation()), (0, 0));
+
+    // A folder of the hnsw_rs era (state.json and dump folders) opens empty at generation 0 too;
+    // the next save clears the old files away.
     let old = tempfile::tempdir().unwrap();
     std::fs::write(old.path().join("state.json"), br#"{"generation": 7, "dump": null, "ids": [], "tombstones": []}"#)
         .unwrap();
@@ -101,6 +172,5 @@ fn a_damaged_index_file_is_an_error_that_names_repair_and_an_old_one_is_rebuilt(
     assert_eq!((index.live_count(), index.saved_generation()), (0, 0));
     index.insert(1, &data.pictures[0]);
     index.save(8).unwrap();
-    let left: Vec<_> = std::fs::read_dir(old.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("graph.bin")]);
+    assert_eq!(file_names(old.path()), ["graph.bin", "vectors.1.f16"]);
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use imgsearch::model::ModelSpec;
-use imgsearch::store::{exchange, DataDir};
+use imgsearch::store::exchange;
 
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
@@ -50,9 +50,9 @@ fn progress_bar(quiet: bool) -> ProgressBar {
 }
 
 pub fn export(args: ExportArgs, data_dir: PathBuf) -> anyhow::Result<()> {
-    let data = DataDir::open(&data_dir)?;
+    let data = imgsearch::store::open(&data_dir)?;
     let progress = progress_bar(args.quiet);
-    let rows = exchange::export(&data, &args.file, &progress)?;
+    let rows = exchange::export(&*data, &args.file, &progress)?;
     progress.finish_and_clear();
     if !args.quiet {
         println!("exported {rows} pictures to {}", args.file.display());
@@ -63,9 +63,10 @@ pub fn export(args: ExportArgs, data_dir: PathBuf) -> anyhow::Result<()> {
 pub fn import(args: ImportArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     // The model's identity (name, dimension, preprocessing) comes from its config; no weights load.
     let model = args.model.as_deref().map(ModelSpec::resolve).transpose()?.map(|spec| spec.info());
-    let mut data = DataDir::open(&data_dir)?;
+    let mut data = imgsearch::store::open(&data_dir)?;
     let progress = progress_bar(args.quiet || args.json);
-    let summary = exchange::import(&mut data, &args.file, model, &progress)?;
+    let summary = exchange::import(&mut *data, &args.file, model, &progress)?;
+    data.close()?;
     progress.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);

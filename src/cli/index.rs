@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
 use imgsearch::ingest::pipeline::{self, IndexOptions};
-use imgsearch::store::DataDir;
 
 #[derive(Debug, clap::Args)]
 pub struct IndexArgs {
@@ -36,10 +35,10 @@ pub struct IndexArgs {
 }
 
 pub fn run(args: IndexArgs, data_dir: PathBuf, compute: super::ComputeArgs) -> anyhow::Result<()> {
-    let mut data = DataDir::open(&data_dir)?;
+    let mut data = imgsearch::store::open(&data_dir)?;
     let model = match args.model {
         Some(model) => model,
-        None => data.catalog.model_info()?.map(|m| m.model).unwrap_or_else(|| imgsearch::DEFAULT_MODEL.to_string()),
+        None => data.model_info()?.map(|m| m.model).unwrap_or_else(|| imgsearch::DEFAULT_MODEL.to_string()),
     };
     let (spec, device) = compute.open(&model)?;
     let batch_size = args.batch_size.unwrap_or_else(|| pipeline::default_batch_size(&device));
@@ -51,7 +50,8 @@ pub fn run(args: IndexArgs, data_dir: PathBuf, compute: super::ComputeArgs) -> a
         max_file_size: args.max_file_size,
         progress: !args.quiet && !args.json,
     };
-    let summary = pipeline::run(&mut data, &spec, None, &device, &options)?;
+    let summary = pipeline::run(&mut *data, &spec, None, &device, &options)?;
+    data.close()?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
         return Ok(());

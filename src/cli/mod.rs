@@ -123,8 +123,8 @@ pub fn open_index(
     towers: imgsearch::model::Towers,
 ) -> anyhow::Result<OpenIndex> {
     use anyhow::Context;
-    let data = imgsearch::store::DataDir::open(data_dir)?;
-    let Some(info) = data.catalog.model_info()? else {
+    let data = imgsearch::store::open(data_dir)?;
+    let Some(info) = data.model_info()? else {
         anyhow::bail!("the data folder {} has no index yet: run `imgsearch index PATH` first", data_dir.display());
     };
     let (spec, device) = compute.open(&info.model)?;

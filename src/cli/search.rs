@@ -78,7 +78,7 @@ pub struct SimilarArgs {
 pub fn search(args: SearchArgs, data_dir: PathBuf, compute: ComputeArgs) -> anyhow::Result<()> {
     if let Some(file) = &args.vector {
         let vector = super::vector_file::read(file)?;
-        let engine = imgsearch::search::SearchEngine::without_model(imgsearch::store::DataDir::open(&data_dir)?);
+        let engine = imgsearch::search::SearchEngine::without_model(imgsearch::store::open(&data_dir)?);
         let hits = engine.search_vector(&vector, &[], &args.results.params())?;
         return args.results.print(&hits);
     }
@@ -101,7 +101,7 @@ pub fn similar(args: SimilarArgs, data_dir: PathBuf, compute: ComputeArgs) -> an
     let params = args.results.params();
     let indexed = std::fs::canonicalize(&args.path)
         .ok()
-        .map(|p| engine.data.catalog.image_at(&path_bytes(&p)))
+        .map(|p| engine.library().image_at(&path_bytes(&p)))
         .transpose()?
         .flatten();
     let hits = match indexed {

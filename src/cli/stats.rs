@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use imgsearch::store::catalog::path_from_bytes;
-use imgsearch::store::{DataDir, VectorIndex};
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
@@ -17,10 +16,10 @@ pub struct StatsArgs {
 }
 
 pub fn stats(args: StatsArgs, data_dir: PathBuf) -> anyhow::Result<()> {
-    let data = DataDir::open(&data_dir)?;
+    let data = imgsearch::store::open(&data_dir)?;
     if args.errors {
         let mut errors = Vec::new();
-        for record in data.catalog.skipped() {
+        for record in data.skipped() {
             let record = record?;
             if !record.ignored {
                 errors.push(serde_json::json!({"path": record.path.display(), "reason": record.reason}));
@@ -35,7 +34,7 @@ pub fn stats(args: StatsArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let stats = data.stats()?;
+    let stats = data.stats(data.size_bytes())?;
     if args.json {
         println!("{}", serde_json::to_string(&stats)?);
         return Ok(());
@@ -86,10 +85,10 @@ struct Listed {
 }
 
 pub fn list(args: ListArgs, data_dir: PathBuf) -> anyhow::Result<()> {
-    let data = DataDir::open(&data_dir)?;
+    let data = imgsearch::store::open(&data_dir)?;
     let mut listed = Vec::new();
     // The path index alone: no record or embedding is read.
-    for entry in data.catalog.paths() {
+    for entry in data.paths() {
         let (path, id) = entry?;
         listed.push(Listed { id, path: path_from_bytes(&path).to_string_lossy().into_owned() });
     }
@@ -106,7 +105,7 @@ pub fn list(args: ListArgs, data_dir: PathBuf) -> anyhow::Result<()> {
 
 /// `imgsearch repair`: rebuild the vector and text indexes from the catalog.
 pub fn repair(data_dir: PathBuf) -> anyhow::Result<()> {
-    let mut data = DataDir::open(&data_dir)?;
+    let mut data = imgsearch::store::open(&data_dir)?;
     for line in data.repair(true)? {
         println!("{line}");
     }
@@ -115,9 +114,6 @@ pub fn repair(data_dir: PathBuf) -> anyhow::Result<()> {
 
 /// `imgsearch optimize`: rebuild the vector graph without its tombstones.
 pub fn optimize(data_dir: PathBuf) -> anyhow::Result<()> {
-    let mut data = DataDir::open(&data_dir)?;
-    let before = data.vectors.tombstone_count();
-    data.save_vectors(true)?;
-    println!("vector index rebuilt: {} live vectors, {before} tombstones dropped", data.vectors.live_count());
+    println!("{}", imgsearch::store::open(&data_dir)?.optimize()?);
     Ok(())
 }

@@ -23,9 +23,9 @@ use super::walk::{walk, Candidate, Found};
 use crate::error::{Error, Result};
 use crate::model::{Clip, ModelSpec, PreprocessedImage, Towers};
 use crate::store::catalog::{
-    path_bytes, path_from_bytes, stored_bytes, Catalog, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
+    path_bytes, path_from_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
 };
-use crate::store::{Change, DataDir};
+use crate::store::{Change, Library, Lookup};
 
 /// Files larger than this are skipped unread unless `--max-file-size` says otherwise.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 200 * 1024 * 1024;
@@ -128,8 +128,6 @@ impl Batch {
 
 /// Writer batches of reused/skipped files are flushed at this size even without embeddings.
 const PASS_THROUGH_BATCH: usize = 256;
-/// The vector graph is saved at least this often during a long run.
-const SAVE_EVERY: Duration = Duration::from_secs(120);
 
 /// `loaded`: a model already in memory with its image tower (the server's), used instead of
 /// loading `spec` again; without one the model loads only once something needs embedding.
@@ -141,7 +139,7 @@ pub fn run(
     options: &IndexOptions,
 ) -> Result<IndexSummary> {
     let started = Instant::now();
-    let catalog = data.with(|data| data.check_model(&spec.info()).map(|()| data.catalog.clone()))?;
+    let catalog = data.with(|data| data.check_model(&spec.info()).map(|()| data.lookup()))?;
     let roots: Vec<PathBuf> = options
         .roots
         .iter()
@@ -159,7 +157,7 @@ pub fn run(
     let mut summary = IndexSummary::default();
     let (walk_result, write_result) = std::thread::scope(|scope| {
         let walker = scope.spawn(|| {
-            let result = walk_and_queue(&roots, options.hidden, &catalog, &jobs_tx, &queued);
+            let result = walk_and_queue(&roots, options.hidden, &*catalog, &jobs_tx, &queued);
             drop(jobs_tx);
             result
         });
@@ -170,7 +168,7 @@ pub fn run(
                     yield_cores_to_the_encoder();
                 }
                 for job in jobs_rx {
-                    if work_tx.send(examine(job, &catalog, spec, options)).is_err() {
+                    if work_tx.send(examine(job, &*catalog, spec, options)).is_err() {
                         break; // the run was aborted
                     }
                 }
@@ -179,7 +177,7 @@ pub fn run(
         drop((jobs_rx, work_tx));
         scope.spawn(move || encode(work_rx, batch_tx, (spec, loaded), device, batch_size));
 
-        let write_result = write_batches(&mut data, &catalog, &batch_rx, &mut summary, &progress, &queued);
+        let write_result = write_batches(&mut data, &batch_rx, &mut summary, &progress, &queued);
         drop(batch_rx); // unblocks every stage if the writer stopped early
         (walker.join().expect("walker thread panicked"), write_result)
     });
@@ -213,7 +211,7 @@ pub fn run(
     }
     data.with(|data| {
         data.apply(&gone)?;
-        data.save_vectors(false)
+        data.save()
     })?;
     progress.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
@@ -226,14 +224,14 @@ pub fn run(
             max_file_size: options.max_file_size,
         })
         .collect();
-    catalog.record_roots(&indexed)?;
-    catalog.set_last_run(&serde_json::json!({
+    let run = serde_json::json!({
         "finished_at": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "roots": roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>(),
         "scanned": summary.scanned, "indexed": summary.indexed, "reused": summary.reused,
         "unchanged": summary.unchanged, "removed": summary.removed, "skipped": summary.skipped,
         "seconds": summary.seconds,
-    }))?;
+    });
+    data.with(|data| data.record_run(&indexed, &run))?;
     Ok(summary)
 }
 
@@ -267,7 +265,7 @@ struct Walked {
 fn walk_and_queue(
     roots: &[PathBuf],
     hidden: bool,
-    catalog: &crate::store::Catalog,
+    catalog: &dyn Lookup,
     jobs: &Sender<Candidate>,
     queued: &AtomicU64,
 ) -> Result<Walked> {
@@ -315,7 +313,7 @@ const IMAGE_EXTENSIONS: &[&str] = &[
 ];
 
 /// Reads (bounded), hashes, and — unless the content is already indexed — decodes one file.
-fn examine(job: Candidate, catalog: &crate::store::Catalog, spec: &ModelSpec, options: &IndexOptions) -> Work {
+fn examine(job: Candidate, catalog: &dyn Lookup, spec: &ModelSpec, options: &IndexOptions) -> Work {
     let path = StoredPath::from_path(&job.path);
     let looks_like_image = job
         .path
@@ -469,56 +467,45 @@ fn encode(
     let _ = out.send(last);
 }
 
-/// How a run reaches its data folder: `index` owns it (`&mut DataDir`); `serve --watch` shares it
-/// with searches and takes its write lock only while a batch is written, so queries keep
+/// How a run reaches its library: `index` owns it (`&mut dyn Library`); `serve --watch` shares
+/// it with searches and takes its write lock only while a batch is written, so queries keep
 /// answering through a long rescan.
 pub trait DataAccess {
-    fn with<R>(&mut self, f: impl FnOnce(&mut DataDir) -> R) -> R;
+    fn with<R>(&mut self, f: impl FnOnce(&mut dyn Library) -> R) -> R;
 }
 
-impl DataAccess for &mut DataDir {
-    fn with<R>(&mut self, f: impl FnOnce(&mut DataDir) -> R) -> R {
-        f(self)
+impl DataAccess for &mut (dyn Library + 'static) {
+    fn with<R>(&mut self, f: impl FnOnce(&mut dyn Library) -> R) -> R {
+        f(&mut **self)
     }
 }
 
 /// The one writer: turns batches into catalog changes and applies them, showing progress.
 fn write_batches(
     data: &mut impl DataAccess,
-    catalog: &Catalog,
     batches: &Receiver<Result<Batch>>,
     summary: &mut IndexSummary,
     progress: &ProgressBar,
     queued: &AtomicU64,
 ) -> Result<()> {
     let started = Instant::now();
-    let mut last_save = Instant::now();
     let mut done = 0u64;
     for batch in batches {
         let batch = batch?;
-        let mut changes = Vec::with_capacity(batch.len());
-        for (file, embedding) in batch.pictures {
-            changes.push(Change::Upsert(file.into_record(catalog.new_id()?, embedding)));
+        done += batch.len() as u64;
+        for skip in batch.skips.iter().filter(|skip| !skip.ignored) {
+            summary.skipped += 1;
+            summary.errors.push(FileError { path: skip.path.display(), reason: skip.reason.clone() });
         }
-        for skip in batch.skips {
-            if !skip.ignored {
-                summary.skipped += 1;
-                summary.errors.push(FileError { path: skip.path.display(), reason: skip.reason.clone() });
-            }
-            changes.push(Change::Skip(skip));
-        }
-        done += changes.len() as u64;
-        let save = last_save.elapsed() > SAVE_EVERY;
+        let (pictures, skips) = (batch.pictures, batch.skips);
         data.with(|data| {
-            data.apply(&changes)?;
-            if save {
-                data.save_vectors(false)?;
+            let mut changes = Vec::with_capacity(pictures.len() + skips.len());
+            for (file, embedding) in pictures {
+                changes.push(Change::Upsert(file.into_record(data.new_id()?, embedding)));
             }
-            Ok::<_, Error>(())
+            changes.extend(skips.into_iter().map(Change::Skip));
+            data.apply(&changes)
         })?;
-        if save {
-            last_save = Instant::now();
-        }
         summary.indexed += batch.indexed;
         summary.reused += batch.reused;
         let rate = summary.indexed as f64 / started.elapsed().as_secs_f64().max(1e-3);

@@ -1,30 +1,21 @@
-//! The query engine: text or picture → CLIP embedding → nearest neighbours (tombstones and
-//! filters applied inside the graph search) → hits with cosine scores; filters and
-//! filter-only listings come from the text index.
+//! The query engine: text or picture → CLIP embedding → the library's nearest pictures that
+//! pass the filters (exact cosine scores) → hits, paged and sorted; filter-only queries list
+//! the newest pictures. Which storage answers is the library's business ([`Library`]).
 
 pub mod query;
 
-use std::collections::HashSet;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
-use tantivy::collector::TopDocs;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery};
-use tantivy::schema::IndexRecordOption;
-use tantivy::{DateTime, Order, Term};
 
 use crate::error::{Error, Result};
 use crate::model::Clip;
-use crate::store::{DataDir, ImageId, ImageRecord, VectorIndex};
+use crate::store::{ImageId, ImageRecord, Library};
 pub use query::{parse, Filter, ParsedQuery};
 
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 1000;
-/// Below this many filter matches, score them exactly instead of searching the graph:
-/// a very selective filter starves HNSW's greedy search (recall would drop).
-const EXACT_BELOW: usize = 2000;
 /// How far from 1 a query vector's L2 norm may be: f32 embeddings written as decimal text and
 /// read back stay within 1e-6; 1e-3 leaves room for f16 storage, not for unnormalised vectors.
 pub const UNIT_LENGTH_TOLERANCE: f64 = 1e-3;
@@ -79,20 +70,29 @@ struct Probe {
 }
 
 pub struct SearchEngine {
-    pub data: DataDir,
+    library: Box<dyn Library>,
     /// Shared so that `serve --watch` can embed new pictures without holding the engine's lock.
     /// None for an engine that only searches by vector (no checkpoint needed).
     clip: Option<Arc<Clip>>,
 }
 
 impl SearchEngine {
-    pub fn new(data: DataDir, clip: Clip) -> Self {
-        Self { data, clip: Some(Arc::new(clip)) }
+    pub fn new(library: Box<dyn Library>, clip: Clip) -> Self {
+        Self { library, clip: Some(Arc::new(clip)) }
     }
 
     /// An engine for searches by vector only: the library's model need not be on this machine.
-    pub fn without_model(data: DataDir) -> Self {
-        Self { data, clip: None }
+    pub fn without_model(library: Box<dyn Library>) -> Self {
+        Self { library, clip: None }
+    }
+
+    pub fn library(&self) -> &dyn Library {
+        &*self.library
+    }
+
+    /// For writers that share the engine's library (`serve --watch`).
+    pub fn library_mut(&mut self) -> &mut dyn Library {
+        &mut *self.library
     }
 
     /// The model; `tower` names what the caller needed it for, in the error of a model-less engine.
@@ -120,7 +120,7 @@ impl SearchEngine {
         filters: &[Filter],
         params: &SearchParams,
     ) -> Result<Vec<SearchHit>> {
-        let duplicates = self.data.catalog.images_with_hash(&blake3::hash(bytes).to_hex())?;
+        let duplicates = self.library.images_with_hash(&blake3::hash(bytes).to_hex())?;
         let clip = self.clip("image")?;
         let (pixels, _) = clip.preprocess_config().prepare(bytes, label, max_pixels)?;
         let embedding = clip.embed_images(&[pixels])?.remove(0);
@@ -129,8 +129,8 @@ impl SearchEngine {
 
     /// "More like this": neighbours of an indexed picture's stored embedding.
     pub fn similar_to(&self, id: ImageId, params: &SearchParams) -> Result<Vec<SearchHit>> {
-        let record = self.data.catalog.image(id)?.ok_or(Error::NotFound { what: format!("image {id}") })?;
-        let duplicates = self.data.catalog.images_with_hash(&record.hash)?.into_iter().filter(|d| *d != id).collect();
+        let record = self.library.image(id)?.ok_or(Error::NotFound { what: format!("image {id}") })?;
+        let duplicates = self.library.images_with_hash(&record.hash)?.into_iter().filter(|d| *d != id).collect();
         self.run(Probe { embedding: Some(record.embedding), duplicates, exclude: Some(id) }, &[], params)
     }
 
@@ -138,7 +138,7 @@ impl SearchEngine {
     /// values and unit length (within [`UNIT_LENGTH_TOLERANCE`]): a vector of another model or an
     /// unnormalised one would give scores that look valid and mean nothing.
     pub fn search_vector(&self, vector: &[f32], filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
-        let Some(model) = self.data.catalog.model_info()? else {
+        let Some(model) = self.library.model_info()? else {
             return Err(Error::BadQuery("the library is empty: index pictures before searching it".into()));
         };
         if vector.len() != model.dim {
@@ -168,31 +168,15 @@ impl SearchEngine {
         let Some(embedding) = probe.embedding else {
             return self.list_by_date(filters, params);
         };
-        let allowed: Option<HashSet<ImageId>> = if filters.is_empty() {
-            None
-        } else {
-            Some(self.data.text.matching_ids(&*self.filter_query(filters))?.into_iter().collect())
-        };
         // By score: the top `offset + k`. By date: the same pool of best matches for every page
         // and either search path, so paging through it neither repeats nor skips pictures.
         let wanted = match params.sort {
             SortOrder::Score => params.offset + params.k,
             SortOrder::Date => DATE_SORT_POOL.max(params.offset + params.k),
         };
-        let allow = |id: ImageId| allowed.as_ref().is_none_or(|a| a.contains(&id)) && Some(id) != probe.exclude;
-        // Either way the scores are exact: the graph's f16 copies only choose the candidates.
-        let mut scored: Vec<(ImageId, f32)> = match &allowed {
-            Some(ids) if ids.len() < EXACT_BELOW => {
-                self.exact_scores(ids.iter().copied().filter(|id| allow(*id)), &embedding)?
-            }
-            _ => {
-                let hits = self.data.vectors.search(&embedding, wanted + probe.duplicates.len(), &allow);
-                self.exact_scores(hits.into_iter().map(|h| h.id), &embedding)?
-            }
-        };
-        scored.truncate(wanted + probe.duplicates.len());
-        // Exact duplicates of the query first, whatever the graph said.
-        let duplicates: Vec<ImageId> = probe.duplicates.into_iter().filter(|id| allow(*id)).collect();
+        let mut scored = self.library.nearest(&embedding, wanted + probe.duplicates.len(), filters, probe.exclude)?;
+        // Exact duplicates of the query first, whatever the index said.
+        let duplicates = self.library.passing(&probe.duplicates, filters)?;
         scored.retain(|(id, _)| !duplicates.contains(id));
         let mut ranked: Vec<(ImageId, f32)> = duplicates.into_iter().map(|id| (id, 1.0)).chain(scored).collect();
         if let Some(min) = params.min_score {
@@ -200,7 +184,7 @@ impl SearchEngine {
         }
         let mut hits: Vec<(SearchHit, Option<i64>)> = Vec::with_capacity(ranked.len());
         for (id, score) in ranked.into_iter().take(wanted) {
-            if let Some(record) = self.data.catalog.image_meta(id)? {
+            if let Some(record) = self.library.image_meta(id)? {
                 hits.push((hit(&record, Some(score)), record.facts.taken));
             }
         }
@@ -210,78 +194,15 @@ impl SearchEngine {
         Ok(hits.into_iter().skip(params.offset).take(params.k).map(|(h, _)| h).collect())
     }
 
-    /// Cosine scores of `ids` from their f32 embeddings in the catalog, best first.
-    fn exact_scores(&self, ids: impl Iterator<Item = ImageId>, query: &[f32]) -> Result<Vec<(ImageId, f32)>> {
-        let mut scored: Vec<(ImageId, f32)> = Vec::new();
-        for id in ids {
-            if let Some(embedding) = self.data.catalog.embedding(id)? {
-                scored.push((id, embedding.iter().zip(query).map(|(a, b)| a * b).sum()));
-            }
-        }
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        Ok(scored)
-    }
-
     /// Filter-only queries: newest first.
     fn list_by_date(&self, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
-        let query: Box<dyn Query> = if filters.is_empty() { Box::new(AllQuery) } else { self.filter_query(filters) };
-        let searcher = self.data.text.searcher();
-        let top = TopDocs::with_limit(params.offset + params.k).order_by_fast_field::<DateTime>("taken", Order::Desc);
-        let docs = searcher
-            .search(&*query, &top)
-            .map_err(|e| Error::Store { path: self.data.root.clone(), reason: e.to_string() })?;
         let mut hits = Vec::new();
-        for (_, address) in docs.into_iter().skip(params.offset) {
-            let ids = searcher.segment_reader(address.segment_ord).fast_fields().u64("id");
-            let id = ids.ok().and_then(|column| column.first(address.doc_id));
-            if let Some(record) = id.map(|id| self.data.catalog.image_meta(id)).transpose()?.flatten() {
+        for id in self.library.newest(filters, params.offset + params.k)?.into_iter().skip(params.offset) {
+            if let Some(record) = self.library.image_meta(id)? {
                 hits.push(hit(&record, None));
             }
         }
         Ok(hits)
-    }
-
-    fn filter_query(&self, filters: &[Filter]) -> Box<dyn Query> {
-        let f = self.data.text.fields;
-        let words = |field, value: &str| -> Vec<(Occur, Box<dyn Query>)> {
-            value
-                .split(|c: char| !c.is_alphanumeric())
-                .filter(|w| !w.is_empty())
-                .map(|w| {
-                    let q: Box<dyn Query> = Box::new(TermQuery::new(
-                        Term::from_field_text(field, &w.to_lowercase()),
-                        IndexRecordOption::Basic,
-                    ));
-                    (Occur::Must, q)
-                })
-                .collect()
-        };
-        let exact = |field, value: &str| -> Vec<(Occur, Box<dyn Query>)> {
-            vec![(Occur::Must, Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic)))]
-        };
-        let date = |bound: Bound<i64>| {
-            let term = |t: i64| Term::from_field_date_for_search(f.taken, DateTime::from_timestamp_secs(t));
-            let (lower, upper) = match bound {
-                Bound::Included(t) => (Bound::Included(term(t)), Bound::Unbounded),
-                Bound::Excluded(t) => (Bound::Unbounded, Bound::Excluded(term(t))),
-                Bound::Unbounded => (Bound::Unbounded, Bound::Unbounded),
-            };
-            let q: Box<dyn Query> = Box::new(RangeQuery::new(lower, upper));
-            vec![(Occur::Must, q)]
-        };
-        let clauses = filters
-            .iter()
-            .flat_map(|filter| match filter {
-                Filter::Path(v) => words(f.path, v),
-                Filter::Name(v) => words(f.name, v),
-                Filter::Camera(v) => words(f.camera, v),
-                Filter::Folder(v) => exact(f.folder, v),
-                Filter::Type(v) => exact(f.kind, v),
-                Filter::After(t) => date(Bound::Included(*t)),
-                Filter::Before(t) => date(Bound::Excluded(*t)),
-            })
-            .collect();
-        Box::new(BooleanQuery::new(clauses))
     }
 }
 

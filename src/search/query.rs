@@ -9,19 +9,7 @@
 //! YYYY-MM-DD; after is inclusive, before exclusive), `type:jpeg|png|...`. Quotes keep spaces.
 
 use crate::ingest::exif::days_from_civil;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Filter {
-    Path(String),
-    Folder(String),
-    Name(String),
-    Camera(String),
-    /// Unix seconds, inclusive.
-    After(i64),
-    /// Unix seconds, exclusive.
-    Before(i64),
-    Type(String),
-}
+pub use crate::store::Filter;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParsedQuery {

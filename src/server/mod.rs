@@ -19,7 +19,7 @@ use crate::ingest::walk;
 use crate::model::ModelSpec;
 use crate::search::SearchEngine;
 use crate::store::catalog::IndexedRoot;
-use crate::store::{DataDir, ImageRecord};
+use crate::store::{ImageRecord, Library};
 
 pub use error::ApiError;
 
@@ -75,7 +75,7 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
     // A GPU's first query compiles candle's kernels (seconds with CUDA, whose PTX the driver
     // compiles on first use: 3.4 s for the first text search on an H200): pay it before listening.
     engine.clip("text")?.embed_texts(&["warm-up"])?;
-    let thumbnails = engine.data.root.join("thumbnails");
+    let thumbnails = engine.library().cache_dir().join("thumbnails");
     let state = Arc::new(AppState {
         engine: RwLock::new(engine),
         options: options.clone(),
@@ -156,7 +156,7 @@ fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval
 /// Every folder ever indexed into this data folder, with the options it was indexed with.
 fn indexed_roots(state: &AppState) -> Vec<IndexedRoot> {
     let engine = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-    engine.data.catalog.indexed_roots().unwrap_or_else(|e| {
+    engine.library().indexed_roots().unwrap_or_else(|e| {
         eprintln!("watch: cannot read the indexed folders ({e}); nothing is rescanned");
         Vec::new()
     })
@@ -183,8 +183,8 @@ fn watch_roots(roots: &[PathBuf], wake: std::sync::mpsc::Sender<()>) -> Option<n
 struct LockedData<'a>(&'a RwLock<SearchEngine>);
 
 impl DataAccess for LockedData<'_> {
-    fn with<R>(&mut self, f: impl FnOnce(&mut DataDir) -> R) -> R {
-        f(&mut self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()).data)
+    fn with<R>(&mut self, f: impl FnOnce(&mut dyn Library) -> R) -> R {
+        f(self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()).library_mut())
     }
 }
 

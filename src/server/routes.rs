@@ -248,7 +248,7 @@ fn parse_id(id: &str) -> ApiResult<ImageId> {
 }
 
 fn record(state: &AppState, id: ImageId) -> ApiResult<ImageRecord> {
-    engine(state).data.catalog.image_meta(id)?.ok_or_else(|| ApiError::not_found(format!("no image with id {id}")))
+    engine(state).library().image_meta(id)?.ok_or_else(|| ApiError::not_found(format!("no image with id {id}")))
 }
 
 async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<serde_json::Value>> {
@@ -323,13 +323,13 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>
             match *cached {
                 Some((at, size)) if at.elapsed() < super::FOLDER_SIZE_MAX_AGE => size,
                 _ => {
-                    let size = engine(&state).data.size_bytes();
+                    let size = engine(&state).library().size_bytes();
                     *cached = Some((Instant::now(), size));
                     size
                 }
             }
         };
-        let stats = engine(&state).data.stats_with_size(size)?;
+        let stats = engine(&state).library().stats(size)?;
         Ok(Json(serde_json::to_value(stats).expect("stats serialise")))
     })
     .await

@@ -26,7 +26,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use super::catalog::{path_bytes, ImageRecord, ModelInfo, PhotoFacts, StoredPath};
-use super::{Change, DataDir};
+use super::{Change, Library};
 use crate::error::{Error, Result};
 use crate::ingest::exif::photo_facts;
 use crate::ingest::pipeline::sniff_format;
@@ -68,9 +68,8 @@ fn parquet_error(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Writes every picture of the library to `file` (replaced atomically: a `.partial` file is
 /// renamed into place once complete). Returns the number of rows.
-pub fn export(data: &DataDir, file: &Path, progress: &ProgressBar) -> Result<u64> {
-    let model =
-        data.catalog.model_info()?.ok_or_else(|| Error::Exchange("the library is empty: nothing to export".into()))?;
+pub fn export(data: &dyn Library, file: &Path, progress: &ProgressBar) -> Result<u64> {
+    let model = data.model_info()?.ok_or_else(|| Error::Exchange("the library is empty: nothing to export".into()))?;
     let partial = file.with_extension("parquet.partial");
     let out = File::create(&partial).map_err(|source| Error::Io { path: partial.clone(), source })?;
     let properties = WriterProperties::builder()
@@ -82,10 +81,10 @@ pub fn export(data: &DataDir, file: &Path, progress: &ProgressBar) -> Result<u64
         .build();
     let schema = Arc::new(schema());
     let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(properties)).map_err(|e| parquet_error(file, e))?;
-    progress.set_length(data.catalog.image_count() as u64);
+    progress.set_length(data.image_count() as u64);
     let mut rows = 0u64;
     let mut batch = Vec::with_capacity(BATCH_ROWS);
-    let mut records = data.catalog.images().peekable();
+    let mut records = data.images().peekable();
     while records.peek().is_some() {
         batch.clear();
         for record in records.by_ref().take(BATCH_ROWS) {
@@ -177,7 +176,7 @@ const PROBLEMS_SHOWN: usize = 10;
 /// dimension). Embeddings are L2-normalised on the way in. Rows whose path is already in the
 /// library with the same embedding are left alone, so an interrupted import can be re-run.
 pub fn import(
-    data: &mut DataDir,
+    data: &mut dyn Library,
     file: &Path,
     model: Option<ModelInfo>,
     progress: &ProgressBar,
@@ -205,7 +204,7 @@ pub fn import(
         }
     }
     progress.set_length(metadata.num_rows().max(0) as u64);
-    let model = match (model.or(named), data.catalog.model_info()?) {
+    let model = match (model.or(named), data.model_info()?) {
         (Some(model), _) => {
             data.check_model(&model)?;
             model
@@ -228,7 +227,7 @@ pub fn import(
         for row in 0..batch.num_rows() {
             let row_number = summary.rows + 1;
             summary.rows += 1;
-            match rows.record(row, model.dim, data) {
+            match rows.record(row, model.dim, &*data) {
                 Ok(Some(record)) => changes.push(Change::Upsert(record)),
                 Ok(None) => summary.unchanged += 1,
                 Err(RowProblem::Fatal(e)) => return Err(e),
@@ -244,7 +243,7 @@ pub fn import(
         data.apply(&changes)?;
         progress.inc(batch.num_rows() as u64);
     }
-    data.save_vectors(false)?;
+    data.save()?;
     Ok(summary)
 }
 
@@ -306,7 +305,7 @@ impl ImportRows {
     }
 
     /// The record of row `row`, or `None` when the library already holds it unchanged.
-    fn record(&self, row: usize, dim: usize, data: &DataDir) -> Result<Option<ImageRecord>, RowProblem> {
+    fn record(&self, row: usize, dim: usize, data: &dyn Library) -> Result<Option<ImageRecord>, RowProblem> {
         let present = |column: &Option<ArrayRef>| column.as_ref().filter(|c| c.is_valid(row)).cloned();
         let text = |column: Option<ArrayRef>| column.map(|c| c.as_string::<i32>().value(row).to_string());
         let path = text(present(&Some(self.path.clone()))).ok_or_else(|| RowProblem::Skip("no path".into()))?;
@@ -337,12 +336,12 @@ impl ImportRows {
             values.values().iter().map(|v| (f64::from(*v) / norm) as f32).collect()
         };
         let stored = StoredPath::from_path(Path::new(&path));
-        let known = data.catalog.image_at(&path_bytes(Path::new(&path))).map_err(RowProblem::Fatal)?;
+        let known = data.image_at(&path_bytes(Path::new(&path))).map_err(RowProblem::Fatal)?;
         if known.is_some_and(|k| k.embedding.iter().zip(&embedding).all(|(a, b)| (a - b).abs() <= 1e-6)) {
             return Ok(None);
         }
         let mut record = ImageRecord {
-            id: data.catalog.new_id().map_err(RowProblem::Fatal)?,
+            id: data.new_id().map_err(RowProblem::Fatal)?,
             path: stored,
             size: present(&self.size).map_or(0, |c| c.as_primitive::<UInt64Type>().value(row)),
             mtime_ns: present(&self.mtime_ns).map_or(0, |c| c.as_primitive::<Int64Type>().value(row).into()),

@@ -50,12 +50,62 @@ impl PartialOrd for Scored {
     }
 }
 
+/// The f16 vectors of the graph, `dim` per slot, end to end. Those loaded from a saved file stay
+/// memory-mapped (opening a million pictures reads none of their 1 GB until searches touch
+/// them, and the page cache holds them once for every process); those inserted since are in
+/// memory after them.
+#[derive(Default)]
+pub(super) struct Rows {
+    mapped: Option<memmap2::Mmap>,
+    inserted: Vec<f16>,
+}
+
+impl Rows {
+    /// The first `values` f16s of `file` (which the caller has checked holds them), mapped.
+    pub(super) fn map(file: &std::fs::File, values: usize) -> std::io::Result<Self> {
+        if values == 0 {
+            return Ok(Self::default());
+        }
+        // SAFETY: the file is private to the data folder, which one process holds at a time (the
+        // text index's lock), and that process only ever appends to it past the mapped length.
+        let map = unsafe { memmap2::MmapOptions::new().len(values * 2).map(file)? };
+        Ok(Self { mapped: Some(map), inserted: Vec::new() })
+    }
+
+    fn mapped(&self) -> &[f16] {
+        self.mapped.as_deref().map_or(&[], bytemuck::cast_slice)
+    }
+
+    fn get(&self, start: usize, len: usize) -> &[f16] {
+        let mapped = self.mapped();
+        if start < mapped.len() {
+            &mapped[start..start + len]
+        } else {
+            let start = start - mapped.len();
+            &self.inserted[start..start + len]
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.mapped().len() + self.inserted.len()
+    }
+
+    /// The values from `start` on, in at most two pieces (mapped, then inserted).
+    pub(super) fn from(&self, start: usize) -> [&[f16]; 2] {
+        let mapped = self.mapped();
+        if start < mapped.len() {
+            [&mapped[start..], &self.inserted]
+        } else {
+            [&[], &self.inserted[start - mapped.len()..]]
+        }
+    }
+}
+
 /// The graph: slot-indexed flat arrays. Slots are never reused; removal is the caller's
 /// business (tombstones filtered at search time, a rebuild when they pile up).
 pub struct Graph {
     pub(super) dim: usize,
-    /// f16 vectors, `dim` per slot.
-    pub(super) vectors: Vec<f16>,
+    pub(super) vectors: Rows,
     /// Top layer of each slot.
     pub(super) levels: Vec<u8>,
     /// Layer 0: per slot a count then `M0` neighbour slots.
@@ -70,7 +120,14 @@ impl Graph {
     pub const LAYER0_STRIDE: usize = M0 + 1;
 
     pub fn new(dim: usize) -> Self {
-        Self { dim, vectors: Vec::new(), levels: Vec::new(), layer0: Vec::new(), upper: HashMap::new(), entry: None }
+        Self {
+            dim,
+            vectors: Rows::default(),
+            levels: Vec::new(),
+            layer0: Vec::new(),
+            upper: HashMap::new(),
+            entry: None,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -82,8 +139,7 @@ impl Graph {
     }
 
     fn vector(&self, slot: u32) -> &[f16] {
-        let start = slot as usize * self.dim;
-        &self.vectors[start..start + self.dim]
+        self.vectors.get(slot as usize * self.dim, self.dim)
     }
 
     fn links(&self, slot: u32, layer: usize) -> &[u32] {
@@ -145,7 +201,7 @@ impl Graph {
         let slots: Vec<u32> = (first..first + batch.len() as u32).collect();
         for (&slot, vector) in slots.iter().zip(batch) {
             let level = random_level(slot);
-            self.vectors.extend(vector.iter().map(|v| f16::from_f32(*v)));
+            self.vectors.inserted.extend(vector.iter().map(|v| f16::from_f32(*v)));
             self.levels.push(level);
             self.layer0.extend(std::iter::repeat_n(0, M0 + 1));
             if level > 0 {
@@ -211,6 +267,9 @@ impl Graph {
                 let max = if layer == 0 { M0 } else { M };
                 if links.len() > max {
                     let centre = graph.vector(target);
+                    for &s in &links {
+                        prefetch(graph.vector(s));
+                    }
                     let mut candidates: Vec<Scored> = links
                         .iter()
                         .map(|&s| Scored { distance: 1.0 - dot_halves(centre, graph.vector(s)), slot: s })
@@ -299,10 +358,19 @@ impl Graph {
                 if current.distance > bound {
                     break;
                 }
+                // The unvisited neighbours, and their vectors requested from memory before the
+                // first is scored: in a library larger than the cache, the walk is bound by
+                // these loads, not by the arithmetic.
+                let mut fresh = [0u32; M0];
+                let mut count = 0;
                 for &n in self.links(current.slot, layer) {
-                    if !visited.insert(n) {
-                        continue;
+                    if visited.insert(n) {
+                        prefetch(self.vector(n));
+                        fresh[count] = n;
+                        count += 1;
                     }
+                }
+                for &n in &fresh[..count] {
                     let distance = self.distance(query, n);
                     let worst = if results.len() >= ef {
                         results.peek().map_or(f32::INFINITY, |w| w.distance)
@@ -383,6 +451,18 @@ impl Visited {
 
 thread_local! {
     static VISITED: RefCell<Visited> = const { RefCell::new(Visited { stamps: Vec::new(), current: 0 }) };
+}
+
+/// Asks for a vector's cache lines ahead of their use.
+#[inline(always)]
+fn prefetch(vector: &[f16]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in vector.chunks(32) {
+        // SAFETY: a prefetch reads nothing architecturally; the address is inside the slice.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vector;
 }
 
 /// Dot product of an f32 query with an f16 vector, in f32.
@@ -520,7 +600,7 @@ mod tests {
     #[test]
     fn every_dot_product_path_matches_an_exact_sum() {
         for len in [1, 7, 16, 31, 64, 513] {
-            let a: Vec<f32> = (0..len).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0)).collect();
+            let a: Vec<f32> = (0..len).map(|i| (i * 37 % 101) as f32 / 50.0 - 1.0).collect();
             let h: Vec<f16> = (0..len).map(|i| f16::from_f32((i * 53 % 89) as f32 / 44.0 - 1.0)).collect();
             let exact: f64 = a.iter().zip(&h).map(|(x, y)| f64::from(*x) * f64::from(y.to_f32())).sum();
             let halves: f64 = h.iter().zip(&h).map(|(x, y)| f64::from(x.to_f32()) * f64::from(y.to_f32())).sum();

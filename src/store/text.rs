@@ -2,33 +2,38 @@
 //! picture, for filters and hybrid search. Each commit carries the catalog generation it
 //! reflects, so drift after a crash is detected (and repaired) on open.
 
+use std::ops::Bound;
 use std::path::Path;
 
-use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::collector::{Collector, SegmentCollector, TopDocs};
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
-use tantivy::schema::{DateOptions, DateTimePrecision, Field, Schema, INDEXED, STORED, STRING, TEXT};
-use tantivy::{doc, DateTime, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, Term};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::{
+    DateOptions, DateTimePrecision, Field, IndexRecordOption, Schema, INDEXED, STORED, STRING, TEXT,
+};
+use tantivy::{doc, DateTime, DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentReader, Term};
 
 use super::catalog::{ImageId, ImageRecord};
+use super::library::Filter;
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy)]
-pub struct TextFields {
-    pub id: Field,
-    pub path: Field,
-    pub folder: Field,
-    pub name: Field,
-    pub camera: Field,
-    pub taken: Field,
-    pub kind: Field,
+struct TextFields {
+    id: Field,
+    path: Field,
+    folder: Field,
+    name: Field,
+    camera: Field,
+    taken: Field,
+    kind: Field,
 }
 
 pub struct TextIndex {
     index: Index,
     writer: IndexWriter,
     reader: IndexReader,
-    pub fields: TextFields,
+    fields: TextFields,
     dir: std::path::PathBuf,
 }
 
@@ -119,23 +124,77 @@ impl TextIndex {
         Ok(())
     }
 
-    pub fn searcher(&self) -> tantivy::Searcher {
-        self.reader.searcher()
-    }
-
     pub fn doc_count(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
 
-    /// The ids of every document matching `query`.
-    pub fn matching_ids(&self, query: &dyn tantivy::query::Query) -> Result<Vec<ImageId>> {
-        self.searcher().search(query, &IdCollector).map_err(|e| store_err(&self.dir, e))
+    /// The ids of every picture that passes all `filters`.
+    pub fn matching(&self, filters: &[Filter]) -> Result<Vec<ImageId>> {
+        self.reader.searcher().search(&*self.filter_query(filters), &IdCollector).map_err(|e| store_err(&self.dir, e))
+    }
+
+    /// The ids of the first `limit` pictures that pass all `filters`, newest taken first.
+    pub fn newest(&self, filters: &[Filter], limit: usize) -> Result<Vec<ImageId>> {
+        let query: Box<dyn Query> = if filters.is_empty() { Box::new(AllQuery) } else { self.filter_query(filters) };
+        let searcher = self.reader.searcher();
+        let top = TopDocs::with_limit(limit).order_by_fast_field::<DateTime>("taken", Order::Desc);
+        let docs = searcher.search(&*query, &top).map_err(|e| store_err(&self.dir, e))?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|(_, address)| {
+                let ids = searcher.segment_reader(address.segment_ord).fast_fields().u64("id");
+                ids.ok().and_then(|column| column.first(address.doc_id))
+            })
+            .collect())
+    }
+
+    fn filter_query(&self, filters: &[Filter]) -> Box<dyn Query> {
+        let f = self.fields;
+        let words = |field, value: &str| -> Vec<(Occur, Box<dyn Query>)> {
+            value
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(|w| {
+                    let q: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(field, &w.to_lowercase()),
+                        IndexRecordOption::Basic,
+                    ));
+                    (Occur::Must, q)
+                })
+                .collect()
+        };
+        let exact = |field, value: &str| -> Vec<(Occur, Box<dyn Query>)> {
+            vec![(Occur::Must, Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic)))]
+        };
+        let date = |bound: Bound<i64>| {
+            let term = |t: i64| Term::from_field_date_for_search(f.taken, DateTime::from_timestamp_secs(t));
+            let (lower, upper) = match bound {
+                Bound::Included(t) => (Bound::Included(term(t)), Bound::Unbounded),
+                Bound::Excluded(t) => (Bound::Unbounded, Bound::Excluded(term(t))),
+                Bound::Unbounded => (Bound::Unbounded, Bound::Unbounded),
+            };
+            let q: Box<dyn Query> = Box::new(RangeQuery::new(lower, upper));
+            vec![(Occur::Must, q)]
+        };
+        let clauses = filters
+            .iter()
+            .flat_map(|filter| match filter {
+                Filter::Path(v) => words(f.path, v),
+                Filter::Name(v) => words(f.name, v),
+                Filter::Camera(v) => words(f.camera, v),
+                Filter::Folder(v) => exact(f.folder, v),
+                Filter::Type(v) => exact(f.kind, v),
+                Filter::After(t) => date(Bound::Included(*t)),
+                Filter::Before(t) => date(Bound::Excluded(*t)),
+            })
+            .collect();
+        Box::new(BooleanQuery::new(clauses))
     }
 }
 
 /// Collects the `id` fast field of every matching document.
-pub struct IdCollector;
-pub struct SegmentIds(Column<u64>, Vec<u64>);
+struct IdCollector;
+struct SegmentIds(Column<u64>, Vec<u64>);
 
 impl Collector for IdCollector {
     type Fruit = Vec<u64>;

@@ -1,0 +1,111 @@
+//! The one face of storage: what the query engine, the indexer, the CLI and the server ask of a
+//! library, whichever backend keeps it. The embedded data folder ([`super::DataDir`]: sled,
+//! our HNSW, tantivy) is one backend; each backend keeps its own schema and query language to
+//! itself (tantivy queries are built in `text.rs`, not by the query engine).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::catalog::{Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord};
+use super::Stats;
+use crate::error::Result;
+
+/// A condition on a picture's file and photo facts (the query language's `path:`, `after:`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// A word of the path.
+    Path(String),
+    /// Anywhere below this folder (an absolute path).
+    Folder(String),
+    /// A word of the file name.
+    Name(String),
+    /// A word of the camera's make or model.
+    Camera(String),
+    /// Taken at or after, Unix seconds.
+    After(i64),
+    /// Taken before, Unix seconds.
+    Before(i64),
+    /// The file format (jpeg, png, …).
+    Type(String),
+}
+
+/// The reads the indexer makes while its writer applies batches (and, under `serve --watch`,
+/// while searches run): shared between threads, and never waiting on the writer.
+pub trait Lookup: Send + Sync {
+    /// The record (without its embedding) of the picture at `path` (stored path bytes).
+    fn image_at(&self, path: &[u8]) -> Result<Option<ImageRecord>>;
+    /// Why the file at `path` was skipped, if it was.
+    fn skipped_at(&self, path: &[u8]) -> Result<Option<SkipRecord>>;
+    /// Any picture with exactly this content (blake3 hex), with its embedding.
+    fn image_with_hash(&self, hash: &str) -> Result<Option<ImageRecord>>;
+    /// Every stored path with its picture's id, without reading the records.
+    fn paths(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, ImageId)>> + '_>;
+    /// Every skipped file, ignored ones included.
+    fn skipped(&self) -> Box<dyn Iterator<Item = Result<SkipRecord>> + '_>;
+}
+
+/// A library of pictures and their embeddings.
+pub trait Library: Lookup {
+    /// Where the library lives, as people should see it in messages and `stats`.
+    fn location(&self) -> String;
+    /// A local folder for caches that need not be shared (thumbnails).
+    fn cache_dir(&self) -> PathBuf;
+
+    /// The model the library's embeddings were made with (`None` while it is empty).
+    fn model_info(&self) -> Result<Option<ModelInfo>>;
+    /// Checks `info` against the library's model; records it if the library has none yet.
+    fn check_model(&self, info: &ModelInfo) -> Result<()>;
+
+    /// A picture's record with its embedding.
+    fn image(&self, id: ImageId) -> Result<Option<ImageRecord>>;
+    /// A picture's record without its embedding (what hits and listings show).
+    fn image_meta(&self, id: ImageId) -> Result<Option<ImageRecord>>;
+    /// Every picture with exactly this content (blake3 hex); an empty hash matches nothing.
+    fn images_with_hash(&self, hash: &str) -> Result<Vec<ImageId>>;
+    fn image_count(&self) -> usize;
+    /// Every record, with its embedding.
+    fn images(&self) -> Box<dyn Iterator<Item = Result<ImageRecord>> + '_>;
+    /// A handle for the indexer's workers.
+    fn lookup(&self) -> Arc<dyn Lookup>;
+    /// Every folder `index` was pointed at, with the options of its latest run.
+    fn indexed_roots(&self) -> Result<Vec<IndexedRoot>>;
+    /// The summary of the latest `index` run.
+    fn last_run(&self) -> Result<Option<serde_json::Value>>;
+
+    /// An id no other picture has or had.
+    fn new_id(&self) -> Result<ImageId>;
+    /// Applies a batch of changes: durable on return, searchable at once.
+    fn apply(&mut self, changes: &[Change]) -> Result<()>;
+    /// Records a finished `index` run: its roots (with their options) and its summary.
+    fn record_run(&mut self, roots: &[IndexedRoot], summary: &serde_json::Value) -> Result<()>;
+    /// Persists whatever `apply` kept in memory only (a long run calls it at its end).
+    fn save(&mut self) -> Result<()>;
+    /// Saves and closes the library, leaving it quick for the next process to open (a command
+    /// that wrote much calls it last).
+    fn close(self: Box<Self>) -> Result<()>;
+
+    /// The `k` pictures nearest to `query` (a unit vector) among those that pass every filter,
+    /// leaving out `exclude`: exact cosine scores from the stored f32 embeddings, best first.
+    fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        filters: &[Filter],
+        exclude: Option<ImageId>,
+    ) -> Result<Vec<(ImageId, f32)>>;
+    /// Which of `ids` pass every filter.
+    fn passing(&self, ids: &[ImageId], filters: &[Filter]) -> Result<Vec<ImageId>>;
+    /// The first `limit` pictures that pass every filter, newest (date taken) first.
+    fn newest(&self, filters: &[Filter], limit: usize) -> Result<Vec<ImageId>>;
+
+    /// Counts, sizes and the latest run; `size_bytes` as measured by [`Library::size_bytes`]
+    /// (measuring can be slow: callers may reuse a recent figure).
+    fn stats(&self, size_bytes: u64) -> Result<Stats>;
+    /// Bytes the library takes on this machine.
+    fn size_bytes(&self) -> u64;
+    /// Re-derives every index from the records where they disagree (always, with `force`);
+    /// says what was repaired.
+    fn repair(&mut self, force: bool) -> Result<Vec<String>>;
+    /// Rebuilds the nearest-neighbour index from the live pictures; says what changed.
+    fn optimize(&mut self) -> Result<String>;
+}
