@@ -178,6 +178,36 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
 }
 
 #[test]
+#[cfg(unix)]
+fn a_file_reached_under_two_paths_is_indexed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    std::fs::create_dir_all(root.join("2023/trip")).unwrap();
+    std::fs::copy(image_path("rocket.jpg"), root.join("2023/trip/rocket.jpg")).unwrap();
+    std::fs::copy(image_path("coffee.png"), root.join("2023/coffee.png")).unwrap();
+    // A symbolic link to a folder elsewhere in the same tree, first in name order: its real path
+    // wins all the same.
+    std::os::unix::fs::symlink(root.join("2023"), root.join("0-favourites")).unwrap();
+    // A hard link, one file under two names (as a bind mount shows it): the first name wins.
+    std::fs::hard_link(root.join("2023/coffee.png"), root.join("2023/coffee-again.png")).unwrap();
+    let root = std::fs::canonicalize(root).unwrap();
+    let expected =
+        |names: &[&str]| -> Vec<String> { names.iter().map(|n| root.join(n).to_string_lossy().into_owned()).collect() };
+
+    let summary = index(&data, &root, &[]);
+    assert_eq!((summary["indexed"].as_u64(), summary["skipped"].as_u64()), (Some(2), Some(0)), "{summary:#}");
+    assert_eq!(listed_paths(&data), expected(&["2023/coffee-again.png", "2023/trip/rocket.jpg"]));
+    let again = index(&data, &root, &[]);
+    assert_eq!((again["unchanged"].as_u64(), again["indexed"].as_u64()), (Some(2), Some(0)), "{again:#}");
+
+    // Without the winning name the other one takes over, its embedding reused.
+    std::fs::remove_file(root.join("2023/coffee-again.png")).unwrap();
+    let after = index(&data, &root, &[]);
+    assert_eq!((after["reused"].as_u64(), after["removed"].as_u64()), (Some(1), Some(1)), "{after:#}");
+    assert_eq!(listed_paths(&data), expected(&["2023/coffee.png", "2023/trip/rocket.jpg"]));
+}
+
+#[test]
 fn re_runs_do_only_the_work_that_changed() {
     let tmp = tempfile::tempdir().unwrap();
     let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));

@@ -1,7 +1,13 @@
 //! Finding candidate files under the roots: recursive, symlinks followed (walkdir detects
 //! loops), hidden entries skipped unless asked for, and nothing but regular files passed on —
 //! a pipe or a device (also behind a symlink) is never opened.
+//!
+//! A file reachable under two paths is passed on once. A symbolic link to a folder inside one
+//! of the roots is not followed (that folder is walked under its own path); any other second
+//! path to the same file (a bind mount, a hard link) is recognised by device and inode, and the
+//! first path in name order wins.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -13,6 +19,8 @@ pub struct Candidate {
     pub path: PathBuf,
     pub size: u64,
     pub mtime_ns: i128,
+    /// Device and inode, where the platform has them.
+    pub file_id: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -39,16 +47,41 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
         .unwrap_or(0)
 }
 
-/// Walks every root in turn.
+/// Walks every root in turn (`roots` canonical: no symbolic links in them).
 pub fn walk(roots: &[PathBuf], hidden: bool) -> impl Iterator<Item = Found> + '_ {
-    roots.iter().flat_map(move |root| walk_root(root, hidden))
+    let mut files_seen = HashSet::new();
+    roots.iter().flat_map(move |root| walk_root(root, roots, hidden)).filter(move |found| match found {
+        Found::File(candidate) => candidate.file_id.is_none_or(|id| files_seen.insert(id)),
+        Found::Problem { .. } => true,
+    })
 }
 
-fn walk_root(root: &Path, hidden: bool) -> impl Iterator<Item = Found> {
+/// A symbolic link to a folder that one of the roots already holds.
+fn links_inside(entry: &walkdir::DirEntry, roots: &[PathBuf]) -> bool {
+    entry.depth() > 0
+        && entry.path_is_symlink()
+        && entry.file_type().is_dir()
+        && std::fs::canonicalize(entry.path()).is_ok_and(|target| roots.iter().any(|r| target.starts_with(r)))
+}
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+fn walk_root<'a>(root: &Path, roots: &'a [PathBuf], hidden: bool) -> impl Iterator<Item = Found> + 'a {
     WalkDir::new(root)
         .follow_links(true)
+        // Name order: which of two paths to one file wins must not depend on the file system.
+        .sort_by_file_name()
         .into_iter()
-        .filter_entry(move |e| hidden || e.depth() == 0 || !is_hidden(e.file_name()))
+        .filter_entry(move |e| (hidden || e.depth() == 0 || !is_hidden(e.file_name())) && !links_inside(e, roots))
         .filter_map(|entry| match entry {
             Err(e) => {
                 let path = e.path().map(Path::to_path_buf).unwrap_or_default();
@@ -66,6 +99,7 @@ fn walk_root(root: &Path, hidden: bool) -> impl Iterator<Item = Found> {
                     path: entry.into_path(),
                     size: meta.len(),
                     mtime_ns: mtime_ns(&meta),
+                    file_id: file_id(&meta),
                 })),
                 Ok(_) => Some(Found::Problem {
                     path: entry.into_path(),
