@@ -270,3 +270,71 @@ fn search_by_vector_from_json_or_npy_matches_the_text_search_without_loading_a_m
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("makes embeddings of {}", vector.len())), "{stderr}");
 }
+
+/// The unit vector along `Σ weight · vector`.
+fn weighted_sum(parts: &[(f64, &[f32])]) -> Vec<f32> {
+    let mut sum = vec![0f64; parts[0].1.len()];
+    for (weight, vector) in parts {
+        for (s, v) in sum.iter_mut().zip(*vector) {
+            *s += weight * f64::from(*v);
+        }
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
+    sum.iter().map(|x| (x / norm) as f32).collect()
+}
+
+/// The composition arithmetic checked against vectors computed here from `embed`'s output: a
+/// weighted text with a text to move away from, and a text with an example picture, rank and
+/// score the whole library exactly as a search by the composed vector does.
+#[test]
+fn composed_queries_score_as_the_weighted_sum_of_their_parts() {
+    let (tmp, data) = indexed();
+    let coffee = tmp.path().join("photos/coffee.png");
+    let embed = json(
+        imgsearch(&data)
+            .args(["embed", "--json", "--text", "rocket launch", "--text", "red car", "--text", "at night", "--image"])
+            .arg(&coffee)
+            .arg("--model")
+            .arg(model_dir("tiny-clip-b32-quickgelu")),
+    );
+    let vector = |v: &Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let text = |t: &str| vector(&embed["texts"][t]);
+    let picture = vector(embed["images"].as_object().unwrap().values().next().unwrap());
+    let by_vector = |v: Vec<f32>| -> Value {
+        let file = tmp.path().join("composed.json");
+        std::fs::write(&file, serde_json::to_vec(&v).unwrap()).unwrap();
+        json(imgsearch(&data).arg("search").arg("--vector").arg(&file).args(["-k", "5", "--json"]))
+    };
+    let same = |composed: &Value, expected: &Value| {
+        assert_eq!(paths(composed), paths(expected));
+        for (a, b) in composed.as_array().unwrap().iter().zip(expected.as_array().unwrap()) {
+            assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-5, "{a} {b}");
+        }
+    };
+
+    let expected = by_vector(weighted_sum(&[(2.0, &text("rocket launch")), (-1.0, &text("red car"))]));
+    let in_the_query = json(imgsearch(&data).args(["search", r#"2:rocket launch -"red car""#, "-k", "5", "--json"]));
+    same(&in_the_query, &expected);
+    let with_flags =
+        json(imgsearch(&data).args(["search", "2:rocket launch", "--not", "red car", "-k", "5", "--json"]));
+    same(&with_flags, &expected);
+    // The negative really moved the ranking: the plain text query scores differently.
+    let plain = json(imgsearch(&data).args(["search", "rocket launch", "-k", "5", "--json"]));
+    assert_ne!(plain[0]["score"], in_the_query[0]["score"]);
+
+    // "Like this picture, but at night": an indexed picture's stored embedding plus the text.
+    let expected = by_vector(weighted_sum(&[(1.0, &text("at night")), (1.0, &picture)]));
+    let like = json(imgsearch(&data).args(["search", "at night", "--like"]).arg(&coffee).args(["-k", "5", "--json"]));
+    same(&like, &expected);
+
+    // Parts that cancel out, or nothing to look for, are refused with what to do.
+    for args in [&["search", "beach -beach"][..], &["search", "-people"][..], &["search", "2:"][..]] {
+        let out = imgsearch(&data).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("cancel") || stderr.contains("something to look for") || stderr.contains("no text after"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use anyhow::Context;
 use super::ComputeArgs;
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
 use imgsearch::model::Towers;
-use imgsearch::search::{SearchHit, SearchParams, SortOrder};
+use imgsearch::search::{Composition, Example, SearchEngine, SearchHit, SearchParams, SortOrder};
 use imgsearch::store::catalog::path_bytes;
 
 #[derive(Debug, clap::Args)]
@@ -52,9 +52,17 @@ impl ResultArgs {
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
     /// What to look for, with optional filters (see README: path:, folder:, name:, camera:,
-    /// after:, before:, type:).
-    #[arg(required_unless_present_any = ["image", "vector"])]
+    /// after:, before:, type:) and composition (-word, -"a phrase", 2:weighted words).
+    /// A query may start with `-`: `imgsearch search "-people 2:beach"`.
+    #[arg(required_unless_present_any = ["image", "vector", "like"], allow_hyphen_values = true)]
     query: Option<String>,
+    /// Also like this picture (repeatable): an indexed picture (its stored embedding) or any
+    /// picture file. Combined with the query's text: "like these, but at night".
+    #[arg(long, value_name = "PICTURE", conflicts_with_all = ["image", "vector"])]
+    like: Vec<PathBuf>,
+    /// Move away from this text (repeatable), as `-"text"` in the query does.
+    #[arg(long = "not", value_name = "TEXT", conflicts_with_all = ["image", "vector"])]
+    not: Vec<String>,
     /// Find pictures like this one instead (reverse image search).
     #[arg(long, conflicts_with = "query")]
     image: Option<PathBuf>,
@@ -82,9 +90,23 @@ pub fn search(args: SearchArgs, data_dir: PathBuf, compute: ComputeArgs) -> anyh
         let hits = engine.search_vector(&vector, &[], &args.results.params())?;
         return args.results.print(&hits);
     }
-    let towers = if args.image.is_some() { Towers::Image } else { Towers::Text };
+    let towers = match (args.image.is_some(), args.like.is_empty()) {
+        (true, _) => Towers::Image,
+        (false, true) => Towers::Text,
+        (false, false) => Towers::Both,
+    };
     let engine = super::open_index(&data_dir, compute, towers)?.engine;
     let params = args.results.params();
+    if !args.like.is_empty() || !args.not.is_empty() {
+        let parsed = imgsearch::search::parse(args.query.as_deref().unwrap_or_default())?;
+        let mut like = Vec::with_capacity(args.like.len());
+        for path in &args.like {
+            like.push(example(&engine, path)?);
+        }
+        let not = parsed.not.into_iter().chain(args.not.iter().cloned()).collect();
+        let composition = Composition { texts: parsed.parts, not, like };
+        return args.results.print(&engine.search_composed(&composition, &parsed.filters, &params)?);
+    }
     let hits = match (&args.query, &args.image) {
         (_, Some(path)) => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
@@ -94,6 +116,17 @@ pub fn search(args: SearchArgs, data_dir: PathBuf, compute: ComputeArgs) -> anyh
         (None, None) => unreachable!("clap requires a query or --image"),
     };
     args.results.print(&hits)
+}
+
+/// An example picture given on the command line: the stored embedding of an indexed picture,
+/// else the file's own.
+fn example(engine: &SearchEngine, path: &std::path::Path) -> anyhow::Result<Example> {
+    let indexed = std::fs::canonicalize(path).ok().map(|p| engine.library().image_at(&path_bytes(&p))).transpose()?;
+    if let Some(record) = indexed.flatten() {
+        return Ok(Example::Indexed(record.id));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read the picture {}", path.display()))?;
+    Ok(Example::Embedding(engine.embed_picture(&bytes, path, DEFAULT_MAX_PIXELS)?))
 }
 
 pub fn similar(args: SimilarArgs, data_dir: PathBuf, compute: ComputeArgs) -> anyhow::Result<()> {

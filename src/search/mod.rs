@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model::Clip;
 use crate::store::{ImageId, ImageRecord, Library};
-pub use query::{parse, Filter, ParsedQuery};
+pub use query::{parse, Filter, ParsedQuery, MAX_WEIGHT};
 
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 1000;
@@ -60,6 +60,25 @@ pub struct SearchHit {
     pub thumbnail: String,
 }
 
+/// A query of several parts: texts with weights, texts to move away from, and example pictures
+/// ("like these, but at night"). Its embedding is the weighted sum of the parts' unit
+/// embeddings, with those to move away from subtracted, normalised again.
+#[derive(Debug, Clone, Default)]
+pub struct Composition {
+    pub texts: Vec<(String, f32)>,
+    pub not: Vec<String>,
+    pub like: Vec<Example>,
+}
+
+/// An example picture of a composed query.
+#[derive(Debug, Clone)]
+pub enum Example {
+    /// A picture of the library: its stored embedding.
+    Indexed(ImageId),
+    /// A picture from elsewhere, embedded by the caller ([`SearchEngine::embed_picture`]).
+    Embedding(Vec<f32>),
+}
+
 /// A query, resolved to what the vector search needs.
 struct Probe {
     embedding: Option<Vec<f32>>,
@@ -100,9 +119,13 @@ impl SearchEngine {
         self.clip.as_ref().ok_or(Error::TowerNotLoaded(tower))
     }
 
-    /// A search-box query: free text (CLIP) and/or filters.
+    /// A search-box query: free text (CLIP), composed or not, and/or filters.
     pub fn search_text(&self, query: &str, params: &SearchParams) -> Result<Vec<SearchHit>> {
         let parsed = parse(query).map_err(|e| Error::BadQuery(e.0))?;
+        if !parsed.is_plain() {
+            let composition = Composition { texts: parsed.parts, not: parsed.not, like: Vec::new() };
+            return self.search_composed(&composition, &parsed.filters, params);
+        }
         let embedding = if parsed.text.trim().is_empty() {
             None
         } else {
@@ -121,10 +144,75 @@ impl SearchEngine {
         params: &SearchParams,
     ) -> Result<Vec<SearchHit>> {
         let duplicates = self.library.images_with_hash(&blake3::hash(bytes).to_hex())?;
+        let embedding = self.embed_picture(bytes, label, max_pixels)?;
+        self.run(Probe { embedding: Some(embedding), duplicates, exclude: None }, filters, params)
+    }
+
+    /// A picture's embedding from its file's bytes (`label` names it in errors).
+    pub fn embed_picture(&self, bytes: &[u8], label: &Path, max_pixels: u64) -> Result<Vec<f32>> {
         let clip = self.clip("image")?;
         let (pixels, _) = clip.preprocess_config().prepare(bytes, label, max_pixels)?;
-        let embedding = clip.embed_images(&[pixels])?.remove(0);
-        self.run(Probe { embedding: Some(embedding), duplicates, exclude: None }, filters, params)
+        Ok(clip.embed_images(&[pixels])?.remove(0))
+    }
+
+    /// A composed query (see [`Composition`]).
+    pub fn search_composed(
+        &self,
+        composition: &Composition,
+        filters: &[Filter],
+        params: &SearchParams,
+    ) -> Result<Vec<SearchHit>> {
+        let embedding = self.compose(composition)?;
+        self.run(Probe { embedding: Some(embedding), duplicates: Vec::new(), exclude: None }, filters, params)
+    }
+
+    /// The embedding of a composed query: Σ wᵢ·tᵢ + Σ pⱼ − Σ nₖ over the unit embeddings of its
+    /// texts t (weights w), example pictures p and texts to move away from n, normalised again.
+    fn compose(&self, composition: &Composition) -> Result<Vec<f32>> {
+        let Composition { texts, not, like } = composition;
+        if texts.is_empty() && like.is_empty() {
+            return Err(Error::BadQuery(
+                "a composed query needs something to look for (a text or an example picture), not only what to \
+                 move away from"
+                    .into(),
+            ));
+        }
+        if let Some((text, weight)) = texts.iter().find(|(_, w)| !(w.is_finite() && *w > 0.0 && *w <= MAX_WEIGHT)) {
+            return Err(Error::BadQuery(format!(
+                "the weight {weight} of {text:?} is not a number above 0 and at most {MAX_WEIGHT}"
+            )));
+        }
+        let all_texts: Vec<&str> =
+            texts.iter().map(|(t, _)| t.as_str()).chain(not.iter().map(String::as_str)).collect();
+        let embedded = if all_texts.is_empty() { Vec::new() } else { self.clip("text")?.embed_texts(&all_texts)? };
+        let weights = texts.iter().map(|(_, w)| f64::from(*w)).chain(not.iter().map(|_| -1.0));
+        let mut sum: Vec<f64> = Vec::new();
+        let mut add = |weight: f64, embedding: &[f32]| {
+            sum.resize(embedding.len(), 0.0);
+            for (s, e) in sum.iter_mut().zip(embedding) {
+                *s += weight * f64::from(*e);
+            }
+        };
+        for (weight, embedding) in weights.zip(&embedded) {
+            add(weight, embedding);
+        }
+        for example in like {
+            let embedding = match example {
+                Example::Indexed(id) => {
+                    self.library.image(*id)?.ok_or(Error::NotFound { what: format!("image {id}") })?.embedding
+                }
+                Example::Embedding(embedding) => embedding.clone(),
+            };
+            add(1.0, &embedding);
+        }
+        let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm < 1e-6 {
+            return Err(Error::BadQuery(
+                "the parts of the query cancel each other out (e.g. `beach -beach`): nothing is left to look for"
+                    .into(),
+            ));
+        }
+        Ok(sum.iter().map(|x| (x / norm) as f32).collect())
     }
 
     /// "More like this": neighbours of an indexed picture's stored embedding.

@@ -2,20 +2,40 @@
 //!
 //! ```text
 //! sunset at the beach camera:fuji after:2023-06 type:jpeg "folder:/home/me/Photos/Trips"
+//! beach -people -"red car" 2:golden retriever
 //! ```
 //!
 //! Filters: `path:WORD` (a path segment), `folder:/abs/path` (anywhere below it), `name:WORD`
 //! (file name), `camera:WORD` (make or model), `after:DATE` / `before:DATE` (YYYY, YYYY-MM or
 //! YYYY-MM-DD; after is inclusive, before exclusive), `type:jpeg|png|...`. Quotes keep spaces.
+//!
+//! Composed queries: `-word` or `-"a phrase"` moves away from that text; `N:` (a number from 0
+//! to 100, then a letter or a space: `3:45pm` stays text) gives the text after it, up to the next
+//! weight, weight N; text before any weight has weight 1.
 
 use crate::ingest::exif::days_from_civil;
 pub use crate::store::Filter;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Largest weight a part of a query may have.
+pub const MAX_WEIGHT: f32 = 100.0;
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParsedQuery {
-    /// What CLIP embeds (may be empty: then results are listed by date).
+    /// Every word to look for, in order: what a plain query embeds (may be empty: then results
+    /// are listed by date).
     pub text: String,
+    /// The same words in weighted parts (`2:golden retriever`).
+    pub parts: Vec<(String, f32)>,
+    /// Texts to move away from (`-people`, `-"red car"`).
+    pub not: Vec<String>,
     pub filters: Vec<Filter>,
+}
+
+impl ParsedQuery {
+    /// One text of weight 1 and nothing to move away from: embedded as it is.
+    pub fn is_plain(&self) -> bool {
+        self.not.is_empty() && self.parts.len() <= 1 && self.parts.iter().all(|(_, weight)| *weight == 1.0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,8 +45,30 @@ pub struct QueryError(pub String);
 pub fn parse(query: &str) -> Result<ParsedQuery, QueryError> {
     let mut parsed = ParsedQuery::default();
     let mut words = Vec::new();
+    // The part being read: its words and weight.
+    let mut part: (Vec<String>, f32) = (Vec::new(), 1.0);
     for token in tokens(query) {
+        if let Some(negative) = token.strip_prefix('-').filter(|rest| !rest.is_empty() && !rest.starts_with('-')) {
+            if negative.split_once(':').is_some_and(|(key, _)| FILTER_KEYS.contains(&key.to_ascii_lowercase().as_str()))
+            {
+                return Err(QueryError(format!(
+                    "`{token}`: filters cannot be negated; `-` moves away from a text, e.g. -people"
+                )));
+            }
+            parsed.not.push(negative.trim().to_string());
+            continue;
+        }
+        if let Some((weight, rest)) = weight_marker(&token)? {
+            close_part(&mut parsed, &mut part)?;
+            part.1 = weight;
+            if !rest.is_empty() {
+                part.0.push(rest.to_string());
+                words.push(rest.to_string());
+            }
+            continue;
+        }
         let Some((key, value)) = token.split_once(':') else {
+            part.0.push(token.clone());
             words.push(token);
             continue;
         };
@@ -40,7 +82,8 @@ pub fn parse(query: &str) -> Result<ParsedQuery, QueryError> {
             "after" => Filter::After(parse_date(&value)?),
             "before" => Filter::Before(parse_date(&value)?),
             _ => {
-                // Not a filter ("3:45pm", "note: x"): part of the text.
+                // Not a filter ("note: x"): part of the text.
+                part.0.push(token.clone());
                 words.push(token);
                 continue;
             }
@@ -50,8 +93,43 @@ pub fn parse(query: &str) -> Result<ParsedQuery, QueryError> {
         }
         parsed.filters.push(filter);
     }
+    close_part(&mut parsed, &mut part)?;
     parsed.text = words.join(" ");
     Ok(parsed)
+}
+
+const FILTER_KEYS: &[&str] = &["path", "folder", "name", "camera", "type", "after", "before"];
+
+/// `N:rest` with N a weight, where `rest` is empty or starts with something other than a digit
+/// (`3:45pm` is a time, not a weight).
+fn weight_marker(token: &str) -> Result<Option<(f32, &str)>, QueryError> {
+    let Some((number, rest)) = token.split_once(':') else { return Ok(None) };
+    if number.is_empty()
+        || !number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        || rest.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Ok(None);
+    }
+    match number.parse::<f32>() {
+        Ok(weight) if weight > 0.0 && weight <= MAX_WEIGHT => Ok(Some((weight, rest.trim()))),
+        _ => Err(QueryError(format!(
+            "`{number}:` is not a weight: a weight is a number above 0 and at most {MAX_WEIGHT}, e.g. 2:golden retriever"
+        ))),
+    }
+}
+
+/// Ends the part being read: it joins the query's parts (a weight with no text after it is an error).
+fn close_part(parsed: &mut ParsedQuery, part: &mut (Vec<String>, f32)) -> Result<(), QueryError> {
+    let (words, weight) = std::mem::replace(part, (Vec::new(), 1.0));
+    if words.is_empty() {
+        return if weight == 1.0 {
+            Ok(())
+        } else {
+            Err(QueryError(format!("the weight {weight}: has no text after it, e.g. {weight}:golden retriever")))
+        };
+    }
+    parsed.parts.push((words.join(" "), weight));
+    Ok(())
 }
 
 /// Whitespace-separated tokens; double quotes group words (and are removed).
@@ -114,6 +192,36 @@ mod tests {
                 Filter::Folder("/home/me/My Photos".into()),
             ]
         );
+    }
+
+    #[test]
+    fn negatives_and_weights_make_a_composed_query() {
+        let q = parse(r#"beach -people 2:golden retriever -"red car" 0.5:at night type:png"#).unwrap();
+        assert_eq!(q.text, "beach golden retriever at night");
+        assert_eq!(q.parts, vec![("beach".into(), 1.0), ("golden retriever".into(), 2.0), ("at night".into(), 0.5)]);
+        assert_eq!(q.not, vec!["people".to_string(), "red car".to_string()]);
+        assert_eq!(q.filters, vec![Filter::Type("png".into())]);
+        assert!(!q.is_plain());
+        // A weight may stand alone before its text.
+        assert_eq!(parse("3: snow dog").unwrap().parts, vec![("snow dog".into(), 3.0)]);
+    }
+
+    #[test]
+    fn what_looks_almost_like_syntax_stays_text() {
+        for plain in ["meet at 3:45pm", "x-ray of a hand", "a - b", "--verbose cat", "note: bring cake"] {
+            let q = parse(plain).unwrap();
+            assert!(q.is_plain() && q.not.is_empty(), "{plain}: {q:?}");
+            assert_eq!(q.text, plain.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        assert!(parse("1:sunset").unwrap().is_plain(), "weight 1 is the plain query");
+    }
+
+    #[test]
+    fn bad_composed_queries_are_explained() {
+        assert!(parse("0:beach").unwrap_err().0.contains("above 0"));
+        assert!(parse("500:beach").unwrap_err().0.contains("at most"));
+        assert!(parse("beach 2:").unwrap_err().0.contains("no text after it"));
+        assert!(parse("beach -type:png").unwrap_err().0.contains("cannot be negated"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio_util::io::ReaderStream;
 use super::error::ApiError;
 use super::thumbnails::thumbnail;
 use super::{open_indexed_file, AppState};
-use crate::search::{SearchHit, SearchParams, SortOrder, MAX_K};
+use crate::search::{Composition, Example, SearchHit, SearchParams, SortOrder, MAX_K};
 use crate::store::{ImageId, ImageRecord};
 
 type Shared = Arc<AppState>;
@@ -27,9 +27,11 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Longest accepted query text (CLIP truncates at 77 tokens anyway).
 const MAX_QUERY_CHARS: usize = 1000;
 const MAX_OFFSET: usize = 100_000;
-/// Largest JSON body of a search by vector: a 4096-number embedding in full decimal precision
-/// takes about 100 KB.
-const MAX_VECTOR_BODY: usize = 1024 * 1024;
+/// Largest JSON request body (a search by vector's 4096-number embedding in full decimal
+/// precision takes about 100 KB).
+const MAX_JSON_BODY: usize = 1024 * 1024;
+/// Most texts and pictures a composed query's `not` and `like` may hold together.
+const MAX_PARTS: usize = 64;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -44,7 +46,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/openapi.json", get(|| async { asset(OPENAPI_JSON, "application/json") }))
         .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/api/stats", get(stats))
-        .route("/api/search", get(search))
+        .route("/api/search", get(search).post(search_composed).layer(DefaultBodyLimit::disable()))
         // Our own size check below gives a JSON 413; axum's default limit would answer in plain text.
         .route("/api/search/image", post(search_image).layer(DefaultBodyLimit::disable()))
         .route("/api/search/vector", post(search_vector).layer(DefaultBodyLimit::disable()))
@@ -194,21 +196,125 @@ fn filters_only(q: Option<&String>, search: &str) -> ApiResult<Vec<crate::search
     Ok(parsed.filters)
 }
 
+/// A JSON object request body of at most [`MAX_JSON_BODY`] bytes; `expected` says what it holds.
+async fn json_object(request: Request, expected: &str) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
+    let body = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(format!("the JSON body is over the {MAX_JSON_BODY}-byte limit")))?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not valid JSON: {e}")))?;
+    match json {
+        serde_json::Value::Object(fields) => Ok(fields),
+        _ => Err(ApiError::bad_request("bad_json", format!("the body must be a JSON object {expected}"))),
+    }
+}
+
+/// The paging and sorting fields of a JSON body (`k`, `offset`, `min_score`, `sort`, `q`), as
+/// the text `params` checks; false for any other field.
+fn scalar_field(name: &str, value: &serde_json::Value, scalars: &mut HashMap<String, String>) -> ApiResult<bool> {
+    if !matches!(name, "k" | "offset" | "min_score" | "sort" | "q") {
+        return Ok(false);
+    }
+    match value {
+        serde_json::Value::Null => {}
+        serde_json::Value::String(text) => {
+            scalars.insert(name.to_string(), text.clone());
+        }
+        serde_json::Value::Number(number) if matches!(name, "k" | "offset" | "min_score") => {
+            scalars.insert(name.to_string(), number.to_string());
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "bad_json",
+                format!("`{name}` must be {}", if name == "sort" || name == "q" { "a string" } else { "a number" }),
+            ))
+        }
+    }
+    Ok(true)
+}
+
+/// `POST /api/search`: a composed query, `{"text", "not": [..], "like": [ids], "k", "offset",
+/// "min_score", "sort", "q"}`. `text` is read with the query syntax (weights, `-word`, filters);
+/// `not` adds texts to move away from, `like` pictures of the library to look like; `q` holds
+/// filters only.
+async fn search_composed(State(state): State<Shared>, request: Request) -> ApiResult<Json<serde_json::Value>> {
+    let started = Instant::now();
+    let fields = json_object(request, "with `text`, `not` and/or `like`").await?;
+    let (mut text, mut not, mut like) = (String::new(), Vec::new(), Vec::new());
+    let mut scalars = HashMap::new();
+    let list_error =
+        |name: &str, of: &str| ApiError::bad_request("bad_json", format!("`{name}` must be a list of {of}"));
+    for (name, value) in &fields {
+        if scalar_field(name, value, &mut scalars)? {
+            continue;
+        }
+        match (name.as_str(), value) {
+            ("text", serde_json::Value::String(t)) => text = t.clone(),
+            ("text", serde_json::Value::Null) => {}
+            ("not", serde_json::Value::Array(items)) => {
+                not = items
+                    .iter()
+                    .map(|t| t.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| list_error("not", "strings"))?;
+            }
+            ("like", serde_json::Value::Array(items)) => {
+                like = items
+                    .iter()
+                    .map(serde_json::Value::as_u64)
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| list_error("like", "image ids (whole numbers)"))?;
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(
+                    "bad_json",
+                    format!(
+                        "unexpected field or type: {other:?}; the body takes `text` (a string), `not` (strings), \
+                         `like` (image ids), `k`, `offset`, `min_score` (numbers), `sort` and `q` (strings)"
+                    ),
+                ))
+            }
+        }
+    }
+    let too_long = |what: &str| {
+        ApiError::bad_request("query_too_long", format!("{what} is longer than {MAX_QUERY_CHARS} characters"))
+    };
+    if text.chars().count() > MAX_QUERY_CHARS {
+        return Err(too_long("text"));
+    }
+    if not.iter().any(|t: &String| t.chars().count() > MAX_QUERY_CHARS) {
+        return Err(too_long("a text of `not`"));
+    }
+    if not.len() + like.len() > MAX_PARTS {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("at most {MAX_PARTS} texts and pictures in `not` and `like`"),
+        ));
+    }
+    let params = params(&scalars)?;
+    let parsed = crate::search::parse(&text).map_err(|e| ApiError::bad_request("bad_query", e.0))?;
+    let mut filters = parsed.filters;
+    filters.extend(filters_only(scalars.get("q"), "a composed search")?);
+    let composition = Composition {
+        texts: parsed.parts,
+        not: parsed.not.into_iter().chain(not).collect(),
+        like: like.into_iter().map(Example::Indexed).collect(),
+    };
+    let hits = blocking(move || Ok(engine(&state).search_composed(&composition, &filters, &params)?)).await?;
+    Ok(hits_response(hits, started))
+}
+
 /// `POST /api/search/vector`: `{"vector": [..], "k", "offset", "min_score", "sort", "q"}`. The
 /// scalar fields go through the same checks as `/api/search`'s query parameters.
 async fn search_vector(State(state): State<Shared>, request: Request) -> ApiResult<Json<serde_json::Value>> {
     let started = Instant::now();
-    let body = axum::body::to_bytes(request.into_body(), MAX_VECTOR_BODY)
-        .await
-        .map_err(|_| ApiError::too_large(format!("the JSON body is over the {MAX_VECTOR_BODY}-byte limit")))?;
-    let json: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not valid JSON: {e}")))?;
-    let serde_json::Value::Object(fields) = json else {
-        return Err(ApiError::bad_request("bad_json", "the body must be a JSON object with a `vector` field"));
-    };
+    let fields = json_object(request, "with a `vector` field").await?;
     let mut vector = None;
     let mut scalars = HashMap::new();
     for (name, value) in fields {
+        if scalar_field(&name, &value, &mut scalars)? {
+            continue;
+        }
         match (name.as_str(), value) {
             ("vector", serde_json::Value::Array(numbers)) => {
                 let numbers: Option<Vec<f32>> = numbers.iter().map(|n| n.as_f64().map(|n| n as f32)).collect();
@@ -218,13 +324,6 @@ async fn search_vector(State(state): State<Shared>, request: Request) -> ApiResu
                     })?);
             }
             ("vector", _) => return Err(ApiError::bad_request("bad_vector", "`vector` must be a list of numbers")),
-            ("k" | "offset" | "min_score" | "sort" | "q", serde_json::Value::Null) => {}
-            ("k" | "offset" | "min_score" | "sort" | "q", serde_json::Value::String(text)) => {
-                scalars.insert(name, text);
-            }
-            ("k" | "offset" | "min_score", serde_json::Value::Number(number)) => {
-                scalars.insert(name, number.to_string());
-            }
             (other, _) => {
                 return Err(ApiError::bad_request(
                     "bad_json",
