@@ -240,6 +240,28 @@ fn the_openapi_document_describes_every_route() {
     assert!(String::from_utf8_lossy(&page.body).contains("<script src=\"/app.js\">"));
 }
 
+/// Pages of one query (the UI's infinite scroll) embed its text once: the rest come from the
+/// server's cache of query embeddings, with the same hits.
+#[test]
+fn repeated_query_texts_are_embedded_once() {
+    let (_tmp, server) = start(&[]);
+    let cache = |addr: &str| get(addr, "/api/stats").json()["query_cache"].clone();
+    let before = cache(&server.addr);
+    let first = get(&server.addr, "/api/search?q=a%20photo%20of%20a%20cat&k=2").json();
+    let second_page = get(&server.addr, "/api/search?q=a%20photo%20of%20a%20cat&k=2&offset=2").json();
+    let first_again = get(&server.addr, "/api/search?q=a%20photo%20of%20a%20cat&k=2").json();
+    assert_eq!(hit_paths(&first), hit_paths(&first_again));
+    assert_eq!(first["hits"][0]["score"], first_again["hits"][0]["score"]);
+    assert_eq!(second_page["hits"].as_array().unwrap().len(), 2);
+    // Composed queries share it: "a photo of a cat" is known, "dog" is new.
+    get(&server.addr, "/api/search?q=a%20photo%20of%20a%20cat%20-dog&k=2");
+    let after = cache(&server.addr);
+    let count = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap();
+    assert_eq!(count(&after, "misses") - count(&before, "misses"), 2, "{before} -> {after}");
+    assert_eq!(count(&after, "hits") - count(&before, "hits"), 3, "{before} -> {after}");
+    assert_eq!(count(&after, "entries"), count(&before, "entries") + 2);
+}
+
 /// Measuring the data folder's size walks every file (a thumbnail per picture), so a client
 /// polling `/api/stats` must not trigger a walk per request: the size is at most 30 s old.
 #[test]

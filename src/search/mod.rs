@@ -5,7 +5,7 @@
 pub mod query;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -79,6 +79,13 @@ pub enum Example {
     Embedding(Vec<f32>),
 }
 
+impl QueryCache {
+    fn new() -> Mutex<Self> {
+        let capacity = std::num::NonZeroUsize::new(QUERY_CACHE_ENTRIES).expect("a cache holds something");
+        Mutex::new(Self { entries: lru::LruCache::new(capacity), hits: 0, misses: 0 })
+    }
+}
+
 /// A query, resolved to what the vector search needs.
 struct Probe {
     embedding: Option<Vec<f32>>,
@@ -88,8 +95,29 @@ struct Probe {
     exclude: Option<ImageId>,
 }
 
+/// Text embeddings kept for repeated queries: the UI's infinite scroll asks for the same text
+/// page after page, and a text tower pass costs milliseconds where a graph search costs tenths.
+const QUERY_CACHE_ENTRIES: usize = 1024;
+
+/// How the cache of query embeddings has served (`/api/stats`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct QueryCacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: usize,
+}
+
+/// An LRU of text → embedding, with its counts. The model is the engine's, so the text alone is
+/// the key.
+struct QueryCache {
+    entries: lru::LruCache<String, Vec<f32>>,
+    hits: u64,
+    misses: u64,
+}
+
 pub struct SearchEngine {
     library: Box<dyn Library>,
+    query_cache: Mutex<QueryCache>,
     /// Shared so that `serve --watch` can embed new pictures without holding the engine's lock.
     /// None for an engine that only searches by vector (no checkpoint needed).
     clip: Option<Arc<Clip>>,
@@ -97,12 +125,42 @@ pub struct SearchEngine {
 
 impl SearchEngine {
     pub fn new(library: Box<dyn Library>, clip: Clip) -> Self {
-        Self { library, clip: Some(Arc::new(clip)) }
+        Self { library, query_cache: QueryCache::new(), clip: Some(Arc::new(clip)) }
     }
 
     /// An engine for searches by vector only: the library's model need not be on this machine.
     pub fn without_model(library: Box<dyn Library>) -> Self {
-        Self { library, clip: None }
+        Self { library, query_cache: QueryCache::new(), clip: None }
+    }
+
+    /// The embeddings of query texts, from the cache where it has them; the others are embedded
+    /// together, and kept.
+    fn embed_query_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut found: Vec<Option<Vec<f32>>> = {
+            let mut cache = self.cache();
+            texts.iter().map(|text| cache.entries.get(*text).cloned()).collect()
+        };
+        let missing: Vec<&str> = texts.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(t, _)| *t).collect();
+        let embedded = if missing.is_empty() { Vec::new() } else { self.clip("text")?.embed_texts(&missing)? };
+        let mut cache = self.cache();
+        cache.hits += (texts.len() - missing.len()) as u64;
+        cache.misses += missing.len() as u64;
+        let mut embedded = missing.iter().zip(embedded);
+        for slot in found.iter_mut().filter(|f| f.is_none()) {
+            let (text, embedding) = embedded.next().expect("one embedding per missing text");
+            cache.entries.put(text.to_string(), embedding.clone());
+            *slot = Some(embedding);
+        }
+        Ok(found.into_iter().map(|f| f.expect("every text embedded")).collect())
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, QueryCache> {
+        self.query_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn query_cache_stats(&self) -> QueryCacheStats {
+        let cache = self.cache();
+        QueryCacheStats { hits: cache.hits, misses: cache.misses, entries: cache.entries.len() }
     }
 
     pub fn library(&self) -> &dyn Library {
@@ -129,7 +187,7 @@ impl SearchEngine {
         let embedding = if parsed.text.trim().is_empty() {
             None
         } else {
-            Some(self.clip("text")?.embed_texts(&[parsed.text.as_str()])?.remove(0))
+            Some(self.embed_query_texts(&[parsed.text.as_str()])?.remove(0))
         };
         self.run(Probe { embedding, duplicates: Vec::new(), exclude: None }, &parsed.filters, params)
     }
@@ -184,7 +242,7 @@ impl SearchEngine {
         }
         let all_texts: Vec<&str> =
             texts.iter().map(|(t, _)| t.as_str()).chain(not.iter().map(String::as_str)).collect();
-        let embedded = if all_texts.is_empty() { Vec::new() } else { self.clip("text")?.embed_texts(&all_texts)? };
+        let embedded = self.embed_query_texts(&all_texts)?;
         let weights = texts.iter().map(|(_, w)| f64::from(*w)).chain(not.iter().map(|_| -1.0));
         let mut sum: Vec<f64> = Vec::new();
         let mut add = |weight: f64, embedding: &[f32]| {

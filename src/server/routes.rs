@@ -428,8 +428,10 @@ async fn stats(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>
                 }
             }
         };
-        let stats = engine(&state).library().stats(size)?;
-        Ok(Json(serde_json::to_value(stats).expect("stats serialise")))
+        let engine = engine(&state);
+        let mut stats = serde_json::to_value(engine.library().stats(size)?).expect("stats serialise");
+        stats["query_cache"] = serde_json::to_value(engine.query_cache_stats()).expect("counts serialise");
+        Ok(Json(stats))
     })
     .await
 }
