@@ -3,6 +3,7 @@
 const PAGE = 40;
 const $ = (s) => document.querySelector(s);
 const q = $("#q"), grid = $("#grid"), statusLine = $("#status"), viewer = $("#viewer"), sort = $("#sort");
+const understoodLine = $("#understood");
 // What the grid shows: a text query, "similar to id", or an uploaded picture.
 let current = null, offset = 0, exhausted = false, loading = false, shownId = null, generation = 0;
 
@@ -35,11 +36,12 @@ async function fetchHits() {
 async function load(reset) {
   if (!current || loading || (exhausted && !reset)) return;
   const mine = reset ? ++generation : generation;
-  if (reset) { offset = 0; exhausted = false; grid.replaceChildren(); }
+  if (reset) { offset = 0; exhausted = false; grid.replaceChildren(); understoodLine.textContent = ""; }
   loading = true;
   try {
-    const { hits, took_ms } = await fetchHits();
+    const { hits, took_ms, understood } = await fetchHits();
     if (mine !== generation) return; // a newer search started meanwhile
+    if (reset) understoodLine.textContent = describe(understood);
     hits.forEach((hit) => grid.append(tile(hit)));
     offset += hits.length;
     exhausted = hits.length < PAGE;
@@ -49,6 +51,21 @@ async function load(reset) {
   } finally {
     loading = false;
   }
+}
+
+// How the server read a composed or filtered query: 'looking for "beach" + "dog" ×2 · away from
+// "people" · filters type:png'. Nothing for a plain text query.
+function describe(understood) {
+  if (!understood) return "";
+  const { looking_for: parts, away_from: away, filters } = understood;
+  const plain = parts.length <= 1 && parts.every((p) => p.weight === 1) && !away.length && !filters.length;
+  if (plain) return "";
+  const quoted = (text) => `"${text}"`;
+  const bits = [];
+  if (parts.length) bits.push("looking for " + parts.map((p) => quoted(p.text) + (p.weight === 1 ? "" : ` ×${p.weight}`)).join(" + "));
+  if (away.length) bits.push("away from " + away.map(quoted).join(", "));
+  if (filters.length) bits.push("filters " + filters.join(" "));
+  return bits.join(" · ");
 }
 
 function tile(hit) {
@@ -94,7 +111,7 @@ async function open(id) {
 function searchText(text) {
   current = text.trim() ? { kind: "text", q: text.trim() } : null;
   syncUrl();
-  if (current) load(true); else { grid.replaceChildren(); setStatus(""); }
+  if (current) load(true); else { grid.replaceChildren(); setStatus(""); understoodLine.textContent = ""; }
 }
 
 function searchSimilar(id) {

@@ -31,7 +31,49 @@ pub struct ParsedQuery {
     pub filters: Vec<Filter>,
 }
 
+/// How a query was read, for people (the UI shows it under the search box).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Understood {
+    /// What is looked for, with the weights.
+    pub looking_for: Vec<WeightedText>,
+    /// What the search moves away from.
+    pub away_from: Vec<String>,
+    /// The filters, written back in the query syntax (dates as YYYY-MM-DD).
+    pub filters: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WeightedText {
+    pub text: String,
+    pub weight: f32,
+}
+
 impl ParsedQuery {
+    pub fn understood(&self) -> Understood {
+        let date = |secs: i64| super::iso_date(secs)[..10].to_string();
+        Understood {
+            looking_for: self
+                .parts
+                .iter()
+                .map(|(text, weight)| WeightedText { text: text.clone(), weight: *weight })
+                .collect(),
+            away_from: self.not.clone(),
+            filters: self
+                .filters
+                .iter()
+                .map(|filter| match filter {
+                    Filter::Path(v) => format!("path:{v}"),
+                    Filter::Folder(v) => format!("folder:{v}"),
+                    Filter::Name(v) => format!("name:{v}"),
+                    Filter::Camera(v) => format!("camera:{v}"),
+                    Filter::Type(v) => format!("type:{v}"),
+                    Filter::After(t) => format!("after:{}", date(*t)),
+                    Filter::Before(t) => format!("before:{}", date(*t)),
+                })
+                .collect(),
+        }
+    }
+
     /// One text of weight 1 and nothing to move away from: embedded as it is.
     pub fn is_plain(&self) -> bool {
         self.not.is_empty() && self.parts.len() <= 1 && self.parts.iter().all(|(_, weight)| *weight == 1.0)
@@ -202,6 +244,20 @@ mod tests {
         assert_eq!(q.not, vec!["people".to_string(), "red car".to_string()]);
         assert_eq!(q.filters, vec![Filter::Type("png".into())]);
         assert!(!q.is_plain());
+        let understood = serde_json::to_value(q.understood()).unwrap();
+        assert_eq!(
+            understood,
+            serde_json::json!({
+                "looking_for": [{"text": "beach", "weight": 1.0}, {"text": "golden retriever", "weight": 2.0},
+                                {"text": "at night", "weight": 0.5}],
+                "away_from": ["people", "red car"],
+                "filters": ["type:png"],
+            })
+        );
+        assert_eq!(
+            parse("after:2023-06 before:2024").unwrap().understood().filters,
+            ["after:2023-06-01", "before:2024-01-01"]
+        );
         // A weight may stand alone before its text.
         assert_eq!(parse("3: snow dog").unwrap().parts, vec![("snow dog".into(), 3.0)]);
     }

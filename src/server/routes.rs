@@ -128,8 +128,11 @@ async fn search(
     if q.chars().count() > MAX_QUERY_CHARS {
         return Err(ApiError::bad_request("query_too_long", format!("q is longer than {MAX_QUERY_CHARS} characters")));
     }
+    let understood = crate::search::parse(&q).map_err(|e| ApiError::bad_request("bad_query", e.0))?.understood();
     let hits = blocking(move || Ok(engine(&state).search_text(&q, &params)?)).await?;
-    Ok(hits_response(hits, started))
+    let Json(mut response) = hits_response(hits, started);
+    response["understood"] = serde_json::to_value(understood).expect("a reading serialises");
+    Ok(Json(response))
 }
 
 /// The picture of an upload: multipart field `image`, or the raw request body.

@@ -1,5 +1,6 @@
 // Drives the imgsearch web UI in Debian's headless Chromium (no browser download):
-// type a query and see result tiles; the address reflects the search; upload a picture and see
+// type a query and see result tiles; a composed query shows how it was read; the address
+// reflects the search; upload a picture and see
 // its original first; open a result and ask for similar ones.
 // Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX
 import { chromium } from "playwright-core";
@@ -28,6 +29,19 @@ try {
     const img = document.querySelector(".tile img");
     return img && img.complete && img.naturalWidth > 0;
   }, null, { timeout: 10000 }).catch(() => fail("thumbnail did not load"));
+
+  // A composed, filtered query: the page says how it read it.
+  await page.fill("#q", '2:a photo of a cat -"a dog" type:png');
+  await page.waitForFunction(() => document.querySelector("#understood")?.textContent.includes('away from "a dog"'), null, { timeout: 10000 })
+    .catch(async () => fail(`the reading of a composed query is not shown: ${JSON.stringify(await page.textContent("#understood"))}`));
+  const reading = await page.textContent("#understood");
+  if (!reading.includes('"a photo of a cat" ×2') || !reading.includes("type:png")) await fail(`reading: ${reading}`);
+  await page.waitForFunction(() => [...document.querySelectorAll(".tile")].length > 0
+    && [...document.querySelectorAll(".tile")].every((t) => t.dataset.path.endsWith(".png")), null, { timeout: 10000 })
+    .catch(() => fail("type:png did not filter the composed query's results"));
+  await page.fill("#q", "a photo of a cat");
+  await page.waitForFunction(() => document.querySelector("#understood")?.textContent === "", null, { timeout: 10000 })
+    .catch(() => fail("a plain query still shows a reading"));
 
   // Reload from the address: same search comes back.
   await page.goto(page.url());
