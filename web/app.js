@@ -4,8 +4,10 @@ const PAGE = 40;
 const $ = (s) => document.querySelector(s);
 const q = $("#q"), grid = $("#grid"), statusLine = $("#status"), viewer = $("#viewer"), sort = $("#sort");
 const understoodLine = $("#understood");
-// What the grid shows: a text query, "similar to id", or an uploaded picture.
+// What the grid shows: a text query, "similar to id", "like these ids", or an uploaded picture.
 let current = null, offset = 0, exhausted = false, loading = false, shownId = null, generation = 0;
+// Pictures picked in the grid for "more like these" (ids, in the order picked).
+const picked = [];
 
 function setStatus(text, isError = false) { statusLine.textContent = text; statusLine.classList.toggle("error", isError); }
 
@@ -13,6 +15,7 @@ function syncUrl() {
   const params = new URLSearchParams();
   if (current?.kind === "text") params.set("q", current.q);
   if (current?.kind === "similar") params.set("similar", current.id);
+  if (current?.kind === "like") params.set("like", current.ids.join(","));
   if (sort.value !== "score") params.set("sort", sort.value);
   const url = params.toString() ? `/?${params}` : "/";
   if (url !== location.pathname + location.search) history.replaceState(null, "", url);
@@ -23,6 +26,10 @@ async function fetchHits() {
   let response;
   if (current.kind === "text") response = await fetch(`/api/search?q=${encodeURIComponent(current.q)}&${common}`);
   else if (current.kind === "similar") response = await fetch(`/api/images/${current.id}/similar?${common}`);
+  else if (current.kind === "like") {
+    const body = JSON.stringify({ like: current.ids, k: PAGE, offset, sort: sort.value });
+    response = await fetch("/api/search", { method: "POST", headers: { "Content-Type": "application/json" }, body });
+  }
   else {
     const body = new FormData();
     body.append("image", current.file);
@@ -36,7 +43,7 @@ async function fetchHits() {
 async function load(reset) {
   if (!current || loading || (exhausted && !reset)) return;
   const mine = reset ? ++generation : generation;
-  if (reset) { offset = 0; exhausted = false; grid.replaceChildren(); understoodLine.textContent = ""; }
+  if (reset) { offset = 0; exhausted = false; grid.replaceChildren(); understoodLine.textContent = ""; showExamples(); }
   loading = true;
   try {
     const { hits, took_ms, understood } = await fetchHits();
@@ -86,8 +93,59 @@ function tile(hit) {
     score.textContent = hit.score.toFixed(3);
     figure.append(score);
   }
-  figure.addEventListener("click", () => open(hit.id));
+  const pick = document.createElement("input");
+  pick.type = "checkbox";
+  pick.className = "pick";
+  pick.setAttribute("aria-label", "Pick for \u201cmore like these\u201d");
+  pick.checked = picked.includes(hit.id);
+  figure.classList.toggle("picked", pick.checked);
+  pick.addEventListener("click", (e) => { e.stopPropagation(); togglePick(hit.id); });
+  figure.append(pick);
+  // A click with Ctrl, Cmd or Shift picks too; a plain click opens the picture.
+  figure.addEventListener("click", (e) => (e.ctrlKey || e.metaKey || e.shiftKey ? togglePick(hit.id) : open(hit.id)));
   return figure;
+}
+
+function togglePick(id) {
+  const at = picked.indexOf(id);
+  if (at >= 0) picked.splice(at, 1); else picked.push(id);
+  showPicks();
+}
+
+function showPicks() {
+  for (const figure of grid.children) {
+    const on = picked.includes(Number(figure.dataset.id));
+    figure.classList.toggle("picked", on);
+    figure.querySelector(".pick").checked = on;
+  }
+  $("#selection").hidden = picked.length === 0;
+  $("#selected-count").textContent = `${picked.length} picked`;
+}
+
+// A "similar to" or "like these" list starts with the pictures it came from.
+function showExamples() {
+  const examples = $("#examples");
+  const ids = current?.kind === "like" ? current.ids : current?.kind === "similar" ? [current.id] : [];
+  examples.hidden = ids.length === 0;
+  examples.replaceChildren(ids.length ? (current.kind === "like" ? "Like these:" : "Similar to:") : "");
+  for (const id of ids) {
+    const img = document.createElement("img");
+    img.src = `/api/images/${id}/thumbnail`;
+    img.alt = `picture ${id}`;
+    img.dataset.id = id;
+    img.addEventListener("click", () => open(id));
+    examples.append(img);
+  }
+}
+
+function searchLike(ids) {
+  if (!ids.length) return;
+  q.value = "";
+  current = { kind: "like", ids };
+  picked.splice(0);
+  showPicks();
+  syncUrl();
+  load(true);
 }
 
 async function open(id) {
@@ -145,6 +203,8 @@ $("#chips").addEventListener("click", (e) => {
 $("#file").addEventListener("change", (e) => searchFile(e.target.files[0]));
 $("#close").addEventListener("click", () => viewer.close());
 $("#similar").addEventListener("click", () => shownId != null && searchSimilar(shownId));
+$("#like-these").addEventListener("click", () => searchLike([...picked]));
+$("#clear-selection").addEventListener("click", () => { picked.splice(0); showPicks(); });
 
 // Reverse search by drag-and-drop and by paste.
 const drop = $("#drop");
@@ -181,4 +241,5 @@ new IntersectionObserver((entries) => { if (entries[0].isIntersecting) load(fals
 const initial = new URLSearchParams(location.search);
 if (initial.get("sort") === "date") sort.value = "date";
 if (initial.get("similar")) searchSimilar(Number(initial.get("similar")));
+else if (initial.get("like")) searchLike(initial.get("like").split(",").map(Number).filter(Number.isInteger));
 else if (initial.get("q")) { q.value = initial.get("q"); searchText(q.value); }

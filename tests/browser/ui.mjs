@@ -1,6 +1,6 @@
 // Drives the imgsearch web UI in Debian's headless Chromium (no browser download):
-// type a query and see result tiles; a composed query shows how it was read; the address
-// reflects the search; upload a picture and see
+// type a query and see result tiles; a composed query shows how it was read; pick three
+// pictures for "more like these"; the address reflects the search; upload a picture and see
 // its original first; open a result and ask for similar ones.
 // Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX
 import { chromium } from "playwright-core";
@@ -58,6 +58,29 @@ try {
   await page.click("#similar");
   await page.waitForFunction(() => location.search.includes("similar="));
   await page.waitForSelector(".tile");
+
+  // Pick three pictures, ask for more like these: the list starts with them, the address holds
+  // them, and a reload brings the same search back.
+  await page.keyboard.press("Escape");
+  await page.fill("#q", "a photo of a cat");
+  await page.waitForFunction(() => document.querySelectorAll(".tile .pick").length >= 4, null, { timeout: 10000 });
+  const picks = await page.$$(".tile .pick");
+  const pickedIds = [];
+  for (const pick of picks.slice(0, 3)) {
+    await pick.click();
+    pickedIds.push(Number(await pick.evaluate((p) => p.closest(".tile").dataset.id)));
+  }
+  if ((await page.textContent("#selected-count")) !== "3 picked") await fail(`selection: ${await page.textContent("#selected-count")}`);
+  await page.click("#like-these");
+  await page.waitForFunction(() => location.search.includes("like="), null, { timeout: 10000 });
+  const likeUrl = page.url();
+  const heads = async () => page.$$eval("#examples img", (imgs) => imgs.map((i) => Number(i.dataset.id)));
+  await page.waitForSelector(".tile");
+  if (JSON.stringify(await heads()) !== JSON.stringify(pickedIds)) await fail(`list head ${await heads()} is not the picks ${pickedIds}`);
+  if (!(await page.isHidden("#selection"))) await fail("the selection bar stayed after searching");
+  await page.goto(likeUrl);
+  await page.waitForSelector(".tile");
+  if (JSON.stringify(await heads()) !== JSON.stringify(pickedIds)) await fail(`after reload the list head is ${await heads()}`);
 
   // Keyboard: "/" focuses the search box.
   await page.keyboard.press("Escape");
