@@ -127,6 +127,34 @@ fn sort_by_date_orders_matches_newest_first_and_pages_consistently() {
     }
 }
 
+/// Dates in words narrow by the date taken (EXIF), the rest of the text goes to the model, and
+/// a quoted year stays text.
+#[test]
+fn dates_in_words_filter_by_the_date_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for (fixture, taken) in [
+        ("astronaut.jpg", "2021:12:25 10:00:00"),
+        ("rocket.jpg", "2023:07:15 09:30:00"),
+        ("chelsea_progressive.jpg", "2019:02:03 18:00:00"),
+    ] {
+        jpeg_with_exif(fixture, &[(exif::Tag::DateTimeOriginal, taken)], &photos.join(fixture));
+    }
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+    let names = |query: &str| -> Vec<String> {
+        let hits = json(imgsearch(&data).args(["search", query, "--json"]));
+        paths(&hits).iter().map(|p| p.rsplit('/').next().unwrap().to_string()).collect()
+    };
+    assert_eq!(names("a photo, July 2023"), ["rocket.jpg"]);
+    assert_eq!(names("a photo christmas 2021"), ["astronaut.jpg"]);
+    assert_eq!(names("a photo in 2019"), ["chelsea_progressive.jpg"]);
+    assert_eq!(names("a photo winter 2018"), ["chelsea_progressive.jpg"], "winter 2018/2019");
+    assert_eq!(names("a photo last year").len(), 0, "nothing was taken in the year before this one");
+    assert_eq!(names(r#"a photo "2019""#).len(), 3, "a quoted year is text");
+}
+
 #[test]
 fn search_by_text_with_filters_paging_and_plain_output() {
     let (_tmp, data) = indexed();

@@ -61,7 +61,7 @@ async function load(reset) {
 }
 
 // How the server read a composed or filtered query: 'looking for "beach" + "dog" ×2 · away from
-// "people" · filters type:png'. Nothing for a plain text query.
+// "people" · taken July 2023 · filters type:png …'. Nothing for a plain text query.
 function describe(understood) {
   if (!understood) return "";
   const { looking_for: parts, away_from: away, filters } = understood;
@@ -71,6 +71,7 @@ function describe(understood) {
   const bits = [];
   if (parts.length) bits.push("looking for " + parts.map((p) => quoted(p.text) + (p.weight === 1 ? "" : ` ×${p.weight}`)).join(" + "));
   if (away.length) bits.push("away from " + away.map(quoted).join(", "));
+  if (understood.when) bits.push("taken " + understood.when);
   if (filters.length) bits.push("filters " + filters.join(" "));
   return bits.join(" · ");
 }

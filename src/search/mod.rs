@@ -2,6 +2,7 @@
 //! pass the filters (exact cosine scores) → hits, paged and sorted; filter-only queries list
 //! the newest pictures. Which storage answers is the library's business ([`Library`]).
 
+mod dates;
 pub mod query;
 
 use std::path::Path;
@@ -365,18 +366,10 @@ fn hit(record: &ImageRecord, score: Option<f32>) -> SearchHit {
     }
 }
 
-/// Unix seconds → "YYYY-MM-DDTHH:MM:SS" (civil-from-days, Howard Hinnant).
+/// Unix seconds → "YYYY-MM-DDTHH:MM:SS".
 pub fn iso_date(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::ingest::exif::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 

@@ -9,10 +9,13 @@
 //! (file name), `camera:WORD` (make or model), `after:DATE` / `before:DATE` (YYYY, YYYY-MM or
 //! YYYY-MM-DD; after is inclusive, before exclusive), `type:jpeg|png|...`. Quotes keep spaces.
 //!
-//! Composed queries: `-word` or `-"a phrase"` moves away from that text; `N:` (a number from 0
+//! Dates in words ("beach July 2023", "snow in 2019", "last summer": `dates.rs`) become
+//! `after:`/`before:` filters unless quoted. Composed queries: `-word` or `-"a phrase"` moves
+//! away from that text; `N:` (a number from 0
 //! to 100, then a letter or a space: `3:45pm` stays text) gives the text after it, up to the next
 //! weight, weight N; text before any weight has weight 1.
 
+use super::dates;
 use crate::ingest::exif::days_from_civil;
 pub use crate::store::Filter;
 
@@ -29,6 +32,8 @@ pub struct ParsedQuery {
     /// Texts to move away from (`-people`, `-"red car"`).
     pub not: Vec<String>,
     pub filters: Vec<Filter>,
+    /// A date in words that became `after:`/`before:` filters, as it was read ("July 2023").
+    pub when: Option<String>,
 }
 
 /// How a query was read, for people (the UI shows it under the search box).
@@ -40,6 +45,8 @@ pub struct Understood {
     pub away_from: Vec<String>,
     /// The filters, written back in the query syntax (dates as YYYY-MM-DD).
     pub filters: Vec<String>,
+    /// A date in words read out of the text ("July 2023"); its range is among the filters.
+    pub when: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -71,6 +78,7 @@ impl ParsedQuery {
                     Filter::Before(t) => format!("before:{}", date(*t)),
                 })
                 .collect(),
+            when: self.when.clone(),
         }
     }
 
@@ -84,12 +92,23 @@ impl ParsedQuery {
 #[error("{0}")]
 pub struct QueryError(pub String);
 
+/// Reads a query; dates in words ("last summer") count from today.
 pub fn parse(query: &str) -> Result<ParsedQuery, QueryError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    parse_on(query, now.div_euclid(86_400))
+}
+
+/// What a query's text is made of, before dates are read out of it.
+enum Piece {
+    Word { text: String, quoted: bool },
+    Weight(f32),
+}
+
+/// [`parse`] with today given (days since 1970-01-01).
+pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
     let mut parsed = ParsedQuery::default();
-    let mut words = Vec::new();
-    // The part being read: its words and weight.
-    let mut part: (Vec<String>, f32) = (Vec::new(), 1.0);
-    for token in tokens(query) {
+    let mut pieces = Vec::new();
+    for (token, quoted) in tokens(query) {
         if let Some(negative) = token.strip_prefix('-').filter(|rest| !rest.is_empty() && !rest.starts_with('-')) {
             if negative.split_once(':').is_some_and(|(key, _)| FILTER_KEYS.contains(&key.to_ascii_lowercase().as_str()))
             {
@@ -101,17 +120,14 @@ pub fn parse(query: &str) -> Result<ParsedQuery, QueryError> {
             continue;
         }
         if let Some((weight, rest)) = weight_marker(&token)? {
-            close_part(&mut parsed, &mut part)?;
-            part.1 = weight;
+            pieces.push(Piece::Weight(weight));
             if !rest.is_empty() {
-                part.0.push(rest.to_string());
-                words.push(rest.to_string());
+                pieces.push(Piece::Word { text: rest.to_string(), quoted });
             }
             continue;
         }
         let Some((key, value)) = token.split_once(':') else {
-            part.0.push(token.clone());
-            words.push(token);
+            pieces.push(Piece::Word { text: token, quoted });
             continue;
         };
         let value = value.trim().to_string();
@@ -125,8 +141,7 @@ pub fn parse(query: &str) -> Result<ParsedQuery, QueryError> {
             "before" => Filter::Before(parse_date(&value)?),
             _ => {
                 // Not a filter ("note: x"): part of the text.
-                part.0.push(token.clone());
-                words.push(token);
+                pieces.push(Piece::Word { text: token, quoted });
                 continue;
             }
         };
@@ -134,6 +149,39 @@ pub fn parse(query: &str) -> Result<ParsedQuery, QueryError> {
             return Err(QueryError(format!("filter `{key}:` needs a value, e.g. {key}:something")));
         }
         parsed.filters.push(filter);
+    }
+    // A date in words becomes a range of the date taken; quoted words never do.
+    let word_pieces: Vec<usize> =
+        pieces.iter().enumerate().filter(|(_, p)| matches!(p, Piece::Word { .. })).map(|(i, _)| i).collect();
+    let lowered: Vec<String> = word_pieces
+        .iter()
+        .map(|i| match &pieces[*i] {
+            Piece::Word { text, quoted: false } => text.trim_end_matches([',', '.', ';', '!', '?']).to_lowercase(),
+            _ => String::new(),
+        })
+        .collect();
+    let lowered: Vec<&str> = lowered.iter().map(String::as_str).collect();
+    let mut dated = Vec::new();
+    if let Some((range, used)) = dates::find(&lowered, today) {
+        parsed.filters.push(Filter::After(range.from * 86_400));
+        parsed.filters.push(Filter::Before(range.until * 86_400));
+        parsed.when = Some(range.said);
+        dated = used.into_iter().map(|u| word_pieces[u]).collect();
+    }
+    let mut words = Vec::new();
+    let mut part: (Vec<String>, f32) = (Vec::new(), 1.0);
+    for (i, piece) in pieces.into_iter().enumerate() {
+        match piece {
+            Piece::Weight(weight) => {
+                close_part(&mut parsed, &mut part)?;
+                part.1 = weight;
+            }
+            Piece::Word { text, .. } if !dated.contains(&i) => {
+                part.0.push(text.clone());
+                words.push(text);
+            }
+            Piece::Word { .. } => {}
+        }
     }
     close_part(&mut parsed, &mut part)?;
     parsed.text = words.join(" ");
@@ -174,24 +222,29 @@ fn close_part(parsed: &mut ParsedQuery, part: &mut (Vec<String>, f32)) -> Result
     Ok(())
 }
 
-/// Whitespace-separated tokens; double quotes group words (and are removed).
-fn tokens(query: &str) -> Vec<String> {
+/// Whitespace-separated tokens; double quotes group words (and are removed). With each, whether
+/// any of it was quoted.
+fn tokens(query: &str) -> Vec<(String, bool)> {
     let mut out = Vec::new();
-    let mut current = String::new();
+    let (mut current, mut current_quoted) = (String::new(), false);
     let mut quoted = false;
     for c in query.chars() {
         match c {
-            '"' => quoted = !quoted,
+            '"' => {
+                quoted = !quoted;
+                current_quoted = true;
+            }
             c if c.is_whitespace() && !quoted => {
                 if !current.is_empty() {
-                    out.push(std::mem::take(&mut current));
+                    out.push((std::mem::take(&mut current), current_quoted));
                 }
+                current_quoted = false;
             }
             c => current.push(c),
         }
     }
     if !current.is_empty() {
-        out.push(current);
+        out.push((current, current_quoted));
     }
     out
 }
@@ -252,6 +305,7 @@ mod tests {
                                 {"text": "at night", "weight": 0.5}],
                 "away_from": ["people", "red car"],
                 "filters": ["type:png"],
+                "when": null,
             })
         );
         assert_eq!(
@@ -260,6 +314,25 @@ mod tests {
         );
         // A weight may stand alone before its text.
         assert_eq!(parse("3: snow dog").unwrap().parts, vec![("snow dog".into(), 3.0)]);
+    }
+
+    #[test]
+    fn a_date_in_words_becomes_a_range_and_leaves_the_text() {
+        let today = days_from_civil(2026, 12, 2);
+        let q = parse_on("beach, July 2023 type:png", today).unwrap();
+        assert_eq!(q.text, "beach,");
+        let (from, until) = (days_from_civil(2023, 7, 1) * 86_400, days_from_civil(2023, 8, 1) * 86_400);
+        assert_eq!(q.filters, vec![Filter::Type("png".into()), Filter::After(from), Filter::Before(until)]);
+        assert_eq!(q.understood().when.as_deref(), Some("July 2023"));
+        assert!(q.is_plain());
+        // Across a weight and around a negative; the text keeps its weights.
+        let q = parse_on("2:snow -people in 2019", today).unwrap();
+        assert_eq!((q.parts, q.not), (vec![("snow".to_string(), 2.0)], vec!["people".to_string()]));
+        assert_eq!(q.when.as_deref(), Some("2019"));
+        // Quoted, it is text.
+        let q = parse_on(r#"orwell "1984""#, today).unwrap();
+        assert_eq!((q.text.as_str(), q.when), ("orwell 1984", None));
+        assert!(q.filters.is_empty());
     }
 
     #[test]

@@ -39,6 +39,10 @@ try {
   await page.waitForFunction(() => [...document.querySelectorAll(".tile")].length > 0
     && [...document.querySelectorAll(".tile")].every((t) => t.dataset.path.endsWith(".png")), null, { timeout: 10000 })
     .catch(() => fail("type:png did not filter the composed query's results"));
+  // A date in words is read out of the text.
+  await page.fill("#q", "a photo of a cat, July 2023");
+  await page.waitForFunction(() => document.querySelector("#understood")?.textContent.includes("taken July 2023"), null, { timeout: 10000 })
+    .catch(async () => fail(`the date of "a photo of a cat, July 2023" is not shown: ${JSON.stringify(await page.textContent("#understood"))}`));
   await page.fill("#q", "a photo of a cat");
   await page.waitForFunction(() => document.querySelector("#understood")?.textContent === "", null, { timeout: 10000 })
     .catch(() => fail("a plain query still shows a reading"));
@@ -63,7 +67,9 @@ try {
   // them, and a reload brings the same search back.
   await page.keyboard.press("Escape");
   await page.fill("#q", "a photo of a cat");
-  await page.waitForFunction(() => document.querySelectorAll(".tile .pick").length >= 4, null, { timeout: 10000 });
+  // The search starts (address, fresh grid) a moment after typing: pick from its tiles only.
+  await page.waitForFunction(() => location.search.startsWith("?q=")
+    && document.querySelectorAll(".tile .pick").length >= 4, null, { timeout: 10000 });
   const picks = await page.$$(".tile .pick");
   const pickedIds = [];
   for (const pick of picks.slice(0, 3)) {
