@@ -128,7 +128,7 @@ fn sort_by_date_orders_matches_newest_first_and_pages_consistently() {
 }
 
 /// Dates in words narrow by the date taken (EXIF), the rest of the text goes to the model, and
-/// a quoted year stays text.
+/// a quoted year stays text; times of day and hours narrow by the hour taken.
 #[test]
 fn dates_in_words_filter_by_the_date_taken() {
     let tmp = tempfile::tempdir().unwrap();
@@ -153,6 +153,17 @@ fn dates_in_words_filter_by_the_date_taken() {
     assert_eq!(names("a photo winter 2018"), ["chelsea_progressive.jpg"], "winter 2018/2019");
     assert_eq!(names("a photo last year").len(), 0, "nothing was taken in the year before this one");
     assert_eq!(names(r#"a photo "2019""#).len(), 3, "a quoted year is text");
+    // The hour of the day taken (10:00, 9:30 and 18:00), past midnight too.
+    let sorted = |query: &str| {
+        let mut found = names(query);
+        found.sort();
+        found
+    };
+    assert_eq!(sorted("a photo time:morning"), ["astronaut.jpg", "rocket.jpg"]);
+    assert_eq!(sorted("a photo time:evening"), ["chelsea_progressive.jpg"]);
+    assert_eq!(sorted("a photo hour:18"), ["chelsea_progressive.jpg"]);
+    assert_eq!(sorted("a photo hour:17-09"), ["chelsea_progressive.jpg", "rocket.jpg"]);
+    assert!(sorted("a photo time:night").is_empty());
 }
 
 #[test]

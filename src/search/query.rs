@@ -7,13 +7,14 @@
 //!
 //! Filters: `path:WORD` (a path segment), `folder:/abs/path` (anywhere below it), `name:WORD`
 //! (file name), `camera:WORD` (make or model), `after:DATE` / `before:DATE` (YYYY, YYYY-MM or
-//! YYYY-MM-DD; after is inclusive, before exclusive), `type:jpeg|png|...`. Quotes keep spaces.
+//! YYYY-MM-DD; after is inclusive, before exclusive), `type:jpeg|png|...`, `time:night` (and
+//! morning, afternoon, evening) and `hour:22-04` (the hour taken). Quotes keep spaces.
 //!
 //! Dates in words ("beach July 2023", "snow in 2019", "last summer": `dates.rs`) become
 //! `after:`/`before:` filters unless quoted. Composed queries: `-word` or `-"a phrase"` moves
-//! away from that text; `N:` (a number from 0
-//! to 100, then a letter or a space: `3:45pm` stays text) gives the text after it, up to the next
-//! weight, weight N; text before any weight has weight 1.
+//! away from that text; `N:` (a number from 0 to 100, then a letter or a space: `3:45pm` stays
+//! text) gives the text after it, up to the next weight, weight N; text before any weight has
+//! weight 1.
 
 use super::dates;
 use crate::ingest::exif::days_from_civil;
@@ -76,6 +77,7 @@ impl ParsedQuery {
                     Filter::Type(v) => format!("type:{v}"),
                     Filter::After(t) => format!("after:{}", date(*t)),
                     Filter::Before(t) => format!("before:{}", date(*t)),
+                    Filter::Hour { from, until } => format!("hour:{from:02}-{:02}", (until + 23) % 24),
                 })
                 .collect(),
             when: self.when.clone(),
@@ -139,6 +141,8 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
             "type" => Filter::Type(value.to_lowercase().replace("jpg", "jpeg")),
             "after" => Filter::After(parse_date(&value)?),
             "before" => Filter::Before(parse_date(&value)?),
+            "time" => time_of_day(&value)?,
+            "hour" => hours(&value)?,
             _ => {
                 // Not a filter ("note: x"): part of the text.
                 pieces.push(Piece::Word { text: token, quoted });
@@ -188,7 +192,37 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
     Ok(parsed)
 }
 
-const FILTER_KEYS: &[&str] = &["path", "folder", "name", "camera", "type", "after", "before"];
+const FILTER_KEYS: &[&str] = &["path", "folder", "name", "camera", "type", "after", "before", "time", "hour"];
+
+/// `time:morning` (5–12 h), `afternoon` (12–17), `evening` (17–21), `night` (21–5).
+fn time_of_day(value: &str) -> Result<Filter, QueryError> {
+    let (from, until) = match value.to_ascii_lowercase().as_str() {
+        "morning" => (5, 12),
+        "afternoon" => (12, 17),
+        "evening" => (17, 21),
+        "night" => (21, 5),
+        _ => {
+            return Err(QueryError(format!(
+                "`time:{value}` is not a time of day: use time:morning (5-12 h), afternoon (12-17), evening (17-21) \
+                 or night (21-5), or hours such as hour:22-04"
+            )))
+        }
+    };
+    Ok(Filter::Hour { from, until })
+}
+
+/// `hour:7` (7:00–7:59) or `hour:22-04` (22:00 to 4:59, both hours included).
+fn hours(value: &str) -> Result<Filter, QueryError> {
+    let hour = |text: &str| text.trim().parse::<u8>().ok().filter(|h| *h < 24);
+    let parsed = match value.split_once('-') {
+        Some((first, last)) => hour(first).zip(hour(last)),
+        None => hour(value).map(|h| (h, h)),
+    };
+    let (first, last) = parsed.ok_or_else(|| {
+        QueryError(format!("`hour:{value}` is not an hour or a range of hours: use e.g. hour:7 or hour:22-04 (0-23)"))
+    })?;
+    Ok(Filter::Hour { from: first, until: (last + 1) % 24 })
+}
 
 /// `N:rest` with N a weight, where `rest` is empty or starts with something other than a digit
 /// (`3:45pm` is a time, not a weight).
@@ -351,6 +385,20 @@ mod tests {
         assert!(parse("500:beach").unwrap_err().0.contains("at most"));
         assert!(parse("beach 2:").unwrap_err().0.contains("no text after it"));
         assert!(parse("beach -type:png").unwrap_err().0.contains("cannot be negated"));
+    }
+
+    #[test]
+    fn times_of_day_and_hours_are_filters() {
+        let q = parse("fireworks time:night").unwrap();
+        assert_eq!((q.text.as_str(), &q.filters[..]), ("fireworks", &[Filter::Hour { from: 21, until: 5 }][..]));
+        assert_eq!(q.understood().filters, ["hour:21-04"]);
+        assert_eq!(parse("hour:22-04").unwrap().filters, [Filter::Hour { from: 22, until: 5 }]);
+        assert_eq!(parse("hour:7").unwrap().filters, [Filter::Hour { from: 7, until: 8 }]);
+        assert_eq!(parse("hour:0-23").unwrap().filters, [Filter::Hour { from: 0, until: 0 }]);
+        assert_eq!(parse("Time:Morning").unwrap().filters, [Filter::Hour { from: 5, until: 12 }]);
+        assert!(parse("time:noonish").unwrap_err().0.contains("time of day"));
+        assert!(parse("hour:25").unwrap_err().0.contains("0-23"));
+        assert!(parse("hour:7-x").unwrap_err().0.contains("0-23"));
     }
 
     #[test]

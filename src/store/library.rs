@@ -27,6 +27,9 @@ pub enum Filter {
     Before(i64),
     /// The file format (jpeg, png, …).
     Type(String),
+    /// Taken at an hour of the day (local time, as the camera wrote it) from `from` up to, not
+    /// including, `until` (0–23; wrapping past midnight when `until <= from`: 22 → 5 is the night).
+    Hour { from: u8, until: u8 },
 }
 
 /// The reads the indexer makes while its writer applies batches (and, under `serve --watch`,

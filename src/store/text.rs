@@ -27,6 +27,7 @@ struct TextFields {
     camera: Field,
     taken: Field,
     kind: Field,
+    hour: Field,
 }
 
 pub struct TextIndex {
@@ -52,6 +53,8 @@ fn schema() -> (Schema, TextFields) {
             DateOptions::from(INDEXED).set_fast().set_stored().set_precision(DateTimePrecision::Seconds),
         ),
         kind: b.add_text_field("type", STRING),
+        // The hour of the day taken, for "time:night" and "hour:22-04".
+        hour: b.add_u64_field("hour", INDEXED | tantivy::schema::FAST),
     };
     (b.build(), fields)
 }
@@ -65,7 +68,18 @@ impl TextIndex {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
         let (schema, fields) = schema();
         let directory = MmapDirectory::open(dir).map_err(|e| store_err(dir, e))?;
-        let index = Index::open_or_create(directory, schema).map_err(|e| store_err(dir, e))?;
+        let index = match Index::open_or_create(directory, schema.clone()) {
+            Ok(index) => index,
+            // An index of an older schema (before `hour`): started again, at generation 0, so
+            // the data folder rebuilds it from the catalog as after a crash. The catalog's lock,
+            // taken first, means no other process is using it.
+            Err(tantivy::TantivyError::SchemaError(_)) => {
+                std::fs::remove_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+                std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+                Index::create_in_dir(dir, schema).map_err(|e| store_err(dir, e))?
+            }
+            Err(e) => return Err(store_err(dir, e)),
+        };
         let writer = index.writer_with_num_threads(1, 15_000_000).map_err(|e| match e {
             tantivy::TantivyError::LockFailure(..) => {
                 Error::DataDirLocked { path: dir.parent().unwrap_or(dir).to_owned() }
@@ -102,6 +116,7 @@ impl TextIndex {
         }
         if let Some(taken) = record.facts.taken {
             document.add_date(f.taken, DateTime::from_timestamp_secs(taken));
+            document.add_u64(f.hour, taken.rem_euclid(86_400) as u64 / 3600);
         }
         self.writer.add_document(document).map_err(|e| store_err(&self.dir, e))?;
         Ok(())
@@ -186,6 +201,22 @@ impl TextIndex {
                 Filter::Type(v) => exact(f.kind, v),
                 Filter::After(t) => date(Bound::Included(*t)),
                 Filter::Before(t) => date(Bound::Excluded(*t)),
+                Filter::Hour { from, until } => {
+                    let hours = |from: u8, until: u8| -> Box<dyn Query> {
+                        let term = |h: u8| Term::from_field_u64(f.hour, u64::from(h));
+                        Box::new(RangeQuery::new(Bound::Included(term(from)), Bound::Excluded(term(until))))
+                    };
+                    let q: Box<dyn Query> = if from < until {
+                        hours(*from, *until)
+                    } else {
+                        // Past midnight: from..24 or 0..until.
+                        Box::new(BooleanQuery::new(vec![
+                            (Occur::Should, hours(*from, 24)),
+                            (Occur::Should, hours(0, *until)),
+                        ]))
+                    };
+                    vec![(Occur::Must, q)]
+                }
             })
             .collect();
         Box::new(BooleanQuery::new(clauses))
@@ -224,5 +255,30 @@ impl SegmentCollector for SegmentIds {
 
     fn harvest(self) -> Vec<u64> {
         self.1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A text index of an older schema (this one predates `hour`) is started again at
+    /// generation 0, which makes the data folder rebuild it from the catalog.
+    #[test]
+    fn an_index_of_an_older_schema_opens_empty_for_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = Schema::builder();
+        let id = old.add_u64_field("id", INDEXED | STORED | tantivy::schema::FAST);
+        let index = Index::create_in_dir(dir.path(), old.build()).unwrap();
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        writer.add_document(doc!(id => 7u64)).unwrap();
+        let mut prepared = writer.prepare_commit().unwrap();
+        prepared.set_payload("41");
+        prepared.commit().unwrap();
+        drop((writer, index));
+
+        let reopened = TextIndex::open(dir.path()).unwrap();
+        assert_eq!((reopened.committed_generation().unwrap(), reopened.doc_count()), (0, 0));
+        assert!(reopened.index.schema().get_field("hour").is_ok());
     }
 }
