@@ -6,7 +6,7 @@ mod common;
 use std::io::Cursor;
 use std::path::Path;
 
-use common::http::{get, multipart, request};
+use common::http::{get, multipart, request, request_with_headers};
 use common::image_path;
 use common::server::{index_and_serve, index_photos, serve, RunningServer};
 use image::{ImageFormat, RgbImage};
@@ -260,6 +260,31 @@ fn repeated_query_texts_are_embedded_once() {
     assert_eq!(count(&after, "misses") - count(&before, "misses"), 2, "{before} -> {after}");
     assert_eq!(count(&after, "hits") - count(&before, "hits"), 3, "{before} -> {after}");
     assert_eq!(count(&after, "entries"), count(&before, "entries") + 2);
+}
+
+/// The server logs one line per request (method, route pattern, status, time) and never a
+/// query, a credential or a cookie.
+#[test]
+fn each_request_is_logged_without_its_query_or_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    photo_tree(&tmp.path().join("photos"));
+    index_photos(&tmp.path().join("photos"), &tmp.path().join("data"), &[]);
+    let log = tmp.path().join("server.log");
+    let server = common::server::serve_logging_to(&tmp.path().join("data"), &[], &log);
+    assert_eq!(get(&server.addr, "/api/search?q=secret%20birthday%20surprise&k=2").status, 200);
+    let credentials = [("Authorization", "Bearer tok-5up3r-s3cr3t"), ("Cookie", "session=c00k1e-v4lue")];
+    let response = request_with_headers(&server.addr, "GET", "/api/images/424242", &credentials, b"");
+    assert_eq!(response.status, 404);
+    assert_eq!(get(&server.addr, "/no/such/page").status, 404);
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("imgsearch::http")).collect();
+    assert!(lines.iter().any(|l| l.contains("GET /api/search 200") && l.contains(" ms")), "{text}");
+    assert!(lines.iter().any(|l| l.contains("GET /api/images/{id} 404")), "{text}");
+    assert!(lines.iter().any(|l| l.contains("GET (no such route) 404")), "{text}");
+    for secret in ["secret", "birthday", "tok-5up3r", "c00k1e", "424242"] {
+        assert!(!text.contains(secret), "{secret:?} in the log:\n{text}");
+    }
 }
 
 /// Measuring the data folder's size walks every file (a thumbnail per picture), so a client

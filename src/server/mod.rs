@@ -134,7 +134,7 @@ fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval
     let roots: Vec<PathBuf> = indexed_roots(&state).into_iter().map(|r| r.path).collect();
     // None if the platform refuses a watcher: then the timer alone rescans.
     let watcher = watch_roots(&roots, wake_tx);
-    eprintln!(
+    tracing::info!(
         "watch: {} folder(s) {}, rescanned every {} s",
         roots.len(),
         if watcher.is_some() { "watched for changes" } else { "not watched (no file watcher)" },
@@ -157,7 +157,7 @@ fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval
 fn indexed_roots(state: &AppState) -> Vec<IndexedRoot> {
     let engine = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner());
     engine.library().indexed_roots().unwrap_or_else(|e| {
-        eprintln!("watch: cannot read the indexed folders ({e}); nothing is rescanned");
+        tracing::error!("watch: cannot read the indexed folders ({e}); nothing is rescanned");
         Vec::new()
     })
 }
@@ -169,11 +169,11 @@ fn watch_roots(roots: &[PathBuf], wake: std::sync::mpsc::Sender<()>) -> Option<n
             let _ = wake.send(());
         }
     })
-    .map_err(|e| eprintln!("watch: no file watcher ({e}); rescanning periodically only"))
+    .map_err(|e| tracing::warn!("watch: no file watcher ({e}); rescanning periodically only"))
     .ok()?;
     for root in roots {
         if let Err(e) = watcher.watch(root, notify::RecursiveMode::Recursive) {
-            eprintln!("watch: cannot watch {} ({e}); it is still rescanned periodically", root.display());
+            tracing::warn!("watch: cannot watch {} ({e}); it is still rescanned periodically", root.display());
         }
     }
     Some(watcher)
@@ -203,10 +203,10 @@ fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
         let clip = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clip("image").cloned();
         match clip.and_then(|clip| pipeline::run(LockedData(&state.engine), spec, Some(&clip), device, &options)) {
             Ok(s) if s.indexed + s.reused + s.removed > 0 => {
-                eprintln!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
+                tracing::info!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
             }
             Ok(_) => {}
-            Err(e) => eprintln!("watch: rescan failed: {e}"),
+            Err(e) => tracing::error!("watch: rescan failed: {e}"),
         }
     }
 }

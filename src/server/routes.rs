@@ -55,7 +55,29 @@ pub fn router(state: Shared) -> Router {
         .route("/api/images/{id}/file", get(image_file))
         .route("/api/images/{id}/similar", get(similar))
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// One line per request: method, route, status, time. The route is the pattern that matched
+/// (`/api/images/{id}`), never the query string, a header or the body: queries are private, and
+/// headers carry credentials.
+async fn log_request(request: Request, next: axum::middleware::Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "(no such route)".to_string(), |path| path.as_str().to_string());
+    let response = next.run(request).await;
+    let status = response.status();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    if status.is_server_error() {
+        tracing::error!(target: "imgsearch::http", "{method} {route} {} {ms:.1} ms", status.as_u16());
+    } else {
+        tracing::info!(target: "imgsearch::http", "{method} {route} {} {ms:.1} ms", status.as_u16());
+    }
+    response
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

@@ -40,12 +40,22 @@ pub fn index_and_serve(photos: &Path, data: &Path, extra: &[&str]) -> RunningSer
 
 /// `imgsearch serve` on a free port of 127.0.0.1 over an existing data folder.
 pub fn serve(data: &Path, extra: &[&str]) -> RunningServer {
+    spawn_server(data, extra, Stdio::inherit())
+}
+
+/// [`serve`], its log (stderr) written to `log`.
+pub fn serve_logging_to(data: &Path, extra: &[&str], log: &Path) -> RunningServer {
+    spawn_server(data, extra, std::fs::File::create(log).unwrap().into())
+}
+
+fn spawn_server(data: &Path, extra: &[&str], stderr: Stdio) -> RunningServer {
     let mut child = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "--addr", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
