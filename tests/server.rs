@@ -469,6 +469,8 @@ fn a_composed_query_in_json_answers_like_its_query_syntax_and_its_vector() {
     let body = serde_json::json!({"text": "2:a photo of a cat", "not": ["dog"], "k": 5});
     let in_json = post_json(&server, "/api/search", &body).json();
     assert_eq!(hit_paths(&in_json), hit_paths(&in_q));
+    assert_eq!(in_json["understood"], in_q["understood"], "the same reading");
+    assert_eq!(in_json["understood"]["away_from"], serde_json::json!(["dog"]));
     assert_eq!(in_json["hits"][0]["score"], in_q["hits"][0]["score"]);
 
     // Like a picture of the library, but "at night": the picture scores near 1 against a vector

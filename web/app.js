@@ -15,7 +15,10 @@ function syncUrl() {
   const params = new URLSearchParams();
   if (current?.kind === "text") params.set("q", current.q);
   if (current?.kind === "similar") params.set("similar", current.id);
-  if (current?.kind === "like") params.set("like", current.ids.join(","));
+  if (current?.kind === "like") {
+    params.set("like", current.ids.join(","));
+    if (current.text) params.set("q", current.text);
+  }
   if (sort.value !== "score") params.set("sort", sort.value);
   const url = params.toString() ? `/?${params}` : "/";
   if (url !== location.pathname + location.search) history.replaceState(null, "", url);
@@ -27,7 +30,7 @@ async function fetchHits() {
   if (current.kind === "text") response = await fetch(`/api/search?q=${encodeURIComponent(current.q)}&${common}`);
   else if (current.kind === "similar") response = await fetch(`/api/images/${current.id}/similar?${common}`);
   else if (current.kind === "like") {
-    const body = JSON.stringify({ like: current.ids, k: PAGE, offset, sort: sort.value });
+    const body = JSON.stringify({ like: current.ids, text: current.text, k: PAGE, offset, sort: sort.value });
     response = await fetch("/api/search", { method: "POST", headers: { "Content-Type": "application/json" }, body });
   }
   else {
@@ -60,9 +63,16 @@ async function load(reset) {
   }
 }
 
-// How the server read a composed or filtered query: 'looking for "beach" + "dog" ×2 · away from
+// What a "like these" search combines: 'like 3 pictures and "at night"'. Otherwise how the
+// server read a composed or filtered query: 'looking for "beach" + "dog" ×2 · away from
 // "people" · taken July 2023 · filters type:png …'. Nothing for a plain text query.
 function describe(understood) {
+  if (current?.kind !== "like") return reading(understood);
+  const count = `like ${current.ids.length} picture${current.ids.length === 1 ? "" : "s"}`;
+  return current.text ? `${count} and ${reading(understood) || `"${current.text}"`}` : count;
+}
+
+function reading(understood) {
   if (!understood) return "";
   const { looking_for: parts, away_from: away, filters } = understood;
   const plain = parts.length <= 1 && parts.every((p) => p.weight === 1) && !away.length && !filters.length;
@@ -139,10 +149,10 @@ function showExamples() {
   }
 }
 
+// Like the picked pictures, and like the text in the box if there is one ("…but at night").
 function searchLike(ids) {
   if (!ids.length) return;
-  q.value = "";
-  current = { kind: "like", ids };
+  current = { kind: "like", ids, text: q.value.trim() };
   picked.splice(0);
   showPicks();
   syncUrl();
@@ -242,5 +252,8 @@ new IntersectionObserver((entries) => { if (entries[0].isIntersecting) load(fals
 const initial = new URLSearchParams(location.search);
 if (initial.get("sort") === "date") sort.value = "date";
 if (initial.get("similar")) searchSimilar(Number(initial.get("similar")));
-else if (initial.get("like")) searchLike(initial.get("like").split(",").map(Number).filter(Number.isInteger));
+else if (initial.get("like")) {
+  q.value = initial.get("q") || "";
+  searchLike(initial.get("like").split(",").map(Number).filter(Number.isInteger));
+}
 else if (initial.get("q")) { q.value = initial.get("q"); searchText(q.value); }

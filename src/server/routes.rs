@@ -18,6 +18,7 @@ use tokio_util::io::ReaderStream;
 use super::error::ApiError;
 use super::thumbnails::thumbnail;
 use super::{open_indexed_file, AppState};
+use crate::search::query::Understood;
 use crate::search::{Composition, Example, SearchHit, SearchParams, SortOrder, MAX_K};
 use crate::store::{ImageId, ImageRecord};
 
@@ -152,9 +153,7 @@ async fn search(
     }
     let understood = crate::search::parse(&q).map_err(|e| ApiError::bad_request("bad_query", e.0))?.understood();
     let hits = blocking(move || Ok(engine(&state).search_text(&q, &params)?)).await?;
-    let Json(mut response) = hits_response(hits, started);
-    response["understood"] = serde_json::to_value(understood).expect("a reading serialises");
-    Ok(Json(response))
+    Ok(with_reading(hits_response(hits, started), understood))
 }
 
 /// The picture of an upload: multipart field `image`, or the raw request body.
@@ -318,6 +317,8 @@ async fn search_composed(State(state): State<Shared>, request: Request) -> ApiRe
     }
     let params = params(&scalars)?;
     let parsed = crate::search::parse(&text).map_err(|e| ApiError::bad_request("bad_query", e.0))?;
+    let mut understood = parsed.understood();
+    understood.away_from.extend(not.iter().cloned());
     let mut filters = parsed.filters;
     filters.extend(filters_only(scalars.get("q"), "a composed search")?);
     let composition = Composition {
@@ -326,7 +327,13 @@ async fn search_composed(State(state): State<Shared>, request: Request) -> ApiRe
         like: like.into_iter().map(Example::Indexed).collect(),
     };
     let hits = blocking(move || Ok(engine(&state).search_composed(&composition, &filters, &params)?)).await?;
-    Ok(hits_response(hits, started))
+    Ok(with_reading(hits_response(hits, started), understood))
+}
+
+/// A hits response with how the query was read.
+fn with_reading(Json(mut response): Json<serde_json::Value>, understood: Understood) -> Json<serde_json::Value> {
+    response["understood"] = serde_json::to_value(understood).expect("a reading serialises");
+    Json(response)
 }
 
 /// `POST /api/search/vector`: `{"vector": [..], "k", "offset", "min_score", "sort", "q"}`. The

@@ -84,9 +84,14 @@ try {
   await page.waitForSelector(".tile");
   if (JSON.stringify(await heads()) !== JSON.stringify(pickedIds)) await fail(`list head ${await heads()} is not the picks ${pickedIds}`);
   if (!(await page.isHidden("#selection"))) await fail("the selection bar stayed after searching");
+  // The text in the box joins the pictures ("like these, but at night").
+  const combined = 'like 3 pictures and "a photo of a cat"';
+  await page.waitForFunction((text) => document.querySelector("#understood")?.textContent === text, combined, { timeout: 10000 })
+    .catch(async () => fail(`a like search says ${JSON.stringify(await page.textContent("#understood"))}`));
   await page.goto(likeUrl);
   await page.waitForSelector(".tile");
   if (JSON.stringify(await heads()) !== JSON.stringify(pickedIds)) await fail(`after reload the list head is ${await heads()}`);
+  if ((await page.textContent("#understood")) !== combined) await fail(`after reload: ${await page.textContent("#understood")}`);
 
   // Keyboard: "/" focuses the search box.
   await page.keyboard.press("Escape");
