@@ -169,6 +169,10 @@ fn every_bad_request_gets_a_clear_json_4xx() {
         ("bad offset", "/api/search?q=cat&offset=-1".into(), 400, "bad_offset"),
         ("bad min_score", "/api/search?q=cat&min_score=high".into(), 400, "bad_min_score"),
         ("bad sort", "/api/search?q=cat&sort=random".into(), 400, "bad_sort"),
+        // Empty values are refused, as the OpenAPI document says.
+        ("empty sort", "/api/search?q=cat&sort=".into(), 400, "bad_sort"),
+        ("empty min_score", "/api/search?q=cat&min_score=".into(), 400, "bad_min_score"),
+        ("id past 64 bits", "/api/images/18446744073709551616".into(), 400, "bad_id"),
         ("empty query", "/api/search?q=".into(), 400, "empty_query"),
         ("missing query", "/api/search".into(), 400, "empty_query"),
         ("enormous query", long_query, 400, "query_too_long"),
@@ -234,6 +238,14 @@ fn the_openapi_document_describes_every_route() {
     ] {
         assert!(spec["paths"][path].is_object(), "{path} missing from OpenAPI");
     }
+    // What the document promises about the inputs the server refuses (each case is exercised in
+    // every_bad_request_gets_a_clear_json_4xx).
+    let q = &spec["paths"]["/api/search"]["get"]["parameters"][0];
+    assert_eq!((q["name"].as_str(), q["schema"]["minLength"].as_u64()), (Some("q"), Some(1)));
+    let id = &spec["paths"]["/api/images/{id}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(id["maximum"].as_u64(), Some(u64::MAX));
+    let upload = &spec["paths"]["/api/search/image"]["post"]["requestBody"]["content"]["multipart/form-data"];
+    assert_eq!(upload["schema"]["required"], serde_json::json!(["image"]));
     let stats = get(&server.addr, "/api/stats").json();
     assert_eq!(stats["images"], 5);
     let page = get(&server.addr, "/");

@@ -113,7 +113,7 @@ fn params(query: &HashMap<String, String>) -> ApiResult<SearchParams> {
             )
         })?;
     }
-    if let Some(min) = query.get("min_score").filter(|m| !m.trim().is_empty()) {
+    if let Some(min) = query.get("min_score") {
         params.min_score =
             Some(min.trim().parse::<f32>().ok().filter(|m| (-1.0..=1.0).contains(m)).ok_or_else(|| {
                 ApiError::bad_request("bad_min_score", format!("min_score must be a number from -1 to 1, got {min:?}"))
@@ -121,7 +121,7 @@ fn params(query: &HashMap<String, String>) -> ApiResult<SearchParams> {
     }
     if let Some(sort) = query.get("sort") {
         params.sort = match sort.as_str() {
-            "score" | "" => SortOrder::Score,
+            "score" => SortOrder::Score,
             "date" => SortOrder::Date,
             other => {
                 return Err(ApiError::bad_request("bad_sort", format!("sort must be `score` or `date`, got {other:?}")))
