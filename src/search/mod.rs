@@ -80,13 +80,6 @@ pub enum Example {
     Embedding(Vec<f32>),
 }
 
-impl QueryCache {
-    fn new() -> Mutex<Self> {
-        let capacity = std::num::NonZeroUsize::new(QUERY_CACHE_ENTRIES).expect("a cache holds something");
-        Mutex::new(Self { entries: lru::LruCache::new(capacity), hits: 0, misses: 0 })
-    }
-}
-
 /// A query, resolved to what the vector search needs.
 struct Probe {
     embedding: Option<Vec<f32>>,
@@ -114,6 +107,13 @@ struct QueryCache {
     entries: lru::LruCache<String, Vec<f32>>,
     hits: u64,
     misses: u64,
+}
+
+impl QueryCache {
+    fn new() -> Mutex<Self> {
+        let capacity = std::num::NonZeroUsize::new(QUERY_CACHE_ENTRIES).expect("a cache holds something");
+        Mutex::new(Self { entries: lru::LruCache::new(capacity), hits: 0, misses: 0 })
+    }
 }
 
 pub struct SearchEngine {
@@ -180,7 +180,11 @@ impl SearchEngine {
 
     /// A search-box query: free text (CLIP), composed or not, and/or filters.
     pub fn search_text(&self, query: &str, params: &SearchParams) -> Result<Vec<SearchHit>> {
-        let parsed = parse(query).map_err(|e| Error::BadQuery(e.0))?;
+        self.search_parsed(parse(query).map_err(|e| Error::BadQuery(e.0))?, params)
+    }
+
+    /// A query already read with [`parse`] (the server reads it once, to say how it read it).
+    pub fn search_parsed(&self, parsed: ParsedQuery, params: &SearchParams) -> Result<Vec<SearchHit>> {
         if !parsed.is_plain() {
             let composition = Composition { texts: parsed.parts, not: parsed.not, like: Vec::new() };
             return self.search_composed(&composition, &parsed.filters, params);

@@ -151,8 +151,10 @@ async fn search(
     if q.chars().count() > MAX_QUERY_CHARS {
         return Err(ApiError::bad_request("query_too_long", format!("q is longer than {MAX_QUERY_CHARS} characters")));
     }
-    let understood = crate::search::parse(&q).map_err(|e| ApiError::bad_request("bad_query", e.0))?.understood();
-    let hits = blocking(move || Ok(engine(&state).search_text(&q, &params)?)).await?;
+    // Read once: the reading answered is the one searched with ("last summer" depends on today).
+    let parsed = crate::search::parse(&q).map_err(|e| ApiError::bad_request("bad_query", e.0))?;
+    let understood = parsed.understood();
+    let hits = blocking(move || Ok(engine(&state).search_parsed(parsed, &params)?)).await?;
     Ok(with_reading(hits_response(hits, started), understood))
 }
 

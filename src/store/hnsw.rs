@@ -91,7 +91,7 @@ impl Rows {
     }
 
     /// The values from `start` on, in at most two pieces (mapped, then inserted).
-    pub(super) fn from(&self, start: usize) -> [&[f16]; 2] {
+    pub(super) fn starting_at(&self, start: usize) -> [&[f16]; 2] {
         let mapped = self.mapped();
         if start < mapped.len() {
             [&mapped[start..], &self.inserted]

@@ -324,7 +324,7 @@ impl HnswIndex {
         file.set_len(start).map_err(io)?;
         file.seek(std::io::SeekFrom::Start(start)).map_err(io)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        for piece in self.graph.vectors.from(from * self.graph.dim) {
+        for piece in self.graph.vectors.starting_at(from * self.graph.dim) {
             out.write_all(bytemuck::cast_slice(piece)).map_err(io)?;
         }
         out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
