@@ -104,7 +104,7 @@ fn encode_and_index(spec: &ModelSpec, decoded: &[PreprocessedImage], photos: &Pa
     let encode_rate = count as f64 / t.elapsed().as_secs_f64();
     let index_rate = |loaded: Option<&Clip>| {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut data = imgsearch::store::open(data_dir.path()).unwrap();
+        let mut data = imgsearch::store::open(&imgsearch::store::Location::Folder(data_dir.path().to_owned())).unwrap();
         let t = Instant::now();
         let summary =
             pipeline::run(&mut *data, spec, loaded, &Device::Cpu, &options(vec![photos.to_path_buf()])).unwrap();
@@ -173,7 +173,7 @@ fn main() {
     let tiny =
         ModelSpec::resolve(root().join("tests/fixtures/models/tiny-clip-b32-quickgelu").to_str().unwrap()).unwrap();
     let small_dir = tempfile::tempdir().unwrap();
-    let mut small = imgsearch::store::open(small_dir.path()).unwrap();
+    let mut small = imgsearch::store::open(&imgsearch::store::Location::Folder(small_dir.path().to_owned())).unwrap();
     pipeline::run(&mut *small, &tiny, None, &Device::Cpu, &options(vec![many.clone()])).unwrap();
     let t = Instant::now();
     let rerun = pipeline::run(&mut *small, &tiny, None, &Device::Cpu, &options(vec![many])).unwrap();

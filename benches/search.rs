@@ -78,7 +78,7 @@ fn main() {
     let vectors = clustered(n, 42);
 
     let started = Instant::now();
-    let mut data = imgsearch::store::open(tmp.path()).unwrap();
+    let mut data = imgsearch::store::open(&imgsearch::store::Location::Folder(tmp.path().to_owned())).unwrap();
     data.check_model(&ModelInfo { model: "random-weights".into(), dim: DIM, preprocess: "{}".into() }).unwrap();
     for (chunk_index, chunk) in vectors.chunks(5000).enumerate() {
         let changes: Vec<Change> = chunk

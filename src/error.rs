@@ -47,8 +47,11 @@ pub enum Error {
     #[error("{what} is damaged: {reason}")]
     Corrupt { what: String, reason: String },
 
-    #[error("the data folder {data_dir} was indexed with model {recorded}, not {requested}: embeddings of different models cannot be mixed. Use --model with the recorded one, another --data-dir, or delete the folder to re-index")]
-    ModelMismatch { data_dir: PathBuf, recorded: String, requested: String },
+    #[error("the library {library} was indexed with model {recorded}, not {requested}: embeddings of different models cannot be mixed. Use --model with the recorded one, another library (--data-dir or --store), or delete it to re-index")]
+    ModelMismatch { library: String, recorded: String, requested: String },
+
+    #[error("database {location}: {reason}")]
+    Database { location: String, reason: String },
 
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 fn imgsearch(data: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
-    cmd.arg("--data-dir").arg(data).args(["--device", "cpu"]);
+    cmd.args(common::library_args(data)).args(["--device", "cpu"]);
     cmd
 }
 

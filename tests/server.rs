@@ -307,21 +307,27 @@ fn stats_measure_the_folder_size_at_most_every_30_seconds() {
     let stats = get(&server.addr, "/api/stats").json();
     let size = stats["size_bytes"].as_u64().unwrap();
     assert!(size > 0 && stats["images"] == 5, "{stats:#}");
+    std::fs::create_dir_all(tmp.path().join("data")).unwrap(); // on PostgreSQL, a cache folder only
     std::fs::write(tmp.path().join("data/extra.bin"), vec![1u8; 1 << 20]).unwrap();
     let again = get(&server.addr, "/api/stats").json();
     assert_eq!(again["size_bytes"].as_u64(), Some(size), "measured again within 30 s");
 }
 
+/// The embedded data folder is one process's; a PostgreSQL library is shared by any number.
 #[test]
-fn other_commands_beside_a_running_server_fail_clearly() {
+fn other_commands_beside_a_running_server_fail_clearly_or_share_its_library() {
     let (tmp, server) = start(&[]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-        .arg("--data-dir")
-        .arg(tmp.path().join("data"))
+        .args(common::library_args(&tmp.path().join("data")))
         .args(["search", "cat"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    if common::on_postgres() {
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5, "every picture of the library");
+        return;
+    }
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("in use by another imgsearch process"), "{stderr}");
     drop(server);
@@ -524,8 +530,7 @@ fn a_port_already_in_use_says_so_and_what_to_do() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-        .arg("--data-dir")
-        .arg(tmp.path().join("data"))
+        .args(common::library_args(&tmp.path().join("data")))
         .args(["serve", "--addr", &addr])
         .output()
         .unwrap();

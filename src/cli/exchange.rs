@@ -1,5 +1,6 @@
 //! `imgsearch export` and `imgsearch import`: the library as a Parquet file, one row per picture.
 
+use imgsearch::store::Location;
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,8 +50,8 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
-pub fn export(args: ExportArgs, data_dir: PathBuf) -> anyhow::Result<()> {
-    let data = imgsearch::store::open(&data_dir)?;
+pub fn export(args: ExportArgs, library: Location) -> anyhow::Result<()> {
+    let data = imgsearch::store::open(&library)?;
     let progress = progress_bar(args.quiet);
     let rows = exchange::export(&*data, &args.file, &progress)?;
     progress.finish_and_clear();
@@ -60,10 +61,10 @@ pub fn export(args: ExportArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn import(args: ImportArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+pub fn import(args: ImportArgs, library: Location) -> anyhow::Result<()> {
     // The model's identity (name, dimension, preprocessing) comes from its config; no weights load.
     let model = args.model.as_deref().map(ModelSpec::resolve).transpose()?.map(|spec| spec.info());
-    let mut data = imgsearch::store::open(&data_dir)?;
+    let mut data = imgsearch::store::open(&library)?;
     let progress = progress_bar(args.quiet || args.json);
     let summary = exchange::import(&mut *data, &args.file, model, &progress)?;
     data.close()?;

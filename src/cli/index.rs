@@ -1,5 +1,6 @@
 //! `imgsearch index PATH...`: add new and changed pictures, forget deleted ones.
 
+use imgsearch::store::Location;
 use std::path::PathBuf;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
@@ -34,8 +35,8 @@ pub struct IndexArgs {
     json: bool,
 }
 
-pub fn run(args: IndexArgs, data_dir: PathBuf, compute: super::ComputeArgs) -> anyhow::Result<()> {
-    let mut data = imgsearch::store::open(&data_dir)?;
+pub fn run(args: IndexArgs, library: Location, compute: super::ComputeArgs) -> anyhow::Result<()> {
+    let mut data = imgsearch::store::open(&library)?;
     let model = match args.model {
         Some(model) => model,
         None => data.model_info()?.map(|m| m.model).unwrap_or_else(|| imgsearch::DEFAULT_MODEL.to_string()),

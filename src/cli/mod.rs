@@ -22,6 +22,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
 
+    /// Keep the library in PostgreSQL (with pgvector) instead of the data folder:
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DATABASE. Several hosts can index into and serve
+    /// from one database; the data folder then holds only local caches (thumbnails).
+    #[arg(long, global = true, env = "IMGSEARCH_STORE", value_name = "URL")]
+    pub store: Option<String>,
+
     #[command(flatten)]
     pub compute: ComputeArgs,
 
@@ -93,17 +99,18 @@ pub struct ModelArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
+    let library = imgsearch::store::Location::new(data_dir, cli.store)?;
     match cli.command {
-        Command::Index(args) => index::run(args, data_dir, cli.compute),
-        Command::Serve(args) => serve::run(args, data_dir, cli.compute),
-        Command::Search(args) => search::search(args, data_dir, cli.compute),
-        Command::Similar(args) => search::similar(args, data_dir, cli.compute),
-        Command::Stats(args) => stats::stats(args, data_dir),
-        Command::List(args) => stats::list(args, data_dir),
-        Command::Repair => stats::repair(data_dir),
-        Command::Optimize => stats::optimize(data_dir),
-        Command::Export(args) => exchange::export(args, data_dir),
-        Command::Import(args) => exchange::import(args, data_dir),
+        Command::Index(args) => index::run(args, library, cli.compute),
+        Command::Serve(args) => serve::run(args, library, cli.compute),
+        Command::Search(args) => search::search(args, library, cli.compute),
+        Command::Similar(args) => search::similar(args, library, cli.compute),
+        Command::Stats(args) => stats::stats(args, library),
+        Command::List(args) => stats::list(args, library),
+        Command::Repair => stats::repair(library),
+        Command::Optimize => stats::optimize(library),
+        Command::Export(args) => exchange::export(args, library),
+        Command::Import(args) => exchange::import(args, library),
         Command::Embed(args) => embed::run(args, cli.compute),
         Command::Bench(args) => bench::run(args, cli.compute),
     }
@@ -118,14 +125,14 @@ pub struct OpenIndex {
 
 /// `towers`: the model towers the command will use (a text search loads only the text tower).
 pub fn open_index(
-    data_dir: &std::path::Path,
+    location: &imgsearch::store::Location,
     compute: ComputeArgs,
     towers: imgsearch::model::Towers,
 ) -> anyhow::Result<OpenIndex> {
     use anyhow::Context;
-    let data = imgsearch::store::open(data_dir)?;
+    let data = imgsearch::store::open(location)?;
     let Some(info) = data.model_info()? else {
-        anyhow::bail!("the data folder {} has no index yet: run `imgsearch index PATH` first", data_dir.display());
+        anyhow::bail!("the library {} has no index yet: run `imgsearch index PATH` first", data.location());
     };
     let (spec, device) = compute.open(&info.model)?;
     let clip = spec.load(&device, towers).with_context(|| format!("cannot load model {}", info.model))?;

@@ -1,5 +1,6 @@
 //! `imgsearch search` and `imgsearch similar`: queries from the command line.
 
+use imgsearch::store::Location;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -83,10 +84,10 @@ pub struct SimilarArgs {
     results: ResultArgs,
 }
 
-pub fn search(args: SearchArgs, data_dir: PathBuf, compute: ComputeArgs) -> anyhow::Result<()> {
+pub fn search(args: SearchArgs, library: Location, compute: ComputeArgs) -> anyhow::Result<()> {
     if let Some(file) = &args.vector {
         let vector = super::vector_file::read(file)?;
-        let engine = imgsearch::search::SearchEngine::without_model(imgsearch::store::open(&data_dir)?);
+        let engine = imgsearch::search::SearchEngine::without_model(imgsearch::store::open(&library)?);
         let hits = engine.search_vector(&vector, &[], &args.results.params())?;
         return args.results.print(&hits);
     }
@@ -95,7 +96,7 @@ pub fn search(args: SearchArgs, data_dir: PathBuf, compute: ComputeArgs) -> anyh
         (false, true) => Towers::Text,
         (false, false) => Towers::Both,
     };
-    let engine = super::open_index(&data_dir, compute, towers)?.engine;
+    let engine = super::open_index(&library, compute, towers)?.engine;
     let params = args.results.params();
     if !args.like.is_empty() || !args.not.is_empty() {
         let parsed = imgsearch::search::parse(args.query.as_deref().unwrap_or_default())?;
@@ -129,8 +130,8 @@ fn example(engine: &SearchEngine, path: &std::path::Path) -> anyhow::Result<Exam
     Ok(Example::Embedding(engine.embed_picture(&bytes, path, DEFAULT_MAX_PIXELS)?))
 }
 
-pub fn similar(args: SimilarArgs, data_dir: PathBuf, compute: ComputeArgs) -> anyhow::Result<()> {
-    let engine = super::open_index(&data_dir, compute, Towers::Image)?.engine;
+pub fn similar(args: SimilarArgs, library: Location, compute: ComputeArgs) -> anyhow::Result<()> {
+    let engine = super::open_index(&library, compute, Towers::Image)?.engine;
     let params = args.results.params();
     let indexed = std::fs::canonicalize(&args.path)
         .ok()

@@ -1,7 +1,7 @@
 //! `imgsearch serve`: the web UI and REST API on 127.0.0.1.
 
+use imgsearch::store::Location;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
@@ -27,8 +27,8 @@ pub struct ServeArgs {
     max_pixels: u64,
 }
 
-pub fn run(args: ServeArgs, data_dir: PathBuf, compute: super::ComputeArgs) -> anyhow::Result<()> {
-    let opened = super::open_index(&data_dir, compute, imgsearch::model::Towers::Both)?;
+pub fn run(args: ServeArgs, library: Location, compute: super::ComputeArgs) -> anyhow::Result<()> {
+    let opened = super::open_index(&library, compute, imgsearch::model::Towers::Both)?;
     let options = ServeOptions {
         addr: args.addr,
         upload_limit: args.upload_limit,

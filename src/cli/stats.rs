@@ -1,6 +1,6 @@
 //! `imgsearch stats` and `imgsearch list`: what the data folder holds.
 
-use std::path::PathBuf;
+use imgsearch::store::Location;
 
 use serde::Serialize;
 
@@ -15,8 +15,8 @@ pub struct StatsArgs {
     json: bool,
 }
 
-pub fn stats(args: StatsArgs, data_dir: PathBuf) -> anyhow::Result<()> {
-    let data = imgsearch::store::open(&data_dir)?;
+pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
+    let data = imgsearch::store::open(&library)?;
     if args.errors {
         let mut errors = Vec::new();
         for record in data.skipped() {
@@ -39,7 +39,7 @@ pub fn stats(args: StatsArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&stats)?);
         return Ok(());
     }
-    println!("data folder:  {} ({:.1} MB)", stats.data_dir, stats.size_bytes as f64 / 1e6);
+    println!("library:      {} ({:.1} MB)", stats.data_dir, stats.size_bytes as f64 / 1e6);
     match &stats.model {
         Some(m) => println!("model:        {} (dim {})", m.model, m.dim),
         None => println!("model:        (none yet)"),
@@ -84,8 +84,8 @@ struct Listed {
     path: String,
 }
 
-pub fn list(args: ListArgs, data_dir: PathBuf) -> anyhow::Result<()> {
-    let data = imgsearch::store::open(&data_dir)?;
+pub fn list(args: ListArgs, library: Location) -> anyhow::Result<()> {
+    let data = imgsearch::store::open(&library)?;
     let mut listed = Vec::new();
     // The path index alone: no record or embedding is read.
     for entry in data.paths() {
@@ -104,8 +104,8 @@ pub fn list(args: ListArgs, data_dir: PathBuf) -> anyhow::Result<()> {
 }
 
 /// `imgsearch repair`: rebuild the vector and text indexes from the catalog.
-pub fn repair(data_dir: PathBuf) -> anyhow::Result<()> {
-    let mut data = imgsearch::store::open(&data_dir)?;
+pub fn repair(library: Location) -> anyhow::Result<()> {
+    let mut data = imgsearch::store::open(&library)?;
     for line in data.repair(true)? {
         println!("{line}");
     }
@@ -113,7 +113,7 @@ pub fn repair(data_dir: PathBuf) -> anyhow::Result<()> {
 }
 
 /// `imgsearch optimize`: rebuild the vector graph without its tombstones.
-pub fn optimize(data_dir: PathBuf) -> anyhow::Result<()> {
-    println!("{}", imgsearch::store::open(&data_dir)?.optimize()?);
+pub fn optimize(library: Location) -> anyhow::Result<()> {
+    println!("{}", imgsearch::store::open(&library)?.optimize()?);
     Ok(())
 }

@@ -85,11 +85,14 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
     if let (Some(interval), Some((spec, device))) = (options.watch_interval, rescan_with) {
         spawn_rescans(state.clone(), spec, device, interval);
     }
+    let kept = state.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|source| crate::Error::Io { path: PathBuf::from("tokio runtime"), source })?;
-    runtime.block_on(async move {
+    // A clone outlives the runtime: the library's last reference must not drop inside it (the
+    // PostgreSQL backend's connections close by blocking on their own runtime).
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(options.addr).await.map_err(|e| listen_error(options.addr, e))?;
         let local =
             listener.local_addr().map_err(|source| crate::Error::Io { path: PathBuf::from("socket"), source })?;
@@ -100,7 +103,10 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
             })
             .await
             .map_err(|source| crate::Error::Io { path: PathBuf::from(local.to_string()), source })
-    })
+    });
+    drop(runtime);
+    drop(kept);
+    served
 }
 
 /// Why the server cannot listen, and what to do about it.

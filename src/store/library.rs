@@ -32,6 +32,13 @@ pub enum Filter {
     Hour { from: u8, until: u8 },
 }
 
+/// The words of a text as the filters match them: split at every character that is not a letter
+/// or digit, lower-cased; words of 40 bytes or more are dropped (as tantivy's default tokenizer
+/// does, so that both backends agree on what `path:`, `name:` and `camera:` find).
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty() && w.len() < 40).map(str::to_lowercase)
+}
+
 /// The reads the indexer makes while its writer applies batches (and, under `serve --watch`,
 /// while searches run): shared between threads, and never waiting on the writer.
 pub trait Lookup: Send + Sync {

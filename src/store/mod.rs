@@ -9,6 +9,7 @@ pub mod exchange;
 mod hnsw;
 mod library;
 pub mod migrations;
+mod postgres;
 mod text;
 pub mod vectors;
 
@@ -24,9 +25,37 @@ pub use library::{Filter, Library, Lookup};
 use text::TextIndex;
 pub use vectors::{HnswIndex, VectorHit, VectorIndex};
 
-/// Opens the library at `location`: today always an embedded data folder.
-pub fn open(location: &Path) -> Result<Box<dyn Library>> {
-    Ok(Box::new(DataDir::open(location)?))
+/// Where a library lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// The embedded backend: one data folder.
+    Folder(PathBuf),
+    /// A PostgreSQL database (`postgres://…`), with a local folder for caches (thumbnails).
+    Postgres { url: String, cache: PathBuf },
+}
+
+impl Location {
+    /// `--store URL` (a PostgreSQL database) if given, else the data folder.
+    pub fn new(data_dir: PathBuf, store: Option<String>) -> Result<Self> {
+        match store {
+            None => Ok(Self::Folder(data_dir)),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Self::Postgres { url, cache: data_dir })
+            }
+            Some(other) => Err(Error::Database {
+                location: other,
+                reason: "--store takes a PostgreSQL URL, postgres://USER@HOST:PORT/DATABASE (without --store, the library is the data folder)".to_string(),
+            }),
+        }
+    }
+}
+
+/// Opens (creating if needed) the library at `location`.
+pub fn open(location: &Location) -> Result<Box<dyn Library>> {
+    Ok(match location {
+        Location::Folder(dir) => Box::new(DataDir::open(dir)?),
+        Location::Postgres { url, cache } => Box::new(postgres::Postgres::connect(url, cache)?),
+    })
 }
 
 use crate::error::{Error, Result};
@@ -49,7 +78,7 @@ pub struct DataDir {
 
 /// Below this many filter matches, score them exactly instead of searching the graph: a very
 /// selective filter starves HNSW's greedy search (recall would drop).
-const EXACT_BELOW: usize = 2000;
+pub(crate) const EXACT_BELOW: usize = 2000;
 
 /// During a long run the vector graph is saved at least this often, so that a crash costs at
 /// most this much of re-linking on the next open (a save appends the new vectors and rewrites
@@ -178,7 +207,8 @@ impl DataDir {
                 scored.push((id, embedding.iter().zip(query).map(|(a, b)| a * b).sum()));
             }
         }
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        // Ties (copies of one picture) in id order, as every backend breaks them.
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         Ok(scored)
     }
 }
@@ -246,7 +276,7 @@ impl Library for DataDir {
             None => self.catalog.set_model_info(info),
             Some(recorded) if recorded == *info => Ok(()),
             Some(recorded) => Err(Error::ModelMismatch {
-                data_dir: self.root.clone(),
+                library: self.root.display().to_string(),
                 recorded: format!("{} (dim {})", recorded.model, recorded.dim),
                 requested: format!("{} (dim {})", info.model, info.dim),
             }),

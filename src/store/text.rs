@@ -15,7 +15,7 @@ use tantivy::schema::{
 use tantivy::{doc, DateTime, DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentReader, Term};
 
 use super::catalog::{ImageId, ImageRecord};
-use super::library::Filter;
+use super::library::{words, Filter};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy)]
@@ -166,14 +166,10 @@ impl TextIndex {
     fn filter_query(&self, filters: &[Filter]) -> Box<dyn Query> {
         let f = self.fields;
         let words = |field, value: &str| -> Vec<(Occur, Box<dyn Query>)> {
-            value
-                .split(|c: char| !c.is_alphanumeric())
-                .filter(|w| !w.is_empty())
+            words(value)
                 .map(|w| {
-                    let q: Box<dyn Query> = Box::new(TermQuery::new(
-                        Term::from_field_text(field, &w.to_lowercase()),
-                        IndexRecordOption::Basic,
-                    ));
+                    let q: Box<dyn Query> =
+                        Box::new(TermQuery::new(Term::from_field_text(field, &w), IndexRecordOption::Basic));
                     (Occur::Must, q)
                 })
                 .collect()

@@ -27,6 +27,25 @@ pub fn image_path(name: &str) -> PathBuf {
     fixtures().join("images").join(name)
 }
 
+/// `count` distinct small photos (noise patterns, so no two share content).
+pub fn noise_photos(dir: &Path, count: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..count)
+        .map(|i| {
+            let mut state = 0x9E3779B97F4A7C15u64.wrapping_mul(i as u64 + 1);
+            let img = image::RgbImage::from_fn(120, 90, |_, _| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                image::Rgb([state as u8, (state >> 8) as u8, (state >> 16) as u8])
+            });
+            let path = dir.join(format!("photo_{i:04}.png"));
+            img.save(&path).unwrap();
+            path
+        })
+        .collect()
+}
+
 /// What `scripts/make_test_model.py` computed with `transformers` for one checkpoint.
 #[derive(Deserialize)]
 pub struct Reference {
@@ -68,4 +87,51 @@ pub fn devices() -> Vec<Device> {
         devices.push(Device::new_metal(0).expect("Metal reported available"));
     }
     devices
+}
+
+/// The PostgreSQL server the tests may use (`scripts/test.sh` starts one and sets this to its
+/// admin URL, postgres://postgres@127.0.0.1:PORT/postgres).
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("IMGSEARCH_TEST_POSTGRES").ok().filter(|url| !url.is_empty())
+}
+
+/// Whether the shared suites run on the PostgreSQL backend (`IMGSEARCH_TEST_BACKEND=postgres`,
+/// as `scripts/test.sh` runs them a second time) instead of the embedded data folder.
+pub fn on_postgres() -> bool {
+    match std::env::var("IMGSEARCH_TEST_BACKEND").as_deref() {
+        Ok("postgres") => {
+            assert!(postgres_admin_url().is_some(), "IMGSEARCH_TEST_BACKEND=postgres needs IMGSEARCH_TEST_POSTGRES");
+            true
+        }
+        Ok("embedded") | Err(_) => false,
+        Ok(other) => panic!("IMGSEARCH_TEST_BACKEND is 'embedded' or 'postgres', not {other:?}"),
+    }
+}
+
+/// A database of its own on the test PostgreSQL server, created on first use, for the library
+/// whose local folder is `data`.
+pub fn database_for(data: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let admin = postgres_admin_url().expect("run the tests with scripts/test.sh: it starts PostgreSQL");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut hasher);
+    let name = format!("library_{:016x}", hasher.finish());
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("connect to the test PostgreSQL");
+    match client.batch_execute(&format!("CREATE DATABASE {name}")) {
+        Ok(()) => {}
+        Err(e) if e.code() == Some(&postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+        Err(e) => panic!("cannot create the test database {name}: {e}"),
+    }
+    let (server, _) = admin.rsplit_once('/').expect("a URL with a database");
+    format!("{server}/{name}")
+}
+
+/// The arguments that point `imgsearch` at the library kept in `data`: the data folder, or on
+/// the PostgreSQL run, the library's own database (with `data` for local caches).
+pub fn library_args(data: &Path) -> Vec<std::ffi::OsString> {
+    let mut args = vec!["--data-dir".into(), data.as_os_str().to_owned()];
+    if on_postgres() {
+        args.extend(["--store".into(), database_for(data).into()]);
+    }
+    args
 }

@@ -19,8 +19,7 @@ impl Drop for RunningServer {
 /// `imgsearch index PHOTOS [EXTRA...]` into `data` with the tiny b32 test model.
 pub fn index_photos(photos: &Path, data: &Path, extra: &[&str]) {
     let status = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-        .arg("--data-dir")
-        .arg(data)
+        .args(super::library_args(data))
         .arg("index")
         .arg(photos)
         .arg("--model")
@@ -48,10 +47,20 @@ pub fn serve_logging_to(data: &Path, extra: &[&str], log: &Path) -> RunningServe
     spawn_server(data, extra, std::fs::File::create(log).unwrap().into())
 }
 
+/// `imgsearch serve` on a free port of 127.0.0.1 over the PostgreSQL library `url`, with its
+/// own local folder `cache` (as on a host of its own).
+pub fn serve_store(url: &str, cache: &Path, extra: &[&str]) -> RunningServer {
+    let library = vec!["--data-dir".into(), cache.as_os_str().to_owned(), "--store".into(), url.into()];
+    spawn(&library, extra, Stdio::inherit())
+}
+
 fn spawn_server(data: &Path, extra: &[&str], stderr: Stdio) -> RunningServer {
+    spawn(&super::library_args(data), extra, stderr)
+}
+
+fn spawn(library: &[std::ffi::OsString], extra: &[&str], stderr: Stdio) -> RunningServer {
     let mut child = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-        .arg("--data-dir")
-        .arg(data)
+        .args(library)
         .args(["serve", "--addr", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::piped())

@@ -1,0 +1,670 @@
+//! The PostgreSQL backend (`--store postgres://…`): records, embeddings (pgvector, with an HNSW
+//! index), filter fields, skipped files and run history in one database, which several `index`
+//! and `serve` processes on several hosts share. Its schema is `migrations/postgres/*.sql`,
+//! applied on connect; every SQL statement it runs is in this file.
+//!
+//! Thumbnails stay in a local cache folder. Every write is one transaction, so a `kill -9` of
+//! any process at any moment leaves whole batches only, and a re-run finishes the work.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use pgvector::Vector;
+use postgres::error::SqlState;
+use postgres::types::{Json, ToSql};
+use postgres::{NoTls, Row};
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::catalog::{path_bytes, stored_bytes, Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord};
+use super::library::{words, Filter, Library, Lookup};
+use super::{Stats, EXACT_BELOW};
+use crate::error::{Error, Result};
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Connection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
+/// Schema versions, in order: `(version, SQL)`.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_initial.sql"))];
+
+/// Taken by whoever applies migrations or records the model: processes starting at once on an
+/// empty database do it once.
+const SCHEMA_LOCK: i64 = 0x696d_6773_6561_7263; // "imgsearc"
+
+/// Candidates the HNSW index hands over for exact re-scoring; pgvector's `hnsw.ef_search`.
+/// Text queries sit far from every picture (CLIP's modality gap) and need a wide search.
+const EF_SEARCH: usize = 200;
+
+/// Rows fetched per round trip when walking the whole library (export, repair, rescans).
+const PAGE: i64 = 5_000;
+
+/// Connections per process: the server's blocking threads share them.
+const POOL_SIZE: u32 = 16;
+
+/// A handle on the library; clones share its connection pool (the indexer's workers get one).
+#[derive(Clone)]
+pub struct Postgres {
+    pool: Pool,
+    /// The URL without its password, for messages.
+    location: String,
+    cache_dir: PathBuf,
+    /// The embedding dimension, once the library has a model (the vector index is built on it).
+    dim: OnceLock<usize>,
+}
+
+fn db_error(location: &str, e: impl std::fmt::Display) -> Error {
+    Error::Database { location: location.to_string(), reason: e.to_string() }
+}
+
+/// The URL as people should see it: without its password.
+fn without_password(config: &postgres::Config) -> String {
+    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("postgres://{user}{host}{port}/{}", config.get_dbname().unwrap_or(""))
+}
+
+impl Postgres {
+    /// Connects to `url`, applies any schema versions the database lacks, and keeps caches
+    /// (thumbnails) under `cache_root`.
+    pub fn connect(url: &str, cache_root: &std::path::Path) -> Result<Self> {
+        let config: postgres::Config = url.parse().map_err(|e| Error::Database {
+            location: url.split('@').next_back().unwrap_or(url).to_string(),
+            reason: format!(
+                "not a usable PostgreSQL URL ({e}); write it as postgres://USER[:PASSWORD]@HOST:PORT/DATABASE"
+            ),
+        })?;
+        let location = without_password(&config);
+        let cache_dir = cache_root
+            .join("postgres")
+            .join(location.trim_start_matches("postgres://").replace(|c: char| !c.is_alphanumeric() && c != '.', "_"));
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build(manager)
+            .map_err(|e| {
+                db_error(&location, format!("cannot connect ({e}); is the server running and the URL right?"))
+            })?;
+        let library = Self { pool, location, cache_dir, dim: OnceLock::new() };
+        library.migrate()?;
+        if let Some(info) = library.read_model_info()? {
+            let _ = library.dim.set(info.dim);
+        }
+        Ok(library)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        db_error(&self.location, e)
+    }
+
+    fn connection(&self) -> Result<Connection> {
+        self.pool.get().map_err(|e| self.err(format!("no connection ({e}); is the server running?")))
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut client = self.connection()?;
+        let mut tx = client.transaction().map_err(|e| self.err(e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(|e| self.err(e))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS imgsearch_schema \
+             (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .map_err(|e| self.err(e))?;
+        let applied: i32 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM imgsearch_schema", &[])
+            .map_err(|e| self.err(e))?
+            .get(0);
+        let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        if applied > known {
+            return Err(self.err(format!(
+                "the database has schema version {applied}, newer than this imgsearch knows ({known}): upgrade imgsearch"
+            )));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
+            tx.batch_execute(sql).map_err(|e| {
+                let hint = if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+                    " (a superuser must run `CREATE EXTENSION vector` in this database once)"
+                } else {
+                    ""
+                };
+                self.err(format!("applying schema version {version}: {e}{hint}"))
+            })?;
+            tx.execute("INSERT INTO imgsearch_schema (version) VALUES ($1)", &[version]).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn read_model_info(&self) -> Result<Option<ModelInfo>> {
+        let row = self
+            .connection()?
+            .query_opt("SELECT value FROM library_meta WHERE key = 'model'", &[])
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|row| row.get::<_, Json<ModelInfo>>(0).0))
+    }
+
+    fn dim(&self) -> Option<usize> {
+        self.dim.get().copied()
+    }
+
+    /// Walks a whole table `PAGE` rows per query, resuming after the last key seen (keyset
+    /// paging: no cursor to hold open, no connection held between pages).
+    fn paged<'a, K, T>(
+        &'a self,
+        sql: &'static str,
+        first: K,
+        row: impl Fn(&Row) -> Result<(K, T)> + 'a,
+    ) -> Box<dyn Iterator<Item = Result<T>> + 'a>
+    where
+        K: ToSql + Sync + 'a,
+        T: 'a,
+    {
+        let mut after = Some(first);
+        let mut buffer = VecDeque::new();
+        Box::new(std::iter::from_fn(move || {
+            if buffer.is_empty() {
+                let key = after.take()?;
+                let rows =
+                    match self.connection().and_then(|mut c| c.query(sql, &[&key, &PAGE]).map_err(|e| self.err(e))) {
+                        Ok(rows) => rows,
+                        Err(e) => return Some(Err(e)),
+                    };
+                let full = rows.len() as i64 == PAGE;
+                for r in &rows {
+                    match row(r) {
+                        Ok((key, item)) => {
+                            after = Some(key);
+                            buffer.push_back(item);
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                if !full {
+                    after = None;
+                }
+            }
+            buffer.pop_front().map(Ok)
+        }))
+    }
+}
+
+fn record_of(row: &Row, with_embedding: bool) -> ImageRecord {
+    let mut record = row.get::<_, Json<ImageRecord>>("record").0;
+    if with_embedding {
+        record.embedding = row.get::<_, Vector>("embedding").to_vec();
+    }
+    record
+}
+
+impl Lookup for Postgres {
+    fn image_at(&self, path: &[u8]) -> Result<Option<ImageRecord>> {
+        let row = self
+            .connection()?
+            .query_opt("SELECT record FROM images WHERE path = $1", &[&path])
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|row| record_of(&row, false)))
+    }
+
+    fn skipped_at(&self, path: &[u8]) -> Result<Option<SkipRecord>> {
+        let row = self
+            .connection()?
+            .query_opt("SELECT record FROM skipped WHERE path = $1", &[&path])
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|row| row.get::<_, Json<SkipRecord>>(0).0))
+    }
+
+    fn image_with_hash(&self, hash: &str) -> Result<Option<ImageRecord>> {
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        let row = self
+            .connection()?
+            .query_opt("SELECT record, embedding FROM images WHERE hash = $1 LIMIT 1", &[&hash])
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|row| record_of(&row, true)))
+    }
+
+    fn paths(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, ImageId)>> + '_> {
+        self.paged("SELECT id, path FROM images WHERE id > $1 ORDER BY id LIMIT $2", i64::MIN, |row| {
+            let id: i64 = row.get(0);
+            Ok((id, (row.get(1), id as ImageId)))
+        })
+    }
+
+    fn skipped(&self) -> Box<dyn Iterator<Item = Result<SkipRecord>> + '_> {
+        self.paged("SELECT path, record FROM skipped WHERE path > $1 ORDER BY path LIMIT $2", Vec::<u8>::new(), |row| {
+            Ok((row.get(0), row.get::<_, Json<SkipRecord>>(1).0))
+        })
+    }
+}
+
+/// A WHERE condition (always at least `true`) and its parameters, numbered after `first_param`.
+struct Condition {
+    sql: String,
+    params: Vec<Box<dyn ToSql + Sync>>,
+}
+
+impl Condition {
+    fn new(filters: &[Filter], exclude: Option<ImageId>, first_param: usize) -> Self {
+        let mut condition = Condition { sql: "true".to_string(), params: Vec::new() };
+        let mut add = |clause: &str, param: Box<dyn ToSql + Sync>| {
+            condition.params.push(param);
+            let n = first_param + condition.params.len() - 1;
+            condition.sql.push_str(" AND ");
+            condition.sql.push_str(&clause.replace("$?", &format!("${n}")));
+        };
+        for filter in filters {
+            match filter {
+                Filter::Path(v) => add("path_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
+                Filter::Name(v) => add("name_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
+                Filter::Camera(v) => add("camera_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
+                Filter::Folder(v) => add("folders @> $?", Box::new(vec![v.clone()])),
+                Filter::Type(v) => add("format = $?", Box::new(v.clone())),
+                Filter::After(t) => add("taken >= $?", Box::new(*t)),
+                Filter::Before(t) => add("taken < $?", Box::new(*t)),
+                Filter::Hour { from, until } => {
+                    let (from, until) = (i16::from(*from), i16::from(*until));
+                    // Past midnight (22 → 5): from..24 or 0..until.
+                    let join = if from < until { "AND" } else { "OR" };
+                    add(&format!("(hour >= $? {join} hour < {until})"), Box::new(from));
+                }
+            }
+        }
+        if let Some(id) = exclude {
+            add("id <> $?", Box::new(id as i64));
+        }
+        condition
+    }
+
+    fn params<'a>(&'a self, before: &[&'a (dyn ToSql + Sync)]) -> Vec<&'a (dyn ToSql + Sync)> {
+        before.iter().copied().chain(self.params.iter().map(|p| &**p as &(dyn ToSql + Sync))).collect()
+    }
+}
+
+/// The filter columns derived from a record (as the embedded backend's text index derives its
+/// fields).
+struct FilterColumns {
+    path_words: Vec<String>,
+    name_words: Vec<String>,
+    camera_words: Vec<String>,
+    folders: Vec<String>,
+    taken: Option<i64>,
+    hour: Option<i16>,
+}
+
+impl FilterColumns {
+    fn of(record: &ImageRecord) -> Self {
+        let path = record.path.to_path_buf();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Self {
+            path_words: words(&path.to_string_lossy()).collect(),
+            name_words: words(&name).collect(),
+            camera_words: record.facts.camera().map(|c| words(&c).collect()).unwrap_or_default(),
+            folders: path
+                .ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            taken: record.facts.taken,
+            hour: record.facts.taken.map(|t| (t.rem_euclid(86_400) / 3600) as i16),
+        }
+    }
+}
+
+const UPSERT_IMAGE: &str = "INSERT INTO images \
+    (id, path, hash, record, embedding, path_words, name_words, camera_words, folders, format, taken, hour) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+    ON CONFLICT (path) DO UPDATE SET id = EXCLUDED.id, hash = EXCLUDED.hash, record = EXCLUDED.record, \
+    embedding = EXCLUDED.embedding, path_words = EXCLUDED.path_words, name_words = EXCLUDED.name_words, \
+    camera_words = EXCLUDED.camera_words, folders = EXCLUDED.folders, format = EXCLUDED.format, \
+    taken = EXCLUDED.taken, hour = EXCLUDED.hour";
+const UPSERT_SKIPPED: &str = "INSERT INTO skipped (path, record, ignored) VALUES ($1, $2, $3) \
+    ON CONFLICT (path) DO UPDATE SET record = EXCLUDED.record, ignored = EXCLUDED.ignored";
+
+/// Whether a failed transaction may simply be tried again (two writers crossed).
+fn is_transient(e: &postgres::Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+impl Postgres {
+    fn write_batch(client: &mut Connection, changes: &[&Change]) -> std::result::Result<(), postgres::Error> {
+        let mut tx = client.transaction()?;
+        let upsert_image = tx.prepare(UPSERT_IMAGE)?;
+        let upsert_skipped = tx.prepare(UPSERT_SKIPPED)?;
+        let delete_image = tx.prepare("DELETE FROM images WHERE path = $1")?;
+        let delete_skipped = tx.prepare("DELETE FROM skipped WHERE path = $1")?;
+        for change in changes {
+            match change {
+                Change::Upsert(record) => {
+                    let path = stored_bytes(&record.path);
+                    let f = FilterColumns::of(record);
+                    tx.execute(&delete_skipped, &[&path])?;
+                    tx.execute(
+                        &upsert_image,
+                        &[
+                            &(record.id as i64),
+                            &path,
+                            &record.hash,
+                            &Json(record),
+                            &Vector::from(record.embedding.clone()),
+                            &f.path_words,
+                            &f.name_words,
+                            &f.camera_words,
+                            &f.folders,
+                            &record.format,
+                            &f.taken,
+                            &f.hour,
+                        ],
+                    )?;
+                }
+                Change::Remove(path) => {
+                    let path = stored_bytes(path);
+                    tx.execute(&delete_image, &[&path])?;
+                    tx.execute(&delete_skipped, &[&path])?;
+                }
+                Change::Skip(record) => {
+                    let path = stored_bytes(&record.path);
+                    tx.execute(&delete_image, &[&path])?;
+                    tx.execute(&upsert_skipped, &[&path, &Json(record), &record.ignored])?;
+                }
+            }
+        }
+        tx.commit()
+    }
+
+    /// Exact scores of the pictures that pass `condition`, best first.
+    fn exact_nearest(&self, query: &Vector, k: usize, condition: &Condition) -> Result<Vec<(ImageId, f32)>> {
+        let sql = format!(
+            "SELECT id, (-(embedding <#> $1))::real FROM images WHERE {} ORDER BY embedding <#> $1, id LIMIT $2",
+            condition.sql
+        );
+        let rows = self.connection()?.query(&sql, &condition.params(&[query, &(k as i64)])).map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as ImageId, r.get::<_, f32>(1))).collect())
+    }
+
+    /// The HNSW index's candidates re-scored exactly from the stored f32 embeddings. Under a
+    /// filter, pgvector's iterative scan keeps walking the graph until enough rows pass.
+    fn approximate_nearest(
+        &self,
+        dim: usize,
+        query: &Vector,
+        k: usize,
+        condition: &Condition,
+    ) -> Result<Vec<(ImageId, f32)>> {
+        let ef = EF_SEARCH.max(k).min(1000);
+        let sql = format!(
+            "WITH candidates AS MATERIALIZED ( \
+                SELECT id, embedding FROM images WHERE {} \
+                ORDER BY (embedding::halfvec({dim})) <=> ($1::vector)::halfvec({dim}) LIMIT $2) \
+             SELECT id, (-(embedding <#> $1))::real AS score FROM candidates ORDER BY score DESC, id LIMIT $3",
+            condition.sql
+        );
+        let mut client = self.connection()?;
+        let mut tx = client.transaction().map_err(|e| self.err(e))?;
+        tx.batch_execute(&format!("SET LOCAL hnsw.ef_search = {ef}; SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            .map_err(|e| self.err(e))?;
+        let rows = tx.query(&sql, &condition.params(&[query, &(ef as i64), &(k as i64)])).map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as ImageId, r.get::<_, f32>(1))).collect())
+    }
+
+    fn count(&self, sql: &str) -> Result<i64> {
+        Ok(self.connection()?.query_one(sql, &[]).map_err(|e| self.err(e))?.get(0))
+    }
+
+    /// Creates the vector index for `dim`-dimensional embeddings if it is missing.
+    fn create_vector_index(client: &mut impl postgres::GenericClient, dim: usize) -> Result<(), postgres::Error> {
+        // halfvec: half the index's size, and its ordering only picks candidates that are
+        // re-scored from the f32 embeddings.
+        client.batch_execute(&format!(
+            "CREATE INDEX IF NOT EXISTS images_embedding ON images \
+             USING hnsw ((embedding::halfvec({dim})) halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)"
+        ))
+    }
+}
+
+impl Library for Postgres {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone()
+    }
+
+    fn model_info(&self) -> Result<Option<ModelInfo>> {
+        self.read_model_info()
+    }
+
+    fn check_model(&self, info: &ModelInfo) -> Result<()> {
+        let err = |e| self.err(e);
+        let mut client = self.connection()?;
+        let mut tx = client.transaction().map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(err)?;
+        let recorded = tx.query_opt("SELECT value FROM library_meta WHERE key = 'model'", &[]).map_err(err)?;
+        match recorded.map(|row| row.get::<_, Json<ModelInfo>>(0).0) {
+            None => {
+                tx.execute("INSERT INTO library_meta (key, value) VALUES ('model', $1)", &[&Json(info)])
+                    .map_err(err)?;
+                Self::create_vector_index(&mut tx, info.dim).map_err(err)?;
+                tx.commit().map_err(err)?;
+                let _ = self.dim.set(info.dim);
+                Ok(())
+            }
+            Some(recorded) if recorded == *info => Ok(()),
+            Some(recorded) => Err(Error::ModelMismatch {
+                library: self.location.clone(),
+                recorded: format!("{} (dim {})", recorded.model, recorded.dim),
+                requested: format!("{} (dim {})", info.model, info.dim),
+            }),
+        }
+    }
+
+    fn image(&self, id: ImageId) -> Result<Option<ImageRecord>> {
+        let row = self
+            .connection()?
+            .query_opt("SELECT record, embedding FROM images WHERE id = $1", &[&(id as i64)])
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|row| record_of(&row, true)))
+    }
+
+    fn image_meta(&self, id: ImageId) -> Result<Option<ImageRecord>> {
+        let row = self
+            .connection()?
+            .query_opt("SELECT record FROM images WHERE id = $1", &[&(id as i64)])
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|row| record_of(&row, false)))
+    }
+
+    fn images_with_hash(&self, hash: &str) -> Result<Vec<ImageId>> {
+        if hash.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .connection()?
+            .query("SELECT id FROM images WHERE hash = $1 ORDER BY id", &[&hash])
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as ImageId).collect())
+    }
+
+    fn image_count(&self) -> usize {
+        self.count("SELECT count(*) FROM images").unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            0
+        }) as usize
+    }
+
+    fn images(&self) -> Box<dyn Iterator<Item = Result<ImageRecord>> + '_> {
+        self.paged("SELECT id, record, embedding FROM images WHERE id > $1 ORDER BY id LIMIT $2", i64::MIN, |row| {
+            Ok((row.get(0), record_of(row, true)))
+        })
+    }
+
+    fn lookup(&self) -> Arc<dyn Lookup> {
+        Arc::new(self.clone())
+    }
+
+    fn indexed_roots(&self) -> Result<Vec<IndexedRoot>> {
+        let rows = self.connection()?.query("SELECT root FROM roots ORDER BY path", &[]).map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| r.get::<_, Json<IndexedRoot>>(0).0).collect())
+    }
+
+    fn last_run(&self) -> Result<Option<serde_json::Value>> {
+        let row = self
+            .connection()?
+            .query_opt("SELECT summary FROM runs ORDER BY id DESC LIMIT 1", &[])
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn new_id(&self) -> Result<ImageId> {
+        Ok(self.count("SELECT nextval('image_ids')")? as ImageId)
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // One order of paths for every writer, so that two writers on overlapping files wait
+        // for each other instead of deadlocking.
+        let mut ordered: Vec<&Change> = changes.iter().collect();
+        ordered.sort_by_cached_key(|change| match change {
+            Change::Upsert(r) => stored_bytes(&r.path),
+            Change::Remove(path) => stored_bytes(path),
+            Change::Skip(r) => stored_bytes(&r.path),
+        });
+        let mut client = self.connection()?;
+        let mut attempt = 0;
+        loop {
+            match Self::write_batch(&mut client, &ordered) {
+                Ok(()) => return Ok(()),
+                Err(e) if is_transient(&e) && attempt < 5 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(20 << attempt));
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+    }
+
+    fn record_run(&mut self, roots: &[IndexedRoot], summary: &serde_json::Value) -> Result<()> {
+        let err = |e| self.err(e);
+        let mut client = self.connection()?;
+        let mut tx = client.transaction().map_err(err)?;
+        for root in roots {
+            tx.execute(
+                "INSERT INTO roots (path, root) VALUES ($1, $2) ON CONFLICT (path) DO UPDATE SET root = EXCLUDED.root",
+                &[&path_bytes(&root.path), &Json(root)],
+            )
+            .map_err(err)?;
+        }
+        tx.execute("INSERT INTO runs (summary) VALUES ($1)", &[summary]).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    fn save(&mut self) -> Result<()> {
+        Ok(()) // every `apply` is committed
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+
+    fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        filters: &[Filter],
+        exclude: Option<ImageId>,
+    ) -> Result<Vec<(ImageId, f32)>> {
+        let Some(dim) = self.dim() else { return Ok(Vec::new()) };
+        if k == 0 || query.len() != dim {
+            return Ok(Vec::new());
+        }
+        let query = Vector::from(query.to_vec());
+        if !filters.is_empty() {
+            // As in the embedded backend: a selective filter is scored exactly (a graph search
+            // would have to wade through many pictures that fail it).
+            let condition = Condition::new(filters, None, 1);
+            let sql =
+                format!("SELECT count(*) FROM (SELECT 1 FROM images WHERE {} LIMIT {EXACT_BELOW}) AS m", condition.sql);
+            let matching: i64 =
+                self.connection()?.query_one(&sql, &condition.params(&[])).map_err(|e| self.err(e))?.get(0);
+            if (matching as usize) < EXACT_BELOW {
+                return self.exact_nearest(&query, k, &Condition::new(filters, exclude, 3));
+            }
+        }
+        self.approximate_nearest(dim, &query, k, &Condition::new(filters, exclude, 4))
+    }
+
+    fn passing(&self, ids: &[ImageId], filters: &[Filter]) -> Result<Vec<ImageId>> {
+        if filters.is_empty() {
+            return Ok(ids.to_vec());
+        }
+        let condition = Condition::new(filters, None, 2);
+        let wanted: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
+        let sql = format!("SELECT id FROM images WHERE id = ANY($1) AND {}", condition.sql);
+        let rows = self.connection()?.query(&sql, &condition.params(&[&wanted])).map_err(|e| self.err(e))?;
+        let passed: HashSet<ImageId> = rows.iter().map(|r| r.get::<_, i64>(0) as ImageId).collect();
+        Ok(ids.iter().copied().filter(|id| passed.contains(id)).collect())
+    }
+
+    fn newest(&self, filters: &[Filter], limit: usize) -> Result<Vec<ImageId>> {
+        let condition = Condition::new(filters, None, 2);
+        let sql = format!("SELECT id FROM images WHERE {} ORDER BY taken DESC NULLS LAST, id LIMIT $1", condition.sql);
+        let rows = self.connection()?.query(&sql, &condition.params(&[&(limit as i64)])).map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as ImageId).collect())
+    }
+
+    fn stats(&self, size_bytes: u64) -> Result<Stats> {
+        let images = self.count("SELECT count(*) FROM images")? as usize;
+        Ok(Stats {
+            data_dir: self.location.clone(),
+            images,
+            vectors_live: images,
+            vectors_tombstoned: 0,
+            text_documents: images as u64,
+            skipped: self.count("SELECT count(*) FROM skipped WHERE NOT ignored")? as usize,
+            model: self.model_info()?,
+            size_bytes,
+            last_run: self.last_run()?,
+        })
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.count("SELECT pg_database_size(current_database())").unwrap_or(0) as u64
+    }
+
+    fn repair(&mut self, force: bool) -> Result<Vec<String>> {
+        let err = |e| self.err(e);
+        let mut repaired = Vec::new();
+        let mut client = self.connection()?;
+        if let Some(dim) = self.dim() {
+            let exists: bool =
+                client.query_one("SELECT to_regclass('images_embedding') IS NOT NULL", &[]).map_err(err)?.get(0);
+            if !exists {
+                Self::create_vector_index(&mut *client, dim).map_err(err)?;
+                repaired.push("vector index: it was missing, built again".to_string());
+            }
+        }
+        if force {
+            client.batch_execute("REINDEX TABLE images").map_err(err)?;
+            repaired.push("every index of the images table rebuilt (REINDEX)".to_string());
+        }
+        Ok(repaired)
+    }
+
+    fn optimize(&mut self) -> Result<String> {
+        let err = |e| self.err(e);
+        self.connection()?.batch_execute("VACUUM (ANALYZE) images").map_err(err)?;
+        Ok(format!("images table vacuumed and analysed: {} pictures", self.image_count()))
+    }
+}

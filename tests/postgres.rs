@@ -1,0 +1,196 @@
+//! What only a PostgreSQL library does: several indexers writing one library at once, several
+//! servers answering from it, its schema versions. (The shared suites — index, search, server,
+//! export/import, the browser — run on PostgreSQL too: `scripts/test.sh` runs them a second
+//! time with IMGSEARCH_TEST_BACKEND=postgres.) Needs the test server `scripts/test.sh` starts.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::http::get;
+use common::{database_for, model_dir, noise_photos};
+use serde_json::Value;
+
+/// `imgsearch` on the library of database `url`, with `cache` as its local folder (one per
+/// simulated host).
+fn imgsearch(url: &str, cache: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    cmd.arg("--data-dir").arg(cache).args(["--store", url, "--device", "cpu"]).env("HF_HUB_OFFLINE", "1");
+    cmd
+}
+
+fn json_of(out: Output) -> Value {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn spawn_index(url: &str, cache: &Path, roots: &[&Path]) -> std::process::Child {
+    imgsearch(url, cache)
+        .arg("index")
+        .args(roots)
+        .arg("--model")
+        .arg(model_dir("tiny-clip-b32-quickgelu"))
+        .args(["--quiet", "--batch-size", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn index(url: &str, cache: &Path, root: &Path) {
+    let out = imgsearch(url, cache)
+        .arg("index")
+        .arg(root)
+        .arg("--model")
+        .arg(model_dir("tiny-clip-b32-quickgelu"))
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn listed_paths(url: &str, cache: &Path) -> Vec<String> {
+    let list = json_of(imgsearch(url, cache).args(["list", "--json"]).output().unwrap());
+    list.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().to_string()).collect()
+}
+
+/// 120 distinct photos, half in `a`, half in `b`.
+fn two_roots(tmp: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (a, b) = (tmp.join("a"), tmp.join("b"));
+    std::fs::create_dir_all(&b).unwrap();
+    for (i, photo) in noise_photos(&a, 120).into_iter().enumerate() {
+        if i % 2 == 1 {
+            std::fs::rename(&photo, b.join(photo.file_name().unwrap())).unwrap();
+        }
+    }
+    (a, b)
+}
+
+#[test]
+fn indexers_on_two_hosts_at_once_then_a_kill_9_and_a_rerun_store_every_picture_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = two_roots(tmp.path());
+    let url = database_for(&tmp.path().join("library"));
+    let (host1, host2, host3) = (tmp.path().join("host1"), tmp.path().join("host2"), tmp.path().join("host3"));
+    // Host 1 indexes both roots, host 2 the same both, host 3 only b: every file is written by
+    // two or three processes at once.
+    let mut first = spawn_index(&url, &host1, &[&a, &b]);
+    let mut second = spawn_index(&url, &host2, &[&b, &a]);
+    let third = spawn_index(&url, &host3, &[&b]);
+    for child in [&mut first, &mut second] {
+        let out = child.wait_with_output_ref();
+        assert!(out.0.success(), "an indexer failed: {}", out.1);
+    }
+    let out = third.wait_with_output().unwrap();
+    assert!(out.status.success(), "an indexer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let paths = listed_paths(&url, &host1);
+    assert_eq!(paths.len(), 120, "every picture once");
+    assert_eq!(paths.iter().collect::<HashSet<_>>().len(), 120, "no path twice");
+
+    // New pictures, an indexer killed mid-run, and a re-run on another host.
+    let more = noise_photos(&tmp.path().join("c"), 200);
+    let mut killed = spawn_index(&url, &host1, &[&tmp.path().join("c")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while listed_paths(&url, &host2).len() < 140 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed.kill().unwrap(); // SIGKILL
+    killed.wait().unwrap();
+    let partial = listed_paths(&url, &host2).len();
+    assert!(partial > 120 && partial < 320, "killed mid-run: {partial} pictures");
+    let out = imgsearch(&url, &host2)
+        .arg("index")
+        .arg(tmp.path().join("c"))
+        .arg("--model")
+        .arg(model_dir("tiny-clip-b32-quickgelu"))
+        .args(["--json"])
+        .output()
+        .unwrap();
+    let summary = json_of(out);
+    assert_eq!(summary["indexed"].as_u64().unwrap() as usize + partial - 120, 200, "{summary:#}");
+    let paths = listed_paths(&url, &host3);
+    assert_eq!(paths.iter().collect::<HashSet<_>>().len(), 120 + more.len());
+    let stats = json_of(imgsearch(&url, &host3).args(["stats", "--json"]).output().unwrap());
+    assert_eq!(stats["images"], 320, "{stats:#}");
+}
+
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String);
+}
+
+impl WaitRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String) {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
+        }
+        (self.wait().unwrap(), stderr)
+    }
+}
+
+#[test]
+fn two_servers_on_one_database_see_what_another_host_indexed_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = two_roots(tmp.path());
+    let url = database_for(&tmp.path().join("library"));
+    let host1 = tmp.path().join("host1");
+    index(&url, &host1, &a);
+    let servers: Vec<_> = ["server1", "server2"]
+        .iter()
+        .map(|host| common::server::serve_store(&url, &tmp.path().join(host), &[]))
+        .collect();
+    for server in &servers {
+        assert_eq!(get(&server.addr, "/api/stats").json()["images"], 60);
+    }
+    // A third host indexes b while both servers run.
+    index(&url, &tmp.path().join("host3"), &b);
+    for server in &servers {
+        assert_eq!(get(&server.addr, "/api/stats").json()["images"], 120);
+        let hits = get(&server.addr, "/api/search?q=noise%20name:photo_0101").json();
+        let paths: Vec<&str> = hits["hits"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap()).collect();
+        assert_eq!(paths.len(), 1, "{hits:#}");
+        assert!(paths[0].ends_with("b/photo_0101.png"), "{paths:?}");
+        let id = hits["hits"][0]["id"].as_u64().unwrap();
+        let thumbnail = get(&server.addr, &format!("/api/images/{id}/thumbnail"));
+        assert_eq!(thumbnail.status, 200, "each server serves the files through its own cache");
+    }
+}
+
+#[test]
+fn schema_versions_are_recorded_and_a_newer_schema_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = database_for(&tmp.path().join("library"));
+    let stats = json_of(imgsearch(&url, tmp.path()).args(["stats", "--json"]).output().unwrap());
+    assert_eq!(stats["images"], 0);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM imgsearch_schema ORDER BY version", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+    client.execute("INSERT INTO imgsearch_schema (version) VALUES (99)", &[]).unwrap();
+    let out = imgsearch(&url, tmp.path()).arg("stats").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("version 99") && stderr.contains("upgrade imgsearch"), "{stderr}");
+}
+
+#[test]
+fn a_bad_store_url_or_an_unreachable_server_says_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = imgsearch("mysql://me@host/db", tmp.path()).arg("stats").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("postgres://USER@HOST:PORT/DATABASE"), "{stderr}");
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = imgsearch(&format!("postgres://me:hunter2@127.0.0.1:{free_port}/db"), tmp.path())
+        .arg("stats")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("is the server running"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the password is never shown: {stderr}");
+}
