@@ -34,9 +34,10 @@ fi
 
 postgres_dir=$(mktemp -d /tmp/imgsearch-test-postgres.XXXXXX)
 chmod 755 "$postgres_dir"
-trap 'scripts/postgres.sh stop "$postgres_dir"' EXIT
-IMGSEARCH_TEST_POSTGRES=$(scripts/postgres.sh start "$postgres_dir")
-export IMGSEARCH_TEST_POSTGRES
+trap 'scripts/postgres.sh stop "$postgres_dir/replica"; scripts/postgres.sh stop "$postgres_dir/primary"; rm -rf "$postgres_dir"' EXIT
+IMGSEARCH_TEST_POSTGRES=$(scripts/postgres.sh start "$postgres_dir/primary")
+IMGSEARCH_TEST_POSTGRES_REPLICA=$(scripts/postgres.sh replica "$IMGSEARCH_TEST_POSTGRES" "$postgres_dir/replica")
+export IMGSEARCH_TEST_POSTGRES IMGSEARCH_TEST_POSTGRES_REPLICA
 
 cargo test --locked "$@"
 if [ $# -eq 0 ]; then

@@ -160,6 +160,42 @@ fn two_servers_on_one_database_see_what_another_host_indexed_at_once() {
 }
 
 #[test]
+fn a_server_searches_a_streaming_replica_while_indexers_write_the_primary() {
+    let replica = std::env::var("IMGSEARCH_TEST_POSTGRES_REPLICA")
+        .expect("run the tests with scripts/test.sh: it starts PostgreSQL and a streaming replica");
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = two_roots(tmp.path());
+    let url = database_for(&tmp.path().join("library"));
+    let database = url.rsplit_once('/').unwrap().1;
+    let read_url = format!("{}/{database}", replica.rsplit_once('/').unwrap().0);
+    index(&url, &tmp.path().join("indexer"), &a);
+    let server = common::server::serve_store(&url, &tmp.path().join("server"), &["--read-store", &read_url]);
+    let images = || get(&server.addr, "/api/stats").json()["images"].as_u64().unwrap();
+    let caught_up = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while images() != n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        images() == n
+    };
+    assert!(caught_up(60), "the replica never showed the first 60 pictures");
+    index(&url, &tmp.path().join("indexer"), &b);
+    assert!(caught_up(120), "the replica never showed the next 60");
+    let hits = get(&server.addr, "/api/search?q=noise%20name:photo_0101").json();
+    assert_eq!(hits["hits"].as_array().unwrap().len(), 1, "{hits:#}");
+    // The searches ran on the replica: the server holds connections to its copy of the database.
+    let mut client = postgres::Client::connect(&read_url, postgres::NoTls).unwrap();
+    let readers: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'imgsearch'",
+            &[&database],
+        )
+        .unwrap()
+        .get(0);
+    assert!(readers > 0, "no imgsearch connection on the replica");
+}
+
+#[test]
 fn schema_versions_are_recorded_and_a_newer_schema_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let url = database_for(&tmp.path().join("library"));

@@ -28,6 +28,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "IMGSEARCH_STORE", value_name = "URL")]
     pub store: Option<String>,
 
+    /// With --store: a streaming replica of that database (e.g. made with `pg_basebackup -R`)
+    /// for searches and listings, so that readers do not load the primary. Writes stay on --store.
+    #[arg(long, global = true, env = "IMGSEARCH_READ_STORE", value_name = "URL")]
+    pub read_store: Option<String>,
+
     #[command(flatten)]
     pub compute: ComputeArgs,
 
@@ -99,7 +104,7 @@ pub struct ModelArgs {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
-    let library = imgsearch::store::Location::new(data_dir, cli.store)?;
+    let library = imgsearch::store::Location::new(data_dir, cli.store, cli.read_store)?;
     match cli.command {
         Command::Index(args) => index::run(args, library, cli.compute),
         Command::Serve(args) => serve::run(args, library, cli.compute),

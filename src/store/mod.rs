@@ -30,20 +30,27 @@ pub use vectors::{HnswIndex, VectorHit, VectorIndex};
 pub enum Location {
     /// The embedded backend: one data folder.
     Folder(PathBuf),
-    /// A PostgreSQL database (`postgres://…`), with a local folder for caches (thumbnails).
-    Postgres { url: String, cache: PathBuf },
+    /// A PostgreSQL database (`postgres://…`), optionally a streaming replica of it to search
+    /// in, with a local folder for caches (thumbnails).
+    Postgres { url: String, read_url: Option<String>, cache: PathBuf },
 }
 
 impl Location {
-    /// `--store URL` (a PostgreSQL database) if given, else the data folder.
-    pub fn new(data_dir: PathBuf, store: Option<String>) -> Result<Self> {
-        match store {
-            None => Ok(Self::Folder(data_dir)),
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Ok(Self::Postgres { url, cache: data_dir })
+    /// `--store URL` (a PostgreSQL database) if given, with `--read-store URL` (its replica);
+    /// else the data folder.
+    pub fn new(data_dir: PathBuf, store: Option<String>, read_store: Option<String>) -> Result<Self> {
+        let is_postgres = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+        match (store, read_store) {
+            (None, None) => Ok(Self::Folder(data_dir)),
+            (None, Some(_)) => Err(Error::Database {
+                location: "--read-store".to_string(),
+                reason: "a replica to read from needs the library it copies: give --store URL too".to_string(),
+            }),
+            (Some(url), read_url) if is_postgres(&url) && read_url.as_deref().is_none_or(is_postgres) => {
+                Ok(Self::Postgres { url, read_url, cache: data_dir })
             }
-            Some(other) => Err(Error::Database {
-                location: other,
+            (Some(url), read_url) => Err(Error::Database {
+                location: if is_postgres(&url) { read_url.unwrap_or_default() } else { url },
                 reason: "--store takes a PostgreSQL URL, postgres://USER@HOST:PORT/DATABASE (without --store, the library is the data folder)".to_string(),
             }),
         }
@@ -54,7 +61,9 @@ impl Location {
 pub fn open(location: &Location) -> Result<Box<dyn Library>> {
     Ok(match location {
         Location::Folder(dir) => Box::new(DataDir::open(dir)?),
-        Location::Postgres { url, cache } => Box::new(postgres::Postgres::connect(url, cache)?),
+        Location::Postgres { url, read_url, cache } => {
+            Box::new(postgres::Postgres::connect(url, read_url.as_deref(), cache)?)
+        }
     })
 }
 

@@ -46,6 +46,8 @@ const POOL_SIZE: u32 = 16;
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    /// `--read-store`: a streaming replica for searches and listings, with its location.
+    replica: Option<(Pool, String)>,
     /// The URL without its password, for messages.
     location: String,
     cache_dir: PathBuf,
@@ -70,31 +72,36 @@ fn without_password(config: &postgres::Config) -> String {
     format!("postgres://{user}{host}{port}/{}", config.get_dbname().unwrap_or(""))
 }
 
+/// A pool of connections to `url`, and the URL without its password.
+fn connection_pool(url: &str) -> Result<(Pool, String)> {
+    let mut config: postgres::Config = url.parse().map_err(|e| Error::Database {
+        location: url.split('@').next_back().unwrap_or(url).to_string(),
+        reason: format!("not a usable PostgreSQL URL ({e}); write it as postgres://USER[:PASSWORD]@HOST:PORT/DATABASE"),
+    })?;
+    // Named in pg_stat_activity, for operators (and for the tests that check who reads where).
+    config.application_name("imgsearch");
+    let location = without_password(&config);
+    let pool = r2d2::Pool::builder()
+        .max_size(POOL_SIZE)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(10))
+        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .build(PostgresConnectionManager::new(config, NoTls))
+        .map_err(|e| db_error(&location, format!("cannot connect ({e}); is the server running and the URL right?")))?;
+    Ok((pool, location))
+}
+
 impl Postgres {
     /// Connects to `url`, applies any schema versions the database lacks, and keeps caches
-    /// (thumbnails) under `cache_root`.
-    pub fn connect(url: &str, cache_root: &std::path::Path) -> Result<Self> {
-        let config: postgres::Config = url.parse().map_err(|e| Error::Database {
-            location: url.split('@').next_back().unwrap_or(url).to_string(),
-            reason: format!(
-                "not a usable PostgreSQL URL ({e}); write it as postgres://USER[:PASSWORD]@HOST:PORT/DATABASE"
-            ),
-        })?;
-        let location = without_password(&config);
+    /// (thumbnails) under `cache_root`. With `read_url` (a streaming replica of it), searches
+    /// and listings read from there; writes, and the indexer's reads, stay on `url`.
+    pub fn connect(url: &str, read_url: Option<&str>, cache_root: &std::path::Path) -> Result<Self> {
+        let (pool, location) = connection_pool(url)?;
         let cache_dir = cache_root
             .join("postgres")
             .join(location.trim_start_matches("postgres://").replace(|c: char| !c.is_alphanumeric() && c != '.', "_"));
-        let manager = PostgresConnectionManager::new(config, NoTls);
-        let pool = r2d2::Pool::builder()
-            .max_size(POOL_SIZE)
-            .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(10))
-            .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build(manager)
-            .map_err(|e| {
-                db_error(&location, format!("cannot connect ({e}); is the server running and the URL right?"))
-            })?;
-        let library = Self { pool, location, cache_dir, dim: OnceLock::new() };
+        let replica = read_url.map(connection_pool).transpose()?;
+        let library = Self { pool, location, replica, cache_dir, dim: OnceLock::new() };
         library.migrate()?;
         if let Some(info) = library.read_model_info()? {
             let _ = library.dim.set(info.dim);
@@ -108,6 +115,16 @@ impl Postgres {
 
     fn connection(&self) -> Result<Connection> {
         self.pool.get().map_err(|e| self.err(format!("no connection ({e}); is the server running?")))
+    }
+
+    /// A connection for searches and listings: to the replica if there is one.
+    fn reader(&self) -> Result<Connection> {
+        match &self.replica {
+            Some((pool, location)) => {
+                pool.get().map_err(|e| db_error(location, format!("no connection ({e}); is the replica running?")))
+            }
+            None => self.connection(),
+        }
     }
 
     fn migrate(&self) -> Result<()> {
@@ -387,7 +404,7 @@ impl Postgres {
             "SELECT id, (-(embedding <#> $1))::real FROM images WHERE {} ORDER BY embedding <#> $1, id LIMIT $2",
             condition.sql
         );
-        let rows = self.connection()?.query(&sql, &condition.params(&[query, &(k as i64)])).map_err(|e| self.err(e))?;
+        let rows = self.reader()?.query(&sql, &condition.params(&[query, &(k as i64)])).map_err(|e| self.err(e))?;
         Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as ImageId, r.get::<_, f32>(1))).collect())
     }
 
@@ -408,7 +425,7 @@ impl Postgres {
              SELECT id, (-(embedding <#> $1))::real AS score FROM candidates ORDER BY score DESC, id LIMIT $3",
             condition.sql
         );
-        let mut client = self.connection()?;
+        let mut client = self.reader()?;
         let mut tx = client.transaction().map_err(|e| self.err(e))?;
         tx.batch_execute(&format!("SET LOCAL hnsw.ef_search = {ef}; SET LOCAL hnsw.iterative_scan = relaxed_order"))
             .map_err(|e| self.err(e))?;
@@ -417,7 +434,7 @@ impl Postgres {
     }
 
     fn count(&self, sql: &str) -> Result<i64> {
-        Ok(self.connection()?.query_one(sql, &[]).map_err(|e| self.err(e))?.get(0))
+        Ok(self.reader()?.query_one(sql, &[]).map_err(|e| self.err(e))?.get(0))
     }
 
     /// Creates the vector index for `dim`-dimensional embeddings if it is missing.
@@ -433,7 +450,10 @@ impl Postgres {
 
 impl Library for Postgres {
     fn location(&self) -> String {
-        self.location.clone()
+        match &self.replica {
+            Some((_, replica)) => format!("{} (searches read from {replica})", self.location),
+            None => self.location.clone(),
+        }
     }
 
     fn cache_dir(&self) -> PathBuf {
@@ -470,7 +490,7 @@ impl Library for Postgres {
 
     fn image(&self, id: ImageId) -> Result<Option<ImageRecord>> {
         let row = self
-            .connection()?
+            .reader()?
             .query_opt("SELECT record, embedding FROM images WHERE id = $1", &[&(id as i64)])
             .map_err(|e| self.err(e))?;
         Ok(row.map(|row| record_of(&row, true)))
@@ -478,7 +498,7 @@ impl Library for Postgres {
 
     fn image_meta(&self, id: ImageId) -> Result<Option<ImageRecord>> {
         let row = self
-            .connection()?
+            .reader()?
             .query_opt("SELECT record FROM images WHERE id = $1", &[&(id as i64)])
             .map_err(|e| self.err(e))?;
         Ok(row.map(|row| record_of(&row, false)))
@@ -489,7 +509,7 @@ impl Library for Postgres {
             return Ok(Vec::new());
         }
         let rows = self
-            .connection()?
+            .reader()?
             .query("SELECT id FROM images WHERE hash = $1 ORDER BY id", &[&hash])
             .map_err(|e| self.err(e))?;
         Ok(rows.iter().map(|r| r.get::<_, i64>(0) as ImageId).collect())
@@ -519,14 +539,15 @@ impl Library for Postgres {
 
     fn last_run(&self) -> Result<Option<serde_json::Value>> {
         let row = self
-            .connection()?
+            .reader()?
             .query_opt("SELECT summary FROM runs ORDER BY id DESC LIMIT 1", &[])
             .map_err(|e| self.err(e))?;
         Ok(row.map(|r| r.get(0)))
     }
 
     fn new_id(&self) -> Result<ImageId> {
-        Ok(self.count("SELECT nextval('image_ids')")? as ImageId)
+        let row = self.connection()?.query_one("SELECT nextval('image_ids')", &[]).map_err(|e| self.err(e))?;
+        Ok(row.get::<_, i64>(0) as ImageId)
     }
 
     fn apply(&mut self, changes: &[Change]) -> Result<()> {
@@ -596,8 +617,7 @@ impl Library for Postgres {
             let condition = Condition::new(filters, None, 1);
             let sql =
                 format!("SELECT count(*) FROM (SELECT 1 FROM images WHERE {} LIMIT {EXACT_BELOW}) AS m", condition.sql);
-            let matching: i64 =
-                self.connection()?.query_one(&sql, &condition.params(&[])).map_err(|e| self.err(e))?.get(0);
+            let matching: i64 = self.reader()?.query_one(&sql, &condition.params(&[])).map_err(|e| self.err(e))?.get(0);
             if (matching as usize) < EXACT_BELOW {
                 return self.exact_nearest(&query, k, &Condition::new(filters, exclude, 3));
             }
@@ -612,7 +632,7 @@ impl Library for Postgres {
         let condition = Condition::new(filters, None, 2);
         let wanted: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
         let sql = format!("SELECT id FROM images WHERE id = ANY($1) AND {}", condition.sql);
-        let rows = self.connection()?.query(&sql, &condition.params(&[&wanted])).map_err(|e| self.err(e))?;
+        let rows = self.reader()?.query(&sql, &condition.params(&[&wanted])).map_err(|e| self.err(e))?;
         let passed: HashSet<ImageId> = rows.iter().map(|r| r.get::<_, i64>(0) as ImageId).collect();
         Ok(ids.iter().copied().filter(|id| passed.contains(id)).collect())
     }
@@ -620,14 +640,14 @@ impl Library for Postgres {
     fn newest(&self, filters: &[Filter], limit: usize) -> Result<Vec<ImageId>> {
         let condition = Condition::new(filters, None, 2);
         let sql = format!("SELECT id FROM images WHERE {} ORDER BY taken DESC NULLS LAST, id LIMIT $1", condition.sql);
-        let rows = self.connection()?.query(&sql, &condition.params(&[&(limit as i64)])).map_err(|e| self.err(e))?;
+        let rows = self.reader()?.query(&sql, &condition.params(&[&(limit as i64)])).map_err(|e| self.err(e))?;
         Ok(rows.iter().map(|r| r.get::<_, i64>(0) as ImageId).collect())
     }
 
     fn stats(&self, size_bytes: u64) -> Result<Stats> {
         let images = self.count("SELECT count(*) FROM images")? as usize;
         Ok(Stats {
-            data_dir: self.location.clone(),
+            data_dir: self.location(),
             images,
             vectors_live: images,
             vectors_tombstoned: 0,
