@@ -40,10 +40,11 @@ fn spawn_index(url: &str, cache: &Path, roots: &[&Path]) -> std::process::Child 
         .unwrap()
 }
 
-fn index(url: &str, cache: &Path, root: &Path) {
-    let out = imgsearch(url, cache)
+/// `index` of `roots` with the test model, through `library` (an `imgsearch` on some library).
+fn index(mut library: Command, roots: &[&Path]) {
+    let out = library
         .arg("index")
-        .arg(root)
+        .args(roots)
         .arg("--model")
         .arg(model_dir("tiny-clip-b32-quickgelu"))
         .arg("--quiet")
@@ -137,7 +138,7 @@ fn two_servers_on_one_database_see_what_another_host_indexed_at_once() {
     let (a, b) = two_roots(tmp.path());
     let url = database_for(&tmp.path().join("library"));
     let host1 = tmp.path().join("host1");
-    index(&url, &host1, &a);
+    index(imgsearch(&url, &host1), &[&a]);
     let servers: Vec<_> = ["server1", "server2"]
         .iter()
         .map(|host| common::server::serve_store(&url, &tmp.path().join(host), &[]))
@@ -146,7 +147,7 @@ fn two_servers_on_one_database_see_what_another_host_indexed_at_once() {
         assert_eq!(get(&server.addr, "/api/stats").json()["images"], 60);
     }
     // A third host indexes b while both servers run.
-    index(&url, &tmp.path().join("host3"), &b);
+    index(imgsearch(&url, &tmp.path().join("host3")), &[&b]);
     for server in &servers {
         assert_eq!(get(&server.addr, "/api/stats").json()["images"], 120);
         let hits = get(&server.addr, "/api/search?q=noise%20name:photo_0101").json();
@@ -168,7 +169,7 @@ fn a_server_searches_a_streaming_replica_while_indexers_write_the_primary() {
     let url = database_for(&tmp.path().join("library"));
     let database = url.rsplit_once('/').unwrap().1;
     let read_url = format!("{}/{database}", replica.rsplit_once('/').unwrap().0);
-    index(&url, &tmp.path().join("indexer"), &a);
+    index(imgsearch(&url, &tmp.path().join("indexer")), &[&a]);
     let server = common::server::serve_store(&url, &tmp.path().join("server"), &["--read-store", &read_url]);
     let images = || get(&server.addr, "/api/stats").json()["images"].as_u64().unwrap();
     let caught_up = |n: u64| {
@@ -179,7 +180,7 @@ fn a_server_searches_a_streaming_replica_while_indexers_write_the_primary() {
         images() == n
     };
     assert!(caught_up(60), "the replica never showed the first 60 pictures");
-    index(&url, &tmp.path().join("indexer"), &b);
+    index(imgsearch(&url, &tmp.path().join("indexer")), &[&b]);
     assert!(caught_up(120), "the replica never showed the next 60");
     let hits = get(&server.addr, "/api/search?q=noise%20name:photo_0101").json();
     assert_eq!(hits["hits"].as_array().unwrap().len(), 1, "{hits:#}");
@@ -193,6 +194,60 @@ fn a_server_searches_a_streaming_replica_while_indexers_write_the_primary() {
         .unwrap()
         .get(0);
     assert!(readers > 0, "no imgsearch connection on the replica");
+}
+
+/// Search results as (path, score) pairs (no score for a query of filters only).
+fn search(args: &[std::ffi::OsString], query: &str) -> Vec<(String, Option<f64>)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args(args)
+        .args(["--device", "cpu", "search", query, "-k", "50", "--json"])
+        .output()
+        .unwrap();
+    let hits = json_of(out);
+    hits.as_array().unwrap().iter().map(|h| (h["path"].as_str().unwrap().into(), h["score"].as_f64())).collect()
+}
+
+#[test]
+fn migrate_copies_a_data_folder_into_postgres_and_back_with_the_same_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, _) = two_roots(tmp.path());
+    let folder = tmp.path().join("folder");
+    let folder_args = vec!["--data-dir".into(), folder.clone().into_os_string()];
+    let mut on_folder = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    on_folder.args(&folder_args);
+    index(on_folder, &[&a, common::image_path("rocket.jpg").parent().unwrap()]);
+    let url = database_for(&tmp.path().join("library"));
+    let migrate = |from: &[std::ffi::OsString], to: &str| {
+        json_of(
+            Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+                .args(from)
+                .args(["migrate", "--to", to, "--json"])
+                .output()
+                .unwrap(),
+        )
+    };
+    let summary = migrate(&folder_args, &url);
+    assert!(summary["copied"].as_u64().unwrap() > 60, "{summary:#}");
+    assert_eq!(summary["unchanged"], 0);
+    let pg_args =
+        vec!["--data-dir".into(), tmp.path().join("cache").into_os_string(), "--store".into(), url.clone().into()];
+    let back = tmp.path().join("back");
+    let summary = migrate(&pg_args, back.to_str().unwrap());
+    assert_eq!(summary["unchanged"], 0, "{summary:#}");
+    let back_args = vec!["--data-dir".into(), back.into_os_string()];
+    for query in ["a rocket", "noise path:a", "a photo -noise", "type:png"] {
+        let expected = search(&folder_args, query);
+        assert!(!expected.is_empty(), "{query}");
+        assert_eq!(search(&pg_args, query), expected, "{query} on PostgreSQL");
+        assert_eq!(search(&back_args, query), expected, "{query} copied back");
+    }
+    let stats = json_of(
+        Command::new(env!("CARGO_BIN_EXE_imgsearch")).args(&pg_args).args(["stats", "--json"]).output().unwrap(),
+    );
+    assert_eq!(stats["skipped"].as_u64(), Some(0), "{stats:#}");
+    assert!(stats["last_run"]["indexed"].as_u64().is_some(), "the last run came along: {stats:#}");
+    let again = migrate(&folder_args, &url);
+    assert_eq!((again["copied"].as_u64(), again["unchanged"].as_u64()), (Some(0), summary["copied"].as_u64()));
 }
 
 #[test]

@@ -36,6 +36,20 @@ pub struct ImportArgs {
     json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The library to copy into: a PostgreSQL URL (postgres://USER@HOST:PORT/DATABASE) or a data
+    /// folder. It must be empty or hold the same model's embeddings.
+    #[arg(long, value_name = "URL|DIR")]
+    to: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn progress_bar(quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
@@ -43,7 +57,7 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows · {per_sec} · ETA {eta}",
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} pictures · {per_sec} · ETA {eta}",
         )
         .expect("valid template"),
     );
@@ -79,6 +93,41 @@ pub fn import(args: ImportArgs, library: Location) -> anyhow::Result<()> {
     );
     for problem in &summary.problems {
         eprintln!("skipped {problem}");
+    }
+    Ok(())
+}
+
+/// `imgsearch migrate --to`: the library (--data-dir or --store) copied into another backend.
+pub fn migrate(args: MigrateArgs, library: Location) -> anyhow::Result<()> {
+    let from = imgsearch::store::open(&library)?;
+    let cache = match &library {
+        Location::Folder(dir) => dir.clone(),
+        Location::Postgres { cache, .. } => cache.clone(),
+    };
+    let target = if args.to.contains("://") {
+        Location::new(cache, Some(args.to.clone()), None)?
+    } else {
+        Location::Folder(PathBuf::from(&args.to))
+    };
+    let same_folder = match (&library, &target) {
+        (Location::Folder(a), Location::Folder(b)) => a.canonicalize().ok() == b.canonicalize().ok(),
+        _ => false,
+    };
+    if same_folder || matches!(&library, Location::Postgres { url, .. } if *url == args.to) {
+        anyhow::bail!("--to names the library being copied ({}): give another one", from.location());
+    }
+    let mut to = imgsearch::store::open(&target)?;
+    let progress = progress_bar(args.quiet || args.json);
+    let summary = imgsearch::store::copy::copy(&*from, &mut *to, &progress)?;
+    progress.finish_and_clear();
+    to.close()?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else if !args.quiet {
+        println!(
+            "{} pictures copied to {} ({} already there), {} skipped files",
+            summary.copied, args.to, summary.unchanged, summary.skipped_files
+        );
     }
     Ok(())
 }

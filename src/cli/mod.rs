@@ -62,6 +62,9 @@ pub enum Command {
     Export(exchange::ExportArgs),
     /// Add pictures with their embeddings from a Parquet file, embedding nothing again.
     Import(exchange::ImportArgs),
+    /// Copy the library into another backend (a data folder into PostgreSQL, or back),
+    /// embedding nothing again.
+    Migrate(exchange::MigrateArgs),
     /// Print CLIP embeddings of pictures and texts.
     Embed(embed::EmbedArgs),
     /// Time the image encoder per batch size on this machine.
@@ -116,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Optimize => stats::optimize(library),
         Command::Export(args) => exchange::export(args, library),
         Command::Import(args) => exchange::import(args, library),
+        Command::Migrate(args) => exchange::migrate(args, library),
         Command::Embed(args) => embed::run(args, cli.compute),
         Command::Bench(args) => bench::run(args, cli.compute),
     }

@@ -5,6 +5,7 @@
 //! behind.
 
 pub mod catalog;
+pub mod copy;
 pub mod exchange;
 mod hnsw;
 mod library;
@@ -213,13 +214,23 @@ impl DataDir {
         let mut scored: Vec<(ImageId, f32)> = Vec::new();
         for id in ids {
             if let Some(embedding) = self.catalog.embedding(id)? {
-                scored.push((id, embedding.iter().zip(query).map(|(a, b)| a * b).sum()));
+                scored.push((id, score(&embedding, query)));
             }
         }
-        // Ties (copies of one picture) in id order, as every backend breaks them.
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        best_first(&mut scored);
         Ok(scored)
     }
+}
+
+/// A picture's score for a query: the dot product of their unit vectors (their cosine). Every
+/// backend scores with this, so that they agree to the last bit.
+fn score(embedding: &[f32], query: &[f32]) -> f32 {
+    embedding.iter().zip(query).map(|(a, b)| a * b).sum()
+}
+
+/// Best score first; ties (copies of one picture) in id order, as every backend breaks them.
+fn best_first(scored: &mut [(ImageId, f32)]) {
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 }
 
 impl Lookup for Catalog {

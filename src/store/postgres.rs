@@ -213,6 +213,17 @@ impl Postgres {
     }
 }
 
+/// Rows of (id, embedding) scored against `query` here, as the embedded backend scores, so that
+/// both give the same scores to the last bit (pgvector sums in another order).
+fn rescored(rows: &[Row], query: &[f32]) -> Vec<(ImageId, f32)> {
+    let mut scored: Vec<(ImageId, f32)> = rows
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as ImageId, super::score(r.get::<_, Vector>(1).as_slice(), query)))
+        .collect();
+    super::best_first(&mut scored);
+    scored
+}
+
 fn record_of(row: &Row, with_embedding: bool) -> ImageRecord {
     let mut record = row.get::<_, Json<ImageRecord>>("record").0;
     if with_embedding {
@@ -399,13 +410,12 @@ impl Postgres {
     }
 
     /// Exact scores of the pictures that pass `condition`, best first.
-    fn exact_nearest(&self, query: &Vector, k: usize, condition: &Condition) -> Result<Vec<(ImageId, f32)>> {
-        let sql = format!(
-            "SELECT id, (-(embedding <#> $1))::real FROM images WHERE {} ORDER BY embedding <#> $1, id LIMIT $2",
-            condition.sql
-        );
-        let rows = self.reader()?.query(&sql, &condition.params(&[query, &(k as i64)])).map_err(|e| self.err(e))?;
-        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as ImageId, r.get::<_, f32>(1))).collect())
+    fn exact_nearest(&self, query: &[f32], k: usize, condition: &Condition) -> Result<Vec<(ImageId, f32)>> {
+        let sql =
+            format!("SELECT id, embedding FROM images WHERE {} ORDER BY embedding <#> $1, id LIMIT $2", condition.sql);
+        let vector = Vector::from(query.to_vec());
+        let rows = self.reader()?.query(&sql, &condition.params(&[&vector, &(k as i64)])).map_err(|e| self.err(e))?;
+        Ok(rescored(&rows, query))
     }
 
     /// The HNSW index's candidates re-scored exactly from the stored f32 embeddings. Under a
@@ -413,7 +423,7 @@ impl Postgres {
     fn approximate_nearest(
         &self,
         dim: usize,
-        query: &Vector,
+        query: &[f32],
         k: usize,
         condition: &Condition,
     ) -> Result<Vec<(ImageId, f32)>> {
@@ -422,15 +432,16 @@ impl Postgres {
             "WITH candidates AS MATERIALIZED ( \
                 SELECT id, embedding FROM images WHERE {} \
                 ORDER BY (embedding::halfvec({dim})) <=> ($1::vector)::halfvec({dim}) LIMIT $2) \
-             SELECT id, (-(embedding <#> $1))::real AS score FROM candidates ORDER BY score DESC, id LIMIT $3",
+             SELECT id, embedding FROM candidates ORDER BY embedding <#> $1, id LIMIT $3",
             condition.sql
         );
+        let vector = Vector::from(query.to_vec());
         let mut client = self.reader()?;
         let mut tx = client.transaction().map_err(|e| self.err(e))?;
         tx.batch_execute(&format!("SET LOCAL hnsw.ef_search = {ef}; SET LOCAL hnsw.iterative_scan = relaxed_order"))
             .map_err(|e| self.err(e))?;
-        let rows = tx.query(&sql, &condition.params(&[query, &(ef as i64), &(k as i64)])).map_err(|e| self.err(e))?;
-        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as ImageId, r.get::<_, f32>(1))).collect())
+        let rows = tx.query(&sql, &condition.params(&[&vector, &(ef as i64), &(k as i64)])).map_err(|e| self.err(e))?;
+        Ok(rescored(&rows, query))
     }
 
     fn count(&self, sql: &str) -> Result<i64> {
@@ -610,7 +621,6 @@ impl Library for Postgres {
         if k == 0 || query.len() != dim {
             return Ok(Vec::new());
         }
-        let query = Vector::from(query.to_vec());
         if !filters.is_empty() {
             // As in the embedded backend: a selective filter is scored exactly (a graph search
             // would have to wade through many pictures that fail it).
@@ -619,10 +629,10 @@ impl Library for Postgres {
                 format!("SELECT count(*) FROM (SELECT 1 FROM images WHERE {} LIMIT {EXACT_BELOW}) AS m", condition.sql);
             let matching: i64 = self.reader()?.query_one(&sql, &condition.params(&[])).map_err(|e| self.err(e))?.get(0);
             if (matching as usize) < EXACT_BELOW {
-                return self.exact_nearest(&query, k, &Condition::new(filters, exclude, 3));
+                return self.exact_nearest(query, k, &Condition::new(filters, exclude, 3));
             }
         }
-        self.approximate_nearest(dim, &query, k, &Condition::new(filters, exclude, 4))
+        self.approximate_nearest(dim, query, k, &Condition::new(filters, exclude, 4))
     }
 
     fn passing(&self, ids: &[ImageId], filters: &[Filter]) -> Result<Vec<ImageId>> {

@@ -2,6 +2,7 @@
 //! picture, for filters and hybrid search. Each commit carries the catalog generation it
 //! reflects, so drift after a crash is detected (and repaired) on open.
 
+use std::cmp::Reverse;
 use std::ops::Bound;
 use std::path::Path;
 
@@ -12,7 +13,7 @@ use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery
 use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, IndexRecordOption, Schema, INDEXED, STORED, STRING, TEXT,
 };
-use tantivy::{doc, DateTime, DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, SegmentReader, Term};
+use tantivy::{doc, DateTime, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, Term};
 
 use super::catalog::{ImageId, ImageRecord};
 use super::library::{words, Filter};
@@ -148,19 +149,22 @@ impl TextIndex {
         self.reader.searcher().search(&*self.filter_query(filters), &IdCollector).map_err(|e| store_err(&self.dir, e))
     }
 
-    /// The ids of the first `limit` pictures that pass all `filters`, newest taken first.
+    /// The ids of the first `limit` pictures that pass all `filters`: newest taken first, the
+    /// undated last, ties in id order (as every backend orders them).
     pub fn newest(&self, filters: &[Filter], limit: usize) -> Result<Vec<ImageId>> {
         let query: Box<dyn Query> = if filters.is_empty() { Box::new(AllQuery) } else { self.filter_query(filters) };
-        let searcher = self.reader.searcher();
-        let top = TopDocs::with_limit(limit).order_by_fast_field::<DateTime>("taken", Order::Desc);
-        let docs = searcher.search(&*query, &top).map_err(|e| store_err(&self.dir, e))?;
-        Ok(docs
-            .into_iter()
-            .filter_map(|(_, address)| {
-                let ids = searcher.segment_reader(address.segment_ord).fast_fields().u64("id");
-                ids.ok().and_then(|column| column.first(address.doc_id))
-            })
-            .collect())
+        let by_date_then_id = |segment: &SegmentReader| {
+            let fast = segment.fast_fields();
+            let (taken, ids) = (fast.date("taken").ok(), fast.u64("id").ok());
+            move |doc: DocId| {
+                let taken = taken.as_ref().and_then(|c| c.first(doc)).map_or(i64::MIN, |t| t.into_timestamp_secs());
+                let id = ids.as_ref().and_then(|c| c.first(doc)).unwrap_or(u64::MAX);
+                (taken, Reverse(id))
+            }
+        };
+        let top = TopDocs::with_limit(limit).order_by(by_date_then_id);
+        let docs = self.reader.searcher().search(&*query, &top).map_err(|e| store_err(&self.dir, e))?;
+        Ok(docs.into_iter().map(|((_, Reverse(id)), _)| id).collect())
     }
 
     fn filter_query(&self, filters: &[Filter]) -> Box<dyn Query> {

@@ -1,0 +1,70 @@
+//! `imgsearch migrate`: a library copied into another one — an embedded data folder into
+//! PostgreSQL, or back — records and embeddings as they are, so nothing is embedded again.
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use super::catalog::{stored_bytes, Change};
+use super::Library;
+use crate::error::{Error, Result};
+
+/// Pictures per transaction on the target.
+const BATCH: usize = 1_000;
+
+#[derive(Debug, Default, Serialize)]
+pub struct CopySummary {
+    /// Pictures written to the target.
+    pub copied: u64,
+    /// Pictures the target already held, same file (a re-run after an interruption).
+    pub unchanged: u64,
+    /// Skipped files (unreadable, not pictures) copied, so the target does not read them again.
+    pub skipped_files: u64,
+}
+
+/// Copies every picture, skipped file, indexed folder and the latest run summary of `from`
+/// into `to`, which must be empty or hold the same model's embeddings. Pictures get the
+/// target's own ids. Re-running after an interruption copies only what is missing.
+pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) -> Result<CopySummary> {
+    let Some(model) = from.model_info()? else {
+        return Err(Error::Exchange(format!("the library {} is empty: there is nothing to copy", from.location())));
+    };
+    to.check_model(&model)?;
+    progress.set_length(from.image_count() as u64);
+    let mut summary = CopySummary::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    for record in from.images() {
+        let mut record = record?;
+        progress.inc(1);
+        let known = to.image_at(&stored_bytes(&record.path))?;
+        if known.is_some_and(|k| {
+            (k.hash.as_str(), k.size, k.mtime_ns) == (record.hash.as_str(), record.size, record.mtime_ns)
+        }) {
+            summary.unchanged += 1;
+            continue;
+        }
+        record.id = to.new_id()?;
+        batch.push(Change::Upsert(record));
+        if batch.len() == BATCH {
+            summary.copied += batch.len() as u64;
+            to.apply(&batch)?;
+            batch.clear();
+        }
+    }
+    summary.copied += batch.len() as u64;
+    to.apply(&batch)?;
+    batch.clear();
+    for skip in from.skipped() {
+        let skip = skip?;
+        let path = stored_bytes(&skip.path);
+        if to.image_at(&path)?.is_none() && to.skipped_at(&path)?.as_ref() != Some(&skip) {
+            batch.push(Change::Skip(skip));
+        }
+    }
+    summary.skipped_files = batch.len() as u64;
+    to.apply(&batch)?;
+    if let Some(last_run) = from.last_run()? {
+        to.record_run(&from.indexed_roots()?, &last_run)?;
+    }
+    to.save()?;
+    Ok(summary)
+}
