@@ -5,12 +5,16 @@
 //!
 //! Run: `IMGSEARCH_BENCH_N=1000000 cargo bench --bench ann` (default 100,000 pictures). With
 //! `IMGSEARCH_BENCH_DUMP=DIR` it also writes the vectors and the exact answers as .npy for
-//! `scripts/ann_peers.py`, which runs hnswlib, usearch and faiss on the same data.
+//! `scripts/ann_peers.py`, which runs hnswlib, usearch and faiss on the same data. With
+//! `IMGSEARCH_BENCH_POSTGRES=postgres://USER@HOST:PORT/DB` (a server with pgvector, e.g. from
+//! `scripts/postgres.sh start DIR`) the same pictures also go into a PostgreSQL library (a fresh
+//! database beside DB), searched through the library at several `IMGSEARCH_PG_EF_SEARCH`.
 
 #[path = "../tests/common/clip_like.rs"]
 mod clip_like;
 #[path = "../tests/common/npy.rs"]
 mod npy;
+mod support;
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -204,4 +208,82 @@ fn main() {
         let r = measure(&|q| index.search(q, 10, &|_| true).iter().map(|h| h.id).collect());
         row("default (`VectorIndex::search`)".into(), r);
     });
+    if let Ok(admin) = std::env::var("IMGSEARCH_BENCH_POSTGRES") {
+        postgres_library(&admin, &data.pictures, &data.text_queries, &measure);
+    }
+}
+
+/// Runs every query through a search (query → ids found): (recall@10, queries/s) for text-like,
+/// then picture-like queries.
+type Measure<'a> = dyn Fn(&dyn Fn(&[f32]) -> Vec<u64>) -> Vec<(f64, f64)> + 'a;
+
+/// The pictures in a PostgreSQL library (pgvector HNSW, m 16, ef_construction 64), built and
+/// searched through `Library` as `index` and `search` use it; `measure` as above.
+fn postgres_library(
+    admin: &str,
+    pictures: &[Vec<f32>],
+    text_queries: &[Vec<f32>],
+    measure: &Measure,
+) {
+    use imgsearch::store::catalog::{ImageRecord, ModelInfo, PhotoFacts, StoredPath};
+    use imgsearch::store::Change;
+    let cache = tempfile::tempdir().unwrap();
+    let location = support::new_database(admin, cache.path());
+    let open = || imgsearch::store::open(&location).unwrap();
+    let mut library = open();
+    library.check_model(&ModelInfo { model: "clip-like".into(), dim: DIM, preprocess: "{}".into() }).unwrap();
+    let t = Instant::now();
+    for (start, chunk) in (0..pictures.len()).step_by(1000).zip(pictures.chunks(1000)) {
+        let changes: Vec<Change> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let id = (start + i) as u64;
+                Change::Upsert(ImageRecord {
+                    id: id + 1,
+                    path: StoredPath::Utf8(format!("/photos/IMG_{id:07}.jpg")),
+                    size: 1,
+                    mtime_ns: 0,
+                    hash: format!("{id:064x}"),
+                    width: 1,
+                    height: 1,
+                    format: "jpeg".into(),
+                    facts: PhotoFacts::default(),
+                    embedding: v.clone(),
+                    indexed_at: 0,
+                })
+            })
+            .collect();
+        library.apply(&changes).unwrap();
+    }
+    let build_s = t.elapsed().as_secs_f64();
+    let size_mb = library.size_bytes() as f64 / 1048576.0;
+    drop(library);
+    println!(
+        "\n### The same pictures in PostgreSQL 18 + pgvector 0.8 (`--store`)\n\nBuilt through `Library::apply` \
+         (batches of 1,000, the HNSW index kept up to date): {:.0} inserts/s; the database takes {size_mb:.0} MB. \
+         Searched through `Library::nearest` (k = 10, candidates re-scored exactly), one client:\n",
+        pictures.len() as f64 / build_s
+    );
+    println!("| hnsw.ef_search | text recall@10 | text queries/s | picture recall@10 | picture queries/s | text p50 |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for ef in [40, 100, 200, 400, 800] {
+        std::env::set_var("IMGSEARCH_PG_EF_SEARCH", ef.to_string());
+        let library = open();
+        let nearest = |q: &[f32]| library.nearest(q, 10, &[], None).unwrap().iter().map(|(id, _)| id - 1).collect();
+        measure(&nearest); // warm-up: the index's pages into the server's cache
+        let r = measure(&nearest);
+        let mut times: Vec<f64> = text_queries
+            .iter()
+            .map(|q| {
+                let t = Instant::now();
+                std::hint::black_box(nearest(q));
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let p50 = times[times.len() / 2];
+        println!("| {ef} | {:.3} | {:.0} | {:.3} | {:.0} | {p50:.1} ms |", r[0].0, r[0].1, r[1].0, r[1].1);
+    }
+    std::env::remove_var("IMGSEARCH_PG_EF_SEARCH");
 }

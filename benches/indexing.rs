@@ -3,6 +3,9 @@
 //! of an unchanged re-run over 10,000 files. Not criterion: each figure is one timed run.
 //!
 //! Run: `cargo bench --bench indexing` (`IMGSEARCH_BENCH_IMAGES`, default 128 photos of 12 MP).
+//! With `IMGSEARCH_BENCH_POSTGRES=postgres://USER@HOST:PORT/DB` (a server with pgvector, e.g.
+//! from `scripts/postgres.sh start DIR`) it also indexes into PostgreSQL libraries (fresh
+//! databases beside DB), next to a data folder in the same run.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,8 +15,11 @@ use image::{ImageEncoder, RgbImage};
 use imgsearch::ingest::decode::{decode_file, DEFAULT_MAX_PIXELS};
 use imgsearch::ingest::pipeline::{self, IndexOptions};
 use imgsearch::model::{ClipConfig, ModelSpec, Precision, PreprocessedImage, Towers};
+use imgsearch::store::Location;
 use imgsearch::Clip;
 use rayon::prelude::*;
+
+mod support;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -104,16 +110,20 @@ fn encode_and_index(spec: &ModelSpec, decoded: &[PreprocessedImage], photos: &Pa
     let encode_rate = count as f64 / t.elapsed().as_secs_f64();
     let index_rate = |loaded: Option<&Clip>| {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut data = imgsearch::store::open(&imgsearch::store::Location::Folder(data_dir.path().to_owned())).unwrap();
-        let t = Instant::now();
-        let summary =
-            pipeline::run(&mut *data, spec, loaded, &Device::Cpu, &options(vec![photos.to_path_buf()])).unwrap();
-        assert_eq!(summary.indexed as usize, count);
-        count as f64 / t.elapsed().as_secs_f64()
+        count as f64 / index_seconds(&Location::Folder(data_dir.path().to_owned()), spec, loaded, photos, count)
     };
     let e2e_loaded_rate = index_rate(Some(&clip));
     drop(clip);
     Run { encode_rate, embeddings, e2e_loaded_rate, e2e_rate: index_rate(None) }
+}
+
+/// Seconds `index` takes to add the `count` pictures under `photos` to a new library at `location`.
+fn index_seconds(location: &Location, spec: &ModelSpec, loaded: Option<&Clip>, photos: &Path, count: usize) -> f64 {
+    let mut data = imgsearch::store::open(location).unwrap();
+    let t = Instant::now();
+    let summary = pipeline::run(&mut *data, spec, loaded, &Device::Cpu, &options(vec![photos.to_path_buf()])).unwrap();
+    assert_eq!(summary.indexed as usize, count);
+    t.elapsed().as_secs_f64()
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -173,10 +183,10 @@ fn main() {
     let tiny =
         ModelSpec::resolve(root().join("tests/fixtures/models/tiny-clip-b32-quickgelu").to_str().unwrap()).unwrap();
     let small_dir = tempfile::tempdir().unwrap();
-    let mut small = imgsearch::store::open(&imgsearch::store::Location::Folder(small_dir.path().to_owned())).unwrap();
+    let mut small = imgsearch::store::open(&Location::Folder(small_dir.path().to_owned())).unwrap();
     pipeline::run(&mut *small, &tiny, None, &Device::Cpu, &options(vec![many.clone()])).unwrap();
     let t = Instant::now();
-    let rerun = pipeline::run(&mut *small, &tiny, None, &Device::Cpu, &options(vec![many])).unwrap();
+    let rerun = pipeline::run(&mut *small, &tiny, None, &Device::Cpu, &options(vec![many.clone()])).unwrap();
     let rerun_s = t.elapsed().as_secs_f64();
     assert_eq!(rerun.unchanged, 10_000);
 
@@ -209,6 +219,28 @@ fn main() {
     }
     println!("\nPeak RSS of the whole benchmark process: {rss:.0} MB.");
     println!("Unchanged re-run over 10,000 files: {rerun_s:.2} s.");
+    if let Ok(admin) = std::env::var("IMGSEARCH_BENCH_POSTGRES") {
+        // Back to back, the model in memory: the camera photos (the encoder sets the pace), and
+        // the 10,000 small files with the tiny model (storage sets it).
+        let clip = spec.load(&Device::Cpu, Towers::Image).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let folders = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let folder = |i: usize| Location::Folder(folders[i].path().to_owned());
+        let camera = |location: Location| count as f64 / index_seconds(&location, &spec, Some(&clip), &photos, count);
+        let (camera_folder, camera_pg) = (camera(folder(0)), camera(support::new_database(&admin, cache.path())));
+        let small = |location: Location| 10_000.0 / index_seconds(&location, &tiny, None, &many, 10_000);
+        let (small_folder, small_pg) = (small(folder(1)), small(support::new_database(&admin, cache.path())));
+        println!("\n### Into PostgreSQL (`--store`), same run\n");
+        println!("| `index`, first run | data folder | PostgreSQL | PostgreSQL / folder |\n|---|---:|---:|---:|");
+        println!(
+            "| {count} camera photos, ViT-B/32 in memory | {camera_folder:.1}/s | {camera_pg:.1}/s | {:.0}% |",
+            100.0 * camera_pg / camera_folder
+        );
+        println!(
+            "| 10,000 small PNGs, tiny model | {small_folder:.0}/s | {small_pg:.0}/s | {:.0}% |",
+            100.0 * small_pg / small_folder
+        );
+    }
     // For scripts/compare_peers.py, which runs a Python peer pipeline on the same photos.
     let results = serde_json::json!({
         "photos": photos, "count": count, "batch": BATCH, "threads": threads,

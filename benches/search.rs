@@ -10,6 +10,9 @@
 //! - 50 concurrent clients (every text new): requests/s and errors.
 //!
 //! Run: `cargo bench --bench search` (takes a few minutes; most of it building the graph).
+//! With `IMGSEARCH_BENCH_POSTGRES=postgres://USER@HOST:PORT/DB` (a server with pgvector, e.g.
+//! from `scripts/postgres.sh start DIR`) the library is a PostgreSQL one (a fresh database
+//! beside DB), and the concurrent clients are spread over two servers on it.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -24,6 +27,8 @@ use imgsearch::server::{serve, ServeOptions};
 use imgsearch::store::catalog::{ImageRecord, ModelInfo, PhotoFacts, StoredPath};
 use imgsearch::store::{Change, Filter};
 use imgsearch::Clip;
+
+mod support;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -78,7 +83,12 @@ fn main() {
     let vectors = clustered(n, 42);
 
     let started = Instant::now();
-    let mut data = imgsearch::store::open(&imgsearch::store::Location::Folder(tmp.path().to_owned())).unwrap();
+    let postgres = std::env::var("IMGSEARCH_BENCH_POSTGRES").ok();
+    let location = match &postgres {
+        Some(admin) => support::new_database(admin, tmp.path()),
+        None => imgsearch::store::Location::Folder(tmp.path().to_owned()),
+    };
+    let mut data = imgsearch::store::open(&location).unwrap();
     data.check_model(&ModelInfo { model: "random-weights".into(), dim: DIM, preprocess: "{}".into() }).unwrap();
     for (chunk_index, chunk) in vectors.chunks(5000).enumerate() {
         let changes: Vec<Change> = chunk
@@ -143,21 +153,34 @@ fn main() {
     // End to end over HTTP with the ViT-B/32 text tower.
     let tokenizer =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json");
-    let clip =
-        Clip::with_random_weights(ClipConfig::vit_base_patch32(), &tokenizer, &Device::Cpu, Precision::F32).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let options = ServeOptions {
-        addr: addr.parse().unwrap(),
-        upload_limit: 32 << 20,
-        max_pixels: 250_000_000,
-        watch_interval: None,
-    };
-    let engine = SearchEngine::new(data, clip);
-    std::thread::spawn(move || serve(engine, options, None).unwrap());
-    while TcpStream::connect(&addr).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
+    let clip = std::sync::Arc::new(
+        Clip::with_random_weights(ClipConfig::vit_base_patch32(), &tokenizer, &Device::Cpu, Precision::F32).unwrap(),
+    );
+    // On PostgreSQL a second server shares the library, as a second host would.
+    let mut libraries = vec![data];
+    if postgres.is_some() {
+        libraries.push(imgsearch::store::open(&location).unwrap());
     }
+    let servers: Vec<String> = libraries
+        .into_iter()
+        .map(|library| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let addr = format!("127.0.0.1:{port}");
+            let options = ServeOptions {
+                addr: addr.parse().unwrap(),
+                upload_limit: 32 << 20,
+                max_pixels: 250_000_000,
+                watch_interval: None,
+            };
+            let engine = SearchEngine::new(library, clip.clone());
+            std::thread::spawn(move || serve(engine, options, None).unwrap());
+            while TcpStream::connect(&addr).is_err() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            addr
+        })
+        .collect();
+    let addr = servers[0].clone();
     let words = ["sunset", "beach", "dog", "city at night", "mountain lake", "birthday cake", "snow", "red car"];
     // Every text different (a number in it), so that each runs the text tower: the server keeps
     // the embeddings of recent query texts, which `cached` measures.
@@ -191,7 +214,7 @@ fn main() {
     let errors: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|c| {
-                let addr = addr.clone();
+                let addr = servers[c % servers.len()].clone();
                 s.spawn(move || {
                     (0..per_client).filter(|i| http_get(&addr, &query(c * per_client + i)).0 != 200).count()
                 })
@@ -201,9 +224,10 @@ fn main() {
     });
     let rps = (clients * per_client) as f64 / t.elapsed().as_secs_f64();
 
-    println!("## Search at {n} pictures (dim {DIM})\n");
+    let store = if postgres.is_some() { "PostgreSQL + pgvector, two servers" } else { "data folder" };
+    println!("## Search at {n} pictures (dim {DIM}, {store})\n");
     println!("| measure | value |\n|---|---:|");
-    println!("| data folder build (catalog + text + HNSW inserts) | {build_s:.0} s |");
+    println!("| library build (records, filter fields, HNSW inserts) | {build_s:.0} s |");
     println!(
         "| nearest-neighbour search p50 / p99 (k=10, default breadth, exact re-scoring, 1 thread) | {:.2} / {:.2} ms |",
         percentile(&latencies, 0.5),

@@ -6,6 +6,8 @@
 #   scripts/postgres.sh replica PRIMARY_URL DIR  # a streaming replica of it (pg_basebackup -R); prints its URL
 #   scripts/postgres.sh stop DIR
 #
+# IMGSEARCH_PG_SETTINGS adds server settings, e.g. "-c shared_buffers=4GB" for benchmarks.
+#
 # The wheel is unzipped once into target/pgserver and copied into DIR. PostgreSQL refuses to run
 # as root, so as root it runs as `nobody`, which then owns DIR (so DIR must lie where any user
 # can pass, e.g. under /tmp), listening on 127.0.0.1 only.
@@ -67,7 +69,7 @@ start|replica)
             || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
     as_server_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=200" start >&2 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=200 ${IMGSEARCH_PG_SETTINGS:-}" start >&2 \
         || { cat "$dir/server.log" >&2; exit 1; }
     echo "postgres://postgres@127.0.0.1:$port/postgres"
     ;;

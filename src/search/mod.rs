@@ -125,8 +125,9 @@ pub struct SearchEngine {
 }
 
 impl SearchEngine {
-    pub fn new(library: Box<dyn Library>, clip: Clip) -> Self {
-        Self { library, query_cache: QueryCache::new(), clip: Some(Arc::new(clip)) }
+    /// `clip`: a model, or one shared with other engines (two servers in one process).
+    pub fn new(library: Box<dyn Library>, clip: impl Into<Arc<Clip>>) -> Self {
+        Self { library, query_cache: QueryCache::new(), clip: Some(clip.into()) }
     }
 
     /// An engine for searches by vector only: the library's model need not be on this machine.
