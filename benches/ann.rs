@@ -219,12 +219,7 @@ type Measure<'a> = dyn Fn(&dyn Fn(&[f32]) -> Vec<u64>) -> Vec<(f64, f64)> + 'a;
 
 /// The pictures in a PostgreSQL library (pgvector HNSW, m 16, ef_construction 64), built and
 /// searched through `Library` as `index` and `search` use it; `measure` as above.
-fn postgres_library(
-    admin: &str,
-    pictures: &[Vec<f32>],
-    text_queries: &[Vec<f32>],
-    measure: &Measure,
-) {
+fn postgres_library(admin: &str, pictures: &[Vec<f32>], text_queries: &[Vec<f32>], measure: &Measure) {
     use imgsearch::store::catalog::{ImageRecord, ModelInfo, PhotoFacts, StoredPath};
     use imgsearch::store::Change;
     let cache = tempfile::tempdir().unwrap();

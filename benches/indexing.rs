@@ -153,7 +153,7 @@ fn main() {
 
     let f32_run = encode_and_index(&spec, &decoded, &photos, count);
     let (encode_rate, e2e_loaded_rate, e2e_rate) = (f32_run.encode_rate, f32_run.e2e_loaded_rate, f32_run.e2e_rate);
-    // bf16 (AMX) where this CPU has it, with how far its embeddings of the same photos stray.
+    // bf16 where this CPU has it, with how far its embeddings of the same photos stray.
     let bf16 = Precision::Bf16.check(&Device::Cpu).is_ok().then(|| {
         let run = encode_and_index(&spec.clone().with_precision(Precision::Bf16), &decoded, &photos, count);
         // As distances (1 - cosine) next to the distance between *different* photos in f32: these
@@ -200,15 +200,12 @@ fn main() {
     );
     println!("| end to end `index`, model load included | {e2e_rate:.1} |");
     if let Some(b) = &bf16 {
-        println!("| bf16 (AMX) image encoder only | {:.1} |", b["encode_per_s"].as_f64().unwrap());
+        println!("| bf16 image encoder only | {:.1} |", b["encode_per_s"].as_f64().unwrap());
         println!(
-            "| bf16 (AMX) end to end `index`, model in memory | {:.1} |",
+            "| bf16 end to end `index`, model in memory | {:.1} |",
             b["end_to_end_loaded_per_s"].as_f64().unwrap()
         );
-        println!(
-            "| bf16 (AMX) end to end `index`, model load included | {:.1} |",
-            b["end_to_end_per_s"].as_f64().unwrap()
-        );
+        println!("| bf16 end to end `index`, model load included | {:.1} |", b["end_to_end_per_s"].as_f64().unwrap());
         println!(
             "\nbf16 vs f32 embeddings of the same photo, distance (1 - cosine): max {:.2e}, mean {:.2e}; \
              f32 embeddings of two different photos: mean {:.2e}.",

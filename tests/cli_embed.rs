@@ -56,16 +56,17 @@ fn embed_prints_normalised_embeddings_equal_to_the_reference() {
     }
 }
 
-/// With AMX turned off the image tower takes the plain f32 path (gemm), as on CPUs without AMX;
-/// on this machine the other tests run the AMX path, so this one keeps the plain path proven.
+/// Each lower kernel path, forced with IMGSEARCH_ISA as it runs on CPUs that have nothing better
+/// (the other tests run this machine's best), matches the reference in f32; below AVX512_BF16
+/// and AMX, `--dtype bf16` is refused with a way out. (A path above this CPU's is ignored.)
 #[test]
-fn embed_without_amx_matches_the_reference_and_refuses_bf16() {
+fn embed_on_every_lower_kernel_path_matches_the_reference_and_bf16_needs_its_own() {
     let model = "tiny-clip-p14-gelu";
     let reference = reference(model);
     let coffee = image_path("coffee.png");
-    let run = |dtype: &str| {
+    let run = |isa: &str, dtype: &str| {
         imgsearch()
-            .env("IMGSEARCH_AMX", "0")
+            .env("IMGSEARCH_ISA", isa)
             .args(["embed", "--device", "cpu", "--dtype", dtype, "--json", "--model"])
             .arg(model_dir(model))
             .arg("--image")
@@ -74,15 +75,17 @@ fn embed_without_amx_matches_the_reference_and_refuses_bf16() {
             .output()
             .unwrap()
     };
-    let json = json_of(&run("f32"));
-    let image = vector(&json["images"][coffee.to_str().unwrap()]);
-    assert!(cosine(&image, &reference.image_embeds["coffee.png"]) >= 0.9999);
-    let text = vector(&json["texts"]["a photo of a cat"]);
-    assert!(cosine(&text, &reference.text_embeds["a photo of a cat"]) >= 0.9999);
-    let refused = run("bf16");
+    for isa in ["avx512", "avx2", "portable"] {
+        let json = json_of(&run(isa, "f32"));
+        let image = vector(&json["images"][coffee.to_str().unwrap()]);
+        assert!(cosine(&image, &reference.image_embeds["coffee.png"]) >= 0.9999, "{isa}");
+        let text = vector(&json["texts"]["a photo of a cat"]);
+        assert!(cosine(&text, &reference.text_embeds["a photo of a cat"]) >= 0.9999, "{isa}");
+    }
+    let refused = run("avx512", "bf16");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("AMX") && stderr.contains("--dtype f32"), "unclear error: {stderr}");
+    assert!(stderr.contains("AVX512_BF16") && stderr.contains("--dtype f32"), "unclear error: {stderr}");
 }
 
 #[test]
@@ -98,10 +101,10 @@ fn embed_with_dtype_bf16_stays_close_to_the_reference_or_is_refused_clearly() {
         .args(["--text", "a photo of a cat"])
         .output()
         .unwrap();
-    if !imgsearch::model::kernels::amx::available() {
+    if imgsearch::model::kernels::bf16_layout().is_none() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("AMX") && stderr.contains("--dtype f32"), "unclear error: {stderr}");
+        assert!(stderr.contains("AVX512_BF16") && stderr.contains("--dtype f32"), "unclear error: {stderr}");
         return;
     }
     let json = json_of(&out);

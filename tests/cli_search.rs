@@ -247,6 +247,16 @@ fn bench_reports_images_per_second_per_batch() {
     let rows = report["results"].as_array().unwrap();
     assert_eq!(rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 4]);
     assert!(rows.iter().all(|r| r["images_per_s"].as_f64().unwrap() > 0.0));
+    // Which kernels ran: this machine's best, or the path IMGSEARCH_ISA forced.
+    assert_eq!(report["cpu_kernels"], imgsearch::model::kernels::isa().name(), "{report:#}");
+    let forced = json(
+        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+            .env("IMGSEARCH_ISA", "portable")
+            .args(["--device", "cpu", "bench", "--model"])
+            .arg(model_dir("tiny-clip-p14-gelu"))
+            .args(["--batches", "1", "--iterations", "1"]),
+    );
+    assert_eq!(forced["cpu_kernels"], "portable");
 }
 
 fn write_npy(path: &Path, values: &[f32]) {

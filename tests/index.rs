@@ -262,16 +262,17 @@ fn runs_with_nothing_to_embed_never_load_the_model() {
     assert!(!out.status.success() && stderr.contains("model.safetensors"), "{stderr}");
 }
 
-/// `--dtype bf16` through `index`: refused before any work where AMX is missing (here forced
-/// with IMGSEARCH_AMX=0); where AMX exists it indexes, and the index answers an f32 search.
+/// `--dtype bf16` through `index`: refused before any work where neither AMX nor AVX512_BF16
+/// runs (here forced with IMGSEARCH_ISA=avx512); where one does it indexes, and the index
+/// answers an f32 search.
 #[test]
 fn index_with_dtype_bf16_is_searchable_in_f32_or_refused_up_front() {
     let tmp = tempfile::tempdir().unwrap();
     let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
     noise_photos(&root, 5);
-    let bf16 = |amx: &str| {
+    let bf16 = |isa: &str| {
         imgsearch(&data)
-            .env("IMGSEARCH_AMX", amx)
+            .env("IMGSEARCH_ISA", isa)
             .args(["--dtype", "bf16", "index"])
             .arg(&root)
             .arg("--model")
@@ -280,14 +281,14 @@ fn index_with_dtype_bf16_is_searchable_in_f32_or_refused_up_front() {
             .output()
             .unwrap()
     };
-    let refused = bf16("0");
+    let refused = bf16("avx512");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--dtype f32") && refused.stdout.is_empty(), "{stderr}");
-    if !imgsearch::model::kernels::amx::available() {
+    if imgsearch::model::kernels::bf16_layout().is_none() {
         return;
     }
-    assert_eq!(json_of(&bf16("1"))["indexed"], 5);
+    assert_eq!(json_of(&bf16("amx"))["indexed"], 5);
     let hits = json_of(&imgsearch(&data).args(["search", "noise", "--json"]).output().unwrap());
     assert_eq!(hits.as_array().map(Vec::len), Some(5), "{hits:#}");
 }

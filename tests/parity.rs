@@ -141,8 +141,9 @@ fn bf16_embeddings_stay_close_to_the_reference() {
         let clip = match spec.load(&cpu, Towers::Both) {
             Ok(clip) => clip,
             Err(e) => {
-                // Without AMX the precision must be refused with a way out, not run slowly.
-                assert!(!imgsearch::model::kernels::amx::available(), "{model}: bf16 failed to load: {e}");
+                // Without AMX or AVX512_BF16 the precision must be refused with a way out, not
+                // run slowly.
+                assert!(imgsearch::model::kernels::bf16_layout().is_none(), "{model}: bf16 failed to load: {e}");
                 assert!(e.to_string().contains("--dtype f32"), "unhelpful error: {e}");
                 continue;
             }

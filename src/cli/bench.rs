@@ -48,9 +48,9 @@ pub fn run(args: BenchArgs, compute: super::ComputeArgs) -> anyhow::Result<()> {
     }
     println!(
         "{}",
-        serde_json::to_string(
-            &serde_json::json!({"model": spec.model_id, "device": format!("{device:?}"), "results": rows})
-        )?
+        serde_json::to_string(&serde_json::json!({"model": spec.model_id, "device": format!("{device:?}"),
+                "dtype": format!("{:?}", spec.precision).to_lowercase(),
+                "cpu_kernels": imgsearch::model::kernels::isa().name(), "results": rows}))?
     );
     Ok(())
 }

@@ -247,6 +247,11 @@ pub struct VisionTower {
     config: VisionConfig,
 }
 
+/// The layout `--dtype bf16` runs on this CPU, or why it cannot.
+fn bf16_layout() -> Result<WeightLayout> {
+    kernels::bf16_layout().ok_or(Error::Precision { requested: "bf16", reason: crate::model::device::BF16_MISSING })
+}
+
 impl VisionTower {
     fn load(w: &Weights, c: &VisionConfig, projection_dim: usize, precision: Precision) -> Result<Self> {
         let p = "vision_model";
@@ -257,7 +262,12 @@ impl VisionTower {
         let layout = match precision {
             Precision::F32 if kernels::amx::available() => WeightLayout::AmxTiles(Split::ThreeWay),
             Precision::F32 => WeightLayout::Transposed,
-            Precision::Bf16 => WeightLayout::AmxTiles(Split::Once),
+            // Without AMX the pictures stay f32: `vdpbf16ps` ran batches of pictures at less than
+            // half gemm's f32 rate on Zen 5 (12.8 vs 28 images/s, benches/README.md).
+            Precision::Bf16 => match bf16_layout()? {
+                WeightLayout::Bf16Pairs => WeightLayout::Transposed,
+                layout => layout,
+            },
         };
         let shape = tower_shape!(c, layout);
         Ok(Self {
@@ -319,7 +329,8 @@ impl TextTower {
         // Texts come one short query at a time (about 8 rows): in f32, packed for the tile kernel.
         let layout = match precision {
             Precision::F32 => WeightLayout::Packed,
-            Precision::Bf16 => WeightLayout::AmxTiles(Split::Once),
+            // A short query is bound by reading the weights: half the bytes in bf16.
+            Precision::Bf16 => bf16_layout()?,
         };
         let shape = tower_shape!(c, layout);
         Ok(Self {

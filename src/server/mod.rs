@@ -97,6 +97,7 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
         let local =
             listener.local_addr().map_err(|source| crate::Error::Io { path: PathBuf::from("socket"), source })?;
         println!("imgsearch serving on http://{local}/");
+        tracing::info!("CPU kernels: {} (IMGSEARCH_ISA can force a lower path)", crate::model::kernels::isa().name());
         axum::serve(listener, routes::router(state))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -22,8 +22,6 @@
 //! - activations: per block of 32 rows, per step, the tiles of rows 0-15 and 16-31 side by side;
 //!   zero-padded, converted per call.
 
-use std::sync::OnceLock;
-
 use half::bf16;
 use rayon::prelude::*;
 
@@ -49,16 +47,18 @@ const ROW_CHUNK_BYTES: usize = 1024 * 1024;
 /// Weight bytes per group of panel pairs, kept in L2 while each block of a row chunk passes.
 const WEIGHT_GROUP_BYTES: usize = 512 * 1024;
 
-/// Whether this CPU and OS run AMX bf16 tile multiplies, unless `IMGSEARCH_AMX=0` turns them
-/// off (then f32 runs on AVX-512/AVX2 as on other CPUs). The first call asks Linux for the tile
-/// state (`ARCH_REQ_XCOMP_PERM`), which every process must do before its first tile instruction.
+/// Whether this CPU and OS run AMX bf16 tile multiplies and [`super::isa`] picked them
+/// (`IMGSEARCH_AMX=0` or `IMGSEARCH_ISA` below `amx` turn them off; then f32 runs on
+/// AVX-512/AVX2 as on other CPUs).
 pub fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| std::env::var_os("IMGSEARCH_AMX").is_none_or(|v| v != "0") && detect())
+    super::isa() == super::Isa::Amx
 }
 
+/// Whether the CPU has AMX bf16 and Linux lets this process use it: the call asks Linux for the
+/// tile state (`ARCH_REQ_XCOMP_PERM`), which every process must do before its first tile
+/// instruction (once, from [`super::isa`]).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn detect() -> bool {
+pub(super) fn detect() -> bool {
     const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
     const XFEATURE_XTILEDATA: libc::c_long = 18;
     // CPUID leaf 7: EDX bit 22 = AMX-BF16, bit 24 = AMX-TILE.
@@ -76,7 +76,7 @@ fn detect() -> bool {
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-fn detect() -> bool {
+pub(super) fn detect() -> bool {
     false
 }
 

@@ -16,16 +16,19 @@
 //!   accuracy, 30-50% faster than `gemm` here). The text tower keeps `Packed` in f32: bound by
 //!   reading weights, the three-way split would read 1.5× the bytes.
 //!
+//! - `Bf16Pairs`, for either tower under `--dtype bf16` on CPUs with AVX512_BF16 but no AMX
+//!   (`bf16_pairs.rs`): the `Packed` panels in bf16, multiplied with `vdpbf16ps`.
+//!
 //! Other devices use candle's matmul on the transposed layout.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{amx, contiguous_f32, SharedOut};
+use super::{amx, bf16_pairs, contiguous_f32, Isa, SharedOut};
 use crate::error::Result;
 
 /// Output columns per packed panel: four AVX-512 registers per row of the register tile.
-const PANEL: usize = 64;
+pub(super) const PANEL: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightLayout {
@@ -35,12 +38,26 @@ pub enum WeightLayout {
     Transposed,
     /// bf16 tiles for AMX, f32 values split as given (the caller checks `amx::available()`).
     AmxTiles(amx::Split),
+    /// bf16 panels for `vdpbf16ps` (the caller checks `bf16_pairs::available()`).
+    Bf16Pairs,
+}
+
+/// How `--dtype bf16` lays out weights on this CPU: AMX tiles, else AVX512_BF16 panels; `None`
+/// where neither runs.
+pub fn bf16_layout() -> Option<WeightLayout> {
+    if amx::available() {
+        Some(WeightLayout::AmxTiles(amx::Split::Once))
+    } else if bf16_pairs::available() {
+        Some(WeightLayout::Bf16Pairs)
+    } else {
+        None
+    }
 }
 
 /// The weight of a linear layer, laid out once at load.
 pub struct LinearWeight {
     /// Packed: (panels, in_dim, PANEL), zero-padded past `out_dim`. Transposed: (in_dim, out_dim).
-    /// AmxTiles: flat bf16, see `amx.rs`.
+    /// AmxTiles: flat bf16, see `amx.rs`. Bf16Pairs: (panels, panel_len), see `bf16_pairs.rs`.
     data: Tensor,
     out_dim: usize,
     layout: WeightLayout,
@@ -60,6 +77,11 @@ impl LinearWeight {
             WeightLayout::AmxTiles(split) => aligned_tensor(amx::packed_len(in_dim, out_dim, split), |packed| {
                 amx::pack_weight(&w, (in_dim, out_dim), split, packed)
             })?,
+            WeightLayout::Bf16Pairs => {
+                let (panels, panel_len) = (out_dim.div_ceil(PANEL), bf16_pairs::panel_len(in_dim));
+                aligned_tensor(panels * panel_len, |packed| bf16_pairs::pack_weight(&w, (in_dim, out_dim), packed))?
+                    .reshape((panels, panel_len))?
+            }
             _ => {
                 let (panels, panel_len) = (out_dim.div_ceil(PANEL), in_dim * PANEL);
                 let packed = aligned_tensor(panels * panel_len, |packed: &mut [f32]| {
@@ -127,6 +149,9 @@ impl LinearOp {
             (WeightLayout::Packed, &[panels, w_in, PANEL]) => w_in == in_dim && panels == out_dim.div_ceil(PANEL),
             (WeightLayout::Transposed, &[w_in, w_out]) => w_in == in_dim && w_out == out_dim,
             (WeightLayout::AmxTiles(split), &[len]) => len == amx::packed_len(in_dim, out_dim, split),
+            (WeightLayout::Bf16Pairs, &[panels, len]) => {
+                panels == out_dim.div_ceil(PANEL) && len == bf16_pairs::panel_len(in_dim)
+            }
             _ => false,
         };
         if !fits || bias.len() != out_dim {
@@ -137,15 +162,19 @@ impl LinearOp {
             WeightLayout::Packed => packed_product(x, contiguous_f32(w.0, w.1, name)?, bias, rows, in_dim, out_dim),
             WeightLayout::Transposed => gemm_product(x, contiguous_f32(w.0, w.1, name)?, bias, rows, in_dim, out_dim),
             WeightLayout::AmxTiles(split) => {
-                let CpuStorage::BF16(data) = w.0 else { candle_core::bail!("{name}: expected bf16 weights") };
-                let Some((start, end)) = w.1.contiguous_offsets() else {
-                    candle_core::bail!("{name}: weights must be contiguous")
-                };
-                amx::product(x, &data[start..end], bias, rows, (in_dim, out_dim), split)
+                amx::product(x, bf16_weights(w, name)?, bias, rows, (in_dim, out_dim), split)
             }
+            WeightLayout::Bf16Pairs => bf16_pairs::product(x, bf16_weights(w, name)?, bias, rows, (in_dim, out_dim)),
         };
         Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))))
     }
+}
+
+/// The contiguous bf16 values of a weight tensor.
+fn bf16_weights<'a>(w: (&'a CpuStorage, &Layout), name: &str) -> candle_core::Result<&'a [half::bf16]> {
+    let CpuStorage::BF16(data) = w.0 else { candle_core::bail!("{name}: expected bf16 weights") };
+    let Some((start, end)) = w.1.contiguous_offsets() else { candle_core::bail!("{name}: weights must be contiguous") };
+    Ok(&data[start..end])
 }
 
 impl CustomOp3 for LinearOp {
@@ -171,36 +200,77 @@ impl CustomOp3 for LinearOp {
 /// weights once (from memory for a short query; from L2 for the following tiles of a batch).
 fn packed_product(x: &[f32], w: &[f32], bias: &[f32], rows: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
     let tile = tile_kernel();
+    over_panels(bias, rows, out_dim, tile.max_rows, 1, |block| {
+        // SAFETY: every pointer stays inside x (rows × in_dim) and w (panels × in_dim × PANEL);
+        // `block`'s are valid (see `PanelBlock`).
+        unsafe {
+            (tile.run)(Tile {
+                rows: block.rows,
+                depth: in_dim,
+                x: x.as_ptr().add(block.row * in_dim),
+                x_stride: in_dim,
+                w: w.as_ptr().add(block.panel * in_dim * PANEL),
+                bias: block.bias,
+                out: block.out,
+                out_stride: out_dim,
+                cols: block.cols,
+            })
+        }
+    })
+}
+
+/// One block of output for a panel kernel: rows `row..row + rows` of panel `panel` (columns
+/// `panel * PANEL..` + `cols`), for the `chunk`th part of the shared dimension. `bias` points at
+/// PANEL values (zero past `cols`), `out` at the block's first value in the (rows × out_dim)
+/// output; no other block of the same chunk writes there, and chunk 0 comes first.
+#[derive(Clone, Copy)]
+pub(super) struct PanelBlock {
+    pub panel: usize,
+    pub chunk: usize,
+    pub row: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub bias: *const f32,
+    pub out: *mut f32,
+}
+
+/// The (rows × out_dim) output of a product on panels of PANEL output columns, computed by
+/// `block` for every block of up to `max_rows` rows of every panel, and for each of `chunks`
+/// parts of the shared dimension in turn: each thread takes a range of panels and walks each
+/// down all rows, a part at a time, so it streams its share of the weights once (from memory for
+/// a short query) and keeps a part of a panel in L1 while a batch's rows pass. `block` must
+/// write every value of its block in chunk 0 (and add to it in later chunks).
+pub(super) fn over_panels(
+    bias: &[f32],
+    rows: usize,
+    out_dim: usize,
+    max_rows: usize,
+    chunks: usize,
+    block: impl Fn(PanelBlock) + Sync,
+) -> Vec<f32> {
     let panels = out_dim.div_ceil(PANEL);
-    // Bias padded to whole panels so the kernel always loads full registers.
+    // Bias padded to whole panels so the kernels always load full registers.
     let mut bias_padded = vec![0f32; panels * PANEL];
     bias_padded[..out_dim].copy_from_slice(bias);
     let mut out: Vec<f32> = Vec::with_capacity(rows * out_dim);
     let out_ptr = SharedOut(out.as_mut_ptr());
     let threads = rayon::current_num_threads().min(panels).max(1);
     (0..threads).into_par_iter().for_each(|t| {
-        for p in t * panels / threads..(t + 1) * panels / threads {
-            for row in (0..rows).step_by(tile.max_rows) {
-                // SAFETY: every pointer stays inside x (rows × in_dim), w (panels × in_dim ×
-                // PANEL), bias_padded (panels × PANEL) and out (rows × out_dim, written only in
-                // columns p*PANEL..+cols, which no other task owns).
-                unsafe {
-                    (tile.run)(Tile {
-                        rows: tile.max_rows.min(rows - row),
-                        depth: in_dim,
-                        x: x.as_ptr().add(row * in_dim),
-                        x_stride: in_dim,
-                        w: w.as_ptr().add(p * in_dim * PANEL),
-                        bias: bias_padded.as_ptr().add(p * PANEL),
-                        out: out_ptr.get().add(row * out_dim + p * PANEL),
-                        out_stride: out_dim,
-                        cols: PANEL.min(out_dim - p * PANEL),
-                    })
-                };
+        for panel in t * panels / threads..(t + 1) * panels / threads {
+            for (chunk, row) in (0..chunks).flat_map(|c| (0..rows).step_by(max_rows).map(move |r| (c, r))) {
+                block(PanelBlock {
+                    panel,
+                    chunk,
+                    row,
+                    rows: max_rows.min(rows - row),
+                    cols: PANEL.min(out_dim - panel * PANEL),
+                    bias: bias_padded[panel * PANEL..].as_ptr(),
+                    out: out_ptr.get().wrapping_add(row * out_dim + panel * PANEL),
+                });
             }
         }
     });
-    // SAFETY: the tiles above wrote every (row, column) of the output exactly once.
+    // SAFETY: `block` wrote every (row, column) of the output exactly once.
     unsafe { out.set_len(rows * out_dim) };
     out
 }
@@ -256,27 +326,25 @@ struct TileKernel {
 
 /// The fastest tile kernel this CPU runs.
 fn tile_kernel() -> TileKernel {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            return TileKernel { run: avx512::tile, max_rows: avx512::MAX_ROWS };
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return TileKernel { run: portable::tile_avx2, max_rows: portable::MAX_ROWS };
-        }
+    match super::isa() {
+        #[cfg(target_arch = "x86_64")]
+        isa if isa >= Isa::Avx512 => TileKernel { run: avx512::tile, max_rows: avx512::MAX_ROWS },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => TileKernel { run: portable::tile_avx2, max_rows: portable::MAX_ROWS },
+        _ => TileKernel { run: portable::tile, max_rows: portable::MAX_ROWS },
     }
-    TileKernel { run: portable::tile, max_rows: portable::MAX_ROWS }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{Tile, PANEL};
 
     /// 6 rows × 4 registers = 24 accumulators, leaving room for the 4 weight registers.
-    pub const MAX_ROWS: usize = 6;
-    const REGS: usize = PANEL / 16;
+    pub(super) const MAX_ROWS: usize = 6;
+    /// AVX-512 registers per row of a panel.
+    pub(in super::super) const REGS: usize = PANEL / 16;
     /// How far ahead (in rows of the panel, 32 KB) to ask for weights, into L2: the hardware
     /// prefetcher alone left the kernel waiting on memory when a short text query streams the
     /// whole tower (8-token query: 13.1 ms without, 9.2 with L1 prefetch 8 KB ahead, 8.4–8.9 ms
@@ -286,27 +354,13 @@ mod avx512 {
     /// # Safety
     /// The CPU must have AVX-512F; `t` must describe valid memory (see `Tile`).
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile(t: Tile) {
-        match t.rows {
-            1 => tile_rows::<1>(t),
-            2 => tile_rows::<2>(t),
-            3 => tile_rows::<3>(t),
-            4 => tile_rows::<4>(t),
-            5 => tile_rows::<5>(t),
-            6 => tile_rows::<6>(t),
-            _ => unreachable!("tile of {} rows", t.rows),
-        }
+    pub(super) unsafe fn tile(t: Tile) {
+        by_rows!(t.rows, tile_rows, t)
     }
 
     #[target_feature(enable = "avx512f")]
     unsafe fn tile_rows<const R: usize>(t: Tile) {
-        let mut acc = [[_mm512_setzero_ps(); REGS]; R];
-        for j in 0..REGS {
-            let b = _mm512_loadu_ps(t.bias.add(16 * j));
-            for row in acc.iter_mut() {
-                row[j] = b;
-            }
-        }
+        let mut acc = accumulators::<R>(t.bias);
         let (mut x, mut w) = (t.x, t.w);
         for _ in 0..t.depth {
             for j in 0..REGS {
@@ -322,12 +376,32 @@ mod avx512 {
             x = x.add(1);
             w = w.add(PANEL);
         }
+        store(&acc, t.out, t.out_stride, t.cols);
+    }
+
+    /// The accumulators of an R-row register tile of a panel, each row starting at the bias
+    /// (PANEL values).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn accumulators<const R: usize>(bias: *const f32) -> [[__m512; REGS]; R] {
+        let b: [__m512; REGS] = std::array::from_fn(|j| _mm512_loadu_ps(bias.add(16 * j)));
+        [b; R]
+    }
+
+    /// Stores an R-row register tile at `out` (rows `stride` apart), only the lanes of the first
+    /// `cols` columns: the last panel of a layer may be narrow.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn store<const R: usize>(
+        acc: &[[__m512; REGS]; R],
+        out: *mut f32,
+        stride: usize,
+        cols: usize,
+    ) {
         for (r, row) in acc.iter().enumerate() {
-            let out = t.out.add(r * t.out_stride);
             for (j, &v) in row.iter().enumerate() {
-                // Only the lanes of real columns: the last panel of a layer may be narrow.
-                let live = t.cols.saturating_sub(16 * j).min(16);
-                _mm512_mask_storeu_ps(out.add(16 * j), ((1u32 << live) - 1) as __mmask16, v);
+                let live = cols.saturating_sub(16 * j).min(16);
+                _mm512_mask_storeu_ps(out.add(r * stride + 16 * j), ((1u32 << live) - 1) as __mmask16, v);
             }
         }
     }
@@ -357,13 +431,7 @@ mod portable {
 
     #[inline(always)]
     unsafe fn dispatch(t: Tile) {
-        match t.rows {
-            1 => tile_rows::<1>(t),
-            2 => tile_rows::<2>(t),
-            3 => tile_rows::<3>(t),
-            4 => tile_rows::<4>(t),
-            _ => unreachable!("tile of {} rows", t.rows),
-        }
+        by_rows!(t.rows, tile_rows, t)
     }
 
     #[inline(always)]

@@ -23,12 +23,106 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, InplaceOp1, Layout, S
 
 use rayon::prelude::*;
 
+/// `$kernel::<R>($tile)` for R = `$rows` (1 to 6): register-tile kernels are generic over their
+/// row count, so that the accumulators stay in registers.
+macro_rules! by_rows {
+    ($rows:expr, $kernel:ident, $tile:expr) => {
+        match $rows {
+            1 => $kernel::<1>($tile),
+            2 => $kernel::<2>($tile),
+            3 => $kernel::<3>($tile),
+            4 => $kernel::<4>($tile),
+            5 => $kernel::<5>($tile),
+            6 => $kernel::<6>($tile),
+            rows => unreachable!("a register tile of {rows} rows"),
+        }
+    };
+}
+
 pub mod amx;
+pub mod bf16_pairs;
 mod linear;
-pub use linear::{linear, LinearWeight, WeightLayout};
+pub use linear::{bf16_layout, linear, LinearWeight, WeightLayout};
 
 use super::config::Activation;
 use crate::error::Result;
+
+/// The instruction sets the CPU kernels use, lowest first. Chosen once per process from the
+/// CPU's features; `IMGSEARCH_ISA` caps it (e.g. `avx2` on an AVX-512 machine runs, and so
+/// tests, the AVX2 kernels), and `IMGSEARCH_AMX=0` caps it below AMX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Plain Rust, vectorised by the compiler for the target (NEON on ARM, SSE2 on x86).
+    Portable,
+    Avx2,
+    Avx512,
+    /// AVX-512 with `vdpbf16ps`: `--dtype bf16` without AMX.
+    Avx512Bf16,
+    /// Intel AMX bf16 tiles.
+    Amx,
+}
+
+impl Isa {
+    const NAMES: [(&'static str, Isa); 5] = [
+        ("portable", Isa::Portable),
+        ("avx2", Isa::Avx2),
+        ("avx512", Isa::Avx512),
+        ("avx512bf16", Isa::Avx512Bf16),
+        ("amx", Isa::Amx),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, isa)| *isa == self).map_or("?", |(name, _)| name)
+    }
+
+    /// What this CPU has, highest first.
+    fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let has = |feature: &str| match feature {
+                "avx512bf16" => std::is_x86_feature_detected!("avx512bf16"),
+                "avx512f" => std::is_x86_feature_detected!("avx512f"),
+                _ => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            };
+            if has("avx512f") && has("avx512bf16") {
+                return Isa::Avx512Bf16; // AMX, which needs the OS's consent, is asked for apart
+            }
+            if has("avx512f") {
+                return Isa::Avx512;
+            }
+            if has("avx2") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+}
+
+/// The instruction set the kernels use (see [`Isa`]). Set `IMGSEARCH_ISA` to a name below the
+/// CPU's best to force a lower path; an unknown name, or one above what the CPU has, is ignored
+/// with a warning.
+pub fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let detected = if amx::detect() { Isa::Amx } else { Isa::detect() };
+        let amx_off = std::env::var_os("IMGSEARCH_AMX").is_some_and(|v| v == "0");
+        let detected = if amx_off { detected.min(Isa::Avx512Bf16) } else { detected };
+        match std::env::var("IMGSEARCH_ISA") {
+            Err(_) => detected,
+            Ok(wanted) => match Isa::NAMES.iter().find(|(name, _)| *name == wanted) {
+                Some((_, isa)) if *isa <= detected => *isa,
+                _ => {
+                    tracing::warn!(
+                        "IMGSEARCH_ISA={wanted:?} ignored: this CPU runs up to {}; the choices are {}",
+                        detected.name(),
+                        Isa::NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    );
+                    detected
+                }
+            },
+        }
+    })
+}
 
 /// Elements per parallel task of the activation: large enough to amortise scheduling.
 const ACTIVATION_CHUNK: usize = 16 * 1024;
