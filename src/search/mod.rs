@@ -334,27 +334,28 @@ impl SearchEngine {
         if let Some(min) = params.min_score {
             ranked.retain(|(_, s)| *s >= min);
         }
-        let mut hits: Vec<(SearchHit, Option<i64>)> = Vec::with_capacity(ranked.len());
-        for (id, score) in ranked.into_iter().take(wanted) {
-            if let Some(record) = self.library.image_meta(id)? {
-                hits.push((hit(&record, Some(score)), record.facts.taken));
-            }
-        }
+        // By score, only the page's records are read; by date, the whole pool's (to sort it).
+        let shown: Vec<(ImageId, f32)> = match params.sort {
+            SortOrder::Score => ranked.into_iter().skip(params.offset).take(params.k).collect(),
+            SortOrder::Date => ranked.into_iter().take(wanted).collect(),
+        };
+        let scores: std::collections::HashMap<ImageId, f32> = shown.iter().copied().collect();
+        let ids: Vec<ImageId> = shown.iter().map(|(id, _)| *id).collect();
+        let records = self.library.images_meta(&ids)?;
+        let mut hits: Vec<(SearchHit, Option<i64>)> =
+            records.iter().map(|r| (hit(r, scores.get(&r.id).copied()), r.facts.taken)).collect();
         if params.sort == SortOrder::Date {
             hits.sort_by_key(|(_, taken)| std::cmp::Reverse(*taken));
+            hits = hits.into_iter().skip(params.offset).take(params.k).collect();
         }
-        Ok(hits.into_iter().skip(params.offset).take(params.k).map(|(h, _)| h).collect())
+        Ok(hits.into_iter().map(|(h, _)| h).collect())
     }
 
     /// Filter-only queries: newest first.
     fn list_by_date(&self, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
-        let mut hits = Vec::new();
-        for id in self.library.newest(filters, params.offset + params.k)?.into_iter().skip(params.offset) {
-            if let Some(record) = self.library.image_meta(id)? {
-                hits.push(hit(&record, None));
-            }
-        }
-        Ok(hits)
+        let ids: Vec<ImageId> =
+            self.library.newest(filters, params.offset + params.k)?.into_iter().skip(params.offset).collect();
+        Ok(self.library.images_meta(&ids)?.iter().map(|record| hit(record, None)).collect())
     }
 }
 

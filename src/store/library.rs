@@ -70,6 +70,11 @@ pub trait Library: Lookup {
     fn image(&self, id: ImageId) -> Result<Option<ImageRecord>>;
     /// A picture's record without its embedding (what hits and listings show).
     fn image_meta(&self, id: ImageId) -> Result<Option<ImageRecord>>;
+    /// The records (without embeddings) of those of `ids` that exist, in the order of `ids`: a
+    /// page of hits. A backend behind a network answers it in one round trip.
+    fn images_meta(&self, ids: &[ImageId]) -> Result<Vec<ImageRecord>> {
+        ids.iter().filter_map(|&id| self.image_meta(id).transpose()).collect()
+    }
     /// Every picture with exactly this content (blake3 hex); an empty hash matches nothing.
     fn images_with_hash(&self, hash: &str) -> Result<Vec<ImageId>>;
     fn image_count(&self) -> usize;

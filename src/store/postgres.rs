@@ -530,6 +530,17 @@ impl Library for Postgres {
         Ok(row.map(|row| record_of(&row, false)))
     }
 
+    fn images_meta(&self, ids: &[ImageId]) -> Result<Vec<ImageRecord>> {
+        let wanted: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
+        let rows = self
+            .reader()?
+            .query("SELECT record FROM images WHERE id = ANY($1)", &[&wanted])
+            .map_err(|e| self.err(e))?;
+        let mut found: std::collections::HashMap<ImageId, ImageRecord> =
+            rows.iter().map(|row| record_of(row, false)).map(|r| (r.id, r)).collect();
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
     fn images_with_hash(&self, hash: &str) -> Result<Vec<ImageId>> {
         if hash.is_empty() {
             return Ok(Vec::new());
