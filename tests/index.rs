@@ -223,6 +223,7 @@ fn re_runs_do_only_the_work_that_changed() {
     assert_eq!(s["images"], 12);
     assert_eq!(s["vectors_live"], 12);
     assert_eq!(s["text_documents"], 12);
+    assert_eq!(s["cpu_kernels"], imgsearch::model::kernels::isa().name(), "which kernels this machine runs");
     // For people: when, how long, what changed; no raw JSON.
     let plain = imgsearch(&data).arg("stats").output().unwrap();
     let text = String::from_utf8_lossy(&plain.stdout);

@@ -35,8 +35,12 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
         return Ok(());
     }
     let stats = data.stats(data.size_bytes())?;
+    // What this machine's encoders run on (chosen at start; IMGSEARCH_ISA forces a lower path).
+    let kernels = imgsearch::model::kernels::isa().name();
     if args.json {
-        println!("{}", serde_json::to_string(&stats)?);
+        let mut json = serde_json::to_value(&stats)?;
+        json["cpu_kernels"] = kernels.into();
+        println!("{json}");
         return Ok(());
     }
     println!("library:      {} ({:.1} MB)", stats.data_dir, stats.size_bytes as f64 / 1e6);
@@ -50,6 +54,7 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
     if let Some(run) = &stats.last_run {
         println!("last run:     {}", describe_run(run));
     }
+    println!("cpu kernels:  {kernels}");
     Ok(())
 }
 
