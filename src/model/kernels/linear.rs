@@ -24,7 +24,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{amx, bf16_pairs, contiguous_f32, Isa, SharedOut};
+use super::{amx, bf16_pairs, contiguous_f32, SharedOut};
 use crate::error::Result;
 
 /// Output columns per packed panel: four AVX-512 registers per row of the register tile.
@@ -328,9 +328,9 @@ struct TileKernel {
 fn tile_kernel() -> TileKernel {
     match super::isa() {
         #[cfg(target_arch = "x86_64")]
-        isa if isa >= Isa::Avx512 => TileKernel { run: avx512::tile, max_rows: avx512::MAX_ROWS },
+        isa if isa >= super::Isa::Avx512 => TileKernel { run: avx512::tile, max_rows: avx512::MAX_ROWS },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => TileKernel { run: portable::tile_avx2, max_rows: portable::MAX_ROWS },
+        super::Isa::Avx2 => TileKernel { run: portable::tile_avx2, max_rows: portable::MAX_ROWS },
         _ => TileKernel { run: portable::tile, max_rows: portable::MAX_ROWS },
     }
 }
