@@ -523,11 +523,7 @@ impl Library for Postgres {
     }
 
     fn image_meta(&self, id: ImageId) -> Result<Option<ImageRecord>> {
-        let row = self
-            .reader()?
-            .query_opt("SELECT record FROM images WHERE id = $1", &[&(id as i64)])
-            .map_err(|e| self.err(e))?;
-        Ok(row.map(|row| record_of(&row, false)))
+        Ok(self.images_meta(&[id])?.pop())
     }
 
     fn images_meta(&self, ids: &[ImageId]) -> Result<Vec<ImageRecord>> {
