@@ -14,7 +14,7 @@ use candle_core::Device;
 use image::{ImageEncoder, RgbImage};
 use imgsearch::ingest::decode::{decode_file, DEFAULT_MAX_PIXELS};
 use imgsearch::ingest::pipeline::{self, IndexOptions};
-use imgsearch::model::{ClipConfig, ModelSpec, Precision, PreprocessedImage, Towers};
+use imgsearch::model::{ModelConfig, ModelSpec, Precision, PreprocessedImage, Towers};
 use imgsearch::store::Location;
 use imgsearch::Clip;
 use rayon::prelude::*;
@@ -62,7 +62,7 @@ fn vit_b32_checkpoint() -> PathBuf {
     let dir = root().join("target/bench-data/vit-b32-random");
     if !dir.join("model.safetensors").exists() {
         let tokenizer = root().join("tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json");
-        Clip::write_random_checkpoint(&ClipConfig::vit_base_patch32(), &tokenizer, &dir).unwrap();
+        Clip::write_random_checkpoint(&ModelConfig::vit_base_patch32(), &tokenizer, &dir).unwrap();
     }
     dir
 }

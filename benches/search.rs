@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use imgsearch::model::{ClipConfig, Precision};
+use imgsearch::model::{ModelConfig, Precision};
 use imgsearch::search::SearchEngine;
 use imgsearch::server::{serve, ServeOptions};
 use imgsearch::store::catalog::{ImageRecord, ModelInfo, PhotoFacts, StoredPath};
@@ -154,7 +154,7 @@ fn main() {
     let tokenizer =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json");
     let clip = std::sync::Arc::new(
-        Clip::with_random_weights(ClipConfig::vit_base_patch32(), &tokenizer, &Device::Cpu, Precision::F32).unwrap(),
+        Clip::with_random_weights(ModelConfig::vit_base_patch32(), &tokenizer, &Device::Cpu, Precision::F32).unwrap(),
     );
     // On PostgreSQL a second server shares the library, as a second host would.
     let mut libraries = vec![data];

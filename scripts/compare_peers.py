@@ -4,6 +4,8 @@
 What it measures (all f32, CPU, the same thread count everywhere):
   image encoder   CLIP ViT-B/32 image tower (vision model + visual projection), batch 1/8/32 -> images/s
   text encoder    CLIP text tower (text model + text projection), one query of 8 / 77 tokens -> ms
+  SigLIP          the same for google/siglip-base-patch16-224's shape (SiglipModel(SiglipConfig())): image
+                  tower with its attention-pooling head, batch 1/8/32; text tower on a query padded to 64 tokens
   decode+prep     one JPEG (12 MP, 3 MP) -> normalised 224x224 model input, one thread -> ms
   indexing        128 camera JPEGs (4032x3024) end to end -> images/s, with the model in memory and with its load
 
@@ -47,7 +49,7 @@ import torch
 from PIL import Image
 
 import transformers
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
 
 ROOT = Path(__file__).resolve().parent.parent
 # criterion follows CRITERION_HOME / CARGO_TARGET_DIR; benches/preprocess.rs always writes to <repo>/target/bench-data
@@ -88,6 +90,15 @@ def text_ids(length, seed=0):
     return ids
 
 
+def siglip_text_ids(length=64, seed=0):
+    """A SigLIP query as its processor makes it: padded to the 64-token context (ids of SiglipConfig's vocabulary)."""
+    return torch.randint(2, 32000, (1, length), generator=torch.Generator().manual_seed(seed))
+
+
+CLIP_TEXTS = {n: text_ids(n) for n in TOKEN_LENGTHS}
+SIGLIP_TEXTS = {64: siglip_text_ids()}
+
+
 class ImageTower(torch.nn.Module):
     """What CLIPModel.get_image_features computes: pooled vision output -> visual projection."""
 
@@ -97,6 +108,28 @@ class ImageTower(torch.nn.Module):
 
     def forward(self, pixel_values):
         return self.model.visual_projection(self.model.vision_model(pixel_values=pixel_values).pooler_output)
+
+
+class SiglipImageTower(torch.nn.Module):
+    """What SiglipModel.get_image_features computes: the attention-pooled vision output."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model.vision_model(pixel_values=pixel_values).pooler_output
+
+
+class SiglipTextTower(torch.nn.Module):
+    """What SiglipModel.get_text_features computes: the last position through the text head."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model.text_model(input_ids=input_ids).pooler_output
 
 
 class TextTower(torch.nn.Module):
@@ -113,19 +146,18 @@ class TextTower(torch.nn.Module):
 # ---------------------------------------------------------------- peers
 
 
-def bench_torch(image_tower, text_tower, repeats, seconds):
+def bench_torch(image_tower, text_tower, repeats, seconds, texts=CLIP_TEXTS, prefix=""):
     out = {}
     with torch.inference_mode():
         for b in BATCHES:
             x = torch.randn(b, 3, 224, 224)
-            out[("image", b)] = b / measure(lambda: image_tower(x), repeats, seconds)
-        for n in TOKEN_LENGTHS:
-            ids = text_ids(n)
-            out[("text", n)] = 1e3 * measure(lambda: text_tower(ids), repeats, seconds)
+            out[(prefix + "image", b)] = b / measure(lambda: image_tower(x), repeats, seconds)
+        for n, ids in texts.items():
+            out[(prefix + "text", n)] = 1e3 * measure(lambda: text_tower(ids), repeats, seconds)
     return out
 
 
-def export_onnx(image_tower, text_tower, workdir):
+def export_onnx(image_tower, text_tower, workdir, sample_ids):
     """Export both towers (legacy TorchScript exporter: the dynamo one needs onnxscript). Returns the two paths."""
     image_path, text_path = workdir / "image.onnx", workdir / "text.onnx"
     common = dict(opset_version=17, dynamo=False, do_constant_folding=True)
@@ -134,20 +166,20 @@ def export_onnx(image_tower, text_tower, workdir):
         torch.onnx.export(image_tower, (torch.randn(1, 3, 224, 224),), str(image_path),
                           input_names=["pixel_values"], output_names=["image_embeds"],
                           dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}}, **common)
-        torch.onnx.export(text_tower, (text_ids(77),), str(text_path),
+        torch.onnx.export(text_tower, (sample_ids,), str(text_path),
                           input_names=["input_ids"], output_names=["text_embeds"],
                           dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "text_embeds": {0: "batch"}},
                           **common)
     return image_path, text_path
 
 
-def bench_onnx(image_tower, text_tower, threads, repeats, seconds):
+def bench_onnx(image_tower, text_tower, threads, repeats, seconds, texts=CLIP_TEXTS, prefix=""):
     import onnxruntime as ort
 
     out = {}
     with tempfile.TemporaryDirectory(prefix="imgsearch-peers-") as tmp:
         try:
-            image_path, text_path = export_onnx(image_tower, text_tower, Path(tmp))
+            image_path, text_path = export_onnx(image_tower, text_tower, Path(tmp), list(texts.values())[-1])
         except Exception as e:  # keep going without the ORT column
             warn(f"ONNX export failed, no ONNX Runtime numbers: {type(e).__name__}: {e}")
             return out
@@ -170,12 +202,11 @@ def bench_onnx(image_tower, text_tower, threads, repeats, seconds):
             x = torch.randn(b, 3, 224, 224)
             feed = {"pixel_values": x.numpy()}
             check("image", b, feed, image_tower(x))
-            out[("image", b)] = b / measure(lambda: sessions["image"].run(None, feed), repeats, seconds)
-        for n in TOKEN_LENGTHS:
-            ids = text_ids(n)
+            out[(prefix + "image", b)] = b / measure(lambda: sessions["image"].run(None, feed), repeats, seconds)
+        for n, ids in texts.items():
             feed = {"input_ids": ids.numpy()}
             check("text", n, feed, text_tower(ids))
-            out[("text", n)] = 1e3 * measure(lambda: sessions["text"].run(None, feed), repeats, seconds)
+            out[(prefix + "text", n)] = 1e3 * measure(lambda: sessions["text"].run(None, feed), repeats, seconds)
     return out
 
 
@@ -271,6 +302,12 @@ def read_imgsearch():
         for n in TOKEN_LENGTHS:
             s = criterion_seconds("text_encoder" + suffix, "tokens", n)
             out[("text" + suffix, n)] = 1e3 * s if s else None
+        for b in BATCHES:
+            s = criterion_seconds("siglip_image_encoder" + suffix, "batch", b)
+            out[("siglip_image" + suffix, b)] = b / s if s else None
+        for n in SIGLIP_TEXTS:
+            s = criterion_seconds("siglip_text_encoder" + suffix, "tokens", n)
+            out[("siglip_text" + suffix, n)] = 1e3 * s if s else None
     for name in PHOTOS:
         for mode in ("fast", "exact"):
             s = criterion_seconds("preprocess", mode, name)
@@ -335,6 +372,8 @@ def table(ours, pt, ox, pil):
     indexing = ours.get("indexing") or {}
     rows = [(f"image encoder, batch {b} (images/s)", ("image", b), True) for b in BATCHES]
     rows += [(f"text encoder, {n} tokens (ms/query)", ("text", n), False) for n in TOKEN_LENGTHS]
+    rows += [(f"SigLIP B/16 image encoder, batch {b} (images/s)", ("siglip_image", b), True) for b in BATCHES]
+    rows += [(f"SigLIP B/16 text encoder, {n} tokens (ms/query)", ("siglip_text", n), False) for n in SIGLIP_TEXTS]
     rows += [(f"decode+preprocess {name.upper()} {mode} (ms/image)", ("decode", name, mode), False)
              for name in PHOTOS for mode in ("fast", "exact")]
     count = indexing.get('count', '?')
@@ -343,6 +382,10 @@ def table(ours, pt, ox, pil):
     # imgsearch's --dtype bf16 (AMX), against the same f32 peers.
     rows += [(f"**bf16** image encoder, batch {b} (images/s)", ("image_bf16", b), True) for b in BATCHES]
     rows += [(f"**bf16** text encoder, {n} tokens (ms/query)", ("text_bf16", n), False) for n in TOKEN_LENGTHS]
+    rows += [(f"**bf16** SigLIP B/16 image encoder, batch {b} (images/s)", ("siglip_image_bf16", b), True)
+             for b in BATCHES]
+    rows += [(f"**bf16** SigLIP B/16 text encoder, {n} tokens (ms/query)", ("siglip_text_bf16", n), False)
+             for n in SIGLIP_TEXTS]
     rows += [(f"**bf16** index {count} camera JPEGs, model in memory (images/s)", ("index_loaded_bf16",), True),
              (f"**bf16** index {count} camera JPEGs, model load included (images/s)", ("index_bf16",), True)]
     rows = [row for row in rows if not row[1][0].endswith("_bf16") or ours.get(row[1]) is not None]
@@ -398,6 +441,9 @@ def main():
     image_tower, text_tower = ImageTower(model).eval(), TextTower(model).eval()
     print("timing PyTorch ...", file=sys.stderr, flush=True)
     pt = bench_torch(image_tower, text_tower, repeats, seconds)
+    siglip = SiglipModel(SiglipConfig()).eval()
+    siglip_towers = SiglipImageTower(siglip).eval(), SiglipTextTower(siglip).eval()
+    pt.update(bench_torch(*siglip_towers, repeats, seconds, SIGLIP_TEXTS, "siglip_"))
     if ours.get("indexing"):
         print("timing the PyTorch indexing pipeline ...", file=sys.stderr, flush=True)
         photos, batch = ours["indexing"]["photos"], ours["indexing"]["batch"]
@@ -410,6 +456,7 @@ def main():
     if not args.skip_onnx:
         print("exporting + timing ONNX Runtime ...", file=sys.stderr, flush=True)
         ox = bench_onnx(image_tower, text_tower, args.threads, repeats, seconds)
+        ox.update(bench_onnx(*siglip_towers, args.threads, repeats, seconds, SIGLIP_TEXTS, "siglip_"))
     print("timing Pillow ...", file=sys.stderr, flush=True)
     pil = bench_pillow(args.bench_data, repeats, seconds)
 

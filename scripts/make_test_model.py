@@ -19,6 +19,7 @@ import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -168,39 +169,38 @@ def write_images() -> list:
     return sorted(p.name for p in out.iterdir())
 
 
-def randomize(model: CLIPModel):
+def randomize(model):
     """Random weights scaled so every layer matters. `transformers`' own init is tuned for
     training, and with it a tiny random text tower maps every caption to nearly the same vector
     (pairwise cosine 0.9999+), which would make a parity test at 0.9999 meaningless."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "layer_norm" in name or "layrnorm" in name or "layernorm" in name:
+            parts = name.split(".")
+            if "layer_norm" in name or "layrnorm" in name or "layernorm" in name or parts[max(len(parts) - 2, 0)].startswith("ln_"):
                 p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
-            elif p.dim() >= 2 and "embedding" not in name.split(".")[-2]:
+            elif p.dim() >= 2 and "embedding" not in parts[max(len(parts) - 2, 0)]:
                 fan_in = p[0].numel()
                 p.copy_(torch.randn_like(p) / fan_in ** 0.5)
             else:
                 p.copy_(torch.randn_like(p))
         # Token embeddings dominate the file size: snap them to a coarse grid so git compresses
         # them well. They stay random; the model code cannot tell.
-        emb = model.text_model.embeddings.token_embedding.weight
-        emb.copy_(torch.round(emb * 2) / 2)
+        for name, emb in model.named_parameters():
+            if name.endswith("token_embedding.weight"):
+                emb.copy_(torch.round(emb * 2) / 2)
 
 
 def l2(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
 
-def main():
+def make_clip(images):
+    """The two Hugging Face CLIPModel checkpoints (and the fixture photos' pixels for them)."""
     torch.manual_seed(0)
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    images = write_images()
     tokenizer = build_tokenizer()
     ref_dir = FIXTURES / "reference"
-    ref_dir.mkdir(parents=True, exist_ok=True)
-
     for name, spec in CONFIGS.items():
         model_dir = FIXTURES / "models" / name
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -239,16 +239,287 @@ def main():
                 text_embeds[text] = l2(model.text_projection(pooled))[0].tolist()
 
         save_file(pixels, ref_dir / f"{name}_pixels.safetensors")
-        reference = dict(
+        write_reference(name, dict(
             generated_by=f"scripts/make_test_model.py (transformers {transformers.__version__}, torch {torch.__version__})",
-            model=name, dim=config.projection_dim, texts=TEXTS, token_ids=token_ids,
+            model=name, dim=config.projection_dim, max_length=77, texts=TEXTS, token_ids=token_ids,
             image_embeds=image_embeds, text_embeds=text_embeds,
-        )
-        (ref_dir / f"{name}.json").write_text(json.dumps(reference, ensure_ascii=False))
-        embs = torch.tensor([image_embeds[i] for i in images])
-        sims = embs @ embs.T
-        off = sims[~torch.eye(len(images), dtype=torch.bool)]
-        print(f"{name}: {len(images)} images, {len(TEXTS)} texts; image-image cosine max {off.max():.4f} mean {off.mean():.4f}")
+        ))
+
+
+def write_reference(name, reference):
+    (FIXTURES / "reference" / f"{name}.json").write_text(json.dumps(reference, ensure_ascii=False))
+    images = sorted(reference["image_embeds"])
+    embs = torch.tensor([reference["image_embeds"][i] for i in images])
+    sims = embs @ embs.T
+    off = sims[~torch.eye(len(images), dtype=torch.bool)]
+    texts = torch.tensor([reference["text_embeds"][t] for t in reference["texts"]])
+    tsims = (texts @ texts.T)[~torch.eye(len(texts), dtype=torch.bool)]
+    print(f"{name}: {len(images)} images, {len(texts)} texts; image-image cosine max {off.max():.4f} "
+          f"mean {off.mean():.4f}; text-text max {tsims.max():.4f}")
+
+
+# The new families are also read in other languages, and are checked on more of them.
+MULTILINGUAL_TEXTS = TEXTS + [
+    "ein Foto von einer Katze am Strand, über den Dächern",
+    "一只猫在海滩上的照片",
+    "  leading and trailing spaces  ",
+    "🐱🐶🌃",
+]
+
+
+def corpus_for_tokenizers():
+    """Text to train the fixtures' small tokenizers on: the test texts and a few hundred
+    everyday captions, so that test texts tokenise into several pieces each."""
+    words = ("photo picture image cat dog beach city night satellite mountain river street car "
+             "house tree flower sky cloud sun rain snow people person child family party dinner "
+             "of a an the at in on with and by from over under near blue red green white black "
+             "ein Foto von einer Katze am Strand über den Dächern die der das und mit").split()
+    rng = np.random.default_rng(7)
+    lines = [" ".join(rng.choice(words, size=rng.integers(3, 9))) for _ in range(600)]
+    return lines + MULTILINGUAL_TEXTS
+
+
+def sentencepiece_style_tokenizer():
+    """Like SigLIP's own (SentencePiece unigram, converted to tokenizer.json): lower-cased,
+    punctuation removed, whitespace collapsed, `</s>` appended; pad = eos = `</s>` (set in
+    tokenizer_config.json only, as converted checkpoints do)."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, decoders, trainers
+    import string
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([
+        normalizers.Lowercase(),
+        normalizers.Replace(Regex("[" + re.escape(string.punctuation) + "]"), ""),
+        normalizers.Replace(Regex(r"\s+"), " "),
+        normalizers.Strip(),
+    ])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    tok.train_from_iterator(corpus_for_tokenizers(), trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="</s>", unk_token="<unk>")
+
+
+def gemma_style_tokenizer():
+    """Like SigLIP 2's Gemma tokenizer: BPE over `▁`-joined text with byte fallback (`<0xNN>`
+    pieces for anything outside the vocabulary: CJK, emoji), `<bos>` … `<eos>`, and the pad id
+    written into tokenizer.json's own padding section."""
+    from tokenizers import Tokenizer, models, normalizers, processors, decoders, trainers
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=specials, show_progress=False)
+    base = Tokenizer(models.BPE(unk_token="<unk>"))
+    base.normalizer = normalizers.Replace(" ", "▁")
+    base.train_from_iterator([t for t in corpus_for_tokenizers() if t.isascii()], trainer)
+    state = json.loads(base.to_str())
+    vocab = state["model"]["vocab"]
+    for b in range(256):
+        vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.add_special_tokens(specials)
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])])
+    tok.enable_padding(pad_id=vocab["<pad>"], pad_token="<pad>")
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", bos_token="<bos>",
+                                                pad_token="<pad>", unk_token="<unk>")
+
+
+# Two SigLIP shapes that differ in everything config.json and preprocessor_config.json carry.
+SIGLIP_CONFIGS = {
+    "tiny-siglip-sp": dict(
+        tokenizer=sentencepiece_style_tokenizer,
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  max_position_embeddings=16, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+                  projection_size=48),
+        vision=dict(image_size=64, patch_size=16, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                    num_attention_heads=4, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6),
+        preprocessor=dict(size={"height": 64, "width": 64}, resample=3, image_mean=[0.5, 0.5, 0.5],
+                          image_std=[0.5, 0.5, 0.5]),
+        weights="safetensors",
+    ),
+    "tiny-siglip2-gemma": dict(
+        tokenizer=gemma_style_tokenizer,
+        text=dict(hidden_size=40, intermediate_size=72, num_hidden_layers=3, num_attention_heads=4,
+                  max_position_embeddings=24, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-5,
+                  projection_size=36),
+        vision=dict(image_size=56, patch_size=14, hidden_size=36, intermediate_size=80, num_hidden_layers=3,
+                    num_attention_heads=3, hidden_act="gelu", layer_norm_eps=1e-5),
+        preprocessor=dict(size={"height": 56, "width": 56}, resample=2, image_mean=[0.48, 0.45, 0.40],
+                          image_std=[0.27, 0.26, 0.28]),
+        weights="pytorch",
+    ),
+}
+
+
+def randomize_logits(model):
+    """A probability scale and bias far from their initial zeros, so skipping either shows."""
+    with torch.no_grad():
+        model.logit_scale.copy_(torch.tensor([2.3]) + 0.3 * torch.randn(1))
+        model.logit_bias.copy_(torch.tensor([-4.0]) + torch.randn(1))
+
+
+def make_siglip(images):
+    """SigLIP checkpoints (transformers' SiglipModel) with references from transformers. Texts are
+    padded to the text tower's length (`padding="max_length"`, as the model cards direct) and run
+    without an attention mask, as the original (big_vision) model was trained."""
+    from transformers import SiglipConfig, SiglipModel
+    from transformers import SiglipImageProcessorPil
+    torch.manual_seed(1)
+    for name, spec in SIGLIP_CONFIGS.items():
+        model_dir = FIXTURES / "models" / name
+        if model_dir.exists():
+            for old in model_dir.iterdir():
+                old.unlink()
+        model_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer = spec["tokenizer"]()
+        text = dict(spec["text"], vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+        config = SiglipConfig(text_config=text, vision_config=spec["vision"])
+        model = SiglipModel(config).eval()
+        randomize(model)
+        randomize_logits(model)
+        config.save_pretrained(model_dir)
+        save_weights(model.state_dict(), model_dir, spec["weights"])
+        tokenizer.save_pretrained(model_dir)
+        for extra in ("special_tokens_map.json", "chat_template.jinja"):
+            (model_dir / extra).unlink(missing_ok=True)
+        processor = SiglipImageProcessorPil(do_resize=True, do_rescale=True, do_normalize=True,
+                                            do_convert_rgb=True, **spec["preprocessor"])
+        processor.save_pretrained(model_dir)
+        max_length = config.text_config.max_position_embeddings
+
+        pixels, image_embeds, token_ids, text_embeds = {}, {}, {}, {}
+        with torch.no_grad():
+            for img_name in images:
+                pil = Image.open(FIXTURES / "images" / img_name)
+                pv = processor(images=pil, return_tensors="pt")["pixel_values"]
+                pixels[img_name] = pv[0].contiguous()
+                image_embeds[img_name] = l2(model.vision_model(pixel_values=pv).pooler_output)[0].tolist()
+            for text in MULTILINGUAL_TEXTS:
+                ids = tokenizer(text, padding="max_length", max_length=max_length, truncation=True,
+                                return_tensors="pt")["input_ids"]
+                token_ids[text] = ids[0].tolist()
+                text_embeds[text] = l2(model.text_model(input_ids=ids).pooler_output)[0].tolist()
+            # SiglipModel's own sigmoid probabilities for every text and picture: the `prob` a hit shows.
+            all_ids = torch.tensor([token_ids[t] for t in MULTILINGUAL_TEXTS])
+            all_pixels = torch.stack([pixels[i] for i in images])
+            out = model(input_ids=all_ids, pixel_values=all_pixels)
+            probs = torch.sigmoid(out.logits_per_text)
+        save_file(pixels, FIXTURES / "reference" / f"{name}_pixels.safetensors")
+        write_reference(name, dict(
+            generated_by=f"scripts/make_test_model.py (transformers {transformers.__version__}, torch {torch.__version__})",
+            model=name, dim=config.text_config.projection_size, max_length=max_length, texts=MULTILINGUAL_TEXTS,
+            token_ids=token_ids, image_embeds=image_embeds, text_embeds=text_embeds,
+            probs={t: dict(zip(images, row.tolist())) for t, row in zip(MULTILINGUAL_TEXTS, probs)},
+        ))
+
+
+# Two OpenCLIP ViT shapes: one as published on the hub (open_clip_config.json + safetensors,
+# QuickGELU, with a preprocess_cfg of its own: `squash` resize, bilinear, its own mean/std), one
+# as a bare state dict with its architecture given separately (GELU, MLP ratio 2), which carries
+# no preprocessing and so gets open_clip's defaults (shortest-side bicubic resize, centre crop,
+# OpenAI's mean/std).
+OPENCLIP_CONFIGS = {
+    "tiny-openclip-b32-quickgelu": dict(
+        model_cfg=dict(embed_dim=48, quick_gelu=True,
+                       vision_cfg=dict(image_size=96, layers=2, width=64, head_width=16, patch_size=32),
+                       text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2)),
+        preprocess_cfg=dict(mean=[0.5, 0.45, 0.4], std=[0.25, 0.3, 0.28], interpolation="bilinear",
+                            resize_mode="squash"),
+        layout="hub",
+    ),
+    "tiny-openclip-p16-gelu": dict(
+        model_cfg=dict(embed_dim=40,
+                       vision_cfg=dict(image_size=64, layers=3, width=48, head_width=16, patch_size=16, mlp_ratio=2.0),
+                       text_cfg=dict(context_length=32, vocab_size=49408, width=24, heads=3, layers=3)),
+        preprocess_cfg=dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
+                            interpolation="bicubic", resize_mode="shortest"),
+        layout="bare",
+    ),
+}
+
+
+def make_openclip(images):
+    """OpenCLIP checkpoints made by open-clip-torch, with references from open_clip itself:
+    its tokenizer, its image transform and `encode_image` / `encode_text`."""
+    import open_clip
+    torch.manual_seed(2)
+    tokenizer_json = FIXTURES / "models" / "tiny-clip-b32-quickgelu" / "tokenizer.json"
+    for name, spec in OPENCLIP_CONFIGS.items():
+        model_dir = FIXTURES / "models" / name
+        if model_dir.exists():
+            for old in model_dir.iterdir():
+                old.unlink()
+        model_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / f"{name}.json").write_text(json.dumps(spec["model_cfg"]))
+            open_clip.add_model_config(Path(tmp) / f"{name}.json")
+        model = open_clip.create_model(name, pretrained=None).eval()
+        randomize(model)
+        pre = spec["preprocess_cfg"]
+        transform = open_clip.image_transform(spec["model_cfg"]["vision_cfg"]["image_size"], is_train=False,
+                                              mean=pre["mean"], std=pre["std"], interpolation=pre["interpolation"],
+                                              resize_mode=pre["resize_mode"])
+        tokenizer = open_clip.get_tokenizer(name)
+        if spec["layout"] == "hub":
+            # As `open_clip.push_to_hf_hub` writes it (no tokenizer.json: the CLIP BPE is built in).
+            (model_dir / "open_clip_config.json").write_text(json.dumps(
+                dict(model_cfg=spec["model_cfg"], preprocess_cfg=dict(pre, size=spec["model_cfg"]["vision_cfg"]["image_size"])),
+                indent=2))
+            # In half precision, as many hub checkpoints are: the loader widens it, and the
+            # references are computed from the same rounded weights.
+            half = {k: v.half() for k, v in model.state_dict().items()}
+            model.load_state_dict({k: v.float() for k, v in half.items()})
+            save_weights(half, model_dir, "safetensors", "open_clip_model.safetensors")
+        else:
+            # As RemoteCLIP ships it: a torch.save'd state dict beside nothing else, wrapped the way
+            # training scripts leave it (a "state_dict" key, DistributedDataParallel's "module." prefix).
+            state = {"module." + k: v.contiguous() for k, v in model.state_dict().items()}
+            torch.save({"epoch": 3, "state_dict": state}, model_dir / f"{name}.pt")
+            (model_dir / "arch.json").write_text(json.dumps(spec["model_cfg"], indent=2))
+
+        pixels, image_embeds, token_ids, text_embeds = {}, {}, {}, {}
+        with torch.no_grad():
+            for img_name in images:
+                # open_clip resizes before converting to RGB, so a palette picture would be resized
+                # by nearest neighbour; imgsearch converts first. Compare on RGB input.
+                pil = Image.open(FIXTURES / "images" / img_name).convert("RGB")
+                pv = transform(pil).unsqueeze(0)
+                pixels[img_name] = pv[0].contiguous()
+                image_embeds[img_name] = l2(model.encode_image(pv))[0].tolist()
+            for text in MULTILINGUAL_TEXTS:
+                ids = tokenizer([text])
+                end = int(ids[0].argmax()) + 1
+                token_ids[text] = ids[0][:end].tolist()
+                text_embeds[text] = l2(model.encode_text(ids))[0].tolist()
+        save_file(pixels, FIXTURES / "reference" / f"{name}_pixels.safetensors")
+        write_reference(name, dict(
+            generated_by=f"scripts/make_test_model.py (open_clip {open_clip.__version__}, torch {torch.__version__})",
+            model=name, dim=spec["model_cfg"]["embed_dim"], max_length=spec["model_cfg"]["text_cfg"]["context_length"],
+            texts=MULTILINGUAL_TEXTS, token_ids=token_ids, image_embeds=image_embeds, text_embeds=text_embeds,
+        ))
+
+
+def save_weights(state, model_dir, kind, name=None):
+    state = {k: v.contiguous() for k, v in state.items()}
+    if kind == "safetensors":
+        save_file(state, model_dir / (name or "model.safetensors"), metadata={"format": "pt"})
+    else:
+        torch.save(state, model_dir / (name or "pytorch_model.bin"))
+
+
+def main():
+    families = sys.argv[1:] or ["clip", "siglip", "openclip"]
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
+    # The photos are written once: re-encoding them with another Pillow would change every reference.
+    image_dir = FIXTURES / "images"
+    images = sorted(p.name for p in image_dir.iterdir() if p.is_file()) if image_dir.is_dir() else write_images()
+    makers = dict(clip=make_clip, siglip=make_siglip, openclip=make_openclip)
+    for family in families:
+        makers[family](images)
 
 
 if __name__ == "__main__":

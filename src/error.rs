@@ -17,7 +17,7 @@ pub enum Error {
     #[error("{path} is not a usable CLIP checkpoint: {reason}")]
     BadCheckpoint { path: PathBuf, reason: String },
 
-    #[error("model folder {path} has no {missing}; a CLIP checkpoint needs config.json, model.safetensors (or pytorch_model.bin) and tokenizer.json")]
+    #[error("model {path} has no {missing}. imgsearch reads Hugging Face CLIP and SigLIP folders (config.json, model.safetensors or pytorch_model.bin, tokenizer.json), OpenCLIP folders (open_clip_config.json, open_clip_model.safetensors) and bare OpenCLIP state dicts (file.pt with --arch); `imgsearch models` lists them")]
     MissingModelFile { path: PathBuf, missing: String },
 
     #[error("cannot fetch {file} of model {repo} from the Hugging Face hub: {reason}. {hint}")]

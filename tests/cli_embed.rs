@@ -215,3 +215,33 @@ fn an_unreachable_hub_or_empty_offline_cache_gives_a_clear_error() {
         assert!(stderr.contains(hint), "missing hint {hint:?}: {stderr}");
     }
 }
+
+/// Hub ids of every layout: SigLIP (its tokenizer_config.json names the pad token) and
+/// OpenCLIP (open_clip_config.json, no config.json, no tokenizer.json: the built-in CLIP BPE).
+#[test]
+fn hub_ids_of_every_layout_load_through_the_stand_in_hub() {
+    let text = "ein Foto von einer Katze am Strand, über den Dächern";
+    for (model, repo) in [
+        ("tiny-siglip-sp", "test-org/tiny-siglip"),
+        ("tiny-siglip2-gemma", "test-org/tiny-siglip2"),
+        ("tiny-openclip-b32-quickgelu", "laion-test/tiny-openclip"),
+    ] {
+        let reference = reference(model);
+        let hf_home = tempfile::tempdir().unwrap();
+        let hub = StandInHub::serve(repo, model_dir(model));
+        let coffee = image_path("coffee.png");
+        let out = imgsearch()
+            .env("HF_HOME", hf_home.path())
+            .env("HF_ENDPOINT", &hub.endpoint)
+            .args(["embed", "--device", "cpu", "--json", "--model", repo, "--text", text, "--image"])
+            .arg(&coffee)
+            .output()
+            .unwrap();
+        let json = json_of(&out);
+        assert_eq!(json["dim"], reference.dim, "{model}");
+        let got = vector(&json["texts"][text]);
+        assert!(cosine(&got, &reference.text_embeds[text]) >= 0.9999, "{model}: text");
+        let got = vector(&json["images"][coffee.to_str().unwrap()]);
+        assert!(cosine(&got, &reference.image_embeds["coffee.png"]) >= 0.9999, "{model}: picture");
+    }
+}

@@ -1,19 +1,33 @@
-//! The encoders give the same embeddings as Hugging Face `transformers` on the same weights and
-//! inputs (references written by scripts/make_test_model.py), for two differently shaped
-//! checkpoints (quick-GELU / patch 32 / safetensors and GELU / patch 14 / pytorch_model.bin).
+//! The encoders give the same embeddings as their reference implementations on the same weights
+//! and inputs (references written by scripts/make_test_model.py): Hugging Face `transformers`
+//! for CLIP and SigLIP, `open-clip-torch` for OpenCLIP checkpoints. Two differently shaped
+//! checkpoints per family (activations, patch sizes, widths, epsilons, weight formats,
+//! tokenizer kinds and preprocessing all differ).
 
 mod common;
 
 use candle_core::Tensor;
-use common::{cosine, devices, image_path, model_dir, reference, reference_pixels, MODELS};
-use imgsearch::ingest::decode::{decode_file, DecodeOptions};
+use common::{cosine, devices, image_path, model_arg, reference, reference_pixels, PARITY_MODELS as MODELS};
+use imgsearch::ingest::decode::{decode_file, DecodeOptions, DEFAULT_MAX_PIXELS};
 use imgsearch::model::{ModelSpec, PreprocessedImage, Towers};
 use imgsearch::{Clip, Precision};
 
 const PARITY: f32 = 0.9999;
 
+/// From a JPEG file: the full-size decode (the pure-Rust decoder in every build) differs from
+/// libjpeg-turbo's, which the references decoded with, by ±1 in 8 bits (mean 0.1–0.3 of a step,
+/// measured by `preprocessing_matches_clip_image_processor`). That moves the most sensitive
+/// random fixture (tiny-siglip2-gemma, 16 patches) by up to 1.7e-4; lossless files must reach
+/// `PARITY`, and the model itself does on the reference's own pixels.
+const JPEG_DECODER_PARITY: f32 = 0.9995;
+
 fn load(model: &str, device: &candle_core::Device) -> Clip {
-    Clip::load(model_dir(model).to_str().unwrap(), device).unwrap()
+    Clip::load(&model_arg(model), device).unwrap_or_else(|e| panic!("{model}: {e}"))
+}
+
+/// The model's own decoding (its alpha handling) at full size, as the reference decoded.
+fn full_size(clip: &Clip) -> DecodeOptions {
+    DecodeOptions { min_size: None, ..clip.preprocess_config().decode_options(DEFAULT_MAX_PIXELS) }
 }
 
 fn to_preprocessed(t: &Tensor) -> PreprocessedImage {
@@ -31,7 +45,7 @@ fn token_ids_equal_the_reference_tokenizer() {
             assert_eq!(ids, reference.token_ids[text], "{model}: token ids of {text:?}");
         }
         let longest = reference.token_ids.values().map(Vec::len).max().unwrap();
-        assert_eq!(longest, 77, "the fixture must include a text truncated to the 77-token context");
+        assert_eq!(longest, reference.max_length, "{model}: the fixture must include a text truncated to the context");
     }
 }
 
@@ -83,7 +97,7 @@ fn preprocessing_matches_clip_image_processor() {
     for model in MODELS {
         let clip = load(model, &candle_core::Device::Cpu);
         for (name, expected) in reference_pixels(model) {
-            let decoded = decode_file(&image_path(&name), &DecodeOptions::default()).unwrap();
+            let decoded = decode_file(&image_path(&name), &full_size(&clip)).unwrap();
             let got = clip.preprocess_config().apply(&decoded.rgb);
             let expected = to_preprocessed(&expected);
             assert_eq!((got.height, got.width), (expected.height, expected.width), "{model}: {name}");
@@ -106,10 +120,11 @@ fn image_embeddings_from_files_match_the_reference() {
             let reference = reference(model);
             let clip = load(model, &device);
             for (name, expected) in &reference.image_embeds {
-                let decoded = decode_file(&image_path(name), &DecodeOptions::default()).unwrap();
+                let decoded = decode_file(&image_path(name), &full_size(&clip)).unwrap();
                 let got = clip.embed_images(&[clip.preprocess_config().apply(&decoded.rgb)]).unwrap();
                 let c = cosine(&got[0], expected);
-                assert!(c >= PARITY, "{model} on {device:?}: {name} end-to-end cosine {c}");
+                let bound = if name.ends_with(".jpg") { JPEG_DECODER_PARITY } else { PARITY };
+                assert!(c >= bound, "{model} on {device:?}: {name} end-to-end cosine {c}");
             }
         }
     }
@@ -137,7 +152,7 @@ const BF16_PARITY: f32 = 0.999;
 fn bf16_embeddings_stay_close_to_the_reference() {
     let cpu = candle_core::Device::Cpu;
     for model in MODELS {
-        let spec = ModelSpec::resolve(model_dir(model).to_str().unwrap()).unwrap().with_precision(Precision::Bf16);
+        let spec = ModelSpec::resolve(&model_arg(model)).unwrap().with_precision(Precision::Bf16);
         let clip = match spec.load(&cpu, Towers::Both) {
             Ok(clip) => clip,
             Err(e) => {
@@ -163,4 +178,29 @@ fn bf16_embeddings_stay_close_to_the_reference() {
         eprintln!("{model}: bf16 worst cosine to the f32 reference {worst:.5}");
         assert!(worst >= BF16_PARITY, "{model}: bf16 cosine {worst} below {BF16_PARITY}");
     }
+}
+
+#[test]
+fn siglip_probabilities_match_siglip_model() {
+    let mut checked = 0;
+    for model in MODELS {
+        let reference = reference(model);
+        let clip = load(model, &candle_core::Device::Cpu);
+        let Some(score) = clip.sigmoid_score() else {
+            assert!(reference.probs.is_empty(), "{model}: the reference has probabilities, the model none");
+            continue;
+        };
+        for (text, by_image) in &reference.probs {
+            for (image, expected) in by_image {
+                let cos = cosine(&reference.text_embeds[text], &reference.image_embeds[image]);
+                let got = score.probability(cos);
+                assert!(
+                    (got - expected).abs() <= 1e-5 + 1e-3 * expected,
+                    "{model}: p({text:?}, {image}) {got} vs {expected}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "no SigLIP fixture checked");
 }

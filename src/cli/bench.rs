@@ -33,7 +33,8 @@ pub fn run(args: BenchArgs, compute: super::ComputeArgs) -> anyhow::Result<()> {
     let clip = spec
         .load(&device, imgsearch::model::Towers::Image)
         .with_context(|| format!("cannot load model {}", args.model))?;
-    let (h, w) = (spec.preprocess.crop_height as usize, spec.preprocess.crop_width as usize);
+    let (h, w) = spec.preprocess.output_size();
+    let (h, w) = (h as usize, w as usize);
     let pixels: Vec<f32> = (0..3 * h * w).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
     let mut rows = Vec::new();
     for &batch in args.batches.iter().filter(|b| **b > 0) {

@@ -72,7 +72,7 @@ pub enum Command {
 }
 
 /// Where and in which number format the encoders run.
-#[derive(Debug, Clone, Copy, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ComputeArgs {
     /// Where the encoders run.
     #[arg(long, global = true, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -84,12 +84,22 @@ pub struct ComputeArgs {
     /// and leaves pictures in f32. The test checkpoints' embeddings stay within cosine 0.999 of f32.
     #[arg(long, global = true, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
+
+    /// The OpenCLIP architecture of a bare state dict given to --model (`--model
+    /// RemoteCLIP-ViT-B-32.pt --arch ViT-B-32`): a name `imgsearch models` lists, or a JSON file
+    /// with the model config. A file named after its architecture needs no --arch.
+    #[arg(long, global = true)]
+    pub arch: Option<String>,
 }
 
 impl ComputeArgs {
     /// Resolves `model` (a folder or hub id) for this precision, and opens the device.
-    pub fn open(self, model: &str) -> anyhow::Result<(ModelSpec, candle_core::Device)> {
-        let spec = ModelSpec::resolve(model)?.with_precision(self.dtype);
+    pub fn open(&self, model: &str) -> anyhow::Result<(ModelSpec, candle_core::Device)> {
+        let model = match &self.arch {
+            Some(arch) => format!("{model}#{arch}"),
+            None => model.to_string(),
+        };
+        let spec = ModelSpec::resolve(&model)?.with_precision(self.dtype);
         let device = self.device.open()?;
         // Before any work: `index` loads the model only once it has walked the folders.
         spec.precision.check(&device)?;

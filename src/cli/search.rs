@@ -22,6 +22,10 @@ pub struct ResultArgs {
     /// Drop results less similar than this (cosine, -1..1).
     #[arg(long)]
     min_score: Option<f32>,
+    /// Drop text matches the model thinks less probable than this (0..1). Models with calibrated
+    /// scores only (SigLIP); their hits then show the probability beside the cosine.
+    #[arg(long, value_parser = probability)]
+    min_prob: Option<f32>,
     /// Order: by similarity, or by date taken after the similarity cut.
     #[arg(long, value_enum, default_value_t = SortOrder::Score)]
     sort: SortOrder,
@@ -32,7 +36,13 @@ pub struct ResultArgs {
 
 impl ResultArgs {
     fn params(&self) -> SearchParams {
-        SearchParams { k: self.k, offset: self.offset, min_score: self.min_score, sort: self.sort }
+        SearchParams {
+            k: self.k,
+            offset: self.offset,
+            min_score: self.min_score,
+            min_prob: self.min_prob,
+            sort: self.sort,
+        }
     }
 
     fn print(&self, hits: &[SearchHit]) -> anyhow::Result<()> {
@@ -40,13 +50,21 @@ impl ResultArgs {
             println!("{}", serde_json::to_string(hits)?);
         } else {
             for hit in hits {
-                match hit.score {
-                    Some(score) => println!("{score:.4}\t{}", hit.path),
-                    None => println!("{}\t{}", hit.taken.as_deref().unwrap_or("-"), hit.path),
+                match (hit.score, hit.prob) {
+                    (Some(score), Some(prob)) => println!("{score:.4}\tp={prob:.3}\t{}", hit.path),
+                    (Some(score), None) => println!("{score:.4}\t{}", hit.path),
+                    (None, _) => println!("{}\t{}", hit.taken.as_deref().unwrap_or("-"), hit.path),
                 }
             }
         }
         Ok(())
+    }
+}
+
+fn probability(text: &str) -> Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("a probability is a number from 0 to 1, not {text:?}")),
     }
 }
 

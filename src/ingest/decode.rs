@@ -29,12 +29,23 @@ pub struct DecodeOptions {
     /// When set, the decoder may return a smaller image as long as it is at least this many
     /// pixels on both sides (before orientation), allowing DCT-domain scaling of JPEGs.
     pub min_size: Option<(u32, u32)>,
+    pub alpha: Alpha,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { max_pixels: DEFAULT_MAX_PIXELS, min_size: None }
+        Self { max_pixels: DEFAULT_MAX_PIXELS, min_size: None, alpha: Alpha::OverWhite }
     }
+}
+
+/// What becomes of a transparent picture's alpha channel: the model's own processor decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub enum Alpha {
+    /// Composited onto white, as `transformers`' `convert_to_rgb` does.
+    #[default]
+    OverWhite,
+    /// Dropped, keeping the colours stored under it, as Pillow's `convert("RGB")` (OpenCLIP).
+    Discard,
 }
 
 /// A decoded, upright picture plus facts about the original file.
@@ -85,10 +96,10 @@ fn decode(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedI
             return Ok(decoded);
         }
     }
-    decode_exact(bytes, path, options.max_pixels)
+    decode_exact(bytes, path, options)
 }
 
-fn decode_exact(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<DecodedImage> {
+fn decode_exact(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedImage> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
     if reader.format().is_none() {
@@ -96,12 +107,12 @@ fn decode_exact(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<DecodedIma
     }
     let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
     let (width, height) = decoder.dimensions();
-    check_pixels(path, width, height, max_pixels)?;
+    check_pixels(path, width, height, options.max_pixels)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
     image.apply_orientation(orientation);
     let (original_width, original_height) = (image.width(), image.height());
-    Ok(DecodedImage { rgb: to_rgb_like_pillow(image), original_width, original_height })
+    Ok(DecodedImage { rgb: to_rgb_like_pillow(image, options.alpha), original_width, original_height })
 }
 
 /// `Ok(None)` when this JPEG is better served by the exact path (small, or CMYK).
@@ -216,10 +227,11 @@ fn check_pixels(path: &Path, width: u32, height: u32, limit: u64) -> Result<()> 
     Ok(())
 }
 
-/// RGB conversion as `transformers`' `convert_to_rgb` does it with Pillow: pictures with an alpha
-/// channel are composited onto white (Pillow's integer `alpha_composite`), grey is replicated.
-fn to_rgb_like_pillow(image: DynamicImage) -> RgbImage {
-    if !image.color().has_alpha() {
+/// RGB conversion as the model's processor does it with Pillow: `transformers`' `convert_to_rgb`
+/// composites pictures with an alpha channel onto white (Pillow's integer `alpha_composite`),
+/// OpenCLIP drops the channel; grey is replicated.
+fn to_rgb_like_pillow(image: DynamicImage, alpha: Alpha) -> RgbImage {
+    if !image.color().has_alpha() || alpha == Alpha::Discard {
         return image.into_rgb8();
     }
     let rgba = image.into_rgba8();

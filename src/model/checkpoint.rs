@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+use super::openclip::{self, OpenClipConfig};
 use crate::error::{Error, Result};
 
 /// The model used when none is named.
@@ -19,45 +20,110 @@ const DEFAULT_MODEL_REVISION: &str = "refs/pr/15";
 /// The files of one checkpoint, all on the local disk.
 #[derive(Debug, Clone)]
 pub struct CheckpointFiles {
-    pub config: PathBuf,
-    pub tokenizer: PathBuf,
+    pub layout: Layout,
     pub weights: PathBuf,
-    /// Absent in some repositories; `CLIPImageProcessor`'s defaults apply then.
+    /// `tokenizer.json`; OpenCLIP checkpoints without one use the CLIP tokenizer built in.
+    pub tokenizer: Option<PathBuf>,
+    /// Absent in some repositories; the family's image processor defaults apply then.
     pub preprocessor: Option<PathBuf>,
+    /// Where SigLIP tokenizers name their pad token when `tokenizer.json` does not.
+    pub tokenizer_config: Option<PathBuf>,
+}
+
+/// Which format a checkpoint is in, with where its configuration is.
+#[derive(Debug, Clone)]
+pub enum Layout {
+    /// `transformers`' `config.json` + `model.safetensors` / `pytorch_model.bin`.
+    HuggingFace { config: PathBuf },
+    /// OpenCLIP's config (from `open_clip_config.json`, or a named architecture for a bare state
+    /// dict), `source` naming where it came from.
+    OpenClip { config: Box<OpenClipConfig>, source: PathBuf },
 }
 
 const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+const OPEN_CLIP_WEIGHT_FILES: [&str; 2] = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
 
 impl CheckpointFiles {
-    /// Resolves `model` — a folder, or `owner/name[@revision]` on the hub — to local files.
+    /// Resolves `model` — a folder, a bare OpenCLIP state dict (`file.pt`, optionally
+    /// `file.pt#ARCH`), or `owner/name[@revision]` on the hub — to local files.
     pub fn resolve(model: &str) -> Result<Self> {
         let path = Path::new(model);
         if path.is_dir() {
-            return Self::from_dir(path);
+            return Self::from_source(model, |name| Ok(Some(path.join(name)).filter(|p| p.is_file())));
+        }
+        if let Some((file, arch)) = bare_state_dict(model) {
+            return Self::bare(file, arch);
         }
         if looks_like_repo_id(model) {
             return Self::from_hub(model);
         }
         Err(Error::MissingModelFile {
             path: path.to_owned(),
-            missing: "such folder (and it is not a Hugging Face repo id like openai/clip-vit-base-patch32)".into(),
+            missing: "such folder or file (and it is not a Hugging Face repo id like openai/clip-vit-base-patch32)"
+                .into(),
         })
     }
 
-    pub fn from_dir(dir: &Path) -> Result<Self> {
-        let required = |name: &str| {
-            let p = dir.join(name);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(Error::MissingModelFile { path: dir.to_owned(), missing: name.into() })
+    /// A folder or hub repository whose files `get` fetches (`None`: no such file): the
+    /// Hugging Face layout where it is complete, else OpenCLIP's.
+    fn from_source(label: &str, get: impl Fn(&str) -> Result<Option<PathBuf>>) -> Result<Self> {
+        let first = |names: &[&str]| -> Result<Option<PathBuf>> {
+            for name in names {
+                if let Some(p) = get(name)? {
+                    return Ok(Some(p));
+                }
             }
+            Ok(None)
         };
-        let weights = WEIGHT_FILES.iter().map(|name| dir.join(name)).find(|p| p.is_file()).ok_or_else(|| {
-            Error::MissingModelFile { path: dir.to_owned(), missing: "model.safetensors or pytorch_model.bin".into() }
-        })?;
-        let preprocessor = Some(dir.join("preprocessor_config.json")).filter(|p| p.is_file());
-        Ok(Self { config: required("config.json")?, tokenizer: required("tokenizer.json")?, weights, preprocessor })
+        let missing = |what: &str| Error::MissingModelFile { path: label.into(), missing: what.into() };
+        if let Some(config) = get("config.json")? {
+            if let Some(weights) = first(&WEIGHT_FILES)? {
+                return Ok(Self {
+                    layout: Layout::HuggingFace { config },
+                    tokenizer: Some(get("tokenizer.json")?.ok_or_else(|| missing("tokenizer.json"))?),
+                    weights,
+                    preprocessor: get("preprocessor_config.json")?,
+                    tokenizer_config: get("tokenizer_config.json")?,
+                });
+            }
+        }
+        let Some(source) = get("open_clip_config.json")? else {
+            return Err(missing(
+                "config.json with model.safetensors or pytorch_model.bin (Hugging Face), or open_clip_config.json \
+                 (OpenCLIP)",
+            ));
+        };
+        let weights = first(&OPEN_CLIP_WEIGHT_FILES)?
+            .ok_or_else(|| missing("open_clip_model.safetensors or open_clip_pytorch_model.bin"))?;
+        Ok(Self {
+            layout: Layout::OpenClip { config: Box::new(OpenClipConfig::from_hub_file(&source)?), source },
+            weights,
+            tokenizer: get("tokenizer.json")?,
+            preprocessor: None,
+            tokenizer_config: None,
+        })
+    }
+
+    /// A bare OpenCLIP state dict with its architecture (a built-in name or a model config file).
+    fn bare(file: &Path, arch: String) -> Result<Self> {
+        if arch.is_empty() {
+            return Err(Error::BadCheckpoint {
+                path: file.to_owned(),
+                reason: format!(
+                    "a bare state dict needs its OpenCLIP architecture: add --arch NAME (one of {}) or --arch \
+                     MODEL_CONFIG.json",
+                    openclip::builtin_arch_names().join(", ")
+                ),
+            });
+        }
+        let config = OpenClipConfig::from_arch(&arch)?;
+        Ok(Self {
+            layout: Layout::OpenClip { config: Box::new(config), source: file.to_owned() },
+            weights: file.to_owned(),
+            tokenizer: None,
+            preprocessor: None,
+            tokenizer_config: None,
+        })
     }
 
     fn from_hub(model: &str) -> Result<Self> {
@@ -72,25 +138,23 @@ impl CheckpointFiles {
         } else {
             HubFetcher::online(repo, &repo_id)?
         };
-        let fetch = |file: &str| fetcher.fetch(&repo_id, file);
-
-        let config = fetch("config.json")?.ok_or_else(|| fetcher.missing(&repo_id, "config.json"))?;
-        let tokenizer = fetch("tokenizer.json")?.ok_or_else(|| fetcher.missing(&repo_id, "tokenizer.json"))?;
-        let mut weights = None;
-        for name in WEIGHT_FILES {
-            if let Some(p) = fetch(name)? {
-                weights = Some(p);
-                break;
-            }
-        }
-        let weights = weights.ok_or_else(|| fetcher.missing(&repo_id, "model.safetensors or pytorch_model.bin"))?;
-        let preprocessor = fetch("preprocessor_config.json")?;
-        Ok(Self { config, tokenizer, weights, preprocessor })
+        Self::from_source(&repo_id, |file| fetcher.fetch(&repo_id, file)).map_err(|e| match e {
+            Error::MissingModelFile { missing, .. } => fetcher.missing(&repo_id, &missing),
+            other => other,
+        })
     }
 
-    /// Opens the checkpoint's tensors for reading one by one.
+    /// Opens the checkpoint's tensors for reading one by one, by `transformers`' names.
     pub fn open_tensors(&self) -> Result<CheckpointTensors> {
         let bad = |e: candle_core::Error| Error::BadCheckpoint { path: self.weights.clone(), reason: e.to_string() };
+        if let Layout::OpenClip { .. } = self.layout {
+            let tensors = if self.weights.extension().is_some_and(|e| e == "safetensors") {
+                candle_core::safetensors::load(&self.weights, &Device::Cpu).map_err(bad)?.into_iter().collect()
+            } else {
+                read_pickled_state_dict(&self.weights).map_err(bad)?
+            };
+            return Ok(CheckpointTensors::Loaded(openclip::to_clip_names(tensors, &self.weights)?));
+        }
         if self.weights.extension().is_some_and(|e| e == "safetensors") {
             // SAFETY: the mapping is read-only. Hub cache blobs are content-addressed and never
             // rewritten in place; a local checkpoint rewritten while it loads is not guarded.
@@ -126,6 +190,29 @@ impl CheckpointTensors {
         };
         Ok(Some(tensor.to_dtype(DType::F32)?.to_device(device)?))
     }
+}
+
+/// A PyTorch state dict, or one wrapped as training scripts save it (`{"state_dict": …}`).
+fn read_pickled_state_dict(path: &Path) -> candle_core::Result<Vec<(String, Tensor)>> {
+    let tensors = candle_core::pickle::read_all(path)?;
+    if !tensors.is_empty() {
+        return Ok(tensors);
+    }
+    candle_core::pickle::read_all_with_key(path, Some("state_dict"))
+}
+
+/// `file.pt#ARCH` or `file.pt` (its architecture read from its name, e.g. `RemoteCLIP-ViT-B-32.pt`):
+/// a bare OpenCLIP state dict and its architecture. `None` when `model` names no such file.
+pub fn bare_state_dict(model: &str) -> Option<(&Path, String)> {
+    let (file, arch) = match model.rsplit_once('#') {
+        Some((file, arch)) if Path::new(file).is_file() => (Path::new(file), Some(arch.to_string())),
+        _ => (Path::new(model), None),
+    };
+    if !file.is_file() {
+        return None;
+    }
+    // With no architecture to be found, `from_arch("")` reports the names it knows.
+    Some((file, arch.or_else(|| openclip::arch_from_file_name(file)).unwrap_or_default()))
 }
 
 fn looks_like_repo_id(model: &str) -> bool {
@@ -186,7 +273,7 @@ impl HubFetcher {
             ),
             Self::Online(_) => (
                 "the repository has no such file".to_string(),
-                "Is this a CLIP checkpoint in Hugging Face format?".to_string(),
+                "Is this a CLIP, SigLIP or OpenCLIP checkpoint? `imgsearch models` lists what runs.".to_string(),
             ),
         };
         Error::Download { repo: repo_id.into(), file: file.into(), reason, hint }

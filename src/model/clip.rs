@@ -1,16 +1,17 @@
-//! The CLIP image and text towers, written against candle's tensor ops.
+//! The image and text towers of CLIP and SigLIP, written against candle's tensor ops.
 //!
-//! We own this code instead of using `candle_transformers::models::clip` because that module
-//! hard-codes quick-GELU and a layer-norm epsilon of 1e-5 (a `gelu` checkpoint then drifts to
-//! cosine 0.994 from the reference) and computes `x @ W^T` on the fly, which `gemm`'s AVX-512
-//! kernels run slowly. Weight names mirror Hugging Face's `CLIPModel` one for one.
+//! We own this code instead of using `candle_transformers::models::{clip, siglip}` because
+//! those hard-code quick-GELU and a layer-norm epsilon of 1e-5 (a `gelu` checkpoint then drifts
+//! to cosine 0.994 from the reference) and compute `x @ W^T` on the fly, which `gemm`'s AVX-512
+//! kernels run slowly. Weight names mirror Hugging Face's `CLIPModel` and `SiglipModel` one for
+//! one; the two share the encoder and differ at the ends of each tower (see [`Family`]).
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 use super::checkpoint::CheckpointTensors;
-use super::config::{Activation, ClipConfig, TextConfig, VisionConfig};
+use super::config::{Activation, Family, ModelConfig, TextConfig, VisionConfig};
 use super::device::Precision;
 use super::kernels::amx::Split;
 use super::kernels::{self, LinearWeight, WeightLayout};
@@ -61,7 +62,7 @@ impl Weights {
         let bad = |e: candle_core::Error| Error::BadCheckpoint { path: source.clone(), reason: e.to_string() };
         let t = tensors.get(name, device).map_err(bad)?.ok_or_else(|| Error::BadCheckpoint {
             path: source.clone(),
-            reason: format!("tensor `{name}` is missing (is this a CLIPModel checkpoint?)"),
+            reason: format!("tensor `{name}` is missing (does config.json describe these weights?)"),
         })?;
         if t.dims() != shape {
             return Err(Error::BadCheckpoint {
@@ -161,13 +162,33 @@ impl Attention {
     }
 }
 
+/// The transformer MLP (`mlp.fc1`, activation, `mlp.fc2`), in every encoder layer and SigLIP's head.
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    activation: Activation,
+}
+
+impl Mlp {
+    fn load(w: &Weights, prefix: &str, shape: &TowerShape) -> Result<Self> {
+        let (d, hidden) = (shape.hidden, shape.intermediate);
+        Ok(Self {
+            fc1: Linear::load(w, &format!("{prefix}.fc1"), (d, hidden), true, shape.layout)?,
+            fc2: Linear::load(w, &format!("{prefix}.fc2"), (hidden, d), true, shape.layout)?,
+            activation: shape.activation,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&kernels::activate(self.fc1.forward(x)?, self.activation)?)
+    }
+}
+
 struct EncoderLayer {
     norm1: LayerNorm,
     attention: Attention,
     norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    activation: Activation,
+    mlp: Mlp,
 }
 
 impl EncoderLayer {
@@ -177,16 +198,13 @@ impl EncoderLayer {
             norm1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), d, shape.eps)?,
             attention: Attention::load(w, &format!("{prefix}.self_attn"), d, shape.heads, shape.layout)?,
             norm2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), d, shape.eps)?,
-            fc1: Linear::load(w, &format!("{prefix}.mlp.fc1"), (d, shape.intermediate), true, shape.layout)?,
-            fc2: Linear::load(w, &format!("{prefix}.mlp.fc2"), (shape.intermediate, d), true, shape.layout)?,
-            activation: shape.activation,
+            mlp: Mlp::load(w, &format!("{prefix}.mlp"), shape)?,
         })
     }
 
     fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let x = (x + self.attention.forward(&self.norm1.forward(x)?, causal)?)?;
-        let hidden = kernels::activate(self.fc1.forward(&self.norm2.forward(&x)?)?, self.activation)?;
-        Ok((&x + self.fc2.forward(&hidden)?)?)
+        Ok((&x + self.mlp.forward(&self.norm2.forward(&x)?)?)?)
     }
 }
 
@@ -234,16 +252,81 @@ impl Encoder {
     }
 }
 
-/// The ViT image tower plus `visual_projection`.
+/// SigLIP's multi-head attention pooling ("MAP") head: one learned query (`probe`) attends over
+/// every patch, then a residual MLP. `transformers`' `SiglipMultiheadAttentionPoolingHead`.
+struct AttentionPoolingHead {
+    /// The probe's query projection, already scaled by 1/sqrt(head_dim): (1, dim).
+    query: Tensor,
+    /// k and v fused: (dim → 2 * dim).
+    key_value: Linear,
+    out: Linear,
+    norm: LayerNorm,
+    mlp: Mlp,
+    heads: usize,
+}
+
+impl AttentionPoolingHead {
+    fn load(w: &Weights, prefix: &str, shape: &TowerShape) -> Result<Self> {
+        let d = shape.hidden;
+        let probe = w.get(&format!("{prefix}.probe"), &[1, 1, d])?.reshape((1, d))?;
+        // torch's MultiheadAttention keeps q, k and v in one in_proj of (3 * dim, dim).
+        let in_weight = w.get(&format!("{prefix}.attention.in_proj_weight"), &[3 * d, d])?;
+        let in_bias = w.get(&format!("{prefix}.attention.in_proj_bias"), &[3 * d])?;
+        // The probe is fixed, so its query is computed once here instead of per batch.
+        let scale = ((d / shape.heads) as f64).powf(-0.5);
+        let query =
+            ((probe.matmul(&in_weight.narrow(0, 0, d)?.t()?)?.broadcast_add(&in_bias.narrow(0, 0, d)?))? * scale)?;
+        Ok(Self {
+            query,
+            key_value: Linear::from_parts(
+                &in_weight.narrow(0, d, 2 * d)?,
+                Some(in_bias.narrow(0, d, 2 * d)?),
+                shape.layout,
+            )?,
+            out: Linear::load(w, &format!("{prefix}.attention.out_proj"), (d, d), true, shape.layout)?,
+            norm: LayerNorm::load(w, &format!("{prefix}.layernorm"), d, shape.eps)?,
+            mlp: Mlp::load(w, &format!("{prefix}.mlp"), shape)?,
+            heads: shape.heads,
+        })
+    }
+
+    /// `x`: (batch, seq, dim) → (batch, dim).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (batch, seq, d) = x.dims3()?;
+        let (heads, head_dim) = (self.heads, d / self.heads);
+        let kv = self.key_value.forward(x)?;
+        let split = |part: usize| -> Result<Tensor> {
+            Ok(kv.narrow(2, part * d, d)?.reshape((batch, seq, heads, head_dim))?.transpose(1, 2)?.contiguous()?)
+        };
+        let (k, v) = (split(0)?, split(1)?);
+        let q = self.query.reshape((1, heads, 1, head_dim))?.broadcast_as((batch, heads, 1, head_dim))?.contiguous()?;
+        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?.contiguous()?)?)?;
+        let context = weights.matmul(&v)?.reshape((batch, d))?;
+        let pooled = self.out.forward(&context)?;
+        Ok((&pooled + self.mlp.forward(&self.norm.forward(&pooled)?)?)?)
+    }
+}
+
+/// How the image tower turns its patch tokens into one vector.
+enum VisionPooling {
+    /// CLIP: the class token, layer-normed, then `visual_projection`.
+    ClassToken { projection: Linear },
+    /// SigLIP: every token layer-normed, then the attention-pooling head (no projection).
+    AttentionHead(AttentionPoolingHead),
+}
+
+/// The ViT image tower with its pooling.
 pub struct VisionTower {
     /// The stride-`patch` conv as a linear layer over unfolded patches (channels * patch * patch → hidden).
     patch_embedding: Linear,
-    class_embedding: Tensor,
+    /// CLIP's class token, prepended to the patches; SigLIP has none.
+    class_embedding: Option<Tensor>,
     position_embedding: Tensor,
-    pre_norm: LayerNorm,
+    /// CLIP's `pre_layrnorm` (sic); SigLIP has none.
+    pre_norm: Option<LayerNorm>,
     encoder: Encoder,
     post_norm: LayerNorm,
-    projection: Linear,
+    pooling: VisionPooling,
     config: VisionConfig,
 }
 
@@ -253,7 +336,8 @@ fn bf16_layout() -> Result<WeightLayout> {
 }
 
 impl VisionTower {
-    fn load(w: &Weights, c: &VisionConfig, projection_dim: usize, precision: Precision) -> Result<Self> {
+    fn load(w: &Weights, config: &ModelConfig, precision: Precision) -> Result<Self> {
+        let c = &config.vision_config;
         let p = "vision_model";
         let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
         let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
@@ -270,22 +354,32 @@ impl VisionTower {
             },
         };
         let shape = tower_shape!(c, layout);
+        let siglip = config.family == Family::Siglip;
+        let patch_bias = siglip.then(|| w.get(&format!("{p}.embeddings.patch_embedding.bias"), &[d])).transpose()?;
+        let positions = if siglip { c.num_patches() } else { c.num_patches() + 1 };
+        let pooling = if siglip {
+            VisionPooling::AttentionHead(AttentionPoolingHead::load(w, &format!("{p}.head"), &shape)?)
+        } else {
+            let projection = Linear::load(w, "visual_projection", (d, config.projection_dim), false, shape.layout)?;
+            VisionPooling::ClassToken { projection }
+        };
         Ok(Self {
-            // No bias in CLIP's conv; on the tower's kernel (the AMX split in f32 where it exists)
-            // instead of a plain gemm, which took 5% of the f32 tower at batch 16.
-            patch_embedding: Linear::from_parts(&conv.reshape((d, ch * ps * ps))?, None, layout)?,
-            class_embedding: w.get(&format!("{p}.embeddings.class_embedding"), &[d])?,
-            position_embedding: w
-                .get(&format!("{p}.embeddings.position_embedding.weight"), &[c.num_patches() + 1, d])?,
-            pre_norm: LayerNorm::load(w, &format!("{p}.pre_layrnorm"), d, c.layer_norm_eps)?,
+            // On the tower's kernel (the AMX split in f32 where it exists) instead of a plain
+            // gemm, which took 5% of the f32 tower at batch 16.
+            patch_embedding: Linear::from_parts(&conv.reshape((d, ch * ps * ps))?, patch_bias, layout)?,
+            class_embedding: (!siglip).then(|| w.get(&format!("{p}.embeddings.class_embedding"), &[d])).transpose()?,
+            position_embedding: w.get(&format!("{p}.embeddings.position_embedding.weight"), &[positions, d])?,
+            pre_norm: (!siglip)
+                .then(|| LayerNorm::load(w, &format!("{p}.pre_layrnorm"), d, c.layer_norm_eps))
+                .transpose()?,
             encoder: Encoder::load(w, &format!("{p}.encoder"), &shape)?,
             post_norm: LayerNorm::load(w, &format!("{p}.post_layernorm"), d, c.layer_norm_eps)?,
-            projection: Linear::load(w, "visual_projection", (d, projection_dim), false, shape.layout)?,
+            pooling,
             config: c.clone(),
         })
     }
 
-    /// `pixels`: (batch, channels, image_size, image_size) → (batch, projection_dim), not normalised.
+    /// `pixels`: (batch, channels, image_size, image_size) → (batch, embedding dim), not normalised.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let (batch, ch, h, w) = pixels.dims4()?;
@@ -304,26 +398,42 @@ impl VisionTower {
             .reshape((batch * grid * grid, ch * ps * ps))?;
         let d = c.hidden_size;
         let embedded = self.patch_embedding.forward(&patches)?.reshape((batch, grid * grid, d))?;
-        let class = self.class_embedding.reshape((1, 1, d))?.broadcast_as((batch, 1, d))?;
-        let x = Tensor::cat(&[&class, &embedded], 1)?.broadcast_add(&self.position_embedding)?;
-        let x = self.encoder.forward(&self.pre_norm.forward(&x)?, false)?;
-        let pooled = self.post_norm.forward(&x.i((.., 0))?)?;
-        self.projection.forward(&pooled)
+        let x = match &self.class_embedding {
+            Some(class) => {
+                let class = class.reshape((1, 1, d))?.broadcast_as((batch, 1, d))?;
+                Tensor::cat(&[&class, &embedded], 1)?
+            }
+            None => embedded,
+        };
+        let x = x.broadcast_add(&self.position_embedding)?;
+        let x = match &self.pre_norm {
+            Some(norm) => norm.forward(&x)?,
+            None => x,
+        };
+        let x = self.encoder.forward(&x, false)?;
+        match &self.pooling {
+            // Layer norm is per token, so pool first and normalise only the class token.
+            VisionPooling::ClassToken { projection } => projection.forward(&self.post_norm.forward(&x.i((.., 0))?)?),
+            VisionPooling::AttentionHead(head) => head.forward(&self.post_norm.forward(&x)?),
+        }
     }
 }
 
-/// The causal text transformer plus `text_projection`.
+/// The text transformer plus its projection: CLIP's causal one with `text_projection`, or
+/// SigLIP's bidirectional one with `head` (which has a bias).
 pub struct TextTower {
     token_embedding: Tensor,
     position_embedding: Tensor,
     encoder: Encoder,
     final_norm: LayerNorm,
     projection: Linear,
+    causal: bool,
     config: TextConfig,
 }
 
 impl TextTower {
-    fn load(w: &Weights, c: &TextConfig, projection_dim: usize, precision: Precision) -> Result<Self> {
+    fn load(w: &Weights, config: &ModelConfig, precision: Precision) -> Result<Self> {
+        let c = &config.text_config;
         let p = "text_model";
         let d = c.hidden_size;
         // Texts come one short query at a time (about 8 rows): in f32, packed for the tile kernel.
@@ -339,7 +449,13 @@ impl TextTower {
                 .get(&format!("{p}.embeddings.position_embedding.weight"), &[c.max_position_embeddings, d])?,
             encoder: Encoder::load(w, &format!("{p}.encoder"), &shape)?,
             final_norm: LayerNorm::load(w, &format!("{p}.final_layer_norm"), d, c.layer_norm_eps)?,
-            projection: Linear::load(w, "text_projection", (d, projection_dim), false, shape.layout)?,
+            projection: match config.family {
+                Family::Clip => Linear::load(w, "text_projection", (d, config.projection_dim), false, shape.layout)?,
+                Family::Siglip => {
+                    Linear::load(w, &format!("{p}.head"), (d, config.projection_dim), true, shape.layout)?
+                }
+            },
+            causal: config.family == Family::Clip,
             config: c.clone(),
         })
     }
@@ -347,8 +463,9 @@ impl TextTower {
     /// `ids`: (batch, seq) u32 token ids, each row ending at or before `seq` with its end token at
     /// `end_positions[row]`; anything after it is padding. Returns (batch, projection_dim).
     ///
-    /// The tower is causal, so positions after the end token never influence it: callers pass
-    /// only as many columns as the longest text needs instead of padding to 77.
+    /// CLIP's tower is causal, so positions after the end token never influence it: callers pass
+    /// only as many columns as the longest text needs instead of padding to 77. SigLIP's sees
+    /// every position, and its texts come padded to the full context.
     pub fn forward(&self, ids: &Tensor, end_positions: &[usize]) -> Result<Tensor> {
         let (batch, seq) = ids.dims2()?;
         let d = self.config.hidden_size;
@@ -362,7 +479,7 @@ impl TextTower {
         }
         let x = self.token_embedding.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, d))?;
         let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
-        let x = self.encoder.forward(&x, true)?;
+        let x = self.encoder.forward(&x, self.causal)?;
         // Layer norm is per token, so pool first and normalise only the pooled rows.
         let rows: Vec<u32> = end_positions.iter().enumerate().map(|(b, &e)| (b * seq + e) as u32).collect();
         let rows = Tensor::new(rows.as_slice(), x.device())?;
@@ -380,23 +497,47 @@ pub enum Towers {
     Both,
 }
 
+/// SigLIP's calibration of a text–picture cosine into a match probability:
+/// `sigmoid(cosine * exp(logit_scale) + logit_bias)`, as `SiglipModel` scores pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SigmoidScore {
+    pub logit_scale: f32,
+    pub logit_bias: f32,
+}
+
+impl SigmoidScore {
+    pub fn probability(&self, cosine: f32) -> f32 {
+        let logit = cosine * self.logit_scale.exp() + self.logit_bias;
+        1.0 / (1.0 + (-logit).exp())
+    }
+}
+
 /// The towers of one checkpoint that were asked for.
 pub struct ClipModel {
     pub vision: Option<VisionTower>,
     pub text: Option<TextTower>,
-    pub config: ClipConfig,
+    /// SigLIP's probability calibration; CLIP-family models have none (their scores stay cosines).
+    pub sigmoid_score: Option<SigmoidScore>,
+    pub config: ModelConfig,
 }
 
 impl ClipModel {
     /// `precision` must have passed `Precision::check` for the weights' device.
-    pub fn load(weights: &Weights, config: &ClipConfig, towers: Towers, precision: Precision) -> Result<Self> {
+    pub fn load(weights: &Weights, config: &ModelConfig, towers: Towers, precision: Precision) -> Result<Self> {
         let vision = matches!(towers, Towers::Image | Towers::Both)
-            .then(|| VisionTower::load(weights, &config.vision_config, config.projection_dim, precision))
+            .then(|| VisionTower::load(weights, config, precision))
             .transpose()?;
         let text = matches!(towers, Towers::Text | Towers::Both)
-            .then(|| TextTower::load(weights, &config.text_config, config.projection_dim, precision))
+            .then(|| TextTower::load(weights, config, precision))
             .transpose()?;
-        Ok(Self { vision, text, config: config.clone() })
+        let sigmoid_score = match config.family {
+            Family::Clip => None,
+            Family::Siglip => {
+                let scalar = |name: &str| -> Result<f32> { Ok(weights.get(name, &[1])?.to_vec1::<f32>()?[0]) };
+                Some(SigmoidScore { logit_scale: scalar("logit_scale")?, logit_bias: scalar("logit_bias")? })
+            }
+        };
+        Ok(Self { vision, text, sigmoid_score, config: config.clone() })
     }
 }
 

@@ -1,13 +1,15 @@
-//! CLIP configuration, read from a checkpoint's `config.json` and `preprocessor_config.json`.
+//! Model configuration, read from a checkpoint's `config.json` and `preprocessor_config.json`.
 //!
-//! Field names and defaults mirror Hugging Face's `CLIPConfig` / `CLIPImageProcessor`, so any
-//! checkpoint saved by `transformers` loads without a translation table. Nothing about the shape
-//! is hard-coded: a field missing from the file takes the value `transformers` would give it.
+//! Field names mirror Hugging Face's `CLIPConfig` / `SiglipConfig` and their image processors, so
+//! any checkpoint saved by `transformers` loads without a translation table. Nothing about the
+//! shape is hard-coded: a field missing from the file takes the value `transformers` gives it for
+//! that model type (the two families' defaults differ, see [`Family::defaults`]).
 
 use serde::Deserialize;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::ingest::decode::Alpha;
 
 /// The activation inside each transformer MLP (`hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -22,124 +24,148 @@ pub enum Activation {
     GeluNew,
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct TextConfig {
-    #[serde(default = "TextConfig::default_vocab_size")]
-    pub vocab_size: usize,
-    #[serde(default = "TextConfig::default_hidden_size")]
-    pub hidden_size: usize,
-    #[serde(default = "TextConfig::default_intermediate_size")]
-    pub intermediate_size: usize,
-    #[serde(default = "default_num_hidden_layers")]
-    pub num_hidden_layers: usize,
-    #[serde(default = "TextConfig::default_num_attention_heads")]
-    pub num_attention_heads: usize,
-    #[serde(default = "TextConfig::default_max_position_embeddings")]
-    pub max_position_embeddings: usize,
-    #[serde(default = "default_activation")]
-    pub hidden_act: Activation,
-    #[serde(default = "default_layer_norm_eps")]
-    pub layer_norm_eps: f64,
+/// The architectures the towers implement, by `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// OpenAI CLIP (`CLIPModel`), and OpenCLIP's ViT checkpoints, which are renamed into it.
+    Clip,
+    /// SigLIP and the fixed-resolution SigLIP 2 (`SiglipModel`): no class token, an attention
+    /// pooling head, a bidirectional text tower read at its last position, sigmoid scores.
+    Siglip,
 }
 
-impl TextConfig {
-    fn default_vocab_size() -> usize {
-        49408
+impl Family {
+    fn from_model_type(model_type: Option<&str>, path: &Path) -> Result<Self> {
+        match model_type {
+            None | Some("clip") => Ok(Self::Clip),
+            Some("siglip") => Ok(Self::Siglip),
+            Some("siglip2") => Err(Error::BadCheckpoint {
+                path: path.to_owned(),
+                reason: "SigLIP 2 NaFlex checkpoints (model_type \"siglip2\", variable resolution) are not \
+                         supported; use a fixed-resolution SigLIP 2 checkpoint such as \
+                         google/siglip2-base-patch16-224"
+                    .into(),
+            }),
+            Some(other) => Err(Error::BadCheckpoint {
+                path: path.to_owned(),
+                reason: format!(
+                    "model_type \"{other}\" is not supported: imgsearch runs \"clip\" and \"siglip\" checkpoints \
+                     (and OpenCLIP ViT checkpoints); `imgsearch models` lists them"
+                ),
+            }),
+        }
     }
-    fn default_hidden_size() -> usize {
-        512
+
+    /// What `transformers` assumes for every field a `config.json` of this family may leave out.
+    fn defaults(self) -> serde_json::Value {
+        match self {
+            Self::Clip => serde_json::json!({
+                "projection_dim": 512,
+                "text_config": {
+                    "vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048,
+                    "num_hidden_layers": 12, "num_attention_heads": 8, "max_position_embeddings": 77,
+                    "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+                },
+                "vision_config": {
+                    "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                    "num_attention_heads": 12, "num_channels": 3, "image_size": 224, "patch_size": 32,
+                    "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+                },
+            }),
+            Self::Siglip => serde_json::json!({
+                "text_config": {
+                    "vocab_size": 32000, "hidden_size": 768, "intermediate_size": 3072,
+                    "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 64,
+                    "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6, "pad_token_id": 1,
+                },
+                "vision_config": {
+                    "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                    "num_attention_heads": 12, "num_channels": 3, "image_size": 224, "patch_size": 16,
+                    "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6, "vision_use_head": true,
+                },
+            }),
+        }
     }
-    fn default_intermediate_size() -> usize {
-        2048
-    }
-    fn default_num_attention_heads() -> usize {
-        8
-    }
-    fn default_max_position_embeddings() -> usize {
-        77
-    }
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f64,
+    /// SigLIP: the width of the text head's output (the embedding); `hidden_size` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection_size: Option<usize>,
+    /// SigLIP: what texts are padded with when the tokenizer files do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct VisionConfig {
-    #[serde(default = "VisionConfig::default_hidden_size")]
     pub hidden_size: usize,
-    #[serde(default = "VisionConfig::default_intermediate_size")]
     pub intermediate_size: usize,
-    #[serde(default = "default_num_hidden_layers")]
     pub num_hidden_layers: usize,
-    #[serde(default = "VisionConfig::default_num_attention_heads")]
     pub num_attention_heads: usize,
-    #[serde(default = "VisionConfig::default_num_channels")]
     pub num_channels: usize,
-    #[serde(default = "VisionConfig::default_image_size")]
     pub image_size: usize,
-    #[serde(default = "VisionConfig::default_patch_size")]
     pub patch_size: usize,
-    #[serde(default = "default_activation")]
     pub hidden_act: Activation,
-    #[serde(default = "default_layer_norm_eps")]
     pub layer_norm_eps: f64,
+    /// SigLIP: whether the tower ends in its attention-pooling head (the only pooling it has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_use_head: Option<bool>,
 }
 
 impl VisionConfig {
-    fn default_hidden_size() -> usize {
-        768
-    }
-    fn default_intermediate_size() -> usize {
-        3072
-    }
-    fn default_num_attention_heads() -> usize {
-        12
-    }
-    fn default_num_channels() -> usize {
-        3
-    }
-    fn default_image_size() -> usize {
-        224
-    }
-    fn default_patch_size() -> usize {
-        32
-    }
-
     pub fn num_patches(&self) -> usize {
         (self.image_size / self.patch_size).pow(2)
     }
 }
 
-fn default_num_hidden_layers() -> usize {
-    12
-}
-fn default_activation() -> Activation {
-    Activation::QuickGelu
-}
-fn default_layer_norm_eps() -> f64 {
-    1e-5
-}
-
-/// The top-level `config.json` of a `CLIPModel` checkpoint.
+/// The top-level `config.json` of a `CLIPModel` or `SiglipModel` checkpoint.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct ClipConfig {
+pub struct ModelConfig {
+    #[serde(rename = "model_type")]
+    pub family: Family,
     pub text_config: TextConfig,
     pub vision_config: VisionConfig,
-    #[serde(default = "ClipConfig::default_projection_dim")]
+    /// CLIP's `projection_dim`; for SigLIP the text head's width (which the picture side must equal).
+    #[serde(default)]
     pub projection_dim: usize,
 }
 
-impl ClipConfig {
-    fn default_projection_dim() -> usize {
-        512
+impl ModelConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Self::from_json(read_json(path)?, path)
     }
 
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let config: ClipConfig = read_json(path)?;
+    /// `raw`: a `config.json`'s content; `path` names it in errors.
+    pub fn from_json(mut raw: serde_json::Value, path: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
+        let family = Family::from_model_type(raw.get("model_type").and_then(|v| v.as_str()), path)?;
+        if !raw.is_object() {
+            return Err(bad("config.json is not a JSON object".into()));
+        }
+        fill_defaults(&mut raw, &family.defaults());
+        raw["model_type"] = serde_json::to_value(family).expect("family serialises");
+        let mut config: ModelConfig = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
+        if family == Family::Siglip {
+            config.projection_dim = config.text_config.projection_size.unwrap_or(config.text_config.hidden_size);
+        }
         config.validate(path)?;
         Ok(config)
     }
 
     /// The exact shape of `openai/clip-vit-base-patch32` (used by benchmarks with random weights).
     pub fn vit_base_patch32() -> Self {
-        serde_json::from_str(r#"{"text_config": {}, "vision_config": {}}"#).expect("defaults are the ViT-B/32 shape")
+        Self::from_json(serde_json::json!({}), Path::new("(built in)")).expect("defaults are the ViT-B/32 shape")
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
@@ -159,25 +185,96 @@ impl ClipConfig {
         if t.max_position_embeddings < 2 {
             return bad("text max_position_embeddings must leave room for the start and end tokens".into());
         }
+        if self.family == Family::Siglip {
+            if v.vision_use_head == Some(false) {
+                return bad("vision_use_head is false: the tower has no pooled output to embed pictures with".into());
+            }
+            if self.projection_dim != v.hidden_size {
+                return bad(format!(
+                    "the text head's width {} differs from the vision hidden_size {}: texts and pictures would not \
+                     share one space",
+                    self.projection_dim, v.hidden_size
+                ));
+            }
+        }
         Ok(())
     }
 }
 
-/// How `CLIPImageProcessor` turns a picture into the model's input, from `preprocessor_config.json`.
+/// Adds every key of `defaults` that `value` lacks (or holds as null), recursing into objects.
+fn fill_defaults(value: &mut serde_json::Value, defaults: &serde_json::Value) {
+    let (Some(target), Some(defaults)) = (value.as_object_mut(), defaults.as_object()) else { return };
+    for (key, default) in defaults {
+        match target.get_mut(key) {
+            Some(existing) if !existing.is_null() => fill_defaults(existing, default),
+            _ => {
+                target.insert(key.clone(), default.clone());
+            }
+        }
+    }
+}
+
+/// How a checkpoint's image processor turns a picture into the model's input, from
+/// `preprocessor_config.json` (`CLIPImageProcessor`, `SiglipImageProcessor`) or OpenCLIP's
+/// `preprocess_cfg`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PreprocessConfig {
     pub do_resize: bool,
-    /// Length the shortest side is resized to.
+    /// Length the shortest side is resized to (when `exact_size` is not set).
     pub shortest_edge: u32,
+    /// Resize straight to (height, width), whatever the aspect ratio: SigLIP's processor and
+    /// OpenCLIP's `squash` mode. Absent for CLIP, so the description recorded with an existing
+    /// index does not change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_size: Option<(u32, u32)>,
     pub do_center_crop: bool,
     pub crop_height: u32,
     pub crop_width: u32,
+    /// How the crop's top-left corner is rounded (absent when `transformers`' floor).
+    #[serde(skip_serializing_if = "CropRounding::is_floor")]
+    pub crop_rounding: CropRounding,
     pub do_rescale: bool,
     pub rescale_factor: f32,
     pub do_normalize: bool,
     pub image_mean: [f32; 3],
     pub image_std: [f32; 3],
     pub resample: Resample,
+    /// What becomes of transparency (absent when composited onto white, `transformers`' way).
+    #[serde(skip_serializing_if = "is_over_white")]
+    pub alpha: Alpha,
+}
+
+fn is_over_white(alpha: &Alpha) -> bool {
+    *alpha == Alpha::OverWhite
+}
+
+/// Where a centre crop starts when the margin is odd: `transformers` floors half the margin,
+/// torchvision's `CenterCrop` (OpenCLIP) rounds it half to even, as Python's `round` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CropRounding {
+    Floor,
+    HalfToEven,
+}
+
+impl CropRounding {
+    fn is_floor(&self) -> bool {
+        *self == Self::Floor
+    }
+
+    /// The offset of a `crop`-long window centred in `orig`; negative when the crop is larger
+    /// (the picture is then padded, landing at ceil(margin / 2) as `transformers` places it).
+    pub fn offset(self, orig: i64, crop: i64) -> i64 {
+        if crop > orig {
+            return -((crop - orig + 1) / 2);
+        }
+        let margin = orig - crop;
+        match self {
+            Self::Floor => margin / 2,
+            // margin / 2 is exact or .5; .5 goes to the even neighbour.
+            Self::HalfToEven if margin % 2 == 1 && (margin / 2) % 2 == 1 => margin / 2 + 1,
+            Self::HalfToEven => margin / 2,
+        }
+    }
 }
 
 /// PIL's resampling filters, by the integer codes `preprocessor_config.json` stores.
@@ -192,7 +289,7 @@ pub enum Resample {
 }
 
 impl Resample {
-    fn from_pil_code(code: u64) -> Option<Self> {
+    pub fn from_pil_code(code: u64) -> Option<Self> {
         Some(match code {
             0 => Self::Nearest,
             1 => Self::Lanczos,
@@ -214,38 +311,71 @@ impl PreprocessConfig {
         Self {
             do_resize: true,
             shortest_edge: image_size,
+            exact_size: None,
             do_center_crop: true,
             crop_height: image_size,
             crop_width: image_size,
+            crop_rounding: CropRounding::Floor,
             do_rescale: true,
             rescale_factor: 1.0 / 255.0,
             do_normalize: true,
             image_mean: OPENAI_CLIP_MEAN,
             image_std: OPENAI_CLIP_STD,
             resample: Resample::Bicubic,
+            alpha: Alpha::OverWhite,
         }
     }
 
-    /// Reads `preprocessor_config.json`; fields it lacks keep `CLIPImageProcessor`'s defaults.
-    pub fn from_file(path: &Path, image_size: u32) -> Result<Self> {
+    /// `SiglipImageProcessor`'s defaults: straight to the square input, no crop, mean and std 0.5.
+    pub fn siglip_default(image_size: u32) -> Self {
+        Self {
+            exact_size: Some((image_size, image_size)),
+            do_center_crop: false,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+            ..Self::clip_default(image_size)
+        }
+    }
+
+    pub fn family_default(family: Family, image_size: u32) -> Self {
+        match family {
+            Family::Clip => Self::clip_default(image_size),
+            Family::Siglip => Self::siglip_default(image_size),
+        }
+    }
+
+    /// The (height, width) of the tensor this pipeline produces.
+    pub fn output_size(&self) -> (u32, u32) {
+        match (self.do_center_crop, self.exact_size) {
+            (true, _) => (self.crop_height, self.crop_width),
+            (false, Some(size)) if self.do_resize => size,
+            _ => (0, 0),
+        }
+    }
+
+    /// Reads `preprocessor_config.json`; fields it lacks keep the family's defaults.
+    pub fn from_file(path: &Path, family: Family, image_size: u32) -> Result<Self> {
         let raw: serde_json::Value = read_json(path)?;
         let bad = |why: String| Error::BadCheckpoint { path: path.to_owned(), reason: why };
-        let mut cfg = Self::clip_default(image_size);
+        let mut cfg = Self::family_default(family, image_size);
         let get = |key: &str| raw.get(key).filter(|v| !v.is_null());
         if let Some(v) = get("do_resize").and_then(|v| v.as_bool()) {
             cfg.do_resize = v;
         }
         if let Some(size) = get("size") {
-            // Either a plain integer (older files) or {"shortest_edge": n}; {"height","width"}
-            // is a fixed-size resize, which CLIP processors never use.
-            cfg.shortest_edge = match size.as_u64().or_else(|| size.get("shortest_edge").and_then(|v| v.as_u64())) {
-                Some(n) => n as u32,
-                None => {
-                    return Err(bad(format!(
-                        "unsupported `size` {size}: expected an integer or {{\"shortest_edge\": n}}"
-                    )))
-                }
-            };
+            // A plain integer (older CLIP files), {"shortest_edge": n}, or {"height", "width"}: a
+            // resize to exactly that size (SigLIP).
+            let field = |key: &str| size.get(key).and_then(|v| v.as_u64()).map(|n| n as u32);
+            if let Some(n) = size.as_u64().map(|n| n as u32).or_else(|| field("shortest_edge")) {
+                cfg.shortest_edge = n;
+                cfg.exact_size = None;
+            } else if let (Some(h), Some(w)) = (field("height"), field("width")) {
+                cfg.exact_size = Some((h, w));
+            } else {
+                return Err(bad(format!(
+                    "unsupported `size` {size}: expected an integer, {{\"shortest_edge\": n}} or {{\"height\": h, \"width\": w}}"
+                )));
+            }
         }
         if let Some(v) = get("do_center_crop").and_then(|v| v.as_bool()) {
             cfg.do_center_crop = v;
@@ -283,27 +413,33 @@ impl PreprocessConfig {
                 .and_then(Resample::from_pil_code)
                 .ok_or_else(|| bad(format!("unknown `resample` {v}: expected a PIL filter code 0-5")))?;
         }
-        if cfg.shortest_edge == 0 || cfg.crop_height == 0 || cfg.crop_width == 0 {
-            return Err(bad("image sizes must be positive".into()));
-        }
-        if cfg.image_std.contains(&0.0) {
-            return Err(bad("image_std must not contain 0".into()));
-        }
+        cfg.check_sizes().map_err(bad)?;
         Ok(cfg)
+    }
+
+    /// Rejects sizes and statistics no picture can be prepared with.
+    pub fn check_sizes(&self) -> std::result::Result<(), String> {
+        let exact_zero = self.exact_size.is_some_and(|(h, w)| h == 0 || w == 0);
+        if self.shortest_edge == 0 || self.crop_height == 0 || self.crop_width == 0 || exact_zero {
+            return Err("image sizes must be positive".into());
+        }
+        if self.image_std.contains(&0.0) {
+            return Err("image_std must not contain 0".into());
+        }
+        Ok(())
     }
 
     /// Checks that this pipeline produces exactly the square input the vision tower expects.
     pub fn check_matches_model(&self, image_size: u32, path: &Path) -> Result<()> {
-        let fits = self.do_center_crop && self.crop_height == image_size && self.crop_width == image_size;
-        if fits && self.do_resize {
+        if self.do_resize && self.output_size() == (image_size, image_size) {
             return Ok(());
         }
         Err(Error::BadCheckpoint {
             path: path.to_owned(),
             reason: format!(
-                "preprocessing must resize and centre-crop to the model's {image_size}x{image_size} input \
-                 (do_resize={}, do_center_crop={}, crop {}x{})",
-                self.do_resize, self.do_center_crop, self.crop_height, self.crop_width
+                "preprocessing must resize (and crop) to the model's {image_size}x{image_size} input \
+                 (do_resize={}, size {:?}, do_center_crop={}, crop {}x{})",
+                self.do_resize, self.exact_size, self.do_center_crop, self.crop_height, self.crop_width
             ),
         })
     }
@@ -324,7 +460,7 @@ fn parse_triplet(v: &serde_json::Value) -> Option<[f32; 3]> {
     Some(out)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
     serde_json::from_str(&text).map_err(|e| Error::BadCheckpoint { path: path.to_owned(), reason: e.to_string() })
 }

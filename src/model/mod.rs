@@ -1,11 +1,13 @@
-//! CLIP: checkpoint loading (local folder or hub), tokenizer, preprocessing and the two encoders,
-//! behind one [`Clip`] handle that turns pictures and texts into L2-normalised embeddings.
+//! Image–text models (CLIP, SigLIP, OpenCLIP checkpoints): checkpoint loading (local folder,
+//! file or hub), tokenizer, preprocessing and the two encoders, behind one [`Clip`] handle that
+//! turns pictures and texts into L2-normalised embeddings of one space.
 
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;
 pub mod kernels;
+pub mod openclip;
 pub mod preprocess;
 pub mod tokenizer;
 
@@ -13,19 +15,44 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-pub use checkpoint::{CheckpointFiles, DEFAULT_MODEL};
-pub use config::{ClipConfig, PreprocessConfig};
+pub use checkpoint::{CheckpointFiles, Layout, DEFAULT_MODEL};
+pub use config::{Family, ModelConfig, PreprocessConfig};
 pub use device::{DeviceChoice, Precision};
 pub use preprocess::PreprocessedImage;
 
 use crate::error::{Error, Result};
 use crate::store::ModelInfo;
-pub use clip::Towers;
 use clip::{l2_normalize_rows, ClipModel, Weights};
-use tokenizer::ClipTokenizer;
+pub use clip::{SigmoidScore, Towers};
+use tokenizer::{PaddingSource, TextTokenizer};
 
-/// An L2-normalised CLIP embedding.
+/// An L2-normalised embedding.
 pub type Embedding = Vec<f32>;
+
+/// The name recorded with an index, from which the same model loads again: the repo id, the
+/// canonical folder path, or for a bare state dict its canonical path with `#ARCH` (an
+/// architecture file's canonical path).
+fn model_id(model: &str) -> String {
+    let canonical = |p: &Path| std::fs::canonicalize(p).map(|p| p.to_string_lossy().into_owned());
+    if let Some((file, arch)) = checkpoint::bare_state_dict(model) {
+        let arch = if Path::new(&arch).is_file() { canonical(Path::new(&arch)).unwrap_or(arch) } else { arch };
+        return format!("{}#{arch}", canonical(file).unwrap_or_else(|_| file.display().to_string()));
+    }
+    match std::fs::canonicalize(model) {
+        Ok(dir) if dir.is_dir() => dir.to_string_lossy().into_owned(),
+        _ => model.to_string(),
+    }
+}
+
+/// How a family's texts are padded: CLIP not at all, SigLIP to the full context.
+fn padding_source(config: &ModelConfig, tokenizer_config: Option<std::path::PathBuf>) -> PaddingSource {
+    match config.family {
+        Family::Clip => PaddingSource::EndOfText,
+        Family::Siglip => {
+            PaddingSource::PadToLength { tokenizer_config, fallback_pad_id: config.text_config.pad_token_id }
+        }
+    }
+}
 
 /// Texts are encoded in batches of this many, sorted by length so padding stays short.
 const TEXT_BATCH: usize = 32;
@@ -41,10 +68,10 @@ fn on_pool_thread<T: Send>(device: &Device, forward: impl FnOnce() -> T + Send) 
     rayon::join(forward, || ()).0
 }
 
-/// A loaded CLIP checkpoint: everything needed to embed pictures and texts into one space.
+/// A loaded checkpoint: everything needed to embed pictures and texts into one space.
 pub struct Clip {
     model: ClipModel,
-    tokenizer: ClipTokenizer,
+    tokenizer: TextTokenizer,
     preprocess: PreprocessConfig,
     device: Device,
     model_id: String,
@@ -55,7 +82,7 @@ pub struct Clip {
 #[derive(Clone)]
 pub struct ModelSpec {
     files: CheckpointFiles,
-    pub config: ClipConfig,
+    pub config: ModelConfig,
     pub preprocess: PreprocessConfig,
     /// The name recorded with an index: the repo id, or the canonical folder path.
     pub model_id: String,
@@ -67,21 +94,27 @@ impl ModelSpec {
     /// `model`: a local checkpoint folder or a Hugging Face repo id (`owner/name[@revision]`).
     pub fn resolve(model: &str) -> Result<Self> {
         let files = CheckpointFiles::resolve(model)?;
-        let model_id = match std::fs::canonicalize(model) {
-            Ok(dir) if dir.is_dir() => dir.to_string_lossy().into_owned(),
-            _ => model.to_string(),
-        };
-        let config = ClipConfig::from_file(&files.config)?;
-        let image_size = config.vision_config.image_size as u32;
-        let preprocess = match &files.preprocessor {
-            Some(path) => {
-                let pre = PreprocessConfig::from_file(path, image_size)?;
-                pre.check_matches_model(image_size, path)?;
-                pre
+        let (config, preprocess) = match &files.layout {
+            Layout::HuggingFace { config } => {
+                let config = ModelConfig::from_file(config)?;
+                let image_size = config.vision_config.image_size as u32;
+                let preprocess = match &files.preprocessor {
+                    Some(path) => {
+                        let pre = PreprocessConfig::from_file(path, config.family, image_size)?;
+                        pre.check_matches_model(image_size, path)?;
+                        pre
+                    }
+                    None => PreprocessConfig::family_default(config.family, image_size),
+                };
+                (config, preprocess)
             }
-            None => PreprocessConfig::clip_default(image_size),
+            Layout::OpenClip { config, source } => {
+                let model_config = config.model_config(source)?;
+                let preprocess = config.preprocess(model_config.vision_config.image_size as u32, source)?;
+                (model_config, preprocess)
+            }
         };
-        Ok(Self { files, config, preprocess, model_id, precision: Precision::F32 })
+        Ok(Self { model_id: model_id(model), files, config, preprocess, precision: Precision::F32 })
     }
 
     pub fn with_precision(self, precision: Precision) -> Self {
@@ -104,8 +137,15 @@ impl ModelSpec {
     /// Loads the towers asked for; embedding with a tower that was not loaded is an error.
     pub fn load(&self, device: &Device, towers: Towers) -> Result<Clip> {
         self.precision.check(device)?;
-        let tokenizer =
-            ClipTokenizer::from_file(&self.files.tokenizer, self.config.text_config.max_position_embeddings)?;
+        let max_length = self.config.text_config.max_position_embeddings;
+        let tokenizer = match &self.files.tokenizer {
+            Some(path) => TextTokenizer::from_file(
+                path,
+                max_length,
+                padding_source(&self.config, self.files.tokenizer_config.clone()),
+            )?,
+            None => TextTokenizer::builtin_clip(max_length)?,
+        };
         let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone());
         let model = ClipModel::load(&weights, &self.config, towers, self.precision)?;
         Ok(Clip {
@@ -128,23 +168,24 @@ impl Clip {
     /// A model of the given shape with random weights and the given tokenizer: for benchmarks,
     /// which need the real architecture (e.g. ViT-B/32) but not trained weights.
     pub fn with_random_weights(
-        config: ClipConfig,
+        config: ModelConfig,
         tokenizer: &Path,
         device: &Device,
         precision: Precision,
     ) -> Result<Self> {
         precision.check(device)?;
         let image_size = config.vision_config.image_size as u32;
-        let tokenizer = ClipTokenizer::from_file(tokenizer, config.text_config.max_position_embeddings)?;
+        let max_length = config.text_config.max_position_embeddings;
+        let tokenizer = TextTokenizer::from_file(tokenizer, max_length, padding_source(&config, None))?;
         let model = ClipModel::load(&Weights::random(device), &config, Towers::Both, precision)?;
-        let preprocess = PreprocessConfig::clip_default(image_size);
+        let preprocess = PreprocessConfig::family_default(config.family, image_size);
         Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: "random-weights".into() })
     }
 
     /// Writes a complete checkpoint folder (config.json, model.safetensors with random weights,
     /// tokenizer.json) in the given shape: for benchmarks that run the real pipeline on a
     /// realistically sized model, which this machine has no trained copy of.
-    pub fn write_random_checkpoint(config: &ClipConfig, tokenizer: &Path, dir: &Path) -> Result<()> {
+    pub fn write_random_checkpoint(config: &ModelConfig, tokenizer: &Path, dir: &Path) -> Result<()> {
         let io = |path: &Path, source| Error::Io { path: path.to_owned(), source };
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let weights = Weights::random(&Device::Cpu);
@@ -165,15 +206,20 @@ impl Clip {
         self.model.config.projection_dim
     }
 
-    pub fn config(&self) -> &ClipConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.model.config
+    }
+
+    /// SigLIP's cosine → probability calibration, where the model has one.
+    pub fn sigmoid_score(&self) -> Option<SigmoidScore> {
+        self.model.sigmoid_score
     }
 
     pub fn preprocess_config(&self) -> &PreprocessConfig {
         &self.preprocess
     }
 
-    pub fn tokenizer(&self) -> &ClipTokenizer {
+    pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
 

@@ -1,5 +1,7 @@
-//! RGB picture → the normalised tensor a CLIP vision tower takes, step for step as
-//! `CLIPImageProcessor` (Pillow backend): resize the shortest side, centre-crop, rescale, normalise.
+//! RGB picture → the normalised tensor a vision tower takes, step for step as the checkpoint's
+//! processor (Pillow backends of `CLIPImageProcessor` and `SiglipImageProcessor`, OpenCLIP's
+//! torchvision transform): resize (shortest side, or straight to a size), centre-crop, rescale,
+//! normalise.
 
 use fast_image_resize::images::Image as ResizeImage;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -23,7 +25,11 @@ impl PreprocessConfig {
     /// How to decode a picture for this pipeline: a scaled JPEG decode may go down to the
     /// shortest edge on both axes, which still covers the resize step for any aspect ratio.
     pub fn decode_options(&self, max_pixels: u64) -> DecodeOptions {
-        DecodeOptions { max_pixels, min_size: self.do_resize.then_some((self.shortest_edge, self.shortest_edge)) }
+        let min_size = match self.exact_size {
+            Some((h, w)) => (w, h),
+            None => (self.shortest_edge, self.shortest_edge),
+        };
+        DecodeOptions { max_pixels, min_size: self.do_resize.then_some(min_size), alpha: self.alpha }
     }
 
     /// Picture bytes → model input, the one path indexing, reverse search and `embed` share
@@ -36,7 +42,10 @@ impl PreprocessConfig {
     pub fn apply(&self, rgb: &RgbImage) -> PreprocessedImage {
         let resized;
         let image = if self.do_resize {
-            let (w, h) = resized_size(rgb.width(), rgb.height(), self.shortest_edge);
+            let (w, h) = match self.exact_size {
+                Some((h, w)) => (w, h),
+                None => resized_size(rgb.width(), rgb.height(), self.shortest_edge),
+            };
             resized = resize(rgb, w, h, self.resample);
             &resized
         } else {
@@ -47,10 +56,9 @@ impl PreprocessConfig {
         } else {
             (image.height() as usize, image.width() as usize)
         };
-        // transformers' center_crop: top-left at floor((orig - crop) / 2); a crop larger than the
-        // image pads it with zeros, centred (the image lands at ceil((crop - orig) / 2)).
+        // A crop larger than the image pads it with zeros, centred.
         let (img_w, img_h) = (image.width() as i64, image.height() as i64);
-        let offset = |orig: i64, crop: i64| if crop <= orig { (orig - crop) / 2 } else { -((crop - orig + 1) / 2) };
+        let offset = |orig: i64, crop: i64| self.crop_rounding.offset(orig, crop);
         let (top, left) = (offset(img_h, out_h as i64), offset(img_w, out_w as i64));
 
         // (value * factor - mean) / std, folded into one multiply and one subtract per pixel.
@@ -140,5 +148,16 @@ mod tests {
         assert_eq!(row(0), vec![0.0; 4]);
         assert_eq!(row(1), vec![0.0, 9.0, 9.0, 0.0]);
         assert_eq!(row(3), vec![0.0, 9.0, 9.0, 0.0]);
+    }
+
+    #[test]
+    fn torchvision_crop_rounds_half_to_even_where_transformers_floors() {
+        use crate::model::config::CropRounding;
+        // Python: int(round(111 / 2)) = 56, int(round(101 / 2)) = 50.
+        assert_eq!(CropRounding::HalfToEven.offset(335, 224), 56);
+        assert_eq!(CropRounding::HalfToEven.offset(325, 224), 50);
+        assert_eq!(CropRounding::HalfToEven.offset(324, 224), 50);
+        assert_eq!(CropRounding::Floor.offset(335, 224), 55);
+        assert_eq!(CropRounding::Floor.offset(2, 4), -1);
     }
 }

@@ -1,4 +1,5 @@
-//! CLIP's byte-level BPE tokenizer, from the checkpoint's `tokenizer.json`.
+//! Text → token ids, from the checkpoint's `tokenizer.json` (any kind the `tokenizers` crate
+//! reads: CLIP's byte-level BPE, SentencePiece unigram, Gemma's BPE with byte fallback).
 
 use std::path::Path;
 
@@ -8,24 +9,62 @@ use crate::error::{Error, Result};
 
 const END_OF_TEXT: &str = "<|endoftext|>";
 
-/// Token ids of one text, and where its end-of-text token (the pooled position) is.
+/// The CLIP BPE tokenizer (OpenAI's vocabulary, as `openai/clip-vit-base-patch32` ships it in
+/// `tokenizer.json`), for OpenCLIP checkpoints, which publish no tokenizer file of their own.
+const CLIP_TOKENIZER_GZ: &[u8] = include_bytes!("clip_tokenizer.json.gz");
+
+/// Token ids of one text, and the position the text tower pools its embedding from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenizedText {
     pub ids: Vec<u32>,
     pub end_position: usize,
 }
 
-pub struct ClipTokenizer {
-    inner: Tokenizer,
-    end_of_text: u32,
+/// Where a text tower reads its embedding, which decides how texts are padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// CLIP: at the first end-of-text token. The tower is causal, so nothing after it matters
+    /// and texts are not padded.
+    EndOfText,
+    /// SigLIP: at the last position of a text padded to the full context with `pad_id`, as the
+    /// model was trained (`padding="max_length"`); without the padding the embedding differs.
+    LastPosition { pad_id: u32 },
 }
 
-impl ClipTokenizer {
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    /// CLIP: the end-of-text id; SigLIP: unused.
+    end_of_text: u32,
+    pooling: Pooling,
+    max_length: usize,
+}
+
+impl TextTokenizer {
     /// `max_length` is the text tower's context (77 for every OpenAI CLIP): longer texts are cut,
-    /// keeping the start and end tokens, exactly as `transformers` does with `truncation=True`.
-    pub fn from_file(path: &Path, max_length: usize) -> Result<Self> {
+    /// keeping the special tokens, exactly as `transformers` does with `truncation=True`.
+    pub fn from_file(path: &Path, max_length: usize, padding: PaddingSource) -> Result<Self> {
         let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
-        let mut inner = Tokenizer::from_file(path).map_err(|e| bad(e.to_string()))?;
+        let inner = Tokenizer::from_file(path).map_err(|e| bad(e.to_string()))?;
+        Self::new(inner, max_length, padding).map_err(bad)
+    }
+
+    /// The CLIP tokenizer built into the binary.
+    pub fn builtin_clip(max_length: usize) -> Result<Self> {
+        let mut json = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(CLIP_TOKENIZER_GZ), &mut json)
+            .expect("the built-in tokenizer is valid gzip");
+        let inner = Tokenizer::from_bytes(&json).expect("the built-in tokenizer is valid");
+        Self::new(inner, max_length, PaddingSource::EndOfText).map_err(Error::Tokenizer)
+    }
+
+    fn new(mut inner: Tokenizer, max_length: usize, padding: PaddingSource) -> std::result::Result<Self, String> {
+        let pooling = match padding {
+            PaddingSource::EndOfText => Pooling::EndOfText,
+            PaddingSource::PadToLength { tokenizer_config, fallback_pad_id } => {
+                let pad_id = pad_id(&inner, tokenizer_config.as_deref(), fallback_pad_id)?;
+                Pooling::LastPosition { pad_id }
+            }
+        };
         inner
             .with_truncation(Some(TruncationParams {
                 max_length,
@@ -33,21 +72,70 @@ impl ClipTokenizer {
                 direction: TruncationDirection::Right,
                 stride: 0,
             }))
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         inner.with_padding(None);
-        let end_of_text =
-            inner.token_to_id(END_OF_TEXT).ok_or_else(|| bad(format!("the vocabulary has no {END_OF_TEXT} token")))?;
-        Ok(Self { inner, end_of_text })
+        let end_of_text = match pooling {
+            Pooling::EndOfText => inner
+                .token_to_id(END_OF_TEXT)
+                .ok_or_else(|| format!("the vocabulary has no {END_OF_TEXT} token (is this a CLIP tokenizer?)"))?,
+            Pooling::LastPosition { .. } => 0,
+        };
+        Ok(Self { inner, end_of_text, pooling, max_length })
     }
 
     pub fn encode(&self, text: &str) -> Result<TokenizedText> {
         let encoding = self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let ids = encoding.get_ids().to_vec();
-        // CLIP pools at the *first* end-of-text token (transformers: first eos, or argmax of the
-        // ids for legacy configs, which is the same token since it has the largest id).
-        let end_position = ids.iter().position(|&id| id == self.end_of_text).ok_or_else(|| {
-            Error::Tokenizer(format!("tokenizer.json does not append {END_OF_TEXT}; is this a CLIP tokenizer?"))
-        })?;
-        Ok(TokenizedText { ids, end_position })
+        let mut ids = encoding.get_ids().to_vec();
+        match self.pooling {
+            Pooling::EndOfText => {
+                // CLIP pools at the *first* end-of-text token (transformers: first eos, or argmax
+                // of the ids for legacy configs: the same token, since it has the largest id).
+                let end_position = ids.iter().position(|&id| id == self.end_of_text).ok_or_else(|| {
+                    Error::Tokenizer(format!("tokenizer.json does not append {END_OF_TEXT}; is this a CLIP tokenizer?"))
+                })?;
+                Ok(TokenizedText { ids, end_position })
+            }
+            Pooling::LastPosition { pad_id } => {
+                ids.resize(self.max_length, pad_id);
+                Ok(TokenizedText { ids, end_position: self.max_length - 1 })
+            }
+        }
     }
+}
+
+/// How a tokenizer learns its padding.
+#[derive(Debug, Clone)]
+pub enum PaddingSource {
+    /// CLIP: no padding, the tower pools at the end-of-text token.
+    EndOfText,
+    /// SigLIP: pad to the context. The pad id is the first found of: `tokenizer.json`'s padding
+    /// section, the `pad_token` of `tokenizer_config.json`, the model config's `pad_token_id`.
+    PadToLength { tokenizer_config: Option<std::path::PathBuf>, fallback_pad_id: Option<u32> },
+}
+
+fn pad_id(
+    inner: &Tokenizer,
+    tokenizer_config: Option<&Path>,
+    fallback: Option<u32>,
+) -> std::result::Result<u32, String> {
+    if let Some(padding) = inner.get_padding() {
+        return Ok(padding.pad_id);
+    }
+    if let Some(path) = tokenizer_config {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+        // `"pad_token": "</s>"` or `{"content": "</s>", …}` (an AddedToken).
+        let token = config.get("pad_token").and_then(|t| t.as_str().or_else(|| t.get("content")?.as_str()));
+        if let Some(token) = token {
+            return inner
+                .token_to_id(token)
+                .ok_or_else(|| format!("{} names pad_token {token:?}, which the vocabulary lacks", path.display()));
+        }
+    }
+    fallback.ok_or_else(|| {
+        "no pad token: tokenizer.json has no padding section, and neither tokenizer_config.json nor config.json \
+         names one"
+            .to_string()
+    })
 }

@@ -38,12 +38,15 @@ pub struct SearchParams {
     pub k: usize,
     pub offset: usize,
     pub min_score: Option<f32>,
+    /// Drop text matches less probable than this (0..1): models with a calibrated sigmoid
+    /// (SigLIP) only.
+    pub min_prob: Option<f32>,
     pub sort: SortOrder,
 }
 
 impl Default for SearchParams {
     fn default() -> Self {
-        Self { k: 20, offset: 0, min_score: None, sort: SortOrder::Score }
+        Self { k: 20, offset: 0, min_score: None, min_prob: None, sort: SortOrder::Score }
     }
 }
 
@@ -53,6 +56,10 @@ pub struct SearchHit {
     pub path: String,
     /// Cosine similarity to the query (absent for filter-only listings).
     pub score: Option<f32>,
+    /// For a text query on a model with calibrated scores (SigLIP): the model's probability
+    /// that text and picture match, `sigmoid(score * exp(logit_scale) + logit_bias)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prob: Option<f32>,
     pub width: u32,
     pub height: u32,
     /// Date taken (EXIF), ISO 8601.
@@ -87,6 +94,9 @@ struct Probe {
     duplicates: Vec<ImageId>,
     /// Left out of the results ("more like this" leaves out the picture itself).
     exclude: Option<ImageId>,
+    /// Whether the embedding comes from texts alone: SigLIP's probabilities are calibrated for
+    /// text–picture pairs, not picture–picture ones.
+    from_text: bool,
 }
 
 /// Text embeddings kept for repeated queries: the UI's infinite scroll asks for the same text
@@ -195,7 +205,7 @@ impl SearchEngine {
         } else {
             Some(self.embed_query_texts(&[parsed.text.as_str()])?.remove(0))
         };
-        self.run(Probe { embedding, duplicates: Vec::new(), exclude: None }, &parsed.filters, params)
+        self.run(Probe { embedding, duplicates: Vec::new(), exclude: None, from_text: true }, &parsed.filters, params)
     }
 
     /// Reverse image search with a picture's bytes (`label` names it in errors).
@@ -209,7 +219,7 @@ impl SearchEngine {
     ) -> Result<Vec<SearchHit>> {
         let duplicates = self.library.images_with_hash(&blake3::hash(bytes).to_hex())?;
         let embedding = self.embed_picture(bytes, label, max_pixels)?;
-        self.run(Probe { embedding: Some(embedding), duplicates, exclude: None }, filters, params)
+        self.run(Probe { embedding: Some(embedding), duplicates, exclude: None, from_text: false }, filters, params)
     }
 
     /// A picture's embedding from its file's bytes (`label` names it in errors).
@@ -227,7 +237,12 @@ impl SearchEngine {
         params: &SearchParams,
     ) -> Result<Vec<SearchHit>> {
         let embedding = self.compose(composition)?;
-        self.run(Probe { embedding: Some(embedding), duplicates: Vec::new(), exclude: None }, filters, params)
+        let from_text = composition.like.is_empty();
+        self.run(
+            Probe { embedding: Some(embedding), duplicates: Vec::new(), exclude: None, from_text },
+            filters,
+            params,
+        )
     }
 
     /// The embedding of a composed query: Σ wᵢ·tᵢ + Σ pⱼ − Σ nₖ over the unit embeddings of its
@@ -283,7 +298,11 @@ impl SearchEngine {
     pub fn similar_to(&self, id: ImageId, params: &SearchParams) -> Result<Vec<SearchHit>> {
         let record = self.library.image(id)?.ok_or(Error::NotFound { what: format!("image {id}") })?;
         let duplicates = self.library.images_with_hash(&record.hash)?.into_iter().filter(|d| *d != id).collect();
-        self.run(Probe { embedding: Some(record.embedding), duplicates, exclude: Some(id) }, &[], params)
+        self.run(
+            Probe { embedding: Some(record.embedding), duplicates, exclude: Some(id), from_text: false },
+            &[],
+            params,
+        )
     }
 
     /// Search by an embedding computed elsewhere. It must have the library's dimension, finite
@@ -310,16 +329,29 @@ impl SearchEngine {
                 "the vector's length is {norm:.6}, not 1: divide it by its L2 norm first (cosine scores need unit vectors)"
             )));
         }
-        self.run(Probe { embedding: Some(vector.to_vec()), duplicates: Vec::new(), exclude: None }, filters, params)
+        let probe = Probe { embedding: Some(vector.to_vec()), duplicates: Vec::new(), exclude: None, from_text: false };
+        self.run(probe, filters, params)
     }
 
     fn run(&self, probe: Probe, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
         if params.k == 0 || params.k > MAX_K {
             return Err(Error::BadQuery(format!("k must be between 1 and {MAX_K}")));
         }
+        let calibration = self.clip.as_ref().and_then(|clip| clip.sigmoid_score()).filter(|_| probe.from_text);
         let Some(embedding) = probe.embedding else {
+            if params.min_prob.is_some() {
+                return Err(Error::BadQuery("min_prob needs a text to look for".into()));
+            }
             return self.list_by_date(filters, params);
         };
+        if params.min_prob.is_some() && calibration.is_none() {
+            return Err(Error::BadQuery(
+                "min_prob needs a text query on a model with calibrated probabilities (SigLIP); this model or query \
+                 gives cosine scores only: use min_score"
+                    .into(),
+            ));
+        }
+        let prob = |score: f32| calibration.map(|c| c.probability(score));
         // By score: the top `offset + k`. By date: the same pool of best matches for every page
         // and either search path, so paging through it neither repeats nor skips pictures.
         let wanted = match params.sort {
@@ -334,6 +366,9 @@ impl SearchEngine {
         if let Some(min) = params.min_score {
             ranked.retain(|(_, s)| *s >= min);
         }
+        if let (Some(min), Some(calibration)) = (params.min_prob, calibration) {
+            ranked.retain(|(_, s)| calibration.probability(*s) >= min);
+        }
         // By score, only the page's records are read; by date, the whole pool's (to sort it).
         let shown: Vec<(ImageId, f32)> = match params.sort {
             SortOrder::Score => ranked.into_iter().skip(params.offset).take(params.k).collect(),
@@ -343,7 +378,7 @@ impl SearchEngine {
         let ids: Vec<ImageId> = shown.iter().map(|(id, _)| *id).collect();
         let records = self.library.images_meta(&ids)?;
         let mut hits: Vec<(SearchHit, Option<i64>)> =
-            records.iter().map(|r| (hit(r, scores.get(&r.id).copied()), r.facts.taken)).collect();
+            records.iter().map(|r| (hit(r, scores.get(&r.id).copied(), prob), r.facts.taken)).collect();
         if params.sort == SortOrder::Date {
             hits.sort_by_key(|(_, taken)| std::cmp::Reverse(*taken));
             hits = hits.into_iter().skip(params.offset).take(params.k).collect();
@@ -355,15 +390,17 @@ impl SearchEngine {
     fn list_by_date(&self, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
         let ids: Vec<ImageId> =
             self.library.newest(filters, params.offset + params.k)?.into_iter().skip(params.offset).collect();
-        Ok(self.library.images_meta(&ids)?.iter().map(|record| hit(record, None)).collect())
+        Ok(self.library.images_meta(&ids)?.iter().map(|record| hit(record, None, |_| None)).collect())
     }
 }
 
-fn hit(record: &ImageRecord, score: Option<f32>) -> SearchHit {
+/// `prob`: the score's probability, where the query and model have one.
+fn hit(record: &ImageRecord, score: Option<f32>, prob: impl Fn(f32) -> Option<f32>) -> SearchHit {
     SearchHit {
         id: record.id,
         path: record.path.display(),
         score,
+        prob: score.and_then(prob),
         width: record.width,
         height: record.height,
         taken: record.facts.taken.map(iso_date),

@@ -119,6 +119,12 @@ fn params(query: &HashMap<String, String>) -> ApiResult<SearchParams> {
                 ApiError::bad_request("bad_min_score", format!("min_score must be a number from -1 to 1, got {min:?}"))
             })?);
     }
+    if let Some(min) = query.get("min_prob") {
+        params.min_prob =
+            Some(min.trim().parse::<f32>().ok().filter(|m| (0.0..=1.0).contains(m)).ok_or_else(|| {
+                ApiError::bad_request("bad_min_prob", format!("min_prob must be a number from 0 to 1, got {min:?}"))
+            })?);
+    }
     if let Some(sort) = query.get("sort") {
         params.sort = match sort.as_str() {
             "score" => SortOrder::Score,
@@ -235,10 +241,10 @@ async fn json_object(request: Request, expected: &str) -> ApiResult<serde_json::
     }
 }
 
-/// The paging and sorting fields of a JSON body (`k`, `offset`, `min_score`, `sort`, `q`), as
+/// The paging and sorting fields of a JSON body (`k`, `offset`, `min_score`, `min_prob`, `sort`, `q`), as
 /// the text `params` checks; false for any other field.
 fn scalar_field(name: &str, value: &serde_json::Value, scalars: &mut HashMap<String, String>) -> ApiResult<bool> {
-    if !matches!(name, "k" | "offset" | "min_score" | "sort" | "q") {
+    if !matches!(name, "k" | "offset" | "min_score" | "min_prob" | "sort" | "q") {
         return Ok(false);
     }
     match value {
@@ -246,7 +252,7 @@ fn scalar_field(name: &str, value: &serde_json::Value, scalars: &mut HashMap<Str
         serde_json::Value::String(text) => {
             scalars.insert(name.to_string(), text.clone());
         }
-        serde_json::Value::Number(number) if matches!(name, "k" | "offset" | "min_score") => {
+        serde_json::Value::Number(number) if matches!(name, "k" | "offset" | "min_score" | "min_prob") => {
             scalars.insert(name.to_string(), number.to_string());
         }
         _ => {

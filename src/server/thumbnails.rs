@@ -20,7 +20,7 @@ pub fn thumbnail(cache: &Path, record: &ImageRecord, max_pixels: u64) -> Result<
         return Ok(bytes);
     }
     let source: PathBuf = record.path.to_path_buf();
-    let options = DecodeOptions { max_pixels, min_size: Some((THUMBNAIL_SIZE, THUMBNAIL_SIZE)) };
+    let options = DecodeOptions { max_pixels, min_size: Some((THUMBNAIL_SIZE, THUMBNAIL_SIZE)), ..Default::default() };
     let decoded = decode_bytes(&read_indexed_file(record)?, &source, &options)?;
     // Fit into a THUMBNAIL_SIZE box, keeping the aspect ratio; never enlarge.
     let (w, h) = decoded.rgb.dimensions();

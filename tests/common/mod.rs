@@ -13,7 +13,30 @@ pub mod hub;
 pub mod npy;
 pub mod server;
 
+/// The Hugging Face CLIP checkpoints: the default family, used by every test that needs a model.
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
+
+/// Every family's checkpoints, each proven equal to its reference implementation.
+pub const PARITY_MODELS: [&str; 6] = [
+    "tiny-clip-b32-quickgelu",
+    "tiny-clip-p14-gelu",
+    "tiny-siglip-sp",
+    "tiny-siglip2-gemma",
+    "tiny-openclip-b32-quickgelu",
+    "tiny-openclip-p16-gelu",
+];
+
+/// What `--model` takes for a fixture checkpoint: its folder, or for a bare OpenCLIP state dict
+/// (a folder with `arch.json` beside the `.pt`) the file with its architecture after `#`.
+pub fn model_arg(name: &str) -> String {
+    let dir = model_dir(name);
+    let arch = dir.join("arch.json");
+    if arch.is_file() {
+        format!("{}#{}", dir.join(format!("{name}.pt")).display(), arch.display())
+    } else {
+        dir.display().to_string()
+    }
+}
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -46,14 +69,24 @@ pub fn noise_photos(dir: &Path, count: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-/// What `scripts/make_test_model.py` computed with `transformers` for one checkpoint.
+/// What `scripts/make_test_model.py` computed with the reference library for one checkpoint.
 #[derive(Deserialize)]
 pub struct Reference {
     pub dim: usize,
+    /// The text tower's context (the CLIP references predate the field: 77).
+    #[serde(default = "clip_context")]
+    pub max_length: usize,
+    /// SigLIP: `sigmoid(logits_per_text)` of `SiglipModel`, by text then picture.
+    #[serde(default)]
+    pub probs: HashMap<String, HashMap<String, f32>>,
     pub texts: Vec<String>,
     pub token_ids: HashMap<String, Vec<u32>>,
     pub image_embeds: HashMap<String, Vec<f32>>,
     pub text_embeds: HashMap<String, Vec<f32>>,
+}
+
+fn clip_context() -> usize {
+    77
 }
 
 pub fn reference(model: &str) -> Reference {

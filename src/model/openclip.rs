@@ -1,0 +1,295 @@
+//! OpenCLIP checkpoints: `open_clip_config.json` + `open_clip_model.safetensors` (or
+//! `open_clip_pytorch_model.bin`) as published on the hub, and bare state dicts (RemoteCLIP's
+//! `RemoteCLIP-ViT-B-32.pt`) with a named architecture.
+//!
+//! OpenCLIP's ViT is OpenAI's CLIP under other names, so rather than a third set of towers the
+//! config is translated into a [`ModelConfig`] and the tensors renamed to `CLIPModel`'s (the
+//! fused `in_proj` split into q, k and v; the projection matrices transposed). Towers OpenCLIP
+//! builds from timm or Hugging Face models, ResNets, and the rarer ViT options are refused by
+//! name instead of running wrong.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+use serde::Deserialize;
+
+use super::config::{read_json, CropRounding, Family, ModelConfig, PreprocessConfig, Resample};
+use crate::error::{Error, Result};
+use crate::ingest::decode::Alpha;
+
+/// The architectures a bare state dict can name, copied verbatim from open-clip-torch 2.32's
+/// `model_configs/` (the ViT towers with OpenAI's text tower).
+const BUILTIN_ARCHS: &str = include_str!("openclip_archs.json");
+
+/// OpenCLIP's `model_cfg`: what `open_clip.create_model` builds.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpenClipModelConfig {
+    embed_dim: usize,
+    #[serde(default)]
+    quick_gelu: bool,
+    vision_cfg: serde_json::Map<String, serde_json::Value>,
+    text_cfg: serde_json::Map<String, serde_json::Value>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// OpenCLIP's `preprocess_cfg` (`open_clip.PreprocessCfg`); absent fields take its defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OpenClipPreprocess {
+    mean: Option<[f32; 3]>,
+    std: Option<[f32; 3]>,
+    interpolation: Option<String>,
+    resize_mode: Option<String>,
+}
+
+/// One OpenCLIP checkpoint's configuration, wherever it came from.
+#[derive(Debug, Clone)]
+pub struct OpenClipConfig {
+    pub model: OpenClipModelConfig,
+    pub preprocess: OpenClipPreprocess,
+}
+
+/// OpenAI's normalisation, open_clip's default when a checkpoint does not name its own.
+const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+const OPENAI_STD: [f32; 3] = [0.268_629_5, 0.261_302_6, 0.275_777_1];
+
+impl OpenClipConfig {
+    /// `open_clip_config.json`: `{"model_cfg": {...}, "preprocess_cfg": {...}}`.
+    pub fn from_hub_file(path: &Path) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct File {
+            model_cfg: OpenClipModelConfig,
+            #[serde(default)]
+            preprocess_cfg: OpenClipPreprocess,
+        }
+        let file: File = read_json(path)?;
+        Ok(Self { model: file.model_cfg, preprocess: file.preprocess_cfg })
+    }
+
+    /// `arch`: a built-in architecture name (`ViT-B-32`), or a JSON file holding a model config
+    /// (or a whole `open_clip_config.json`, preprocessing included).
+    pub fn from_arch(arch: &str) -> Result<Self> {
+        let path = Path::new(arch);
+        let model = if path.is_file() {
+            let raw: serde_json::Value = read_json(path)?;
+            if raw.get("model_cfg").is_some() {
+                return Self::from_hub_file(path);
+            }
+            serde_json::from_value(raw)
+                .map_err(|e| Error::BadCheckpoint { path: path.to_owned(), reason: e.to_string() })?
+        } else {
+            let mut archs: HashMap<String, OpenClipModelConfig> =
+                serde_json::from_str(BUILTIN_ARCHS).expect("the built-in architectures parse");
+            archs.remove(arch).ok_or_else(|| Error::BadCheckpoint {
+                path: arch.into(),
+                reason: format!(
+                    "no such OpenCLIP architecture or file: name one of {} or a model config JSON file",
+                    builtin_arch_names().join(", ")
+                ),
+            })?
+        };
+        Ok(Self { model, preprocess: OpenClipPreprocess::default() })
+    }
+
+    /// The equivalent `CLIPModel` configuration; options the towers do not implement are refused.
+    pub fn model_config(&self, path: &Path) -> Result<ModelConfig> {
+        let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
+        let m = &self.model;
+        let unsupported = |tower: &str,
+                           cfg: &serde_json::Map<String, serde_json::Value>,
+                           key: &str,
+                           ok: &dyn Fn(&serde_json::Value) -> bool| {
+            match cfg.get(key) {
+                Some(v) if !v.is_null() && !ok(v) => Err(bad(format!(
+                    "OpenCLIP {tower} option {key}={v} is not supported (imgsearch runs OpenCLIP's ViT towers with \
+                     OpenAI's text tower)"
+                ))),
+                _ => Ok(()),
+            }
+        };
+        let is_false = |v: &serde_json::Value| v.as_bool() == Some(false);
+        let is = |expected: &'static str| move |v: &serde_json::Value| v.as_str() == Some(expected);
+        let v = &m.vision_cfg;
+        let t = &m.text_cfg;
+        unsupported("vision", v, "timm_model_name", &|_| false)?;
+        unsupported("vision", v, "attentional_pool", &is_false)?;
+        unsupported("vision", v, "ls_init_value", &|_| false)?;
+        unsupported("vision", v, "no_ln_pre", &is_false)?;
+        unsupported("vision", v, "final_ln_after_pool", &is_false)?;
+        unsupported("vision", v, "pool_type", &is("tok"))?;
+        unsupported("vision", v, "pos_embed_type", &is("learnable"))?;
+        unsupported("vision", v, "norm_kwargs", &|_| false)?;
+        unsupported("vision", v, "act_kwargs", &|_| false)?;
+        unsupported("text", t, "hf_model_name", &|_| false)?;
+        unsupported("text", t, "hf_tokenizer_name", &|_| false)?;
+        unsupported("text", t, "ls_init_value", &|_| false)?;
+        unsupported("text", t, "embed_cls", &is_false)?;
+        unsupported("text", t, "no_causal_mask", &is_false)?;
+        unsupported("text", t, "final_ln_after_pool", &is_false)?;
+        unsupported("text", t, "pool_type", &is("argmax"))?;
+        unsupported("text", t, "proj_bias", &is_false)?;
+        unsupported("text", t, "proj_type", &is("linear"))?;
+        unsupported("text", t, "norm_kwargs", &|_| false)?;
+        unsupported("text", t, "act_kwargs", &|_| false)?;
+        unsupported("model", &m.other, "custom_text", &is_false)?;
+        if v.get("layers").is_some_and(|l| l.is_array()) {
+            return Err(bad("OpenCLIP ResNet image towers are not supported, only ViT ones".into()));
+        }
+        let num = |cfg: &serde_json::Map<String, serde_json::Value>, key: &str, default: f64| -> Result<f64> {
+            match cfg.get(key) {
+                None => Ok(default),
+                Some(v) => v.as_f64().ok_or_else(|| bad(format!("OpenCLIP option {key}={v} is not a number"))),
+            }
+        };
+        let (v_width, t_width) = (num(v, "width", 768.0)? as usize, num(t, "width", 512.0)? as usize);
+        let head_width = num(v, "head_width", 64.0)? as usize;
+        if head_width == 0 {
+            return Err(bad("vision head_width must be positive".into()));
+        }
+        let activation = if m.quick_gelu { "quick_gelu" } else { "gelu" };
+        // open_clip: LayerNorm's default epsilon, MLP width int(width * mlp_ratio), vision
+        // heads width // head_width.
+        let config = serde_json::json!({
+            "model_type": "clip",
+            "projection_dim": m.embed_dim,
+            "text_config": {
+                "vocab_size": num(t, "vocab_size", 49408.0)? as usize,
+                "hidden_size": t_width,
+                "intermediate_size": (t_width as f64 * num(t, "mlp_ratio", 4.0)?) as usize,
+                "num_hidden_layers": num(t, "layers", 12.0)? as usize,
+                "num_attention_heads": num(t, "heads", 8.0)? as usize,
+                "max_position_embeddings": num(t, "context_length", 77.0)? as usize,
+                "hidden_act": activation,
+                "layer_norm_eps": 1e-5,
+            },
+            "vision_config": {
+                "hidden_size": v_width,
+                "intermediate_size": (v_width as f64 * num(v, "mlp_ratio", 4.0)?) as usize,
+                "num_hidden_layers": num(v, "layers", 12.0)? as usize,
+                "num_attention_heads": v_width / head_width,
+                "image_size": num(v, "image_size", 224.0)? as usize,
+                "patch_size": num(v, "patch_size", 16.0)? as usize,
+                "hidden_act": activation,
+                "layer_norm_eps": 1e-5,
+            },
+        });
+        ModelConfig::from_json(config, path)
+    }
+
+    /// open_clip's inference transform (`image_transform(is_train=False)`) as a preprocessing
+    /// description: RGB, resize, centre crop with torchvision's rounding, ToTensor, normalise.
+    pub fn preprocess(&self, image_size: u32, path: &Path) -> Result<PreprocessConfig> {
+        let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
+        let p = &self.preprocess;
+        let resample = match p.interpolation.as_deref().unwrap_or("bicubic") {
+            "bicubic" | "random" => Resample::Bicubic,
+            "bilinear" => Resample::Bilinear,
+            other => return Err(bad(format!("preprocess_cfg interpolation \"{other}\" is not supported"))),
+        };
+        let mut cfg = PreprocessConfig {
+            resample,
+            image_mean: p.mean.unwrap_or(OPENAI_MEAN),
+            image_std: p.std.unwrap_or(OPENAI_STD),
+            crop_rounding: CropRounding::HalfToEven,
+            alpha: Alpha::Discard,
+            ..PreprocessConfig::family_default(Family::Clip, image_size)
+        };
+        match p.resize_mode.as_deref().unwrap_or("shortest") {
+            "shortest" => {}
+            "squash" => {
+                cfg.exact_size = Some((image_size, image_size));
+                cfg.do_center_crop = false;
+            }
+            other => {
+                return Err(bad(format!("preprocess_cfg resize_mode \"{other}\" is not supported (shortest, squash)")))
+            }
+        }
+        cfg.check_sizes().map_err(bad)?;
+        Ok(cfg)
+    }
+}
+
+/// The built-in architecture names, for messages and `imgsearch models`.
+pub fn builtin_arch_names() -> Vec<String> {
+    let archs: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(BUILTIN_ARCHS).expect("the built-in architectures parse");
+    archs.keys().cloned().collect()
+}
+
+/// The longest built-in architecture name inside a file name (`RemoteCLIP-ViT-B-32.pt` →
+/// `ViT-B-32`), so a checkpoint named after its architecture needs no `#ARCH`.
+pub fn arch_from_file_name(file: &Path) -> Option<String> {
+    let name = file.file_name()?.to_str()?;
+    builtin_arch_names().into_iter().filter(|arch| name.contains(arch.as_str())).max_by_key(String::len)
+}
+
+/// Renames an OpenCLIP state dict to `CLIPModel`'s names (see the module docs). Training
+/// wrappers' `module.` prefixes are dropped.
+pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<HashMap<String, Tensor>> {
+    let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
+    let candle = |e: candle_core::Error| bad(e.to_string());
+    let mut out = HashMap::with_capacity(tensors.len() + 64);
+    for (name, tensor) in tensors {
+        let name = name.strip_prefix("module.").unwrap_or(&name);
+        let (tower, rest) = match name.strip_prefix("visual.") {
+            Some(rest) => ("vision_model", rest),
+            None => ("text_model", name),
+        };
+        let renamed = match rest {
+            "attn_mask" | "logit_scale" | "logit_bias" => continue,
+            "conv1.weight" => format!("{tower}.embeddings.patch_embedding.weight"),
+            "class_embedding" => format!("{tower}.embeddings.class_embedding"),
+            "positional_embedding" => format!("{tower}.embeddings.position_embedding.weight"),
+            "token_embedding.weight" => format!("{tower}.embeddings.token_embedding.weight"),
+            "ln_pre.weight" | "ln_pre.bias" => format!("{tower}.pre_layrnorm.{}", suffix(rest)),
+            "ln_post.weight" | "ln_post.bias" => format!("{tower}.post_layernorm.{}", suffix(rest)),
+            "ln_final.weight" | "ln_final.bias" => format!("{tower}.final_layer_norm.{}", suffix(rest)),
+            "proj" => {
+                out.insert("visual_projection.weight".into(), tensor.t().and_then(|t| t.contiguous()).map_err(candle)?);
+                continue;
+            }
+            "text_projection" => {
+                out.insert("text_projection.weight".into(), tensor.t().and_then(|t| t.contiguous()).map_err(candle)?);
+                continue;
+            }
+            _ => match rest.strip_prefix("transformer.resblocks.") {
+                Some(block) => {
+                    let (layer, part) =
+                        block.split_once('.').ok_or_else(|| bad(format!("unexpected tensor {name}")))?;
+                    let prefix = format!("{tower}.encoder.layers.{layer}");
+                    if let Some(kind) = part.strip_prefix("attn.in_proj_") {
+                        // [q; k; v] stacked on the first axis.
+                        let third = tensor.dim(0).map_err(candle)? / 3;
+                        for (i, which) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+                            let piece =
+                                tensor.narrow(0, i * third, third).and_then(|t| t.contiguous()).map_err(candle)?;
+                            out.insert(format!("{prefix}.self_attn.{which}.{kind}"), piece);
+                        }
+                        continue;
+                    }
+                    let hf = match part {
+                        "ln_1.weight" | "ln_1.bias" => format!("layer_norm1.{}", suffix(part)),
+                        "ln_2.weight" | "ln_2.bias" => format!("layer_norm2.{}", suffix(part)),
+                        "attn.out_proj.weight" | "attn.out_proj.bias" => format!("self_attn.out_proj.{}", suffix(part)),
+                        "mlp.c_fc.weight" | "mlp.c_fc.bias" => format!("mlp.fc1.{}", suffix(part)),
+                        "mlp.c_proj.weight" | "mlp.c_proj.bias" => format!("mlp.fc2.{}", suffix(part)),
+                        _ => return Err(bad(format!("unsupported OpenCLIP tensor {name}"))),
+                    };
+                    format!("{prefix}.{hf}")
+                }
+                None => {
+                    return Err(bad(format!(
+                        "unsupported OpenCLIP tensor {name} (is this an OpenCLIP ViT checkpoint?)"
+                    )))
+                }
+            },
+        };
+        out.insert(renamed, tensor);
+    }
+    Ok(out)
+}
+
+fn suffix(name: &str) -> &str {
+    name.rsplit('.').next().unwrap_or(name)
+}

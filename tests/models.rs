@@ -1,0 +1,167 @@
+//! Each model family through the real binary: a library indexed with SigLIP shows the model's
+//! probabilities and cuts on them, one indexed from a bare OpenCLIP state dict reopens from what
+//! it recorded, and the layouts imgsearch cannot run fail with errors that say why.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{image_path, model_arg, model_dir, reference};
+use serde_json::Value;
+
+fn imgsearch(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    cmd.args(common::library_args(data)).args(["--device", "cpu"]);
+    cmd
+}
+
+fn json(out: Output) -> Value {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Lossless fixture photos (decoded exactly as the references were), indexed with `model`.
+fn library(model: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["coffee.png", "camera_gray.png", "astronaut_palette.png", "chelsea_alpha.png"] {
+        std::fs::copy(image_path(name), photos.join(name)).unwrap();
+    }
+    let data = tmp.path().join("data");
+    let out = imgsearch(&data).arg("index").arg(&photos).args(model).arg("--quiet").output().unwrap();
+    assert!(out.status.success(), "index: {}", String::from_utf8_lossy(&out.stderr));
+    (tmp, data)
+}
+
+fn file_name(hit: &Value) -> String {
+    Path::new(hit["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_siglip_library_shows_the_models_probabilities_and_cuts_on_them() {
+    let model = "tiny-siglip2-gemma";
+    let reference = reference(model);
+    let (_tmp, data) = library(&["--model", &model_arg(model)]);
+    let text = "satellite image of a city at night";
+    let hits = json(imgsearch(&data).args(["search", text, "--json"]).output().unwrap());
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 4);
+    for hit in hits {
+        let expected = reference.probs[text][&file_name(hit)];
+        let prob = hit["prob"].as_f64().unwrap() as f32;
+        // The stored picture embeddings are within cosine 1e-5 of the reference, which the
+        // probability's scale (exp(logit_scale) ≈ 10) turns into ~1e-4.
+        assert!((prob - expected).abs() <= 1e-3, "{hit}: SiglipModel says {expected}");
+    }
+    // A cut between the best and the second best probability keeps exactly the best.
+    let (best, second) = (hits[0]["prob"].as_f64().unwrap(), hits[1]["prob"].as_f64().unwrap());
+    assert!(best > second, "the fixture must rank with distinct probabilities: {hits:?}");
+    let cut = format!("{}", (best + second) / 2.0);
+    let kept = json(imgsearch(&data).args(["search", text, "--json", "--min-prob", &cut]).output().unwrap());
+    assert_eq!(kept.as_array().unwrap().len(), 1, "{kept}");
+    assert_eq!(kept[0]["path"], hits[0]["path"]);
+    // Text output shows it too; a picture query has no calibrated probability.
+    let out = imgsearch(&data).args(["search", text]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("p="), "{}", String::from_utf8_lossy(&out.stdout));
+    let by_picture =
+        json(imgsearch(&data).args(["search", "--json", "--image"]).arg(image_path("coffee.png")).output().unwrap());
+    assert!(by_picture[0].get("prob").is_none(), "{by_picture}");
+    let refused = imgsearch(&data).args(["search", "--min-prob", "1.5", text]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("from 0 to 1"));
+}
+
+#[test]
+fn min_prob_on_a_clip_library_says_to_use_min_score() {
+    let (_tmp, data) = library(&["--model", &model_arg("tiny-clip-b32-quickgelu")]);
+    let hits = json(imgsearch(&data).args(["search", "a photo of a cat", "--json"]).output().unwrap());
+    assert!(hits[0].get("prob").is_none(), "CLIP scores are cosines only: {hits}");
+    let out = imgsearch(&data).args(["search", "a photo of a cat", "--min-prob", "0.5"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("min_score") && stderr.contains("SigLIP"), "{stderr}");
+}
+
+/// A bare OpenCLIP state dict with its architecture (`--arch`): the library records both, so
+/// `search` reopens the same model with no flags, and its text embeddings equal open_clip's.
+#[test]
+fn a_bare_openclip_state_dict_indexes_and_reopens_from_what_the_library_recorded() {
+    let model = "tiny-openclip-p16-gelu";
+    let dir = model_dir(model);
+    let weights = dir.join(format!("{model}.pt"));
+    let arch = dir.join("arch.json");
+    let (_tmp, data) = library(&["--model", weights.to_str().unwrap(), "--arch", arch.to_str().unwrap()]);
+    let stats = json(imgsearch(&data).args(["stats", "--json"]).output().unwrap());
+    let recorded = stats["model"]["model"].as_str().unwrap();
+    assert!(recorded.ends_with("arch.json") && recorded.contains(".pt#"), "{stats}");
+    let hits = json(imgsearch(&data).args(["search", "a photo of a cat", "--json"]).output().unwrap());
+    assert_eq!(hits.as_array().unwrap().len(), 4);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args(["embed", "--device", "cpu", "--json", "--text", "ein Foto von einer Katze am Strand, über den Dächern"])
+        .args(["--model", weights.to_str().unwrap(), "--arch", arch.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let got: Vec<f32> = json(out)["texts"]["ein Foto von einer Katze am Strand, über den Dächern"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let expected = &reference(model).text_embeds["ein Foto von einer Katze am Strand, über den Dächern"];
+    assert!(common::cosine(&got, expected) >= 0.9999);
+}
+
+#[test]
+fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let embed = |model: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+            .args(["embed", "--device", "cpu", "--text", "x", "--model", model])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{model} should not load");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A bare state dict whose name says nothing of its architecture.
+    let bare = tmp.path().join("weights.pt");
+    std::fs::copy(model_dir("tiny-openclip-p16-gelu").join("tiny-openclip-p16-gelu.pt"), &bare).unwrap();
+    let stderr = embed(bare.to_str().unwrap(), &[]);
+    assert!(stderr.contains("--arch") && stderr.contains("ViT-B-32"), "{stderr}");
+    let stderr = embed(bare.to_str().unwrap(), &["--arch", "ViT-Q-99"]);
+    assert!(stderr.contains("ViT-Q-99") && stderr.contains("ViT-L-14"), "{stderr}");
+    // A named architecture whose shapes do not fit the weights.
+    let stderr = embed(bare.to_str().unwrap(), &["--arch", "ViT-B-32"]);
+    assert!(stderr.contains("shape"), "{stderr}");
+
+    // NaFlex SigLIP 2, an unknown model type, and an OpenCLIP tower built from timm.
+    let folder = |name: &str, file: &str, content: Value| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["model.safetensors", "tokenizer.json"] {
+            std::fs::copy(model_dir("tiny-siglip-sp").join(f), dir.join(f)).unwrap();
+        }
+        std::fs::write(dir.join(file), content.to_string()).unwrap();
+        dir.to_str().unwrap().to_string()
+    };
+    let naflex = folder("naflex", "config.json", serde_json::json!({"model_type": "siglip2"}));
+    assert!(embed(&naflex, &[]).contains("NaFlex"));
+    let bert = folder("bert", "config.json", serde_json::json!({"model_type": "bert"}));
+    assert!(embed(&bert, &[]).contains("\"bert\" is not supported"));
+    let timm = folder(
+        "timm",
+        "open_clip_config.json",
+        serde_json::json!({"model_cfg": {"embed_dim": 8, "vision_cfg": {"timm_model_name": "vit_so400m"}, "text_cfg": {}}}),
+    );
+    std::fs::copy(
+        model_dir("tiny-siglip-sp").join("model.safetensors"),
+        Path::new(&timm).join("open_clip_model.safetensors"),
+    )
+    .unwrap();
+    std::fs::remove_file(Path::new(&timm).join("model.safetensors")).unwrap();
+    let stderr = embed(&timm, &[]);
+    assert!(stderr.contains("timm_model_name"), "{stderr}");
+}
