@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn vit_b32(precision: Precision) -> Clip {
     let tokenizer =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json");
-    Clip::with_random_weights(ModelConfig::vit_base_patch32(), &tokenizer, &Device::Cpu, precision).unwrap()
+    Clip::with_random_weights(ModelConfig::vit_base_patch32(), Some(&tokenizer), &Device::Cpu, precision).unwrap()
 }
 
 /// SigLIP B/16 at 224 (`SiglipConfig()`'s defaults) with the SigLIP fixture's SentencePiece-style
@@ -29,7 +29,7 @@ fn siglip_b16(precision: Precision) -> Clip {
     let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-siglip-sp/tokenizer.json");
     let config =
         ModelConfig::from_json(serde_json::json!({"model_type": "siglip"}), Path::new("SiglipConfig()")).unwrap();
-    Clip::with_random_weights(config, &tokenizer, &Device::Cpu, precision).unwrap()
+    Clip::with_random_weights(config, Some(&tokenizer), &Device::Cpu, precision).unwrap()
 }
 
 /// The precisions this machine runs, with the suffix of their benchmark groups.

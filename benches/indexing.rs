@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use image::{ImageEncoder, RgbImage};
-use imgsearch::ingest::decode::{decode_file, DEFAULT_MAX_PIXELS};
+use imgsearch::ingest::decode::{decode_file, DecodeOptions, DEFAULT_MAX_PIXELS};
 use imgsearch::ingest::pipeline::{self, IndexOptions};
 use imgsearch::model::{ModelConfig, ModelSpec, Precision, PreprocessedImage, Towers};
 use imgsearch::store::Location;
@@ -146,7 +146,8 @@ fn main() {
     let decoded: Vec<PreprocessedImage> = files
         .par_iter()
         .map(|f| {
-            spec.preprocess.apply(&decode_file(f, &spec.preprocess.decode_options(DEFAULT_MAX_PIXELS)).unwrap().rgb)
+            spec.preprocess
+                .apply(&decode_file(f, &DecodeOptions::for_model(&spec.preprocess, DEFAULT_MAX_PIXELS)).unwrap().rgb)
         })
         .collect();
     let decode_rate = count as f64 / t.elapsed().as_secs_f64();

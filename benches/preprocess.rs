@@ -49,7 +49,9 @@ fn preprocess(c: &mut Criterion) {
     let mut group = c.benchmark_group("preprocess");
     group.sample_size(20);
     for (label, path) in &files {
-        for (name, options) in [("fast", pre.decode_options(DEFAULT_MAX_PIXELS)), ("exact", DecodeOptions::default())] {
+        for (name, options) in
+            [("fast", DecodeOptions::for_model(&pre, DEFAULT_MAX_PIXELS)), ("exact", DecodeOptions::default())]
+        {
             group.bench_with_input(BenchmarkId::new(name, label), path, |b, path| {
                 b.iter(|| pre.apply(&decode_file(path, &options).unwrap().rgb))
             });

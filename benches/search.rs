@@ -154,7 +154,8 @@ fn main() {
     let tokenizer =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json");
     let clip = std::sync::Arc::new(
-        Clip::with_random_weights(ModelConfig::vit_base_patch32(), &tokenizer, &Device::Cpu, Precision::F32).unwrap(),
+        Clip::with_random_weights(ModelConfig::vit_base_patch32(), Some(&tokenizer), &Device::Cpu, Precision::F32)
+            .unwrap(),
     );
     // On PostgreSQL a second server shares the library, as a second host would.
     let mut libraries = vec![data];

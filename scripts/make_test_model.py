@@ -333,9 +333,10 @@ SIGLIP_CONFIGS = {
         text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                   max_position_embeddings=16, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
                   projection_size=48),
-        vision=dict(image_size=64, patch_size=16, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+        # 72 is not a multiple of 16 (as so400m's 384 is not of 14): the patch conv drops the rest.
+        vision=dict(image_size=72, patch_size=16, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
                     num_attention_heads=4, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6),
-        preprocessor=dict(size={"height": 64, "width": 64}, resample=3, image_mean=[0.5, 0.5, 0.5],
+        preprocessor=dict(size={"height": 72, "width": 72}, resample=3, image_mean=[0.5, 0.5, 0.5],
                           image_std=[0.5, 0.5, 0.5]),
         weights="safetensors",
     ),

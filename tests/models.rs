@@ -165,3 +165,20 @@ fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
     let stderr = embed(&timm, &[]);
     assert!(stderr.contains("timm_model_name"), "{stderr}");
 }
+
+#[test]
+fn models_lists_the_families_and_recommendations_with_their_sizes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch")).args(["models", "--json"]).output().unwrap();
+    let listing = json(out);
+    let families: Vec<&str> =
+        listing["families"].as_array().unwrap().iter().map(|f| f["family"].as_str().unwrap()).collect();
+    assert_eq!(families, ["clip", "siglip", "openclip"]);
+    let recommended = listing["recommended"].as_array().unwrap();
+    let default = recommended.iter().find(|r| r["model"] == imgsearch::DEFAULT_MODEL).unwrap();
+    assert_eq!(default["parameters"], 151_277_313, "{default}");
+    assert!(recommended.iter().any(|r| r["family"] == "siglip"));
+    assert!(recommended.iter().any(|r| r["need"].as_str().unwrap().contains("satellite")));
+    let text = Command::new(env!("CARGO_BIN_EXE_imgsearch")).arg("models").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("ViT-L-14") && text.contains("google/siglip2-base-patch16-224"), "{text}");
+}

@@ -27,7 +27,7 @@ fn load(model: &str, device: &candle_core::Device) -> Clip {
 
 /// The model's own decoding (its alpha handling) at full size, as the reference decoded.
 fn full_size(clip: &Clip) -> DecodeOptions {
-    DecodeOptions { min_size: None, ..clip.preprocess_config().decode_options(DEFAULT_MAX_PIXELS) }
+    DecodeOptions { min_size: None, ..DecodeOptions::for_model(clip.preprocess_config(), DEFAULT_MAX_PIXELS) }
 }
 
 fn to_preprocessed(t: &Tensor) -> PreprocessedImage {

@@ -6,7 +6,7 @@ mod common;
 use common::{cosine, image_path, model_dir, MODELS};
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
-use imgsearch::ingest::decode::{decode_bytes, decode_file, DecodeOptions};
+use imgsearch::ingest::decode::{decode_bytes, decode_file, model_input_file, DecodeOptions};
 use imgsearch::Clip;
 use std::path::Path;
 
@@ -19,8 +19,8 @@ fn scaled_jpeg_decoding_keeps_embeddings_within_0_995_of_the_exact_path() {
         for name in ["astronaut.jpg", "rocket.jpg", "chelsea_progressive.jpg", "camera_gray.jpg"] {
             let path = image_path(name);
             let exact = decode_file(&path, &DecodeOptions::default()).unwrap();
-            let fast = clip.load_image(&path, u64::MAX).unwrap();
-            let fast_decoded = decode_file(&path, &pre.decode_options(u64::MAX)).unwrap();
+            let fast = model_input_file(&path, pre, u64::MAX).unwrap();
+            let fast_decoded = decode_file(&path, &DecodeOptions::for_model(pre, u64::MAX)).unwrap();
             scaled_any |= fast_decoded.rgb.width() < exact.rgb.width();
             assert!(
                 fast_decoded.rgb.width().min(fast_decoded.rgb.height()) >= pre.shortest_edge,
@@ -57,7 +57,7 @@ fn camera_size_jpegs_decode_from_dc_coefficients_within_0_995_of_the_exact_path(
     for model in MODELS {
         let clip = Clip::load(model_dir(model).to_str().unwrap(), &candle_core::Device::Cpu).unwrap();
         let pre = clip.preprocess_config();
-        let fast = decode_bytes(&jpeg, path, &pre.decode_options(u64::MAX)).unwrap();
+        let fast = decode_bytes(&jpeg, path, &DecodeOptions::for_model(pre, u64::MAX)).unwrap();
         assert_eq!(fast.rgb.dimensions(), (252, 225), "{model}: not decoded at 1/8");
         assert!(fast.rgb == dc_only, "{model}: the 1/8 decode did not come from the DC coefficients");
         let e = clip.embed_images(&[pre.apply(&exact.rgb), pre.apply(&fast.rgb)]).unwrap();

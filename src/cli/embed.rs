@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 
-use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
+use imgsearch::ingest::decode::{model_input_file, DEFAULT_MAX_PIXELS};
 use imgsearch::model::Towers;
 use imgsearch::Embedding;
 
@@ -54,7 +54,10 @@ pub fn run(args: EmbedArgs, compute: super::ComputeArgs) -> anyhow::Result<()> {
 
     let mut images = BTreeMap::new();
     for chunk in args.images.chunks(IMAGE_BATCH) {
-        let batch = chunk.iter().map(|p| clip.load_image(p, args.max_pixels)).collect::<imgsearch::Result<Vec<_>>>()?;
+        let batch = chunk
+            .iter()
+            .map(|p| model_input_file(p, clip.preprocess_config(), args.max_pixels))
+            .collect::<imgsearch::Result<Vec<_>>>()?;
         for (path, embedding) in chunk.iter().zip(clip.embed_images(&batch)?) {
             images.insert(path.to_string_lossy().into_owned(), embedding);
         }

@@ -4,6 +4,7 @@ mod bench;
 mod embed;
 mod exchange;
 mod index;
+mod models;
 mod search;
 mod serve;
 mod stats;
@@ -69,6 +70,8 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Time the image encoder per batch size on this machine.
     Bench(bench::BenchArgs),
+    /// The model families imgsearch runs, and which model to pick for what (size, speed here).
+    Models(models::ModelsArgs),
 }
 
 /// Where and in which number format the encoders run.
@@ -133,6 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(args) => exchange::migrate(args, library),
         Command::Embed(args) => embed::run(args, cli.compute),
         Command::Bench(args) => bench::run(args, cli.compute),
+        Command::Models(args) => models::run(args),
     }
 }
 

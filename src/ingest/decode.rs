@@ -18,6 +18,8 @@ use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use super::jpeg_reduced;
 use crate::error::{Error, Result};
+use crate::model::config::Alpha;
+use crate::model::{PreprocessConfig, PreprocessedImage};
 
 /// Default cap on decoded pixels: far beyond any camera (a 200 MP phone sensor fits),
 /// small enough that a decompression bomb cannot take the machine's memory.
@@ -38,14 +40,12 @@ impl Default for DecodeOptions {
     }
 }
 
-/// What becomes of a transparent picture's alpha channel: the model's own processor decides.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub enum Alpha {
-    /// Composited onto white, as `transformers`' `convert_to_rgb` does.
-    #[default]
-    OverWhite,
-    /// Dropped, keeping the colours stored under it, as Pillow's `convert("RGB")` (OpenCLIP).
-    Discard,
+impl DecodeOptions {
+    /// How to decode a picture for a model's preprocessing: scaled down no further than its
+    /// resize step needs, transparency handled as its processor does.
+    pub fn for_model(preprocess: &PreprocessConfig, max_pixels: u64) -> Self {
+        Self { max_pixels, min_size: preprocess.min_decode_size(), alpha: preprocess.alpha }
+    }
 }
 
 /// A decoded, upright picture plus facts about the original file.
@@ -225,6 +225,25 @@ fn check_pixels(path: &Path, width: u32, height: u32, limit: u64) -> Result<()> 
         return Err(Error::Decode { path: path.to_owned(), reason: format!("the image is {width}x{height}") });
     }
     Ok(())
+}
+
+/// Picture bytes → a model's input: the one path indexing, reverse search and `embed` share
+/// (scaled JPEG decoding allowed). Also returns the picture's upright size. `label` names the
+/// picture in errors.
+pub fn model_input(
+    bytes: &[u8],
+    label: &Path,
+    preprocess: &PreprocessConfig,
+    max_pixels: u64,
+) -> Result<(PreprocessedImage, (u32, u32))> {
+    let decoded = decode_bytes(bytes, label, &DecodeOptions::for_model(preprocess, max_pixels))?;
+    Ok((preprocess.apply(&decoded.rgb), (decoded.original_width, decoded.original_height)))
+}
+
+/// A picture file → a model's input (see [`model_input`]).
+pub fn model_input_file(path: &Path, preprocess: &PreprocessConfig, max_pixels: u64) -> Result<PreprocessedImage> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    Ok(model_input(&bytes, path, preprocess, max_pixels)?.0)
 }
 
 /// RGB conversion as the model's processor does it with Pillow: `transformers`' `convert_to_rgb`

@@ -18,6 +18,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::decode;
 use super::exif::photo_facts;
 use super::walk::{walk, Candidate, Found};
 use crate::error::{Error, Result};
@@ -361,7 +362,7 @@ fn examine(job: Candidate, catalog: &dyn Lookup, spec: &ModelSpec, options: &Ind
             return Work::Reuse(file, known.embedding);
         }
     }
-    match spec.preprocess.prepare(&bytes, &job.path, options.max_pixels) {
+    match decode::model_input(&bytes, &job.path, &spec.preprocess, options.max_pixels) {
         Ok((pixels, (width, height))) => {
             (file.width, file.height) = (width, height);
             Work::Embed(file, pixels)

@@ -390,7 +390,10 @@ impl VisionTower {
             ))));
         }
         let (ps, grid) = (c.patch_size, c.image_size / c.patch_size);
-        // Unfold non-overlapping patches in (row, col) order, each flattened as (channel, y, x) like the conv weight.
+        // Unfold non-overlapping patches in (row, col) order, each flattened as (channel, y, x) like
+        // the conv weight. A stride-`ps` "valid" conv leaves out the pixels past the last whole patch.
+        let covered = grid * ps;
+        let pixels = if covered == h { pixels.clone() } else { pixels.narrow(2, 0, covered)?.narrow(3, 0, covered)? };
         let patches = pixels
             .reshape((batch, ch, grid, ps, grid, ps))?
             .permute((0, 2, 4, 1, 3, 5))?

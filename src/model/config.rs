@@ -9,7 +9,6 @@ use serde::Deserialize;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::ingest::decode::Alpha;
 
 /// The activation inside each transformer MLP (`hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -163,6 +162,30 @@ impl ModelConfig {
         Ok(config)
     }
 
+    /// How many numbers the checkpoint holds, from its shape (what its f32 download weighs / 4).
+    pub fn parameter_count(&self) -> u64 {
+        let siglip = self.family == Family::Siglip;
+        // One encoder layer: q, k, v and out projections with biases, two layer norms, the MLP.
+        let layer = |d: usize, i: usize| 4 * (d * d + d) + 2 * 2 * d + (d * i + i) + (i * d + d);
+        let v = &self.vision_config;
+        let (d, i) = (v.hidden_size, v.intermediate_size);
+        let patches = v.num_patches() + usize::from(!siglip);
+        let mut vision =
+            d * v.num_channels * v.patch_size * v.patch_size + patches * d + v.num_hidden_layers * layer(d, i);
+        vision += 2 * d; // post norm
+        vision += if siglip {
+            // bias of the patch conv; probe, in/out projections, norm and MLP of the pooling head
+            d + d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * i + i) + (i * d + d)
+        } else {
+            d + 2 * d + d * self.projection_dim // class token, pre norm, projection
+        };
+        let t = &self.text_config;
+        let (d, i) = (t.hidden_size, t.intermediate_size);
+        let mut text = (t.vocab_size + t.max_position_embeddings) * d + t.num_hidden_layers * layer(d, i) + 2 * d;
+        text += d * self.projection_dim + if siglip { self.projection_dim } else { 0 };
+        (vision + text) as u64 + if siglip { 2 } else { 1 } // logit scale (and bias)
+    }
+
     /// The exact shape of `openai/clip-vit-base-patch32` (used by benchmarks with random weights).
     pub fn vit_base_patch32() -> Self {
         Self::from_json(serde_json::json!({}), Path::new("(built in)")).expect("defaults are the ViT-B/32 shape")
@@ -172,8 +195,9 @@ impl ModelConfig {
         let bad = |why: String| Err(Error::BadCheckpoint { path: path.to_owned(), reason: why });
         let v = &self.vision_config;
         let t = &self.text_config;
-        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
-            return bad(format!("vision image_size {} is not a multiple of patch_size {}", v.image_size, v.patch_size));
+        // Not always a multiple (SigLIP so400m: 384 / 14): the patch conv ("valid") leaves the rest out.
+        if v.patch_size == 0 || v.patch_size > v.image_size {
+            return bad(format!("vision patch_size {} does not fit image_size {}", v.patch_size, v.image_size));
         }
         for (tower, hidden, heads) in
             [("vision", v.hidden_size, v.num_attention_heads), ("text", t.hidden_size, t.num_attention_heads)]
@@ -242,6 +266,16 @@ pub struct PreprocessConfig {
     /// What becomes of transparency (absent when composited onto white, `transformers`' way).
     #[serde(skip_serializing_if = "is_over_white")]
     pub alpha: Alpha,
+}
+
+/// What becomes of a transparent picture's alpha channel: the model's own processor decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub enum Alpha {
+    /// Composited onto white, as `transformers`' `convert_to_rgb` does.
+    #[default]
+    OverWhite,
+    /// Dropped, keeping the colours stored under it, as Pillow's `convert("RGB")` (OpenCLIP).
+    Discard,
 }
 
 fn is_over_white(alpha: &Alpha) -> bool {
@@ -463,4 +497,17 @@ fn parse_triplet(v: &serde_json::Value) -> Option<[f32; 3]> {
 pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
     serde_json::from_str(&text).map_err(|e| Error::BadCheckpoint { path: path.to_owned(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_equal_transformers_for_each_familys_default_shape() {
+        // sum(p.numel() for p in CLIPModel(CLIPConfig()).parameters()), and SiglipModel's.
+        assert_eq!(ModelConfig::vit_base_patch32().parameter_count(), 151_277_313);
+        let siglip = ModelConfig::from_json(serde_json::json!({"model_type": "siglip"}), Path::new("x")).unwrap();
+        assert_eq!(siglip.parameter_count(), 203_155_970);
+    }
 }

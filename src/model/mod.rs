@@ -144,7 +144,7 @@ impl ModelSpec {
                 max_length,
                 padding_source(&self.config, self.files.tokenizer_config.clone()),
             )?,
-            None => TextTokenizer::builtin_clip(max_length)?,
+            None => TextTokenizer::builtin_clip(max_length, PaddingSource::EndOfText)?,
         };
         let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone());
         let model = ClipModel::load(&weights, &self.config, towers, self.precision)?;
@@ -165,18 +165,23 @@ impl Clip {
         ModelSpec::resolve(model)?.load(device, Towers::Both)
     }
 
-    /// A model of the given shape with random weights and the given tokenizer: for benchmarks,
-    /// which need the real architecture (e.g. ViT-B/32) but not trained weights.
+    /// A model of the given shape with random weights and the given tokenizer (`None`: the
+    /// built-in CLIP BPE): for benchmarks, which need the real architecture (e.g. ViT-B/32) but
+    /// not trained weights.
     pub fn with_random_weights(
         config: ModelConfig,
-        tokenizer: &Path,
+        tokenizer: Option<&Path>,
         device: &Device,
         precision: Precision,
     ) -> Result<Self> {
         precision.check(device)?;
         let image_size = config.vision_config.image_size as u32;
         let max_length = config.text_config.max_position_embeddings;
-        let tokenizer = TextTokenizer::from_file(tokenizer, max_length, padding_source(&config, None))?;
+        let padding = padding_source(&config, None);
+        let tokenizer = match tokenizer {
+            Some(path) => TextTokenizer::from_file(path, max_length, padding)?,
+            None => TextTokenizer::builtin_clip(max_length, padding)?,
+        };
         let model = ClipModel::load(&Weights::random(device), &config, Towers::Both, precision)?;
         let preprocess = PreprocessConfig::family_default(config.family, image_size);
         Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: "random-weights".into() })
@@ -221,12 +226,6 @@ impl Clip {
 
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
-    }
-
-    /// Decodes a picture file (fast scaled JPEG decoding allowed) and preprocesses it.
-    pub fn load_image(&self, path: &Path, max_pixels: u64) -> Result<PreprocessedImage> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
-        Ok(self.preprocess.prepare(&bytes, path, max_pixels)?.0)
     }
 
     /// Embeds a batch of preprocessed pictures in one forward pass.

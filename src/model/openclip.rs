@@ -14,9 +14,8 @@ use std::path::Path;
 use candle_core::Tensor;
 use serde::Deserialize;
 
-use super::config::{read_json, CropRounding, Family, ModelConfig, PreprocessConfig, Resample};
+use super::config::{read_json, Alpha, CropRounding, Family, ModelConfig, PreprocessConfig, Resample};
 use crate::error::{Error, Result};
-use crate::ingest::decode::Alpha;
 
 /// The architectures a bare state dict can name, copied verbatim from open-clip-torch 2.32's
 /// `model_configs/` (the ViT towers with OpenAI's text tower).

@@ -8,10 +8,6 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use image::RgbImage;
 
 use super::config::{PreprocessConfig, Resample};
-use std::path::Path;
-
-use crate::error::Result;
-use crate::ingest::decode::{decode_bytes, DecodeOptions};
 
 /// One image ready for the vision tower: channel-major (3, height, width) f32 values.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,21 +18,15 @@ pub struct PreprocessedImage {
 }
 
 impl PreprocessConfig {
-    /// How to decode a picture for this pipeline: a scaled JPEG decode may go down to the
-    /// shortest edge on both axes, which still covers the resize step for any aspect ratio.
-    pub fn decode_options(&self, max_pixels: u64) -> DecodeOptions {
+    /// The smallest (width, height) a picture may be decoded at and still give this pipeline
+    /// the same input: the resize target (the shortest edge on both axes covers any aspect
+    /// ratio). `None` without a resize step: the picture is used at its own size.
+    pub fn min_decode_size(&self) -> Option<(u32, u32)> {
         let min_size = match self.exact_size {
             Some((h, w)) => (w, h),
             None => (self.shortest_edge, self.shortest_edge),
         };
-        DecodeOptions { max_pixels, min_size: self.do_resize.then_some(min_size), alpha: self.alpha }
-    }
-
-    /// Picture bytes → model input, the one path indexing, reverse search and `embed` share
-    /// (scaled JPEG decoding allowed). Also returns the picture's upright size.
-    pub fn prepare(&self, bytes: &[u8], label: &Path, max_pixels: u64) -> Result<(PreprocessedImage, (u32, u32))> {
-        let decoded = decode_bytes(bytes, label, &self.decode_options(max_pixels))?;
-        Ok((self.apply(&decoded.rgb), (decoded.original_width, decoded.original_height)))
+        self.do_resize.then_some(min_size)
     }
 
     pub fn apply(&self, rgb: &RgbImage) -> PreprocessedImage {

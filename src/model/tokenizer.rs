@@ -48,13 +48,13 @@ impl TextTokenizer {
         Self::new(inner, max_length, padding).map_err(bad)
     }
 
-    /// The CLIP tokenizer built into the binary.
-    pub fn builtin_clip(max_length: usize) -> Result<Self> {
+    /// The CLIP tokenizer built into the binary (OpenCLIP's; or any family's, for timing).
+    pub fn builtin_clip(max_length: usize, padding: PaddingSource) -> Result<Self> {
         let mut json = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(CLIP_TOKENIZER_GZ), &mut json)
             .expect("the built-in tokenizer is valid gzip");
         let inner = Tokenizer::from_bytes(&json).expect("the built-in tokenizer is valid");
-        Self::new(inner, max_length, PaddingSource::EndOfText).map_err(Error::Tokenizer)
+        Self::new(inner, max_length, padding).map_err(Error::Tokenizer)
     }
 
     fn new(mut inner: Tokenizer, max_length: usize, padding: PaddingSource) -> std::result::Result<Self, String> {

@@ -225,7 +225,7 @@ impl SearchEngine {
     /// A picture's embedding from its file's bytes (`label` names it in errors).
     pub fn embed_picture(&self, bytes: &[u8], label: &Path, max_pixels: u64) -> Result<Vec<f32>> {
         let clip = self.clip("image")?;
-        let (pixels, _) = clip.preprocess_config().prepare(bytes, label, max_pixels)?;
+        let (pixels, _) = crate::ingest::decode::model_input(bytes, label, clip.preprocess_config(), max_pixels)?;
         Ok(clip.embed_images(&[pixels])?.remove(0))
     }
 
