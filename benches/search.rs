@@ -172,6 +172,11 @@ fn main() {
                 upload_limit: 32 << 20,
                 max_pixels: 250_000_000,
                 watch_interval: None,
+                // Measures search, not sign-in.
+                auth: imgsearch::auth::AuthStore::for_library(&location),
+                no_auth: true,
+                workers: imgsearch::server::default_workers(),
+                queue_timeout: Duration::from_secs(10),
             };
             let engine = SearchEngine::new(library, clip.clone());
             std::thread::spawn(move || serve(engine, options, None).unwrap());

@@ -3,6 +3,7 @@
 //! Data flows one way: files → [`ingest`] (decode) → [`model`] (CLIP preprocessing and encoders)
 //! → embeddings. See ARCHITECTURE.md for the whole picture.
 
+pub mod auth;
 pub mod error;
 pub mod ingest;
 pub mod model;

@@ -250,6 +250,41 @@ fn migrate_copies_a_data_folder_into_postgres_and_back_with_the_same_results() {
     assert_eq!((again["copied"].as_u64(), again["unchanged"].as_u64()), (Some(0), summary["copied"].as_u64()));
 }
 
+/// Users and tokens live in the database: made on one host, honoured by every server, and a
+/// token revoked anywhere is refused everywhere within seconds.
+#[test]
+fn users_and_tokens_live_in_the_database_and_every_server_honours_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, _) = two_roots(tmp.path());
+    let url = database_for(&tmp.path().join("library"));
+    index(imgsearch(&url, &tmp.path().join("host1")), &[&a]);
+    let out = imgsearch(&url, &tmp.path().join("host1")).args(["token", "create", "--read-only"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    let servers: Vec<_> = ["server1", "server2"]
+        .iter()
+        .map(|host| common::server::serve_store(&url, &tmp.path().join(host), &[]))
+        .collect();
+    let bearer = format!("Bearer {token}");
+    let stats = |addr: &str| {
+        common::http::request_with_headers(addr, "GET", "/api/stats", &[("Authorization", &bearer)], b"").status
+    };
+    for server in &servers {
+        assert_eq!(get(&server.addr, "/api/stats").status, 401);
+        assert_eq!(stats(&server.addr), 200);
+    }
+    let listed =
+        json_of(imgsearch(&url, &tmp.path().join("host3")).args(["token", "list", "--json"]).output().unwrap());
+    let id = listed["tokens"][0]["id"].as_str().unwrap().to_string();
+    let out = imgsearch(&url, &tmp.path().join("host3")).args(["token", "revoke", &id]).output().unwrap();
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while servers.iter().any(|s| stats(&s.addr) != 401) {
+        assert!(Instant::now() < deadline, "a revoked token still works after 10 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn schema_versions_are_recorded_and_a_newer_schema_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -263,7 +298,7 @@ fn schema_versions_are_recorded_and_a_newer_schema_is_refused() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     client.execute("INSERT INTO imgsearch_schema (version) VALUES (99)", &[]).unwrap();
     let out = imgsearch(&url, tmp.path()).arg("stats").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

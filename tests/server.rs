@@ -538,3 +538,41 @@ fn a_port_already_in_use_says_so_and_what_to_do() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already in use") && stderr.contains("--addr"), "{stderr}");
 }
+
+/// Many clients at once against one worker with a short queue: each gets its answer or a clear
+/// 503 with Retry-After (never a hang or a dropped connection), and the server's threads stay
+/// bounded however many wait.
+#[test]
+fn a_busy_server_answers_503_with_retry_after_and_keeps_its_threads_bounded() {
+    let (_tmp, server) = start(&["--workers", "1", "--queue-timeout", "0.02"]);
+    let idle_threads = server.threads();
+    let upload = std::fs::read(image_path("astronaut.jpg")).unwrap();
+    let statuses: Vec<(u16, Option<String>, String)> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..32)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (content_type, body) = multipart("image", "a.jpg", &upload);
+                    let response = request(&server.addr, "POST", "/api/search/image", Some(&content_type), &body);
+                    let code = if response.status == 200 {
+                        String::new()
+                    } else {
+                        response.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+                    };
+                    (response.status, response.header("retry-after"), code)
+                })
+            })
+            .collect();
+        let during = server.threads();
+        assert!(during <= idle_threads + 12, "threads grew from {idle_threads} to {during} under load");
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let ok = statuses.iter().filter(|(s, _, _)| *s == 200).count();
+    let busy: Vec<_> = statuses.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert_eq!(ok + busy.len(), statuses.len(), "only answers or 503: {statuses:?}");
+    assert!(ok >= 1, "someone must be served: {statuses:?}");
+    assert!(!busy.is_empty(), "32 uploads at once on one worker with a 20 ms queue: some must be turned away");
+    for (_, retry_after, code) in busy {
+        assert_eq!((retry_after.as_deref(), code.as_str()), (Some("1"), "busy"));
+    }
+    assert!(server.threads() <= idle_threads + 12);
+}

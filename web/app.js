@@ -38,10 +38,26 @@ async function fetchHits() {
     body.append("image", current.file);
     response = await fetch(`/api/search/image?${common}`, { method: "POST", body });
   }
+  if (response.status === 401) {
+    location.replace("/login"); // signed out, or the session ended
+    throw new Error("Sign in to search");
+  }
   const json = await response.json();
   if (!response.ok) throw new Error(json.error?.message || response.statusText);
   return json;
 }
+
+// Signed in: show who, and a way out that ends the session on the server.
+const signOut = document.getElementById("sign-out");
+fetch("/api/session").then((r) => (r.ok ? r.json() : null)).then((session) => {
+  if (!session?.user) return;
+  signOut.textContent = `Sign out (${session.user})`;
+  signOut.hidden = false;
+}).catch(() => {});
+signOut.addEventListener("click", async () => {
+  await fetch("/api/logout", { method: "POST" });
+  location.replace("/login");
+});
 
 async function load(reset) {
   if (!current || loading || (exhausted && !reset)) return;

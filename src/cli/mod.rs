@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; `main.rs` only parses and reports.
 
+mod access;
 mod bench;
 mod embed;
 mod exchange;
@@ -72,6 +73,12 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// The model families imgsearch runs, and which model to pick for what (size, speed here).
     Models(models::ModelsArgs),
+    /// Who may sign in to `serve`: add, passwd, remove, list.
+    #[command(subcommand)]
+    User(access::UserCommand),
+    /// API tokens for scripts (`Authorization: Bearer`): create, list, revoke.
+    #[command(subcommand)]
+    Token(access::TokenCommand),
 }
 
 /// Where and in which number format the encoders run.
@@ -137,6 +144,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(args, cli.compute),
         Command::Bench(args) => bench::run(args, cli.compute),
         Command::Models(args) => models::run(args),
+        Command::User(command) => access::user(command, library),
+        Command::Token(command) => access::token(command, library),
     }
 }
 

@@ -25,6 +25,24 @@ pub struct ServeArgs {
     /// Refuse uploaded pictures with more pixels than this.
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
+    /// Serve without sign-in, even on a network address (everyone who can reach the port sees
+    /// every photo). Without it, a non-loopback --addr needs a user (`imgsearch user add`).
+    #[arg(long)]
+    no_auth: bool,
+    /// Requests worked on at once (searches, model passes, thumbnails); others wait. Default:
+    /// two per core.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Seconds a request may wait for a worker before it gets 503 with Retry-After.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    queue_timeout: f64,
+}
+
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if (0.0..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!("expected seconds from 0 to 3600, not {text:?}")),
+    }
 }
 
 pub fn run(args: ServeArgs, library: Location, compute: super::ComputeArgs) -> anyhow::Result<()> {
@@ -34,6 +52,10 @@ pub fn run(args: ServeArgs, library: Location, compute: super::ComputeArgs) -> a
         upload_limit: args.upload_limit,
         max_pixels: args.max_pixels,
         watch_interval: args.watch.then(|| Duration::from_secs(args.watch_interval.max(1))),
+        auth: imgsearch::auth::AuthStore::for_library(&library),
+        no_auth: args.no_auth,
+        workers: args.workers.unwrap_or_else(imgsearch::server::default_workers).max(1),
+        queue_timeout: Duration::from_secs_f64(args.queue_timeout),
     };
     serve(opened.engine, options, Some((opened.spec, opened.device)))?;
     Ok(())

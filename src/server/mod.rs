@@ -1,9 +1,11 @@
 //! `imgsearch serve`: the REST API and the web UI (axum + tokio). The model and the index are
 //! loaded once; model work runs on blocking threads so the async runtime keeps answering.
 
+mod auth;
 mod error;
 mod routes;
 mod thumbnails;
+mod work;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use crate::store::catalog::IndexedRoot;
 use crate::store::{ImageRecord, Library};
 
 pub use error::ApiError;
+pub use work::default_workers;
 
 /// A picture's file, opened only while it is still the file that was indexed (same size and
 /// modification time, checked on the opened file): whatever replaced it since, another picture
@@ -55,6 +58,14 @@ pub struct ServeOptions {
     pub max_pixels: u64,
     /// Re-index the indexed roots this often (None: no watching).
     pub watch_interval: Option<Duration>,
+    /// Where the library keeps its users and tokens.
+    pub auth: crate::auth::AuthStore,
+    /// `--no-auth`: serve without asking anyone who they are, even beyond this computer.
+    pub no_auth: bool,
+    /// Requests whose work (a model pass, a search, a thumbnail) runs at once; more wait.
+    pub workers: usize,
+    /// How long a request may wait for a worker before it gets 503 with `Retry-After`.
+    pub queue_timeout: Duration,
 }
 
 pub struct AppState {
@@ -63,6 +74,8 @@ pub struct AppState {
     pub thumbnails: PathBuf,
     /// `/api/stats`' size of the data folder and when it was measured (see `FOLDER_SIZE_MAX_AGE`).
     pub folder_size: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    pub gate: Arc<auth::Gate>,
+    pub work: work::WorkQueue,
 }
 
 /// How old `/api/stats`' size of the data folder may be. Measuring it stats every file (a
@@ -76,17 +89,24 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
     // compiles on first use: 3.4 s for the first text search on an H200): pay it before listening.
     engine.clip("text")?.embed_texts(&["warm-up"])?;
     let thumbnails = engine.library().cache_dir().join("thumbnails");
+    let gate = gate(&options)?;
     let state = Arc::new(AppState {
         engine: RwLock::new(engine),
         options: options.clone(),
         thumbnails,
         folder_size: std::sync::Mutex::new(None),
+        gate: Arc::new(gate),
+        work: work::WorkQueue::new(options.workers, options.queue_timeout),
     });
     if let (Some(interval), Some((spec, device))) = (options.watch_interval, rescan_with) {
         spawn_rescans(state.clone(), spec, device, interval);
     }
     let kept = state.clone();
+    // Request work runs on `workers` blocking threads at most (see `work`); a few more serve
+    // sign-in checks and file reads. The async side needs few threads: it only waits.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(options.workers + work::SPARE_BLOCKING_THREADS)
         .enable_all()
         .build()
         .map_err(|source| crate::Error::Io { path: PathBuf::from("tokio runtime"), source })?;
@@ -98,7 +118,8 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
             listener.local_addr().map_err(|source| crate::Error::Io { path: PathBuf::from("socket"), source })?;
         println!("imgsearch serving on http://{local}/");
         tracing::info!("CPU kernels: {} (IMGSEARCH_ISA can force a lower path)", crate::model::kernels::isa().name());
-        axum::serve(listener, routes::router(state))
+        let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
@@ -108,6 +129,32 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
     drop(runtime);
     drop(kept);
     served
+}
+
+/// Who may use the server (see `auth`). Listening beyond this computer with nobody able to sign
+/// in is refused, unless `--no-auth` says so (then with a warning).
+fn gate(options: &ServeOptions) -> Result<auth::Gate> {
+    let exposed = !options.addr.ip().is_loopback();
+    let gate = auth::Gate::new(options.auth.clone(), options.no_auth, exposed, false)?;
+    if options.no_auth {
+        if exposed {
+            tracing::warn!(
+                "--no-auth: anyone who can reach {} sees every photo, with its path, EXIF and GPS",
+                options.addr
+            );
+        }
+        return Ok(gate);
+    }
+    if exposed && !options.auth.load()?.has_credentials() {
+        return Err(Error::Listen {
+            addr: options.addr.to_string(),
+            reason: "listening beyond this computer needs sign-in, and the library has no users or tokens yet: \
+                     add one with `imgsearch user add NAME` (or `imgsearch token create` for scripts), or pass \
+                     --no-auth to serve without sign-in"
+                .into(),
+        });
+    }
+    Ok(gate)
 }
 
 /// Why the server cannot listen, and what to do about it.

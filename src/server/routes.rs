@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio_util::io::ReaderStream;
 
+use super::auth;
 use super::error::ApiError;
 use super::thumbnails::thumbnail;
 use super::{open_indexed_file, AppState};
@@ -35,6 +36,7 @@ const MAX_JSON_BODY: usize = 1024 * 1024;
 const MAX_PARTS: usize = 64;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
+const LOGIN_HTML: &str = include_str!("../../web/login.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 const OPENAPI_JSON: &str = include_str!("../../web/openapi.json");
@@ -46,6 +48,12 @@ pub fn router(state: Shared) -> Router {
         .route("/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
         .route("/api/openapi.json", get(|| async { asset(OPENAPI_JSON, "application/json") }))
         .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/login", get(|| async { asset(LOGIN_HTML, "text/html; charset=utf-8") }))
+        .route("/api/login", post(auth::login))
+        .route("/api/logout", post(auth::logout))
+        .route("/api/session", get(auth::whoami))
+        .route("/api/tokens", get(auth::list_tokens))
+        .route("/api/tokens/{id}", axum::routing::delete(auth::revoke_token))
         .route("/api/stats", get(stats))
         .route("/api/search", get(search).post(search_composed).layer(DefaultBodyLimit::disable()))
         // Our own size check below gives a JSON 413; axum's default limit would answer in plain text.
@@ -56,6 +64,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/images/{id}/file", get(image_file))
         .route("/api/images/{id}/similar", get(similar))
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -85,8 +94,10 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-/// Runs blocking work (the model, sled, tantivy) off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+/// Runs blocking work (the model, sled, tantivy) off the async threads, once one of the
+/// server's workers is free (503 when none frees up in time).
+async fn blocking<T: Send + 'static>(state: Shared, f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    let _worker = state.work.admit().await?;
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         code: "internal",
@@ -160,7 +171,7 @@ async fn search(
     // Read once: the reading answered is the one searched with ("last summer" depends on today).
     let parsed = crate::search::parse(&q).map_err(|e| ApiError::bad_request("bad_query", e.0))?;
     let understood = parsed.understood();
-    let hits = blocking(move || Ok(engine(&state).search_parsed(parsed, &params)?)).await?;
+    let hits = blocking(state.clone(), move || Ok(engine(&state).search_parsed(parsed, &params)?)).await?;
     Ok(with_reading(hits_response(hits, started), understood))
 }
 
@@ -208,7 +219,7 @@ async fn search_image(
         ));
     }
     let max_pixels = state.options.max_pixels;
-    let hits = blocking(move || {
+    let hits = blocking(state.clone(), move || {
         Ok(engine(&state).search_image(&bytes, Path::new("upload"), max_pixels, &filters, &params)?)
     })
     .await?;
@@ -334,7 +345,8 @@ async fn search_composed(State(state): State<Shared>, request: Request) -> ApiRe
         not: parsed.not.into_iter().chain(not).collect(),
         like: like.into_iter().map(Example::Indexed).collect(),
     };
-    let hits = blocking(move || Ok(engine(&state).search_composed(&composition, &filters, &params)?)).await?;
+    let hits =
+        blocking(state.clone(), move || Ok(engine(&state).search_composed(&composition, &filters, &params)?)).await?;
     Ok(with_reading(hits_response(hits, started), understood))
 }
 
@@ -378,7 +390,7 @@ async fn search_vector(State(state): State<Shared>, request: Request) -> ApiResu
     let vector = vector.ok_or_else(|| ApiError::bad_request("bad_vector", "the body has no `vector` field"))?;
     let params = params(&scalars)?;
     let filters = filters_only(scalars.get("q"), "a search by vector")?;
-    let hits = blocking(move || Ok(engine(&state).search_vector(&vector, &filters, &params)?)).await?;
+    let hits = blocking(state.clone(), move || Ok(engine(&state).search_vector(&vector, &filters, &params)?)).await?;
     Ok(hits_response(hits, started))
 }
 
@@ -392,7 +404,7 @@ fn record(state: &AppState, id: ImageId) -> ApiResult<ImageRecord> {
 
 async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id(&id)?;
-    let record = blocking(move || record(&state, id)).await?;
+    let record = blocking(state.clone(), move || record(&state, id)).await?;
     Ok(Json(serde_json::json!({
         "id": record.id,
         "path": record.path.display(),
@@ -411,7 +423,7 @@ async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
 
 async fn image_thumbnail(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let bytes = blocking(move || {
+    let bytes = blocking(state.clone(), move || {
         let record = record(&state, id)?;
         Ok(thumbnail(&state.thumbnails, &record, state.options.max_pixels)?)
     })
@@ -428,7 +440,7 @@ async fn image_thumbnail(State(state): State<Shared>, UrlPath(id): UrlPath<Strin
 
 async fn image_file(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let (file, size, format) = blocking(move || {
+    let (file, size, format) = blocking(state.clone(), move || {
         let record = record(&state, id)?;
         Ok((open_indexed_file(&record)?, record.size, record.format))
     })
@@ -450,12 +462,12 @@ async fn similar(
     let started = Instant::now();
     let id = parse_id(&id)?;
     let params = params(&query)?;
-    let hits = blocking(move || Ok(engine(&state).similar_to(id, &params)?)).await?;
+    let hits = blocking(state.clone(), move || Ok(engine(&state).similar_to(id, &params)?)).await?;
     Ok(hits_response(hits, started))
 }
 
 async fn stats(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
-    blocking(move || {
+    blocking(state.clone(), move || {
         // The lock also makes concurrent requests wait for one measurement instead of each walking.
         let size = {
             let mut cached = state.folder_size.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

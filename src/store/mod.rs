@@ -23,6 +23,7 @@ use serde::Serialize;
 
 pub use catalog::{Catalog, Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord, StoredPath};
 pub use library::{Filter, Library, Lookup};
+pub use postgres::{load_auth, update_auth};
 use text::TextIndex;
 pub use vectors::{HnswIndex, VectorHit, VectorIndex};
 

@@ -26,7 +26,10 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 type Connection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
 /// Schema versions, in order: `(version, SQL)`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, include_str!("../../migrations/postgres/0002_auth.sql")),
+];
 
 /// Taken by whoever applies migrations or records the model: processes starting at once on an
 /// empty database do it once.
@@ -76,6 +79,39 @@ fn without_password(config: &postgres::Config) -> String {
     };
     let port = config.get_ports().first().map(|p| format!(":{p}")).unwrap_or_default();
     format!("postgres://{user}{host}{port}/{}", config.get_dbname().unwrap_or(""))
+}
+
+/// One connection to `url` for the rare reads and writes of users and tokens (the library, opened
+/// first, has applied the schema).
+fn auth_client(url: &str) -> Result<(postgres::Client, String)> {
+    let mut config: postgres::Config =
+        url.parse().map_err(|e| db_error(url.split('@').next_back().unwrap_or(url), e))?;
+    config.application_name("imgsearch");
+    let location = without_password(&config);
+    let client = config.connect(NoTls).map_err(|e| db_error(&location, e))?;
+    Ok((client, location))
+}
+
+/// The users and tokens stored in the library at `url`.
+pub fn load_auth(url: &str) -> Result<crate::auth::AuthData> {
+    let (mut client, location) = auth_client(url)?;
+    let row = client.query_one("SELECT data FROM auth WHERE id = 1", &[]).map_err(|e| db_error(&location, e))?;
+    serde_json::from_value(row.get::<_, Json<serde_json::Value>>(0).0).map_err(|e| db_error(&location, e))
+}
+
+/// Changes the users and tokens of the library at `url` in one transaction, under the row's lock.
+pub fn update_auth<T>(url: &str, change: impl FnOnce(&mut crate::auth::AuthData) -> Result<T>) -> Result<T> {
+    let (mut client, location) = auth_client(url)?;
+    let err = |e: postgres::Error| db_error(&location, e);
+    let mut tx = client.transaction().map_err(err)?;
+    let row = tx.query_one("SELECT data FROM auth WHERE id = 1 FOR UPDATE", &[]).map_err(err)?;
+    let mut data: crate::auth::AuthData =
+        serde_json::from_value(row.get::<_, Json<serde_json::Value>>(0).0).map_err(|e| db_error(&location, e))?;
+    let out = change(&mut data)?;
+    let json = serde_json::to_value(&data).expect("auth data serialises");
+    tx.execute("UPDATE auth SET data = $1 WHERE id = 1", &[&Json(json)]).map_err(err)?;
+    tx.commit().map_err(err)?;
+    Ok(out)
 }
 
 /// A pool of connections to `url`, and the URL without its password.

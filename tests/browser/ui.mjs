@@ -3,15 +3,10 @@
 // pictures for "more like these"; the address reflects the search; upload a picture and see
 // its original first; open a result and ask for similar ones.
 // Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [base, upload, expected] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const fail = async (msg) => { console.error(msg); await browser.close(); process.exit(1); };
+const { browser, fail } = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 390, height: 800 } }); // phone width
   page.on("pageerror", (e) => fail(`page error: ${e.message}`));

@@ -9,6 +9,14 @@ pub struct RunningServer {
     child: Child,
 }
 
+impl RunningServer {
+    /// The server process's thread count, from /proc.
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+    }
+}
+
 impl Drop for RunningServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -30,6 +38,32 @@ pub fn index_photos(photos: &Path, data: &Path, extra: &[&str]) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// A library (in a temporary folder, returned with it) of copies of these fixture photos.
+pub fn indexed_fixtures(names: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in names {
+        std::fs::copy(super::image_path(name), photos.join(name)).unwrap();
+    }
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+    (tmp, data)
+}
+
+/// `imgsearch user add NAME --password-stdin` on the library at `data`.
+pub fn add_user(data: &Path, name: &str, password: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args(super::library_args(data))
+        .args(["user", "add", name, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "user add {name}");
 }
 
 pub fn index_and_serve(photos: &Path, data: &Path, extra: &[&str]) -> RunningServer {

@@ -1,0 +1,407 @@
+//! Who may use the server: sign-in with a session cookie for the web UI, `Authorization:
+//! Bearer` tokens for the API, the same-origin rule for requests that change something, and
+//! slowing down of repeated failed sign-ins.
+//!
+//! Sign-in is required whenever the library has users or tokens, and always when the server
+//! listens beyond this computer (it then refuses to start without them, unless `--no-auth`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::{random_hex, AuthData, AuthStore, Principal};
+
+const SESSION_COOKIE: &str = "imgsearch_session";
+/// A session ends this long after sign-in.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often a PostgreSQL library's users and tokens are read again (a revoked token stops
+/// working within this); a data folder's `auth.json` is re-read as soon as it changes.
+const DATABASE_REFRESH: Duration = Duration::from_secs(2);
+/// Failed sign-ins allowed per client and per user within `FAILURE_WINDOW` before each further
+/// attempt must wait, twice as long each time from `FIRST_LOCKOUT`, up to `MAX_LOCKOUT`.
+const FREE_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
+const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Paths anyone may reach: the health check, and what signing in needs.
+fn is_open(path: &str) -> bool {
+    matches!(path, "/api/health" | "/login" | "/style.css" | "/api/login")
+}
+
+/// Whether a request may change something (read-only tokens are refused those): everything but
+/// reads and searches (whose POST carries a query, not a change).
+fn changes_state(method: &Method, path: &str) -> bool {
+    !(method == Method::GET || method == Method::HEAD || (method == Method::POST && path.starts_with("/api/search")))
+}
+
+struct Session {
+    user: String,
+    /// The user's password hash when they signed in: a changed password or a removed user ends
+    /// every session at once.
+    password_hash: String,
+    expires: Instant,
+}
+
+struct Failures {
+    count: u32,
+    since: Instant,
+    locked_until: Option<Instant>,
+}
+
+pub struct Gate {
+    store: AuthStore,
+    /// `--no-auth`: nobody is asked who they are.
+    disabled: bool,
+    /// Listening beyond this computer: sign-in is required even while no one can sign in.
+    exposed: bool,
+    /// Set once the library was seen with users or tokens: revoking the last of them must lock
+    /// everyone out, not open the server to anyone.
+    ever_had_credentials: std::sync::atomic::AtomicBool,
+    /// Cookies get `Secure` (served over TLS).
+    secure_cookies: bool,
+    cache: Mutex<Cached>,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+struct Cached {
+    data: Arc<AuthData>,
+    version: Option<String>,
+    checked: Instant,
+}
+
+impl Gate {
+    pub fn new(store: AuthStore, disabled: bool, exposed: bool, secure_cookies: bool) -> crate::Result<Self> {
+        let data = store.load()?;
+        let version = store.version()?;
+        Ok(Self {
+            store,
+            disabled,
+            exposed,
+            ever_had_credentials: std::sync::atomic::AtomicBool::new(data.has_credentials()),
+            secure_cookies,
+            cache: Mutex::new(Cached { data: Arc::new(data), version, checked: Instant::now() }),
+            sessions: Mutex::default(),
+            failures: Mutex::default(),
+        })
+    }
+
+    /// The current users and tokens: re-read when they changed (a file) or every few seconds
+    /// (a database). A store that cannot be read keeps the last good copy, and says so.
+    fn data(&self) -> Arc<AuthData> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let due = match self.store {
+            AuthStore::File(_) => true,
+            AuthStore::Postgres(_) => cache.checked.elapsed() >= DATABASE_REFRESH,
+        };
+        if due {
+            cache.checked = Instant::now();
+            let reloaded = match self.store {
+                AuthStore::File(_) => self.store.version().and_then(|version| match version != cache.version {
+                    true => Ok(Some((self.store.load()?, version))),
+                    false => Ok(None),
+                }),
+                AuthStore::Postgres(_) => self.store.load().map(|data| Some((data, None))),
+            };
+            match reloaded {
+                Ok(Some((data, version))) => {
+                    cache.data = Arc::new(data);
+                    cache.version = version;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(target: "imgsearch::auth", "cannot read users and tokens ({e}); using the last ones read")
+                }
+            }
+        }
+        cache.data.clone()
+    }
+
+    /// [`Gate::data`] from async code: reading a database blocks (the sync PostgreSQL client
+    /// runs its own runtime), so it runs on a blocking thread.
+    async fn current(self: &Arc<Self>) -> Arc<AuthData> {
+        let gate = self.clone();
+        match tokio::task::spawn_blocking(move || gate.data()).await {
+            Ok(data) => data,
+            Err(_) => self.cache.lock().unwrap_or_else(|p| p.into_inner()).data.clone(),
+        }
+    }
+
+    fn required(&self, data: &AuthData) -> bool {
+        use std::sync::atomic::Ordering;
+        if data.has_credentials() {
+            self.ever_had_credentials.store(true, Ordering::Relaxed);
+        }
+        !self.disabled && (self.exposed || self.ever_had_credentials.load(Ordering::Relaxed))
+    }
+
+    fn session(&self, headers: &HeaderMap, data: &AuthData) -> Option<Principal> {
+        let id = cookie(headers, SESSION_COOKIE)?;
+        let key = blake3::hash(id.as_bytes()).to_hex().to_string();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let session = sessions.get(&key)?;
+        let current = data.users.get(&session.user).map(|u| u.password_hash.as_str());
+        if session.expires <= Instant::now() || current != Some(session.password_hash.as_str()) {
+            sessions.remove(&key);
+            return None;
+        }
+        Some(Principal { name: session.user.clone(), read_only: false })
+    }
+
+    /// How long `keys` must still wait before another sign-in attempt, if they must.
+    fn locked(&self, keys: &[String]) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        keys.iter()
+            .filter_map(|key| failures.get(key)?.locked_until)
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+            .max()
+    }
+
+    fn record_failure(&self, keys: &[String]) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        for key in keys {
+            let entry = failures.entry(key.clone()).or_insert(Failures { count: 0, since: now, locked_until: None });
+            if now - entry.since > FAILURE_WINDOW {
+                *entry = Failures { count: 0, since: now, locked_until: None };
+            }
+            entry.count += 1;
+            if entry.count >= FREE_FAILURES {
+                let doublings = (entry.count - FREE_FAILURES).min(10);
+                entry.locked_until = Some(now + (FIRST_LOCKOUT * 2u32.pow(doublings)).min(MAX_LOCKOUT));
+            }
+        }
+    }
+
+    fn clear_failures(&self, keys: &[String]) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            failures.remove(key);
+        }
+    }
+
+    fn session_cookie(&self, value: &str, max_age: u64) -> HeaderValue {
+        let secure = if self.secure_cookies { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        ))
+        .expect("session ids are hex")
+    }
+}
+
+/// The value of one cookie of the request.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// Whether a browser sent the request from one of this server's own pages: its `Origin` names
+/// this host, or `Sec-Fetch-Site` says same-origin. A request with neither is not trusted.
+fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site == "same-origin" || site == "none";
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        (Some(origin), Some(host)) => {
+            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+        }
+        _ => false,
+    }
+}
+
+/// A cross-site request (by `Origin` or `Sec-Fetch-Site`): one a browser sent from another site.
+fn cross_site(headers: &HeaderMap) -> bool {
+    let has = |name: header::HeaderName| headers.contains_key(name);
+    (has(header::ORIGIN) || headers.contains_key("sec-fetch-site")) && !same_origin(headers)
+}
+
+/// Signed-in answers are not kept by the browser (no `Cache-Control` of their own): after
+/// signing out, the back button must not show results again.
+fn private(mut response: Response) -> Response {
+    if !response.headers().contains_key(header::CACHE_CONTROL) {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response =
+        ApiError { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into() }.into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn forbidden(code: &'static str, message: &str) -> Response {
+    ApiError { status: StatusCode::FORBIDDEN, code, message: message.into() }.into_response()
+}
+
+/// The middleware in front of every route.
+pub async fn require_auth(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    let gate = &state.gate;
+    if is_open(&path) {
+        return next.run(request).await;
+    }
+    let data = gate.current().await;
+    if !gate.required(&data) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let method = request.method().clone();
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let secret = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        let Some(principal) = secret.and_then(|s| data.check_token(s)) else {
+            return unauthorized("the token is unknown, revoked or expired: make one with `imgsearch token create`");
+        };
+        if principal.read_only && changes_state(&method, &path) {
+            return forbidden("read_only_token", "this token is read-only: it cannot change anything");
+        }
+        let mut request = request;
+        request.extensions_mut().insert(principal);
+        return private(next.run(request).await);
+    }
+    match gate.session(headers, &data) {
+        Some(principal) => {
+            if changes_state(&method, &path) && !same_origin(headers) {
+                return forbidden(
+                    "cross_origin",
+                    "a signed-in browser may change things only from this server's own pages",
+                );
+            }
+            let mut request = request;
+            request.extensions_mut().insert(principal);
+            private(next.run(request).await)
+        }
+        // A page: the sign-in page, which comes back here afterwards.
+        None if method == Method::GET && path == "/" => Redirect::to("/login").into_response(),
+        None => unauthorized("sign in (the web page, or POST /api/login) or send Authorization: Bearer TOKEN"),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+/// `POST /api/login` `{"user", "password"}`: a session cookie, or 401 (429 while slowed down).
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let gate = state.gate.clone();
+    if cross_site(&headers) {
+        return forbidden("cross_origin", "sign in from this server's own sign-in page");
+    }
+    let Ok(credentials) = serde_json::from_slice::<Credentials>(&body) else {
+        return ApiError::bad_request("bad_json", "send {\"user\": \"NAME\", \"password\": \"…\"}").into_response();
+    };
+    let keys = [format!("client {}", client.ip()), format!("user {}", credentials.user)];
+    if let Some(wait) = gate.locked(&keys) {
+        let seconds = wait.as_secs().max(1);
+        tracing::warn!(target: "imgsearch::auth", "sign-in refused for {:?} from {}: too many failures, {seconds} s to wait", credentials.user, client.ip());
+        let mut response = ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_attempts",
+            message: format!("too many failed sign-ins: try again in {seconds} s"),
+        }
+        .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
+    // Argon2 takes tens of milliseconds of CPU: off the async threads.
+    let checking = gate.clone();
+    let user = credentials.user.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let data = checking.data();
+        let principal = data.check_password(&credentials.user, &credentials.password);
+        principal.map(|p| {
+            let hash = data.users[&p.name].password_hash.clone();
+            (p, hash)
+        })
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some((principal, password_hash)) = checked else {
+        gate.record_failure(&keys);
+        tracing::warn!(target: "imgsearch::auth", "sign-in failed for {user:?} from {}", client.ip());
+        return ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "bad_credentials",
+            message: "wrong user name or password".into(),
+        }
+        .into_response();
+    };
+    gate.clear_failures(&keys);
+    let id = random_hex(32);
+    let key = blake3::hash(id.as_bytes()).to_hex().to_string();
+    let session = Session { user: principal.name.clone(), password_hash, expires: Instant::now() + SESSION_LIFETIME };
+    gate.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, session);
+    tracing::info!(target: "imgsearch::auth", "{:?} signed in from {}", principal.name, client.ip());
+    let mut response = Json(serde_json::json!({"user": principal.name})).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, gate.session_cookie(&id, SESSION_LIFETIME.as_secs()));
+    response
+}
+
+/// `POST /api/logout`: ends the session on the server (the cookie alone no longer works).
+pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
+        let key = blake3::hash(id.as_bytes()).to_hex().to_string();
+        state.gate.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(header::SET_COOKIE, state.gate.session_cookie("", 0));
+    response
+}
+
+/// `GET /api/session`: who the request is from (`null` where no sign-in is required).
+pub async fn whoami(principal: Option<axum::Extension<Principal>>) -> Json<serde_json::Value> {
+    Json(match principal {
+        Some(axum::Extension(p)) => serde_json::json!({"user": p.name, "read_only": p.read_only}),
+        None => serde_json::json!({"user": null, "read_only": false}),
+    })
+}
+
+/// `GET /api/tokens`: the tokens, without their secrets.
+pub async fn list_tokens(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(state.gate.current().await.token_listing())
+}
+
+/// `DELETE /api/tokens/{id}`: revokes a token at once, on every server of the library.
+pub async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let store = state.gate.store.clone();
+    let revoked = tokio::task::spawn_blocking(move || store.update(|data| Ok(data.revoke_token(&id)))).await;
+    match revoked {
+        Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(false)) => ApiError::not_found("no such token").into_response(),
+        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Err(e) => ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: e.to_string() }
+            .into_response(),
+    }
+}
