@@ -177,6 +177,8 @@ fn main() {
                 no_auth: true,
                 workers: imgsearch::server::default_workers(),
                 queue_timeout: Duration::from_secs(10),
+                tls: None,
+                trust_proxy: false,
             };
             let engine = SearchEngine::new(library, clip.clone());
             std::thread::spawn(move || serve(engine, options, None).unwrap());

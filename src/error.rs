@@ -20,6 +20,9 @@ pub enum Error {
     #[error("model {path} has no {missing}. imgsearch reads Hugging Face CLIP and SigLIP folders (config.json, model.safetensors or pytorch_model.bin, tokenizer.json), OpenCLIP folders (open_clip_config.json, open_clip_model.safetensors) and bare OpenCLIP state dicts (file.pt with --arch); `imgsearch models` lists them")]
     MissingModelFile { path: PathBuf, missing: String },
 
+    #[error("cannot serve HTTPS with {path}: {reason}. --tls-cert takes the PEM certificate chain, --tls-key its PEM private key")]
+    Tls { path: PathBuf, reason: String },
+
     #[error("cannot fetch {file} of model {repo} from the Hugging Face hub: {reason}. {hint}")]
     Download { repo: String, file: String, reason: String, hint: String },
 

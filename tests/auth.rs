@@ -238,3 +238,35 @@ fn user_names_and_passwords_are_checked_and_passwd_ends_sessions() {
     assert_eq!(search().status, 401, "a new password ends the old sessions");
     assert_eq!(login(&server.addr, "carol", "second password").status, 200);
 }
+
+/// Behind a reverse proxy (`--trust-proxy`), sign-ins are slowed per forwarded client and
+/// cookies are `Secure` when the proxy says HTTPS; without it, those headers are ignored.
+#[test]
+fn forwarded_headers_count_only_with_trust_proxy() {
+    let (_tmp, data) = library();
+    add_user(&data, "frank", "frank's long password");
+    let attempt = |addr: &str, user: &str, password: &str, forwarded_for: &str| {
+        let body = serde_json::json!({"user": user, "password": password}).to_string();
+        let headers =
+            [("Content-Type", "application/json"), ("X-Forwarded-For", forwarded_for), ("X-Forwarded-Proto", "https")];
+        request_with_headers(addr, "POST", "/api/login", &headers, body.as_bytes())
+    };
+    for (trust, other_client_after_lockout) in [(true, 401), (false, 429)] {
+        let extra: &[&str] = if trust { &["--trust-proxy"] } else { &[] };
+        let server = common::server::serve(&data, extra);
+        // Five failures from one (forwarded) client, each for a different name.
+        for i in 0..5 {
+            assert_eq!(attempt(&server.addr, &format!("nobody{i}"), "x", "203.0.113.7").status, 401);
+        }
+        assert_eq!(attempt(&server.addr, "someone", "x", "203.0.113.7").status, 429, "that client waits");
+        // Another forwarded client is another client only when the proxy is trusted.
+        let other = attempt(&server.addr, "someone-else", "x", "198.51.100.4").status;
+        assert_eq!(other, other_client_after_lockout, "trust_proxy={trust}");
+        let signed_in = attempt(&server.addr, "frank", "frank's long password", "198.51.100.9");
+        if trust {
+            assert!(signed_in.header("set-cookie").unwrap().contains("; Secure"));
+        } else {
+            assert_eq!(signed_in.status, 429, "the socket's address is locked out");
+        }
+    }
+}

@@ -36,6 +36,16 @@ pub struct ServeArgs {
     /// Seconds a request may wait for a worker before it gets 503 with Retry-After.
     #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     queue_timeout: f64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); cookies are then `Secure`.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Behind a reverse proxy: take the client's address from the last `X-Forwarded-For` entry
+    /// and HTTPS from `X-Forwarded-Proto` (off by default: any client could send them).
+    #[arg(long)]
+    trust_proxy: bool,
 }
 
 fn seconds(text: &str) -> Result<f64, String> {
@@ -56,6 +66,8 @@ pub fn run(args: ServeArgs, library: Location, compute: super::ComputeArgs) -> a
         no_auth: args.no_auth,
         workers: args.workers.unwrap_or_else(imgsearch::server::default_workers).max(1),
         queue_timeout: Duration::from_secs_f64(args.queue_timeout),
+        tls: args.tls_cert.zip(args.tls_key),
+        trust_proxy: args.trust_proxy,
     };
     serve(opened.engine, options, Some((opened.spec, opened.device)))?;
     Ok(())

@@ -6,7 +6,6 @@
 //! listens beyond this computer (it then refuses to start without them, unless `--no-auth`).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, Peer};
 use crate::auth::{random_hex, AuthData, AuthStore, Principal};
 
 const SESSION_COOKIE: &str = "imgsearch_session";
@@ -69,6 +68,9 @@ pub struct Gate {
     ever_had_credentials: std::sync::atomic::AtomicBool,
     /// Cookies get `Secure` (served over TLS).
     secure_cookies: bool,
+    /// `--trust-proxy`: believe `X-Forwarded-For` (the client, for throttling and the log) and
+    /// `X-Forwarded-Proto` (HTTPS, for `Secure` cookies) from the reverse proxy in front.
+    trust_proxy: bool,
     cache: Mutex<Cached>,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<String, Failures>>,
@@ -81,7 +83,13 @@ struct Cached {
 }
 
 impl Gate {
-    pub fn new(store: AuthStore, disabled: bool, exposed: bool, secure_cookies: bool) -> crate::Result<Self> {
+    pub fn new(
+        store: AuthStore,
+        disabled: bool,
+        exposed: bool,
+        secure_cookies: bool,
+        trust_proxy: bool,
+    ) -> crate::Result<Self> {
         let data = store.load()?;
         let version = store.version()?;
         Ok(Self {
@@ -90,6 +98,7 @@ impl Gate {
             exposed,
             ever_had_credentials: std::sync::atomic::AtomicBool::new(data.has_credentials()),
             secure_cookies,
+            trust_proxy,
             cache: Mutex::new(Cached { data: Arc::new(data), version, checked: Instant::now() }),
             sessions: Mutex::default(),
             failures: Mutex::default(),
@@ -192,8 +201,28 @@ impl Gate {
         }
     }
 
-    fn session_cookie(&self, value: &str, max_age: u64) -> HeaderValue {
-        let secure = if self.secure_cookies { "; Secure" } else { "" };
+    /// The client's address: the socket's, or with `--trust-proxy` the one the proxy appended
+    /// last to `X-Forwarded-For` (earlier entries come from the client and prove nothing).
+    fn client(&self, socket: std::net::IpAddr, headers: &HeaderMap) -> std::net::IpAddr {
+        let forwarded = || {
+            let list = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).next_back()?;
+            list.rsplit(',').next()?.trim().parse().ok()
+        };
+        if self.trust_proxy {
+            forwarded().unwrap_or(socket)
+        } else {
+            socket
+        }
+    }
+
+    /// Whether the browser talks HTTPS to us (or, behind a trusted proxy, to the proxy).
+    fn https(&self, headers: &HeaderMap) -> bool {
+        let proto = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok());
+        self.secure_cookies || (self.trust_proxy && proto.is_some_and(|p| p.eq_ignore_ascii_case("https")))
+    }
+
+    fn session_cookie(&self, value: &str, max_age: u64, https: bool) -> HeaderValue {
+        let secure = if https { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
             "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
         ))
@@ -307,7 +336,7 @@ pub struct Credentials {
 /// `POST /api/login` `{"user", "password"}`: a session cookie, or 401 (429 while slowed down).
 pub async fn login(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -318,10 +347,11 @@ pub async fn login(
     let Ok(credentials) = serde_json::from_slice::<Credentials>(&body) else {
         return ApiError::bad_request("bad_json", "send {\"user\": \"NAME\", \"password\": \"…\"}").into_response();
     };
-    let keys = [format!("client {}", client.ip()), format!("user {}", credentials.user)];
+    let client = gate.client(client.ip(), &headers);
+    let keys = [format!("client {client}"), format!("user {}", credentials.user)];
     if let Some(wait) = gate.locked(&keys) {
         let seconds = wait.as_secs().max(1);
-        tracing::warn!(target: "imgsearch::auth", "sign-in refused for {:?} from {}: too many failures, {seconds} s to wait", credentials.user, client.ip());
+        tracing::warn!(target: "imgsearch::auth", "sign-in refused for {:?} from {client}: too many failures, {seconds} s to wait", credentials.user);
         let mut response = ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "too_many_attempts",
@@ -347,7 +377,7 @@ pub async fn login(
     .flatten();
     let Some((principal, password_hash)) = checked else {
         gate.record_failure(&keys);
-        tracing::warn!(target: "imgsearch::auth", "sign-in failed for {user:?} from {}", client.ip());
+        tracing::warn!(target: "imgsearch::auth", "sign-in failed for {user:?} from {client}");
         return ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "bad_credentials",
@@ -360,9 +390,10 @@ pub async fn login(
     let key = blake3::hash(id.as_bytes()).to_hex().to_string();
     let session = Session { user: principal.name.clone(), password_hash, expires: Instant::now() + SESSION_LIFETIME };
     gate.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, session);
-    tracing::info!(target: "imgsearch::auth", "{:?} signed in from {}", principal.name, client.ip());
+    tracing::info!(target: "imgsearch::auth", "{:?} signed in from {client}", principal.name);
     let mut response = Json(serde_json::json!({"user": principal.name})).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, gate.session_cookie(&id, SESSION_LIFETIME.as_secs()));
+    let cookie = gate.session_cookie(&id, SESSION_LIFETIME.as_secs(), gate.https(&headers));
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
     response
 }
 
@@ -373,7 +404,7 @@ pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         state.gate.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, state.gate.session_cookie("", 0));
+    response.headers_mut().insert(header::SET_COOKIE, state.gate.session_cookie("", 0, state.gate.https(&headers)));
     response
 }
 

@@ -5,6 +5,7 @@ mod auth;
 mod error;
 mod routes;
 mod thumbnails;
+mod tls;
 mod work;
 
 use std::io::Read;
@@ -24,6 +25,7 @@ use crate::store::catalog::IndexedRoot;
 use crate::store::{ImageRecord, Library};
 
 pub use error::ApiError;
+pub use tls::Peer;
 pub use work::default_workers;
 
 /// A picture's file, opened only while it is still the file that was indexed (same size and
@@ -66,6 +68,10 @@ pub struct ServeOptions {
     pub workers: usize,
     /// How long a request may wait for a worker before it gets 503 with `Retry-After`.
     pub queue_timeout: Duration,
+    /// HTTPS: the PEM certificate chain and private key (both or neither).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Behind a reverse proxy: trust its `X-Forwarded-For` and `X-Forwarded-Proto`.
+    pub trust_proxy: bool,
 }
 
 pub struct AppState {
@@ -89,7 +95,8 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
     // compiles on first use: 3.4 s for the first text search on an H200): pay it before listening.
     engine.clip("text")?.embed_texts(&["warm-up"])?;
     let thumbnails = engine.library().cache_dir().join("thumbnails");
-    let gate = gate(&options)?;
+    let tls = options.tls.as_ref().map(|(cert, key)| tls::server_config(cert, key)).transpose()?;
+    let gate = gate(&options, tls.is_some())?;
     let state = Arc::new(AppState {
         engine: RwLock::new(engine),
         options: options.clone(),
@@ -116,15 +123,20 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
         let listener = tokio::net::TcpListener::bind(options.addr).await.map_err(|e| listen_error(options.addr, e))?;
         let local =
             listener.local_addr().map_err(|source| crate::Error::Io { path: PathBuf::from("socket"), source })?;
-        println!("imgsearch serving on http://{local}/");
+        println!("imgsearch serving on {}://{local}/", if tls.is_some() { "https" } else { "http" });
         tracing::info!("CPU kernels: {} (IMGSEARCH_ISA can force a lower path)", crate::model::kernels::isa().name());
-        let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|source| crate::Error::Io { path: PathBuf::from(local.to_string()), source })
+        let app = routes::router(state).into_make_service_with_connect_info::<Peer>();
+        let stopped = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let io = |source| crate::Error::Io { path: PathBuf::from(local.to_string()), source };
+        match tls {
+            Some(config) => {
+                let listener = tls::TlsListener::new(listener, config).map_err(io)?;
+                axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(io)
+            }
+            None => axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(io),
+        }
     });
     drop(runtime);
     drop(kept);
@@ -133,9 +145,9 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
 
 /// Who may use the server (see `auth`). Listening beyond this computer with nobody able to sign
 /// in is refused, unless `--no-auth` says so (then with a warning).
-fn gate(options: &ServeOptions) -> Result<auth::Gate> {
+fn gate(options: &ServeOptions, https: bool) -> Result<auth::Gate> {
     let exposed = !options.addr.ip().is_loopback();
-    let gate = auth::Gate::new(options.auth.clone(), options.no_auth, exposed, false)?;
+    let gate = auth::Gate::new(options.auth.clone(), options.no_auth, exposed, https, options.trust_proxy)?;
     if options.no_auth {
         if exposed {
             tracing::warn!(

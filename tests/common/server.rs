@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 
 pub struct RunningServer {
     pub addr: String,
+    /// `http`, or `https` with --tls-cert.
+    pub scheme: String,
     child: Child,
 }
 
@@ -103,7 +105,8 @@ fn spawn(library: &[std::ffi::OsString], extra: &[&str], stderr: Stdio) -> Runni
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().trim_start_matches("imgsearch serving on http://").trim_end_matches('/').to_string();
+    let url = line.trim().trim_start_matches("imgsearch serving on ").trim_end_matches('/');
+    let (scheme, addr) = url.split_once("://").unwrap_or_else(|| panic!("unexpected banner {line:?}"));
     assert!(addr.starts_with("127.0.0.1:"), "unexpected banner {line:?}");
-    RunningServer { addr, child }
+    RunningServer { addr: addr.to_string(), scheme: scheme.to_string(), child }
 }
