@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::server::index_photos;
-use common::{image_path, model_dir};
+use common::{image_path, jpeg_with_exif, model_dir};
 use serde_json::Value;
 
 fn imgsearch(data: &Path) -> Command {
@@ -36,33 +36,6 @@ fn indexed() -> (tempfile::TempDir, std::path::PathBuf) {
     let data = tmp.path().join("data");
     index_photos(&photos, &data, &[]);
     (tmp, data)
-}
-
-/// Copies a JPEG fixture with EXIF ASCII fields (tag, text) inserted.
-fn jpeg_with_exif(fixture: &str, fields: &[(exif::Tag, &str)], dest: &Path) {
-    use exif::experimental::Writer;
-    let fields: Vec<exif::Field> = fields
-        .iter()
-        .map(|(tag, text)| exif::Field {
-            tag: *tag,
-            ifd_num: exif::In::PRIMARY,
-            value: exif::Value::Ascii(vec![text.as_bytes().to_vec()]),
-        })
-        .collect();
-    let mut writer = Writer::new();
-    for field in &fields {
-        writer.push_field(field);
-    }
-    let mut tiff = std::io::Cursor::new(Vec::new());
-    writer.write(&mut tiff, false).unwrap();
-    let payload = [b"Exif\0\0".as_slice(), tiff.get_ref()].concat();
-    let jpeg = std::fs::read(image_path(fixture)).unwrap();
-    let mut out = jpeg[..2].to_vec(); // SOI, then the APP1 segment with the EXIF payload
-    out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out.extend_from_slice(&jpeg[2..]);
-    std::fs::write(dest, out).unwrap();
 }
 
 /// The camera from EXIF make and model: searchable with `camera:` and shown with each hit,

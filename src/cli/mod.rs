@@ -2,6 +2,7 @@
 
 mod access;
 mod bench;
+mod duplicates;
 mod embed;
 mod exchange;
 mod index;
@@ -73,6 +74,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// The model families imgsearch runs, and which model to pick for what (size, speed here).
     Models(models::ModelsArgs),
+    /// Exact copies, near duplicates (re-encoded, resized) and bursts, each with the copy to keep.
+    Duplicates(duplicates::DuplicatesArgs),
     /// Who may sign in to `serve`: add, passwd, remove, list.
     #[command(subcommand)]
     User(access::UserCommand),
@@ -144,6 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(args, cli.compute),
         Command::Bench(args) => bench::run(args, cli.compute),
         Command::Models(args) => models::run(args),
+        Command::Duplicates(args) => duplicates::run(args, library),
         Command::User(command) => access::user(command, library),
         Command::Token(command) => access::token(command, library),
     }

@@ -3,6 +3,7 @@
 //! the newest pictures. Which storage answers is the library's business ([`Library`]).
 
 mod dates;
+pub mod duplicates;
 pub mod query;
 
 use std::path::Path;

@@ -63,6 +63,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/images/{id}/thumbnail", get(image_thumbnail))
         .route("/api/images/{id}/file", get(image_file))
         .route("/api/images/{id}/similar", get(similar))
+        .route("/api/duplicates", get(duplicates))
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
         .layer(axum::middleware::from_fn(log_request))
@@ -464,6 +465,33 @@ async fn similar(
     let params = params(&query)?;
     let hits = blocking(state.clone(), move || Ok(engine(&state).similar_to(id, &params)?)).await?;
     Ok(hits_response(hits, started))
+}
+
+/// `GET /api/duplicates?near=&burst=&burst_seconds=` → `{"groups": [{"kind", "ids", "paths", "best"}]}`.
+async fn duplicates(
+    State(state): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    use crate::search::duplicates::{find_duplicates, DuplicateOptions};
+    let mut options = DuplicateOptions::default();
+    for (name, target) in [("near", &mut options.near), ("burst", &mut options.burst)] {
+        if let Some(value) = query.get(name) {
+            *target = value.trim().parse::<f32>().ok().filter(|v| (-1.0..=1.0).contains(v)).ok_or_else(|| {
+                ApiError::bad_request("bad_threshold", format!("{name} must be a number from -1 to 1, got {value:?}"))
+            })?;
+        }
+    }
+    if let Some(value) = query.get("burst_seconds") {
+        options.burst_seconds =
+            value.trim().parse::<i64>().ok().filter(|s| (0..=86_400).contains(s)).ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_threshold",
+                    format!("burst_seconds must be a whole number from 0 to 86400, got {value:?}"),
+                )
+            })?;
+    }
+    let groups = blocking(state.clone(), move || Ok(find_duplicates(engine(&state).library(), &options)?)).await?;
+    Ok(Json(serde_json::json!({ "groups": groups })))
 }
 
 async fn stats(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>> {

@@ -168,3 +168,31 @@ pub fn library_args(data: &Path) -> Vec<std::ffi::OsString> {
     }
     args
 }
+
+/// Copies a JPEG (a fixture's name, or a path) with EXIF ASCII fields (tag, text) inserted.
+pub fn jpeg_with_exif(source: &str, fields: &[(exif::Tag, &str)], dest: &Path) {
+    use exif::experimental::Writer;
+    let fields: Vec<exif::Field> = fields
+        .iter()
+        .map(|(tag, text)| exif::Field {
+            tag: *tag,
+            ifd_num: exif::In::PRIMARY,
+            value: exif::Value::Ascii(vec![text.as_bytes().to_vec()]),
+        })
+        .collect();
+    let mut writer = Writer::new();
+    for field in &fields {
+        writer.push_field(field);
+    }
+    let mut tiff = std::io::Cursor::new(Vec::new());
+    writer.write(&mut tiff, false).unwrap();
+    let payload = [b"Exif\0\0".as_slice(), tiff.get_ref()].concat();
+    let source = if Path::new(source).is_file() { PathBuf::from(source) } else { image_path(source) };
+    let jpeg = std::fs::read(source).unwrap();
+    let mut out = jpeg[..2].to_vec(); // SOI, then the APP1 segment with the EXIF payload
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&jpeg[2..]);
+    std::fs::write(dest, out).unwrap();
+}

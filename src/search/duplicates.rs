@@ -1,0 +1,157 @@
+//! Duplicate groups: exact copies (same content hash), near duplicates (the same picture
+//! re-encoded, resized or lightly cropped: embeddings above a similarity threshold), and bursts
+//! (different shots taken seconds apart that look alike), kept apart from duplicates. Each
+//! group names its best copy; nothing is deleted.
+//!
+//! Pairs come from the vector index (each picture's nearest neighbours), so the work grows with
+//! the library, not with its square.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::store::{ImageId, ImageRecord, Library};
+
+#[derive(Debug, Clone)]
+pub struct DuplicateOptions {
+    /// Cosine similarity at or above which two pictures without different capture times are
+    /// the same picture.
+    pub near: f32,
+    /// Cosine similarity at or above which two shots taken `burst_seconds` apart or less (but not
+    /// at the same second) form a burst.
+    pub burst: f32,
+    pub burst_seconds: i64,
+    /// Neighbours looked at per picture.
+    pub neighbours: usize,
+}
+
+impl Default for DuplicateOptions {
+    fn default() -> Self {
+        Self { near: 0.95, burst: 0.85, burst_seconds: 10, neighbours: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupKind {
+    Exact,
+    Near,
+    Burst,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DuplicateGroup {
+    pub kind: GroupKind,
+    pub ids: Vec<ImageId>,
+    pub paths: Vec<String>,
+    /// The copy to keep: the most pixels, then the largest file, then the earliest taken, then
+    /// the first indexed.
+    pub best: ImageId,
+}
+
+/// Union-find over picture ids.
+#[derive(Default)]
+struct Groups(HashMap<ImageId, ImageId>);
+
+impl Groups {
+    fn root(&mut self, id: ImageId) -> ImageId {
+        let parent = *self.0.entry(id).or_insert(id);
+        if parent == id {
+            return id;
+        }
+        let root = self.root(parent);
+        self.0.insert(id, root);
+        root
+    }
+
+    fn join(&mut self, a: ImageId, b: ImageId) {
+        let (ra, rb) = (self.root(a), self.root(b));
+        if ra != rb {
+            self.0.insert(ra.max(rb), ra.min(rb));
+        }
+    }
+
+    fn members(mut self) -> Vec<Vec<ImageId>> {
+        let ids: Vec<ImageId> = self.0.keys().copied().collect();
+        let mut by_root: HashMap<ImageId, Vec<ImageId>> = HashMap::new();
+        for id in ids {
+            let root = self.root(id);
+            by_root.entry(root).or_default().push(id);
+        }
+        by_root.into_values().filter(|m| m.len() > 1).collect()
+    }
+}
+
+pub fn find_duplicates(library: &dyn Library, options: &DuplicateOptions) -> Result<Vec<DuplicateGroup>> {
+    let records: HashMap<ImageId, ImageRecord> =
+        library.images().map(|r| r.map(|r| (r.id, r))).collect::<Result<_>>()?;
+    let mut exact = Groups::default();
+    let mut by_hash: HashMap<&str, ImageId> = HashMap::new();
+    for record in records.values() {
+        match by_hash.get(record.hash.as_str()) {
+            Some(&first) => exact.join(first, record.id),
+            None => {
+                by_hash.insert(&record.hash, record.id);
+            }
+        }
+    }
+    // Each picture's neighbours above the lower of the two thresholds, in parallel.
+    let floor = options.near.min(options.burst);
+    let pairs: Vec<(ImageId, ImageId, f32)> = records
+        .par_iter()
+        .map(|(&id, record)| -> Result<Vec<(ImageId, ImageId, f32)>> {
+            let neighbours = library.nearest(&record.embedding, options.neighbours, &[], Some(id))?;
+            Ok(neighbours
+                .into_iter()
+                .filter(|(other, score)| *score >= floor && id < *other)
+                .map(|(o, s)| (id, o, s))
+                .collect())
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let (mut near, mut burst) = (Groups::default(), Groups::default());
+    for (a, b, score) in pairs {
+        let (ra, rb) = (&records[&a], &records[&b]);
+        if ra.hash == rb.hash {
+            continue; // an exact copy, grouped as such
+        }
+        let apart = match (ra.facts.taken, rb.facts.taken) {
+            (Some(ta), Some(tb)) => Some((ta - tb).abs()),
+            _ => None,
+        };
+        // Different capture times make different shots: a burst, never a duplicate.
+        match apart {
+            Some(seconds) if seconds > 0 && seconds <= options.burst_seconds && score >= options.burst => {
+                burst.join(a, b)
+            }
+            Some(seconds) if seconds > 0 => {}
+            _ if score >= options.near => near.join(a, b),
+            _ => {}
+        }
+    }
+    let mut groups: Vec<DuplicateGroup> =
+        [(GroupKind::Exact, exact), (GroupKind::Near, near), (GroupKind::Burst, burst)]
+            .into_iter()
+            .flat_map(|(kind, groups)| groups.members().into_iter().map(move |ids| (kind, ids)))
+            .map(|(kind, mut ids)| {
+                ids.sort_unstable();
+                let best = *ids.iter().max_by_key(|id| keep_order(&records[id])).expect("groups have members");
+                let paths = ids.iter().map(|id| records[id].path.display()).collect();
+                DuplicateGroup { kind, ids, paths, best }
+            })
+            .collect();
+    groups.sort_by_key(|g| (g.kind as u8, g.ids[0]));
+    Ok(groups)
+}
+
+/// Larger is better: pixels, then file size, then earlier taken (an undated picture last), then
+/// the first indexed.
+fn keep_order(record: &ImageRecord) -> (u64, u64, std::cmp::Reverse<i64>, std::cmp::Reverse<ImageId>) {
+    let pixels = u64::from(record.width) * u64::from(record.height);
+    let taken = record.facts.taken.unwrap_or(i64::MAX);
+    (pixels, record.size, std::cmp::Reverse(taken), std::cmp::Reverse(record.id))
+}
