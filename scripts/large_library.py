@@ -2,7 +2,8 @@
 """A large library end to end through the real CLI: the vectors `benches/ann.rs` dumps
 (IMGSEARCH_BENCH_DUMP=DIR) become a Parquet file, `imgsearch import` turns it into a library
 (rows/s), and `imgsearch search --vector` is timed from process start to answer (what opening the
-library costs a command), with its recall@10 on the bench's text-like queries.
+library costs a command), with its recall@10 on the bench's text-like queries; then
+`imgsearch duplicates` over the whole library (the generator plants near-duplicates).
 
     pip install numpy pyarrow
     IMGSEARCH_BENCH_N=1000000 IMGSEARCH_BENCH_DUMP=/tmp/ann cargo bench --bench ann
@@ -72,6 +73,13 @@ def main():
               f"{np.median(times[1:]):.2f} s, max {max(times[1:]):.2f} s over {len(times) - 1} runs; "
               f"recall@10 {found / len(times):.3f}")
         print(f"data folder: {sum(f.stat().st_size for f in data.rglob('*') if f.is_file()) / 2**20:.0f} MB")
+        started = time.perf_counter()
+        out = subprocess.run([args.bin, "--data-dir", str(data), "duplicates", "--json"],
+                             check=True, capture_output=True, text=True).stdout
+        groups = json.loads(out)["groups"]
+        kinds = {kind: sum(g["kind"] == kind for g in groups) for kind in ("exact", "near", "burst")}
+        print(f"duplicates: {time.perf_counter() - started:.1f} s for {len(pictures)} pictures; groups {kinds}, "
+              f"{sum(len(g['ids']) for g in groups)} pictures in them")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

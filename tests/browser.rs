@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::image_path;
 use common::server::index_and_serve;
 
@@ -23,28 +20,7 @@ fn the_web_ui_searches_by_text_and_by_uploaded_picture() {
     // Upload a recompressed copy (not byte-identical) of an indexed photo.
     let copy = tmp.path().join("upload.jpg");
     image::open(image_path("rocket.jpg")).unwrap().save(&copy).unwrap();
-    node("ui.mjs", &[&format!("http://{}", server.addr), copy.to_str().unwrap(), "rocket.jpg"]);
-}
-
-/// Runs one of tests/browser/'s scripts with node; it fails the test with its output.
-fn node(script: &str, args: &[&str]) {
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run scripts/test.sh (or `npm ci --prefix tests/browser`)"
-    );
-    let out = Command::new("node")
-        .current_dir(&browser_dir)
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("node is needed for the browser test: run scripts/test.sh");
-    assert!(
-        out.status.success(),
-        "browser test {script} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::browser_script("ui.mjs", &[&format!("http://{}", server.addr), copy.to_str().unwrap(), "rocket.jpg"]);
 }
 
 #[test]
@@ -52,5 +28,5 @@ fn the_web_ui_signs_in_searches_and_signs_out() {
     let (_tmp, data) = common::server::indexed_fixtures(&["astronaut.jpg", "coffee.png"]);
     common::server::add_user(&data, "dana", "dana's long password");
     let server = common::server::serve(&data, &[]);
-    node("signin.mjs", &[&format!("http://{}", server.addr), "dana", "dana's long password"]);
+    common::browser_script("signin.mjs", &[&format!("http://{}", server.addr), "dana", "dana's long password"]);
 }

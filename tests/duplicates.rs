@@ -1,7 +1,7 @@
 //! `imgsearch duplicates` and `GET /api/duplicates` on planted cases: an exact copy, a copy
 //! re-encoded at quality 60 and half the size (a near duplicate of its original, which is the
 //! copy to keep), and two different shots of one scene taken a second apart (a burst, never a
-//! duplicate, however alike).
+//! duplicate, however alike); and the web UI's view of them in headless Chromium.
 
 mod common;
 
@@ -116,4 +116,15 @@ fn exact_copies_near_duplicates_and_bursts_are_told_apart() {
     let bad = get(&server.addr, "/api/duplicates?near=2");
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["code"], "bad_threshold");
+}
+
+#[test]
+fn the_duplicates_view_lists_the_re_encode_and_keeps_the_burst_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    planted(&photos);
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+    let server = serve(&data, &[]);
+    common::browser_script("duplicates.mjs", &[&format!("http://{}", server.addr)]);
 }

@@ -264,10 +264,55 @@ document.addEventListener("keydown", (e) => {
 // Infinite scroll.
 new IntersectionObserver((entries) => { if (entries[0].isIntersecting) load(false); }).observe($("#more"));
 
+// Duplicates: exact copies, near duplicates and bursts, one section per group, the copy to keep
+// marked. Nothing is deleted from here.
+const KIND_LABEL = { exact: "Exact copies", near: "Same picture, re-encoded or resized", burst: "Burst: shots seconds apart" };
+async function showDuplicates() {
+  current = null;
+  const mine = ++generation;
+  exhausted = true;
+  picked.splice(0);
+  showPicks();
+  grid.replaceChildren();
+  understoodLine.textContent = "";
+  $("#examples").hidden = true;
+  history.replaceState(null, "", "/?duplicates");
+  setStatus("Looking for duplicates…");
+  try {
+    const response = await fetch("/api/duplicates");
+    if (response.status === 401) { location.replace("/login"); return; }
+    const json = await response.json();
+    if (!response.ok) throw new Error(json.error?.message || response.statusText);
+    if (mine !== generation) return;
+    for (const group of json.groups) {
+      const section = document.createElement("section");
+      section.className = "group";
+      section.dataset.kind = group.kind;
+      const heading = document.createElement("h2");
+      heading.textContent = `${KIND_LABEL[group.kind] || group.kind} (${group.ids.length})`;
+      section.append(heading);
+      group.ids.forEach((id, i) => {
+        const figure = tile({ id, path: group.paths[i], thumbnail: `/api/images/${id}/thumbnail` });
+        if (id === group.best) { figure.classList.add("keep"); figure.dataset.keep = "true"; }
+        section.append(figure);
+      });
+      grid.append(section);
+    }
+    const count = (kind) => json.groups.filter((g) => g.kind === kind).length;
+    setStatus(json.groups.length
+      ? `${count("exact")} exact, ${count("near")} near-duplicate and ${count("burst")} burst groups · the marked copy is the one to keep`
+      : "No duplicates or bursts");
+  } catch (e) {
+    if (mine === generation) setStatus(e.message, true);
+  }
+}
+$("#show-duplicates").addEventListener("click", showDuplicates);
+
 // The address is the search: reload, bookmark and share work.
 const initial = new URLSearchParams(location.search);
 if (initial.get("sort") === "date") sort.value = "date";
-if (initial.get("similar")) searchSimilar(Number(initial.get("similar")));
+if (initial.has("duplicates")) showDuplicates();
+else if (initial.get("similar")) searchSimilar(Number(initial.get("similar")));
 else if (initial.get("like")) {
   q.value = initial.get("q") || "";
   searchLike(initial.get("like").split(",").map(Number).filter(Number.isInteger));

@@ -196,3 +196,24 @@ pub fn jpeg_with_exif(source: &str, fields: &[(exif::Tag, &str)], dest: &Path) {
     out.extend_from_slice(&jpeg[2..]);
     std::fs::write(dest, out).unwrap();
 }
+
+/// Runs one of tests/browser/'s scripts with node; it fails the test with its output.
+pub fn browser_script(script: &str, args: &[&str]) {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run scripts/test.sh (or `npm ci --prefix tests/browser`)"
+    );
+    let out = std::process::Command::new("node")
+        .current_dir(&browser_dir)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("node is needed for the browser test: run scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "browser test {script} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
