@@ -10,10 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION=4.32.5
-
-if ! python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
-    python3 -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
+# Installed into target/ (not the system's Python, which Debian marks externally managed).
+tools="$PWD/target/schemathesis-$SCHEMATHESIS_VERSION"
+if [ ! -d "$tools/schemathesis" ]; then
+    python3 -m pip install --quiet --target "$tools" "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+export PYTHONPATH="$tools${PYTHONPATH:+:$PYTHONPATH}"
 binary=target/debug/imgsearch
 work=$(mktemp -d)
 server=""

@@ -160,6 +160,17 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
         vec![files[1].display().to_string()]
     );
 
+    // Rows of pictures this machine does not have carry no content hash: they are not all
+    // "exact copies" of each other.
+    let elsewhere: Vec<(String, Vec<f32>)> =
+        rows.iter().enumerate().map(|(i, (_, e))| (format!("/archive/elsewhere/{i}.jpg"), e.clone())).collect();
+    let file_elsewhere = tmp.path().join("elsewhere.parquet");
+    write_foreign_parquet(&file_elsewhere, &elsewhere);
+    let archive = tmp.path().join("archive");
+    run(imgsearch(&archive).arg("import").arg(&file_elsewhere).arg("--model").arg(&model));
+    let groups = json(imgsearch(&archive).args(["duplicates", "--json"]));
+    assert_eq!(groups["groups"], serde_json::json!([]), "{groups}");
+
     // Indexing the folder embeds only the two pictures the file did not have.
     let index = json(imgsearch(&data).arg("index").arg(&photos).args(["--json", "--model"]).arg(&model));
     assert_eq!((index["unchanged"].as_u64(), index["indexed"].as_u64()), (Some(3), Some(2)), "{index}");

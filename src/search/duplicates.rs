@@ -89,7 +89,8 @@ pub fn find_duplicates(library: &dyn Library, options: &DuplicateOptions) -> Res
         library.images().map(|r| r.map(|r| (r.id, r))).collect::<Result<_>>()?;
     let mut exact = Groups::default();
     let mut by_hash: HashMap<&str, ImageId> = HashMap::new();
-    for record in records.values() {
+    // A record imported without its file's hash (a foreign Parquet file) has none to compare.
+    for record in records.values().filter(|r| !r.hash.is_empty()) {
         match by_hash.get(record.hash.as_str()) {
             Some(&first) => exact.join(first, record.id),
             None => {
@@ -116,7 +117,7 @@ pub fn find_duplicates(library: &dyn Library, options: &DuplicateOptions) -> Res
     let (mut near, mut burst) = (Groups::default(), Groups::default());
     for (a, b, score) in pairs {
         let (ra, rb) = (&records[&a], &records[&b]);
-        if ra.hash == rb.hash {
+        if ra.hash == rb.hash && !ra.hash.is_empty() {
             continue; // an exact copy, grouped as such
         }
         let apart = match (ra.facts.taken, rb.facts.taken) {

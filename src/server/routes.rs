@@ -126,16 +126,14 @@ fn params(query: &HashMap<String, String>) -> ApiResult<SearchParams> {
         })?;
     }
     if let Some(min) = query.get("min_score") {
-        params.min_score =
-            Some(min.trim().parse::<f32>().ok().filter(|m| (-1.0..=1.0).contains(m)).ok_or_else(|| {
-                ApiError::bad_request("bad_min_score", format!("min_score must be a number from -1 to 1, got {min:?}"))
-            })?);
+        params.min_score = Some(number_within(min, -1.0, 1.0).ok_or_else(|| {
+            ApiError::bad_request("bad_min_score", format!("min_score must be a number from -1 to 1, got {min:?}"))
+        })?);
     }
     if let Some(min) = query.get("min_prob") {
-        params.min_prob =
-            Some(min.trim().parse::<f32>().ok().filter(|m| (0.0..=1.0).contains(m)).ok_or_else(|| {
-                ApiError::bad_request("bad_min_prob", format!("min_prob must be a number from 0 to 1, got {min:?}"))
-            })?);
+        params.min_prob = Some(number_within(min, 0.0, 1.0).ok_or_else(|| {
+            ApiError::bad_request("bad_min_prob", format!("min_prob must be a number from 0 to 1, got {min:?}"))
+        })?);
     }
     if let Some(sort) = query.get("sort") {
         params.sort = match sort.as_str() {
@@ -147,6 +145,12 @@ fn params(query: &HashMap<String, String>) -> ApiResult<SearchParams> {
         };
     }
     Ok(params)
+}
+
+/// A number from `low` to `high`, checked before it is rounded to f32: 1.0000000000000002 is
+/// out of a 0..1 range even though it rounds to 1.0.
+fn number_within(text: &str, low: f64, high: f64) -> Option<f32> {
+    text.trim().parse::<f64>().ok().filter(|v| (low..=high).contains(v)).map(|v| v as f32)
 }
 
 fn hits_response(hits: Vec<SearchHit>, started: Instant) -> Json<serde_json::Value> {
@@ -476,7 +480,7 @@ async fn duplicates(
     let mut options = DuplicateOptions::default();
     for (name, target) in [("near", &mut options.near), ("burst", &mut options.burst)] {
         if let Some(value) = query.get(name) {
-            *target = value.trim().parse::<f32>().ok().filter(|v| (-1.0..=1.0).contains(v)).ok_or_else(|| {
+            *target = number_within(value, -1.0, 1.0).ok_or_else(|| {
                 ApiError::bad_request("bad_threshold", format!("{name} must be a number from -1 to 1, got {value:?}"))
             })?;
         }
