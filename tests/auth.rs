@@ -202,6 +202,21 @@ fn a_network_address_without_users_refuses_to_start_and_says_what_to_do() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("imgsearch user add") && stderr.contains("--no-auth"), "{stderr}");
+
+    // --no-auth starts anyway, and warns.
+    let mut child = imgsearch(&data)
+        .args(["serve", "--addr", "0.0.0.0:0", "--no-auth"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut banner).unwrap();
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(banner.starts_with("imgsearch serving on http://0.0.0.0:"), "{banner}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--no-auth") && stderr.contains("sees every photo"), "{stderr}");
 }
 
 #[test]
@@ -236,7 +251,13 @@ fn user_names_and_passwords_are_checked_and_passwd_ends_sessions() {
     assert_eq!(search().status, 200);
     assert!(run(&["user", "passwd", "carol", "--password-stdin"], "second password\n").status.success());
     assert_eq!(search().status, 401, "a new password ends the old sessions");
-    assert_eq!(login(&server.addr, "carol", "second password").status, 200);
+    let cookie = session_cookie(&login(&server.addr, "carol", "second password"));
+    let search = || request_with_headers(&server.addr, "GET", "/api/stats", &[("Cookie", cookie.as_str())], b"");
+    assert_eq!(search().status, 200);
+    assert!(run(&["user", "remove", "carol"], "").status.success());
+    assert_eq!(search().status, 401, "a removed user's sessions end");
+    let listed = run(&["user", "list", "--json"], "");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&listed.stdout).unwrap()["users"], serde_json::json!([]));
 }
 
 /// Behind a reverse proxy (`--trust-proxy`), sign-ins are slowed per forwarded client and

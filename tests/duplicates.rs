@@ -41,6 +41,16 @@ fn planted(photos: &Path) {
     std::fs::copy(image_path("rocket.jpg"), photos.join("rocket.jpg")).unwrap();
 }
 
+/// A library of the planted pictures (in a temporary folder, returned with it).
+fn planted_library() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    planted(&photos);
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+    (tmp, data)
+}
+
 fn names(group: &Value, key: &str) -> Vec<String> {
     let mut names: Vec<String> = group[key]
         .as_array()
@@ -79,11 +89,7 @@ fn duplicates(data: &Path, extra: &[&str]) -> Value {
 
 #[test]
 fn exact_copies_near_duplicates_and_bursts_are_told_apart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let photos = tmp.path().join("photos");
-    planted(&photos);
-    let data = tmp.path().join("data");
-    index_photos(&photos, &data, &[]);
+    let (_tmp, data) = planted_library();
 
     let got = groups_by_kind(&duplicates(&data, &[]));
     let kinds_and_names: Vec<(&str, Vec<&str>)> =
@@ -120,11 +126,7 @@ fn exact_copies_near_duplicates_and_bursts_are_told_apart() {
 
 #[test]
 fn the_duplicates_view_lists_the_re_encode_and_keeps_the_burst_apart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let photos = tmp.path().join("photos");
-    planted(&photos);
-    let data = tmp.path().join("data");
-    index_photos(&photos, &data, &[]);
+    let (_tmp, data) = planted_library();
     let server = serve(&data, &[]);
     common::browser_script("duplicates.mjs", &[&format!("http://{}", server.addr)]);
 }

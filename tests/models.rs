@@ -133,9 +133,13 @@ fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
     assert!(stderr.contains("--arch") && stderr.contains("ViT-B-32"), "{stderr}");
     let stderr = embed(bare.to_str().unwrap(), &["--arch", "ViT-Q-99"]);
     assert!(stderr.contains("ViT-Q-99") && stderr.contains("ViT-L-14"), "{stderr}");
-    // A named architecture whose shapes do not fit the weights.
+    // A named architecture whose shapes do not fit the weights, given or read from the file name.
     let stderr = embed(bare.to_str().unwrap(), &["--arch", "ViT-B-32"]);
     assert!(stderr.contains("shape"), "{stderr}");
+    let named = tmp.path().join("RemoteCLIP-ViT-B-32.pt");
+    std::fs::copy(&bare, &named).unwrap();
+    let stderr = embed(named.to_str().unwrap(), &[]);
+    assert!(stderr.contains("shape") && !stderr.contains("--arch"), "the name's ViT-B-32 was not used: {stderr}");
 
     // NaFlex SigLIP 2, an unknown model type, and an OpenCLIP tower built from timm.
     let folder = |name: &str, file: &str, content: Value| {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::Clip;
+use crate::model::{Clip, SigmoidScore};
 use crate::store::{ImageId, ImageRecord, Library};
 pub use query::{parse, Filter, ParsedQuery, MAX_WEIGHT};
 
@@ -352,7 +352,6 @@ impl SearchEngine {
                     .into(),
             ));
         }
-        let prob = |score: f32| calibration.map(|c| c.probability(score));
         // By score: the top `offset + k`. By date: the same pool of best matches for every page
         // and either search path, so paging through it neither repeats nor skips pictures.
         let wanted = match params.sort {
@@ -379,7 +378,7 @@ impl SearchEngine {
         let ids: Vec<ImageId> = shown.iter().map(|(id, _)| *id).collect();
         let records = self.library.images_meta(&ids)?;
         let mut hits: Vec<(SearchHit, Option<i64>)> =
-            records.iter().map(|r| (hit(r, scores.get(&r.id).copied(), prob), r.facts.taken)).collect();
+            records.iter().map(|r| (hit(r, scores.get(&r.id).copied(), calibration), r.facts.taken)).collect();
         if params.sort == SortOrder::Date {
             hits.sort_by_key(|(_, taken)| std::cmp::Reverse(*taken));
             hits = hits.into_iter().skip(params.offset).take(params.k).collect();
@@ -391,17 +390,17 @@ impl SearchEngine {
     fn list_by_date(&self, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
         let ids: Vec<ImageId> =
             self.library.newest(filters, params.offset + params.k)?.into_iter().skip(params.offset).collect();
-        Ok(self.library.images_meta(&ids)?.iter().map(|record| hit(record, None, |_| None)).collect())
+        Ok(self.library.images_meta(&ids)?.iter().map(|record| hit(record, None, None)).collect())
     }
 }
 
-/// `prob`: the score's probability, where the query and model have one.
-fn hit(record: &ImageRecord, score: Option<f32>, prob: impl Fn(f32) -> Option<f32>) -> SearchHit {
+/// `calibration`: the model's, where the query's scores have a probability.
+fn hit(record: &ImageRecord, score: Option<f32>, calibration: Option<SigmoidScore>) -> SearchHit {
     SearchHit {
         id: record.id,
         path: record.path.display(),
         score,
-        prob: score.and_then(prob),
+        prob: score.zip(calibration).map(|(score, c)| c.probability(score)),
         width: record.width,
         height: record.height,
         taken: record.facts.taken.map(iso_date),

@@ -105,42 +105,47 @@ impl Gate {
         })
     }
 
-    /// The current users and tokens: re-read when they changed (a file) or every few seconds
-    /// (a database). A store that cannot be read keeps the last good copy, and says so.
-    fn data(&self) -> Arc<AuthData> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let due = match self.store {
-            AuthStore::File(_) => true,
-            AuthStore::Postgres(_) => cache.checked.elapsed() >= DATABASE_REFRESH,
+    /// The cached users and tokens while they are still current: a file unchanged since it was
+    /// read (one `stat`), a database read less than `DATABASE_REFRESH` ago. `None`: read again.
+    fn fresh(&self) -> Option<Arc<AuthData>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let current = match self.store {
+            AuthStore::File(_) => self.store.version().ok()? == cache.version,
+            AuthStore::Postgres(_) => cache.checked.elapsed() < DATABASE_REFRESH,
         };
-        if due {
-            cache.checked = Instant::now();
-            let reloaded = match self.store {
-                AuthStore::File(_) => self.store.version().and_then(|version| match version != cache.version {
-                    true => Ok(Some((self.store.load()?, version))),
-                    false => Ok(None),
-                }),
-                AuthStore::Postgres(_) => self.store.load().map(|data| Some((data, None))),
-            };
-            match reloaded {
-                Ok(Some((data, version))) => {
-                    cache.data = Arc::new(data);
-                    cache.version = version;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(target: "imgsearch::auth", "cannot read users and tokens ({e}); using the last ones read")
-                }
+        current.then(|| cache.data.clone())
+    }
+
+    /// Reads the users and tokens again (blocking I/O). A store that cannot be read keeps the
+    /// last good copy, and says so.
+    fn reload(&self) -> Arc<AuthData> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.checked = Instant::now();
+        match self.store.version().and_then(|version| Ok((self.store.load()?, version))) {
+            Ok((data, version)) => {
+                cache.data = Arc::new(data);
+                cache.version = version;
+            }
+            Err(e) => {
+                tracing::error!(target: "imgsearch::auth", "cannot read users and tokens ({e}); using the last ones read")
             }
         }
         cache.data.clone()
     }
 
-    /// [`Gate::data`] from async code: reading a database blocks (the sync PostgreSQL client
-    /// runs its own runtime), so it runs on a blocking thread.
+    /// The current users and tokens, from a blocking thread.
+    fn data(&self) -> Arc<AuthData> {
+        self.fresh().unwrap_or_else(|| self.reload())
+    }
+
+    /// The current users and tokens from async code: only a reload (a file that changed, a
+    /// database every few seconds) goes to a blocking thread, not every request.
     async fn current(self: &Arc<Self>) -> Arc<AuthData> {
+        if let Some(data) = self.fresh() {
+            return data;
+        }
         let gate = self.clone();
-        match tokio::task::spawn_blocking(move || gate.data()).await {
+        match tokio::task::spawn_blocking(move || gate.reload()).await {
             Ok(data) => data,
             Err(_) => self.cache.lock().unwrap_or_else(|p| p.into_inner()).data.clone(),
         }

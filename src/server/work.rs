@@ -29,9 +29,6 @@ pub struct WorkQueue {
     timeout: Duration,
 }
 
-/// A held worker: released when dropped.
-pub struct Worker(#[allow(dead_code)] OwnedSemaphorePermit);
-
 /// No worker in time: 503 `busy`, with when to try again.
 pub struct Busy;
 
@@ -47,9 +44,10 @@ impl WorkQueue {
     }
 
     /// Waits for a worker, at most the queue's timeout, behind at most `max_waiting` others.
-    pub async fn admit(&self) -> Result<Worker, Busy> {
+    /// The worker is released when the permit is dropped.
+    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, Busy> {
         if let Ok(permit) = self.workers.clone().try_acquire_owned() {
-            return Ok(Worker(permit));
+            return Ok(permit);
         }
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -58,7 +56,7 @@ impl WorkQueue {
         let permit = tokio::time::timeout(self.timeout, self.workers.clone().acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         match permit {
-            Ok(Ok(permit)) => Ok(Worker(permit)),
+            Ok(Ok(permit)) => Ok(permit),
             _ => Err(Busy),
         }
     }
