@@ -99,48 +99,37 @@ CLIP_TEXTS = {n: text_ids(n) for n in TOKEN_LENGTHS}
 SIGLIP_TEXTS = {64: siglip_text_ids()}
 
 
-class ImageTower(torch.nn.Module):
-    """What CLIPModel.get_image_features computes: pooled vision output -> visual projection."""
+class Tower(torch.nn.Module):
+    """One tower of a model as its get_*_features computes it (`features(model, input)`), a module
+    of its own so that PyTorch and the ONNX exporter see only that tower."""
 
-    def __init__(self, model):
+    def __init__(self, model, features):
         super().__init__()
         self.model = model
+        self.features = features
 
-    def forward(self, pixel_values):
-        return self.model.visual_projection(self.model.vision_model(pixel_values=pixel_values).pooler_output)
-
-
-class SiglipImageTower(torch.nn.Module):
-    """What SiglipModel.get_image_features computes: the attention-pooled vision output."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values):
-        return self.model.vision_model(pixel_values=pixel_values).pooler_output
+    def forward(self, inputs):
+        return self.features(self.model, inputs)
 
 
-class SiglipTextTower(torch.nn.Module):
-    """What SiglipModel.get_text_features computes: the last position through the text head."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids):
-        return self.model.text_model(input_ids=input_ids).pooler_output
+def clip_image(model, pixel_values):
+    """CLIPModel.get_image_features: pooled vision output -> visual projection."""
+    return model.visual_projection(model.vision_model(pixel_values=pixel_values).pooler_output)
 
 
-class TextTower(torch.nn.Module):
-    """What CLIPModel.get_text_features computes: pooled (EOS) text output -> text projection."""
+def clip_text(model, input_ids):
+    """CLIPModel.get_text_features: pooled (EOS) text output -> text projection."""
+    return model.text_projection(model.text_model(input_ids=input_ids).pooler_output)
 
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
 
-    def forward(self, input_ids):
-        return self.model.text_projection(self.model.text_model(input_ids=input_ids).pooler_output)
+def siglip_image(model, pixel_values):
+    """SiglipModel.get_image_features: the attention-pooled vision output."""
+    return model.vision_model(pixel_values=pixel_values).pooler_output
+
+
+def siglip_text(model, input_ids):
+    """SiglipModel.get_text_features: the last position through the text head."""
+    return model.text_model(input_ids=input_ids).pooler_output
 
 
 # ---------------------------------------------------------------- peers
@@ -438,11 +427,11 @@ def main():
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     model = CLIPModel(CLIPConfig()).eval()  # f32 by default
-    image_tower, text_tower = ImageTower(model).eval(), TextTower(model).eval()
+    image_tower, text_tower = Tower(model, clip_image).eval(), Tower(model, clip_text).eval()
     print("timing PyTorch ...", file=sys.stderr, flush=True)
     pt = bench_torch(image_tower, text_tower, repeats, seconds)
     siglip = SiglipModel(SiglipConfig()).eval()
-    siglip_towers = SiglipImageTower(siglip).eval(), SiglipTextTower(siglip).eval()
+    siglip_towers = Tower(siglip, siglip_image).eval(), Tower(siglip, siglip_text).eval()
     pt.update(bench_torch(*siglip_towers, repeats, seconds, SIGLIP_TEXTS, "siglip_"))
     if ours.get("indexing"):
         print("timing the PyTorch indexing pipeline ...", file=sys.stderr, flush=True)
@@ -450,7 +439,7 @@ def main():
         pt[("index_loaded",)] = bench_torch_index(lambda: image_tower, photos, args.threads, batch)
         checkpoint = ours["indexing"].get("checkpoint")
         if checkpoint:
-            load = lambda: ImageTower(CLIPModel.from_pretrained(checkpoint).eval()).eval()
+            load = lambda: Tower(CLIPModel.from_pretrained(checkpoint).eval(), clip_image).eval()
             pt[("index",)] = bench_torch_index(load, photos, args.threads, batch)
     ox = {}
     if not args.skip_onnx:
