@@ -15,6 +15,7 @@ use image::{ImageEncoder, RgbImage};
 use imgsearch::ingest::decode::{decode_file, DecodeOptions, DEFAULT_MAX_PIXELS};
 use imgsearch::ingest::pipeline::{self, IndexOptions};
 use imgsearch::model::{ModelConfig, ModelSpec, Precision, PreprocessedImage, Towers};
+use imgsearch::store::roots::{Mounts, Root};
 use imgsearch::store::Location;
 use imgsearch::Clip;
 use rayon::prelude::*;
@@ -69,7 +70,8 @@ fn vit_b32_checkpoint() -> PathBuf {
 
 fn options(roots: Vec<PathBuf>) -> IndexOptions {
     IndexOptions {
-        roots,
+        roots: roots.into_iter().map(|path| Root { name: None, path }).collect(),
+        mounts: Mounts::default(),
         hidden: false,
         batch_size: BATCH,
         max_pixels: DEFAULT_MAX_PIXELS,

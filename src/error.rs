@@ -73,6 +73,9 @@ pub enum Error {
     #[error("{path} changed since it was indexed; index its folder again (`serve --watch` does so by itself) to search and show the new version")]
     FileChanged { path: PathBuf },
 
+    #[error("this host does not know where the root `{name}` is mounted: give `--mount {name}=PATH` (or run `imgsearch index {name}=PATH` here once)")]
+    UnknownRoot { name: String },
+
     #[error("the {0} tower of the model was not loaded (a bug in imgsearch: please report it)")]
     TowerNotLoaded(&'static str),
     #[error("model computation failed: {0}")]

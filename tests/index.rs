@@ -374,3 +374,55 @@ fn a_second_process_on_a_busy_library_gets_a_clear_error_or_an_answer() {
     assert!(saw_lock, "the indexer finished before a second process could be tried");
     assert_eq!(stats(&data)["images"], 200);
 }
+
+/// `NAME=PATH`: a root's pictures are stored under its name, so another host that mounts the
+/// same share elsewhere (here: the folder moved, mtimes kept) finds every picture unchanged.
+#[test]
+fn a_named_root_is_the_same_library_wherever_it_is_mounted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (here, there) = (tmp.path().join("mnt/nas/photos"), tmp.path().join("Volumes/photos"));
+    noise_photos(&here.join("2023"), 6);
+    let data = tmp.path().join("data");
+    let named = |mount: &Path| std::path::PathBuf::from(format!("photos={}", mount.display()));
+    let first = index(&data, &named(&here), &[]);
+    assert_eq!(first["indexed"], 6, "{first}");
+    let paths = listed_paths(&data);
+    assert_eq!(paths.len(), 6);
+    assert!(paths.iter().all(|p| p.starts_with("photos:/2023/")), "{paths:?}");
+
+    std::fs::create_dir_all(there.parent().unwrap()).unwrap();
+    std::fs::rename(&here, &there).unwrap();
+    let other_host = index(&data, &named(&there), &[]);
+    assert_eq!(
+        (&other_host["unchanged"], &other_host["indexed"], &other_host["reused"], &other_host["removed"]),
+        (&Value::from(6), &Value::from(0), &Value::from(0), &Value::from(0)),
+        "{other_host}"
+    );
+    assert_eq!(listed_paths(&data), paths);
+
+    // `--root-name` is the same as NAME=PATH; a bad name is refused before any work.
+    let again = index(&data, &there, &["--root-name", "photos"]);
+    assert_eq!(again["unchanged"], 6, "{again}");
+    let bad = imgsearch(&data).arg("index").arg("my photos=/x").output().unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot name a root"), "{bad:?}");
+}
+
+/// Naming a folder that was indexed without a name re-keys its pictures: nothing is embedded
+/// again and no picture is listed twice.
+#[test]
+fn naming_an_indexed_folder_keeps_its_embeddings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    noise_photos(&photos, 5);
+    let data = tmp.path().join("data");
+    assert_eq!(index(&data, &photos, &[])["indexed"], 5);
+    let renamed = index(&data, &std::path::PathBuf::from(format!("holiday={}", photos.display())), &[]);
+    assert_eq!(
+        (&renamed["indexed"], &renamed["reused"], &renamed["removed"]),
+        (&Value::from(0), &Value::from(5), &Value::from(5)),
+        "{renamed}"
+    );
+    let paths = listed_paths(&data);
+    assert_eq!(paths.len(), 5);
+    assert!(paths.iter().all(|p| p.starts_with("holiday:/")), "{paths:?}");
+}

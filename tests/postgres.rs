@@ -160,6 +160,51 @@ fn two_servers_on_one_database_see_what_another_host_indexed_at_once() {
     }
 }
 
+/// Two hosts mount one share at different places and index it as `photos`: the second finds
+/// every picture already there, and each host's server serves the files through its own mount.
+#[test]
+fn hosts_that_mount_a_named_root_elsewhere_share_its_pictures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mount1, mount2) = (tmp.path().join("host1/mnt/photos"), tmp.path().join("host2/Volumes/photos"));
+    std::fs::create_dir_all(&mount2).unwrap();
+    for photo in noise_photos(&mount1, 10) {
+        let copy = mount2.join(photo.file_name().unwrap());
+        std::fs::copy(&photo, &copy).unwrap();
+        let mtime = std::fs::metadata(&photo).unwrap().modified().unwrap();
+        std::fs::File::options().write(true).open(&copy).unwrap().set_modified(mtime).unwrap();
+    }
+    let url = database_for(&tmp.path().join("library"));
+    let (cache1, cache2) = (tmp.path().join("host1/cache"), tmp.path().join("host2/cache"));
+    let run = |cache: &Path, mount: &Path| {
+        json_of(
+            imgsearch(&url, cache)
+                .arg("index")
+                .arg(format!("photos={}", mount.display()))
+                .arg("--model")
+                .arg(model_dir("tiny-clip-b32-quickgelu"))
+                .arg("--json")
+                .output()
+                .unwrap(),
+        )
+    };
+    assert_eq!(run(&cache1, &mount1)["indexed"], 10);
+    let second = run(&cache2, &mount2);
+    assert_eq!((&second["unchanged"], &second["indexed"]), (&Value::from(10), &Value::from(0)), "{second}");
+    assert_eq!(listed_paths(&url, &cache1).len(), 10);
+
+    // The library now records host2's mount; host1 still serves through its own.
+    std::fs::remove_dir_all(&mount2).unwrap();
+    let host1 = common::server::serve_store(&url, &cache1, &[]);
+    let host2 = common::server::serve_store(&url, &cache2, &[]);
+    let hit = get(&host1.addr, "/api/search?q=name:photo_0003&k=1").json()["hits"][0].clone();
+    assert_eq!(hit["path"], "photos:/photo_0003.png");
+    let file = format!("/api/images/{}/file", hit["id"]);
+    let served = get(&host1.addr, &file);
+    assert_eq!(served.status, 200);
+    assert_eq!(served.body, std::fs::read(mount1.join("photo_0003.png")).unwrap());
+    assert_eq!(get(&host2.addr, &file).status, 410, "host2's mount is gone");
+}
+
 #[test]
 fn a_server_searches_a_streaming_replica_while_indexers_write_the_primary() {
     let replica = std::env::var("IMGSEARCH_TEST_POSTGRES_REPLICA")

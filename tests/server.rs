@@ -128,6 +128,36 @@ fn images_are_served_by_id_only() {
     }
 }
 
+/// A named root's pictures are served through this host's mount of it (`--mount`), however
+/// the host that indexed it mounted it; without the mount they are gone, never guessed.
+#[test]
+fn a_named_root_is_served_through_this_hosts_mount() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (indexed_at, mounted_at) = (tmp.path().join("nas/photos"), tmp.path().join("here/photos"));
+    photo_tree(&indexed_at);
+    let data = tmp.path().join("data");
+    index_photos(Path::new(&format!("photos={}", indexed_at.display())), &data, &[]);
+    std::fs::create_dir_all(mounted_at.parent().unwrap()).unwrap();
+    std::fs::rename(&indexed_at, &mounted_at).unwrap();
+
+    let mount = format!("photos={}", mounted_at.display());
+    let server = serve(&data, &["--mount", &mount]);
+    let hit = get(&server.addr, "/api/search?q=name:coffee&k=1").json()["hits"][0].clone();
+    assert_eq!(hit["path"], "photos:/coffee.png");
+    let id = hit["id"].as_u64().unwrap();
+    let file = get(&server.addr, &format!("/api/images/{id}/file"));
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body, std::fs::read(mounted_at.join("coffee.png")).unwrap());
+    assert_eq!(get(&server.addr, &format!("/api/images/{id}/thumbnail")).status, 200);
+    drop(server);
+
+    // Without --mount the root is looked for where it was indexed, and is not there.
+    let server = serve(&data, &[]);
+    let file = get(&server.addr, &format!("/api/images/{id}/file"));
+    assert_eq!(file.status, 410, "{}", String::from_utf8_lossy(&file.body));
+    assert_eq!(file.json()["error"]["code"], "file_gone");
+}
+
 /// A file replaced after indexing (here by a symlink to a file outside the library) is not
 /// served, neither its bytes nor a thumbnail made from it; put back as indexed, it is again.
 #[cfg(unix)]

@@ -1,16 +1,24 @@
 //! `imgsearch index PATH...`: add new and changed pictures, forget deleted ones.
 
-use imgsearch::store::Location;
 use std::path::PathBuf;
+
+use anyhow::Context;
+use imgsearch::store::roots::{Mounts, Root};
+use imgsearch::store::Location;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
 use imgsearch::ingest::pipeline::{self, IndexOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct IndexArgs {
-    /// Folders (or files) to index; re-run with the same ones to update.
-    #[arg(required = true, value_name = "PATH")]
-    roots: Vec<PathBuf>,
+    /// Folders (or files) to index; re-run with the same ones to update. `NAME=PATH` stores the
+    /// folder's pictures under a root name (`photos=/mnt/nas/photos`), so that hosts that mount
+    /// the folder elsewhere share them (see --mount).
+    #[arg(required = true, value_name = "[NAME=]PATH", value_parser = Root::parse)]
+    roots: Vec<Root>,
+    /// Name the one PATH given (the same as NAME=PATH).
+    #[arg(long, value_name = "NAME", value_parser = root_name)]
+    root_name: Option<String>,
     /// Model: a checkpoint folder or hub id. Default: the one this data folder was indexed
     /// with, else openai/clip-vit-base-patch32.
     #[arg(long)]
@@ -35,8 +43,33 @@ pub struct IndexArgs {
     json: bool,
 }
 
-pub fn run(args: IndexArgs, library: Location, compute: super::ComputeArgs) -> anyhow::Result<()> {
+fn root_name(name: &str) -> Result<String, String> {
+    imgsearch::store::roots::check_name(name).map(|()| name.to_string())
+}
+
+pub fn run(
+    args: IndexArgs,
+    library: Location,
+    compute: super::ComputeArgs,
+    mounts: &[(String, PathBuf)],
+) -> anyhow::Result<()> {
+    let mut roots = args.roots;
+    if let Some(name) = args.root_name {
+        match roots.as_mut_slice() {
+            [root] if root.name.is_none() => root.name = Some(name),
+            _ => anyhow::bail!(
+                "--root-name names one folder: give exactly one PATH without NAME= (or NAME=PATH for each)"
+            ),
+        }
+    }
+    for root in roots.iter_mut().filter(|r| r.name.is_some()) {
+        root.path = std::fs::canonicalize(&root.path)
+            .with_context(|| format!("cannot index {}: the folder cannot be read", root.path.display()))?;
+    }
     let mut data = imgsearch::store::open(&library)?;
+    // Remembered on this host, so that `serve` here finds the root where this host mounts it.
+    Mounts::remember(&data.cache_dir(), &roots)?;
+    let mounts = Mounts::for_host(&*data, mounts)?;
     let model = match args.model {
         Some(model) => model,
         None => data.model_info()?.map(|m| m.model).unwrap_or_else(|| imgsearch::DEFAULT_MODEL.to_string()),
@@ -44,7 +77,8 @@ pub fn run(args: IndexArgs, library: Location, compute: super::ComputeArgs) -> a
     let (spec, device) = compute.open(&model)?;
     let batch_size = args.batch_size.unwrap_or_else(|| pipeline::default_batch_size(&device));
     let options = IndexOptions {
-        roots: args.roots,
+        roots,
+        mounts,
         hidden: args.hidden,
         batch_size,
         max_pixels: args.max_pixels,

@@ -36,6 +36,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "IMGSEARCH_READ_STORE", value_name = "URL")]
     pub read_store: Option<String>,
 
+    /// Where a named root (`imgsearch index NAME=PATH`) is on this host, when it differs from
+    /// where the host that indexed it mounts it: `--mount photos=/Volumes/photos`. Repeatable.
+    /// Without it, a host uses where its own `index NAME=PATH` found the root, else the path
+    /// recorded by the host that indexed it.
+    #[arg(long = "mount", global = true, value_name = "NAME=PATH", value_parser = imgsearch::store::roots::parse_mount)]
+    pub mounts: Vec<(String, std::path::PathBuf)>,
+
     #[command(flatten)]
     pub compute: ComputeArgs,
 
@@ -133,10 +140,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
     let library = imgsearch::store::Location::new(data_dir, cli.store, cli.read_store)?;
     match cli.command {
-        Command::Index(args) => index::run(args, library, cli.compute),
-        Command::Serve(args) => serve::run(args, library, cli.compute),
-        Command::Search(args) => search::search(args, library, cli.compute),
-        Command::Similar(args) => search::similar(args, library, cli.compute),
+        Command::Index(args) => index::run(args, library, cli.compute, &cli.mounts),
+        Command::Serve(args) => serve::run(args, library, cli.compute, &cli.mounts),
+        Command::Search(args) => search::search(args, library, cli.compute, &cli.mounts),
+        Command::Similar(args) => search::similar(args, library, cli.compute, &cli.mounts),
         Command::Stats(args) => stats::stats(args, library),
         Command::List(args) => stats::list(args, library),
         Command::Repair => stats::repair(library),
@@ -160,18 +167,22 @@ pub struct OpenIndex {
     pub device: candle_core::Device,
 }
 
-/// `towers`: the model towers the command will use (a text search loads only the text tower).
+/// `towers`: the model towers the command will use (a text search loads only the text tower);
+/// `mounts`: `--mount`.
 pub fn open_index(
     location: &imgsearch::store::Location,
     compute: ComputeArgs,
     towers: imgsearch::model::Towers,
+    mounts: &[(String, std::path::PathBuf)],
 ) -> anyhow::Result<OpenIndex> {
     use anyhow::Context;
     let data = imgsearch::store::open(location)?;
     let Some(info) = data.model_info()? else {
         anyhow::bail!("the library {} has no index yet: run `imgsearch index PATH` first", data.location());
     };
+    let mounts = imgsearch::store::roots::Mounts::for_host(&*data, mounts)?;
     let (spec, device) = compute.open(&info.model)?;
     let clip = spec.load(&device, towers).with_context(|| format!("cannot load model {}", info.model))?;
-    Ok(OpenIndex { engine: imgsearch::search::SearchEngine::new(data, clip), spec, device })
+    let engine = imgsearch::search::SearchEngine::new(data, clip).with_mounts(mounts);
+    Ok(OpenIndex { engine, spec, device })
 }

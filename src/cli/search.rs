@@ -9,7 +9,6 @@ use super::ComputeArgs;
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
 use imgsearch::model::Towers;
 use imgsearch::search::{Composition, Example, SearchEngine, SearchHit, SearchParams, SortOrder};
-use imgsearch::store::catalog::path_bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct ResultArgs {
@@ -102,7 +101,12 @@ pub struct SimilarArgs {
     results: ResultArgs,
 }
 
-pub fn search(args: SearchArgs, library: Location, compute: ComputeArgs) -> anyhow::Result<()> {
+pub fn search(
+    args: SearchArgs,
+    library: Location,
+    compute: ComputeArgs,
+    mounts: &[(String, PathBuf)],
+) -> anyhow::Result<()> {
     if let Some(file) = &args.vector {
         let vector = super::vector_file::read(file)?;
         let engine = imgsearch::search::SearchEngine::without_model(imgsearch::store::open(&library)?);
@@ -114,7 +118,7 @@ pub fn search(args: SearchArgs, library: Location, compute: ComputeArgs) -> anyh
         (false, true) => Towers::Text,
         (false, false) => Towers::Both,
     };
-    let engine = super::open_index(&library, compute, towers)?.engine;
+    let engine = super::open_index(&library, compute, towers, mounts)?.engine;
     let params = args.results.params();
     if !args.like.is_empty() || !args.not.is_empty() {
         let parsed = imgsearch::search::parse(args.query.as_deref().unwrap_or_default())?;
@@ -140,23 +144,22 @@ pub fn search(args: SearchArgs, library: Location, compute: ComputeArgs) -> anyh
 /// An example picture given on the command line: the stored embedding of an indexed picture,
 /// else the file's own.
 fn example(engine: &SearchEngine, path: &std::path::Path) -> anyhow::Result<Example> {
-    let indexed = std::fs::canonicalize(path).ok().map(|p| engine.library().image_at(&path_bytes(&p))).transpose()?;
-    if let Some(record) = indexed.flatten() {
+    if let Some(record) = engine.indexed_file(path)? {
         return Ok(Example::Indexed(record.id));
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read the picture {}", path.display()))?;
     Ok(Example::Embedding(engine.embed_picture(&bytes, path, DEFAULT_MAX_PIXELS)?))
 }
 
-pub fn similar(args: SimilarArgs, library: Location, compute: ComputeArgs) -> anyhow::Result<()> {
-    let engine = super::open_index(&library, compute, Towers::Image)?.engine;
+pub fn similar(
+    args: SimilarArgs,
+    library: Location,
+    compute: ComputeArgs,
+    mounts: &[(String, PathBuf)],
+) -> anyhow::Result<()> {
+    let engine = super::open_index(&library, compute, Towers::Image, mounts)?.engine;
     let params = args.results.params();
-    let indexed = std::fs::canonicalize(&args.path)
-        .ok()
-        .map(|p| engine.library().image_at(&path_bytes(&p)))
-        .transpose()?
-        .flatten();
-    let hits = match indexed {
+    let hits = match engine.indexed_file(&args.path)? {
         Some(record) => engine.similar_to(record.id, &params)?,
         None => {
             let bytes =

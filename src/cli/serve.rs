@@ -55,8 +55,13 @@ fn seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-pub fn run(args: ServeArgs, library: Location, compute: super::ComputeArgs) -> anyhow::Result<()> {
-    let opened = super::open_index(&library, compute, imgsearch::model::Towers::Both)?;
+pub fn run(
+    args: ServeArgs,
+    library: Location,
+    compute: super::ComputeArgs,
+    mounts: &[(String, std::path::PathBuf)],
+) -> anyhow::Result<()> {
+    let opened = super::open_index(&library, compute, imgsearch::model::Towers::Both, mounts)?;
     let options = ServeOptions {
         addr: args.addr,
         upload_limit: args.upload_limit,

@@ -24,8 +24,9 @@ use super::walk::{walk, Candidate, Found};
 use crate::error::{Error, Result};
 use crate::model::{Clip, ModelSpec, PreprocessedImage, Towers};
 use crate::store::catalog::{
-    path_bytes, path_from_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
+    path_from_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
 };
+use crate::store::roots::{Mounts, Root};
 use crate::store::{Change, Library, Lookup};
 
 /// Files larger than this are skipped unread unless `--max-file-size` says otherwise.
@@ -43,7 +44,10 @@ pub fn default_batch_size(device: &Device) -> usize {
 
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
-    pub roots: Vec<PathBuf>,
+    pub roots: Vec<Root>,
+    /// Where this host mounts the library's named roots: a file under one is stored under the
+    /// root's name (the named `roots` are added to these).
+    pub mounts: Mounts,
     pub hidden: bool,
     pub batch_size: usize,
     pub max_pixels: u64,
@@ -141,11 +145,16 @@ pub fn run(
 ) -> Result<IndexSummary> {
     let started = Instant::now();
     let catalog = data.with(|data| data.check_model(&spec.info()).map(|()| data.lookup()))?;
-    let roots: Vec<PathBuf> = options
-        .roots
-        .iter()
-        .map(|r| std::fs::canonicalize(r).map_err(|source| Error::Io { path: r.clone(), source }))
-        .collect::<Result<_>>()?;
+    let mut mounts = options.mounts.clone();
+    let mut roots = Vec::with_capacity(options.roots.len());
+    for root in &options.roots {
+        let path = std::fs::canonicalize(&root.path).map_err(|source| Error::Io { path: root.path.clone(), source })?;
+        if let Some(name) = &root.name {
+            mounts.insert(name.clone(), path.clone());
+        }
+        roots.push(path);
+    }
+    let mounts = &mounts;
     let queued = AtomicU64::new(0);
     let progress = progress_bar(options.progress);
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -158,7 +167,7 @@ pub fn run(
     let mut summary = IndexSummary::default();
     let (walk_result, write_result) = std::thread::scope(|scope| {
         let walker = scope.spawn(|| {
-            let result = walk_and_queue(&roots, options.hidden, &*catalog, &jobs_tx, &queued);
+            let result = walk_and_queue(&roots, options.hidden, mounts, &*catalog, &jobs_tx, &queued);
             drop(jobs_tx);
             result
         });
@@ -169,7 +178,7 @@ pub fn run(
                     yield_cores_to_the_encoder();
                 }
                 for job in jobs_rx {
-                    if work_tx.send(examine(job, &*catalog, spec, options)).is_err() {
+                    if work_tx.send(examine(job, mounts, &*catalog, spec, options)).is_err() {
                         break; // the run was aborted
                     }
                 }
@@ -189,10 +198,13 @@ pub fn run(
     summary.skipped += walked.errors.len() as u64;
     summary.errors.extend(walked.errors);
 
-    // Whatever was recorded under these roots and not seen now is gone.
+    // Whatever was recorded under these roots and not seen now is gone; so is what was recorded
+    // under a named root's own path before it had its name (it was stored again under the name,
+    // reusing its embedding).
+    let recorded_under: Vec<PathBuf> = roots.iter().flat_map(|r| [mounts.stored(r).to_path_buf(), r.clone()]).collect();
     let is_gone = |path: &[u8]| {
         let as_path = path_from_bytes(path);
-        roots.iter().any(|r| as_path.starts_with(r))
+        recorded_under.iter().any(|r| as_path.starts_with(r))
             && !walked.seen.contains(path)
             && !walked.unreadable.iter().any(|u| as_path.starts_with(u))
     };
@@ -218,8 +230,10 @@ pub fn run(
     summary.seconds = started.elapsed().as_secs_f64();
     let indexed: Vec<IndexedRoot> = roots
         .iter()
-        .map(|path| IndexedRoot {
+        .zip(&options.roots)
+        .map(|(path, root)| IndexedRoot {
             path: path.clone(),
+            name: root.name.clone(),
             hidden: options.hidden,
             max_pixels: options.max_pixels,
             max_file_size: options.max_file_size,
@@ -257,8 +271,8 @@ struct Walked {
     errors: Vec<FileError>,
     /// Every path seen under the roots (as bytes), to find what disappeared.
     seen: HashSet<Vec<u8>>,
-    /// Paths the walk could not read (a folder it was refused, a flaky share): what was indexed
-    /// below them is kept, not taken for deleted.
+    /// Paths (stored form) the walk could not read (a folder it was refused, a flaky share): what
+    /// was indexed below them is kept, not taken for deleted.
     unreadable: Vec<PathBuf>,
 }
 
@@ -266,6 +280,7 @@ struct Walked {
 fn walk_and_queue(
     roots: &[PathBuf],
     hidden: bool,
+    mounts: &Mounts,
     catalog: &dyn Lookup,
     jobs: &Sender<Candidate>,
     queued: &AtomicU64,
@@ -277,13 +292,13 @@ fn walk_and_queue(
             Found::File(c) => c,
             Found::Problem { path, reason } => {
                 walked.errors.push(FileError { path: path.display().to_string(), reason });
-                walked.seen.insert(path_bytes(&path));
-                walked.unreadable.push(path);
+                walked.seen.insert(mounts.stored_bytes(&path));
+                walked.unreadable.push(mounts.stored(&path).to_path_buf());
                 continue;
             }
         };
         walked.scanned += 1;
-        let key = path_bytes(&candidate.path);
+        let key = mounts.stored_bytes(&candidate.path);
         walked.seen.insert(key.clone());
         if let Some(record) = catalog.image_at(&key)? {
             if record.size == candidate.size && record.mtime_ns == candidate.mtime_ns {
@@ -314,8 +329,8 @@ const IMAGE_EXTENSIONS: &[&str] = &[
 ];
 
 /// Reads (bounded), hashes, and — unless the content is already indexed — decodes one file.
-fn examine(job: Candidate, catalog: &dyn Lookup, spec: &ModelSpec, options: &IndexOptions) -> Work {
-    let path = StoredPath::from_path(&job.path);
+fn examine(job: Candidate, mounts: &Mounts, catalog: &dyn Lookup, spec: &ModelSpec, options: &IndexOptions) -> Work {
+    let path = mounts.stored(&job.path);
     let looks_like_image = job
         .path
         .extension()

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::{Clip, SigmoidScore};
+use crate::store::roots::Mounts;
 use crate::store::{ImageId, ImageRecord, Library};
 pub use query::{parse, Filter, ParsedQuery, MAX_WEIGHT};
 
@@ -133,17 +134,37 @@ pub struct SearchEngine {
     /// Shared so that `serve --watch` can embed new pictures without holding the engine's lock.
     /// None for an engine that only searches by vector (no checkpoint needed).
     clip: Option<Arc<Clip>>,
+    /// Where this host mounts the library's named roots.
+    mounts: Mounts,
 }
 
 impl SearchEngine {
     /// `clip`: a model, or one shared with other engines (two servers in one process).
     pub fn new(library: Box<dyn Library>, clip: impl Into<Arc<Clip>>) -> Self {
-        Self { library, query_cache: QueryCache::new(), clip: Some(clip.into()) }
+        Self { library, query_cache: QueryCache::new(), clip: Some(clip.into()), mounts: Mounts::default() }
     }
 
     /// An engine for searches by vector only: the library's model need not be on this machine.
     pub fn without_model(library: Box<dyn Library>) -> Self {
-        Self { library, query_cache: QueryCache::new(), clip: None }
+        Self { library, query_cache: QueryCache::new(), clip: None, mounts: Mounts::default() }
+    }
+
+    /// Where this host mounts the library's named roots (see `store::roots`).
+    pub fn with_mounts(self, mounts: Mounts) -> Self {
+        Self { mounts, ..self }
+    }
+
+    pub fn mounts(&self) -> &Mounts {
+        &self.mounts
+    }
+
+    /// The indexed picture that is this local file, if any (under whatever path or root name it
+    /// is stored).
+    pub fn indexed_file(&self, local: &Path) -> Result<Option<ImageRecord>> {
+        match std::fs::canonicalize(local) {
+            Ok(path) => self.library.image_at(&self.mounts.stored_bytes(&path)),
+            Err(_) => Ok(None),
+        }
     }
 
     /// The embeddings of query texts, from the cache where it has them; the others are embedded

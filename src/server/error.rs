@@ -36,6 +36,7 @@ impl From<Error> for ApiError {
             Error::Decode { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image"),
             Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
             Error::FileChanged { .. } => (StatusCode::CONFLICT, "file_changed"),
+            Error::UnknownRoot { .. } => (StatusCode::NOT_FOUND, "root_not_mounted"),
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 (StatusCode::GONE, "file_gone")
             }

@@ -22,6 +22,7 @@ use crate::ingest::walk;
 use crate::model::ModelSpec;
 use crate::search::SearchEngine;
 use crate::store::catalog::IndexedRoot;
+use crate::store::roots::{Mounts, Root};
 use crate::store::{ImageRecord, Library};
 
 pub use error::ApiError;
@@ -32,8 +33,8 @@ pub use work::default_workers;
 /// modification time, checked on the opened file): whatever replaced it since, another picture
 /// or a symlink to anything else, is refused, so the server never hands out a file it did not
 /// index.
-fn open_indexed_file(record: &ImageRecord) -> Result<std::fs::File> {
-    let path = record.path.to_path_buf();
+fn open_indexed_file(record: &ImageRecord, mounts: &Mounts) -> Result<std::fs::File> {
+    let path = mounts.local_or_err(&record.path)?;
     let io = |source| Error::Io { path: path.clone(), source };
     let file = std::fs::File::open(&path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
@@ -44,9 +45,9 @@ fn open_indexed_file(record: &ImageRecord) -> Result<std::fs::File> {
 }
 
 /// The bytes of a picture's file, under the same condition as [`open_indexed_file`].
-fn read_indexed_file(record: &ImageRecord) -> Result<Vec<u8>> {
+fn read_indexed_file(record: &ImageRecord, mounts: &Mounts) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(record.size as usize);
-    open_indexed_file(record)?
+    open_indexed_file(record, mounts)?
         .read_to_end(&mut bytes)
         .map_err(|source| Error::Io { path: record.path.to_path_buf(), source })?;
     Ok(bytes)
@@ -78,6 +79,8 @@ pub struct AppState {
     pub engine: RwLock<SearchEngine>,
     pub options: ServeOptions,
     pub thumbnails: PathBuf,
+    /// Where this host mounts the library's named roots (the engine's, copied out of its lock).
+    pub mounts: Mounts,
     /// `/api/stats`' size of the data folder and when it was measured (see `FOLDER_SIZE_MAX_AGE`).
     pub folder_size: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
     pub gate: Arc<auth::Gate>,
@@ -98,6 +101,7 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
     let tls = options.tls.as_ref().map(|(cert, key)| tls::server_config(cert, key)).transpose()?;
     let gate = gate(&options, tls.is_some())?;
     let state = Arc::new(AppState {
+        mounts: engine.mounts().clone(),
         engine: RwLock::new(engine),
         options: options.clone(),
         thumbnails,
@@ -197,7 +201,7 @@ fn listen_error(addr: SocketAddr, e: std::io::Error) -> Error {
 /// and the first rescan runs at once (for what changed while no server watched).
 fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval: Duration) {
     let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
-    let roots: Vec<PathBuf> = indexed_roots(&state).into_iter().map(|r| r.path).collect();
+    let roots: Vec<PathBuf> = indexed_roots(&state).into_iter().map(|(_, here)| here).collect();
     // None if the platform refuses a watcher: then the timer alone rescans.
     let watcher = watch_roots(&roots, wake_tx);
     tracing::info!(
@@ -219,13 +223,15 @@ fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval
     });
 }
 
-/// Every folder ever indexed into this data folder, with the options it was indexed with.
-fn indexed_roots(state: &AppState) -> Vec<IndexedRoot> {
+/// Every folder ever indexed into this library, with the options it was indexed with and where
+/// it is on this host (named roots this host does not mount are left out).
+fn indexed_roots(state: &AppState) -> Vec<(IndexedRoot, PathBuf)> {
     let engine = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-    engine.library().indexed_roots().unwrap_or_else(|e| {
+    let roots = engine.library().indexed_roots().unwrap_or_else(|e| {
         tracing::error!("watch: cannot read the indexed folders ({e}); nothing is rescanned");
         Vec::new()
-    })
+    });
+    roots.into_iter().filter_map(|root| state.mounts.root_here(&root).map(|here| (root, here))).collect()
 }
 
 fn watch_roots(roots: &[PathBuf], wake: std::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
@@ -257,9 +263,10 @@ impl DataAccess for LockedData<'_> {
 /// Re-indexes every indexed folder that still exists, each with the options it was indexed with
 /// (one run per folder: a run removes what it no longer finds under its own roots only).
 fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
-    for root in indexed_roots(state).into_iter().filter(|r| r.path.exists()) {
+    for (root, here) in indexed_roots(state).into_iter().filter(|(_, here)| here.exists()) {
         let options = IndexOptions {
-            roots: vec![root.path],
+            roots: vec![Root { name: root.name, path: here }],
+            mounts: state.mounts.clone(),
             hidden: root.hidden,
             batch_size: pipeline::default_batch_size(device),
             max_pixels: root.max_pixels,

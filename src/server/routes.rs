@@ -430,7 +430,7 @@ async fn image_thumbnail(State(state): State<Shared>, UrlPath(id): UrlPath<Strin
     let id = parse_id(&id)?;
     let bytes = blocking(state.clone(), move || {
         let record = record(&state, id)?;
-        Ok(thumbnail(&state.thumbnails, &record, state.options.max_pixels)?)
+        Ok(thumbnail(&state.thumbnails, &record, &state.mounts, state.options.max_pixels)?)
     })
     .await?;
     Ok((
@@ -447,7 +447,7 @@ async fn image_file(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
     let id = parse_id(&id)?;
     let (file, size, format) = blocking(state.clone(), move || {
         let record = record(&state, id)?;
-        Ok((open_indexed_file(&record)?, record.size, record.format))
+        Ok((open_indexed_file(&record, &state.mounts)?, record.size, record.format))
     })
     .await?;
     // `format` is the `image` crate's own extension for the file's format (see the pipeline).

@@ -9,19 +9,20 @@ use image::codecs::jpeg::JpegEncoder;
 use super::read_indexed_file;
 use crate::error::{Error, Result};
 use crate::ingest::decode::{decode_bytes, DecodeOptions};
+use crate::store::roots::Mounts;
 use crate::store::ImageRecord;
 
 const THUMBNAIL_SIZE: u32 = 320;
 
 /// The cached thumbnail's bytes, creating it first if needed.
-pub fn thumbnail(cache: &Path, record: &ImageRecord, max_pixels: u64) -> Result<Vec<u8>> {
+pub fn thumbnail(cache: &Path, record: &ImageRecord, mounts: &Mounts, max_pixels: u64) -> Result<Vec<u8>> {
     let path = cache.join(format!("{}.jpg", record.id));
     if let Ok(bytes) = std::fs::read(&path) {
         return Ok(bytes);
     }
-    let source: PathBuf = record.path.to_path_buf();
+    let source: PathBuf = mounts.local_or_err(&record.path)?;
     let options = DecodeOptions { max_pixels, min_size: Some((THUMBNAIL_SIZE, THUMBNAIL_SIZE)), ..Default::default() };
-    let decoded = decode_bytes(&read_indexed_file(record)?, &source, &options)?;
+    let decoded = decode_bytes(&read_indexed_file(record, mounts)?, &source, &options)?;
     // Fit into a THUMBNAIL_SIZE box, keeping the aspect ratio; never enlarge.
     let (w, h) = decoded.rgb.dimensions();
     let scale = (THUMBNAIL_SIZE as f64 / w.max(h) as f64).min(1.0);

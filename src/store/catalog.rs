@@ -93,7 +93,12 @@ impl PhotoFacts {
 /// (a rescan without `--hidden` would drop the hidden pictures an `index --hidden` added).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexedRoot {
+    /// Where the root was on the host that indexed it last.
     pub path: PathBuf,
+    /// The name its pictures are stored under (`index NAME=PATH`), so that hosts that mount it
+    /// elsewhere find them (see `roots.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub hidden: bool,
     pub max_pixels: u64,
     pub max_file_size: u64,
@@ -242,7 +247,8 @@ impl Catalog {
     /// Adds these roots, or updates the options of those already recorded.
     pub fn record_roots(&self, roots: &[IndexedRoot]) -> Result<()> {
         let mut all = self.indexed_roots()?;
-        all.retain(|known| !roots.iter().any(|r| r.path == known.path));
+        // A root given a name replaces its unnamed entry (its pictures were re-keyed).
+        all.retain(|known| !roots.iter().any(|r| known.key() == r.key() || known.key() == r.path));
         all.extend_from_slice(roots);
         self.set_meta_json("roots", &all)
     }

@@ -11,6 +11,7 @@ mod hnsw;
 mod library;
 pub mod migrations;
 mod postgres;
+pub mod roots;
 mod text;
 pub mod vectors;
 

@@ -650,9 +650,11 @@ impl Library for Postgres {
         let mut client = self.connection()?;
         let mut tx = client.transaction().map_err(err)?;
         for root in roots {
+            // A root given a name replaces its unnamed entry (its pictures were re-keyed).
+            tx.execute("DELETE FROM roots WHERE path = $1", &[&path_bytes(&root.path)]).map_err(err)?;
             tx.execute(
                 "INSERT INTO roots (path, root) VALUES ($1, $2) ON CONFLICT (path) DO UPDATE SET root = EXCLUDED.root",
-                &[&path_bytes(&root.path), &Json(root)],
+                &[&path_bytes(&root.key()), &Json(root)],
             )
             .map_err(err)?;
         }
