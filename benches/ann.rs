@@ -246,6 +246,7 @@ fn postgres_library(admin: &str, pictures: &[Vec<f32>], text_queries: &[Vec<f32>
                     facts: PhotoFacts::default(),
                     embedding: v.clone(),
                     indexed_at: 0,
+                    tags: Vec::new(),
                 })
             })
             .collect();

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use imgsearch::model::{ModelConfig, Precision};
-use imgsearch::search::SearchEngine;
+use imgsearch::search::{tags, SearchEngine};
 use imgsearch::server::{serve, ServeOptions};
 use imgsearch::store::catalog::{ImageRecord, ModelInfo, PhotoFacts, StoredPath};
 use imgsearch::store::{Change, Filter};
@@ -108,6 +108,7 @@ fn main() {
                     facts: PhotoFacts { taken: Some(1_500_000_000 + id as i64 * 600), ..Default::default() },
                     embedding: v.clone(),
                     indexed_at: 0,
+                    tags: Vec::new(),
                 })
             })
             .collect();
@@ -150,13 +151,45 @@ fn main() {
     // Every tenth picture is a PNG.
     let recall_filtered = recall(&[Filter::Type("png".into())], &|id| id % 10 == 0);
 
-    // End to end over HTTP with the ViT-B/32 text tower.
     let tokenizer =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json");
-    let clip = std::sync::Arc::new(
-        Clip::with_random_weights(ModelConfig::vit_base_patch32(), Some(&tokenizer), &Device::Cpu, Precision::F32)
-            .unwrap(),
-    );
+    let random_clip =
+        || Clip::with_random_weights(ModelConfig::vit_base_patch32(), Some(&tokenizer), &Device::Cpu, Precision::F32);
+
+    // Zero-shot tags: the built-in labels embedded with the ViT-B/32 text tower (what the first
+    // `index` of a library does), then every picture tagged from its stored embedding, twice
+    // (the second time with another threshold, as `tags --threshold` does).
+    let started = Instant::now();
+    let tagging = tags::build_tagging(
+        "random-weights",
+        &random_clip,
+        tags::LabelSet::builtin(),
+        tags::DEFAULT_THRESHOLD,
+        tags::DEFAULT_MAX_TAGS,
+        None,
+        &|_, _| {},
+    )
+    .unwrap();
+    let labels_s = started.elapsed().as_secs_f64();
+    let label_count = tagging.labels.len();
+    // Random weights put no label near these synthetic pictures: for the retag, labels along
+    // the pictures' cluster centres (each picture then has its cluster's tag to write).
+    let tagging = imgsearch::store::Tagging {
+        directions: clustered(label_count, 11).into_iter().map(|d| d.iter().map(|x| 0.1 * x).collect()).collect(),
+        ..tagging
+    };
+    data.set_tagging(Some(&tagging)).unwrap();
+    let started = Instant::now();
+    let first_changed = tags::retag(&mut *data, &|_, _| {}).unwrap();
+    let tag_s = started.elapsed().as_secs_f64();
+    let tagged: u64 = data.tag_counts().unwrap().values().sum();
+    data.set_tagging(Some(&imgsearch::store::Tagging { threshold: 0.999, ..tagging })).unwrap();
+    let started = Instant::now();
+    let second_changed = tags::retag(&mut *data, &|_, _| {}).unwrap();
+    let retag_s = started.elapsed().as_secs_f64();
+
+    // End to end over HTTP with the ViT-B/32 text tower.
+    let clip = std::sync::Arc::new(random_clip().unwrap());
     // On PostgreSQL a second server shares the library, as a second host would.
     let mut libraries = vec![data];
     if postgres.is_some() {
@@ -242,6 +275,14 @@ fn main() {
         percentile(&latencies, 0.99)
     );
     println!("| nearest-neighbour recall@10 vs exact | {recall_all:.3} |");
+    println!(
+        "| built-in tag labels embedded ({label_count} labels × 3 prompts, ViT-B/32 text tower) | {labels_s:.1} s |"
+    );
+    println!(
+        "| every picture tagged against {label_count} labels, from stored embeddings ({first_changed} changed, {:.1} tags each) | {tag_s:.1} s |",
+        tagged as f64 / n as f64
+    );
+    println!("| retagged at another threshold ({second_changed} changed) | {retag_s:.1} s |");
     println!("| nearest-neighbour recall@10 vs exact, `type:png` filter (10%) | {recall_filtered:.3} |");
     println!(
         "| text query over HTTP p50 / p99 (ViT-B/32 text tower, k=20, every text new) | {:.1} / {:.1} ms |",

@@ -67,7 +67,7 @@ if [ $# -eq 0 ]; then
     scripts/api_contract.sh
     # One suite, two backends: the same tests on a library kept in PostgreSQL.
     IMGSEARCH_TEST_BACKEND=postgres cargo test --locked \
-        --test index --test cli_search --test server --test exchange --test browser
+        --test index --test cli_search --test server --test exchange --test browser --test tags
     # The opt-in libjpeg-turbo decoder: every test that decodes JPEGs, through the same checks.
     cargo test --locked --features turbojpeg --test preprocess --test parity --test index --test cli_embed
     # ARM: the crate builds for aarch64, and the CPU kernels' tests (the portable ones there)

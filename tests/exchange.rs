@@ -4,31 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Arc;
 
-use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, LargeStringBuilder};
-use arrow_array::RecordBatch;
-use arrow_schema::{DataType, Field, Schema};
 use common::server::index_photos;
 use common::{image_path, model_dir};
 use serde_json::Value;
 
-fn imgsearch(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
-    cmd.args(common::library_args(data)).args(["--device", "cpu"]);
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn json(cmd: &mut Command) -> Value {
-    serde_json::from_slice(&run(cmd).stdout).unwrap()
-}
+use common::cli::{imgsearch, json, run};
 
 fn photos(dir: &Path) -> PathBuf {
     let photos = dir.join("photos");
@@ -85,33 +66,6 @@ fn export_then_import_into_a_fresh_library_gives_identical_search_results() {
     assert_eq!((again["unchanged"].as_u64(), again["imported"].as_u64()), (Some(5), Some(0)), "{again}");
 }
 
-/// clip-retrieval-style rows: `path` as a large string, `embedding` as a fixed-size list, not
-/// normalised, no other column, no metadata.
-fn write_foreign_parquet(file: &Path, rows: &[(String, Vec<f32>)]) {
-    let dim = rows[0].1.len() as i32;
-    let mut paths = LargeStringBuilder::new();
-    let mut embeddings = FixedSizeListBuilder::new(Float32Builder::new(), dim);
-    for (path, embedding) in rows {
-        paths.append_value(path);
-        embeddings.values().append_slice(embedding);
-        embeddings.append(true);
-    }
-    let schema = Schema::new(vec![
-        Field::new("path", DataType::LargeUtf8, false),
-        Field::new(
-            "embedding",
-            DataType::FixedSizeList(Arc::new(Field::new_list_field(DataType::Float32, true)), dim),
-            false,
-        ),
-    ]);
-    let batch =
-        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(paths.finish()), Arc::new(embeddings.finish())]).unwrap();
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(file).unwrap(), batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-}
-
 #[test]
 fn embeddings_computed_elsewhere_become_a_searchable_library() {
     let tmp = tempfile::tempdir().unwrap();
@@ -136,7 +90,7 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
         })
         .collect();
     let file = tmp.path().join("foreign.parquet");
-    write_foreign_parquet(&file, &rows);
+    common::parquet::write_foreign(&file, &rows);
 
     // Without a model named anywhere, an empty library cannot know its space.
     let data = tmp.path().join("data");
@@ -165,7 +119,7 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
     let elsewhere: Vec<(String, Vec<f32>)> =
         rows.iter().enumerate().map(|(i, (_, e))| (format!("/archive/elsewhere/{i}.jpg"), e.clone())).collect();
     let file_elsewhere = tmp.path().join("elsewhere.parquet");
-    write_foreign_parquet(&file_elsewhere, &elsewhere);
+    common::parquet::write_foreign(&file_elsewhere, &elsewhere);
     let archive = tmp.path().join("archive");
     run(imgsearch(&archive).arg("import").arg(&file_elsewhere).arg("--model").arg(&model));
     let groups = json(imgsearch(&archive).args(["duplicates", "--json"]));
@@ -195,7 +149,7 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
     assert!(stderr.contains("tiny-clip-p14-gelu") && stderr.contains("tiny-clip-b32-quickgelu"), "{stderr}");
     // Without --model, the rows' dimension is checked against the library's.
     let short: Vec<(String, Vec<f32>)> = rows.iter().map(|(p, e)| (p.clone(), e[1..].to_vec())).collect();
-    write_foreign_parquet(&file, &short);
+    common::parquet::write_foreign(&file, &short);
     let wrong_dim = imgsearch(&other).arg("import").arg(&file).output().unwrap();
     assert_eq!(wrong_dim.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong_dim.stderr).contains("another model"));

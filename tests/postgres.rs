@@ -343,7 +343,7 @@ fn schema_versions_are_recorded_and_a_newer_schema_is_refused() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     client.execute("INSERT INTO imgsearch_schema (version) VALUES (99)", &[]).unwrap();
     let out = imgsearch(&url, tmp.path()).arg("stats").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -108,7 +108,7 @@ function tile(hit) {
   figure.tabIndex = 0;
   figure.dataset.id = hit.id;
   figure.dataset.path = hit.path;
-  figure.title = hit.path;
+  figure.title = hit.tags?.length ? `${hit.path}\n${hit.tags.join(", ")}` : hit.path;
   const img = document.createElement("img");
   img.loading = "lazy";
   img.src = hit.thumbnail;
@@ -180,17 +180,51 @@ async function open(id) {
   $("#large").src = `/api/images/${id}/file`;
   const meta = $("#meta");
   meta.replaceChildren();
+  $("#tags").replaceChildren();
   if (!viewer.open) viewer.showModal();
   try {
     const info = await (await fetch(`/api/images/${id}`)).json();
     for (const [key, value] of Object.entries(info)) {
-      if (value == null || key === "thumbnail" || key === "file") continue;
+      if (value == null || key === "thumbnail" || key === "file" || key === "tags") continue;
       const dt = document.createElement("dt"), dd = document.createElement("dd");
       dt.textContent = key;
       dd.textContent = Array.isArray(value) ? value.join(", ") : value;
       meta.append(dt, dd);
     }
+    $("#tags").replaceChildren(...(info.tags || []).map((tag) => tagChip(tag)));
   } catch (e) { setStatus(e.message, true); }
+}
+
+// Zero-shot tags: a chip lists the pictures with that tag.
+function tagFilter(tag) { return tag.includes(" ") ? `tag:"${tag}"` : `tag:${tag}`; }
+function tagChip(tag, count) {
+  const chip = document.createElement("button");
+  chip.type = "button";
+  chip.className = "tag";
+  chip.dataset.tag = tag;
+  chip.textContent = tag;
+  if (count != null) {
+    const n = document.createElement("span");
+    n.textContent = count;
+    chip.append(" ", n);
+  }
+  chip.addEventListener("click", () => {
+    if (viewer.open) viewer.close();
+    q.value = tagFilter(tag);
+    searchText(q.value);
+  });
+  return chip;
+}
+// The most frequent tags, under the filters.
+async function showFrequentTags() {
+  try {
+    const response = await fetch("/api/tags");
+    if (!response.ok) return;
+    const { tags } = await response.json();
+    const nav = $("#tag-chips");
+    nav.replaceChildren(...tags.slice(0, 15).map((t) => tagChip(t.tag, t.count)));
+    nav.hidden = tags.length === 0;
+  } catch { /* tags are an extra: the search works without them */ }
 }
 
 function searchText(text) {
@@ -307,6 +341,8 @@ async function showDuplicates() {
   }
 }
 $("#show-duplicates").addEventListener("click", showDuplicates);
+
+showFrequentTags();
 
 // The address is the search: reload, bookmark and share work.
 const initial = new URLSearchParams(location.search);

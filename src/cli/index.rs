@@ -85,6 +85,8 @@ pub fn run(
         max_file_size: args.max_file_size,
         progress: !args.quiet && !args.json,
     };
+    data.check_model(&spec.info())?;
+    super::tags::ensure_label_set(&mut *data, &spec, &device, args.quiet || args.json)?;
     let summary = pipeline::run(&mut *data, &spec, None, &device, &options)?;
     data.close()?;
     if args.json {

@@ -10,6 +10,7 @@ mod models;
 mod search;
 mod serve;
 mod stats;
+mod tags;
 mod vector_file;
 
 use clap::{Parser, Subcommand};
@@ -83,6 +84,8 @@ pub enum Command {
     Models(models::ModelsArgs),
     /// Exact copies, near duplicates (re-encoded, resized) and bursts, each with the copy to keep.
     Duplicates(duplicates::DuplicatesArgs),
+    /// Zero-shot tags with their counts; options change the labels or threshold and retag.
+    Tags(tags::TagsArgs),
     /// Who may sign in to `serve`: add, passwd, remove, list.
     #[command(subcommand)]
     User(access::UserCommand),
@@ -114,7 +117,7 @@ pub struct ComputeArgs {
 
 impl ComputeArgs {
     /// Resolves `model` (a folder or hub id) for this precision, and opens the device.
-    pub fn open(&self, model: &str) -> anyhow::Result<(ModelSpec, candle_core::Device)> {
+    pub fn open(&self, model: &str) -> imgsearch::Result<(ModelSpec, candle_core::Device)> {
         let model = match &self.arch {
             Some(arch) => format!("{model}#{arch}"),
             None => model.to_string(),
@@ -155,6 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args, cli.compute),
         Command::Models(args) => models::run(args),
         Command::Duplicates(args) => duplicates::run(args, library),
+        Command::Tags(args) => tags::run(args, library, cli.compute),
         Command::User(command) => access::user(command, library),
         Command::Token(command) => access::token(command, library),
     }

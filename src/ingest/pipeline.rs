@@ -27,7 +27,7 @@ use crate::store::catalog::{
     path_from_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
 };
 use crate::store::roots::{Mounts, Root};
-use crate::store::{Change, Library, Lookup};
+use crate::store::{Change, Library, Lookup, Tagging};
 
 /// Files larger than this are skipped unread unless `--max-file-size` says otherwise.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 200 * 1024 * 1024;
@@ -105,6 +105,7 @@ impl FileFacts {
             facts: self.facts,
             embedding,
             indexed_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            tags: Vec::new(),
         }
     }
 }
@@ -145,6 +146,7 @@ pub fn run(
 ) -> Result<IndexSummary> {
     let started = Instant::now();
     let catalog = data.with(|data| data.check_model(&spec.info()).map(|()| data.lookup()))?;
+    let tagging = data.with(|data| data.tagging())?;
     let mut mounts = options.mounts.clone();
     let mut roots = Vec::with_capacity(options.roots.len());
     for root in &options.roots {
@@ -187,7 +189,7 @@ pub fn run(
         drop((jobs_rx, work_tx));
         scope.spawn(move || encode(work_rx, batch_tx, (spec, loaded), device, batch_size));
 
-        let write_result = write_batches(&mut data, &batch_rx, &mut summary, &progress, &queued);
+        let write_result = write_batches(&mut data, tagging.as_ref(), &batch_rx, &mut summary, &progress, &queued);
         drop(batch_rx); // unblocks every stage if the writer stopped early
         (walker.join().expect("walker thread panicked"), write_result)
     });
@@ -497,8 +499,10 @@ impl DataAccess for &mut (dyn Library + 'static) {
 }
 
 /// The one writer: turns batches into catalog changes and applies them, showing progress.
+/// `tagging`: the library's label set, that tags every new picture.
 fn write_batches(
     data: &mut impl DataAccess,
+    tagging: Option<&Tagging>,
     batches: &Receiver<Result<Batch>>,
     summary: &mut IndexSummary,
     progress: &ProgressBar,
@@ -515,11 +519,15 @@ fn write_batches(
         }
         let (pictures, skips) = (batch.pictures, batch.skips);
         data.with(|data| {
-            let mut changes = Vec::with_capacity(pictures.len() + skips.len());
+            let mut records = Vec::with_capacity(pictures.len());
             for (file, embedding) in pictures {
-                changes.push(Change::Upsert(file.into_record(data.new_id()?, embedding)));
+                records.push(file.into_record(data.new_id()?, embedding));
             }
-            changes.extend(skips.into_iter().map(Change::Skip));
+            if let Some(tagging) = tagging {
+                tagging.tag(&mut records)?;
+            }
+            let changes: Vec<Change> =
+                records.into_iter().map(Change::Upsert).chain(skips.into_iter().map(Change::Skip)).collect();
             data.apply(&changes)
         })?;
         summary.indexed += batch.indexed;

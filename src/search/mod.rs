@@ -5,6 +5,7 @@
 mod dates;
 pub mod duplicates;
 pub mod query;
+pub mod tags;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,8 @@ pub struct SearchHit {
     /// Date taken (EXIF), ISO 8601.
     pub taken: Option<String>,
     pub camera: Option<String>,
+    /// Zero-shot tags, best first.
+    pub tags: Vec<String>,
     pub thumbnail: String,
 }
 
@@ -426,6 +429,7 @@ fn hit(record: &ImageRecord, score: Option<f32>, calibration: Option<SigmoidScor
         height: record.height,
         taken: record.facts.taken.map(iso_date),
         camera: record.facts.camera(),
+        tags: record.tags.clone(),
         thumbnail: format!("/api/images/{}/thumbnail", record.id),
     }
 }

@@ -75,6 +75,8 @@ impl ParsedQuery {
                     Filter::Name(v) => format!("name:{v}"),
                     Filter::Camera(v) => format!("camera:{v}"),
                     Filter::Type(v) => format!("type:{v}"),
+                    Filter::Tag(v) if v.contains(' ') => format!("tag:\"{v}\""),
+                    Filter::Tag(v) => format!("tag:{v}"),
                     Filter::After(t) => format!("after:{}", date(*t)),
                     Filter::Before(t) => format!("before:{}", date(*t)),
                     Filter::Hour { from, until } => format!("hour:{from:02}-{:02}", (until + 23) % 24),
@@ -139,6 +141,8 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
             "name" => Filter::Name(value.to_lowercase()),
             "camera" => Filter::Camera(value.to_lowercase()),
             "type" => Filter::Type(value.to_lowercase().replace("jpg", "jpeg")),
+            // `tag:"golden retriever"` or `tag:golden_retriever`.
+            "tag" => Filter::Tag(super::tags::tag_of(&value.replace('_', " "))),
             "after" => Filter::After(parse_date(&value)?),
             "before" => Filter::Before(parse_date(&value)?),
             "time" => time_of_day(&value)?,
@@ -192,7 +196,7 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
     Ok(parsed)
 }
 
-const FILTER_KEYS: &[&str] = &["path", "folder", "name", "camera", "type", "after", "before", "time", "hour"];
+const FILTER_KEYS: &[&str] = &["path", "folder", "name", "camera", "type", "tag", "after", "before", "time", "hour"];
 
 /// `time:morning` (5–12 h), `afternoon` (12–17), `evening` (17–21), `night` (21–5).
 fn time_of_day(value: &str) -> Result<Filter, QueryError> {

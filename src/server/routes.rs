@@ -64,6 +64,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/images/{id}/file", get(image_file))
         .route("/api/images/{id}/similar", get(similar))
         .route("/api/duplicates", get(duplicates))
+        .route("/api/tags", get(tags))
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
         .layer(axum::middleware::from_fn(log_request))
@@ -421,6 +422,7 @@ async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
         "camera_make": record.facts.camera_make,
         "camera_model": record.facts.camera_model,
         "gps": record.facts.gps,
+        "tags": record.tags,
         "thumbnail": format!("/api/images/{}/thumbnail", record.id),
         "file": format!("/api/images/{}/file", record.id),
     })))
@@ -496,6 +498,12 @@ async fn duplicates(
     }
     let groups = blocking(state.clone(), move || Ok(find_duplicates(engine(&state).library(), &options)?)).await?;
     Ok(Json(serde_json::json!({ "groups": groups })))
+}
+
+/// `GET /api/tags` → `{"tags": [{"tag", "count"}]}`, the most frequent first.
+async fn tags(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
+    let counts = blocking(state.clone(), move || Ok(crate::search::tags::counts(engine(&state).library())?)).await?;
+    Ok(Json(serde_json::json!({ "tags": counts })))
 }
 
 async fn stats(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>> {

@@ -123,6 +123,9 @@ pub struct ImageRecord {
     pub embedding: Vec<f32>,
     /// Unix seconds when it was indexed.
     pub indexed_at: u64,
+    /// Zero-shot tags (labels of the library's [`Tagging`] that describe the picture), best first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// A file that was not indexed, and why. Kept so an unchanged bad file is not read again.
@@ -145,6 +148,29 @@ pub enum Change {
     Remove(StoredPath),
     /// Record a skipped file (replacing any picture at its path).
     Skip(SkipRecord),
+    /// Replace a picture's tags (nothing else about it changes; a picture gone meanwhile is
+    /// left gone).
+    Tag { id: ImageId, tags: Vec<String> },
+}
+
+/// The library's label set for zero-shot tags, with what scoring it needs, so that tagging new
+/// pictures or a new threshold needs no text model (see `search::tags`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tagging {
+    /// The model the label embeddings were made with (the library's).
+    pub model: String,
+    pub labels: Vec<String>,
+    /// Per label: its unit text embedding minus the unit embedding of the neutral prompts ("a
+    /// photo."), so that a picture's margin for a label is one dot product.
+    pub directions: Vec<Vec<f32>>,
+    /// A label is a tag when sigmoid(temperature × margin) reaches this.
+    pub threshold: f32,
+    /// The model's logit scale (CLIP's 100; SigLIP's own).
+    pub temperature: f32,
+    /// At most this many tags per picture, the most probable.
+    pub max_tags: usize,
+    /// Where the labels came from, for people (`tags --json`): "built-in", a file's path.
+    pub sources: Vec<String>,
 }
 
 /// What the data folder was indexed with: mixing models would mix vector spaces.
@@ -251,6 +277,33 @@ impl Catalog {
         all.retain(|known| !roots.iter().any(|r| known.key() == r.key() || known.key() == r.path));
         all.extend_from_slice(roots);
         self.set_meta_json("roots", &all)
+    }
+
+    pub fn tagging(&self) -> Result<Option<Tagging>> {
+        self.meta_json("tagging")
+    }
+
+    pub fn set_tagging(&self, tagging: Option<&Tagging>) -> Result<()> {
+        match tagging {
+            Some(tagging) => self.set_meta_json("tagging", tagging),
+            None => {
+                self.meta.remove("tagging").map_err(|e| self.store_err(e))?;
+                self.flush()
+            }
+        }
+    }
+
+    /// How many pictures carry each tag.
+    pub fn tag_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let mut counts = std::collections::HashMap::new();
+        for bytes in self.images.iter().values() {
+            let record: ImageRecord = serde_json::from_slice(&bytes.map_err(|e| self.store_err(e))?)
+                .map_err(|e| corrupt("image record", e))?;
+            for tag in record.tags {
+                *counts.entry(tag).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
     }
 
     pub fn last_run(&self) -> Result<Option<serde_json::Value>> {
@@ -404,6 +457,15 @@ impl Catalog {
                         let path = stored_bytes(&record.path);
                         forget(&path)?;
                         skipped.insert(path, serde_json::to_vec(record).expect("records serialise"))?;
+                    }
+                    Change::Tag { id, tags } => {
+                        if let Some(bytes) = images.get(id.to_be_bytes())? {
+                            let mut record: ImageRecord = serde_json::from_slice(&bytes)
+                                .map_err(|e| ConflictableTransactionError::Abort(corrupt("image record", e)))?;
+                            record.tags.clone_from(tags);
+                            images
+                                .insert(&id.to_be_bytes(), serde_json::to_vec(&record).expect("records serialise"))?;
+                        }
                     }
                 }
             }

@@ -21,7 +21,8 @@ pub struct CopySummary {
     pub skipped_files: u64,
 }
 
-/// Copies every picture, skipped file, indexed folder and the latest run summary of `from`
+/// Copies every picture (with its tags), skipped file, indexed folder, the label set and the
+/// latest run summary of `from`
 /// into `to`, which must be empty or hold the same model's embeddings. Pictures get the
 /// target's own ids. Re-running after an interruption copies only what is missing.
 pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) -> Result<CopySummary> {
@@ -29,6 +30,10 @@ pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) ->
         return Err(Error::Exchange(format!("the library {} is empty: there is nothing to copy", from.location())));
     };
     to.check_model(&model)?;
+    // The label set comes along, so the copied tags stay what a re-tag would give.
+    if let Some(tagging) = from.tagging()? {
+        to.set_tagging(Some(&tagging))?;
+    }
     progress.set_length(from.image_count() as u64);
     let mut summary = CopySummary::default();
     let mut batch = Vec::with_capacity(BATCH);

@@ -219,16 +219,17 @@ pub fn import(
         }
     };
     let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| parquet_error(file, e))?;
+    let tagging = data.tagging()?;
     let mut summary = ImportSummary::default();
     for batch in reader {
         let batch = batch.map_err(|e| parquet_error(file, e))?;
         let rows = ImportRows::read(&batch, file)?;
-        let mut changes = Vec::with_capacity(batch.num_rows());
+        let mut records = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             let row_number = summary.rows + 1;
             summary.rows += 1;
             match rows.record(row, model.dim, &*data) {
-                Ok(Some(record)) => changes.push(Change::Upsert(record)),
+                Ok(Some(record)) => records.push(record),
                 Ok(None) => summary.unchanged += 1,
                 Err(RowProblem::Fatal(e)) => return Err(e),
                 Err(RowProblem::Skip(reason)) => {
@@ -239,8 +240,11 @@ pub fn import(
                 }
             }
         }
-        summary.imported += changes.len() as u64;
-        data.apply(&changes)?;
+        if let Some(tagging) = &tagging {
+            tagging.tag(&mut records)?;
+        }
+        summary.imported += records.len() as u64;
+        data.apply(&records.into_iter().map(Change::Upsert).collect::<Vec<_>>())?;
         progress.inc(batch.num_rows() as u64);
     }
     data.save()?;
@@ -360,6 +364,7 @@ impl ImportRows {
             },
             embedding,
             indexed_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            tags: Vec::new(),
         };
         if self.size.is_none() || self.mtime_ns.is_none() {
             fill_from_file(&mut record, Path::new(&path));

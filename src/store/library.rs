@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::catalog::{Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord};
+use super::catalog::{Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord, Tagging};
 use super::Stats;
 use crate::error::Result;
 
@@ -27,6 +27,8 @@ pub enum Filter {
     Before(i64),
     /// The file format (jpeg, png, …).
     Type(String),
+    /// Tagged with this label (lower-case; see `search::tags`).
+    Tag(String),
     /// Taken at an hour of the day (local time, as the camera wrote it) from `from` up to, not
     /// including, `until` (0–23; wrapping past midnight when `until <= from`: 22 → 5 is the night).
     Hour { from: u8, until: u8 },
@@ -84,6 +86,12 @@ pub trait Library: Lookup {
     fn lookup(&self) -> Arc<dyn Lookup>;
     /// Every folder `index` was pointed at, with the options of its latest run.
     fn indexed_roots(&self) -> Result<Vec<IndexedRoot>>;
+    /// The label set that tags pictures, if the library has one.
+    fn tagging(&self) -> Result<Option<Tagging>>;
+    /// Replaces (or with `None` removes) the label set; the pictures' tags are the caller's.
+    fn set_tagging(&mut self, tagging: Option<&Tagging>) -> Result<()>;
+    /// Every tag with how many pictures carry it.
+    fn tag_counts(&self) -> Result<std::collections::HashMap<String, u64>>;
     /// The summary of the latest `index` run.
     fn last_run(&self) -> Result<Option<serde_json::Value>>;
 

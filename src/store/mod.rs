@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use catalog::{Catalog, Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord, StoredPath};
+pub use catalog::{Catalog, Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord, StoredPath, Tagging};
 pub use library::{Filter, Library, Lookup};
 pub use postgres::{load_auth, update_auth};
 use text::TextIndex;
@@ -176,6 +176,12 @@ impl DataDir {
             self.text.remove(*id);
             self.vectors.remove(*id);
         }
+        // Retagged pictures keep their vectors; only their text document is replaced.
+        let retagged: Vec<ImageRecord> = changes
+            .iter()
+            .filter_map(|change| if let Change::Tag { id, .. } = change { Some(*id) } else { None })
+            .filter_map(|id| self.catalog.image_meta(id).transpose())
+            .collect::<Result<_>>()?;
         let added: Vec<&ImageRecord> = changes
             .iter()
             .filter_map(|change| if let Change::Upsert(record) = change { Some(record) } else { None })
@@ -186,6 +192,10 @@ impl DataDir {
             // cores busy meanwhile.
             let text_done = scope.spawn(|| {
                 added.iter().try_for_each(|record| text.add(record))?;
+                for record in &retagged {
+                    text.remove(record.id);
+                    text.add(record)?;
+                }
                 text.commit(generation)
             });
             vectors.insert_many(&added.iter().map(|r| (r.id, r.embedding.as_slice())).collect::<Vec<_>>());
@@ -343,6 +353,18 @@ impl Library for DataDir {
 
     fn apply(&mut self, changes: &[Change]) -> Result<()> {
         self.apply_batch(changes)
+    }
+
+    fn tagging(&self) -> Result<Option<Tagging>> {
+        self.catalog.tagging()
+    }
+
+    fn set_tagging(&mut self, tagging: Option<&Tagging>) -> Result<()> {
+        self.catalog.set_tagging(tagging)
+    }
+
+    fn tag_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        self.catalog.tag_counts()
     }
 
     fn record_run(&mut self, roots: &[IndexedRoot], summary: &serde_json::Value) -> Result<()> {

@@ -17,7 +17,9 @@ use postgres::types::{Json, ToSql};
 use postgres::{NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::catalog::{path_bytes, stored_bytes, Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord};
+use super::catalog::{
+    path_bytes, stored_bytes, Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord, Tagging,
+};
 use super::library::{words, Filter, Library, Lookup};
 use super::{Stats, EXACT_BELOW};
 use crate::error::{Error, Result};
@@ -29,6 +31,7 @@ type Connection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../../migrations/postgres/0002_auth.sql")),
+    (3, include_str!("../../migrations/postgres/0003_tags.sql")),
 ];
 
 /// Taken by whoever applies migrations or records the model: processes starting at once on an
@@ -347,6 +350,7 @@ impl Condition {
                 Filter::Camera(v) => add("camera_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
                 Filter::Folder(v) => add("folders @> $?", Box::new(vec![v.clone()])),
                 Filter::Type(v) => add("format = $?", Box::new(v.clone())),
+                Filter::Tag(v) => add("tags @> $?", Box::new(vec![v.clone()])),
                 Filter::After(t) => add("taken >= $?", Box::new(*t)),
                 Filter::Before(t) => add("taken < $?", Box::new(*t)),
                 Filter::Hour { from, until } => {
@@ -400,12 +404,12 @@ impl FilterColumns {
 }
 
 const UPSERT_IMAGE: &str = "INSERT INTO images \
-    (id, path, hash, record, embedding, path_words, name_words, camera_words, folders, format, taken, hour) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+    (id, path, hash, record, embedding, path_words, name_words, camera_words, folders, format, taken, hour, tags) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
     ON CONFLICT (path) DO UPDATE SET id = EXCLUDED.id, hash = EXCLUDED.hash, record = EXCLUDED.record, \
     embedding = EXCLUDED.embedding, path_words = EXCLUDED.path_words, name_words = EXCLUDED.name_words, \
     camera_words = EXCLUDED.camera_words, folders = EXCLUDED.folders, format = EXCLUDED.format, \
-    taken = EXCLUDED.taken, hour = EXCLUDED.hour";
+    taken = EXCLUDED.taken, hour = EXCLUDED.hour, tags = EXCLUDED.tags";
 const UPSERT_SKIPPED: &str = "INSERT INTO skipped (path, record, ignored) VALUES ($1, $2, $3) \
     ON CONFLICT (path) DO UPDATE SET record = EXCLUDED.record, ignored = EXCLUDED.ignored";
 
@@ -442,6 +446,7 @@ impl Postgres {
                             &record.format,
                             &f.taken,
                             &f.hour,
+                            &record.tags,
                         ],
                     )?;
                 }
@@ -454,6 +459,12 @@ impl Postgres {
                     let path = stored_bytes(&record.path);
                     tx.execute(&delete_image, &[&path])?;
                     tx.execute(&upsert_skipped, &[&path, &Json(record), &record.ignored])?;
+                }
+                Change::Tag { id, tags } => {
+                    tx.execute(
+                        "UPDATE images SET record = jsonb_set(record, '{tags}', $2), tags = $3 WHERE id = $1",
+                        &[&(*id as i64), &Json(tags), tags],
+                    )?;
                 }
             }
         }
@@ -606,6 +617,36 @@ impl Library for Postgres {
         Ok(rows.iter().map(|r| r.get::<_, Json<IndexedRoot>>(0).0).collect())
     }
 
+    fn tagging(&self) -> Result<Option<Tagging>> {
+        let row = self
+            .reader()?
+            .query_opt("SELECT value FROM library_meta WHERE key = 'tagging'", &[])
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|row| row.get::<_, Json<Tagging>>(0).0))
+    }
+
+    fn set_tagging(&mut self, tagging: Option<&Tagging>) -> Result<()> {
+        let mut client = self.connection()?;
+        match tagging {
+            Some(tagging) => client.execute(
+                "INSERT INTO library_meta (key, value) VALUES ('tagging', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&Json(tagging)],
+            ),
+            None => client.execute("DELETE FROM library_meta WHERE key = 'tagging'", &[]),
+        }
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn tag_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let rows = self
+            .reader()?
+            .query("SELECT tag, count(*) FROM images, unnest(tags) AS tag GROUP BY tag", &[])
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64)).collect())
+    }
+
     fn last_run(&self) -> Result<Option<serde_json::Value>> {
         let row = self
             .reader()?
@@ -627,9 +668,10 @@ impl Library for Postgres {
         // for each other instead of deadlocking.
         let mut ordered: Vec<&Change> = changes.iter().collect();
         ordered.sort_by_cached_key(|change| match change {
-            Change::Upsert(r) => stored_bytes(&r.path),
-            Change::Remove(path) => stored_bytes(path),
-            Change::Skip(r) => stored_bytes(&r.path),
+            Change::Upsert(r) => (0, stored_bytes(&r.path)),
+            Change::Remove(path) => (0, stored_bytes(path)),
+            Change::Skip(r) => (0, stored_bytes(&r.path)),
+            Change::Tag { id, .. } => (1, id.to_be_bytes().to_vec()),
         });
         let mut client = self.connection()?;
         let mut attempt = 0;

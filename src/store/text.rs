@@ -29,6 +29,7 @@ struct TextFields {
     taken: Field,
     kind: Field,
     hour: Field,
+    tag: Field,
 }
 
 pub struct TextIndex {
@@ -56,6 +57,8 @@ fn schema() -> (Schema, TextFields) {
         kind: b.add_text_field("type", STRING),
         // The hour of the day taken, for "time:night" and "hour:22-04".
         hour: b.add_u64_field("hour", INDEXED | tantivy::schema::FAST),
+        // Each zero-shot tag as one exact term, for "tag:beach".
+        tag: b.add_text_field("tag", STRING),
     };
     (b.build(), fields)
 }
@@ -71,7 +74,7 @@ impl TextIndex {
         let directory = MmapDirectory::open(dir).map_err(|e| store_err(dir, e))?;
         let index = match Index::open_or_create(directory, schema.clone()) {
             Ok(index) => index,
-            // An index of an older schema (before `hour`): started again, at generation 0, so
+            // An index of an older schema (before `hour`, `tag`): started again, at generation 0, so
             // the data folder rebuilds it from the catalog as after a crash. The catalog's lock,
             // taken first, means no other process is using it.
             Err(tantivy::TantivyError::SchemaError(_)) => {
@@ -118,6 +121,9 @@ impl TextIndex {
         if let Some(taken) = record.facts.taken {
             document.add_date(f.taken, DateTime::from_timestamp_secs(taken));
             document.add_u64(f.hour, taken.rem_euclid(86_400) as u64 / 3600);
+        }
+        for tag in &record.tags {
+            document.add_text(f.tag, tag);
         }
         self.writer.add_document(document).map_err(|e| store_err(&self.dir, e))?;
         Ok(())
@@ -199,6 +205,7 @@ impl TextIndex {
                 Filter::Camera(v) => words(f.camera, v),
                 Filter::Folder(v) => exact(f.folder, v),
                 Filter::Type(v) => exact(f.kind, v),
+                Filter::Tag(v) => exact(f.tag, v),
                 Filter::After(t) => date(Bound::Included(*t)),
                 Filter::Before(t) => date(Bound::Excluded(*t)),
                 Filter::Hour { from, until } => {

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::Deserialize;
 
+pub mod cli;
 pub mod clip_like;
 pub mod http;
 pub mod hub;
 pub mod npy;
+pub mod parquet;
 pub mod server;
 
 /// The Hugging Face CLIP checkpoints: the default family, used by every test that needs a model.
