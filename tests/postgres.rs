@@ -252,6 +252,47 @@ fn search(args: &[std::ffi::OsString], query: &str) -> Vec<(String, Option<f64>)
     hits.as_array().unwrap().iter().map(|h| (h["path"].as_str().unwrap().into(), h["score"].as_f64())).collect()
 }
 
+/// `import` into an empty PostgreSQL library loads the rows first and builds the vector index
+/// once at the end (a bulk load); into a library that has pictures, the index stays.
+#[test]
+fn an_import_into_an_empty_database_builds_the_vector_index_at_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    noise_photos(&photos, 12);
+    let folder = tmp.path().join("folder");
+    index(
+        {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+            cmd.arg("--data-dir").arg(&folder).args(["--device", "cpu"]);
+            cmd
+        },
+        &[&photos],
+    );
+    let parquet = tmp.path().join("library.parquet");
+    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .arg("--data-dir")
+        .arg(&folder)
+        .arg("export")
+        .arg(&parquet)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = database_for(&tmp.path().join("library"));
+    let cache = tmp.path().join("cache");
+    let has_index = || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client.query_one("SELECT to_regclass('images_embedding') IS NOT NULL", &[]).unwrap().get::<_, bool>(0)
+    };
+    let imported = json_of(imgsearch(&url, &cache).arg("import").arg(&parquet).arg("--json").output().unwrap());
+    assert_eq!(imported["imported"], 12, "{imported}");
+    assert!(has_index(), "the index is built once the rows are in");
+    let hits = json_of(imgsearch(&url, &cache).args(["search", "--json", "-k", "3", "noise"]).output().unwrap());
+    assert_eq!(hits.as_array().unwrap().len(), 3);
+    let again = json_of(imgsearch(&url, &cache).arg("import").arg(&parquet).arg("--json").output().unwrap());
+    assert_eq!(again["unchanged"], 12, "{again}");
+    assert!(has_index());
+}
+
 #[test]
 fn migrate_copies_a_data_folder_into_postgres_and_back_with_the_same_results() {
     let tmp = tempfile::tempdir().unwrap();

@@ -35,6 +35,7 @@ pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) ->
         to.set_tagging(Some(&tagging))?;
     }
     progress.set_length(from.image_count() as u64);
+    to.begin_bulk_load()?;
     let mut summary = CopySummary::default();
     let mut batch = Vec::with_capacity(BATCH);
     for record in from.images() {
@@ -67,6 +68,7 @@ pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) ->
     }
     summary.skipped_files = batch.len() as u64;
     to.apply(&batch)?;
+    to.end_bulk_load()?;
     if let Some(last_run) = from.last_run()? {
         to.record_run(&from.indexed_roots()?, &last_run)?;
     }

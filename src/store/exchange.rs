@@ -220,6 +220,7 @@ pub fn import(
     };
     let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| parquet_error(file, e))?;
     let tagging = data.tagging()?;
+    data.begin_bulk_load()?;
     let mut summary = ImportSummary::default();
     for batch in reader {
         let batch = batch.map_err(|e| parquet_error(file, e))?;
@@ -247,6 +248,7 @@ pub fn import(
         data.apply(&records.into_iter().map(Change::Upsert).collect::<Vec<_>>())?;
         progress.inc(batch.num_rows() as u64);
     }
+    data.end_bulk_load()?;
     data.save()?;
     Ok(summary)
 }

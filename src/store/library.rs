@@ -129,6 +129,15 @@ pub trait Library: Lookup {
     /// Re-derives every index from the records where they disagree (always, with `force`);
     /// says what was repaired.
     fn repair(&mut self, force: bool) -> Result<Vec<String>>;
+    /// A long load begins (`import`, `migrate`): the backend may stop maintaining an index and
+    /// build it once in [`Library::end_bulk_load`], which the loader calls when done (an
+    /// interrupted load leaves it to `imgsearch repair`; searches stay exact meanwhile).
+    fn begin_bulk_load(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn end_bulk_load(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Rebuilds the nearest-neighbour index from the live pictures; says what changed.
     fn optimize(&mut self) -> Result<String>;
 }

@@ -65,6 +65,8 @@ pub struct Postgres {
     dim: OnceLock<usize>,
     /// The search breadth (`EF_SEARCH`, or the environment's).
     ef_search: usize,
+    /// A bulk load into an empty library dropped the vector index, to build it once at the end.
+    index_deferred: bool,
 }
 
 fn db_error(location: &str, e: impl std::fmt::Display) -> Error {
@@ -155,7 +157,8 @@ impl Postgres {
             })?,
             Err(_) => EF_SEARCH,
         };
-        let library = Self { pool, location, replica, cache_dir, dim: OnceLock::new(), ef_search };
+        let library =
+            Self { pool, location, replica, cache_dir, dim: OnceLock::new(), ef_search, index_deferred: false };
         library.migrate()?;
         if let Some(info) = library.read_model_info()? {
             let _ = library.dim.set(info.dim);
@@ -792,6 +795,27 @@ impl Library for Postgres {
             repaired.push("every index of the images table rebuilt (REINDEX)".to_string());
         }
         Ok(repaired)
+    }
+
+    fn begin_bulk_load(&mut self) -> Result<()> {
+        let err = |e| self.err(e);
+        let mut client = self.connection()?;
+        // Only an empty library: on a large one, rebuilding the index would cost more than
+        // keeping it up to date, and searches meanwhile would scan every row.
+        let empty: bool = client.query_one("SELECT NOT EXISTS (SELECT 1 FROM images)", &[]).map_err(err)?.get(0);
+        if empty && self.dim().is_some() {
+            client.batch_execute("DROP INDEX IF EXISTS images_embedding").map_err(err)?;
+            self.index_deferred = true;
+        }
+        Ok(())
+    }
+
+    fn end_bulk_load(&mut self) -> Result<()> {
+        if let (true, Some(dim)) = (self.index_deferred, self.dim()) {
+            Self::create_vector_index(&mut *self.connection()?, dim).map_err(|e| self.err(e))?;
+            self.index_deferred = false;
+        }
+        Ok(())
     }
 
     fn optimize(&mut self) -> Result<String> {
