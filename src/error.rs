@@ -64,6 +64,10 @@ pub enum Error {
     #[error("{0}")]
     Exchange(String),
 
+    /// A zero-shot label set that cannot be used (the message says why and what to do).
+    #[error("{0}")]
+    LabelSet(String),
+
     #[error("bad query: {0}")]
     BadQuery(String),
 

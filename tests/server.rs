@@ -240,9 +240,9 @@ fn every_bad_request_gets_a_clear_json_4xx() {
     let (content_type, body) = multipart("photo", "x.jpg", b"whatever");
     let response = request(&server.addr, "POST", "/api/search/image", Some(&content_type), &body);
     assert_eq!((response.status, response.json()["error"]["code"].clone()), (400, "missing_image".into()));
-    // The picture is the query; free text beside it would be silently lost, so it is refused.
+    // Text beside the picture composes with it, so a query that does not parse is refused.
     let photo = std::fs::read(image_path("rocket.jpg")).unwrap();
-    let response = request(&server.addr, "POST", "/api/search/image?q=dog%20type:jpeg", Some("image/jpeg"), &photo);
+    let response = request(&server.addr, "POST", "/api/search/image?q=500:dog", Some("image/jpeg"), &photo);
     assert_eq!((response.status, response.json()["error"]["code"].clone()), (400, "bad_query".into()));
 
     // The server is still healthy after all that.
@@ -553,6 +553,45 @@ fn a_composed_query_in_json_answers_like_its_query_syntax_and_its_vector() {
         let json = response.json();
         assert_eq!(json["error"]["code"], code, "{what}: {json}");
     }
+}
+
+/// An uploaded picture with text in `q` ("like this picture, but at night") scores as the
+/// normalised sum of the picture's and the text's unit embeddings, as `POST /api/search` does
+/// for pictures of the library; filters in `q` still apply.
+#[test]
+fn an_upload_with_text_composes_like_an_example_picture() {
+    let (_tmp, server) = start(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args(["--device", "cpu", "embed", "--json", "--text", "at night", "--image"])
+        .arg(image_path("rocket.jpg"))
+        .arg("--model")
+        .arg(common::model_dir("tiny-clip-b32-quickgelu"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let embedded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vector =
+        |v: &serde_json::Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let picture = vector(embedded["images"].as_object().unwrap().values().next().unwrap());
+    let text = vector(&embedded["texts"]["at night"]);
+    let sum: Vec<f64> = picture.iter().zip(&text).map(|(p, t)| p + t).collect();
+    let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let expected: Vec<f64> = sum.iter().map(|x| x / norm).collect();
+
+    let photo = std::fs::read(image_path("rocket.jpg")).unwrap();
+    let composed = request(&server.addr, "POST", "/api/search/image?q=at%20night&k=4", Some("image/jpeg"), &photo);
+    assert_eq!(composed.status, 200, "{}", String::from_utf8_lossy(&composed.body));
+    let composed = composed.json();
+    assert_eq!(composed["understood"]["looking_for"][0]["text"], "at night");
+    let by_vector = post_json(&server, "/api/search/vector", &serde_json::json!({"vector": expected, "k": 4})).json();
+    assert_eq!(composed["hits"].as_array().unwrap().len(), 4);
+    for (a, b) in composed["hits"].as_array().unwrap().iter().zip(by_vector["hits"].as_array().unwrap()) {
+        assert_eq!(a["id"], b["id"]);
+        assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-4, "{a} vs {b}");
+    }
+    let pngs = request(&server.addr, "POST", "/api/search/image?q=at%20night%20type:png", Some("image/jpeg"), &photo);
+    let pngs = hit_paths(&pngs.json());
+    assert!(!pngs.is_empty() && pngs.iter().all(|p| p.ends_with(".png")), "{pngs:?}");
 }
 
 #[test]

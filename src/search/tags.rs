@@ -38,8 +38,15 @@ pub const DEFAULT_MAX_TAGS: usize = 10;
 /// CLIP's logit scale (its learnt temperature reaches the cap of 100 in every released CLIP).
 const CLIP_TEMPERATURE: f32 = 100.0;
 
-/// How many pictures are scored per matrix product.
+/// How many pictures are read and scored at a time.
 const CHUNK: usize = 4096;
+
+/// The most margins one matrix product holds (64 MB): a long label list scores fewer pictures
+/// per product.
+const MARGINS_PER_PRODUCT: usize = 16 << 20;
+
+/// The most labels a label set may have (each is a row of every product, and stored).
+pub const MAX_LABELS: usize = 20_000;
 
 /// The labels of a label file: one per line, blank lines and `#` comments skipped, the first of
 /// labels that differ only in case kept.
@@ -81,6 +88,12 @@ pub fn build_tagging(
     previous: Option<&Tagging>,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Tagging> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::LabelSet(format!(
+            "{} labels: a label set holds at most {MAX_LABELS}; keep the ones people search for",
+            labels.len()
+        )));
+    }
     let known: std::collections::HashMap<&str, &Vec<f32>> = previous
         .filter(|p| p.model == model)
         .map(|p| p.labels.iter().map(String::as_str).zip(&p.directions).collect())
@@ -161,7 +174,7 @@ impl Tagging {
             .t()?;
         let min_margin = self.min_margin();
         let mut out = Vec::with_capacity(embeddings.len());
-        for chunk in embeddings.chunks(CHUNK) {
+        for chunk in embeddings.chunks((MARGINS_PER_PRODUCT / self.labels.len()).clamp(1, CHUNK)) {
             let pictures = Tensor::from_iter(chunk.iter().flat_map(|e| e.iter().copied()), &Device::Cpu)?
                 .reshape((chunk.len(), dim))?;
             let margins: Vec<Vec<f32>> = pictures.matmul(&labels)?.to_vec2()?;

@@ -215,8 +215,18 @@ async fn search_image(
 ) -> ApiResult<Json<serde_json::Value>> {
     let started = Instant::now();
     let params = params(&query)?;
-    // The picture is the query: `q` may only narrow it with filters.
-    let filters = filters_only(query.get("q"), "an image search")?;
+    // `q` narrows the picture's search with filters, or composes it with texts: "like this
+    // picture, but at night" is `q=at night`.
+    let parsed = match query.get("q") {
+        Some(q) if q.chars().count() > MAX_QUERY_CHARS => {
+            return Err(ApiError::bad_request(
+                "query_too_long",
+                format!("q is longer than {MAX_QUERY_CHARS} characters"),
+            ))
+        }
+        Some(q) => crate::search::parse(q).map_err(|e| ApiError::bad_request("bad_query", e.0))?,
+        None => crate::search::ParsedQuery::default(),
+    };
     let bytes = upload_bytes(request, state.options.upload_limit).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
@@ -225,11 +235,23 @@ async fn search_image(
         ));
     }
     let max_pixels = state.options.max_pixels;
+    let composed = !parsed.text.trim().is_empty() || !parsed.not.is_empty();
+    let understood = composed.then(|| parsed.understood());
     let hits = blocking(state.clone(), move || {
-        Ok(engine(&state).search_image(&bytes, Path::new("upload"), max_pixels, &filters, &params)?)
+        let engine = engine(&state);
+        let upload = Path::new("upload");
+        if !composed {
+            return Ok(engine.search_image(&bytes, upload, max_pixels, &parsed.filters, &params)?);
+        }
+        let example = Example::Embedding(engine.embed_picture(&bytes, upload, max_pixels)?);
+        let composition = Composition { texts: parsed.parts, not: parsed.not, like: vec![example] };
+        Ok(engine.search_composed(&composition, &parsed.filters, &params)?)
     })
     .await?;
-    Ok(hits_response(hits, started))
+    Ok(match understood {
+        Some(understood) => with_reading(hits_response(hits, started), understood),
+        None => hits_response(hits, started),
+    })
 }
 
 /// The filters of a `q` that may hold nothing else (the picture or vector is the query).

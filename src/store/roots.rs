@@ -163,6 +163,8 @@ impl Mounts {
     pub fn local(&self, stored: &StoredPath) -> Option<PathBuf> {
         let path = stored.to_path_buf();
         match split_named(&path) {
+            // A path inside a root never climbs out of it (an imported row could say `..`).
+            Some((_, inside)) if inside.components().any(|c| !matches!(c, Component::Normal(_))) => None,
             Some((name, inside)) => Some(self.0.get(name)?.join(inside)),
             None => Some(path),
         }
@@ -222,6 +224,7 @@ mod tests {
         there.insert("photos".into(), "/Volumes/photos".into());
         assert_eq!(there.local(&stored), Some(PathBuf::from("/Volumes/photos/2023/beach.jpg")));
         assert_eq!(Mounts::default().local(&stored), None);
+        assert_eq!(there.local(&StoredPath::Utf8("photos:/../../etc/passwd".into())), None);
         let plain = StoredPath::from_path(Path::new("/home/me/a.jpg"));
         assert_eq!(there.local(&plain), Some(PathBuf::from("/home/me/a.jpg")));
     }
