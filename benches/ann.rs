@@ -269,7 +269,7 @@ fn postgres_library(admin: &str, pictures: &[Vec<f32>], text_queries: &[Vec<f32>
     );
     println!("| hnsw.ef_search | text recall@10 | text queries/s | picture recall@10 | picture queries/s | text p50 |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for ef in [40, 100, 200, 400, 800] {
+    for ef in [100, 200, 400, 600, 800] {
         std::env::set_var("IMGSEARCH_PG_EF_SEARCH", ef.to_string());
         let library = open();
         let nearest = |q: &[f32]| library.nearest(q, 10, &[], None).unwrap().iter().map(|(id, _)| id - 1).collect();

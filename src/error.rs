@@ -80,6 +80,9 @@ pub enum Error {
     #[error("this host does not know where the root `{name}` is mounted: give `--mount {name}=PATH` (or run `imgsearch index {name}=PATH` here once)")]
     UnknownRoot { name: String },
 
+    #[error("this library has no embeddings of {model} ({held}); `imgsearch index --model {model} PATH` makes them")]
+    UnknownModelSpace { model: String, held: String },
+
     #[error("the {0} tower of the model was not loaded (a bug in imgsearch: please report it)")]
     TowerNotLoaded(&'static str),
     #[error("model computation failed: {0}")]

@@ -294,17 +294,74 @@ fn index_with_dtype_bf16_is_searchable_in_f32_or_refused_up_front() {
     assert_eq!(hits.as_array().map(Vec::len), Some(5), "{hits:#}");
 }
 
+fn search_json(data: &Path, extra: &[&str]) -> Vec<(String, f64)> {
+    let hits = json_of(&imgsearch(data).args(["search", "--json", "-k", "5", "noise"]).args(extra).output().unwrap());
+    hits.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["path"].as_str().unwrap().to_string(), h["score"].as_f64().unwrap()))
+        .collect()
+}
+
+/// A second model builds its embeddings beside the first one's, which answer searches until
+/// the new ones are complete; then searches use the new model, the old can still be asked
+/// for, and removed.
 #[test]
-fn another_model_on_the_same_data_folder_is_refused() {
+fn a_second_model_is_built_beside_the_first_and_searches_switch_when_it_is_complete() {
     let tmp = tempfile::tempdir().unwrap();
     let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
-    noise_photos(&root, 2);
+    noise_photos(&root, 6);
     index(&data, &root, &[]);
-    let out =
-        imgsearch(&data).arg("index").arg(&root).arg("--model").arg(model_dir("tiny-clip-p14-gelu")).output().unwrap();
+    let first = model_dir(MODEL).display().to_string();
+    let second = model_dir("tiny-clip-p14-gelu").display().to_string();
+    let with_first = search_json(&data, &[]);
+    assert_eq!(with_first.len(), 5);
+
+    // A server answers from the first model while the second one's embeddings are built (on
+    // the embedded backend it holds the data folder: the new space is a folder of its own).
+    let server = common::server::serve(&data, &[]);
+    let summary =
+        json_of(&imgsearch(&data).arg("index").arg(&root).args(["--json", "--model", &second]).output().unwrap());
+    assert_eq!(summary["indexed"], 6, "every picture embedded by the second model: {summary:#}");
+    let served = common::http::get(&server.addr, "/api/search?q=noise&k=5").json();
+    let served: Vec<&str> = served["hits"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap()).collect();
+    assert_eq!(served, with_first.iter().map(|(path, _)| path.as_str()).collect::<Vec<_>>());
+    drop(server);
+
+    let s = stats(&data);
+    assert_eq!(s["model"]["model"], second, "searches use the newest complete model: {s:#}");
+    let models: Vec<(&str, bool)> = s["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["model"].as_str().unwrap(), m["searched"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(models, [(first.as_str(), false), (second.as_str(), true)]);
+    let with_second = search_json(&data, &[]);
+    assert_eq!(with_second, search_json(&data, &["--model", &second]));
+    assert_ne!(with_second, with_first, "another model, other scores");
+    assert_eq!(
+        search_json(&data, &["--model", &first]),
+        with_first,
+        "the first model's embeddings are kept as they were"
+    );
+
+    // A re-run without --model keeps to the model searches use: nothing to embed.
+    let again = json_of(&imgsearch(&data).arg("index").arg(&root).arg("--json").output().unwrap());
+    assert_eq!((again["indexed"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(6)), "{again:#}");
+
+    let out = imgsearch(&data).args(["models", "--remove", &first]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stats(&data)["models"].as_array().unwrap().len(), 1);
+    assert_eq!(search_json(&data, &[]), with_second);
+    let out = imgsearch(&data).args(["search", "noise", "--model", &first]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("was indexed with model") && stderr.contains("--data-dir"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains("index --model"), "{stderr}");
+
+    // The first model can come back: it is built anew beside the second.
+    let back = json_of(&imgsearch(&data).arg("index").arg(&root).args(["--json", "--model", &first]).output().unwrap());
+    assert_eq!(back["indexed"], 6, "{back:#}");
+    assert_eq!(search_json(&data, &[]), with_first, "the newest complete model is searched");
 }
 
 #[test]

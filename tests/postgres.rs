@@ -291,6 +291,32 @@ fn an_import_into_an_empty_database_builds_the_vector_index_at_the_end() {
     let again = json_of(imgsearch(&url, &cache).arg("import").arg(&parquet).arg("--json").output().unwrap());
     assert_eq!(again["unchanged"], 12, "{again}");
     assert!(has_index());
+
+    // An index an older imgsearch built (pgvector's default breadth) is rebuilt by `repair`.
+    let index_options = || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .query_one("SELECT array_to_string(reloptions, ',') FROM pg_class WHERE relname = 'images_embedding'", &[])
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    assert_eq!(index_options(), "m=16,ef_construction=200");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let definition: String =
+        client.query_one("SELECT pg_get_indexdef('images_embedding'::regclass)", &[]).unwrap().get(0);
+    let older = definition.replace("ef_construction='200'", "ef_construction='64'");
+    assert_ne!(older, definition);
+    client.batch_execute(&format!("DROP INDEX images_embedding; {older}")).unwrap();
+    let out = imgsearch(&url, &cache).arg("repair").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("older imgsearch"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(index_options(), "m=16,ef_construction=200");
+    let again = json_of(imgsearch(&url, &cache).args(["search", "--json", "-k", "3", "noise"]).output().unwrap());
+    assert_eq!(again, hits, "the same hits from the rebuilt index");
 }
 
 #[test]

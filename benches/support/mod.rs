@@ -13,5 +13,5 @@ pub fn new_database(admin: &str, cache: &Path) -> Location {
     let mut client = postgres::Client::connect(admin, postgres::NoTls).unwrap();
     client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-    Location::Postgres { url, read_url: None, cache: cache.to_owned() }
+    Location::Postgres { url, read_url: None, cache: cache.to_owned(), schema: None }
 }

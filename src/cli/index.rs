@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use imgsearch::store::roots::{Mounts, Root};
+use imgsearch::store::spaces;
 use imgsearch::store::Location;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
@@ -19,8 +20,10 @@ pub struct IndexArgs {
     /// Name the one PATH given (the same as NAME=PATH).
     #[arg(long, value_name = "NAME", value_parser = root_name)]
     root_name: Option<String>,
-    /// Model: a checkpoint folder or hub id. Default: the one this data folder was indexed
-    /// with, else openai/clip-vit-base-patch32.
+    /// Model: a checkpoint folder or hub id. Default: the one searches use (the newest this
+    /// library was indexed with), else openai/clip-vit-base-patch32. Another model than the
+    /// library's builds its embeddings beside the old ones, which searches keep using until
+    /// this run finishes.
     #[arg(long)]
     model: Option<String>,
     /// Include hidden files and folders (names starting with '.').
@@ -66,15 +69,18 @@ pub fn run(
         root.path = std::fs::canonicalize(&root.path)
             .with_context(|| format!("cannot index {}: the folder cannot be read", root.path.display()))?;
     }
-    let mut data = imgsearch::store::open(&library)?;
+    let model = match args.model {
+        Some(model) => model,
+        None => spaces::for_search(&library, None)?.model.unwrap_or_else(|| imgsearch::DEFAULT_MODEL.to_string()),
+    };
+    let (spec, device) = compute.open(&model)?;
+    // Another model's embeddings go into a space of their own; searches keep to the old one
+    // until this run is complete.
+    let space = spaces::for_index(&library, &spec.info().model)?;
+    let mut data = imgsearch::store::open(&space)?;
     // Remembered on this host, so that `serve` here finds the root where this host mounts it.
     Mounts::remember(&data.cache_dir(), &roots)?;
     let mounts = Mounts::for_host(&*data, mounts)?;
-    let model = match args.model {
-        Some(model) => model,
-        None => data.model_info()?.map(|m| m.model).unwrap_or_else(|| imgsearch::DEFAULT_MODEL.to_string()),
-    };
-    let (spec, device) = compute.open(&model)?;
     let batch_size = args.batch_size.unwrap_or_else(|| pipeline::default_batch_size(&device));
     let options = IndexOptions {
         roots,
@@ -89,6 +95,7 @@ pub fn run(
     super::tags::ensure_label_set(&mut *data, &spec, &device, args.quiet || args.json)?;
     let summary = pipeline::run(&mut *data, &spec, None, &device, &options)?;
     data.close()?;
+    spaces::mark_complete(&library, &space)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
         return Ok(());

@@ -142,23 +142,25 @@ pub struct ModelArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
     let library = imgsearch::store::Location::new(data_dir, cli.store, cli.read_store)?;
+    // The model space most commands work on: the one searches use (see store/spaces.rs).
+    let current = || imgsearch::store::spaces::for_search(&library, None).map(|space| space.location);
     match cli.command {
         Command::Index(args) => index::run(args, library, cli.compute, &cli.mounts),
         Command::Serve(args) => serve::run(args, library, cli.compute, &cli.mounts),
         Command::Search(args) => search::search(args, library, cli.compute, &cli.mounts),
         Command::Similar(args) => search::similar(args, library, cli.compute, &cli.mounts),
         Command::Stats(args) => stats::stats(args, library),
-        Command::List(args) => stats::list(args, library),
-        Command::Repair => stats::repair(library),
-        Command::Optimize => stats::optimize(library),
-        Command::Export(args) => exchange::export(args, library),
-        Command::Import(args) => exchange::import(args, library),
-        Command::Migrate(args) => exchange::migrate(args, library),
+        Command::List(args) => stats::list(args, current()?),
+        Command::Repair => stats::repair(current()?),
+        Command::Optimize => stats::optimize(current()?),
+        Command::Export(args) => exchange::export(args, current()?),
+        Command::Import(args) => exchange::import(args, current()?),
+        Command::Migrate(args) => exchange::migrate(args, current()?),
         Command::Embed(args) => embed::run(args, cli.compute),
         Command::Bench(args) => bench::run(args, cli.compute),
-        Command::Models(args) => models::run(args),
-        Command::Duplicates(args) => duplicates::run(args, library),
-        Command::Tags(args) => tags::run(args, library, cli.compute),
+        Command::Models(args) => models::run(args, &library),
+        Command::Duplicates(args) => duplicates::run(args, current()?),
+        Command::Tags(args) => tags::run(args, current()?, cli.compute),
         Command::User(command) => access::user(command, library),
         Command::Token(command) => access::token(command, library),
     }
@@ -171,16 +173,19 @@ pub struct OpenIndex {
     pub device: candle_core::Device,
 }
 
+/// `model`: which of the library's model spaces to search (default: the newest complete one);
 /// `towers`: the model towers the command will use (a text search loads only the text tower);
 /// `mounts`: `--mount`.
 pub fn open_index(
-    location: &imgsearch::store::Location,
+    library: &imgsearch::store::Location,
+    model: Option<&str>,
     compute: ComputeArgs,
     towers: imgsearch::model::Towers,
     mounts: &[(String, std::path::PathBuf)],
 ) -> anyhow::Result<OpenIndex> {
     use anyhow::Context;
-    let data = imgsearch::store::open(location)?;
+    let space = imgsearch::store::spaces::for_search(library, model)?;
+    let data = imgsearch::store::open(&space.location)?;
     let Some(info) = data.model_info()? else {
         anyhow::bail!("the library {} has no index yet: run `imgsearch index PATH` first", data.location());
     };

@@ -17,6 +17,10 @@ pub struct ModelsArgs {
     measure: bool,
     #[arg(long)]
     json: bool,
+    /// Drop this model's embeddings from the library (a library can hold several: `imgsearch
+    /// stats` lists them); its users and tokens stay.
+    #[arg(long, value_name = "MODEL", conflicts_with = "measure")]
+    remove: Option<String>,
 }
 
 /// A checkpoint worth knowing, by what it is good for.
@@ -107,7 +111,16 @@ struct Speed {
     cpu_kernels: &'static str,
 }
 
-pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
+pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Result<()> {
+    if let Some(model) = &args.remove {
+        imgsearch::store::spaces::remove(library, model)?;
+        let left = imgsearch::store::spaces::for_search(library, None)?.model;
+        match left {
+            Some(left) => println!("removed the embeddings of {model}; searches use {left}"),
+            None => println!("removed the embeddings of {model}; the library holds no model now"),
+        }
+        return Ok(());
+    }
     let mut rows = Vec::new();
     for rec in &RECOMMENDED {
         let config = (rec.config)();

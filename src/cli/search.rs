@@ -31,6 +31,10 @@ pub struct ResultArgs {
     /// Print the hits as a JSON list.
     #[arg(long)]
     json: bool,
+    /// Search this model's embeddings, where the library holds several (`imgsearch stats` lists
+    /// them). Default: the newest model whose indexing finished.
+    #[arg(long)]
+    model: Option<String>,
 }
 
 impl ResultArgs {
@@ -109,7 +113,8 @@ pub fn search(
 ) -> anyhow::Result<()> {
     if let Some(file) = &args.vector {
         let vector = super::vector_file::read(file)?;
-        let engine = imgsearch::search::SearchEngine::without_model(imgsearch::store::open(&library)?);
+        let space = imgsearch::store::spaces::for_search(&library, args.results.model.as_deref())?;
+        let engine = imgsearch::search::SearchEngine::without_model(imgsearch::store::open(&space.location)?);
         let hits = engine.search_vector(&vector, &[], &args.results.params())?;
         return args.results.print(&hits);
     }
@@ -118,7 +123,7 @@ pub fn search(
         (false, true) => Towers::Text,
         (false, false) => Towers::Both,
     };
-    let engine = super::open_index(&library, compute, towers, mounts)?.engine;
+    let engine = super::open_index(&library, args.results.model.as_deref(), compute, towers, mounts)?.engine;
     let params = args.results.params();
     if !args.like.is_empty() || !args.not.is_empty() {
         let parsed = imgsearch::search::parse(args.query.as_deref().unwrap_or_default())?;
@@ -157,7 +162,7 @@ pub fn similar(
     compute: ComputeArgs,
     mounts: &[(String, PathBuf)],
 ) -> anyhow::Result<()> {
-    let engine = super::open_index(&library, compute, Towers::Image, mounts)?.engine;
+    let engine = super::open_index(&library, args.results.model.as_deref(), compute, Towers::Image, mounts)?.engine;
     let params = args.results.params();
     let hits = match engine.indexed_file(&args.path)? {
         Some(record) => engine.similar_to(record.id, &params)?,

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// and HTTPS from `X-Forwarded-Proto` (off by default: any client could send them).
     #[arg(long)]
     trust_proxy: bool,
+    /// Serve this model's embeddings, where the library holds several (`imgsearch stats` lists
+    /// them). Default: the newest model whose indexing finished.
+    #[arg(long)]
+    model: Option<String>,
 }
 
 fn seconds(text: &str) -> Result<f64, String> {
@@ -61,7 +65,7 @@ pub fn run(
     compute: super::ComputeArgs,
     mounts: &[(String, std::path::PathBuf)],
 ) -> anyhow::Result<()> {
-    let opened = super::open_index(&library, compute, imgsearch::model::Towers::Both, mounts)?;
+    let opened = super::open_index(&library, args.model.as_deref(), compute, imgsearch::model::Towers::Both, mounts)?;
     let options = ServeOptions {
         addr: args.addr,
         upload_limit: args.upload_limit,

@@ -16,7 +16,9 @@ pub struct StatsArgs {
 }
 
 pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
-    let data = imgsearch::store::open(&library)?;
+    let spaces = imgsearch::store::spaces::list(&library)?;
+    let current = imgsearch::store::spaces::for_search(&library, None)?;
+    let data = imgsearch::store::open(&current.location)?;
     if args.errors {
         let mut errors = Vec::new();
         for record in data.skipped() {
@@ -37,9 +39,18 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
     let stats = data.stats(data.size_bytes())?;
     // What this machine's encoders run on (chosen at start; IMGSEARCH_ISA forces a lower path).
     let kernels = imgsearch::model::kernels::isa().name();
+    let in_use = |space: &imgsearch::store::spaces::Space| space.model == current.model;
     if args.json {
         let mut json = serde_json::to_value(&stats)?;
         json["cpu_kernels"] = kernels.into();
+        json["models"] = spaces
+            .iter()
+            .filter(|space| space.model.is_some())
+            .map(|space| {
+                serde_json::json!({"model": space.model, "complete": space.complete, "searched": in_use(space),
+                                   "created_at_ms": space.created_at})
+            })
+            .collect();
         println!("{json}");
         return Ok(());
     }
@@ -47,6 +58,14 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
     match &stats.model {
         Some(m) => println!("model:        {} (dim {})", m.model, m.dim),
         None => println!("model:        (none yet)"),
+    }
+    for space in spaces.iter().filter(|space| space.model.is_some() && !in_use(space)) {
+        let state =
+            if space.complete { "complete, not searched" } else { "being indexed (searches use the model above)" };
+        println!(
+            "also held:    {} ({state}; `imgsearch search --model` searches it)",
+            space.model.as_deref().unwrap_or_default()
+        );
     }
     println!("images:       {}", stats.images);
     println!("vectors:      {} live, {} tombstoned", stats.vectors_live, stats.vectors_tombstoned);

@@ -12,6 +12,7 @@ mod library;
 pub mod migrations;
 mod postgres;
 pub mod roots;
+pub mod spaces;
 mod text;
 pub mod vectors;
 
@@ -34,8 +35,9 @@ pub enum Location {
     /// The embedded backend: one data folder.
     Folder(PathBuf),
     /// A PostgreSQL database (`postgres://…`), optionally a streaming replica of it to search
-    /// in, with a local folder for caches (thumbnails).
-    Postgres { url: String, read_url: Option<String>, cache: PathBuf },
+    /// in, with a local folder for caches (thumbnails); `schema` holds a model space after the
+    /// first (see [`spaces`]).
+    Postgres { url: String, read_url: Option<String>, cache: PathBuf, schema: Option<String> },
 }
 
 impl Location {
@@ -50,7 +52,7 @@ impl Location {
                 reason: "a replica to read from needs the library it copies: give --store URL too".to_string(),
             }),
             (Some(url), read_url) if is_postgres(&url) && read_url.as_deref().is_none_or(is_postgres) => {
-                Ok(Self::Postgres { url, read_url, cache: data_dir })
+                Ok(Self::Postgres { url, read_url, cache: data_dir, schema: None })
             }
             (Some(url), read_url) => Err(Error::Database {
                 location: if is_postgres(&url) { read_url.unwrap_or_default() } else { url },
@@ -64,8 +66,8 @@ impl Location {
 pub fn open(location: &Location) -> Result<Box<dyn Library>> {
     Ok(match location {
         Location::Folder(dir) => Box::new(DataDir::open(dir)?),
-        Location::Postgres { url, read_url, cache } => {
-            Box::new(postgres::Postgres::connect(url, read_url.as_deref(), cache)?)
+        Location::Postgres { url, read_url, cache, schema } => {
+            Box::new(postgres::Postgres::connect(url, read_url.as_deref(), cache, schema.as_deref())?)
         }
     })
 }
@@ -112,6 +114,10 @@ pub struct Stats {
 }
 
 impl DataDir {
+    /// What a data folder holds for its library (beside its users, its mounts and its later
+    /// model spaces): removing them empties it.
+    pub(crate) const PARTS: [&str; 4] = ["catalog", "vectors", "text", "thumbnails"];
+
     /// Opens (creating if needed) the data folder, upgrades an old schema, and brings the
     /// vector and text indexes back in line with the catalog if a crash left them behind.
     pub fn open(root: &Path) -> Result<Self> {

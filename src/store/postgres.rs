@@ -38,11 +38,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
 /// empty database do it once.
 const SCHEMA_LOCK: i64 = 0x696d_6773_6561_7263; // "imgsearc"
 
-/// Candidates the HNSW index hands over for exact re-scoring; pgvector's `hnsw.ef_search`.
-/// Text queries sit far from every picture (CLIP's modality gap) and need a wide search: at
-/// 100k CLIP-like pictures, text recall@10 0.84 at 200, 0.93 at 400, 0.96 at 800 (13.9 ms);
+/// How widely pgvector's HNSW build looks for each picture's neighbours (its default is 64). Text
+/// queries sit far from every picture (CLIP's modality gap) and find their true best matches only
+/// on a well-connected graph: at 1M CLIP-like pictures, text recall@10 0.79 at `ef_search` 400
+/// on a graph built with 64, 0.965 on one built with 200 (which takes 2.4× as long to build).
+const EF_CONSTRUCTION: usize = 200;
+/// Candidates the HNSW index hands over for exact re-scoring; pgvector's `hnsw.ef_search`. On
+/// a graph built with [`EF_CONSTRUCTION`], text recall@10 0.965 at 1M pictures (p50 9.7 ms);
 /// benches/README.md has the table. `IMGSEARCH_PG_EF_SEARCH` overrides it.
-const EF_SEARCH: usize = 800;
+const EF_SEARCH: usize = 400;
+/// The same for a vector index that an older imgsearch built with `ef_construction` 64: twice
+/// as wide for the same recall (0.96 at 100k). `imgsearch repair` rebuilds such an index.
+const EF_SEARCH_OLD_INDEX: usize = 800;
 /// pgvector's limit on `hnsw.ef_search`.
 const EF_SEARCH_MAX: usize = 1000;
 
@@ -86,27 +93,29 @@ fn without_password(config: &postgres::Config) -> String {
     format!("postgres://{user}{host}{port}/{}", config.get_dbname().unwrap_or(""))
 }
 
-/// One connection to `url` for the rare reads and writes of users and tokens (the library, opened
-/// first, has applied the schema).
-fn auth_client(url: &str) -> Result<(postgres::Client, String)> {
+/// One connection to `url` for rare reads and writes outside a library's pool: users and tokens
+/// (the library, opened first, has applied the schema), model spaces' records.
+fn one_connection(url: &str) -> Result<(postgres::Client, String)> {
     let mut config: postgres::Config =
         url.parse().map_err(|e| db_error(url.split('@').next_back().unwrap_or(url), e))?;
     config.application_name("imgsearch");
     let location = without_password(&config);
-    let client = config.connect(NoTls).map_err(|e| db_error(&location, e))?;
+    let client = config
+        .connect(NoTls)
+        .map_err(|e| db_error(&location, format!("cannot connect ({e}); is the server running and the URL right?")))?;
     Ok((client, location))
 }
 
 /// The users and tokens stored in the library at `url`.
 pub fn load_auth(url: &str) -> Result<crate::auth::AuthData> {
-    let (mut client, location) = auth_client(url)?;
+    let (mut client, location) = one_connection(url)?;
     let row = client.query_one("SELECT data FROM auth WHERE id = 1", &[]).map_err(|e| db_error(&location, e))?;
     serde_json::from_value(row.get::<_, Json<serde_json::Value>>(0).0).map_err(|e| db_error(&location, e))
 }
 
 /// Changes the users and tokens of the library at `url` in one transaction, under the row's lock.
 pub fn update_auth<T>(url: &str, change: impl FnOnce(&mut crate::auth::AuthData) -> Result<T>) -> Result<T> {
-    let (mut client, location) = auth_client(url)?;
+    let (mut client, location) = one_connection(url)?;
     let err = |e: postgres::Error| db_error(&location, e);
     let mut tx = client.transaction().map_err(err)?;
     let row = tx.query_one("SELECT data FROM auth WHERE id = 1 FOR UPDATE", &[]).map_err(err)?;
@@ -120,14 +129,20 @@ pub fn update_auth<T>(url: &str, change: impl FnOnce(&mut crate::auth::AuthData)
 }
 
 /// A pool of connections to `url`, and the URL without its password.
-fn connection_pool(url: &str) -> Result<(Pool, String)> {
+/// A pool of connections to `url`; with `schema` (a model space after the first, see
+/// `spaces.rs`), its tables are the schema's and the extensions still public's.
+fn connection_pool(url: &str, schema: Option<&str>) -> Result<(Pool, String)> {
     let mut config: postgres::Config = url.parse().map_err(|e| Error::Database {
         location: url.split('@').next_back().unwrap_or(url).to_string(),
         reason: format!("not a usable PostgreSQL URL ({e}); write it as postgres://USER[:PASSWORD]@HOST:PORT/DATABASE"),
     })?;
     // Named in pg_stat_activity, for operators (and for the tests that check who reads where).
     config.application_name("imgsearch");
-    let location = without_password(&config);
+    let mut location = without_password(&config);
+    if let Some(schema) = schema {
+        config.options(&format!("-c search_path={schema},public"));
+        location = format!("{location} (model space {schema})");
+    }
     let pool = r2d2::Pool::builder()
         .max_size(POOL_SIZE)
         .min_idle(Some(1))
@@ -138,31 +153,123 @@ fn connection_pool(url: &str) -> Result<(Pool, String)> {
     Ok((pool, location))
 }
 
+/// The record of a model space (see `spaces.rs`): the comment on its `library_meta` table, in
+/// `schema` or else in the first space. `None` before the space's tables exist.
+pub(super) fn space_record(url: &str, schema: Option<&str>) -> Result<Option<String>> {
+    let (mut client, location) = one_connection(url)?;
+    let table = match schema {
+        Some(schema) => format!("{schema}.library_meta"),
+        None => "library_meta".to_string(),
+    };
+    let row = client
+        .query_one("SELECT obj_description(to_regclass($1), 'pg_class')", &[&table])
+        .map_err(|e| db_error(&location, e))?;
+    Ok(row.get(0))
+}
+
+/// Every schema whose name starts with `prefix` and holds a library, with its space record.
+pub(super) fn space_records(url: &str, prefix: &str) -> Result<Vec<(String, Option<String>)>> {
+    let (mut client, location) = one_connection(url)?;
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, obj_description(c.oid, 'pg_class') FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = 'library_meta' AND starts_with(n.nspname, $1) ORDER BY 1",
+            &[&prefix],
+        )
+        .map_err(|e| db_error(&location, e))?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+pub(super) fn set_space_record(url: &str, schema: Option<&str>, record: &str) -> Result<()> {
+    let (mut client, location) = one_connection(url)?;
+    let table = match schema {
+        Some(schema) => format!("{schema}.library_meta"),
+        None => "library_meta".to_string(),
+    };
+    let statement: String = client
+        .query_one("SELECT format('COMMENT ON TABLE %s IS %L', $1::text::regclass, $2::text)", &[&table, &record])
+        .map_err(|e| db_error(&location, e))?
+        .get(0);
+    client.batch_execute(&statement).map_err(|e| db_error(&location, e))
+}
+
+/// `schema` names are made by `spaces.rs` from letters, digits and `_` only.
+pub(super) fn create_space_schema(url: &str, schema: &str) -> Result<()> {
+    let (mut client, location) = one_connection(url)?;
+    client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).map_err(|e| db_error(&location, e))
+}
+
+pub(super) fn drop_space_schema(url: &str, schema: &str) -> Result<()> {
+    let (mut client, location) = one_connection(url)?;
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).map_err(|e| db_error(&location, e))
+}
+
+/// Empties the first space: its pictures, skipped files, folders, runs and model (so that its
+/// vector index, made for that model's dimension, goes too). Users and tokens stay.
+pub(super) fn clear_library(url: &str) -> Result<()> {
+    let (mut client, location) = one_connection(url)?;
+    client
+        .batch_execute(
+            "BEGIN; DROP INDEX IF EXISTS images_embedding; TRUNCATE images, skipped, roots, runs; \
+             DELETE FROM library_meta; COMMIT",
+        )
+        .map_err(|e| db_error(&location, e))
+}
+
 impl Postgres {
     /// Connects to `url`, applies any schema versions the database lacks, and keeps caches
     /// (thumbnails) under `cache_root`. With `read_url` (a streaming replica of it), searches
     /// and listings read from there; writes, and the indexer's reads, stay on `url`.
-    pub fn connect(url: &str, read_url: Option<&str>, cache_root: &std::path::Path) -> Result<Self> {
-        let (pool, location) = connection_pool(url)?;
+    pub fn connect(
+        url: &str,
+        read_url: Option<&str>,
+        cache_root: &std::path::Path,
+        schema: Option<&str>,
+    ) -> Result<Self> {
+        let (pool, location) = connection_pool(url, schema)?;
         let cache_dir = cache_root
             .join("postgres")
             .join(location.trim_start_matches("postgres://").replace(|c: char| !c.is_alphanumeric() && c != '.', "_"));
-        let replica = read_url.map(connection_pool).transpose()?;
-        let ef_search = match std::env::var("IMGSEARCH_PG_EF_SEARCH") {
-            Ok(value) => value.parse().ok().filter(|ef| (1..=EF_SEARCH_MAX).contains(ef)).ok_or_else(|| {
+        let replica = read_url.map(|url| connection_pool(url, schema)).transpose()?;
+        let ef_search_override = match std::env::var("IMGSEARCH_PG_EF_SEARCH") {
+            Ok(value) => Some(value.parse().ok().filter(|ef| (1..=EF_SEARCH_MAX).contains(ef)).ok_or_else(|| {
                 db_error(
                     &location,
                     format!("IMGSEARCH_PG_EF_SEARCH={value:?}: give a number from 1 to {EF_SEARCH_MAX}"),
                 )
-            })?,
-            Err(_) => EF_SEARCH,
+            })?),
+            Err(_) => None,
         };
-        let library =
-            Self { pool, location, replica, cache_dir, dim: OnceLock::new(), ef_search, index_deferred: false };
+        let mut library = Self {
+            pool,
+            location,
+            replica,
+            cache_dir,
+            dim: OnceLock::new(),
+            ef_search: EF_SEARCH,
+            index_deferred: false,
+        };
+        if let Some(schema) = schema {
+            // A removed space's schema: its tables would otherwise be made in `public`.
+            let exists: bool = library
+                .connection()?
+                .query_one("SELECT to_regnamespace($1) IS NOT NULL", &[&schema])
+                .map_err(|e| library.err(e))?
+                .get(0);
+            if !exists {
+                return Err(library.err("this model space was removed; `imgsearch stats` lists the library's models"));
+            }
+        }
         library.migrate()?;
         if let Some(info) = library.read_model_info()? {
             let _ = library.dim.set(info.dim);
         }
+        library.ef_search = match ef_search_override {
+            Some(ef) => ef,
+            None if library.vector_index_is_outdated()? => EF_SEARCH_OLD_INDEX,
+            None => EF_SEARCH,
+        };
         Ok(library)
     }
 
@@ -519,8 +626,22 @@ impl Postgres {
         // re-scored from the f32 embeddings.
         client.batch_execute(&format!(
             "CREATE INDEX IF NOT EXISTS images_embedding ON images \
-             USING hnsw ((embedding::halfvec({dim})) halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)"
+             USING hnsw ((embedding::halfvec({dim})) halfvec_cosine_ops) WITH (m = 16, ef_construction = {EF_CONSTRUCTION})"
         ))
+    }
+
+    /// Whether the vector index exists and was built with other parameters than
+    /// [`Self::create_vector_index`]'s (by an older imgsearch).
+    fn vector_index_is_outdated(&self) -> Result<bool> {
+        let options: Option<String> = self
+            .reader()?
+            .query_opt(
+                "SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = to_regclass('images_embedding')",
+                &[],
+            )
+            .map_err(|e| self.err(e))?
+            .map(|row| row.get(0));
+        Ok(options.is_some_and(|options| !options.contains(&format!("ef_construction={EF_CONSTRUCTION}"))))
     }
 }
 
@@ -782,17 +903,29 @@ impl Library for Postgres {
         let err = |e| self.err(e);
         let mut repaired = Vec::new();
         let mut client = self.connection()?;
+        // An index an older imgsearch built is dropped first and built anew last (after any
+        // REINDEX, which would rebuild it with its old parameters).
+        let outdated = self.vector_index_is_outdated()?;
+        if outdated {
+            client.batch_execute("DROP INDEX images_embedding").map_err(err)?;
+            repaired.push(format!(
+                "vector index: built by an older imgsearch, built again with ef_construction {EF_CONSTRUCTION} \
+                 (text queries find more of their true best matches)"
+            ));
+        }
+        if force {
+            client.batch_execute("REINDEX TABLE images").map_err(err)?;
+            repaired.push("every index of the images table rebuilt (REINDEX)".to_string());
+        }
         if let Some(dim) = self.dim() {
             let exists: bool =
                 client.query_one("SELECT to_regclass('images_embedding') IS NOT NULL", &[]).map_err(err)?.get(0);
             if !exists {
                 Self::create_vector_index(&mut *client, dim).map_err(err)?;
-                repaired.push("vector index: it was missing, built again".to_string());
+                if !outdated {
+                    repaired.push("vector index: it was missing, built again".to_string());
+                }
             }
-        }
-        if force {
-            client.batch_execute("REINDEX TABLE images").map_err(err)?;
-            repaired.push("every index of the images table rebuilt (REINDEX)".to_string());
         }
         Ok(repaired)
     }
