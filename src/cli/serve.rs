@@ -65,6 +65,7 @@ pub fn run(
     compute: super::ComputeArgs,
     mounts: &[(String, std::path::PathBuf)],
 ) -> anyhow::Result<()> {
+    crate::purge_freed_memory_at_once();
     let opened = super::open_index(&library, args.model.as_deref(), compute, imgsearch::model::Towers::Both, mounts)?;
     let options = ServeOptions {
         addr: args.addr,
