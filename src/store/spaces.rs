@@ -47,8 +47,12 @@ const SCHEMA_PREFIX: &str = "imgsearch_space_";
 /// A short, stable name for `model`'s space: readable, unique, and a valid folder and schema
 /// name (PostgreSQL identifiers stop at 63 bytes).
 fn space_name(model: &str) -> String {
+    // A hub id whole (`google_siglip2_base_patch16_224`), a local checkpoint by its own name.
+    let is_path = model.starts_with(['/', '.', '~']) || model.matches('/').count() > 1 || model.contains('\\');
+    let shown =
+        if is_path { model.trim_end_matches(['/', '\\']).rsplit(['/', '\\']).next().unwrap_or(model) } else { model };
     let mut readable: String =
-        model.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+        shown.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
     readable.truncate(30);
     let hash = blake3::hash(model.as_bytes()).to_hex();
     format!("{}_{}", readable.trim_matches('_'), &hash[..10])
@@ -281,6 +285,10 @@ mod tests {
     fn space_names_are_readable_distinct_and_short() {
         let a = space_name("google/siglip2-base-patch16-224");
         assert!(a.starts_with("google_siglip2_base_patch16_22"), "{a}");
+        assert!(
+            space_name("/home/me/models/RemoteCLIP-ViT-B-32.pt#ViT-B-32").starts_with("remoteclip_vit_b_32_pt_vit_b")
+        );
+        assert!(space_name("./checkpoints/my-clip/").starts_with("my_clip_"));
         assert_ne!(a, space_name("google/siglip2-base-patch16-256"));
         let long = space_name(&"x/".repeat(200));
         assert!(SCHEMA_PREFIX.len() + long.len() <= 63, "{long}");
