@@ -129,7 +129,8 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
     let index = json(imgsearch(&data).arg("index").arg(&photos).args(["--json", "--model"]).arg(&model));
     assert_eq!((index["unchanged"].as_u64(), index["indexed"].as_u64()), (Some(3), Some(2)), "{index}");
 
-    // A library of another model refuses the file, naming both models.
+    // Into a library of another model, the file's embeddings become a model space of their own
+    // beside that model's, and searches use them (the newest complete model).
     let other = tmp.path().join("other");
     index_photos(&photos, &other, &[]);
     let p14 = tmp.path().join("p14");
@@ -143,10 +144,11 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
         .status()
         .unwrap();
     assert!(indexed.success());
-    let mismatch = imgsearch(&p14).arg("import").arg(&file).arg("--model").arg(&model).output().unwrap();
-    assert_eq!(mismatch.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&mismatch.stderr);
-    assert!(stderr.contains("tiny-clip-p14-gelu") && stderr.contains("tiny-clip-b32-quickgelu"), "{stderr}");
+    let beside = json(imgsearch(&p14).arg("import").arg(&file).arg("--model").arg(&model).arg("--json"));
+    assert_eq!(beside["imported"], 3, "{beside}");
+    let stats = json(imgsearch(&p14).args(["stats", "--json"]));
+    assert_eq!(stats["model"]["model"], model.display().to_string(), "{stats}");
+    assert_eq!(stats["models"].as_array().unwrap().len(), 2, "{stats}");
     // Without --model, the rows' dimension is checked against the library's.
     let short: Vec<(String, Vec<f32>)> = rows.iter().map(|(p, e)| (p.clone(), e[1..].to_vec())).collect();
     common::parquet::write_foreign(&file, &short);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use imgsearch::model::ModelSpec;
-use imgsearch::store::exchange;
+use imgsearch::store::{exchange, spaces};
 
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
@@ -78,10 +78,16 @@ pub fn export(args: ExportArgs, library: Location) -> anyhow::Result<()> {
 pub fn import(args: ImportArgs, library: Location) -> anyhow::Result<()> {
     // The model's identity (name, dimension, preprocessing) comes from its config; no weights load.
     let model = args.model.as_deref().map(ModelSpec::resolve).transpose()?.map(|spec| spec.info());
-    let mut data = imgsearch::store::open(&library)?;
+    // Another model's embeddings go into a model space of their own, as `index --model` does.
+    let space = match model.clone().map_or_else(|| exchange::file_model(&args.file), |m| Ok(Some(m)))? {
+        Some(model) => spaces::for_index(&library, &model.model)?,
+        None => spaces::for_search(&library, None)?.location,
+    };
+    let mut data = imgsearch::store::open(&space)?;
     let progress = progress_bar(args.quiet || args.json);
     let summary = exchange::import(&mut *data, &args.file, model, &progress)?;
     data.close()?;
+    spaces::mark_complete(&library, &space)?;
     progress.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);

@@ -154,7 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repair => stats::repair(current()?),
         Command::Optimize => stats::optimize(current()?),
         Command::Export(args) => exchange::export(args, current()?),
-        Command::Import(args) => exchange::import(args, current()?),
+        Command::Import(args) => exchange::import(args, library),
         Command::Migrate(args) => exchange::migrate(args, current()?),
         Command::Embed(args) => embed::run(args, cli.compute),
         Command::Bench(args) => bench::run(args, cli.compute),

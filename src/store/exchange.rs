@@ -171,6 +171,33 @@ pub struct ImportSummary {
 /// How many skipped rows an import describes.
 const PROBLEMS_SHOWN: usize = 10;
 
+fn open_parquet(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let opened = File::open(file).map_err(|source| Error::Io { path: file.to_owned(), source })?;
+    ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| parquet_error(file, e))
+}
+
+/// The model a Parquet file's metadata says made its embeddings, if it says.
+fn named_model(builder: &ParquetRecordBatchReaderBuilder<File>, file: &Path) -> Result<Option<ModelInfo>> {
+    builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|pairs| pairs.iter().find(|kv| kv.key == MODEL_KEY))
+        .and_then(|kv| kv.value.as_deref())
+        .map(|json| {
+            serde_json::from_str::<ModelInfo>(json).map_err(|e| Error::Corrupt {
+                what: format!("{} (its {MODEL_KEY} metadata)", file.display()),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
+/// The model whose embeddings `file` holds, by its metadata (`None` if it does not say).
+pub fn file_model(file: &Path) -> Result<Option<ModelInfo>> {
+    named_model(&open_parquet(file)?, file)
+}
+
 /// Reads `file` into the library. The model is `model` when given, else the one the file's
 /// metadata names; an empty library takes it, an existing one must match it (and the rows its
 /// dimension). Embeddings are L2-normalised on the way in. Rows whose path is already in the
@@ -181,20 +208,9 @@ pub fn import(
     model: Option<ModelInfo>,
     progress: &ProgressBar,
 ) -> Result<ImportSummary> {
-    let opened = File::open(file).map_err(|source| Error::Io { path: file.to_owned(), source })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| parquet_error(file, e))?;
+    let builder = open_parquet(file)?;
     let metadata = builder.metadata().file_metadata();
-    let named = metadata
-        .key_value_metadata()
-        .and_then(|pairs| pairs.iter().find(|kv| kv.key == MODEL_KEY))
-        .and_then(|kv| kv.value.as_deref())
-        .map(|json| {
-            serde_json::from_str::<ModelInfo>(json).map_err(|e| Error::Corrupt {
-                what: format!("{} (its {MODEL_KEY} metadata)", file.display()),
-                reason: e.to_string(),
-            })
-        })
-        .transpose()?;
+    let named = named_model(&builder, file)?;
     for needed in ["path", "embedding"] {
         if builder.schema().field_with_name(needed).is_err() {
             return Err(Error::Exchange(format!(
