@@ -48,6 +48,14 @@ fn text_search_returns_scored_hits_with_thumbnails_that_load() {
     assert_eq!(thumb.header("content-type").as_deref(), Some("image/jpeg"));
     let decoded = image::load_from_memory(&thumb.body).unwrap();
     assert!(decoded.width().max(decoded.height()) <= 320);
+    // Kept privately and checked on each use: an unchanged picture is not sent again.
+    assert_eq!(thumb.header("cache-control").as_deref(), Some("private, no-cache"));
+    let etag = thumb.header("etag").expect("an ETag");
+    let url = hits[0]["thumbnail"].as_str().unwrap();
+    let again = request_with_headers(&server.addr, "GET", url, &[("If-None-Match", &etag)], b"");
+    assert_eq!((again.status, again.body.len()), (304, 0));
+    let other = request_with_headers(&server.addr, "GET", url, &[("If-None-Match", "\"another\"")], b"");
+    assert_eq!(other.status, 200);
 
     // Paging: offset 1 continues where k=1 stopped.
     let first = hit_paths(&get(&server.addr, "/api/search?q=a%20photo%20of%20a%20cat&k=1").json());

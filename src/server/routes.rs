@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path as UrlPath, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +17,7 @@ use tokio_util::io::ReaderStream;
 
 use super::auth;
 use super::error::ApiError;
-use super::thumbnails::thumbnail;
+use super::thumbnails::{thumbnail, thumbnail_version};
 use super::{open_indexed_file, AppState};
 use crate::search::query::Understood;
 use crate::search::{Composition, Example, SearchHit, SearchParams, SortOrder, MAX_K};
@@ -450,21 +450,32 @@ async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
     })))
 }
 
-async fn image_thumbnail(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
+async fn image_thumbnail(
+    State(state): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let bytes = blocking(state.clone(), move || {
+    let known = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (etag, bytes) = blocking(state.clone(), move || {
         let record = record(&state, id)?;
-        Ok(thumbnail(&state.thumbnails, &record, &state.mounts, state.options.max_pixels)?)
+        let etag = format!("\"{}\"", thumbnail_version(&record));
+        if known.is_some_and(|known| known.split(',').any(|tag| tag.trim() == etag)) {
+            return Ok((etag, None));
+        }
+        Ok((etag, Some(thumbnail(&state.thumbnails, &record, &state.mounts, state.options.max_pixels)?)))
     })
     .await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=604800, immutable")),
-        ],
-        bytes,
-    )
-        .into_response())
+    // Private (signed-in pictures stay out of shared caches), and checked on every use: an id
+    // can name another picture later (a changed file, another model's space).
+    let cache = [
+        (header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache")),
+        (header::ETAG, HeaderValue::from_str(&etag).expect("hex in quotes")),
+    ];
+    Ok(match bytes {
+        None => (StatusCode::NOT_MODIFIED, cache).into_response(),
+        Some(bytes) => (cache, [(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"))], bytes).into_response(),
+    })
 }
 
 async fn image_file(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
