@@ -214,7 +214,7 @@ fn main() {
                 trust_proxy: false,
             };
             let engine = SearchEngine::new(library, clip.clone());
-            std::thread::spawn(move || serve(engine, options, None).unwrap());
+            std::thread::spawn(move || serve(engine, options, None, None).unwrap());
             while TcpStream::connect(&addr).is_err() {
                 std::thread::sleep(Duration::from_millis(20));
             }

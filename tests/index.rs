@@ -318,14 +318,38 @@ fn a_second_model_is_built_beside_the_first_and_searches_switch_when_it_is_compl
     assert_eq!(with_first.len(), 5);
 
     // A server answers from the first model while the second one's embeddings are built (on
-    // the embedded backend it holds the data folder: the new space is a folder of its own).
+    // the embedded backend it holds the data folder: the new space is a folder of its own) ...
     let server = common::server::serve(&data, &[]);
-    let summary =
-        json_of(&imgsearch(&data).arg("index").arg(&root).args(["--json", "--model", &second]).output().unwrap());
+    let served = || {
+        let hits = common::http::get(&server.addr, "/api/search?q=noise&k=5").json();
+        hits["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["score"].as_f64().unwrap() * 1e5).round())
+            .collect::<Vec<_>>()
+    };
+    // HTTP and the CLI print an f32 score with different digits: compared to 1e-5.
+    let scores = |hits: &[(String, f64)]| hits.iter().map(|(_, score)| (score * 1e5).round()).collect::<Vec<_>>();
+    let second_index = imgsearch(&data)
+        .arg("index")
+        .arg(&root)
+        .args(["--json", "--batch-size", "1", "--model", &second])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(served(), scores(&with_first));
+    let summary = json_of(&second_index.wait_with_output().unwrap());
     assert_eq!(summary["indexed"], 6, "every picture embedded by the second model: {summary:#}");
-    let served = common::http::get(&server.addr, "/api/search?q=noise&k=5").json();
-    let served: Vec<&str> = served["hits"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap()).collect();
-    assert_eq!(served, with_first.iter().map(|(path, _)| path.as_str()).collect::<Vec<_>>());
+    // ... and moves on to the second once it is complete (it looks every few seconds).
+    let with_second = search_json(&data, &["--model", &second]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while served() != scores(&with_second) {
+        assert!(Instant::now() < deadline, "the server still serves the first model");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(common::http::get(&server.addr, "/api/stats").json()["model"]["model"], second.as_str());
     drop(server);
 
     let s = stats(&data);
@@ -337,8 +361,7 @@ fn a_second_model_is_built_beside_the_first_and_searches_switch_when_it_is_compl
         .map(|m| (m["model"].as_str().unwrap(), m["searched"].as_bool().unwrap()))
         .collect();
     assert_eq!(models, [(first.as_str(), false), (second.as_str(), true)]);
-    let with_second = search_json(&data, &[]);
-    assert_eq!(with_second, search_json(&data, &["--model", &second]));
+    assert_eq!(search_json(&data, &[]), with_second);
     assert_ne!(with_second, with_first, "another model, other scores");
     assert_eq!(
         search_json(&data, &["--model", &first]),

@@ -168,6 +168,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// An existing index with its model loaded: what `search`, `similar` and `serve` start from.
 pub struct OpenIndex {
+    /// The model space it searches (see store/spaces.rs).
+    pub space: imgsearch::store::Location,
     pub engine: imgsearch::search::SearchEngine,
     pub spec: ModelSpec,
     pub device: candle_core::Device,
@@ -193,5 +195,5 @@ pub fn open_index(
     let (spec, device) = compute.open(&info.model)?;
     let clip = spec.load(&device, towers).with_context(|| format!("cannot load model {}", info.model))?;
     let engine = imgsearch::search::SearchEngine::new(data, clip).with_mounts(mounts);
-    Ok(OpenIndex { engine, spec, device })
+    Ok(OpenIndex { space: space.location, engine, spec, device })
 }

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
-use imgsearch::server::{serve, ServeOptions};
+use imgsearch::model::Towers;
+use imgsearch::server::{serve, ModelFollower, ServeOptions};
+use imgsearch::store::spaces;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -66,7 +68,7 @@ pub fn run(
     mounts: &[(String, std::path::PathBuf)],
 ) -> anyhow::Result<()> {
     crate::purge_freed_memory_at_once();
-    let opened = super::open_index(&library, args.model.as_deref(), compute, imgsearch::model::Towers::Both, mounts)?;
+    let opened = super::open_index(&library, args.model.as_deref(), compute.clone(), Towers::Both, mounts)?;
     let options = ServeOptions {
         addr: args.addr,
         upload_limit: args.upload_limit,
@@ -79,6 +81,26 @@ pub fn run(
         tls: args.tls_cert.zip(args.tls_key),
         trust_proxy: args.trust_proxy,
     };
-    serve(opened.engine, options, Some((opened.spec, opened.device)))?;
+    // Unless told which model to serve, move on to the library's newest model when an `index
+    // --model NEW` completes it.
+    let follower = args.model.is_none().then(|| {
+        let mut served = opened.space.clone();
+        let mounts = mounts.to_vec();
+        ModelFollower {
+            every: Duration::from_secs(5),
+            newer: Box::new(move || {
+                let newest = spaces::for_search(&library, None).map_err(|e| e.to_string())?;
+                if newest.location == served {
+                    return Ok(None);
+                }
+                let model = newest.model.as_deref();
+                let opened = super::open_index(&library, model, compute.clone(), Towers::Both, &mounts)
+                    .map_err(|e| format!("{e:#}"))?;
+                served = newest.location;
+                Ok(Some((opened.engine, opened.spec)))
+            }),
+        }
+    });
+    serve(opened.engine, options, Some((opened.spec, opened.device)), follower)?;
     Ok(())
 }

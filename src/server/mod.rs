@@ -76,11 +76,10 @@ pub struct ServeOptions {
 }
 
 pub struct AppState {
+    /// What is served: a model space's library with its model (replaced when the library's
+    /// newest model changes, see [`ModelFollower`]).
     pub engine: RwLock<SearchEngine>,
     pub options: ServeOptions,
-    pub thumbnails: PathBuf,
-    /// Where this host mounts the library's named roots (the engine's, copied out of its lock).
-    pub mounts: Mounts,
     /// `/api/stats`' size of the data folder and when it was measured (see `FOLDER_SIZE_MAX_AGE`).
     pub folder_size: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
     pub gate: Arc<auth::Gate>,
@@ -93,24 +92,43 @@ pub const FOLDER_SIZE_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// Runs the server until Ctrl-C. Prints the address it listens on once it is ready.
 /// `rescan_with`: the model and device `--watch` indexes new pictures with.
-pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(ModelSpec, Device)>) -> Result<()> {
-    // A GPU's first query compiles candle's kernels (seconds with CUDA, whose PTX the driver
-    // compiles on first use: 3.4 s for the first text search on an H200): pay it before listening.
-    engine.clip("text")?.embed_texts(&["warm-up"])?;
-    let thumbnails = engine.library().cache_dir().join("thumbnails");
+/// Moves a server onto the library's newest model when one is complete (an `index --model NEW`
+/// that finished while it served).
+pub struct ModelFollower {
+    /// How often to look.
+    pub every: Duration,
+    pub newer: NewerModel,
+}
+
+/// The newest model's engine (its library and loaded model) with its spec, when it is not the
+/// one served; `Err` says why it cannot be opened.
+pub type NewerModel = Box<dyn FnMut() -> std::result::Result<Option<(SearchEngine, ModelSpec)>, String> + Send>;
+
+/// The model spec a `--watch` rescan embeds new pictures with: the served space's.
+type RescanModel = Arc<RwLock<ModelSpec>>;
+
+pub fn serve(
+    engine: SearchEngine,
+    options: ServeOptions,
+    rescan_with: Option<(ModelSpec, Device)>,
+    follower: Option<ModelFollower>,
+) -> Result<()> {
+    warm_up(&engine)?;
     let tls = options.tls.as_ref().map(|(cert, key)| tls::server_config(cert, key)).transpose()?;
     let gate = gate(&options, tls.is_some())?;
     let state = Arc::new(AppState {
-        mounts: engine.mounts().clone(),
         engine: RwLock::new(engine),
         options: options.clone(),
-        thumbnails,
         folder_size: std::sync::Mutex::new(None),
         gate: Arc::new(gate),
         work: work::WorkQueue::new(options.workers, options.queue_timeout),
     });
-    if let (Some(interval), Some((spec, device))) = (options.watch_interval, rescan_with) {
-        spawn_rescans(state.clone(), spec, device, interval);
+    let rescan_model: Option<RescanModel> = rescan_with.as_ref().map(|(spec, _)| Arc::new(RwLock::new(spec.clone())));
+    if let (Some(interval), Some((_, device)), Some(model)) = (options.watch_interval, rescan_with, &rescan_model) {
+        spawn_rescans(state.clone(), model.clone(), device, interval);
+    }
+    if let Some(follower) = follower {
+        spawn_follower(state.clone(), follower, rescan_model);
     }
     let kept = state.clone();
     // Request work runs on `workers` blocking threads at most (see `work`); a few more serve
@@ -145,6 +163,43 @@ pub fn serve(engine: SearchEngine, options: ServeOptions, rescan_with: Option<(M
     drop(runtime);
     drop(kept);
     served
+}
+
+/// A GPU's first query compiles candle's kernels (seconds with CUDA, whose PTX the driver
+/// compiles on first use: 3.4 s for the first text search on an H200): paid before serving.
+fn warm_up(engine: &SearchEngine) -> Result<()> {
+    engine.clip("text")?.embed_texts(&["warm-up"])?;
+    Ok(())
+}
+
+fn spawn_follower(state: Arc<AppState>, mut follower: ModelFollower, rescan_model: Option<RescanModel>) {
+    let mut last_problem = String::new();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(follower.every);
+        match (follower.newer)() {
+            Ok(None) => {}
+            Ok(Some((engine, spec))) => {
+                if let Err(e) = warm_up(&engine) {
+                    tracing::error!("cannot switch to the newest model {}: {e}", spec.info().model);
+                    continue;
+                }
+                tracing::info!("the library's newest model is complete: now serving {}", spec.info().model);
+                // The old space (and, on the embedded backend, its folder's lock) goes with the
+                // last request that still reads it.
+                *state.engine.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = engine;
+                *state.folder_size.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+                if let Some(model) = &rescan_model {
+                    *model.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = spec;
+                }
+            }
+            // Said once, not every few seconds while it lasts.
+            Err(e) if e != last_problem => {
+                tracing::warn!("cannot move on to the library's newest model: {e}");
+                last_problem = e;
+            }
+            Err(_) => {}
+        }
+    });
 }
 
 /// Who may use the server (see `auth`). Listening beyond this computer with nobody able to sign
@@ -199,7 +254,7 @@ fn listen_error(addr: SocketAddr, e: std::io::Error) -> Error {
 /// events on network shares and run out of inotify watches on big trees. The watches are in place
 /// when this returns (before the server says it is listening, so no change after that is missed),
 /// and the first rescan runs at once (for what changed while no server watched).
-fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval: Duration) {
+fn spawn_rescans(state: Arc<AppState>, model: RescanModel, device: Device, interval: Duration) {
     let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
     let roots: Vec<PathBuf> = indexed_roots(&state).into_iter().map(|(_, here)| here).collect();
     // None if the platform refuses a watcher: then the timer alone rescans.
@@ -213,6 +268,7 @@ fn spawn_rescans(state: Arc<AppState>, spec: ModelSpec, device: Device, interval
     std::thread::spawn(move || {
         let _watcher = watcher; // kept alive for the thread's lifetime
         loop {
+            let spec = model.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
             rescan(&state, &spec, &device);
             if wake_rx.recv_timeout(interval).is_ok() {
                 // Let a burst of changes (a camera import) settle into one rescan.
@@ -231,7 +287,7 @@ fn indexed_roots(state: &AppState) -> Vec<(IndexedRoot, PathBuf)> {
         tracing::error!("watch: cannot read the indexed folders ({e}); nothing is rescanned");
         Vec::new()
     });
-    roots.into_iter().filter_map(|root| state.mounts.root_here(&root).map(|here| (root, here))).collect()
+    roots.into_iter().filter_map(|root| engine.mounts().root_here(&root).map(|here| (root, here))).collect()
 }
 
 fn watch_roots(roots: &[PathBuf], wake: std::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
@@ -266,7 +322,7 @@ fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
     for (root, here) in indexed_roots(state).into_iter().filter(|(_, here)| here.exists()) {
         let options = IndexOptions {
             roots: vec![Root { name: root.name, path: here }],
-            mounts: state.mounts.clone(),
+            mounts: state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner()).mounts().clone(),
             hidden: root.hidden,
             batch_size: pipeline::default_batch_size(device),
             max_pixels: root.max_pixels,

@@ -427,7 +427,21 @@ fn parse_id(id: &str) -> ApiResult<ImageId> {
 }
 
 fn record(state: &AppState, id: ImageId) -> ApiResult<ImageRecord> {
-    engine(state).library().image_meta(id)?.ok_or_else(|| ApiError::not_found(format!("no image with id {id}")))
+    record_in(&engine(state), id)
+}
+
+fn record_in(engine: &crate::search::SearchEngine, id: ImageId) -> ApiResult<ImageRecord> {
+    engine.library().image_meta(id)?.ok_or_else(|| ApiError::not_found(format!("no image with id {id}")))
+}
+
+/// A record with its library's cache folder and this host's mounts of its roots, taken together
+/// (the served library can change between two reads), so that its file is read outside the lock.
+fn served_record(
+    state: &AppState,
+    id: ImageId,
+) -> ApiResult<(ImageRecord, std::path::PathBuf, crate::store::roots::Mounts)> {
+    let engine = engine(state);
+    Ok((record_in(&engine, id)?, engine.library().cache_dir(), engine.mounts().clone()))
 }
 
 async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<serde_json::Value>> {
@@ -458,12 +472,12 @@ async fn image_thumbnail(
     let id = parse_id(&id)?;
     let known = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (etag, bytes) = blocking(state.clone(), move || {
-        let record = record(&state, id)?;
+        let (record, cache, mounts) = served_record(&state, id)?;
         let etag = format!("\"{}\"", thumbnail_version(&record));
         if known.is_some_and(|known| known.split(',').any(|tag| tag.trim() == etag)) {
             return Ok((etag, None));
         }
-        Ok((etag, Some(thumbnail(&state.thumbnails, &record, &state.mounts, state.options.max_pixels)?)))
+        Ok((etag, Some(thumbnail(&cache.join("thumbnails"), &record, &mounts, state.options.max_pixels)?)))
     })
     .await?;
     // Private (signed-in pictures stay out of shared caches), and checked on every use: an id
@@ -481,8 +495,8 @@ async fn image_thumbnail(
 async fn image_file(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let (file, size, format) = blocking(state.clone(), move || {
-        let record = record(&state, id)?;
-        Ok((open_indexed_file(&record, &state.mounts)?, record.size, record.format))
+        let (record, _, mounts) = served_record(&state, id)?;
+        Ok((open_indexed_file(&record, &mounts)?, record.size, record.format))
     })
     .await?;
     // `format` is the `image` crate's own extension for the file's format (see the pipeline).

@@ -30,7 +30,7 @@ use text::TextIndex;
 pub use vectors::{HnswIndex, VectorHit, VectorIndex};
 
 /// Where a library lives.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// The embedded backend: one data folder.
     Folder(PathBuf),
