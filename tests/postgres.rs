@@ -53,6 +53,11 @@ fn index(mut library: Command, roots: &[&Path]) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+fn has_vector_index(url: &str) -> bool {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client.query_one("SELECT to_regclass('images_embedding') IS NOT NULL", &[]).unwrap().get(0)
+}
+
 fn listed_paths(url: &str, cache: &Path) -> Vec<String> {
     let list = json_of(imgsearch(url, cache).args(["list", "--json"]).output().unwrap());
     list.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().to_string()).collect()
@@ -89,6 +94,7 @@ fn indexers_on_two_hosts_at_once_then_a_kill_9_and_a_rerun_store_every_picture_o
     assert!(out.status.success(), "an indexer failed: {}", String::from_utf8_lossy(&out.stderr));
     let paths = listed_paths(&url, &host1);
     assert_eq!(paths.len(), 120, "every picture once");
+    assert!(has_vector_index(&url), "the first runs into the empty library built the vector index at their end");
     assert_eq!(paths.iter().collect::<HashSet<_>>().len(), 120, "no path twice");
 
     // New pictures, an indexer killed mid-run, and a re-run on another host.
@@ -116,6 +122,32 @@ fn indexers_on_two_hosts_at_once_then_a_kill_9_and_a_rerun_store_every_picture_o
     assert_eq!(paths.iter().collect::<HashSet<_>>().len(), 120 + more.len());
     let stats = json_of(imgsearch(&url, &host3).args(["stats", "--json"]).output().unwrap());
     assert_eq!(stats["images"], 320, "{stats:#}");
+}
+
+/// A first `index` into an empty database stores the rows and builds the vector index once at
+/// its end; a run killed before its end leaves that to the next run.
+#[test]
+fn a_first_index_builds_the_vector_index_at_its_end_even_after_a_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    noise_photos(&photos, 150);
+    let url = database_for(&tmp.path().join("library"));
+    let host = tmp.path().join("host");
+    let mut killed = spawn_index(&url, &host, &[&photos]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while listed_paths(&url, &host).len() < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed.kill().unwrap(); // SIGKILL
+    killed.wait().unwrap();
+    let partial = listed_paths(&url, &host).len();
+    assert!((10..150).contains(&partial), "killed mid-run: {partial} pictures");
+    assert!(!has_vector_index(&url), "no index is kept up to date while a first run loads");
+    index(imgsearch(&url, &host), &[&photos]);
+    assert!(has_vector_index(&url), "the next run built it");
+    assert_eq!(listed_paths(&url, &host).len(), 150);
+    let hits = json_of(imgsearch(&url, &host).args(["search", "--json", "-k", "3", "noise"]).output().unwrap());
+    assert_eq!(hits.as_array().unwrap().len(), 3);
 }
 
 trait WaitRef {
@@ -279,10 +311,7 @@ fn an_import_into_an_empty_database_builds_the_vector_index_at_the_end() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let url = database_for(&tmp.path().join("library"));
     let cache = tmp.path().join("cache");
-    let has_index = || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        client.query_one("SELECT to_regclass('images_embedding') IS NOT NULL", &[]).unwrap().get::<_, bool>(0)
-    };
+    let has_index = || has_vector_index(&url);
     let imported = json_of(imgsearch(&url, &cache).arg("import").arg(&parquet).arg("--json").output().unwrap());
     assert_eq!(imported["imported"], 12, "{imported}");
     assert!(has_index(), "the index is built once the rows are in");

@@ -147,6 +147,8 @@ pub fn run(
     let started = Instant::now();
     let catalog = data.with(|data| data.check_model(&spec.info()).map(|()| data.lookup()))?;
     let tagging = data.with(|data| data.tagging())?;
+    // A first run into an empty PostgreSQL library builds the vector index once at its end.
+    data.with(|data| data.begin_bulk_load())?;
     let mut mounts = options.mounts.clone();
     let mut roots = Vec::with_capacity(options.roots.len());
     for root in &options.roots {
@@ -226,6 +228,7 @@ pub fn run(
     }
     data.with(|data| {
         data.apply(&gone)?;
+        data.end_bulk_load()?;
         data.save()
     })?;
     progress.finish_and_clear();

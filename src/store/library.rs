@@ -129,9 +129,10 @@ pub trait Library: Lookup {
     /// Re-derives every index from the records where they disagree (always, with `force`);
     /// says what was repaired.
     fn repair(&mut self, force: bool) -> Result<Vec<String>>;
-    /// A long load begins (`import`, `migrate`): the backend may stop maintaining an index and
-    /// build it once in [`Library::end_bulk_load`], which the loader calls when done (an
-    /// interrupted load leaves it to `imgsearch repair`; searches stay exact meanwhile).
+    /// A long load begins (`import`, `migrate`, `index`): the backend may stop maintaining an
+    /// index and build it once in [`Library::end_bulk_load`], which the loader calls when done
+    /// (after an interrupted load, the next load or `imgsearch repair` builds it; searches stay
+    /// exact meanwhile).
     fn begin_bulk_load(&mut self) -> Result<()> {
         Ok(())
     }

@@ -76,8 +76,17 @@ pub struct Postgres {
     index_deferred: bool,
 }
 
-fn db_error(location: &str, e: impl std::fmt::Display) -> Error {
-    Error::Database { location: location.to_string(), reason: e.to_string() }
+fn db_error(location: &str, e: impl std::fmt::Display + 'static) -> Error {
+    // A postgres::Error displays as "db error"; what the server said is inside it.
+    let server_said = (&e as &dyn std::any::Any).downcast_ref::<postgres::Error>().and_then(|e| e.as_db_error());
+    let reason = match server_said {
+        Some(db) => match db.hint() {
+            Some(hint) => format!("{} (hint: {hint})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
+    };
+    Error::Database { location: location.to_string(), reason }
 }
 
 /// The URL as people should see it: without its password.
@@ -273,7 +282,7 @@ impl Postgres {
         Ok(library)
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> Error {
+    fn err(&self, e: impl std::fmt::Display + 'static) -> Error {
         db_error(&self.location, e)
     }
 
@@ -931,21 +940,38 @@ impl Library for Postgres {
     }
 
     fn begin_bulk_load(&mut self) -> Result<()> {
+        if self.dim().is_none() {
+            return Ok(());
+        }
         let err = |e| self.err(e);
         let mut client = self.connection()?;
+        // Under the schema lock: loaders starting at once must not drop an index another one
+        // is building.
+        let mut tx = client.transaction().map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(err)?;
         // Only an empty library: on a large one, rebuilding the index would cost more than
-        // keeping it up to date, and searches meanwhile would scan every row.
-        let empty: bool = client.query_one("SELECT NOT EXISTS (SELECT 1 FROM images)", &[]).map_err(err)?.get(0);
-        if empty && self.dim().is_some() {
-            client.batch_execute("DROP INDEX IF EXISTS images_embedding").map_err(err)?;
-            self.index_deferred = true;
+        // keeping it up to date, and searches meanwhile would scan every row. An index missing
+        // already (a load that was interrupted) is built when this one ends.
+        let (empty, missing): (bool, bool) = tx
+            .query_one("SELECT NOT EXISTS (SELECT 1 FROM images), to_regclass('images_embedding') IS NULL", &[])
+            .map(|row| (row.get(0), row.get(1)))
+            .map_err(err)?;
+        if empty || missing {
+            tx.batch_execute("DROP INDEX IF EXISTS images_embedding").map_err(err)?;
         }
+        tx.commit().map_err(err)?;
+        self.index_deferred = empty || missing;
         Ok(())
     }
 
     fn end_bulk_load(&mut self) -> Result<()> {
         if let (true, Some(dim)) = (self.index_deferred, self.dim()) {
-            Self::create_vector_index(&mut *self.connection()?, dim).map_err(|e| self.err(e))?;
+            let err = |e| self.err(e);
+            let mut client = self.connection()?;
+            let mut tx = client.transaction().map_err(err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(err)?;
+            Self::create_vector_index(&mut tx, dim).map_err(err)?;
+            tx.commit().map_err(err)?;
             self.index_deferred = false;
         }
         Ok(())
