@@ -53,6 +53,19 @@ fn index(mut library: Command, roots: &[&Path]) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `index` of `root` from `host`, killed (SIGKILL) once the library holds `rows` pictures;
+/// returns how many it holds then.
+fn index_killed_mid_run(url: &str, host: &Path, root: &Path, rows: usize) -> usize {
+    let mut killed = spawn_index(url, host, &[root]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while listed_paths(url, host).len() < rows && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    listed_paths(url, host).len()
+}
+
 fn has_vector_index(url: &str) -> bool {
     let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
     client.query_one("SELECT to_regclass('images_embedding') IS NOT NULL", &[]).unwrap().get(0)
@@ -99,14 +112,7 @@ fn indexers_on_two_hosts_at_once_then_a_kill_9_and_a_rerun_store_every_picture_o
 
     // New pictures, an indexer killed mid-run, and a re-run on another host.
     let more = noise_photos(&tmp.path().join("c"), 200);
-    let mut killed = spawn_index(&url, &host1, &[&tmp.path().join("c")]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while listed_paths(&url, &host2).len() < 140 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    killed.kill().unwrap(); // SIGKILL
-    killed.wait().unwrap();
-    let partial = listed_paths(&url, &host2).len();
+    let partial = index_killed_mid_run(&url, &host1, &tmp.path().join("c"), 140);
     assert!(partial > 120 && partial < 320, "killed mid-run: {partial} pictures");
     let out = imgsearch(&url, &host2)
         .arg("index")
@@ -133,14 +139,7 @@ fn a_first_index_builds_the_vector_index_at_its_end_even_after_a_kill_9() {
     noise_photos(&photos, 150);
     let url = database_for(&tmp.path().join("library"));
     let host = tmp.path().join("host");
-    let mut killed = spawn_index(&url, &host, &[&photos]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while listed_paths(&url, &host).len() < 10 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    killed.kill().unwrap(); // SIGKILL
-    killed.wait().unwrap();
-    let partial = listed_paths(&url, &host).len();
+    let partial = index_killed_mid_run(&url, &host, &photos, 10);
     assert!((10..150).contains(&partial), "killed mid-run: {partial} pictures");
     assert!(!has_vector_index(&url), "no index is kept up to date while a first run loads");
     index(imgsearch(&url, &host), &[&photos]);
