@@ -104,7 +104,9 @@ pub struct ModelFollower {
 /// one served; `Err` says why it cannot be opened.
 pub type NewerModel = Box<dyn FnMut() -> std::result::Result<Option<(SearchEngine, ModelSpec)>, String> + Send>;
 
-/// The model spec a `--watch` rescan embeds new pictures with: the served space's.
+/// The model spec a `--watch` rescan embeds new pictures with: the served space's. A rescan
+/// holds it for its whole run, so that a switch to another model waits for the run to end (its
+/// pictures must not reach the new model's space).
 type RescanModel = Arc<RwLock<ModelSpec>>;
 
 pub fn serve(
@@ -184,12 +186,14 @@ fn spawn_follower(state: Arc<AppState>, mut follower: ModelFollower, rescan_mode
                     continue;
                 }
                 tracing::info!("the library's newest model is complete: now serving {}", spec.info().model);
+                // After a rescan in progress, which writes with the old model.
+                let rescanning_with = rescan_model.as_ref().map(|m| m.write().unwrap_or_else(|p| p.into_inner()));
                 // The old space (and, on the embedded backend, its folder's lock) goes with the
                 // last request that still reads it.
                 *state.engine.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = engine;
                 *state.folder_size.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-                if let Some(model) = &rescan_model {
-                    *model.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = spec;
+                if let Some(mut model) = rescanning_with {
+                    *model = spec;
                 }
             }
             // Said once, not every few seconds while it lasts.
@@ -268,8 +272,9 @@ fn spawn_rescans(state: Arc<AppState>, model: RescanModel, device: Device, inter
     std::thread::spawn(move || {
         let _watcher = watcher; // kept alive for the thread's lifetime
         loop {
-            let spec = model.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+            let spec = model.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             rescan(&state, &spec, &device);
+            drop(spec);
             if wake_rx.recv_timeout(interval).is_ok() {
                 // Let a burst of changes (a camera import) settle into one rescan.
                 std::thread::sleep(Duration::from_millis(500));

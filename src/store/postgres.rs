@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
 /// empty database do it once.
 const SCHEMA_LOCK: i64 = 0x696d_6773_6561_7263; // "imgsearc"
 
+/// Taken by a bulk load to drop or build the vector index: loaders starting at once must not
+/// drop an index another one is building. Not [`SCHEMA_LOCK`]: a build takes minutes, and every
+/// process takes that one to connect.
+const VECTOR_INDEX_LOCK: i64 = 0x696d_6773_7665_6374; // "imgsvect"
+
 /// How widely pgvector's HNSW build looks for each picture's neighbours (its default is 64). Text
 /// queries sit far from every picture (CLIP's modality gap) and find their true best matches only
 /// on a well-connected graph: at 1M CLIP-like pictures, text recall@10 0.79 at `ef_search` 400
@@ -137,8 +142,7 @@ pub fn update_auth<T>(url: &str, change: impl FnOnce(&mut crate::auth::AuthData)
     Ok(out)
 }
 
-/// A pool of connections to `url`, and the URL without its password.
-/// A pool of connections to `url`; with `schema` (a model space after the first, see
+/// A pool of connections to `url`, and the URL without its password; with `schema` (a model space after the first, see
 /// `spaces.rs`), its tables are the schema's and the extensions still public's.
 fn connection_pool(url: &str, schema: Option<&str>) -> Result<(Pool, String)> {
     let mut config: postgres::Config = url.parse().map_err(|e| Error::Database {
@@ -643,7 +647,7 @@ impl Postgres {
     /// [`Self::create_vector_index`]'s (by an older imgsearch).
     fn vector_index_is_outdated(&self) -> Result<bool> {
         let options: Option<String> = self
-            .reader()?
+            .connection()?
             .query_opt(
                 "SELECT coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = to_regclass('images_embedding')",
                 &[],
@@ -945,10 +949,13 @@ impl Library for Postgres {
         }
         let err = |e| self.err(e);
         let mut client = self.connection()?;
-        // Under the schema lock: loaders starting at once must not drop an index another one
-        // is building.
         let mut tx = client.transaction().map_err(err)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(err)?;
+        // Another loader is building the index: this load keeps it up to date instead of waiting.
+        let locked: bool =
+            tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&VECTOR_INDEX_LOCK]).map_err(err)?.get(0);
+        if !locked {
+            return Ok(());
+        }
         // Only an empty library: on a large one, rebuilding the index would cost more than
         // keeping it up to date, and searches meanwhile would scan every row. An index missing
         // already (a load that was interrupted) is built when this one ends.
@@ -969,7 +976,7 @@ impl Library for Postgres {
             let err = |e| self.err(e);
             let mut client = self.connection()?;
             let mut tx = client.transaction().map_err(err)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&VECTOR_INDEX_LOCK]).map_err(err)?;
             Self::create_vector_index(&mut tx, dim).map_err(err)?;
             tx.commit().map_err(err)?;
             self.index_deferred = false;
