@@ -320,8 +320,8 @@ fn a_second_model_is_built_beside_the_first_and_searches_switch_when_it_is_compl
     // A server answers from the first model while the second one's embeddings are built (on
     // the embedded backend it holds the data folder: the new space is a folder of its own) ...
     let server = common::server::serve(&data, &[]);
-    let served = || {
-        let hits = common::http::get(&server.addr, "/api/search?q=noise&k=5").json();
+    let served_by = |addr: &str| {
+        let hits = common::http::get(addr, "/api/search?q=noise&k=5").json();
         hits["hits"]
             .as_array()
             .unwrap()
@@ -329,6 +329,7 @@ fn a_second_model_is_built_beside_the_first_and_searches_switch_when_it_is_compl
             .map(|h| (h["score"].as_f64().unwrap() * 1e5).round())
             .collect::<Vec<_>>()
     };
+    let served = || served_by(&server.addr);
     // HTTP and the CLI print an f32 score with different digits: compared to 1e-5.
     let scores = |hits: &[(String, f64)]| hits.iter().map(|(_, score)| (score * 1e5).round()).collect::<Vec<_>>();
     let second_index = imgsearch(&data)
@@ -374,6 +375,11 @@ fn a_second_model_is_built_beside_the_first_and_searches_switch_when_it_is_compl
     // A re-run without --model keeps to the model searches use: nothing to embed.
     let again = json_of(&imgsearch(&data).arg("index").arg(&root).arg("--json").output().unwrap());
     assert_eq!((again["indexed"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(6)), "{again:#}");
+
+    // A server told which model to serve stays on it.
+    let pinned = common::server::serve(&data, &["--model", &first]);
+    assert_eq!(served_by(&pinned.addr), scores(&with_first));
+    drop(pinned);
 
     let out = imgsearch(&data).args(["models", "--remove", &first]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

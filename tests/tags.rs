@@ -192,6 +192,12 @@ fn tags_follow_the_calibrated_margin_and_change_with_the_threshold_without_the_m
     let refused = imgsearch(&data).args(["tags", "--no-builtin", "--labels"]).arg(&labels).output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("has no such folder"), "{refused:?}");
+    // Too long a label set is refused before anything is embedded.
+    let many: Vec<String> = (0..=20_000).map(|i| format!("label {i}")).collect();
+    std::fs::write(&labels, many.join("\n")).unwrap();
+    let refused = imgsearch(&data).args(["tags", "--no-builtin", "--labels"]).arg(&labels).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("at most 20000"), "{refused:?}");
     put_model_back();
     check(0.6, 3);
     assert_eq!(kite_tags(&tags_by_path(&data)), [true, true, true, false]);

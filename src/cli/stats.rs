@@ -17,7 +17,7 @@ pub struct StatsArgs {
 
 pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
     let spaces = imgsearch::store::spaces::list(&library)?;
-    let current = imgsearch::store::spaces::for_search(&library, None)?;
+    let current = imgsearch::store::spaces::searched(&spaces, None)?;
     let data = imgsearch::store::open(&current.location)?;
     if args.errors {
         let mut errors = Vec::new();

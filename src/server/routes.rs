@@ -171,14 +171,19 @@ async fn search(
             "q is empty: type what to look for, or a filter such as type:jpeg",
         ));
     }
-    if q.chars().count() > MAX_QUERY_CHARS {
-        return Err(ApiError::bad_request("query_too_long", format!("q is longer than {MAX_QUERY_CHARS} characters")));
-    }
     // Read once: the reading answered is the one searched with ("last summer" depends on today).
-    let parsed = crate::search::parse(&q).map_err(|e| ApiError::bad_request("bad_query", e.0))?;
+    let parsed = parse_q(&q)?;
     let understood = parsed.understood();
     let hits = blocking(state.clone(), move || Ok(engine(&state).search_parsed(parsed, &params)?)).await?;
     Ok(with_reading(hits_response(hits, started), understood))
+}
+
+/// `q` in the query syntax, at most [`MAX_QUERY_CHARS`] long.
+fn parse_q(q: &str) -> ApiResult<crate::search::ParsedQuery> {
+    if q.chars().count() > MAX_QUERY_CHARS {
+        return Err(ApiError::bad_request("query_too_long", format!("q is longer than {MAX_QUERY_CHARS} characters")));
+    }
+    crate::search::parse(q).map_err(|e| ApiError::bad_request("bad_query", e.0))
 }
 
 /// The picture of an upload: multipart field `image`, or the raw request body.
@@ -217,16 +222,7 @@ async fn search_image(
     let params = params(&query)?;
     // `q` narrows the picture's search with filters, or composes it with texts: "like this
     // picture, but at night" is `q=at night`.
-    let parsed = match query.get("q") {
-        Some(q) if q.chars().count() > MAX_QUERY_CHARS => {
-            return Err(ApiError::bad_request(
-                "query_too_long",
-                format!("q is longer than {MAX_QUERY_CHARS} characters"),
-            ))
-        }
-        Some(q) => crate::search::parse(q).map_err(|e| ApiError::bad_request("bad_query", e.0))?,
-        None => crate::search::ParsedQuery::default(),
-    };
+    let parsed = query.get("q").map(|q| parse_q(q)).transpose()?.unwrap_or_default();
     let bytes = upload_bytes(request, state.options.upload_limit).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(

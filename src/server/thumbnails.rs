@@ -14,7 +14,6 @@ use crate::store::ImageRecord;
 
 const THUMBNAIL_SIZE: u32 = 320;
 
-/// The cached thumbnail's bytes, creating it first if needed.
 /// What a picture's thumbnail depends on: its file's content and place. It names the cached file
 /// and is the thumbnail's HTTP ETag, so a picture that changed, or another picture under the same
 /// id (another model's space), is never shown from a cache.
@@ -23,10 +22,11 @@ pub fn thumbnail_version(record: &ImageRecord) -> String {
     hasher.update(record.hash.as_bytes());
     hasher.update(&record.size.to_le_bytes());
     hasher.update(&record.mtime_ns.to_le_bytes());
-    hasher.update(&crate::store::catalog::path_bytes(&record.path.to_path_buf()));
+    hasher.update(&crate::store::catalog::stored_bytes(&record.path));
     hasher.finalize().to_hex()[..16].to_string()
 }
 
+/// The cached thumbnail's bytes, creating it first if needed.
 pub fn thumbnail(cache: &Path, record: &ImageRecord, mounts: &Mounts, max_pixels: u64) -> Result<Vec<u8>> {
     let path = cache.join(format!("{}-{}.jpg", record.id, thumbnail_version(record)));
     if let Ok(bytes) = std::fs::read(&path) {

@@ -10,7 +10,7 @@
 //! the space, which another process may hold. Searches use the newest complete space unless
 //! told which model to use.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +118,7 @@ fn first_space(base: &Location) -> Result<Space> {
     let record = match record {
         Some(record) if record.model.is_some() => record,
         // Nothing to read yet (and sled moves its id counter on at every open).
-        None if never_opened => SpaceRecord::default(),
+        recorded if never_opened => recorded.unwrap_or_default(),
         recorded => match super::open(base) {
             Ok(library) => {
                 let model = library.model_info()?.map(|m| m.model);
@@ -167,22 +167,33 @@ fn write_record(location: &Location, record: &SpaceRecord) -> Result<()> {
 /// The space to search: `model`'s if given, else the newest complete one (else the newest with
 /// a model: a first `index` that was interrupted is still searched, as before spaces).
 pub fn for_search(base: &Location, model: Option<&str>) -> Result<Space> {
-    let spaces = list(base)?;
+    searched(&list(base)?, model).cloned()
+}
+
+/// [`for_search`] among the spaces [`list`] gave.
+pub fn searched<'a>(spaces: &'a [Space], model: Option<&str>) -> Result<&'a Space> {
     if let Some(model) = model {
-        return spaces
-            .into_iter()
-            .find(|s| s.model.as_deref() == Some(model))
-            .ok_or_else(|| Error::UnknownModelSpace { model: model.to_string(), held: held(base) });
+        return holding(spaces, model);
     }
     let newest = |complete: bool| spaces.iter().rev().find(|s| s.model.is_some() && (s.complete || !complete));
-    let first = || spaces.iter().find(|s| s.first).expect("list holds the first space");
-    Ok(newest(true).or_else(|| newest(false)).unwrap_or_else(first).clone())
+    Ok(newest(true).or_else(|| newest(false)).unwrap_or_else(|| first(spaces)))
+}
+
+fn first(spaces: &[Space]) -> &Space {
+    spaces.iter().find(|s| s.first).expect("list holds the first space")
+}
+
+/// The space holding `model`'s embeddings, or an error naming the models held.
+fn holding<'a>(spaces: &'a [Space], model: &str) -> Result<&'a Space> {
+    spaces
+        .iter()
+        .find(|s| s.model.as_deref() == Some(model))
+        .ok_or_else(|| Error::UnknownModelSpace { model: model.to_string(), held: held(spaces) })
 }
 
 /// The models a library holds, for messages.
-fn held(base: &Location) -> String {
-    let models: Vec<String> =
-        list(base).map(|spaces| spaces.into_iter().filter_map(|s| s.model).collect()).unwrap_or_default();
+fn held(spaces: &[Space]) -> String {
+    let models: Vec<&str> = spaces.iter().filter_map(|s| s.model.as_deref()).collect();
     if models.is_empty() {
         "it holds none yet: run `imgsearch index PATH`".to_string()
     } else {
@@ -194,12 +205,11 @@ fn held(base: &Location) -> String {
 /// empty, else a new space (created here, incomplete until [`mark_complete`]).
 pub fn for_index(base: &Location, model: &str) -> Result<Location> {
     let spaces = list(base)?;
-    if let Some(space) = spaces.iter().find(|s| s.model.as_deref() == Some(model)) {
+    if let Ok(space) = holding(&spaces, model) {
         return Ok(space.location.clone());
     }
     let record = SpaceRecord { model: Some(model.to_string()), created_at: now(), complete: false };
-    let first = spaces.iter().find(|s| s.first).expect("list holds the first space");
-    let location = match (&first.model, base) {
+    let location = match (&first(&spaces).model, base) {
         (None, _) => base.clone(),
         (Some(_), Location::Folder(dir)) => Location::Folder(dir.join(FOLDER).join(space_name(model))),
         (Some(_), Location::Postgres { url, read_url, cache, .. }) => {
@@ -223,7 +233,7 @@ pub fn for_index(base: &Location, model: &str) -> Result<Location> {
 
 /// Records that an `index` run over the space at `location` finished.
 pub fn mark_complete(base: &Location, location: &Location) -> Result<()> {
-    let space = list(base)?.into_iter().find(|s| same(&s.location, location));
+    let space = list(base)?.into_iter().find(|s| s.location == *location);
     if let Some(space) = space.filter(|s| !s.complete) {
         let record = SpaceRecord { model: space.model, created_at: space.created_at, complete: true };
         write_record(location, &record)?;
@@ -231,21 +241,11 @@ pub fn mark_complete(base: &Location, location: &Location) -> Result<()> {
     Ok(())
 }
 
-fn same(a: &Location, b: &Location) -> bool {
-    match (a, b) {
-        (Location::Folder(a), Location::Folder(b)) => a == b,
-        (Location::Postgres { schema: a, .. }, Location::Postgres { schema: b, .. }) => a == b,
-        _ => false,
-    }
-}
-
 /// Drops `model`'s space: its folder or schema, or, for the first space, its pictures and
 /// model (users and tokens stay). Refused while another process has an embedded space open.
 pub fn remove(base: &Location, model: &str) -> Result<()> {
     let spaces = list(base)?;
-    let Some(space) = spaces.into_iter().find(|s| s.model.as_deref() == Some(model)) else {
-        return Err(Error::UnknownModelSpace { model: model.to_string(), held: held(base) });
-    };
+    let space = holding(&spaces, model)?;
     match &space.location {
         Location::Folder(dir) => {
             // Opening takes the folder's lock: a space in use is not pulled from under a server.
@@ -270,9 +270,9 @@ pub fn remove(base: &Location, model: &str) -> Result<()> {
     Ok(())
 }
 
-fn remove_dir(path: &PathBuf) -> Result<()> {
+fn remove_dir(path: &Path) -> Result<()> {
     match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { path: path.clone(), source: e }),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { path: path.to_owned(), source: e }),
         _ => Ok(()),
     }
 }
