@@ -234,15 +234,22 @@ pub fn import(
             )))
         }
     };
-    let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| parquet_error(file, e))?;
+    let mut reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| parquet_error(file, e))?;
+    let mut read_next = move || -> Option<Result<(ImportRows, usize)>> {
+        let batch = match reader.next()? {
+            Ok(batch) => batch,
+            Err(e) => return Some(Err(parquet_error(file, e))),
+        };
+        Some(ImportRows::read(&batch, file).map(|rows| (rows, batch.num_rows())))
+    };
     let tagging = data.tagging()?;
     data.begin_bulk_load()?;
     let mut summary = ImportSummary::default();
-    for batch in reader {
-        let batch = batch.map_err(|e| parquet_error(file, e))?;
-        let rows = ImportRows::read(&batch, file)?;
-        let mut records = Vec::with_capacity(batch.num_rows());
-        for row in 0..batch.num_rows() {
+    let mut next = read_next();
+    while let Some(read) = next {
+        let (rows, row_count) = read?;
+        let mut records = Vec::with_capacity(row_count);
+        for row in 0..row_count {
             let row_number = summary.rows + 1;
             summary.rows += 1;
             match rows.record(row, model.dim, &*data) {
@@ -261,8 +268,13 @@ pub fn import(
             tagging.tag(&mut records)?;
         }
         summary.imported += records.len() as u64;
-        data.apply(&records.into_iter().map(Change::Upsert).collect::<Vec<_>>())?;
-        progress.inc(batch.num_rows() as u64);
+        let changes: Vec<Change> = records.into_iter().map(Change::Upsert).collect();
+        // The next batch is decoded while this one is stored, on the same rayon pool (a thread
+        // of its own would oversubscribe the cores the graph's inserts keep busy).
+        let (applied, read) = rayon::join(|| data.apply(&changes), &mut read_next);
+        applied?;
+        next = read;
+        progress.inc(row_count as u64);
     }
     data.end_bulk_load()?;
     data.save()?;

@@ -171,42 +171,75 @@ impl DataDir {
         Ok(repaired)
     }
 
-    /// Applies a batch: catalog (durable) first, then the text index, then the vectors (saved
-    /// when the last save is [`SAVE_VECTORS_EVERY`] old).
+    /// Applies a batch: the catalog (durable) and the graph's inserts at once, then the text
+    /// index once the catalog has said which pictures the batch replaced; the vectors are saved
+    /// when the last save is [`SAVE_VECTORS_EVERY`] old.
     fn apply_batch(&mut self, changes: &[Change]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
-        let (removed, generation) = self.catalog.apply(changes)?;
-        for id in &removed {
-            self.text.remove(*id);
-            self.vectors.remove(*id);
-        }
-        // Retagged pictures keep their vectors; only their text document is replaced.
-        let retagged: Vec<ImageRecord> = changes
-            .iter()
-            .filter_map(|change| if let Change::Tag { id, .. } = change { Some(*id) } else { None })
-            .filter_map(|id| self.catalog.image_meta(id).transpose())
-            .collect::<Result<_>>()?;
         let added: Vec<&ImageRecord> = changes
             .iter()
             .filter_map(|change| if let Change::Upsert(record) = change { Some(record) } else { None })
             .collect();
-        let (text, vectors) = (&mut self.text, &mut self.vectors);
-        std::thread::scope(|scope| {
+        let (catalog, text, vectors) = (&self.catalog, &mut self.text, &mut self.vectors);
+        let (applied_tx, applied_rx) = std::sync::mpsc::channel::<(Vec<ImageId>, u64)>();
+        let added_for_text = &added;
+        let applied = std::thread::scope(|scope| -> Result<(Vec<ImageId>, u64)> {
             // The text index's commit mostly waits on the disk: the graph's inserts keep the
             // cores busy meanwhile.
-            let text_done = scope.spawn(|| {
-                added.iter().try_for_each(|record| text.add(record))?;
-                for record in &retagged {
-                    text.remove(record.id);
-                    text.add(record)?;
+            let text_done = scope.spawn(move || -> Result<()> {
+                // No message: the catalog refused the batch, and the text index keeps its state.
+                let Ok((removed, generation)) = applied_rx.recv() else { return Ok(()) };
+                for id in &removed {
+                    text.remove(*id);
+                }
+                added_for_text.iter().try_for_each(|record| text.add(record))?;
+                // Retagged pictures keep their vectors; only their text document is replaced.
+                for change in changes {
+                    if let Change::Tag { id, .. } = change {
+                        if let Some(record) = catalog.image_meta(*id)? {
+                            text.remove(record.id);
+                            text.add(&record)?;
+                        }
+                    }
                 }
                 text.commit(generation)
             });
-            vectors.insert_many(&added.iter().map(|r| (r.id, r.embedding.as_slice())).collect::<Vec<_>>());
-            text_done.join().expect("the text index writer panicked")
-        })?;
+            // The catalog's transaction and the graph's inserts share the rayon pool: a thread of
+            // their own would leave the pool's workers spinning on two cores.
+            let items: Vec<(ImageId, &[f32])> = added.iter().map(|r| (r.id, r.embedding.as_slice())).collect();
+            let (applied, ()) = rayon::join(
+                || {
+                    let applied = catalog.apply(changes)?;
+                    // A send fails only if the text thread is gone, which its join reports.
+                    let _ = applied_tx.send(applied.clone());
+                    Ok::<_, Error>(applied)
+                },
+                || vectors.insert_many(&items),
+            );
+            let text_result = text_done.join().expect("the text index writer panicked");
+            text_result?;
+            applied
+        });
+        let removed = match applied {
+            Ok((removed, _)) => removed,
+            Err(e) => {
+                // The catalog refused the batch: the graph must not keep what it took of it.
+                for record in &added {
+                    if catalog.image_meta(record.id)?.is_none() {
+                        vectors.remove(record.id);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        // The graph took the batch before it knew what the batch replaced: a picture re-added
+        // under its own id (a moved file) stays live.
+        let added_ids: std::collections::HashSet<ImageId> = added.iter().map(|r| r.id).collect();
+        for id in removed.iter().filter(|id| !added_ids.contains(id)) {
+            self.vectors.remove(*id);
+        }
         if self.vectors_saved_at.elapsed() > SAVE_VECTORS_EVERY {
             self.save_vectors(false)?;
         }
