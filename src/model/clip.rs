@@ -2,8 +2,8 @@
 //!
 //! We own this code instead of using `candle_transformers::models::{clip, siglip}` because
 //! those hard-code quick-GELU and a layer-norm epsilon of 1e-5 (a `gelu` checkpoint then drifts
-//! to cosine 0.994 from the reference) and compute `x @ W^T` on the fly, which `gemm`'s AVX-512
-//! kernels run slowly. Weight names mirror Hugging Face's `CLIPModel` and `SiglipModel` one for
+//! to cosine 0.994 from the reference) and compute `x @ W^T` on the fly, repacking the weights
+//! on every call (our kernels lay them out once, at load). Weight names mirror Hugging Face's `CLIPModel` and `SiglipModel` one for
 //! one; the two share the encoder and differ at the ends of each tower (see [`Family`]).
 
 use std::collections::HashMap;
@@ -342,14 +342,23 @@ impl VisionTower {
         let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
         let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
         // Pictures come in batches (hundreds of rows per layer). In f32, on AMX the three-way
-        // bf16 split (near-f32 accuracy, faster than f32 FMAs); elsewhere gemm's layout.
+        // bf16 split (near-f32 accuracy, faster than f32 FMAs); on other x86 CPUs the f32 panels
+        // of our AVX-512 / AVX2 kernels; elsewhere (ARM) candle's matmul, whose `gemm` has NEON
+        // kernels where ours is plain Rust.
+        let f32_panels = || {
+            if kernels::isa() >= kernels::Isa::Avx2 {
+                WeightLayout::Packed
+            } else {
+                WeightLayout::Transposed
+            }
+        };
         let layout = match precision {
             Precision::F32 if kernels::amx::available() => WeightLayout::AmxTiles(Split::ThreeWay),
-            Precision::F32 => WeightLayout::Transposed,
+            Precision::F32 => f32_panels(),
             // Without AMX the pictures stay f32: `vdpbf16ps` ran batches of pictures at less than
-            // half gemm's f32 rate on Zen 5 (12.8 vs 28 images/s, benches/README.md).
+            // half the f32 rate on Zen 5 (12.8 vs 28 images/s, benches/README.md).
             Precision::Bf16 => match bf16_layout()? {
-                WeightLayout::Bf16Pairs => WeightLayout::Transposed,
+                WeightLayout::Bf16Pairs => f32_panels(),
                 layout => layout,
             },
         };
@@ -439,7 +448,7 @@ impl TextTower {
         let c = &config.text_config;
         let p = "text_model";
         let d = c.hidden_size;
-        // Texts come one short query at a time (about 8 rows): in f32, packed for the tile kernel.
+        // Texts come one short query at a time (8 to 77 rows): in f32, the panels.
         let layout = match precision {
             Precision::F32 => WeightLayout::Packed,
             // A short query is bound by reading the weights: half the bytes in bf16.

@@ -108,7 +108,7 @@ struct Tile {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::super::linear::avx512::{accumulators, store, REGS};
+    use super::super::linear::avx512::{starting_sums, store, REGS};
     use super::{Tile, PANEL};
 
     /// How many pairs ahead to ask for weights, into L2 (as the f32 text kernel does).
@@ -123,14 +123,7 @@ mod avx512 {
 
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn tile_rows<const R: usize>(t: Tile) {
-        let mut acc = if t.add_to_out {
-            let live = |j: usize| ((1u32 << t.cols.saturating_sub(16 * j).min(16)) - 1) as __mmask16;
-            std::array::from_fn(|r| {
-                std::array::from_fn(|j| _mm512_maskz_loadu_ps(live(j), t.out.add(r * t.out_stride + 16 * j)))
-            })
-        } else {
-            accumulators::<R>(t.bias)
-        };
+        let mut acc = starting_sums::<R>(t.add_to_out, t.bias, t.out, t.out_stride, t.cols);
         let (mut x, mut w) = (t.x as *const u16, t.w as *const u16);
         for _ in 0..t.pairs {
             for j in 0..REGS {

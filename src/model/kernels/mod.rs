@@ -11,8 +11,8 @@
 //! - layer norm: candle's zeroes its output and sums each row in one scalar chain; here the
 //!   output is written once and the sums run in 16 lanes;
 //! - linear layers (`linear.rs`): the bias folded into the product instead of a separate
-//!   broadcast-add pass; for the text tower, weights packed once at load and streamed by a
-//!   register-tiled kernel instead of a gemm that copies (packs) them on every call.
+//!   broadcast-add pass; weights packed once at load and multiplied by a register-tiled kernel
+//!   instead of a gemm that copies (packs) them on every call.
 //!
 //! Other devices (CUDA, Metal) keep candle's generic ops; `tests/kernels.rs` checks both paths
 //! give the same numbers.
