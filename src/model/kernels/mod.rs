@@ -166,9 +166,11 @@ impl InplaceOp1 for ActivationOp {
             Activation::Gelu => map_in_place(values, |x| {
                 0.5 * x * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
             }),
+            // 0.5·x·(1 + tanh(u)) is x·sigmoid(2u): one `fast_exp` instead of libm's scalar
+            // `tanhf` (which took 9% of SigLIP's image tower).
             Activation::GeluNew => map_in_place(values, |x| {
                 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-                0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+                x / (1.0 + fast_exp(-2.0 * SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)))
             }),
         }
         Ok(())
