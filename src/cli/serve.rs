@@ -32,7 +32,7 @@ pub struct ServeArgs {
     #[arg(long)]
     no_auth: bool,
     /// Requests worked on at once (searches, model passes, thumbnails); others wait. Default:
-    /// two per core.
+    /// one per core.
     #[arg(long)]
     workers: Option<usize>,
     /// Seconds a request may wait for a worker before it gets 503 with Retry-After.

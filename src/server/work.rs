@@ -14,18 +14,23 @@ use super::error::ApiError;
 
 /// Blocking threads beyond the workers: sign-in checks, file reads, the library's own.
 pub const SPARE_BLOCKING_THREADS: usize = 8;
-/// Requests allowed to wait per worker; beyond that a new one is turned away at once.
-const WAITING_PER_WORKER: usize = 64;
+/// Requests allowed to wait for a worker; beyond that a new one is turned away at once. A
+/// waiting request holds no thread, only its task and connection, so the bound is on how long
+/// the queue may grow, not on the number of workers.
+const MAX_WAITING: usize = 512;
 
-/// The workers a server runs by default: two per core (a request is often partly I/O).
+/// The workers a server runs by default: one per core. The work is CPU-bound (a text through
+/// the model, a search; a thumbnail is a small decode), and each worker's thread keeps its own
+/// allocator pages and scratch buffers: with two per core, 200 clients left the tiny-model
+/// server at 1.26x its idle memory, with one per core at 1.17x and as many requests/s
+/// (benches/README.md).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 pub struct WorkQueue {
     workers: std::sync::Arc<Semaphore>,
     waiting: AtomicUsize,
-    max_waiting: usize,
     timeout: Duration,
 }
 
@@ -35,21 +40,16 @@ pub struct Busy;
 impl WorkQueue {
     pub fn new(workers: usize, timeout: Duration) -> Self {
         let workers = workers.max(1);
-        Self {
-            workers: std::sync::Arc::new(Semaphore::new(workers)),
-            waiting: AtomicUsize::new(0),
-            max_waiting: workers * WAITING_PER_WORKER,
-            timeout,
-        }
+        Self { workers: std::sync::Arc::new(Semaphore::new(workers)), waiting: AtomicUsize::new(0), timeout }
     }
 
-    /// Waits for a worker, at most the queue's timeout, behind at most `max_waiting` others.
+    /// Waits for a worker, at most the queue's timeout, behind at most [`MAX_WAITING`] others.
     /// The worker is released when the permit is dropped.
     pub async fn admit(&self) -> Result<OwnedSemaphorePermit, Busy> {
         if let Ok(permit) = self.workers.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Busy);
         }
