@@ -317,20 +317,48 @@ def read_imgsearch():
 # ---------------------------------------------------------------- report
 
 
-def machine_lines(threads, load_at_start):
-    cpu = platform.processor() or "unknown"
+# The CPU features the kernels choose between (see src/model/kernels/mod.rs, `Isa`).
+KERNEL_FEATURES = ["avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "asimd"]
+
+
+def cpu_description():
+    """The CPU's model name and which of KERNEL_FEATURES it has, from /proc/cpuinfo."""
+    cpu, flags = platform.processor() or "unknown", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu in ("unknown", platform.processor()):
+                cpu = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
     except OSError:
         pass
+    present = [f for f in KERNEL_FEATURES if f in flags]
+    return cpu, ", ".join(present) or "none of " + ", ".join(KERNEL_FEATURES)
+
+
+def kernel_path():
+    """The kernel path imgsearch's benches ran (the release binary's `stats --json`, same
+    environment, so IMGSEARCH_ISA / IMGSEARCH_AMX count)."""
+    binary = ROOT / "target" / "release" / "imgsearch"
+    with tempfile.TemporaryDirectory() as data_dir:
+        try:
+            out = subprocess.run([str(binary), "--data-dir", data_dir, "stats", "--json"],
+                                 capture_output=True, text=True, check=True, timeout=60).stdout
+            return json.loads(out)["cpu_kernels"]
+        except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+            return "unknown (no target/release/imgsearch: cargo build --release)"
+
+
+def machine_lines(threads, load_at_start):
+    cpu, features = cpu_description()
     import onnxruntime
     return [
         f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- CPU: {cpu}, {os.cpu_count()} logical cores; {threads} threads used "
         "(torch intra-op, ORT intra-op with inter-op 1, RAYON_NUM_THREADS); decoding single-threaded",
+        f"- CPU features the kernels look for: {features}; imgsearch's kernel path: {kernel_path()}"
+        + "".join(f"; {v}={os.environ[v]}" for v in ("IMGSEARCH_ISA", "IMGSEARCH_AMX") if v in os.environ),
         f"- 1-minute load average before the run: {load_at_start:.2f} (anything else running skews every column)",
         f"- Versions: Python {platform.python_version()}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}, onnxruntime {onnxruntime.__version__}, Pillow {PIL.__version__}",

@@ -266,8 +266,7 @@ pub(super) fn over_panels(
         for first_row in (0..rows).step_by(row_block) {
             let block_rows = first_row..rows.min(first_row + row_block);
             for panel in t * panels / threads..(t + 1) * panels / threads {
-                for (chunk, row) in
-                    (0..chunks).flat_map(|c| block_rows.clone().step_by(max_rows).map(move |r| (c, r)))
+                for (chunk, row) in (0..chunks).flat_map(|c| block_rows.clone().step_by(max_rows).map(move |r| (c, r)))
                 {
                     block(PanelBlock {
                         panel,
@@ -415,17 +414,21 @@ pub(super) mod avx512 {
 }
 
 /// For x86 CPUs with AVX2 and FMA but no AVX-512 (most home servers, Intel's N100 among them):
-/// 16 registers of 8 floats, so a panel goes in two halves of 32 columns.
+/// 16 registers of 8 floats, so a panel goes in four quarters of 16 columns, 6 rows at a time.
+/// The first version (3 rows × 32 columns) needed 12 accumulators + 4 weights + 1 input = 17
+/// registers, one more than there are; this one needs 15, and ran the ViT-B/32 image tower twice
+/// as fast on an AMD EPYC (Zen 3) without AVX-512: 7.6 → 14-15 images/s at batch 1 / 8 / 32.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{Tile, PANEL};
 
-    /// 3 rows × 4 registers = 12 accumulators, leaving 4 registers for the weights.
-    pub const MAX_ROWS: usize = 3;
-    const HALF: usize = PANEL / 2;
-    const REGS: usize = HALF / 8;
+    /// 6 rows × 2 registers = 12 accumulators, 2 registers for the weights, 1 for the input.
+    pub const MAX_ROWS: usize = 6;
+    /// Columns of a panel per pass.
+    const COLS: usize = 16;
+    const REGS: usize = COLS / 8;
     /// As the AVX-512 kernel's: weights asked for into L2 this many rows of the panel ahead.
     const PREFETCH_STEPS: usize = 128;
 
@@ -438,8 +441,8 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile_rows<const R: usize>(t: Tile) {
-        for first_col in (0..t.cols).step_by(HALF) {
-            let cols = (t.cols - first_col).min(HALF);
+        for first_col in (0..t.cols).step_by(COLS) {
+            let cols = (t.cols - first_col).min(COLS);
             let out = t.out.add(first_col);
             let mut acc: [[__m256; REGS]; R] = if t.add_to_out {
                 std::array::from_fn(|r| {
@@ -451,7 +454,6 @@ mod avx2 {
             let (mut x, mut w) = (t.x, t.w.add(first_col));
             for _ in 0..t.depth {
                 _mm_prefetch::<_MM_HINT_T1>(w.add(PREFETCH_STEPS * PANEL) as *const i8);
-                _mm_prefetch::<_MM_HINT_T1>(w.add(PREFETCH_STEPS * PANEL + 16) as *const i8);
                 let wv: [__m256; REGS] = std::array::from_fn(|j| _mm256_loadu_ps(w.add(8 * j)));
                 for (r, row) in acc.iter_mut().enumerate() {
                     let xv = _mm256_broadcast_ss(&*x.add(r * t.x_stride));

@@ -39,6 +39,38 @@ macro_rules! by_rows {
     };
 }
 
+/// Declares `fn $name(args)` that runs the `#[inline(always)]` loop `$body(args)` compiled for
+/// the widest vectors `isa()` allows: the baseline x86-64 build vectorises such loops only 4 wide
+/// (SSE2), and on AVX2-only CPUs (Zen 3 here) that made the activation, layer norm and softmax
+/// a third of the image tower. One generic wrapper taking a closure was tried before, but the
+/// closures were not inlined into it and ran as baseline code (seen in objdump), hence a copy of
+/// each loop per instruction set, made here.
+macro_rules! vectorised_per_isa {
+    ($(#[$meta:meta])* fn $name:ident $([$($generics:tt)*])? ($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$meta])*
+        fn $name $(<$($generics)*>)? ($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512 $(<$($generics)*>)? ($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2 $(<$($generics)*>)? ($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match isa() {
+                    Isa::Portable => {}
+                    // SAFETY: `isa()` names only instruction sets this CPU has.
+                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    _ => return unsafe { avx512($($arg),*) },
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 pub mod amx;
 pub mod bf16_pairs;
 mod linear;
@@ -204,23 +236,13 @@ fn fast_exp(x: f32) -> f32 {
 }
 
 fn map_in_place(values: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    values.par_chunks_mut(ACTIVATION_CHUNK).for_each(|chunk| {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: this CPU has AVX-512F.
-            return unsafe { map_avx512(chunk, &f) };
-        }
-        chunk.iter_mut().for_each(|v| *v = f(*v));
-    });
+    values.par_chunks_mut(ACTIVATION_CHUNK).for_each(|chunk| map_chunk(chunk, &f));
 }
 
-/// The same loop compiled for AVX-512: the baseline x86-64 build vectorises it 4 wide (the
-/// ViT-B/32 image tower measured 3-5% faster with this one). Each hot loop has such a copy of
-/// its own (`norm_rows_avx512`, `softmax_rows_avx512`): one generic wrapper taking a closure was
-/// tried, but the closures were not inlined into it and ran as baseline code (seen in objdump).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn map_avx512(chunk: &mut [f32], f: &impl Fn(f32) -> f32) {
+vectorised_per_isa!(fn map_chunk[F: Fn(f32) -> f32](chunk: &mut [f32], f: &F) => map_chunk_in);
+
+#[inline(always)]
+fn map_chunk_in<F: Fn(f32) -> f32>(chunk: &mut [f32], f: &F) {
     chunk.iter_mut().for_each(|v| *v = f(*v));
 }
 
@@ -268,24 +290,25 @@ impl CustomOp3 for LayerNormOp {
         // Written once, not zeroed first (candle's zeroing cost as much as the norm).
         let mut out: Vec<f32> = Vec::with_capacity(x.len());
         let spare = &mut out.spare_capacity_mut()[..x.len()];
-        spare.par_chunks_mut(NORM_ROWS * dim).zip(x.par_chunks(NORM_ROWS * dim)).for_each(|(dst, src)| {
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx512f") {
-                // SAFETY: this CPU has AVX-512F.
-                return unsafe { norm_rows_avx512(src, dst, weight, bias, self.eps) };
-            }
-            norm_rows(src, dst, weight, bias, self.eps)
-        });
+        spare
+            .par_chunks_mut(NORM_ROWS * dim)
+            .zip(x.par_chunks(NORM_ROWS * dim))
+            .for_each(|(dst, src)| norm_rows(src, dst, weight, bias, self.eps));
         // SAFETY: `norm_rows` wrote every element of the first `x.len()`.
         unsafe { out.set_len(x.len()) };
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
     }
 }
 
-/// Normalises each row of `src` (rows of `weight.len()`) into `dst`. Two passes (mean, then the
-/// squared deviations) rather than E[x²] - mean², which loses digits when the mean is large.
+vectorised_per_isa!(
+    /// Normalises each row of `src` (rows of `weight.len()`) into `dst`.
+    fn norm_rows(src: &[f32], dst: &mut [MaybeUninit<f32>], weight: &[f32], bias: &[f32], eps: f32) => norm_rows_in
+);
+
+/// Two passes (mean, then the squared deviations) rather than E[x²] - mean², which loses digits
+/// when the mean is large.
 #[inline(always)]
-fn norm_rows(src: &[f32], dst: &mut [MaybeUninit<f32>], weight: &[f32], bias: &[f32], eps: f32) {
+fn norm_rows_in(src: &[f32], dst: &mut [MaybeUninit<f32>], weight: &[f32], bias: &[f32], eps: f32) {
     let dim = weight.len();
     for (row, out) in src.chunks_exact(dim).zip(dst.chunks_exact_mut(dim)) {
         let mean = lane_sum(row, |v| v) / dim as f32;
@@ -309,13 +332,6 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
         }
     }
     chunks.remainder().iter().map(|&v| f(v)).sum::<f32>() + lanes.iter().sum::<f32>()
-}
-
-/// `norm_rows` compiled for AVX-512 (as `map_avx512`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn norm_rows_avx512(src: &[f32], dst: &mut [MaybeUninit<f32>], weight: &[f32], bias: &[f32], eps: f32) {
-    norm_rows(src, dst, weight, bias, eps)
 }
 
 /// Multi-head attention over a fused projection `qkv` of shape (batch, seq, 3 * dim) laid out
@@ -449,15 +465,10 @@ impl CustomOp1 for AttentionOp {
     }
 }
 
-/// In-place row softmax of a (seq x seq) score matrix; with `causal`, row i sees columns 0..=i.
-fn softmax_rows(scores: &mut [f32], seq: usize, causal: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: this CPU has AVX-512F.
-        return unsafe { softmax_rows_avx512(scores, seq, causal) };
-    }
-    softmax_rows_in(scores, seq, causal)
-}
+vectorised_per_isa!(
+    /// In-place row softmax of a (seq x seq) score matrix; with `causal`, row i sees columns 0..=i.
+    fn softmax_rows(scores: &mut [f32], seq: usize, causal: bool) => softmax_rows_in
+);
 
 /// The max, the exponentials and the sum as separate passes, each in lanes: written as one loop
 /// with a running max and sum, none of it vectorised (a chain of dependent operations).
@@ -472,13 +483,6 @@ fn softmax_rows_in(scores: &mut [f32], seq: usize, causal: bool) {
         live.iter_mut().for_each(|x| *x *= inv);
         masked.fill(0.0);
     }
-}
-
-/// `softmax_rows_in` compiled for AVX-512 (as `map_avx512`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn softmax_rows_avx512(scores: &mut [f32], seq: usize, causal: bool) {
-    softmax_rows_in(scores, seq, causal)
 }
 
 /// The largest of `values` (at least one), in 16 independent lanes as `lane_sum`.
