@@ -323,16 +323,15 @@ KERNEL_FEATURES = ["avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile", 
 
 def cpu_description():
     """The CPU's model name and which of KERNEL_FEATURES it has, from /proc/cpuinfo."""
-    cpu, flags = platform.processor() or "unknown", set()
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu in ("unknown", platform.processor()):
-                cpu = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = set(value.split())
+            fields.setdefault(key.strip(), value.strip())  # the first core's
     except OSError:
         pass
+    cpu = fields.get("model name") or platform.processor() or "unknown"
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
     present = [f for f in KERNEL_FEATURES if f in flags]
     return cpu, ", ".join(present) or "none of " + ", ".join(KERNEL_FEATURES)
 

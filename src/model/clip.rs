@@ -3,8 +3,9 @@
 //! We own this code instead of using `candle_transformers::models::{clip, siglip}` because
 //! those hard-code quick-GELU and a layer-norm epsilon of 1e-5 (a `gelu` checkpoint then drifts
 //! to cosine 0.994 from the reference) and compute `x @ W^T` on the fly, repacking the weights
-//! on every call (our kernels lay them out once, at load). Weight names mirror Hugging Face's `CLIPModel` and `SiglipModel` one for
-//! one; the two share the encoder and differ at the ends of each tower (see [`Family`]).
+//! on every call (our kernels lay them out once, at load). Weight names mirror Hugging Face's
+//! `CLIPModel` and `SiglipModel` one for one; the two share the encoder and differ at the ends of
+//! each tower (see [`Family`]).
 
 use std::collections::HashMap;
 

@@ -185,7 +185,7 @@ impl DataDir {
         let (catalog, text, vectors) = (&self.catalog, &mut self.text, &mut self.vectors);
         let (applied_tx, applied_rx) = std::sync::mpsc::channel::<(Vec<ImageId>, u64)>();
         let added_for_text = &added;
-        let applied = std::thread::scope(|scope| -> Result<(Vec<ImageId>, u64)> {
+        let (applied, text_result) = std::thread::scope(|scope| {
             // The text index's commit mostly waits on the disk: the graph's inserts keep the
             // cores busy meanwhile.
             let text_done = scope.spawn(move || -> Result<()> {
@@ -218,9 +218,7 @@ impl DataDir {
                 },
                 || vectors.insert_many(&items),
             );
-            let text_result = text_done.join().expect("the text index writer panicked");
-            text_result?;
-            applied
+            (applied, text_done.join().expect("the text index writer panicked"))
         });
         let removed = match applied {
             Ok((removed, _)) => removed,
@@ -240,6 +238,8 @@ impl DataDir {
         for id in removed.iter().filter(|id| !added_ids.contains(id)) {
             self.vectors.remove(*id);
         }
+        // Reported only now: the catalog holds the batch either way, and the graph follows it.
+        text_result?;
         if self.vectors_saved_at.elapsed() > SAVE_VECTORS_EVERY {
             self.save_vectors(false)?;
         }
