@@ -234,7 +234,7 @@ impl DataDir {
         };
         // The graph took the batch before it knew what the batch replaced: a picture re-added
         // under its own id (a moved file) stays live.
-        let added_ids: std::collections::HashSet<ImageId> = added.iter().map(|r| r.id).collect();
+        let added_ids: HashSet<ImageId> = added.iter().map(|r| r.id).collect();
         for id in removed.iter().filter(|id| !added_ids.contains(id)) {
             self.vectors.remove(*id);
         }
@@ -513,4 +513,55 @@ fn folder_size(dir: &Path) -> u64 {
         .filter(|m| m.is_file())
         .map(|m| m.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: ImageId, path: &str, embedding: Vec<f32>) -> ImageRecord {
+        ImageRecord {
+            id,
+            path: StoredPath::from_path(Path::new(path)),
+            size: 1,
+            mtime_ns: 0,
+            hash: format!("{id:016x}"),
+            width: 1,
+            height: 1,
+            format: "png".into(),
+            facts: Default::default(),
+            embedding,
+            indexed_at: 0,
+            tags: Vec::new(),
+        }
+    }
+
+    fn axis(i: usize) -> Vec<f32> {
+        let mut v = vec![0f32; 8];
+        v[i] = 1.0;
+        v
+    }
+
+    /// The graph takes a batch while the catalog reports, at the same time, which pictures it
+    /// replaced: a picture upserted again under its own id stays live and found, and one
+    /// replaced under a new id is gone from the graph.
+    #[test]
+    fn a_picture_upserted_again_under_its_own_id_stays_searchable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut data = DataDir::open(tmp.path()).unwrap();
+        let (a, b) = (data.new_id().unwrap(), data.new_id().unwrap());
+        data.apply(&[Change::Upsert(record(a, "/p/a.png", axis(0))), Change::Upsert(record(b, "/p/b.png", axis(1)))])
+            .unwrap();
+        let b_again = data.new_id().unwrap();
+        data.apply(&[
+            Change::Upsert(record(a, "/p/a.png", axis(0))),
+            Change::Upsert(record(b_again, "/p/b.png", axis(2))),
+        ])
+        .unwrap();
+        assert_eq!(data.stats(0).unwrap().vectors_live, 2);
+        assert_eq!(data.nearest(&axis(0), 1, &[], None).unwrap()[0].0, a);
+        assert_eq!(data.nearest(&axis(2), 1, &[], None).unwrap()[0].0, b_again);
+        let found: Vec<ImageId> = data.nearest(&axis(1), 5, &[], None).unwrap().into_iter().map(|(id, _)| id).collect();
+        assert!(!found.contains(&b), "the replaced picture is still found: {found:?}");
+    }
 }
