@@ -53,7 +53,7 @@ pub fn product(x: &[f32], w: &[bf16], bias: &[f32], rows: usize, (in_dim, out_di
         }
     });
     let chunks = pairs(in_dim).div_ceil(CHUNK_PAIRS);
-    over_panels(bias, rows, out_dim, MAX_ROWS, chunks, |block| {
+    over_panels(bias, rows, out_dim, PANEL, MAX_ROWS, chunks, |block| {
         let first = block.chunk * CHUNK_PAIRS;
         let tile = Tile {
             rows: block.rows,

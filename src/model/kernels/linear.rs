@@ -2,8 +2,9 @@
 //! broadcast-add pass over the output), in one of these weight layouts chosen per tower:
 //!
 //! - `Packed`, in f32 for both towers where there is no AMX: `W^T` is stored once at load as
-//!   panels of 64 output columns, each (in_dim × 64) contiguous, and a register-tiled kernel
-//!   (6 rows × 64 columns) runs over them. A short text query streams every panel exactly once
+//!   panels of output columns, each (in_dim × width) contiguous, as wide as the register-tiled
+//!   kernel that runs over them (6 rows × 64 columns with AVX-512, 6 × 16 with AVX2; the rows
+//!   come interleaved). A short text query streams every panel exactly once
 //!   (a general gemm packs its right-hand side on every call, which for a short query costs as
 //!   much as the product: 16 → 8.5–9 ms per query here). More rows than one tile go through each
 //!   panel in parts of the shared dimension that stay in L1, and in blocks of rows that stay in
@@ -28,7 +29,8 @@ use rayon::prelude::*;
 use super::{amx, bf16_pairs, contiguous_f32, SharedOut};
 use crate::error::Result;
 
-/// Output columns per packed panel: four AVX-512 registers per row of the register tile.
+/// Output columns per packed panel for the AVX-512 kernels (f32 and bf16) and the portable one:
+/// four AVX-512 registers per row of the register tile.
 pub(super) const PANEL: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,17 +86,18 @@ impl LinearWeight {
                     .reshape((panels, panel_len))?
             }
             _ => {
-                let (panels, panel_len) = (out_dim.div_ceil(PANEL), in_dim * PANEL);
+                let width = tile_kernel().panel;
+                let (panels, panel_len) = (out_dim.div_ceil(width), in_dim * width);
                 let packed = aligned_tensor(panels * panel_len, |packed: &mut [f32]| {
                     packed.par_chunks_mut(panel_len).enumerate().for_each(|(p, panel)| {
-                        for col in 0..PANEL.min(out_dim - p * PANEL) {
-                            for (k, &v) in w[(p * PANEL + col) * in_dim..][..in_dim].iter().enumerate() {
-                                panel[k * PANEL + col] = v;
+                        for col in 0..width.min(out_dim - p * width) {
+                            for (k, &v) in w[(p * width + col) * in_dim..][..in_dim].iter().enumerate() {
+                                panel[k * width + col] = v;
                             }
                         }
                     })
                 })?;
-                packed.reshape((panels, in_dim, PANEL))?
+                packed.reshape((panels, in_dim, width))?
             }
         };
         Ok(Self { data, out_dim, layout })
@@ -147,7 +150,9 @@ impl LinearOp {
         let (rows, in_dim) = x.1.shape().dims2()?;
         let out_dim = self.out_dim;
         let fits = match (self.layout, w.1.dims()) {
-            (WeightLayout::Packed, &[panels, w_in, PANEL]) => w_in == in_dim && panels == out_dim.div_ceil(PANEL),
+            (WeightLayout::Packed, &[panels, w_in, width]) => {
+                width == tile_kernel().panel && w_in == in_dim && panels == out_dim.div_ceil(width)
+            }
             (WeightLayout::AmxTiles(split), &[len]) => len == amx::packed_len(in_dim, out_dim, split),
             (WeightLayout::Bf16Pairs, &[panels, len]) => {
                 panels == out_dim.div_ceil(PANEL) && len == bf16_pairs::panel_len(in_dim)
@@ -201,19 +206,21 @@ fn packed_product(x: &[f32], w: &[f32], bias: &[f32], rows: usize, in_dim: usize
     // More rows than one tile: the panel is read once per tile of rows, so it goes in parts that
     // stay in L1 meanwhile (a whole panel, 192 KB at 768 deep, would come from L2 every time:
     // 64-token texts ran at half the speed of `gemm`).
-    let chunks = if rows > tile.max_rows { in_dim.div_ceil(CHUNK_DEPTH) } else { 1 };
+    let chunks = if rows > tile.max_rows { in_dim.div_ceil(tile.chunk_depth) } else { 1 };
     let chunk_depth = in_dim.div_ceil(chunks);
-    over_panels(bias, rows, out_dim, tile.max_rows, chunks, |block| {
+    // Each tile's rows interleaved, so that a step down the shared dimension reads its inputs
+    // from one cache line at fixed offsets, rather than one line per row at computed addresses.
+    let x = interleave_rows(x, in_dim, tile.max_rows);
+    over_panels(bias, rows, out_dim, tile.panel, tile.max_rows, chunks, |block| {
         let first = block.chunk * chunk_depth;
-        // SAFETY: every pointer stays inside x (rows × in_dim) and w (panels × in_dim × PANEL);
-        // `block`'s are valid (see `PanelBlock`).
+        // SAFETY: every pointer stays inside x (interleaved, whole tiles × in_dim) and w (panels
+        // × in_dim × panel width); `block`'s are valid (see `PanelBlock`).
         unsafe {
             (tile.run)(Tile {
                 rows: block.rows,
                 depth: chunk_depth.min(in_dim - first),
-                x: x.as_ptr().add(block.row * in_dim + first),
-                x_stride: in_dim,
-                w: w.as_ptr().add((block.panel * in_dim + first) * PANEL),
+                x: x.as_ptr().add(block.row * in_dim + first * tile.max_rows),
+                w: w.as_ptr().add((block.panel * in_dim + first) * tile.panel),
                 add_to_out: block.chunk > 0,
                 bias: block.bias,
                 out: block.out,
@@ -224,10 +231,27 @@ fn packed_product(x: &[f32], w: &[f32], bias: &[f32], rows: usize, in_dim: usize
     })
 }
 
+/// `x` (rows × in_dim) in tiles of `tile_rows` rows, each tile's values laid out step by step
+/// down the shared dimension: `[tile][k][row in tile]`, the last tile padded with zeros. Tile t
+/// starts at `t * tile_rows * in_dim`, where row `t * tile_rows` starts in `x`.
+fn interleave_rows(x: &[f32], in_dim: usize, tile_rows: usize) -> Vec<f32> {
+    let tile_len = in_dim * tile_rows;
+    let mut out = vec![0f32; x.len().div_ceil(tile_len) * tile_len];
+    out.par_chunks_mut(tile_len).zip(x.par_chunks(tile_len)).for_each(|(dst, src)| {
+        for (r, row) in src.chunks_exact(in_dim).enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                dst[k * tile_rows + r] = v;
+            }
+        }
+    });
+    out
+}
+
 /// One block of output for a panel kernel: rows `row..row + rows` of panel `panel` (columns
-/// `panel * PANEL..` + `cols`), for the `chunk`th part of the shared dimension. `bias` points at
-/// PANEL values (zero past `cols`), `out` at the block's first value in the (rows × out_dim)
-/// output; no other block of the same chunk writes there, and chunk 0 comes first.
+/// `panel * width..` + `cols`, for panels `width` columns wide), for the `chunk`th part of the
+/// shared dimension. `bias` points at `width` values (zero past `cols`), `out` at the block's
+/// first value in the (rows × out_dim) output; no other block of the same chunk writes there, and
+/// chunk 0 comes first.
 #[derive(Clone, Copy)]
 pub(super) struct PanelBlock {
     pub panel: usize,
@@ -239,7 +263,7 @@ pub(super) struct PanelBlock {
     pub out: *mut f32,
 }
 
-/// The (rows × out_dim) output of a product on panels of PANEL output columns, computed by
+/// The (rows × out_dim) output of a product on panels of `width` output columns, computed by
 /// `block` for every block of up to `max_rows` rows of every panel, and for each of `chunks`
 /// parts of the shared dimension in turn: each thread takes a range of panels and walks each
 /// down [`ROW_BLOCK`] rows at a time, a part at a time, so that a short query streams its share
@@ -250,13 +274,14 @@ pub(super) fn over_panels(
     bias: &[f32],
     rows: usize,
     out_dim: usize,
+    width: usize,
     max_rows: usize,
     chunks: usize,
     block: impl Fn(PanelBlock) + Sync,
 ) -> Vec<f32> {
-    let panels = out_dim.div_ceil(PANEL);
+    let panels = out_dim.div_ceil(width);
     // Bias padded to whole panels so the kernels always load full registers.
-    let mut bias_padded = vec![0f32; panels * PANEL];
+    let mut bias_padded = vec![0f32; panels * width];
     bias_padded[..out_dim].copy_from_slice(bias);
     let mut out: Vec<f32> = Vec::with_capacity(rows * out_dim);
     let out_ptr = SharedOut(out.as_mut_ptr());
@@ -273,9 +298,9 @@ pub(super) fn over_panels(
                         chunk,
                         row,
                         rows: max_rows.min(rows - row),
-                        cols: PANEL.min(out_dim - panel * PANEL),
-                        bias: bias_padded[panel * PANEL..].as_ptr(),
-                        out: out_ptr.get().wrapping_add(row * out_dim + panel * PANEL),
+                        cols: width.min(out_dim - panel * width),
+                        bias: bias_padded[panel * width..].as_ptr(),
+                        out: out_ptr.get().wrapping_add(row * out_dim + panel * width),
                     });
                 }
             }
@@ -286,8 +311,6 @@ pub(super) fn over_panels(
     out
 }
 
-/// Depth of one part of a panel when a product has many rows: 128 × PANEL f32s, 32 KB of L1.
-const CHUNK_DEPTH: usize = 128;
 /// Rows that pass over each part of a panel before the next block of rows: their inputs (96 ×
 /// 768 f32s, 288 KB) stay in L2 while a thread's panels pass (measured at 96, 192 and 480 rows:
 /// within 2% of each other, all 13-18% ahead of `gemm` at 400 and 1,600 rows).
@@ -298,13 +321,14 @@ const ROW_BLOCK: usize = 96;
 struct Tile {
     rows: usize,
     depth: usize,
+    /// The tile's inputs interleaved (see [`interleave_rows`]): row r's value at step k of the
+    /// shared dimension is at `x + k * max_rows + r`.
     x: *const f32,
-    x_stride: usize,
-    /// One packed panel: depth × PANEL.
+    /// One packed panel: depth × the kernel's panel width.
     w: *const f32,
     /// Add to what `out` holds (a later part of the shared dimension) instead of to the bias.
     add_to_out: bool,
-    /// PANEL values.
+    /// One value per column of the panel.
     bias: *const f32,
     out: *mut f32,
     out_stride: usize,
@@ -313,17 +337,24 @@ struct Tile {
 
 struct TileKernel {
     run: unsafe fn(Tile),
+    /// Rows of one register tile.
     max_rows: usize,
+    /// Output columns per packed panel: `LinearWeight` packs the weights for the kernel this CPU
+    /// runs.
+    panel: usize,
+    /// Depth of one part of a panel when a product has many rows: the part stays in L1 while the
+    /// tiles of a block of rows pass over it.
+    chunk_depth: usize,
 }
 
 /// The fastest tile kernel this CPU runs.
 fn tile_kernel() -> TileKernel {
     match super::isa() {
         #[cfg(target_arch = "x86_64")]
-        isa if isa >= super::Isa::Avx512 => TileKernel { run: avx512::tile, max_rows: avx512::MAX_ROWS },
+        isa if isa >= super::Isa::Avx512 => avx512::KERNEL,
         #[cfg(target_arch = "x86_64")]
-        super::Isa::Avx2 => TileKernel { run: avx2::tile, max_rows: avx2::MAX_ROWS },
-        _ => TileKernel { run: portable::tile, max_rows: portable::MAX_ROWS },
+        super::Isa::Avx2 => avx2::KERNEL,
+        _ => portable::KERNEL,
     }
 }
 
@@ -331,10 +362,12 @@ fn tile_kernel() -> TileKernel {
 pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Tile, PANEL};
+    use super::{Tile, TileKernel, PANEL};
 
-    /// 6 rows × 4 registers = 24 accumulators, leaving room for the 4 weight registers.
-    pub(super) const MAX_ROWS: usize = 6;
+    /// 6 rows × 4 registers = 24 accumulators, leaving room for the 4 weight registers; parts of
+    /// 128 × 64 f32s, 32 KB of L1.
+    pub(super) const KERNEL: TileKernel = TileKernel { run: tile, max_rows: MAX_ROWS, panel: PANEL, chunk_depth: 128 };
+    const MAX_ROWS: usize = 6;
     /// AVX-512 registers per row of a panel.
     pub(in super::super) const REGS: usize = PANEL / 16;
     /// How far ahead (in rows of the panel, 32 KB) to ask for weights, into L2: the hardware
@@ -346,7 +379,7 @@ pub(super) mod avx512 {
     /// # Safety
     /// The CPU must have AVX-512F; `t` must describe valid memory (see `Tile`).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile(t: Tile) {
+    unsafe fn tile(t: Tile) {
         by_rows!(t.rows, tile_rows, t)
     }
 
@@ -360,12 +393,12 @@ pub(super) mod avx512 {
             }
             let wv: [__m512; REGS] = std::array::from_fn(|j| _mm512_loadu_ps(w.add(16 * j)));
             for (r, row) in acc.iter_mut().enumerate() {
-                let xv = _mm512_set1_ps(*x.add(r * t.x_stride));
+                let xv = _mm512_set1_ps(*x.add(r));
                 for j in 0..REGS {
                     row[j] = _mm512_fmadd_ps(xv, wv[j], row[j]);
                 }
             }
-            x = x.add(1);
+            x = x.add(MAX_ROWS);
             w = w.add(PANEL);
         }
         store(&acc, t.out, t.out_stride, t.cols);
@@ -414,59 +447,71 @@ pub(super) mod avx512 {
 }
 
 /// For x86 CPUs with AVX2 and FMA but no AVX-512 (most home servers, Intel's N100 among them):
-/// 16 registers of 8 floats, so a panel goes in four quarters of 16 columns, 6 rows at a time.
-/// The first version (3 rows × 32 columns) needed 12 accumulators + 4 weights + 1 input = 17
-/// registers, one more than there are; this one needs 15, and ran the ViT-B/32 image tower twice
-/// as fast on an AMD EPYC (Zen 3) without AVX-512: 7.6 → 14-15 images/s at batch 1 / 8 / 32.
+/// 16 registers of 8 floats. A tile is 6 rows × 16 columns: 12 accumulators, 2 registers for the
+/// weights, 1 for the input (a 3 × 32 tile needed 17 registers, one more than there are, and ran
+/// at half the speed). Its panels are 16 columns wide, so that a step down the shared dimension
+/// reads one whole cache line and a part of a panel is one contiguous block of L1.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Tile, PANEL};
+    use super::{Tile, TileKernel};
 
-    /// 6 rows × 2 registers = 12 accumulators, 2 registers for the weights, 1 for the input.
-    pub const MAX_ROWS: usize = 6;
-    /// Columns of a panel per pass.
+    /// Parts of 256 × 16 f32s, 16 KB of L1.
+    pub const KERNEL: TileKernel = TileKernel { run: tile, max_rows: MAX_ROWS, panel: COLS, chunk_depth: 256 };
+    const MAX_ROWS: usize = 6;
     const COLS: usize = 16;
     const REGS: usize = COLS / 8;
-    /// As the AVX-512 kernel's: weights asked for into L2 this many rows of the panel ahead.
-    const PREFETCH_STEPS: usize = 128;
+    /// How far ahead (in bytes of the panel) to ask for weights, into L2, as the AVX-512 kernel
+    /// does: a short text query streams every panel once.
+    const PREFETCH_BYTES: usize = 32 * 1024;
 
     /// # Safety
     /// The CPU must have AVX2 and FMA; `t` must describe valid memory (see `Tile`).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile(t: Tile) {
+    unsafe fn tile(t: Tile) {
         by_rows!(t.rows, tile_rows, t)
     }
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile_rows<const R: usize>(t: Tile) {
-        for first_col in (0..t.cols).step_by(COLS) {
-            let cols = (t.cols - first_col).min(COLS);
-            let out = t.out.add(first_col);
-            let mut acc: [[__m256; REGS]; R] = if t.add_to_out {
-                std::array::from_fn(|r| {
-                    std::array::from_fn(|j| _mm256_maskload_ps(out.add(r * t.out_stride + 8 * j), live(cols, j)))
-                })
-            } else {
-                [std::array::from_fn(|j| _mm256_loadu_ps(t.bias.add(first_col + 8 * j))); R]
-            };
-            let (mut x, mut w) = (t.x, t.w.add(first_col));
-            for _ in 0..t.depth {
-                _mm_prefetch::<_MM_HINT_T1>(w.add(PREFETCH_STEPS * PANEL) as *const i8);
-                let wv: [__m256; REGS] = std::array::from_fn(|j| _mm256_loadu_ps(w.add(8 * j)));
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let xv = _mm256_broadcast_ss(&*x.add(r * t.x_stride));
-                    for j in 0..REGS {
-                        row[j] = _mm256_fmadd_ps(xv, wv[j], row[j]);
+        // Whole panels (all but perhaps a layer's last) load and store plainly: a masked store
+        // is many micro-ops on AMD's cores.
+        let whole = t.cols == COLS;
+        let mut acc: [[__m256; REGS]; R] = if t.add_to_out {
+            std::array::from_fn(|r| {
+                std::array::from_fn(|j| {
+                    let at = t.out.add(r * t.out_stride + 8 * j);
+                    if whole {
+                        _mm256_loadu_ps(at)
+                    } else {
+                        _mm256_maskload_ps(at, live(t.cols, j))
                     }
+                })
+            })
+        } else {
+            [std::array::from_fn(|j| _mm256_loadu_ps(t.bias.add(8 * j))); R]
+        };
+        let (mut x, mut w) = (t.x, t.w);
+        for _ in 0..t.depth {
+            _mm_prefetch::<_MM_HINT_T1>((w as *const i8).add(PREFETCH_BYTES));
+            let wv: [__m256; REGS] = std::array::from_fn(|j| _mm256_loadu_ps(w.add(8 * j)));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let xv = _mm256_broadcast_ss(&*x.add(r));
+                for j in 0..REGS {
+                    row[j] = _mm256_fmadd_ps(xv, wv[j], row[j]);
                 }
-                x = x.add(1);
-                w = w.add(PANEL);
             }
-            for (r, row) in acc.iter().enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    _mm256_maskstore_ps(out.add(r * t.out_stride + 8 * j), live(cols, j), v);
+            x = x.add(MAX_ROWS);
+            w = w.add(COLS);
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let at = t.out.add(r * t.out_stride + 8 * j);
+                if whole {
+                    _mm256_storeu_ps(at, v);
+                } else {
+                    _mm256_maskstore_ps(at, live(t.cols, j), v);
                 }
             }
         }
@@ -483,14 +528,15 @@ mod avx2 {
 
 /// Plain Rust that the compiler vectorises for whatever the target has (NEON, SSE2).
 mod portable {
-    use super::{Tile, PANEL};
+    use super::{Tile, TileKernel, PANEL};
 
     /// 4 rows × 64 columns: fewer rows than AVX-512 has registers for, to limit spills.
-    pub const MAX_ROWS: usize = 4;
+    pub const KERNEL: TileKernel = TileKernel { run: tile, max_rows: MAX_ROWS, panel: PANEL, chunk_depth: 128 };
+    const MAX_ROWS: usize = 4;
 
     /// # Safety
     /// `t` must describe valid memory (see `Tile`).
-    pub unsafe fn tile(t: Tile) {
+    unsafe fn tile(t: Tile) {
         by_rows!(t.rows, tile_rows, t)
     }
 
@@ -507,7 +553,7 @@ mod portable {
         for k in 0..t.depth {
             let w = std::slice::from_raw_parts(t.w.add(k * PANEL), PANEL);
             for (r, row) in acc.iter_mut().enumerate() {
-                let xv = *t.x.add(r * t.x_stride + k);
+                let xv = *t.x.add(k * MAX_ROWS + r);
                 for (a, &wv) in row.iter_mut().zip(w) {
                     *a += xv * wv;
                 }
@@ -529,21 +575,25 @@ mod tests {
     fn every_tile_kernel_matches_a_plain_matmul() {
         // Only x86 adds kernels to the portable one.
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut kernels = vec![("portable", TileKernel { run: portable::tile, max_rows: portable::MAX_ROWS })];
+        let mut kernels = vec![("portable", portable::KERNEL)];
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                kernels.push(("avx2", TileKernel { run: avx2::tile, max_rows: avx2::MAX_ROWS }));
+                kernels.push(("avx2", avx2::KERNEL));
             }
             if std::is_x86_feature_detected!("avx512f") {
-                kernels.push(("avx512", TileKernel { run: avx512::tile, max_rows: avx512::MAX_ROWS }));
+                kernels.push(("avx512", avx512::KERNEL));
             }
         }
-        let (depth, cols) = (37, 53);
+        let depth = 37;
         let x: Vec<f32> = (0..7 * depth).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
-        let w: Vec<f32> = (0..depth * PANEL).map(|i| ((i * 13) % 7) as f32 * 0.5 - 1.5).collect();
-        let bias: Vec<f32> = (0..PANEL).map(|i| i as f32 * 0.25).collect();
         for (name, kernel) in kernels {
+            let interleaved = interleave_rows(&x, depth, kernel.max_rows);
+            let width = kernel.panel;
+            // Ends inside the last register of the panel: 53 of 64 columns, 13 of 16.
+            let cols = width * 53 / 64;
+            let w: Vec<f32> = (0..depth * width).map(|i| ((i * 13) % 7) as f32 * 0.5 - 1.5).collect();
+            let bias: Vec<f32> = (0..width).map(|i| i as f32 * 0.25).collect();
             for (rows, add_to_out) in (1..=kernel.max_rows).flat_map(|rows| [(rows, false), (rows, true)]) {
                 let stride = cols + 3;
                 // What a tile adding to the output finds there: an earlier part's sums.
@@ -554,8 +604,7 @@ mod tests {
                 let tile = Tile {
                     rows,
                     depth,
-                    x: x.as_ptr(),
-                    x_stride: depth,
+                    x: interleaved.as_ptr(),
                     w: w.as_ptr(),
                     add_to_out,
                     bias: bias.as_ptr(),
@@ -572,7 +621,7 @@ mod tests {
                             continue;
                         }
                         let start = if add_to_out { earlier(r, c) } else { bias[c] };
-                        let want = start + (0..depth).map(|k| x[r * depth + k] * w[k * PANEL + c]).sum::<f32>();
+                        let want = start + (0..depth).map(|k| x[r * depth + k] * w[k * width + c]).sum::<f32>();
                         assert!(
                             (got - want).abs() < 1e-3,
                             "{name} rows={rows} add_to_out={add_to_out} ({r},{c}): {got} vs {want}"
@@ -587,7 +636,7 @@ mod tests {
     /// dimension, equals a plain matmul (ragged depth, rows and last panel).
     #[test]
     fn a_packed_product_in_parts_matches_a_plain_matmul() {
-        let (rows, in_dim, out_dim) = (13, 2 * CHUNK_DEPTH + 45, 150);
+        let (rows, in_dim, out_dim) = (13, 2 * tile_kernel().chunk_depth + 45, 150);
         let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
         let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 13) % 97) as f32 / 40.0 - 1.2).collect();
         let bias: Vec<f32> = (0..out_dim).map(|i| i as f32 * 0.01).collect();
