@@ -166,11 +166,12 @@ fn main() {
     println!("## Vector index at {n} CLIP-like pictures (dim {DIM}, M = 16, ef_construction 200)\n");
     println!(
         "Mean cosine of the best match: text queries {best_text:.3}, picture queries {best_picture:.3}. \
-         Build {:.0} inserts/s (2 threads), save {save_s:.2} s ({saved_mb:.0} MB), a later save after \
+         Build {:.0} inserts/s ({} threads), save {save_s:.2} s ({saved_mb:.0} MB), a later save after \
          1% more pictures {resave_s:.2} s; a fresh process \
          opens it in {open_s:.2} s and is then {opened_mb:.0} MB resident, {answered_mb:.0} MB after \
          answering the {} queries default-wide.\n",
         n as f64 / build_s,
+        rayon::current_num_threads(),
         all_queries.len()
     );
     println!("| search | text recall@10 | text queries/s | picture recall@10 | picture queries/s |");
