@@ -109,6 +109,13 @@ fn preprocessing_matches_clip_image_processor() {
             let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
             eprintln!("{model}: {name}: max |diff| {max:.4} ({:.1} steps), mean {:.4} steps", max / step, mean / step);
             assert!(mean <= 0.5 * step, "{model}: {name}: mean |diff| {mean} over half an 8-bit step");
+            if !name.ends_with(".jpg") {
+                // Lossless files decode exactly as Pillow does, so only the resize's rounding is
+                // left: a value one step off here and there (its passes in another order made
+                // 7-15% of the values one step off).
+                assert!(max <= step * 1.001, "{model}: {name}: a value {:.2} steps off Pillow's", max / step);
+                assert!(mean <= 0.03 * step, "{model}: {name}: mean |diff| {:.3} steps from Pillow's", mean / step);
+            }
         }
     }
 }
