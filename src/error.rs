@@ -14,7 +14,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("{path} is not a usable CLIP checkpoint: {reason}")]
+    #[error("{path} is not a usable model checkpoint: {reason}")]
     BadCheckpoint { path: PathBuf, reason: String },
 
     #[error("model {path} has no {missing}. imgsearch reads Hugging Face CLIP and SigLIP folders (config.json, model.safetensors or pytorch_model.bin, tokenizer.json), OpenCLIP folders (open_clip_config.json, open_clip_model.safetensors) and bare OpenCLIP state dicts (file.pt with --arch); `imgsearch models` lists them")]

@@ -63,12 +63,12 @@ impl Weights {
         let bad = |e: candle_core::Error| Error::BadCheckpoint { path: source.clone(), reason: e.to_string() };
         let t = tensors.get(name, device).map_err(bad)?.ok_or_else(|| Error::BadCheckpoint {
             path: source.clone(),
-            reason: format!("tensor `{name}` is missing (does config.json describe these weights?)"),
+            reason: format!("tensor `{name}` is missing (does the model's config describe these weights?)"),
         })?;
         if t.dims() != shape {
             return Err(Error::BadCheckpoint {
                 path: source.clone(),
-                reason: format!("tensor `{name}` has shape {:?}, config.json implies {shape:?}", t.dims()),
+                reason: format!("tensor `{name}` has shape {:?}, the model's config implies {shape:?}", t.dims()),
             });
         }
         Ok(t)

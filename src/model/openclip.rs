@@ -141,6 +141,16 @@ impl OpenClipConfig {
                 Some(v) => v.as_f64().ok_or_else(|| bad(format!("OpenCLIP option {key}={v} is not a number"))),
             }
         };
+        // open_clip takes an image or patch size as one number or as (height, width).
+        let square = |key: &str, default: f64| -> Result<f64> {
+            match v.get(key).and_then(|v| v.as_array()) {
+                None => num(v, key, default),
+                Some(pair) => match pair.as_slice() {
+                    [h, w] if h == w && h.is_number() => Ok(h.as_f64().unwrap_or_default()),
+                    _ => Err(bad(format!("OpenCLIP vision {key}={pair:?}: only square sizes are supported"))),
+                },
+            }
+        };
         let (v_width, t_width) = (num(v, "width", 768.0)? as usize, num(t, "width", 512.0)? as usize);
         let head_width = num(v, "head_width", 64.0)? as usize;
         if head_width == 0 {
@@ -167,8 +177,8 @@ impl OpenClipConfig {
                 "intermediate_size": (v_width as f64 * num(v, "mlp_ratio", 4.0)?) as usize,
                 "num_hidden_layers": num(v, "layers", 12.0)? as usize,
                 "num_attention_heads": v_width / head_width,
-                "image_size": num(v, "image_size", 224.0)? as usize,
-                "patch_size": num(v, "patch_size", 16.0)? as usize,
+                "image_size": square("image_size", 224.0)? as usize,
+                "patch_size": square("patch_size", 16.0)? as usize,
                 "hidden_act": activation,
                 "layer_norm_eps": 1e-5,
             },
@@ -291,4 +301,28 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
 
 fn suffix(name: &str) -> &str {
     name.rsplit('.').next().unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vision_with(image_size: serde_json::Value) -> Result<ModelConfig> {
+        let model: OpenClipModelConfig = serde_json::from_value(serde_json::json!({
+            "embed_dim": 16,
+            "vision_cfg": {"image_size": image_size, "patch_size": [8, 8], "width": 32, "layers": 1, "head_width": 16},
+            "text_cfg": {"width": 32, "heads": 2, "layers": 1, "context_length": 8},
+        }))
+        .unwrap();
+        OpenClipConfig { model, preprocess: OpenClipPreprocess::default() }.model_config(Path::new("arch.json"))
+    }
+
+    #[test]
+    fn sizes_may_be_given_as_height_and_width_when_square() {
+        let config = vision_with(serde_json::json!([48, 48])).unwrap();
+        assert_eq!((config.vision_config.image_size, config.vision_config.patch_size), (48, 8));
+        assert_eq!(vision_with(serde_json::json!(40)).unwrap().vision_config.image_size, 40);
+        let refused = vision_with(serde_json::json!([48, 64])).unwrap_err().to_string();
+        assert!(refused.contains("only square sizes"), "{refused}");
+    }
 }
