@@ -114,6 +114,49 @@ fn a_bare_openclip_state_dict_indexes_and_reopens_from_what_the_library_recorded
     assert!(common::cosine(&got, expected) >= 0.9999);
 }
 
+/// open_clip takes image and patch sizes as one number or as (height, width): the same
+/// architecture written with pairs embeds pictures as the reference does, and a pair that is not
+/// square is refused by name.
+#[test]
+fn an_openclip_architecture_may_give_its_sizes_as_pairs() {
+    let model = "tiny-openclip-p16-gelu";
+    let dir = model_dir(model);
+    let weights = dir.join(format!("{model}.pt"));
+    let tmp = tempfile::tempdir().unwrap();
+    let arch_with = |image_size: Value| {
+        let mut arch: Value = serde_json::from_slice(&std::fs::read(dir.join("arch.json")).unwrap()).unwrap();
+        let side = arch["vision_cfg"]["patch_size"].clone();
+        arch["vision_cfg"]["patch_size"] = serde_json::json!([side, side]);
+        arch["vision_cfg"]["image_size"] = image_size;
+        let path = tmp.path().join(format!("arch-{}.json", arch["vision_cfg"]["image_size"]));
+        std::fs::write(&path, arch.to_string()).unwrap();
+        path
+    };
+    let embed = |arch: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+            .args(["embed", "--device", "cpu", "--json", "--image", image_path("coffee.png").to_str().unwrap()])
+            .args(["--model", weights.to_str().unwrap(), "--arch", arch.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = json(embed(&arch_with(serde_json::json!([64, 64]))));
+    let got: Vec<f32> = out["images"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert!(common::cosine(&got, &reference(model).image_embeds["coffee.png"]) >= 0.9999);
+    let refused = embed(&arch_with(serde_json::json!([64, 48])));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("only square sizes"), "{stderr}");
+}
+
 #[test]
 fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();

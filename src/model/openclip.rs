@@ -302,27 +302,3 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
 fn suffix(name: &str) -> &str {
     name.rsplit('.').next().unwrap_or(name)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vision_with(image_size: serde_json::Value) -> Result<ModelConfig> {
-        let model: OpenClipModelConfig = serde_json::from_value(serde_json::json!({
-            "embed_dim": 16,
-            "vision_cfg": {"image_size": image_size, "patch_size": [8, 8], "width": 32, "layers": 1, "head_width": 16},
-            "text_cfg": {"width": 32, "heads": 2, "layers": 1, "context_length": 8},
-        }))
-        .unwrap();
-        OpenClipConfig { model, preprocess: OpenClipPreprocess::default() }.model_config(Path::new("arch.json"))
-    }
-
-    #[test]
-    fn sizes_may_be_given_as_height_and_width_when_square() {
-        let config = vision_with(serde_json::json!([48, 48])).unwrap();
-        assert_eq!((config.vision_config.image_size, config.vision_config.patch_size), (48, 8));
-        assert_eq!(vision_with(serde_json::json!(40)).unwrap().vision_config.image_size, 40);
-        let refused = vision_with(serde_json::json!([48, 64])).unwrap_err().to_string();
-        assert!(refused.contains("only square sizes"), "{refused}");
-    }
-}
