@@ -239,9 +239,12 @@ fn interleave_rows(x: &[f32], in_dim: usize, tile_rows: usize) -> Vec<f32> {
     let tile_len = in_dim * tile_rows;
     let mut out = vec![0f32; x.len().div_ceil(tile_len) * tile_len];
     out.par_chunks_mut(tile_len).zip(x.par_chunks(tile_len)).for_each(|(dst, src)| {
-        for (r, row) in src.chunks_exact(in_dim).enumerate() {
-            for (k, &v) in row.iter().enumerate() {
-                dst[k * tile_rows + r] = v;
+        // Written in order, reading the tile's rows side by side: written row by row, the stores
+        // strode over the whole tile once per row (3% of SigLIP's image tower at two threads).
+        let rows = src.len() / in_dim;
+        for (k, step) in dst.chunks_exact_mut(tile_rows).enumerate() {
+            for (r, slot) in step[..rows].iter_mut().enumerate() {
+                *slot = src[r * in_dim + k];
             }
         }
     });
@@ -267,8 +270,8 @@ pub(super) struct PanelBlock {
 /// The (rows × out_dim) output of a product on panels of `width` output columns, computed by
 /// `block` for every block of up to `max_rows` rows of every panel, and for each of `chunks`
 /// parts of the shared dimension in turn: each thread takes a range of panels (or, with rows for
-/// two blocks per thread, a range of rows and every panel) and walks each down [`ROW_BLOCK`] rows
-/// at a time, a part at a time, so that a short query streams its share of the weights once (from
+/// a block per thread, a range of rows and every panel) and walks each down in blocks of about
+/// [`ROW_BLOCK`] rows, a part at a time, so that a short query streams its share of the weights once (from
 /// memory), a part of a panel stays in L1 while a block's rows pass, and a block's rows stay in
 /// L2 while the panels pass. `block` must write every value of its block in chunk 0 (and add to
 /// it in later chunks).
@@ -287,15 +290,14 @@ pub(super) fn over_panels(
     bias_padded[..out_dim].copy_from_slice(bias);
     let mut out: Vec<f32> = Vec::with_capacity(rows * out_dim);
     let out_ptr = SharedOut(out.as_mut_ptr());
-    let row_block = ROW_BLOCK.div_ceil(max_rows) * max_rows;
+    let tiles_per_block = ROW_BLOCK.div_ceil(max_rows);
+    let row_block = tiles_per_block * max_rows;
     let pool = rayon::current_num_threads().max(1);
-    // Rows for two blocks each: every thread takes its own rows across all panels, so it reads
-    // only its inputs and writes whole output rows. Two threads that split the panels instead
-    // each read every input row and wrote half of every output row: at 400 rows (8 pictures of
-    // ViT-B/32) that took 10-19% longer on two Zen 3 cores. With fewer rows a thread's last block
-    // is a sliver that streams the weights once more for little work (196 rows, SigLIP's one
-    // picture: slower by rows).
-    let by_rows = pool > 1 && rows >= 2 * pool * row_block;
+    // Rows for a block each: every thread takes its own rows across all panels, so it reads only
+    // its inputs and writes whole output rows. Two threads that split the panels instead each
+    // read every input row and wrote half of every output row: at 400 rows (8 pictures of
+    // ViT-B/32) that took 10-19% longer on two Zen 3 cores, at 196 (one SigLIP picture) 5-15%.
+    let by_rows = pool > 1 && rows >= pool * row_block;
     let threads = if by_rows { pool } else { pool.min(panels) };
     // Where thread t's rows start: whole tiles each.
     let first_row_of = |t: usize| (t * rows.div_ceil(max_rows) / threads * max_rows).min(rows);
@@ -305,8 +307,13 @@ pub(super) fn over_panels(
         } else {
             (0..rows, t * panels / threads..(t + 1) * panels / threads)
         };
-        for first_row in my_rows.clone().step_by(row_block) {
-            let block_rows = first_row..my_rows.end.min(first_row + row_block);
+        // Blocks of equal size, about ROW_BLOCK rows each: a last block of a few rows would
+        // stream every panel once more for little work.
+        let my_tiles = my_rows.len().div_ceil(max_rows);
+        let blocks = ((my_tiles + tiles_per_block / 2) / tiles_per_block).max(1);
+        for b in 0..blocks {
+            let tile_row = |b: usize| (my_rows.start + b * my_tiles / blocks * max_rows).min(my_rows.end);
+            let block_rows = tile_row(b)..tile_row(b + 1);
             for panel in my_panels.clone() {
                 for (chunk, row) in (0..chunks).flat_map(|c| block_rows.clone().step_by(max_rows).map(move |r| (c, r)))
                 {
@@ -653,9 +660,10 @@ mod tests {
     /// dimension, equals a plain matmul (ragged depth, rows and last panel).
     #[test]
     fn a_packed_product_in_parts_matches_a_plain_matmul() {
-        // Threads splitting the panels (few rows) and splitting the rows (two blocks each and
-        // more, not a whole number of tiles).
-        for (threads, rows) in [(1, 13), (3, 13), (2, 4 * ROW_BLOCK + 17), (3, 6 * ROW_BLOCK + 5)] {
+        // Threads splitting the panels (few rows), one thread in several blocks, and threads
+        // splitting the rows (one block each and more; rows not a whole number of tiles).
+        let cases = [(1, 13), (3, 13), (1, 3 * ROW_BLOCK + 4), (2, 2 * ROW_BLOCK + 4), (3, 6 * ROW_BLOCK + 5)];
+        for (threads, rows) in cases {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| check_packed_product(rows));
         }
