@@ -18,6 +18,8 @@ Peers:
                   per thread doing the Pillow+draft preprocessing, batches of 16 through the PyTorch image
                   tower, normalised embeddings kept in memory (it writes no index, imgsearch does); timed with
                   its model built, and again with CLIPModel.from_pretrained of imgsearch's bench checkpoint.
+  ORT pipeline    the same loop with ONNX Runtime's image tower (the exported one above), timed with its
+                  session made, and again with making the session from the file included.
 imgsearch:        `cargo bench --bench encoders --bench preprocess` (criterion), read back from
                   target/criterion/<group>/<function>/<parameter>/new/estimates.json (median), and
                   `cargo bench --bench indexing` (timed `index` runs: model in memory, then model load included), read back
@@ -162,7 +164,10 @@ def export_onnx(image_tower, text_tower, workdir, sample_ids):
     return image_path, text_path
 
 
-def bench_onnx(image_tower, text_tower, threads, repeats, seconds, texts=CLIP_TEXTS, prefix=""):
+def bench_onnx(image_tower, text_tower, threads, repeats, seconds, texts=CLIP_TEXTS, prefix="", indexing=None):
+    """ORT's encoder numbers; with `indexing` (imgsearch's indexing bench: photos, batch), also the
+    indexing pipeline of `bench_index` with ORT's image tower, timed with the session already made
+    and with making it from the exported file (ORT's model load) included."""
     import onnxruntime as ort
 
     out = {}
@@ -177,8 +182,16 @@ def bench_onnx(image_tower, text_tower, threads, repeats, seconds, texts=CLIP_TE
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sessions = {kind: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-                    for kind, p in (("image", image_path), ("text", text_path))}
+        load = lambda path: ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sessions = {kind: load(p) for kind, p in (("image", image_path), ("text", text_path))}
+
+        def tower(session):
+            return lambda pixels: torch.from_numpy(session.run(None, {"pixel_values": pixels.numpy()})[0])
+
+        if indexing:
+            photos, batch = indexing["photos"], indexing["batch"]
+            out[("index_loaded",)] = bench_index(lambda: tower(sessions["image"]), photos, threads, batch)
+            out[("index",)] = bench_index(lambda: tower(load(image_path)), photos, threads, batch)
 
     def check(kind, key, feed, reference):  # guard against an export that traced in a fixed shape
         got = sessions[kind].run(None, feed)[0]
@@ -225,20 +238,21 @@ class PhotoFolder(torch.utils.data.Dataset):
         return torch.from_numpy(pillow_preprocess(self.files[i], draft=True))
 
 
-def bench_torch_index(make_tower, photos, threads, batch):
-    """images/s of the peer indexing loop over the same photos imgsearch's indexing bench used;
-    `make_tower()` is inside the timing (return a built tower for the model-in-memory figure)."""
+def bench_index(make_embed, photos, threads, batch):
+    """images/s of the peer indexing loop over the same photos imgsearch's indexing bench used:
+    `make_embed()` returns the image tower (a (batch, 3, 224, 224) tensor -> embeddings tensor) and
+    is inside the timing (return a built one for the model-in-memory figure)."""
     files = sorted(Path(photos).glob("*.jpg"))
     if not files:
-        warn(f"no photos in {photos}: no PyTorch pipeline number")
+        warn(f"no photos in {photos}: no indexing pipeline number")
         return None
     start = time.perf_counter()
-    image_tower = make_tower()
+    embed = make_embed()
     loader = torch.utils.data.DataLoader(PhotoFolder(files), batch_size=batch, num_workers=threads)
     embeddings = []
     with torch.inference_mode():
         for pixels in loader:
-            embeddings.append(torch.nn.functional.normalize(image_tower(pixels), dim=-1).numpy())
+            embeddings.append(torch.nn.functional.normalize(embed(pixels), dim=-1).numpy())
     assert sum(len(e) for e in embeddings) == len(files)
     return len(files) / (time.perf_counter() - start)
 
@@ -424,13 +438,15 @@ def table(ours, pt, ox, pil):
               "Encoders: CLIP ViT-B/32 shape (openai/clip-vit-base-patch32), f32, random weights; "
               "the text rows are one query (batch 1). imgsearch's f32 image tower uses AMX's three-way "
               "bf16 split where the CPU has AMX (near-f32 accuracy; IMGSEARCH_AMX=0 turns it off).",
-              "bf16 rows: imgsearch `--dtype bf16` (AMX tiles: bf16 weights and layer inputs, f32 sums) against "
+              "bf16 rows: imgsearch `--dtype bf16` (AMX tiles, or `vdpbf16ps` on AVX512_BF16 without AMX: "
+              "bf16 weights and layer inputs, f32 sums) against "
               "the same f32 peers; " + bf16_cosine(indexing),
               f"imgsearch's JPEG decoder: {indexing.get('jpeg_decoder', 'unknown')}. Indexing rows: `imgsearch index` "
-              "(walk, read, hash, EXIF, decode, encode, write the stores) vs the PyTorch pipeline (DataLoader + "
-              "Pillow draft + PyTorch tower, nothing written), each timed twice alike: with its model already in "
-              "memory, and with loading it from the same checkpoint folder included (imgsearch: the image tower; "
-              "PyTorch: CLIPModel.from_pretrained, as rclip and clip-retrieval load it)."]
+              "(walk, read, hash, EXIF, decode, encode, write the stores) vs the PyTorch and ONNX Runtime pipelines "
+              "(DataLoader + Pillow draft + the peer's image tower, nothing written), each timed twice alike: with "
+              "its model already in memory, and with loading it included (imgsearch: the image tower from the "
+              "checkpoint folder; PyTorch: CLIPModel.from_pretrained of the same folder, as rclip and "
+              "clip-retrieval load it; ORT: an InferenceSession from the exported file of the same shape)."]
     return lines
 
 
@@ -463,15 +479,15 @@ def main():
     if ours.get("indexing"):
         print("timing the PyTorch indexing pipeline ...", file=sys.stderr, flush=True)
         photos, batch = ours["indexing"]["photos"], ours["indexing"]["batch"]
-        pt[("index_loaded",)] = bench_torch_index(lambda: image_tower, photos, args.threads, batch)
+        pt[("index_loaded",)] = bench_index(lambda: image_tower, photos, args.threads, batch)
         checkpoint = ours["indexing"].get("checkpoint")
         if checkpoint:
             load = lambda: Tower(CLIPModel.from_pretrained(checkpoint).eval(), clip_image).eval()
-            pt[("index",)] = bench_torch_index(load, photos, args.threads, batch)
+            pt[("index",)] = bench_index(load, photos, args.threads, batch)
     ox = {}
     if not args.skip_onnx:
         print("exporting + timing ONNX Runtime ...", file=sys.stderr, flush=True)
-        ox = bench_onnx(image_tower, text_tower, args.threads, repeats, seconds)
+        ox = bench_onnx(image_tower, text_tower, args.threads, repeats, seconds, indexing=ours.get("indexing"))
         ox.update(bench_onnx(*siglip_towers, args.threads, repeats, seconds, SIGLIP_TEXTS, "siglip_"))
     print("timing Pillow ...", file=sys.stderr, flush=True)
     pil = bench_pillow(args.bench_data, repeats, seconds)
