@@ -356,12 +356,7 @@ impl VisionTower {
         let layout = match precision {
             Precision::F32 if kernels::amx::available() => WeightLayout::AmxTiles(Split::ThreeWay),
             Precision::F32 => f32_panels(),
-            // Without AMX the pictures stay f32: `vdpbf16ps` ran batches of pictures at less than
-            // half the f32 rate on Zen 5 (12.8 vs 28 images/s, benches/README.md).
-            Precision::Bf16 => match bf16_layout()? {
-                WeightLayout::Bf16Pairs => f32_panels(),
-                layout => layout,
-            },
+            Precision::Bf16 => bf16_layout()?,
         };
         let shape = tower_shape!(c, layout);
         let siglip = config.family == Family::Siglip;

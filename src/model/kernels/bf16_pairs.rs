@@ -48,9 +48,13 @@ pub fn product(x: &[f32], w: &[bf16], bias: &[f32], rows: usize, (in_dim, out_di
     // The activations in bf16, each row padded with a zero to an even length.
     let mut xb = vec![bf16::ZERO; rows * stride];
     xb.par_chunks_mut(stride).zip(x.par_chunks(in_dim)).for_each(|(dst, src)| {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = bf16::from_f32(s);
-        }
+        // SAFETY: the caller checked `available()`.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx512::round_row(src, dst)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("bf16 pairs need AVX512_BF16 ({} values)", src.len() + dst.len());
     });
     let chunks = pairs(in_dim).div_ceil(CHUNK_PAIRS);
     over_panels(bias, rows, out_dim, PANEL, MAX_ROWS, chunks, |block| {
@@ -108,6 +112,8 @@ struct Tile {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use half::bf16;
+
     use super::super::linear::avx512::{starting_sums, store, REGS};
     use super::{Tile, PANEL};
 
@@ -119,6 +125,24 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn tile(t: Tile) {
         by_rows!(t.rows, tile_rows, t)
+    }
+
+    /// `src` rounded to bf16 (nearest even) into the start of `dst`, 32 values per instruction
+    /// (one at a time it was ~2% of a batch of pictures).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX512_BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn round_row(src: &[f32], dst: &mut [bf16]) {
+        let whole = src.len() / 32 * 32;
+        for (from, to) in src[..whole].chunks_exact(32).zip(dst.chunks_exact_mut(32)) {
+            let (low, high) = (_mm512_loadu_ps(from.as_ptr()), _mm512_loadu_ps(from.as_ptr().add(16)));
+            let rounded: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+            _mm512_storeu_si512(to.as_mut_ptr().cast(), rounded);
+        }
+        for (to, &from) in dst[whole..].iter_mut().zip(&src[whole..]) {
+            *to = bf16::from_f32(from);
+        }
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]
