@@ -58,7 +58,8 @@ fn embed_prints_normalised_embeddings_equal_to_the_reference() {
 
 /// Each lower kernel path, forced with IMGSEARCH_ISA as it runs on CPUs that have nothing better
 /// (the other tests run this machine's best), matches the reference in f32; below AVX512_BF16
-/// and AMX, `--dtype bf16` is refused with a way out. (A path above this CPU's is ignored.)
+/// and AMX, `--dtype bf16` is refused with a way out, and `--dtype f16` everywhere on a CPU. (A
+/// path above this CPU's is ignored.)
 #[test]
 fn embed_on_every_lower_kernel_path_matches_the_reference_and_bf16_needs_its_own() {
     let model = "tiny-clip-p14-gelu";
@@ -86,6 +87,11 @@ fn embed_on_every_lower_kernel_path_matches_the_reference_and_bf16_needs_its_own
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("AVX512_BF16") && stderr.contains("--dtype f32"), "unclear error: {stderr}");
+    // f16 is a GPU format: refused on every CPU, with the formats that do run there.
+    let refused = run("avx512", "f16");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CUDA") && stderr.contains("--dtype bf16"), "unclear error: {stderr}");
 }
 
 #[test]

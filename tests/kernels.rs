@@ -79,7 +79,7 @@ fn linear_layers_in_every_layout_equal_candle_matmul_on_ragged_shapes() {
         let expected = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
         for layout in [WeightLayout::Packed, WeightLayout::Transposed] {
             let weight = LinearWeight::new(&w, layout).unwrap();
-            let d = max_abs_diff(&linear(&x, &weight, &b).unwrap(), &expected);
+            let d = max_abs_diff(&linear(&x, &weight, &b, None).unwrap(), &expected);
             assert!(d < 1e-4, "{layout:?} {rows}x{in_dim}x{out_dim}: max diff {d}");
         }
         if amx::available() {
@@ -87,7 +87,7 @@ fn linear_layers_in_every_layout_equal_candle_matmul_on_ragged_shapes() {
             let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
             let expected = round(&x).matmul(&round(&w).t().unwrap()).unwrap().broadcast_add(&b).unwrap();
             let weight = LinearWeight::new(&w, WeightLayout::AmxTiles(amx::Split::Once)).unwrap();
-            let d = max_abs_diff(&linear(&x, &weight, &b).unwrap(), &expected);
+            let d = max_abs_diff(&linear(&x, &weight, &b, None).unwrap(), &expected);
             assert!(d < 1e-3, "bf16 tiles {rows}x{in_dim}x{out_dim}: max diff {d}");
         }
     }
@@ -96,7 +96,7 @@ fn linear_layers_in_every_layout_equal_candle_matmul_on_ragged_shapes() {
     let w = Tensor::randn(0f32, 1.0, (19, 24), &Device::Cpu).unwrap();
     let zero_bias = Tensor::zeros(19, candle_core::DType::F32, &Device::Cpu).unwrap();
     let d = max_abs_diff(
-        &linear(&x, &LinearWeight::new(&w, WeightLayout::Packed).unwrap(), &zero_bias).unwrap(),
+        &linear(&x, &LinearWeight::new(&w, WeightLayout::Packed).unwrap(), &zero_bias, None).unwrap(),
         &x.matmul(&w.t().unwrap()).unwrap(),
     );
     assert!(d < 1e-4, "transposed input: max diff {d}");

@@ -101,11 +101,11 @@ pub struct ComputeArgs {
     #[arg(long, global = true, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
 
-    /// Number format of the encoders' linear layers. bf16 runs on CPUs with AMX (Intel Xeon 4th
-    /// generation and later): on a 2-core Xeon 2-2.5× faster encoding, 1.6× faster indexing. On
-    /// CPUs with AVX512_BF16 but no AMX (AMD Zen 4 and later) 1.6-1.9× faster encoding of
-    /// pictures and 2× faster text queries. The test checkpoints' embeddings stay within cosine
-    /// 0.999 of f32.
+    /// Number format of the encoders. bf16 runs on CPUs with AMX (Intel Xeon 4th generation and
+    /// later): on a 2-core Xeon 2-2.5× faster encoding, 1.6× faster indexing. On CPUs with
+    /// AVX512_BF16 but no AMX (AMD Zen 4 and later) 1.6-1.9× faster encoding of pictures and 2×
+    /// faster text queries. On CUDA GPUs bf16 and f16 run the towers on tensor cores. The test
+    /// checkpoints' embeddings stay within cosine 0.999 of f32.
     #[arg(long, global = true, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
 

@@ -1,5 +1,5 @@
 //! Which candle device runs the encoders (`--device auto|cpu|cuda|metal`), and in which number
-//! format (`--dtype f32|bf16`).
+//! format (`--dtype f32|bf16|f16`).
 
 use candle_core::Device;
 
@@ -71,33 +71,61 @@ fn runs_kernels(device: Device) -> candle_core::Result<Device> {
 /// Why `--dtype bf16` cannot run on this CPU.
 pub(crate) const BF16_MISSING: &str = "this CPU has neither AMX (Intel Xeon 4th generation or later, Linux 5.16+) nor AVX512_BF16 (AMD Zen 4 or later, Intel Cooper Lake), or IMGSEARCH_ISA turned them off; use --dtype f32";
 
+/// Why `--dtype f16` cannot run on a CPU.
+pub(crate) const F16_CPU: &str =
+    "f16 runs on CUDA GPUs (tensor cores); on a CPU use --dtype bf16 (AMX or AVX512_BF16) or --dtype f32";
+
 /// The number format of the encoders' linear layers (`--dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Precision {
     /// f32 accuracy, as the reference implementation computes. On CPUs with AMX the image
     /// tower's matrix products run as three bf16 tile products of split values (~16 bits of
     /// mantissa, 30-50% faster than f32 FMAs here; parity with the reference stays ≥ 0.9999).
+    /// On CUDA, f32 products without TF32.
     #[default]
     F32,
     /// bf16 weights and layer inputs with f32 sums, everything else in f32: AMX tile multiplies
     /// on CPUs that have them (Intel Xeon 4th generation and later), `vdpbf16ps` on CPUs with
     /// AVX512_BF16 but no AMX (AMD Zen 4 and later: 1.6-1.9× f32's pictures/s, 2× faster short
-    /// queries on a Zen 4). The test checkpoints' embeddings stay within cosine 0.999 of f32
-    /// (see benches/README.md).
+    /// queries on a Zen 4). On CUDA the whole tower runs in bf16 on tensor cores, with f32 sums
+    /// in its products. The test checkpoints' embeddings stay within cosine 0.999 of f32 (see
+    /// benches/README.md).
     Bf16,
+    /// CUDA only: the whole tower in f16 on tensor cores, with f32 sums in its products.
+    F16,
 }
 
 impl Precision {
     /// Refuses a format this device cannot run fast, rather than silently running it slowly.
     pub fn check(self, device: &Device) -> Result<()> {
-        let refuse = |reason| Err(Error::Precision { requested: "bf16", reason });
+        let refuse = |reason| Err(Error::Precision { requested: self.name(), reason });
         match self {
             Self::F32 => Ok(()),
-            Self::Bf16 if !device.is_cpu() => {
-                refuse("bf16 is implemented for CPUs with AMX only; on a GPU use --dtype f32")
-            }
+            Self::Bf16 | Self::F16 if device.is_cuda() => Ok(()),
+            Self::Bf16 | Self::F16 if !device.is_cpu() => refuse("on this GPU only --dtype f32 is implemented"),
+            Self::F16 => refuse(F16_CPU),
             Self::Bf16 if crate::model::kernels::bf16_layout().is_none() => refuse(BF16_MISSING),
             Self::Bf16 => Ok(()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        }
+    }
+
+    /// The dtype the model's tensors are held in on `device`. The CPU keeps f32 tensors in
+    /// every precision (its kernels lay bf16 weights out themselves); a GPU holds them in the
+    /// precision asked for.
+    pub fn tensor_dtype(self, device: &Device) -> candle_core::DType {
+        match self {
+            _ if device.is_cpu() => candle_core::DType::F32,
+            Self::F32 => candle_core::DType::F32,
+            Self::Bf16 => candle_core::DType::BF16,
+            Self::F16 => candle_core::DType::F16,
         }
     }
 }

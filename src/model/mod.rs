@@ -146,7 +146,8 @@ impl ModelSpec {
             )?,
             None => TextTokenizer::builtin_clip(max_length, PaddingSource::EndOfText)?,
         };
-        let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone());
+        let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone())
+            .in_dtype(self.precision.tensor_dtype(device));
         let model = ClipModel::load(&weights, &self.config, towers, self.precision)?;
         Ok(Clip {
             model,
@@ -182,7 +183,8 @@ impl Clip {
             Some(path) => TextTokenizer::from_file(path, max_length, padding)?,
             None => TextTokenizer::builtin_clip(max_length, padding)?,
         };
-        let model = ClipModel::load(&Weights::random(device), &config, Towers::Both, precision)?;
+        let weights = Weights::random(device).in_dtype(precision.tensor_dtype(device));
+        let model = ClipModel::load(&weights, &config, Towers::Both, precision)?;
         let preprocess = PreprocessConfig::family_default(config.family, image_size);
         Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: "random-weights".into() })
     }
@@ -238,11 +240,20 @@ impl Clip {
                 h, w, odd.height, odd.width
             ))));
         }
-        let mut data = Vec::with_capacity(images.len() * 3 * h * w);
-        for image in images {
-            data.extend_from_slice(&image.pixels);
-        }
-        let pixels = Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?;
+        let pixels = match &self.device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(gpu) => {
+                let rows: Vec<&[f32]> = images.iter().map(|i| i.pixels.as_slice()).collect();
+                kernels::cuda::upload_rows(&rows, &[images.len(), 3, h, w], gpu)?
+            }
+            _ => {
+                let mut data = Vec::with_capacity(images.len() * 3 * h * w);
+                for image in images {
+                    data.extend_from_slice(&image.pixels);
+                }
+                Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?
+            }
+        };
         let vision = self.model.vision.as_ref().ok_or(Error::TowerNotLoaded("image"))?;
         l2_normalize_rows(&on_pool_thread(&self.device, || vision.forward(&pixels))?)
     }

@@ -21,7 +21,8 @@
 //! - `Bf16Pairs`, for either tower under `--dtype bf16` on CPUs with AVX512_BF16 but no AMX
 //!   (`bf16_pairs.rs`): the `Packed` panels in bf16, multiplied with `vdpbf16ps`.
 //!
-//! Other devices (and the `Transposed` layout anywhere) use candle's matmul.
+//! CUDA runs `Transposed` weights through cuBLASLt with the bias and residual in its epilogue
+//! (`cuda.rs`); other devices (and the `Transposed` layout on the CPU) use candle's matmul.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -125,13 +126,24 @@ fn aligned_tensor<T: candle_core::WithDType + Default>(len: usize, fill: impl Fn
     Ok(Tensor::from_vec(buf, total, &Device::Cpu)?.narrow(0, start, len)?)
 }
 
-/// `x W^T + b` for `x` of shape (rows, in_dim).
-pub fn linear(x: &Tensor, weight: &LinearWeight, bias: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && weight.layout != WeightLayout::Transposed {
-        let op = LinearOp { out_dim: weight.out_dim, layout: weight.layout };
-        return Ok(x.contiguous()?.apply_op3_no_bwd(&weight.data, bias, &op)?);
+/// `x W^T + b`, plus `residual` (rows, out_dim) where given, for `x` of shape (rows, in_dim).
+pub fn linear(x: &Tensor, weight: &LinearWeight, bias: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        if let Some(y) = super::cuda::linear(x, &weight.data, bias, residual)? {
+            return Ok(y);
+        }
     }
-    Ok(x.matmul(&weight.data)?.broadcast_add(bias)?)
+    let y = if x.device().is_cpu() && x.dtype() == DType::F32 && weight.layout != WeightLayout::Transposed {
+        let op = LinearOp { out_dim: weight.out_dim, layout: weight.layout };
+        x.contiguous()?.apply_op3_no_bwd(&weight.data, bias, &op)?
+    } else {
+        x.matmul(&weight.data)?.broadcast_add(bias)?
+    };
+    Ok(match residual {
+        Some(residual) => (y + residual)?,
+        None => y,
+    })
 }
 
 struct LinearOp {

@@ -14,8 +14,8 @@
 //!   broadcast-add pass; weights packed once at load and multiplied by a register-tiled kernel
 //!   instead of a gemm that copies (packs) them on every call.
 //!
-//! Other devices (CUDA, Metal) keep candle's generic ops; `tests/kernels.rs` checks both paths
-//! give the same numbers.
+//! Other devices keep candle's generic ops (on CUDA, linear layers go through cuBLASLt with the
+//! bias in its epilogue: `cuda.rs`); `tests/kernels.rs` checks both paths give the same numbers.
 
 use std::mem::MaybeUninit;
 
@@ -73,6 +73,8 @@ macro_rules! vectorised_per_isa {
 
 pub mod amx;
 pub mod bf16_pairs;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod linear;
 pub use linear::{bf16_layout, linear, LinearWeight, WeightLayout};
 
@@ -358,7 +360,8 @@ pub fn attention_generic(qkv: &Tensor, heads: usize, causal: bool) -> Result<Ten
     if causal {
         let mask: Vec<f32> =
             (0..seq).flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-        scores = scores.broadcast_add(&Tensor::from_vec(mask, (seq, seq), qkv.device())?)?;
+        let mask = Tensor::from_vec(mask, (seq, seq), qkv.device())?.to_dtype(scores.dtype())?;
+        scores = scores.broadcast_add(&mask)?;
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, dim))?)
