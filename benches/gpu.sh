@@ -9,8 +9,8 @@
 # is missing, it is made with Python (transformers + Pillow + numpy, as a PyTorch GPU machine has
 # them): 512 noisy 12 MP copies of a fixture photo, and a random-weight CLIPModel(CLIPConfig()),
 # openai/clip-vit-base-patch32's shape. Prints:
-#   1. CUDA (f32, f16, bf16) vs CPU f32 parity (cosine) of image and text embeddings on both test
-#      checkpoints, texts in one padded batch;
+#   1. CUDA (f32, f16, bf16) vs CPU f32 parity (cosine) of image and text embeddings on the CLIP,
+#      OpenCLIP and SigLIP test checkpoints, texts in one padded batch (PARITY_ONLY=1: this alone);
 #   2. encoder-only images/s at batch 32, 128, 256 in f32, f16 and bf16, beside PyTorch's on the
 #      same GPU and checkpoint (f32 with TF32 off, as imgsearch computes; f16 and bf16 with the
 #      model cast, as `model.half()` users run it); both sides take the batch from host memory and
@@ -38,6 +38,28 @@ if ldd "$BIN" | grep -q "not found"; then
     echo "missing libraries for $BIN:" >&2; ldd "$BIN" | grep "not found" >&2; exit 1
 fi
 OUT="$(mktemp -d)"
+
+echo "## Parity: CUDA vs CPU f32"
+for model in tiny-clip-b32-quickgelu tiny-clip-p14-gelu tiny-openclip-b32-quickgelu tiny-siglip-sp tiny-siglip2-gemma; do
+    args=(embed --json --model "$FIX/models/$model")
+    for img in "$FIX"/images/*; do [ -f "$img" ] && args+=(--image "$img"); done
+    for text in "" "a photo of a cat" "Satellitenbild einer Stadt bei Nacht" "夜晚城市的卫星图像 🌃" "$(printf 'a very long caption %.0s' {1..30})"; do args+=(--text "$text"); done
+    "$BIN" --device cpu "${args[@]}" > "$OUT/cpu.json"
+    for dtype in f32 f16 bf16; do
+        "$BIN" --device cuda --dtype "$dtype" "${args[@]}" > "$OUT/cuda.json" || { echo "$model $dtype: FAILED"; continue; }
+        python3 - "$OUT/cpu.json" "$OUT/cuda.json" "$model $dtype" <<'PY'
+import json, sys
+cpu, gpu, name = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
+def cos(a, b): return sum(x * y for x, y in zip(a, b)) / (sum(x * x for x in a) ** .5 * sum(y * y for y in b) ** .5)
+bar = 0.9999 if name.endswith("f32") else 0.999
+for kind in ("images", "texts"):
+    worst = min(cos(cpu[kind][k], gpu[kind][k]) for k in cpu[kind])
+    print(f"{name}: {kind}: min cosine {worst:.6f} over {len(cpu[kind])} ({'ok' if worst >= bar else f'BELOW {bar}'})")
+PY
+    done
+done
+
+if [ -n "${PARITY_ONLY:-}" ]; then exit 0; fi
 
 if [ ! -f "$VITB32/model.safetensors" ]; then
     echo "making a random-weight ViT-B/32 checkpoint in $VITB32"
@@ -67,26 +89,6 @@ with ProcessPoolExecutor() as pool:
     list(pool.map(one, range(512)))
 PY
 fi
-
-echo "## Parity: CUDA vs CPU f32"
-for model in tiny-clip-b32-quickgelu tiny-clip-p14-gelu; do
-    args=(embed --json --model "$FIX/models/$model")
-    for img in "$FIX"/images/*; do [ -f "$img" ] && args+=(--image "$img"); done
-    for text in "" "a photo of a cat" "satellite image of a city at night" "$(printf 'a very long caption %.0s' {1..30})"; do args+=(--text "$text"); done
-    "$BIN" --device cpu "${args[@]}" > "$OUT/cpu.json"
-    for dtype in f32 f16 bf16; do
-        "$BIN" --device cuda --dtype "$dtype" "${args[@]}" > "$OUT/cuda.json" || { echo "$model $dtype: FAILED"; continue; }
-        python3 - "$OUT/cpu.json" "$OUT/cuda.json" "$model $dtype" <<'PY'
-import json, sys
-cpu, gpu, name = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
-def cos(a, b): return sum(x * y for x, y in zip(a, b)) / (sum(x * x for x in a) ** .5 * sum(y * y for y in b) ** .5)
-bar = 0.9999 if name.endswith("f32") else 0.999
-for kind in ("images", "texts"):
-    worst = min(cos(cpu[kind][k], gpu[kind][k]) for k in cpu[kind])
-    print(f"{name}: {kind}: min cosine {worst:.6f} over {len(cpu[kind])} ({'ok' if worst >= bar else f'BELOW {bar}'})")
-PY
-    done
-done
 
 echo; echo "## Image encoder only (ViT-B/32 shape), CUDA, batch from and to host memory"
 for dtype in f32 f16 bf16; do
