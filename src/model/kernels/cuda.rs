@@ -1,9 +1,10 @@
-//! The GPU's side of the encoders that candle does not cover well. Batches of pictures go up
-//! through a page-locked buffer ([`upload_rows`]). Linear layers run on CUDA through cuBLASLt, with the bias (and, after attention and the MLP, the
-//! residual) added in the product's epilogue, as PyTorch's `addmm` does. candle's matmul followed
-//! by its broadcasting add wrote every output twice, and that add alone took 21% of the ViT-B/32
-//! image tower on an H200 (benches/README.md). f32 products run with f32 compute (no TF32, as the
-//! reference computes); f16 and bf16 products on tensor cores with f32 sums.
+//! The GPU's side of the encoders, where candle's own ops cost the most. Batches of pictures go
+//! up through a page-locked buffer ([`upload_rows`]). Linear layers run through cuBLASLt with the
+//! bias (and, after attention and the MLP, the residual) added in the product's epilogue, as
+//! PyTorch's `addmm` does: candle's matmul followed by its broadcasting add wrote every output
+//! twice, and that add alone took 21% of the ViT-B/32 image tower on an H200 (benches/README.md).
+//! f32 products run with f32 compute (no TF32, as the reference computes); f16 and bf16 products
+//! on tensor cores with f32 sums.
 
 use std::sync::{Arc, Mutex};
 
@@ -74,13 +75,18 @@ struct Descriptors {
 
 impl Drop for Descriptors {
     fn drop(&mut self) {
-        // SAFETY: each was created once below and is destroyed once here; errors cannot be handled.
+        // SAFETY: each was created once in `product` (null: not created) and is destroyed once
+        // here; errors cannot be handled.
         unsafe {
-            let _ = lt::destroy_matmul_desc(self.desc);
+            if !self.desc.is_null() {
+                let _ = lt::destroy_matmul_desc(self.desc);
+            }
             for &layout in &self.layouts {
                 let _ = lt::destroy_matrix_layout(layout);
             }
-            let _ = lt::destroy_matmul_pref(self.pref);
+            if !self.pref.is_null() {
+                let _ = lt::destroy_matmul_pref(self.pref);
+            }
         }
     }
 }
@@ -138,16 +144,14 @@ fn product<T: CudaDType + DeviceRepr>(
     // SAFETY: descriptors are created and destroyed here; the pointers are device memory of the
     // sizes described, kept alive (with candle's stream synchronisation) until after the launch.
     unsafe {
-        let d = Descriptors {
-            desc: lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
-                .map_err(wrap)?,
-            layouts: vec![
-                lt::create_matrix_layout(data_type, out_dim as u64, in_dim as u64, out_dim as i64).map_err(wrap)?,
-                lt::create_matrix_layout(data_type, in_dim as u64, rows as u64, in_dim as i64).map_err(wrap)?,
-                lt::create_matrix_layout(data_type, out_dim as u64, rows as u64, out_dim as i64).map_err(wrap)?,
-            ],
-            pref: lt::create_matmul_pref().map_err(wrap)?,
-        };
+        // Filled one at a time, so that whatever was created is freed if a later step fails.
+        let mut d = Descriptors { desc: std::ptr::null_mut(), layouts: Vec::new(), pref: std::ptr::null_mut() };
+        d.desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
+            .map_err(wrap)?;
+        for (rows, cols, ld) in [(out_dim, in_dim, out_dim), (in_dim, rows, in_dim), (out_dim, rows, out_dim)] {
+            d.layouts.push(lt::create_matrix_layout(data_type, rows as u64, cols as u64, ld as i64).map_err(wrap)?);
+        }
+        d.pref = lt::create_matmul_pref().map_err(wrap)?;
         let (b_ptr, _b_sync) = b_view.device_ptr(&stream);
         let epilogue = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
         let set_desc =
