@@ -77,10 +77,15 @@ fn linear_layers_in_every_layout_equal_candle_matmul_on_ragged_shapes() {
         let w = Tensor::randn(0f32, 1.0, (out_dim, in_dim), &Device::Cpu).unwrap();
         let b = Tensor::randn(0f32, 1.0, out_dim, &Device::Cpu).unwrap();
         let expected = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+        // The encoder adds the residual stream in the same call.
+        let residual = Tensor::randn(0f32, 1.0, (rows, out_dim), &Device::Cpu).unwrap();
         for layout in [WeightLayout::Packed, WeightLayout::Transposed] {
             let weight = LinearWeight::new(&w, layout).unwrap();
             let d = max_abs_diff(&linear(&x, &weight, &b, None).unwrap(), &expected);
             assert!(d < 1e-4, "{layout:?} {rows}x{in_dim}x{out_dim}: max diff {d}");
+            let with_residual = linear(&x, &weight, &b, Some(&residual)).unwrap();
+            let d = max_abs_diff(&with_residual, &(&expected + &residual).unwrap());
+            assert!(d < 1e-4, "{layout:?} {rows}x{in_dim}x{out_dim} plus residual: max diff {d}");
         }
         if amx::available() {
             // bf16 tiles round x and w to bf16: compare with the f32 product of the rounded inputs.

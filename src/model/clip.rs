@@ -136,6 +136,15 @@ impl Linear {
     }
 }
 
+/// A linear layer's weight (out_dim, in_dim) and bias, each multiplied by its scale: constants
+/// folded into the product at load (attention's 1/sqrt(head_dim), quick-GELU's 1.702 on a GPU).
+fn scaled_parts(w: &Weights, prefix: &str, dims: (usize, usize), scales: (f64, f64)) -> Result<(Tensor, Tensor)> {
+    let (in_dim, out_dim) = dims;
+    let weight = (w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])? * scales.0)?;
+    let bias = (w.get(&format!("{prefix}.bias"), &[out_dim])? * scales.1)?;
+    Ok((weight, bias))
+}
+
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -168,11 +177,7 @@ impl Attention {
         let head_dim = dim / heads;
         // Fold the 1/sqrt(head_dim) softmax scale into q's weights and bias: one pass fewer.
         let scale = (head_dim as f64).powf(-0.5);
-        let part = |name: &str, scale: f64| -> Result<(Tensor, Tensor)> {
-            let weight = (w.get(&format!("{prefix}.{name}.weight"), &[dim, dim])? * scale)?;
-            let bias = (w.get(&format!("{prefix}.{name}.bias"), &[dim])? * scale)?;
-            Ok((weight, bias))
-        };
+        let part = |name: &str, scale: f64| scaled_parts(w, &format!("{prefix}.{name}"), (dim, dim), (scale, scale));
         let (qw, qb) = part("q_proj", scale)?;
         let (kw, kb) = part("k_proj", 1.0)?;
         let (vw, vb) = part("v_proj", 1.0)?;
@@ -208,17 +213,10 @@ impl Mlp {
     fn load(w: &Weights, prefix: &str, shape: &TowerShape) -> Result<Self> {
         let (d, hidden) = (shape.hidden, shape.intermediate);
         if shape.activation == Activation::QuickGelu && !w.device().is_cpu() {
-            let part = |name: &str, dims: &[usize]| w.get(&format!("{prefix}.{name}"), dims);
-            let fc1 = Linear::from_parts(
-                &(part("fc1.weight", &[hidden, d])? * 1.702)?,
-                Some((part("fc1.bias", &[hidden])? * 1.702)?),
-                shape.layout,
-            )?;
-            let fc2 = Linear::from_parts(
-                &(part("fc2.weight", &[d, hidden])? / 1.702)?,
-                Some(part("fc2.bias", &[d])?),
-                shape.layout,
-            )?;
+            let (w1, b1) = scaled_parts(w, &format!("{prefix}.fc1"), (d, hidden), (1.702, 1.702))?;
+            let (w2, b2) = scaled_parts(w, &format!("{prefix}.fc2"), (hidden, d), (1.0 / 1.702, 1.0))?;
+            let fc1 = Linear::from_parts(&w1, Some(b1), shape.layout)?;
+            let fc2 = Linear::from_parts(&w2, Some(b2), shape.layout)?;
             return Ok(Self { fc1, fc2, activation: MlpActivation::FoldedQuickGelu });
         }
         Ok(Self {
