@@ -541,6 +541,24 @@ fn is_transient(e: &postgres::Error) -> bool {
     matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
+/// Runs `transaction` until it commits, again after a deadlock or serialization failure (up to
+/// five retries, backing off): several hosts write one library at once, and PostgreSQL ends one
+/// of two crossing transactions rather than letting both wait.
+fn retrying(
+    mut transaction: impl FnMut() -> std::result::Result<(), postgres::Error>,
+) -> std::result::Result<(), postgres::Error> {
+    let mut attempt = 0;
+    loop {
+        match transaction() {
+            Err(e) if is_transient(&e) && attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(20 << attempt));
+            }
+            done => return done,
+        }
+    }
+}
+
 impl Postgres {
     fn write_batch(client: &mut Connection, changes: &[&Change]) -> std::result::Result<(), postgres::Error> {
         let mut tx = client.transaction()?;
@@ -811,34 +829,29 @@ impl Library for Postgres {
             Change::Tag { id, .. } => (1, id.to_be_bytes().to_vec()),
         });
         let mut client = self.connection()?;
-        let mut attempt = 0;
-        loop {
-            match Self::write_batch(&mut client, &ordered) {
-                Ok(()) => return Ok(()),
-                Err(e) if is_transient(&e) && attempt < 5 => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(20 << attempt));
-                }
-                Err(e) => return Err(self.err(e)),
-            }
-        }
+        retrying(|| Self::write_batch(&mut client, &ordered)).map_err(|e| self.err(e))
     }
 
     fn record_run(&mut self, roots: &[IndexedRoot], summary: &serde_json::Value) -> Result<()> {
-        let err = |e| self.err(e);
         let mut client = self.connection()?;
-        let mut tx = client.transaction().map_err(err)?;
-        for root in roots {
-            // A root given a name replaces its unnamed entry (its pictures were re-keyed).
-            tx.execute("DELETE FROM roots WHERE path = $1", &[&path_bytes(&root.path)]).map_err(err)?;
-            tx.execute(
-                "INSERT INTO roots (path, root) VALUES ($1, $2) ON CONFLICT (path) DO UPDATE SET root = EXCLUDED.root",
-                &[&path_bytes(&root.key()), &Json(root)],
-            )
-            .map_err(err)?;
-        }
-        tx.execute("INSERT INTO runs (summary) VALUES ($1)", &[summary]).map_err(err)?;
-        tx.commit().map_err(err)
+        // Roots in one order for every host, as in `apply` (two hosts given the same roots in
+        // another order deadlocked here).
+        let mut roots: Vec<&IndexedRoot> = roots.iter().collect();
+        roots.sort_by_key(|root| path_bytes(&root.path));
+        retrying(|| {
+            let mut tx = client.transaction()?;
+            for root in &roots {
+                // A root given a name replaces its unnamed entry (its pictures were re-keyed).
+                tx.execute("DELETE FROM roots WHERE path = $1", &[&path_bytes(&root.path)])?;
+                tx.execute(
+                    "INSERT INTO roots (path, root) VALUES ($1, $2) ON CONFLICT (path) DO UPDATE SET root = EXCLUDED.root",
+                    &[&path_bytes(&root.key()), &Json(root)],
+                )?;
+            }
+            tx.execute("INSERT INTO runs (summary) VALUES ($1)", &[summary])?;
+            tx.commit()
+        })
+        .map_err(|e| self.err(e))
     }
 
     fn save(&mut self) -> Result<()> {
@@ -973,12 +986,15 @@ impl Library for Postgres {
 
     fn end_bulk_load(&mut self) -> Result<()> {
         if let (true, Some(dim)) = (self.index_deferred, self.dim()) {
-            let err = |e| self.err(e);
             let mut client = self.connection()?;
-            let mut tx = client.transaction().map_err(err)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&VECTOR_INDEX_LOCK]).map_err(err)?;
-            Self::create_vector_index(&mut tx, dim).map_err(err)?;
-            tx.commit().map_err(err)?;
+            // Building the index waits for other hosts' writes, which can cross with it.
+            retrying(|| {
+                let mut tx = client.transaction()?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&VECTOR_INDEX_LOCK])?;
+                Self::create_vector_index(&mut tx, dim)?;
+                tx.commit()
+            })
+            .map_err(|e| self.err(e))?;
             self.index_deferred = false;
         }
         Ok(())
