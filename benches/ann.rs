@@ -19,7 +19,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Instant;
 
-use imgsearch::store::{HnswIndex, VectorIndex};
+use imgsearch::store::{HnswIndex, VectorIndex, EF_CONSTRUCTION, HNSW_M};
 use rayon::prelude::*;
 
 #[global_allocator]
@@ -163,7 +163,9 @@ fn main() {
         .sum::<f64>();
     let index = HnswIndex::open(dir.path()).unwrap();
 
-    println!("## Vector index at {n} CLIP-like pictures (dim {DIM}, M = 16, ef_construction 200)\n");
+    println!(
+        "## Vector index at {n} CLIP-like pictures (dim {DIM}, M = {HNSW_M}, ef_construction {EF_CONSTRUCTION})\n"
+    );
     println!(
         "Mean cosine of the best match: text queries {best_text:.3}, picture queries {best_picture:.3}. \
          Build {:.0} inserts/s ({} threads), save {save_s:.2} s ({saved_mb:.0} MB), a later save after \

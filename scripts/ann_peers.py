@@ -16,7 +16,9 @@ import time
 
 import numpy as np
 
-M, EF_CONSTRUCTION, EFS = 16, 200, [32, 64, 128, 192, 256, 384, 512]
+# ANN_EF_CONSTRUCTION: build the anchors as wide as imgsearch builds (its EF_CONSTRUCTION) too.
+M, EFS = 16, [32, 64, 128, 192, 256, 384, 512]
+EF_CONSTRUCTION = int(os.environ.get("ANN_EF_CONSTRUCTION", "200"))
 
 
 def resident_mb():

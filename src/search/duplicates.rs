@@ -103,7 +103,7 @@ pub fn find_duplicates(library: &dyn Library, options: &DuplicateOptions) -> Res
     let pairs: Vec<(ImageId, ImageId, f32)> = records
         .par_iter()
         .map(|(&id, record)| -> Result<Vec<(ImageId, ImageId, f32)>> {
-            let neighbours = library.nearest(&record.embedding, options.neighbours, &[], Some(id))?;
+            let neighbours = library.nearest_to_picture(id, &record.embedding, options.neighbours)?;
             Ok(neighbours
                 .into_iter()
                 .filter(|(other, score)| *score >= floor && id < *other)

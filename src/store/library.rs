@@ -116,6 +116,12 @@ pub trait Library: Lookup {
         filters: &[Filter],
         exclude: Option<ImageId>,
     ) -> Result<Vec<(ImageId, f32)>>;
+    /// The `k` pictures nearest to the stored picture `id` (whose embedding is `embedding`), itself
+    /// left out: exact cosine scores, best first. What duplicate search asks of every picture; a
+    /// backend may answer it faster than [`Library::nearest`], starting where the picture is.
+    fn nearest_to_picture(&self, id: ImageId, embedding: &[f32], k: usize) -> Result<Vec<(ImageId, f32)>> {
+        self.nearest(embedding, k, &[], Some(id))
+    }
     /// Which of `ids` pass every filter.
     fn passing(&self, ids: &[ImageId], filters: &[Filter]) -> Result<Vec<ImageId>>;
     /// The first `limit` pictures that pass every filter, newest (date taken) first.

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub use catalog::{Catalog, Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord, StoredPath, Tagging};
+pub use hnsw::{EF_CONSTRUCTION, M as HNSW_M};
 pub use library::{Filter, Library, Lookup};
 pub use postgres::{load_auth, update_auth};
 use text::TextIndex;
@@ -456,6 +457,11 @@ impl Library for DataDir {
         };
         scored.truncate(k);
         Ok(scored)
+    }
+
+    fn nearest_to_picture(&self, id: ImageId, embedding: &[f32], k: usize) -> Result<Vec<(ImageId, f32)>> {
+        let hits = self.vectors.neighbours_of(id, embedding, k);
+        self.exact_scores(hits.into_iter().map(|h| h.id), embedding)
     }
 
     fn passing(&self, ids: &[ImageId], filters: &[Filter]) -> Result<Vec<ImageId>> {
