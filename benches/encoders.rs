@@ -9,7 +9,7 @@ use std::path::Path;
 
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use imgsearch::model::{ModelConfig, Precision, PreprocessedImage};
+use imgsearch::model::{ModelConfig, Precision};
 use imgsearch::Clip;
 
 // Tensors of many MB are allocated and freed per layer; glibc's malloc hands them back to the OS
@@ -53,8 +53,7 @@ fn image_encoder_in(c: &mut Criterion, clip: &Clip, name: &str) {
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
     for batch in [1usize, 8, 32] {
-        let pixels: Vec<f32> = (0..3 * size * size).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
-        let images = vec![PreprocessedImage { pixels, height: size, width: size }; batch];
+        let images = vec![clip.preprocess_config().test_pattern(size, size); batch];
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::new("batch", batch), &images, |b, images| {
             b.iter(|| clip.embed_images(images).unwrap())

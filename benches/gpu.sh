@@ -14,7 +14,9 @@
 #   2. encoder-only images/s at batch 32, 128, 256 in f32, f16 and bf16, beside PyTorch's on the
 #      same GPU and checkpoint (f32 with TF32 off, as imgsearch computes; f16 and bf16 with the
 #      model cast, as `model.half()` users run it); both sides take the batch from host memory and
-#      return the embeddings to it, as indexing does;
+#      return the embeddings to it, as indexing does (imgsearch sends the pictures' bytes and
+#      normalises them on the GPU; PyTorch is timed with its processor's f32 values and also with
+#      pinned bytes normalised on the GPU, and with the batch already there);
 #   3. end-to-end `imgsearch index` images/s on the JPEG folder (batch 256) in f32 and f16,
 #      beside decode-only (`index` on the CPU with the tiny test model, whose encoder is
 #      negligible). The folder's 512 photos are served six times over (COPIES=6) (copies with a distinct
@@ -104,7 +106,13 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
     for batch in (32, 128, 256):
         host = torch.randn(batch, 3, 224, 224)
         on_gpu = host.to("cuda", dtype)
+        # As imgsearch sends pictures since 2026-12-04: bytes, rescaled and normalised on the GPU.
+        host_bytes = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8).pin_memory()
+        mean = torch.tensor([0.4815, 0.4578, 0.4082], device="cuda").view(1, 3, 1, 1)
+        std = torch.tensor([0.2686, 0.2613, 0.2758], device="cuda").view(1, 3, 1, 1)
+        from_bytes = lambda: ((host_bytes.to("cuda", non_blocking=True).float() / 255 - mean) / std).to(dtype)
         for where, run in (("host to host", lambda: embed(host.to("cuda", dtype)).float().cpu()),
+                           ("host to host, bytes normalised on the GPU", lambda: embed(from_bytes()).float().cpu()),
                            ("on the GPU", lambda: embed(on_gpu))):
             with torch.inference_mode():
                 for _ in range(3):

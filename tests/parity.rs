@@ -9,7 +9,7 @@ mod common;
 use candle_core::Tensor;
 use common::{cosine, devices, image_path, model_arg, reference, reference_pixels, PARITY_MODELS as MODELS};
 use imgsearch::ingest::decode::{decode_file, DecodeOptions, DEFAULT_MAX_PIXELS};
-use imgsearch::model::{ModelSpec, PreprocessedImage, Towers};
+use imgsearch::model::{ModelSpec, Pixels, PreprocessedImage, Towers};
 use imgsearch::{Clip, Precision};
 
 const PARITY: f32 = 0.9999;
@@ -32,7 +32,7 @@ fn full_size(clip: &Clip) -> DecodeOptions {
 
 fn to_preprocessed(t: &Tensor) -> PreprocessedImage {
     let (_, h, w) = t.dims3().unwrap();
-    PreprocessedImage { pixels: t.flatten_all().unwrap().to_vec1().unwrap(), height: h, width: w }
+    PreprocessedImage { pixels: Pixels::Normalized(t.flatten_all().unwrap().to_vec1().unwrap()), height: h, width: w }
 }
 
 #[test]
@@ -65,6 +65,32 @@ fn text_embeddings_match_the_reference() {
                     let c = cosine(e, &reference.text_embeds[*text]);
                     assert!(c >= PARITY, "{model} on {device:?}: text {text:?} ({how}) cosine {c}");
                 }
+            }
+        }
+    }
+}
+
+/// A batch of pictures as bytes (how `index` hands them over) is normalised on the device that
+/// runs the tower; that must give what the same values normalised beforehand give: to the bit on
+/// the CPU, within a GPU's fused multiply-add elsewhere.
+#[test]
+fn pictures_normalised_on_the_device_equal_those_normalised_before() {
+    for device in devices() {
+        let clip = load(MODELS[0], &device);
+        let decoded = decode_file(&image_path("coffee.png"), &full_size(&clip)).unwrap();
+        let as_bytes = clip.preprocess_config().apply(&decoded.rgb);
+        assert!(matches!(as_bytes.pixels, Pixels::Bytes { .. }));
+        let normalized = PreprocessedImage { pixels: Pixels::Normalized(as_bytes.normalized()), ..as_bytes.clone() };
+        let other =
+            clip.preprocess_config().apply(&decode_file(&image_path("rocket.jpg"), &full_size(&clip)).unwrap().rgb);
+        let other_normalized = PreprocessedImage { pixels: Pixels::Normalized(other.normalized()), ..other.clone() };
+        let got = clip.embed_images(&[as_bytes, other]).unwrap();
+        let expected = clip.embed_images(&[normalized, other_normalized]).unwrap();
+        if device.is_cpu() {
+            assert_eq!(got, expected);
+        } else {
+            for (g, e) in got.iter().zip(&expected) {
+                assert!(cosine(g, e) >= 0.99999, "{device:?}: cosine {}", cosine(g, e));
             }
         }
     }
@@ -104,7 +130,8 @@ fn preprocessing_matches_clip_image_processor() {
             // Allow one 8-bit step (the JPEG IDCTs of libjpeg-turbo and Rust differ by ±1) divided by the smallest std.
             let std_min = clip.preprocess_config().image_std.iter().cloned().fold(f32::MAX, f32::min);
             let step = 1.0 / 255.0 / std_min;
-            let diffs: Vec<f32> = got.pixels.iter().zip(&expected.pixels).map(|(a, b)| (a - b).abs()).collect();
+            let diffs: Vec<f32> =
+                got.normalized().iter().zip(&expected.normalized()).map(|(a, b)| (a - b).abs()).collect();
             let max = diffs.iter().cloned().fold(0.0, f32::max);
             let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
             eprintln!("{model}: {name}: max |diff| {max:.4} ({:.1} steps), mean {:.4} steps", max / step, mean / step);

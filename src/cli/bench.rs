@@ -6,8 +6,6 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
-use imgsearch::model::PreprocessedImage;
-
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Checkpoint folder or hub id (see `embed`).
@@ -35,10 +33,10 @@ pub fn run(args: BenchArgs, compute: super::ComputeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot load model {}", args.model))?;
     let (h, w) = spec.preprocess.output_size();
     let (h, w) = (h as usize, w as usize);
-    let pixels: Vec<f32> = (0..3 * h * w).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
+    let picture = spec.preprocess.test_pattern(h, w);
     let mut rows = Vec::new();
     for &batch in args.batches.iter().filter(|b| **b > 0) {
-        let images = vec![PreprocessedImage { pixels: pixels.clone(), height: h, width: w }; batch];
+        let images = vec![picture.clone(); batch];
         clip.embed_images(&images)?; // warm-up: kernels, allocator
         let started = Instant::now();
         for _ in 0..args.iterations.max(1) {

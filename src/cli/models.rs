@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use imgsearch::model::{openclip, ModelConfig, Precision, PreprocessedImage};
+use imgsearch::model::{openclip, ModelConfig, Precision};
 use imgsearch::Clip;
 
 #[derive(Debug, clap::Args)]
@@ -198,8 +198,7 @@ fn measure(config: &ModelConfig) -> anyhow::Result<Speed> {
     let device = candle_core::Device::Cpu;
     let clip = Clip::with_random_weights(config.clone(), None, &device, Precision::F32)?;
     let size = config.vision_config.image_size;
-    let pixels: Vec<f32> = (0..3 * size * size).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
-    let images = vec![PreprocessedImage { pixels, height: size, width: size }; 8];
+    let images = vec![clip.preprocess_config().test_pattern(size, size); 8];
     clip.embed_images(&images[..1])?; // warm-up
     let started = Instant::now();
     clip.embed_images(&images)?;

@@ -13,12 +13,12 @@ pub mod tokenizer;
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 pub use checkpoint::{CheckpointFiles, Layout, DEFAULT_MODEL};
 pub use config::{Family, ModelConfig, PreprocessConfig};
 pub use device::{DeviceChoice, Precision};
-pub use preprocess::PreprocessedImage;
+pub use preprocess::{Pixels, PreprocessedImage};
 
 use crate::error::{Error, Result};
 use crate::store::ModelInfo;
@@ -56,6 +56,20 @@ fn padding_source(config: &ModelConfig, tokenizer_config: Option<std::path::Path
 
 /// Texts are encoded in batches of this many, sorted by length so padding stays short.
 const TEXT_BATCH: usize = 32;
+
+/// The normalisation every picture of a batch shares, if all are still bytes (a batch comes from
+/// one model's pipeline; only tests mix in normalised values).
+fn shared_normalization(images: &[PreprocessedImage]) -> Option<[(f32, f32); 3]> {
+    let mut shared = None;
+    for image in images {
+        match (&image.pixels, shared) {
+            (Pixels::Bytes { normalize, .. }, None) => shared = Some(*normalize),
+            (Pixels::Bytes { normalize, .. }, Some(first)) if *normalize == first => {}
+            _ => return None,
+        }
+    }
+    shared
+}
 
 /// Runs a forward pass on one of rayon's threads (on CPU). Every layer starts several parallel
 /// loops; started from any other thread, each one hands its work to the pool and puts the caller
@@ -240,19 +254,43 @@ impl Clip {
                 h, w, odd.height, odd.width
             ))));
         }
-        let pixels = match &self.device {
-            #[cfg(feature = "cuda")]
-            Device::Cuda(gpu) => {
-                let rows: Vec<&[f32]> = images.iter().map(|i| i.pixels.as_slice()).collect();
-                kernels::cuda::upload_rows(&rows, &[images.len(), 3, h, w], gpu)?
+        let pixels = match shared_normalization(images) {
+            Some(normalize) => {
+                let rows: Vec<&[u8]> = images
+                    .iter()
+                    .filter_map(|i| {
+                        if let Pixels::Bytes { values, .. } = &i.pixels {
+                            Some(values.as_slice())
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                // Channel-major across the batch, so that each channel's normalisation is one
+                // contiguous pass (a broadcast over (n, 3, h, w) took 10% of an f16 batch on a GPU).
+                let planes = (3, images.len(), h, w);
+                let bytes = match &self.device {
+                    #[cfg(feature = "cuda")]
+                    Device::Cuda(gpu) => kernels::cuda::upload_planes(&rows, planes, gpu)?,
+                    _ => {
+                        let mut bytes = vec![0u8; rows.iter().map(|r| r.len()).sum()];
+                        preprocess::gather_planes(&rows, &mut bytes);
+                        Tensor::from_vec(bytes, planes, &self.device)?
+                    }
+                };
+                let values = bytes.to_dtype(DType::F32)?;
+                let channels = normalize
+                    .iter()
+                    .enumerate()
+                    .map(|(c, &(multiply, subtract))| values.get(c)?.affine(multiply.into(), (-subtract).into()))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::stack(&channels, 1)?
             }
-            _ => {
-                let mut data = Vec::with_capacity(images.len() * 3 * h * w);
-                for image in images {
-                    data.extend_from_slice(&image.pixels);
-                }
-                Tensor::from_vec(data, (images.len(), 3, h, w), &self.device)?
-            }
+            None => Tensor::from_vec(
+                images.iter().flat_map(|i| i.normalized()).collect(),
+                (images.len(), 3, h, w),
+                &self.device,
+            )?,
         };
         let vision = self.model.vision.as_ref().ok_or(Error::TowerNotLoaded("image"))?;
         l2_normalize_rows(&on_pool_thread(&self.device, || vision.forward(&pixels))?)

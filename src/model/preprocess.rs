@@ -1,20 +1,51 @@
-//! RGB picture → the normalised tensor a vision tower takes, step for step as the checkpoint's
-//! processor (Pillow backends of `CLIPImageProcessor` and `SiglipImageProcessor`, OpenCLIP's
-//! torchvision transform): resize (shortest side, or straight to a size), centre-crop, rescale,
-//! normalise.
+//! RGB picture → what a vision tower takes, step for step as the checkpoint's processor (Pillow
+//! backends of `CLIPImageProcessor` and `SiglipImageProcessor`, OpenCLIP's torchvision
+//! transform): resize (shortest side, or straight to a size) and centre-crop here; rescale and
+//! normalise where the batch is assembled, on the device that runs the tower.
 
 use fast_image_resize::images::{Image as ResizeImage, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
+use rayon::prelude::*;
 
 use super::config::{PreprocessConfig, Resample};
 
-/// One image ready for the vision tower: channel-major (3, height, width) f32 values.
+/// One image ready for the vision tower: channel-major (3, height, width) values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreprocessedImage {
-    pub pixels: Vec<f32>,
+    pub pixels: Pixels,
     pub height: usize,
     pub width: usize,
+}
+
+/// A picture's values until its batch is assembled on the device that runs the tower.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pixels {
+    /// The resized and cropped picture's bytes, and per channel the `(multiply, subtract)` that
+    /// rescales and normalises them (`byte * multiply - subtract`, in f32). They stay bytes until
+    /// they are on the device: a quarter of what f32 values would move to a GPU.
+    Bytes { values: Vec<u8>, normalize: [(f32, f32); 3] },
+    /// Values already normalised (a reference implementation's, in the parity tests).
+    Normalized(Vec<f32>),
+}
+
+impl PreprocessedImage {
+    /// The tower's input values, channel-major.
+    pub fn normalized(&self) -> Vec<f32> {
+        match &self.pixels {
+            Pixels::Normalized(values) => values.clone(),
+            Pixels::Bytes { values, normalize } => {
+                let plane = (self.height * self.width).max(1);
+                values
+                    .chunks(plane)
+                    .zip(normalize)
+                    .flat_map(|(channel, &(multiply, subtract))| {
+                        channel.iter().map(move |&b| f32::from(b) * multiply - subtract)
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 impl PreprocessConfig {
@@ -51,32 +82,51 @@ impl PreprocessConfig {
         let offset = |orig: i64, crop: i64| self.crop_rounding.offset(orig, crop);
         let (top, left) = (offset(img_h, out_h as i64), offset(img_w, out_w as i64));
 
-        // (value * factor - mean) / std, folded into one multiply and one subtract per pixel.
-        let affine = |c: usize| -> (f32, f32) {
-            let factor = if self.do_rescale { self.rescale_factor } else { 1.0 };
-            let (mean, std) = if self.do_normalize { (self.image_mean[c], self.image_std[c]) } else { (0.0, 1.0) };
-            (factor / std, mean / std)
-        };
-        let mut pixels = vec![0f32; 3 * out_h * out_w];
+        let mut values = vec![0u8; 3 * out_h * out_w];
         let raw = image.as_raw();
-        for c in 0..3 {
-            let (mul, sub) = affine(c);
-            let plane = &mut pixels[c * out_h * out_w..(c + 1) * out_h * out_w];
+        for (c, plane) in values.chunks_mut((out_h * out_w).max(1)).enumerate() {
             for y in 0..out_h {
                 let sy = y as i64 + top;
                 for x in 0..out_w {
                     let sx = x as i64 + left;
-                    let value = if (0..img_h).contains(&sy) && (0..img_w).contains(&sx) {
-                        raw[(sy as usize * img_w as usize + sx as usize) * 3 + c]
-                    } else {
-                        0
-                    };
-                    plane[y * out_w + x] = value as f32 * mul - sub;
+                    if (0..img_h).contains(&sy) && (0..img_w).contains(&sx) {
+                        plane[y * out_w + x] = raw[(sy as usize * img_w as usize + sx as usize) * 3 + c];
+                    }
                 }
             }
         }
-        PreprocessedImage { pixels, height: out_h, width: out_w }
+        PreprocessedImage {
+            pixels: Pixels::Bytes { values, normalize: self.normalization() },
+            height: out_h,
+            width: out_w,
+        }
     }
+
+    /// Per channel, `(value * factor - mean) / std` folded into one multiply and one subtract.
+    fn normalization(&self) -> [(f32, f32); 3] {
+        std::array::from_fn(|c| {
+            let factor = if self.do_rescale { self.rescale_factor } else { 1.0 };
+            let (mean, std) = if self.do_normalize { (self.image_mean[c], self.image_std[c]) } else { (0.0, 1.0) };
+            (factor / std, mean / std)
+        })
+    }
+
+    /// A made-up picture of `height` × `width` as this pipeline hands pictures to the tower: what
+    /// the benchmarks time the tower on.
+    pub fn test_pattern(&self, height: usize, width: usize) -> PreprocessedImage {
+        let values = (0..3 * height * width).map(|i| ((i * 7919) % 255) as u8).collect();
+        PreprocessedImage { pixels: Pixels::Bytes { values, normalize: self.normalization() }, height, width }
+    }
+}
+
+/// Copies pictures' channel-major bytes ((3, h, w) each) into `out` as (3, n, h, w): every
+/// picture's first channel, then every second, then every third.
+pub(crate) fn gather_planes(rows: &[&[u8]], out: &mut [u8]) {
+    let plane = rows.first().map_or(0, |r| r.len() / 3).max(1);
+    out.par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
+        let (channel, picture) = (i / rows.len(), i % rows.len());
+        dst.copy_from_slice(&rows[picture][channel * plane..(channel + 1) * plane]);
+    });
 }
 
 /// transformers' `get_resize_output_image_size(default_to_square=False)`: the short side becomes
@@ -211,7 +261,8 @@ mod tests {
         let img = RgbImage::from_pixel(2, 3, image::Rgb([9, 9, 9]));
         let out = cfg.apply(&img);
         // width 2 -> 4: one zero column each side; height 3 -> 4: padded top ceil(1/2)=1
-        let row = |y: usize| out.pixels[y * 4..y * 4 + 4].to_vec();
+        let pixels = out.normalized();
+        let row = |y: usize| pixels[y * 4..y * 4 + 4].to_vec();
         assert_eq!(row(0), vec![0.0; 4]);
         assert_eq!(row(1), vec![0.0, 9.0, 9.0, 0.0]);
         assert_eq!(row(3), vec![0.0, 9.0, 9.0, 0.0]);

@@ -1,5 +1,5 @@
 //! The GPU's side of the encoders, where candle's own ops cost the most. Batches of pictures go
-//! up through a page-locked buffer ([`upload_rows`]). Linear layers run through cuBLASLt with the
+//! up through a page-locked buffer ([`upload_planes`]). Linear layers run through cuBLASLt with the
 //! bias (and, after attention and the MLP, the residual) added in the product's epilogue, as
 //! PyTorch's `addmm` does: candle's matmul followed by its broadcasting add wrote every output
 //! twice, and that add alone took 21% of the ViT-B/32 image tower on an H200 (benches/README.md).
@@ -13,7 +13,8 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrM
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId};
 use candle_core::op::BackpropOp;
 use candle_core::{DType, Storage, Tensor};
-use rayon::prelude::*;
+
+use crate::model::preprocess::gather_planes;
 
 /// cuBLASLt's recommended workspace on Hopper (32 MiB; 4 MiB suffice before it).
 const WORKSPACE_BYTES: usize = 32 << 20;
@@ -216,22 +217,27 @@ fn product<T: CudaDType + DeviceRepr>(
     Ok(Some(CudaStorage::wrap_cuda_slice(out, dev)))
 }
 
-/// A page-locked host buffer per GPU, kept from one batch to the next (pinning 150 MB takes
+/// A page-locked host buffer per GPU, kept from one batch to the next (pinning a buffer takes
 /// longer than copying it).
 struct Staging {
     device: DeviceId,
-    buffer: PinnedHostSlice<f32>,
+    buffer: PinnedHostSlice<u8>,
 }
 
-/// Copies equally long rows (a batch of preprocessed pictures) to the GPU as one f32 tensor of
-/// `shape`. The rows are assembled on all cores straight into a page-locked buffer, from which
-/// the GPU copies at full speed: assembling a pageable batch on one thread and copying from it
-/// took most of a batch's time once the tower ran in f16 (benches/README.md, GPU).
-pub fn upload_rows(rows: &[&[f32]], shape: &[usize], dev: &CudaDevice) -> candle_core::Result<Tensor> {
+/// Copies a batch of preprocessed pictures' bytes ((3, h, w) each) to the GPU as one u8 tensor of
+/// `shape` (3, n, h, w), as [`gather_planes`] lays them out. They are assembled on all cores
+/// straight into a page-locked buffer, from which the GPU copies at full speed: assembling a
+/// pageable batch on one thread and copying from it took most of a batch's time once the tower
+/// ran in f16 (benches/README.md, GPU).
+pub fn upload_planes(
+    rows: &[&[u8]],
+    shape: (usize, usize, usize, usize),
+    dev: &CudaDevice,
+) -> candle_core::Result<Tensor> {
     static STAGING: Mutex<Vec<Staging>> = Mutex::new(Vec::new());
     let row_len = rows.first().map_or(0, |r| r.len());
     let len = rows.len() * row_len;
-    if shape.iter().product::<usize>() != len || rows.iter().any(|r| r.len() != row_len) {
+    if shape.0 * shape.1 * shape.2 * shape.3 != len || rows.iter().any(|r| r.len() != row_len) {
         candle_core::bail!("upload of {} rows of {row_len} values as {shape:?}", rows.len());
     }
     let mut staging = STAGING.lock().expect("staging buffer list poisoned");
@@ -247,18 +253,18 @@ pub fn upload_rows(rows: &[&[f32]], shape: &[usize], dev: &CudaDevice) -> candle
     }
     let buffer = &mut staging[slot].buffer;
     let host = buffer.as_mut_slice().map_err(candle_core::Error::wrap)?; // waits for its last copy
-    host[..len].par_chunks_mut(row_len.max(1)).zip(rows).for_each(|(dst, src)| dst.copy_from_slice(src));
+    gather_planes(rows, &mut host[..len]);
     // The whole buffer is copied (a smaller last batch copies a few spare bytes) and the tensor
     // narrowed to the batch: memcpy wants source and destination of one length.
     // SAFETY: every element is written by the copy below before it is read.
-    let mut on_gpu = unsafe { dev.alloc::<f32>(buffer.len())? };
+    let mut on_gpu = unsafe { dev.alloc::<u8>(buffer.len())? };
     dev.cuda_stream().memcpy_htod(&*buffer, &mut on_gpu).map_err(candle_core::Error::wrap)?;
     let total = on_gpu.len();
     let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(on_gpu, dev.clone()));
     Tensor::from_storage(storage, total, BackpropOp::none(), false).narrow(0, 0, len)?.reshape(shape)
 }
 
-fn pinned(dev: &CudaDevice, len: usize) -> candle_core::Result<PinnedHostSlice<f32>> {
-    // SAFETY: the buffer is only read by copies after `upload_rows` has written it.
-    unsafe { dev.cuda_stream().context().alloc_pinned::<f32>(len) }.map_err(candle_core::Error::wrap)
+fn pinned(dev: &CudaDevice, len: usize) -> candle_core::Result<PinnedHostSlice<u8>> {
+    // SAFETY: the buffer is only read by copies after `upload_planes` has written it.
+    unsafe { dev.cuda_stream().context().alloc_pinned::<u8>(len) }.map_err(candle_core::Error::wrap)
 }
