@@ -14,6 +14,9 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::store::{ImageId, ImageRecord, Library};
 
+/// Records whose neighbours are searched together (and whose embeddings are held at once).
+const CHUNK: usize = 8192;
+
 #[derive(Debug, Clone)]
 pub struct DuplicateOptions {
     /// Cosine similarity at or above which two pictures without different capture times are
@@ -85,8 +88,31 @@ impl Groups {
 }
 
 pub fn find_duplicates(library: &dyn Library, options: &DuplicateOptions) -> Result<Vec<DuplicateGroup>> {
-    let records: HashMap<ImageId, ImageRecord> =
-        library.images().map(|r| r.map(|r| (r.id, r))).collect::<Result<_>>()?;
+    // Each picture's neighbours above the lower of the two thresholds, in parallel, a chunk of
+    // records at a time: only the chunk's embeddings are held (a million would be 2 GB).
+    let floor = options.near.min(options.burst);
+    let mut records: HashMap<ImageId, ImageRecord> = HashMap::new();
+    let mut pairs: Vec<(ImageId, ImageId, f32)> = Vec::new();
+    let mut chunk: Vec<ImageRecord> = Vec::with_capacity(CHUNK);
+    let mut all = library.images().peekable();
+    while let Some(record) = all.next() {
+        chunk.push(record?);
+        if chunk.len() == CHUNK || all.peek().is_none() {
+            let found = chunk
+                .par_iter()
+                .map(|record| -> Result<Vec<(ImageId, ImageId, f32)>> {
+                    let neighbours = library.nearest_to_picture(record.id, &record.embedding, options.neighbours)?;
+                    Ok(neighbours
+                        .into_iter()
+                        .filter(|(other, score)| *score >= floor && record.id < *other)
+                        .map(|(other, score)| (record.id, other, score))
+                        .collect())
+                })
+                .collect::<Result<Vec<_>>>()?;
+            pairs.extend(found.into_iter().flatten());
+            records.extend(chunk.drain(..).map(|record| (record.id, ImageRecord { embedding: Vec::new(), ..record })));
+        }
+    }
     let mut exact = Groups::default();
     let mut by_hash: HashMap<&str, ImageId> = HashMap::new();
     // A record imported without its file's hash (a foreign Parquet file) has none to compare.
@@ -98,22 +124,6 @@ pub fn find_duplicates(library: &dyn Library, options: &DuplicateOptions) -> Res
             }
         }
     }
-    // Each picture's neighbours above the lower of the two thresholds, in parallel.
-    let floor = options.near.min(options.burst);
-    let pairs: Vec<(ImageId, ImageId, f32)> = records
-        .par_iter()
-        .map(|(&id, record)| -> Result<Vec<(ImageId, ImageId, f32)>> {
-            let neighbours = library.nearest_to_picture(id, &record.embedding, options.neighbours)?;
-            Ok(neighbours
-                .into_iter()
-                .filter(|(other, score)| *score >= floor && id < *other)
-                .map(|(o, s)| (id, o, s))
-                .collect())
-        })
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .flatten()
-        .collect();
     let (mut near, mut burst) = (Groups::default(), Groups::default());
     for (a, b, score) in pairs {
         let (ra, rb) = (&records[&a], &records[&b]);
