@@ -3,8 +3,8 @@
 use candle_core::{DType, Device, Tensor, D};
 use imgsearch::model::config::Activation;
 use imgsearch::model::kernels::{
-    activate, activate_generic, amx, attention, attention_generic, layer_norm, layer_norm_generic, linear,
-    LinearWeight, WeightLayout,
+    activate, activate_generic, amx, attention, attention_from_parts, attention_generic, layer_norm,
+    layer_norm_generic, linear, LinearWeight, WeightLayout,
 };
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -66,6 +66,23 @@ fn in_place_attention_equals_candle_ops_with_and_without_causal_mask() {
     // A non-contiguous input (a transposed view) is handled too.
     let t = Tensor::randn(0f32, 1.0, (13, 3, 96), &Device::Cpu).unwrap().transpose(0, 1).unwrap();
     assert!(max_abs_diff(&attention(&t, 4, false).unwrap(), &attention_generic(&t, 4, false).unwrap()) < 1e-5);
+}
+
+/// The GPU's attention takes q, k and v split by head ((3 × heads, rows, head_dim), as
+/// `linear_split` writes them there); its assembly is device-independent and checked here.
+#[test]
+fn attention_from_head_major_parts_equals_the_fused_layout() {
+    let (batch, seq, heads, head_dim) = (3, 13, 4, 8);
+    let qkv = Tensor::randn(0f32, 1.0, (batch, seq, 3 * heads * head_dim), &Device::Cpu).unwrap();
+    // Column block j of the projection's output is part j: q's heads, then k's, then v's.
+    let parts = qkv.reshape((batch * seq, 3 * heads, head_dim)).unwrap().transpose(0, 1).unwrap().contiguous().unwrap();
+    for causal in [false, true] {
+        let d = max_abs_diff(
+            &attention_from_parts(&parts, batch, causal).unwrap(),
+            &attention_generic(&qkv, heads, causal).unwrap(),
+        );
+        assert!(d < 1e-5, "causal={causal}: max diff {d}");
+    }
 }
 
 #[test]

@@ -189,7 +189,13 @@ impl Attention {
     /// `x`: (batch, seq, dim); `causal`: each position sees only itself and earlier ones (text).
     /// Returns `residual` plus the attention's output.
     fn forward(&self, x: &Tensor, causal: bool, residual: &Tensor) -> Result<Tensor> {
-        self.out.forward_plus(&kernels::attention(&self.qkv.forward(x)?, self.heads, causal)?, Some(residual))
+        let (batch, seq, dim) = x.dims3()?;
+        let rows = x.reshape((batch * seq, dim))?;
+        let context = match kernels::linear_split(&rows, &self.qkv.weight, &self.qkv.bias, 3 * self.heads)? {
+            Some(parts) => kernels::attention_from_parts(&parts, batch, causal)?,
+            None => kernels::attention(&self.qkv.forward(x)?, self.heads, causal)?,
+        };
+        self.out.forward_plus(&context, Some(residual))
     }
 }
 

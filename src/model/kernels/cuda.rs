@@ -54,17 +54,41 @@ pub fn linear(
     bias: &Tensor,
     residual: Option<&Tensor>,
 ) -> candle_core::Result<Option<Tensor>> {
-    let rows = x.dim(0)?;
-    let out_dim = weight_t.dim(1)?;
+    let (rows, out_dim) = (x.dim(0)?, weight_t.dim(1)?);
+    let out = typed_product(x, weight_t, bias, residual, 1)?;
+    Ok(out.map(|out| Tensor::from_storage(Storage::Cuda(out), (rows, out_dim), BackpropOp::none(), false)))
+}
+
+/// `x W^T + b` with the output's `parts` equal column blocks each written whole, one after the
+/// other: (parts, rows, out_dim / parts). One batched product, the weight's blocks read in place;
+/// attention takes its heads' q, k and v so without a strided copy (four of those were a third of
+/// an f16 encoder layer on an H200: candle's copy kernel moves a (b, s, h, d) view at ~300 GB/s).
+pub fn linear_split(x: &Tensor, weight_t: &Tensor, bias: &Tensor, parts: usize) -> candle_core::Result<Option<Tensor>> {
+    let (rows, out_dim) = (x.dim(0)?, weight_t.dim(1)?);
+    if parts == 0 || out_dim % parts != 0 {
+        candle_core::bail!("cuBLASLt linear layer: {out_dim} outputs do not split into {parts} parts");
+    }
+    let out = typed_product(x, weight_t, bias, None, parts)?;
+    let shape = (parts, rows, out_dim / parts);
+    Ok(out.map(|out| Tensor::from_storage(Storage::Cuda(out), shape, BackpropOp::none(), false)))
+}
+
+fn typed_product(
+    x: &Tensor,
+    weight_t: &Tensor,
+    bias: &Tensor,
+    residual: Option<&Tensor>,
+    parts: usize,
+) -> candle_core::Result<Option<CudaStorage>> {
     let x = x.contiguous()?;
     let residual = residual.map(|r| r.contiguous()).transpose()?;
-    let out = match x.dtype() {
-        DType::F32 => product::<f32>(&x, weight_t, bias, residual.as_ref(), sys::cudaDataType_t::CUDA_R_32F)?,
-        DType::F16 => product::<half::f16>(&x, weight_t, bias, residual.as_ref(), sys::cudaDataType_t::CUDA_R_16F)?,
-        DType::BF16 => product::<half::bf16>(&x, weight_t, bias, residual.as_ref(), sys::cudaDataType_t::CUDA_R_16BF)?,
+    let residual = residual.as_ref();
+    match x.dtype() {
+        DType::F32 => product::<f32>(&x, weight_t, bias, residual, parts, sys::cudaDataType_t::CUDA_R_32F),
+        DType::F16 => product::<half::f16>(&x, weight_t, bias, residual, parts, sys::cudaDataType_t::CUDA_R_16F),
+        DType::BF16 => product::<half::bf16>(&x, weight_t, bias, residual, parts, sys::cudaDataType_t::CUDA_R_16BF),
         dtype => candle_core::bail!("cuBLASLt linear layer: unsupported dtype {dtype:?}"),
-    };
-    Ok(out.map(|out| Tensor::from_storage(Storage::Cuda(out), (rows, out_dim), BackpropOp::none(), false)))
+    }
 }
 
 /// Frees cuBLASLt descriptors however the product ends.
@@ -97,11 +121,12 @@ fn product<T: CudaDType + DeviceRepr>(
     weight_t: &Tensor,
     bias: &Tensor,
     residual: Option<&Tensor>,
+    parts: usize,
     data_type: sys::cudaDataType,
 ) -> candle_core::Result<Option<CudaStorage>> {
     let (rows, in_dim) = x.dims2()?;
     let (w_in, out_dim) = weight_t.dims2()?;
-    if w_in != in_dim || !weight_t.is_contiguous() || bias.dims1()? != out_dim {
+    if w_in != in_dim || !weight_t.is_contiguous() || bias.dims1()? != out_dim || (parts > 1 && residual.is_some()) {
         candle_core::bail!(
             "cuBLASLt linear layer: x {:?}, W^T {:?}, bias {:?}",
             x.dims(),
@@ -141,7 +166,9 @@ fn product<T: CudaDType + DeviceRepr>(
     // cuBLASLt is column-major: a row-major (r, c) matrix is its column-major (c, r). So the
     // row-major Y = X W^T is, column-major, Y^T (out, rows) = W (out, in) · X^T (in, rows), where
     // the row-major W^T (in, out) is exactly the column-major W and X (rows, in) is X^T: no
-    // transposes. The bias runs along Y^T's rows, which is cuBLASLt's bias epilogue.
+    // transposes. The bias runs along Y^T's rows, which is cuBLASLt's bias epilogue. Split into
+    // parts, part j is the product of W's rows j*part_dim.. (at offset j*part_dim, leading
+    // dimension out_dim) with the same X, written as its own (part_dim, rows) block.
     // SAFETY: descriptors are created and destroyed here; the pointers are device memory of the
     // sizes described, kept alive (with candle's stream synchronisation) until after the launch.
     unsafe {
@@ -149,8 +176,30 @@ fn product<T: CudaDType + DeviceRepr>(
         let mut d = Descriptors { desc: std::ptr::null_mut(), layouts: Vec::new(), pref: std::ptr::null_mut() };
         d.desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
             .map_err(wrap)?;
-        for (rows, cols, ld) in [(out_dim, in_dim, out_dim), (in_dim, rows, in_dim), (out_dim, rows, out_dim)] {
-            d.layouts.push(lt::create_matrix_layout(data_type, rows as u64, cols as u64, ld as i64).map_err(wrap)?);
+        let part_dim = out_dim / parts;
+        let (count, w_stride, x_stride, out_stride) = (parts as i32, part_dim as i64, 0i64, (part_dim * rows) as i64);
+        for (rows, cols, ld, stride) in [
+            (part_dim, in_dim, out_dim, w_stride),
+            (in_dim, rows, in_dim, x_stride),
+            (part_dim, rows, part_dim, out_stride),
+        ] {
+            let layout = lt::create_matrix_layout(data_type, rows as u64, cols as u64, ld as i64).map_err(wrap)?;
+            d.layouts.push(layout);
+            if parts > 1 {
+                let set = |attr, value: *const std::ffi::c_void, size| {
+                    lt::set_matrix_layout_attribute(layout, attr, value, size).map_err(wrap)
+                };
+                set(
+                    sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                    (&count as *const i32).cast(),
+                    std::mem::size_of::<i32>(),
+                )?;
+                set(
+                    sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                    (&stride as *const i64).cast(),
+                    std::mem::size_of::<i64>(),
+                )?;
+            }
         }
         d.pref = lt::create_matmul_pref().map_err(wrap)?;
         let (b_ptr, _b_sync) = b_view.device_ptr(&stream);
@@ -169,6 +218,14 @@ fn product<T: CudaDType + DeviceRepr>(
             std::mem::size_of_val(&b_ptr),
         )
         .map_err(wrap)?;
+        if parts > 1 {
+            set_desc(
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE,
+                (&w_stride as *const i64).cast(),
+                std::mem::size_of::<i64>(),
+            )
+            .map_err(wrap)?;
+        }
         lt::set_matmul_pref_attribute(
             d.pref,
             sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,

@@ -146,6 +146,17 @@ pub fn linear(x: &Tensor, weight: &LinearWeight, bias: &Tensor, residual: Option
     })
 }
 
+/// `x W^T + b` for `x` (rows, in_dim) with the output's `parts` column blocks each laid out whole,
+/// (parts, rows, out_dim / parts), where one product can write them so (a GPU); `None` elsewhere.
+pub fn linear_split(x: &Tensor, weight: &LinearWeight, bias: &Tensor, parts: usize) -> Result<Option<Tensor>> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return Ok(super::cuda::linear_split(x, &weight.data, bias, parts)?);
+    }
+    let _ = (x, weight, bias, parts);
+    Ok(None)
+}
+
 struct LinearOp {
     out_dim: usize,
     layout: WeightLayout,

@@ -76,7 +76,7 @@ pub mod bf16_pairs;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod linear;
-pub use linear::{bf16_layout, linear, LinearWeight, WeightLayout};
+pub use linear::{bf16_layout, linear, linear_split, LinearWeight, WeightLayout};
 
 use super::config::Activation;
 use crate::error::Result;
@@ -358,13 +358,37 @@ pub fn attention_generic(qkv: &Tensor, heads: usize, causal: bool) -> Result<Ten
     let v = qkv.i((.., .., 2))?.transpose(1, 2)?.contiguous()?;
     let mut scores = q.matmul(&k_t)?;
     if causal {
-        let mask: Vec<f32> =
-            (0..seq).flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-        let mask = Tensor::from_vec(mask, (seq, seq), qkv.device())?.to_dtype(scores.dtype())?;
-        scores = scores.broadcast_add(&mask)?;
+        scores = scores.broadcast_add(&causal_mask(seq, scores.dtype(), qkv.device())?)?;
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, dim))?)
+}
+
+/// The same attention from q, k and v already split by head: `parts` (3 × heads, batch × seq,
+/// head_dim) as [`linear_split`] writes them. Every (head, picture) pair is then one uniformly
+/// strided batch of the products, and only the heads' outputs are copied, side by side, into
+/// the returned (batch, seq, heads × head_dim).
+pub fn attention_from_parts(parts: &Tensor, batch: usize, causal: bool) -> Result<Tensor> {
+    let (three_heads, rows, head_dim) = parts.dims3()?;
+    let (heads, seq) = (three_heads / 3, rows / batch);
+    let parts = parts.reshape((3, heads * batch, seq, head_dim))?;
+    let (q, k, v) = (parts.get(0)?, parts.get(1)?, parts.get(2)?);
+    let mut scores = q.matmul(&k.t()?)?;
+    if causal {
+        scores = scores.broadcast_add(&causal_mask(seq, scores.dtype(), scores.device())?)?;
+    }
+    let context = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?; // (heads × batch, seq, d)
+    let per_head: Vec<Tensor> = (0..heads)
+        .map(|h| context.narrow(0, h * batch, batch)?.reshape((rows, head_dim)))
+        .collect::<candle_core::Result<_>>()?;
+    Ok(Tensor::cat(&per_head, 1)?.reshape((batch, seq, heads * head_dim))?)
+}
+
+/// -inf above the diagonal: each position sees only itself and earlier ones.
+fn causal_mask(seq: usize, dtype: DType, device: &candle_core::Device) -> Result<Tensor> {
+    let mask: Vec<f32> =
+        (0..seq).flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Ok(Tensor::from_vec(mask, (seq, seq), device)?.to_dtype(dtype)?)
 }
 
 struct AttentionOp {
