@@ -88,16 +88,24 @@ impl Groups {
 }
 
 pub fn find_duplicates(library: &dyn Library, options: &DuplicateOptions) -> Result<Vec<DuplicateGroup>> {
+    find_duplicates_in_chunks(library, options, CHUNK)
+}
+
+fn find_duplicates_in_chunks(
+    library: &dyn Library,
+    options: &DuplicateOptions,
+    chunk_len: usize,
+) -> Result<Vec<DuplicateGroup>> {
     // Each picture's neighbours above the lower of the two thresholds, in parallel, a chunk of
     // records at a time: only the chunk's embeddings are held (a million would be 2 GB).
     let floor = options.near.min(options.burst);
     let mut records: HashMap<ImageId, ImageRecord> = HashMap::new();
     let mut pairs: Vec<(ImageId, ImageId, f32)> = Vec::new();
-    let mut chunk: Vec<ImageRecord> = Vec::with_capacity(CHUNK);
+    let mut chunk: Vec<ImageRecord> = Vec::with_capacity(chunk_len);
     let mut all = library.images().peekable();
     while let Some(record) = all.next() {
         chunk.push(record?);
-        if chunk.len() == CHUNK || all.peek().is_none() {
+        if chunk.len() >= chunk_len || all.peek().is_none() {
             let found = chunk
                 .par_iter()
                 .map(|record| -> Result<Vec<(ImageId, ImageId, f32)>> {
@@ -165,4 +173,71 @@ fn keep_order(record: &ImageRecord) -> (u64, u64, std::cmp::Reverse<i64>, std::c
     let pixels = u64::from(record.width) * u64::from(record.height);
     let taken = record.facts.taken.unwrap_or(i64::MAX);
     (pixels, record.size, std::cmp::Reverse(taken), std::cmp::Reverse(record.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::store::{Change, DataDir, StoredPath};
+
+    /// Pairs of near copies spread over the library, so that chunks of 7 split many of them:
+    /// grouping must not depend on where the chunks end (nor drop the last, partial one).
+    #[test]
+    fn groups_do_not_depend_on_how_the_records_are_chunked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut data = DataDir::open(tmp.path()).unwrap();
+        let dim = 16;
+        let unit = |v: Vec<f32>| {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / norm).collect::<Vec<f32>>()
+        };
+        let mut changes = Vec::new();
+        for i in 0..40usize {
+            // Picture i and picture i + 40 are near copies; the 40 originals point every which way.
+            let original: Vec<f32> = (0..dim)
+                .map(|d| {
+                    // splitmix64's finaliser: unrelated values for neighbouring (i, d).
+                    let mut z = ((i * dim + d) as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect();
+            let copy: Vec<f32> =
+                original.iter().enumerate().map(|(d, x)| x + if d == i % dim { 0.05 } else { 0.0 }).collect();
+            for (n, embedding) in [(i, original), (i + 40, copy)] {
+                let id = data.new_id().unwrap();
+                changes.push((n, id, unit(embedding)));
+            }
+        }
+        changes.sort_by_key(|(n, _, _)| *n);
+        let records: Vec<Change> = changes
+            .iter()
+            .map(|(n, id, embedding)| {
+                Change::Upsert(ImageRecord {
+                    id: *id,
+                    path: StoredPath::from_path(Path::new(&format!("/p/{n}.png"))),
+                    size: 1,
+                    mtime_ns: 0,
+                    hash: format!("{n:08x}"),
+                    width: 1,
+                    height: 1,
+                    format: "png".into(),
+                    facts: Default::default(),
+                    embedding: embedding.clone(),
+                    indexed_at: 0,
+                    tags: Vec::new(),
+                })
+            })
+            .collect();
+        data.apply(&records).unwrap();
+        let options = DuplicateOptions::default();
+        let whole = find_duplicates_in_chunks(&data, &options, 1000).unwrap();
+        assert_eq!(whole.iter().filter(|g| g.kind == GroupKind::Near).count(), 40, "{whole:?}");
+        let ids = |groups: &[DuplicateGroup]| groups.iter().map(|g| g.ids.clone()).collect::<Vec<_>>();
+        let chunked = find_duplicates_in_chunks(&data, &options, 7).unwrap();
+        assert_eq!(ids(&chunked), ids(&whole));
+    }
 }
