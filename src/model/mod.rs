@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor};
 pub use checkpoint::{CheckpointFiles, Layout, DEFAULT_MODEL};
 pub use config::{Family, ModelConfig, PreprocessConfig};
 pub use device::{DeviceChoice, Precision};
-pub use preprocess::{Pixels, PreprocessedImage};
+pub use preprocess::{Normalization, Pixels, PreprocessedImage};
 
 use crate::error::{Error, Result};
 use crate::store::ModelInfo;
@@ -57,18 +57,20 @@ fn padding_source(config: &ModelConfig, tokenizer_config: Option<std::path::Path
 /// Texts are encoded in batches of this many, sorted by length so padding stays short.
 const TEXT_BATCH: usize = 32;
 
-/// The normalisation every picture of a batch shares, if all are still bytes (a batch comes from
-/// one model's pipeline; only tests mix in normalised values).
-fn shared_normalization(images: &[PreprocessedImage]) -> Option<[(f32, f32); 3]> {
+/// Every picture's bytes and the normalisation they share, if all are still bytes (a batch
+/// comes from one model's pipeline; only tests hand in values already normalised).
+fn shared_bytes(images: &[PreprocessedImage]) -> Option<(Vec<&[u8]>, Normalization)> {
+    let mut rows = Vec::with_capacity(images.len());
     let mut shared = None;
     for image in images {
-        match (&image.pixels, shared) {
-            (Pixels::Bytes { normalize, .. }, None) => shared = Some(*normalize),
-            (Pixels::Bytes { normalize, .. }, Some(first)) if *normalize == first => {}
-            _ => return None,
+        let Pixels::Bytes { values, normalize } = &image.pixels else { return None };
+        if shared.is_some_and(|first| first != *normalize) {
+            return None;
         }
+        shared = Some(*normalize);
+        rows.push(values.as_slice());
     }
-    shared
+    Some((rows, shared?))
 }
 
 /// Runs a forward pass on one of rayon's threads (on CPU). Every layer starts several parallel
@@ -254,18 +256,8 @@ impl Clip {
                 h, w, odd.height, odd.width
             ))));
         }
-        let pixels = match shared_normalization(images) {
-            Some(normalize) => {
-                let rows: Vec<&[u8]> = images
-                    .iter()
-                    .filter_map(|i| {
-                        if let Pixels::Bytes { values, .. } = &i.pixels {
-                            Some(values.as_slice())
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
+        let pixels = match shared_bytes(images) {
+            Some((rows, normalize)) => {
                 // Channel-major across the batch, so that each channel's normalisation is one
                 // contiguous pass (a broadcast over (n, 3, h, w) took 10% of an f16 batch on a GPU).
                 let planes = (3, images.len(), h, w);

@@ -18,13 +18,16 @@ pub struct PreprocessedImage {
     pub width: usize,
 }
 
+/// Per channel, the `(multiply, subtract)` that rescales and normalises a byte:
+/// `byte * multiply - subtract`, in f32.
+pub type Normalization = [(f32, f32); 3];
+
 /// A picture's values until its batch is assembled on the device that runs the tower.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pixels {
-    /// The resized and cropped picture's bytes, and per channel the `(multiply, subtract)` that
-    /// rescales and normalises them (`byte * multiply - subtract`, in f32). They stay bytes until
+    /// The resized and cropped picture's bytes and how to normalise them. They stay bytes until
     /// they are on the device: a quarter of what f32 values would move to a GPU.
-    Bytes { values: Vec<u8>, normalize: [(f32, f32); 3] },
+    Bytes { values: Vec<u8>, normalize: Normalization },
     /// Values already normalised (a reference implementation's, in the parity tests).
     Normalized(Vec<f32>),
 }
@@ -103,7 +106,7 @@ impl PreprocessConfig {
     }
 
     /// Per channel, `(value * factor - mean) / std` folded into one multiply and one subtract.
-    fn normalization(&self) -> [(f32, f32); 3] {
+    fn normalization(&self) -> Normalization {
         std::array::from_fn(|c| {
             let factor = if self.do_rescale { self.rescale_factor } else { 1.0 };
             let (mean, std) = if self.do_normalize { (self.image_mean[c], self.image_std[c]) } else { (0.0, 1.0) };

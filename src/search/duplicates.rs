@@ -177,10 +177,8 @@ fn keep_order(record: &ImageRecord) -> (u64, u64, std::cmp::Reverse<i64>, std::c
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::store::{Change, DataDir, StoredPath};
+    use crate::store::{Change, DataDir};
 
     /// Pairs of near copies spread over the library, so that chunks of 7 split many of them:
     /// grouping must not depend on where the chunks end (nor drop the last, partial one).
@@ -214,23 +212,8 @@ mod tests {
         }
         changes.sort_by_key(|(n, _, _)| *n);
         let records: Vec<Change> = changes
-            .iter()
-            .map(|(n, id, embedding)| {
-                Change::Upsert(ImageRecord {
-                    id: *id,
-                    path: StoredPath::from_path(Path::new(&format!("/p/{n}.png"))),
-                    size: 1,
-                    mtime_ns: 0,
-                    hash: format!("{n:08x}"),
-                    width: 1,
-                    height: 1,
-                    format: "png".into(),
-                    facts: Default::default(),
-                    embedding: embedding.clone(),
-                    indexed_at: 0,
-                    tags: Vec::new(),
-                })
-            })
+            .into_iter()
+            .map(|(n, id, embedding)| Change::Upsert(ImageRecord::made_up(id, &format!("/p/{n}.png"), embedding)))
             .collect();
         data.apply(&records).unwrap();
         let options = DuplicateOptions::default();

@@ -128,6 +128,27 @@ pub struct ImageRecord {
     pub tags: Vec<String>,
 }
 
+#[cfg(test)]
+impl ImageRecord {
+    /// A record for unit tests: a 1×1 PNG at `path` with this embedding and a hash of its own.
+    pub(crate) fn made_up(id: ImageId, path: &str, embedding: Vec<f32>) -> Self {
+        Self {
+            id,
+            path: StoredPath::from_path(std::path::Path::new(path)),
+            size: 1,
+            mtime_ns: 0,
+            hash: format!("{id:016x}"),
+            width: 1,
+            height: 1,
+            format: "png".into(),
+            facts: Default::default(),
+            embedding,
+            indexed_at: 0,
+            tags: Vec::new(),
+        }
+    }
+}
+
 /// A file that was not indexed, and why. Kept so an unchanged bad file is not read again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SkipRecord {

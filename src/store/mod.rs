@@ -525,23 +525,6 @@ fn folder_size(dir: &Path) -> u64 {
 mod tests {
     use super::*;
 
-    fn record(id: ImageId, path: &str, embedding: Vec<f32>) -> ImageRecord {
-        ImageRecord {
-            id,
-            path: StoredPath::from_path(Path::new(path)),
-            size: 1,
-            mtime_ns: 0,
-            hash: format!("{id:016x}"),
-            width: 1,
-            height: 1,
-            format: "png".into(),
-            facts: Default::default(),
-            embedding,
-            indexed_at: 0,
-            tags: Vec::new(),
-        }
-    }
-
     fn axis(i: usize) -> Vec<f32> {
         let mut v = vec![0f32; 8];
         v[i] = 1.0;
@@ -556,12 +539,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut data = DataDir::open(tmp.path()).unwrap();
         let (a, b) = (data.new_id().unwrap(), data.new_id().unwrap());
-        data.apply(&[Change::Upsert(record(a, "/p/a.png", axis(0))), Change::Upsert(record(b, "/p/b.png", axis(1)))])
-            .unwrap();
+        data.apply(&[
+            Change::Upsert(ImageRecord::made_up(a, "/p/a.png", axis(0))),
+            Change::Upsert(ImageRecord::made_up(b, "/p/b.png", axis(1))),
+        ])
+        .unwrap();
         let b_again = data.new_id().unwrap();
         data.apply(&[
-            Change::Upsert(record(a, "/p/a.png", axis(0))),
-            Change::Upsert(record(b_again, "/p/b.png", axis(2))),
+            Change::Upsert(ImageRecord::made_up(a, "/p/a.png", axis(0))),
+            Change::Upsert(ImageRecord::made_up(b_again, "/p/b.png", axis(2))),
         ])
         .unwrap();
         assert_eq!(data.stats(0).unwrap().vectors_live, 2);
