@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::checkpoint::CheckpointTensors;
 use super::config::{Activation, Family, ModelConfig, TextConfig, VisionConfig};
@@ -265,6 +265,45 @@ impl EncoderLayer {
         let x = self.attention.forward(&self.norm1.forward(x)?, causal, x)?;
         self.mlp.forward(&self.norm2.forward(&x)?, &x)
     }
+
+    /// The layer's output at one position of each sequence only, where that is all a tower
+    /// keeps (its pooled token). Every position's keys and values are still needed, but the
+    /// output projection and the MLP run on those rows alone: three quarters of the layer's
+    /// products saved, bar one row a sequence. `pooled`: the (batch × seq) row of each
+    /// sequence's position; `mask`: (batch, 1, 1, seq), added to the scores. Returns (batch, dim).
+    fn forward_at(&self, x: &Tensor, pooled: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (batch, seq, d) = x.dims3()?;
+        let qkv = self.attention.qkv.forward(&self.norm1.forward(x)?)?.reshape((batch * seq, 3 * d))?;
+        let query = qkv.index_select(pooled, 0)?.narrow(1, 0, d)?;
+        let qkv = qkv.reshape((batch, seq, 3 * d))?;
+        let (keys, values) = (qkv.narrow(2, d, d)?, qkv.narrow(2, 2 * d, d)?);
+        let context = attend_from_one_query(&query, &keys, &values, self.attention.heads, mask)?;
+        let residual = x.reshape((batch * seq, d))?.index_select(pooled, 0)?;
+        let x = self.attention.out.forward_plus(&context, Some(&residual))?;
+        self.mlp.forward(&self.norm2.forward(&x)?, &x)
+    }
+}
+
+/// One (already scaled) query per sequence, `query` (batch, dim), attending over `keys` and
+/// `values` (batch, seq, dim); `mask` (batch, 1, 1, seq) is added to the scores. → (batch, dim).
+fn attend_from_one_query(
+    query: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    heads: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (batch, seq, d) = keys.dims3()?;
+    let head_dim = d / heads;
+    let query = query.reshape((batch, heads, 1, head_dim))?;
+    let keys_t = keys.reshape((batch, seq, heads, head_dim))?.permute((0, 2, 3, 1))?.contiguous()?;
+    let values = values.reshape((batch, seq, heads, head_dim))?.transpose(1, 2)?.contiguous()?;
+    let mut scores = query.matmul(&keys_t)?;
+    if let Some(mask) = mask {
+        scores = scores.broadcast_add(mask)?;
+    }
+    let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(weights.matmul(&values)?.reshape((batch, d))?)
 }
 
 /// What the encoder stack of either tower needs to know.
@@ -309,6 +348,30 @@ impl Encoder {
     fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         self.layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, causal))
     }
+
+    /// `x`: (batch, seq, dim) → the last layer's output at `positions[b]` of each sequence
+    /// `b`: (batch, dim). Only those rows leave the tower, so the last layer computes only them.
+    fn forward_pooled(&self, x: &Tensor, causal: bool, positions: &[usize]) -> Result<Tensor> {
+        let (batch, seq, d) = x.dims3()?;
+        let rows: Vec<u32> = positions.iter().enumerate().map(|(b, &p)| (b * seq + p) as u32).collect();
+        let rows = Tensor::new(rows.as_slice(), x.device())?;
+        let Some((last, layers)) = self.layers.split_last() else {
+            return Ok(x.reshape((batch * seq, d))?.index_select(&rows, 0)?);
+        };
+        let x = layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, causal))?;
+        // A causal pooled position sees itself and what comes before it.
+        let mask = causal.then(|| Self::hide_after(positions, seq, x.dtype(), x.device())).transpose()?;
+        last.forward_at(&x, &rows, mask.as_ref())
+    }
+
+    /// (batch, 1, 1, seq): 0 up to and at each sequence's position, −∞ after it.
+    fn hide_after(positions: &[usize], seq: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+        let mask: Vec<f32> = positions
+            .iter()
+            .flat_map(|&p| (0..seq).map(move |j| if j <= p { 0.0 } else { f32::NEG_INFINITY }))
+            .collect();
+        Ok(Tensor::from_vec(mask, (positions.len(), 1, 1, seq), device)?.to_dtype(dtype)?)
+    }
 }
 
 /// SigLIP's multi-head attention pooling ("MAP") head: one learned query (`probe`) attends over
@@ -351,16 +414,10 @@ impl AttentionPoolingHead {
 
     /// `x`: (batch, seq, dim) → (batch, dim).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (batch, seq, d) = x.dims3()?;
-        let (heads, head_dim) = (self.heads, d / self.heads);
+        let (batch, _, d) = x.dims3()?;
         let kv = self.key_value.forward(x)?;
-        let split = |part: usize| -> Result<Tensor> {
-            Ok(kv.narrow(2, part * d, d)?.reshape((batch, seq, heads, head_dim))?.transpose(1, 2)?.contiguous()?)
-        };
-        let (k, v) = (split(0)?, split(1)?);
-        let q = self.query.reshape((1, heads, 1, head_dim))?.broadcast_as((batch, heads, 1, head_dim))?.contiguous()?;
-        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?.contiguous()?)?)?;
-        let context = weights.matmul(&v)?.reshape((batch, d))?;
+        let query = self.query.broadcast_as((batch, d))?;
+        let context = attend_from_one_query(&query, &kv.narrow(2, 0, d)?, &kv.narrow(2, d, d)?, self.heads, None)?;
         let pooled = self.out.forward(&context)?;
         self.mlp.forward(&self.norm.forward(&pooled)?, &pooled)
     }
@@ -484,11 +541,15 @@ impl VisionTower {
             Some(norm) => norm.forward(&x)?,
             None => x,
         };
-        let x = self.encoder.forward(&x, false)?;
         match &self.pooling {
             // Layer norm is per token, so pool first and normalise only the class token.
-            VisionPooling::ClassToken { projection } => projection.forward(&self.post_norm.forward(&x.i((.., 0))?)?),
-            VisionPooling::AttentionHead(head) => head.forward(&self.post_norm.forward(&x)?),
+            VisionPooling::ClassToken { projection } => {
+                let class_token = self.encoder.forward_pooled(&x, false, &vec![0; batch])?;
+                projection.forward(&self.post_norm.forward(&class_token)?)
+            }
+            VisionPooling::AttentionHead(head) => {
+                head.forward(&self.post_norm.forward(&self.encoder.forward(&x, false)?)?)
+            }
         }
     }
 }
@@ -555,11 +616,8 @@ impl TextTower {
         }
         let x = self.token_embedding.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, d))?;
         let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
-        let x = self.encoder.forward(&x, self.causal)?;
         // Layer norm is per token, so pool first and normalise only the pooled rows.
-        let rows: Vec<u32> = end_positions.iter().enumerate().map(|(b, &e)| (b * seq + e) as u32).collect();
-        let rows = Tensor::new(rows.as_slice(), x.device())?;
-        let pooled = x.reshape((batch * seq, d))?.index_select(&rows, 0)?;
+        let pooled = self.encoder.forward_pooled(&x, self.causal, end_positions)?;
         self.projection.forward(&self.final_norm.forward(&pooled)?)
     }
 }
