@@ -11,26 +11,25 @@ use clap::Parser;
 use std::process::ExitCode;
 
 /// Makes mimalloc give freed memory back to the OS at once rather than after its purge delay
-/// (10 ms, and then only when the freeing thread allocates again). A server's freed response
-/// and connection buffers then stop piling up: with 200 clients its resident memory went from
-/// 1.58× to 1.20× the idle server's (`scripts/serve_load.py`). The price, ~15% on the image
-/// tower's many large temporaries, is why only `serve` asks for it. `MIMALLOC_PURGE_DELAY`
-/// set by the user wins.
+/// (1 s in mimalloc 3, 10 ms in 2). A server's freed response and connection buffers then stop
+/// piling up (`scripts/serve_load.py`, benches/README.md "Serving under load"). The price, ~15%
+/// on the image tower's many large temporaries, is why only `serve` asks for it.
+/// `MIMALLOC_PURGE_DELAY` set by the user wins.
 pub(crate) fn purge_freed_memory_at_once() {
     extern "C" {
-        fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+        fn mi_version() -> std::ffi::c_int;
         fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
     }
-    // `mi_option_purge_delay` in mimalloc 3's mimalloc.h (not exported by libmimalloc-sys).
+    // `mi_option_purge_delay` in mimalloc 2's and 3's mimalloc.h (not exported by
+    // libmimalloc-sys without its `extended` feature).
     const PURGE_DELAY: std::ffi::c_int = 15;
-    const DEFAULT_DELAY_MS: std::ffi::c_long = 10;
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
-    // SAFETY: both take an option number and a value; an unknown number is ignored. The check
-    // that the option holds purge_delay's default guards against another numbering.
+    // SAFETY: `mi_version` takes nothing; `mi_option_set` an option number and a value. The
+    // version check (major × 10,000 + minor × 100 + patch) guards against another numbering.
     unsafe {
-        if mi_option_get(PURGE_DELAY) == DEFAULT_DELAY_MS {
+        if matches!(mi_version() / 10_000, 2 | 3) {
             mi_option_set(PURGE_DELAY, 0);
         }
     }
