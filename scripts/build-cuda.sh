@@ -6,6 +6,10 @@
 #
 #   scripts/build-cuda.sh                 # -> target/cuda/release/imgsearch (with --features cuda)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh   # A100; 90 = H100/H200 (default), 89 = L4/4090, 86 = 3090
+#   scripts/build-cuda.sh --check         # only type-check the CUDA build (`scripts/test.sh` runs this:
+#                                         # a machine without a GPU still keeps the CUDA code compiling)
+# Exits with 3 when the toolkit's wheels cannot be installed (no PyPI, no venv), so callers can
+# tell "nothing to build with" from a build that fails.
 #
 # A machine that has a CUDA toolkit needs none of this: `cargo build --release --features cuda`.
 set -euo pipefail
@@ -33,8 +37,10 @@ WHEELS=(
 )
 
 if [ ! -x "$TOOLKIT/bin/nvcc" ]; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet "${WHEELS[@]}"
+    if ! python3 -m venv "$VENV" || ! "$VENV/bin/pip" install --quiet "${WHEELS[@]}"; then
+        echo "error: could not install NVIDIA's CUDA wheels from PyPI into $VENV (needs python3-venv and access to PyPI)" >&2
+        exit 3
+    fi
     nvidia="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0] + "/x"))')"
     mkdir -p "$TOOLKIT/bin" "$TOOLKIT/include" "$TOOLKIT/lib64/stubs"
     # One toolkit-shaped tree of symlinks over the wheels' separate folders.
@@ -67,5 +73,11 @@ export LIBRARY_PATH="$TOOLKIT/lib64:$TOOLKIT/lib64/stubs:${LIBRARY_PATH:-}"
 nvcc --version | tail -1
 # A target folder of its own, so the CPU build in target/ is left alone.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cuda}"
-cargo build --release --features cuda "$@"
-echo "built $CARGO_TARGET_DIR/release/imgsearch with CUDA (compute capability $CUDA_COMPUTE_CAP)"
+if [ "${1:-}" = --check ]; then
+    shift
+    cargo check --locked --features cuda --lib --bins "$@"
+    echo "the CUDA build type-checks (compute capability $CUDA_COMPUTE_CAP)"
+else
+    cargo build --release --features cuda "$@"
+    echo "built $CARGO_TARGET_DIR/release/imgsearch with CUDA (compute capability $CUDA_COMPUTE_CAP)"
+fi

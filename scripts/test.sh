@@ -7,8 +7,9 @@
 # document (scripts/api_contract.sh: schemathesis from PyPI); then the shared suites (index, search,
 # server, export/import, the browser) again on the PostgreSQL backend, the model tests again on
 # the AVX2 and portable kernels (`IMGSEARCH_ISA`), the tests that decode
-# JPEGs again with the `turbojpeg` feature, and the CPU kernels' tests built for aarch64 under
-# qemu-user (where rustup, the cross compiler and qemu can be installed).
+# JPEGs again with the `turbojpeg` feature, the CPU kernels' tests built for aarch64 under
+# qemu-user (where rustup, the cross compiler and qemu can be installed), and a type-check of the
+# CUDA build with the toolkit from NVIDIA's PyPI wheels (scripts/build-cuda.sh --check).
 # Extra arguments go to cargo test (and skip the later runs), e.g. `scripts/test.sh --test server`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,10 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
     # scripts/postgres.sh fetches the PostgreSQL wheel from PyPI with pip.
     command -v apt-get >/dev/null || { echo "Install Python 3 with pip (it fetches the test PostgreSQL), then re-run." >&2; exit 1; }
     apt_install python3 python3-pip
+fi
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    # scripts/build-cuda.sh puts NVIDIA's toolkit wheels in a virtual environment.
+    command -v apt-get >/dev/null && apt_install python3-venv || echo "note: no python3-venv: the CUDA build check will be skipped" >&2
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
     npm ci --prefix tests/browser --no-audit --no-fund
@@ -82,5 +87,14 @@ if [ $# -eq 0 ]; then
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
             CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
             cargo test --locked --target aarch64-unknown-linux-gnu --lib kernels
+    fi
+    # CUDA: no GPU here to run it (benches/gpu.sh does, where one is lent), but the CUDA build
+    # (src/model/kernels/cuda.rs, candle's kernels through nvcc) must keep compiling.
+    cuda_check=0
+    scripts/build-cuda.sh --check || cuda_check=$?
+    if [ "$cuda_check" = 3 ]; then
+        echo "note: skipping the CUDA build check: NVIDIA's toolkit wheels could not be installed" >&2
+    elif [ "$cuda_check" != 0 ]; then
+        exit "$cuda_check"
     fi
 fi
