@@ -37,7 +37,7 @@ WHEELS=(
 )
 
 if [ ! -x "$TOOLKIT/bin/nvcc" ]; then
-    if ! python3 -m venv "$VENV" || ! "$VENV/bin/pip" install --quiet "${WHEELS[@]}"; then
+    if ! python3 -m venv "$VENV" || ! "$VENV/bin/pip" install --quiet --no-cache-dir "${WHEELS[@]}"; then
         echo "error: could not install NVIDIA's CUDA wheels from PyPI into $VENV (needs python3-venv and access to PyPI)" >&2
         exit 3
     fi
