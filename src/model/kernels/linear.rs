@@ -285,6 +285,20 @@ fn interleave_rows(x: &[f32], in_dim: usize, tile_rows: usize) -> Vec<f32> {
     out
 }
 
+/// For the vector interleave of a whole 6-row tile, `W` steps at a time (`W` lanes a register):
+/// the 6 × `W` outputs of a block are 6 registers, and lane l of register q is value j = q·W + l,
+/// i.e. step j / 6 of row j % 6. Returns, for each lane of each register, (step, row).
+#[cfg(target_arch = "x86_64")]
+const fn six_row_lanes<const W: usize>() -> ([[i32; W]; 6], [[usize; W]; 6]) {
+    let (mut steps, mut rows) = ([[0; W]; 6], [[0; W]; 6]);
+    let mut j = 0;
+    while j < 6 * W {
+        (steps[j / W][j % W], rows[j / W][j % W]) = ((j / 6) as i32, j % 6);
+        j += 1;
+    }
+    (steps, rows)
+}
+
 /// One block of output for a panel kernel: rows `row..row + rows` of panel `panel` (columns
 /// `panel * width..` + `cols`, for panels `width` columns wide), for the `chunk`th part of the
 /// shared dimension. `bias` points at `width` values (zero past `cols`), `out` at the block's
@@ -462,6 +476,20 @@ pub(super) mod avx512 {
         store(&acc, t.out, t.out_stride, t.cols);
     }
 
+    /// For each output register of `interleave_six`: the step each lane takes from its row.
+    const SIX_ROW_STEPS: [[i32; 16]; 6] = super::six_row_lanes::<16>().0;
+    /// For each output register and row: the lanes that come from that row.
+    const SIX_ROW_MASKS: [[__mmask16; 6]; 6] = {
+        let rows = super::six_row_lanes::<16>().1;
+        let mut masks = [[0; 6]; 6];
+        let mut i = 0;
+        while i < 6 * 16 {
+            masks[i / 16][rows[i / 16][i % 16]] |= 1 << (i % 16);
+            i += 1;
+        }
+        masks
+    };
+
     /// Interleaves a whole tile of 6 rows (`src`: 6 × `in_dim`) into `dst` (`in_dim` × 6), 16
     /// steps of the shared dimension at a time: from each row's 16 values, the 96 outputs are 6
     /// registers, each gathered from the rows with one permute per row (value j of a block is
@@ -473,17 +501,14 @@ pub(super) mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn interleave_six(src: &[f32], dst: &mut [f32], in_dim: usize) -> usize {
         debug_assert!(src.len() >= 6 * in_dim && dst.len() >= 6 * in_dim);
-        let lane_step = |q: usize| -> [i32; 16] { std::array::from_fn(|l| ((16 * q + l) / 6) as i32) };
-        let steps: [__m512i; 6] = std::array::from_fn(|q| _mm512_loadu_si512(lane_step(q).as_ptr().cast()));
-        let of_row = |q: usize, r: usize| (0..16).filter(|l| (16 * q + l) % 6 == r).fold(0u16, |m, l| m | 1 << l);
-        let masks: [[__mmask16; 6]; 6] = std::array::from_fn(|q| std::array::from_fn(|r| of_row(q, r)));
+        let steps: [__m512i; 6] = std::array::from_fn(|q| _mm512_loadu_si512(SIX_ROW_STEPS[q].as_ptr().cast()));
         let blocks = in_dim / 16;
         for b in 0..blocks {
             let rows: [__m512; 6] = std::array::from_fn(|r| _mm512_loadu_ps(src.as_ptr().add(r * in_dim + 16 * b)));
             for q in 0..6 {
                 let mut v = _mm512_permutexvar_ps(steps[q], rows[0]);
                 for r in 1..6 {
-                    v = _mm512_mask_permutexvar_ps(v, masks[q][r], steps[q], rows[r]);
+                    v = _mm512_mask_permutexvar_ps(v, SIX_ROW_MASKS[q][r], steps[q], rows[r]);
                 }
                 _mm512_storeu_ps(dst.as_mut_ptr().add(96 * b + 16 * q), v);
             }
@@ -560,6 +585,21 @@ mod avx2 {
         by_rows!(t.rows, tile_rows, t)
     }
 
+    /// For each output register of `interleave_six`: the step each lane takes from its row.
+    const SIX_ROW_STEPS: [[i32; 8]; 6] = super::six_row_lanes::<8>().0;
+    /// For each output register and row: all bits set in the lanes that come from that row
+    /// (`blendv` reads the sign bit).
+    const SIX_ROW_BLENDS: [[[i32; 8]; 6]; 6] = {
+        let rows = super::six_row_lanes::<8>().1;
+        let mut blends = [[[0; 8]; 6]; 6];
+        let mut i = 0;
+        while i < 6 * 8 {
+            blends[i / 8][rows[i / 8][i % 8]][i % 8] = -1;
+            i += 1;
+        }
+        blends
+    };
+
     /// [`super::avx512::interleave_six`] on 8-value registers: 8 steps at a time, each of the
     /// 6 output registers gathered with one permute per row and blended by row.
     ///
@@ -568,12 +608,9 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn interleave_six(src: &[f32], dst: &mut [f32], in_dim: usize) -> usize {
         debug_assert!(src.len() >= 6 * in_dim && dst.len() >= 6 * in_dim);
-        let lane_step = |q: usize| -> [i32; 8] { std::array::from_fn(|l| ((8 * q + l) / 6) as i32) };
-        let steps: [__m256i; 6] = std::array::from_fn(|q| _mm256_loadu_si256(lane_step(q).as_ptr().cast()));
-        // All bits set where lane l of output register q comes from row r (blendv reads the sign).
-        let of_row = |q: usize, r: usize| -> [i32; 8] { std::array::from_fn(|l| -(((8 * q + l) % 6 == r) as i32)) };
+        let steps: [__m256i; 6] = std::array::from_fn(|q| _mm256_loadu_si256(SIX_ROW_STEPS[q].as_ptr().cast()));
         let masks: [[__m256; 6]; 6] = std::array::from_fn(|q| {
-            std::array::from_fn(|r| _mm256_castsi256_ps(_mm256_loadu_si256(of_row(q, r).as_ptr().cast())))
+            std::array::from_fn(|r| _mm256_castsi256_ps(_mm256_loadu_si256(SIX_ROW_BLENDS[q][r].as_ptr().cast())))
         });
         let blocks = in_dim / 8;
         for b in 0..blocks {
