@@ -7,8 +7,9 @@
 # document (scripts/api_contract.sh: schemathesis from PyPI); then the shared suites (index, search,
 # server, export/import, the browser) again on the PostgreSQL backend, the model tests again on
 # the AVX2 and portable kernels (`IMGSEARCH_ISA`), the tests that decode
-# JPEGs again with the `turbojpeg` feature, the CPU kernels' tests built for aarch64 under
-# qemu-user (where rustup, the cross compiler and qemu can be installed), and a type-check of the
+# JPEGs again with the `turbojpeg` feature, the CPU kernels' and the model parity tests built for
+# aarch64 under qemu-user (where rustup, the cross compiler and qemu can be installed; NEON and
+# portable kernels), and a type-check of the
 # CUDA build with the toolkit from NVIDIA's PyPI wheels (scripts/build-cuda.sh --check).
 # Extra arguments go to cargo test (and skip the later runs), e.g. `scripts/test.sh --test server`.
 set -euo pipefail
@@ -81,12 +82,15 @@ if [ $# -eq 0 ]; then
     done
     # The opt-in libjpeg-turbo decoder: every test that decodes JPEGs, through the same checks.
     cargo test --locked --features turbojpeg --test preprocess --test parity --test index --test cli_embed
-    # ARM: the crate builds for aarch64, and the CPU kernels' tests (the portable ones there)
-    # pass under qemu-user.
+    # ARM: the crate builds for aarch64, and under qemu-user the CPU kernels' tests pass and
+    # both towers match their references, through the NEON kernels and through the portable ones.
     if aarch64_tools; then
-        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
-            cargo test --locked --target aarch64-unknown-linux-gnu --lib kernels
+        export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+        export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+        for isa in neon portable; do
+            IMGSEARCH_ISA=$isa cargo test --locked --target aarch64-unknown-linux-gnu --lib kernels
+            IMGSEARCH_ISA=$isa cargo test --locked --target aarch64-unknown-linux-gnu --test kernels --test parity
+        done
     fi
     # CUDA: no GPU here to run it (benches/gpu.sh does, where one is lent), but the CUDA build
     # (src/model/kernels/cuda.rs, candle's kernels through nvcc) must keep compiling.

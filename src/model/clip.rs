@@ -462,11 +462,12 @@ impl VisionTower {
         let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
         let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
         // Pictures come in batches (hundreds of rows per layer). In f32, on AMX the three-way
-        // bf16 split (near-f32 accuracy, faster than f32 FMAs); on other x86 CPUs the f32 panels
-        // of our AVX-512 / AVX2 kernels; elsewhere (ARM) candle's matmul, whose `gemm` has NEON
-        // kernels where ours is plain Rust.
+        // bf16 split (near-f32 accuracy, faster than f32 FMAs); on other CPUs the f32 panels of
+        // our AVX-512 / AVX2 / NEON kernels (on x86 ahead of candle's `gemm` at every batch,
+        // benches/README.md); with only the portable kernel, candle's matmul, whose `gemm` is
+        // vectorised where that kernel is plain Rust.
         let f32_panels = || {
-            if kernels::isa() >= kernels::Isa::Avx2 {
+            if kernels::isa() > kernels::Isa::Portable {
                 WeightLayout::Packed
             } else {
                 WeightLayout::Transposed

@@ -86,8 +86,10 @@ use crate::error::Result;
 /// tests, the AVX2 kernels), and `IMGSEARCH_AMX=0` caps it below AMX.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
-    /// Plain Rust, vectorised by the compiler for the target (NEON on ARM, SSE2 on x86).
+    /// Plain Rust, vectorised by the compiler for the target (SSE2 on x86).
     Portable,
+    /// ARM's vectors (every aarch64 CPU has them).
+    Neon,
     Avx2,
     Avx512,
     /// AVX-512 with `vdpbf16ps`: `--dtype bf16` without AMX.
@@ -97,8 +99,9 @@ pub enum Isa {
 }
 
 impl Isa {
-    const NAMES: [(&'static str, Isa); 5] = [
+    const NAMES: [(&'static str, Isa); 6] = [
         ("portable", Isa::Portable),
+        ("neon", Isa::Neon),
         ("avx2", Isa::Avx2),
         ("avx512", Isa::Avx512),
         ("avx512bf16", Isa::Avx512Bf16),
@@ -128,7 +131,41 @@ impl Isa {
                 return Isa::Avx2;
             }
         }
+        if cfg!(target_arch = "aarch64") {
+            return Isa::Neon;
+        }
         Isa::Portable
+    }
+
+    /// Whether this architecture has the instruction set at all: the order of `Isa` ranks the
+    /// x86 ones among themselves, so a CPU's best bounds only those of its own architecture.
+    fn of_this_architecture(self) -> bool {
+        let (arm, x86) = (cfg!(target_arch = "aarch64"), cfg!(target_arch = "x86_64"));
+        match self {
+            Isa::Portable => true,
+            Isa::Neon => arm,
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => x86,
+        }
+    }
+
+    /// `wanted` (the name `IMGSEARCH_ISA` gives) where this CPU runs it, else `detected` with a
+    /// warning that lists the names it could have given.
+    fn chosen(detected: Isa, wanted: Option<&str>) -> Isa {
+        let runs_here = |isa: Isa| isa <= detected && isa.of_this_architecture();
+        let Some(wanted) = wanted else { return detected };
+        match Isa::NAMES.iter().find(|(name, _)| *name == wanted) {
+            Some(&(_, isa)) if runs_here(isa) => isa,
+            _ => {
+                let choices: Vec<&str> =
+                    Isa::NAMES.iter().filter(|(_, isa)| runs_here(*isa)).map(|(name, _)| *name).collect();
+                tracing::warn!(
+                    "IMGSEARCH_ISA={wanted:?} ignored: this CPU runs up to {}; the choices here are {}",
+                    detected.name(),
+                    choices.join(", ")
+                );
+                detected
+            }
+        }
     }
 }
 
@@ -141,20 +178,7 @@ pub fn isa() -> Isa {
         let detected = if amx::detect() { Isa::Amx } else { Isa::detect() };
         let amx_off = std::env::var_os("IMGSEARCH_AMX").is_some_and(|v| v == "0");
         let detected = if amx_off { detected.min(Isa::Avx512Bf16) } else { detected };
-        match std::env::var("IMGSEARCH_ISA") {
-            Err(_) => detected,
-            Ok(wanted) => match Isa::NAMES.iter().find(|(name, _)| *name == wanted) {
-                Some((_, isa)) if *isa <= detected => *isa,
-                _ => {
-                    tracing::warn!(
-                        "IMGSEARCH_ISA={wanted:?} ignored: this CPU runs up to {}; the choices are {}",
-                        detected.name(),
-                        Isa::NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-                    );
-                    detected
-                }
-            },
-        }
+        Isa::chosen(detected, std::env::var("IMGSEARCH_ISA").ok().as_deref())
     })
 }
 
@@ -535,7 +559,19 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> can
 
 #[cfg(test)]
 mod tests {
-    use super::fast_exp;
+    use super::{fast_exp, Isa};
+
+    #[test]
+    fn a_forced_instruction_set_must_be_below_the_best_and_of_this_architecture() {
+        let best = if cfg!(target_arch = "aarch64") { Isa::Neon } else { Isa::Avx512 };
+        assert_eq!(Isa::chosen(best, None), best);
+        assert_eq!(Isa::chosen(best, Some("portable")), Isa::Portable);
+        assert_eq!(Isa::chosen(best, Some("sse9")), best, "an unknown name");
+        assert_eq!(Isa::chosen(best, Some("amx")), best, "one above the best");
+        let (own, foreign) = if cfg!(target_arch = "aarch64") { ("neon", "avx2") } else { ("avx2", "neon") };
+        assert_eq!(Isa::chosen(best, Some(own)).name(), own);
+        assert_eq!(Isa::chosen(best, Some(foreign)), best, "another architecture's");
+    }
 
     #[test]
     fn fast_exp_is_accurate_over_the_range_softmax_and_gelu_use() {
