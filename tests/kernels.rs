@@ -3,8 +3,8 @@
 use candle_core::{DType, Device, Tensor, D};
 use imgsearch::model::config::Activation;
 use imgsearch::model::kernels::{
-    activate, activate_generic, amx, attention, attention_from_parts, attention_generic, layer_norm,
-    layer_norm_generic, linear, LinearWeight, WeightLayout,
+    activate, activate_generic, amx, attention, attention_from_parts, attention_generic, bf16_pairs, layer_norm,
+    layer_norm_generic, linear, Epilogue, LinearWeight, WeightLayout,
 };
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -85,32 +85,45 @@ fn attention_from_head_major_parts_equals_the_fused_layout() {
     }
 }
 
+/// `linear` with each epilogue against candle's ops on `expected` (the plain product plus bias).
+fn check_epilogues(x: &Tensor, weight: &LinearWeight, b: &Tensor, expected: &Tensor, tolerance: f32, what: &str) {
+    let d = max_abs_diff(&linear(x, weight, b, Epilogue::Nothing).unwrap(), expected);
+    assert!(d < tolerance, "{what}: max diff {d}");
+    let residual = Tensor::randn(0f32, 1.0, expected.dims(), &Device::Cpu).unwrap();
+    let with_residual = linear(x, weight, b, Epilogue::Residual(&residual)).unwrap();
+    let d = max_abs_diff(&with_residual, &(expected + &residual).unwrap());
+    assert!(d < tolerance, "{what} plus residual: max diff {d}");
+    for act in [Activation::QuickGelu, Activation::Gelu, Activation::GeluNew] {
+        let activated = linear(x, weight, b, Epilogue::Activation(act)).unwrap();
+        let d = max_abs_diff(&activated, &activate_generic(expected, act).unwrap());
+        assert!(d < tolerance, "{what} then {act:?}: max diff {d}");
+    }
+}
+
 #[test]
 fn linear_layers_in_every_layout_equal_candle_matmul_on_ragged_shapes() {
     // Rows around the tile heights, output widths inside, at and past a panel (16 columns for
-    // the AVX2 kernel, 64 for the others).
+    // the AVX2 and NEON kernels, 64 for the others).
     for (rows, in_dim, out_dim) in [(1, 24, 19), (8, 33, 64), (13, 70, 65), (50, 96, 130), (37, 24, 1), (7, 40, 45)] {
         let x = Tensor::randn(0f32, 1.0, (rows, in_dim), &Device::Cpu).unwrap();
         let w = Tensor::randn(0f32, 1.0, (out_dim, in_dim), &Device::Cpu).unwrap();
         let b = Tensor::randn(0f32, 1.0, out_dim, &Device::Cpu).unwrap();
         let expected = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
-        // The encoder adds the residual stream in the same call.
-        let residual = Tensor::randn(0f32, 1.0, (rows, out_dim), &Device::Cpu).unwrap();
         for layout in [WeightLayout::Packed, WeightLayout::Transposed] {
             let weight = LinearWeight::new(&w, layout).unwrap();
-            let d = max_abs_diff(&linear(&x, &weight, &b, None).unwrap(), &expected);
-            assert!(d < 1e-4, "{layout:?} {rows}x{in_dim}x{out_dim}: max diff {d}");
-            let with_residual = linear(&x, &weight, &b, Some(&residual)).unwrap();
-            let d = max_abs_diff(&with_residual, &(&expected + &residual).unwrap());
-            assert!(d < 1e-4, "{layout:?} {rows}x{in_dim}x{out_dim} plus residual: max diff {d}");
+            check_epilogues(&x, &weight, &b, &expected, 1e-4, &format!("{layout:?} {rows}x{in_dim}x{out_dim}"));
         }
-        if amx::available() {
-            // bf16 tiles round x and w to bf16: compare with the f32 product of the rounded inputs.
-            let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
-            let expected = round(&x).matmul(&round(&w).t().unwrap()).unwrap().broadcast_add(&b).unwrap();
-            let weight = LinearWeight::new(&w, WeightLayout::AmxTiles(amx::Split::Once)).unwrap();
-            let d = max_abs_diff(&linear(&x, &weight, &b, None).unwrap(), &expected);
-            assert!(d < 1e-3, "bf16 tiles {rows}x{in_dim}x{out_dim}: max diff {d}");
+        // bf16 weights (AMX tiles, or pairs for `vdpbf16ps`) round x and w to bf16: compare with
+        // the f32 product of the rounded inputs.
+        let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+        let expected = round(&x).matmul(&round(&w).t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+        let bf16_layouts = [
+            (amx::available(), WeightLayout::AmxTiles(amx::Split::Once)),
+            (bf16_pairs::available(), WeightLayout::Bf16Pairs),
+        ];
+        for (_, layout) in bf16_layouts.into_iter().filter(|(runs_here, _)| *runs_here) {
+            let weight = LinearWeight::new(&w, layout).unwrap();
+            check_epilogues(&x, &weight, &b, &expected, 1e-3, &format!("{layout:?} {rows}x{in_dim}x{out_dim}"));
         }
     }
     // A non-contiguous input (a transposed view) works too.
@@ -118,7 +131,7 @@ fn linear_layers_in_every_layout_equal_candle_matmul_on_ragged_shapes() {
     let w = Tensor::randn(0f32, 1.0, (19, 24), &Device::Cpu).unwrap();
     let zero_bias = Tensor::zeros(19, candle_core::DType::F32, &Device::Cpu).unwrap();
     let d = max_abs_diff(
-        &linear(&x, &LinearWeight::new(&w, WeightLayout::Packed).unwrap(), &zero_bias, None).unwrap(),
+        &linear(&x, &LinearWeight::new(&w, WeightLayout::Packed).unwrap(), &zero_bias, Epilogue::Nothing).unwrap(),
         &x.matmul(&w.t().unwrap()).unwrap(),
     );
     assert!(d < 1e-4, "transposed input: max diff {d}");

@@ -15,7 +15,7 @@ use super::checkpoint::CheckpointTensors;
 use super::config::{Activation, Family, ModelConfig, TextConfig, VisionConfig};
 use super::device::Precision;
 use super::kernels::amx::Split;
-use super::kernels::{self, LinearWeight, WeightLayout};
+use super::kernels::{self, Epilogue, LinearWeight, WeightLayout};
 use crate::error::{Error, Result};
 
 /// Hands out the checkpoint's tensors by their Hugging Face names, checking shapes.
@@ -119,17 +119,22 @@ impl Linear {
 
     /// Applies the layer to the last dimension of `x`, any leading dimensions.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_plus(x, None)
+        self.forward_then(x, Epilogue::Nothing)
     }
 
-    /// `forward(x) + residual`, the residual added inside the product where the device allows.
-    fn forward_plus(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+    /// `forward(x)` with the residual added or the activation applied inside the product (see
+    /// [`Epilogue`]); a residual has `x`'s leading dimensions.
+    fn forward_then(&self, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
         let out_dim = self.weight.out_dim();
-        let residual = residual.map(|r| r.reshape((rows, out_dim))).transpose()?;
-        let y = kernels::linear(&x.reshape((rows, in_dim))?, &self.weight, &self.bias, residual.as_ref())?;
+        let residual = match epilogue {
+            Epilogue::Residual(residual) => Some(residual.reshape((rows, out_dim))?),
+            _ => None,
+        };
+        let epilogue = residual.as_ref().map_or(epilogue, Epilogue::Residual);
+        let y = kernels::linear(&x.reshape((rows, in_dim))?, &self.weight, &self.bias, epilogue)?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("tensor has dims") = out_dim;
         Ok(y.reshape(out_dims)?)
@@ -195,7 +200,7 @@ impl Attention {
             Some(parts) => kernels::attention_from_parts(&parts, batch, causal)?,
             None => kernels::attention(&self.qkv.forward(x)?, self.heads, causal)?,
         };
-        self.out.forward_plus(&context, Some(residual))
+        self.out.forward_then(&context, Epilogue::Residual(residual))
     }
 }
 
@@ -234,12 +239,11 @@ impl Mlp {
 
     /// `residual` plus the MLP's output.
     fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let hidden = self.fc1.forward(x)?;
         let hidden = match self.activation {
-            MlpActivation::AsConfigured(activation) => kernels::activate(hidden, activation)?,
-            MlpActivation::FoldedQuickGelu => hidden.silu()?,
+            MlpActivation::AsConfigured(activation) => self.fc1.forward_then(x, Epilogue::Activation(activation))?,
+            MlpActivation::FoldedQuickGelu => self.fc1.forward(x)?.silu()?,
         };
-        self.fc2.forward_plus(&hidden, Some(residual))
+        self.fc2.forward_then(&hidden, Epilogue::Residual(residual))
     }
 }
 
@@ -279,7 +283,7 @@ impl EncoderLayer {
         let (keys, values) = (qkv.narrow(2, d, d)?, qkv.narrow(2, 2 * d, d)?);
         let context = attend_from_one_query(&query, &keys, &values, self.attention.heads, mask)?;
         let residual = x.reshape((batch * seq, d))?.index_select(pooled, 0)?;
-        let x = self.attention.out.forward_plus(&context, Some(&residual))?;
+        let x = self.attention.out.forward_then(&context, Epilogue::Residual(&residual))?;
         self.mlp.forward(&self.norm2.forward(&x)?, &x)
     }
 }

@@ -11,8 +11,8 @@
 use half::bf16;
 use rayon::prelude::*;
 
-use super::linear::over_panels;
 use super::linear::PANEL;
+use super::linear::{over_panels, TileEpilogue};
 
 /// Whether this CPU runs `vdpbf16ps` and [`super::isa`] allows it.
 pub fn available() -> bool {
@@ -41,9 +41,16 @@ pub fn pack_weight(w: &[f32], (in_dim, out_dim): (usize, usize), packed: &mut [b
     });
 }
 
-/// `x W^T + b` for `x` (rows × in_dim) on weights packed by [`pack_weight`]. The caller checks
-/// [`available`].
-pub fn product(x: &[f32], w: &[bf16], bias: &[f32], rows: usize, (in_dim, out_dim): (usize, usize)) -> Vec<f32> {
+/// `x W^T + b` for `x` (rows × in_dim) on weights packed by [`pack_weight`], then `epilogue`.
+/// The caller checks [`available`].
+pub(super) fn product(
+    x: &[f32],
+    w: &[bf16],
+    bias: &[f32],
+    rows: usize,
+    (in_dim, out_dim): (usize, usize),
+    epilogue: TileEpilogue,
+) -> Vec<f32> {
     let stride = pairs(in_dim) * 2;
     // The activations in bf16, each row padded with a zero to an even length.
     let mut xb = vec![bf16::ZERO; rows * stride];
@@ -57,7 +64,7 @@ pub fn product(x: &[f32], w: &[bf16], bias: &[f32], rows: usize, (in_dim, out_di
         unreachable!("bf16 pairs need AVX512_BF16 ({} values)", src.len() + dst.len());
     });
     let chunks = pairs(in_dim).div_ceil(CHUNK_PAIRS);
-    over_panels(bias, rows, out_dim, PANEL, MAX_ROWS, chunks, |block| {
+    over_panels(bias, rows, out_dim, PANEL, MAX_ROWS, chunks, epilogue, |block| {
         let first = block.chunk * CHUNK_PAIRS;
         let tile = Tile {
             rows: block.rows,
@@ -190,7 +197,7 @@ mod tests {
         let bias: Vec<f32> = (0..out_dim).map(|i| i as f32 * 0.01).collect();
         let mut packed = vec![bf16::ZERO; out_dim.div_ceil(PANEL) * panel_len(in_dim)];
         pack_weight(&w, (in_dim, out_dim), &mut packed);
-        let got = product(&x, &packed, &bias, rows, (in_dim, out_dim));
+        let got = product(&x, &packed, &bias, rows, (in_dim, out_dim), TileEpilogue::Nothing);
         let round = |v: f32| f64::from(bf16::from_f32(v).to_f32());
         for r in 0..rows {
             for c in 0..out_dim {

@@ -1,5 +1,7 @@
 //! Linear layers `x W^T + b` on CPU, with the bias folded into the product (no separate
-//! broadcast-add pass over the output), in one of these weight layouts chosen per tower:
+//! broadcast-add pass over the output) and the residual or the activation applied to each tile
+//! of the output while it is in L1 ([`Epilogue`]), in one of these weight layouts chosen per
+//! tower:
 //!
 //! - `Packed`, in f32 for both towers where there is no AMX: `W^T` is stored once at load as
 //!   panels of output columns, each (in_dim × width) contiguous, as wide as the register-tiled
@@ -24,11 +26,14 @@
 //! CUDA runs `Transposed` weights through cuBLASLt with the bias and residual in its epilogue
 //! (`cuda.rs`); other devices (and the `Transposed` layout on the CPU) use candle's matmul.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::{amx, bf16_pairs, contiguous_f32, SharedOut};
 use crate::error::Result;
+use crate::model::config::Activation;
 
 /// Output columns per packed panel for the AVX-512 kernels (f32 and bf16) and the portable one:
 /// four AVX-512 registers per row of the register tile.
@@ -126,24 +131,47 @@ fn aligned_tensor<T: candle_core::WithDType + Default>(len: usize, fill: impl Fn
     Ok(Tensor::from_vec(buf, total, &Device::Cpu)?.narrow(0, start, len)?)
 }
 
-/// `x W^T + b`, plus `residual` (rows, out_dim) where given, for `x` of shape (rows, in_dim).
-pub fn linear(x: &Tensor, weight: &LinearWeight, bias: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+/// What a linear layer does to its output `x W^T + b` before handing it back. On the CPU it is
+/// done to each tile of the output while the tile is still in L1, rather than in a pass of its
+/// own over memory; on CUDA the residual goes into cuBLASLt's epilogue.
+#[derive(Clone, Copy)]
+pub enum Epilogue<'a> {
+    Nothing,
+    /// Adds a (rows, out_dim) tensor: the residual stream.
+    Residual(&'a Tensor),
+    /// Applies the activation (the MLP's first layer).
+    Activation(Activation),
+}
+
+/// `x W^T + b` for `x` of shape (rows, in_dim), then `epilogue`.
+pub fn linear(x: &Tensor, weight: &LinearWeight, bias: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
+    let residual = match epilogue {
+        Epilogue::Residual(residual) => Some(residual),
+        _ => None,
+    };
+    let activation = match epilogue {
+        Epilogue::Activation(activation) => Some(activation),
+        _ => None,
+    };
     #[cfg(feature = "cuda")]
     if x.device().is_cuda() {
         if let Some(y) = super::cuda::linear(x, &weight.data, bias, residual)? {
-            return Ok(y);
+            return match activation {
+                Some(activation) => super::activate(y, activation),
+                None => Ok(y),
+            };
         }
     }
-    let y = if x.device().is_cpu() && x.dtype() == DType::F32 && weight.layout != WeightLayout::Transposed {
-        let op = LinearOp { out_dim: weight.out_dim, layout: weight.layout };
-        x.contiguous()?.apply_op3_no_bwd(&weight.data, bias, &op)?
-    } else {
-        x.matmul(&weight.data)?.broadcast_add(bias)?
-    };
-    Ok(match residual {
-        Some(residual) => (y + residual)?,
-        None => y,
-    })
+    if x.device().is_cpu() && x.dtype() == DType::F32 && weight.layout != WeightLayout::Transposed {
+        let op = LinearOp { out_dim: weight.out_dim, layout: weight.layout, residual: residual.cloned(), activation };
+        return Ok(x.contiguous()?.apply_op3_no_bwd(&weight.data, bias, &op)?);
+    }
+    let y = x.matmul(&weight.data)?.broadcast_add(bias)?;
+    match (residual, activation) {
+        (Some(residual), _) => Ok((y + residual)?),
+        (_, Some(activation)) => super::activate(y, activation),
+        _ => Ok(y),
+    }
 }
 
 /// `x W^T + b` for `x` (rows, in_dim) with the output's `parts` column blocks each laid out whole,
@@ -160,6 +188,8 @@ pub fn linear_split(x: &Tensor, weight: &LinearWeight, bias: &Tensor, parts: usi
 struct LinearOp {
     out_dim: usize,
     layout: WeightLayout,
+    residual: Option<Tensor>,
+    activation: Option<Activation>,
 }
 
 impl LinearOp {
@@ -186,13 +216,37 @@ impl LinearOp {
             candle_core::bail!("{name}: input ({rows}, {in_dim}) does not fit weight {:?}", w.1.dims());
         }
         let x = contiguous_f32(x.0, x.1, name)?;
+        let residual_storage = self.residual.as_ref().map(Tensor::storage_and_layout);
+        let epilogue = match (&residual_storage, self.activation) {
+            (Some((storage, layout)), _) => {
+                let candle_core::Storage::Cpu(storage) = &**storage else {
+                    candle_core::bail!("{name}: the residual must be on the CPU")
+                };
+                if layout.dims() != [rows, out_dim] {
+                    candle_core::bail!("{name}: residual {:?} for an output ({rows}, {out_dim})", layout.dims());
+                }
+                TileEpilogue::Residual(contiguous_f32(storage, layout, name)?)
+            }
+            (None, Some(activation)) => TileEpilogue::Activation(activation),
+            (None, None) => TileEpilogue::Nothing,
+        };
         let out = match self.layout {
-            WeightLayout::Packed => packed_product(x, contiguous_f32(w.0, w.1, name)?, bias, rows, in_dim, out_dim),
+            WeightLayout::Packed => {
+                packed_product(x, contiguous_f32(w.0, w.1, name)?, bias, rows, (in_dim, out_dim), epilogue)
+            }
             WeightLayout::Transposed => unreachable!("`linear` multiplies the transposed layout with candle"),
             WeightLayout::AmxTiles(split) => {
-                amx::product(x, bf16_weights(w, name)?, bias, rows, (in_dim, out_dim), split)
+                // The AMX kernel walks its output its own way: the epilogue follows, in parallel rows.
+                let mut out = amx::product(x, bf16_weights(w, name)?, bias, rows, (in_dim, out_dim), split);
+                out.par_chunks_mut(out_dim).enumerate().for_each(|(row, values)| {
+                    // SAFETY: `values` is row `row` of the (rows × out_dim) output.
+                    unsafe { epilogue.apply(values.as_mut_ptr(), out_dim, row * out_dim, 1, out_dim) }
+                });
+                out
             }
-            WeightLayout::Bf16Pairs => bf16_pairs::product(x, bf16_weights(w, name)?, bias, rows, (in_dim, out_dim)),
+            WeightLayout::Bf16Pairs => {
+                bf16_pairs::product(x, bf16_weights(w, name)?, bias, rows, (in_dim, out_dim), epilogue)
+            }
         };
         Ok((CpuStorage::F32(out), Shape::from((rows, out_dim))))
     }
@@ -224,7 +278,14 @@ impl CustomOp3 for LinearOp {
 }
 
 /// The product on packed panels (see [`over_panels`] for the order of the work).
-fn packed_product(x: &[f32], w: &[f32], bias: &[f32], rows: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
+fn packed_product(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    rows: usize,
+    (in_dim, out_dim): (usize, usize),
+    epilogue: TileEpilogue,
+) -> Vec<f32> {
     let tile = tile_kernel();
     // More rows than one tile: the panel is read once per tile of rows, so it goes in parts that
     // stay in L1 meanwhile (a whole 64-column panel, 192 KB at 768 deep, came from L2 every time:
@@ -235,7 +296,7 @@ fn packed_product(x: &[f32], w: &[f32], bias: &[f32], rows: usize, in_dim: usize
     // from one cache line at fixed offsets, rather than one line per row at computed addresses.
     // `over_panels` starts every block at a multiple of `max_rows`, i.e. at a tile's start.
     let x = interleave_rows(x, in_dim, tile.max_rows);
-    over_panels(bias, rows, out_dim, tile.panel, tile.max_rows, chunks, |block| {
+    over_panels(bias, rows, out_dim, tile.panel, tile.max_rows, chunks, epilogue, |block| {
         let first = block.chunk * chunk_depth;
         // SAFETY: every pointer stays inside x (interleaved, whole tiles × in_dim) and w (panels
         // × in_dim × panel width); `block`'s are valid (see `PanelBlock`).
@@ -260,8 +321,11 @@ fn packed_product(x: &[f32], w: &[f32], bias: &[f32], rows: usize, in_dim: usize
 /// starts at `t * tile_rows * in_dim`, where row `t * tile_rows` starts in `x`.
 fn interleave_rows(x: &[f32], in_dim: usize, tile_rows: usize) -> Vec<f32> {
     let tile_len = in_dim * tile_rows;
-    let mut out = vec![0f32; x.len().div_ceil(tile_len) * tile_len];
-    out.par_chunks_mut(tile_len).zip(x.par_chunks(tile_len)).for_each(|(dst, src)| {
+    let len = x.len().div_ceil(tile_len) * tile_len;
+    // Not zeroed first: every value is written below, the padding rows too (zeroing the whole
+    // buffer was 0.6-0.8% of ViT-B/32's image tower).
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(tile_len).zip(x.par_chunks(tile_len)).for_each(|(dst, src)| {
         let rows = src.len() / in_dim;
         #[cfg(target_arch = "x86_64")]
         let done = match super::isa() {
@@ -277,11 +341,15 @@ fn interleave_rows(x: &[f32], in_dim: usize, tile_rows: usize) -> Vec<f32> {
         // written row by row, the stores strode over the whole tile once per row (3% of
         // SigLIP's image tower at two threads).
         for (k, step) in dst.chunks_exact_mut(tile_rows).enumerate().skip(done) {
-            for (r, slot) in step[..rows].iter_mut().enumerate() {
-                *slot = src[r * in_dim + k];
+            let (filled, padding) = step.split_at_mut(rows);
+            for (r, slot) in filled.iter_mut().enumerate() {
+                slot.write(src[r * in_dim + k]);
             }
+            padding.fill(MaybeUninit::new(0.0));
         }
     });
+    // SAFETY: the loop above wrote all `len` values.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -315,6 +383,40 @@ pub(super) struct PanelBlock {
     pub out: *mut f32,
 }
 
+/// [`Epilogue`] on the CPU, for one tile of the output at a time.
+#[derive(Clone, Copy)]
+pub(super) enum TileEpilogue<'a> {
+    Nothing,
+    /// The (rows × out_dim) values to add.
+    Residual(&'a [f32]),
+    Activation(Activation),
+}
+
+impl TileEpilogue<'_> {
+    /// Applies the epilogue to `rows` rows of `cols` values at `out` (rows `stride` apart), which
+    /// start at index `at` of the output.
+    ///
+    /// # Safety
+    /// `out` must point at `rows` such rows, valid for writes, that no one else touches meanwhile.
+    unsafe fn apply(self, out: *mut f32, stride: usize, at: usize, rows: usize, cols: usize) {
+        for r in 0..rows {
+            let values = std::slice::from_raw_parts_mut(out.add(r * stride), cols);
+            match self {
+                TileEpilogue::Nothing => return,
+                TileEpilogue::Residual(residual) => add_in_place(values, &residual[at + r * stride..][..cols]),
+                TileEpilogue::Activation(activation) => super::activate_slice(values, activation),
+            }
+        }
+    }
+}
+
+vectorised_per_isa!(fn add_in_place(values: &mut [f32], addend: &[f32]) => add_in_place_in);
+
+#[inline(always)]
+fn add_in_place_in(values: &mut [f32], addend: &[f32]) {
+    values.iter_mut().zip(addend).for_each(|(v, a)| *v += a);
+}
+
 /// The (rows × out_dim) output of a product on panels of `width` output columns, computed by
 /// `block` for every block of up to `max_rows` rows of every panel, and for each of `chunks`
 /// parts of the shared dimension in turn: each thread takes a range of panels (or, with rows for
@@ -322,7 +424,8 @@ pub(super) struct PanelBlock {
 /// [`ROW_BLOCK`] rows, a part at a time, so that a short query streams its share of the weights once (from
 /// memory), a part of a panel stays in L1 while a block's rows pass, and a block's rows stay in
 /// L2 while the panels pass. `block` must write every value of its block in chunk 0 (and add to
-/// it in later chunks).
+/// it in later chunks). `epilogue` follows each block's last chunk, while the block is in L1.
+#[allow(clippy::too_many_arguments)] // the shape of the work, each a plain number
 pub(super) fn over_panels(
     bias: &[f32],
     rows: usize,
@@ -330,6 +433,7 @@ pub(super) fn over_panels(
     width: usize,
     max_rows: usize,
     chunks: usize,
+    epilogue: TileEpilogue,
     block: impl Fn(PanelBlock) + Sync,
 ) -> Vec<f32> {
     let panels = out_dim.div_ceil(width);
@@ -365,15 +469,21 @@ pub(super) fn over_panels(
             for panel in my_panels.clone() {
                 for (chunk, row) in (0..chunks).flat_map(|c| block_rows.clone().step_by(max_rows).map(move |r| (c, r)))
                 {
+                    let (at, tile_rows, cols) =
+                        (row * out_dim + panel * width, max_rows.min(rows - row), width.min(out_dim - panel * width));
                     block(PanelBlock {
                         panel,
                         chunk,
                         row,
-                        rows: max_rows.min(rows - row),
-                        cols: width.min(out_dim - panel * width),
+                        rows: tile_rows,
+                        cols,
                         bias: bias_padded[panel * width..].as_ptr(),
-                        out: out_ptr.get().wrapping_add(row * out_dim + panel * width),
+                        out: out_ptr.get().wrapping_add(at),
                     });
+                    if chunk == chunks - 1 {
+                        // SAFETY: the block's values, all written, are this thread's alone.
+                        unsafe { epilogue.apply(out_ptr.get().add(at), out_dim, at, tile_rows, cols) };
+                    }
                 }
             }
         }
@@ -435,6 +545,7 @@ fn tile_kernel() -> TileKernel {
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     use super::{Tile, TileKernel, PANEL};
 
@@ -501,7 +612,7 @@ pub(super) mod avx512 {
     /// # Safety
     /// The CPU must have AVX-512F; `src` and `dst` must hold 6 × `in_dim` values.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn interleave_six(src: &[f32], dst: &mut [f32], in_dim: usize) -> usize {
+    pub(super) unsafe fn interleave_six(src: &[f32], dst: &mut [MaybeUninit<f32>], in_dim: usize) -> usize {
         debug_assert!(src.len() >= 6 * in_dim && dst.len() >= 6 * in_dim);
         let steps: [__m512i; 6] = std::array::from_fn(|q| _mm512_loadu_si512(SIX_ROW_STEPS[q].as_ptr().cast()));
         let blocks = in_dim / 16;
@@ -512,7 +623,7 @@ pub(super) mod avx512 {
                 for r in 1..6 {
                     v = _mm512_mask_permutexvar_ps(v, SIX_ROW_MASKS[q][r], steps[q], rows[r]);
                 }
-                _mm512_storeu_ps(dst.as_mut_ptr().add(96 * b + 16 * q), v);
+                _mm512_storeu_ps(dst.as_mut_ptr().cast::<f32>().add(96 * b + 16 * q), v);
             }
         }
         blocks * 16
@@ -568,6 +679,7 @@ pub(super) mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     use super::{Tile, TileKernel};
 
@@ -608,7 +720,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must have AVX2; `src` and `dst` must hold 6 × `in_dim` values.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn interleave_six(src: &[f32], dst: &mut [f32], in_dim: usize) -> usize {
+    pub(super) unsafe fn interleave_six(src: &[f32], dst: &mut [MaybeUninit<f32>], in_dim: usize) -> usize {
         debug_assert!(src.len() >= 6 * in_dim && dst.len() >= 6 * in_dim);
         let steps: [__m256i; 6] = std::array::from_fn(|q| _mm256_loadu_si256(SIX_ROW_STEPS[q].as_ptr().cast()));
         let masks: [[__m256; 6]; 6] = std::array::from_fn(|q| {
@@ -622,7 +734,7 @@ mod avx2 {
                 for r in 1..6 {
                     v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(rows[r], steps[q]), masks[q][r]);
                 }
-                _mm256_storeu_ps(dst.as_mut_ptr().add(48 * b + 8 * q), v);
+                _mm256_storeu_ps(dst.as_mut_ptr().cast::<f32>().add(48 * b + 8 * q), v);
             }
         }
         blocks * 8
@@ -918,7 +1030,7 @@ mod tests {
         let weight = Tensor::from_vec(w.clone(), (out_dim, in_dim), &Device::Cpu).unwrap();
         let packed = LinearWeight::new(&weight, WeightLayout::Packed).unwrap();
         let packed: Vec<f32> = packed.data.flatten_all().unwrap().to_vec1().unwrap();
-        let got = packed_product(&x, &packed, &bias, rows, in_dim, out_dim);
+        let got = packed_product(&x, &packed, &bias, rows, (in_dim, out_dim), TileEpilogue::Nothing);
         for r in 0..rows {
             for c in 0..out_dim {
                 let want = f64::from(bias[c])

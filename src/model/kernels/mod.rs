@@ -2,7 +2,7 @@
 //! (measured with `perf` on ViT-B/32, batch 32 — see benches/README.md):
 //!
 //! - the MLP activation: candle runs quick-GELU as three single-threaded passes; here it is one
-//!   pass over all cores;
+//!   pass over all cores, or none: the linear layers apply it to each tile of their output;
 //! - attention: candle needs q, k and v copied out of the fused projection into contiguous
 //!   per-head tensors, then one small threaded gemm per head. Here each (image, head) pair is one
 //!   task that reads q, k, v in place (strided gemm), does the softmax in cache and writes its
@@ -11,8 +11,9 @@
 //! - layer norm: candle's zeroes its output and sums each row in one scalar chain; here the
 //!   output is written once and the sums run in 16 lanes;
 //! - linear layers (`linear.rs`): the bias folded into the product instead of a separate
-//!   broadcast-add pass; weights packed once at load and multiplied by a register-tiled kernel
-//!   instead of a gemm that copies (packs) them on every call.
+//!   broadcast-add pass, and the residual or the activation applied to each tile of the output
+//!   while it is in L1 (`Epilogue`); weights packed once at load and multiplied by a
+//!   register-tiled kernel instead of a gemm that copies (packs) them on every call.
 //!
 //! Other devices keep candle's generic ops (on CUDA, linear layers go through cuBLASLt with the
 //! bias in its epilogue: `cuda.rs`); `tests/kernels.rs` checks both paths give the same numbers.
@@ -59,6 +60,7 @@ macro_rules! vectorised_per_isa {
                 unsafe fn avx2 $(<$($generics)*>)? ($($arg: $ty),*) {
                     $body($($arg),*)
                 }
+                use $crate::model::kernels::{isa, Isa};
                 match isa() {
                     Isa::Portable => {}
                     // SAFETY: `isa()` names only instruction sets this CPU has.
@@ -76,7 +78,7 @@ pub mod bf16_pairs;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod linear;
-pub use linear::{bf16_layout, linear, linear_split, LinearWeight, WeightLayout};
+pub use linear::{bf16_layout, linear, linear_split, Epilogue, LinearWeight, WeightLayout};
 
 use super::config::Activation;
 use crate::error::Result;
@@ -216,22 +218,28 @@ impl InplaceOp1 for ActivationOp {
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("clip-activation: input must be contiguous")
         };
-        let values = &mut data[start..end];
-        // One monomorphised loop per activation, so the function inlines (a fn pointer per
-        // element measured 8% of the whole image tower).
-        match self.0 {
-            Activation::QuickGelu => map_in_place(values, |x| x / (1.0 + fast_exp(-1.702 * x))),
-            Activation::Gelu => map_in_place(values, |x| {
-                0.5 * x * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-            }),
-            // 0.5·x·(1 + tanh(u)) is x·sigmoid(2u): one `fast_exp` instead of libm's scalar
-            // `tanhf` (which took 9% of SigLIP's image tower).
-            Activation::GeluNew => map_in_place(values, |x| {
-                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-                x / (1.0 + fast_exp(-2.0 * SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)))
-            }),
-        }
+        let act = self.0;
+        data[start..end].par_chunks_mut(ACTIVATION_CHUNK).for_each(|chunk| activate_slice(chunk, act));
         Ok(())
+    }
+}
+
+/// Applies the activation to `values` on this thread: a whole tensor in parallel chunks
+/// (`ActivationOp`), or one tile of a linear layer's output while it is in L1 (`Epilogue`).
+fn activate_slice(values: &mut [f32], act: Activation) {
+    // One monomorphised loop per activation, so the function inlines (a fn pointer per
+    // element measured 8% of the whole image tower).
+    match act {
+        Activation::QuickGelu => map_chunk(values, &|x| x / (1.0 + fast_exp(-1.702 * x))),
+        Activation::Gelu => map_chunk(values, &|x| {
+            0.5 * x * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+        }),
+        // 0.5·x·(1 + tanh(u)) is x·sigmoid(2u): one `fast_exp` instead of libm's scalar
+        // `tanhf` (which took 9% of SigLIP's image tower).
+        Activation::GeluNew => map_chunk(values, &|x| {
+            const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+            x / (1.0 + fast_exp(-2.0 * SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)))
+        }),
     }
 }
 
@@ -259,10 +267,6 @@ fn fast_exp(x: f32) -> f32 {
     // saturation check that stops the loop from vectorising).
     let n = unsafe { n.to_int_unchecked::<i32>() };
     e_r * f32::from_bits(((n + 127) as u32) << 23)
-}
-
-fn map_in_place(values: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    values.par_chunks_mut(ACTIVATION_CHUNK).for_each(|chunk| map_chunk(chunk, &f));
 }
 
 vectorised_per_isa!(fn map_chunk[F: Fn(f32) -> f32](chunk: &mut [f32], f: &F) => map_chunk_in);
