@@ -210,7 +210,7 @@ fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
     .unwrap();
     std::fs::remove_file(Path::new(&timm).join("model.safetensors")).unwrap();
     let stderr = embed(&timm, &[]);
-    assert!(stderr.contains("timm_model_name"), "{stderr}");
+    assert!(stderr.contains("timm_model_name") && stderr.contains("google/siglip2-"), "{stderr}");
 }
 
 #[test]

@@ -101,8 +101,9 @@ impl OpenClipConfig {
                            ok: &dyn Fn(&serde_json::Value) -> bool| {
             match cfg.get(key) {
                 Some(v) if !v.is_null() && !ok(v) => Err(bad(format!(
-                    "OpenCLIP {tower} option {key}={v} is not supported (imgsearch runs OpenCLIP's ViT towers with \
-                     OpenAI's text tower)"
+                    "OpenCLIP {tower} option {key}={v} is not supported: imgsearch runs OpenCLIP's ViT towers with \
+                     OpenAI's text tower. Use the model's Hugging Face checkpoint where it has one (SigLIP and \
+                     SigLIP 2 are on the hub as google/siglip-*, google/siglip2-*); `imgsearch models` lists what runs"
                 ))),
                 _ => Ok(()),
             }
