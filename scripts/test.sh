@@ -82,13 +82,14 @@ if [ $# -eq 0 ]; then
     done
     # The opt-in libjpeg-turbo decoder: every test that decodes JPEGs, through the same checks.
     cargo test --locked --features turbojpeg --test preprocess --test parity --test index --test cli_embed
-    # ARM: the crate builds for aarch64, and under qemu-user the CPU kernels' tests pass and
-    # both towers match their references, through the NEON kernels and through the portable ones.
+    # ARM: the crate builds for aarch64, and under qemu-user the CPU kernels' and the vector
+    # index's products pass their tests and both towers match their references, through the
+    # NEON kernels and through the portable ones.
     if aarch64_tools; then
         export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
         export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
         for isa in neon portable; do
-            IMGSEARCH_ISA=$isa cargo test --locked --target aarch64-unknown-linux-gnu --lib kernels
+            IMGSEARCH_ISA=$isa cargo test --locked --target aarch64-unknown-linux-gnu --lib -- kernels store::hnsw
             IMGSEARCH_ISA=$isa cargo test --locked --target aarch64-unknown-linux-gnu --test kernels --test parity
         done
     fi

@@ -17,6 +17,7 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Links per point on the upper layers (hnswlib's `M`); layer 0 keeps twice as many.
@@ -518,20 +519,16 @@ fn dot_halves(a: &[f16], b: &[f16]) -> f32 {
 }
 
 fn dot_halves_portable(a: &[f16], b: &[f16]) -> f32 {
-    let mut sums = [0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            sums[i] += x[i].to_f32() * y[i].to_f32();
-        }
-    }
-    let tail: f32 = a
-        .chunks_exact(8)
-        .remainder()
-        .iter()
-        .zip(b.chunks_exact(8).remainder())
-        .map(|(x, y)| x.to_f32() * y.to_f32())
-        .sum();
-    sums.iter().sum::<f32>() + tail
+    let (mut wide_a, mut wide_b) = ([0f32; PORTABLE_STEP], [0f32; PORTABLE_STEP]);
+    a.chunks(PORTABLE_STEP)
+        .zip(b.chunks(PORTABLE_STEP))
+        .map(|(a, b)| {
+            let (wide_a, wide_b) = (&mut wide_a[..a.len()], &mut wide_b[..b.len()]);
+            a.convert_to_f32_slice(wide_a);
+            b.convert_to_f32_slice(wide_b);
+            dot_f32(wide_a, wide_b)
+        })
+        .sum()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -565,14 +562,33 @@ unsafe fn dot_halves_avx512(a: &[f16], b: &[f16]) -> f32 {
     total
 }
 
+/// Values widened to f32 per step by the portable products. `half` widens a slice with the CPU's
+/// own instructions where it has them (F16C; NEON's on ARM), checking for them once per call;
+/// `to_f32` checks and calls per value, which made the product 5.4× slower (measured on x86 with
+/// F16C: 870 against 161 ns for 512 dimensions), and that is the path ARM takes.
+const PORTABLE_STEP: usize = 64;
+
 fn dot_portable(query: &[f32], vector: &[f16]) -> f32 {
-    // Eight independent sums so the compiler can vectorise where it knows how.
+    let mut wide = [0f32; PORTABLE_STEP];
+    query
+        .chunks(PORTABLE_STEP)
+        .zip(vector.chunks(PORTABLE_STEP))
+        .map(|(query, vector)| {
+            let wide = &mut wide[..vector.len()];
+            vector.convert_to_f32_slice(wide);
+            dot_f32(query, wide)
+        })
+        .sum()
+}
+
+/// In eight independent sums, so that the compiler vectorises it.
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut sums = [0f32; 8];
-    let (q, v) = (query.chunks_exact(8), vector.chunks_exact(8));
-    let tail: f32 = q.remainder().iter().zip(v.remainder()).map(|(a, b)| a * b.to_f32()).sum();
-    for (q, v) in q.zip(v) {
+    let (a, b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a.remainder().iter().zip(b.remainder()).map(|(x, y)| x * y).sum();
+    for (a, b) in a.zip(b) {
         for i in 0..8 {
-            sums[i] += q[i] * v[i].to_f32();
+            sums[i] += a[i] * b[i];
         }
     }
     sums.iter().sum::<f32>() + tail
