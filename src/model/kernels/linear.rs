@@ -327,16 +327,17 @@ fn interleave_rows(x: &[f32], in_dim: usize, tile_rows: usize) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len].par_chunks_mut(tile_len).zip(x.par_chunks(tile_len)).for_each(|(dst, src)| {
         let rows = src.len() / in_dim;
-        #[cfg(target_arch = "x86_64")]
         let done = match super::isa() {
             _ if rows != 6 || tile_rows != 6 => 0,
             // SAFETY (both): the CPU has the instructions; `src` is 6 rows of `in_dim`, `dst` as long.
+            #[cfg(target_arch = "x86_64")]
             isa if isa >= super::Isa::Avx512 => unsafe { avx512::interleave_six(src, dst, in_dim) },
+            #[cfg(target_arch = "x86_64")]
             super::Isa::Avx2 => unsafe { avx2::interleave_six(src, dst, in_dim) },
+            #[cfg(target_arch = "aarch64")]
+            super::Isa::Neon => neon::interleave_six(src, dst, in_dim),
             _ => 0,
         };
-        #[cfg(not(target_arch = "x86_64"))]
-        let done = 0;
         // The rest value by value, written in order, reading the tile's rows side by side:
         // written row by row, the stores strode over the whole tile once per row (3% of
         // SigLIP's image tower at two threads).
@@ -802,6 +803,7 @@ mod avx2 {
 #[cfg(target_arch = "aarch64")]
 mod neon {
     use std::arch::aarch64::*;
+    use std::mem::MaybeUninit;
 
     use super::{Tile, TileKernel};
 
@@ -815,6 +817,50 @@ mod neon {
     /// `t` must describe valid memory (see `Tile`).
     unsafe fn tile(t: Tile) {
         by_rows!(t.rows, tile_rows, t)
+    }
+
+    /// [`super::avx2::interleave_six`] on 4-value registers, 4 steps at a time: a 4 × 4 transpose
+    /// of rows 0-3 and the zips of rows 4 and 5, recombined by halves into the 6 registers of the
+    /// 24 interleaved values. Returns how many steps it did.
+    pub(super) fn interleave_six(src: &[f32], dst: &mut [MaybeUninit<f32>], in_dim: usize) -> usize {
+        assert!(src.len() >= 6 * in_dim && dst.len() >= 6 * in_dim);
+        let blocks = in_dim / 4;
+        for b in 0..blocks {
+            // SAFETY: step 4b + 3 < in_dim, so each load stays in its row of `src`; the stores
+            // fill dst[24b..24b + 24], inside its 6 × in_dim values.
+            unsafe {
+                let row = |r: usize| vld1q_f32(src.as_ptr().add(r * in_dim + 4 * b));
+                let (r0, r1, r2, r3, r4, r5) = (row(0), row(1), row(2), row(3), row(4), row(5));
+                // Pairs of rows 0-3 by step ([r0[0], r1[0], r0[2], r1[2]] …), then pairs of pairs:
+                // `step[k]` = step k of rows 0-3.
+                let (even01, odd01) = (vtrn1q_f32(r0, r1), vtrn2q_f32(r0, r1));
+                let (even23, odd23) = (vtrn1q_f32(r2, r3), vtrn2q_f32(r2, r3));
+                let pairs = |a: float32x4_t, b: float32x4_t, high: bool| {
+                    let (a, b) = (vreinterpretq_f64_f32(a), vreinterpretq_f64_f32(b));
+                    vreinterpretq_f32_f64(if high { vtrn2q_f64(a, b) } else { vtrn1q_f64(a, b) })
+                };
+                let step = [
+                    pairs(even01, even23, false),
+                    pairs(odd01, odd23, false),
+                    pairs(even01, even23, true),
+                    pairs(odd01, odd23, true),
+                ];
+                // Rows 4 and 5 side by side: steps 0 and 1, then 2 and 3.
+                let (tail01, tail23) = (vzip1q_f32(r4, r5), vzip2q_f32(r4, r5));
+                let out = [
+                    step[0],
+                    vcombine_f32(vget_low_f32(tail01), vget_low_f32(step[1])),
+                    vcombine_f32(vget_high_f32(step[1]), vget_high_f32(tail01)),
+                    step[2],
+                    vcombine_f32(vget_low_f32(tail23), vget_low_f32(step[3])),
+                    vcombine_f32(vget_high_f32(step[3]), vget_high_f32(tail23)),
+                ];
+                for (q, v) in out.into_iter().enumerate() {
+                    vst1q_f32(dst.as_mut_ptr().cast::<f32>().add(24 * b + 4 * q), v);
+                }
+            }
+        }
+        blocks * 4
     }
 
     /// `acc + w × (row r's input)`, the input taken by lane from `x0` (rows 0 to 3) or `x1` (4, 5).
@@ -922,9 +968,9 @@ mod tests {
     use super::*;
 
     /// The interleaved layout, value by value, for tiles whole and partial and shared
-    /// dimensions that do and do not end on a whole vector (the AVX-512 and AVX2 paths do whole
-    /// tiles of 6 rows 16 or 8 steps at a time where they run, the rest goes value by value;
-    /// `IMGSEARCH_ISA` picks which).
+    /// dimensions that do and do not end on a whole vector (the AVX-512, AVX2 and NEON paths do
+    /// whole tiles of 6 rows 16, 8 or 4 steps at a time where they run, the rest goes value by
+    /// value; `IMGSEARCH_ISA` picks which).
     #[test]
     fn interleaved_rows_hold_each_value_at_its_step_and_row() {
         for tile_rows in [4, 6] {
