@@ -400,10 +400,13 @@ impl TileEpilogue<'_> {
     /// # Safety
     /// `out` must point at `rows` such rows, valid for writes, that no one else touches meanwhile.
     unsafe fn apply(self, out: *mut f32, stride: usize, at: usize, rows: usize, cols: usize) {
+        if let TileEpilogue::Nothing = self {
+            return;
+        }
         for r in 0..rows {
             let values = std::slice::from_raw_parts_mut(out.add(r * stride), cols);
             match self {
-                TileEpilogue::Nothing => return,
+                TileEpilogue::Nothing => {}
                 TileEpilogue::Residual(residual) => add_in_place(values, &residual[at + r * stride..][..cols]),
                 TileEpilogue::Activation(activation) => super::activate_slice(values, activation),
             }
