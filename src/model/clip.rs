@@ -129,11 +129,14 @@ impl Linear {
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
         let out_dim = self.weight.out_dim();
-        let residual = match epilogue {
-            Epilogue::Residual(residual) => Some(residual.reshape((rows, out_dim))?),
-            _ => None,
+        let residual;
+        let epilogue = match epilogue {
+            Epilogue::Residual(given) => {
+                residual = given.reshape((rows, out_dim))?;
+                Epilogue::Residual(&residual)
+            }
+            other => other,
         };
-        let epilogue = residual.as_ref().map_or(epilogue, Epilogue::Residual);
         let y = kernels::linear(&x.reshape((rows, in_dim))?, &self.weight, &self.bias, epilogue)?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("tensor has dims") = out_dim;

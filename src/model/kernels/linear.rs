@@ -145,32 +145,28 @@ pub enum Epilogue<'a> {
 
 /// `x W^T + b` for `x` of shape (rows, in_dim), then `epilogue`.
 pub fn linear(x: &Tensor, weight: &LinearWeight, bias: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
-    let residual = match epilogue {
-        Epilogue::Residual(residual) => Some(residual),
-        _ => None,
-    };
-    let activation = match epilogue {
-        Epilogue::Activation(activation) => Some(activation),
-        _ => None,
-    };
     #[cfg(feature = "cuda")]
     if x.device().is_cuda() {
+        let residual = match epilogue {
+            Epilogue::Residual(residual) => Some(residual),
+            _ => None,
+        };
         if let Some(y) = super::cuda::linear(x, &weight.data, bias, residual)? {
-            return match activation {
-                Some(activation) => super::activate(y, activation),
-                None => Ok(y),
+            return match epilogue {
+                Epilogue::Activation(activation) => super::activate(y, activation),
+                _ => Ok(y),
             };
         }
     }
     if x.device().is_cpu() && x.dtype() == DType::F32 && weight.layout != WeightLayout::Transposed {
-        let op = LinearOp { out_dim: weight.out_dim, layout: weight.layout, residual: residual.cloned(), activation };
+        let op = LinearOp { out_dim: weight.out_dim, layout: weight.layout, epilogue };
         return Ok(x.contiguous()?.apply_op3_no_bwd(&weight.data, bias, &op)?);
     }
     let y = x.matmul(&weight.data)?.broadcast_add(bias)?;
-    match (residual, activation) {
-        (Some(residual), _) => Ok((y + residual)?),
-        (_, Some(activation)) => super::activate(y, activation),
-        _ => Ok(y),
+    match epilogue {
+        Epilogue::Nothing => Ok(y),
+        Epilogue::Residual(residual) => Ok((y + residual)?),
+        Epilogue::Activation(activation) => super::activate(y, activation),
     }
 }
 
@@ -185,14 +181,13 @@ pub fn linear_split(x: &Tensor, weight: &LinearWeight, bias: &Tensor, parts: usi
     Ok(None)
 }
 
-struct LinearOp {
+struct LinearOp<'a> {
     out_dim: usize,
     layout: WeightLayout,
-    residual: Option<Tensor>,
-    activation: Option<Activation>,
+    epilogue: Epilogue<'a>,
 }
 
-impl LinearOp {
+impl LinearOp<'_> {
     fn run(
         &self,
         x: (&CpuStorage, &Layout),
@@ -216,8 +211,12 @@ impl LinearOp {
             candle_core::bail!("{name}: input ({rows}, {in_dim}) does not fit weight {:?}", w.1.dims());
         }
         let x = contiguous_f32(x.0, x.1, name)?;
-        let residual_storage = self.residual.as_ref().map(Tensor::storage_and_layout);
-        let epilogue = match (&residual_storage, self.activation) {
+        // The residual's storage stays locked for reading while the product runs.
+        let residual = match self.epilogue {
+            Epilogue::Residual(residual) => Some(residual.storage_and_layout()),
+            _ => None,
+        };
+        let epilogue = match (&residual, self.epilogue) {
             (Some((storage, layout)), _) => {
                 let candle_core::Storage::Cpu(storage) = &**storage else {
                     candle_core::bail!("{name}: the residual must be on the CPU")
@@ -227,8 +226,8 @@ impl LinearOp {
                 }
                 TileEpilogue::Residual(contiguous_f32(storage, layout, name)?)
             }
-            (None, Some(activation)) => TileEpilogue::Activation(activation),
-            (None, None) => TileEpilogue::Nothing,
+            (None, Epilogue::Activation(activation)) => TileEpilogue::Activation(activation),
+            (None, _) => TileEpilogue::Nothing,
         };
         let out = match self.layout {
             WeightLayout::Packed => {
@@ -238,10 +237,12 @@ impl LinearOp {
             WeightLayout::AmxTiles(split) => {
                 // The AMX kernel walks its output its own way: the epilogue follows, in parallel rows.
                 let mut out = amx::product(x, bf16_weights(w, name)?, bias, rows, (in_dim, out_dim), split);
-                out.par_chunks_mut(out_dim).enumerate().for_each(|(row, values)| {
-                    // SAFETY: `values` is row `row` of the (rows × out_dim) output.
-                    unsafe { epilogue.apply(values.as_mut_ptr(), out_dim, row * out_dim, 1, out_dim) }
-                });
+                if !matches!(epilogue, TileEpilogue::Nothing) {
+                    out.par_chunks_mut(out_dim).enumerate().for_each(|(row, values)| {
+                        // SAFETY: `values` is row `row` of the (rows × out_dim) output.
+                        unsafe { epilogue.apply(values.as_mut_ptr(), out_dim, row * out_dim, 1, out_dim) }
+                    });
+                }
                 out
             }
             WeightLayout::Bf16Pairs => {
@@ -259,7 +260,7 @@ fn bf16_weights<'a>(w: (&'a CpuStorage, &Layout), name: &str) -> candle_core::Re
     Ok(&data[start..end])
 }
 
-impl CustomOp3 for LinearOp {
+impl CustomOp3 for LinearOp<'_> {
     fn name(&self) -> &'static str {
         "clip-linear"
     }
