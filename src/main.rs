@@ -10,12 +10,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use std::process::ExitCode;
 
-/// Makes mimalloc give freed memory back to the OS at once rather than after its purge delay
-/// (1 s in mimalloc 3, 10 ms in 2). A server's freed response and connection buffers then stop
-/// piling up (`scripts/serve_load.py`, benches/README.md "Serving under load"). The price, ~15%
-/// on the image tower's many large temporaries, is why only `serve` asks for it.
-/// `MIMALLOC_PURGE_DELAY` set by the user wins.
-pub(crate) fn purge_freed_memory_at_once() {
+/// How long mimalloc keeps freed memory before giving it back to the OS (1 s by default in
+/// mimalloc 3, 10 ms in 2). `MIMALLOC_PURGE_DELAY` set by the user wins.
+///
+/// - Commands that run the model in batches keep it [`BATCH_PURGE_DELAY_MS`]: a batch frees
+///   tensors of many MB that the next batch allocates again, and a batch of 32 pictures takes
+///   longer than 1 s (1.3 s on two Zen 4 cores), so mimalloc 3's default handed them back and the
+///   kernel zeroed them in again every batch: 1.7% of the image tower's samples, 0.4% at 10 s, and
+///   images/s 1.4% higher at batch 8 and 32 (six rounds alternated).
+/// - `serve` gives it back at once (0): a server's freed response and connection buffers then
+///   stop piling up (`scripts/serve_load.py`, benches/README.md "Serving under load").
+pub(crate) fn keep_freed_memory_for(milliseconds: std::ffi::c_long) {
     extern "C" {
         fn mi_version() -> std::ffi::c_int;
         fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
@@ -30,13 +35,17 @@ pub(crate) fn purge_freed_memory_at_once() {
     // version check (major × 10,000 + minor × 100 + patch) guards against another numbering.
     unsafe {
         if matches!(mi_version() / 10_000, 2 | 3) {
-            mi_option_set(PURGE_DELAY, 0);
+            mi_option_set(PURGE_DELAY, milliseconds);
         }
     }
 }
 
+/// Long enough to span a batch on slow machines too; a finished command exits anyway.
+const BATCH_PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    keep_freed_memory_for(BATCH_PURGE_DELAY_MS);
     // What the server and `--watch` log goes to stderr, at `info` unless RUST_LOG says otherwise
     // (e.g. RUST_LOG=warn, or RUST_LOG=imgsearch::http=off to silence the request lines).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
