@@ -67,7 +67,7 @@ pub fn run(
     compute: super::ComputeArgs,
     mounts: &[(String, std::path::PathBuf)],
 ) -> anyhow::Result<()> {
-    crate::keep_freed_memory_for(0);
+    crate::keep_freed_memory_for(crate::SERVE_PURGE_DELAY_MS);
     let opened = super::open_index(&library, args.model.as_deref(), compute.clone(), Towers::Both, mounts)?;
     let options = ServeOptions {
         addr: args.addr,
