@@ -12,7 +12,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::linear::PANEL;
-use super::linear::{over_panels, TileEpilogue};
+use super::linear::{over_panels, TileEpilogue, ROW_BLOCK};
 
 /// Whether this CPU runs `vdpbf16ps` and [`super::isa`] allows it.
 pub fn available() -> bool {
@@ -63,12 +63,13 @@ pub(super) fn product(
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("bf16 pairs need AVX512_BF16 ({} values)", src.len() + dst.len());
     });
-    let chunks = pairs(in_dim).div_ceil(CHUNK_PAIRS);
+    let chunk_pairs = if rows >= ROW_BLOCK { BLOCK_CHUNK_PAIRS } else { CHUNK_PAIRS };
+    let chunks = pairs(in_dim).div_ceil(chunk_pairs);
     over_panels(bias, rows, out_dim, PANEL, MAX_ROWS, chunks, epilogue, |block| {
-        let first = block.chunk * CHUNK_PAIRS;
+        let first = block.chunk * chunk_pairs;
         let tile = Tile {
             rows: block.rows,
-            pairs: CHUNK_PAIRS.min(pairs(in_dim) - first),
+            pairs: chunk_pairs.min(pairs(in_dim) - first),
             x: xb[block.row * stride + 2 * first..].as_ptr(),
             x_stride: stride,
             w: w[block.panel * panel_len(in_dim) + first * PANEL * 2..].as_ptr(),
@@ -94,6 +95,9 @@ const MAX_ROWS: usize = 6;
 /// Pairs of the shared dimension per pass over a batch's rows: 32 KB of a panel, which stays in
 /// L1 while every tile of rows passes over it.
 const CHUNK_PAIRS: usize = 128;
+/// The same for a block of rows or more (pictures), as the f32 kernels do (see `TileKernel`):
+/// fewer passes that reload the accumulators.
+const BLOCK_CHUNK_PAIRS: usize = 384;
 
 /// One register tile: `out[r][c] = bias[c] + Σ_k x[r][k] · w[c][k]` for r < rows, c < cols.
 #[derive(Clone, Copy, Debug)]
@@ -183,15 +187,20 @@ mod tests {
     use super::*;
 
     /// Against the same sums in f64 over the same bf16-rounded values, on ragged shapes: an odd
-    /// depth in two parts (`CHUNK_PAIRS`), rows that are not a multiple of the tile height, a
-    /// last panel cut short.
+    /// depth in parts (`CHUNK_PAIRS`, and `BLOCK_CHUNK_PAIRS` for a block of rows), rows that are
+    /// not a multiple of the tile height, a last panel cut short.
     #[test]
     fn the_product_equals_the_sums_of_the_rounded_values() {
         if !available() {
             eprintln!("skipped: this CPU has no AVX512_BF16");
             return;
         }
-        let (rows, in_dim, out_dim): (usize, usize, usize) = (13, 301, 150);
+        for (rows, in_dim) in [(13, 301), (ROW_BLOCK + 5, 4 * BLOCK_CHUNK_PAIRS + 45)] {
+            check_product(rows, in_dim, 150);
+        }
+    }
+
+    fn check_product(rows: usize, in_dim: usize, out_dim: usize) {
         let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
         let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 13) % 97) as f32 / 40.0 - 1.2).collect();
         let bias: Vec<f32> = (0..out_dim).map(|i| i as f32 * 0.01).collect();

@@ -511,7 +511,7 @@ pub(super) fn over_panels(
 /// Rows that pass over each part of a panel before the next block of rows: their inputs (96 ×
 /// 768 f32s, 288 KB) stay in L2 while a thread's panels pass (measured at 96, 192 and 480 rows:
 /// within 2% of each other, all 13-18% ahead of `gemm` at 400 and 1,600 rows).
-const ROW_BLOCK: usize = 96;
+pub(super) const ROW_BLOCK: usize = 96;
 
 /// One register tile: `out[r][c] = bias[c] + Σ_k x[r][k] · w[k][c]` for r < rows, c < cols.
 #[derive(Clone, Copy)]
