@@ -12,7 +12,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::linear::PANEL;
-use super::linear::{over_panels, TileEpilogue, ROW_BLOCK};
+use super::linear::{over_panels, part_depth, TileEpilogue};
 
 /// Whether this CPU runs `vdpbf16ps` and [`super::isa`] allows it.
 pub fn available() -> bool {
@@ -63,7 +63,7 @@ pub(super) fn product(
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("bf16 pairs need AVX512_BF16 ({} values)", src.len() + dst.len());
     });
-    let chunk_pairs = if rows >= ROW_BLOCK { BLOCK_CHUNK_PAIRS } else { CHUNK_PAIRS };
+    let chunk_pairs = part_depth(rows, CHUNK_PAIRS, BLOCK_CHUNK_PAIRS);
     let chunks = pairs(in_dim).div_ceil(chunk_pairs);
     over_panels(bias, rows, out_dim, PANEL, MAX_ROWS, chunks, epilogue, |block| {
         let first = block.chunk * chunk_pairs;
@@ -95,8 +95,7 @@ const MAX_ROWS: usize = 6;
 /// Pairs of the shared dimension per pass over a batch's rows: 32 KB of a panel, which stays in
 /// L1 while every tile of rows passes over it.
 const CHUNK_PAIRS: usize = 128;
-/// The same for a block of rows or more (pictures), as the f32 kernels do (see `TileKernel`):
-/// fewer passes that reload the accumulators.
+/// The same for a block of rows or more (pictures; see `part_depth`).
 const BLOCK_CHUNK_PAIRS: usize = 384;
 
 /// One register tile: `out[r][c] = bias[c] + Σ_k x[r][k] · w[c][k]` for r < rows, c < cols.
@@ -195,7 +194,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX512_BF16");
             return;
         }
-        for (rows, in_dim) in [(13, 301), (ROW_BLOCK + 5, 4 * BLOCK_CHUNK_PAIRS + 45)] {
+        for (rows, in_dim) in [(13, 301), (super::super::linear::ROW_BLOCK + 5, 4 * BLOCK_CHUNK_PAIRS + 45)] {
             check_product(rows, in_dim, 150);
         }
     }

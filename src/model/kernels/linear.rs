@@ -288,9 +288,8 @@ fn packed_product(
     epilogue: TileEpilogue,
 ) -> Vec<f32> {
     let tile = tile_kernel();
-    // More rows than one tile: the panel is read once per tile of rows, so it goes in parts (see
-    // `TileKernel`'s depths).
-    let depth = if rows >= ROW_BLOCK { tile.block_chunk_depth } else { tile.chunk_depth };
+    // More rows than one tile: the panel is read once per tile of rows, so it goes in parts.
+    let depth = part_depth(rows, tile.chunk_depth, tile.block_chunk_depth);
     let chunks = if rows > tile.max_rows { in_dim.div_ceil(depth) } else { 1 };
     let chunk_depth = in_dim.div_ceil(chunks);
     // Each tile's rows interleaved, so that a step down the shared dimension reads its inputs
@@ -508,6 +507,18 @@ pub(super) fn over_panels(
     out
 }
 
+/// How deep each part of a panel goes for a product of `rows` rows: `few_rows` below a block of
+/// rows (a text query: the part stays in L1 while the tiles pass over it), `block_of_rows` from a
+/// block up (pictures: each part is one more pass that loads and stores every tile's sums, and a
+/// block's many tiles keep a deep part hot in L2). Measured in `TileKernel`'s depths.
+pub(super) fn part_depth(rows: usize, few_rows: usize, block_of_rows: usize) -> usize {
+    if rows >= ROW_BLOCK {
+        block_of_rows
+    } else {
+        few_rows
+    }
+}
+
 /// Rows that pass over each part of a panel before the next block of rows: their inputs (96 ×
 /// 768 f32s, 288 KB) stay in L2 while a thread's panels pass (measured at 96, 192 and 480 rows:
 /// within 2% of each other, all 13-18% ahead of `gemm` at 400 and 1,600 rows).
@@ -540,14 +551,12 @@ struct TileKernel {
     /// runs.
     panel: usize,
     /// Depth of one part of a panel when a product has more rows than a tile, fewer than a block
-    /// ([`ROW_BLOCK`]; a text query): the part stays in L1 while the tiles pass over it (a whole
-    /// 64-column panel, 192 KB at 768 deep, came from L2 every time: 64-token texts ran at half
-    /// the speed of `gemm`; 768-deep parts still cost 6-8% there).
+    /// ([`part_depth`]). A whole 64-column panel, 192 KB at 768 deep, came from L2 every time:
+    /// 64-token texts ran at half the speed of `gemm`; 768-deep parts still cost 6-8% there.
     chunk_depth: usize,
-    /// The same with a block of rows or more (pictures): each part is one more pass that loads and
-    /// stores every tile's accumulators, and a block's many tiles keep the panel part hot in L2.
-    /// On Zen 4, ViT-B/32 at batch 8 / 32, three rounds: 768 deep against 128 (AVX-512) +2 / +3%
-    /// images/s, against 256 (AVX2) +3 / +2%; SigLIP B/16 at batch 8 +3%.
+    /// The same with a block of rows or more. On Zen 4, ViT-B/32 at batch 8 / 32, three rounds:
+    /// 768 deep against 128 (AVX-512) +2 / +3% images/s, against 256 (AVX2) +3 / +2%; SigLIP B/16
+    /// at batch 8 +3%.
     block_chunk_depth: usize,
 }
 
