@@ -122,33 +122,28 @@ def openclip(out, arch):
             lambda s: model.encode_text(tokenizer([s])))
 
 
+def tower(width, heads, mlp, layers, **extra):
+    """One transformer tower's widths, as transformers' configs name them."""
+    return dict(hidden_size=width, num_attention_heads=heads, intermediate_size=mlp, num_hidden_layers=layers, **extra)
+
+
 CHECKPOINTS = {
     # CLIP ViT-L/14 at 336 px (577 tokens), quick-GELU.
-    "clip-L14-336": lambda o: clip(o, dict(hidden_size=1024, num_attention_heads=16, intermediate_size=4096,
-                                           num_hidden_layers=2, patch_size=14),
-                                   dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072,
-                                        num_hidden_layers=2), 768, "quick_gelu", 336),
+    "clip-L14-336": lambda o: clip(o, tower(1024, 16, 4096, 2, patch_size=14), tower(768, 12, 3072, 2), 768,
+                                   "quick_gelu", 336),
     # LAION's ViT-H/14 widths in Hugging Face form: 80-wide heads, GELU.
-    "clip-H14": lambda o: clip(o, dict(hidden_size=1280, num_attention_heads=16, intermediate_size=5120,
-                                       num_hidden_layers=1, patch_size=14),
-                               dict(hidden_size=1024, num_attention_heads=16, intermediate_size=4096,
-                                    num_hidden_layers=1), 1024, "gelu", 224),
+    "clip-H14": lambda o: clip(o, tower(1280, 16, 5120, 1, patch_size=14), tower(1024, 16, 4096, 1), 1024,
+                               "gelu", 224),
     # ViT-bigG/14 widths: 104-wide heads, 20 text heads.
-    "clip-bigG14": lambda o: clip(o, dict(hidden_size=1664, num_attention_heads=16, intermediate_size=8192,
-                                          num_hidden_layers=1, patch_size=14),
-                                  dict(hidden_size=1280, num_attention_heads=20, intermediate_size=5120,
-                                       num_hidden_layers=1), 1280, "gelu", 224),
+    "clip-bigG14": lambda o: clip(o, tower(1664, 16, 8192, 1, patch_size=14), tower(1280, 20, 5120, 1), 1280,
+                                  "gelu", 224),
     # SigLIP so400m at 384 px: 729 tokens, 72-wide heads, MLP 4304 (not a multiple of 16).
-    "siglip-so400m-384": lambda o: siglip(o, dict(hidden_size=1152, num_attention_heads=16, intermediate_size=4304,
-                                                  num_hidden_layers=1, patch_size=14),
-                                          dict(hidden_size=1152, num_attention_heads=16, intermediate_size=4304,
-                                               num_hidden_layers=1, projection_size=1152),
+    "siglip-so400m-384": lambda o: siglip(o, tower(1152, 16, 4304, 1, patch_size=14),
+                                          tower(1152, 16, 4304, 1, projection_size=1152),
                                           "gelu_pytorch_tanh", 384, "tiny-siglip-sp", 64),
     # SigLIP 2 B/16 at 256 px with the Gemma-style tokenizer.
-    "siglip2-b16-256": lambda o: siglip(o, dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072,
-                                                num_hidden_layers=2, patch_size=16),
-                                        dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072,
-                                             num_hidden_layers=2, projection_size=768),
+    "siglip2-b16-256": lambda o: siglip(o, tower(768, 12, 3072, 2, patch_size=16),
+                                        tower(768, 12, 3072, 2, projection_size=768),
                                         "gelu_pytorch_tanh", 256, "tiny-siglip2-gemma", 64),
     **{f"openclip-{arch}": (lambda arch: lambda o: openclip(o, arch))(arch)
        for arch in ["ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14", "ViT-B-16-plus-240"]},
