@@ -6,8 +6,9 @@
 #
 #   scripts/build-cuda.sh                 # -> target/cuda/release/imgsearch (with --features cuda)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh   # A100; 90 = H100/H200 (default), 89 = L4/4090, 86 = 3090
-#   scripts/build-cuda.sh --check         # only type-check the CUDA build (`scripts/test.sh` runs this:
-#                                         # a machine without a GPU still keeps the CUDA code compiling)
+#   scripts/build-cuda.sh --check         # only type-check the CUDA build (`IMGSEARCH_TEST_CUDA=1
+#                                         # scripts/test.sh` runs this: a machine without a GPU still
+#                                         # keeps the CUDA code compiling)
 # Exits with 3 when the toolkit's wheels cannot be installed (no PyPI, no venv), so callers can
 # tell "nothing to build with" from a build that fails.
 #
