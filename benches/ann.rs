@@ -1,4 +1,4 @@
-//! The vector index where it is hard: CLIP-like data (`tests/common/clip_like.rs`) with a
+//! The vector index where it is hard: CLIP-like data (`tests/it/common/clip_like.rs`) with a
 //! modality gap, events and near-duplicates; recall@10 against exact search for text-like
 //! (out of distribution) and picture-like queries at several search breadths, queries/s on one
 //! thread, build inserts/s, resident memory and open time.
@@ -10,9 +10,9 @@
 //! `scripts/postgres.sh start DIR`) the same pictures also go into a PostgreSQL library (a fresh
 //! database beside DB), searched through the library at several `IMGSEARCH_PG_EF_SEARCH`.
 
-#[path = "../tests/common/clip_like.rs"]
+#[path = "../tests/it/common/clip_like.rs"]
 mod clip_like;
-#[path = "../tests/common/npy.rs"]
+#[path = "../tests/it/common/npy.rs"]
 mod npy;
 mod support;
 

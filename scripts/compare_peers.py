@@ -395,7 +395,7 @@ def bf16_cosine(indexing):
     return (f"distance (1 - cosine) of its embeddings of the {indexing.get('count', '?')} camera photos to "
             f"f32's: max {b['distance_to_f32_max']:.2e}, mean {b['distance_to_f32_mean']:.2e}, against "
             f"{b['f32_distance_between_photos_mean']:.2e} between two different photos in f32 (random weights "
-            "and near-identical photos: see tests/parity.rs for the fixture checkpoints' figure).")
+            "and near-identical photos: see tests/it/parity.rs for the fixture checkpoints' figure).")
 
 
 def table(ours, pt, ox, pil):

@@ -117,7 +117,7 @@ def openclip(out, arch):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "open_clip_model.safetensors")
     transform = open_clip.image_transform(size, is_train=False, **pre)
     tokenizer = open_clip.get_tokenizer(name)
-    # open_clip resizes before converting to RGB; imgsearch converts first (as tests/parity.rs).
+    # open_clip resizes before converting to RGB; imgsearch converts first (as tests/it/parity.rs).
     return (lambda pil: model.encode_image(transform(pil.convert("RGB")).unsqueeze(0)),
             lambda s: model.encode_text(tokenizer([s])))
 

@@ -11,7 +11,7 @@
 # aarch64 under qemu-user (where rustup, the cross compiler and qemu can be installed; NEON and
 # portable kernels); with IMGSEARCH_TEST_CUDA=1, also a type-check of the CUDA build with the
 # toolkit from NVIDIA's PyPI wheels (scripts/build-cuda.sh --check).
-# Extra arguments go to cargo test (and skip the later runs), e.g. `scripts/test.sh --test server`.
+# Extra arguments go to cargo test (and skip the later runs), e.g. `scripts/test.sh --test it -- server::`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,15 +73,15 @@ if [ $# -eq 0 ]; then
     # The API keeps to its OpenAPI document (schemathesis, a minute against a real server).
     scripts/api_contract.sh
     # One suite, two backends: the same tests on a library kept in PostgreSQL.
-    IMGSEARCH_TEST_BACKEND=postgres cargo test --locked \
-        --test index --test cli_search --test server --test exchange --test browser --test tags
+    IMGSEARCH_TEST_BACKEND=postgres cargo test --locked --test it -- \
+        index:: cli_search:: server:: exchange:: browser:: tags::
     # The lower x86 kernel paths, forced on this CPU (`IMGSEARCH_ISA`): both towers against
     # their references through the AVX2 kernels and through the portable ones.
     for isa in avx2 portable; do
-        IMGSEARCH_ISA=$isa cargo test --locked --test kernels --test parity
+        IMGSEARCH_ISA=$isa cargo test --locked --test it -- kernels:: parity::
     done
     # The opt-in libjpeg-turbo decoder: every test that decodes JPEGs, through the same checks.
-    cargo test --locked --features turbojpeg --test preprocess --test parity --test index --test cli_embed
+    cargo test --locked --features turbojpeg --test it -- preprocess:: parity:: index:: cli_embed::
     # ARM: the crate builds for aarch64, and under qemu-user the CPU kernels' and the vector
     # index's products pass their tests and both towers match their references, through the
     # NEON kernels and through the portable ones.
@@ -90,7 +90,7 @@ if [ $# -eq 0 ]; then
         export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
         for isa in neon portable; do
             IMGSEARCH_ISA=$isa cargo test --locked --target aarch64-unknown-linux-gnu --lib -- kernels store::hnsw
-            IMGSEARCH_ISA=$isa cargo test --locked --target aarch64-unknown-linux-gnu --test kernels --test parity
+            IMGSEARCH_ISA=$isa cargo test --locked --target aarch64-unknown-linux-gnu --test it -- kernels:: parity::
         done
     fi
     # CUDA: no GPU here to run it (benches/gpu.sh does, where one is lent). Type-checking the

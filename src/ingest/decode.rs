@@ -6,7 +6,7 @@
 //!   skips most of the decode work. At 1/8 and 1/4, JPEGs are read for their lowest
 //!   coefficients only (`jpeg_reduced`); the rest go to `jpeg-decoder` (or libjpeg-turbo with the
 //!   `turbojpeg` feature) with its IDCT scaled. Its effect on embeddings is measured by
-//!   `tests/preprocess.rs` (cosine ≥ 0.995 against the exact path).
+//!   `tests/it/preprocess.rs` (cosine ≥ 0.995 against the exact path).
 //!
 //! Both apply the EXIF orientation, so photos are never embedded sideways.
 

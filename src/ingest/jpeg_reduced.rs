@@ -11,7 +11,7 @@
 //!
 //! The planes are exactly what `jpeg-decoder` computes at the same scale, chroma is upsampled
 //! the way it does, and colour is converted with the standard JFIF integer formula
-//! (tests/jpeg_reduced.rs checks both against `jpeg-decoder`). Progressive files are read at 1/8
+//! (tests/it/jpeg_reduced.rs checks both against `jpeg-decoder`). Progressive files are read at 1/8
 //! only, from their DC scans. Anything outside the common case (progressive files at 1/4,
 //! arithmetic coding, 12-bit samples, CMYK, Adobe RGB, unusual subsampling, separate baseline
 //! scans per component, damaged or truncated data) returns `None`, and the full decoder takes the

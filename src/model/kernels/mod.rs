@@ -16,7 +16,7 @@
 //!   register-tiled kernel instead of a gemm that copies (packs) them on every call.
 //!
 //! Other devices keep candle's generic ops (on CUDA, linear layers go through cuBLASLt with the
-//! bias in its epilogue: `cuda.rs`); `tests/kernels.rs` checks both paths give the same numbers.
+//! bias in its epilogue: `cuda.rs`); `tests/it/kernels.rs` checks both paths give the same numbers.
 
 use std::mem::MaybeUninit;
 

@@ -9,7 +9,7 @@
 //!   (the modality gap), and name a topic: a matching picture scores ≈ 0.3, as with CLIP.
 //! - Picture queries are new pictures of existing events (in distribution).
 //!
-//! Shared by `tests/ann.rs` and `benches/ann.rs` (included by path).
+//! Shared by `tests/it/ann.rs` and `benches/ann.rs` (included by path).
 
 pub struct ClipLike {
     pub pictures: Vec<Vec<f32>>,

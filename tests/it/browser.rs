@@ -3,10 +3,10 @@
 //! follows the search, upload a picture and see its original first, open a result, similar images;
 //! and signing in and out.
 
-mod common;
+use crate::common;
 
-use common::image_path;
-use common::server::index_and_serve;
+use crate::common::image_path;
+use crate::common::server::index_and_serve;
 
 #[test]
 fn the_web_ui_searches_by_text_and_by_uploaded_picture() {

@@ -1,12 +1,12 @@
 //! `imgsearch search`, `search --image`, `similar`, `optimize` and `bench` through the real binary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::server::index_photos;
-use common::{image_path, jpeg_with_exif, model_dir};
+use crate::common::server::index_photos;
+use crate::common::{image_path, jpeg_with_exif, model_dir};
 use serde_json::Value;
 
 fn imgsearch(data: &Path) -> Command {

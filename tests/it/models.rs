@@ -2,12 +2,12 @@
 //! probabilities and cuts on them, one indexed from a bare OpenCLIP state dict reopens from what
 //! it recorded, and the layouts imgsearch cannot run fail with errors that say why.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{image_path, model_arg, model_dir, reference};
+use crate::common::{image_path, model_arg, model_dir, reference};
 use serde_json::Value;
 
 fn imgsearch(data: &Path) -> Command {

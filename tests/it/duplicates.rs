@@ -3,14 +3,14 @@
 //! copy to keep), and two different shots of one scene taken a second apart (a burst, never a
 //! duplicate, however alike); and the web UI's view of them in headless Chromium.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::http::get;
-use common::server::{index_photos, serve};
-use common::{image_path, jpeg_with_exif};
+use crate::common::http::get;
+use crate::common::server::{index_photos, serve};
+use crate::common::{image_path, jpeg_with_exif};
 use serde_json::Value;
 
 fn planted(photos: &Path) {

@@ -3,15 +3,15 @@
 //! export/import, the browser — run on PostgreSQL too: `scripts/test.sh` runs them a second
 //! time with IMGSEARCH_TEST_BACKEND=postgres.) Needs the test server `scripts/test.sh` starts.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http::get;
-use common::{database_for, model_dir, noise_photos};
+use crate::common::http::get;
+use crate::common::{database_for, model_dir, noise_photos};
 use serde_json::Value;
 
 /// `imgsearch` on the library of database `url`, with `cache` as its local folder (one per

@@ -1,9 +1,7 @@
 //! Decoding and preprocessing behaviour that the reference does not cover: the fast scaled-JPEG
 //! path stays close to the exact one, and EXIF orientation is applied.
 
-mod common;
-
-use common::{cosine, image_path, model_dir, MODELS};
+use crate::common::{cosine, image_path, model_dir, MODELS};
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
 use imgsearch::ingest::decode::{decode_bytes, decode_file, model_input_file, DecodeOptions};

@@ -1,14 +1,14 @@
 //! The REST API over real HTTP on 127.0.0.1: searches, reverse search of an altered copy,
 //! filters, files and thumbnails, and every kind of bad request answered with a JSON 4xx.
 
-mod common;
+use crate::common;
 
 use std::io::Cursor;
 use std::path::Path;
 
-use common::http::{get, multipart, request, request_with_headers};
-use common::image_path;
-use common::server::{index_and_serve, index_photos, serve, RunningServer};
+use crate::common::http::{get, multipart, request, request_with_headers};
+use crate::common::image_path;
+use crate::common::server::{index_and_serve, index_photos, serve, RunningServer};
 use image::{ImageFormat, RgbImage};
 
 /// Five distinct photos (no near-duplicates among them).
@@ -534,7 +534,7 @@ fn a_composed_query_in_json_answers_like_its_query_syntax_and_its_vector() {
 
     // Like a picture of the library, but "at night": the picture scores near 1 against a vector
     // that contains its own embedding, so it comes first; q filters as usual. (The arithmetic
-    // itself is checked against computed vectors in tests/cli_search.rs.)
+    // itself is checked against computed vectors in tests/it/cli_search.rs.)
     let rocket = get(&server.addr, "/api/search?q=path:rome").json()["hits"][0]["id"].clone();
     let like = serde_json::json!({"text": "at night", "like": [rocket], "k": 5});
     let composed = post_json(&server, "/api/search", &like).json();

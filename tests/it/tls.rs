@@ -3,14 +3,14 @@
 //! cookie is `Secure` there, plain HTTP on the same port gets no answer, and bad key files are
 //! refused at start with a message naming the file.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::server::{add_user, indexed_fixtures, serve};
+use crate::common::server::{add_user, indexed_fixtures, serve};
 
 struct Certificate {
     der: rustls::pki_types::CertificateDer<'static>,

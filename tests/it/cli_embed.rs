@@ -1,12 +1,10 @@
 //! `imgsearch embed` through the real binary: local checkpoints, a hub id served by a stand-in
 //! hub on 127.0.0.1, offline mode, and clear failures.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::hub::StandInHub;
-use common::{cosine, image_path, model_dir, reference};
+use crate::common::hub::StandInHub;
+use crate::common::{cosine, image_path, model_dir, reference};
 use serde_json::Value;
 
 fn imgsearch() -> Command {

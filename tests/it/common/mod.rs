@@ -1,5 +1,4 @@
 //! Fixtures and helpers shared by the integration tests.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

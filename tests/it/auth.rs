@@ -3,13 +3,13 @@
 //! expired; sessions end on sign-out; failed sign-ins are slowed down; a network address without
 //! users refuses to start; and no secret reaches the log or `stats`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::http::{get, request_with_headers, HttpResponse};
-use common::server::{add_user, indexed_fixtures, serve_logging_to, RunningServer};
+use crate::common::http::{get, request_with_headers, HttpResponse};
+use crate::common::server::{add_user, indexed_fixtures, serve_logging_to, RunningServer};
 
 fn imgsearch(data: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));

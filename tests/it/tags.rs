@@ -3,14 +3,14 @@
 //! embeddings (imported from Parquet): a label is a tag where
 //! sigmoid(100 · (picture·label − picture·neutral)) reaches the threshold.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::http::get;
-use common::{image_path, model_dir};
+use crate::common::http::get;
+use crate::common::{image_path, model_dir};
 
 /// The spec the test checks against (README, "Zero-shot tags").
 const TEMPLATES: [&str; 3] = ["a photo of {}.", "a photo of a {}.", "a picture showing {}."];
@@ -18,7 +18,7 @@ const NEUTRAL: [&str; 4] = ["a photo.", "a picture.", "an image.", "a photo of s
 const LABELS: [&str; 3] = ["red kite", "Strand", "zebra crossing"];
 const TEMPERATURE: f64 = 100.0;
 
-use common::cli::{imgsearch, json, run};
+use crate::common::cli::{imgsearch, json, run};
 
 fn unit(v: Vec<f64>) -> Vec<f64> {
     let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();

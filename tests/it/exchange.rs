@@ -1,15 +1,15 @@
 //! `imgsearch export` / `import`: a library through Parquet and back, and embeddings made
 //! elsewhere (only `path` and `embedding` columns) turned into a searchable library.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::server::index_photos;
-use common::{image_path, model_dir};
+use crate::common::server::index_photos;
+use crate::common::{image_path, model_dir};
 use serde_json::Value;
 
-use common::cli::{imgsearch, json, run};
+use crate::common::cli::{imgsearch, json, run};
 
 fn photos(dir: &Path) -> PathBuf {
     let photos = dir.join("photos");

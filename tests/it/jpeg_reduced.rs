@@ -3,9 +3,7 @@
 //! files it does not handle, and damaged ones, go back to the full decoder instead of decoding
 //! wrongly or panicking.
 
-mod common;
-
-use common::image_path;
+use crate::common::image_path;
 use imgsearch::ingest::jpeg_reduced::decode_reduced;
 use std::io::Cursor;
 

@@ -4,11 +4,9 @@
 //! after a save and reopen; saves that append (a torn append survived); identical vectors; a
 //! damaged or old-format index file.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::clip_like::{exact_top, generate};
+use crate::common::clip_like::{exact_top, generate};
 use imgsearch::store::{HnswIndex, VectorIndex};
 
 fn recall(index: &HnswIndex, vectors: &[Vec<f32>], queries: &[Vec<f32>], allow: &dyn Fn(u64) -> bool) -> f64 {

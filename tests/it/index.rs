@@ -1,13 +1,13 @@
 //! `imgsearch index` through the real binary on generated photo trees: messy inputs,
 //! incremental re-runs, moves/copies/deletes, kill -9 and resume, a second process.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{image_path, model_dir, noise_photos};
+use crate::common::{image_path, model_dir, noise_photos};
 use image::{ImageFormat, RgbImage};
 use serde_json::Value;
 

@@ -4,10 +4,8 @@
 //! checkpoints per family (activations, patch sizes, widths, epsilons, weight formats,
 //! tokenizer kinds and preprocessing all differ).
 
-mod common;
-
+use crate::common::{cosine, devices, image_path, model_arg, reference, reference_pixels, PARITY_MODELS as MODELS};
 use candle_core::Tensor;
-use common::{cosine, devices, image_path, model_arg, reference, reference_pixels, PARITY_MODELS as MODELS};
 use imgsearch::ingest::decode::{decode_file, DecodeOptions, DEFAULT_MAX_PIXELS};
 use imgsearch::model::{ModelSpec, Pixels, PreprocessedImage, Towers};
 use imgsearch::{Clip, Precision};
