@@ -112,6 +112,7 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
     let huge = RgbImage::new(1200, 1000);
     huge.save(root.join("huge.png")).unwrap(); // 1.2 MP, over the --max-pixels given below
     std::fs::write(root.join("phone.heic"), b"\0\0\0\x18ftypheic\0\0\0\0mif1heic").unwrap();
+    std::fs::write(root.join("phone.avif"), b"\0\0\0\x18ftypavif\0\0\0\0mif1avif").unwrap();
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink("/dev/zero", root.join("zero.jpg")).unwrap();
@@ -132,6 +133,7 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
         ("not_really.png", "not an image"),
         ("huge.png", "limit"),
         ("phone.heic", "HEIF"),
+        ("phone.avif", "AVIF"),
         ("zero.jpg", "not a regular file"),
         ("pipe.jpg", "not a regular file"),
         ("loop", "loop"),
