@@ -210,16 +210,19 @@ fn optimize_drops_tombstones_and_keeps_results() {
 }
 
 #[test]
-fn bench_reports_images_per_second_per_batch() {
+fn bench_reports_images_per_second_per_batch_and_the_query_latency() {
     let report = json(
         Command::new(env!("CARGO_BIN_EXE_imgsearch"))
             .args(["--device", "cpu", "bench", "--model"])
             .arg(model_dir("tiny-clip-p14-gelu"))
-            .args(["--batches", "1,4", "--iterations", "2"]),
+            .args(["--batches", "1,4", "--iterations", "2", "--query", "a photo of a cat", "--query-runs", "3"]),
     );
     let rows = report["results"].as_array().unwrap();
     assert_eq!(rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 4]);
     assert!(rows.iter().all(|r| r["images_per_s"].as_f64().unwrap() > 0.0));
+    // The query as the text tower runs it: start + 5 words + end.
+    assert_eq!(report["query"]["tokens"], 7, "{report:#}");
+    assert!(report["query"]["ms_median"].as_f64().unwrap() > 0.0, "{report:#}");
     // Which kernels ran: this machine's best, or the path IMGSEARCH_ISA forced.
     assert_eq!(report["cpu_kernels"], imgsearch::model::kernels::isa().name(), "{report:#}");
     let forced = json(
@@ -230,6 +233,7 @@ fn bench_reports_images_per_second_per_batch() {
             .args(["--batches", "1", "--iterations", "1"]),
     );
     assert_eq!(forced["cpu_kernels"], "portable");
+    assert!(forced["query"].is_null(), "no query asked for, none timed: {forced:#}");
 }
 
 fn write_npy(path: &Path, values: &[f32]) {
