@@ -30,7 +30,15 @@ Run from anywhere (developer tool; needs scripts/requirements.txt):
     python3 scripts/compare_peers.py --features turbojpeg # libjpeg-turbo for the JPEGs imgsearch's own decoder leaves
     python3 scripts/compare_peers.py --threads 8 --markdown bench-out/peers.md
     python3 scripts/compare_peers.py --skip-cargo --quick # smoke run of the Python side only
+    python3 scripts/compare_peers.py --alternate 6        # imgsearch and ORT taking turns, 6 rounds
 Timings are medians over repeats after warm-up; a full run takes a few minutes plus the cargo benches.
+
+--alternate: the one-pass run times imgsearch's criterion benches first and the peers minutes later,
+so on a machine whose speed drifts (shared cloud cores do, by 30% from minute to minute) its ratios
+carry the drift. With --alternate N, `imgsearch bench` (the release binary) and ONNX Runtime take
+turns on each measurement, N rounds, the order swapped every round, on one ViT-B/32 checkpoint made
+here (random weights): image tower at batch 1/8/32 and the 8-token query. It reports each round's
+ratio and their range.
 """
 import argparse
 import datetime
@@ -164,12 +172,23 @@ def export_onnx(image_tower, text_tower, workdir, sample_ids):
     return image_path, text_path
 
 
+def ort_session(path, threads):
+    """An ORT CPU session as a tuned deployment makes one: all graph optimisations, `threads`
+    intra-op threads, sequential execution."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 def bench_onnx(image_tower, text_tower, threads, repeats, seconds, texts=CLIP_TEXTS, prefix="", indexing=None):
     """ORT's encoder numbers; with `indexing` (imgsearch's indexing bench: photos, batch), also the
     indexing pipeline of `bench_index` with ORT's image tower, timed with the session already made
     and with making it from the exported file (ORT's model load) included."""
-    import onnxruntime as ort
-
     out = {}
     with tempfile.TemporaryDirectory(prefix="imgsearch-peers-") as tmp:
         try:
@@ -177,12 +196,7 @@ def bench_onnx(image_tower, text_tower, threads, repeats, seconds, texts=CLIP_TE
         except Exception as e:  # keep going without the ORT column
             warn(f"ONNX export failed, no ONNX Runtime numbers: {type(e).__name__}: {e}")
             return out
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        load = lambda path: ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        load = lambda path: ort_session(path, threads)
         sessions = {kind: load(p) for kind, p in (("image", image_path), ("text", text_path))}
 
         def tower(session):
@@ -328,6 +342,105 @@ def read_imgsearch():
     return out
 
 
+# ---------------------------------------------------------------- imgsearch and ORT taking turns
+
+ALTERNATE_QUERY = "a photo of a cat night"  # 8 tokens with start and end, as CLIP_TEXTS[8]
+QUERY_RUNS = 100
+
+
+def release_binary():
+    return ROOT / "target" / "release" / "imgsearch"
+
+
+def imgsearch_bench(checkpoint, threads, batch, iterations, query=None):
+    """One `imgsearch bench` run: (images/s at `batch`, median ms of `query` or None)."""
+    cmd = [str(release_binary()), "--device", "cpu", "bench", "--model", str(checkpoint),
+           "--batches", str(batch), "--iterations", str(iterations)]
+    if query:
+        cmd += ["--query", query, "--query-runs", str(QUERY_RUNS)]
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = dict(os.environ, RAYON_NUM_THREADS=str(threads), IMGSEARCH_DATA_DIR=data_dir)
+        report = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout)
+    timed = report.get("query")
+    return report["results"][0]["images_per_s"], timed["ms_median"] if timed else None
+
+
+def ort_bench(sessions, batch, iterations, query_ids=None):
+    """ONNX Runtime timed as `imgsearch bench` times itself: one warm-up, then `iterations` batches
+    (images/s), and the median of QUERY_RUNS runs of the query."""
+    feed = {"pixel_values": np.random.default_rng(batch).standard_normal((batch, 3, 224, 224), np.float32)}
+    sessions["image"].run(None, feed)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        sessions["image"].run(None, feed)
+    rate = batch * iterations / (time.perf_counter() - start)
+    if query_ids is None:
+        return rate, None
+    feed = {"input_ids": query_ids.numpy()}
+    sessions["text"].run(None, feed)
+    runs = []
+    for _ in range(QUERY_RUNS):
+        start = time.perf_counter()
+        sessions["text"].run(None, feed)
+        runs.append(1e3 * (time.perf_counter() - start))
+    return rate, statistics.median(runs)
+
+
+def alternate(rounds, threads):
+    """Rows of (label, imgsearch values, ORT values, per-round ratios), imgsearch faster when > 1."""
+    with tempfile.TemporaryDirectory(prefix="imgsearch-alternate-") as tmp:
+        tmp = Path(tmp)
+        torch.manual_seed(0)
+        model = CLIPModel(CLIPConfig()).eval()
+        checkpoint = tmp / "vit-b32"
+        model.save_pretrained(checkpoint)
+        (checkpoint / "tokenizer.json").write_bytes(
+            (ROOT / "tests/fixtures/models/tiny-clip-b32-quickgelu/tokenizer.json").read_bytes())
+        query_ids = CLIP_TEXTS[8]
+        paths = export_onnx(Tower(model, clip_image).eval(), Tower(model, clip_text).eval(), tmp, query_ids)
+        sessions = {kind: ort_session(path, threads) for kind, path in zip(("image", "text"), paths)}
+        images = {batch: ([], []) for batch in BATCHES}  # batch -> (imgsearch's images/s, ORT's)
+        query = ([], [])  # (imgsearch's ms, ORT's)
+        for r in range(rounds):
+            print(f"round {r + 1} of {rounds} ...", file=sys.stderr, flush=True)
+            for batch in BATCHES:
+                iterations = max(3, -(-32 // batch))  # about 32 pictures a turn, at least 3 batches
+                with_query = batch == BATCHES[0]
+                ours = lambda: imgsearch_bench(checkpoint, threads, batch, iterations,
+                                               ALTERNATE_QUERY if with_query else None)
+                peer = lambda: ort_bench(sessions, batch, iterations, query_ids if with_query else None)
+                if r % 2:  # ORT first every other round, so that neither always runs in the other's wake
+                    (peer_rate, peer_ms), (our_rate, our_ms) = peer(), ours()
+                else:
+                    (our_rate, our_ms), (peer_rate, peer_ms) = ours(), peer()
+                images[batch][0].append(our_rate)
+                images[batch][1].append(peer_rate)
+                if with_query:
+                    query[0].append(our_ms)
+                    query[1].append(peer_ms)
+    rows = [(f"image encoder, batch {b} (images/s)", ours, peer, [o / p for o, p in zip(ours, peer)])
+            for b, (ours, peer) in images.items()]
+    rows.append(("text encoder, 8 tokens (ms/query)", *query, [p / o for o, p in zip(*query)]))
+    return rows
+
+
+def alternate_table(rows):
+    span = lambda values: f"{fmt(min(values))}–{fmt(max(values))}"
+    lines = ["| benchmark | imgsearch | ONNX Runtime | imgsearch vs ORT, each round | median | range |",
+             "|---|---:|---:|---|---:|---:|"]
+    for label, ours, peer, ratios in rows:
+        each = " ".join(f"{x:.2f}" for x in ratios)
+        lines.append(f"| {label} | {span(ours)} | {span(peer)} | {each} | {statistics.median(ratios):.2f}x "
+                     f"| {min(ratios):.2f}–{max(ratios):.2f}x |")
+    lines += ["",
+              "Each round times imgsearch (`imgsearch bench`, the release binary) and ONNX Runtime one right after "
+              "the other on each line, the order swapped every round; ratios > 1 mean imgsearch is faster "
+              "(images/s: imgsearch ÷ ORT; ms: ORT ÷ imgsearch). The same random-weight ViT-B/32 checkpoint for "
+              "both; the query is one 8-token text, the median of "
+              f"{QUERY_RUNS} runs."]
+    return lines
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -353,10 +466,9 @@ def cpu_description():
 def kernel_path():
     """The kernel path imgsearch's benches ran (the release binary's `stats --json`, same
     environment, so IMGSEARCH_ISA / IMGSEARCH_AMX count)."""
-    binary = ROOT / "target" / "release" / "imgsearch"
     with tempfile.TemporaryDirectory() as data_dir:
         try:
-            out = subprocess.run([str(binary), "--data-dir", data_dir, "stats", "--json"],
+            out = subprocess.run([str(release_binary()), "--data-dir", data_dir, "stats", "--json"],
                                  capture_output=True, text=True, check=True, timeout=60).stdout
             return json.loads(out)["cpu_kernels"]
         except (OSError, subprocess.SubprocessError, ValueError, KeyError):
@@ -458,10 +570,20 @@ def main():
     ap.add_argument("--features", default="", help="cargo features for imgsearch's benches, e.g. turbojpeg")
     ap.add_argument("--markdown", type=Path, help="also write the Markdown report to this file")
     ap.add_argument("--quick", action="store_true", help="few, short repeats (smoke run; noisy numbers)")
+    ap.add_argument("--alternate", type=int, metavar="ROUNDS",
+                    help="instead of the one-pass table: imgsearch and ORT taking turns, ROUNDS rounds (see above)")
     ap.add_argument("--bench-data", type=Path, default=BENCH_DATA, help=argparse.SUPPRESS)
     args = ap.parse_args()
     repeats, seconds = (3, 0.3) if args.quick else (5, 3.0)
     load_at_start = os.getloadavg()[0]
+
+    if args.alternate:
+        if not args.skip_cargo:
+            build = ["cargo", "build", "--release"] + (["--features", args.features] if args.features else [])
+            subprocess.run(build, cwd=ROOT, check=True)
+        report = ["## imgsearch and ONNX Runtime taking turns", ""] + machine_lines(args.threads, load_at_start)
+        report += [""] + alternate_table(alternate(args.alternate, args.threads))
+        return emit(report, args.markdown)
 
     if not args.skip_cargo:  # first, so it also creates the JPEGs the Pillow peer reads
         run_cargo(args.threads, args.features)
@@ -494,11 +616,15 @@ def main():
 
     report = ["## imgsearch vs Python peers", ""] + machine_lines(args.threads, load_at_start)
     report += [""] + table(ours, pt, ox, pil)
+    emit(report, args.markdown)
+
+
+def emit(report, markdown):
     text = "\n".join(report) + "\n"
     print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
+    if markdown:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(text)
 
 
 if __name__ == "__main__":
