@@ -344,7 +344,7 @@ def read_imgsearch():
 
 # ---------------------------------------------------------------- imgsearch and ORT taking turns
 
-ALTERNATE_QUERY = "a photo of a cat night"  # 8 tokens with start and end, as CLIP_TEXTS[8]
+ALTERNATE_QUERY = "a photo of a cat night"  # 8 tokens with start and end, as CLIP_TEXTS[8] (checked)
 QUERY_RUNS = 100
 
 
@@ -353,15 +353,19 @@ def release_binary():
 
 
 def imgsearch_bench(checkpoint, threads, batch, iterations, query=None):
-    """One `imgsearch bench` run: (images/s at `batch`, median ms of `query` or None)."""
+    """One `imgsearch bench` run: (images/s at `batch`, median ms of the query or None). `query`:
+    (text, the token count of ORT's query), so that both time the same work."""
     cmd = [str(release_binary()), "--device", "cpu", "bench", "--model", str(checkpoint),
            "--batches", str(batch), "--iterations", str(iterations)]
     if query:
-        cmd += ["--query", query, "--query-runs", str(QUERY_RUNS)]
+        cmd += ["--query", query[0], "--query-runs", str(QUERY_RUNS)]
     with tempfile.TemporaryDirectory() as data_dir:
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads), IMGSEARCH_DATA_DIR=data_dir)
         report = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout)
     timed = report.get("query")
+    if timed and timed["tokens"] != query[1]:
+        sys.exit(f"imgsearch ran {query[0]!r} as {timed['tokens']} tokens, ORT's query has {query[1]}: "
+                 "change ALTERNATE_QUERY so that both time the same work")
     return report["results"][0]["images_per_s"], timed["ms_median"] if timed else None
 
 
@@ -407,7 +411,7 @@ def alternate(rounds, threads):
                 iterations = max(3, -(-32 // batch))  # about 32 pictures a turn, at least 3 batches
                 with_query = batch == BATCHES[0]
                 ours = lambda: imgsearch_bench(checkpoint, threads, batch, iterations,
-                                               ALTERNATE_QUERY if with_query else None)
+                                               (ALTERNATE_QUERY, query_ids.shape[1]) if with_query else None)
                 peer = lambda: ort_bench(sessions, batch, iterations, query_ids if with_query else None)
                 if r % 2:  # ORT first every other round, so that neither always runs in the other's wake
                     (peer_rate, peer_ms), (our_rate, our_ms) = peer(), ours()
@@ -581,6 +585,8 @@ def main():
         if not args.skip_cargo:
             build = ["cargo", "build", "--release"] + (["--features", args.features] if args.features else [])
             subprocess.run(build, cwd=ROOT, check=True)
+        if not release_binary().exists():
+            sys.exit(f"{release_binary()} is missing: run without --skip-cargo, or `cargo build --release` first")
         report = ["## imgsearch and ONNX Runtime taking turns", ""] + machine_lines(args.threads, load_at_start)
         report += [""] + alternate_table(alternate(args.alternate, args.threads))
         return emit(report, args.markdown)
