@@ -27,6 +27,7 @@
 //! (`cuda.rs`); other devices (and the `Transposed` layout on the CPU) use candle's matmul.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -423,11 +424,12 @@ fn add_in_place_in(values: &mut [f32], addend: &[f32]) {
 
 /// The (rows × out_dim) output of a product on panels of `width` output columns, computed by
 /// `block` for every block of up to `max_rows` rows of every panel, and for each of `chunks`
-/// parts of the shared dimension in turn: each thread takes a range of panels (or, with rows for
-/// a block per thread, a range of rows and every panel) and walks each down in blocks of about
-/// [`ROW_BLOCK`] rows, a part at a time, so that a short query streams its share of the weights once (from
-/// memory), a part of a panel stays in L1 while a block's rows pass, and a block's rows stay in
-/// L2 while the panels pass. `block` must write every value of its block in chunk 0 (and add to
+/// parts of the shared dimension in turn. The rows go in blocks of about [`ROW_BLOCK`]; the work
+/// is one unit per (block of rows, panel), each a part at a time, so that a part of a panel stays
+/// in L1 while the block's rows pass. Each thread has a run of units ([`Runs`]): with rows for a
+/// block per thread, a range of blocks with every panel (a block's rows stay in L2 while the
+/// panels pass), else a range of panels with every row (a short query streams its share of the
+/// weights once, from memory). `block` must write every value of its block in chunk 0 (and add to
 /// it in later chunks). `epilogue` follows each block's last chunk, while the block is in L1.
 #[allow(clippy::too_many_arguments)] // the shape of the work, each a plain number
 pub(super) fn over_panels(
@@ -446,42 +448,27 @@ pub(super) fn over_panels(
     bias_padded[..out_dim].copy_from_slice(bias);
     let mut out: Vec<f32> = Vec::with_capacity(rows * out_dim);
     let out_ptr = SharedOut(out.as_mut_ptr());
+    let tiles = rows.div_ceil(max_rows);
     let tiles_per_block = ROW_BLOCK.div_ceil(max_rows);
-    let row_block = tiles_per_block * max_rows;
+    // Blocks of equal size, about ROW_BLOCK rows each: a last block of a few rows would stream
+    // every panel once more for little work.
+    let blocks = ((tiles + tiles_per_block / 2) / tiles_per_block).max(1);
     let pool = rayon::current_num_threads().max(1);
     // Rows for a block each: every thread takes its own rows across all panels, so it reads only
     // its inputs and writes whole output rows. Two threads that split the panels instead each
     // read every input row and wrote half of every output row: at 400 rows (8 pictures of
     // ViT-B/32) that took 10-19% longer on two Zen 3 cores, at 196 (one SigLIP picture) 5-15%.
-    let by_rows = pool > 1 && rows >= pool * row_block;
-    let threads = if by_rows { pool } else { pool.min(panels) };
-    // The work is tiles × panels units, taken in that order (or panels × tiles when the panels are
-    // split), an equal run of them per thread: a tile (or panel) at the seam of two runs is shared,
-    // each taking some of its panels (tiles), so neither thread waits for the other by a whole one.
-    // One SigLIP picture is 33 tiles: whole tiles each, two threads did 17 and 16.
-    let tiles = rows.div_ceil(max_rows);
-    let unit = |tile: usize, panel: usize| if by_rows { tile * panels + panel } else { panel * tiles + tile };
+    let by_rows = rows >= pool * tiles_per_block * max_rows;
+    let block_and_panel =
+        |unit: usize| if by_rows { (unit / panels, unit % panels) } else { (unit % blocks, unit / blocks) };
+    let units = blocks * panels;
+    let threads = pool.min(units);
+    let runs = Runs::new(units, threads);
     (0..threads).into_par_iter().for_each(|t| {
-        let mine = t * tiles * panels / threads..(t + 1) * tiles * panels / threads;
-        if mine.is_empty() {
-            return;
-        }
-        let (my_tiles, my_panels) = if by_rows {
-            (mine.start / panels..(mine.end - 1) / panels + 1, 0..panels)
-        } else {
-            (0..tiles, mine.start / tiles..(mine.end - 1) / tiles + 1)
-        };
-        // Blocks of equal size, about ROW_BLOCK rows each: a last block of a few rows would
-        // stream every panel once more for little work.
-        let blocks = ((my_tiles.len() + tiles_per_block / 2) / tiles_per_block).max(1);
-        for b in 0..blocks {
-            let first_tile = |b: usize| my_tiles.start + b * my_tiles.len() / blocks;
-            let block_tiles = first_tile(b)..first_tile(b + 1);
-            for panel in my_panels.clone() {
-                for (chunk, tile) in (0..chunks).flat_map(|c| block_tiles.clone().map(move |tile| (c, tile))) {
-                    if !mine.contains(&unit(tile, panel)) {
-                        continue;
-                    }
+        while let Some(unit) = runs.take_own(t).or_else(|| runs.take_left_over()) {
+            let (b, panel) = block_and_panel(unit);
+            for chunk in 0..chunks {
+                for tile in b * tiles / blocks..(b + 1) * tiles / blocks {
                     let row = tile * max_rows;
                     let (at, tile_rows, cols) =
                         (row * out_dim + panel * width, max_rows.min(rows - row), width.min(out_dim - panel * width));
@@ -495,7 +482,7 @@ pub(super) fn over_panels(
                         out: out_ptr.get().wrapping_add(at),
                     });
                     if chunk == chunks - 1 {
-                        // SAFETY: the block's values, all written, are this thread's alone.
+                        // SAFETY: the block's values, all written, are this unit's alone.
                         unsafe { epilogue.apply(out_ptr.get().add(at), out_dim, at, tile_rows, cols) };
                     }
                 }
@@ -505,6 +492,66 @@ pub(super) fn over_panels(
     // SAFETY: `block` wrote every (row, column) of the output exactly once.
     unsafe { out.set_len(rows * out_dim) };
     out
+}
+
+/// The units of work `0..units` in one contiguous run per thread. A thread takes its own run's
+/// units from the front; when it is done, it takes the last unit of whichever run has the most
+/// left. Runs of a fixed size made every product wait for its slowest thread: a core shared with
+/// another program, a descheduled vCPU, an efficiency core of a hybrid CPU (Intel's since Alder
+/// Lake, Apple's). Two Zen 3 cores with one worker at half speed (another program on its core):
+/// ViT-B/32 at batch 8 / 32 ran 10.0-10.7 images/s with fixed runs, 13.6-14.9 with these, 18-19
+/// on the idle machine (benches/README.md).
+struct Runs(Vec<Run>);
+
+impl Runs {
+    fn new(units: usize, threads: usize) -> Self {
+        let bound = |t: usize| (t * units / threads) as u64;
+        Runs((0..threads).map(|t| Run(AtomicU64::new(bound(t) << 32 | bound(t + 1)))).collect())
+    }
+
+    /// The next unit of thread `t`'s own run.
+    fn take_own(&self, t: usize) -> Option<usize> {
+        self.0[t].take(true)
+    }
+
+    /// The last unit of the run with the most left, or None when every run is done.
+    fn take_left_over(&self) -> Option<usize> {
+        loop {
+            let fullest = self.0.iter().max_by_key(|run| run.left()).filter(|run| run.left() > 0)?;
+            // Another thread may have taken its last unit meanwhile: then look again.
+            if let Some(unit) = fullest.take(false) {
+                return Some(unit);
+            }
+        }
+    }
+}
+
+/// One run: (next unit, end) packed in one word, so that its owner (from the front) and the
+/// others (from the back) take units with one compare-and-swap; on its own cache line, so that
+/// the owners' counters do not contend.
+#[repr(align(128))]
+struct Run(AtomicU64);
+
+impl Run {
+    fn bounds(packed: u64) -> (u64, u64) {
+        (packed >> 32, packed & 0xffff_ffff)
+    }
+
+    fn left(&self) -> u64 {
+        let (next, end) = Run::bounds(self.0.load(Relaxed));
+        end.saturating_sub(next)
+    }
+
+    /// Takes the unit at the front of the run, or at its back; None when the run is done.
+    fn take(&self, front: bool) -> Option<usize> {
+        // Relaxed: the units are independent, and rayon's join publishes what they wrote.
+        let taken = self.0.fetch_update(Relaxed, Relaxed, |packed| {
+            let (next, end) = Run::bounds(packed);
+            (next < end).then(|| if front { packed + (1 << 32) } else { packed - 1 })
+        });
+        let (next, end) = Run::bounds(taken.ok()?);
+        Some(if front { next } else { end - 1 } as usize)
+    }
 }
 
 /// How deep each part of a panel goes for a product of `rows` rows: `few_rows` below a block of
@@ -1096,12 +1143,38 @@ mod tests {
     fn a_packed_product_in_parts_matches_a_plain_matmul() {
         // Threads splitting the panels (few rows), one thread in several blocks, and threads
         // splitting the rows (one block each and more; rows not a whole number of tiles). With 3
-        // threads on 13 rows a panel is shared by two of them, and with 2 on 196 rows a tile.
-        let cases = [(1, 13), (3, 13), (1, 3 * ROW_BLOCK + 4), (2, 2 * ROW_BLOCK + 4), (3, 6 * ROW_BLOCK + 5)];
+        // threads on 2 blocks of rows, a block is shared by two of them.
+        let cases = [(1, 13), (3, 13), (1, 3 * ROW_BLOCK + 4), (2, 2 * ROW_BLOCK + 4), (3, 2 * ROW_BLOCK + 4)];
         for (threads, rows) in cases {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| check_packed_product(rows));
         }
+    }
+
+    /// A thread that never starts (a descheduled core) leaves its run to the others, and
+    /// threads taking units at once take each exactly once.
+    #[test]
+    fn every_unit_of_the_runs_is_taken_once_even_when_a_thread_never_starts() {
+        let runs = Runs::new(103, 4);
+        let mut taken: Vec<usize> = std::iter::from_fn(|| runs.take_own(0).or_else(|| runs.take_left_over())).collect();
+        assert_eq!(&taken[..25], &(0..25).collect::<Vec<_>>()[..], "its own run first, in order");
+        taken.sort_unstable();
+        assert_eq!(taken, (0..103).collect::<Vec<_>>());
+
+        let runs = Runs::new(10_000, 3);
+        let mut taken: Vec<usize> = std::thread::scope(|s| {
+            let runs = &runs;
+            let threads: Vec<_> = (0..3)
+                .map(|t| {
+                    s.spawn(move || {
+                        std::iter::from_fn(|| runs.take_own(t).or_else(|| runs.take_left_over())).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+        });
+        taken.sort_unstable();
+        assert_eq!(taken, (0..10_000).collect::<Vec<_>>());
     }
 
     fn check_packed_product(rows: usize) {
