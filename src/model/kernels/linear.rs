@@ -458,15 +458,23 @@ pub(super) fn over_panels(
     // its inputs and writes whole output rows. Two threads that split the panels instead each
     // read every input row and wrote half of every output row: at 400 rows (8 pictures of
     // ViT-B/32) that took 10-19% longer on two Zen 3 cores, at 196 (one SigLIP picture) 5-15%.
-    let by_rows = rows >= pool * tiles_per_block * max_rows;
-    let block_and_panel =
-        |unit: usize| if by_rows { (unit / panels, unit % panels) } else { (unit % blocks, unit / blocks) };
+    let by_rows = pool > 1 && rows >= pool * tiles_per_block * max_rows;
+    let threads = if by_rows { pool } else { pool.min(panels) };
+    // Each thread's run: with rows for a block each, a range of blocks with every panel; else a
+    // range of panels with every block, block by block, so that a block's rows stay in L2 while
+    // the thread's panels pass.
+    let first_panel = |t: usize| t * panels / threads;
     let units = blocks * panels;
-    let threads = pool.min(units);
-    let runs = Runs::new(units, threads);
+    let runs = Runs::new(threads, |t| if by_rows { t * units / threads } else { blocks * first_panel(t) });
     (0..threads).into_par_iter().for_each(|t| {
-        while let Some(unit) = runs.take_own(t).or_else(|| runs.take_left_over()) {
-            let (b, panel) = block_and_panel(unit);
+        while let Some((run, unit)) = runs.take_own(t).or_else(|| runs.take_left_over()) {
+            let (b, panel) = if by_rows {
+                (unit / panels, unit % panels)
+            } else {
+                let (first, count) = (first_panel(run), first_panel(run + 1) - first_panel(run));
+                let at = unit - blocks * first;
+                (at / count, first + at % count)
+            };
             for chunk in 0..chunks {
                 for tile in b * tiles / blocks..(b + 1) * tiles / blocks {
                     let row = tile * max_rows;
@@ -494,33 +502,38 @@ pub(super) fn over_panels(
     out
 }
 
-/// The units of work `0..units` in one contiguous run per thread. A thread takes its own run's
+/// Units of work in one contiguous run per thread. A thread takes its own run's
 /// units from the front; when it is done, it takes the last unit of whichever run has the most
 /// left. Runs of a fixed size made every product wait for its slowest thread: a core shared with
 /// another program, a descheduled vCPU, an efficiency core of a hybrid CPU (Intel's since Alder
 /// Lake, Apple's). Two Zen 3 cores with one worker at half speed (another program on its core):
-/// ViT-B/32 at batch 8 / 32 ran 10.0-10.7 images/s with fixed runs, 13.6-14.9 with these, 18-19
+/// ViT-B/32 at batch 8 / 32 ran 10.0-10.7 images/s with fixed runs, 13.0-14.9 with these, 18-19
 /// on the idle machine (benches/README.md).
 struct Runs(Vec<Run>);
 
 impl Runs {
-    fn new(units: usize, threads: usize) -> Self {
-        let bound = |t: usize| (t * units / threads) as u64;
-        Runs((0..threads).map(|t| Run(AtomicU64::new(bound(t) << 32 | bound(t + 1)))).collect())
+    /// Run t is units `start(t)..start(t + 1)`, for t < `threads`.
+    fn new(threads: usize, start: impl Fn(usize) -> usize) -> Self {
+        let bounds = |t: usize| ((start(t) as u64) << 32) | start(t + 1) as u64;
+        Runs((0..threads).map(|t| Run(AtomicU64::new(bounds(t)))).collect())
     }
 
-    /// The next unit of thread `t`'s own run.
-    fn take_own(&self, t: usize) -> Option<usize> {
-        self.0[t].take(true)
+    /// The next unit of thread `t`'s own run, as (t, unit).
+    fn take_own(&self, t: usize) -> Option<(usize, usize)> {
+        self.0[t].take(true).map(|unit| (t, unit))
     }
 
-    /// The last unit of the run with the most left, or None when every run is done.
-    fn take_left_over(&self) -> Option<usize> {
+    /// The last unit of the run with the most left, as (its run, unit), or None when every run
+    /// is done.
+    fn take_left_over(&self) -> Option<(usize, usize)> {
         loop {
-            let fullest = self.0.iter().max_by_key(|run| run.left()).filter(|run| run.left() > 0)?;
+            let (run, fullest) = self.0.iter().enumerate().max_by_key(|(_, run)| run.left())?;
+            if fullest.left() == 0 {
+                return None;
+            }
             // Another thread may have taken its last unit meanwhile: then look again.
             if let Some(unit) = fullest.take(false) {
-                return Some(unit);
+                return Some((run, unit));
             }
         }
     }
@@ -1142,8 +1155,8 @@ mod tests {
     #[test]
     fn a_packed_product_in_parts_matches_a_plain_matmul() {
         // Threads splitting the panels (few rows), one thread in several blocks, and threads
-        // splitting the rows (one block each and more; rows not a whole number of tiles). With 3
-        // threads on 2 blocks of rows, a block is shared by two of them.
+        // splitting the rows (one block each and more; rows not a whole number of tiles). Three
+        // threads on 2 blocks of rows split the panels, each going through its own block by block.
         let cases = [(1, 13), (3, 13), (1, 3 * ROW_BLOCK + 4), (2, 2 * ROW_BLOCK + 4), (3, 2 * ROW_BLOCK + 4)];
         for (threads, rows) in cases {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
@@ -1155,13 +1168,18 @@ mod tests {
     /// threads taking units at once take each exactly once.
     #[test]
     fn every_unit_of_the_runs_is_taken_once_even_when_a_thread_never_starts() {
-        let runs = Runs::new(103, 4);
-        let mut taken: Vec<usize> = std::iter::from_fn(|| runs.take_own(0).or_else(|| runs.take_left_over())).collect();
-        assert_eq!(&taken[..25], &(0..25).collect::<Vec<_>>()[..], "its own run first, in order");
-        taken.sort_unstable();
-        assert_eq!(taken, (0..103).collect::<Vec<_>>());
+        let runs = Runs::new(4, |t| [0, 25, 40, 90, 103][t]);
+        let taken: Vec<(usize, usize)> =
+            std::iter::from_fn(|| runs.take_own(0).or_else(|| runs.take_left_over())).collect();
+        assert_eq!(&taken[..25], &(0..25).map(|u| (0, u)).collect::<Vec<_>>()[..], "its own run first, in order");
+        assert_eq!(taken[25], (2, 89), "then the back of the fullest run");
+        let run_of = |u: usize| [0, 25, 40, 90, 103].iter().rposition(|&start| start <= u).unwrap();
+        assert!(taken.iter().all(|&(run, u)| run == run_of(u)), "each unit with its run");
+        let mut units: Vec<usize> = taken.into_iter().map(|(_, u)| u).collect();
+        units.sort_unstable();
+        assert_eq!(units, (0..103).collect::<Vec<_>>());
 
-        let runs = Runs::new(10_000, 3);
+        let runs = Runs::new(3, |t| t * 10_000 / 3);
         let mut taken: Vec<usize> = std::thread::scope(|s| {
             let runs = &runs;
             let threads: Vec<_> = (0..3)
@@ -1171,7 +1189,7 @@ mod tests {
                     })
                 })
                 .collect();
-            threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+            threads.into_iter().flat_map(|t| t.join().unwrap()).map(|(_, u)| u).collect()
         });
         taken.sort_unstable();
         assert_eq!(taken, (0..10_000).collect::<Vec<_>>());
