@@ -428,8 +428,9 @@ fn add_in_place_in(values: &mut [f32], addend: &[f32]) {
 /// is one unit per (block of rows, panel), each a part at a time, so that a part of a panel stays
 /// in L1 while the block's rows pass. Each thread has a run of units ([`Runs`]): with rows for a
 /// block per thread, a range of blocks with every panel (a block's rows stay in L2 while the
-/// panels pass), else a range of panels with every row (a short query streams its share of the
-/// weights once, from memory). `block` must write every value of its block in chunk 0 (and add to
+/// panels pass), else a range of panels with every block, block by block (a short query streams
+/// its share of the weights once, from memory, and a block's rows stay in L2 while the thread's
+/// panels pass). `block` must write every value of its block in chunk 0 (and add to
 /// it in later chunks). `epilogue` follows each block's last chunk, while the block is in L1.
 #[allow(clippy::too_many_arguments)] // the shape of the work, each a plain number
 pub(super) fn over_panels(
@@ -460,9 +461,6 @@ pub(super) fn over_panels(
     // ViT-B/32) that took 10-19% longer on two Zen 3 cores, at 196 (one SigLIP picture) 5-15%.
     let by_rows = pool > 1 && rows >= pool * tiles_per_block * max_rows;
     let threads = if by_rows { pool } else { pool.min(panels) };
-    // Each thread's run: with rows for a block each, a range of blocks with every panel; else a
-    // range of panels with every block, block by block, so that a block's rows stay in L2 while
-    // the thread's panels pass.
     let first_panel = |t: usize| t * panels / threads;
     let units = blocks * panels;
     let runs = Runs::new(threads, |t| if by_rows { t * units / threads } else { blocks * first_panel(t) });
