@@ -114,6 +114,13 @@ pub struct ComputeArgs {
     /// with the model config. A file named after its architecture needs no --arch.
     #[arg(long, global = true)]
     pub arch: Option<String>,
+
+    /// How many threads to compute with: the encoders, the pictures `index` decodes at once, the
+    /// requests `serve` works on at once. Default: one per CPU this process may use (`taskset`
+    /// and container CPU limits count). Fewer leave cores to other programs on a shared machine.
+    #[arg(long, global = true, env = "IMGSEARCH_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 impl ComputeArgs {
@@ -141,6 +148,13 @@ pub struct ModelArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(threads) = cli.compute.threads {
+        // Before anything uses rayon's pool, which would start it at its default size.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.into())
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot start {threads} compute threads: {e}"))?;
+    }
     let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
     let library = imgsearch::store::Location::new(data_dir, cli.store, cli.read_store)?;
     // The model space most commands work on: the one searches use (see store/spaces.rs).

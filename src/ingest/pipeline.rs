@@ -161,7 +161,7 @@ pub fn run(
     let mounts = &mounts;
     let queued = AtomicU64::new(0);
     let progress = progress_bar(options.progress);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let workers = crate::cpu_threads();
     let batch_size = options.batch_size.max(1);
 
     let (jobs_tx, jobs_rx) = bounded::<Candidate>(256);

@@ -148,7 +148,11 @@ pub fn serve(
         let local =
             listener.local_addr().map_err(|source| crate::Error::Io { path: PathBuf::from("socket"), source })?;
         println!("imgsearch serving on {}://{local}/", if tls.is_some() { "https" } else { "http" });
-        tracing::info!("CPU kernels: {} (IMGSEARCH_ISA can force a lower path)", crate::model::kernels::isa().name());
+        tracing::info!(
+            "CPU kernels: {}, {} threads (IMGSEARCH_ISA forces a lower path, --threads sets the threads)",
+            crate::model::kernels::isa().name(),
+            crate::cpu_threads()
+        );
         let app = routes::router(state).into_make_service_with_connect_info::<Peer>();
         let stopped = async {
             let _ = tokio::signal::ctrl_c().await;

@@ -19,13 +19,14 @@ pub const SPARE_BLOCKING_THREADS: usize = 8;
 /// the queue may grow, not on the number of workers.
 const MAX_WAITING: usize = 512;
 
-/// The workers a server runs by default: one per core. The work is CPU-bound (a text through
+/// The workers a server runs by default: one per thread of [`crate::cpu_threads`] (one per core
+/// unless `--threads` says otherwise). The work is CPU-bound (a text through
 /// the model, a search; a thumbnail is a small decode), and each worker's thread keeps its own
 /// allocator pages and scratch buffers: with two per core, 200 clients left the tiny-model
 /// server at 1.26x its idle memory, with one per core at 1.17x and as many requests/s
 /// (benches/README.md).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    crate::cpu_threads()
 }
 
 pub struct WorkQueue {

@@ -210,7 +210,7 @@ fn optimize_drops_tombstones_and_keeps_results() {
 }
 
 #[test]
-fn bench_reports_images_per_second_per_batch_and_the_query_latency() {
+fn bench_reports_images_per_second_per_batch_the_query_latency_and_its_threads() {
     let report = json(
         Command::new(env!("CARGO_BIN_EXE_imgsearch"))
             .args(["--device", "cpu", "bench", "--model"])
@@ -225,15 +225,29 @@ fn bench_reports_images_per_second_per_batch_and_the_query_latency() {
     assert!(report["query"]["ms_median"].as_f64().unwrap() > 0.0, "{report:#}");
     // Which kernels ran: this machine's best, or the path IMGSEARCH_ISA forced.
     assert_eq!(report["cpu_kernels"], imgsearch::model::kernels::isa().name(), "{report:#}");
+    // On how many threads: one per CPU unless told.
+    assert_eq!(report["threads"], imgsearch::cpu_threads(), "{report:#}");
     let forced = json(
         Command::new(env!("CARGO_BIN_EXE_imgsearch"))
             .env("IMGSEARCH_ISA", "portable")
+            .env("IMGSEARCH_THREADS", "3")
             .args(["--device", "cpu", "bench", "--model"])
             .arg(model_dir("tiny-clip-p14-gelu"))
             .args(["--batches", "1", "--iterations", "1"]),
     );
     assert_eq!(forced["cpu_kernels"], "portable");
+    assert_eq!(forced["threads"], 3, "IMGSEARCH_THREADS sets the threads: {forced:#}");
     assert!(forced["query"].is_null(), "no query asked for, none timed: {forced:#}");
+    let one = json(
+        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+            .args(["--device", "cpu", "--threads", "1", "bench", "--model"])
+            .arg(model_dir("tiny-clip-p14-gelu"))
+            .args(["--batches", "2", "--iterations", "1"]),
+    );
+    assert_eq!(one["threads"], 1, "{one:#}");
+    let none = Command::new(env!("CARGO_BIN_EXE_imgsearch")).args(["--threads", "0", "bench"]).output().unwrap();
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--threads"), "{}", String::from_utf8_lossy(&none.stderr));
 }
 
 fn write_npy(path: &Path, values: &[f32]) {
