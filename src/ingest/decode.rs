@@ -8,7 +8,8 @@
 //!   `turbojpeg` feature) with its IDCT scaled. Its effect on embeddings is measured by
 //!   `tests/it/preprocess.rs` (cosine ≥ 0.995 against the exact path).
 //!
-//! Both apply the EXIF orientation, so photos are never embedded sideways.
+//! Both apply the EXIF orientation, so photos are never embedded sideways. Camera RAW files go
+//! through the JPEG preview embedded in them (`raw`).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -16,7 +17,7 @@ use std::path::Path;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
-use super::jpeg_reduced;
+use super::{exif, jpeg_reduced, raw};
 use crate::error::{Error, Result};
 use crate::model::config::Alpha;
 use crate::model::{PreprocessConfig, PreprocessedImage};
@@ -91,15 +92,57 @@ fn decode(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedI
     if bytes.is_empty() {
         return Err(fail("the file is empty".into()));
     }
+    if raw::raw_format(bytes, path).is_some() {
+        return decode_raw(bytes, path, options);
+    }
+    decode_picture(bytes, path, options, None)
+}
+
+/// A camera RAW file: the largest preview JPEG in it that decodes, upright by the RAW's own
+/// orientation tag (the previews themselves mostly carry none).
+fn decode_raw(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedImage> {
+    let no_preview =
+        |detail: String| Error::Decode { path: path.to_owned(), reason: raw::NO_PREVIEW.to_string() + &detail };
+    let orientation = exif::read_exif(bytes, path).as_ref().and_then(exif::orientation);
+    let mut first_error = None;
+    for preview in raw::embedded_previews(bytes) {
+        match decode_picture(preview, path, options, orientation) {
+            Ok(decoded) => return Ok(decoded),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    Err(match first_error {
+        None => no_preview(String::new()),
+        Some(too_large @ Error::TooLarge { .. }) => too_large,
+        Some(Error::Decode { reason, .. }) => no_preview(format!(" (what looks like one does not decode: {reason})")),
+        Some(other) => other,
+    })
+}
+
+/// `orientation`: the picture's, where it comes from outside its own bytes (a RAW file's);
+/// otherwise its own EXIF orientation applies.
+fn decode_picture(
+    bytes: &[u8],
+    path: &Path,
+    options: &DecodeOptions,
+    orientation: Option<Orientation>,
+) -> Result<DecodedImage> {
     if let (Some(min), true) = (options.min_size, bytes.starts_with(&[0xFF, 0xD8, 0xFF])) {
-        if let Some(decoded) = decode_jpeg_scaled(bytes, path, min, options.max_pixels)? {
+        if let Some(decoded) = decode_jpeg_scaled(bytes, path, (min, options.max_pixels), orientation)? {
             return Ok(decoded);
         }
     }
-    decode_exact(bytes, path, options)
+    decode_exact(bytes, path, options, orientation)
 }
 
-fn decode_exact(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedImage> {
+fn decode_exact(
+    bytes: &[u8],
+    path: &Path,
+    options: &DecodeOptions,
+    orientation: Option<Orientation>,
+) -> Result<DecodedImage> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
     if reader.format().is_none() {
@@ -108,7 +151,7 @@ fn decode_exact(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<De
     let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
     let (width, height) = decoder.dimensions();
     check_pixels(path, width, height, options.max_pixels)?;
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let orientation = orientation.unwrap_or_else(|| decoder.orientation().unwrap_or(Orientation::NoTransforms));
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
     image.apply_orientation(orientation);
     let (original_width, original_height) = (image.width(), image.height());
@@ -119,8 +162,8 @@ fn decode_exact(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<De
 fn decode_jpeg_scaled(
     bytes: &[u8],
     path: &Path,
-    min_size: (u32, u32),
-    max_pixels: u64,
+    (min_size, max_pixels): ((u32, u32), u64),
+    orientation: Option<Orientation>,
 ) -> Result<Option<DecodedImage>> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
@@ -128,7 +171,9 @@ fn decode_jpeg_scaled(
     let Some(info) = decoder.info() else { return Ok(None) };
     let (width, height) = (info.width as u32, info.height as u32);
     check_pixels(path, width, height, max_pixels)?;
-    let orientation = decoder.exif_data().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+    let orientation = orientation
+        .or_else(|| decoder.exif_data().and_then(Orientation::from_exif_chunk))
+        .unwrap_or(Orientation::NoTransforms);
     let (need_w, need_h) = if swaps_axes(orientation) { (min_size.1, min_size.0) } else { min_size };
     let Some(n) = [1u32, 2, 4].into_iter().find(|&n| scaled_len(width, n) >= need_w && scaled_len(height, n) >= need_h)
     else {

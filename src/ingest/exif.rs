@@ -1,17 +1,85 @@
 //! Facts from EXIF: when, with which camera, where, and which way up.
 
 use std::io::Cursor;
+use std::path::Path;
 
-use exif::{In, Tag, Value};
+use exif::{Context, In, Tag, Value};
+use image::metadata::Orientation;
+
+use super::raw;
 
 use crate::store::catalog::PhotoFacts;
 
-pub fn photo_facts(bytes: &[u8]) -> PhotoFacts {
-    let Ok(exif) = exif::Reader::new().read_from_container(&mut Cursor::new(bytes)) else {
+/// A picture's EXIF: one TIFF structure with its sub-IFDs (most formats), or, in Canon's CR3,
+/// one box per IFD: `CMT1` the main IFD (camera, orientation), `CMT2` the EXIF IFD (date), `CMT4`
+/// the GPS IFD, each a TIFF structure of its own.
+pub enum Metadata {
+    Tiff(exif::Exif),
+    Canon(Box<CanonBoxes>),
+}
+
+pub struct CanonBoxes {
+    main: Option<exif::Exif>,
+    exif: Option<exif::Exif>,
+    gps: Option<exif::Exif>,
+}
+
+impl Metadata {
+    fn field(&self, tag: Tag) -> Option<&exif::Field> {
+        match self {
+            Metadata::Tiff(exif) => exif.get_field(tag, In::PRIMARY),
+            Metadata::Canon(boxes) => {
+                let CanonBoxes { main, exif, gps } = boxes.as_ref();
+                // Each box reads as a main IFD, so its fields carry the main IFD's context:
+                // match them by number within the box that holds the tag's IFD.
+                let of_ifd = match tag.0 {
+                    Context::Tiff => main,
+                    Context::Exif => exif,
+                    Context::Gps => gps,
+                    _ => &None,
+                };
+                of_ifd.as_ref()?.fields().find(|field| field.tag.1 == tag.1 && field.ifd_num == In::PRIMARY)
+            }
+        }
+    }
+}
+
+/// The EXIF of a picture file (named `path`): from its container (JPEG, TIFF and the RAW formats
+/// built on it, PNG, WebP, HEIF); for Olympus ORF and Panasonic RW2 from their TIFF-like header;
+/// for Canon CR3 from its boxes; for other RAW files (Fujifilm RAF) from the largest JPEG preview
+/// inside that has EXIF.
+pub fn read_exif(bytes: &[u8], path: &Path) -> Option<Metadata> {
+    let reader = exif::Reader::new();
+    if let Ok(exif) = reader.read_from_container(&mut Cursor::new(bytes)) {
+        return Some(Metadata::Tiff(exif));
+    }
+    if let Some(tiff) = raw::as_tiff(bytes) {
+        return reader.read_raw(tiff).ok().map(Metadata::Tiff);
+    }
+    let format = raw::raw_format(bytes, path)?;
+    if format == "cr3" {
+        let tiff_box = |name: &[u8; 4]| reader.read_raw(raw::canon_box(bytes, name)?.to_vec()).ok();
+        let boxes = CanonBoxes { main: tiff_box(b"CMT1"), exif: tiff_box(b"CMT2"), gps: tiff_box(b"CMT4") };
+        return Some(Metadata::Canon(Box::new(boxes)));
+    }
+    raw::embedded_previews(bytes)
+        .into_iter()
+        .find_map(|preview| reader.read_from_container(&mut Cursor::new(preview)).ok())
+        .map(Metadata::Tiff)
+}
+
+/// Which way up the picture is stored, by its EXIF orientation tag.
+pub fn orientation(metadata: &Metadata) -> Option<Orientation> {
+    let value = metadata.field(Tag::Orientation)?.value.get_uint(0)?;
+    Orientation::from_exif(u8::try_from(value).ok()?)
+}
+
+pub fn photo_facts(bytes: &[u8], path: &Path) -> PhotoFacts {
+    let Some(metadata) = read_exif(bytes, path) else {
         return PhotoFacts::default();
     };
     let ascii = |tag: Tag| -> Option<String> {
-        match &exif.get_field(tag, In::PRIMARY)?.value {
+        match &metadata.field(tag)?.value {
             Value::Ascii(parts) => {
                 let text = String::from_utf8_lossy(parts.first()?).trim_matches(char::from(0)).trim().to_string();
                 (!text.is_empty()).then_some(text)
@@ -20,7 +88,7 @@ pub fn photo_facts(bytes: &[u8]) -> PhotoFacts {
         }
     };
     let degrees = |tag: Tag, reference: Tag, negative: &str| -> Option<f64> {
-        let Value::Rational(parts) = &exif.get_field(tag, In::PRIMARY)?.value else { return None };
+        let Value::Rational(parts) = &metadata.field(tag)?.value else { return None };
         let [d, m, s] = parts.get(..3)? else { return None };
         let value = d.to_f64() + m.to_f64() / 60.0 + s.to_f64() / 3600.0;
         let sign = if ascii(reference).is_some_and(|r| r.eq_ignore_ascii_case(negative)) { -1.0 } else { 1.0 };

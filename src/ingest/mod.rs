@@ -4,4 +4,5 @@ pub mod decode;
 pub mod exif;
 pub mod jpeg_reduced;
 pub mod pipeline;
+pub mod raw;
 pub mod walk;

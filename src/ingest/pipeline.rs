@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::decode;
 use super::exif::photo_facts;
+use super::raw;
 use super::walk::{walk, Candidate, Found};
 use crate::error::{Error, Result};
 use crate::model::{Clip, ModelSpec, PreprocessedImage, Towers};
@@ -340,7 +341,8 @@ fn examine(job: Candidate, mounts: &Mounts, catalog: &dyn Lookup, spec: &ModelSp
         .path
         .extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        || raw::raw_extension(&job.path).is_some();
     let skip = |reason: String, ignored: bool| {
         Work::Skip(SkipRecord { path: path.clone(), size: job.size, mtime_ns: job.mtime_ns, reason, ignored })
     };
@@ -358,14 +360,14 @@ fn examine(job: Candidate, mounts: &Mounts, catalog: &dyn Lookup, spec: &ModelSp
     if bytes.is_empty() {
         return skip("empty file".into(), !looks_like_image);
     }
-    let Some(format) = sniff_format(&bytes) else {
+    let Some(format) = file_format(&bytes, &job.path) else {
         return skip("not an image (unrecognised content)".into(), !looks_like_image);
     };
     if format == "heif" || format == "avif" {
         return skip(format!("{} images are not supported by this build", format.to_uppercase()), false);
     }
     let hash = blake3::hash(&bytes).to_hex().to_string();
-    let facts = photo_facts(&bytes);
+    let facts = photo_facts(&bytes, &job.path);
     let mut file = FileFacts {
         path: path.clone(),
         size: job.size,
@@ -389,6 +391,12 @@ fn examine(job: Candidate, mounts: &Mounts, catalog: &dyn Lookup, spec: &ModelSp
         }
         Err(e) => skip(e.to_string(), false),
     }
+}
+
+/// The format of a file's `bytes`: a camera RAW format (by its magic number, or by the name of a
+/// file whose TIFF container does not tell), else by content alone ([`sniff_format`]).
+pub fn file_format(bytes: &[u8], path: &std::path::Path) -> Option<String> {
+    raw::raw_format(bytes, path).or_else(|| sniff_format(bytes))
 }
 
 /// The format by content (magic bytes), not by file name.

@@ -29,7 +29,8 @@ use super::catalog::{path_bytes, ImageRecord, ModelInfo, PhotoFacts, StoredPath}
 use super::{Change, Library};
 use crate::error::{Error, Result};
 use crate::ingest::exif::photo_facts;
-use crate::ingest::pipeline::sniff_format;
+use crate::ingest::pipeline::file_format;
+use crate::ingest::raw::raw_format;
 
 /// The file metadata key holding the model (a JSON [`ModelInfo`]).
 pub const MODEL_KEY: &str = "imgsearch.model";
@@ -416,12 +417,13 @@ fn fill_from_file(record: &mut ImageRecord, path: &Path) {
         return;
     }
     if record.format.is_empty() {
-        record.format = sniff_format(&head).unwrap_or_default();
+        record.format = file_format(&head, path).unwrap_or_default();
     }
     if record.facts == PhotoFacts::default() {
-        record.facts = photo_facts(&head);
+        record.facts = photo_facts(&head, path);
     }
-    if record.width == 0 || record.height == 0 {
+    // A RAW file's TIFF header describes its thumbnail or sensor data, not the picture.
+    if (record.width == 0 || record.height == 0) && raw_format(&head, path).is_none() {
         let reader = image::ImageReader::new(std::io::Cursor::new(&head)).with_guessed_format();
         if let Ok((width, height)) = reader.map_err(|_| ()).and_then(|r| r.into_dimensions().map_err(|_| ())) {
             (record.width, record.height) = (width, height);

@@ -20,6 +20,7 @@ mod models;
 mod parity;
 mod postgres;
 mod preprocess;
+mod raw;
 mod server;
 mod tags;
 mod tls;
