@@ -177,7 +177,10 @@ function searchLike(ids) {
 
 async function open(id) {
   shownId = id;
-  $("#large").src = `/api/images/${id}/file`;
+  // The preview, not the file: a JPEG every browser shows (TIFF and camera RAW files too), and
+  // a fraction of a camera file's bytes. The original is a download away.
+  $("#large").src = `/api/images/${id}/preview`;
+  $("#original").href = `/api/images/${id}/file`;
   const meta = $("#meta");
   meta.replaceChildren();
   $("#tags").replaceChildren();
@@ -185,7 +188,7 @@ async function open(id) {
   try {
     const info = await (await fetch(`/api/images/${id}`)).json();
     for (const [key, value] of Object.entries(info)) {
-      if (value == null || key === "thumbnail" || key === "file" || key === "tags") continue;
+      if (value == null || ["thumbnail", "preview", "file", "tags"].includes(key)) continue;
       const dt = document.createElement("dt"), dd = document.createElement("dd");
       dt.textContent = key;
       dd.textContent = Array.isArray(value) ? value.join(", ") : value;

@@ -17,7 +17,7 @@ use tokio_util::io::ReaderStream;
 
 use super::auth;
 use super::error::ApiError;
-use super::thumbnails::{thumbnail, thumbnail_version};
+use super::thumbnails::{rendition, thumbnail_version, Rendition};
 use super::{open_indexed_file, AppState};
 use crate::search::query::Understood;
 use crate::search::{Composition, Example, SearchHit, SearchParams, SortOrder, MAX_K};
@@ -60,7 +60,14 @@ pub fn router(state: Shared) -> Router {
         .route("/api/search/image", post(search_image).layer(DefaultBodyLimit::disable()))
         .route("/api/search/vector", post(search_vector).layer(DefaultBodyLimit::disable()))
         .route("/api/images/{id}", get(image_info))
-        .route("/api/images/{id}/thumbnail", get(image_thumbnail))
+        .route(
+            "/api/images/{id}/thumbnail",
+            get(|state, id, headers| image_rendition(state, id, headers, Rendition::Thumbnail)),
+        )
+        .route(
+            "/api/images/{id}/preview",
+            get(|state, id, headers| image_rendition(state, id, headers, Rendition::Preview)),
+        )
         .route("/api/images/{id}/file", get(image_file))
         .route("/api/images/{id}/similar", get(similar))
         .route("/api/duplicates", get(duplicates))
@@ -456,14 +463,17 @@ async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
         "gps": record.facts.gps,
         "tags": record.tags,
         "thumbnail": format!("/api/images/{}/thumbnail", record.id),
+        "preview": format!("/api/images/{}/preview", record.id),
         "file": format!("/api/images/{}/file", record.id),
     })))
 }
 
-async fn image_thumbnail(
+/// `GET /api/images/{id}/thumbnail` and `/preview`: an upright JPEG of the picture, cached.
+async fn image_rendition(
     State(state): State<Shared>,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
+    kind: Rendition,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let known = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -473,7 +483,8 @@ async fn image_thumbnail(
         if known.is_some_and(|known| known.split(',').any(|tag| tag.trim() == etag)) {
             return Ok((etag, None));
         }
-        Ok((etag, Some(thumbnail(&cache.join("thumbnails"), &record, &mounts, state.options.max_pixels)?)))
+        let cache = cache.join("thumbnails");
+        Ok((etag, Some(rendition(&cache, &record, &mounts, state.options.max_pixels, kind)?)))
     })
     .await?;
     // Private (signed-in pictures stay out of shared caches), and checked on every use: an id

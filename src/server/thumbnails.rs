@@ -1,5 +1,6 @@
-//! Thumbnails: upright (EXIF applied by the decoder), at most 320 px, JPEG, generated once per
-//! image id and cached in the data folder (ids never change meaning, so the cache never lies).
+//! Renditions of a picture: upright (EXIF applied by the decoder) JPEGs that fit a square box,
+//! generated once per image id and cached in the data folder (ids never change meaning, so the
+//! cache never lies).
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,31 @@ use crate::ingest::decode::{decode_bytes, DecodeOptions};
 use crate::store::roots::Mounts;
 use crate::store::ImageRecord;
 
-const THUMBNAIL_SIZE: u32 = 320;
+/// What a rendition is for, which sets its size.
+#[derive(Debug, Clone, Copy)]
+pub enum Rendition {
+    /// A result tile: at most 320 px.
+    Thumbnail,
+    /// The viewer: at most 1,600 px, a JPEG every browser shows whatever the original is (a TIFF,
+    /// a camera RAW, a 100 MP panorama) and a fraction of a camera file's bytes over the network.
+    Preview,
+}
+
+impl Rendition {
+    fn box_size(self) -> u32 {
+        match self {
+            Rendition::Thumbnail => 320,
+            Rendition::Preview => 1600,
+        }
+    }
+
+    fn cache_name(self, record: &ImageRecord) -> String {
+        match self {
+            Rendition::Thumbnail => format!("{}-{}.jpg", record.id, thumbnail_version(record)),
+            Rendition::Preview => format!("{}-{}-preview.jpg", record.id, thumbnail_version(record)),
+        }
+    }
+}
 
 /// What a picture's thumbnail depends on: its file's content and place. It names the cached file
 /// and is the thumbnail's HTTP ETag, so a picture that changed, or another picture under the same
@@ -26,18 +51,25 @@ pub fn thumbnail_version(record: &ImageRecord) -> String {
     hasher.finalize().to_hex()[..16].to_string()
 }
 
-/// The cached thumbnail's bytes, creating it first if needed.
-pub fn thumbnail(cache: &Path, record: &ImageRecord, mounts: &Mounts, max_pixels: u64) -> Result<Vec<u8>> {
-    let path = cache.join(format!("{}-{}.jpg", record.id, thumbnail_version(record)));
+/// The cached rendition's bytes, creating it first if needed.
+pub fn rendition(
+    cache: &Path,
+    record: &ImageRecord,
+    mounts: &Mounts,
+    max_pixels: u64,
+    kind: Rendition,
+) -> Result<Vec<u8>> {
+    let path = cache.join(kind.cache_name(record));
     if let Ok(bytes) = std::fs::read(&path) {
         return Ok(bytes);
     }
     let source: PathBuf = mounts.local_or_err(&record.path)?;
-    let options = DecodeOptions { max_pixels, min_size: Some((THUMBNAIL_SIZE, THUMBNAIL_SIZE)), ..Default::default() };
+    let size = kind.box_size();
+    let options = DecodeOptions { max_pixels, min_size: Some((size, size)), ..Default::default() };
     let decoded = decode_bytes(&read_indexed_file(record, mounts)?, &source, &options)?;
-    // Fit into a THUMBNAIL_SIZE box, keeping the aspect ratio; never enlarge.
+    // Fit into the box, keeping the aspect ratio; never enlarge.
     let (w, h) = decoded.rgb.dimensions();
-    let scale = (THUMBNAIL_SIZE as f64 / w.max(h) as f64).min(1.0);
+    let scale = (size as f64 / w.max(h) as f64).min(1.0);
     let (tw, th) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
     let small = image::imageops::thumbnail(&decoded.rgb, tw, th);
     let mut bytes = Vec::new();
@@ -46,7 +78,7 @@ pub fn thumbnail(cache: &Path, record: &ImageRecord, mounts: &Mounts, max_pixels
         .map_err(|e| Error::Decode { path: source.clone(), reason: e.to_string() })?;
     // Write-then-rename so a concurrent reader never sees half a file; caching is best effort.
     if std::fs::create_dir_all(cache).is_ok() {
-        // Unique per request: two requests for the same uncached thumbnail must not share it.
+        // Unique per request: two requests for the same uncached rendition must not share it.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = cache.join(format!("{}.jpg.{}.{n}.tmp", record.id, std::process::id()));

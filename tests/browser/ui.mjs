@@ -1,7 +1,7 @@
 // Drives the imgsearch web UI in Debian's headless Chromium (no browser download):
 // type a query and see result tiles; a composed query shows how it was read; pick three
 // pictures for "more like these"; the address reflects the search; upload a picture and see
-// its original first; open a result and ask for similar ones.
+// its original first; open a result (its preview shows, the original is linked) and ask for similar ones.
 // Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX
 import { launch } from "./chromium.mjs";
 
@@ -54,6 +54,14 @@ try {
   // Open the first result, then "Similar images".
   await page.click(".tile");
   await page.waitForSelector("#viewer[open] #meta dt");
+  // The viewer shows the picture's preview (the file is a TIFF, which Chromium cannot show) and
+  // links the original file.
+  await page.waitForFunction(() => {
+    const img = document.querySelector("#large");
+    return img.complete && img.naturalWidth > 0;
+  }, null, { timeout: 10000 }).catch(() => fail("the viewer's picture did not load"));
+  const original = await page.getAttribute("#original", "href");
+  if (!/^\/api\/images\/\d+\/file$/.test(original || "")) await fail(`link to the original: ${original}`);
   await page.click("#similar");
   await page.waitForFunction(() => location.search.includes("similar="));
   await page.waitForSelector(".tile");

@@ -1,6 +1,7 @@
 //! The web UI in a real headless Chromium (Debian's `chromium`, driven by playwright-core from
 //! tests/browser/; scripts/test.sh installs both): type a query and see result tiles, the address
-//! follows the search, upload a picture and see its original first, open a result, similar images;
+//! follows the search, upload a picture and see its original first, open a result (a TIFF, shown
+//! through its preview), similar images;
 //! and signing in and out.
 
 use crate::common;
@@ -13,14 +14,16 @@ fn the_web_ui_searches_by_text_and_by_uploaded_picture() {
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("photos");
     std::fs::create_dir_all(&photos).unwrap();
-    for name in ["astronaut.jpg", "rocket.jpg", "coffee.png", "chelsea_progressive.jpg", "camera_gray.png"] {
+    for name in ["astronaut.jpg", "coffee.png", "chelsea_progressive.jpg", "camera_gray.png"] {
         std::fs::copy(image_path(name), photos.join(name)).unwrap();
     }
+    // A TIFF, which Chromium cannot show: the viewer must show its preview.
+    image::open(image_path("rocket.jpg")).unwrap().save(photos.join("rocket.tif")).unwrap();
     let server = index_and_serve(&photos, &tmp.path().join("data"), &[]);
     // Upload a recompressed copy (not byte-identical) of an indexed photo.
     let copy = tmp.path().join("upload.jpg");
     image::open(image_path("rocket.jpg")).unwrap().save(&copy).unwrap();
-    common::browser_script("ui.mjs", &[&format!("http://{}", server.addr), copy.to_str().unwrap(), "rocket.jpg"]);
+    common::browser_script("ui.mjs", &[&format!("http://{}", server.addr), copy.to_str().unwrap(), "rocket.tif"]);
 }
 
 #[test]

@@ -251,3 +251,42 @@ fn raw_files_are_indexed_through_their_embedded_preview_upright_with_camera_and_
     let upright = cosine(&vector(&root.join("DSC_0002.nef")), &vector(&turned));
     assert!(upright > 0.99999, "the portrait NEF embeds upright: cosine {upright}");
 }
+
+#[test]
+fn the_viewer_gets_an_upright_jpeg_preview_of_any_picture_and_the_original_as_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let rocket = std::fs::read(image_path("rocket.jpg")).unwrap(); // 640 × 427
+    let nef = tiff_raw(b"II*\0", 6, Some(&rocket));
+    std::fs::write(photos.join("DSC_0002.NEF"), &nef).unwrap();
+    // A wide TIFF: Chromium and Firefox show no TIFF at all.
+    image::open(image_path("rocket.jpg"))
+        .unwrap()
+        .resize_exact(2400, 1000, image::imageops::Triangle)
+        .save(photos.join("wide.tif"))
+        .unwrap();
+    let server = common::server::index_and_serve(&photos, &tmp.path().join("data"), &[]);
+
+    let hits = common::http::get(&server.addr, "/api/search?q=a%20photo&k=10").json();
+    let id_of = |name: &str| hit(&hits["hits"], name)["id"].as_u64().unwrap();
+    let jpeg_size = |path: &str| {
+        let response = common::http::get(&server.addr, path);
+        assert_eq!(response.status, 200, "{path}: {}", String::from_utf8_lossy(&response.body));
+        assert_eq!(response.header("content-type").as_deref(), Some("image/jpeg"), "{path}");
+        let picture = image::load_from_memory_with_format(&response.body, image::ImageFormat::Jpeg).unwrap();
+        (picture.width(), picture.height())
+    };
+    let (raw, wide) = (id_of("DSC_0002.NEF"), id_of("wide.tif"));
+    // Upright, fit into 1,600 px, never enlarged; thumbnails into 320.
+    assert_eq!(jpeg_size(&format!("/api/images/{raw}/preview")), (427, 640));
+    assert_eq!(jpeg_size(&format!("/api/images/{raw}/thumbnail")), (214, 320));
+    assert_eq!(jpeg_size(&format!("/api/images/{wide}/preview")), (1600, 667));
+    assert_eq!(jpeg_size(&format!("/api/images/{wide}/thumbnail")), (320, 133));
+    let info = common::http::get(&server.addr, &format!("/api/images/{raw}")).json();
+    assert_eq!(info["preview"], format!("/api/images/{raw}/preview"), "{info:#}");
+    // The original, byte for byte: a RAW is no picture type a browser knows.
+    let original = common::http::get(&server.addr, &format!("/api/images/{raw}/file"));
+    assert_eq!((original.status, original.body == nef), (200, true));
+    assert_eq!(original.header("content-type").as_deref(), Some("application/octet-stream"));
+}
