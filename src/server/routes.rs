@@ -3,7 +3,7 @@
 //! the file system as a path: files are found by image id through the catalog.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -193,8 +193,11 @@ fn parse_q(q: &str) -> ApiResult<crate::search::ParsedQuery> {
     crate::search::parse(q).map_err(|e| ApiError::bad_request("bad_query", e.0))
 }
 
-/// The picture of an upload: multipart field `image`, or the raw request body.
-async fn upload_bytes(request: Request, limit: usize) -> ApiResult<Bytes> {
+/// The picture of an upload: multipart field `image`, or the raw request body; and the name it
+/// goes by in messages and decoding: its file name where the multipart field gives one (the
+/// extension tells a camera RAW from a TIFF), else `upload`.
+async fn upload_bytes(request: Request, limit: usize) -> ApiResult<(Bytes, PathBuf)> {
+    let unnamed = || PathBuf::from("upload");
     let too_large = || ApiError::too_large(format!("the upload is over the {limit}-byte limit (--upload-limit)"));
     let is_multipart = request
         .headers()
@@ -204,7 +207,7 @@ async fn upload_bytes(request: Request, limit: usize) -> ApiResult<Bytes> {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
     if !is_multipart {
-        return Ok(bytes);
+        return Ok((bytes, unnamed()));
     }
     let request = Request::from_parts(parts, Body::from(bytes));
     let mut multipart = Multipart::from_request(request, &())
@@ -214,7 +217,11 @@ async fn upload_bytes(request: Request, limit: usize) -> ApiResult<Bytes> {
         multipart.next_field().await.map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
     {
         if field.name() == Some("image") {
-            return field.bytes().await.map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()));
+            // Only the name's last part: the client's folders are none of our business.
+            let name =
+                field.file_name().and_then(|name| Path::new(name).file_name()).map_or_else(unnamed, PathBuf::from);
+            let bytes = field.bytes().await.map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?;
+            return Ok((bytes, name));
         }
     }
     Err(ApiError::bad_request("missing_image", "the multipart body has no field named `image`"))
@@ -230,7 +237,7 @@ async fn search_image(
     // `q` narrows the picture's search with filters, or composes it with texts: "like this
     // picture, but at night" is `q=at night`.
     let parsed = query.get("q").map(|q| parse_q(q)).transpose()?.unwrap_or_default();
-    let bytes = upload_bytes(request, state.options.upload_limit).await?;
+    let (bytes, upload) = upload_bytes(request, state.options.upload_limit).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "empty_upload",
@@ -242,11 +249,10 @@ async fn search_image(
     let understood = composed.then(|| parsed.understood());
     let hits = blocking(state.clone(), move || {
         let engine = engine(&state);
-        let upload = Path::new("upload");
         if !composed {
-            return Ok(engine.search_image(&bytes, upload, max_pixels, &parsed.filters, &params)?);
+            return Ok(engine.search_image(&bytes, &upload, max_pixels, &parsed.filters, &params)?);
         }
-        let example = Example::Embedding(engine.embed_picture(&bytes, upload, max_pixels)?);
+        let example = Example::Embedding(engine.embed_picture(&bytes, &upload, max_pixels)?);
         let composition = Composition { texts: parsed.parts, not: parsed.not, like: vec![example] };
         Ok(engine.search_composed(&composition, &parsed.filters, &params)?)
     })

@@ -253,7 +253,7 @@ fn raw_files_are_indexed_through_their_embedded_preview_upright_with_camera_and_
 }
 
 #[test]
-fn the_viewer_gets_an_upright_jpeg_preview_of_any_picture_and_the_original_as_it_is() {
+fn the_server_previews_any_picture_as_an_upright_jpeg_takes_raw_uploads_and_serves_originals_as_they_are() {
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("photos");
     std::fs::create_dir_all(&photos).unwrap();
@@ -285,6 +285,13 @@ fn the_viewer_gets_an_upright_jpeg_preview_of_any_picture_and_the_original_as_it
     assert_eq!(jpeg_size(&format!("/api/images/{wide}/thumbnail")), (320, 133));
     let info = common::http::get(&server.addr, &format!("/api/images/{raw}")).json();
     assert_eq!(info["preview"], format!("/api/images/{raw}/preview"), "{info:#}");
+    // A RAW uploaded to search by is read as one by its file name (its content reads as a TIFF).
+    let (content_type, body) = common::http::multipart("image", "DSC_0002.NEF", &nef);
+    let found = common::http::request(&server.addr, "POST", "/api/search/image?k=1", Some(&content_type), &body);
+    assert_eq!(found.status, 200, "{}", String::from_utf8_lossy(&found.body));
+    let top = &found.json()["hits"][0];
+    assert!(top["path"].as_str().unwrap().ends_with("DSC_0002.NEF"), "{top:#}");
+    assert!(top["score"].as_f64().unwrap() > 0.9999, "{top:#}");
     // The original, byte for byte: a RAW is no picture type a browser knows.
     let original = common::http::get(&server.addr, &format!("/api/images/{raw}/file"));
     assert_eq!((original.status, original.body == nef), (200, true));
