@@ -21,8 +21,10 @@ const RAW_EXTENSIONS: &[&str] = &[
     "pef", "raf", "rw2", "rwl", "sr2", "srf", "srw", "x3f",
 ];
 
-/// The RAW format of these bytes (named `path`), by extension or by a magic number no other
-/// picture format uses: `nef`, `cr3`, ... None for anything else.
+/// The RAW format of these bytes (named `path`): by a magic number no other picture format uses
+/// (`raf`, `cr3`, `orf`, `rw2`), or by the extension of a file whose content is a RAW container
+/// (TIFF, Sigma's, Minolta's): `nef`, `dng`, ... None for anything else, a JPEG renamed `.NEF`
+/// included.
 pub fn raw_format(bytes: &[u8], path: &Path) -> Option<String> {
     let by_content = if bytes.starts_with(b"FUJIFILMCCD-RAW") {
         Some("raf")
@@ -35,9 +37,11 @@ pub fn raw_format(bytes: &[u8], path: &Path) -> Option<String> {
     } else {
         None
     };
+    let container = [b"II*\0", b"MM\0*", b"FOVb", b"\0MRM"].iter().any(|magic| bytes.starts_with(*magic));
     match by_content {
         Some(format) => Some(format.to_string()),
-        None => raw_extension(path),
+        None if container => raw_extension(path),
+        None => None,
     }
 }
 
@@ -107,6 +111,7 @@ mod tests {
         let tiff = b"II*\0\x08\0\0\0";
         assert_eq!(raw_format(tiff, Path::new("DSC_0001.NEF")).as_deref(), Some("nef"));
         assert_eq!(raw_format(tiff, Path::new("scan.tif")), None, "a TIFF is a TIFF");
+        assert_eq!(raw_format(b"\xFF\xD8\xFF\xE0", Path::new("renamed.NEF")), None, "a JPEG is a JPEG");
         assert_eq!(raw_format(b"FUJIFILMCCD-RAW 0201", Path::new("upload")).as_deref(), Some("raf"));
         assert_eq!(raw_format(b"IIRO\x08\0\0\0", Path::new("P1.jpg")).as_deref(), Some("orf"));
         assert_eq!(raw_format(b"\0\0\0\x18ftypcrx \0\0\0\x01", Path::new("x")).as_deref(), Some("cr3"));
