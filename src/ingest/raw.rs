@@ -14,8 +14,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-/// File name extensions of camera RAW formats whose container is TIFF (or close to it), so that
-/// their content alone does not tell them from a TIFF picture.
+/// File name extensions of camera RAW formats.
 const RAW_EXTENSIONS: &[&str] = &[
     "3fr", "arw", "cr2", "cr3", "dcr", "dng", "erf", "iiq", "k25", "kdc", "mef", "mos", "mrw", "nef", "nrw", "orf",
     "pef", "raf", "rw2", "rwl", "sr2", "srf", "srw", "x3f",
@@ -51,16 +50,27 @@ pub fn raw_extension(path: &Path) -> Option<String> {
     RAW_EXTENSIONS.contains(&extension.as_str()).then_some(extension)
 }
 
-/// The picture JPEGs embedded in a RAW file, largest first: each from its start marker to the
-/// end of the file (decoders stop at its end marker). The caller takes the first that decodes,
-/// so that a few bytes that only look like a large JPEG cannot hide the real preview.
+/// The picture JPEGs embedded in a RAW file, largest first, at most [`MAX_PREVIEWS`]: each from
+/// its start marker to the end of the file (decoders stop at its end marker). The caller takes
+/// the first that decodes, so that a few bytes that only look like a large JPEG cannot hide the
+/// real preview.
 pub fn embedded_previews(bytes: &[u8]) -> Vec<&[u8]> {
     let mut found: Vec<(u64, usize)> = memchr::memmem::find_iter(bytes, &[0xFF, 0xD8, 0xFF])
+        .take(MAX_STARTS)
         .filter_map(|start| picture_pixels(&bytes[start..]).map(|pixels| (pixels, start)))
         .collect();
     found.sort_by_key(|&(pixels, start)| (std::cmp::Reverse(pixels), start));
-    found.into_iter().map(|(_, start)| &bytes[start..]).collect()
+    found.into_iter().take(MAX_PREVIEWS).map(|(_, start)| &bytes[start..]).collect()
 }
+
+/// Start markers looked at in one file. Cameras embed two or three JPEGs, and a DNG stores its
+/// sensor data as a few hundred lossless-JPEG tiles; a file made of nothing but start markers
+/// must not cost minutes.
+const MAX_STARTS: usize = 4096;
+
+/// Previews tried, largest first: the camera's full-size and medium ones and their thumbnail,
+/// and room for one look-alike; a file of many huge look-alikes must not cost a decode each.
+const MAX_PREVIEWS: usize = 4;
 
 /// Why a RAW file without a usable preview is skipped, and what to do.
 pub const NO_PREVIEW: &str = "a camera RAW file without an embedded JPEG preview that imgsearch can read: it \
