@@ -99,7 +99,9 @@ fn decode(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedI
 }
 
 /// A camera RAW file: the largest preview JPEG in it that decodes, upright by the RAW's own
-/// orientation tag (the previews themselves mostly carry none).
+/// orientation tag (the previews themselves mostly carry none). Without one, the picture in its
+/// first TIFF directory where that is one: the RGB thumbnail of a phone's DNG (Android's
+/// `DngCreator` writes no JPEG).
 fn decode_raw(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedImage> {
     let no_preview =
         |detail: String| Error::Decode { path: path.to_owned(), reason: raw::NO_PREVIEW.to_string() + &detail };
@@ -111,6 +113,11 @@ fn decode_raw(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<Deco
             Err(error) => {
                 first_error.get_or_insert(error);
             }
+        }
+    }
+    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        if let Ok(decoded) = decode_exact(bytes, path, options, orientation) {
+            return Ok(decoded);
         }
     }
     Err(match first_error {

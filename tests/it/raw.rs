@@ -4,7 +4,8 @@
 //!
 //! The files are built here the way cameras lay them out: TIFF structures (NEF, CR2, ARW, DNG,
 //! PEF; ORF with Olympus' own magic number) whose preview sits behind a sub-IFD and whose sensor
-//! data comes as lossless JPEG or raw bytes, and Fujifilm's RAF (a header, then a whole JPEG).
+//! data comes as lossless JPEG or raw bytes, a phone's DNG with only an RGB thumbnail, Canon's
+//! CR3 (ISO boxes) and Fujifilm's RAF (a header, then a whole JPEG).
 
 use std::path::Path;
 use std::process::Command;
@@ -119,6 +120,45 @@ fn sensor_data() -> Vec<u8> {
     [lossless.as_slice(), &noise, &fake, &noise].concat()
 }
 
+/// A phone's DNG as Android's `DngCreator` writes it: no JPEG inside, an uncompressed RGB
+/// thumbnail in IFD0 and the sensor data behind a sub-IFD.
+fn phone_dng(thumbnail: &image::RgbImage) -> Vec<u8> {
+    let (sensor, pixels) = (sensor_data(), thumbnail.as_raw());
+    let mut out = b"II*\0\0\0\0\0".to_vec();
+    let sensor_at = out.len() as u32;
+    out.extend_from_slice(&sensor);
+    let pixels_at = out.len() as u32;
+    out.extend_from_slice(pixels);
+    if out.len() % 2 == 1 {
+        out.push(0);
+    }
+    let sub = push_ifd(&mut out, &[short(0x0103, 7), long(0x0111, sensor_at), long(0x0117, sensor.len() as u32)]);
+    let (width, height) = thumbnail.dimensions();
+    let ifd0 = push_ifd(
+        &mut out,
+        &[
+            long(0x00FE, 1),
+            long(0x0100, width),
+            long(0x0101, height),
+            Entry(0x0102, 3, 3, [8u16, 8, 8].iter().flat_map(|b| b.to_le_bytes()).collect()),
+            short(0x0103, 1),
+            short(0x0106, 2),
+            ascii(0x010F, "Google"),
+            ascii(0x0110, "Pixel 8"),
+            long(0x0111, pixels_at),
+            short(0x0112, 1),
+            short(0x0115, 3),
+            long(0x0116, height),
+            long(0x0117, pixels.len() as u32),
+            short(0x011C, 1),
+            long(0x014A, sub),
+            Entry(0xC612, 1, 4, vec![1, 4, 0, 0]),
+        ],
+    );
+    out[4..8].copy_from_slice(&ifd0.to_le_bytes());
+    out
+}
+
 /// A Fujifilm RAF: magic, format and camera ids, then the offset and length of the JPEG that
 /// follows (with the camera's EXIF inside); the sensor data would come after it.
 fn raf(jpeg: &[u8]) -> Vec<u8> {
@@ -193,11 +233,16 @@ fn raw_files_are_indexed_through_their_embedded_preview_upright_with_camera_and_
     );
     std::fs::write(root.join("DSCF0004.RAF"), raf(&std::fs::read(&fuji_jpeg).unwrap())).unwrap();
     std::fs::write(root.join("IMG_0005.CR2"), tiff_raw(b"II*\0", 1, None)).unwrap();
+    let thumbnail =
+        image::open(image_path("rocket.jpg")).unwrap().resize_exact(256, 171, image::imageops::Triangle).to_rgb8();
+    std::fs::write(root.join("PXL_0007.dng"), phone_dng(&thumbnail)).unwrap();
+    let thumbnail_png = tmp.path().join("thumbnail.png");
+    thumbnail.save(&thumbnail_png).unwrap();
     // Shot in portrait the other way: turn 90° counter-clockwise.
     std::fs::write(root.join("IMG_0006.CR3"), cr3(&rocket, 8)).unwrap();
 
     let summary = json(imgsearch(&data).arg("index").arg(&root).args(["--json", "--model"]).arg(model_dir(MODEL)));
-    assert_eq!(summary["indexed"], 5, "{summary:#}");
+    assert_eq!(summary["indexed"], 6, "{summary:#}");
     let errors = summary["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{summary:#}");
     assert!(errors[0]["path"].as_str().unwrap().ends_with("IMG_0005.CR2"), "{summary:#}");
@@ -221,6 +266,10 @@ fn raw_files_are_indexed_through_their_embedded_preview_upright_with_camera_and_
     assert!(canon["camera"].as_str().unwrap().contains("EOS R5"), "CR3's CMT1 box: {canon:#}");
     assert_eq!(canon["taken"].as_str(), Some("2022-05-06T07:08:09"), "CR3's CMT2 box: {canon:#}");
 
+    let phone = hit(&hits, "PXL_0007.dng");
+    assert_eq!((phone["width"].as_u64(), phone["height"].as_u64()), (Some(256), Some(171)), "{phone:#}");
+    assert!(phone["camera"].as_str().unwrap().contains("Pixel 8"), "{phone:#}");
+
     // Each RAW's format is its own, so `type:` finds them.
     let nefs = json(imgsearch(&data).args(["search", "type:nef", "--json"]));
     assert_eq!(nefs.as_array().unwrap().len(), 2, "{nefs:#}");
@@ -236,7 +285,9 @@ fn raw_files_are_indexed_through_their_embedded_preview_upright_with_camera_and_
             .args(["--image".as_ref(), root.join("DSC_0001.NEF").as_os_str()])
             .args(["--image".as_ref(), image_path("rocket.jpg").as_os_str()])
             .args(["--image".as_ref(), root.join("DSC_0002.nef").as_os_str()])
-            .args(["--image".as_ref(), turned.as_os_str()]),
+            .args(["--image".as_ref(), turned.as_os_str()])
+            .args(["--image".as_ref(), root.join("PXL_0007.dng").as_os_str()])
+            .args(["--image".as_ref(), thumbnail_png.as_os_str()]),
     );
     let vector = |path: &Path| -> Vec<f32> {
         let v = &embedded["images"][path.to_str().unwrap()];
@@ -250,6 +301,8 @@ fn raw_files_are_indexed_through_their_embedded_preview_upright_with_camera_and_
     assert!(same > 0.99999, "the NEF embeds as its preview: cosine {same}");
     let upright = cosine(&vector(&root.join("DSC_0002.nef")), &vector(&turned));
     assert!(upright > 0.99999, "the portrait NEF embeds upright: cosine {upright}");
+    let phone = cosine(&vector(&root.join("PXL_0007.dng")), &vector(&thumbnail_png));
+    assert!(phone > 0.99999, "a DNG without a JPEG embeds as its RGB thumbnail: cosine {phone}");
 }
 
 #[test]
