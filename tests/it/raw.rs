@@ -10,22 +10,11 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::cli::{imgsearch, json};
 use crate::common::{self, cosine, image_path, jpeg_with_exif, model_dir};
 use serde_json::Value;
 
 const MODEL: &str = "tiny-clip-b32-quickgelu";
-
-fn imgsearch(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
-    cmd.args(common::library_args(data)).args(["--device", "cpu"]).env("HF_HUB_OFFLINE", "1");
-    cmd
-}
-
-fn json(cmd: &mut Command) -> Value {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "exit {:?}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
 
 /// One IFD entry: tag, TIFF type (2 ASCII, 3 SHORT, 4 LONG), count, and its value: inline when
 /// it fits 4 bytes, else at an offset the builder fills in.
