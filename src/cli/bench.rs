@@ -64,7 +64,8 @@ pub fn run(args: BenchArgs, compute: super::ComputeArgs) -> anyhow::Result<()> {
         "{}",
         serde_json::to_string(&serde_json::json!({"model": spec.model_id, "device": format!("{device:?}"),
                 "dtype": format!("{:?}", spec.precision).to_lowercase(),
-                "cpu_kernels": imgsearch::model::kernels::isa().name(), "threads": imgsearch::cpu_threads(), "results": rows, "query": query}))?
+                "cpu_kernels": imgsearch::model::kernels::isa().name(), "threads": imgsearch::cpu_threads(),
+                "results": rows, "query": query}))?
     );
     Ok(())
 }

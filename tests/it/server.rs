@@ -318,12 +318,12 @@ fn repeated_query_texts_are_embedded_once() {
 /// The server logs one line per request (method, route pattern, status, time) and never a
 /// query, a credential or a cookie.
 #[test]
-fn each_request_is_logged_without_its_query_or_credentials() {
+fn the_log_names_kernels_and_threads_and_each_request_without_its_query_or_credentials() {
     let tmp = tempfile::tempdir().unwrap();
     photo_tree(&tmp.path().join("photos"));
     index_photos(&tmp.path().join("photos"), &tmp.path().join("data"), &[]);
     let log = tmp.path().join("server.log");
-    let server = common::server::serve_logging_to(&tmp.path().join("data"), &[], &log);
+    let server = common::server::serve_logging_to(&tmp.path().join("data"), &["--threads", "3"], &log);
     assert_eq!(get(&server.addr, "/api/search?q=secret%20birthday%20surprise&k=2").status, 200);
     let credentials = [("Authorization", "Bearer tok-5up3r-s3cr3t"), ("Cookie", "session=c00k1e-v4lue")];
     let response = request_with_headers(&server.addr, "GET", "/api/images/424242", &credentials, b"");
@@ -331,6 +331,8 @@ fn each_request_is_logged_without_its_query_or_credentials() {
     assert_eq!(get(&server.addr, "/no/such/page").status, 404);
     drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
+    let kernels = format!("CPU kernels: {}, 3 threads", imgsearch::model::kernels::isa().name());
+    assert!(text.contains(&kernels), "the start names the kernel path and --threads: {text}");
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("imgsearch::http")).collect();
     assert!(lines.iter().any(|l| l.contains("GET /api/search 200") && l.contains(" ms")), "{text}");
     assert!(lines.iter().any(|l| l.contains("GET /api/images/{id} 404")), "{text}");
