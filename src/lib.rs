@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod geo;
 pub mod ingest;
 pub mod model;
 pub mod search;

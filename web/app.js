@@ -184,6 +184,8 @@ async function open(id) {
   const meta = $("#meta");
   meta.replaceChildren();
   $("#tags").replaceChildren();
+  const nearby = $("#nearby");
+  nearby.hidden = true;
   if (!viewer.open) viewer.showModal();
   try {
     const info = await (await fetch(`/api/images/${id}`)).json();
@@ -195,6 +197,11 @@ async function open(id) {
       meta.append(dt, dd);
     }
     $("#tags").replaceChildren(...(info.tags || []).map((tag) => tagChip(tag)));
+    // Where it was taken: the pictures within a kilometre of it, by the query language's near:.
+    if (info.gps) {
+      nearby.dataset.near = `near:${info.gps[0]},${info.gps[1]}`;
+      nearby.hidden = false;
+    }
   } catch (e) { setStatus(e.message, true); }
 }
 
@@ -267,6 +274,11 @@ $("#chips").addEventListener("click", (e) => {
 $("#file").addEventListener("change", (e) => searchFile(e.target.files[0]));
 $("#close").addEventListener("click", () => viewer.close());
 $("#similar").addEventListener("click", () => shownId != null && searchSimilar(shownId));
+$("#nearby").addEventListener("click", (e) => {
+  viewer.close();
+  q.value = e.currentTarget.dataset.near;
+  searchText(q.value);
+});
 $("#like-these").addEventListener("click", () => searchLike([...picked]));
 $("#clear-selection").addEventListener("click", () => { picked.splice(0); showPicks(); });
 

@@ -8,7 +8,8 @@
 //! Filters: `path:WORD` (a path segment), `folder:/abs/path` (anywhere below it), `name:WORD`
 //! (file name), `camera:WORD` (make or model), `after:DATE` / `before:DATE` (YYYY, YYYY-MM or
 //! YYYY-MM-DD; after is inclusive, before exclusive), `type:jpeg|png|...`, `time:night` (and
-//! morning, afternoon, evening) and `hour:22-04` (the hour taken). Quotes keep spaces.
+//! morning, afternoon, evening) and `hour:22-04` (the hour taken), `near:LAT,LON[,RADIUS]` and
+//! `bbox:WEST,SOUTH,EAST,NORTH` (where it was taken, in degrees). Quotes keep spaces.
 //!
 //! Dates in words ("beach July 2023", "snow in 2019", "last summer": `dates.rs`) become
 //! `after:`/`before:` filters unless quoted. Composed queries: `-word` or `-"a phrase"` moves
@@ -17,6 +18,7 @@
 //! weight 1.
 
 use super::dates;
+use crate::geo::Area;
 use crate::ingest::exif::days_from_civil;
 pub use crate::store::Filter;
 
@@ -80,6 +82,12 @@ impl ParsedQuery {
                     Filter::After(t) => format!("after:{}", date(*t)),
                     Filter::Before(t) => format!("before:{}", date(*t)),
                     Filter::Hour { from, until } => format!("hour:{from:02}-{:02}", (until + 23) % 24),
+                    Filter::Place(Area::Around { latitude, longitude, radius_m }) => {
+                        format!("near:{latitude},{longitude},{}", distance(*radius_m))
+                    }
+                    Filter::Place(Area::Box { west, south, east, north }) => {
+                        format!("bbox:{west},{south},{east},{north}")
+                    }
                 })
                 .collect(),
             when: self.when.clone(),
@@ -147,6 +155,8 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
             "before" => Filter::Before(parse_date(&value)?),
             "time" => time_of_day(&value)?,
             "hour" => hours(&value)?,
+            "near" => near(&value)?,
+            "bbox" => bounding_box(&value)?,
             _ => {
                 // Not a filter ("note: x"): part of the text.
                 pieces.push(Piece::Word { text: token, quoted });
@@ -196,7 +206,8 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
     Ok(parsed)
 }
 
-const FILTER_KEYS: &[&str] = &["path", "folder", "name", "camera", "type", "tag", "after", "before", "time", "hour"];
+const FILTER_KEYS: &[&str] =
+    &["path", "folder", "name", "camera", "type", "tag", "after", "before", "time", "hour", "near", "bbox"];
 
 /// `time:morning` (5–12 h), `afternoon` (12–17), `evening` (17–21), `night` (21–5).
 fn time_of_day(value: &str) -> Result<Filter, QueryError> {
@@ -226,6 +237,80 @@ fn hours(value: &str) -> Result<Filter, QueryError> {
         QueryError(format!("`hour:{value}` is not an hour or a range of hours: use e.g. hour:7 or hour:22-04 (0-23)"))
     })?;
     Ok(Filter::Hour { from: first, until: (last + 1) % 24 })
+}
+
+/// How far `near:` reaches when the query does not say.
+pub const DEFAULT_RADIUS_M: f64 = 1_000.0;
+/// Half the Earth's circumference: a radius that holds the whole Earth.
+const LARGEST_RADIUS_M: f64 = 20_016_000.0;
+
+/// `near:48.8584,2.2945` (within 1 km) or `near:48.8584,2.2945,500m` (`m` or `km`).
+fn near(value: &str) -> Result<Filter, QueryError> {
+    let bad = |why: &str| {
+        QueryError(format!(
+            "`near:{value}` {why}: use near:LATITUDE,LONGITUDE in degrees (north and east positive), optionally \
+             with a radius, e.g. near:48.8584,2.2945 (within 1 km) or near:-33.857,151.215,500m"
+        ))
+    };
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    let (latitude, longitude, radius) = match parts[..] {
+        [latitude, longitude] => (latitude, longitude, None),
+        [latitude, longitude, radius] => (latitude, longitude, Some(radius)),
+        _ => return Err(bad("is not a place")),
+    };
+    let latitude = degrees(latitude, 90.0).ok_or_else(|| bad("has no latitude between -90 and 90"))?;
+    let longitude = degrees(longitude, 180.0).ok_or_else(|| bad("has no longitude between -180 and 180"))?;
+    let radius_m = match radius {
+        None => DEFAULT_RADIUS_M,
+        Some(radius) => {
+            let (number, unit) =
+                radius.split_at(radius.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(radius.len()));
+            let scale = match unit.to_ascii_lowercase().as_str() {
+                "m" => 1.0,
+                "km" => 1_000.0,
+                _ => return Err(bad("has a radius without its unit (m or km)")),
+            };
+            let radius_m = number.trim().parse::<f64>().ok().map(|n| n * scale);
+            radius_m.filter(|r| *r > 0.0 && *r <= LARGEST_RADIUS_M).ok_or_else(|| {
+                bad("has a radius that is not a distance above 0 and up to 20000km (half the Earth around)")
+            })?
+        }
+    };
+    Ok(Filter::Place(Area::Around { latitude, longitude, radius_m }))
+}
+
+/// `bbox:WEST,SOUTH,EAST,NORTH` in degrees, the order of GeoJSON and STAC; west above east
+/// crosses the antimeridian.
+fn bounding_box(value: &str) -> Result<Filter, QueryError> {
+    let bad = |why: &str| {
+        QueryError(format!(
+            "`bbox:{value}` {why}: use bbox:WEST,SOUTH,EAST,NORTH in degrees (longitudes -180 to 180, \
+             latitudes -90 to 90, south at most north), e.g. bbox:-9.5,38.6,-9.0,38.9"
+        ))
+    };
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    let [west, south, east, north] = parts[..] else { return Err(bad("is not four numbers")) };
+    let longitude = |text| degrees(text, 180.0).ok_or_else(|| bad("has a longitude outside -180 to 180"));
+    let latitude = |text| degrees(text, 90.0).ok_or_else(|| bad("has a latitude outside -90 to 90"));
+    let (west, south, east, north) = (longitude(west)?, latitude(south)?, longitude(east)?, latitude(north)?);
+    if south > north {
+        return Err(bad("has its south above its north"));
+    }
+    Ok(Filter::Place(Area::Box { west, south, east, north }))
+}
+
+/// A number of degrees from -limit to limit.
+fn degrees(text: &str, limit: f64) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|d| d.abs() <= limit)
+}
+
+/// A radius as people write it: `500m`, `1km`, `2.5km`.
+fn distance(metres: f64) -> String {
+    if metres >= 1_000.0 {
+        format!("{}km", (metres / 1_000.0 * 1_000.0).round() / 1_000.0)
+    } else {
+        format!("{}m", (metres * 10.0).round() / 10.0)
+    }
 }
 
 /// `N:rest` with N a weight, where `rest` is empty or starts with something other than a digit
@@ -325,6 +410,30 @@ mod tests {
                 Filter::Folder("/home/me/My Photos".into()),
             ]
         );
+    }
+
+    #[test]
+    fn places_are_read_with_their_radius_and_said_back() {
+        let q = parse("sunset near:48.8584,2.2945 bbox:-9.5,38.6,-9.0,38.9 near:-33.857,151.215,2.5km").unwrap();
+        assert_eq!(q.text, "sunset");
+        assert_eq!(
+            q.filters,
+            vec![
+                Filter::Place(Area::Around { latitude: 48.8584, longitude: 2.2945, radius_m: DEFAULT_RADIUS_M }),
+                Filter::Place(Area::Box { west: -9.5, south: 38.6, east: -9.0, north: 38.9 }),
+                Filter::Place(Area::Around { latitude: -33.857, longitude: 151.215, radius_m: 2_500.0 }),
+            ]
+        );
+        assert_eq!(
+            q.understood().filters,
+            ["near:48.8584,2.2945,1km", "bbox:-9.5,38.6,-9,38.9", "near:-33.857,151.215,2.5km"]
+        );
+        assert_eq!(parse("near:0,0,250m").unwrap().understood().filters, ["near:0,0,250m"]);
+        for bad in
+            ["near:", "near:1,2,3,4", "near:nan,0", "near:0,inf", "near:0,0,0km", "near:0,0,-5m", "near:0,0,30000km"]
+        {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

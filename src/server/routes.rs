@@ -466,7 +466,7 @@ async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
         "taken": record.facts.taken.map(crate::search::iso_date),
         "camera_make": record.facts.camera_make,
         "camera_model": record.facts.camera_model,
-        "gps": record.facts.gps,
+        "gps": record.facts.place(),
         "tags": record.tags,
         "thumbnail": format!("/api/images/{}/thumbnail", record.id),
         "preview": format!("/api/images/{}/preview", record.id),

@@ -87,6 +87,11 @@ impl PhotoFacts {
             [&self.camera_make, &self.camera_model].into_iter().flatten().map(String::as_str).collect();
         (!parts.is_empty()).then(|| parts.join(" "))
     }
+
+    /// Where it was taken (latitude, longitude), when the position it carries names a place.
+    pub fn place(&self) -> Option<(f64, f64)> {
+        self.gps.filter(|(latitude, longitude)| crate::geo::is_valid(*latitude, *longitude))
+    }
 }
 
 /// A folder `index` was run on and how it was walked: `serve --watch` rescans it the same way

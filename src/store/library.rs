@@ -9,9 +9,10 @@ use std::sync::Arc;
 use super::catalog::{Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord, Tagging};
 use super::Stats;
 use crate::error::Result;
+use crate::geo::Area;
 
 /// A condition on a picture's file and photo facts (the query language's `path:`, `after:`, …).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     /// A word of the path.
     Path(String),
@@ -32,6 +33,8 @@ pub enum Filter {
     /// Taken at an hour of the day (local time, as the camera wrote it) from `from` up to, not
     /// including, `until` (0–23; wrapping past midnight when `until <= from`: 22 → 5 is the night).
     Hour { from: u8, until: u8 },
+    /// Taken in this area (by the photo's GPS position, or a GeoTIFF's place).
+    Place(Area),
 }
 
 /// The words of a text as the filters match them: split at every character that is not a letter

@@ -23,6 +23,7 @@ use super::catalog::{
 use super::library::{words, Filter, Library, Lookup};
 use super::{Stats, EXACT_BELOW};
 use crate::error::{Error, Result};
+use crate::geo::Area;
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 type Connection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../../migrations/postgres/0002_auth.sql")),
     (3, include_str!("../../migrations/postgres/0003_tags.sql")),
+    (4, include_str!("../../migrations/postgres/0004_places.sql")),
 ];
 
 /// Taken by whoever applies migrations or records the model: processes starting at once on an
@@ -455,39 +457,75 @@ impl Lookup for Postgres {
 struct Condition {
     sql: String,
     params: Vec<Box<dyn ToSql + Sync>>,
+    first_param: usize,
 }
 
 impl Condition {
     fn new(filters: &[Filter], exclude: Option<ImageId>, first_param: usize) -> Self {
-        let mut condition = Condition { sql: "true".to_string(), params: Vec::new() };
-        let mut add = |clause: &str, param: Box<dyn ToSql + Sync>| {
-            condition.params.push(param);
-            let n = first_param + condition.params.len() - 1;
-            condition.sql.push_str(" AND ");
-            condition.sql.push_str(&clause.replace("$?", &format!("${n}")));
-        };
+        let mut condition = Condition { sql: "true".to_string(), params: Vec::new(), first_param };
         for filter in filters {
             match filter {
-                Filter::Path(v) => add("path_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
-                Filter::Name(v) => add("name_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
-                Filter::Camera(v) => add("camera_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
-                Filter::Folder(v) => add("folders @> $?", Box::new(vec![v.clone()])),
-                Filter::Type(v) => add("format = $?", Box::new(v.clone())),
-                Filter::Tag(v) => add("tags @> $?", Box::new(vec![v.clone()])),
-                Filter::After(t) => add("taken >= $?", Box::new(*t)),
-                Filter::Before(t) => add("taken < $?", Box::new(*t)),
+                Filter::Path(v) => condition.add("path_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
+                Filter::Name(v) => condition.add("name_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
+                Filter::Camera(v) => condition.add("camera_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
+                Filter::Folder(v) => condition.add("folders @> $?", Box::new(vec![v.clone()])),
+                Filter::Type(v) => condition.add("format = $?", Box::new(v.clone())),
+                Filter::Tag(v) => condition.add("tags @> $?", Box::new(vec![v.clone()])),
+                Filter::After(t) => condition.add("taken >= $?", Box::new(*t)),
+                Filter::Before(t) => condition.add("taken < $?", Box::new(*t)),
                 Filter::Hour { from, until } => {
                     let (from, until) = (i16::from(*from), i16::from(*until));
                     // Past midnight (22 → 5): from..24 or 0..until.
                     let join = if from < until { "AND" } else { "OR" };
-                    add(&format!("(hour >= $? {join} hour < {until})"), Box::new(from));
+                    condition.add(&format!("(hour >= $? {join} hour < {until})"), Box::new(from));
+                }
+                Filter::Place(area) => {
+                    let bounds = area.bounds();
+                    condition.add("latitude >= $?", Box::new(bounds.latitudes.0));
+                    condition.add("latitude <= $?", Box::new(bounds.latitudes.1));
+                    let longitudes = vec!["(longitude >= $? AND longitude <= $?)"; bounds.longitudes.len()];
+                    condition.add_all(
+                        &format!("({})", longitudes.join(" OR ")),
+                        bounds.longitudes.iter().flat_map(|(w, e)| [Box::new(*w) as _, Box::new(*e) as _]).collect(),
+                    );
+                    if let Area::Around { latitude, longitude, radius_m } = *area {
+                        // The haversine distance, as crate::geo::distance_m computes it.
+                        condition.add_all(
+                            "2 * $?::float8 * asin(least(1, sqrt(\
+                             power(sin(radians(latitude - $?::float8) / 2), 2) + cos(radians($?::float8)) \
+                             * cos(radians(latitude)) * power(sin(radians(longitude - $?::float8) / 2), 2)))) \
+                             <= $?::float8",
+                            vec![
+                                Box::new(crate::geo::EARTH_RADIUS_M),
+                                Box::new(latitude),
+                                Box::new(latitude),
+                                Box::new(longitude),
+                                Box::new(radius_m),
+                            ],
+                        );
+                    }
                 }
             }
         }
         if let Some(id) = exclude {
-            add("id <> $?", Box::new(id as i64));
+            condition.add("id <> $?", Box::new(id as i64));
         }
         condition
+    }
+
+    /// ANDs a clause: each of its `$?` takes the next of `params`.
+    fn add_all(&mut self, clause: &str, params: Vec<Box<dyn ToSql + Sync>>) {
+        self.sql.push_str(" AND ");
+        let mut pieces = clause.split("$?");
+        self.sql.push_str(pieces.next().unwrap_or_default());
+        for (piece, param) in pieces.zip(params) {
+            self.params.push(param);
+            self.sql.push_str(&format!("${}{piece}", self.first_param + self.params.len() - 1));
+        }
+    }
+
+    fn add(&mut self, clause: &str, param: Box<dyn ToSql + Sync>) {
+        self.add_all(clause, vec![param]);
     }
 
     fn params<'a>(&'a self, before: &[&'a (dyn ToSql + Sync)]) -> Vec<&'a (dyn ToSql + Sync)> {
@@ -504,6 +542,8 @@ struct FilterColumns {
     folders: Vec<String>,
     taken: Option<i64>,
     hour: Option<i16>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
 }
 
 impl FilterColumns {
@@ -522,17 +562,20 @@ impl FilterColumns {
                 .collect(),
             taken: record.facts.taken,
             hour: record.facts.taken.map(|t| (t.rem_euclid(86_400) / 3600) as i16),
+            latitude: record.facts.place().map(|p| p.0),
+            longitude: record.facts.place().map(|p| p.1),
         }
     }
 }
 
 const UPSERT_IMAGE: &str = "INSERT INTO images \
-    (id, path, hash, record, embedding, path_words, name_words, camera_words, folders, format, taken, hour, tags) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+    (id, path, hash, record, embedding, path_words, name_words, camera_words, folders, format, taken, hour, tags, \
+    latitude, longitude) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
     ON CONFLICT (path) DO UPDATE SET id = EXCLUDED.id, hash = EXCLUDED.hash, record = EXCLUDED.record, \
     embedding = EXCLUDED.embedding, path_words = EXCLUDED.path_words, name_words = EXCLUDED.name_words, \
     camera_words = EXCLUDED.camera_words, folders = EXCLUDED.folders, format = EXCLUDED.format, \
-    taken = EXCLUDED.taken, hour = EXCLUDED.hour, tags = EXCLUDED.tags";
+    taken = EXCLUDED.taken, hour = EXCLUDED.hour, tags = EXCLUDED.tags, latitude = EXCLUDED.latitude, \
+    longitude = EXCLUDED.longitude";
 const UPSERT_SKIPPED: &str = "INSERT INTO skipped (path, record, ignored) VALUES ($1, $2, $3) \
     ON CONFLICT (path) DO UPDATE SET record = EXCLUDED.record, ignored = EXCLUDED.ignored";
 
@@ -588,6 +631,8 @@ impl Postgres {
                             &f.taken,
                             &f.hour,
                             &record.tags,
+                            &f.latitude,
+                            &f.longitude,
                         ],
                     )?;
                 }

@@ -1,4 +1,4 @@
-//! The text index (`tantivy`): path segments, file name, camera, date and type of every
+//! The text index (`tantivy`): path segments, file name, camera, date, type and place of every
 //! picture, for filters and hybrid search. Each commit carries the catalog generation it
 //! reflects, so drift after a crash is detected (and repaired) on open.
 
@@ -9,15 +9,20 @@ use std::path::Path;
 use tantivy::collector::{Collector, SegmentCollector, TopDocs};
 use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, BooleanQuery, EnableScoring, Explanation, Occur, Query, RangeQuery, Scorer, TermQuery, Weight,
+};
 use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, IndexRecordOption, Schema, INDEXED, STORED, STRING, TEXT,
 };
-use tantivy::{doc, DateTime, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, Term};
+use tantivy::{
+    doc, DateTime, DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, Term, TERMINATED,
+};
 
 use super::catalog::{ImageId, ImageRecord};
 use super::library::{words, Filter};
 use crate::error::{Error, Result};
+use crate::geo::Area;
 
 #[derive(Clone, Copy)]
 struct TextFields {
@@ -30,6 +35,8 @@ struct TextFields {
     kind: Field,
     hour: Field,
     tag: Field,
+    latitude: Field,
+    longitude: Field,
 }
 
 pub struct TextIndex {
@@ -59,9 +66,16 @@ fn schema() -> (Schema, TextFields) {
         hour: b.add_u64_field("hour", INDEXED | tantivy::schema::FAST),
         // Each zero-shot tag as one exact term, for "tag:beach".
         tag: b.add_text_field("tag", STRING),
+        // Where it was taken (degrees), for "near:" and "bbox:": indexed to narrow to a box,
+        // fast for the exact test of a circle.
+        latitude: b.add_f64_field(LATITUDE, INDEXED | tantivy::schema::FAST),
+        longitude: b.add_f64_field(LONGITUDE, INDEXED | tantivy::schema::FAST),
     };
     (b.build(), fields)
 }
+
+const LATITUDE: &str = "latitude";
+const LONGITUDE: &str = "longitude";
 
 fn store_err(dir: &Path, e: impl std::fmt::Display) -> Error {
     Error::Store { path: dir.to_owned(), reason: e.to_string() }
@@ -74,7 +88,7 @@ impl TextIndex {
         let directory = MmapDirectory::open(dir).map_err(|e| store_err(dir, e))?;
         let index = match Index::open_or_create(directory, schema.clone()) {
             Ok(index) => index,
-            // An index of an older schema (before `hour`, `tag`): started again, at generation 0, so
+            // An index of an older schema (before `hour`, `tag`, `latitude`): started again, at generation 0, so
             // the data folder rebuilds it from the catalog as after a crash. The catalog's lock,
             // taken first, means no other process is using it.
             Err(tantivy::TantivyError::SchemaError(_)) => {
@@ -124,6 +138,10 @@ impl TextIndex {
         }
         for tag in &record.tags {
             document.add_text(f.tag, tag);
+        }
+        if let Some((latitude, longitude)) = record.facts.place() {
+            document.add_f64(f.latitude, latitude);
+            document.add_f64(f.longitude, longitude);
         }
         self.writer.add_document(document).map_err(|e| store_err(&self.dir, e))?;
         Ok(())
@@ -224,9 +242,100 @@ impl TextIndex {
                     };
                     vec![(Occur::Must, q)]
                 }
+                Filter::Place(area) => {
+                    let range = |field, (from, to): (f64, f64)| -> Box<dyn Query> {
+                        let term = |v: f64| Term::from_field_f64(field, v);
+                        Box::new(RangeQuery::new(Bound::Included(term(from)), Bound::Included(term(to))))
+                    };
+                    let bounds = area.bounds();
+                    let longitudes = bounds.longitudes.into_iter().map(|r| (Occur::Should, range(f.longitude, r)));
+                    vec![
+                        (Occur::Must, range(f.latitude, bounds.latitudes)),
+                        (Occur::Must, Box::new(BooleanQuery::new(longitudes.collect()))),
+                        (Occur::Must, Box::new(AreaQuery(*area))),
+                    ]
+                }
             })
             .collect();
         Box::new(BooleanQuery::new(clauses))
+    }
+}
+
+/// The pictures taken in an area: the exact test (a circle's distance) that the range queries
+/// on latitude and longitude narrow to a box. It only checks the documents it is asked about,
+/// so the ranges (or any rarer filter) lead the intersection.
+#[derive(Clone, Debug)]
+struct AreaQuery(Area);
+
+impl Query for AreaQuery {
+    fn weight(&self, _: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(AreaWeight(self.0)))
+    }
+}
+
+struct AreaWeight(Area);
+
+impl Weight for AreaWeight {
+    fn scorer(&self, reader: &SegmentReader, _boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        let fast = reader.fast_fields();
+        let mut scorer = AreaScorer {
+            area: self.0,
+            latitude: fast.f64(LATITUDE)?,
+            longitude: fast.f64(LONGITUDE)?,
+            max_doc: reader.max_doc(),
+            doc: 0,
+        };
+        scorer.seek(0);
+        Ok(Box::new(scorer))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        if self.scorer(reader, 1.0)?.seek(doc) != doc {
+            return Err(tantivy::TantivyError::InvalidArgument(format!("document {doc} is not in {:?}", self.0)));
+        }
+        Ok(Explanation::new("in the area", 1.0))
+    }
+}
+
+struct AreaScorer {
+    area: Area,
+    latitude: Column<f64>,
+    longitude: Column<f64>,
+    max_doc: DocId,
+    doc: DocId,
+}
+
+impl AreaScorer {
+    fn is_in_area(&self, doc: DocId) -> bool {
+        match (self.latitude.first(doc), self.longitude.first(doc)) {
+            (Some(latitude), Some(longitude)) => self.area.contains(latitude, longitude),
+            _ => false,
+        }
+    }
+}
+
+impl DocSet for AreaScorer {
+    fn advance(&mut self) -> DocId {
+        self.seek(self.doc + 1)
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        self.doc = (target.max(self.doc)..self.max_doc).find(|&doc| self.is_in_area(doc)).unwrap_or(TERMINATED);
+        self.doc
+    }
+
+    fn doc(&self) -> DocId {
+        self.doc
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.max_doc
+    }
+}
+
+impl Scorer for AreaScorer {
+    fn score(&mut self) -> Score {
+        1.0
     }
 }
 

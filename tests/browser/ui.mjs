@@ -1,11 +1,12 @@
 // Drives the imgsearch web UI in Debian's headless Chromium (no browser download):
 // type a query and see result tiles; a composed query shows how it was read; pick three
 // pictures for "more like these"; the address reflects the search; upload a picture and see
-// its original first; open a result (its preview shows, the original is linked) and ask for similar ones.
-// Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX
+// its original first; open a result (its preview shows, the original is linked) and ask for similar ones;
+// open a photo with a GPS position and list those taken near it.
+// Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX PLACED_NAME NEAR_NAMES(comma-separated)
 import { launch } from "./chromium.mjs";
 
-const [base, upload, expected] = process.argv.slice(2);
+const [base, upload, expected, placed, nearNames] = process.argv.slice(2);
 const { browser, fail } = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 390, height: 800 } }); // phone width
@@ -95,6 +96,27 @@ try {
   await page.waitForSelector(".tile");
   if (JSON.stringify(await heads()) !== JSON.stringify(pickedIds)) await fail(`after reload the list head is ${await heads()}`);
   if ((await page.textContent("#understood")) !== combined) await fail(`after reload: ${await page.textContent("#understood")}`);
+
+  // A photo with a GPS position: "Taken near here" lists the photos within a kilometre of it.
+  await page.keyboard.press("Escape");
+  await page.fill("#q", `name:${placed}`);
+  await page.waitForFunction((name) => document.querySelector(".tile")?.dataset.path.endsWith(name), placed, { timeout: 10000 });
+  await page.click(".tile");
+  await page.waitForSelector("#viewer[open] #nearby:not([hidden])", { timeout: 10000 })
+    .catch(() => fail(`no "Taken near here" for ${placed}, which has a GPS position`));
+  await page.click("#nearby");
+  const near = nearNames.split(",").sort();
+  await page.waitForFunction((names) => {
+    const shown = [...document.querySelectorAll(".tile")].map((t) => t.dataset.path.split("/").pop()).sort();
+    return location.search.includes("near%3A") && JSON.stringify(shown) === JSON.stringify(names);
+  }, near, { timeout: 10000 }).catch(async () => fail(`near ${placed}: ${await page.$$eval(".tile", (els) => els.map((e) => e.dataset.path))}, not ${near}`));
+  if (!(await page.textContent("#understood")).includes("near:")) await fail(`the near: filter is not shown: ${await page.textContent("#understood")}`);
+  // A photo without a position has no such button.
+  await page.fill("#q", "name:coffee");
+  await page.waitForFunction(() => document.querySelector(".tile")?.dataset.path.endsWith("coffee.png"), null, { timeout: 10000 });
+  await page.click(".tile");
+  await page.waitForSelector("#viewer[open] #meta dt");
+  if (!(await page.isHidden("#nearby"))) await fail("a photo without a GPS position offers photos near it");
 
   // Keyboard: "/" focuses the search box.
   await page.keyboard.press("Escape");

@@ -1,29 +1,41 @@
 //! The web UI in a real headless Chromium (Debian's `chromium`, driven by playwright-core from
 //! tests/browser/; scripts/test.sh installs both): type a query and see result tiles, the address
 //! follows the search, upload a picture and see its original first, open a result (a TIFF, shown
-//! through its preview), similar images;
+//! through its preview), similar images, the photos taken near one;
 //! and signing in and out.
 
 use crate::common;
 
-use crate::common::image_path;
 use crate::common::server::index_and_serve;
+use crate::common::{image_path, jpeg_with_gps};
 
 #[test]
 fn the_web_ui_searches_by_text_and_by_uploaded_picture() {
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("photos");
     std::fs::create_dir_all(&photos).unwrap();
-    for name in ["astronaut.jpg", "coffee.png", "chelsea_progressive.jpg", "camera_gray.png"] {
+    for name in ["coffee.png", "camera_gray.png"] {
         std::fs::copy(image_path(name), photos.join(name)).unwrap();
     }
+    // Two photos 180 m apart at the Eiffel Tower; the others have no position.
+    jpeg_with_gps("astronaut.jpg", (48.8584, 2.2945), &photos.join("astronaut.jpg"));
+    jpeg_with_gps("chelsea_progressive.jpg", (48.8600, 2.2950), &photos.join("chelsea_progressive.jpg"));
     // A TIFF, which Chromium cannot show: the viewer must show its preview.
     image::open(image_path("rocket.jpg")).unwrap().save(photos.join("rocket.tif")).unwrap();
     let server = index_and_serve(&photos, &tmp.path().join("data"), &[]);
     // Upload a recompressed copy (not byte-identical) of an indexed photo.
     let copy = tmp.path().join("upload.jpg");
     image::open(image_path("rocket.jpg")).unwrap().save(&copy).unwrap();
-    common::browser_script("ui.mjs", &[&format!("http://{}", server.addr), copy.to_str().unwrap(), "rocket.tif"]);
+    common::browser_script(
+        "ui.mjs",
+        &[
+            &format!("http://{}", server.addr),
+            copy.to_str().unwrap(),
+            "rocket.tif",
+            "astronaut.jpg",
+            "astronaut.jpg,chelsea_progressive.jpg",
+        ],
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::server::index_photos;
-use crate::common::{image_path, jpeg_with_exif, model_dir};
+use crate::common::{image_path, jpeg_with_exif, jpeg_with_gps, model_dir};
 use serde_json::Value;
 
 fn imgsearch(data: &Path) -> Command {
@@ -137,6 +137,67 @@ fn dates_in_words_filter_by_the_date_taken() {
     assert_eq!(sorted("a photo hour:18"), ["chelsea_progressive.jpg"]);
     assert_eq!(sorted("a photo hour:17-09"), ["chelsea_progressive.jpg", "rocket.jpg"]);
     assert!(sorted("a photo time:night").is_empty());
+}
+
+/// `near:` finds what was taken within a radius of a place (exactly: not the box around the
+/// circle), `bbox:` inside a box (across the antimeridian too), with text or alone; a place
+/// that is not one is refused with the syntax.
+#[test]
+fn near_and_bbox_filter_by_where_a_photo_was_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let eiffel_tower = (48.8584, 2.2945);
+    // 4 km north and 4 km east of the tower: inside the box around a 5 km circle, 5.66 km away.
+    let places = [
+        ("eiffel.jpg", eiffel_tower),
+        ("notre_dame.jpg", (48.8530, 2.3499)), // 4.1 km from the tower
+        (
+            "corner.jpg",
+            (48.8584 + 4_000.0 / 111_195.0, 2.2945 + 4_000.0 / (111_195.0 * 48.8764_f64.to_radians().cos())),
+        ),
+        ("sydney.jpg", (-33.8568, 151.2153)),
+        ("fiji_east.jpg", (-17.7, 179.9)),
+        ("fiji_west.jpg", (-17.7, -179.9)),
+    ];
+    for (i, (name, place)) in places.iter().enumerate() {
+        let source = ["astronaut.jpg", "rocket.jpg", "chelsea_progressive.jpg"][i % 3];
+        jpeg_with_gps(source, *place, &photos.join(name));
+    }
+    std::fs::copy(image_path("rocket.jpg"), photos.join("nowhere.jpg")).unwrap();
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+    let names = |query: &str| -> Vec<String> {
+        let hits = json(imgsearch(&data).args(["search", query, "--json"]));
+        let mut names: Vec<String> = paths(&hits).iter().map(|p| p.rsplit('/').next().unwrap().to_string()).collect();
+        names.sort();
+        names
+    };
+    for (query, expected) in [
+        ("a photo near:48.8584,2.2945", vec!["eiffel.jpg"]),
+        ("near:48.8584,2.2945,5km", vec!["eiffel.jpg", "notre_dame.jpg"]),
+        ("a photo near:48.8584,2.2945,5.7km", vec!["corner.jpg", "eiffel.jpg", "notre_dame.jpg"]),
+        ("near:48.8584,2.2945,4000m", vec!["eiffel.jpg"]),
+        ("a photo near:-33.8570,151.2150,100m", vec!["sydney.jpg"]),
+        ("a photo bbox:2,48,3,49", vec!["corner.jpg", "eiffel.jpg", "notre_dame.jpg"]),
+        ("bbox:177,-18,-179,-17", vec!["fiji_east.jpg", "fiji_west.jpg"]),
+        ("a photo bbox:-179,-18,177,-17", vec![]),
+        ("a photo near:-17.7,179.95,20km", vec!["fiji_east.jpg", "fiji_west.jpg"]),
+    ] {
+        assert_eq!(names(query), expected, "{query}");
+    }
+    for (query, says) in [
+        ("a photo near:91,0", "latitude between -90 and 90"),
+        ("a photo near:48.8,2.3,5", "radius without its unit"),
+        ("a photo near:paris", "near:LATITUDE,LONGITUDE"),
+        ("a photo bbox:3,48,2", "four numbers"),
+        ("a photo bbox:2,49,3,48", "south above its north"),
+        ("a photo -near:48.8,2.3", "cannot be negated"),
+    ] {
+        let out = imgsearch(&data).args(["search", query]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{query}: {stderr}");
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::http::get;
-use crate::common::{database_for, model_dir, noise_photos};
+use crate::common::{database_for, jpeg_with_gps, model_dir, noise_photos};
 use serde_json::Value;
 
 /// `imgsearch` on the library of database `url`, with `cache` as its local folder (one per
@@ -438,11 +438,38 @@ fn schema_versions_are_recorded_and_a_newer_schema_is_refused() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     client.execute("INSERT INTO imgsearch_schema (version) VALUES (99)", &[]).unwrap();
     let out = imgsearch(&url, tmp.path()).arg("stats").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("version 99") && stderr.contains("upgrade imgsearch"), "{stderr}");
+}
+
+/// Version 4 gives a library of version 3 the place of each picture from its records: a
+/// library indexed before it finds its photos with `near:` as soon as it is opened.
+#[test]
+fn the_places_migration_reads_the_places_of_pictures_indexed_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    jpeg_with_gps("rocket.jpg", (-33.8568, 151.2153), &photos.join("sydney.jpg"));
+    jpeg_with_gps("astronaut.jpg", (48.8584, 2.2945), &photos.join("paris.jpg"));
+    let url = database_for(&tmp.path().join("library"));
+    index(imgsearch(&url, tmp.path()), &[&photos]);
+    // Back to version 3, as a library indexed by the imgsearch before this migration.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "ALTER TABLE images DROP COLUMN latitude, DROP COLUMN longitude; \
+             DELETE FROM imgsearch_schema WHERE version = 4",
+        )
+        .unwrap();
+    let hits =
+        json_of(imgsearch(&url, tmp.path()).args(["search", "near:-33.857,151.215,500m", "--json"]).output().unwrap());
+    let found: Vec<&str> = hits.as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap()).collect();
+    assert!(found.len() == 1 && found[0].ends_with("sydney.jpg"), "{hits}");
+    let placed: i64 = client.query_one("SELECT count(*) FROM images WHERE latitude IS NOT NULL", &[]).unwrap().get(0);
+    assert_eq!(placed, 2);
 }
 
 #[test]

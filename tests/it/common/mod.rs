@@ -172,7 +172,6 @@ pub fn library_args(data: &Path) -> Vec<std::ffi::OsString> {
 
 /// Copies a JPEG (a fixture's name, or a path) with EXIF ASCII fields (tag, text) inserted.
 pub fn jpeg_with_exif(source: &str, fields: &[(exif::Tag, &str)], dest: &Path) {
-    use exif::experimental::Writer;
     let fields: Vec<exif::Field> = fields
         .iter()
         .map(|(tag, text)| exif::Field {
@@ -181,8 +180,34 @@ pub fn jpeg_with_exif(source: &str, fields: &[(exif::Tag, &str)], dest: &Path) {
             value: exif::Value::Ascii(vec![text.as_bytes().to_vec()]),
         })
         .collect();
+    jpeg_with_exif_fields(source, &fields, dest);
+}
+
+/// Copies a JPEG (a fixture's name, or a path) with an EXIF GPS position (degrees, north and
+/// east positive), written as cameras write it: degrees, minutes and seconds, and N/S, E/W.
+pub fn jpeg_with_gps(source: &str, (latitude, longitude): (f64, f64), dest: &Path) {
+    let field = |tag, value| exif::Field { tag, ifd_num: exif::In::PRIMARY, value };
+    let dms = |degrees: f64| {
+        let degrees = degrees.abs();
+        let minutes = degrees.fract() * 60.0;
+        let seconds = (minutes.fract() * 60.0 * 10_000.0).round() as u32;
+        let rational = |num, denom| exif::Rational { num, denom };
+        exif::Value::Rational(vec![rational(degrees as u32, 1), rational(minutes as u32, 1), rational(seconds, 10_000)])
+    };
+    let reference = |r: &str| exif::Value::Ascii(vec![r.as_bytes().to_vec()]);
+    let fields = [
+        field(exif::Tag::GPSLatitudeRef, reference(if latitude < 0.0 { "S" } else { "N" })),
+        field(exif::Tag::GPSLatitude, dms(latitude)),
+        field(exif::Tag::GPSLongitudeRef, reference(if longitude < 0.0 { "W" } else { "E" })),
+        field(exif::Tag::GPSLongitude, dms(longitude)),
+    ];
+    jpeg_with_exif_fields(source, &fields, dest);
+}
+
+fn jpeg_with_exif_fields(source: &str, fields: &[exif::Field], dest: &Path) {
+    use exif::experimental::Writer;
     let mut writer = Writer::new();
-    for field in &fields {
+    for field in fields {
         writer.push_field(field);
     }
     let mut tiff = std::io::Cursor::new(Vec::new());
