@@ -1,4 +1,4 @@
-//! Facts from EXIF: when, with which camera, where, and which way up.
+//! Facts from EXIF: when, with which camera, where (or a GeoTIFF's place), and which way up.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -99,7 +99,11 @@ pub fn photo_facts(bytes: &[u8], path: &Path) -> PhotoFacts {
         degrees(Tag::GPSLongitude, Tag::GPSLongitudeRef, "W"),
     ) {
         (Some(lat), Some(lon)) => Some((lat, lon)),
-        _ => None,
+        // A satellite or aerial tile: the centre of its georeferenced picture.
+        _ => match &metadata {
+            Metadata::Tiff(exif) => super::geotiff::centre(exif),
+            Metadata::Canon(_) => None,
+        },
     };
     PhotoFacts {
         taken: ascii(Tag::DateTimeOriginal).or_else(|| ascii(Tag::DateTime)).and_then(|t| parse_exif_datetime(&t)),

@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod exif;
+pub mod geotiff;
 pub mod jpeg_reduced;
 pub mod pipeline;
 pub mod raw;

@@ -25,6 +25,14 @@ fn paths(hits: &Value) -> Vec<String> {
     hits.as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().to_string()).collect()
 }
 
+/// The file names of a search's hits, sorted.
+fn sorted_names(data: &Path, query: &str) -> Vec<String> {
+    let hits = json(imgsearch(data).args(["search", query, "--json"]));
+    let mut names: Vec<String> = paths(&hits).iter().map(|p| p.rsplit('/').next().unwrap().to_string()).collect();
+    names.sort();
+    names
+}
+
 fn indexed() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("photos");
@@ -167,12 +175,7 @@ fn near_and_bbox_filter_by_where_a_photo_was_taken() {
     std::fs::copy(image_path("rocket.jpg"), photos.join("nowhere.jpg")).unwrap();
     let data = tmp.path().join("data");
     index_photos(&photos, &data, &[]);
-    let names = |query: &str| -> Vec<String> {
-        let hits = json(imgsearch(&data).args(["search", query, "--json"]));
-        let mut names: Vec<String> = paths(&hits).iter().map(|p| p.rsplit('/').next().unwrap().to_string()).collect();
-        names.sort();
-        names
-    };
+    let names = |query: &str| sorted_names(&data, query);
     for (query, expected) in [
         ("a photo near:48.8584,2.2945", vec!["eiffel.jpg"]),
         ("near:48.8584,2.2945,5km", vec!["eiffel.jpg", "notre_dame.jpg"]),
@@ -198,6 +201,78 @@ fn near_and_bbox_filter_by_where_a_photo_was_taken() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(says), "{query}: {stderr}");
     }
+}
+
+/// GeoTIFF tags of doubles (tag, values): the tie point, pixel scale or transformation.
+type Georeference<'a> = &'a [(u16, &'a [f64])];
+/// The GeoKey directory's (key, value) pairs.
+type GeoKeys<'a> = &'a [(u16, u16)];
+
+/// A GeoTIFF tile of `fixture`'s picture (64 × 48 pixels) with georeferencing tags, as GDAL
+/// writes them.
+fn geotiff(fixture: &str, georeference: Georeference, keys: GeoKeys, dest: &Path) {
+    use tiff::encoder::{colortype::RGB8, TiffEncoder};
+    use tiff::tags::Tag;
+    let picture = image::open(image_path(fixture)).unwrap().resize_exact(64, 48, image::imageops::Triangle).to_rgb8();
+    let mut encoder = TiffEncoder::new(std::fs::File::create(dest).unwrap()).unwrap();
+    let mut tile = encoder.new_image::<RGB8>(64, 48).unwrap();
+    for (tag, doubles) in georeference {
+        tile.encoder().write_tag(Tag::Unknown(*tag), *doubles).unwrap();
+    }
+    let mut directory = vec![1, 1, 0, keys.len() as u16];
+    for (key, value) in keys {
+        directory.extend([*key, 0, 1, *value]);
+    }
+    tile.encoder().write_tag(Tag::Unknown(34735), &directory[..]).unwrap();
+    tile.write_data(picture.as_raw()).unwrap();
+}
+
+/// Satellite and aerial tiles are placed by their GeoTIFF georeferencing (their centre): in UTM,
+/// in degrees, in Web Mercator; a tile in a system imgsearch does not know gets no place.
+#[test]
+fn geotiff_tiles_are_found_by_where_they_lie() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiles = tmp.path().join("tiles");
+    std::fs::create_dir_all(&tiles).unwrap();
+    let (projected, geographic) = ((1024, 1), (1024, 2));
+    let ten_metres: &[f64] = &[10.0, 10.0, 0.0];
+    // Web Mercator by a transformation matrix (3 m pixels).
+    let mercator: &[f64] =
+        &[3.0, 0.0, 0.0, 255_422.0 - 96.0, 0.0, -3.0, 0.0, 6_250_950.0 + 72.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+    #[rustfmt::skip]
+    let tiles_made: [(&str, &str, Georeference, GeoKeys); 5] = [
+        // 10 m pixels in UTM zone 31N, centred on (448252, 5411944): 48.858302, 2.294501 (PROJ).
+        ("paris_utm.tif", "rocket.jpg",
+         &[(33922, &[0.0, 0.0, 0.0, 448_252.0 - 320.0, 5_411_944.0 + 240.0, 0.0]), (33550, ten_metres)],
+         &[projected, (3072, 32631)]),
+        // The same in UTM zone 56S: (334368.6, 6250948.3) is -33.868800, 151.209300 (PROJ).
+        ("sydney_utm.tif", "astronaut.jpg",
+         &[(33922, &[0.0, 0.0, 0.0, 334_368.6 - 320.0, 6_250_948.3 + 240.0, 0.0]), (33550, ten_metres)],
+         &[projected, (3072, 32756)]),
+        // Degrees (EPSG:4326), 0.0001° pixels from (151.2, -33.86): centred on -33.8624, 151.2032.
+        ("sydney_degrees.tif", "coffee.png",
+         &[(33922, &[0.0, 0.0, 0.0, 151.2, -33.86, 0.0]), (33550, &[0.0001, 0.0001, 0.0])],
+         &[geographic, (2048, 4326)]),
+        // Centred on (255422, 6250950): 48.858879, 2.294495 (PROJ).
+        ("paris_mercator.tif", "chelsea_progressive.jpg", &[(34264, mercator)], &[projected, (3072, 3857)]),
+        // Lambert-93 (France's own): not a system imgsearch converts.
+        ("paris_lambert.tif", "camera_gray.png",
+         &[(33922, &[0.0, 0.0, 0.0, 648_000.0, 6_862_000.0, 0.0]), (33550, ten_metres)],
+         &[projected, (3072, 2154)]),
+    ];
+    for (name, fixture, georeference, keys) in tiles_made {
+        geotiff(fixture, georeference, keys, &tiles.join(name));
+    }
+    let data = tmp.path().join("data");
+    index_photos(&tiles, &data, &[]);
+    let names = |query: &str| sorted_names(&data, query);
+    assert_eq!(names("near:48.858302,2.294501,5m"), ["paris_utm.tif"]);
+    assert_eq!(names("near:48.858879,2.294495,5m"), ["paris_mercator.tif"]);
+    assert_eq!(names("near:-33.868800,151.209300,5m"), ["sydney_utm.tif"]);
+    assert_eq!(names("near:-33.8624,151.2032,5m"), ["sydney_degrees.tif"]);
+    assert_eq!(names("a satellite image bbox:2,48,3,49"), ["paris_mercator.tif", "paris_utm.tif"]);
+    assert_eq!(names("bbox:-180,-90,180,90").len(), 4, "the Lambert-93 tile has no place");
+    assert_eq!(names("a satellite image").len(), 5, "the Lambert-93 tile is indexed");
 }
 
 #[test]
