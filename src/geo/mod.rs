@@ -3,6 +3,8 @@
 //! Distances are great-circle distances on the mean Earth radius: within 0.5% of the ellipsoid's,
 //! far finer than the radius anyone asks for.
 
+pub mod places;
+
 /// The mean Earth radius (IUGG), in metres.
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
 

@@ -18,6 +18,7 @@
 //! weight 1.
 
 use super::dates;
+use crate::geo::places::{self, NotFound};
 use crate::geo::Area;
 use crate::ingest::exif::days_from_civil;
 pub use crate::store::Filter;
@@ -37,6 +38,8 @@ pub struct ParsedQuery {
     pub filters: Vec<Filter>,
     /// A date in words that became `after:`/`before:` filters, as it was read ("July 2023").
     pub when: Option<String>,
+    /// The cities named in `near:`, as found ("Paris, France"), with the index of their filter.
+    pub places: Vec<(usize, String)>,
 }
 
 /// How a query was read, for people (the UI shows it under the search box).
@@ -71,7 +74,8 @@ impl ParsedQuery {
             filters: self
                 .filters
                 .iter()
-                .map(|filter| match filter {
+                .enumerate()
+                .map(|(i, filter)| match filter {
                     Filter::Path(v) => format!("path:{v}"),
                     Filter::Folder(v) => format!("folder:{v}"),
                     Filter::Name(v) => format!("name:{v}"),
@@ -83,7 +87,11 @@ impl ParsedQuery {
                     Filter::Before(t) => format!("before:{}", date(*t)),
                     Filter::Hour { from, until } => format!("hour:{from:02}-{:02}", (until + 23) % 24),
                     Filter::Place(Area::Around { latitude, longitude, radius_m }) => {
-                        format!("near:{latitude},{longitude},{}", distance(*radius_m))
+                        let near = format!("near:{latitude},{longitude},{}", said_distance(*radius_m));
+                        match self.places.iter().find(|(filter, _)| *filter == i) {
+                            Some((_, city)) => format!("{near} ({city})"),
+                            None => near,
+                        }
                     }
                     Filter::Place(Area::Box { west, south, east, north }) => {
                         format!("bbox:{west},{south},{east},{north}")
@@ -155,7 +163,13 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
             "before" => Filter::Before(parse_date(&value)?),
             "time" => time_of_day(&value)?,
             "hour" => hours(&value)?,
-            "near" => near(&value)?,
+            "near" => {
+                let (filter, city) = near(&value)?;
+                if let Some(city) = city {
+                    parsed.places.push((parsed.filters.len(), city));
+                }
+                filter
+            }
             "bbox" => bounding_box(&value)?,
             _ => {
                 // Not a filter ("note: x"): part of the text.
@@ -244,39 +258,77 @@ pub const DEFAULT_RADIUS_M: f64 = 1_000.0;
 /// Half the Earth's circumference: a radius that holds the whole Earth.
 const LARGEST_RADIUS_M: f64 = 20_016_000.0;
 
-/// `near:48.8584,2.2945` (within 1 km) or `near:48.8584,2.2945,500m` (`m` or `km`).
-fn near(value: &str) -> Result<Filter, QueryError> {
+/// `near:48.8584,2.2945` (within 1 km), `near:48.8584,2.2945,500m` (`m` or `km`), or a city by
+/// name: `near:paris`, `"near:paris, us"`, `near:lisbon,5km` (within a radius that grows with the
+/// city, if not given). Returns the filter and, for a city, the city as it was found.
+fn near(value: &str) -> Result<(Filter, Option<String>), QueryError> {
     let bad = |why: &str| {
         QueryError(format!(
-            "`near:{value}` {why}: use near:LATITUDE,LONGITUDE in degrees (north and east positive), optionally \
-             with a radius, e.g. near:48.8584,2.2945 (within 1 km) or near:-33.857,151.215,500m"
+            "`near:{value}` {why}: use near:LATITUDE,LONGITUDE in degrees (north and east positive) or near:CITY \
+             (its name in any language, then its country if need be), optionally with a radius, e.g. \
+             near:48.8584,2.2945 (within 1 km), near:-33.857,151.215,500m, near:lisbon or \"near:paris, us, 5km\""
         ))
     };
-    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
-    let (latitude, longitude, radius) = match parts[..] {
-        [latitude, longitude] => (latitude, longitude, None),
-        [latitude, longitude, radius] => (latitude, longitude, Some(radius)),
+    let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    if let [latitude, longitude, ..] = parts[..] {
+        if let (Ok(_), Ok(_)) = (latitude.parse::<f64>(), longitude.parse::<f64>()) {
+            let radius = match parts[2..] {
+                [] => None,
+                [radius] => Some(radius),
+                _ => return Err(bad("is not a place")),
+            };
+            let latitude = degrees(latitude, 90.0).ok_or_else(|| bad("has no latitude between -90 and 90"))?;
+            let longitude = degrees(longitude, 180.0).ok_or_else(|| bad("has no longitude between -180 and 180"))?;
+            let radius_m = radius.map(|r| distance_m(r).map_err(bad)).transpose()?.unwrap_or(DEFAULT_RADIUS_M);
+            return Ok((Filter::Place(Area::Around { latitude, longitude, radius_m }), None));
+        }
+    }
+    // A city: its name, its country if given, a radius if given (a number first).
+    let radius = match parts.last() {
+        Some(last) if parts.len() > 1 && last.starts_with(|c: char| c.is_ascii_digit() || c == '.') => {
+            let radius = distance_m(last).map_err(bad)?;
+            parts.pop();
+            Some(radius)
+        }
+        _ => None,
+    };
+    let (name, country) = match parts[..] {
+        [name] if !name.is_empty() => (name, None),
+        [name, country] if !name.is_empty() => (name, Some(country)),
         _ => return Err(bad("is not a place")),
     };
-    let latitude = degrees(latitude, 90.0).ok_or_else(|| bad("has no latitude between -90 and 90"))?;
-    let longitude = degrees(longitude, 180.0).ok_or_else(|| bad("has no longitude between -180 and 180"))?;
-    let radius_m = match radius {
-        None => DEFAULT_RADIUS_M,
-        Some(radius) => {
-            let (number, unit) =
-                radius.split_at(radius.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(radius.len()));
-            let scale = match unit.to_ascii_lowercase().as_str() {
-                "m" => 1.0,
-                "km" => 1_000.0,
-                _ => return Err(bad("has a radius without its unit (m or km)")),
-            };
-            let radius_m = number.trim().parse::<f64>().ok().map(|n| n * scale);
-            radius_m.filter(|r| *r > 0.0 && *r <= LARGEST_RADIUS_M).ok_or_else(|| {
-                bad("has a radius that is not a distance above 0 and up to 20000km (half the Earth around)")
-            })?
-        }
+    let city = places::find(name, country).map_err(|not_found| match not_found {
+        NotFound::Place => bad(&format!(
+            "names no city imgsearch knows (the {} cities of 15,000 people or more in GeoNames, by their names \
+             in every language{})",
+            places::count(),
+            country.map(|c| format!(", in {c}")).unwrap_or_default()
+        )),
+        NotFound::Country => bad(&format!(
+            "names no country: `{}` is neither a country's name nor its ISO code",
+            country.unwrap_or_default()
+        )),
+    })?;
+    let area = Area::Around {
+        latitude: city.latitude,
+        longitude: city.longitude,
+        radius_m: radius.unwrap_or_else(|| city.radius_m()),
     };
-    Ok(Filter::Place(Area::Around { latitude, longitude, radius_m }))
+    Ok((Filter::Place(area), Some(format!("{}, {}", city.name, city.country))))
+}
+
+/// A radius as people write it: `500m`, `1km`, `2.5km` → metres.
+fn distance_m(text: &str) -> Result<f64, &'static str> {
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len()));
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "m" => 1.0,
+        "km" => 1_000.0,
+        _ => return Err("has a radius without its unit (m or km)"),
+    };
+    let metres = number.trim().parse::<f64>().ok().map(|n| n * scale);
+    metres
+        .filter(|r| *r > 0.0 && *r <= LARGEST_RADIUS_M)
+        .ok_or("has a radius that is not a distance above 0 and up to 20000km (half the Earth around)")
 }
 
 /// `bbox:WEST,SOUTH,EAST,NORTH` in degrees, the order of GeoJSON and STAC; west above east
@@ -304,8 +356,8 @@ fn degrees(text: &str, limit: f64) -> Option<f64> {
     text.parse::<f64>().ok().filter(|d| d.abs() <= limit)
 }
 
-/// A radius as people write it: `500m`, `1km`, `2.5km`.
-fn distance(metres: f64) -> String {
+/// A radius written back as people write it: `500m`, `1km`, `2.5km`.
+fn said_distance(metres: f64) -> String {
     if metres >= 1_000.0 {
         format!("{}km", (metres / 1_000.0 * 1_000.0).round() / 1_000.0)
     } else {
@@ -429,6 +481,17 @@ mod tests {
             ["near:48.8584,2.2945,1km", "bbox:-9.5,38.6,-9,38.9", "near:-33.857,151.215,2.5km"]
         );
         assert_eq!(parse("near:0,0,250m").unwrap().understood().filters, ["near:0,0,250m"]);
+        // A city by name: its place, a radius by its size unless given, and what was found.
+        let city = parse(r#"beach "near:lisboa, portugal" type:jpeg near:tokyo,2km"#).unwrap();
+        assert_eq!(city.text, "beach");
+        assert_eq!(
+            city.understood().filters,
+            [
+                "near:38.72509,-9.1498,7.5km (Lisbon, Portugal)",
+                "type:jpeg",
+                "near:35.6895,139.69171,2km (Tokyo, Japan)"
+            ]
+        );
         for bad in
             ["near:", "near:1,2,3,4", "near:nan,0", "near:0,inf", "near:0,0,0km", "near:0,0,-5m", "near:0,0,30000km"]
         {

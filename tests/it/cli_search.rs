@@ -147,9 +147,9 @@ fn dates_in_words_filter_by_the_date_taken() {
     assert!(sorted("a photo time:night").is_empty());
 }
 
-/// `near:` finds what was taken within a radius of a place (exactly: not the box around the
-/// circle), `bbox:` inside a box (across the antimeridian too), with text or alone; a place
-/// that is not one is refused with the syntax.
+/// `near:` finds what was taken within a radius of a place or a city named in any language
+/// (exactly: not the box around the circle), `bbox:` inside a box (across the antimeridian too),
+/// with text or alone; a place that is not one is refused with the syntax.
 #[test]
 fn near_and_bbox_filter_by_where_a_photo_was_taken() {
     let tmp = tempfile::tempdir().unwrap();
@@ -186,13 +186,19 @@ fn near_and_bbox_filter_by_where_a_photo_was_taken() {
         ("bbox:177,-18,-179,-17", vec!["fiji_east.jpg", "fiji_west.jpg"]),
         ("a photo bbox:-179,-18,177,-17", vec![]),
         ("a photo near:-17.7,179.95,20km", vec!["fiji_east.jpg", "fiji_west.jpg"]),
+        // Cities by name, in any language: Paris reaches 12 km from its centre (Notre-Dame).
+        ("a photo near:paris", vec!["corner.jpg", "eiffel.jpg", "notre_dame.jpg"]),
+        ("near:Parigi,1km", vec!["notre_dame.jpg"]),
+        (r#"a photo "near:paris, united states""#, vec![]),
+        ("near:sydney", vec!["sydney.jpg"]),
     ] {
         assert_eq!(names(query), expected, "{query}");
     }
     for (query, says) in [
         ("a photo near:91,0", "latitude between -90 and 90"),
         ("a photo near:48.8,2.3,5", "radius without its unit"),
-        ("a photo near:paris", "near:LATITUDE,LONGITUDE"),
+        ("a photo near:narnia", "names no city imgsearch knows"),
+        ("a photo near:paris,atlantis", "names no country"),
         ("a photo bbox:3,48,2", "four numbers"),
         ("a photo bbox:2,49,3,48", "south above its north"),
         ("a photo -near:48.8,2.3", "cannot be negated"),
