@@ -59,6 +59,10 @@ pub fn count() -> usize {
 /// A name as the gazetteer compares names: compatibility decomposition, no combining marks,
 /// lower case, spaces collapsed ("São Paulo", "sao  paulo" and "SAO PAULO" are one name).
 pub fn fold(name: &str) -> String {
+    if name.is_ascii() {
+        // Most names: nothing to decompose (and every lookup folds every city's name).
+        return name.split_ascii_whitespace().map(str::to_ascii_lowercase).collect::<Vec<_>>().join(" ");
+    }
     let bare: String = name.nfkd().filter(|c| canonical_combining_class(*c) == 0).collect::<String>().to_lowercase();
     bare.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -88,6 +92,11 @@ pub fn find(name: &str, country: Option<&str>) -> Result<Place, NotFound> {
         }
     }
     by_other_name.and_then(place).ok_or(NotFound::Place)
+}
+
+/// Whether a name is a country's (its English name or ISO code).
+pub fn is_country(name: &str) -> bool {
+    country_code(name).is_some()
 }
 
 /// The ISO code of a country given by its code or English name (and "UK", "USA").
@@ -145,6 +154,13 @@ mod tests {
         assert_eq!(find("Narnia", None), Err(NotFound::Place));
         assert_eq!(find("Paris", Some("Atlantis")), Err(NotFound::Country));
         assert_eq!(find("Lisbon", Some("Japan")), Err(NotFound::Place));
+    }
+
+    #[test]
+    fn names_fold_alike_in_ascii_and_beyond() {
+        assert_eq!(fold("  New   YORK "), "new york");
+        assert_eq!(fold("São Paulo"), "sao paulo");
+        assert_eq!(fold("ＴＯＫＹＯ"), "tokyo"); // full-width letters decompose to ASCII
     }
 
     #[test]

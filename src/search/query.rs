@@ -12,7 +12,8 @@
 //! `bbox:WEST,SOUTH,EAST,NORTH` (where it was taken, in degrees). Quotes keep spaces.
 //!
 //! Dates in words ("beach July 2023", "snow in 2019", "last summer": `dates.rs`) become
-//! `after:`/`before:` filters unless quoted. Composed queries: `-word` or `-"a phrase"` moves
+//! `after:`/`before:` filters unless quoted, and a capitalised city after a preposition ("beach
+//! in Lisbon") a `near:` filter. Composed queries: `-word` or `-"a phrase"` moves
 //! away from that text; `N:` (a number from 0 to 100, then a letter or a space: `3:45pm` stays
 //! text) gives the text after it, up to the next weight, weight N; text before any weight has
 //! weight 1.
@@ -200,6 +201,15 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
         parsed.when = Some(range.said);
         dated = used.into_iter().map(|u| word_pieces[u]).collect();
     }
+    // A city in words becomes a place, unless the query already names one.
+    let mut read_out = dated;
+    if !parsed.filters.iter().any(|f| matches!(f, Filter::Place(_))) {
+        if let Some((used, area, city)) = city_in_words(&pieces, &read_out) {
+            parsed.places.push((parsed.filters.len(), city));
+            parsed.filters.push(Filter::Place(area));
+            read_out.extend(used);
+        }
+    }
     let mut words = Vec::new();
     let mut part: (Vec<String>, f32) = (Vec::new(), 1.0);
     for (i, piece) in pieces.into_iter().enumerate() {
@@ -208,7 +218,7 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
                 close_part(&mut parsed, &mut part)?;
                 part.1 = weight;
             }
-            Piece::Word { text, .. } if !dated.contains(&i) => {
+            Piece::Word { text, .. } if !read_out.contains(&i) => {
                 part.0.push(text.clone());
                 words.push(text);
             }
@@ -218,6 +228,47 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
     close_part(&mut parsed, &mut part)?;
     parsed.text = words.join(" ");
     Ok(parsed)
+}
+
+/// The words that introduce a place, in the languages of the multilingual models' users.
+const PLACE_PREPOSITIONS: &[&str] = &["in", "at", "near", "around", "en", "em", "à", "bei", "nahe"];
+
+/// A city named after a preposition and written as names are, its first and last words
+/// capitalised ("beach in Lisbon", "Strand bei München", "praia em Rio de Janeiro"): the pieces
+/// it used (the preposition too), its area and the city found. Countries stay text ("in France":
+/// the gazetteer knows no borders), and so does anything quoted or lower-case ("a girl in orange").
+fn city_in_words(pieces: &[Piece], skip: &[usize]) -> Option<(Vec<usize>, Area, String)> {
+    let word = |i: usize| match pieces.get(i)? {
+        Piece::Word { text, quoted: false } if !skip.contains(&i) => Some(text.as_str()),
+        _ => None,
+    };
+    let capitalised = |text: &str| text.chars().next().is_some_and(char::is_uppercase);
+    for at in 0..pieces.len() {
+        if !word(at).is_some_and(|w| PLACE_PREPOSITIONS.contains(&w.to_lowercase().as_str())) {
+            continue;
+        }
+        // The longest name first: "in Rio de Janeiro" before "in Rio".
+        for len in (1..=3).rev() {
+            let Some(name_words) = (at + 1..at + 1 + len).map(word).collect::<Option<Vec<&str>>>() else { continue };
+            let last = name_words[len - 1].trim_end_matches([',', '.', ';', '!', '?']);
+            if !capitalised(name_words[0])
+                || !capitalised(last)
+                || (len > 1 && name_words[..len - 1].iter().any(|w| w.ends_with(',')))
+            {
+                continue;
+            }
+            let name = [&name_words[..len - 1], &[last]].concat().join(" ");
+            if places::is_country(&name) {
+                continue;
+            }
+            if let Ok(city) = places::find(&name, None) {
+                let area =
+                    Area::Around { latitude: city.latitude, longitude: city.longitude, radius_m: city.radius_m() };
+                return Some(((at..=at + len).collect(), area, format!("{}, {}", city.name, city.country)));
+            }
+        }
+    }
+    None
 }
 
 const FILTER_KEYS: &[&str] =
@@ -496,6 +547,31 @@ mod tests {
             ["near:", "near:1,2,3,4", "near:nan,0", "near:0,inf", "near:0,0,0km", "near:0,0,-5m", "near:0,0,30000km"]
         {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_city_after_a_preposition_is_read_as_a_place() {
+        let read = |query: &str| {
+            let q = parse(query).unwrap();
+            let filters = q.understood().filters;
+            (q.text, filters)
+        };
+        let (text, filters) = read("beach in Lisbon");
+        assert_eq!((text.as_str(), filters.len()), ("beach", 1));
+        assert!(filters[0].ends_with("(Lisbon, Portugal)"), "{filters:?}");
+        let (text, filters) = read("Strand bei München, summer 2019");
+        assert_eq!(text, "Strand");
+        assert!(filters.iter().any(|f| f.ends_with("(Munich, Germany)")), "{filters:?}");
+        assert!(filters.iter().any(|f| f == "after:2019-06-01"), "the date is read too: {filters:?}");
+        let (text, filters) = read("praia em Rio de Janeiro ao por do sol");
+        assert_eq!(text, "praia ao por do sol");
+        assert!(filters[0].ends_with("(Rio de Janeiro, Brazil)"), "{filters:?}");
+        assert!(read("sunset at Nice").1[0].ends_with("(Nice, France)"));
+        // Lower case, quoted, a country, or a place already given: text.
+        for query in ["a girl in orange", r#"a cafe "in Paris""#, "vineyards in France", "beach in Lisbon near:0,0"] {
+            let q = parse(query).unwrap();
+            assert!(q.places.is_empty() && q.text.contains(" in "), "{query}: {q:?}");
         }
     }
 

@@ -191,9 +191,12 @@ fn near_and_bbox_filter_by_where_a_photo_was_taken() {
         ("near:Parigi,1km", vec!["notre_dame.jpg"]),
         (r#"a photo "near:paris, united states""#, vec![]),
         ("near:sydney", vec!["sydney.jpg"]),
+        // A city in words, capitalised as names are; lower case it stays text.
+        ("a photo taken in Sydney", vec!["sydney.jpg"]),
     ] {
         assert_eq!(names(query), expected, "{query}");
     }
+    assert_eq!(names("a photo taken in sydney").len(), 7, "lower case: text");
     for (query, says) in [
         ("a photo near:91,0", "latitude between -90 and 90"),
         ("a photo near:48.8,2.3,5", "radius without its unit"),
