@@ -23,6 +23,11 @@ pub struct Place {
 }
 
 impl Place {
+    /// "Lisbon, Portugal".
+    pub fn label(&self) -> String {
+        format!("{}, {}", self.name, self.country)
+    }
+
     /// How far `near:` reaches around a city when the query does not say: from 3 km for a
     /// town to 30 km for the largest cities (2 km × the cube root of its population in tens of
     /// thousands: Paris 12 km, London 19 km).
@@ -49,6 +54,42 @@ fn gazetteer() -> &'static str {
             .expect("the built-in gazetteer is valid gzip");
         text
     })
+}
+
+/// How far from a city a place is still named after it.
+pub const NAMED_WITHIN_M: f64 = 50_000.0;
+
+/// What a picture's place is called ("Lisbon, Portugal"): the most populous city whose reach
+/// ([`Place::radius_m`]) holds it, so that a picture named after a city is one `near:CITY`
+/// finds; else the nearest city within [`NAMED_WITHIN_M`]. One scan of the gazetteer.
+pub fn name_of(latitude: f64, longitude: f64) -> Option<Place> {
+    // A degree of latitude is 111 km: cities further north or south are not looked at further.
+    let band = NAMED_WITHIN_M / 111_000.0 + 0.01;
+    let mut nearest: Option<(f64, Place)> = None;
+    // Most populous first: the first city that reaches the place is the answer.
+    for line in gazetteer().lines() {
+        let Some(city) = line.strip_prefix("place\t").and_then(place_near(latitude, band)) else { continue };
+        let distance = super::distance_m((latitude, longitude), (city.latitude, city.longitude));
+        if distance <= city.radius_m() {
+            return Some(city);
+        }
+        if distance <= NAMED_WITHIN_M && nearest.as_ref().is_none_or(|(d, _)| distance < *d) {
+            nearest = Some((distance, city));
+        }
+    }
+    nearest.map(|(_, city)| city)
+}
+
+/// A `place` line's city, if it lies within `band` degrees of `latitude` (the others are not
+/// parsed further).
+fn place_near(latitude: f64, band: f64) -> impl Fn(&str) -> Option<Place> {
+    move |fields| {
+        let lat: f64 = fields.split('\t').nth(2)?.parse().ok()?;
+        if (lat - latitude).abs() > band {
+            return None;
+        }
+        place(fields)
+    }
 }
 
 /// How many cities the gazetteer holds.
@@ -161,6 +202,16 @@ mod tests {
         assert_eq!(fold("  New   YORK "), "new york");
         assert_eq!(fold("São Paulo"), "sao paulo");
         assert_eq!(fold("ＴＯＫＹＯ"), "tokyo"); // full-width letters decompose to ASCII
+    }
+
+    #[test]
+    fn a_place_is_named_by_the_largest_city_reaching_it_else_the_nearest() {
+        // Belém tower: within Lisbon's reach (7.5 km), though Algés is nearer.
+        assert_eq!(name_of(38.6916, -9.2160).map(|p| p.name), Some("Lisbon".into()));
+        assert_eq!(name_of(48.8584, 2.2945).map(|p| p.name), Some("Paris".into()));
+        // Out in the Alentejo plain, 30 km from the nearest town of 15,000 people.
+        assert_eq!(name_of(38.25, -7.75).map(|p| p.name), Some("Beja".into()));
+        assert_eq!(name_of(30.0, -40.0), None, "the middle of the Atlantic");
     }
 
     #[test]

@@ -264,7 +264,7 @@ fn city_in_words(pieces: &[Piece], skip: &[usize]) -> Option<(Vec<usize>, Area, 
             if let Ok(city) = places::find(&name, None) {
                 let area =
                     Area::Around { latitude: city.latitude, longitude: city.longitude, radius_m: city.radius_m() };
-                return Some(((at..=at + len).collect(), area, format!("{}, {}", city.name, city.country)));
+                return Some(((at..=at + len).collect(), area, city.label()));
             }
         }
     }
@@ -365,7 +365,7 @@ fn near(value: &str) -> Result<(Filter, Option<String>), QueryError> {
         longitude: city.longitude,
         radius_m: radius.unwrap_or_else(|| city.radius_m()),
     };
-    Ok((Filter::Place(area), Some(format!("{}, {}", city.name, city.country))))
+    Ok((Filter::Place(area), Some(city.label())))
 }
 
 /// A radius as people write it: `500m`, `1km`, `2.5km` → metres.

@@ -467,6 +467,8 @@ async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
         "camera_make": record.facts.camera_make,
         "camera_model": record.facts.camera_model,
         "gps": record.facts.place(),
+        // The city it was taken in or near ("Lisbon, Portugal"), by the gazetteer `near:` reads.
+        "place": record.facts.place().and_then(|(lat, lon)| crate::geo::places::name_of(lat, lon)).map(|c| c.label()),
         "tags": record.tags,
         "thumbnail": format!("/api/images/{}/thumbnail", record.id),
         "preview": format!("/api/images/{}/preview", record.id),

@@ -2,11 +2,11 @@
 // type a query and see result tiles; a composed query shows how it was read; pick three
 // pictures for "more like these"; the address reflects the search; upload a picture and see
 // its original first; open a result (its preview shows, the original is linked) and ask for similar ones;
-// open a photo with a GPS position and list those taken near it.
-// Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX PLACED_NAME NEAR_NAMES(comma-separated)
+// open a photo with a GPS position: it names its city, and lists those taken near it.
+// Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX PLACED_NAME ITS_CITY NEAR_NAMES(comma-separated)
 import { launch } from "./chromium.mjs";
 
-const [base, upload, expected, placed, nearNames] = process.argv.slice(2);
+const [base, upload, expected, placed, placeName, nearNames] = process.argv.slice(2);
 const { browser, fail } = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 390, height: 800 } }); // phone width
@@ -104,6 +104,8 @@ try {
   await page.click(".tile");
   await page.waitForSelector("#viewer[open] #nearby:not([hidden])", { timeout: 10000 })
     .catch(() => fail(`no "Taken near here" for ${placed}, which has a GPS position`));
+  const details = await page.textContent("#meta");
+  if (!details.includes(placeName)) await fail(`the viewer does not name the city: ${details}`);
   await page.click("#nearby");
   const near = nearNames.split(",").sort();
   await page.waitForFunction((names) => {

@@ -33,6 +33,7 @@ fn the_web_ui_searches_by_text_and_by_uploaded_picture() {
             copy.to_str().unwrap(),
             "rocket.tif",
             "astronaut.jpg",
+            "Paris, France",
             "astronaut.jpg,chelsea_progressive.jpg",
         ],
     );

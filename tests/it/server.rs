@@ -7,8 +7,8 @@ use std::io::Cursor;
 use std::path::Path;
 
 use crate::common::http::{get, multipart, request, request_with_headers};
-use crate::common::image_path;
 use crate::common::server::{index_and_serve, index_photos, serve, RunningServer};
+use crate::common::{image_path, jpeg_with_gps};
 use image::{ImageFormat, RgbImage};
 
 /// Five distinct photos (no near-duplicates among them).
@@ -111,6 +111,28 @@ fn filters_restrict_results_and_filter_only_queries_list_pictures() {
     assert_eq!(folder.len(), 1);
     let none = hit_paths(&get(&server.addr, "/api/search?q=cat%20camera:leica&k=10").json());
     assert!(none.is_empty());
+}
+
+/// A picture's details name the city it was taken in (the largest that reaches it, as `near:`
+/// does) or near; a position far from any city, or none, names none.
+#[test]
+fn a_pictures_details_name_the_city_it_was_taken_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    // Belém, 6.5 km from Lisbon's centre (and 2 km from Algés, a smaller town).
+    jpeg_with_gps("rocket.jpg", (38.6916, -9.2160), &photos.join("belem.jpg"));
+    jpeg_with_gps("astronaut.jpg", (30.0, -40.0), &photos.join("atlantic.jpg"));
+    std::fs::copy(image_path("coffee.png"), photos.join("coffee.png")).unwrap();
+    let server = index_and_serve(&photos, &tmp.path().join("data"), &[]);
+    for (name, place) in [("belem", Some("Lisbon, Portugal")), ("atlantic", None), ("coffee", None)] {
+        let hit = get(&server.addr, &format!("/api/search?q=name:{name}")).json()["hits"][0].clone();
+        let details = get(&server.addr, &format!("/api/images/{}", hit["id"])).json();
+        assert_eq!(details["place"].as_str(), place, "{details}");
+        assert_eq!(details["gps"].is_null(), name == "coffee", "{details}");
+    }
+    let near = get(&server.addr, "/api/search?q=near:lisbon").json();
+    assert_eq!(hit_paths(&near).len(), 1, "the picture named after Lisbon is near:lisbon: {near}");
 }
 
 #[test]
