@@ -88,8 +88,8 @@ impl TextIndex {
         let directory = MmapDirectory::open(dir).map_err(|e| store_err(dir, e))?;
         let index = match Index::open_or_create(directory, schema.clone()) {
             Ok(index) => index,
-            // An index of an older schema (before `hour`, `tag`, `latitude`): started again, at generation 0, so
-            // the data folder rebuilds it from the catalog as after a crash. The catalog's lock,
+            // An index of an older schema (before `hour`, `tag`, `latitude`): started again, at
+            // generation 0, so the data folder rebuilds it from the catalog as after a crash. The catalog's lock,
             // taken first, means no other process is using it.
             Err(tantivy::TantivyError::SchemaError(_)) => {
                 std::fs::remove_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
