@@ -193,6 +193,23 @@ impl Graph {
         1.0 - dot(query, self.vector(slot))
     }
 
+    /// The `k` nearest of `slots` to `query`, every one scored (no graph walk): (slot, cosine),
+    /// best first.
+    pub fn nearest_among(&self, query: &[f32], slots: impl Iterator<Item = u32>, k: usize) -> Vec<(u32, f32)> {
+        // The best k so far, the farthest on top.
+        let mut best: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+        for slot in slots {
+            let scored = Scored { distance: self.distance(query, slot), slot };
+            if best.len() < k {
+                best.push(scored);
+            } else if best.peek().is_some_and(|farthest| scored < *farthest) {
+                best.pop();
+                best.push(scored);
+            }
+        }
+        best.into_sorted_vec().into_iter().map(|s| (s.slot, 1.0 - s.distance)).collect()
+    }
+
     /// Inserts vectors (unit length, `dim` each) and returns their slots, in order.
     pub fn insert(&mut self, vectors: &[&[f32]]) -> std::ops::Range<u32> {
         let first = self.len() as u32;

@@ -30,6 +30,9 @@ pub trait VectorIndex {
     fn remove(&mut self, id: ImageId);
     /// The `k` nearest live vectors for which `allow` holds.
     fn search(&self, query: &[f32], k: usize, allow: &dyn Fn(ImageId) -> bool) -> Vec<VectorHit>;
+    /// The `k` nearest live vectors among `ids`, every one of them scored: for a filter that
+    /// passes too few pictures for the graph, whose search would wander through the rest.
+    fn nearest_among(&self, query: &[f32], ids: &mut dyn Iterator<Item = ImageId>, k: usize) -> Vec<VectorHit>;
     fn live_count(&self) -> usize;
     fn tombstone_count(&self) -> usize;
 }
@@ -371,6 +374,15 @@ impl VectorIndex for HnswIndex {
 
     fn search(&self, query: &[f32], k: usize, allow: &dyn Fn(ImageId) -> bool) -> Vec<VectorHit> {
         self.search_with_ef(query, k, None, allow)
+    }
+
+    fn nearest_among(&self, query: &[f32], ids: &mut dyn Iterator<Item = ImageId>, k: usize) -> Vec<VectorHit> {
+        if query.len() != self.graph.dim {
+            return Vec::new();
+        }
+        let slots = ids.filter_map(|id| self.slots.get(&id).copied()).filter(|slot| !self.deleted[*slot as usize]);
+        let hits = self.graph.nearest_among(query, slots, k);
+        hits.into_iter().map(|(slot, score)| VectorHit { id: self.ids[slot as usize], score }).collect()
     }
 
     fn live_count(&self) -> usize {

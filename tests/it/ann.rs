@@ -1,7 +1,7 @@
 //! The vector index against exact search on CLIP-like data (a picture cone, a text cone, events
 //! and near-duplicates: `common/clip_like.rs`): recall@10 for text-like (out of distribution) and
 //! picture-like queries, with and without an allow-list filter; tombstones never returned, also
-//! after a save and reopen; saves that append (a torn append survived); identical vectors; a
+//! after a save and reopen; the scan of the few pictures a selective filter passes; saves that append (a torn append survived); identical vectors; a
 //! damaged or old-format index file.
 
 use std::collections::HashSet;
@@ -52,6 +52,30 @@ fn recall_at_10_holds_for_text_and_picture_queries_with_and_without_filters() {
     assert!(queries.iter().all(|q| reopened.search(q, 10, &|_| true).iter().all(|h| h.id >= 3000)));
     let after = recall(&reopened, &data.pictures, &data.text_queries, &|id| id >= 3000);
     assert!(after >= 0.95, "text-like recall after tombstones + reload {after}");
+}
+
+/// A filter that passes few pictures (3%): scanning them (every f16 copy scored) finds the true
+/// best matches best first, and no tombstone.
+#[test]
+fn scanning_the_few_pictures_a_filter_passes_finds_the_true_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(6000, 100, 128, 11);
+    let mut index = built(&data.pictures, dir.path());
+    index.remove(32);
+    let allow = |id: u64| id.is_multiple_of(32) && id != 32;
+    let passing: Vec<u64> = (0..6000u64).filter(|id| id.is_multiple_of(32)).collect(); // 32, tombstoned, too
+    let (mut found, mut asked) = (0, 0);
+    for query in [&data.text_queries[..], &data.picture_queries[..]].concat() {
+        let truth: HashSet<u64> = exact_top(&data.pictures, &query, 10, &allow).into_iter().collect();
+        let hits = index.nearest_among(&query, &mut passing.iter().copied(), 10);
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|h| allow(h.id)), "{hits:?}");
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "best first: {hits:?}");
+        found += hits.iter().filter(|h| truth.contains(&h.id)).count();
+        asked += 10;
+    }
+    let recall = found as f64 / asked as f64;
+    assert!(recall >= 0.99, "recall@10 of the scan {recall}");
 }
 
 #[test]
