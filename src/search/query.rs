@@ -232,6 +232,13 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
 
 /// The words that introduce a place, in the languages of the multilingual models' users.
 const PLACE_PREPOSITIONS: &[&str] = &["in", "at", "near", "around", "en", "em", "à", "bei", "nahe"];
+/// Words that name a city of the gazetteer (Sunset, Florida; Orange, California) but, after
+/// "in" or "at" in a title-case query, mean a time or a colour: "Beach at Sunset", "Trees in
+/// Spring", "Dress in Gold". `near:` still finds those cities.
+const NOT_PLACES_IN_WORDS: &[&str] = &[
+    "sunset", "sunrise", "dawn", "dusk", "noon", "spring", "summer", "autumn", "fall", "winter", "orange", "gold",
+    "paradise",
+];
 
 /// A city named after a preposition and written as names are, its first and last words
 /// capitalised ("beach in Lisbon", "Strand bei München", "praia em Rio de Janeiro"): the pieces
@@ -258,7 +265,7 @@ fn city_in_words(pieces: &[Piece], skip: &[usize]) -> Option<(Vec<usize>, Area, 
                 continue;
             }
             let name = [&name_words[..len - 1], &[last]].concat().join(" ");
-            if places::is_country(&name) {
+            if places::is_country(&name) || NOT_PLACES_IN_WORDS.contains(&name.to_lowercase().as_str()) {
                 continue;
             }
             if let Ok(city) = places::find(&name, None) {
@@ -569,9 +576,15 @@ mod tests {
         assert!(filters[0].ends_with("(Rio de Janeiro, Brazil)"), "{filters:?}");
         assert!(read("sunset at Nice").1[0].ends_with("(Nice, France)"));
         // Lower case, quoted, a country, or a place already given: text.
-        for query in ["a girl in orange", r#"a cafe "in Paris""#, "vineyards in France", "beach in Lisbon near:0,0"] {
+        for query in [
+            "a girl in orange",
+            r#"a cafe "in Paris""#,
+            "vineyards in France",
+            "beach in Lisbon near:0,0",
+            "Beach at Sunset",
+        ] {
             let q = parse(query).unwrap();
-            assert!(q.places.is_empty() && q.text.contains(" in "), "{query}: {q:?}");
+            assert!(q.places.is_empty() && (q.text.contains(" in ") || q.text.contains(" at ")), "{query}: {q:?}");
         }
     }
 
