@@ -417,7 +417,7 @@ fn degrees(text: &str, limit: f64) -> Option<f64> {
 /// A radius written back as people write it: `500m`, `1km`, `2.5km`.
 fn said_distance(metres: f64) -> String {
     if metres >= 1_000.0 {
-        format!("{}km", (metres / 1_000.0 * 1_000.0).round() / 1_000.0)
+        format!("{}km", metres.round() / 1_000.0)
     } else {
         format!("{}m", (metres * 10.0).round() / 10.0)
     }
