@@ -6,6 +6,8 @@ const q = $("#q"), grid = $("#grid"), statusLine = $("#status"), viewer = $("#vi
 const understoodLine = $("#understood");
 // What the grid shows: a text query, "similar to id", "like these ids", or an uploaded picture.
 let current = null, offset = 0, exhausted = false, loading = false, shownId = null, generation = 0;
+// The search being typed, started 250 ms after the last key.
+let debounce;
 // Pictures picked in the grid for "more like these" (ids, in the order picked).
 const picked = [];
 
@@ -62,7 +64,8 @@ signOut.addEventListener("click", async () => {
 async function load(reset) {
   if (!current || loading || (exhausted && !reset)) return;
   const mine = reset ? ++generation : generation;
-  if (reset) { offset = 0; exhausted = false; grid.replaceChildren(); understoodLine.textContent = ""; showExamples(); }
+  // A new search (a click on a tag, "Similar", "Taken near here") replaces one still being typed.
+  if (reset) { clearTimeout(debounce); offset = 0; exhausted = false; grid.replaceChildren(); understoodLine.textContent = ""; showExamples(); }
   loading = true;
   try {
     const { hits, took_ms, understood } = await fetchHits();
@@ -260,7 +263,6 @@ function searchFile(file) {
   load(true);
 }
 
-let debounce;
 q.addEventListener("input", () => { clearTimeout(debounce); debounce = setTimeout(() => searchText(q.value), 250); });
 $("#search-form").addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(debounce); searchText(q.value); });
 sort.addEventListener("change", () => { syncUrl(); load(true); });

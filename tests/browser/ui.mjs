@@ -100,7 +100,8 @@ try {
   // A photo with a GPS position: "Taken near here" lists the photos within a kilometre of it.
   await page.keyboard.press("Escape");
   await page.fill("#q", `name:${placed}`);
-  await page.waitForFunction((name) => document.querySelector(".tile")?.dataset.path.endsWith(name), placed, { timeout: 10000 });
+  await page.waitForFunction((name) => location.search.includes("name%3A")
+    && document.querySelector(".tile")?.dataset.path.endsWith(name), placed, { timeout: 10000 });
   await page.click(".tile");
   await page.waitForSelector("#viewer[open] #nearby:not([hidden])", { timeout: 10000 })
     .catch(() => fail(`no "Taken near here" for ${placed}, which has a GPS position`));
@@ -112,10 +113,12 @@ try {
     const shown = [...document.querySelectorAll(".tile")].map((t) => t.dataset.path.split("/").pop()).sort();
     return location.search.includes("near%3A") && JSON.stringify(shown) === JSON.stringify(names);
   }, near, { timeout: 10000 }).catch(async () => fail(`near ${placed}: ${await page.$$eval(".tile", (els) => els.map((e) => e.dataset.path))}, not ${near}`));
-  if (!(await page.textContent("#understood")).includes("near:")) await fail(`the near: filter is not shown: ${await page.textContent("#understood")}`);
+  await page.waitForFunction(() => document.querySelector("#understood")?.textContent.includes("near:"), null, { timeout: 10000 })
+    .catch(async () => fail(`the near: filter is not shown: ${JSON.stringify(await page.textContent("#understood"))}`));
   // A photo without a position has no such button.
   await page.fill("#q", "name:coffee");
-  await page.waitForFunction(() => document.querySelector(".tile")?.dataset.path.endsWith("coffee.png"), null, { timeout: 10000 });
+  await page.waitForFunction(() => location.search.includes("name%3Acoffee")
+    && document.querySelector(".tile")?.dataset.path.endsWith("coffee.png"), null, { timeout: 10000 });
   await page.click(".tile");
   await page.waitForSelector("#viewer[open] #meta dt");
   if (!(await page.isHidden("#nearby"))) await fail("a photo without a GPS position offers photos near it");
