@@ -109,8 +109,8 @@ pub fn fold(name: &str) -> String {
 }
 
 /// The city called `name` (in any language), in `country` (an ISO code or an English name) if
-/// given. A city whose own name it is comes before one it is another name of ("Monaco" is
-/// Monaco before it is Munich in Italian), then the most populous ("Paris" is the French one).
+/// given. A city whose own name it is comes before one it is another name of, then the most
+/// populous ("Paris" is the French one; in the United States, the one in Texas).
 pub fn find(name: &str, country: Option<&str>) -> Result<Place, NotFound> {
     let name = fold(name);
     let country = match country {
