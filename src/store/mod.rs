@@ -95,7 +95,7 @@ pub struct DataDir {
 /// selective filter starves HNSW's greedy search (recall would drop).
 pub(crate) const EXACT_BELOW: usize = 2000;
 /// Below one in this many pictures, filter matches are scanned rather than searched in the graph
-/// (whose cost grows as one over the share that passes): benches/README.md, "Selective filters".
+/// (whose cost grows as one over the share that passes): benches/README.md, "Selective filters and places".
 /// The f16 scores choose twice k (and 32) candidates, within ~1e-3 of exact, rescored exactly.
 const SCAN_BELOW_ONE_IN: usize = 12;
 
