@@ -29,6 +29,11 @@ pub enum Error {
     #[error("cannot decode image {path}: {reason}")]
     Decode { path: PathBuf, reason: String },
 
+    /// A picture in a format whose decoder this machine lacks (libheif for HEIC and AVIF): not
+    /// the file's fault, and worth trying again once the decoder is installed.
+    #[error("cannot decode image {path}: {reason}")]
+    NoDecoder { path: PathBuf, reason: String },
+
     #[error("image {path} is {width}x{height} = {pixels} pixels, over the limit of {limit}; raise --max-pixels if it is genuine")]
     TooLarge { path: PathBuf, width: u32, height: u32, pixels: u64, limit: u64 },
 

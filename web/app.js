@@ -254,8 +254,16 @@ function searchSimilar(id) {
   load(true);
 }
 
+// Browsers give HEIC and RAW files no type, or one not under image/: the extensions the file
+// picker offers count as pictures too.
+const pictureExtensions = $("#file").accept.split(",").filter((accepted) => accepted.startsWith("."));
+function isPicture(file) {
+  const name = (file.name || "").toLowerCase();
+  return file.type.startsWith("image/") || pictureExtensions.some((extension) => name.endsWith(extension));
+}
+
 function searchFile(file) {
-  if (!file || !file.type.startsWith("image/")) { setStatus("That is not a picture", true); return; }
+  if (!file || !isPicture(file)) { setStatus("That is not a picture", true); return; }
   q.value = "";
   current = { kind: "upload", file };
   syncUrl();

@@ -43,6 +43,7 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
     if args.json {
         let mut json = serde_json::to_value(&stats)?;
         json["cpu_kernels"] = kernels.into();
+        json["heif_decoder"] = imgsearch::ingest::heif::decoder().ok().into();
         json["models"] = spaces
             .iter()
             .filter(|space| space.model.is_some())
@@ -74,6 +75,10 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
         println!("last run:     {}", describe_run(run));
     }
     println!("cpu kernels:  {kernels}");
+    match imgsearch::ingest::heif::decoder() {
+        Ok(decoder) => println!("HEIC, AVIF:   {decoder}"),
+        Err(why) => println!("HEIC, AVIF:   not readable here. {why}"),
+    }
     Ok(())
 }
 

@@ -9,7 +9,8 @@
 //!   `tests/it/preprocess.rs` (cosine ≥ 0.995 against the exact path).
 //!
 //! Both apply the EXIF orientation, so photos are never embedded sideways. Camera RAW files go
-//! through the JPEG preview embedded in them (`raw`).
+//! through the JPEG preview embedded in them (`raw`); HEIC and AVIF through libheif (`heif`),
+//! which turns them upright by their container's own rotation.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -17,7 +18,7 @@ use std::path::Path;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
-use super::{exif, jpeg_reduced, raw};
+use super::{exif, heif, jpeg_reduced, raw};
 use crate::error::{Error, Result};
 use crate::model::config::Alpha;
 use crate::model::{PreprocessConfig, PreprocessedImage};
@@ -94,6 +95,11 @@ fn decode(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedI
     }
     if raw::raw_format(bytes, path).is_some() {
         return decode_raw(bytes, path, options);
+    }
+    if heif::format(bytes).is_some() {
+        let image = heif::decode(bytes, path, |width, height| check_pixels(path, width, height, options.max_pixels))?;
+        let (original_width, original_height) = (image.width(), image.height());
+        return Ok(DecodedImage { rgb: to_rgb_like_pillow(image, options.alpha), original_width, original_height });
     }
     decode_picture(bytes, path, options, None)
 }

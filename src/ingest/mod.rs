@@ -3,6 +3,7 @@
 pub mod decode;
 pub mod exif;
 pub mod geotiff;
+pub mod heif;
 pub mod jpeg_reduced;
 pub mod pipeline;
 pub mod raw;

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use super::decode;
 use super::exif::photo_facts;
-use super::raw;
 use super::walk::{walk, Candidate, Found};
+use super::{heif, raw};
 use crate::error::{Error, Result};
 use crate::model::{Clip, ModelSpec, PreprocessedImage, Towers};
 use crate::store::catalog::{
@@ -312,7 +312,7 @@ fn walk_and_queue(
                 continue;
             }
         } else if let Some(skip) = catalog.skipped_at(&key)? {
-            if skip.size == candidate.size && skip.mtime_ns == candidate.mtime_ns {
+            if skip.size == candidate.size && skip.mtime_ns == candidate.mtime_ns && !skip.worth_retrying() {
                 if !skip.ignored {
                     walked.errors.push(FileError { path: candidate.path.display().to_string(), reason: skip.reason });
                 }
@@ -343,29 +343,27 @@ fn examine(job: Candidate, mounts: &Mounts, catalog: &dyn Lookup, spec: &ModelSp
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
         || raw::raw_extension(&job.path).is_some();
-    let skip = |reason: String, ignored: bool| {
-        Work::Skip(SkipRecord { path: path.clone(), size: job.size, mtime_ns: job.mtime_ns, reason, ignored })
+    let skip = |reason: String, ignored: bool, retry: bool| {
+        Work::Skip(SkipRecord { path: path.clone(), size: job.size, mtime_ns: job.mtime_ns, reason, ignored, retry })
     };
     if job.size > options.max_file_size {
         return skip(
             format!("file is {} bytes, over the {}-byte limit (--max-file-size)", job.size, options.max_file_size),
             false,
+            true,
         );
     }
     let mut bytes = Vec::new();
     let read = std::fs::File::open(&job.path).and_then(|f| f.take(options.max_file_size + 1).read_to_end(&mut bytes));
     if let Err(e) = read {
-        return skip(format!("cannot read: {e}"), false);
+        return skip(format!("cannot read: {e}"), false, true);
     }
     if bytes.is_empty() {
-        return skip("empty file".into(), !looks_like_image);
+        return skip("empty file".into(), !looks_like_image, false);
     }
     let Some(format) = file_format(&bytes, &job.path) else {
-        return skip("not an image (unrecognised content)".into(), !looks_like_image);
+        return skip("not an image (unrecognised content)".into(), !looks_like_image, false);
     };
-    if format == "heif" || format == "avif" {
-        return skip(format!("{} images are not supported by this build", format.to_uppercase()), false);
-    }
     let hash = blake3::hash(&bytes).to_hex().to_string();
     let facts = photo_facts(&bytes, &job.path);
     let mut file = FileFacts {
@@ -389,7 +387,11 @@ fn examine(job: Candidate, mounts: &Mounts, catalog: &dyn Lookup, spec: &ModelSp
             (file.width, file.height) = (width, height);
             Work::Embed(file, pixels)
         }
-        Err(e) => skip(e.to_string(), false),
+        Err(e) => {
+            // Only a corrupt file stays skipped until it changes; a limit or a decoder may change.
+            let retry = matches!(e, Error::TooLarge { .. } | Error::NoDecoder { .. } | Error::Io { .. });
+            skip(e.to_string(), false, retry)
+        }
     }
 }
 
@@ -401,15 +403,8 @@ pub fn file_format(bytes: &[u8], path: &std::path::Path) -> Option<String> {
 
 /// The format by content (magic bytes), not by file name.
 pub fn sniff_format(bytes: &[u8]) -> Option<String> {
-    // ISO-BMFF containers: HEIC/HEIF/AVIF photos from phones.
-    if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        let brand = &bytes[8..12];
-        if [b"avif", b"avis"].iter().any(|b| brand == *b) {
-            return Some("avif".into());
-        }
-        if [b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"].iter().any(|b| brand == *b) {
-            return Some("heif".into());
-        }
+    if let Some(format) = heif::format(bytes) {
+        return Some(format.into()); // the image crate knows AVIF by name only, and HEIF not at all
     }
     let format = image::guess_format(bytes).ok()?;
     Some(format.extensions_str().first().copied().unwrap_or("image").replace("jpg", "jpeg"))

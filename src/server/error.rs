@@ -34,6 +34,7 @@ impl From<Error> for ApiError {
             Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
             Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Error::Decode { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image"),
+            Error::NoDecoder { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format"),
             Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
             Error::FileChanged { .. } => (StatusCode::CONFLICT, "file_changed"),
             Error::UnknownRoot { .. } => (StatusCode::NOT_FOUND, "root_not_mounted"),

@@ -514,9 +514,13 @@ async fn image_file(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
         Ok((open_indexed_file(&record, &mounts)?, record.size, record.format))
     })
     .await?;
-    // `format` is the `image` crate's own extension for the file's format (see the pipeline).
-    let content_type =
-        image::ImageFormat::from_extension(&format).map_or("application/octet-stream", |f| f.to_mime_type());
+    // `format` is the `image` crate's own extension for the file's format (see the pipeline), or
+    // one it does not know: HEIF's, a RAW format's.
+    let content_type = match format.as_str() {
+        "heic" => "image/heic",
+        "heif" => "image/heif",
+        _ => image::ImageFormat::from_extension(&format).map_or("application/octet-stream", |f| f.to_mime_type()),
+    };
     // Streamed: a 100 MB panorama is not held in memory per request.
     let body = Body::from_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::CONTENT_LENGTH, size.into())], body)

@@ -163,6 +163,19 @@ pub struct SkipRecord {
     pub reason: String,
     /// Not an image at all (a text file, a video): remembered, but not reported as an error.
     pub ignored: bool,
+    /// Skipped for something other than its content: it could not be read, it was over a size
+    /// limit of that run, or this machine had no decoder for its format. Every run tries it again.
+    #[serde(default)]
+    pub retry: bool,
+}
+
+impl SkipRecord {
+    /// Whether an unchanged file skipped before is read again.
+    pub fn worth_retrying(&self) -> bool {
+        // Builds before HEIF support recorded HEIC and AVIF pictures with this reason, before
+        // `retry` existed.
+        self.retry || self.reason.ends_with("images are not supported by this build")
+    }
 }
 
 /// One change to the catalog; a writer applies a batch of them atomically.

@@ -1,9 +1,11 @@
 // Drives the imgsearch web UI in Debian's headless Chromium (no browser download):
 // type a query and see result tiles; a composed query shows how it was read; pick three
-// pictures for "more like these"; the address reflects the search; upload a picture and see
-// its original first; open a result (its preview shows, the original is linked) and ask for similar ones;
+// pictures for "more like these"; the address reflects the search; upload a picture (an
+// iPhone's HEIC) and see its original first; open a result (its preview shows, the original is linked) and ask for similar ones;
 // open a photo with a GPS position: it names its city, and lists those taken near it.
 // Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX PLACED_NAME ITS_CITY NEAR_NAMES(comma-separated)
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
 import { launch } from "./chromium.mjs";
 
 const [base, upload, expected, placed, placeName, nearNames] = process.argv.slice(2);
@@ -48,8 +50,10 @@ try {
   await page.waitForSelector(".tile");
   if ((await page.inputValue("#q")) !== "a photo of a cat") await fail("reloaded page lost the query");
 
-  // Reverse search with the file picker.
-  await page.setInputFiles("#file", upload);
+  // Reverse search with the file picker, handed over as a browser hands a HEIC or RAW file whose
+  // type it does not know (playwright would otherwise give it one from its name).
+  const file = { name: basename(upload), mimeType: "application/octet-stream", buffer: readFileSync(upload) };
+  await page.setInputFiles("#file", file);
   await page.waitForFunction((suffix) => document.querySelector(".tile")?.dataset.path.endsWith(suffix), expected, { timeout: 10000 });
 
   // Open the first result, then "Similar images".

@@ -1,6 +1,6 @@
 //! The web UI in a real headless Chromium (Debian's `chromium`, driven by playwright-core from
 //! tests/browser/; scripts/test.sh installs both): type a query and see result tiles, the address
-//! follows the search, upload a picture and see its original first, open a result (a TIFF, shown
+//! follows the search, upload a picture (a HEIC) and see its original first, open a result (a TIFF, shown
 //! through its preview), similar images, the photos taken near one;
 //! and signing in and out.
 
@@ -23,9 +23,9 @@ fn the_web_ui_searches_by_text_and_by_uploaded_picture() {
     // A TIFF, which Chromium cannot show: the viewer must show its preview.
     image::open(image_path("rocket.jpg")).unwrap().save(photos.join("rocket.tif")).unwrap();
     let server = index_and_serve(&photos, &tmp.path().join("data"), &[]);
-    // Upload a recompressed copy (not byte-identical) of an indexed photo.
-    let copy = tmp.path().join("upload.jpg");
-    image::open(image_path("rocket.jpg")).unwrap().save(&copy).unwrap();
+    // Upload an iPhone's HEIC of an indexed photo (recompressed: not byte-identical).
+    let copy = tmp.path().join("IMG_0001.HEIC");
+    std::fs::copy(image_path("heif/iphone.heic"), &copy).unwrap();
     common::browser_script(
         "ui.mjs",
         &[

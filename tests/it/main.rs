@@ -13,6 +13,7 @@ mod cli_embed;
 mod cli_search;
 mod duplicates;
 mod exchange;
+mod heif;
 mod index;
 mod jpeg_reduced;
 mod kernels;

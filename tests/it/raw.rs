@@ -8,9 +8,8 @@
 //! CR3 (ISO boxes) and Fujifilm's RAF (a header, then a whole JPEG).
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::common::cli::{imgsearch, json};
+use crate::common::cli::{embed_pictures, imgsearch, json};
 use crate::common::{self, cosine, image_path, jpeg_with_exif, model_dir};
 use serde_json::Value;
 
@@ -267,30 +266,21 @@ fn raw_files_are_indexed_through_their_embedded_preview_upright_with_camera_and_
     // that JPEG's with the EXIF tag a camera writes for a portrait shot.
     let turned = tmp.path().join("turned.jpg");
     std::fs::write(&turned, with_orientation(&rocket, 6)).unwrap();
-    let embedded = json(
-        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-            .args(["embed", "--device", "cpu", "--json", "--model"])
-            .arg(model_dir(MODEL))
-            .args(["--image".as_ref(), root.join("DSC_0001.NEF").as_os_str()])
-            .args(["--image".as_ref(), image_path("rocket.jpg").as_os_str()])
-            .args(["--image".as_ref(), root.join("DSC_0002.nef").as_os_str()])
-            .args(["--image".as_ref(), turned.as_os_str()])
-            .args(["--image".as_ref(), root.join("PXL_0007.dng").as_os_str()])
-            .args(["--image".as_ref(), thumbnail_png.as_os_str()]),
-    );
-    let vector = |path: &Path| -> Vec<f32> {
-        let v = &embedded["images"][path.to_str().unwrap()];
-        v.as_array()
-            .unwrap_or_else(|| panic!("{path:?}: {embedded:#}"))
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
-    };
-    let same = cosine(&vector(&root.join("DSC_0001.NEF")), &vector(&image_path("rocket.jpg")));
+    let pictures = [
+        root.join("DSC_0001.NEF"),
+        image_path("rocket.jpg"),
+        root.join("DSC_0002.nef"),
+        turned.clone(),
+        root.join("PXL_0007.dng"),
+        thumbnail_png.clone(),
+    ];
+    let embedded = embed_pictures(&model_dir(MODEL), &pictures);
+    let vector = |path: &Path| &embedded[path];
+    let same = cosine(vector(&root.join("DSC_0001.NEF")), vector(&image_path("rocket.jpg")));
     assert!(same > 0.99999, "the NEF embeds as its preview: cosine {same}");
-    let upright = cosine(&vector(&root.join("DSC_0002.nef")), &vector(&turned));
+    let upright = cosine(vector(&root.join("DSC_0002.nef")), vector(&turned));
     assert!(upright > 0.99999, "the portrait NEF embeds upright: cosine {upright}");
-    let phone = cosine(&vector(&root.join("PXL_0007.dng")), &vector(&thumbnail_png));
+    let phone = cosine(vector(&root.join("PXL_0007.dng")), vector(&thumbnail_png));
     assert!(phone > 0.99999, "a DNG without a JPEG embeds as its RGB thumbnail: cosine {phone}");
 }
 
