@@ -3,8 +3,9 @@
 each beside its decode by the reference reader (a PNG), which `tests/it/heif.rs` compares with
 imgsearch's decode.
 
-- iphone.heic: stored sideways with the container's rotation (irot) and EXIF orientation 6 as an
-  iPhone writes both, with the camera, the date and a GPS position in its EXIF.
+- iphone.heic: laid out as an iPhone writes its photos: stored sideways with the container's
+  rotation (irot) and EXIF orientation 6, as a grid of tiles, with a thumbnail of 320 pixels, and
+  the camera, the date and a GPS position in its EXIF.
 - alpha.heic: a picture with an alpha channel.
 - tenbit.heic: 10 bits per channel (an iPhone's HDR photos).
 - astronaut.avif: AVIF, whose major brand is `avif`.
@@ -47,7 +48,7 @@ def main():
     # The camera's sensor reads the scene sideways; the phone stores it so and says how to turn it.
     scene = Image.open(IMAGES / "rocket.jpg").convert("RGB")
     stored = scene.transpose(Image.Transpose.ROTATE_90)
-    stored.save(OUT / "iphone.heic", exif=exif_of_an_iphone().tobytes(), quality=60)
+    stored.save(OUT / "iphone.heic", exif=exif_of_an_iphone().tobytes(), quality=60, tile_size=256, thumbnails=[320])
     reference("iphone.heic", "iphone.png")
 
     Image.open(IMAGES / "chelsea_alpha.png").convert("RGBA").save(OUT / "alpha.heic", quality=60)

@@ -97,9 +97,10 @@ fn decode(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedI
         return decode_raw(bytes, path, options);
     }
     if heif::format(bytes).is_some() {
-        let image = heif::decode(bytes, path, |width, height| check_pixels(path, width, height, options.max_pixels))?;
-        let (original_width, original_height) = (image.width(), image.height());
-        return Ok(DecodedImage { rgb: to_rgb_like_pillow(image, options.alpha), original_width, original_height });
+        let check = |width, height| check_pixels(path, width, height, options.max_pixels);
+        let heif::Decoded { picture, size: (original_width, original_height) } =
+            heif::decode(bytes, path, options.min_size, check)?;
+        return Ok(DecodedImage { rgb: to_rgb_like_pillow(picture, options.alpha), original_width, original_height });
     }
     decode_picture(bytes, path, options, None)
 }

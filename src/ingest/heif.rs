@@ -41,12 +41,18 @@ pub fn format(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Decodes the primary picture of a HEIF file, upright, as 8-bit RGB (RGBA when it has alpha).
-/// `check_size` sees the picture's size before anything is decoded (the decompression-bomb
-/// limit); `path` only names the file in errors.
-pub fn decode(bytes: &[u8], path: &Path, check_size: impl FnOnce(u32, u32) -> Result<()>) -> Result<DynamicImage> {
+/// Decodes the primary picture of a HEIF file, upright, as 8-bit RGB (RGBA when it has alpha),
+/// or, given `min_size`, the smallest thumbnail stored with it that is at least that large on
+/// both sides. `check_size` sees the picture's size before anything is decoded (the
+/// decompression-bomb limit); `path` only names the file in errors.
+pub fn decode(
+    bytes: &[u8],
+    path: &Path,
+    min_size: Option<(u32, u32)>,
+    check_size: impl FnOnce(u32, u32) -> Result<()>,
+) -> Result<Decoded> {
     let libheif = Libheif::get().map_err(|why| Error::NoDecoder { path: path.to_owned(), reason: why.clone() })?;
-    libheif.decode(bytes, check_size).map_err(|reason| match reason {
+    libheif.decode(bytes, min_size, check_size).map_err(|reason| match reason {
         Failure::Size(error) => error,
         Failure::Unreadable(reason) => Error::Decode { path: path.to_owned(), reason },
         Failure::NoCodec(reason) => Error::NoDecoder {
@@ -104,6 +110,9 @@ type DecodeImage = unsafe extern "C" fn(*const Handle, *mut *mut Image, c_int, c
 type ImageSide = unsafe extern "C" fn(*const Image, c_int) -> c_int;
 type PlaneReadonly = unsafe extern "C" fn(*const Image, c_int, *mut c_int) -> *const u8;
 type ImageRelease = unsafe extern "C" fn(*const Image);
+type ThumbnailCount = unsafe extern "C" fn(*const Handle) -> c_int;
+type ThumbnailIds = unsafe extern "C" fn(*const Handle, *mut u32, c_int) -> c_int;
+type Thumbnail = unsafe extern "C" fn(*const Handle, u32, *mut *mut Handle) -> HeifError;
 type GetVersion = unsafe extern "C" fn() -> *const c_char;
 type Init = unsafe extern "C" fn(*const c_void) -> HeifError;
 
@@ -123,6 +132,9 @@ struct Libheif {
     image_height: ImageSide,
     plane_readonly: PlaneReadonly,
     image_release: ImageRelease,
+    thumbnail_count: ThumbnailCount,
+    thumbnail_ids: ThumbnailIds,
+    thumbnail: Thumbnail,
     get_version: GetVersion,
     /// Keeps the functions above loaded for the life of the process.
     _library: libloading::Library,
@@ -209,6 +221,9 @@ impl Libheif {
                 image_height: symbol(&library, "heif_image_get_height")?,
                 plane_readonly: symbol(&library, "heif_image_get_plane_readonly")?,
                 image_release: symbol(&library, "heif_image_release")?,
+                thumbnail_count: symbol(&library, "heif_image_handle_get_number_of_thumbnails")?,
+                thumbnail_ids: symbol(&library, "heif_image_handle_get_list_of_thumbnail_IDs")?,
+                thumbnail: symbol(&library, "heif_image_handle_get_thumbnail")?,
                 get_version: symbol(&library, "heif_get_version")?,
                 _library: library,
             })
@@ -220,19 +235,13 @@ impl Libheif {
         unsafe { CStr::from_ptr((self.get_version)()).to_string_lossy().into_owned() }
     }
 
+    /// The primary picture, or its smallest thumbnail that is at least `min_size` on both sides.
     fn decode(
         &self,
         bytes: &[u8],
+        min_size: Option<(u32, u32)>,
         check_size: impl FnOnce(u32, u32) -> Result<()>,
-    ) -> std::result::Result<DynamicImage, Failure> {
-        let failed = |error: &HeifError| {
-            let no_codec = error.code == ERROR_PLUGIN_LOADING
-                || (error.code == ERROR_UNSUPPORTED_FEATURE && error.subcode == SUBERROR_UNSUPPORTED_CODEC);
-            match no_codec {
-                true => Failure::NoCodec(message(error)),
-                false => Failure::Unreadable(format!("libheif cannot read it: {}", message(error))),
-            }
-        };
+    ) -> std::result::Result<Decoded, Failure> {
         // SAFETY: every pointer below comes from libheif and is released by the guard that owns
         // it, after its last use; `bytes` outlives the context that reads it without copying.
         unsafe {
@@ -240,27 +249,68 @@ impl Libheif {
             if context.0.is_null() {
                 return Err(Failure::Unreadable("libheif could not allocate a context".into()));
             }
-            let error = (self.read_from_memory)(context.0, bytes.as_ptr().cast(), bytes.len(), ptr::null());
-            if error.code != 0 {
-                return Err(failed(&error));
+            check((self.read_from_memory)(context.0, bytes.as_ptr().cast(), bytes.len(), ptr::null()))?;
+            let mut primary = ptr::null_mut();
+            check((self.primary_handle)(context.0, &mut primary))?;
+            let primary = Owned(primary, self.handle_release);
+            let size = self.size(&primary);
+            check_size(size.0, size.1).map_err(Failure::Size)?;
+            let thumbnail = min_size.and_then(|min| self.thumbnail_of_at_least(&primary, min));
+            let picture = match thumbnail.map(|thumbnail| self.decode_handle(&thumbnail)) {
+                Some(Ok(picture)) => picture,
+                // A thumbnail that does not decode is no reason to give up on the picture.
+                Some(Err(_)) | None => self.decode_handle(&primary)?,
+            };
+            Ok(Decoded { picture, size })
+        }
+    }
+
+    /// A handle's upright size (libheif reports it with the rotation applied).
+    unsafe fn size(&self, handle: &Owned<Handle>) -> (u32, u32) {
+        // SAFETY: a live handle.
+        unsafe { ((self.handle_width)(handle.0).max(0) as u32, (self.handle_height)(handle.0).max(0) as u32) }
+    }
+
+    /// The smallest thumbnail stored with the picture that is at least `min` on both sides, in
+    /// either orientation. An iPhone stores one of 320 × 240 beside its 12 MP: decoding it takes
+    /// milliseconds, the whole picture a second of one core.
+    unsafe fn thumbnail_of_at_least(&self, primary: &Owned<Handle>, min: (u32, u32)) -> Option<Owned<Handle>> {
+        let needed = min.0.max(min.1);
+        // SAFETY: a live handle; the id list is sized by libheif's own count.
+        unsafe {
+            let count = (self.thumbnail_count)(primary.0);
+            if count <= 0 {
+                return None;
             }
-            let mut handle = ptr::null_mut();
-            let error = (self.primary_handle)(context.0, &mut handle);
-            if error.code != 0 {
-                return Err(failed(&error));
+            let mut ids = vec![0u32; count as usize];
+            let listed = (self.thumbnail_ids)(primary.0, ids.as_mut_ptr(), count).clamp(0, count) as usize;
+            let mut best: Option<(u64, Owned<Handle>)> = None;
+            for id in &ids[..listed] {
+                let mut thumbnail = ptr::null_mut();
+                if (self.thumbnail)(primary.0, *id, &mut thumbnail).code != 0 {
+                    continue;
+                }
+                let thumbnail = Owned(thumbnail, self.handle_release);
+                let (width, height) = self.size(&thumbnail);
+                let area = width as u64 * height as u64;
+                if width.min(height) >= needed && best.as_ref().is_none_or(|(smallest, _)| area < *smallest) {
+                    best = Some((area, thumbnail));
+                }
             }
-            let handle = Owned(handle, self.handle_release);
-            let (width, height) = ((self.handle_width)(handle.0), (self.handle_height)(handle.0));
-            check_size(width.max(0) as u32, height.max(0) as u32).map_err(Failure::Size)?;
+            best.map(|(_, thumbnail)| thumbnail)
+        }
+    }
+
+    /// Decodes the picture of a handle to 8-bit RGB, or RGBA where it has alpha.
+    unsafe fn decode_handle(&self, handle: &Owned<Handle>) -> std::result::Result<DynamicImage, Failure> {
+        // SAFETY: a live handle; the image is released by its guard after its rows are copied.
+        unsafe {
             let alpha = (self.handle_has_alpha)(handle.0) != 0;
             let chroma = if alpha { CHROMA_INTERLEAVED_RGBA } else { CHROMA_INTERLEAVED_RGB };
             let mut image = ptr::null_mut();
             // No decoding options: libheif's defaults apply the rotation and mirroring, and
             // bring 10- and 12-bit pictures down to 8 bits.
-            let error = (self.decode_image)(handle.0, &mut image, COLORSPACE_RGB, chroma, ptr::null());
-            if error.code != 0 {
-                return Err(failed(&error));
-            }
+            check((self.decode_image)(handle.0, &mut image, COLORSPACE_RGB, chroma, ptr::null()))?;
             let image = Owned(image, self.image_release);
             let (width, height) =
                 ((self.image_width)(image.0, CHANNEL_INTERLEAVED), (self.image_height)(image.0, CHANNEL_INTERLEAVED));
@@ -285,6 +335,25 @@ impl Libheif {
             picture.ok_or_else(|| Failure::Unreadable("libheif's picture has the wrong size".into()))
         }
     }
+}
+
+/// A decoded picture and the upright size of the picture it stands for (a thumbnail is smaller).
+pub struct Decoded {
+    pub picture: DynamicImage,
+    pub size: (u32, u32),
+}
+
+/// A libheif error as a failure: a missing codec, or a file it cannot read.
+fn check(error: HeifError) -> std::result::Result<(), Failure> {
+    if error.code == 0 {
+        return Ok(());
+    }
+    let no_codec = error.code == ERROR_PLUGIN_LOADING
+        || (error.code == ERROR_UNSUPPORTED_FEATURE && error.subcode == SUBERROR_UNSUPPORTED_CODEC);
+    Err(match no_codec {
+        true => Failure::NoCodec(message(&error)),
+        false => Failure::Unreadable(format!("libheif cannot read it: {}", message(&error))),
+    })
 }
 
 /// A libheif object, released when dropped.
