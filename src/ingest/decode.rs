@@ -30,10 +30,28 @@ pub const DEFAULT_MAX_PIXELS: u64 = 250_000_000;
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeOptions {
     pub max_pixels: u64,
-    /// When set, the decoder may return a smaller image as long as it is at least this many
-    /// pixels on both sides (before orientation), allowing DCT-domain scaling of JPEGs.
-    pub min_size: Option<(u32, u32)>,
+    /// When set, the decoder may return a smaller picture that is still this large: a JPEG
+    /// decoded at 1/2, 1/4 or 1/8 of its size, a HEIC's stored thumbnail.
+    pub min_size: Option<MinSize>,
     pub alpha: Alpha,
+}
+
+/// How small a picture may come back, upright.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinSize {
+    /// At least this wide and this high: what a model's resize and crop need.
+    Covering(u32, u32),
+    /// The longer side at least this long: a picture to fit into a square box (a rendition).
+    LongSide(u32),
+}
+
+impl MinSize {
+    fn is_met_by(self, (width, height): (u32, u32)) -> bool {
+        match self {
+            MinSize::Covering(min_width, min_height) => width >= min_width && height >= min_height,
+            MinSize::LongSide(min) => width.max(height) >= min,
+        }
+    }
 }
 
 impl Default for DecodeOptions {
@@ -46,7 +64,8 @@ impl DecodeOptions {
     /// How to decode a picture for a model's preprocessing: scaled down no further than its
     /// resize step needs, transparency handled as its processor does.
     pub fn for_model(preprocess: &PreprocessConfig, max_pixels: u64) -> Self {
-        Self { max_pixels, min_size: preprocess.min_decode_size(), alpha: preprocess.alpha }
+        let min_size = preprocess.min_decode_size().map(|(width, height)| MinSize::Covering(width, height));
+        Self { max_pixels, min_size, alpha: preprocess.alpha }
     }
 }
 
@@ -99,7 +118,7 @@ fn decode(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedI
     if heif::format(bytes).is_some() {
         let check = |width, height| check_pixels(path, width, height, options.max_pixels);
         let heif::Decoded { picture, size: (original_width, original_height) } =
-            heif::decode(bytes, path, options.min_size, check)?;
+            heif::decode(bytes, path, |size| options.min_size.is_some_and(|min| min.is_met_by(size)), check)?;
         return Ok(DecodedImage { rgb: to_rgb_like_pillow(picture, options.alpha), original_width, original_height });
     }
     decode_picture(bytes, path, options, None)
@@ -176,7 +195,7 @@ fn decode_exact(
 fn decode_jpeg_scaled(
     bytes: &[u8],
     path: &Path,
-    (min_size, max_pixels): ((u32, u32), u64),
+    (min_size, max_pixels): (MinSize, u64),
     orientation: Option<Orientation>,
 ) -> Result<Option<DecodedImage>> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
@@ -188,8 +207,9 @@ fn decode_jpeg_scaled(
     let orientation = orientation
         .or_else(|| decoder.exif_data().and_then(Orientation::from_exif_chunk))
         .unwrap_or(Orientation::NoTransforms);
-    let (need_w, need_h) = if swaps_axes(orientation) { (min_size.1, min_size.0) } else { min_size };
-    let Some(n) = [1u32, 2, 4].into_iter().find(|&n| scaled_len(width, n) >= need_w && scaled_len(height, n) >= need_h)
+    let upright = |(w, h): (u32, u32)| if swaps_axes(orientation) { (h, w) } else { (w, h) };
+    let Some(n) =
+        [1u32, 2, 4].into_iter().find(|&n| min_size.is_met_by(upright((scaled_len(width, n), scaled_len(height, n)))))
     else {
         return Ok(None); // needs the full resolution anyway
     };

@@ -42,17 +42,17 @@ pub fn format(bytes: &[u8]) -> Option<&'static str> {
 }
 
 /// Decodes the primary picture of a HEIF file, upright, as 8-bit RGB (RGBA when it has alpha),
-/// or, given `min_size`, the smallest thumbnail stored with it that is at least that large on
-/// both sides. `check_size` sees the picture's size before anything is decoded (the
-/// decompression-bomb limit); `path` only names the file in errors.
+/// or the smallest thumbnail stored with it whose upright size is `large_enough`. `check_size`
+/// sees the picture's size before anything is decoded (the decompression-bomb limit); `path`
+/// only names the file in errors.
 pub fn decode(
     bytes: &[u8],
     path: &Path,
-    min_size: Option<(u32, u32)>,
+    large_enough: impl Fn((u32, u32)) -> bool,
     check_size: impl FnOnce(u32, u32) -> Result<()>,
 ) -> Result<Decoded> {
     let libheif = Libheif::get().map_err(|why| Error::NoDecoder { path: path.to_owned(), reason: why.clone() })?;
-    libheif.decode(bytes, min_size, check_size).map_err(|reason| match reason {
+    libheif.decode(bytes, large_enough, check_size).map_err(|reason| match reason {
         Failure::Size(error) => error,
         Failure::Unreadable(reason) => Error::Decode { path: path.to_owned(), reason },
         Failure::NoCodec(reason) => Error::NoDecoder {
@@ -235,11 +235,11 @@ impl Libheif {
         unsafe { CStr::from_ptr((self.get_version)()).to_string_lossy().into_owned() }
     }
 
-    /// The primary picture, or its smallest thumbnail that is at least `min_size` on both sides.
+    /// The primary picture, or its smallest thumbnail that is `large_enough`.
     fn decode(
         &self,
         bytes: &[u8],
-        min_size: Option<(u32, u32)>,
+        large_enough: impl Fn((u32, u32)) -> bool,
         check_size: impl FnOnce(u32, u32) -> Result<()>,
     ) -> std::result::Result<Decoded, Failure> {
         // SAFETY: every pointer below comes from libheif and is released by the guard that owns
@@ -255,7 +255,7 @@ impl Libheif {
             let primary = Owned(primary, self.handle_release);
             let size = self.size(&primary);
             check_size(size.0, size.1).map_err(Failure::Size)?;
-            let thumbnail = min_size.and_then(|min| self.thumbnail_of_at_least(&primary, min));
+            let thumbnail = self.smallest_thumbnail(&primary, large_enough);
             let picture = match thumbnail.map(|thumbnail| self.decode_handle(&thumbnail)) {
                 Some(Ok(picture)) => picture,
                 // A thumbnail that does not decode is no reason to give up on the picture.
@@ -271,11 +271,14 @@ impl Libheif {
         unsafe { ((self.handle_width)(handle.0).max(0) as u32, (self.handle_height)(handle.0).max(0) as u32) }
     }
 
-    /// The smallest thumbnail stored with the picture that is at least `min` on both sides, in
-    /// either orientation. An iPhone stores one of 320 × 240 beside its 12 MP: decoding it takes
-    /// milliseconds, the whole picture a second of one core.
-    unsafe fn thumbnail_of_at_least(&self, primary: &Owned<Handle>, min: (u32, u32)) -> Option<Owned<Handle>> {
-        let needed = min.0.max(min.1);
+    /// The smallest thumbnail stored with the picture that is `large_enough`. An iPhone stores
+    /// one of 320 × 240 beside its 12 MP: decoding it takes milliseconds, the whole picture a
+    /// second of one core.
+    unsafe fn smallest_thumbnail(
+        &self,
+        primary: &Owned<Handle>,
+        large_enough: impl Fn((u32, u32)) -> bool,
+    ) -> Option<Owned<Handle>> {
         // SAFETY: a live handle; the id list is sized by libheif's own count.
         unsafe {
             let count = (self.thumbnail_count)(primary.0);
@@ -293,7 +296,7 @@ impl Libheif {
                 let thumbnail = Owned(thumbnail, self.handle_release);
                 let (width, height) = self.size(&thumbnail);
                 let area = width as u64 * height as u64;
-                if width.min(height) >= needed && best.as_ref().is_none_or(|(smallest, _)| area < *smallest) {
+                if large_enough((width, height)) && best.as_ref().is_none_or(|(smallest, _)| area < *smallest) {
                     best = Some((area, thumbnail));
                 }
             }

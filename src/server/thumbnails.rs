@@ -9,7 +9,7 @@ use image::codecs::jpeg::JpegEncoder;
 
 use super::read_indexed_file;
 use crate::error::{Error, Result};
-use crate::ingest::decode::{decode_bytes, DecodeOptions};
+use crate::ingest::decode::{decode_bytes, DecodeOptions, MinSize};
 use crate::store::roots::Mounts;
 use crate::store::ImageRecord;
 
@@ -65,7 +65,7 @@ pub fn rendition(
     }
     let source: PathBuf = mounts.local_or_err(&record.path)?;
     let size = kind.box_size();
-    let options = DecodeOptions { max_pixels, min_size: Some((size, size)), ..Default::default() };
+    let options = DecodeOptions { max_pixels, min_size: Some(MinSize::LongSide(size)), ..Default::default() };
     let decoded = decode_bytes(&read_indexed_file(record, mounts)?, &source, &options)?;
     // Fit into the box, keeping the aspect ratio; never enlarge.
     let (w, h) = decoded.rgb.dimensions();

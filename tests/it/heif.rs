@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::common::cli::{embed_pictures, imgsearch, json};
 use crate::common::{self, cosine, model_arg, model_dir, PARITY_MODELS};
-use imgsearch::ingest::decode::{decode_file, DecodeOptions};
+use imgsearch::ingest::decode::{decode_file, DecodeOptions, MinSize};
 use imgsearch::model::config::Alpha;
 use imgsearch::Clip;
 
@@ -104,9 +104,10 @@ fn a_heic_thumbnail_stands_in_for_the_picture_where_it_covers_the_models_input()
         // The bound the reduced-size JPEG decoding keeps (tests/it/preprocess.rs).
         assert!(similarity >= 0.995, "{model}: cosine {similarity}");
     }
-    // A box larger than the thumbnail (the viewer's preview) takes the whole picture.
-    let large = DecodeOptions { min_size: Some((400, 400)), ..Default::default() };
-    assert_eq!(decode_file(&iphone, &large).unwrap().rgb.dimensions(), (640, 427));
+    // A box the thumbnail fills takes it; a larger box (the viewer's preview) the whole picture.
+    let fit = |side| DecodeOptions { min_size: Some(MinSize::LongSide(side)), ..Default::default() };
+    assert_eq!(decode_file(&iphone, &fit(320)).unwrap().rgb.dimensions(), (320, 212));
+    assert_eq!(decode_file(&iphone, &fit(321)).unwrap().rgb.dimensions(), (640, 427));
 }
 
 fn copy_fixtures(photos: &Path) {
@@ -215,11 +216,17 @@ fn the_server_previews_heic_as_an_upright_jpeg_searches_by_an_uploaded_one_and_s
     let hits = common::http::get(&server.addr, "/api/search?q=type:heic%20name:iphone").json();
     let id = hits["hits"][0]["id"].as_u64().unwrap_or_else(|| panic!("{hits:#}"));
 
-    let preview = common::http::get(&server.addr, &format!("/api/images/{id}/preview"));
-    assert_eq!(preview.status, 200, "{}", String::from_utf8_lossy(&preview.body));
-    assert_eq!(preview.header("content-type").as_deref(), Some("image/jpeg"));
-    let picture = image::load_from_memory_with_format(&preview.body, image::ImageFormat::Jpeg).unwrap();
-    assert_eq!((picture.width(), picture.height()), (640, 427), "upright, never enlarged");
+    let jpeg_size = |rendition: &str| {
+        let response = common::http::get(&server.addr, &format!("/api/images/{id}/{rendition}"));
+        assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+        assert_eq!(response.header("content-type").as_deref(), Some("image/jpeg"));
+        let picture = image::load_from_memory_with_format(&response.body, image::ImageFormat::Jpeg).unwrap();
+        (picture.width(), picture.height())
+    };
+    assert_eq!(jpeg_size("preview"), (640, 427), "upright, never enlarged");
+    // A result tile is the thumbnail stored in the file (320 × 212), not the whole picture
+    // decoded and scaled (320 × 214).
+    assert_eq!(jpeg_size("thumbnail"), (320, 212));
 
     let heic = std::fs::read(heif_fixture("iphone.heic")).unwrap();
     let (content_type, body) = common::http::multipart("image", "IMG_0001.HEIC", &heic);

@@ -4,7 +4,7 @@
 use crate::common::{cosine, image_path, model_dir, MODELS};
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
-use imgsearch::ingest::decode::{decode_bytes, decode_file, model_input_file, DecodeOptions};
+use imgsearch::ingest::decode::{decode_bytes, decode_file, model_input_file, DecodeOptions, MinSize};
 use imgsearch::Clip;
 use std::path::Path;
 
@@ -68,13 +68,13 @@ fn camera_size_jpegs_decode_from_dc_coefficients_within_0_995_of_the_exact_path(
 #[test]
 fn progressive_jpegs_take_the_dc_scans_path_when_one_eighth_covers_the_model_input() {
     let bytes = std::fs::read(image_path("jpeg_layouts/progressive_420.jpg")).unwrap(); // 203x157
-    let options = DecodeOptions { min_size: Some((16, 16)), ..Default::default() };
+    let options = DecodeOptions { min_size: Some(MinSize::Covering(16, 16)), ..Default::default() };
     let decoded = decode_bytes(&bytes, Path::new("progressive.jpg"), &options).unwrap();
     assert_eq!(decoded.rgb.dimensions(), (26, 20), "not decoded at 1/8");
     let dc_scans = imgsearch::ingest::jpeg_reduced::decode_reduced(&bytes, 1).expect("a progressive JPEG");
     assert!(decoded.rgb == dc_scans, "the 1/8 decode did not come from the DC scans");
     // At 1/4 the full decoder takes it, and still gives a picture.
-    let options = DecodeOptions { min_size: Some((30, 30)), ..Default::default() };
+    let options = DecodeOptions { min_size: Some(MinSize::Covering(30, 30)), ..Default::default() };
     let quarter = decode_bytes(&bytes, Path::new("progressive.jpg"), &options).unwrap();
     assert_eq!(quarter.rgb.dimensions(), (51, 40));
 }
@@ -106,7 +106,7 @@ fn exif_orientation_is_applied_on_both_decode_paths() {
     let original = std::fs::read(image_path("rocket.jpg")).unwrap(); // 640 wide, 427 high
     let rotated = with_exif_orientation(&original, 6); // "rotate 90° clockwise to display"
                                                        // Full size, 1/4 (jpeg-decoder or libjpeg-turbo) and 1/8 (DC coefficients only).
-    for min_size in [None, Some((64, 64)), Some((48, 48))] {
+    for min_size in [None, Some(MinSize::Covering(64, 64)), Some(MinSize::Covering(48, 48))] {
         let options = DecodeOptions { min_size, ..Default::default() };
         let upright = decode_bytes(&original, Path::new("rocket.jpg"), &options).unwrap();
         let turned = decode_bytes(&rotated, Path::new("rocket-exif6.jpg"), &options).unwrap();
