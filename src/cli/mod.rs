@@ -67,7 +67,8 @@ pub enum Command {
     List(stats::ListArgs),
     /// Rebuild the vector and text indexes from the catalog.
     Repair,
-    /// Rebuild the vector graph, dropping deleted pictures' tombstones.
+    /// Rebuild the vector graph, dropping deleted pictures' tombstones; delete the cached
+    /// thumbnails and previews of pictures gone or changed.
     Optimize,
     /// Write the library (paths, embeddings, metadata) to a Parquet file.
     Export(exchange::ExportArgs),

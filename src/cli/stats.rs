@@ -141,8 +141,15 @@ pub fn repair(library: Location) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `imgsearch optimize`: rebuild the vector graph without its tombstones.
+/// `imgsearch optimize`: rebuild the vector graph without its tombstones, and delete the cached
+/// renditions of pictures gone or changed.
 pub fn optimize(library: Location) -> anyhow::Result<()> {
-    println!("{}", imgsearch::store::open(&library)?.optimize()?);
+    let mut data = imgsearch::store::open(&library)?;
+    println!("{}", data.optimize()?);
+    let (files, bytes) = imgsearch::server::prune_renditions(data.as_ref())?;
+    println!(
+        "{files} cached thumbnails and previews of pictures gone or changed deleted ({:.1} MB)",
+        bytes as f64 / 1e6
+    );
     Ok(())
 }

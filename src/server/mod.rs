@@ -26,6 +26,7 @@ use crate::store::roots::{Mounts, Root};
 use crate::store::{ImageRecord, Library};
 
 pub use error::ApiError;
+pub use thumbnails::prune_renditions;
 pub use tls::Peer;
 pub use work::default_workers;
 

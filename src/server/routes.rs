@@ -491,7 +491,6 @@ async fn image_rendition(
         if known.is_some_and(|known| known.split(',').any(|tag| tag.trim() == etag)) {
             return Ok((etag, None));
         }
-        let cache = cache.join("thumbnails");
         Ok((etag, Some(rendition(&cache, &record, &mounts, state.options.max_pixels, kind)?)))
     })
     .await?;

@@ -1,7 +1,8 @@
 //! Renditions of a picture: upright (EXIF applied by the decoder) JPEGs that fit a square box,
-//! generated once per image id and cached in the data folder (ids never change meaning, so the
-//! cache never lies).
+//! generated once per picture version and cached in the library's cache folder; `optimize`
+//! deletes those of pictures gone or changed since.
 
+use std::collections::HashSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,10 @@ use super::read_indexed_file;
 use crate::error::{Error, Result};
 use crate::ingest::decode::{decode_bytes, DecodeOptions, MinSize};
 use crate::store::roots::Mounts;
-use crate::store::ImageRecord;
+use crate::store::{ImageId, ImageRecord, Library};
+
+/// The folder of the renditions, in a library's cache folder.
+const FOLDER: &str = "thumbnails";
 
 /// What a rendition is for, which sets its size.
 #[derive(Debug, Clone, Copy)]
@@ -51,14 +55,15 @@ pub fn thumbnail_version(record: &ImageRecord) -> String {
     hasher.finalize().to_hex()[..16].to_string()
 }
 
-/// The cached rendition's bytes, creating it first if needed.
+/// The cached rendition's bytes, creating it first if needed. `cache_dir`: the library's.
 pub fn rendition(
-    cache: &Path,
+    cache_dir: &Path,
     record: &ImageRecord,
     mounts: &Mounts,
     max_pixels: u64,
     kind: Rendition,
 ) -> Result<Vec<u8>> {
+    let cache = cache_dir.join(FOLDER);
     let path = cache.join(kind.cache_name(record));
     if let Ok(bytes) = std::fs::read(&path) {
         return Ok(bytes);
@@ -77,7 +82,7 @@ pub fn rendition(
         .encode_image(&small)
         .map_err(|e| Error::Decode { path: source.clone(), reason: e.to_string() })?;
     // Write-then-rename so a concurrent reader never sees half a file; caching is best effort.
-    if std::fs::create_dir_all(cache).is_ok() {
+    if std::fs::create_dir_all(&cache).is_ok() {
         // Unique per request: two requests for the same uncached rendition must not share it.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -87,4 +92,34 @@ pub fn rendition(
         }
     }
     Ok(bytes)
+}
+
+/// Deletes the cached renditions no picture of `library` has any more: those of pictures
+/// removed, changed or moved since (a rendition's name holds its picture's id and version).
+/// Returns how many files were deleted, and their bytes.
+pub fn prune_renditions(library: &dyn Library) -> Result<(u64, u64)> {
+    let folder = library.cache_dir().join(FOLDER);
+    let Ok(entries) = std::fs::read_dir(&folder) else {
+        return Ok((0, 0)); // no rendition was ever made
+    };
+    let ids: Vec<ImageId> = library.paths().map(|entry| entry.map(|(_, id)| id)).collect::<Result<_>>()?;
+    let mut current = HashSet::new();
+    for chunk in ids.chunks(1024) {
+        for record in library.images_meta(chunk)? {
+            current.extend([Rendition::Thumbnail, Rendition::Preview].map(|kind| kind.cache_name(&record)));
+        }
+    }
+    let (mut files, mut bytes) = (0, 0);
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // A running server's half-written renditions end in `.tmp`: left to it.
+        if !name.ends_with(".jpg") || current.contains(&name) {
+            continue;
+        }
+        let size = entry.metadata().map_or(0, |metadata| metadata.len());
+        if std::fs::remove_file(entry.path()).is_ok() {
+            (files, bytes) = (files + 1, bytes + size);
+        }
+    }
+    Ok((files, bytes))
 }

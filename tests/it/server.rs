@@ -135,6 +135,44 @@ fn a_pictures_details_name_the_city_it_was_taken_in() {
     assert_eq!(hit_paths(&near).len(), 1, "the picture named after Lisbon is near:lisbon: {near}");
 }
 
+/// The cached renditions (thumbnails and previews) in a test's folder: under the data folder,
+/// wherever the backend keeps its cache.
+fn cached_renditions(tmp: &Path) -> usize {
+    walkdir::WalkDir::new(tmp.join("data"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().parent().is_some_and(|folder| folder.ends_with("thumbnails")))
+        .filter(|entry| entry.path().extension().is_some_and(|extension| extension == "jpg"))
+        .count()
+}
+
+#[test]
+fn optimize_deletes_the_cached_renditions_of_pictures_gone_or_changed() {
+    let (tmp, server) = start(&[]);
+    let hits = get(&server.addr, "/api/search?q=a%20photo&k=10").json();
+    assert_eq!(hits["hits"].as_array().unwrap().len(), 5, "{hits}");
+    for hit in hits["hits"].as_array().unwrap() {
+        for rendition in ["thumbnail", "preview"] {
+            let response = get(&server.addr, &format!("/api/images/{}/{rendition}", hit["id"]));
+            assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+        }
+    }
+    drop(server);
+    assert_eq!(cached_renditions(tmp.path()), 10);
+
+    let photos = tmp.path().join("photos");
+    std::fs::remove_file(photos.join("coffee.png")).unwrap();
+    image::open(image_path("rocket.jpg")).unwrap().grayscale().save(photos.join("camera.png")).unwrap();
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+    let out = common::cli::run(common::cli::imgsearch(&data).arg("optimize"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("4 cached thumbnails and previews of pictures gone or changed deleted"), "{said}");
+    assert_eq!(cached_renditions(tmp.path()), 6, "the three unchanged pictures' renditions stay");
+    let again = common::cli::run(common::cli::imgsearch(&data).arg("optimize"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 cached thumbnails"));
+}
+
 #[test]
 fn images_are_served_by_id_only() {
     let (tmp, server) = start(&[]);
