@@ -154,6 +154,10 @@ pub fn serve(
             crate::model::kernels::isa().name(),
             crate::cpu_threads()
         );
+        match crate::ingest::heif::decoder() {
+            Ok(decoder) => tracing::info!("HEIC and AVIF pictures: {decoder}"),
+            Err(why) => tracing::warn!("HEIC and AVIF pictures cannot be read here: {why}"),
+        }
         let app = routes::router(state).into_make_service_with_connect_info::<Peer>();
         let stopped = async {
             let _ = tokio::signal::ctrl_c().await;

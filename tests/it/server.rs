@@ -378,7 +378,7 @@ fn repeated_query_texts_are_embedded_once() {
 /// The server logs one line per request (method, route pattern, status, time) and never a
 /// query, a credential or a cookie.
 #[test]
-fn the_log_names_kernels_and_threads_and_each_request_without_its_query_or_credentials() {
+fn the_log_names_kernels_threads_and_decoders_and_each_request_without_its_query_or_credentials() {
     let tmp = tempfile::tempdir().unwrap();
     photo_tree(&tmp.path().join("photos"));
     index_photos(&tmp.path().join("photos"), &tmp.path().join("data"), &[]);
@@ -393,6 +393,7 @@ fn the_log_names_kernels_and_threads_and_each_request_without_its_query_or_crede
     let text = std::fs::read_to_string(&log).unwrap();
     let kernels = format!("CPU kernels: {}, 3 threads", imgsearch::model::kernels::isa().name());
     assert!(text.contains(&kernels), "the start names the kernel path and --threads: {text}");
+    assert!(text.contains("HEIC and AVIF pictures: libheif 1."), "and the HEIF decoder: {text}");
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("imgsearch::http")).collect();
     assert!(lines.iter().any(|l| l.contains("GET /api/search 200") && l.contains(" ms")), "{text}");
     assert!(lines.iter().any(|l| l.contains("GET /api/images/{id} 404")), "{text}");
