@@ -105,6 +105,10 @@ function reading(understood) {
   return bits.join(" · ");
 }
 
+// The other files of each shown hit's shot (a RAW beside its JPEG), by the hit's id: named on its
+// tile, linked in the viewer.
+const otherFiles = new Map();
+
 function tile(hit) {
   const figure = document.createElement("figure");
   figure.className = "tile";
@@ -117,6 +121,13 @@ function tile(hit) {
   img.src = hit.thumbnail;
   img.alt = hit.path.split("/").pop();
   figure.append(img);
+  if (hit.also?.length) {
+    otherFiles.set(hit.id, hit.also);
+    const also = document.createElement("span");
+    also.className = "also";
+    also.textContent = hit.also.map((file) => "+" + file.path.split(".").pop().toUpperCase()).join(" ");
+    figure.append(also);
+  }
   if (hit.score != null) {
     const score = document.createElement("span");
     score.className = "score";
@@ -197,6 +208,19 @@ async function open(id) {
       const dt = document.createElement("dt"), dd = document.createElement("dd");
       dt.textContent = key;
       dd.textContent = Array.isArray(value) ? value.join(", ") : value;
+      meta.append(dt, dd);
+    }
+    const also = otherFiles.get(id) || [];
+    if (also.length) {
+      const dt = document.createElement("dt"), dd = document.createElement("dd");
+      dt.textContent = "also";
+      dd.id = "also";
+      dd.append(...also.flatMap((file, i) => {
+        const link = document.createElement("a");
+        link.href = `/api/images/${file.id}/file`;
+        link.textContent = file.path.split("/").pop();
+        return i ? [", ", link] : [link];
+      }));
       meta.append(dt, dd);
     }
     $("#tags").replaceChildren(...(info.tags || []).map((tag) => tagChip(tag)));

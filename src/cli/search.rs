@@ -53,10 +53,15 @@ impl ResultArgs {
             println!("{}", serde_json::to_string(hits)?);
         } else {
             for hit in hits {
+                // The other files of the shot (a RAW beside its JPEG) follow on the same line.
+                let files: String = std::iter::once(hit.path.as_str())
+                    .chain(hit.also.iter().map(|file| file.path.as_str()))
+                    .collect::<Vec<_>>()
+                    .join("\t");
                 match (hit.score, hit.prob) {
-                    (Some(score), Some(prob)) => println!("{score:.4}\tp={prob:.3}\t{}", hit.path),
-                    (Some(score), None) => println!("{score:.4}\t{}", hit.path),
-                    (None, _) => println!("{}\t{}", hit.taken.as_deref().unwrap_or("-"), hit.path),
+                    (Some(score), Some(prob)) => println!("{score:.4}\tp={prob:.3}\t{files}"),
+                    (Some(score), None) => println!("{score:.4}\t{files}"),
+                    (None, _) => println!("{}\t{files}", hit.taken.as_deref().unwrap_or("-")),
                 }
             }
         }

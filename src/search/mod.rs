@@ -5,6 +5,8 @@
 mod dates;
 pub mod duplicates;
 pub mod query;
+mod stacks;
+pub use stacks::ShotFile;
 pub mod tags;
 
 use std::path::Path;
@@ -71,6 +73,9 @@ pub struct SearchHit {
     /// Zero-shot tags, best first.
     pub tags: Vec<String>,
     pub thumbnail: String,
+    /// The other files of the same shot (a RAW beside its JPEG), folded into this hit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<stacks::ShotFile>,
 }
 
 /// A query of several parts: texts with weights, texts to move away from, and example pictures
@@ -377,12 +382,14 @@ impl SearchEngine {
             ));
         }
         // By score: the top `offset + k`. By date: the same pool of best matches for every page
-        // and either search path, so paging through it neither repeats nor skips pictures.
+        // and either search path, so paging through it neither repeats nor skips pictures. Twice
+        // as many files: a shot's files fold into one hit (`stacks`).
         let wanted = match params.sort {
             SortOrder::Score => params.offset + params.k,
             SortOrder::Date => DATE_SORT_POOL.max(params.offset + params.k),
         };
-        let mut scored = self.library.nearest(&embedding, wanted + probe.duplicates.len(), filters, probe.exclude)?;
+        let files = 2 * wanted;
+        let mut scored = self.library.nearest(&embedding, files + probe.duplicates.len(), filters, probe.exclude)?;
         // Exact duplicates of the query first, whatever the index said.
         let duplicates = self.library.passing(&probe.duplicates, filters)?;
         scored.retain(|(id, _)| !duplicates.contains(id));
@@ -393,29 +400,30 @@ impl SearchEngine {
         if let (Some(min), Some(calibration)) = (params.min_prob, calibration) {
             ranked.retain(|(_, s)| calibration.probability(*s) >= min);
         }
-        // By score, only the page's records are read; by date, the whole pool's (to sort it).
-        let shown: Vec<(ImageId, f32)> = match params.sort {
-            SortOrder::Score => ranked.into_iter().skip(params.offset).take(params.k).collect(),
-            SortOrder::Date => ranked.into_iter().take(wanted).collect(),
-        };
+        let shown: Vec<(ImageId, f32)> = ranked.into_iter().take(files).collect();
         let scores: std::collections::HashMap<ImageId, f32> = shown.iter().copied().collect();
         let ids: Vec<ImageId> = shown.iter().map(|(id, _)| *id).collect();
-        let records = self.library.images_meta(&ids)?;
-        let mut hits: Vec<(SearchHit, Option<i64>)> =
-            records.iter().map(|r| (hit(r, scores.get(&r.id).copied(), calibration), r.facts.taken)).collect();
+        let mut records = self.library.images_meta(&ids)?;
         if params.sort == SortOrder::Date {
-            hits.sort_by_key(|(_, taken)| std::cmp::Reverse(*taken));
-            hits = hits.into_iter().skip(params.offset).take(params.k).collect();
+            records.sort_by_key(|record| std::cmp::Reverse(record.facts.taken));
         }
-        Ok(hits.into_iter().map(|(h, _)| h).collect())
+        let hits = records.iter().map(|record| hit(record, scores.get(&record.id).copied(), calibration));
+        Ok(page(hits, &records, params))
     }
 
     /// Filter-only queries: newest first.
     fn list_by_date(&self, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
-        let ids: Vec<ImageId> =
-            self.library.newest(filters, params.offset + params.k)?.into_iter().skip(params.offset).collect();
-        Ok(self.library.images_meta(&ids)?.iter().map(|record| hit(record, None, None)).collect())
+        let ids = self.library.newest(filters, 2 * (params.offset + params.k))?;
+        let records = self.library.images_meta(&ids)?;
+        Ok(page(records.iter().map(|record| hit(record, None, None)), &records, params))
     }
+}
+
+/// The page `params` asks for of `hits` (ranked, each of the record beside it), the files of a
+/// shot folded into one hit.
+fn page(hits: impl Iterator<Item = SearchHit>, records: &[ImageRecord], params: &SearchParams) -> Vec<SearchHit> {
+    let with_paths = hits.zip(records).map(|(hit, record)| (hit, record.path.to_path_buf())).collect();
+    stacks::fold(with_paths).into_iter().skip(params.offset).take(params.k).collect()
 }
 
 /// `calibration`: the model's, where the query's scores have a probability.
@@ -431,6 +439,7 @@ fn hit(record: &ImageRecord, score: Option<f32>, calibration: Option<SigmoidScor
         camera: record.facts.camera(),
         tags: record.tags.clone(),
         thumbnail: format!("/api/images/{}/thumbnail", record.id),
+        also: Vec::new(),
     }
 }
 

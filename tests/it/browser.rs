@@ -1,8 +1,8 @@
 //! The web UI in a real headless Chromium (Debian's `chromium`, driven by playwright-core from
 //! tests/browser/; scripts/test.sh installs both): type a query and see result tiles, the address
-//! follows the search, upload a picture (a HEIC) and see its original first, open a result (a TIFF, shown
-//! through its preview), similar images, the photos taken near one;
-//! and signing in and out.
+//! follows the search, upload a picture (a HEIC) and see its original first, open a result (a
+//! TIFF, shown through its preview), similar images, the photos taken near one; the files of one
+//! shot as one tile; and signing in and out.
 
 use crate::common;
 
@@ -45,4 +45,21 @@ fn the_web_ui_signs_in_searches_and_signs_out() {
     common::server::add_user(&data, "dana", "dana's long password");
     let server = common::server::serve(&data, &[]);
     common::browser_script("signin.mjs", &[&format!("http://{}", server.addr), "dana", "dana's long password"]);
+}
+
+#[test]
+fn the_web_ui_shows_the_files_of_one_shot_as_one_tile_that_links_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let rocket = image::open(image_path("rocket.jpg")).unwrap();
+    rocket.save(photos.join("IMG_0001.jpg")).unwrap();
+    rocket.save(photos.join("IMG_0001.png")).unwrap();
+    std::fs::copy(image_path("astronaut.jpg"), photos.join("IMG_0002.jpg")).unwrap();
+    let server = index_and_serve(&photos, &tmp.path().join("data"), &[]);
+    // The tile shows whichever of the two files the listing gives first; the other marks it.
+    let first = common::http::get(&server.addr, "/api/search?q=name:IMG_0001").json();
+    let shown = first["hits"][0]["path"].as_str().unwrap().to_string();
+    let other = if shown.ends_with(".jpg") { "PNG" } else { "JPG" };
+    common::browser_script("stacks.mjs", &[&format!("http://{}", server.addr), "name:IMG", "IMG_0001", other]);
 }

@@ -525,3 +525,47 @@ fn composed_queries_score_as_the_weighted_sum_of_their_parts() {
         );
     }
 }
+
+#[test]
+fn the_files_of_one_shot_are_one_result_that_names_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    std::fs::create_dir_all(photos.join("other")).unwrap();
+    // A shot written twice, as a camera writes RAW + JPEG: the same picture, another format.
+    let rocket = image::open(image_path("rocket.jpg")).unwrap();
+    rocket.save(photos.join("IMG_0001.JPG")).unwrap();
+    rocket.save(photos.join("IMG_0001.png")).unwrap();
+    // Another picture of the same name in another folder is another shot.
+    std::fs::copy(image_path("coffee.png"), photos.join("other/IMG_0001.png")).unwrap();
+    std::fs::copy(image_path("astronaut.jpg"), photos.join("IMG_0002.jpg")).unwrap();
+    index_photos(&photos, &data, &[]);
+
+    let hits = json(imgsearch(&data).args(["search", "--image"]).arg(image_path("rocket.jpg")).arg("--json"));
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 3, "four files, three shots: {hits:#?}");
+    let names = |hit: &Value| {
+        let mut files: Vec<String> = std::iter::once(&hit["path"])
+            .chain(hit["also"].as_array().into_iter().flatten().map(|file| &file["path"]))
+            .map(|path| path.as_str().unwrap().strip_prefix(photos.to_str().unwrap()).unwrap().to_string())
+            .collect();
+        files.sort();
+        files
+    };
+    assert_eq!(names(&hits[0]), ["/IMG_0001.JPG", "/IMG_0001.png"], "{hits:#?}");
+    assert!(hits[0]["also"][0]["id"].as_u64().is_some(), "{hits:#?}");
+    assert!(hits[1..].iter().all(|hit| hit.get("also").is_none()), "{hits:#?}");
+
+    // Pages count shots: three pages of one, then none.
+    let mut paged = Vec::new();
+    for offset in ["0", "1", "2", "3"] {
+        let page = json(imgsearch(&data).args(["search", "a photo", "-k", "1", "--offset", offset, "--json"]));
+        paged.extend(page.as_array().unwrap().iter().map(names));
+    }
+    paged.sort();
+    assert_eq!(paged, [vec!["/IMG_0001.JPG", "/IMG_0001.png"], vec!["/IMG_0002.jpg"], vec!["/other/IMG_0001.png"]],);
+    // Listings without a text fold the same way; a filter that keeps one file keeps it alone.
+    assert_eq!(json(imgsearch(&data).args(["search", "name:IMG_0001", "--json"])).as_array().unwrap().len(), 2);
+    let pngs = json(imgsearch(&data).args(["search", "type:png name:IMG_0001", "--json"]));
+    assert!(pngs.as_array().unwrap().iter().all(|hit| hit.get("also").is_none()), "{pngs:#}");
+    assert_eq!(pngs.as_array().unwrap().len(), 2, "{pngs:#}");
+}

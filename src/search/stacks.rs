@@ -1,0 +1,56 @@
+//! One result per shot: a camera's RAW and the JPEG it wrote beside it (`IMG_0001.CR3`,
+//! `IMG_0001.JPG`), or a phone's HEIC and its exported JPEG, are files of the same folder with
+//! the same name but for the extension — what PhotoPrism and Lightroom show as one stack. The
+//! files of a shot have all but the same embedding and date, so they rank side by side: results
+//! keep the first of them, and name the others in its `also`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::SearchHit;
+
+/// Another file of the same shot as a hit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShotFile {
+    pub id: crate::store::ImageId,
+    pub path: String,
+}
+
+/// What the files of one shot share: the folder and the name before the extension (letter case
+/// aside: cameras write `.JPG` beside `.CR3`, exports `.jpg`).
+fn shot_of(path: &Path) -> (Option<&Path>, String) {
+    (path.parent(), path.file_stem().unwrap_or_default().to_string_lossy().to_lowercase())
+}
+
+/// Folds each hit whose shot an earlier hit already shows into that hit's `also`, keeping the
+/// order of the rest. Each hit comes with its file's path as stored.
+pub fn fold(hits: Vec<(SearchHit, PathBuf)>) -> Vec<SearchHit> {
+    let mut shown: Vec<SearchHit> = Vec::with_capacity(hits.len());
+    let mut first_of_shot: HashMap<(Option<&Path>, String), usize> = HashMap::new();
+    for (hit, path) in &hits {
+        match first_of_shot.get(&shot_of(path)) {
+            Some(&first) => shown[first].also.push(ShotFile { id: hit.id, path: hit.path.clone() }),
+            None => {
+                first_of_shot.insert(shot_of(path), shown.len());
+                shown.push(hit.clone());
+            }
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_files_of_a_shot_share_folder_and_name_but_not_the_extension() {
+        let shot = |path: &'static str| shot_of(Path::new(path));
+        assert_eq!(shot("/photos/2024/IMG_0001.CR3"), shot("/photos/2024/IMG_0001.JPG"));
+        assert_eq!(shot("/photos/2024/IMG_0001.HEIC"), shot("/photos/2024/img_0001.jpg"));
+        assert_ne!(shot("/photos/2024/IMG_0001.JPG"), shot("/photos/2025/IMG_0001.JPG"));
+        assert_ne!(shot("/photos/IMG_0001.JPG"), shot("/photos/IMG_0001-edited.JPG"));
+        // Only the last extension goes: a name with dots in it stays itself.
+        assert_ne!(shot("/photos/trip.2024.jpg"), shot("/photos/trip.2023.jpg"));
+    }
+}
