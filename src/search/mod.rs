@@ -102,7 +102,8 @@ struct Probe {
     embedding: Option<Vec<f32>>,
     /// Indexed pictures with exactly the query's content: shown first.
     duplicates: Vec<ImageId>,
-    /// Left out of the results ("more like this" leaves out the picture itself).
+    /// Left out of the results with the other files of its shot ("more like this" leaves out
+    /// the picture itself, and its RAW).
     exclude: Option<ImageId>,
     /// Whether the embedding comes from texts alone: SigLIP's probabilities are calibrated for
     /// text–picture pairs, not picture–picture ones.
@@ -407,23 +408,32 @@ impl SearchEngine {
         if params.sort == SortOrder::Date {
             records.sort_by_key(|record| std::cmp::Reverse(record.facts.taken));
         }
+        let left_out = match probe.exclude {
+            Some(id) => self.library.image_meta(id)?.map(|record| record.path.to_path_buf()),
+            None => None,
+        };
         let hits = records.iter().map(|record| hit(record, scores.get(&record.id).copied(), calibration));
-        Ok(page(hits, &records, params))
+        Ok(page(hits, &records, left_out.as_deref(), params))
     }
 
     /// Filter-only queries: newest first.
     fn list_by_date(&self, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
         let ids = self.library.newest(filters, 2 * (params.offset + params.k))?;
         let records = self.library.images_meta(&ids)?;
-        Ok(page(records.iter().map(|record| hit(record, None, None)), &records, params))
+        Ok(page(records.iter().map(|record| hit(record, None, None)), &records, None, params))
     }
 }
 
 /// The page `params` asks for of `hits` (ranked, each of the record beside it), the files of a
-/// shot folded into one hit.
-fn page(hits: impl Iterator<Item = SearchHit>, records: &[ImageRecord], params: &SearchParams) -> Vec<SearchHit> {
+/// shot folded into one hit, and the shot of the file `left_out` left out.
+fn page(
+    hits: impl Iterator<Item = SearchHit>,
+    records: &[ImageRecord],
+    left_out: Option<&Path>,
+    params: &SearchParams,
+) -> Vec<SearchHit> {
     let with_paths = hits.zip(records).map(|(hit, record)| (hit, record.path.to_path_buf())).collect();
-    stacks::fold(with_paths).into_iter().skip(params.offset).take(params.k).collect()
+    stacks::fold(with_paths, left_out).into_iter().skip(params.offset).take(params.k).collect()
 }
 
 /// `calibration`: the model's, where the query's scores have a probability.

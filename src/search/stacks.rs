@@ -23,11 +23,16 @@ fn shot_of(path: &Path) -> (Option<&Path>, String) {
 }
 
 /// Folds each hit whose shot an earlier hit already shows into that hit's `also`, keeping the
-/// order of the rest. Each hit comes with its file's path as stored.
-pub fn fold(hits: Vec<(SearchHit, PathBuf)>) -> Vec<SearchHit> {
+/// order of the rest, and leaves out the shot of the file `left_out`. Each hit comes with its
+/// file's path as stored.
+pub fn fold(hits: Vec<(SearchHit, PathBuf)>, left_out: Option<&Path>) -> Vec<SearchHit> {
     let mut shown: Vec<SearchHit> = Vec::with_capacity(hits.len());
     let mut first_of_shot: HashMap<(Option<&Path>, String), usize> = HashMap::new();
+    let left_out = left_out.map(shot_of);
     for (hit, path) in &hits {
+        if left_out.as_ref() == Some(&shot_of(path)) {
+            continue;
+        }
         match first_of_shot.get(&shot_of(path)) {
             Some(&first) => shown[first].also.push(ShotFile { id: hit.id, path: hit.path.clone() }),
             None => {

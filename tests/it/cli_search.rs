@@ -568,4 +568,9 @@ fn the_files_of_one_shot_are_one_result_that_names_the_others() {
     let pngs = json(imgsearch(&data).args(["search", "type:png name:IMG_0001", "--json"]));
     assert!(pngs.as_array().unwrap().iter().all(|hit| hit.get("also").is_none()), "{pngs:#}");
     assert_eq!(pngs.as_array().unwrap().len(), 2, "{pngs:#}");
+    // More like one file of the shot leaves out the shot, not only that file.
+    let similar = json(imgsearch(&data).arg("similar").arg(photos.join("IMG_0001.png")).args(["--json"]));
+    let similar: Vec<Vec<String>> = similar.as_array().unwrap().iter().map(names).collect();
+    assert_eq!(similar.len(), 2, "{similar:?}");
+    assert!(!similar.iter().flatten().any(|name| name.starts_with("/IMG_0001.")), "{similar:?}");
 }
