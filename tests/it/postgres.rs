@@ -63,6 +63,13 @@ fn index_killed_mid_run(url: &str, host: &Path, root: &Path, rows: usize) -> usi
     }
     killed.kill().unwrap();
     killed.wait().unwrap();
+    // A transaction the indexer had sent its COMMIT for still commits after the kill: count
+    // once its connections' server processes are gone, not while one may still be committing.
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    while client.query_one(others, &[]).unwrap().get::<_, i64>(0) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     listed_paths(url, host).len()
 }
 
