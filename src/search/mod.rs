@@ -404,36 +404,37 @@ impl SearchEngine {
         let shown: Vec<(ImageId, f32)> = ranked.into_iter().take(files).collect();
         let scores: std::collections::HashMap<ImageId, f32> = shown.iter().copied().collect();
         let ids: Vec<ImageId> = shown.iter().map(|(id, _)| *id).collect();
-        let mut records = self.library.images_meta(&ids)?;
-        if params.sort == SortOrder::Date {
-            records.sort_by_key(|record| std::cmp::Reverse(record.facts.taken));
-        }
+        let records = self.library.images_meta(&ids)?;
         let left_out = match probe.exclude {
             Some(id) => self.library.image_meta(id)?.map(|record| record.path.to_path_buf()),
             None => None,
         };
         let hits = records.iter().map(|record| hit(record, scores.get(&record.id).copied(), calibration));
-        Ok(page(hits, &records, left_out.as_deref(), params))
+        let mut shots = shots(hits, &records, left_out.as_deref());
+        if params.sort == SortOrder::Date {
+            // The pool of the best `wanted` shots, newest first.
+            let taken: std::collections::HashMap<ImageId, Option<i64>> =
+                records.iter().map(|record| (record.id, record.facts.taken)).collect();
+            shots.truncate(wanted);
+            shots.sort_by_key(|shot| std::cmp::Reverse(taken.get(&shot.id).copied().flatten()));
+        }
+        Ok(shots.into_iter().skip(params.offset).take(params.k).collect())
     }
 
     /// Filter-only queries: newest first.
     fn list_by_date(&self, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
         let ids = self.library.newest(filters, 2 * (params.offset + params.k))?;
         let records = self.library.images_meta(&ids)?;
-        Ok(page(records.iter().map(|record| hit(record, None, None)), &records, None, params))
+        let shots = shots(records.iter().map(|record| hit(record, None, None)), &records, None);
+        Ok(shots.into_iter().skip(params.offset).take(params.k).collect())
     }
 }
 
-/// The page `params` asks for of `hits` (ranked, each of the record beside it), the files of a
-/// shot folded into one hit, and the shot of the file `left_out` left out.
-fn page(
-    hits: impl Iterator<Item = SearchHit>,
-    records: &[ImageRecord],
-    left_out: Option<&Path>,
-    params: &SearchParams,
-) -> Vec<SearchHit> {
+/// `hits` (ranked, each of the record beside it) with the files of a shot folded into one hit,
+/// and the shot of the file `left_out` left out.
+fn shots(hits: impl Iterator<Item = SearchHit>, records: &[ImageRecord], left_out: Option<&Path>) -> Vec<SearchHit> {
     let with_paths = hits.zip(records).map(|(hit, record)| (hit, record.path.to_path_buf())).collect();
-    stacks::fold(with_paths, left_out).into_iter().skip(params.offset).take(params.k).collect()
+    stacks::fold(with_paths, left_out)
 }
 
 /// `calibration`: the model's, where the query's scores have a probability.

@@ -563,6 +563,8 @@ fn the_files_of_one_shot_are_one_result_that_names_the_others() {
     }
     paged.sort();
     assert_eq!(paged, [vec!["/IMG_0001.JPG", "/IMG_0001.png"], vec!["/IMG_0002.jpg"], vec!["/other/IMG_0001.png"]],);
+    let by_date = json(imgsearch(&data).args(["search", "a photo", "--sort", "date", "--json"]));
+    assert_eq!(by_date.as_array().unwrap().len(), 3, "sorted by date, still three shots: {by_date:#}");
     // Listings without a text fold the same way; a filter that keeps one file keeps it alone.
     assert_eq!(json(imgsearch(&data).args(["search", "name:IMG_0001", "--json"])).as_array().unwrap().len(), 2);
     let pngs = json(imgsearch(&data).args(["search", "type:png name:IMG_0001", "--json"]));
