@@ -389,7 +389,7 @@ fn examine(job: Candidate, mounts: &Mounts, catalog: &dyn Lookup, spec: &ModelSp
         }
         Err(e) => {
             // Only a corrupt file stays skipped until it changes; a limit or a decoder may change.
-            let retry = matches!(e, Error::TooLarge { .. } | Error::NoDecoder { .. } | Error::Io { .. });
+            let retry = matches!(e, Error::TooLarge { .. } | Error::NoDecoder { .. });
             skip(e.to_string(), false, retry)
         }
     }

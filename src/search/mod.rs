@@ -9,7 +9,7 @@ mod stacks;
 pub use stacks::ShotFile;
 pub mod tags;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -102,9 +102,9 @@ struct Probe {
     embedding: Option<Vec<f32>>,
     /// Indexed pictures with exactly the query's content: shown first.
     duplicates: Vec<ImageId>,
-    /// Left out of the results with the other files of its shot ("more like this" leaves out
-    /// the picture itself, and its RAW).
-    exclude: Option<ImageId>,
+    /// Left out of the results with the other files of its shot (its file's path tells them):
+    /// "more like this" leaves out the picture itself, and its RAW.
+    exclude: Option<(ImageId, PathBuf)>,
     /// Whether the embedding comes from texts alone: SigLIP's probabilities are calibrated for
     /// text–picture pairs, not picture–picture ones.
     from_text: bool,
@@ -330,7 +330,12 @@ impl SearchEngine {
         let record = self.library.image(id)?.ok_or(Error::NotFound { what: format!("image {id}") })?;
         let duplicates = self.library.images_with_hash(&record.hash)?.into_iter().filter(|d| *d != id).collect();
         self.run(
-            Probe { embedding: Some(record.embedding), duplicates, exclude: Some(id), from_text: false },
+            Probe {
+                embedding: Some(record.embedding),
+                duplicates,
+                exclude: Some((id, record.path.to_path_buf())),
+                from_text: false,
+            },
             &[],
             params,
         )
@@ -390,7 +395,8 @@ impl SearchEngine {
             SortOrder::Date => DATE_SORT_POOL.max(params.offset + params.k),
         };
         let files = 2 * wanted;
-        let mut scored = self.library.nearest(&embedding, files + probe.duplicates.len(), filters, probe.exclude)?;
+        let excluded_id = probe.exclude.as_ref().map(|(id, _)| *id);
+        let mut scored = self.library.nearest(&embedding, files + probe.duplicates.len(), filters, excluded_id)?;
         // Exact duplicates of the query first, whatever the index said.
         let duplicates = self.library.passing(&probe.duplicates, filters)?;
         scored.retain(|(id, _)| !duplicates.contains(id));
@@ -405,12 +411,8 @@ impl SearchEngine {
         let scores: std::collections::HashMap<ImageId, f32> = shown.iter().copied().collect();
         let ids: Vec<ImageId> = shown.iter().map(|(id, _)| *id).collect();
         let records = self.library.images_meta(&ids)?;
-        let left_out = match probe.exclude {
-            Some(id) => self.library.image_meta(id)?.map(|record| record.path.to_path_buf()),
-            None => None,
-        };
         let hits = records.iter().map(|record| hit(record, scores.get(&record.id).copied(), calibration));
-        let mut shots = shots(hits, &records, left_out.as_deref());
+        let mut shots = shots(hits, &records, probe.exclude.as_ref().map(|(_, path)| path.as_path()));
         if params.sort == SortOrder::Date {
             // The pool of the best `wanted` shots, newest first.
             let taken: std::collections::HashMap<ImageId, Option<i64>> =

@@ -18,8 +18,8 @@ pub struct ShotFile {
 
 /// What the files of one shot share: the folder and the name before the extension (letter case
 /// aside: cameras write `.JPG` beside `.CR3`, exports `.jpg`).
-fn shot_of(path: &Path) -> (Option<&Path>, String) {
-    (path.parent(), path.file_stem().unwrap_or_default().to_string_lossy().to_lowercase())
+fn shot_of(path: &Path) -> (Option<PathBuf>, String) {
+    (path.parent().map(Path::to_path_buf), path.file_stem().unwrap_or_default().to_string_lossy().to_lowercase())
 }
 
 /// Folds each hit whose shot an earlier hit already shows into that hit's `also`, keeping the
@@ -27,17 +27,18 @@ fn shot_of(path: &Path) -> (Option<&Path>, String) {
 /// file's path as stored.
 pub fn fold(hits: Vec<(SearchHit, PathBuf)>, left_out: Option<&Path>) -> Vec<SearchHit> {
     let mut shown: Vec<SearchHit> = Vec::with_capacity(hits.len());
-    let mut first_of_shot: HashMap<(Option<&Path>, String), usize> = HashMap::new();
+    let mut first_of_shot: HashMap<(Option<PathBuf>, String), usize> = HashMap::new();
     let left_out = left_out.map(shot_of);
-    for (hit, path) in &hits {
-        if left_out.as_ref() == Some(&shot_of(path)) {
+    for (hit, path) in hits {
+        let shot = shot_of(&path);
+        if left_out.as_ref() == Some(&shot) {
             continue;
         }
-        match first_of_shot.get(&shot_of(path)) {
-            Some(&first) => shown[first].also.push(ShotFile { id: hit.id, path: hit.path.clone() }),
+        match first_of_shot.get(&shot) {
+            Some(&first) => shown[first].also.push(ShotFile { id: hit.id, path: hit.path }),
             None => {
-                first_of_shot.insert(shot_of(path), shown.len());
-                shown.push(hit.clone());
+                first_of_shot.insert(shot, shown.len());
+                shown.push(hit);
             }
         }
     }
