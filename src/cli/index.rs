@@ -35,7 +35,8 @@ pub struct IndexArgs {
     /// Skip pictures with more pixels than this (decompression bombs).
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
-    /// Skip files larger than this many bytes without reading them.
+    /// Skip files larger than this many bytes without reading them (videos are streamed, not
+    /// read whole: the limit does not apply to them).
     #[arg(long, default_value_t = pipeline::DEFAULT_MAX_FILE_SIZE)]
     max_file_size: u64,
     /// No progress bar.
@@ -105,8 +106,12 @@ pub fn run(
             eprintln!("skipped {}: {}", error.path, error.reason);
         }
     }
+    let moments = match summary.video_moments {
+        0 => String::new(),
+        n => format!(" ({n} moments of videos)"),
+    };
     println!(
-        "{} files scanned in {:.1}s: {} indexed, {} reused (moved/copied), {} unchanged, {} removed, {} skipped",
+        "{} files scanned in {:.1}s: {} indexed{moments}, {} reused (moved/copied), {} unchanged, {} removed, {} skipped",
         summary.scanned,
         summary.seconds,
         summary.indexed,

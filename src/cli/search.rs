@@ -53,11 +53,22 @@ impl ResultArgs {
             println!("{}", serde_json::to_string(hits)?);
         } else {
             for hit in hits {
-                // The other files of the shot (a RAW beside its JPEG) follow on the same line.
-                let files: String = std::iter::once(hit.path.as_str())
-                    .chain(hit.also.iter().map(|file| file.path.as_str()))
-                    .collect::<Vec<_>>()
-                    .join("\t");
+                // The other files of the shot (a RAW beside its JPEG) follow on the same line; a
+                // video's moments as "clip.mp4 @1:05", the next ones of the same video as "@2:10".
+                let mut files = Vec::with_capacity(1 + hit.also.len());
+                let mut previous = None;
+                let entries = std::iter::once((&hit.path, hit.at_seconds))
+                    .chain(hit.also.iter().map(|file| (&file.path, file.at_seconds)));
+                for (path, at_seconds) in entries {
+                    let time = at_seconds.map(|seconds| format!("@{}", clock_time(seconds)));
+                    files.push(match (time, previous == Some(path)) {
+                        (Some(time), true) => time,
+                        (Some(time), false) => format!("{path} {time}"),
+                        (None, _) => path.clone(),
+                    });
+                    previous = Some(path);
+                }
+                let files = files.join("\t");
                 match (hit.score, hit.prob) {
                     (Some(score), Some(prob)) => println!("{score:.4}\tp={prob:.3}\t{files}"),
                     (Some(score), None) => println!("{score:.4}\t{files}"),
@@ -66,6 +77,17 @@ impl ResultArgs {
             }
         }
         Ok(())
+    }
+}
+
+/// Seconds into a video as people read them: "1:05", "1:02:09".
+fn clock_time(seconds: f64) -> String {
+    let whole = seconds.round() as u64;
+    let (hours, minutes, seconds) = (whole / 3600, whole / 60 % 60, whole % 60);
+    if hours > 0 {
+        format!("{hours}:{minutes:02}:{seconds:02}")
+    } else {
+        format!("{minutes}:{seconds:02}")
     }
 }
 

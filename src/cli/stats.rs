@@ -44,6 +44,7 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
         let mut json = serde_json::to_value(&stats)?;
         json["cpu_kernels"] = kernels.into();
         json["heif_decoder"] = imgsearch::ingest::heif::decoder().ok().into();
+        json["video_decoder"] = imgsearch::ingest::video::decoder().ok().into();
         json["models"] = spaces
             .iter()
             .filter(|space| space.model.is_some())
@@ -78,6 +79,10 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
     match imgsearch::ingest::heif::decoder() {
         Ok(decoder) => println!("HEIC, AVIF:   {decoder}"),
         Err(why) => println!("HEIC, AVIF:   not readable here. {why}"),
+    }
+    match imgsearch::ingest::video::decoder() {
+        Ok(decoder) => println!("videos:       {decoder}"),
+        Err(why) => println!("videos:       not readable here: {why}"),
     }
     Ok(())
 }

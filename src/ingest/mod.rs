@@ -7,4 +7,5 @@ pub mod heif;
 pub mod jpeg_reduced;
 pub mod pipeline;
 pub mod raw;
+pub mod video;
 pub mod walk;

@@ -18,10 +18,10 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::decode;
+use super::decode::{self, MinSize};
 use super::exif::photo_facts;
 use super::walk::{walk, Candidate, Found};
-use super::{heif, raw};
+use super::{heif, raw, video};
 use crate::error::{Error, Result};
 use crate::model::{Clip, ModelSpec, PreprocessedImage, Towers};
 use crate::store::catalog::{
@@ -76,6 +76,8 @@ pub struct IndexSummary {
     pub removed: u64,
     /// Files that could not be indexed (listed in `errors`); non-images are not counted.
     pub skipped: u64,
+    /// Moments embedded from the videos among the files indexed (a frame every few seconds).
+    pub video_moments: u64,
     pub errors: Vec<FileError>,
     pub seconds: f64,
 }
@@ -93,6 +95,11 @@ struct FileFacts {
 }
 
 impl FileFacts {
+    /// A moment of a video after its opening one: a record of its own, but not another file.
+    fn is_later_moment(&self) -> bool {
+        video::is_video_format(&self.format) && video::split_moment(&stored_bytes(&self.path)).is_some()
+    }
+
     fn into_record(self, id: u64, embedding: Vec<f32>) -> ImageRecord {
         ImageRecord {
             id,
@@ -125,11 +132,17 @@ struct Batch {
     skips: Vec<SkipRecord>,
     indexed: u64,
     reused: u64,
+    video_moments: u64,
 }
 
 impl Batch {
     fn len(&self) -> usize {
         self.pictures.len() + self.skips.len()
+    }
+
+    /// The files it finishes (a video's later moments are part of its file).
+    fn files(&self) -> u64 {
+        (self.pictures.iter().filter(|(file, _)| !file.is_later_moment()).count() + self.skips.len()) as u64
     }
 }
 
@@ -182,8 +195,9 @@ pub fn run(
                 if device.is_cpu() {
                     yield_cores_to_the_encoder();
                 }
+                let send = |work| work_tx.send(work).is_ok();
                 for job in jobs_rx {
-                    if work_tx.send(examine(job, mounts, &*catalog, spec, options)).is_err() {
+                    if !examine(job, mounts, &*catalog, spec, options, &send) {
                         break; // the run was aborted
                     }
                 }
@@ -216,11 +230,19 @@ pub fn run(
     let mut gone = Vec::new();
     for entry in catalog.paths() {
         let (path, _) = entry?;
-        if is_gone(&path) {
+        // A video's moments go with their file, and with the version of it they were taken from.
+        let moment_of = video::split_moment(&path).filter(|_| !walked.seen.contains(&path)).map(|(file, _)| file);
+        let remove = match moment_of {
+            Some(file) => {
+                is_gone(file) || (walked.queued_videos.contains(file) && is_stale_moment(&*catalog, &path, file)?)
+            }
+            None => is_gone(&path),
+        };
+        if remove {
+            summary.removed += u64::from(moment_of.is_none());
             gone.push(Change::Remove(StoredPath::from_bytes(path)));
         }
     }
-    summary.removed = gone.len() as u64;
     for record in catalog.skipped() {
         let record = record?;
         if is_gone(&stored_bytes(&record.path)) {
@@ -256,6 +278,15 @@ pub fn run(
     Ok(summary)
 }
 
+/// Whether a moment of a video that was read again this run belongs to an earlier version of the
+/// file (its moments now fall elsewhere), or to a video that is no longer indexed (a decode that
+/// failed half-way, an interrupted run).
+fn is_stale_moment(catalog: &dyn Lookup, moment: &[u8], file: &[u8]) -> Result<bool> {
+    let version = |record: Option<ImageRecord>| record.map(|r| (r.size, r.mtime_ns));
+    let file_version = version(catalog.image_at(file)?);
+    Ok(file_version.is_none() || version(catalog.image_at(moment)?) != file_version)
+}
+
 fn progress_bar(enabled: bool) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
@@ -280,6 +311,8 @@ struct Walked {
     /// Paths (stored form) the walk could not read (a folder it was refused, a flaky share): what
     /// was indexed below them is kept, not taken for deleted.
     unreadable: Vec<PathBuf>,
+    /// The videos read again (new or changed): their moments of earlier versions are removed.
+    queued_videos: HashSet<Vec<u8>>,
 }
 
 /// Walks the roots and queues every new or changed file; unchanged ones stop here.
@@ -291,8 +324,14 @@ fn walk_and_queue(
     jobs: &Sender<Candidate>,
     queued: &AtomicU64,
 ) -> Result<Walked> {
-    let mut walked =
-        Walked { scanned: 0, unchanged: 0, errors: Vec::new(), seen: HashSet::new(), unreadable: Vec::new() };
+    let mut walked = Walked {
+        scanned: 0,
+        unchanged: 0,
+        errors: Vec::new(),
+        seen: HashSet::new(),
+        unreadable: Vec::new(),
+        queued_videos: HashSet::new(),
+    };
     for found in walk(roots, hidden) {
         let candidate = match found {
             Found::File(c) => c,
@@ -320,6 +359,9 @@ fn walk_and_queue(
             }
         }
         queued.fetch_add(1, Ordering::Relaxed);
+        if video::has_video_extension(&candidate.path) {
+            walked.queued_videos.insert(key);
+        }
         if jobs.send(candidate).is_err() {
             break; // the writer stopped (an error is on its way)
         }
@@ -334,9 +376,30 @@ const IMAGE_EXTENSIONS: &[&str] = &[
     "qoi",
 ];
 
-/// Reads (bounded), hashes, and — unless the content is already indexed — decodes one file.
-fn examine(job: Candidate, mounts: &Mounts, catalog: &dyn Lookup, spec: &ModelSpec, options: &IndexOptions) -> Work {
+/// Reads (bounded), hashes, and — unless the content is already indexed — decodes one file, and
+/// sends what it found on. `false`: the run was aborted.
+fn examine(
+    job: Candidate,
+    mounts: &Mounts,
+    catalog: &dyn Lookup,
+    spec: &ModelSpec,
+    options: &IndexOptions,
+    send: &dyn Fn(Work) -> bool,
+) -> bool {
     let path = mounts.stored(&job.path);
+    if video::has_video_extension(&job.path) {
+        return examine_video(&job, path, spec, options, send);
+    }
+    send(examine_picture(job, path, catalog, spec, options))
+}
+
+fn examine_picture(
+    job: Candidate,
+    path: StoredPath,
+    catalog: &dyn Lookup,
+    spec: &ModelSpec,
+    options: &IndexOptions,
+) -> Work {
     let looks_like_image = job
         .path
         .extension()
@@ -387,12 +450,86 @@ fn examine(job: Candidate, mounts: &Mounts, catalog: &dyn Lookup, spec: &ModelSp
             (file.width, file.height) = (width, height);
             Work::Embed(file, pixels)
         }
-        Err(e) => {
-            // Only a corrupt file stays skipped until it changes; a limit or a decoder may change.
-            let retry = matches!(e, Error::TooLarge { .. } | Error::NoDecoder { .. });
-            skip(e.to_string(), false, retry)
+        Err(e) => skip(e.to_string(), false, worth_retrying(&e)),
+    }
+}
+
+/// Whether a file that failed to decode is tried again unchanged: only a corrupt file stays
+/// skipped until it changes; a limit or a decoder may change.
+fn worth_retrying(error: &Error) -> bool {
+    matches!(error, Error::TooLarge { .. } | Error::NoDecoder { .. })
+}
+
+/// A video: its moments, each embedded as a picture, the opening one (stored under the file's own
+/// path, which the next run compares) sent last, so that a run stopped half-way reads it again.
+/// Videos are streamed through ffmpeg, never held in memory: `--max-file-size` does not apply.
+fn examine_video(
+    job: &Candidate,
+    path: StoredPath,
+    spec: &ModelSpec,
+    options: &IndexOptions,
+    send: &dyn Fn(Work) -> bool,
+) -> bool {
+    let skip = |reason: String, ignored: bool, retry: bool| {
+        Work::Skip(SkipRecord { path: path.clone(), size: job.size, mtime_ns: job.mtime_ns, reason, ignored, retry })
+    };
+    let hash = match std::fs::File::open(&job.path)
+        .and_then(|file| blake3::Hasher::new().update_reader(file).map(|h| h.finalize()))
+    {
+        Ok(hash) => hash.to_hex().to_string(),
+        Err(e) => return send(skip(format!("cannot read: {e}"), false, true)),
+    };
+    let info = match video::probe(&job.path) {
+        Ok(Some(info)) => info,
+        Ok(None) => return send(skip("not a video (it has no pictures)".into(), true, false)),
+        Err(e) => return send(skip(e.to_string(), false, worth_retrying(&e))),
+    };
+    let pixels = info.width as u64 * info.height as u64;
+    if pixels > options.max_pixels {
+        let e = Error::TooLarge {
+            path: job.path.clone(),
+            width: info.width,
+            height: info.height,
+            pixels,
+            limit: options.max_pixels,
+        };
+        return send(skip(e.to_string(), false, true));
+    }
+    let min_size = spec.preprocess.min_decode_size().map(|(width, height)| MinSize::Covering(width, height));
+    let moments = match video::moments(&job.path, &info, min_size) {
+        Ok(moments) => moments,
+        Err(e) => return send(skip(e.to_string(), false, worth_retrying(&e))),
+    };
+    let file = stored_bytes(&path);
+    let format = job.path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let mut opening = None;
+    for moment in moments {
+        let (seconds, frame) = match moment {
+            Ok(moment) => moment,
+            // The moments sent so far are removed at the end of the run (their file has no record).
+            Err(e) => return send(skip(e.to_string(), false, false)),
+        };
+        let facts = FileFacts {
+            path: StoredPath::from_bytes(video::moment_path(&file, seconds)),
+            size: job.size,
+            mtime_ns: job.mtime_ns,
+            // Its own hash per moment: two moments of one video are not the same picture.
+            hash: if seconds > 0.0 { format!("{hash}#t={seconds}") } else { hash.clone() },
+            width: info.width,
+            height: info.height,
+            format: format.clone(),
+            facts: info.facts.clone(),
+        };
+        let work = Work::Embed(facts, spec.preprocess.apply(&frame));
+        if seconds > 0.0 {
+            if !send(work) {
+                return false;
+            }
+        } else {
+            opening = Some(work);
         }
     }
+    send(opening.unwrap_or_else(|| skip("the video has no frame that can be decoded".into(), false, false)))
 }
 
 /// The format of a file's `bytes`: a camera RAW format (by its magic number, or by the name of a
@@ -443,8 +580,13 @@ fn encode(
         let (files, images): (Vec<FileFacts>, Vec<PreprocessedImage>) = pending.drain(..).unzip();
         let embeddings = clip.embed_images(&images)?;
         for (file, embedding) in files.into_iter().zip(embeddings) {
+            if video::is_video_format(&file.format) {
+                batch.video_moments += 1;
+            }
+            if !file.is_later_moment() {
+                batch.indexed += 1;
+            }
             batch.pictures.push((file, embedding));
-            batch.indexed += 1;
         }
         Ok(())
     };
@@ -518,7 +660,7 @@ fn write_batches(
     let mut done = 0u64;
     for batch in batches {
         let batch = batch?;
-        done += batch.len() as u64;
+        done += batch.files();
         for skip in batch.skips.iter().filter(|skip| !skip.ignored) {
             summary.skipped += 1;
             summary.errors.push(FileError { path: skip.path.display(), reason: skip.reason.clone() });
@@ -538,6 +680,7 @@ fn write_batches(
         })?;
         summary.indexed += batch.indexed;
         summary.reused += batch.reused;
+        summary.video_moments += batch.video_moments;
         let rate = summary.indexed as f64 / started.elapsed().as_secs_f64().max(1e-3);
         progress.set_length(queued.load(Ordering::Relaxed));
         progress.set_position(done);

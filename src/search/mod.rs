@@ -58,7 +58,11 @@ impl Default for SearchParams {
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchHit {
     pub id: ImageId,
+    /// The file (a video's, for a moment of one).
     pub path: String,
+    /// For a moment of a video: how many seconds into it (see `ingest::video`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_seconds: Option<f64>,
     /// Cosine similarity to the query (absent for filter-only listings).
     pub score: Option<f32>,
     /// For a text query on a model with calibrated scores (SigLIP): the model's probability
@@ -329,13 +333,9 @@ impl SearchEngine {
     pub fn similar_to(&self, id: ImageId, params: &SearchParams) -> Result<Vec<SearchHit>> {
         let record = self.library.image(id)?.ok_or(Error::NotFound { what: format!("image {id}") })?;
         let duplicates = self.library.images_with_hash(&record.hash)?.into_iter().filter(|d| *d != id).collect();
+        let file = record.file_path().to_path_buf();
         self.run(
-            Probe {
-                embedding: Some(record.embedding),
-                duplicates,
-                exclude: Some((id, record.path.to_path_buf())),
-                from_text: false,
-            },
+            Probe { embedding: Some(record.embedding), duplicates, exclude: Some((id, file)), from_text: false },
             &[],
             params,
         )
@@ -435,7 +435,7 @@ impl SearchEngine {
 /// `hits` (ranked, each of the record beside it) with the files of a shot folded into one hit,
 /// and the shot of the file `left_out` left out.
 fn shots(hits: impl Iterator<Item = SearchHit>, records: &[ImageRecord], left_out: Option<&Path>) -> Vec<SearchHit> {
-    let with_paths = hits.zip(records).map(|(hit, record)| (hit, record.path.to_path_buf())).collect();
+    let with_paths = hits.zip(records).map(|(hit, record)| (hit, record.file_path().to_path_buf())).collect();
     stacks::fold(with_paths, left_out)
 }
 
@@ -443,7 +443,8 @@ fn shots(hits: impl Iterator<Item = SearchHit>, records: &[ImageRecord], left_ou
 fn hit(record: &ImageRecord, score: Option<f32>, calibration: Option<SigmoidScore>) -> SearchHit {
     SearchHit {
         id: record.id,
-        path: record.path.display(),
+        path: record.file_path().display(),
+        at_seconds: record.video_seconds(),
         score,
         prob: score.zip(calibration).map(|(score, c)| c.probability(score)),
         width: record.width,

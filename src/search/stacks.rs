@@ -2,7 +2,8 @@
 //! `IMG_0001.JPG`), or a phone's HEIC and its exported JPEG, are files of the same folder with
 //! the same name but for the extension — what PhotoPrism and Lightroom show as one stack. The
 //! files of a shot have all but the same embedding and date, so they rank side by side: results
-//! keep the first of them, and name the others in its `also`.
+//! keep the first of them, and name the others in its `also`. The moments of a video are one shot
+//! too (and an iPhone's Live Photo, `IMG_0001.HEIC` beside `IMG_0001.MOV`): the best one shows.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ use super::SearchHit;
 pub struct ShotFile {
     pub id: crate::store::ImageId,
     pub path: String,
+    /// Another moment of the same video: how many seconds into it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_seconds: Option<f64>,
 }
 
 /// What the files of one shot share: the folder and the name before the extension (letter case
@@ -35,7 +39,7 @@ pub fn fold(hits: Vec<(SearchHit, PathBuf)>, left_out: Option<&Path>) -> Vec<Sea
             continue;
         }
         match first_of_shot.get(&shot) {
-            Some(&first) => shown[first].also.push(ShotFile { id: hit.id, path: hit.path }),
+            Some(&first) => shown[first].also.push(ShotFile { id: hit.id, path: hit.path, at_seconds: hit.at_seconds }),
             None => {
                 first_of_shot.insert(shot, shown.len());
                 shown.push(hit);

@@ -23,6 +23,15 @@ impl ApiError {
         Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
     }
 
+    /// A `Range` no byte of the file is in; the response says the file's size (RFC 9110).
+    pub fn range_not_satisfiable(size: u64, message: impl Into<String>) -> Response {
+        let error = Self { status: StatusCode::RANGE_NOT_SATISFIABLE, code: "bad_range", message: message.into() };
+        let mut response = error.into_response();
+        let content_range = format!("bytes */{size}").parse().expect("ascii");
+        response.headers_mut().insert(axum::http::header::CONTENT_RANGE, content_range);
+        response
+    }
+
     pub fn too_large(message: impl Into<String>) -> Self {
         Self { status: StatusCode::PAYLOAD_TOO_LARGE, code: "payload_too_large", message: message.into() }
     }

@@ -35,7 +35,7 @@ pub use work::default_workers;
 /// or a symlink to anything else, is refused, so the server never hands out a file it did not
 /// index.
 fn open_indexed_file(record: &ImageRecord, mounts: &Mounts) -> Result<std::fs::File> {
-    let path = mounts.local_or_err(&record.path)?;
+    let path = mounts.local_or_err(&record.file_path())?;
     let io = |source| Error::Io { path: path.clone(), source };
     let file = std::fs::File::open(&path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
@@ -50,7 +50,7 @@ fn read_indexed_file(record: &ImageRecord, mounts: &Mounts) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(record.size as usize);
     open_indexed_file(record, mounts)?
         .read_to_end(&mut bytes)
-        .map_err(|source| Error::Io { path: record.path.to_path_buf(), source })?;
+        .map_err(|source| Error::Io { path: record.file_path().to_path_buf(), source })?;
     Ok(bytes)
 }
 
@@ -157,6 +157,10 @@ pub fn serve(
         match crate::ingest::heif::decoder() {
             Ok(decoder) => tracing::info!("HEIC and AVIF pictures: {decoder}"),
             Err(why) => tracing::warn!("HEIC and AVIF pictures cannot be read here: {why}"),
+        }
+        match crate::ingest::video::decoder() {
+            Ok(decoder) => tracing::info!("videos: {decoder}"),
+            Err(why) => tracing::warn!("videos cannot be read here: {why}"),
         }
         let app = routes::router(state).into_make_service_with_connect_info::<Peer>();
         let stopped = async {

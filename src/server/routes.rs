@@ -458,7 +458,8 @@ async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
     let record = blocking(state.clone(), move || record(&state, id)).await?;
     Ok(Json(serde_json::json!({
         "id": record.id,
-        "path": record.path.display(),
+        "path": record.file_path().display(),
+        "at_seconds": record.video_seconds(),
         "width": record.width,
         "height": record.height,
         "format": record.format,
@@ -506,24 +507,98 @@ async fn image_rendition(
     })
 }
 
-async fn image_file(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
+/// `GET /api/images/{id}/file`: the original file, streamed. One byte range may be asked for
+/// (`Range: bytes=…`), which a browser needs to seek in a video.
+async fn image_file(
+    State(state): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let id = parse_id(&id)?;
     let (file, size, format) = blocking(state.clone(), move || {
         let (record, _, mounts) = served_record(&state, id)?;
         Ok((open_indexed_file(&record, &mounts)?, record.size, record.format))
     })
     .await?;
-    // `format` is the `image` crate's own extension for the file's format (see the pipeline), or
-    // one it does not know: HEIF's, a RAW format's.
-    let content_type = match format.as_str() {
+    let content_type = HeaderValue::from_static(content_type(&format));
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(asked) => match byte_range(asked, size) {
+            Some(range) => range,
+            None => {
+                let why = format!("the range {asked:?} is not a range of bytes within the file's {size} bytes");
+                return Ok(ApiError::range_not_satisfiable(size, why));
+            }
+        },
+    };
+    let mut file = tokio::fs::File::from_std(file);
+    let accept_ranges = (header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Streamed: a 100 MB panorama or a 4 GB video is not held in memory per request.
+    Ok(match range {
+        None => {
+            let body = Body::from_stream(ReaderStream::new(file));
+            ([(header::CONTENT_TYPE, content_type), (header::CONTENT_LENGTH, size.into()), accept_ranges], body)
+                .into_response()
+        }
+        Some((first, last)) => {
+            let io = |source| crate::Error::Io { path: format!("picture {id}").into(), source };
+            file.seek(std::io::SeekFrom::Start(first)).await.map_err(io)?;
+            let length = last - first + 1;
+            let body = Body::from_stream(ReaderStream::new(file.take(length)));
+            let content_range = format!("bytes {first}-{last}/{size}").parse().expect("ascii");
+            let headers = [
+                (header::CONTENT_TYPE, content_type),
+                (header::CONTENT_LENGTH, length.into()),
+                (header::CONTENT_RANGE, content_range),
+                accept_ranges,
+            ];
+            (StatusCode::PARTIAL_CONTENT, headers, body).into_response()
+        }
+    })
+}
+
+/// The media type of a file by its format: the `image` crate's own extension for it (see the
+/// pipeline), or one it does not know (HEIF's, a RAW format's, a video's extension).
+fn content_type(format: &str) -> &'static str {
+    match format {
         "heic" => "image/heic",
         "heif" => "image/heif",
-        _ => image::ImageFormat::from_extension(&format).map_or("application/octet-stream", |f| f.to_mime_type()),
+        "mp4" | "m4v" => "video/mp4",
+        "mov" => "video/quicktime",
+        "webm" => "video/webm",
+        "mkv" => "video/x-matroska",
+        "avi" => "video/x-msvideo",
+        "3gp" => "video/3gpp",
+        "mts" | "m2ts" => "video/mp2t",
+        "mpg" | "mpeg" => "video/mpeg",
+        "wmv" => "video/x-ms-wmv",
+        "ogv" => "video/ogg",
+        _ => image::ImageFormat::from_extension(format).map_or("application/octet-stream", |f| f.to_mime_type()),
+    }
+}
+
+/// A `Range` header → the first and last byte it asks for: `Ok(None)` for a header that asks
+/// for nothing this server splits (several ranges: the whole file is sent, as RFC 9110 allows),
+/// `None` for one no byte of the file satisfies.
+fn byte_range(header: &str, size: u64) -> Option<Option<(u64, u64)>> {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Some(None); // another unit: ignored
     };
-    // Streamed: a 100 MB panorama is not held in memory per request.
-    let body = Body::from_stream(ReaderStream::new(tokio::fs::File::from_std(file)));
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::CONTENT_LENGTH, size.into())], body)
-        .into_response())
+    if spec.contains(',') {
+        return Some(None);
+    }
+    let (first, last) = spec.trim().split_once('-')?;
+    let number = |text: &str| text.trim().parse::<u64>().ok();
+    let (first, last) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let length = number(suffix).filter(|&n| n > 0)?;
+            (size.saturating_sub(length), size.checked_sub(1)?)
+        }
+        (first, "") => (number(first)?, size.checked_sub(1)?),
+        (first, last) => (number(first)?, number(last)?.min(size.checked_sub(1)?)),
+    };
+    (first <= last && first < size).then_some(Some((first, last)))
 }
 
 async fn similar(

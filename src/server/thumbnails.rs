@@ -1,6 +1,6 @@
-//! Renditions of a picture: upright (EXIF applied by the decoder) JPEGs that fit a square box,
-//! generated once per picture version and cached in the library's cache folder; `optimize`
-//! deletes those of pictures gone or changed since.
+//! Renditions of a picture (of a video's moment: its frame at that time): upright (EXIF applied
+//! by the decoder) JPEGs that fit a square box, generated once per picture version and cached in
+//! the library's cache folder; `optimize` deletes those of pictures gone or changed since.
 
 use std::collections::HashSet;
 use std::io::Cursor;
@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use image::codecs::jpeg::JpegEncoder;
 
-use super::read_indexed_file;
+use super::{open_indexed_file, read_indexed_file};
 use crate::error::{Error, Result};
 use crate::ingest::decode::{decode_bytes, DecodeOptions, MinSize};
+use crate::ingest::video;
 use crate::store::roots::Mounts;
 use crate::store::{ImageId, ImageRecord, Library};
 
@@ -68,15 +69,24 @@ pub fn rendition(
     if let Ok(bytes) = std::fs::read(&path) {
         return Ok(bytes);
     }
-    let source: PathBuf = mounts.local_or_err(&record.path)?;
+    let source: PathBuf = mounts.local_or_err(&record.file_path())?;
     let size = kind.box_size();
-    let options = DecodeOptions { max_pixels, min_size: Some(MinSize::LongSide(size)), ..Default::default() };
-    let decoded = decode_bytes(&read_indexed_file(record, mounts)?, &source, &options)?;
+    let min_size = Some(MinSize::LongSide(size));
+    let rgb = match record.video_seconds() {
+        Some(seconds) => {
+            open_indexed_file(record, mounts)?; // the video the moment was taken from, unchanged
+            video::frame_at(&source, (record.width, record.height), seconds, min_size)?
+        }
+        None => {
+            let options = DecodeOptions { max_pixels, min_size, ..Default::default() };
+            decode_bytes(&read_indexed_file(record, mounts)?, &source, &options)?.rgb
+        }
+    };
     // Fit into the box, keeping the aspect ratio; never enlarge.
-    let (w, h) = decoded.rgb.dimensions();
+    let (w, h) = rgb.dimensions();
     let scale = (size as f64 / w.max(h) as f64).min(1.0);
     let (tw, th) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
-    let small = image::imageops::thumbnail(&decoded.rgb, tw, th);
+    let small = image::imageops::thumbnail(&rgb, tw, th);
     let mut bytes = Vec::new();
     JpegEncoder::new_with_quality(Cursor::new(&mut bytes), 82)
         .encode_image(&small)

@@ -133,6 +133,25 @@ pub struct ImageRecord {
     pub tags: Vec<String>,
 }
 
+impl ImageRecord {
+    /// For a moment of a video (see `ingest::video`): how many seconds into the video it is.
+    pub fn video_seconds(&self) -> Option<f64> {
+        crate::ingest::video::is_video_format(&self.format)
+            .then(|| crate::ingest::video::split_moment(&stored_bytes(&self.path)).map_or(0.0, |(_, seconds)| seconds))
+    }
+
+    /// The file the record was read from: a moment's video, any other picture's own path.
+    pub fn file_path(&self) -> StoredPath {
+        let path = stored_bytes(&self.path);
+        match crate::ingest::video::split_moment(&path) {
+            Some((file, _)) if crate::ingest::video::is_video_format(&self.format) => {
+                StoredPath::from_bytes(file.to_vec())
+            }
+            _ => self.path.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 impl ImageRecord {
     /// A record for unit tests: a 1×1 PNG at `path` with this embedding and a hash of its own.

@@ -25,3 +25,4 @@ mod raw;
 mod server;
 mod tags;
 mod tls;
+mod video;
