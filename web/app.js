@@ -105,9 +105,16 @@ function reading(understood) {
   return bits.join(" · ");
 }
 
-// The other files of each shown hit's shot (a RAW beside its JPEG), by the hit's id: named on its
-// tile, linked in the viewer.
+// The other files of each shown hit's shot (a RAW beside its JPEG; a video's other moments), by
+// the hit's id: named on its tile, linked in the viewer.
 const otherFiles = new Map();
+
+// Seconds into a video as people read them: "1:05", "1:02:09".
+function clockTime(seconds) {
+  const whole = Math.round(seconds), h = Math.floor(whole / 3600), m = Math.floor(whole / 60) % 60, s = whole % 60;
+  const pad = (n) => String(n).padStart(2, "0");
+  return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+}
 
 function tile(hit) {
   const figure = document.createElement("figure");
@@ -121,12 +128,20 @@ function tile(hit) {
   img.src = hit.thumbnail;
   img.alt = hit.path.split("/").pop();
   figure.append(img);
-  if (hit.also?.length) {
-    otherFiles.set(hit.id, hit.also);
+  if (hit.also?.length) otherFiles.set(hit.id, hit.also);
+  const others = [...new Set((hit.also || []).map((file) => file.path).filter((path) => path !== hit.path))];
+  if (others.length) {
     const also = document.createElement("span");
     also.className = "also";
-    also.textContent = hit.also.map((file) => "+" + file.path.split(".").pop().toUpperCase()).join(" ");
+    also.textContent = others.map((path) => "+" + path.split(".").pop().toUpperCase()).join(" ");
     figure.append(also);
+  }
+  if (hit.at_seconds != null) {
+    // A moment of a video: where in it.
+    const moment = document.createElement("span");
+    moment.className = "moment";
+    moment.textContent = "\u25B6 " + clockTime(hit.at_seconds);
+    figure.append(moment);
   }
   if (hit.score != null) {
     const score = document.createElement("span");
@@ -194,6 +209,10 @@ async function open(id) {
   // The preview, not the file: a JPEG every browser shows (TIFF and camera RAW files too), and
   // a fraction of a camera file's bytes. The original is a download away.
   $("#large").src = `/api/images/${id}/preview`;
+  $("#large").hidden = false;
+  const clip = $("#clip");
+  clip.hidden = true;
+  clip.removeAttribute("src");
   $("#original").href = `/api/images/${id}/file`;
   const meta = $("#meta");
   meta.replaceChildren();
@@ -203,6 +222,13 @@ async function open(id) {
   if (!viewer.open) viewer.showModal();
   try {
     const info = await (await fetch(`/api/images/${id}`)).json();
+    if (info.at_seconds != null && shownId === id) {
+      // A moment of a video: the video, from that moment (its frame shows until it plays).
+      clip.poster = `/api/images/${id}/preview`;
+      clip.src = `/api/images/${id}/file#t=${info.at_seconds}`;
+      clip.hidden = false;
+      $("#large").hidden = true;
+    }
     for (const [key, value] of Object.entries(info)) {
       if (value == null || ["thumbnail", "preview", "file", "tags"].includes(key)) continue;
       const dt = document.createElement("dt"), dd = document.createElement("dd");
@@ -217,8 +243,15 @@ async function open(id) {
       dd.id = "also";
       dd.append(...also.flatMap((file, i) => {
         const link = document.createElement("a");
-        link.href = `/api/images/${file.id}/file`;
-        link.textContent = file.path.split("/").pop();
+        link.href = `/api/images/${file.id}/file` + (file.at_seconds != null ? `#t=${file.at_seconds}` : "");
+        const name = file.path.split("/").pop();
+        if (file.at_seconds != null && file.path === info.path && !clip.hidden) {
+          // Another moment of the video shown: the player goes there.
+          link.textContent = clockTime(file.at_seconds);
+          link.addEventListener("click", (e) => { e.preventDefault(); clip.currentTime = file.at_seconds; clip.play().catch(() => {}); });
+        } else {
+          link.textContent = file.at_seconds != null ? `${name} ${clockTime(file.at_seconds)}` : name;
+        }
         return i ? [", ", link] : [link];
       }));
       meta.append(dt, dd);
@@ -307,6 +340,8 @@ $("#chips").addEventListener("click", (e) => {
 });
 $("#file").addEventListener("change", (e) => searchFile(e.target.files[0]));
 $("#close").addEventListener("click", () => viewer.close());
+// A video playing in the viewer stops with it.
+viewer.addEventListener("close", () => $("#clip").pause());
 $("#similar").addEventListener("click", () => shownId != null && searchSimilar(shownId));
 $("#nearby").addEventListener("click", (e) => {
   viewer.close();

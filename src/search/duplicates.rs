@@ -3,6 +3,9 @@
 //! (different shots taken seconds apart that look alike), kept apart from duplicates. Each
 //! group names its best copy; nothing is deleted.
 //!
+//! A video is a duplicate only as an exact copy of its file: its moments are not pictures of
+//! their own here, and two videos that open on the same black frame are not alike.
+//!
 //! Pairs come from the vector index (each picture's nearest neighbours), so the work grows with
 //! the library, not with its square.
 
@@ -108,6 +111,7 @@ fn find_duplicates_in_chunks(
         if chunk.len() >= chunk_len || all.peek().is_none() {
             let found = chunk
                 .par_iter()
+                .filter(|record| record.video_seconds().is_none())
                 .map(|record| -> Result<Vec<(ImageId, ImageId, f32)>> {
                     let neighbours = library.nearest_to_picture(record.id, &record.embedding, options.neighbours)?;
                     Ok(neighbours
@@ -124,7 +128,8 @@ fn find_duplicates_in_chunks(
     let mut exact = Groups::default();
     let mut by_hash: HashMap<&str, ImageId> = HashMap::new();
     // A record imported without its file's hash (a foreign Parquet file) has none to compare.
-    for record in records.values().filter(|r| !r.hash.is_empty()) {
+    let a_later_moment = |r: &ImageRecord| r.video_seconds().is_some_and(|seconds| seconds > 0.0);
+    for record in records.values().filter(|r| !r.hash.is_empty() && !a_later_moment(r)) {
         match by_hash.get(record.hash.as_str()) {
             Some(&first) => exact.join(first, record.id),
             None => {
@@ -135,8 +140,8 @@ fn find_duplicates_in_chunks(
     let (mut near, mut burst) = (Groups::default(), Groups::default());
     for (a, b, score) in pairs {
         let (ra, rb) = (&records[&a], &records[&b]);
-        if ra.hash == rb.hash && !ra.hash.is_empty() {
-            continue; // an exact copy, grouped as such
+        if (ra.hash == rb.hash && !ra.hash.is_empty()) || rb.video_seconds().is_some() {
+            continue; // an exact copy, grouped as such; or a video's moment
         }
         let apart = match (ra.facts.taken, rb.facts.taken) {
             (Some(ta), Some(tb)) => Some((ta - tb).abs()),

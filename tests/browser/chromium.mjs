@@ -11,3 +11,12 @@ export async function launch() {
   const fail = async (msg) => { console.error(msg); await browser.close(); process.exit(1); };
   return { browser, fail };
 }
+
+// A page of results for `query`, its tiles shown, failing on any error the page raises.
+export async function resultsPage(browser, fail, base, query) {
+  const page = await browser.newPage({ viewport: { width: 1000, height: 800 } });
+  page.on("pageerror", (e) => fail(`page error: ${e.message}`));
+  await page.goto(`${base}/?q=${encodeURIComponent(query)}`);
+  await page.waitForSelector("#grid .tile img", { timeout: 10000 });
+  return page;
+}

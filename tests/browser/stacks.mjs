@@ -2,15 +2,12 @@
 // a JPEG and a PNG of one name) shows one tile marked with the other file's extension; its
 // viewer links that file's original.
 // Usage: node stacks.mjs BASE_URL QUERY SHOT_NAME OTHER_EXTENSION
-import { launch } from "./chromium.mjs";
+import { launch, resultsPage } from "./chromium.mjs";
 
 const [base, query, shot, otherExtension] = process.argv.slice(2);
 const { browser, fail } = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1000, height: 800 } });
-  page.on("pageerror", (e) => fail(`page error: ${e.message}`));
-  await page.goto(`${base}/?q=${encodeURIComponent(query)}`);
-  await page.waitForSelector("#grid .tile img", { timeout: 10000 });
+  const page = await resultsPage(browser, fail, base, query);
   const tiles = await page.$$eval("#grid .tile", (all) => all.map((t) => ({
     name: t.dataset.path.split("/").pop(),
     also: t.querySelector(".also")?.textContent,

@@ -63,3 +63,14 @@ fn the_web_ui_shows_the_files_of_one_shot_as_one_tile_that_links_the_others() {
     let other = if shown.ends_with(".jpg") { "PNG" } else { "JPG" };
     common::browser_script("stacks.mjs", &[&format!("http://{}", server.addr), "name:IMG", "IMG_0001", other]);
 }
+
+#[test]
+fn the_web_ui_plays_a_found_video_from_its_moment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let videos = tmp.path().join("videos");
+    std::fs::create_dir_all(&videos).unwrap();
+    // VP9 in WebM: what every Chromium build plays (H.264 needs a build with its codec).
+    std::fs::copy(common::fixtures().join("videos/scenes.webm"), videos.join("scenes.webm")).unwrap();
+    let server = index_and_serve(&videos, &tmp.path().join("data"), &[]);
+    common::browser_script("video.mjs", &[&format!("http://{}", server.addr), "type:webm"]);
+}

@@ -269,3 +269,27 @@ fn mean_difference(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
     let sum: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y) as u64).sum();
     sum as f64 / a.as_raw().len() as f64
 }
+
+#[test]
+fn a_copied_video_is_one_exact_duplicate_and_its_moments_are_not_duplicates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (videos, data) = (tmp.path().join("videos"), tmp.path().join("data"));
+    std::fs::create_dir_all(videos.join("backup")).unwrap();
+    std::fs::copy(video_fixture("scenes.mp4"), videos.join("scenes.mp4")).unwrap();
+    std::fs::copy(video_fixture("scenes.mp4"), videos.join("backup/scenes.mp4")).unwrap();
+    // The same scenes re-encoded: alike moment for moment, yet a video is a duplicate only as an
+    // exact copy of its file (the copy's moments are not three more exact duplicates either).
+    std::fs::copy(video_fixture("scenes.webm"), videos.join("scenes.webm")).unwrap();
+    index(&data, &videos, None);
+
+    let found = json(imgsearch(&data).args(["duplicates", "--json"]));
+    let groups = found["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{groups:#?}");
+    assert_eq!(groups[0]["kind"], "exact");
+    let mut paths: Vec<&str> = groups[0]["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    paths.sort();
+    assert!(
+        paths.len() == 2 && paths[0].ends_with("backup/scenes.mp4") && paths[1].ends_with("videos/scenes.mp4"),
+        "{paths:?}"
+    );
+}

@@ -1,0 +1,47 @@
+// A video's moments in Debian's headless Chromium: a search that finds a video shows one tile,
+// marked with the moment it found; its viewer plays the video from that moment, and links the
+// video's other moments, which move the player there.
+// Usage: node video.mjs BASE_URL QUERY
+import { launch, resultsPage } from "./chromium.mjs";
+
+const [base, query] = process.argv.slice(2);
+const { browser, fail } = await launch();
+try {
+  const page = await resultsPage(browser, fail, base, query);
+  const tiles = await page.$$eval("#grid .tile", (all) => all.map((t) => ({
+    id: t.dataset.id,
+    moment: t.querySelector(".moment")?.textContent,
+    also: t.querySelector(".also")?.textContent,
+  })));
+  if (tiles.length !== 1) await fail(`the video has ${tiles.length} tiles: ${JSON.stringify(tiles)}`);
+  const marked = /^\u25B6 0:0(\d)$/.exec(tiles[0].moment || "");
+  if (!marked) await fail(`the tile is not marked with its moment: ${JSON.stringify(tiles[0])}`);
+  if (tiles[0].also) await fail(`the video's own moments are shown as other files: ${tiles[0].also}`);
+  const seconds = Number(marked[1]);
+
+  // The player starts at the moment (media fragment #t=), the frame shown until it plays.
+  await page.click("#grid .tile");
+  const position = () => page.$eval("#clip", (v) => v.readyState >= 1 && !v.hidden ? v.currentTime : null);
+  const playsFrom = async (wanted, what) => {
+    for (let i = 0; i < 100; i++) {
+      const at = await position();
+      if (at != null && Math.abs(at - wanted) < 0.5) return;
+      await page.waitForTimeout(100);
+    }
+    await fail(`${what}: the player is at ${await position()}, not ${wanted} s`);
+  };
+  await playsFrom(seconds, "opened");
+  if (await page.$eval("#large", (img) => !img.hidden)) await fail("the still picture shows beside the player");
+
+  // The other moments move the player.
+  const links = page.locator("#viewer[open] #also a");
+  await links.first().waitFor({ timeout: 10000 });
+  const times = await links.allTextContents();
+  if (times.length !== 2 || !times.every((t) => /^0:0\d$/.test(t))) await fail(`the other moments are linked as ${times}`);
+  await links.nth(1).click();
+  await playsFrom(Number(times[1].slice(2)), `after a click on ${times[1]}`);
+  console.log("video test passed");
+  await browser.close();
+} catch (e) {
+  await fail(String(e.stack || e));
+}
