@@ -26,12 +26,12 @@ pub enum Error {
     #[error("cannot fetch {file} of model {repo} from the Hugging Face hub: {reason}. {hint}")]
     Download { repo: String, file: String, reason: String, hint: String },
 
-    #[error("cannot decode image {path}: {reason}")]
+    #[error("cannot decode {path}: {reason}")]
     Decode { path: PathBuf, reason: String },
 
     /// A picture in a format whose decoder this machine lacks (libheif for HEIC and AVIF): not
     /// the file's fault, and worth trying again once the decoder is installed.
-    #[error("cannot decode image {path}: {reason}")]
+    #[error("cannot decode {path}: {reason}")]
     NoDecoder { path: PathBuf, reason: String },
 
     #[error("image {path} is {width}x{height} = {pixels} pixels, over the limit of {limit}; raise --max-pixels if it is genuine")]

@@ -262,7 +262,7 @@ pub fn moments(path: &Path, info: &VideoInfo, min: Option<MinSize>) -> Result<Mo
     let filter = format!("fps=fps=1/{interval:.6}:round=up,scale={width}:{height}:flags=area");
     let frames = Frames::start(path, &["-skip_frame", "nokey"], &filter, (width, height), None)?;
     let limit = (info.seconds / interval).floor() as usize + 1;
-    Ok(Moments { frames, interval, index: 0, limit, previous: None })
+    Ok(Moments { frames, interval, seconds: info.seconds, index: 0, limit, previous: None })
 }
 
 /// The frame `seconds` into a video of this `upright` size, scaled to meet `min` (a rendition's).
@@ -283,6 +283,8 @@ struct Frames {
     size: (u32, u32),
     /// ffmpeg's last complaints, read on their own thread so that a chatty decode never blocks.
     stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    /// What ffmpeg complained of, once it has ended.
+    complaints: Vec<u8>,
 }
 
 impl Frames {
@@ -317,7 +319,7 @@ impl Frames {
             }
             kept
         });
-        Ok(Frames { child, path: path.to_owned(), size, stderr: Some(stderr) })
+        Ok(Frames { child, path: path.to_owned(), size, stderr: Some(stderr), complaints: Vec::new() })
     }
 
     /// The next frame; `None` at the end of the video. A decode that fails before its end is an
@@ -339,14 +341,14 @@ impl Frames {
             return Ok(RgbImage::from_raw(width, height, pixels));
         }
         let status = self.child.wait().map_err(|source| Error::Io { path: self.path.clone(), source })?;
-        let complaints = self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
+        if let Some(stderr) = self.stderr.take() {
+            self.complaints = stderr.join().unwrap_or_default();
+        }
         if status.success() && filled == 0 {
             return Ok(None);
         }
-        Err(Error::Decode {
-            path: self.path.clone(),
-            reason: format!("the video cannot be decoded: {}", last_line(&complaints)),
-        })
+        let why = last_line(&self.complaints);
+        Err(Error::Decode { path: self.path.clone(), reason: format!("the video cannot be decoded: {why}") })
     }
 }
 
@@ -362,6 +364,8 @@ impl Drop for Frames {
 pub struct Moments {
     frames: Frames,
     interval: f64,
+    /// How long the container says the video is.
+    seconds: f64,
     index: usize,
     limit: usize,
     previous: Option<RgbImage>,
@@ -374,7 +378,7 @@ impl Iterator for Moments {
         while self.index < self.limit {
             let frame = match self.frames.next_frame() {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return None,
+                Ok(None) => return self.cut_short().map(Err),
                 Err(e) => return Some(Err(e)),
             };
             let seconds = self.index as f64 * self.interval;
@@ -386,6 +390,25 @@ impl Iterator for Moments {
             return Some(Ok((seconds, frame)));
         }
         None
+    }
+}
+
+impl Moments {
+    /// At the end of the frames: a video that ffmpeg complained of and that stopped well before
+    /// the length its container declares is cut short or damaged (ffmpeg itself ends without
+    /// failing on a file cut in half), not a video of that length.
+    fn cut_short(&self) -> Option<Error> {
+        // The last moment read, and the slack a key frame interval of up to 2 s leaves.
+        let reached = self.index.saturating_sub(1) as f64 * self.interval;
+        let short = reached + self.interval + 2.0 < self.seconds;
+        (short && !self.frames.complaints.is_empty()).then(|| Error::Decode {
+            path: self.frames.path.clone(),
+            reason: format!(
+                "the video stops at {reached:.0} s of the {:.0} s its container declares (cut short or damaged): {}",
+                self.seconds,
+                last_line(&self.frames.complaints)
+            ),
+        })
     }
 }
 

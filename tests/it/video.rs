@@ -163,6 +163,19 @@ fn damaged_videos_are_reported_and_the_rest_is_indexed() {
     std::fs::create_dir_all(&videos).unwrap();
     let whole = std::fs::read(video_fixture("scenes.mp4")).unwrap();
     std::fs::write(videos.join("cut.mp4"), &whole[..whole.len() / 2]).unwrap();
+    // Its index at the front (as phones and web videos have it): ffmpeg reads the first half and
+    // ends without failing, but the video is not the 6 s it declares.
+    let streamable = tmp.path().join("streamable.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-i"])
+        .arg(video_fixture("scenes.mp4"))
+        .args(["-c", "copy", "-movflags", "+faststart"])
+        .arg(&streamable)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let streamable = std::fs::read(&streamable).unwrap();
+    std::fs::write(videos.join("cut-streamable.mp4"), &streamable[..streamable.len() / 2]).unwrap();
     std::fs::write(videos.join("garbage.mov"), b"\x00\x00\x00\x18ftypqt  this is not a movie at all").unwrap();
     std::fs::write(videos.join("empty.webm"), b"").unwrap();
     std::fs::copy(video_fixture("scenes.webm"), videos.join("fine.webm")).unwrap();
@@ -176,7 +189,7 @@ fn damaged_videos_are_reported_and_the_rest_is_indexed() {
         .map(|e| Path::new(e["path"].as_str().unwrap()).file_name().unwrap().to_str().unwrap())
         .collect();
     reported.sort();
-    assert_eq!(reported, ["cut.mp4", "empty.webm", "garbage.mov"], "{summary:#}");
+    assert_eq!(reported, ["cut-streamable.mp4", "cut.mp4", "empty.webm", "garbage.mov"], "{summary:#}");
     // No moment of a video that failed half-way stays behind.
     assert_eq!(records(&data), 3, "the three moments of fine.webm");
 }
