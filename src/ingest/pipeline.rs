@@ -133,6 +133,8 @@ struct Batch {
     indexed: u64,
     reused: u64,
     video_moments: u64,
+    /// Pictures through the encoder (a video's moments each count).
+    embedded: u64,
 }
 
 impl Batch {
@@ -579,6 +581,7 @@ fn encode(
         }
         let (files, images): (Vec<FileFacts>, Vec<PreprocessedImage>) = pending.drain(..).unzip();
         let embeddings = clip.embed_images(&images)?;
+        batch.embedded += embeddings.len() as u64;
         for (file, embedding) in files.into_iter().zip(embeddings) {
             if video::is_video_format(&file.format) {
                 batch.video_moments += 1;
@@ -657,7 +660,7 @@ fn write_batches(
     queued: &AtomicU64,
 ) -> Result<()> {
     let started = Instant::now();
-    let mut done = 0u64;
+    let (mut done, mut embedded) = (0u64, 0u64);
     for batch in batches {
         let batch = batch?;
         done += batch.files();
@@ -681,11 +684,16 @@ fn write_batches(
         summary.indexed += batch.indexed;
         summary.reused += batch.reused;
         summary.video_moments += batch.video_moments;
-        let rate = summary.indexed as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        embedded += batch.embedded;
+        let rate = embedded as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let moments = match summary.video_moments {
+            0 => String::new(),
+            n => format!(" ({n} video moments)"),
+        };
         progress.set_length(queued.load(Ordering::Relaxed));
         progress.set_position(done);
         progress.set_message(format!(
-            "{} embedded, {} reused, {} skipped, {rate:.1} images/s",
+            "{} embedded{moments}, {} reused, {} skipped, {rate:.1} images/s",
             summary.indexed, summary.reused, summary.skipped
         ));
     }
