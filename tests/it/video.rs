@@ -306,3 +306,51 @@ fn a_copied_video_is_one_exact_duplicate_and_its_moments_are_not_duplicates() {
         "{paths:?}"
     );
 }
+
+#[test]
+fn kill_9_while_a_video_is_indexed_then_rerun_gives_the_moments_of_a_clean_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (videos, data, clean) = (tmp.path().join("videos"), tmp.path().join("data"), tmp.path().join("clean"));
+    std::fs::create_dir_all(&videos).unwrap();
+    // Two minutes of changing noise, a key frame a second: 60 moments, none alike.
+    let status = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=96x64:rate=10,noise=alls=40:allf=t",
+        ])
+        .args(["-t", "120", "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p"])
+        .arg(videos.join("long.mp4"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::copy(video_fixture("scenes.webm"), videos.join("short.webm")).unwrap();
+    for delay_ms in [150u64, 400, 700, 1000] {
+        let mut child = imgsearch(&data)
+            .arg("index")
+            .arg(&videos)
+            .arg("--model")
+            .arg(model_dir(MODEL))
+            .args(["--quiet", "--batch-size", "4"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let resumed = index(&data, &videos, None);
+    assert_eq!(resumed["skipped"], 0, "{resumed:#}");
+    let expected = index(&clean, &videos, None)["video_moments"].as_u64().unwrap();
+    assert!(expected >= 60, "{expected}");
+    let stats = json(imgsearch(&data).args(["stats", "--json"]));
+    for count in ["images", "vectors_live", "text_documents"] {
+        assert_eq!(stats[count].as_u64(), Some(expected), "{count}, against a clean run's moments: {stats:#}");
+    }
+}
