@@ -150,6 +150,7 @@ pub struct VideoInfo {
     /// Frame size, upright (ffmpeg turns frames by the rotation the file asks for).
     pub width: u32,
     pub height: u32,
+    /// The length the container declares; 0 where it declares none.
     pub seconds: f64,
     pub facts: PhotoFacts,
 }
@@ -261,7 +262,8 @@ pub fn moments(path: &Path, info: &VideoInfo, min: Option<MinSize>) -> Result<Mo
     // `round=up`: the frame for time t is the last one at or before t, not one after it.
     let filter = format!("fps=fps=1/{interval:.6}:round=up,scale={width}:{height}:flags=area");
     let frames = Frames::start(path, &["-skip_frame", "nokey"], &filter, (width, height), None)?;
-    let limit = (info.seconds / interval).floor() as usize + 1;
+    // A video whose container declares no length (a browser's recording) is read to its end.
+    let limit = if info.seconds > 0.0 { (info.seconds / interval).floor() as usize + 1 } else { usize::MAX };
     Ok(Moments { frames, interval, seconds: info.seconds, index: 0, limit, previous: None })
 }
 

@@ -354,3 +354,22 @@ fn kill_9_while_a_video_is_indexed_then_rerun_gives_the_moments_of_a_clean_run()
         assert_eq!(stats[count].as_u64(), Some(expected), "{count}, against a clean run's moments: {stats:#}");
     }
 }
+
+#[test]
+fn a_video_whose_container_declares_no_length_is_read_to_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (videos, data) = (tmp.path().join("videos"), tmp.path().join("data"));
+    std::fs::create_dir_all(&videos).unwrap();
+    // Written to a pipe, as a browser's MediaRecorder writes WebM: no duration, no index.
+    let recording = std::fs::File::create(videos.join("recording.webm")).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(video_fixture("scenes.mp4"))
+        .args(["-c:v", "libvpx-vp9", "-deadline", "realtime", "-g", "10", "-f", "webm", "pipe:1"])
+        .stdout(recording)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let summary = index(&data, &videos, None);
+    assert_eq!((summary["indexed"].as_u64(), summary["video_moments"].as_u64()), (Some(1), Some(3)), "{summary:#}");
+}
