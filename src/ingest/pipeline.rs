@@ -457,9 +457,9 @@ fn examine_picture(
 }
 
 /// Whether a file that failed to decode is tried again unchanged: only a corrupt file stays
-/// skipped until it changes; a limit or a decoder may change.
+/// skipped until it changes; a limit or a decoder may change, and ffmpeg may fail to start.
 fn worth_retrying(error: &Error) -> bool {
-    matches!(error, Error::TooLarge { .. } | Error::NoDecoder { .. })
+    matches!(error, Error::TooLarge { .. } | Error::NoDecoder { .. } | Error::Io { .. })
 }
 
 /// A video: its moments, each embedded as a picture, the opening one (stored under the file's own
