@@ -25,18 +25,24 @@ fn video_fixture(name: &str) -> PathBuf {
     common::fixtures().join("videos").join(name)
 }
 
+/// ffmpeg, quiet, overwriting its output: the reference decoder, and the maker of test videos.
+fn ffmpeg() -> Command {
+    let mut command = Command::new("ffmpeg");
+    command.args(["-nostdin", "-v", "error", "-y"]);
+    command
+}
+
+/// Runs an ffmpeg command, which must succeed.
+fn succeeds(command: &mut Command) {
+    let status = command.status().expect("ffmpeg runs (scripts/test.sh installs it)");
+    assert!(status.success(), "{command:?}");
+}
+
 /// ffmpeg's decode of the frame `seconds` into `video`, upright, as a PNG in `folder`.
 fn reference_frame(video: &Path, seconds: f64, folder: &Path) -> PathBuf {
     let name = format!("{}-{seconds}.png", video.file_name().unwrap().to_string_lossy());
     let png = folder.join(name);
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y", "-ss", &seconds.to_string(), "-i"])
-        .arg(video)
-        .args(["-frames:v", "1"])
-        .arg(&png)
-        .status()
-        .expect("ffmpeg runs (scripts/test.sh installs it)");
-    assert!(status.success());
+    succeeds(ffmpeg().args(["-ss", &seconds.to_string(), "-i"]).arg(video).args(["-frames:v", "1"]).arg(&png));
     png
 }
 
@@ -133,14 +139,7 @@ fn a_changed_or_deleted_video_leaves_no_moment_of_its_old_self() {
     assert_eq!(records(&data), 4, "a picture and three moments");
 
     // Cut to its first two seconds: the moments at 2 s and 4 s are gone with the scenes.
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y", "-i"])
-        .arg(video_fixture("scenes.mp4"))
-        .args(["-t", "2", "-c", "copy"])
-        .arg(&video)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    succeeds(ffmpeg().arg("-i").arg(video_fixture("scenes.mp4")).args(["-t", "2", "-c", "copy"]).arg(&video));
     let summary = index(&data, &videos, None);
     assert_eq!((summary["indexed"].as_u64(), summary["removed"].as_u64()), (Some(1), Some(0)), "{summary:#}");
     let moments = summary["video_moments"].as_u64().unwrap();
@@ -166,14 +165,13 @@ fn damaged_videos_are_reported_and_the_rest_is_indexed() {
     // Its index at the front (as phones and web videos have it): ffmpeg reads the first half and
     // ends without failing, but the video is not the 6 s it declares.
     let streamable = tmp.path().join("streamable.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y", "-i"])
-        .arg(video_fixture("scenes.mp4"))
-        .args(["-c", "copy", "-movflags", "+faststart"])
-        .arg(&streamable)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    succeeds(
+        ffmpeg()
+            .arg("-i")
+            .arg(video_fixture("scenes.mp4"))
+            .args(["-c", "copy", "-movflags", "+faststart"])
+            .arg(&streamable),
+    );
     let streamable = std::fs::read(&streamable).unwrap();
     std::fs::write(videos.join("cut-streamable.mp4"), &streamable[..streamable.len() / 2]).unwrap();
     std::fs::write(videos.join("garbage.mov"), b"\x00\x00\x00\x18ftypqt  this is not a movie at all").unwrap();
@@ -313,22 +311,12 @@ fn kill_9_while_a_video_is_indexed_then_rerun_gives_the_moments_of_a_clean_run()
     let (videos, data, clean) = (tmp.path().join("videos"), tmp.path().join("data"), tmp.path().join("clean"));
     std::fs::create_dir_all(&videos).unwrap();
     // Two minutes of changing noise, a key frame a second: 60 moments, none alike.
-    let status = Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=96x64:rate=10,noise=alls=40:allf=t",
-        ])
-        .args(["-t", "120", "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p"])
-        .arg(videos.join("long.mp4"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let noise = "testsrc2=size=96x64:rate=10,noise=alls=40:allf=t";
+    succeeds(
+        ffmpeg()
+            .args(["-f", "lavfi", "-i", noise, "-t", "120", "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p"])
+            .arg(videos.join("long.mp4")),
+    );
     std::fs::copy(video_fixture("scenes.webm"), videos.join("short.webm")).unwrap();
     for delay_ms in [150u64, 400, 700, 1000] {
         let mut child = imgsearch(&data)
@@ -362,14 +350,8 @@ fn a_video_whose_container_declares_no_length_is_read_to_its_end() {
     std::fs::create_dir_all(&videos).unwrap();
     // Written to a pipe, as a browser's MediaRecorder writes WebM: no duration, no index.
     let recording = std::fs::File::create(videos.join("recording.webm")).unwrap();
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i"])
-        .arg(video_fixture("scenes.mp4"))
-        .args(["-c:v", "libvpx-vp9", "-deadline", "realtime", "-g", "10", "-f", "webm", "pipe:1"])
-        .stdout(recording)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let vp9 = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-g", "10", "-f", "webm", "pipe:1"];
+    succeeds(ffmpeg().arg("-i").arg(video_fixture("scenes.mp4")).args(vp9).stdout(recording));
     let summary = index(&data, &videos, None);
     assert_eq!((summary["indexed"].as_u64(), summary["video_moments"].as_u64()), (Some(1), Some(3)), "{summary:#}");
 }
