@@ -213,6 +213,7 @@ async function open(id) {
   const clip = $("#clip");
   clip.hidden = true;
   clip.removeAttribute("src");
+  $("#unplayable").hidden = true;
   $("#original").href = `/api/images/${id}/file`;
   const meta = $("#meta");
   meta.replaceChildren();
@@ -248,7 +249,13 @@ async function open(id) {
         if (file.at_seconds != null && file.path === info.path && !clip.hidden) {
           // Another moment of the video shown: the player goes there.
           link.textContent = clockTime(file.at_seconds);
-          link.addEventListener("click", (e) => { e.preventDefault(); clip.currentTime = file.at_seconds; clip.play().catch(() => {}); });
+          link.addEventListener("click", (e) => {
+            e.preventDefault();
+            // A video this browser cannot play shows that moment's frame instead.
+            if (clip.error) return open(file.id);
+            clip.currentTime = file.at_seconds;
+            clip.play().catch(() => {});
+          });
         } else {
           link.textContent = file.at_seconds != null ? `${name} ${clockTime(file.at_seconds)}` : name;
         }
@@ -342,6 +349,14 @@ $("#file").addEventListener("change", (e) => searchFile(e.target.files[0]));
 $("#close").addEventListener("click", () => viewer.close());
 // A video playing in the viewer stops with it.
 viewer.addEventListener("close", () => $("#clip").pause());
+// A video the browser cannot play (HEVC outside Safari, MPEG-2, AVI…): the moment's frame stays,
+// with a word on why.
+$("#clip").addEventListener("error", () => {
+  if (!$("#clip").getAttribute("src")) return;
+  $("#clip").hidden = true;
+  $("#large").hidden = false;
+  $("#unplayable").hidden = false;
+});
 $("#similar").addEventListener("click", () => shownId != null && searchSimilar(shownId));
 $("#nearby").addEventListener("click", (e) => {
   viewer.close();

@@ -1,10 +1,12 @@
 // A video's moments in Debian's headless Chromium: a search that finds a video shows one tile,
 // marked with the moment it found; its viewer plays the video from that moment, and links the
 // video's other moments, which move the player there.
-// Usage: node video.mjs BASE_URL QUERY
+// With `unplayable` (a video this browser cannot play): the viewer keeps the moment's frame and
+// says why, instead of a black player.
+// Usage: node video.mjs BASE_URL QUERY [unplayable]
 import { launch, resultsPage } from "./chromium.mjs";
 
-const [base, query] = process.argv.slice(2);
+const [base, query, mode] = process.argv.slice(2);
 const { browser, fail } = await launch();
 try {
   const page = await resultsPage(browser, fail, base, query);
@@ -19,8 +21,16 @@ try {
   if (tiles[0].also) await fail(`the video's own moments are shown as other files: ${tiles[0].also}`);
   const seconds = Number(marked[1]);
 
-  // The player starts at the moment (media fragment #t=), the frame shown until it plays.
   await page.click("#grid .tile");
+  if (mode === "unplayable") {
+    await page.waitForSelector("#unplayable:not([hidden])", { timeout: 10000 });
+    const still = () => { const img = document.querySelector("#large"); return !img.hidden && img.src.endsWith("/preview") && img.complete && img.naturalWidth > 0; };
+    await page.waitForFunction(still, null, { timeout: 10000 }).catch(() => fail("the moment's frame is not shown in place of the player"));
+    console.log("video test (unplayable) passed");
+    await browser.close();
+    process.exit(0);
+  }
+  // The player starts at the moment (media fragment #t=), the frame shown until it plays.
   const position = () => page.$eval("#clip", (v) => v.readyState >= 1 && !v.hidden ? v.currentTime : null);
   const playsFrom = async (wanted, what) => {
     for (let i = 0; i < 100; i++) {

@@ -74,3 +74,16 @@ fn the_web_ui_plays_a_found_video_from_its_moment() {
     let server = index_and_serve(&videos, &tmp.path().join("data"), &[]);
     common::browser_script("video.mjs", &[&format!("http://{}", server.addr), "type:webm"]);
 }
+
+#[test]
+fn the_web_ui_shows_the_frame_of_a_video_the_browser_cannot_play() {
+    let tmp = tempfile::tempdir().unwrap();
+    let videos = tmp.path().join("videos");
+    std::fs::create_dir_all(&videos).unwrap();
+    // MPEG-1 in an MPEG program stream: ffmpeg reads it, no browser plays it.
+    let mpeg1 = ["-c:v", "mpeg1video", "-r", "25", "-q:v", "4"];
+    let scenes = common::fixtures().join("videos/scenes.mp4");
+    common::succeeds(common::ffmpeg().arg("-i").arg(scenes).args(mpeg1).arg(videos.join("old camera.mpg")));
+    let server = index_and_serve(&videos, &tmp.path().join("data"), &[]);
+    common::browser_script("video.mjs", &[&format!("http://{}", server.addr), "type:mpg", "unplayable"]);
+}

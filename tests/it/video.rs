@@ -9,12 +9,11 @@
 //! compared with are ffmpeg's own decode at a time inside each scene.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
 use crate::common::cli::{imgsearch, json};
-use crate::common::{self, model_dir};
+use crate::common::{self, ffmpeg, model_dir, succeeds};
 
 const MODEL: &str = "tiny-clip-b32-quickgelu";
 
@@ -23,19 +22,6 @@ const SCENES: [(&str, f64); 3] = [("astronaut.jpg", 0.0), ("coffee.png", 2.0), (
 
 fn video_fixture(name: &str) -> PathBuf {
     common::fixtures().join("videos").join(name)
-}
-
-/// ffmpeg, quiet, overwriting its output: the reference decoder, and the maker of test videos.
-fn ffmpeg() -> Command {
-    let mut command = Command::new("ffmpeg");
-    command.args(["-nostdin", "-v", "error", "-y"]);
-    command
-}
-
-/// Runs an ffmpeg command, which must succeed.
-fn succeeds(command: &mut Command) {
-    let status = command.status().expect("ffmpeg runs (scripts/test.sh installs it)");
-    assert!(status.success(), "{command:?}");
 }
 
 /// ffmpeg's decode of the frame `seconds` into `video`, upright, as a PNG in `folder`.

@@ -243,3 +243,17 @@ pub fn browser_script(script: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// ffmpeg, quiet, overwriting its output: the reference video decoder, and the maker of test
+/// videos (scripts/test.sh installs it).
+pub fn ffmpeg() -> std::process::Command {
+    let mut command = std::process::Command::new("ffmpeg");
+    command.args(["-nostdin", "-v", "error", "-y"]);
+    command
+}
+
+/// Runs an ffmpeg command, which must succeed.
+pub fn succeeds(command: &mut std::process::Command) {
+    let status = command.status().expect("ffmpeg runs (scripts/test.sh installs it)");
+    assert!(status.success(), "{command:?}");
+}
