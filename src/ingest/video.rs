@@ -267,11 +267,14 @@ pub fn moments(path: &Path, info: &VideoInfo, min: Option<MinSize>) -> Result<Mo
     Ok(Moments { frames, interval, seconds: info.seconds, index: 0, limit, previous: None })
 }
 
-/// The frame `seconds` into a video of this `upright` size, scaled to meet `min` (a rendition's).
+/// The frame of the moment `seconds` into a video of this `upright` size, scaled to meet `min` (a
+/// rendition's): the key frame at or before that time, the one [`moments`] embedded, and found
+/// without decoding the frames after it.
 pub fn frame_at(path: &Path, upright: (u32, u32), seconds: f64, min: Option<MinSize>) -> Result<RgbImage> {
     let (width, height) = scaled_size(upright, min);
     let filter = format!("scale={width}:{height}:flags=area");
-    let mut frames = Frames::start(path, &[], &filter, (width, height), Some(seconds))?;
+    let key_frame = ["-skip_frame", "nokey", "-noaccurate_seek"];
+    let mut frames = Frames::start(path, &key_frame, &filter, (width, height), Some(seconds))?;
     match frames.next_frame()? {
         Some(frame) => Ok(frame),
         None => Err(Error::Decode { path: path.to_owned(), reason: format!("no frame at {seconds} s") }),
