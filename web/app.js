@@ -233,8 +233,8 @@ async function open(id) {
     for (const [key, value] of Object.entries(info)) {
       if (value == null || ["thumbnail", "preview", "file", "tags"].includes(key)) continue;
       const dt = document.createElement("dt"), dd = document.createElement("dd");
-      dt.textContent = key;
-      dd.textContent = Array.isArray(value) ? value.join(", ") : value;
+      dt.textContent = key === "at_seconds" ? "moment" : key;
+      dd.textContent = key === "at_seconds" ? clockTime(value) : Array.isArray(value) ? value.join(", ") : value;
       meta.append(dt, dd);
     }
     const also = otherFiles.get(id) || [];
