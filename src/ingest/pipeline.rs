@@ -97,7 +97,7 @@ struct FileFacts {
 impl FileFacts {
     /// A moment of a video after its opening one: a record of its own, but not another file.
     fn is_later_moment(&self) -> bool {
-        video::is_video_format(&self.format) && video::split_moment(&stored_bytes(&self.path)).is_some()
+        video::later_moment(&self.format, &stored_bytes(&self.path)).is_some()
     }
 
     fn into_record(self, id: u64, embedding: Vec<f32>) -> ImageRecord {

@@ -72,6 +72,13 @@ pub fn split_moment(path: &[u8]) -> Option<(&[u8], f64)> {
     Some((&path[..at], seconds.parse().ok()?))
 }
 
+/// A record's later moment of a video (one of `format`, at `path`): the video's path and the
+/// seconds into it. `None` for a video's opening moment (stored at its own path) and for every
+/// other picture, whatever its name.
+pub fn later_moment<'a>(format: &str, path: &'a [u8]) -> Option<(&'a [u8], f64)> {
+    is_video_format(format).then(|| split_moment(path)).flatten()
+}
+
 /// Seconds as a moment's path writes them: at most millisecond precision, no trailing zeros.
 fn format_seconds(seconds: f64) -> String {
     let text = format!("{seconds:.3}");

@@ -1,4 +1,4 @@
-//! Renditions of a picture (of a video's moment: its frame at that time): upright (EXIF applied
+//! Renditions of a picture (of a video's moment: the key frame that was embedded): upright (EXIF applied
 //! by the decoder) JPEGs that fit a square box, generated once per picture version and cached in
 //! the library's cache folder; `optimize` deletes those of pictures gone or changed since.
 

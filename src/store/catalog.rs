@@ -136,18 +136,17 @@ pub struct ImageRecord {
 impl ImageRecord {
     /// For a moment of a video (see `ingest::video`): how many seconds into the video it is.
     pub fn video_seconds(&self) -> Option<f64> {
-        crate::ingest::video::is_video_format(&self.format)
-            .then(|| crate::ingest::video::split_moment(&stored_bytes(&self.path)).map_or(0.0, |(_, seconds)| seconds))
+        let path = stored_bytes(&self.path);
+        let seconds = crate::ingest::video::later_moment(&self.format, &path).map_or(0.0, |(_, seconds)| seconds);
+        crate::ingest::video::is_video_format(&self.format).then_some(seconds)
     }
 
     /// The file the record was read from: a moment's video, any other picture's own path.
     pub fn file_path(&self) -> StoredPath {
         let path = stored_bytes(&self.path);
-        match crate::ingest::video::split_moment(&path) {
-            Some((file, _)) if crate::ingest::video::is_video_format(&self.format) => {
-                StoredPath::from_bytes(file.to_vec())
-            }
-            _ => self.path.clone(),
+        match crate::ingest::video::later_moment(&self.format, &path) {
+            Some((file, _)) => StoredPath::from_bytes(file.to_vec()),
+            None => self.path.clone(),
         }
     }
 }
