@@ -251,6 +251,7 @@ fn postgres_library(admin: &str, pictures: &[Vec<f32>], text_queries: &[Vec<f32>
                     embedding: v.clone(),
                     indexed_at: 0,
                     tags: Vec::new(),
+                    facts_version: 0,
                 })
             })
             .collect();

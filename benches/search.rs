@@ -109,6 +109,7 @@ fn main() {
                     embedding: v.clone(),
                     indexed_at: 0,
                     tags: Vec::new(),
+                    facts_version: 0,
                 })
             })
             .collect();

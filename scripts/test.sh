@@ -86,7 +86,7 @@ if [ $# -eq 0 ]; then
     scripts/api_contract.sh
     # One suite, two backends: the same tests on a library kept in PostgreSQL.
     IMGSEARCH_TEST_BACKEND=postgres cargo test --locked --test it -- \
-        index:: cli_search:: server:: exchange:: browser:: tags:: heif:: video::
+        index:: cli_search:: server:: exchange:: browser:: tags:: heif:: video:: captions::
     # The lower x86 kernel paths, forced on this CPU (`IMGSEARCH_ISA`): both towers against
     # their references through the AVX2 kernels and through the portable ones.
     for isa in avx2 portable; do

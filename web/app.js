@@ -122,11 +122,11 @@ function tile(hit) {
   figure.tabIndex = 0;
   figure.dataset.id = hit.id;
   figure.dataset.path = hit.path;
-  figure.title = hit.tags?.length ? `${hit.path}\n${hit.tags.join(", ")}` : hit.path;
+  figure.title = [hit.title, hit.path, hit.tags?.join(", ")].filter(Boolean).join("\n");
   const img = document.createElement("img");
   img.loading = "lazy";
   img.src = hit.thumbnail;
-  img.alt = hit.path.split("/").pop();
+  img.alt = hit.title || hit.path.split("/").pop();
   figure.append(img);
   if (hit.also?.length) otherFiles.set(hit.id, hit.also);
   const others = [...new Set((hit.also || []).map((file) => file.path).filter((path) => path !== hit.path))];
@@ -218,6 +218,7 @@ async function open(id) {
   const meta = $("#meta");
   meta.replaceChildren();
   $("#tags").replaceChildren();
+  $("#keywords").replaceChildren();
   const nearby = $("#nearby");
   nearby.hidden = true;
   if (!viewer.open) viewer.showModal();
@@ -231,7 +232,7 @@ async function open(id) {
       $("#large").hidden = true;
     }
     for (const [key, value] of Object.entries(info)) {
-      if (value == null || ["thumbnail", "preview", "file", "tags"].includes(key)) continue;
+      if (value == null || ["thumbnail", "preview", "file", "tags", "keywords"].includes(key)) continue;
       const dt = document.createElement("dt"), dd = document.createElement("dd");
       dt.textContent = key === "at_seconds" ? "moment" : key;
       dd.textContent = key === "at_seconds" ? clockTime(value) : Array.isArray(value) ? value.join(", ") : value;
@@ -264,6 +265,7 @@ async function open(id) {
       meta.append(dt, dd);
     }
     $("#tags").replaceChildren(...(info.tags || []).map((tag) => tagChip(tag)));
+    $("#keywords").replaceChildren(...(info.keywords || []).map((keyword) => keywordChip(keyword)));
     // Where it was taken: the pictures within a kilometre of it, by the query language's near:.
     if (info.gps) {
       nearby.dataset.near = `near:${info.gps[0]},${info.gps[1]}`;
@@ -275,11 +277,24 @@ async function open(id) {
 // Zero-shot tags: a chip lists the pictures with that tag.
 function tagFilter(tag) { return tag.includes(" ") ? `tag:"${tag}"` : `tag:${tag}`; }
 function tagChip(tag, count) {
+  const chip = filterChip(tag, tagFilter(tag), count);
+  chip.dataset.tag = tag;
+  return chip;
+}
+// Keywords people gave the picture (and names of people in it): a chip lists the pictures with
+// that keyword. A quote in it cannot be written in the query language: its words are.
+function keywordChip(keyword) {
+  const words = keyword.replaceAll('"', " ").trim();
+  const chip = filterChip(keyword, words.includes(" ") ? `keyword:"${words}"` : `keyword:${words}`);
+  chip.classList.add("keyword");
+  return chip;
+}
+function filterChip(label, filter, count) {
   const chip = document.createElement("button");
   chip.type = "button";
   chip.className = "tag";
-  chip.dataset.tag = tag;
-  chip.textContent = tag;
+  chip.dataset.filter = filter;
+  chip.textContent = label;
   if (count != null) {
     const n = document.createElement("span");
     n.textContent = count;
@@ -287,7 +302,7 @@ function tagChip(tag, count) {
   }
   chip.addEventListener("click", () => {
     if (viewer.open) viewer.close();
-    q.value = tagFilter(tag);
+    q.value = filter;
     searchText(q.value);
   });
   return chip;

@@ -101,7 +101,7 @@ fn probability(text: &str) -> Result<f32, String> {
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
     /// What to look for, with optional filters (see README: path:, folder:, name:, camera:,
-    /// after:, before:, type:) and composition (-word, -"a phrase", 2:weighted words).
+    /// caption:, keyword:, after:, before:, type:) and composition (-word, -"a phrase", 2:weighted words).
     /// A query may start with `-`: `imgsearch search "-people 2:beach"`.
     #[arg(required_unless_present_any = ["image", "vector", "like"], allow_hyphen_values = true)]
     query: Option<String>,

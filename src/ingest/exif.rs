@@ -25,7 +25,7 @@ pub struct CanonBoxes {
 }
 
 impl Metadata {
-    fn field(&self, tag: Tag) -> Option<&exif::Field> {
+    pub(super) fn field(&self, tag: Tag) -> Option<&exif::Field> {
         match self {
             Metadata::Tiff(exif) => exif.get_field(tag, In::PRIMARY),
             Metadata::Canon(boxes) => {
@@ -74,10 +74,21 @@ pub fn orientation(metadata: &Metadata) -> Option<Orientation> {
     Orientation::from_exif(u8::try_from(value).ok()?)
 }
 
+/// The version of what [`photo_facts`] reads, recorded with each picture: raised when it reads
+/// more, so that the next `index` reads the files of older records again (1: captions).
+pub const FACTS_VERSION: u32 = 1;
+
+/// What a picture file (and its sidecar) says: EXIF's date, camera and place, and what people
+/// wrote about it (`captions`).
 pub fn photo_facts(bytes: &[u8], path: &Path) -> PhotoFacts {
-    let Some(metadata) = read_exif(bytes, path) else {
-        return PhotoFacts::default();
-    };
+    let metadata = read_exif(bytes, path);
+    let captions = super::captions::read(bytes, path, metadata.as_ref());
+    let mut facts = metadata.as_ref().map(exif_facts).unwrap_or_default();
+    (facts.title, facts.description, facts.keywords) = (captions.title, captions.description, captions.keywords);
+    facts
+}
+
+fn exif_facts(metadata: &Metadata) -> PhotoFacts {
     let ascii = |tag: Tag| -> Option<String> {
         match &metadata.field(tag)?.value {
             Value::Ascii(parts) => {
@@ -100,7 +111,7 @@ pub fn photo_facts(bytes: &[u8], path: &Path) -> PhotoFacts {
     ) {
         (Some(lat), Some(lon)) => Some((lat, lon)),
         // A satellite or aerial tile: the centre of its georeferenced picture.
-        _ => match &metadata {
+        _ => match metadata {
             Metadata::Tiff(exif) => super::geotiff::centre(exif),
             Metadata::Canon(_) => None,
         },
@@ -110,6 +121,7 @@ pub fn photo_facts(bytes: &[u8], path: &Path) -> PhotoFacts {
         camera_make: ascii(Tag::Make),
         camera_model: ascii(Tag::Model),
         gps,
+        ..PhotoFacts::default()
     }
 }
 

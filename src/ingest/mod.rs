@@ -1,5 +1,6 @@
 //! Getting pictures in: walk the roots, decode, read EXIF, and the batched indexing pipeline.
 
+pub mod captions;
 pub mod decode;
 pub mod exif;
 pub mod geotiff;

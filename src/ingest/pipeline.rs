@@ -7,7 +7,7 @@
 //! Each writer batch is durable in the catalog before the indexes see it, so `kill -9` at any
 //! moment loses at most the batch in flight, and the next open repairs the indexes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +18,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::captions;
 use super::decode::{self, MinSize};
-use super::exif::photo_facts;
+use super::exif::{photo_facts, FACTS_VERSION};
 use super::walk::{walk, Candidate, Found};
 use super::{heif, raw, video};
 use crate::error::{Error, Result};
@@ -70,7 +71,8 @@ pub struct IndexSummary {
     pub scanned: u64,
     /// Newly embedded pictures.
     pub indexed: u64,
-    /// Pictures whose content was already indexed under another path (moved or copied).
+    /// Pictures whose content was already indexed: under another path (moved or copied), or read
+    /// again for what their file says (a new sidecar, a newer reader of facts).
     pub reused: u64,
     pub unchanged: u64,
     pub removed: u64,
@@ -114,6 +116,7 @@ impl FileFacts {
             embedding,
             indexed_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             tags: Vec::new(),
+            facts_version: super::exif::FACTS_VERSION,
         }
     }
 }
@@ -315,6 +318,8 @@ struct Walked {
     unreadable: Vec<PathBuf>,
     /// The videos read again (new or changed): their moments of earlier versions are removed.
     queued_videos: HashSet<Vec<u8>>,
+    /// Every file queued, so that none is queued twice.
+    queued: HashSet<Vec<u8>>,
 }
 
 /// Walks the roots and queues every new or changed file; unchanged ones stop here.
@@ -333,7 +338,9 @@ fn walk_and_queue(
         seen: HashSet::new(),
         unreadable: Vec::new(),
         queued_videos: HashSet::new(),
+        queued: HashSet::new(),
     };
+    let mut changed_sidecars = Vec::new();
     for found in walk(roots, hidden) {
         let candidate = match found {
             Found::File(c) => c,
@@ -348,7 +355,7 @@ fn walk_and_queue(
         let key = mounts.stored_bytes(&candidate.path);
         walked.seen.insert(key.clone());
         if let Some(record) = catalog.image_at(&key)? {
-            if record.size == candidate.size && record.mtime_ns == candidate.mtime_ns {
+            if is_current(&record, &candidate) {
                 walked.unchanged += 1;
                 continue;
             }
@@ -360,15 +367,75 @@ fn walk_and_queue(
                 continue;
             }
         }
-        queued.fetch_add(1, Ordering::Relaxed);
-        if video::has_video_extension(&candidate.path) {
-            walked.queued_videos.insert(key);
+        if captions::is_sidecar(&candidate.path) {
+            changed_sidecars.push(candidate.path.clone());
         }
-        if jobs.send(candidate).is_err() {
-            break; // the writer stopped (an error is on its way)
+        if !walked.queue(candidate, key, jobs, queued) {
+            return Ok(walked); // the writer stopped (an error is on its way)
         }
     }
+    queue_described_pictures(&changed_sidecars, &mut walked, mounts, catalog, jobs, queued)?;
     Ok(walked)
+}
+
+impl Walked {
+    /// Sends a file to the decode workers. `false`: the writer stopped.
+    fn queue(&mut self, candidate: Candidate, key: Vec<u8>, jobs: &Sender<Candidate>, queued: &AtomicU64) -> bool {
+        queued.fetch_add(1, Ordering::Relaxed);
+        if video::has_video_extension(&candidate.path) {
+            self.queued_videos.insert(key.clone());
+        }
+        self.queued.insert(key);
+        jobs.send(candidate).is_ok()
+    }
+}
+
+/// Whether a picture's record still says what its file does: the same size and time, read by
+/// this version's reader of facts. A video's facts are not read again for a newer reader: that
+/// would decode it again.
+fn is_current(record: &ImageRecord, file: &Candidate) -> bool {
+    record.size == file.size
+        && record.mtime_ns == file.mtime_ns
+        && (record.facts_version >= FACTS_VERSION || video::is_video_format(&record.format))
+}
+
+/// A sidecar that is new or changed (a keyword added in Lightroom, a title in darktable) makes
+/// the pictures it describes read again, though their own files did not change; their
+/// embeddings are kept (same content).
+fn queue_described_pictures(
+    sidecars: &[PathBuf],
+    walked: &mut Walked,
+    mounts: &Mounts,
+    catalog: &dyn Lookup,
+    jobs: &Sender<Candidate>,
+    queued: &AtomicU64,
+) -> Result<()> {
+    let mut folders: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
+    for sidecar in sidecars {
+        let Some(folder) = sidecar.parent() else { continue };
+        let siblings = folders.entry(folder.to_owned()).or_insert_with(|| {
+            let entries = std::fs::read_dir(folder).into_iter().flatten().flatten();
+            entries.map(|entry| entry.path()).collect()
+        });
+        for picture in captions::described_by(sidecar, siblings) {
+            let key = mounts.stored_bytes(picture);
+            // Pictures queued already, or not walked (hidden), stay as they are; a video's facts
+            // come from its container.
+            if walked.queued.contains(&key)
+                || video::has_video_extension(picture)
+                || !walked.seen.contains(&key)
+                || catalog.image_at(&key)?.is_none()
+            {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(picture) else { continue };
+            walked.unchanged = walked.unchanged.saturating_sub(1); // the walk found its file unchanged
+            if !walked.queue(Candidate::new(picture.clone(), &meta), key, jobs, queued) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Extensions people give pictures; a file with one that fails to decode is an error worth

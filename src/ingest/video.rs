@@ -202,15 +202,23 @@ pub fn probe(path: &Path) -> Result<Option<VideoInfo>> {
     Ok(Some(VideoInfo { width, height, seconds: seconds.max(0.0), facts: container_facts(&json["format"]["tags"]) }))
 }
 
-/// When, where and with what: the tags phones and cameras write into MP4/QuickTime files.
+/// When, where, with what and what of: the tags phones and cameras write into MP4/QuickTime files.
 fn container_facts(tags: &serde_json::Value) -> PhotoFacts {
     let tag =
         |names: &[&str]| names.iter().find_map(|name| tags[*name].as_str()).map(str::trim).filter(|s| !s.is_empty());
+    let captions = super::captions::from_tags(
+        tag(&["com.apple.quicktime.title", "title"]),
+        tag(&["com.apple.quicktime.description", "description", "comment"]),
+        tag(&["com.apple.quicktime.keywords", "keywords"]),
+    );
     PhotoFacts {
         taken: tag(&["com.apple.quicktime.creationdate", "creation_time"]).and_then(parse_iso_datetime),
         camera_make: tag(&["com.apple.quicktime.make", "make", "com.android.manufacturer"]).map(str::to_string),
         camera_model: tag(&["com.apple.quicktime.model", "model", "com.android.model"]).map(str::to_string),
         gps: tag(&["com.apple.quicktime.location.ISO6709", "location"]).and_then(parse_iso6709),
+        title: captions.title,
+        description: captions.description,
+        keywords: captions.keywords,
     }
 }
 

@@ -23,6 +23,12 @@ pub struct Candidate {
     pub file_id: Option<(u64, u64)>,
 }
 
+impl Candidate {
+    pub fn new(path: PathBuf, meta: &std::fs::Metadata) -> Self {
+        Self { path, size: meta.len(), mtime_ns: mtime_ns(meta), file_id: file_id(meta) }
+    }
+}
+
 #[derive(Debug)]
 pub enum Found {
     File(Candidate),
@@ -95,12 +101,7 @@ fn walk_root<'a>(root: &Path, roots: &'a [PathBuf], hidden: bool) -> impl Iterat
             Ok(entry) if entry.file_type().is_dir() => None,
             // With follow_links, metadata() is the target's: a symlink to /dev/zero is a device.
             Ok(entry) => match entry.metadata() {
-                Ok(meta) if meta.is_file() => Some(Found::File(Candidate {
-                    path: entry.into_path(),
-                    size: meta.len(),
-                    mtime_ns: mtime_ns(&meta),
-                    file_id: file_id(&meta),
-                })),
+                Ok(meta) if meta.is_file() => Some(Found::File(Candidate::new(entry.into_path(), &meta))),
                 Ok(_) => Some(Found::Problem {
                     path: entry.into_path(),
                     reason: "not a regular file (pipe, socket or device): never read".into(),

@@ -74,6 +74,9 @@ pub struct SearchHit {
     /// Date taken (EXIF), ISO 8601.
     pub taken: Option<String>,
     pub camera: Option<String>,
+    /// The title people gave it (a photo manager's, in its file or sidecar).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// Zero-shot tags, best first.
     pub tags: Vec<String>,
     pub thumbnail: String,
@@ -451,6 +454,7 @@ fn hit(record: &ImageRecord, score: Option<f32>, calibration: Option<SigmoidScor
         height: record.height,
         taken: record.facts.taken.map(iso_date),
         camera: record.facts.camera(),
+        title: record.facts.title.clone(),
         tags: record.tags.clone(),
         thumbnail: format!("/api/images/{}/thumbnail", record.id),
         also: Vec::new(),

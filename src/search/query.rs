@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Filters: `path:WORD` (a path segment), `folder:/abs/path` (anywhere below it), `name:WORD`
-//! (file name), `camera:WORD` (make or model), `after:DATE` / `before:DATE` (YYYY, YYYY-MM or
+//! (file name), `camera:WORD` (make or model), `caption:WORD` (the title or description people
+//! wrote), `keyword:WORD` (a keyword or the name of someone in it), `after:DATE` / `before:DATE` (YYYY, YYYY-MM or
 //! YYYY-MM-DD; after is inclusive, before exclusive), `type:jpeg|png|...`, `time:night` (and
 //! morning, afternoon, evening) and `hour:22-04` (the hour taken), `near:LAT,LON[,RADIUS]` and
 //! `bbox:WEST,SOUTH,EAST,NORTH` (where it was taken, in degrees). Quotes keep spaces.
@@ -81,6 +82,10 @@ impl ParsedQuery {
                     Filter::Folder(v) => format!("folder:{v}"),
                     Filter::Name(v) => format!("name:{v}"),
                     Filter::Camera(v) => format!("camera:{v}"),
+                    Filter::Caption(v) if v.contains(' ') => format!("caption:\"{v}\""),
+                    Filter::Caption(v) => format!("caption:{v}"),
+                    Filter::Keyword(v) if v.contains(' ') => format!("keyword:\"{v}\""),
+                    Filter::Keyword(v) => format!("keyword:{v}"),
                     Filter::Type(v) => format!("type:{v}"),
                     Filter::Tag(v) if v.contains(' ') => format!("tag:\"{v}\""),
                     Filter::Tag(v) => format!("tag:{v}"),
@@ -157,6 +162,8 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
             "folder" => Filter::Folder(value.trim_end_matches('/').to_string()),
             "name" => Filter::Name(value.to_lowercase()),
             "camera" => Filter::Camera(value.to_lowercase()),
+            "caption" => Filter::Caption(value.to_lowercase()),
+            "keyword" => Filter::Keyword(value.to_lowercase()),
             "type" => Filter::Type(value.to_lowercase().replace("jpg", "jpeg")),
             // `tag:"golden retriever"` or `tag:golden_retriever`.
             "tag" => Filter::Tag(super::tags::tag_of(&value.replace('_', " "))),
@@ -278,8 +285,10 @@ fn city_in_words(pieces: &[Piece], skip: &[usize]) -> Option<(Vec<usize>, Area, 
     None
 }
 
-const FILTER_KEYS: &[&str] =
-    &["path", "folder", "name", "camera", "type", "tag", "after", "before", "time", "hour", "near", "bbox"];
+const FILTER_KEYS: &[&str] = &[
+    "path", "folder", "name", "camera", "caption", "keyword", "type", "tag", "after", "before", "time", "hour", "near",
+    "bbox",
+];
 
 /// `time:morning` (5–12 h), `afternoon` (12–17), `evening` (17–21), `night` (21–5).
 fn time_of_day(value: &str) -> Result<Filter, QueryError> {

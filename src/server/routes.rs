@@ -467,6 +467,9 @@ async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
         "taken": record.facts.taken.map(crate::search::iso_date),
         "camera_make": record.facts.camera_make,
         "camera_model": record.facts.camera_model,
+        "title": record.facts.title,
+        "description": record.facts.description,
+        "keywords": record.facts.keywords,
         "gps": record.facts.place(),
         // The city it was taken in or near ("Lisbon, Portugal"), by the gazetteer `near:` reads.
         "place": record.facts.place().and_then(|(lat, lon)| crate::geo::places::name_of(lat, lon)).map(|c| c.label()),

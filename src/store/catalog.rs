@@ -78,6 +78,14 @@ pub struct PhotoFacts {
     pub camera_model: Option<String>,
     /// (latitude, longitude) in degrees.
     pub gps: Option<(f64, f64)>,
+    /// What people wrote about the picture (a photo manager's title, description and keywords,
+    /// with the names of the people in it: `ingest::captions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
 }
 
 impl PhotoFacts {
@@ -131,6 +139,11 @@ pub struct ImageRecord {
     /// Zero-shot tags (labels of the library's [`Tagging`] that describe the picture), best first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Which reader of file facts made `facts` ([`crate::ingest::exif::FACTS_VERSION`]; 0: one
+    /// before captions were read). The next `index` reads a picture with an older one again,
+    /// keeping its embedding.
+    #[serde(default)]
+    pub facts_version: u32,
 }
 
 impl ImageRecord {
@@ -168,6 +181,7 @@ impl ImageRecord {
             embedding,
             indexed_at: 0,
             tags: Vec::new(),
+            facts_version: crate::ingest::exif::FACTS_VERSION,
         }
     }
 }
@@ -197,6 +211,9 @@ impl SkipRecord {
 }
 
 /// One change to the catalog; a writer applies a batch of them atomically.
+// Nearly every change is an upsert, built once per picture and moved into its batch: boxing the
+// record would add an allocation per picture to make the rare removals smaller.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Change {
     /// Add a picture (replacing whatever was recorded at its path).

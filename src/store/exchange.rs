@@ -59,6 +59,9 @@ fn schema() -> Schema {
         Field::new("camera_model", DataType::Utf8, true),
         Field::new("gps_latitude", DataType::Float64, true),
         Field::new("gps_longitude", DataType::Float64, true),
+        Field::new("title", DataType::Utf8, true),
+        Field::new("description", DataType::Utf8, true),
+        Field::new("keywords", DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))), true),
         Field::new("indexed_at", timestamp, false),
     ])
 }
@@ -118,6 +121,9 @@ fn export_columns(records: &[ImageRecord], dim: usize) -> Vec<ArrayRef> {
     let mut camera = StringBuilder::new();
     let mut latitude = Float64Builder::with_capacity(n);
     let mut longitude = Float64Builder::with_capacity(n);
+    let mut title = StringBuilder::new();
+    let mut description = StringBuilder::new();
+    let mut keywords = ListBuilder::new(StringBuilder::new());
     let mut indexed_at = TimestampSecondBuilder::with_capacity(n);
     for r in records {
         path.append_value(r.path.display());
@@ -136,6 +142,9 @@ fn export_columns(records: &[ImageRecord], dim: usize) -> Vec<ArrayRef> {
         camera.append_option(r.facts.camera_model.as_deref());
         latitude.append_option(r.facts.gps.map(|g| g.0));
         longitude.append_option(r.facts.gps.map(|g| g.1));
+        title.append_option(r.facts.title.as_deref());
+        description.append_option(r.facts.description.as_deref());
+        keywords.append_value(r.facts.keywords.iter().map(Some));
         indexed_at.append_value(r.indexed_at as i64);
     }
     vec![
@@ -153,6 +162,9 @@ fn export_columns(records: &[ImageRecord], dim: usize) -> Vec<ArrayRef> {
         Arc::new(camera.finish()),
         Arc::new(latitude.finish()),
         Arc::new(longitude.finish()),
+        Arc::new(title.finish()),
+        Arc::new(description.finish()),
+        Arc::new(keywords.finish()),
         Arc::new(indexed_at.finish()),
     ]
 }
@@ -304,6 +316,9 @@ struct ImportRows {
     camera_model: Option<ArrayRef>,
     gps_latitude: Option<ArrayRef>,
     gps_longitude: Option<ArrayRef>,
+    title: Option<ArrayRef>,
+    description: Option<ArrayRef>,
+    keywords: Option<ArrayRef>,
 }
 
 impl ImportRows {
@@ -336,6 +351,9 @@ impl ImportRows {
             camera_model: column("camera_model")?,
             gps_latitude: column("gps_latitude")?,
             gps_longitude: column("gps_longitude")?,
+            title: column("title")?,
+            description: column("description")?,
+            keywords: column("keywords")?,
         })
     }
 
@@ -392,10 +410,21 @@ impl ImportRows {
                 gps: present(&self.gps_latitude).zip(present(&self.gps_longitude)).map(|(lat, lon)| {
                     (lat.as_primitive::<Float64Type>().value(row), lon.as_primitive::<Float64Type>().value(row))
                 }),
+                title: text(present(&self.title)),
+                description: text(present(&self.description)),
+                keywords: present(&self.keywords)
+                    .map(|c| {
+                        let list = c.as_list::<i32>().value(row);
+                        list.as_string::<i32>().iter().flatten().map(str::to_string).collect()
+                    })
+                    .unwrap_or_default(),
             },
             embedding,
             indexed_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             tags: Vec::new(),
+            // Rows carry their facts (or `fill_from_file` reads them): an `index` of the folder
+            // must not read every imported file again, and re-embed those without a hash.
+            facts_version: crate::ingest::exif::FACTS_VERSION,
         };
         if self.size.is_none() || self.mtime_ns.is_none() {
             fill_from_file(&mut record, Path::new(&path));

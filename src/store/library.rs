@@ -22,6 +22,10 @@ pub enum Filter {
     Name(String),
     /// A word of the camera's make or model.
     Camera(String),
+    /// A word of the title or description people gave the picture.
+    Caption(String),
+    /// A word of one of its keywords (or of a name of someone in it).
+    Keyword(String),
     /// Taken at or after, Unix seconds.
     After(i64),
     /// Taken before, Unix seconds.

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../../migrations/postgres/0002_auth.sql")),
     (3, include_str!("../../migrations/postgres/0003_tags.sql")),
     (4, include_str!("../../migrations/postgres/0004_places.sql")),
+    (5, include_str!("../../migrations/postgres/0005_captions.sql")),
 ];
 
 /// Taken by whoever applies migrations or records the model: processes starting at once on an
@@ -468,6 +469,8 @@ impl Condition {
                 Filter::Path(v) => condition.add("path_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
                 Filter::Name(v) => condition.add("name_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
                 Filter::Camera(v) => condition.add("camera_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
+                Filter::Caption(v) => condition.add("caption_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
+                Filter::Keyword(v) => condition.add("keyword_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
                 Filter::Folder(v) => condition.add("folders @> $?", Box::new(vec![v.clone()])),
                 Filter::Type(v) => condition.add("format = $?", Box::new(v.clone())),
                 Filter::Tag(v) => condition.add("tags @> $?", Box::new(vec![v.clone()])),
@@ -539,6 +542,8 @@ struct FilterColumns {
     path_words: Vec<String>,
     name_words: Vec<String>,
     camera_words: Vec<String>,
+    caption_words: Vec<String>,
+    keyword_words: Vec<String>,
     folders: Vec<String>,
     taken: Option<i64>,
     hour: Option<i16>,
@@ -554,6 +559,12 @@ impl FilterColumns {
             path_words: words(&path.to_string_lossy()).collect(),
             name_words: words(&name).collect(),
             camera_words: record.facts.camera().map(|c| words(&c).collect()).unwrap_or_default(),
+            caption_words: [&record.facts.title, &record.facts.description]
+                .into_iter()
+                .flatten()
+                .flat_map(|text| words(text))
+                .collect(),
+            keyword_words: record.facts.keywords.iter().flat_map(|keyword| words(keyword)).collect(),
             folders: path
                 .ancestors()
                 .skip(1)
@@ -570,12 +581,13 @@ impl FilterColumns {
 
 const UPSERT_IMAGE: &str = "INSERT INTO images \
     (id, path, hash, record, embedding, path_words, name_words, camera_words, folders, format, taken, hour, tags, \
-    latitude, longitude) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+    latitude, longitude, caption_words, keyword_words) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
     ON CONFLICT (path) DO UPDATE SET id = EXCLUDED.id, hash = EXCLUDED.hash, record = EXCLUDED.record, \
     embedding = EXCLUDED.embedding, path_words = EXCLUDED.path_words, name_words = EXCLUDED.name_words, \
     camera_words = EXCLUDED.camera_words, folders = EXCLUDED.folders, format = EXCLUDED.format, \
     taken = EXCLUDED.taken, hour = EXCLUDED.hour, tags = EXCLUDED.tags, latitude = EXCLUDED.latitude, \
-    longitude = EXCLUDED.longitude";
+    longitude = EXCLUDED.longitude, caption_words = EXCLUDED.caption_words, keyword_words = EXCLUDED.keyword_words";
 const UPSERT_SKIPPED: &str = "INSERT INTO skipped (path, record, ignored) VALUES ($1, $2, $3) \
     ON CONFLICT (path) DO UPDATE SET record = EXCLUDED.record, ignored = EXCLUDED.ignored";
 
@@ -633,6 +645,8 @@ impl Postgres {
                             &record.tags,
                             &f.latitude,
                             &f.longitude,
+                            &f.caption_words,
+                            &f.keyword_words,
                         ],
                     )?;
                 }

@@ -1,5 +1,5 @@
-//! The text index (`tantivy`): path segments, file name, camera, date, type and place of every
-//! picture, for filters and hybrid search. Each commit carries the catalog generation it
+//! The text index (`tantivy`): path segments, file name, camera, date, type, place and captions
+//! of every picture, for filters and hybrid search. Each commit carries the catalog generation it
 //! reflects, so drift after a crash is detected (and repaired) on open.
 
 use std::cmp::Reverse;
@@ -35,6 +35,8 @@ struct TextFields {
     kind: Field,
     hour: Field,
     tag: Field,
+    caption: Field,
+    keyword: Field,
     latitude: Field,
     longitude: Field,
 }
@@ -66,6 +68,10 @@ fn schema() -> (Schema, TextFields) {
         hour: b.add_u64_field("hour", INDEXED | tantivy::schema::FAST),
         // Each zero-shot tag as one exact term, for "tag:beach".
         tag: b.add_text_field("tag", STRING),
+        // What people wrote (title and description; keywords and people's names), for
+        // "caption:birthday" and "keyword:anna".
+        caption: b.add_text_field("caption", TEXT),
+        keyword: b.add_text_field("keyword", TEXT),
         // Where it was taken (degrees), for "near:" and "bbox:": indexed to narrow to a box,
         // fast for the exact test of a circle.
         latitude: b.add_f64_field(LATITUDE, INDEXED | tantivy::schema::FAST),
@@ -88,7 +94,7 @@ impl TextIndex {
         let directory = MmapDirectory::open(dir).map_err(|e| store_err(dir, e))?;
         let index = match Index::open_or_create(directory, schema.clone()) {
             Ok(index) => index,
-            // An index of an older schema (before `hour`, `tag`, `latitude`): started again, at
+            // An index of an older schema (before `hour`, `tag`, `latitude`, `caption`): started again, at
             // generation 0, so the data folder rebuilds it from the catalog as after a crash. The catalog's lock,
             // taken first, means no other process is using it.
             Err(tantivy::TantivyError::SchemaError(_)) => {
@@ -138,6 +144,12 @@ impl TextIndex {
         }
         for tag in &record.tags {
             document.add_text(f.tag, tag);
+        }
+        for caption in [&record.facts.title, &record.facts.description].into_iter().flatten() {
+            document.add_text(f.caption, caption);
+        }
+        for keyword in &record.facts.keywords {
+            document.add_text(f.keyword, keyword);
         }
         if let Some((latitude, longitude)) = record.facts.place() {
             document.add_f64(f.latitude, latitude);
@@ -221,6 +233,8 @@ impl TextIndex {
                 Filter::Path(v) => words(f.path, v),
                 Filter::Name(v) => words(f.name, v),
                 Filter::Camera(v) => words(f.camera, v),
+                Filter::Caption(v) => words(f.caption, v),
+                Filter::Keyword(v) => words(f.keyword, v),
                 Filter::Folder(v) => exact(f.folder, v),
                 Filter::Type(v) => exact(f.kind, v),
                 Filter::Tag(v) => exact(f.tag, v),

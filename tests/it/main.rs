@@ -9,6 +9,7 @@ mod common;
 mod ann;
 mod auth;
 mod browser;
+mod captions;
 mod cli_embed;
 mod cli_search;
 mod duplicates;

@@ -204,7 +204,7 @@ pub fn jpeg_with_gps(source: &str, (latitude, longitude): (f64, f64), dest: &Pat
     jpeg_with_exif_fields(source, &fields, dest);
 }
 
-fn jpeg_with_exif_fields(source: &str, fields: &[exif::Field], dest: &Path) {
+pub fn jpeg_with_exif_fields(source: &str, fields: &[exif::Field], dest: &Path) {
     use exif::experimental::Writer;
     let mut writer = Writer::new();
     for field in fields {
@@ -213,12 +213,18 @@ fn jpeg_with_exif_fields(source: &str, fields: &[exif::Field], dest: &Path) {
     let mut tiff = std::io::Cursor::new(Vec::new());
     writer.write(&mut tiff, false).unwrap();
     let payload = [b"Exif\0\0".as_slice(), tiff.get_ref()].concat();
+    jpeg_with_segment(source, 0xE1, &payload, dest);
+}
+
+/// Copies a JPEG (a fixture's name, or a path) with one more segment (`marker`: 0xE1 for APP1,
+/// EXIF's or XMP's; 0xED for APP13, Photoshop's IPTC) right after its start.
+pub fn jpeg_with_segment(source: &str, marker: u8, payload: &[u8], dest: &Path) {
     let source = if Path::new(source).is_file() { PathBuf::from(source) } else { image_path(source) };
     let jpeg = std::fs::read(source).unwrap();
-    let mut out = jpeg[..2].to_vec(); // SOI, then the APP1 segment with the EXIF payload
-    out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&payload);
+    let mut out = jpeg[..2].to_vec(); // SOI, then the segment
+    out.extend_from_slice(&[0xFF, marker]);
+    out.extend_from_slice(&u16::try_from(payload.len() + 2).expect("a segment holds 64 KB").to_be_bytes());
+    out.extend_from_slice(payload);
     out.extend_from_slice(&jpeg[2..]);
     std::fs::write(dest, out).unwrap();
 }

@@ -1,0 +1,273 @@
+//! What people wrote about their pictures — titles, descriptions, keywords and the names of the
+//! people in them — read from XMP (in the file or a sidecar), IPTC and EXIF, searched with
+//! `caption:` and `keyword:`, given by the API, and kept up to date when a sidecar changes or the
+//! library was indexed before captions were read.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::cli::{imgsearch, json};
+use crate::common::http::get;
+use crate::common::server::serve;
+use crate::common::{self, jpeg_with_segment, model_dir};
+
+const MODEL: &str = "tiny-clip-b32-quickgelu";
+
+/// An XMP packet as Lightroom writes it: a language alternative for the title, keywords, a
+/// keyword hierarchy and a named face region.
+const LIGHTROOM_XMP: &str = r#"<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"
+    xmlns:lr="http://ns.adobe.com/lightroom/1.0/"
+    xmlns:mwg-rs="http://www.metadataworkinggroup.com/schemas/regions/">
+   <dc:title><rdf:Alt><rdf:li xml:lang="x-default">Tram 28 in Alfama</rdf:li></rdf:Alt></dc:title>
+   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">Grandma's birthday outing</rdf:li></rdf:Alt></dc:description>
+   <dc:subject><rdf:Bag><rdf:li>tram</rdf:li><rdf:li>family</rdf:li></rdf:Bag></dc:subject>
+   <lr:hierarchicalSubject><rdf:Bag><rdf:li>Places|Portugal|Lisbon</rdf:li></rdf:Bag></lr:hierarchicalSubject>
+   <mwg-rs:Regions rdf:parseType="Resource"><mwg-rs:RegionList><rdf:Bag>
+    <rdf:li><rdf:Description mwg-rs:Name="Anna Silva" mwg-rs:Type="Face"/></rdf:li>
+   </rdf:Bag></mwg-rs:RegionList></mwg-rs:Regions>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+<?xpacket end="w"?>"#;
+
+/// A sidecar as darktable writes one: keywords as an attribute-free bag.
+fn darktable_sidecar(keywords: &[&str]) -> String {
+    let items: String = keywords.iter().map(|k| format!("<rdf:li>{k}</rdf:li>")).collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="XMP Core 4.4.0-Exiv2">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:darktable="http://darktable.sf.net/">
+   <dc:subject><rdf:Bag>{items}</rdf:Bag></dc:subject>
+   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">Morning coffee on the terrace</rdf:li></rdf:Alt></dc:description>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>"#
+    )
+}
+
+/// Photoshop's image resources with an IPTC-IIM block: UTF-8 declared, an object name, a caption
+/// and two keywords.
+fn photoshop_iptc() -> Vec<u8> {
+    let dataset = |record: u8, number: u8, value: &str| {
+        let mut bytes = vec![0x1C, record, number];
+        bytes.extend(u16::try_from(value.len()).unwrap().to_be_bytes());
+        bytes.extend(value.as_bytes());
+        bytes
+    };
+    let iim = [
+        dataset(1, 90, "\x1b%G"),
+        dataset(2, 5, "Liftoff"),
+        dataset(2, 120, "Launch day at the Cape"),
+        dataset(2, 25, "rocket"),
+        dataset(2, 25, "Flórida"),
+    ]
+    .concat();
+    let mut block = b"Photoshop 3.0\0".to_vec();
+    block.extend(b"8BIM\x04\x04\0\0");
+    block.extend(u32::try_from(iim.len()).unwrap().to_be_bytes());
+    block.extend(&iim);
+    block
+}
+
+/// A PNG with an XMP packet in an iTXt chunk after its header (what GIMP and exiftool write).
+fn png_with_xmp(source: &str, xmp: &str, dest: &Path) {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    let png = std::fs::read(common::image_path(source)).unwrap();
+    let header_end = 8 + 4 + 4 + 13 + 4; // signature, then IHDR's length, type, data and CRC
+    let chunk = [b"iTXt".as_slice(), b"XML:com.adobe.xmp\0\0\0\0\0", xmp.as_bytes()].concat();
+    let mut out = png[..header_end].to_vec();
+    out.extend(u32::try_from(chunk.len() - 4).unwrap().to_be_bytes());
+    out.extend(&chunk);
+    out.extend(crc32(&chunk).to_be_bytes());
+    out.extend(&png[header_end..]);
+    std::fs::write(dest, out).unwrap();
+}
+
+/// A JPEG with what Windows Explorer writes (title and keywords in UCS-2), and the description
+/// an Olympus camera puts into every picture.
+fn windows_jpeg(source: &str, dest: &Path) {
+    let ucs2 = |text: &str| exif::Value::Byte(text.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect());
+    let field = |tag, value| exif::Field { tag, ifd_num: exif::In::PRIMARY, value };
+    let fields = [
+        field(exif::Tag::ImageDescription, exif::Value::Ascii(vec![b"OLYMPUS DIGITAL CAMERA".to_vec()])),
+        field(exif::Tag(exif::Context::Tiff, 0x9C9B), ucs2("Ski trip")),
+        field(exif::Tag(exif::Context::Tiff, 0x9C9E), ucs2("holiday;snow")),
+    ];
+    common::jpeg_with_exif_fields(source, &fields, dest);
+}
+
+/// A folder of pictures with captions from each source, and one without any.
+fn captioned_library(photos: &Path) {
+    std::fs::create_dir_all(photos.join("raw")).unwrap();
+    let xmp_segment = [b"http://ns.adobe.com/xap/1.0/\0".as_slice(), LIGHTROOM_XMP.as_bytes()].concat();
+    jpeg_with_segment("astronaut.jpg", 0xE1, &xmp_segment, &photos.join("tram.jpg"));
+    jpeg_with_segment("rocket.jpg", 0xED, &photoshop_iptc(), &photos.join("launch.jpg"));
+    windows_jpeg("chelsea_progressive.jpg", &photos.join("ski.jpg"));
+    png_with_xmp("astronaut_palette.png", &darktable_sidecar(&["palette"]), &photos.join("palette.png"));
+    // A sidecar named after the whole file name (darktable's way).
+    std::fs::copy(common::image_path("coffee.png"), photos.join("raw/coffee.png")).unwrap();
+    std::fs::write(photos.join("raw/coffee.png.xmp"), darktable_sidecar(&["espresso", "terrace"])).unwrap();
+    std::fs::copy(common::image_path("camera_gray.jpg"), photos.join("plain.jpg")).unwrap();
+}
+
+fn index(data: &Path, photos: &Path) -> Value {
+    json(imgsearch(data).arg("index").arg(photos).args(["--json", "--model"]).arg(model_dir(MODEL)))
+}
+
+fn found(data: &Path, query: &str) -> Vec<String> {
+    let hits = json(imgsearch(data).args(["search", query, "--json", "-k", "50"]));
+    let name =
+        |hit: &Value| Path::new(hit["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+    let mut names: Vec<String> = hits.as_array().unwrap().iter().map(name).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn captions_keywords_and_names_from_xmp_iptc_exif_and_sidecars_are_searched_and_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    captioned_library(&photos);
+    let summary = index(&data, &photos);
+    assert_eq!((summary["indexed"].as_u64(), summary["skipped"].as_u64()), (Some(6), Some(0)), "{summary:#}");
+
+    // XMP in a JPEG: the title, the description, keywords, every level of a hierarchy, a face.
+    assert_eq!(found(&data, "keyword:anna"), ["tram.jpg"]);
+    assert_eq!(found(&data, "\"keyword:anna silva\""), ["tram.jpg"]);
+    assert_eq!(found(&data, "keyword:portugal"), ["tram.jpg"]);
+    assert_eq!(found(&data, "keyword:tram"), ["tram.jpg"]);
+    assert_eq!(found(&data, "caption:birthday"), ["tram.jpg"]);
+    assert_eq!(found(&data, "caption:alfama"), ["tram.jpg"], "the title is part of the caption");
+    // IPTC in Photoshop's block, UTF-8 declared.
+    assert_eq!(found(&data, "caption:launch"), ["launch.jpg"]);
+    assert_eq!(found(&data, "keyword:flórida"), ["launch.jpg"]);
+    // What Windows writes; a camera's own description is not a caption.
+    assert_eq!(found(&data, "keyword:snow"), ["ski.jpg"]);
+    assert_eq!(found(&data, "caption:ski"), ["ski.jpg"]);
+    assert!(found(&data, "caption:olympus").is_empty());
+    // XMP in a PNG's text chunk, and a sidecar beside a picture.
+    assert_eq!(found(&data, "keyword:palette"), ["palette.png"]);
+    assert_eq!(found(&data, "keyword:espresso"), ["coffee.png"]);
+    assert_eq!(found(&data, "caption:terrace"), ["coffee.png", "palette.png"]);
+    // Filters combine with each other and with the rest of the query language.
+    assert_eq!(found(&data, "keyword:terrace caption:coffee type:png"), ["coffee.png"]);
+    assert!(found(&data, "keyword:anna type:png").is_empty());
+
+    // A hit carries its title; the API gives all of it.
+    let hits = json(imgsearch(&data).args(["search", "astronaut in space", "--json", "-k", "10"]));
+    let tram = hits.as_array().unwrap().iter().find(|h| h["path"].as_str().unwrap().ends_with("tram.jpg")).unwrap();
+    assert_eq!(tram["title"], "Tram 28 in Alfama");
+    let plain = hits.as_array().unwrap().iter().find(|h| h["path"].as_str().unwrap().ends_with("plain.jpg")).unwrap();
+    assert!(plain.get("title").is_none(), "no title, no field: {plain:#}");
+    let server = serve(&data, &[]);
+    let info = get(&server.addr, &format!("/api/images/{}", tram["id"])).json();
+    assert_eq!(info["title"], "Tram 28 in Alfama");
+    assert_eq!(info["description"], "Grandma's birthday outing");
+    assert_eq!(info["keywords"], serde_json::json!(["tram", "family", "Places", "Portugal", "Lisbon", "Anna Silva"]));
+    let understood = get(&server.addr, "/api/search?q=keyword:anna").json();
+    assert_eq!(understood["understood"]["filters"], serde_json::json!(["keyword:anna"]), "{understood:#}");
+}
+
+#[test]
+fn a_new_or_changed_sidecar_updates_its_pictures_without_embedding_them_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    std::fs::create_dir_all(&photos).unwrap();
+    // A RAW workflow's pair: one sidecar named after the shot describes both files.
+    std::fs::copy(common::image_path("coffee.png"), photos.join("IMG_1.png")).unwrap();
+    std::fs::copy(common::image_path("rocket.jpg"), photos.join("IMG_1.jpg")).unwrap();
+    std::fs::copy(common::image_path("astronaut.jpg"), photos.join("IMG_2.jpg")).unwrap();
+    let first = index(&data, &photos);
+    assert_eq!(first["indexed"], 3, "{first:#}");
+    assert!(found(&data, "keyword:espresso").is_empty());
+
+    // Lightroom writes a sidecar for the shot; the files themselves do not change.
+    std::fs::write(photos.join("IMG_1.xmp"), darktable_sidecar(&["espresso"])).unwrap();
+    let second = index(&data, &photos);
+    assert_eq!(
+        (second["indexed"].as_u64(), second["reused"].as_u64(), second["unchanged"].as_u64()),
+        (Some(0), Some(2), Some(1)),
+        "read again, not embedded again: {second:#}"
+    );
+    // Both files of the shot are one result (the stack), found by the sidecar's keyword.
+    let hits = json(imgsearch(&data).args(["search", "keyword:espresso", "--json"]));
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{hits:#?}");
+    assert_eq!(hits[0]["also"].as_array().map(Vec::len), Some(1), "{hits:#?}");
+
+    // A keyword changed in it.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(photos.join("IMG_1.xmp"), darktable_sidecar(&["ristretto"])).unwrap();
+    let third = index(&data, &photos);
+    assert_eq!((third["indexed"].as_u64(), third["reused"].as_u64()), (Some(0), Some(2)), "{third:#}");
+    assert!(found(&data, "keyword:espresso").is_empty());
+    assert_eq!(found(&data, "keyword:ristretto").len(), 1);
+
+    // Nothing changed: nothing is read.
+    let fourth = index(&data, &photos);
+    assert_eq!((fourth["reused"].as_u64(), fourth["unchanged"].as_u64()), (Some(0), Some(3)), "{fourth:#}");
+}
+
+#[test]
+fn pictures_indexed_before_captions_were_read_are_read_again_keeping_their_embeddings() {
+    use imgsearch::store::{Change, Location};
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    captioned_library(&photos);
+    index(&data, &photos);
+    let location = || {
+        let store = common::on_postgres().then(|| common::database_for(&data));
+        Location::new(data.clone(), store, None).unwrap()
+    };
+    // The records as an imgsearch before captions wrote them: no captions, facts version 0.
+    let before: Vec<_> = {
+        let mut library = imgsearch::store::open(&location()).unwrap();
+        let records: Vec<_> = library.images().map(Result::unwrap).collect();
+        let old: Vec<Change> = records
+            .iter()
+            .map(|record| {
+                let mut old = record.clone();
+                (old.facts.title, old.facts.description, old.facts.keywords) = (None, None, Vec::new());
+                old.facts_version = 0;
+                Change::Upsert(old)
+            })
+            .collect();
+        library.apply(&old).unwrap();
+        library.close().unwrap();
+        records
+    };
+    assert!(found(&data, "keyword:anna").is_empty(), "the captions are gone");
+
+    let summary = index(&data, &photos);
+    assert_eq!(
+        (summary["indexed"].as_u64(), summary["reused"].as_u64(), summary["unchanged"].as_u64()),
+        (Some(0), Some(6), Some(0)),
+        "every picture read again, none embedded again: {summary:#}"
+    );
+    assert_eq!(found(&data, "keyword:anna"), ["tram.jpg"]);
+    assert_eq!(found(&data, "keyword:espresso"), ["coffee.png"]);
+    let library = imgsearch::store::open(&location()).unwrap();
+    for record in &before {
+        let now = library.image_at(&imgsearch::store::catalog::stored_bytes(&record.path)).unwrap().unwrap();
+        assert_eq!(now.facts, record.facts, "{}", record.path.display());
+        let embedding = library.image_with_hash(&record.hash).unwrap().unwrap().embedding;
+        assert_eq!(embedding, record.embedding, "{}: the same embedding", record.path.display());
+    }
+    library.close().unwrap();
+    let again = index(&data, &photos);
+    assert_eq!(again["unchanged"], 6, "read once: {again:#}");
+}
