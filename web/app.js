@@ -122,7 +122,8 @@ function tile(hit) {
   figure.tabIndex = 0;
   figure.dataset.id = hit.id;
   figure.dataset.path = hit.path;
-  figure.title = [hit.title, hit.path, hit.tags?.join(", ")].filter(Boolean).join("\n");
+  const described = hit.described?.length ? `described with: ${hit.described.join(", ")}` : "";
+  figure.title = [hit.title, hit.path, described, hit.tags?.join(", ")].filter(Boolean).join("\n");
   const img = document.createElement("img");
   img.loading = "lazy";
   img.src = hit.thumbnail;

@@ -9,6 +9,7 @@ mod stacks;
 pub use stacks::ShotFile;
 pub mod tags;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -77,6 +78,10 @@ pub struct SearchHit {
     /// The title people gave it (a photo manager's, in its file or sidecar).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// The words of a text query that what people wrote about the picture holds (its title,
+    /// description or keywords): why it ranks above its score.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub described: Vec<String>,
     /// Zero-shot tags, best first.
     pub tags: Vec<String>,
     pub thumbnail: String,
@@ -115,6 +120,9 @@ struct Probe {
     /// Whether the embedding comes from texts alone: SigLIP's probabilities are calibrated for
     /// text–picture pairs, not picture–picture ones.
     from_text: bool,
+    /// The words of the query's texts looked for in what people wrote about the pictures
+    /// ([`query::described_words`]).
+    words: Vec<String>,
 }
 
 /// Text embeddings kept for repeated queries: the UI's infinite scroll asks for the same text
@@ -243,7 +251,12 @@ impl SearchEngine {
         } else {
             Some(self.embed_query_texts(&[parsed.text.as_str()])?.remove(0))
         };
-        self.run(Probe { embedding, duplicates: Vec::new(), exclude: None, from_text: true }, &parsed.filters, params)
+        let words = query::described_words(&parsed.text);
+        self.run(
+            Probe { embedding, duplicates: Vec::new(), exclude: None, from_text: true, words },
+            &parsed.filters,
+            params,
+        )
     }
 
     /// Reverse image search with a picture's bytes (`label` names it in errors).
@@ -257,7 +270,9 @@ impl SearchEngine {
     ) -> Result<Vec<SearchHit>> {
         let duplicates = self.library.images_with_hash(&blake3::hash(bytes).to_hex())?;
         let embedding = self.embed_picture(bytes, label, max_pixels)?;
-        self.run(Probe { embedding: Some(embedding), duplicates, exclude: None, from_text: false }, filters, params)
+        let probe =
+            Probe { embedding: Some(embedding), duplicates, exclude: None, from_text: false, words: Vec::new() };
+        self.run(probe, filters, params)
     }
 
     /// A picture's embedding from its file's bytes (`label` names it in errors).
@@ -276,8 +291,10 @@ impl SearchEngine {
     ) -> Result<Vec<SearchHit>> {
         let embedding = self.compose(composition)?;
         let from_text = composition.like.is_empty();
+        let texts: Vec<&str> = composition.texts.iter().map(|(text, _)| text.as_str()).collect();
+        let words = query::described_words(&texts.join(" "));
         self.run(
-            Probe { embedding: Some(embedding), duplicates: Vec::new(), exclude: None, from_text },
+            Probe { embedding: Some(embedding), duplicates: Vec::new(), exclude: None, from_text, words },
             filters,
             params,
         )
@@ -338,7 +355,13 @@ impl SearchEngine {
         let duplicates = self.library.images_with_hash(&record.hash)?.into_iter().filter(|d| *d != id).collect();
         let file = record.file_path().to_path_buf();
         self.run(
-            Probe { embedding: Some(record.embedding), duplicates, exclude: Some((id, file)), from_text: false },
+            Probe {
+                embedding: Some(record.embedding),
+                duplicates,
+                exclude: Some((id, file)),
+                from_text: false,
+                words: Vec::new(),
+            },
             &[],
             params,
         )
@@ -368,7 +391,13 @@ impl SearchEngine {
                 "the vector's length is {norm:.6}, not 1: divide it by its L2 norm first (cosine scores need unit vectors)"
             )));
         }
-        let probe = Probe { embedding: Some(vector.to_vec()), duplicates: Vec::new(), exclude: None, from_text: false };
+        let probe = Probe {
+            embedding: Some(vector.to_vec()),
+            duplicates: Vec::new(),
+            exclude: None,
+            from_text: false,
+            words: Vec::new(),
+        };
         self.run(probe, filters, params)
     }
 
@@ -400,21 +429,29 @@ impl SearchEngine {
         let files = 2 * wanted;
         let excluded_id = probe.exclude.as_ref().map(|(id, _)| *id);
         let mut scored = self.library.nearest(&embedding, files + probe.duplicates.len(), filters, excluded_id)?;
+        let described = self.described(&embedding, &probe.words, files, filters, excluded_id)?;
+        if !described.is_empty() {
+            scored = rank_described(scored, &described, probe.words.len());
+        }
         // Exact duplicates of the query first, whatever the index said.
         let duplicates = self.library.passing(&probe.duplicates, filters)?;
         scored.retain(|(id, _)| !duplicates.contains(id));
         let mut ranked: Vec<(ImageId, f32)> = duplicates.into_iter().map(|id| (id, 1.0)).chain(scored).collect();
+        // The thresholds cut the visual tail; a picture described with the query's words stays.
         if let Some(min) = params.min_score {
-            ranked.retain(|(_, s)| *s >= min);
+            ranked.retain(|(id, s)| *s >= min || described.contains_key(id));
         }
         if let (Some(min), Some(calibration)) = (params.min_prob, calibration) {
-            ranked.retain(|(_, s)| calibration.probability(*s) >= min);
+            ranked.retain(|(id, s)| calibration.probability(*s) >= min || described.contains_key(id));
         }
         let shown: Vec<(ImageId, f32)> = ranked.into_iter().take(files).collect();
-        let scores: std::collections::HashMap<ImageId, f32> = shown.iter().copied().collect();
+        let scores: HashMap<ImageId, f32> = shown.iter().copied().collect();
         let ids: Vec<ImageId> = shown.iter().map(|(id, _)| *id).collect();
         let records = self.library.images_meta(&ids)?;
-        let hits = records.iter().map(|record| hit(record, scores.get(&record.id).copied(), calibration));
+        let hits = records.iter().map(|record| SearchHit {
+            described: described.get(&record.id).map(|d| d.words.clone()).unwrap_or_default(),
+            ..hit(record, scores.get(&record.id).copied(), calibration)
+        });
         let mut shots = shots(hits, &records, probe.exclude.as_ref().map(|(_, path)| path.as_path()));
         if params.sort == SortOrder::Date {
             // The pool of the best `wanted` shots, newest first.
@@ -426,6 +463,35 @@ impl SearchEngine {
         Ok(shots.into_iter().skip(params.offset).take(params.k).collect())
     }
 
+    /// The pictures (passing `filters`, but `exclude`) whose caption or keywords hold words of
+    /// `words`, each with the words it holds: among each word's pictures, the `k` nearest to the
+    /// query. A cheap look for one such picture comes first, as most words are in none.
+    fn described(
+        &self,
+        embedding: &[f32],
+        words: &[String],
+        k: usize,
+        filters: &[Filter],
+        exclude: Option<ImageId>,
+    ) -> Result<HashMap<ImageId, Described>> {
+        let mut described: HashMap<ImageId, Described> = HashMap::new();
+        for word in words {
+            for field in [Filter::Caption(word.clone()), Filter::Keyword(word.clone())] {
+                let with_word: Vec<Filter> = filters.iter().cloned().chain([field]).collect();
+                if self.library.newest(&with_word, 1)?.is_empty() {
+                    continue;
+                }
+                for (id, score) in self.library.nearest(embedding, k, &with_word, exclude)? {
+                    let held = &mut described.entry(id).or_insert(Described { score, words: Vec::new() }).words;
+                    if !held.contains(word) {
+                        held.push(word.clone());
+                    }
+                }
+            }
+        }
+        Ok(described)
+    }
+
     /// Filter-only queries: newest first.
     fn list_by_date(&self, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
         let ids = self.library.newest(filters, 2 * (params.offset + params.k))?;
@@ -433,6 +499,37 @@ impl SearchEngine {
         let shots = shots(records.iter().map(|record| hit(record, None, None)), &records, None);
         Ok(shots.into_iter().skip(params.offset).take(params.k).collect())
     }
+}
+
+/// `scored` (the query's nearest pictures, best first) with the pictures `described` with the
+/// query's words (`words` of them) joined, each moved up by its share of the words times the
+/// spread of the scores (best − worst): a picture that holds every word is never below a
+/// picture that holds none, and one that holds half of them half of the way. The spread, not a
+/// constant, because each model scores on its own scale (CLIP's text matches lie near 0.3,
+/// SigLIP's near 0.1). Scores stay cosines.
+fn rank_described(
+    mut scored: Vec<(ImageId, f32)>,
+    described: &HashMap<ImageId, Described>,
+    words: usize,
+) -> Vec<(ImageId, f32)> {
+    let known: std::collections::HashSet<ImageId> = scored.iter().map(|(id, _)| *id).collect();
+    scored.extend(described.iter().filter(|(id, _)| !known.contains(id)).map(|(id, d)| (*id, d.score)));
+    let best = scored.iter().map(|(_, s)| *s).fold(f32::MIN, f32::max);
+    let worst = scored.iter().map(|(_, s)| *s).fold(f32::MAX, f32::min);
+    let ranked = |(id, score): &(ImageId, f32)| {
+        let held = described.get(id).map_or(0, |d| d.words.len());
+        score + (best - worst) * held as f32 / words.max(1) as f32
+    };
+    scored.sort_by(|a, b| ranked(b).total_cmp(&ranked(a)).then(a.0.cmp(&b.0)));
+    scored
+}
+
+/// A picture whose caption or keywords hold words of a text query.
+struct Described {
+    /// Its cosine similarity to the query.
+    score: f32,
+    /// The query's words it holds.
+    words: Vec<String>,
 }
 
 /// `hits` (ranked, each of the record beside it) with the files of a shot folded into one hit,
@@ -455,6 +552,7 @@ fn hit(record: &ImageRecord, score: Option<f32>, calibration: Option<SigmoidScor
         taken: record.facts.taken.map(iso_date),
         camera: record.facts.camera(),
         title: record.facts.title.clone(),
+        described: Vec::new(),
         tags: record.tags.clone(),
         thumbnail: format!("/api/images/{}/thumbnail", record.id),
         also: Vec::new(),

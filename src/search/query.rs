@@ -23,6 +23,7 @@ use super::dates;
 use crate::geo::places::{self, NotFound};
 use crate::geo::Area;
 use crate::ingest::exif::days_from_civil;
+use crate::store::words;
 pub use crate::store::Filter;
 
 /// Largest weight a part of a query may have.
@@ -117,6 +118,28 @@ impl ParsedQuery {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct QueryError(pub String);
+
+/// Most words of a text query looked for in what people wrote about the pictures: each costs a
+/// filtered search.
+const MAX_DESCRIBED_WORDS: usize = 8;
+
+/// The words of a query's text worth finding in captions and keywords (`search::described`):
+/// as the filters read words, without English function words and the words people put before
+/// what they look for ("a photo of"), each once.
+pub fn described_words(text: &str) -> Vec<String> {
+    const SKIPPED: &[&str] = &[
+        "a", "an", "the", "of", "in", "on", "at", "to", "for", "with", "and", "or", "by", "from", "into", "near",
+        "over", "under", "is", "are", "was", "it", "its", "this", "that", "some", "my", "our", "his", "her", "their",
+        "photo", "photos", "picture", "pictures", "image", "images", "shot",
+    ];
+    let mut found: Vec<String> = Vec::new();
+    for word in words(text) {
+        if !SKIPPED.contains(&word.as_str()) && !found.contains(&word) && found.len() < MAX_DESCRIBED_WORDS {
+            found.push(word);
+        }
+    }
+    found
+}
 
 /// Reads a query; dates in words ("last summer") count from today.
 pub fn parse(query: &str) -> Result<ParsedQuery, QueryError> {

@@ -271,3 +271,63 @@ fn pictures_indexed_before_captions_were_read_are_read_again_keeping_their_embed
     let again = index(&data, &photos);
     assert_eq!(again["unchanged"], 6, "read once: {again:#}");
 }
+
+#[test]
+fn a_text_query_ranks_pictures_described_with_its_words_above_their_visual_match() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    captioned_library(&photos);
+    common::noise_photos(&photos.join("noise"), 6);
+    index(&data, &photos);
+    let search = |query: &str, extra: &[&str]| -> Vec<Value> {
+        let hits = json(imgsearch(&data).args(["search", query, "--json", "-k", "20"]).args(extra));
+        hits.as_array().unwrap().clone()
+    };
+    let name =
+        |hit: &Value| Path::new(hit["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+    let scores_descend = |hits: &[Value]| {
+        let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+        scores.windows(2).all(|pair| pair[0] >= pair[1])
+    };
+
+    // A name CLIP knows nothing of: the picture of Anna (a face region's name) comes first.
+    let hits = search("anna", &[]);
+    assert_eq!(hits.len(), 12, "every picture is still a result");
+    assert_eq!(name(&hits[0]), "tram.jpg", "{hits:#?}");
+    assert_eq!(hits[0]["described"], serde_json::json!(["anna"]));
+    assert!(hits[1..].iter().all(|h| h.get("described").is_none()), "{hits:#?}");
+    assert!(scores_descend(&hits[1..]), "the others keep their order: {hits:#?}");
+    // Its score is still its cosine similarity to the query.
+    let alone = search("anna keyword:anna", &[]);
+    assert_eq!(alone[0]["score"], hits[0]["score"]);
+
+    // Function words are not looked for; each word that describes something counts.
+    let hits = search("a photo of the launch of a rocket", &[]);
+    assert_eq!(name(&hits[0]), "launch.jpg", "{hits:#?}");
+    assert_eq!(hits[0]["described"], serde_json::json!(["launch", "rocket"]));
+    let hits = search("terrace", &[]);
+    let described: Vec<String> = hits.iter().filter(|h| h.get("described").is_some()).map(name).collect();
+    assert_eq!(described.len(), 2, "{hits:#?}");
+    assert!(hits[..2].iter().all(|h| h["described"] == serde_json::json!(["terrace"])), "{hits:#?}");
+
+    // A threshold above every cosine keeps the described picture only; a filter still filters.
+    let hits = search("anna", &["--min-score", "0.99"]);
+    assert_eq!(hits.iter().map(name).collect::<Vec<_>>(), ["tram.jpg"]);
+    assert!(search("anna type:png", &[]).iter().all(|h| h.get("described").is_none()));
+
+    // Words nothing is described with leave the ranking to the pictures alone.
+    let hits = search("zebra crossing", &[]);
+    assert!(hits.iter().all(|h| h.get("described").is_none()) && scores_descend(&hits), "{hits:#?}");
+}
+
+#[test]
+fn the_web_ui_shows_captions_and_searches_a_keyword_chip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    captioned_library(&photos);
+    index(&data, &photos);
+    let server = serve(&data, &[]);
+    let tram = std::fs::canonicalize(photos.join("tram.jpg")).unwrap();
+    let base = format!("http://{}", server.addr);
+    common::browser_script("captions.mjs", &[&base, "anna", tram.to_str().unwrap(), "Tram 28 in Alfama", "Anna Silva"]);
+}
