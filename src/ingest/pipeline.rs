@@ -374,6 +374,19 @@ fn walk_and_queue(
             return Ok(walked); // the writer stopped (an error is on its way)
         }
     }
+    // A sidecar deleted since the last run (its record is of a skipped file): its pictures lose
+    // what it said.
+    for record in catalog.skipped() {
+        let record = record?;
+        if walked.seen.contains(&stored_bytes(&record.path)) {
+            continue;
+        }
+        if let Some(local) = mounts.local(&record.path) {
+            if captions::is_sidecar(&local) && roots.iter().any(|root| local.starts_with(root)) && !local.exists() {
+                changed_sidecars.push(local);
+            }
+        }
+    }
     queue_described_pictures(&changed_sidecars, &mut walked, mounts, catalog, jobs, queued)?;
     Ok(walked)
 }
@@ -399,8 +412,8 @@ fn is_current(record: &ImageRecord, file: &Candidate) -> bool {
         && (record.facts_version >= FACTS_VERSION || video::is_video_format(&record.format))
 }
 
-/// A sidecar that is new or changed (a keyword added in Lightroom, a title in darktable) makes
-/// the pictures it describes read again, though their own files did not change; their
+/// A sidecar that is new, changed or deleted (a keyword added in Lightroom, a title in
+/// darktable) makes the pictures it describes read again, though their own files did not change; their
 /// embeddings are kept (same content).
 fn queue_described_pictures(
     sidecars: &[PathBuf],

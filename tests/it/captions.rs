@@ -183,7 +183,7 @@ fn captions_keywords_and_names_from_xmp_iptc_exif_and_sidecars_are_searched_and_
 }
 
 #[test]
-fn a_new_or_changed_sidecar_updates_its_pictures_without_embedding_them_again() {
+fn a_new_changed_or_deleted_sidecar_updates_its_pictures_without_embedding_them_again() {
     let tmp = tempfile::tempdir().unwrap();
     let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
     std::fs::create_dir_all(&photos).unwrap();
@@ -220,6 +220,14 @@ fn a_new_or_changed_sidecar_updates_its_pictures_without_embedding_them_again() 
     // Nothing changed: nothing is read.
     let fourth = index(&data, &photos);
     assert_eq!((fourth["reused"].as_u64(), fourth["unchanged"].as_u64()), (Some(0), Some(3)), "{fourth:#}");
+
+    // The sidecar deleted: what it said goes with it.
+    std::fs::remove_file(photos.join("IMG_1.xmp")).unwrap();
+    let fifth = index(&data, &photos);
+    assert_eq!((fifth["reused"].as_u64(), fifth["unchanged"].as_u64()), (Some(2), Some(1)), "{fifth:#}");
+    assert!(found(&data, "keyword:ristretto").is_empty());
+    let sixth = index(&data, &photos);
+    assert_eq!(sixth["unchanged"], 3, "{sixth:#}");
 }
 
 #[test]
