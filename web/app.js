@@ -137,6 +137,13 @@ function tile(hit) {
     also.textContent = others.map((path) => "+" + path.split(".").pop().toUpperCase()).join(" ");
     figure.append(also);
   }
+  if (hit.rating > 0) {
+    const stars = document.createElement("span");
+    stars.className = "rating";
+    stars.textContent = "\u2605".repeat(hit.rating);
+    stars.title = `${hit.rating} of 5 stars`;
+    figure.append(stars);
+  }
   if (hit.at_seconds != null) {
     // A moment of a video: where in it.
     const moment = document.createElement("span");

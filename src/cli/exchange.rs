@@ -12,7 +12,8 @@ use imgsearch::store::{exchange, spaces};
 pub struct ExportArgs {
     /// The Parquet file to write (replaced once complete): path, id, embedding (list of float32),
     /// size, mtime_ns, hash, width, height, format, taken, camera_make, camera_model,
-    /// gps_latitude, gps_longitude, title, description, keywords (list of strings), indexed_at;
+    /// gps_latitude, gps_longitude, title, description, keywords (list of strings), rating,
+    /// indexed_at;
     /// the model in the file's metadata.
     file: PathBuf,
     /// No progress bar.

@@ -1,9 +1,10 @@
 //! What people wrote about their pictures: a title, a description and keywords (with the names
-//! of the people in it), as photo managers store them. Lightroom, digiKam, darktable, Capture
+//! of the people in it), and the stars they gave them, as photo managers store them. Lightroom, digiKam, darktable, Capture
 //! One, Photoshop, Windows Explorer, Apple Photos' exports and Google Photos' downloads write them
 //! into the file (XMP, IPTC, EXIF) or beside it (a sidecar `.xmp`, what RAW workflows use).
 //!
-//! Where one picture carries several, the first found wins for the title and the description, in
+//! Where one picture carries several, the first found wins for the title, the description and the
+//! rating, in
 //! this order: the sidecar, the file's XMP, its IPTC, its EXIF (the Metadata Working Group's
 //! guidance: XMP is what current tools keep in sync). Keywords from every source are merged.
 
@@ -28,6 +29,8 @@ pub struct Captions {
     pub title: Option<String>,
     pub description: Option<String>,
     pub keywords: Vec<String>,
+    /// Stars, 1–5; 0 unrated, -1 rejected (XMP's scale).
+    pub rating: Option<i8>,
 }
 
 impl Captions {
@@ -35,6 +38,7 @@ impl Captions {
     fn or(mut self, other: Captions) -> Captions {
         self.title = self.title.or(other.title);
         self.description = self.description.or(other.description);
+        self.rating = self.rating.or(other.rating);
         for keyword in other.keywords {
             self.add_keyword(&keyword);
         }
@@ -78,7 +82,7 @@ pub fn from_tags(title: Option<&str>, description: Option<&str>, keywords: Optio
     let mut captions = Captions {
         title: title.and_then(|t| clean(t, MAX_TEXT_CHARS)),
         description: description.and_then(|d| clean(d, MAX_TEXT_CHARS)).filter(|d| !is_camera_default(d)),
-        keywords: Vec::new(),
+        ..Captions::default()
     };
     for keyword in keywords.iter().flat_map(|k| k.split([',', ';'])) {
         captions.add_keyword(keyword);
@@ -223,7 +227,7 @@ fn from_iptc(iim: Vec<u8>) -> Captions {
     let mut captions = Captions {
         title: first(5).or_else(|| first(105)),
         description: first(120).filter(|d| !is_camera_default(d)),
-        keywords: Vec::new(),
+        ..Captions::default()
     };
     for (_, value) in datasets.iter().filter(|(d, _)| *d == 25) {
         captions.add_keyword(&text(value));
@@ -232,7 +236,7 @@ fn from_iptc(iim: Vec<u8>) -> Captions {
 }
 
 /// EXIF: the image description, and what Windows Explorer writes (XPTitle, XPComment, XPSubject,
-/// XPKeywords: UCS-2 text, keywords separated by ';').
+/// XPKeywords: UCS-2 text, keywords separated by ';'; its stars in Rating).
 fn from_exif(metadata: &Metadata) -> Captions {
     let windows = |number: u16| -> Option<String> {
         let Value::Byte(data) = &metadata.field(Tag(Context::Tiff, number))?.value else { return None };
@@ -250,6 +254,10 @@ fn from_exif(metadata: &Metadata) -> Captions {
             .or_else(|| windows(0x9C9C))
             .or_else(|| windows(0x9C9F)),
         keywords: Vec::new(),
+        rating: metadata
+            .field(Tag(Context::Tiff, 0x4746))
+            .and_then(|f| f.value.get_uint(0))
+            .and_then(|stars| rating(&stars.to_string())),
     };
     for keyword in windows(0x9C9E).iter().flat_map(|k| k.split(';')) {
         captions.add_keyword(keyword);
@@ -283,12 +291,13 @@ fn is_camera_default(text: &str) -> bool {
     DEFAULTS.contains(&text.as_str()) || text.chars().all(|c| !c.is_alphanumeric())
 }
 
-/// XMP (RDF/XML): Dublin Core's title, description and subject (the keywords); Lightroom's
-/// and digiKam's keyword hierarchies (each level a keyword); Photoshop's headline (a title); and
-/// the names of the people in the picture (face regions of the Metadata Working Group and of
-/// Microsoft, IPTC's "person in image"). Unreadable XML gives nothing.
+/// XMP (RDF/XML): Dublin Core's title, description and subject (the keywords); the rating;
+/// Lightroom's and digiKam's keyword hierarchies (each level a keyword); Photoshop's headline (a
+/// title); and the names of the people in the picture (face regions of the Metadata Working Group
+/// and of Microsoft, IPTC's "person in image"). Unreadable XML gives nothing.
 fn from_xmp(xml: &str) -> Captions {
     const DC: &str = "http://purl.org/dc/elements/1.1/";
+    const XMP_BASIC: &str = "http://ns.adobe.com/xap/1.0/";
     const LIGHTROOM: &str = "http://ns.adobe.com/lightroom/1.0/";
     const DIGIKAM: &str = "http://www.digikam.org/ns/1.0/";
     const PHOTOSHOP: &str = "http://ns.adobe.com/photoshop/1.0/";
@@ -313,6 +322,7 @@ fn from_xmp(xml: &str) -> Captions {
             let value = attribute.value();
             match (attribute.namespace(), attribute.name()) {
                 (Some(PHOTOSHOP), "Headline") => headline = headline.or_else(|| clean(value, MAX_TEXT_CHARS)),
+                (Some(XMP_BASIC), "Rating") => captions.rating = captions.rating.or(rating(value)),
                 (Some(MWG_REGIONS), "Name") | (Some(MICROSOFT_REGION), "PersonDisplayName") => {
                     captions.add_keyword(value)
                 }
@@ -326,6 +336,7 @@ fn from_xmp(xml: &str) -> Captions {
                 captions.description = captions.description.take().or_else(|| alternative(node))
             }
             (Some(PHOTOSHOP), "Headline") => headline = headline.or_else(|| clean(&text_of(node), MAX_TEXT_CHARS)),
+            (Some(XMP_BASIC), "Rating") => captions.rating = captions.rating.or(rating(&text_of(node))),
             (Some(DC), "subject") | (Some(IPTC_EXTENSION), "PersonInImage") => {
                 for item in items(node) {
                     captions.add_keyword(&item);
@@ -349,6 +360,13 @@ fn from_xmp(xml: &str) -> Captions {
     }
     captions.title = captions.title.or(headline);
     captions
+}
+
+/// Stars as XMP writes them ("4", "4.0"; -1 rejected, 0 unrated, up to 5); anything else is
+/// no rating.
+fn rating(text: &str) -> Option<i8> {
+    let stars = text.trim().parse::<f64>().ok()?.round();
+    (-1.0..=5.0).contains(&stars).then_some(stars as i8)
 }
 
 /// The texts of a list property (rdf:Bag or rdf:Seq items), or its own text.
@@ -395,7 +413,8 @@ mod tests {
   <rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"
     xmlns:lr="http://ns.adobe.com/lightroom/1.0/" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"
     xmlns:mwg-rs="http://www.metadataworkinggroup.com/schemas/regions/"
-    xmlns:stArea="http://ns.adobe.com/xmp/sType/Area#" photoshop:Headline="Headline only">
+    xmlns:stArea="http://ns.adobe.com/xmp/sType/Area#" photoshop:Headline="Headline only"
+    xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="4">
    <dc:title><rdf:Alt><rdf:li xml:lang="pt-PT">Elétrico</rdf:li><rdf:li xml:lang="x-default">Tram  28
      in Alfama</rdf:li></rdf:Alt></dc:title>
    <dc:description><rdf:Alt><rdf:li xml:lang="x-default">Grandma's birthday &amp; cake</rdf:li></rdf:Alt></dc:description>
@@ -416,6 +435,13 @@ mod tests {
         assert_eq!(captions.description.as_deref(), Some("Grandma's birthday & cake"));
         // "lisbon" from the hierarchy is the keyword "Lisbon" already there.
         assert_eq!(captions.keywords, ["tram", "Lisbon", "Places", "Portugal", "Anna Silva"]);
+        assert_eq!(captions.rating, Some(4));
+    }
+
+    #[test]
+    fn ratings_are_whole_stars_from_rejected_to_five() {
+        assert_eq!([rating("5"), rating(" 3.0 "), rating("-1"), rating("0")], [Some(5), Some(3), Some(-1), Some(0)]);
+        assert_eq!([rating("6"), rating("-2"), rating("many"), rating("NaN")], [None, None, None, None]);
     }
 
     #[test]

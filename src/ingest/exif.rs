@@ -85,6 +85,7 @@ pub fn photo_facts(bytes: &[u8], path: &Path) -> PhotoFacts {
     let captions = super::captions::read(bytes, path, metadata.as_ref());
     let mut facts = metadata.as_ref().map(exif_facts).unwrap_or_default();
     (facts.title, facts.description, facts.keywords) = (captions.title, captions.description, captions.keywords);
+    facts.rating = captions.rating;
     facts
 }
 

@@ -219,6 +219,7 @@ fn container_facts(tags: &serde_json::Value) -> PhotoFacts {
         title: captions.title,
         description: captions.description,
         keywords: captions.keywords,
+        rating: None,
     }
 }
 

@@ -78,6 +78,9 @@ pub struct SearchHit {
     /// The title people gave it (a photo manager's, in its file or sidecar).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// The stars people gave it (1–5; 0 unrated, -1 rejected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rating: Option<i8>,
     /// The words of a text query that what people wrote about the picture holds (its title,
     /// description or keywords): why it ranks above its score.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -552,6 +555,7 @@ fn hit(record: &ImageRecord, score: Option<f32>, calibration: Option<SigmoidScor
         taken: record.facts.taken.map(iso_date),
         camera: record.facts.camera(),
         title: record.facts.title.clone(),
+        rating: record.facts.rating,
         described: Vec::new(),
         tags: record.tags.clone(),
         thumbnail: format!("/api/images/{}/thumbnail", record.id),

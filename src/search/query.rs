@@ -7,7 +7,8 @@
 //!
 //! Filters: `path:WORD` (a path segment), `folder:/abs/path` (anywhere below it), `name:WORD`
 //! (file name), `camera:WORD` (make or model), `caption:WORD` (the title or description people
-//! wrote), `keyword:WORD` (a keyword or the name of someone in it), `after:DATE` / `before:DATE` (YYYY, YYYY-MM or
+//! wrote), `keyword:WORD` (a keyword or the name of someone in it), `rating:N` (N stars or more),
+//! `after:DATE` / `before:DATE` (YYYY, YYYY-MM or
 //! YYYY-MM-DD; after is inclusive, before exclusive), `type:jpeg|png|...`, `time:night` (and
 //! morning, afternoon, evening) and `hour:22-04` (the hour taken), `near:LAT,LON[,RADIUS]` and
 //! `bbox:WEST,SOUTH,EAST,NORTH` (where it was taken, in degrees). Quotes keep spaces.
@@ -87,6 +88,7 @@ impl ParsedQuery {
                     Filter::Caption(v) => format!("caption:{v}"),
                     Filter::Keyword(v) if v.contains(' ') => format!("keyword:\"{v}\""),
                     Filter::Keyword(v) => format!("keyword:{v}"),
+                    Filter::Rating(stars) => format!("rating:{stars}"),
                     Filter::Type(v) => format!("type:{v}"),
                     Filter::Tag(v) if v.contains(' ') => format!("tag:\"{v}\""),
                     Filter::Tag(v) => format!("tag:{v}"),
@@ -187,6 +189,14 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
             "camera" => Filter::Camera(value.to_lowercase()),
             "caption" => Filter::Caption(value.to_lowercase()),
             "keyword" => Filter::Keyword(value.to_lowercase()),
+            "rating" => match value.parse::<i8>() {
+                Ok(stars @ 1..=5) => Filter::Rating(stars),
+                _ => {
+                    return Err(QueryError(format!(
+                        "`rating:{value}` is not a number of stars: use rating:1 to rating:5 (that many stars or more)"
+                    )))
+                }
+            },
             "type" => Filter::Type(value.to_lowercase().replace("jpg", "jpeg")),
             // `tag:"golden retriever"` or `tag:golden_retriever`.
             "tag" => Filter::Tag(super::tags::tag_of(&value.replace('_', " "))),
@@ -309,8 +319,8 @@ fn city_in_words(pieces: &[Piece], skip: &[usize]) -> Option<(Vec<usize>, Area, 
 }
 
 const FILTER_KEYS: &[&str] = &[
-    "path", "folder", "name", "camera", "caption", "keyword", "type", "tag", "after", "before", "time", "hour", "near",
-    "bbox",
+    "path", "folder", "name", "camera", "caption", "keyword", "rating", "type", "tag", "after", "before", "time",
+    "hour", "near", "bbox",
 ];
 
 /// `time:morning` (5–12 h), `afternoon` (12–17), `evening` (17–21), `night` (21–5).

@@ -470,6 +470,7 @@ async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
         "title": record.facts.title,
         "description": record.facts.description,
         "keywords": record.facts.keywords,
+        "rating": record.facts.rating,
         "gps": record.facts.place(),
         // The city it was taken in or near ("Lisbon, Portugal"), by the gazetteer `near:` reads.
         "place": record.facts.place().and_then(|(lat, lon)| crate::geo::places::name_of(lat, lon)).map(|c| c.label()),

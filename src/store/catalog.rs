@@ -86,6 +86,9 @@ pub struct PhotoFacts {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keywords: Vec<String>,
+    /// The stars people gave it, 1–5 (0 unrated, -1 rejected), as XMP and Windows write them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<i8>,
 }
 
 impl PhotoFacts {

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_array::builder::{
-    Float32Builder, Float64Builder, Int64Builder, ListBuilder, StringBuilder, TimestampSecondBuilder, UInt32Builder,
-    UInt64Builder,
+    Float32Builder, Float64Builder, Int64Builder, Int8Builder, ListBuilder, StringBuilder, TimestampSecondBuilder,
+    UInt32Builder, UInt64Builder,
 };
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampSecondType, UInt32Type, UInt64Type};
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, Int8Type, TimestampSecondType, UInt32Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use indicatif::ProgressBar;
@@ -62,6 +62,8 @@ fn schema() -> Schema {
         Field::new("title", DataType::Utf8, true),
         Field::new("description", DataType::Utf8, true),
         Field::new("keywords", DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))), true),
+        // Stars, 1 to 5 (0 unrated, -1 rejected).
+        Field::new("rating", DataType::Int8, true),
         Field::new("indexed_at", timestamp, false),
     ])
 }
@@ -124,6 +126,7 @@ fn export_columns(records: &[ImageRecord], dim: usize) -> Vec<ArrayRef> {
     let mut title = StringBuilder::new();
     let mut description = StringBuilder::new();
     let mut keywords = ListBuilder::new(StringBuilder::new());
+    let mut rating = Int8Builder::with_capacity(n);
     let mut indexed_at = TimestampSecondBuilder::with_capacity(n);
     for r in records {
         path.append_value(r.path.display());
@@ -145,6 +148,7 @@ fn export_columns(records: &[ImageRecord], dim: usize) -> Vec<ArrayRef> {
         title.append_option(r.facts.title.as_deref());
         description.append_option(r.facts.description.as_deref());
         keywords.append_value(r.facts.keywords.iter().map(Some));
+        rating.append_option(r.facts.rating);
         indexed_at.append_value(r.indexed_at as i64);
     }
     vec![
@@ -165,6 +169,7 @@ fn export_columns(records: &[ImageRecord], dim: usize) -> Vec<ArrayRef> {
         Arc::new(title.finish()),
         Arc::new(description.finish()),
         Arc::new(keywords.finish()),
+        Arc::new(rating.finish()),
         Arc::new(indexed_at.finish()),
     ]
 }
@@ -319,6 +324,7 @@ struct ImportRows {
     title: Option<ArrayRef>,
     description: Option<ArrayRef>,
     keywords: Option<ArrayRef>,
+    rating: Option<ArrayRef>,
 }
 
 impl ImportRows {
@@ -354,6 +360,7 @@ impl ImportRows {
             title: column("title")?,
             description: column("description")?,
             keywords: column("keywords")?,
+            rating: column("rating")?,
         })
     }
 
@@ -418,6 +425,9 @@ impl ImportRows {
                         list.as_string::<i32>().iter().flatten().map(str::to_string).collect()
                     })
                     .unwrap_or_default(),
+                rating: present(&self.rating)
+                    .map(|c| c.as_primitive::<Int8Type>().value(row))
+                    .filter(|stars| (-1..=5).contains(stars)),
             },
             embedding,
             indexed_at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),

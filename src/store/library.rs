@@ -26,6 +26,8 @@ pub enum Filter {
     Caption(String),
     /// A word of one of its keywords (or of a name of someone in it).
     Keyword(String),
+    /// Rated with at least this many stars (1–5).
+    Rating(i8),
     /// Taken at or after, Unix seconds.
     After(i64),
     /// Taken before, Unix seconds.

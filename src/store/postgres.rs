@@ -471,6 +471,7 @@ impl Condition {
                 Filter::Camera(v) => condition.add("camera_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
                 Filter::Caption(v) => condition.add("caption_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
                 Filter::Keyword(v) => condition.add("keyword_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
+                Filter::Rating(stars) => condition.add("rating >= $?", Box::new(i16::from(*stars))),
                 Filter::Folder(v) => condition.add("folders @> $?", Box::new(vec![v.clone()])),
                 Filter::Type(v) => condition.add("format = $?", Box::new(v.clone())),
                 Filter::Tag(v) => condition.add("tags @> $?", Box::new(vec![v.clone()])),
@@ -581,13 +582,13 @@ impl FilterColumns {
 
 const UPSERT_IMAGE: &str = "INSERT INTO images \
     (id, path, hash, record, embedding, path_words, name_words, camera_words, folders, format, taken, hour, tags, \
-    latitude, longitude, caption_words, keyword_words) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+    latitude, longitude, caption_words, keyword_words, rating) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
     ON CONFLICT (path) DO UPDATE SET id = EXCLUDED.id, hash = EXCLUDED.hash, record = EXCLUDED.record, \
     embedding = EXCLUDED.embedding, path_words = EXCLUDED.path_words, name_words = EXCLUDED.name_words, \
     camera_words = EXCLUDED.camera_words, folders = EXCLUDED.folders, format = EXCLUDED.format, \
     taken = EXCLUDED.taken, hour = EXCLUDED.hour, tags = EXCLUDED.tags, latitude = EXCLUDED.latitude, \
-    longitude = EXCLUDED.longitude, caption_words = EXCLUDED.caption_words, keyword_words = EXCLUDED.keyword_words";
+    longitude = EXCLUDED.longitude, caption_words = EXCLUDED.caption_words, keyword_words = EXCLUDED.keyword_words, rating = EXCLUDED.rating";
 const UPSERT_SKIPPED: &str = "INSERT INTO skipped (path, record, ignored) VALUES ($1, $2, $3) \
     ON CONFLICT (path) DO UPDATE SET record = EXCLUDED.record, ignored = EXCLUDED.ignored";
 
@@ -647,6 +648,7 @@ impl Postgres {
                             &f.longitude,
                             &f.caption_words,
                             &f.keyword_words,
+                            &record.facts.rating.map(i16::from),
                         ],
                     )?;
                 }

@@ -37,6 +37,7 @@ struct TextFields {
     tag: Field,
     caption: Field,
     keyword: Field,
+    rating: Field,
     latitude: Field,
     longitude: Field,
 }
@@ -72,6 +73,8 @@ fn schema() -> (Schema, TextFields) {
         // "caption:birthday" and "keyword:anna".
         caption: b.add_text_field("caption", TEXT),
         keyword: b.add_text_field("keyword", TEXT),
+        // Stars (-1 to 5), for "rating:4".
+        rating: b.add_i64_field("rating", INDEXED),
         // Where it was taken (degrees), for "near:" and "bbox:": indexed to narrow to a box,
         // fast for the exact test of a circle.
         latitude: b.add_f64_field(LATITUDE, INDEXED | tantivy::schema::FAST),
@@ -150,6 +153,9 @@ impl TextIndex {
         }
         for keyword in &record.facts.keywords {
             document.add_text(f.keyword, keyword);
+        }
+        if let Some(stars) = record.facts.rating {
+            document.add_i64(f.rating, i64::from(stars));
         }
         if let Some((latitude, longitude)) = record.facts.place() {
             document.add_f64(f.latitude, latitude);
@@ -235,6 +241,11 @@ impl TextIndex {
                 Filter::Camera(v) => words(f.camera, v),
                 Filter::Caption(v) => words(f.caption, v),
                 Filter::Keyword(v) => words(f.keyword, v),
+                Filter::Rating(stars) => {
+                    let term = Term::from_field_i64(f.rating, i64::from(*stars));
+                    let q: Box<dyn Query> = Box::new(RangeQuery::new(Bound::Included(term), Bound::Unbounded));
+                    vec![(Occur::Must, q)]
+                }
                 Filter::Folder(v) => exact(f.folder, v),
                 Filter::Type(v) => exact(f.kind, v),
                 Filter::Tag(v) => exact(f.tag, v),

@@ -1,5 +1,5 @@
 // Captions and keywords in Debian's headless Chromium: a text query finds the picture described
-// with its word first, and its tile's tooltip gives the title and why; the viewer shows the
+// with its word first, its tile shows its stars, and its tooltip gives the title and why; the viewer shows the
 // title and description, and the keywords as chips; a keyword chip lists the pictures with that
 // keyword.
 // Usage: node captions.mjs BASE_URL QUERY PATH TITLE KEYWORD
@@ -16,6 +16,8 @@ try {
   if (first.path !== path) await fail(`the first tile for ${query} is ${first.path}, not ${path}`);
   if (!first.title.includes(title) || !first.title.includes(`described with: ${query}`)) await fail(`its tooltip says ${JSON.stringify(first.title)}`);
   if (first.alt !== title) await fail(`its picture's text is ${JSON.stringify(first.alt)}, not its title`);
+  const stars = await page.$eval("#grid .tile", (t) => t.querySelector(".rating")?.textContent);
+  if (stars !== "\u2605".repeat(5)) await fail(`its stars read ${JSON.stringify(stars)}, not five`);
 
   await page.click("#grid .tile");
   await page.waitForSelector("#viewer[open] #keywords .keyword", { timeout: 10000 });

@@ -21,7 +21,8 @@ const LIGHTROOM_XMP: &str = r#"<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?
  <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
   <rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"
     xmlns:lr="http://ns.adobe.com/lightroom/1.0/"
-    xmlns:mwg-rs="http://www.metadataworkinggroup.com/schemas/regions/">
+    xmlns:mwg-rs="http://www.metadataworkinggroup.com/schemas/regions/"
+    xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="5">
    <dc:title><rdf:Alt><rdf:li xml:lang="x-default">Tram 28 in Alfama</rdf:li></rdf:Alt></dc:title>
    <dc:description><rdf:Alt><rdf:li xml:lang="x-default">Grandma's birthday outing</rdf:li></rdf:Alt></dc:description>
    <dc:subject><rdf:Bag><rdf:li>tram</rdf:li><rdf:li>family</rdf:li></rdf:Bag></dc:subject>
@@ -97,8 +98,8 @@ fn png_with_xmp(source: &str, xmp: &str, dest: &Path) {
     std::fs::write(dest, out).unwrap();
 }
 
-/// A JPEG with what Windows Explorer writes (title and keywords in UCS-2), and the description
-/// an Olympus camera puts into every picture.
+/// A JPEG with what Windows Explorer writes (title and keywords in UCS-2, three stars), and the
+/// description an Olympus camera puts into every picture.
 fn windows_jpeg(source: &str, dest: &Path) {
     let ucs2 = |text: &str| exif::Value::Byte(text.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect());
     let field = |tag, value| exif::Field { tag, ifd_num: exif::In::PRIMARY, value };
@@ -106,6 +107,7 @@ fn windows_jpeg(source: &str, dest: &Path) {
         field(exif::Tag::ImageDescription, exif::Value::Ascii(vec![b"OLYMPUS DIGITAL CAMERA".to_vec()])),
         field(exif::Tag(exif::Context::Tiff, 0x9C9B), ucs2("Ski trip")),
         field(exif::Tag(exif::Context::Tiff, 0x9C9E), ucs2("holiday;snow")),
+        field(exif::Tag(exif::Context::Tiff, 0x4746), exif::Value::Short(vec![3])),
     ];
     common::jpeg_with_exif_fields(source, &fields, dest);
 }
@@ -166,20 +168,30 @@ fn captions_keywords_and_names_from_xmp_iptc_exif_and_sidecars_are_searched_and_
     // Filters combine with each other and with the rest of the query language.
     assert_eq!(found(&data, "keyword:terrace caption:coffee type:png"), ["coffee.png"]);
     assert!(found(&data, "keyword:anna type:png").is_empty());
+    // Stars: XMP's and Windows'; rating:N is N or more.
+    assert_eq!(found(&data, "rating:4"), ["tram.jpg"]);
+    assert_eq!(found(&data, "rating:3"), ["ski.jpg", "tram.jpg"]);
+    let refused = imgsearch(&data).args(["search", "rating:6"]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("rating:1 to rating:5"), "{refused:?}");
 
     // A hit carries its title; the API gives all of it.
     let hits = json(imgsearch(&data).args(["search", "astronaut in space", "--json", "-k", "10"]));
     let tram = hits.as_array().unwrap().iter().find(|h| h["path"].as_str().unwrap().ends_with("tram.jpg")).unwrap();
     assert_eq!(tram["title"], "Tram 28 in Alfama");
+    assert_eq!(tram["rating"], 5);
     let plain = hits.as_array().unwrap().iter().find(|h| h["path"].as_str().unwrap().ends_with("plain.jpg")).unwrap();
     assert!(plain.get("title").is_none(), "no title, no field: {plain:#}");
     let server = serve(&data, &[]);
     let info = get(&server.addr, &format!("/api/images/{}", tram["id"])).json();
     assert_eq!(info["title"], "Tram 28 in Alfama");
     assert_eq!(info["description"], "Grandma's birthday outing");
+    assert_eq!(info["rating"], 5);
     assert_eq!(info["keywords"], serde_json::json!(["tram", "family", "Places", "Portugal", "Lisbon", "Anna Silva"]));
-    let understood = get(&server.addr, "/api/search?q=keyword:anna").json();
-    assert_eq!(understood["understood"]["filters"], serde_json::json!(["keyword:anna"]), "{understood:#}");
+    let understood = get(&server.addr, "/api/search?q=keyword:anna%20rating:4").json();
+    assert_eq!(understood["understood"]["filters"], serde_json::json!(["keyword:anna", "rating:4"]), "{understood:#}");
+    let refused = get(&server.addr, "/api/search?q=rating:0");
+    assert_eq!(refused.status, 400, "{}", refused.json());
 }
 
 #[test]
@@ -338,4 +350,20 @@ fn the_web_ui_shows_captions_and_searches_a_keyword_chip() {
     let tram = std::fs::canonicalize(photos.join("tram.jpg")).unwrap();
     let base = format!("http://{}", server.addr);
     common::browser_script("captions.mjs", &[&base, "anna", tram.to_str().unwrap(), "Tram 28 in Alfama", "Anna Silva"]);
+}
+
+#[test]
+fn an_export_carries_captions_keywords_and_stars_to_another_library() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data, copy) = (tmp.path().join("photos"), tmp.path().join("data"), tmp.path().join("copy"));
+    captioned_library(&photos);
+    index(&data, &photos);
+    let file = tmp.path().join("library.parquet");
+    common::cli::run(imgsearch(&data).arg("export").arg(&file).arg("--quiet"));
+    common::cli::run(imgsearch(&copy).arg("import").arg(&file).args(["--quiet", "--model"]).arg(model_dir(MODEL)));
+    for query in ["keyword:anna", "caption:launch", "keyword:espresso", "rating:3"] {
+        assert_eq!(found(&copy, query), found(&data, query), "{query}");
+    }
+    let hits = json(imgsearch(&copy).args(["search", "keyword:anna", "--json"]));
+    assert_eq!((hits[0]["title"].as_str(), hits[0]["rating"].as_i64()), (Some("Tram 28 in Alfama"), Some(5)));
 }
