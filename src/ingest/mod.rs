@@ -8,5 +8,6 @@ pub mod heif;
 pub mod jpeg_reduced;
 pub mod pipeline;
 pub mod raw;
+pub mod takeout;
 pub mod video;
 pub mod walk;

@@ -367,3 +367,57 @@ fn an_export_carries_captions_keywords_and_stars_to_another_library() {
     let hits = json(imgsearch(&copy).args(["search", "keyword:anna", "--json"]));
     assert_eq!((hits[0]["title"].as_str(), hits[0]["rating"].as_i64()), (Some("Tram 28 in Alfama"), Some(5)));
 }
+
+#[test]
+fn google_takeout_json_gives_description_people_date_and_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (takeout, data) = (tmp.path().join("Takeout/Google Photos/Photos from 2023"), tmp.path().join("data"));
+    std::fs::create_dir_all(&takeout).unwrap();
+    let google_json = |description: &str, people: &[&str], taken: i64, place: (f64, f64)| {
+        let people: Vec<Value> = people.iter().map(|name| serde_json::json!({ "name": name })).collect();
+        serde_json::json!({
+            "title": "ignored: the file's name", "description": description,
+            "creationTime": { "timestamp": "1700000000" }, "photoTakenTime": { "timestamp": taken.to_string() },
+            "geoData": { "latitude": place.0, "longitude": place.1, "altitude": 0.0 }, "people": people,
+        })
+        .to_string()
+    };
+    let add = |fixture: &str, name: &str, json_name: &str, json: String| {
+        std::fs::copy(common::image_path(fixture), takeout.join(name)).unwrap();
+        std::fs::write(takeout.join(json_name), json).unwrap();
+    };
+    // 2023-07-15 12:00 UTC, in Lisbon; the newer name of the JSON.
+    add(
+        "rocket.jpg",
+        "IMG_1.jpg",
+        "IMG_1.jpg.supplemental-metadata.json",
+        google_json("Launch party", &["Anna Silva"], 1_689_422_400, (38.7223, -9.1393)),
+    );
+    // A long name: its JSON's is cut to 51 characters; 0, 0 is no place.
+    add(
+        "astronaut.jpg",
+        "PXL_20230518_175342346.MP.jpg",
+        "PXL_20230518_175342346.MP.jpg.supplemental-met.json",
+        google_json("Space museum", &[], 1_684_432_422, (0.0, 0.0)),
+    );
+    // The second picture of that name in the download, with the older name of the JSON.
+    add(
+        "coffee_cmyk.jpg",
+        "IMG_2(1).jpg",
+        "IMG_2.jpg(1).json",
+        google_json("Second cup", &[], 1_600_000_000, (0.0, 0.0)),
+    );
+    // Any other JSON beside a picture says nothing.
+    add("camera_gray.jpg", "IMG_3.jpg", "IMG_3.jpg.json", r#"{"description": "not Google's"}"#.to_string());
+
+    let summary = index(&data, &takeout);
+    assert_eq!((summary["indexed"].as_u64(), summary["skipped"].as_u64()), (Some(4), Some(0)), "{summary:#}");
+    assert_eq!(found(&data, "caption:launch"), ["IMG_1.jpg"]);
+    assert_eq!(found(&data, "keyword:anna"), ["IMG_1.jpg"]);
+    assert_eq!(found(&data, "near:lisbon"), ["IMG_1.jpg"]);
+    assert_eq!(found(&data, "after:2023-07-15 before:2023-07-16"), ["IMG_1.jpg"]);
+    assert_eq!(found(&data, "caption:museum"), ["PXL_20230518_175342346.MP.jpg"]);
+    assert_eq!(found(&data, "after:2023-05-18 before:2023-05-19"), ["PXL_20230518_175342346.MP.jpg"]);
+    assert_eq!(found(&data, "caption:cup"), ["IMG_2(1).jpg"]);
+    assert!(found(&data, "caption:google").is_empty());
+}
