@@ -35,7 +35,7 @@ pub struct Captions {
 
 impl Captions {
     /// Fills what `self` lacks from `other` (a source of lower precedence); keywords are merged.
-    fn or(mut self, other: Captions) -> Captions {
+    pub fn or(mut self, other: Captions) -> Captions {
         self.title = self.title.or(other.title);
         self.description = self.description.or(other.description);
         self.rating = self.rating.or(other.rating);
@@ -65,7 +65,7 @@ pub fn read(bytes: &[u8], path: &Path, metadata: Option<&Metadata>) -> Captions 
 
 /// The names a sidecar of `path` may have: `IMG_1.CR2.xmp` (darktable, digiKam) and `IMG_1.xmp`
 /// (Lightroom, Capture One, digiKam's option), each in lower and upper case.
-pub fn sidecar_paths(path: &Path) -> Vec<PathBuf> {
+fn sidecar_paths(path: &Path) -> Vec<PathBuf> {
     let whole_name = ["xmp", "XMP"].map(|extension| {
         let mut beside = path.as_os_str().to_owned();
         beside.push(".");
@@ -79,12 +79,21 @@ pub fn sidecar_paths(path: &Path) -> Vec<PathBuf> {
 /// Captions from a video container's tags (title, description or comment, keywords separated by
 /// commas or semicolons).
 pub fn from_tags(title: Option<&str>, description: Option<&str>, keywords: Option<&str>) -> Captions {
+    from_texts(title, description, keywords.iter().flat_map(|k| k.split([',', ';'])))
+}
+
+/// Captions from texts of another source, cleaned and bounded as every source's are.
+pub fn from_texts<'a>(
+    title: Option<&str>,
+    description: Option<&str>,
+    keywords: impl IntoIterator<Item = &'a str>,
+) -> Captions {
     let mut captions = Captions {
         title: title.and_then(|t| clean(t, MAX_TEXT_CHARS)),
         description: description.and_then(|d| clean(d, MAX_TEXT_CHARS)).filter(|d| !is_camera_default(d)),
         ..Captions::default()
     };
-    for keyword in keywords.iter().flat_map(|k| k.split([',', ';'])) {
+    for keyword in keywords {
         captions.add_keyword(keyword);
     }
     captions
@@ -254,10 +263,12 @@ fn from_exif(metadata: &Metadata) -> Captions {
             .or_else(|| windows(0x9C9C))
             .or_else(|| windows(0x9C9F)),
         keywords: Vec::new(),
+        // Windows' stars: 0 (unrated) to 5.
         rating: metadata
             .field(Tag(Context::Tiff, 0x4746))
             .and_then(|f| f.value.get_uint(0))
-            .and_then(|stars| rating(&stars.to_string())),
+            .and_then(|stars| i8::try_from(stars).ok())
+            .filter(|stars| (0..=5).contains(stars)),
     };
     for keyword in windows(0x9C9E).iter().flat_map(|k| k.split(';')) {
         captions.add_keyword(keyword);

@@ -82,20 +82,13 @@ pub const FACTS_VERSION: u32 = 1;
 /// about it (`captions`), and where the file says nothing, Google Photos' JSON (`takeout`).
 pub fn photo_facts(bytes: &[u8], path: &Path) -> PhotoFacts {
     let metadata = read_exif(bytes, path);
-    let captions = super::captions::read(bytes, path, metadata.as_ref());
+    let google = super::takeout::read(path).unwrap_or_default();
+    let captions = super::captions::read(bytes, path, metadata.as_ref()).or(google.captions);
     let mut facts = metadata.as_ref().map(exif_facts).unwrap_or_default();
+    facts.taken = facts.taken.or(google.taken);
+    facts.gps = facts.gps.or(google.place);
     (facts.title, facts.description, facts.keywords) = (captions.title, captions.description, captions.keywords);
     facts.rating = captions.rating;
-    if let Some(google) = super::takeout::read(path) {
-        facts.description = facts.description.or(google.description);
-        for name in google.people {
-            if !facts.keywords.iter().any(|k| k.eq_ignore_ascii_case(&name)) {
-                facts.keywords.push(name);
-            }
-        }
-        facts.taken = facts.taken.or(google.taken);
-        facts.gps = facts.gps.or(google.place);
-    }
     facts
 }
 

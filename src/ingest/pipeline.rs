@@ -116,7 +116,7 @@ impl FileFacts {
             embedding,
             indexed_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             tags: Vec::new(),
-            facts_version: super::exif::FACTS_VERSION,
+            facts_version: FACTS_VERSION,
         }
     }
 }
@@ -413,8 +413,8 @@ fn is_current(record: &ImageRecord, file: &Candidate) -> bool {
 }
 
 /// A sidecar that is new, changed or deleted (a keyword added in Lightroom, a title in
-/// darktable) makes the pictures it describes read again, though their own files did not change; their
-/// embeddings are kept (same content).
+/// darktable) makes the pictures it describes read again, though their own files did not change;
+/// their embeddings are kept (same content).
 fn queue_described_pictures(
     sidecars: &[PathBuf],
     walked: &mut Walked,

@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::captions::{self, Captions};
+
 /// Longest name Google gives a JSON file, its `.json` included.
 const MAX_NAME_CHARS: usize = 51;
 /// Largest JSON read: Google's are about a kilobyte.
@@ -18,9 +20,9 @@ const MAX_JSON_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Default, PartialEq)]
 pub struct TakeoutFacts {
-    pub description: Option<String>,
-    /// The names of the people Google Photos recognised and someone named.
-    pub people: Vec<String>,
+    /// The description, and the names of the people Google Photos recognised and someone named
+    /// as keywords.
+    pub captions: Captions,
     /// When it was taken, Unix seconds (UTC: Google keeps no local time).
     pub taken: Option<i64>,
     /// Where, in degrees; Google writes 0, 0 for "unknown".
@@ -68,16 +70,15 @@ fn parse(json: &[u8]) -> Option<TakeoutFacts> {
     if !value.is_object() || (value.get("photoTakenTime").is_none() && value.get("creationTime").is_none()) {
         return None;
     }
-    let text = |v: &serde_json::Value| v.as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
     let seconds = |v: &serde_json::Value| v["timestamp"].as_str().and_then(|t| t.parse::<i64>().ok());
     let place = |v: &serde_json::Value| {
         let (latitude, longitude) = (v["latitude"].as_f64()?, v["longitude"].as_f64()?);
         let known = (latitude, longitude) != (0.0, 0.0) && crate::geo::is_valid(latitude, longitude);
         known.then_some((latitude, longitude))
     };
+    let people = value["people"].as_array().into_iter().flatten().filter_map(|person| person["name"].as_str());
     Some(TakeoutFacts {
-        description: text(&value["description"]),
-        people: value["people"].as_array().into_iter().flatten().filter_map(|p| text(&p["name"])).collect(),
+        captions: captions::from_texts(None, value["description"].as_str(), people),
         taken: seconds(&value["photoTakenTime"]),
         place: place(&value["geoData"]).or_else(|| place(&value["geoDataExif"])),
     })
@@ -116,8 +117,8 @@ mod tests {
             "geoDataExif": {"latitude": 38.7223, "longitude": -9.1393, "altitude": 0.0},
             "people": [{"name": "Anna Silva"}, {"name": ""}]}"#;
         let facts = parse(json).unwrap();
-        assert_eq!(facts.description.as_deref(), Some("Grandma turns 90"));
-        assert_eq!(facts.people, ["Anna Silva"]);
+        assert_eq!(facts.captions.description.as_deref(), Some("Grandma turns 90"));
+        assert_eq!(facts.captions.keywords, ["Anna Silva"]);
         assert_eq!(facts.taken, Some(1_689_422_400));
         assert_eq!(facts.place, Some((38.7223, -9.1393)), "0, 0 is no place");
         assert_eq!(parse(br#"{"name": "a package.json"}"#), None);

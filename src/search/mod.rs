@@ -113,6 +113,7 @@ pub enum Example {
 }
 
 /// A query, resolved to what the vector search needs.
+#[derive(Default)]
 struct Probe {
     embedding: Option<Vec<f32>>,
     /// Indexed pictures with exactly the query's content: shown first.
@@ -255,11 +256,7 @@ impl SearchEngine {
             Some(self.embed_query_texts(&[parsed.text.as_str()])?.remove(0))
         };
         let words = query::described_words(&parsed.text);
-        self.run(
-            Probe { embedding, duplicates: Vec::new(), exclude: None, from_text: true, words },
-            &parsed.filters,
-            params,
-        )
+        self.run(Probe { embedding, from_text: true, words, ..Probe::default() }, &parsed.filters, params)
     }
 
     /// Reverse image search with a picture's bytes (`label` names it in errors).
@@ -273,9 +270,7 @@ impl SearchEngine {
     ) -> Result<Vec<SearchHit>> {
         let duplicates = self.library.images_with_hash(&blake3::hash(bytes).to_hex())?;
         let embedding = self.embed_picture(bytes, label, max_pixels)?;
-        let probe =
-            Probe { embedding: Some(embedding), duplicates, exclude: None, from_text: false, words: Vec::new() };
-        self.run(probe, filters, params)
+        self.run(Probe { embedding: Some(embedding), duplicates, ..Probe::default() }, filters, params)
     }
 
     /// A picture's embedding from its file's bytes (`label` names it in errors).
@@ -296,11 +291,7 @@ impl SearchEngine {
         let from_text = composition.like.is_empty();
         let texts: Vec<&str> = composition.texts.iter().map(|(text, _)| text.as_str()).collect();
         let words = query::described_words(&texts.join(" "));
-        self.run(
-            Probe { embedding: Some(embedding), duplicates: Vec::new(), exclude: None, from_text, words },
-            filters,
-            params,
-        )
+        self.run(Probe { embedding: Some(embedding), from_text, words, ..Probe::default() }, filters, params)
     }
 
     /// The embedding of a composed query: Σ wᵢ·tᵢ + Σ pⱼ − Σ nₖ over the unit embeddings of its
@@ -358,13 +349,7 @@ impl SearchEngine {
         let duplicates = self.library.images_with_hash(&record.hash)?.into_iter().filter(|d| *d != id).collect();
         let file = record.file_path().to_path_buf();
         self.run(
-            Probe {
-                embedding: Some(record.embedding),
-                duplicates,
-                exclude: Some((id, file)),
-                from_text: false,
-                words: Vec::new(),
-            },
+            Probe { embedding: Some(record.embedding), duplicates, exclude: Some((id, file)), ..Probe::default() },
             &[],
             params,
         )
@@ -394,14 +379,7 @@ impl SearchEngine {
                 "the vector's length is {norm:.6}, not 1: divide it by its L2 norm first (cosine scores need unit vectors)"
             )));
         }
-        let probe = Probe {
-            embedding: Some(vector.to_vec()),
-            duplicates: Vec::new(),
-            exclude: None,
-            from_text: false,
-            words: Vec::new(),
-        };
-        self.run(probe, filters, params)
+        self.run(Probe { embedding: Some(vector.to_vec()), ..Probe::default() }, filters, params)
     }
 
     fn run(&self, probe: Probe, filters: &[Filter], params: &SearchParams) -> Result<Vec<SearchHit>> {
