@@ -467,6 +467,11 @@ mod tests {
         let entities =
             r#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><x>&b;</x>"#;
         assert_eq!(from_xmp(entities), Captions::default(), "no DTD, so no entity expansion");
+        // Deep nesting neither overflows the stack nor passes the node limit unnoticed.
+        let deep = format!("{}{}", "<a>".repeat(60_000), "</a>".repeat(60_000));
+        assert_eq!(from_xmp(&deep), Captions::default());
+        let wide = format!("<a>{}</a>", "<b/>".repeat(200_000));
+        assert_eq!(from_xmp(&wide), Captions::default());
     }
 
     #[test]
