@@ -446,7 +446,8 @@ impl SearchEngine {
 
     /// The pictures (passing `filters`, but `exclude`) whose caption or keywords hold words of
     /// `words`, each with the words it holds: among each word's pictures, the `k` nearest to the
-    /// query. A cheap look for one such picture comes first, as most words are in none.
+    /// query. Most words are in no caption: both backends count a filter's pictures before they
+    /// search, and score the few that pass one exactly, so such a word costs an index lookup.
     fn described(
         &self,
         embedding: &[f32],
@@ -459,9 +460,6 @@ impl SearchEngine {
         for word in words {
             for field in [Filter::Caption(word.clone()), Filter::Keyword(word.clone())] {
                 let with_word: Vec<Filter> = filters.iter().cloned().chain([field]).collect();
-                if self.library.newest(&with_word, 1)?.is_empty() {
-                    continue;
-                }
                 for (id, score) in self.library.nearest(embedding, k, &with_word, exclude)? {
                     let held = &mut described.entry(id).or_insert(Described { score, words: Vec::new() }).words;
                     if !held.contains(word) {
