@@ -320,6 +320,9 @@ fn a_text_query_ranks_pictures_described_with_its_words_above_their_visual_match
     // Its score is still its cosine similarity to the query.
     let alone = search("anna keyword:anna", &[]);
     assert_eq!(alone[0]["score"], hits[0]["score"]);
+    // A composed query looks for the words of the texts it looks for, not of those it moves away from.
+    let composed = search("2:anna -tram", &[]);
+    assert_eq!((name(&composed[0]), &composed[0]["described"]), ("tram.jpg".to_string(), &serde_json::json!(["anna"])));
 
     // Function words are not looked for; each word that describes something counts.
     let hits = search("a photo of the launch of a rocket", &[]);
