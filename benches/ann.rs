@@ -259,7 +259,7 @@ fn postgres_library(admin: &str, pictures: &[Vec<f32>], text_queries: &[Vec<f32>
     }
     let load_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    library.end_bulk_load().unwrap();
+    library.end_bulk_load(&indicatif::ProgressBar::hidden()).unwrap();
     let index_s = t.elapsed().as_secs_f64();
     let size_mb = library.size_bytes() as f64 / 1048576.0;
     drop(library);

@@ -256,7 +256,7 @@ pub fn run(
     }
     data.with(|data| {
         data.apply(&gone)?;
-        data.end_bulk_load()?;
+        data.end_bulk_load(&progress)?;
         data.save()
     })?;
     progress.finish_and_clear();

@@ -68,7 +68,7 @@ pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) ->
     }
     summary.skipped_files = batch.len() as u64;
     to.apply(&batch)?;
-    to.end_bulk_load()?;
+    to.end_bulk_load(progress)?;
     if let Some(last_run) = from.last_run()? {
         to.record_run(&from.indexed_roots()?, &last_run)?;
     }

@@ -294,7 +294,7 @@ pub fn import(
         next = read;
         progress.inc(row_count as u64);
     }
-    data.end_bulk_load()?;
+    data.end_bulk_load(progress)?;
     data.save()?;
     Ok(summary)
 }

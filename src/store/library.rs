@@ -151,7 +151,8 @@ pub trait Library: Lookup {
     fn begin_bulk_load(&mut self) -> Result<()> {
         Ok(())
     }
-    fn end_bulk_load(&mut self) -> Result<()> {
+    /// Ends it, showing on `progress` any index build that takes long.
+    fn end_bulk_load(&mut self, _progress: &indicatif::ProgressBar) -> Result<()> {
         Ok(())
     }
     /// Rebuilds the nearest-neighbour index from the live pictures; says what changed.
