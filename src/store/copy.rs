@@ -4,7 +4,7 @@
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::catalog::{stored_bytes, Change};
+use super::catalog::{stored_bytes, Change, ImageRecord};
 use super::Library;
 use crate::error::{Error, Result};
 
@@ -37,28 +37,29 @@ pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) ->
     progress.set_length(from.image_count() as u64);
     to.begin_bulk_load()?;
     let mut summary = CopySummary::default();
-    let mut batch = Vec::with_capacity(BATCH);
-    for record in from.images() {
-        let mut record = record?;
-        progress.inc(1);
-        let known = to.image_at(&stored_bytes(&record.path))?;
-        if known.is_some_and(|k| {
-            (k.hash.as_str(), k.size, k.mtime_ns) == (record.hash.as_str(), record.size, record.mtime_ns)
-        }) {
-            summary.unchanged += 1;
-            continue;
+    let mut images = from.images();
+    loop {
+        let chunk = images.by_ref().take(BATCH).collect::<Result<Vec<ImageRecord>>>()?;
+        if chunk.is_empty() {
+            break;
         }
-        record.id = to.new_id()?;
-        batch.push(Change::Upsert(record));
-        if batch.len() == BATCH {
-            summary.copied += batch.len() as u64;
-            to.apply(&batch)?;
-            batch.clear();
+        progress.inc(chunk.len() as u64);
+        let keys: Vec<Vec<u8>> = chunk.iter().map(|record| stored_bytes(&record.path)).collect();
+        let mut batch = Vec::with_capacity(chunk.len());
+        for (mut record, known) in chunk.into_iter().zip(to.images_at(&keys)?) {
+            if known.is_some_and(|k| {
+                (k.hash.as_str(), k.size, k.mtime_ns) == (record.hash.as_str(), record.size, record.mtime_ns)
+            }) {
+                summary.unchanged += 1;
+                continue;
+            }
+            record.id = to.new_id()?;
+            batch.push(Change::Upsert(record));
         }
+        summary.copied += batch.len() as u64;
+        to.apply(&batch)?;
     }
-    summary.copied += batch.len() as u64;
-    to.apply(&batch)?;
-    batch.clear();
+    let mut batch = Vec::new();
     for skip in from.skipped() {
         let skip = skip?;
         let path = stored_bytes(&skip.path);

@@ -3,6 +3,7 @@
 //! GPU cluster, clip-retrieval's output) become a searchable library without embedding anything
 //! again; an export moves a library between machines or into other tools (pandas, DuckDB).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
@@ -179,7 +180,8 @@ fn export_columns(records: &[ImageRecord], dim: usize) -> Vec<ArrayRef> {
 pub struct ImportSummary {
     pub rows: u64,
     pub imported: u64,
-    /// Already in the library with the same embedding (a re-run after an interruption).
+    /// Already in the library with the same file, facts and embedding (a re-run after an
+    /// interruption).
     pub unchanged: u64,
     /// Rows without a path or a usable embedding; the first few are described in `problems`.
     pub skipped: u64,
@@ -218,8 +220,9 @@ pub fn file_model(file: &Path) -> Result<Option<ModelInfo>> {
 
 /// Reads `file` into the library. The model is `model` when given, else the one the file's
 /// metadata names; an empty library takes it, an existing one must match it (and the rows its
-/// dimension). Embeddings are L2-normalised on the way in. Rows whose path is already in the
-/// library with the same embedding are left alone, so an interrupted import can be re-run.
+/// dimension). Embeddings are L2-normalised on the way in. Rows whose path the library already
+/// holds with the same file, facts and embedding are left alone, so an interrupted import can be
+/// re-run; a row that says something new replaces the library's record.
 pub fn import(
     data: &mut dyn Library,
     file: &Path,
@@ -266,12 +269,20 @@ pub fn import(
     let mut next = read_next();
     while let Some(read) = next {
         let (rows, row_count) = read?;
+        // What the library holds at the batch's paths, in one look (one round trip to PostgreSQL).
+        let keys: Vec<Vec<u8>> =
+            (0..row_count).filter_map(|row| rows.path(row)).map(|p| path_bytes(Path::new(&p))).collect();
+        let known: HashMap<Vec<u8>, ImageRecord> =
+            keys.iter().cloned().zip(data.images_at(&keys)?).filter_map(|(key, record)| Some((key, record?))).collect();
         let mut records = Vec::with_capacity(row_count);
         for row in 0..row_count {
             let row_number = summary.rows + 1;
             summary.rows += 1;
-            match rows.record(row, model.dim, &*data) {
-                Ok(Some(record)) => records.push(record),
+            match rows.record(row, model.dim, &known) {
+                Ok(Some(mut record)) => {
+                    record.id = data.new_id()?;
+                    records.push(record);
+                }
                 Ok(None) => summary.unchanged += 1,
                 Err(RowProblem::Fatal(e)) => return Err(e),
                 Err(RowProblem::Skip(reason)) => {
@@ -364,11 +375,22 @@ impl ImportRows {
         })
     }
 
-    /// The record of row `row`, or `None` when the library already holds it unchanged.
-    fn record(&self, row: usize, dim: usize, data: &dyn Library) -> Result<Option<ImageRecord>, RowProblem> {
+    /// Row `row`'s path, if it has one.
+    fn path(&self, row: usize) -> Option<String> {
+        self.path.is_valid(row).then(|| self.path.as_string::<i32>().value(row).to_string())
+    }
+
+    /// The record of row `row` (its id left for the caller to give), or `None` when the
+    /// library's record at its path (in `known`, by path) already says the same.
+    fn record(
+        &self,
+        row: usize,
+        dim: usize,
+        known: &HashMap<Vec<u8>, ImageRecord>,
+    ) -> Result<Option<ImageRecord>, RowProblem> {
         let present = |column: &Option<ArrayRef>| column.as_ref().filter(|c| c.is_valid(row)).cloned();
         let text = |column: Option<ArrayRef>| column.map(|c| c.as_string::<i32>().value(row).to_string());
-        let path = text(present(&Some(self.path.clone()))).ok_or_else(|| RowProblem::Skip("no path".into()))?;
+        let path = self.path(row).ok_or_else(|| RowProblem::Skip("no path".into()))?;
         if !self.embedding.is_valid(row) {
             return Err(RowProblem::Skip(format!("{path}: no embedding")));
         }
@@ -395,14 +417,9 @@ impl ImportRows {
         } else {
             values.values().iter().map(|v| (f64::from(*v) / norm) as f32).collect()
         };
-        let stored = StoredPath::from_path(Path::new(&path));
-        let known = data.image_at(&path_bytes(Path::new(&path))).map_err(RowProblem::Fatal)?;
-        if known.is_some_and(|k| k.embedding.iter().zip(&embedding).all(|(a, b)| (a - b).abs() <= 1e-6)) {
-            return Ok(None);
-        }
         let mut record = ImageRecord {
-            id: data.new_id().map_err(RowProblem::Fatal)?,
-            path: stored,
+            id: 0,
+            path: StoredPath::from_path(Path::new(&path)),
             size: present(&self.size).map_or(0, |c| c.as_primitive::<UInt64Type>().value(row)),
             mtime_ns: present(&self.mtime_ns).map_or(0, |c| c.as_primitive::<Int64Type>().value(row).into()),
             // Empty: unknown (a foreign row for a file not on this machine).
@@ -439,8 +456,21 @@ impl ImportRows {
         if self.size.is_none() || self.mtime_ns.is_none() {
             fill_from_file(&mut record, Path::new(&path));
         }
-        Ok(Some(record))
+        match known.get(&path_bytes(Path::new(&path))) {
+            Some(known) if says_the_same(known, &record) => Ok(None),
+            _ => Ok(Some(record)),
+        }
     }
+}
+
+/// Whether the library's record already says what an imported one does (the same file, facts
+/// and embedding): an import run again, after an interruption or of the same file.
+fn says_the_same(known: &ImageRecord, imported: &ImageRecord) -> bool {
+    let file = |r: &ImageRecord| (r.size, r.mtime_ns, r.hash.clone(), r.width, r.height, r.format.clone());
+    file(known) == file(imported)
+        && known.facts == imported.facts
+        && known.embedding.len() == imported.embedding.len()
+        && known.embedding.iter().zip(&imported.embedding).all(|(a, b)| (a - b).abs() <= 1e-6)
 }
 
 /// A row with only a path and an embedding (clip-retrieval's output): what the file on this

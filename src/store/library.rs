@@ -86,6 +86,18 @@ pub trait Library: Lookup {
     fn images_meta(&self, ids: &[ImageId]) -> Result<Vec<ImageRecord>> {
         ids.iter().filter_map(|&id| self.image_meta(id).transpose()).collect()
     }
+    /// The records (with embeddings) of the pictures at `paths` (stored path bytes), in the order
+    /// of `paths`, `None` where there is none: a loader's batch. A backend behind a network
+    /// answers it in one round trip.
+    fn images_at(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<ImageRecord>>> {
+        paths
+            .iter()
+            .map(|path| match self.image_at(path)? {
+                Some(meta) => self.image(meta.id),
+                None => Ok(None),
+            })
+            .collect()
+    }
     /// Every picture with exactly this content (blake3 hex); an empty hash matches nothing.
     fn images_with_hash(&self, hash: &str) -> Result<Vec<ImageId>>;
     fn image_count(&self) -> usize;

@@ -6,7 +6,7 @@
 //! Thumbnails stay in a local cache folder. Every write is one transaction, so a `kill -9` of
 //! any process at any moment leaves whole batches only, and a re-run finishes the work.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -969,6 +969,17 @@ impl Library for Postgres {
         let mut found: std::collections::HashMap<ImageId, ImageRecord> =
             rows.iter().map(|row| record_of(row, false)).map(|r| (r.id, r)).collect();
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    fn images_at(&self, paths: &[Vec<u8>]) -> Result<Vec<Option<ImageRecord>>> {
+        // From the primary: loaders decide what to write by it.
+        let rows = self
+            .connection()?
+            .query("SELECT path, record, embedding FROM images WHERE path = ANY($1)", &[&paths])
+            .map_err(|e| self.err(e))?;
+        let found: HashMap<Vec<u8>, ImageRecord> =
+            rows.iter().map(|row| (row.get::<_, Vec<u8>>("path"), record_of(row, true))).collect();
+        Ok(paths.iter().map(|path| found.get(path).cloned()).collect())
     }
 
     fn images_with_hash(&self, hash: &str) -> Result<Vec<ImageId>> {

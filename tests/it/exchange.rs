@@ -114,6 +114,32 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
         vec![files[1].display().to_string()]
     );
 
+    // The same file imported again changes nothing; a row with a new embedding replaces its
+    // picture's (here astronaut.jpg given coffee.png's).
+    let again = json(imgsearch(&data).arg("import").arg(&file).arg("--json"));
+    assert_eq!((again["unchanged"].as_u64(), again["imported"].as_u64()), (Some(3), Some(0)), "{again}");
+    let mut changed = rows.clone();
+    changed[0].1 = rows[1].1.clone();
+    let changed_file = tmp.path().join("changed.parquet");
+    common::parquet::write_foreign(&changed_file, &changed);
+    let update = json(imgsearch(&data).arg("import").arg(&changed_file).arg("--json"));
+    assert_eq!((update["unchanged"].as_u64(), update["imported"].as_u64()), (Some(2), Some(1)), "{update}");
+    let coffee: Vec<f32> = rows[1].1.iter().map(|v| v / 3.0).collect();
+    std::fs::write(&query, serde_json::to_vec(&coffee).unwrap()).unwrap();
+    let hits = json(imgsearch(&data).args(["search", "-k", "5", "--json", "--vector"]).arg(&query));
+    let mut near_one: Vec<&str> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| (h["score"].as_f64().unwrap() - 1.0).abs() < 1e-5)
+        .map(|h| h["path"].as_str().unwrap())
+        .collect();
+    near_one.sort();
+    assert_eq!(near_one, [files[0].to_str().unwrap(), files[1].to_str().unwrap()], "{hits}");
+    assert_eq!(hits.as_array().unwrap().len(), 3, "replaced, not added: {hits}");
+    let restored = json(imgsearch(&data).arg("import").arg(&file).arg("--json"));
+    assert_eq!(restored["imported"].as_u64(), Some(1), "{restored}");
+
     // Rows of pictures this machine does not have carry no content hash: they are not all
     // "exact copies" of each other.
     let elsewhere: Vec<(String, Vec<f32>)> =
@@ -159,4 +185,63 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
 
 fn paths_of(hits: &Value) -> Vec<String> {
     hits.as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().to_string()).collect()
+}
+
+/// A loader's batch may change one path several times (a file skipped, then read): the changes
+/// apply in order, on every backend (PostgreSQL writes a batch a few statements at a time).
+#[test]
+fn a_batch_that_changes_a_path_several_times_applies_its_changes_in_order() {
+    use imgsearch::store::{Change, Location, SkipRecord};
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = photos(tmp.path());
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+    let store = common::on_postgres().then(|| common::database_for(&data));
+    let mut library = imgsearch::store::open(&Location::new(data.clone(), store, None).unwrap()).unwrap();
+    let at = |name: &str| photos.join(name).canonicalize().unwrap();
+    let key = |name: &str| at(name).to_str().unwrap().as_bytes().to_vec();
+    let record = |library: &dyn imgsearch::store::Library, name: &str| library.image_at(&key(name)).unwrap();
+    let (astronaut, coffee, rocket) = (
+        record(&*library, "astronaut.jpg").unwrap(),
+        record(&*library, "coffee.png").unwrap(),
+        record(&*library, "rome/rocket.jpg").unwrap(),
+    );
+    let astronaut = library.image(astronaut.id).unwrap().unwrap();
+    let coffee = library.image(coffee.id).unwrap().unwrap();
+    let titled = |record: &imgsearch::store::ImageRecord, title: &str, id| {
+        let mut changed = record.clone();
+        (changed.id, changed.facts.title) = (id, Some(title.to_string()));
+        Change::Upsert(changed)
+    };
+    let skip = |path: &std::path::Path| SkipRecord {
+        path: imgsearch::store::StoredPath::from_path(path),
+        size: 1,
+        mtime_ns: 1,
+        reason: "unreadable".into(),
+        ignored: false,
+        retry: false,
+    };
+    let (first, last, coffee_again) = (library.new_id().unwrap(), library.new_id().unwrap(), library.new_id().unwrap());
+    let broken = photos.join("broken.jpg");
+    library
+        .apply(&[
+            titled(&astronaut, "first", first),
+            Change::Skip(skip(&at("astronaut.jpg"))),
+            titled(&astronaut, "last", last),
+            Change::Remove(coffee.path.clone()),
+            Change::Skip(skip(&broken)),
+            titled(&coffee, "back", coffee_again),
+            Change::Tag { id: rocket.id, tags: vec!["launch".into()] },
+        ])
+        .unwrap();
+    let astronaut_now = record(&*library, "astronaut.jpg").unwrap();
+    assert_eq!((astronaut_now.id, astronaut_now.facts.title.as_deref()), (last, Some("last")));
+    assert_eq!(library.skipped_at(&key("astronaut.jpg")).unwrap(), None, "read after it was skipped");
+    let coffee_now = record(&*library, "coffee.png").unwrap();
+    assert_eq!((coffee_now.id, coffee_now.facts.title.as_deref()), (coffee_again, Some("back")));
+    assert_eq!(library.image(coffee_again).unwrap().unwrap().embedding, coffee.embedding);
+    assert_eq!(library.skipped_at(broken.to_str().unwrap().as_bytes()).unwrap(), Some(skip(&broken)));
+    assert_eq!(record(&*library, "rome/rocket.jpg").unwrap().tags, ["launch"]);
+    assert_eq!(library.image_count(), 5);
+    library.close().unwrap();
 }
