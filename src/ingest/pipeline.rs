@@ -29,7 +29,7 @@ use crate::store::catalog::{
     path_from_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
 };
 use crate::store::roots::{Mounts, Root};
-use crate::store::{Change, Library, Lookup, Tagging};
+use crate::store::{Change, Known, Library, Lookup, Tagging};
 
 /// Files larger than this are skipped unread unless `--max-file-size` says otherwise.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 200 * 1024 * 1024;
@@ -322,6 +322,9 @@ struct Walked {
     queued: HashSet<Vec<u8>>,
 }
 
+/// Files the walk looks up in the library at once.
+const LOOKUP_BATCH: usize = 512;
+
 /// Walks the roots and queues every new or changed file; unchanged ones stop here.
 fn walk_and_queue(
     roots: &[PathBuf],
@@ -341,37 +344,49 @@ fn walk_and_queue(
         queued: HashSet::new(),
     };
     let mut changed_sidecars = Vec::new();
-    for found in walk(roots, hidden) {
-        let candidate = match found {
-            Found::File(c) => c,
+    // Files are looked up in the library a batch at a time: one round trip each to PostgreSQL,
+    // where a rescan of a large library otherwise spent its time.
+    let mut found_files = Vec::with_capacity(LOOKUP_BATCH);
+    let mut walking = walk(roots, hidden).peekable();
+    while let Some(found) = walking.next() {
+        match found {
+            Found::File(candidate) => found_files.push(candidate),
             Found::Problem { path, reason } => {
                 walked.errors.push(FileError { path: path.display().to_string(), reason });
                 walked.seen.insert(mounts.stored_bytes(&path));
                 walked.unreadable.push(mounts.stored(&path).to_path_buf());
-                continue;
             }
-        };
-        walked.scanned += 1;
-        let key = mounts.stored_bytes(&candidate.path);
-        walked.seen.insert(key.clone());
-        if let Some(record) = catalog.image_at(&key)? {
-            if is_current(&record, &candidate) {
-                walked.unchanged += 1;
-                continue;
-            }
-        } else if let Some(skip) = catalog.skipped_at(&key)? {
-            if skip.size == candidate.size && skip.mtime_ns == candidate.mtime_ns && !skip.worth_retrying() {
-                if !skip.ignored {
-                    walked.errors.push(FileError { path: candidate.path.display().to_string(), reason: skip.reason });
+        }
+        if found_files.len() < LOOKUP_BATCH && walking.peek().is_some() {
+            continue;
+        }
+        let keys: Vec<Vec<u8>> = found_files.iter().map(|candidate| mounts.stored_bytes(&candidate.path)).collect();
+        let known = catalog.known_at(&keys)?;
+        for ((candidate, key), known) in found_files.drain(..).zip(keys).zip(known) {
+            walked.scanned += 1;
+            walked.seen.insert(key.clone());
+            match known {
+                Known::Picture(record) if is_current(&record, &candidate) => {
+                    walked.unchanged += 1;
+                    continue;
                 }
-                continue;
+                Known::Skipped(skip)
+                    if skip.size == candidate.size && skip.mtime_ns == candidate.mtime_ns && !skip.worth_retrying() =>
+                {
+                    if !skip.ignored {
+                        let path = candidate.path.display().to_string();
+                        walked.errors.push(FileError { path, reason: skip.reason });
+                    }
+                    continue;
+                }
+                _ => {}
             }
-        }
-        if captions::is_sidecar(&candidate.path) {
-            changed_sidecars.push(candidate.path.clone());
-        }
-        if !walked.queue(candidate, key, jobs, queued) {
-            return Ok(walked); // the writer stopped (an error is on its way)
+            if captions::is_sidecar(&candidate.path) {
+                changed_sidecars.push(candidate.path.clone());
+            }
+            if !walked.queue(candidate, key, jobs, queued) {
+                return Ok(walked); // the writer stopped (an error is on its way)
+            }
         }
     }
     // A sidecar deleted since the last run (its record is of a skipped file): its pictures lose

@@ -52,11 +52,34 @@ pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
 
 /// The reads the indexer makes while its writer applies batches (and, under `serve --watch`,
 /// while searches run): shared between threads, and never waiting on the writer.
+/// What a library holds at a path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Known {
+    /// A picture: its record, without its embedding.
+    Picture(Box<ImageRecord>),
+    /// A file skipped, and why.
+    Skipped(SkipRecord),
+    Nothing,
+}
+
 pub trait Lookup: Send + Sync {
     /// The record (without its embedding) of the picture at `path` (stored path bytes).
     fn image_at(&self, path: &[u8]) -> Result<Option<ImageRecord>>;
     /// Why the file at `path` was skipped, if it was.
     fn skipped_at(&self, path: &[u8]) -> Result<Option<SkipRecord>>;
+    /// What the library holds at each of `paths` (stored path bytes), in their order: a rescan's
+    /// batch. A backend behind a network answers it in one round trip.
+    fn known_at(&self, paths: &[Vec<u8>]) -> Result<Vec<Known>> {
+        paths
+            .iter()
+            .map(|path| {
+                Ok(match self.image_at(path)? {
+                    Some(record) => Known::Picture(Box::new(record)),
+                    None => self.skipped_at(path)?.map_or(Known::Nothing, Known::Skipped),
+                })
+            })
+            .collect()
+    }
     /// Any picture with exactly this content (blake3 hex), with its embedding.
     fn image_with_hash(&self, hash: &str) -> Result<Option<ImageRecord>>;
     /// Every stored path with its picture's id, without reading the records.

@@ -23,7 +23,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::catalog::{
     path_bytes, stored_bytes, Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord, Tagging,
 };
-use super::library::{words, Filter, Library, Lookup};
+use super::library::{words, Filter, Known, Library, Lookup};
 use super::{Stats, EXACT_BELOW};
 use crate::error::{Error, Result};
 use crate::geo::Area;
@@ -438,6 +438,27 @@ impl Lookup for Postgres {
             .query_opt("SELECT record FROM skipped WHERE path = $1", &[&path])
             .map_err(|e| self.err(e))?;
         Ok(row.map(|row| row.get::<_, Json<SkipRecord>>(0).0))
+    }
+
+    fn known_at(&self, paths: &[Vec<u8>]) -> Result<Vec<Known>> {
+        let rows = self
+            .connection()?
+            .query(
+                "SELECT path, record, false FROM images WHERE path = ANY($1) \
+                 UNION ALL SELECT path, record, true FROM skipped WHERE path = ANY($1)",
+                &[&paths],
+            )
+            .map_err(|e| self.err(e))?;
+        let mut known: HashMap<Vec<u8>, Known> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let entry = known.entry(row.get(0)).or_insert(Known::Nothing);
+            match (row.get::<_, bool>(2), &entry) {
+                (false, _) => *entry = Known::Picture(Box::new(record_of(row, false))),
+                (true, Known::Nothing) => *entry = Known::Skipped(row.get::<_, Json<SkipRecord>>(1).0),
+                (true, _) => {}
+            }
+        }
+        Ok(paths.iter().map(|path| known.get(path).cloned().unwrap_or(Known::Nothing)).collect())
     }
 
     fn image_with_hash(&self, hash: &str) -> Result<Option<ImageRecord>> {

@@ -241,6 +241,44 @@ fn re_runs_do_only_the_work_that_changed() {
     }
 }
 
+/// A rescan looks files up in the library a batch at a time (512): across batches every
+/// unchanged file stays unchanged, every broken one is reported again, and what changed is found.
+#[test]
+fn a_rescan_of_more_files_than_one_lookup_batch_does_only_the_work_that_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    let sources = noise_photos(&tmp.path().join("sources"), 4);
+    let path = |i: usize| root.join(format!("f{}", i / 300)).join(format!("p{i:04}.png"));
+    for i in 0..1_200 {
+        std::fs::create_dir_all(path(i).parent().unwrap()).unwrap();
+        std::fs::copy(&sources[i % 4], path(i)).unwrap();
+    }
+    for folder in 0..4 {
+        std::fs::write(root.join(format!("f{folder}/broken.jpg")), b"not a jpeg").unwrap();
+    }
+    let first = index(&data, &root, &[]);
+    assert_eq!(first["scanned"], 1_204, "{first:#}");
+    assert_eq!(errors_of(&first).len(), 4, "{first:#}");
+    assert_eq!(stats(&data)["images"], 1_200);
+
+    let again = index(&data, &root, &[]);
+    assert_eq!(
+        (again["unchanged"].as_u64(), again["indexed"].as_u64(), again["reused"].as_u64()),
+        (Some(1_200), Some(0), Some(0)),
+        "{again:#}"
+    );
+    assert_eq!(errors_of(&again), errors_of(&first), "broken files are reported on every run");
+
+    std::fs::remove_file(path(100)).unwrap();
+    image::open(path(650)).unwrap().rotate180().save(path(650)).unwrap();
+    let changed = index(&data, &root, &[]);
+    assert_eq!(
+        (changed["unchanged"].as_u64(), changed["indexed"].as_u64(), changed["removed"].as_u64()),
+        (Some(1_198), Some(1), Some(1)),
+        "{changed:#}"
+    );
+}
+
 /// The model is loaded only when a picture needs embedding: an unchanged re-run, and one where
 /// files were only copied, work with the checkpoint's weights gone; a new picture then gets a
 /// clear error.
