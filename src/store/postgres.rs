@@ -166,7 +166,9 @@ fn connection_pool(url: &str, schema: Option<&str>) -> Result<(Pool, String)> {
     config.notice_callback(forward_notice);
     let mut location = without_password(&config);
     if let Some(schema) = schema {
-        config.options(&format!("-c search_path={schema},public"));
+        // After the URL's own options (e.g. `?options=-c%20maintenance_work_mem%3D4GB`), kept.
+        let options = format!("{} -c search_path={schema},public", config.get_options().unwrap_or_default());
+        config.options(options.trim_start());
         location = format!("{location} (model space {schema})");
     }
     let pool = r2d2::Pool::builder()

@@ -354,6 +354,44 @@ fn an_import_into_an_empty_database_builds_the_vector_index_at_the_end() {
     assert_eq!(again, hits, "the same hits from the rebuilt index");
 }
 
+/// pgvector builds the graph in `maintenance_work_mem`. An operator's setting (here 1 MB, in the
+/// URL's options) stands, and a build that outgrows it says so and what to do: PostgreSQL's
+/// notice, which the client would only have logged.
+#[test]
+fn a_vector_index_build_that_outgrows_an_operators_memory_setting_says_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut state = 0x2545F4914F6CDD1Du64;
+    let rows: Vec<(String, Vec<f32>)> = (0..2_000)
+        .map(|i| {
+            let embedding = (0..48)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect();
+            (format!("/archive/{i}.jpg"), embedding)
+        })
+        .collect();
+    let file = tmp.path().join("rows.parquet");
+    common::parquet::write_foreign(&file, &rows);
+    let url = database_for(&tmp.path().join("library"));
+    let small = format!("{url}?options=-c%20maintenance_work_mem%3D1MB");
+    let out = imgsearch(&small, &tmp.path().join("cache"))
+        .arg("import")
+        .arg(&file)
+        .arg("--model")
+        .arg(model_dir("tiny-clip-b32-quickgelu"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("maintenance_work_mem is too small") && stderr.contains("ALTER ROLE"), "{stderr}");
+    assert!(has_vector_index(&url));
+}
+
 #[test]
 fn migrate_copies_a_data_folder_into_postgres_and_back_with_the_same_results() {
     let tmp = tempfile::tempdir().unwrap();
