@@ -291,9 +291,9 @@ function tagChip(tag, count) {
 }
 // Keywords people gave the picture (and names of people in it): a chip lists the pictures with
 // that keyword. A quote in it cannot be written in the query language: its words are.
-function keywordChip(keyword) {
+function keywordChip(keyword, count) {
   const words = keyword.replaceAll('"', " ").trim();
-  const chip = filterChip(keyword, words.includes(" ") ? `keyword:"${words}"` : `keyword:${words}`);
+  const chip = filterChip(keyword, words.includes(" ") ? `keyword:"${words}"` : `keyword:${words}`, count);
   chip.classList.add("keyword");
   return chip;
 }
@@ -315,16 +315,19 @@ function filterChip(label, filter, count) {
   });
   return chip;
 }
-// The most frequent tags, under the filters.
-async function showFrequentTags() {
+// The most frequent tags, and keywords (people's names among them), under the filters.
+async function showFrequent(url, key, nav, chip) {
   try {
-    const response = await fetch("/api/tags");
+    const response = await fetch(url);
     if (!response.ok) return;
-    const { tags } = await response.json();
-    const nav = $("#tag-chips");
-    nav.replaceChildren(...tags.slice(0, 15).map((t) => tagChip(t.tag, t.count)));
-    nav.hidden = tags.length === 0;
-  } catch { /* tags are an extra: the search works without them */ }
+    const counts = (await response.json())[key];
+    nav.replaceChildren(...counts.slice(0, 15).map(chip));
+    nav.hidden = counts.length === 0;
+  } catch { /* an extra: the search works without them */ }
+}
+function showFrequentChips() {
+  showFrequent("/api/tags", "tags", $("#tag-chips"), (t) => tagChip(t.tag, t.count));
+  showFrequent("/api/keywords", "keywords", $("#keyword-chips"), (k) => keywordChip(k.keyword, k.count));
 }
 
 function searchText(text) {
@@ -464,7 +467,7 @@ async function showDuplicates() {
 }
 $("#show-duplicates").addEventListener("click", showDuplicates);
 
-showFrequentTags();
+showFrequentChips();
 
 // The address is the search: reload, bookmark and share work.
 const initial = new URLSearchParams(location.search);

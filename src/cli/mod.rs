@@ -87,6 +87,8 @@ pub enum Command {
     Duplicates(duplicates::DuplicatesArgs),
     /// Zero-shot tags with their counts; options change the labels or threshold and retag.
     Tags(tags::TagsArgs),
+    /// Keywords people gave pictures, and the names of people in them, with their counts.
+    Keywords(stats::KeywordsArgs),
     /// Who may sign in to `serve`: add, passwd, remove, list.
     #[command(subcommand)]
     User(access::UserCommand),
@@ -177,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(args) => models::run(args, &library),
         Command::Duplicates(args) => duplicates::run(args, current()?),
         Command::Tags(args) => tags::run(args, current()?, cli.compute),
+        Command::Keywords(args) => stats::keywords(args, current()?),
         Command::User(command) => access::user(command, library),
         Command::Token(command) => access::token(command, library),
     }

@@ -137,6 +137,33 @@ pub fn list(args: ListArgs, library: Location) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, clap::Args)]
+pub struct KeywordsArgs {
+    /// Print `{"keywords": [{"keyword", "count"}]}`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `imgsearch keywords`: the keywords people gave pictures and the names of people in them,
+/// the most frequent first; `keyword:WORD` finds their pictures.
+pub fn keywords(args: KeywordsArgs, library: Location) -> anyhow::Result<()> {
+    let data = imgsearch::store::open(&library)?;
+    let counts = imgsearch::search::tags::keyword_counts(&*data)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "keywords": counts }));
+    } else if counts.is_empty() {
+        println!(
+            "no picture has keywords: imgsearch reads them from XMP (Lightroom, digiKam, darktable; in the file or a \
+             .xmp sidecar), IPTC, Windows' tags and Google Takeout's JSON when it indexes"
+        );
+    } else {
+        for count in &counts {
+            println!("{}\t{}", count.count, count.keyword);
+        }
+    }
+    Ok(())
+}
+
 /// `imgsearch repair`: rebuild the vector and text indexes from the catalog.
 pub fn repair(library: Location) -> anyhow::Result<()> {
     let mut data = imgsearch::store::open(&library)?;

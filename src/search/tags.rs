@@ -13,7 +13,7 @@
 //! `max_tags`. Since the margin is one dot product with (label − neutral), a new threshold or
 //! label set retags a library from its stored embeddings, embedding no picture again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use candle_core::{Device, Tensor};
 
@@ -207,10 +207,36 @@ pub struct TagCount {
 
 /// Every tag of the library, the most frequent first (ties by name).
 pub fn counts(library: &dyn Library) -> Result<Vec<TagCount>> {
-    let mut counts: Vec<TagCount> =
-        library.tag_counts()?.into_iter().map(|(tag, count)| TagCount { tag, count }).collect();
-    counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.tag.cmp(&b.tag)));
-    Ok(counts)
+    Ok(most_frequent_first(library.tag_counts()?).map(|(tag, count)| TagCount { tag, count }).collect())
+}
+
+/// A keyword people gave pictures (or a person's name) and how many pictures carry it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeywordCount {
+    pub keyword: String,
+    pub count: u64,
+}
+
+/// Every keyword of the library, the most frequent first (ties by name). Keywords that differ
+/// only in case ("Beach", "beach") are one, as the `keyword:` filter finds them, under the
+/// spelling most pictures have.
+pub fn keyword_counts(library: &dyn Library) -> Result<Vec<KeywordCount>> {
+    let mut by_word: HashMap<String, (String, u64, u64)> = HashMap::new(); // spelling, its count, total
+    for (keyword, count) in library.keyword_counts()? {
+        let entry = by_word.entry(keyword.to_lowercase()).or_insert_with(|| (keyword.clone(), 0, 0));
+        if count > entry.1 || (count == entry.1 && keyword < entry.0) {
+            (entry.0, entry.1) = (keyword, count);
+        }
+        entry.2 += count;
+    }
+    let merged = by_word.into_values().map(|(spelling, _, total)| (spelling, total)).collect();
+    Ok(most_frequent_first(merged).map(|(keyword, count)| KeywordCount { keyword, count }).collect())
+}
+
+fn most_frequent_first(counts: HashMap<String, u64>) -> impl Iterator<Item = (String, u64)> {
+    let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    counts.into_iter()
 }
 
 /// Retags every picture of the library with its label set (none: clears every tag), from the

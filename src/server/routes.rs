@@ -72,6 +72,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/images/{id}/similar", get(similar))
         .route("/api/duplicates", get(duplicates))
         .route("/api/tags", get(tags))
+        .route("/api/keywords", get(keywords))
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
         .layer(axum::middleware::from_fn(log_request))
@@ -648,6 +649,14 @@ async fn duplicates(
 async fn tags(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
     let counts = blocking(state.clone(), move || Ok(crate::search::tags::counts(engine(&state).library())?)).await?;
     Ok(Json(serde_json::json!({ "tags": counts })))
+}
+
+/// `GET /api/keywords` → `{"keywords": [{"keyword", "count"}]}`: the keywords people gave
+/// pictures (people's names among them), the most frequent first.
+async fn keywords(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
+    let counts =
+        blocking(state.clone(), move || Ok(crate::search::tags::keyword_counts(engine(&state).library())?)).await?;
+    Ok(Json(serde_json::json!({ "keywords": counts })))
 }
 
 async fn stats(State(state): State<Shared>) -> ApiResult<Json<serde_json::Value>> {

@@ -372,12 +372,25 @@ impl Catalog {
 
     /// How many pictures carry each tag.
     pub fn tag_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        self.label_counts(|record| record.tags)
+    }
+
+    /// How many pictures carry each keyword.
+    pub fn keyword_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        self.label_counts(|record| record.facts.keywords)
+    }
+
+    /// How many pictures carry each of the labels `labels_of` gives a record (none twice).
+    fn label_counts(
+        &self,
+        labels_of: impl Fn(ImageRecord) -> Vec<String>,
+    ) -> Result<std::collections::HashMap<String, u64>> {
         let mut counts = std::collections::HashMap::new();
         for bytes in self.images.iter().values() {
             let record: ImageRecord = serde_json::from_slice(&bytes.map_err(|e| self.store_err(e))?)
                 .map_err(|e| corrupt("image record", e))?;
-            for tag in record.tags {
-                *counts.entry(tag).or_insert(0) += 1;
+            for label in labels_of(record) {
+                *counts.entry(label).or_insert(0) += 1;
             }
         }
         Ok(counts)

@@ -136,6 +136,9 @@ pub trait Library: Lookup {
     fn set_tagging(&mut self, tagging: Option<&Tagging>) -> Result<()>;
     /// Every tag with how many pictures carry it.
     fn tag_counts(&self) -> Result<std::collections::HashMap<String, u64>>;
+    /// Every keyword people gave pictures (the names of people in them among them), as spelled,
+    /// with how many pictures carry it.
+    fn keyword_counts(&self) -> Result<std::collections::HashMap<String, u64>>;
     /// The summary of the latest `index` run.
     fn last_run(&self) -> Result<Option<serde_json::Value>>;
 

@@ -411,6 +411,10 @@ impl Library for DataDir {
         self.catalog.tag_counts()
     }
 
+    fn keyword_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        self.catalog.keyword_counts()
+    }
+
     fn record_run(&mut self, roots: &[IndexedRoot], summary: &serde_json::Value) -> Result<()> {
         self.catalog.record_roots(roots)?;
         self.catalog.set_last_run(summary)

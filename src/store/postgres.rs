@@ -1068,6 +1068,18 @@ impl Library for Postgres {
         Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64)).collect())
     }
 
+    fn keyword_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let rows = self
+            .reader()?
+            .query(
+                "SELECT keyword, count(*) FROM images, jsonb_array_elements_text(record->'facts'->'keywords') AS keyword \
+                 GROUP BY keyword",
+                &[],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64)).collect())
+    }
+
     fn last_run(&self) -> Result<Option<serde_json::Value>> {
         let row = self
             .reader()?

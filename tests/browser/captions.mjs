@@ -1,7 +1,7 @@
 // Captions and keywords in Debian's headless Chromium: a text query finds the picture described
 // with its word first, its tile shows its stars, and its tooltip gives the title and why; the viewer shows the
-// title and description, and the keywords as chips; a keyword chip lists the pictures with that
-// keyword.
+// title and description, and the keywords as chips; a keyword chip, there or among the library's
+// frequent keywords, lists the pictures with that keyword.
 // Usage: node captions.mjs BASE_URL QUERY PATH TITLE KEYWORD
 import { launch } from "./chromium.mjs";
 
@@ -28,12 +28,23 @@ try {
   const chips = await page.$$eval("#keywords .keyword", (chips) => chips.map((c) => c.textContent));
   if (!chips.includes(keyword)) await fail(`the viewer's keywords ${JSON.stringify(chips)} lack ${keyword}`);
 
+  const filter = keyword.includes(" ") ? `keyword:"${keyword}"` : `keyword:${keyword}`;
+  const listsThePicture = async () => {
+    if (await page.inputValue("#q") !== filter) await fail(`after the chip the search box says ${await page.inputValue("#q")}, not ${filter}`);
+    await page.waitForFunction(([text, expected]) => new URL(location.href).searchParams.get("q") === text
+      && [...document.querySelectorAll("#grid .tile")].map((t) => t.dataset.path).join() === expected, [filter, path], { timeout: 10000 });
+  };
   await page.click(`#keywords .keyword >> text="${keyword}"`);
   await page.waitForFunction(() => !document.querySelector("#viewer").open, null, { timeout: 10000 });
-  const filter = keyword.includes(" ") ? `keyword:"${keyword}"` : `keyword:${keyword}`;
-  if (await page.inputValue("#q") !== filter) await fail(`after the chip the search box says ${await page.inputValue("#q")}, not ${filter}`);
-  await page.waitForFunction(([text, expected]) => new URL(location.href).searchParams.get("q") === text
-    && [...document.querySelectorAll("#grid .tile")].map((t) => t.dataset.path).join() === expected, [filter, path], { timeout: 10000 });
+  await listsThePicture();
+
+  // The frequent keywords (people's names among them) sit under the search box, with counts.
+  await page.goto(base + "/");
+  const frequent = page.locator("#keyword-chips .keyword", { hasText: keyword });
+  await frequent.waitFor({ timeout: 10000 });
+  if (await frequent.textContent() !== `${keyword} 1`) await fail(`the frequent keyword chip reads ${await frequent.textContent()}`);
+  await frequent.click();
+  await listsThePicture();
   await page.screenshot({ path: process.env.SCREENSHOT || "/tmp/imgsearch-captions.png" });
   console.log("captions test passed");
   await browser.close();

@@ -326,6 +326,46 @@ fn a_text_query_ranks_pictures_described_with_its_words_above_their_visual_match
     assert!(hits.iter().all(|h| h.get("described").is_none()) && scores_descend(&hits), "{hits:#?}");
 }
 
+/// The keywords of a library with their counts (`imgsearch keywords`, `GET /api/keywords`), the
+/// most frequent first; spellings that differ only in case are one keyword, under the spelling
+/// most pictures have, as `keyword:` finds them.
+#[test]
+fn keywords_and_people_are_listed_with_their_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    std::fs::create_dir_all(&photos).unwrap();
+    let keywords_of: [(&str, &[&str]); 4] = [
+        ("a.png", &["Beach", "Anna Silva"]),
+        ("b.png", &["beach", "Anna Silva"]),
+        ("c.png", &["beach", "dunes"]),
+        ("d.png", &[]),
+    ];
+    for (name, keywords) in keywords_of {
+        std::fs::copy(common::image_path("coffee.png"), photos.join(name)).unwrap();
+        std::fs::write(photos.join(format!("{name}.xmp")), darktable_sidecar(keywords)).unwrap();
+    }
+    let listed = |data: &Path| json(imgsearch(data).args(["keywords", "--json"]));
+    let (empty, nothing) = (tmp.path().join("empty"), tmp.path().join("nothing-here"));
+    std::fs::create_dir_all(&nothing).unwrap();
+    index(&empty, &nothing);
+    assert_eq!(listed(&empty), serde_json::json!({"keywords": []}));
+    let plain = imgsearch(&empty).arg("keywords").output().unwrap();
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("no picture has keywords"), "{plain:?}");
+
+    index(&data, &photos);
+    let expected = serde_json::json!({"keywords": [
+        {"keyword": "beach", "count": 3},
+        {"keyword": "Anna Silva", "count": 2},
+        {"keyword": "dunes", "count": 1},
+    ]});
+    assert_eq!(listed(&data), expected);
+    let text = imgsearch(&data).arg("keywords").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&text.stdout), "3\tbeach\n2\tAnna Silva\n1\tdunes\n");
+    assert_eq!(found(&data, "keyword:beach"), ["a.png", "b.png", "c.png"], "the count is what the filter finds");
+    let server = serve(&data, &[]);
+    assert_eq!(get(&server.addr, "/api/keywords").json(), expected);
+}
+
 #[test]
 fn the_web_ui_shows_captions_and_searches_a_keyword_chip() {
     let tmp = tempfile::tempdir().unwrap();
