@@ -50,8 +50,23 @@ const BATCH_PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 /// 20.2 / 18.6 images/s at 0 ms, 23.8 / 23.4 at 100 ms, 23.7 / 24.4 at 1 s.
 pub(crate) const SERVE_PURGE_DELAY_MS: std::ffi::c_long = 100;
 
+/// A command whose output is piped into a reader that stops early (`imgsearch list | head`) ends
+/// quietly, as other command-line tools do, instead of panicking on the broken pipe: Rust ignores
+/// SIGPIPE, and `println!` panics on the failed write. Not for `serve`, which must outlive any
+/// client (its sockets are written with MSG_NOSIGNAL anyway).
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if !matches!(cli.command, cli::Command::Serve(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     keep_freed_memory_for(BATCH_PURGE_DELAY_MS);
     // What the server and `--watch` log goes to stderr, at `info` unless RUST_LOG says otherwise
     // (e.g. RUST_LOG=warn, or RUST_LOG=imgsearch::http=off to silence the request lines).

@@ -576,3 +576,22 @@ fn the_files_of_one_shot_are_one_result_that_names_the_others() {
     assert_eq!(similar.len(), 2, "{similar:?}");
     assert!(!similar.iter().flatten().any(|name| name.starts_with("/IMG_0001.")), "{similar:?}");
 }
+
+/// Output piped into a reader that stops early (`imgsearch list | head -1`) ends the command
+/// quietly, as with other command-line tools: no panic about a broken pipe.
+#[test]
+fn a_reader_that_stops_early_ends_a_listing_quietly() {
+    let (_tmp, data) = indexed();
+    for args in [&["list"][..], &["search", "a photo", "-k", "5"], &["stats"]] {
+        let mut child = imgsearch(&data)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before the command writes
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}
