@@ -167,6 +167,20 @@ impl ImageRecord {
     }
 }
 
+/// The labels of a stored record, read without the rest of it (a count reads every record).
+#[derive(Deserialize)]
+struct RecordLabels {
+    #[serde(default)]
+    tags: Vec<String>,
+    facts: FactLabels,
+}
+
+#[derive(Deserialize)]
+struct FactLabels {
+    #[serde(default)]
+    keywords: Vec<String>,
+}
+
 #[cfg(test)]
 impl ImageRecord {
     /// A record for unit tests: a 1×1 PNG at `path` with this embedding and a hash of its own.
@@ -372,24 +386,24 @@ impl Catalog {
 
     /// How many pictures carry each tag.
     pub fn tag_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
-        self.label_counts(|record| record.tags)
+        self.label_counts(|labels| labels.tags)
     }
 
     /// How many pictures carry each keyword.
     pub fn keyword_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
-        self.label_counts(|record| record.facts.keywords)
+        self.label_counts(|labels| labels.facts.keywords)
     }
 
     /// How many pictures carry each of the labels `labels_of` gives a record (none twice).
     fn label_counts(
         &self,
-        labels_of: impl Fn(ImageRecord) -> Vec<String>,
+        labels_of: impl Fn(RecordLabels) -> Vec<String>,
     ) -> Result<std::collections::HashMap<String, u64>> {
         let mut counts = std::collections::HashMap::new();
         for bytes in self.images.iter().values() {
-            let record: ImageRecord = serde_json::from_slice(&bytes.map_err(|e| self.store_err(e))?)
+            let labels: RecordLabels = serde_json::from_slice(&bytes.map_err(|e| self.store_err(e))?)
                 .map_err(|e| corrupt("image record", e))?;
-            for label in labels_of(record) {
+            for label in labels_of(labels) {
                 *counts.entry(label).or_insert(0) += 1;
             }
         }
