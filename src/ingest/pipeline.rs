@@ -357,7 +357,7 @@ fn walk_and_queue(
                 walked.unreadable.push(mounts.stored(&path).to_path_buf());
             }
         }
-        if found_files.len() < LOOKUP_BATCH && walking.peek().is_some() {
+        if found_files.is_empty() || (found_files.len() < LOOKUP_BATCH && walking.peek().is_some()) {
             continue;
         }
         let keys: Vec<Vec<u8>> = found_files.iter().map(|candidate| mounts.stored_bytes(&candidate.path)).collect();

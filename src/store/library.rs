@@ -50,8 +50,6 @@ pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty() && w.len() < 40).map(str::to_lowercase)
 }
 
-/// The reads the indexer makes while its writer applies batches (and, under `serve --watch`,
-/// while searches run): shared between threads, and never waiting on the writer.
 /// What a library holds at a path.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Known {
@@ -62,6 +60,8 @@ pub enum Known {
     Nothing,
 }
 
+/// The reads the indexer makes while its writer applies batches (and, under `serve --watch`,
+/// while searches run): shared between threads, and never waiting on the writer.
 pub trait Lookup: Send + Sync {
     /// The record (without its embedding) of the picture at `path` (stored path bytes).
     fn image_at(&self, path: &[u8]) -> Result<Option<ImageRecord>>;

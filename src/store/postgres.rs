@@ -646,14 +646,19 @@ fn build_memory(client: &mut impl postgres::GenericClient, dim: usize) -> Result
         "SELECT setting::bigint, source, (SELECT count(*) FROM images) FROM pg_settings WHERE name = 'maintenance_work_mem'",
         &[],
     )?;
-    let (setting, source, pictures): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+    Ok(memory_for_graph(row.get(0), &row.get::<_, String>(1), row.get(2), dim))
+}
+
+/// [`build_memory`]'s choice for a server whose setting is `setting` kB, from `source` (as
+/// pg_settings says), for `pictures` of `dim` dimensions.
+fn memory_for_graph(setting: i64, source: &str, pictures: i64, dim: usize) -> Option<i64> {
     // Set in postgresql.conf, for the role or database, or in the URL's options: an operator's
     // choice, which stands.
     if source != "default" {
-        return Ok(None);
+        return None;
     }
     let needed = (pictures * graph_bytes_per_picture(dim) / 1024).min(BUILD_MEMORY_CAP_KB);
-    Ok((needed > setting).then_some(needed))
+    (needed > setting).then_some(needed)
 }
 
 /// Shows the server's notices that matter to the person running imgsearch (by default the
@@ -1291,5 +1296,27 @@ impl Library for Postgres {
         let err = |e| self.err(e);
         self.connection()?.batch_execute("VACUUM (ANALYZE) images").map_err(err)?;
         Ok(format!("images table vacuumed and analysed: {} pictures", self.image_count()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_build_asks_for_the_memory_its_graph_needs_unless_an_operator_chose() {
+        const DEFAULT_KB: i64 = 64 * 1024;
+        // pgvector's notice at the default: 38,599 pictures of 512 dimensions fill 64 MB; with a
+        // quarter of headroom, 29,000 still fit and need no more. More get what they need.
+        assert_eq!(memory_for_graph(DEFAULT_KB, "default", 25_000, 512), None);
+        let asked = memory_for_graph(DEFAULT_KB, "default", 200_000, 512).unwrap();
+        assert!(asked * 1024 > 200_000 * 1_739 && asked * 1024 < 200_000 * 1_739 * 3 / 2, "{asked} kB");
+        // A wider model's graph is larger; a huge library is capped.
+        assert!(memory_for_graph(DEFAULT_KB, "default", 200_000, 1024).unwrap() > asked);
+        assert_eq!(memory_for_graph(DEFAULT_KB, "default", 50_000_000, 512), Some(BUILD_MEMORY_CAP_KB));
+        // An operator's setting stands, however small.
+        for source in ["configuration file", "user", "database", "client"] {
+            assert_eq!(memory_for_graph(1024, source, 200_000, 512), None, "{source}");
+        }
     }
 }
