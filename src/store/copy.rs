@@ -5,7 +5,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::catalog::{stored_bytes, Change, ImageRecord};
-use super::Library;
+use super::{Known, Library};
 use crate::error::{Error, Result};
 
 /// Pictures per transaction on the target.
@@ -46,12 +46,13 @@ pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) ->
         progress.inc(chunk.len() as u64);
         let keys: Vec<Vec<u8>> = chunk.iter().map(|record| stored_bytes(&record.path)).collect();
         let mut batch = Vec::with_capacity(chunk.len());
-        for (mut record, known) in chunk.into_iter().zip(to.images_at(&keys)?) {
-            if known.is_some_and(|k| {
-                (k.hash.as_str(), k.size, k.mtime_ns) == (record.hash.as_str(), record.size, record.mtime_ns)
-            }) {
-                summary.unchanged += 1;
-                continue;
+        // The target's records without their embeddings: the file's identity decides.
+        for (mut record, known) in chunk.into_iter().zip(to.known_at(&keys)?) {
+            if let Known::Picture(k) = known {
+                if (k.hash.as_str(), k.size, k.mtime_ns) == (record.hash.as_str(), record.size, record.mtime_ns) {
+                    summary.unchanged += 1;
+                    continue;
+                }
             }
             record.id = to.new_id()?;
             batch.push(Change::Upsert(record));

@@ -360,19 +360,11 @@ fn an_import_into_an_empty_database_builds_the_vector_index_at_the_end() {
 #[test]
 fn a_vector_index_build_that_outgrows_an_operators_memory_setting_says_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut state = 0x2545F4914F6CDD1Du64;
-    let rows: Vec<(String, Vec<f32>)> = (0..2_000)
-        .map(|i| {
-            let embedding = (0..48)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .collect();
-            (format!("/archive/{i}.jpg"), embedding)
-        })
+    let rows: Vec<(String, Vec<f32>)> = common::clip_like::generate(2_000, 0, 48, 7)
+        .pictures
+        .into_iter()
+        .enumerate()
+        .map(|(i, embedding)| (format!("/archive/{i}.jpg"), embedding))
         .collect();
     let file = tmp.path().join("rows.parquet");
     common::parquet::write_foreign(&file, &rows);
