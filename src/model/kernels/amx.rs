@@ -22,9 +22,13 @@
 //! - activations: per block of 32 rows, per step, the tiles of rows 0-15 and 16-31 side by side;
 //!   zero-padded, converted per call.
 
+use std::ops::Range;
+
 use half::bf16;
 use rayon::prelude::*;
 
+use super::linear::TileEpilogue;
+use super::runs::Runs;
 use super::SharedOut;
 
 /// Output columns per weight panel (one accumulator tile is 16 × 16 f32).
@@ -164,7 +168,7 @@ pub fn pack_weight(w: &[f32], (in_dim, out_dim): (usize, usize), split: Split, p
     });
 }
 
-/// `x W^T + b` with `w` packed by [`pack_weight`] with the same split.
+/// `x W^T + b` with `w` packed by [`pack_weight`] with the same split, then `epilogue`.
 ///
 /// Blocked for the caches (2 MB of L2 per core here; tile loads that miss it ran at a quarter of
 /// the speed of those that hit it): the rows go in chunks whose activations fill
@@ -174,13 +178,22 @@ pub fn pack_weight(w: &[f32], (in_dim, out_dim): (usize, usize), split: Split, p
 /// so row chunks stay large (fc2 at batch 32 in the three-way split is 9216 deep: 32 rows would
 /// fill a chunk), and between depth chunks the accumulators go through the output, which is laid
 /// out in whole blocks for that.
-pub fn product(
+///
+/// With a row chunk for every thread, each thread converts its own chunks' activations into its
+/// own buffer, one depth chunk at a time, so they are written into L2 rather than through
+/// memory (converting the whole input first was 8% of the f32 image tower at batch 32), and
+/// passes every panel pair over them. With fewer rows, the input is converted once and the
+/// threads share out the panel pairs. Either way the work goes in [`Runs`], so a product does not
+/// wait for a thread whose core is busy with something else. The epilogue follows each block's
+/// last depth chunk, while the block is in L1.
+pub(super) fn product(
     x: &[f32],
     w: &[bf16],
     bias: &[f32],
     rows: usize,
     (in_dim, out_dim): (usize, usize),
     split: Split,
+    epilogue: TileEpilogue,
 ) -> Vec<f32> {
     let depth = padded_depth(in_dim, split);
     let panels = panels(out_dim);
@@ -193,79 +206,166 @@ pub fn product(
         true => steps,
         false => steps.div_ceil(steps.div_ceil(MAX_CHUNK_STEPS)),
     };
+    let depth_chunks: Vec<Range<usize>> =
+        (0..steps).step_by(chunk_steps).map(|s| s..steps.min(s + chunk_steps)).collect();
     let chunk_rows = (ROW_CHUNK_BYTES / (chunk_steps * K_STEP * 2)) / BLOCK_ROWS * BLOCK_ROWS;
     let chunk_rows = chunk_rows.clamp(BLOCK_ROWS, padded_rows);
+    let row_chunks = padded_rows.div_ceil(chunk_rows);
+    let chunk = |c: usize| c * chunk_rows..padded_rows.min((c + 1) * chunk_rows);
+    let pairs = panels / 2;
     let group = (WEIGHT_GROUP_BYTES / (chunk_steps * 2 * TILE_LEN * 2)).max(1);
-    let run = |buffer: &mut Vec<bf16>| {
-        let xb = to_bf16_tiles(x, rows, in_dim, split, buffer);
-        // Bias padded to whole panels: it seeds the accumulators (a tile load with row stride 0).
-        let mut bias_padded = vec![0f32; padded_cols];
-        bias_padded[..out_dim].copy_from_slice(bias);
 
-        let mut out: Vec<f32> = Vec::with_capacity(padded_rows * padded_cols);
-        let out_ptr = SharedOut(out.as_mut_ptr());
-        let pairs = panels / 2;
-        let threads = rayon::current_num_threads().min(pairs).max(1);
-        (0..threads).into_par_iter().for_each(|t| {
+    // Bias padded to whole panels: it seeds the accumulators (a tile load with row stride 0).
+    let mut bias_padded = vec![0f32; padded_cols];
+    bias_padded[..out_dim].copy_from_slice(bias);
+    let mut out: Vec<f32> = Vec::with_capacity(padded_rows * padded_cols);
+    let layer = Layer {
+        w,
+        depth,
+        steps,
+        bias: &bias_padded,
+        out: SharedOut(out.as_mut_ptr()),
+        padded_cols,
+        rows,
+        out_dim,
+        epilogue,
+    };
+    let pool = rayon::current_num_threads().max(1);
+    if pool > 1 && row_chunks >= pool {
+        let runs = Runs::new(pool, |t| t * row_chunks / pool);
+        (0..pool).into_par_iter().for_each(|t| {
             let _tiles = TileState::configure();
-            let block = |first_step: usize, row: usize, pair: usize| {
-                let col = 2 * pair * PANEL;
-                Block {
-                    x: xb[row * depth + first_step * 2 * TILE_LEN..].as_ptr(),
-                    w: w[2 * pair * depth * PANEL + first_step * 2 * TILE_LEN..].as_ptr(),
-                    steps: chunk_steps.min(steps - first_step),
-                    seed: if first_step == 0 { Seed::Bias(bias_padded[col..].as_ptr()) } else { Seed::Sum },
-                    out: out_ptr.get().wrapping_add(row * padded_cols + col),
-                    out_stride: padded_cols,
-                }
-            };
-            let mine = t * pairs / threads..(t + 1) * pairs / threads;
-            for first_step in (0..steps).step_by(chunk_steps) {
-                for chunk in (0..padded_rows).step_by(chunk_rows) {
-                    for first_pair in mine.clone().step_by(group) {
-                        for row in (chunk..padded_rows.min(chunk + chunk_rows)).step_by(BLOCK_ROWS) {
-                            for pair in first_pair..mine.end.min(first_pair + group) {
-                                // SAFETY: the tiles are configured on this thread; x holds a
-                                // whole block of rows and w a whole panel pair from `first_step`
-                                // for `steps`, the bias two panels; the block reads and writes
-                                // only its own 32 × 32 of out (this thread's panels), inside the
-                                // padded size.
-                                unsafe { isa::multiply(&block(first_step, row, pair)) };
+            with_activation_buffer(|buffer| {
+                while let Some((_, c)) = runs.take_own(t).or_else(|| runs.take_left_over()) {
+                    for range in &depth_chunks {
+                        let xb = to_bf16_tiles(x, rows, (in_dim, split), chunk(c), range.clone(), buffer, false);
+                        for first_pair in (0..pairs).step_by(group) {
+                            for row in chunk(c).step_by(BLOCK_ROWS) {
+                                let x = xb[(row - chunk(c).start) * range.len() * K_STEP..].as_ptr();
+                                for pair in first_pair..pairs.min(first_pair + group) {
+                                    // SAFETY: the tiles are configured on this thread; `x` holds
+                                    // this block's activations over `range`.
+                                    unsafe { layer.block(x, row, pair, range.clone()) };
+                                }
                             }
                         }
                     }
                 }
+            })
+        });
+    } else {
+        with_activation_buffer(|buffer| {
+            let xb = to_bf16_tiles(x, rows, (in_dim, split), 0..padded_rows, 0..steps, buffer, true);
+            let threads = pool.min(pairs);
+            // Thread t's own run: (row chunk, group of its pairs), the groups passing over each
+            // row chunk in turn.
+            let mine = |t: usize| t * pairs / threads..(t + 1) * pairs / threads;
+            let groups = |t: usize| mine(t).len().div_ceil(group);
+            let starts: Vec<usize> = (0..=threads).map(|t| (0..t).map(groups).sum::<usize>() * row_chunks).collect();
+            for range in &depth_chunks {
+                // One depth chunk after the other: a block's later chunks add to its sum.
+                let runs = Runs::new(threads, |t| starts[t]);
+                (0..threads).into_par_iter().for_each(|t| {
+                    let _tiles = TileState::configure();
+                    while let Some((run, unit)) = runs.take_own(t).or_else(|| runs.take_left_over()) {
+                        let (c, g) = ((unit - starts[run]) / groups(run), (unit - starts[run]) % groups(run));
+                        let first_pair = mine(run).start + g * group;
+                        for row in chunk(c).step_by(BLOCK_ROWS) {
+                            let x = xb[row * depth + range.start * BLOCK_ROWS * K_STEP..].as_ptr();
+                            for pair in first_pair..mine(run).end.min(first_pair + group) {
+                                // SAFETY: the tiles are configured on this thread; `x` holds this
+                                // block's activations from `range`'s first step.
+                                unsafe { layer.block(x, row, pair, range.clone()) };
+                            }
+                        }
+                    }
+                });
             }
         });
-        // SAFETY: the blocks above wrote every element of the padded output.
-        unsafe { out.set_len(padded_rows * padded_cols) };
+    }
+    // SAFETY: the blocks above wrote every element of the padded output.
+    unsafe { out.set_len(padded_rows * padded_cols) };
+    if padded_cols != out_dim {
         // Drop the padding: rows move down in place, the first one stays.
         for r in 1..rows {
             out.copy_within(r * padded_cols..r * padded_cols + out_dim, r * out_dim);
         }
-        out.truncate(rows * out_dim);
-        out
-    };
+    }
+    out.truncate(rows * out_dim);
+    out
+}
+
+/// What every block of one product shares.
+struct Layer<'a> {
+    w: &'a [bf16],
+    depth: usize,
+    steps: usize,
+    /// Padded to whole panel pairs.
+    bias: &'a [f32],
+    /// (padded rows × `padded_cols`), written block by block.
+    out: SharedOut,
+    padded_cols: usize,
+    rows: usize,
+    out_dim: usize,
+    epilogue: TileEpilogue<'a>,
+}
+
+impl Layer<'_> {
+    /// The 32 × 32 block of output at (`row`, panel pair `pair`) over the steps `range` of the
+    /// shared dimension, seeded with the bias in the first range; after the last, the epilogue.
+    ///
+    /// # Safety
+    /// The tiles must be configured on this thread; `x` must hold the block's activation tiles
+    /// for `range`, one step after the other; no other thread may touch this block meanwhile.
+    unsafe fn block(&self, x: *const bf16, row: usize, pair: usize, range: Range<usize>) {
+        let col = 2 * pair * PANEL;
+        let out = self.out.get().wrapping_add(row * self.padded_cols + col);
+        isa::multiply(&Block {
+            x,
+            w: self.w[2 * pair * self.depth * PANEL + range.start * 2 * TILE_LEN..].as_ptr(),
+            steps: range.len(),
+            seed: if range.start == 0 { Seed::Bias(self.bias[col..].as_ptr()) } else { Seed::Sum },
+            out,
+            out_stride: self.padded_cols,
+        });
+        if range.end == self.steps && row < self.rows {
+            let (rows, cols) = (BLOCK_ROWS.min(self.rows - row), (2 * PANEL).min(self.out_dim - col));
+            self.epilogue.apply(out, self.padded_cols, (row, col), rows, cols);
+        }
+    }
+}
+
+/// Runs `f` with this thread's activation buffer (a fresh one if a task this thread picked up
+/// while waiting for its own holds it).
+fn with_activation_buffer<T>(f: impl FnOnce(&mut Vec<bf16>) -> T) -> T {
     ACTIVATIONS.with(|buffer| match buffer.try_borrow_mut() {
-        Ok(mut xb) => run(&mut xb),
-        // Re-entered from a task this thread picked up while waiting for its own: its own buffer.
-        Err(_) => run(&mut Vec::new()),
+        Ok(mut xb) => f(&mut xb),
+        Err(_) => f(&mut Vec::new()),
     })
 }
 
 thread_local! {
-    /// The caller's bf16 activations, reused across calls: a fresh buffer of up to 29 MB per
-    /// layer (fc2 at batch 32, three-way split) cost page faults and zeroing, ~12% of the tower.
+    /// Activations in bf16 tiles, reused across calls: a fresh buffer of up to 29 MB per layer
+    /// (fc2 at batch 32, three-way split) cost page faults and zeroing, ~12% of the tower.
     static ACTIVATIONS: std::cell::RefCell<Vec<bf16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Writes the rows of `x` into `xb` as the split's bf16 parts, one segment each, zero-padded
-/// to whole blocks of rows and segments (every element is written: `xb` is reused), in the
+/// Writes rows `row_range` of `x` (a whole number of blocks; rows past `rows` are zeros) over
+/// the steps `steps` of the split's shared dimension (one segment per part) into `xb`, in the
 /// tile order of the module comment: a tile load reads 16 consecutive lines, not 16 rows a
-/// whole depth apart. Returns the tiles, which start on a cache line.
-fn to_bf16_tiles<'a>(x: &[f32], rows: usize, in_dim: usize, split: Split, xb: &'a mut Vec<bf16>) -> &'a [bf16] {
-    let depth = padded_depth(in_dim, split);
-    let len = rows.next_multiple_of(BLOCK_ROWS) * depth;
+/// whole depth apart. Every element is written (`xb` is reused). Returns the tiles, which start
+/// on a cache line; `parallel` converts the blocks on the rayon pool.
+fn to_bf16_tiles<'a>(
+    x: &[f32],
+    rows: usize,
+    (in_dim, split): (usize, Split),
+    row_range: Range<usize>,
+    steps: Range<usize>,
+    xb: &'a mut Vec<bf16>,
+    parallel: bool,
+) -> &'a [bf16] {
+    let block_len = BLOCK_ROWS * steps.len() * K_STEP;
+    let len = row_range.len() / BLOCK_ROWS * block_len;
     // Tiles start on a cache line: a tile row that straddles two lines costs two loads. Grown,
     // never shrunk: layers alternate in size, and `resize` down then up zeroed the buffer again
     // on every larger layer (2% of the f32 image tower).
@@ -275,13 +375,17 @@ fn to_bf16_tiles<'a>(x: &[f32], rows: usize, in_dim: usize, split: Split, xb: &'
     }
     let skip = xb.as_ptr().align_offset(CACHE_LINE);
     let xb = &mut xb[skip..skip + len];
-    xb.par_chunks_mut(BLOCK_ROWS * depth).enumerate().for_each(|(b, tiles)| {
-        let first = (b * BLOCK_ROWS).min(rows);
+    let convert = |(b, tiles): (usize, &mut [bf16])| {
+        let first = (row_range.start + b * BLOCK_ROWS).min(rows);
         let src = &x[first * in_dim..(first + BLOCK_ROWS).min(rows) * in_dim];
         // SAFETY: `available()` (checked by every caller) includes AVX512-BF16; `tiles` holds
-        // 32 rows of `depth`, `src` whole rows of `in_dim`.
-        unsafe { isa::block_rows(src, in_dim, split.activation_parts(), segment(in_dim), tiles) };
-    });
+        // 32 rows of `steps`, `src` whole rows of `in_dim`.
+        unsafe { isa::block_rows(src, in_dim, split.activation_parts(), segment(in_dim), steps.clone(), tiles) };
+    };
+    match parallel {
+        true => xb.par_chunks_mut(block_len).enumerate().for_each(convert),
+        false => xb.chunks_mut(block_len).enumerate().for_each(convert),
+    }
     xb
 }
 
@@ -353,43 +457,56 @@ mod isa {
     use super::{Block, Part, Seed, TileConfig, BLOCK_ROWS, K_STEP, TILE_LEN, TILE_ROWS};
 
     /// Writes up to 32 rows of `src` (whole rows of `in_dim`; missing rows are zeros) into
-    /// `tiles` (one block of rows, see `to_bf16_tiles`), one segment per part, 32 values per
-    /// instruction (rounding one value at a time took 23-31% of a layer).
+    /// `tiles` (one block of rows over `steps` of the split's shared dimension, see
+    /// `to_bf16_tiles`), each step as its segment's part, 32 values per instruction (rounding one
+    /// value at a time took 23-31% of a layer).
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub unsafe fn block_rows(src: &[f32], in_dim: usize, parts: &[Part], segment: usize, tiles: &mut [bf16]) {
+    pub unsafe fn block_rows(
+        src: &[f32],
+        in_dim: usize,
+        parts: &[Part],
+        segment: usize,
+        steps: std::ops::Range<usize>,
+        tiles: &mut [bf16],
+    ) {
         let live = src.len() / in_dim;
-        let steps = segment / K_STEP;
-        debug_assert!(live <= BLOCK_ROWS && tiles.len() == BLOCK_ROWS * segment * parts.len());
+        let segment_steps = segment / K_STEP;
+        debug_assert!(live <= BLOCK_ROWS && tiles.len() == BLOCK_ROWS * steps.len() * K_STEP);
         let out = tiles.as_mut_ptr();
-        let with_low = parts.iter().any(|part| matches!(part, Part::Low));
         let zero = std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512());
+        let store = |i: usize, r: usize, values: __m512bh| {
+            let at = out.add((2 * i + r / TILE_ROWS) * TILE_LEN + r % TILE_ROWS * K_STEP);
+            _mm512_storeu_si512(at.cast(), std::mem::transmute::<__m512bh, __m512i>(values));
+        };
         for r in 0..BLOCK_ROWS {
-            for step in 0..steps {
-                let k = step * K_STEP;
-                // Both parts of 32 values, computed once for every segment that holds them.
-                let (high_part, low_part) = if r < live && k < in_dim {
-                    let n = (in_dim - k).min(K_STEP);
-                    let at = src.as_ptr().add(r * in_dim + k);
-                    // Masked loads: past `in_dim` read as zero (and never touch memory).
-                    let a = _mm512_maskz_loadu_ps(((1u32 << n.min(16)) - 1) as u16, at);
-                    let b = _mm512_maskz_loadu_ps(((1u64 << n.saturating_sub(16)) - 1) as u16, at.add(16));
-                    let low = match with_low {
-                        true => _mm512_cvtne2ps_pbh(_mm512_sub_ps(b, high(b)), _mm512_sub_ps(a, high(a))),
-                        false => zero,
+            if r >= live {
+                (0..steps.len()).for_each(|i| store(i, r, zero));
+                continue;
+            }
+            // Segment by segment (a division per step was a fifth of this loop).
+            let mut step = steps.start;
+            while step < steps.end {
+                let segment_start = step / segment_steps * segment_steps;
+                let end = steps.end.min(segment_start + segment_steps);
+                let part = parts[step / segment_steps];
+                for step in step..end {
+                    let k = (step - segment_start) * K_STEP;
+                    let values = if k < in_dim {
+                        let n = (in_dim - k).min(K_STEP);
+                        let at = src.as_ptr().add(r * in_dim + k);
+                        // Masked loads: past `in_dim` read as zero (and never touch memory).
+                        let a = _mm512_maskz_loadu_ps(((1u32 << n.min(16)) - 1) as u16, at);
+                        let b = _mm512_maskz_loadu_ps(((1u64 << n.saturating_sub(16)) - 1) as u16, at.add(16));
+                        match part {
+                            Part::High => _mm512_cvtne2ps_pbh(b, a),
+                            Part::Low => _mm512_cvtne2ps_pbh(_mm512_sub_ps(b, high(b)), _mm512_sub_ps(a, high(a))),
+                        }
+                    } else {
+                        zero
                     };
-                    (_mm512_cvtne2ps_pbh(b, a), low)
-                } else {
-                    (zero, zero)
-                };
-                for (s, part) in parts.iter().enumerate() {
-                    let values = match part {
-                        Part::High => high_part,
-                        Part::Low => low_part,
-                    };
-                    let tile = 2 * (s * steps + step) + r / TILE_ROWS;
-                    let at = out.add(tile * TILE_LEN + r % TILE_ROWS * K_STEP);
-                    _mm512_storeu_si512(at.cast(), std::mem::transmute::<__m512bh, __m512i>(values));
+                    store(step - steps.start, r, values);
                 }
+                step = end;
             }
         }
     }
@@ -472,7 +589,7 @@ mod isa {
 
     use super::{Block, Part, TileConfig};
 
-    pub unsafe fn block_rows(_: &[f32], _: usize, _: &[Part], _: usize, _: &mut [bf16]) {
+    pub unsafe fn block_rows(_: &[f32], _: usize, _: &[Part], _: usize, _: std::ops::Range<usize>, _: &mut [bf16]) {
         unreachable!("AMX exists only on x86-64")
     }
 
@@ -498,56 +615,66 @@ mod tests {
     }
 
     /// The three-way split against a plain f32 loop: near-f32 accuracy (2^-16 relative per
-    /// product, where one bf16 rounding is 2^-8), on values with more bits than bf16 holds.
+    /// product, where one bf16 rounding is 2^-8), on values with more bits than bf16 holds; the
+    /// second shape has several row chunks and depth chunks that cut across the split's segments.
     #[test]
     fn three_way_split_is_accurate_to_about_16_bits() {
         if !available() {
             eprintln!("skipped: this CPU has no AMX-BF16");
             return;
         }
-        let (rows, in_dim, out_dim) = (37, 300, 70);
-        let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5).collect();
-        let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5).collect();
-        let bias = vec![0.5f32; out_dim];
-        let run = |split| product(&x, &packed(&w, (in_dim, out_dim), split), &bias, rows, (in_dim, out_dim), split);
-        let (three, once) = (run(Split::ThreeWay), run(Split::Once));
-        let (mut worst_three, mut worst_once) = (0f64, 0f64);
-        for r in 0..rows {
-            for c in 0..out_dim {
-                // Scale of the error: the sum of |terms|, as cancellation leaves no relative bound.
-                let terms = (0..in_dim).map(|k| x[r * in_dim + k] as f64 * w[c * in_dim + k] as f64);
-                let (want, scale) = terms.fold((bias[c] as f64, 0.0), |(s, a), t| (s + t, a + t.abs()));
-                worst_three = worst_three.max((three[r * out_dim + c] as f64 - want).abs() / scale);
-                worst_once = worst_once.max((once[r * out_dim + c] as f64 - want).abs() / scale);
+        for (rows, in_dim, out_dim) in [(37, 300, 70), (300, 2000, 40)] {
+            let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5).collect();
+            let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5).collect();
+            let bias = vec![0.5f32; out_dim];
+            let run = |split| {
+                let weight = packed(&w, (in_dim, out_dim), split);
+                product(&x, &weight, &bias, rows, (in_dim, out_dim), split, TileEpilogue::Nothing)
+            };
+            let (three, once) = (run(Split::ThreeWay), run(Split::Once));
+            let (mut worst_three, mut worst_once) = (0f64, 0f64);
+            for r in 0..rows {
+                for c in 0..out_dim {
+                    // Scale of the error: the sum of |terms|, as cancellation leaves no relative bound.
+                    let terms = (0..in_dim).map(|k| x[r * in_dim + k] as f64 * w[c * in_dim + k] as f64);
+                    let (want, scale) = terms.fold((bias[c] as f64, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                    worst_three = worst_three.max((three[r * out_dim + c] as f64 - want).abs() / scale);
+                    worst_once = worst_once.max((once[r * out_dim + c] as f64 - want).abs() / scale);
+                }
             }
+            assert!(worst_three < 2e-5, "({rows},{in_dim},{out_dim}): three-way split error {worst_three:e}");
+            assert!(worst_once > 10.0 * worst_three, "one rounding {worst_once:e} vs three-way {worst_three:e}");
         }
-        assert!(worst_three < 2e-5, "three-way split error {worst_three:e}");
-        assert!(worst_once > 10.0 * worst_three, "one rounding {worst_once:e} vs three-way {worst_three:e}");
     }
 
-    /// The AMX product against a plain loop over the same bf16-rounded inputs, on ragged shapes
-    /// (rows, depth and columns that are not whole tiles), at a size with several row and depth
-    /// chunks, and in an order that reuses the activation buffer at smaller sizes.
+    /// The AMX product plus a residual against a plain loop over the same bf16-rounded inputs,
+    /// on ragged shapes (rows, depth and columns that are not whole tiles), at sizes with several
+    /// row and depth chunks (where two threads each take their own rows), and in an order that
+    /// reuses the activation buffer at smaller sizes.
     #[test]
     fn amx_product_matches_a_plain_matmul_of_bf16_inputs() {
         if !available() {
             eprintln!("skipped: this CPU has no AMX-BF16");
             return;
         }
-        let shapes = [(1, 32, 32), (7, 45, 53), (33, 64, 17), (70, 100, 96), (300, 1000, 40), (300, 4200, 40)];
+        let shapes =
+            [(1, 32, 32), (7, 45, 53), (33, 64, 17), (70, 100, 96), (300, 1000, 40), (700, 1000, 70), (300, 4200, 40)];
         // Largest last, then smallest again: the reused activation buffer must not leak stale
         // values into the padding of a smaller call.
         for &(rows, in_dim, out_dim) in shapes.iter().chain(shapes.iter().rev()) {
+            let round = |v: f32| bf16::from_f32(v).to_f32();
             let x: Vec<f32> = (0..rows * in_dim).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
             let w: Vec<f32> = (0..out_dim * in_dim).map(|i| ((i * 13) % 19) as f32 / 9.0 - 1.0).collect();
             let bias: Vec<f32> = (0..out_dim).map(|i| i as f32 * 0.25 - 2.0).collect();
+            let residual: Vec<f32> = (0..rows * out_dim).map(|i| (i % 11) as f32 * 0.5).collect();
             let weight = packed(&w, (in_dim, out_dim), Split::Once);
-            let got = product(&x, &weight, &bias, rows, (in_dim, out_dim), Split::Once);
-            let round = |v: f32| bf16::from_f32(v).to_f32();
+            let epilogue = TileEpilogue::Residual(&residual, out_dim);
+            let got = product(&x, &weight, &bias, rows, (in_dim, out_dim), Split::Once, epilogue);
+            let (x, w): (Vec<f32>, Vec<f32>) = (x.into_iter().map(round).collect(), w.into_iter().map(round).collect());
             for r in 0..rows {
                 for c in 0..out_dim {
-                    let want =
-                        bias[c] + (0..in_dim).map(|k| round(x[r * in_dim + k]) * round(w[c * in_dim + k])).sum::<f32>();
+                    let dot = (0..in_dim).map(|k| x[r * in_dim + k] * w[c * in_dim + k]).sum::<f32>();
+                    let want = bias[c] + dot + residual[r * out_dim + c];
                     let got = got[r * out_dim + c];
                     assert!(
                         (got - want).abs() <= 1e-3 * want.abs().max(1.0),

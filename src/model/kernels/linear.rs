@@ -27,11 +27,11 @@
 //! (`cuda.rs`); other devices (and the `Transposed` layout on the CPU) use candle's matmul.
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::runs::Runs;
 use super::{amx, bf16_pairs, contiguous_f32, SharedOut};
 use crate::error::Result;
 use crate::model::config::Activation;
@@ -225,7 +225,7 @@ impl LinearOp<'_> {
                 if layout.dims() != [rows, out_dim] {
                     candle_core::bail!("{name}: residual {:?} for an output ({rows}, {out_dim})", layout.dims());
                 }
-                TileEpilogue::Residual(contiguous_f32(storage, layout, name)?)
+                TileEpilogue::Residual(contiguous_f32(storage, layout, name)?, out_dim)
             }
             (None, Epilogue::Activation(activation)) => TileEpilogue::Activation(activation),
             (None, _) => TileEpilogue::Nothing,
@@ -236,15 +236,7 @@ impl LinearOp<'_> {
             }
             WeightLayout::Transposed => unreachable!("`linear` multiplies the transposed layout with candle"),
             WeightLayout::AmxTiles(split) => {
-                // The AMX kernel walks its output its own way: the epilogue follows, in parallel rows.
-                let mut out = amx::product(x, bf16_weights(w, name)?, bias, rows, (in_dim, out_dim), split);
-                if !matches!(epilogue, TileEpilogue::Nothing) {
-                    out.par_chunks_mut(out_dim).enumerate().for_each(|(row, values)| {
-                        // SAFETY: `values` is row `row` of the (rows × out_dim) output.
-                        unsafe { epilogue.apply(values.as_mut_ptr(), out_dim, row * out_dim, 1, out_dim) }
-                    });
-                }
-                out
+                amx::product(x, bf16_weights(w, name)?, bias, rows, (in_dim, out_dim), split, epilogue)
             }
             WeightLayout::Bf16Pairs => {
                 bf16_pairs::product(x, bf16_weights(w, name)?, bias, rows, (in_dim, out_dim), epilogue)
@@ -389,18 +381,25 @@ pub(super) struct PanelBlock {
 #[derive(Clone, Copy)]
 pub(super) enum TileEpilogue<'a> {
     Nothing,
-    /// The (rows × out_dim) values to add.
-    Residual(&'a [f32]),
+    /// The (rows × out_dim) values to add, and out_dim.
+    Residual(&'a [f32], usize),
     Activation(Activation),
 }
 
 impl TileEpilogue<'_> {
     /// Applies the epilogue to `rows` rows of `cols` values at `out` (rows `stride` apart), which
-    /// start at index `at` of the output.
+    /// hold the output's values from row `row` and column `col` on.
     ///
     /// # Safety
     /// `out` must point at `rows` such rows, valid for writes, that no one else touches meanwhile.
-    unsafe fn apply(self, out: *mut f32, stride: usize, at: usize, rows: usize, cols: usize) {
+    pub(super) unsafe fn apply(
+        self,
+        out: *mut f32,
+        stride: usize,
+        (row, col): (usize, usize),
+        rows: usize,
+        cols: usize,
+    ) {
         if let TileEpilogue::Nothing = self {
             return;
         }
@@ -408,7 +407,9 @@ impl TileEpilogue<'_> {
             let values = std::slice::from_raw_parts_mut(out.add(r * stride), cols);
             match self {
                 TileEpilogue::Nothing => {}
-                TileEpilogue::Residual(residual) => add_in_place(values, &residual[at + r * stride..][..cols]),
+                TileEpilogue::Residual(residual, width) => {
+                    add_in_place(values, &residual[(row + r) * width + col..][..cols])
+                }
                 TileEpilogue::Activation(activation) => super::activate_slice(values, activation),
             }
         }
@@ -489,7 +490,9 @@ pub(super) fn over_panels(
                     });
                     if chunk == chunks - 1 {
                         // SAFETY: the block's values, all written, are this unit's alone.
-                        unsafe { epilogue.apply(out_ptr.get().add(at), out_dim, at, tile_rows, cols) };
+                        unsafe {
+                            epilogue.apply(out_ptr.get().add(at), out_dim, (row, panel * width), tile_rows, cols)
+                        };
                     }
                 }
             }
@@ -498,71 +501,6 @@ pub(super) fn over_panels(
     // SAFETY: `block` wrote every (row, column) of the output exactly once.
     unsafe { out.set_len(rows * out_dim) };
     out
-}
-
-/// Units of work in one contiguous run per thread. A thread takes its own run's
-/// units from the front; when it is done, it takes the last unit of whichever run has the most
-/// left. Runs of a fixed size made every product wait for its slowest thread: a core shared with
-/// another program, a descheduled vCPU, an efficiency core of a hybrid CPU (Intel's since Alder
-/// Lake, Apple's). Two Zen 3 cores with one worker at half speed (another program on its core):
-/// ViT-B/32 at batch 8 / 32 ran 10.0-10.7 images/s with fixed runs, 13.0-14.9 with these, 18-19
-/// on the idle machine (benches/README.md).
-struct Runs(Vec<Run>);
-
-impl Runs {
-    /// Run t is units `start(t)..start(t + 1)`, for t < `threads`.
-    fn new(threads: usize, start: impl Fn(usize) -> usize) -> Self {
-        let bounds = |t: usize| ((start(t) as u64) << 32) | start(t + 1) as u64;
-        Runs((0..threads).map(|t| Run(AtomicU64::new(bounds(t)))).collect())
-    }
-
-    /// The next unit of thread `t`'s own run, as (t, unit).
-    fn take_own(&self, t: usize) -> Option<(usize, usize)> {
-        self.0[t].take(true).map(|unit| (t, unit))
-    }
-
-    /// The last unit of the run with the most left, as (its run, unit), or None when every run
-    /// is done.
-    fn take_left_over(&self) -> Option<(usize, usize)> {
-        loop {
-            let (run, fullest) = self.0.iter().enumerate().max_by_key(|(_, run)| run.left())?;
-            if fullest.left() == 0 {
-                return None;
-            }
-            // Another thread may have taken its last unit meanwhile: then look again.
-            if let Some(unit) = fullest.take(false) {
-                return Some((run, unit));
-            }
-        }
-    }
-}
-
-/// One run: (next unit, end) packed in one word, so that its owner (from the front) and the
-/// others (from the back) take units with one compare-and-swap; on its own cache line, so that
-/// the owners' counters do not contend.
-#[repr(align(128))]
-struct Run(AtomicU64);
-
-impl Run {
-    fn bounds(packed: u64) -> (u64, u64) {
-        (packed >> 32, packed & 0xffff_ffff)
-    }
-
-    fn left(&self) -> u64 {
-        let (next, end) = Run::bounds(self.0.load(Relaxed));
-        end.saturating_sub(next)
-    }
-
-    /// Takes the unit at the front of the run, or at its back; None when the run is done.
-    fn take(&self, front: bool) -> Option<usize> {
-        // Relaxed: the units are independent, and rayon's join publishes what they wrote.
-        let taken = self.0.fetch_update(Relaxed, Relaxed, |packed| {
-            let (next, end) = Run::bounds(packed);
-            (next < end).then(|| if front { packed + (1 << 32) } else { packed - 1 })
-        });
-        let (next, end) = Run::bounds(taken.ok()?);
-        Some(if front { next } else { end - 1 } as usize)
-    }
 }
 
 /// How deep each part of a panel goes for a product of `rows` rows: `few_rows` below a block of

@@ -78,6 +78,7 @@ pub mod bf16_pairs;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod linear;
+mod runs;
 pub use linear::{bf16_layout, linear, linear_split, Epilogue, LinearWeight, WeightLayout};
 
 use super::config::Activation;
