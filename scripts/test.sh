@@ -88,8 +88,10 @@ if [ $# -eq 0 ]; then
     IMGSEARCH_TEST_BACKEND=postgres cargo test --locked --test it -- \
         index:: cli_search:: server:: exchange:: browser:: tags:: heif:: video:: captions::
     # The lower x86 kernel paths, forced on this CPU (`IMGSEARCH_ISA`): both towers against
-    # their references through the AVX2 kernels and through the portable ones.
-    for isa in avx2 portable; do
+    # their references through the AVX-512 kernels without AMX (the f32 panels, `vdpbf16ps`
+    # for bf16; on a CPU without them, its own path again), the AVX2 kernels and the portable
+    # ones.
+    for isa in avx512bf16 avx2 portable; do
         IMGSEARCH_ISA=$isa cargo test --locked --test it -- kernels:: parity::
     done
     # The opt-in libjpeg-turbo decoder: every test that decodes JPEGs, through the same checks.

@@ -20,7 +20,7 @@
 //!   zero-padded to a whole number of panel pairs and to `depth`: one (or three) segments of
 //!   `in_dim` rounded up to a multiple of 32;
 //! - activations: per block of 32 rows, per step, the tiles of rows 0-15 and 16-31 side by side;
-//!   zero-padded, converted per call.
+//!   zero-padded, converted per call (or per row chunk and depth chunk, see `product`).
 
 use std::ops::Range;
 
