@@ -12,7 +12,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::linear::PANEL;
-use super::linear::{over_panels, part_depth, TileEpilogue};
+use super::linear::{over_panels, part_depth, Prefetch, TileEpilogue};
 
 /// Whether this CPU runs `vdpbf16ps` and [`super::isa`] allows it.
 pub fn available() -> bool {
@@ -67,12 +67,15 @@ pub(super) fn product(
     let chunks = pairs(in_dim).div_ceil(chunk_pairs);
     over_panels(bias, rows, out_dim, PANEL, MAX_ROWS, chunks, epilogue, |block| {
         let first = block.chunk * chunk_pairs;
+        let depth = chunk_pairs.min(pairs(in_dim) - first);
+        let (part, part_len) = (block.panel * panel_len(in_dim) + first * PANEL * 2, depth * PANEL * 2);
         let tile = Tile {
             rows: block.rows,
-            pairs: chunk_pairs.min(pairs(in_dim) - first),
+            pairs: depth,
             x: xb[block.row * stride + 2 * first..].as_ptr(),
             x_stride: stride,
-            w: w[block.panel * panel_len(in_dim) + first * PANEL * 2..].as_ptr(),
+            w: w[part..].as_ptr(),
+            prefetch: Prefetch::for_tile(w, part + part_len, part_len, depth, block.nth_of),
             add_to_out: block.chunk > 0,
             bias: block.bias,
             out: block.out,
@@ -109,6 +112,7 @@ struct Tile {
     x_stride: usize,
     /// One panel: pairs × PANEL × 2.
     w: *const bf16,
+    prefetch: Prefetch,
     /// Add to what `out` holds (a later part of the shared dimension) instead of to the bias.
     add_to_out: bool,
     /// PANEL values.
@@ -125,6 +129,7 @@ mod avx512 {
     use half::bf16;
 
     use super::super::linear::avx512::{starting_sums, store, REGS};
+    use super::super::linear::steps_with_prefetch;
     use super::{Tile, PANEL};
 
     /// How many pairs ahead to ask for weights, into L2 (as the f32 text kernel does).
@@ -159,24 +164,31 @@ mod avx512 {
     unsafe fn tile_rows<const R: usize>(t: Tile) {
         let mut acc = starting_sums::<R>(t.add_to_out, t.bias, t.out, t.out_stride, t.cols);
         let (mut x, mut w) = (t.x as *const u16, t.w as *const u16);
-        for _ in 0..t.pairs {
-            for j in 0..REGS {
-                _mm_prefetch::<_MM_HINT_T1>(w.add(PREFETCH_PAIRS * PANEL * 2 + 32 * j) as *const i8);
-            }
-            // Register j: columns 16j..16j+16, each lane one column's pair.
-            let wv: [__m512bh; REGS] =
-                std::array::from_fn(|j| std::mem::transmute(_mm512_loadu_si512(w.add(32 * j) as *const _)));
-            for (r, row) in acc.iter_mut().enumerate() {
-                // The row's pair (k, k+1) in every lane.
-                let pair = (x.add(r * t.x_stride) as *const i32).read_unaligned();
-                let xv: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+        steps_with_prefetch(
+            t.pairs,
+            t.prefetch,
+            |k| {
                 for j in 0..REGS {
-                    row[j] = _mm512_dpbf16_ps(row[j], xv, wv[j]);
+                    let ahead = (k + PREFETCH_PAIRS) * PANEL * 2 + 32 * j;
+                    _mm_prefetch::<_MM_HINT_T1>(t.w.wrapping_add(ahead) as *const i8);
                 }
-            }
-            x = x.add(2);
-            w = w.add(PANEL * 2);
-        }
+            },
+            || {
+                // Register j: columns 16j..16j+16, each lane one column's pair.
+                let wv: [__m512bh; REGS] =
+                    std::array::from_fn(|j| std::mem::transmute(_mm512_loadu_si512(w.add(32 * j) as *const _)));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    // The row's pair (k, k+1) in every lane.
+                    let pair = (x.add(r * t.x_stride) as *const i32).read_unaligned();
+                    let xv: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                    for j in 0..REGS {
+                        row[j] = _mm512_dpbf16_ps(row[j], xv, wv[j]);
+                    }
+                }
+                x = x.add(2);
+                w = w.add(PANEL * 2);
+            },
+        );
         store(&acc, t.out, t.out_stride, t.cols);
     }
 }
