@@ -154,11 +154,17 @@ def paths():
     """(label, extra env, dtype) for each path this CPU runs."""
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     out = [("default", {}, "f32")]
+    # With AMX the default path multiplies pictures on the tile unit: the AVX-512 panels (and
+    # `vdpbf16ps` for bf16) that CPUs without AMX run are checked with AMX turned off.
+    if " amx_tile" in flags and " avx512f" in flags:
+        out.append(("avx512", {"IMGSEARCH_AMX": "0"}, "f32"))
     if " avx512f" in flags:
         out.append(("avx2", {"IMGSEARCH_ISA": "avx2"}, "f32"))
     out.append(("portable", {"IMGSEARCH_ISA": "portable"}, "f32"))
     if " amx_tile" in flags or " avx512_bf16" in flags:
         out.append(("bf16", {}, "bf16"))
+    if " amx_tile" in flags and " avx512_bf16" in flags:
+        out.append(("bf16-avx512", {"IMGSEARCH_AMX": "0"}, "bf16"))
     return out
 
 
