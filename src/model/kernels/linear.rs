@@ -314,7 +314,7 @@ fn packed_product(
 
 /// Which weights a register tile asks for ahead of time, into L2, while it multiplies.
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only x86 kernels ask for now
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the NEON kernel does not ask ahead
 pub(super) enum Prefetch {
     /// Its own part of the panel, a fixed distance ahead: with few rows, each part is read from
     /// memory by one tile or two, and the hardware prefetcher alone left them waiting.
@@ -608,6 +608,7 @@ struct Tile {
     x: *const f32,
     /// One packed panel: depth × the kernel's panel width.
     w: *const f32,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the NEON kernel does not ask ahead
     prefetch: Prefetch,
     /// Add to what `out` holds (a later part of the shared dimension) instead of to the bias.
     add_to_out: bool,
