@@ -11,7 +11,8 @@
 //!   much as the product: 16 → 8.5–9 ms per query here). More rows than one tile go through each
 //!   panel in parts of the shared dimension that stay in L1, and in blocks of rows that stay in
 //!   L2, which beat `gemm` at every batch of pictures (no-AMX Xeon, ViT-B/32: 19.2 / 29.2 / 31.7
-//!   → 31.1 / 34.2 / 36.1 images/s at batch 1 / 8 / 32, benches/README.md).
+//!   → 31.1 / 34.2 / 36.1 images/s at batch 1 / 8 / 32, benches/README.md); while a block of rows
+//!   multiplies one part, its tiles ask for the next ([`Prefetch`]).
 //! - `Transposed`: `W^T` (in_dim, out_dim) for candle's matmul, on other devices.
 //!
 //! - `AmxTiles`, bf16 tiles for the AMX tile multiply (`amx.rs`) on CPUs that have it: for
@@ -324,7 +325,9 @@ pub(super) enum Prefetch {
     /// the next panel). The part it multiplies now is in L2 already, brought there by the tiles
     /// before it, so asking for it again only took load slots, while the block's first tile
     /// waited on memory for each part. In a C copy of the f32 loop on fc1's shapes (ViT-B/32,
-    /// blocks of 96 rows, one Xeon core): 152-160 GFLOP/s with `Ahead`, 161-179 with this.
+    /// blocks of 96 rows, one Xeon core): 152-160 GFLOP/s with `Ahead`, 161-179 with this; the
+    /// image tower without AMX there went from 25-27 / 32-34 / 32-33 to 30-32 / 35-38 / 35-38
+    /// images/s at batch 1 / 8 / 32.
     Next { from: *const i8, lines: usize },
 }
 
