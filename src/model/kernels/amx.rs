@@ -182,10 +182,10 @@ pub fn pack_weight(w: &[f32], (in_dim, out_dim): (usize, usize), split: Split, p
 /// With a row chunk for every thread, each thread converts its own chunks' activations into its
 /// own buffer, one depth chunk at a time, so the tiles are written into its L2 rather than to
 /// memory and read back, and passes every panel pair over them (the conversion stays ~7% of the
-/// f32 image tower at batch 32, bound by reading the f32 input; the tower gained 7%). With fewer rows, the input is converted once and the
-/// threads share out the panel pairs. Either way the work goes in [`Runs`], so a product does not
-/// wait for a thread whose core is busy with something else. The epilogue follows each block's
-/// last depth chunk, while the block is in L1.
+/// f32 image tower at batch 32, bound by reading the f32 input; the tower gained 7%). With fewer
+/// rows, the input is converted once and the threads share out the panel pairs. Either way the
+/// work goes in [`Runs`], so a product does not wait for a thread whose core is busy with
+/// something else. The epilogue follows each block's last depth chunk, while the block is in L1.
 pub(super) fn product(
     x: &[f32],
     w: &[bf16],

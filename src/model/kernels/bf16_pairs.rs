@@ -75,7 +75,7 @@ pub(super) fn product(
             x: xb[block.row * stride + 2 * first..].as_ptr(),
             x_stride: stride,
             w: w[part..].as_ptr(),
-            prefetch: Prefetch::for_tile(w, part + part_len, part_len, depth, block.nth_of),
+            prefetch: Prefetch::for_tile(w, part..part + part_len, depth, block.nth_of),
             add_to_out: block.chunk > 0,
             bias: block.bias,
             out: block.out,

@@ -28,6 +28,7 @@
 //! (`cuda.rs`); other devices (and the `Transposed` layout on the CPU) use candle's matmul.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -302,7 +303,7 @@ fn packed_product(
                 depth,
                 x: x.as_ptr().add(block.row * in_dim + first * tile.max_rows),
                 w: w.as_ptr().add(part),
-                prefetch: Prefetch::for_tile(w, part + depth * tile.panel, depth * tile.panel, depth, block.nth_of),
+                prefetch: Prefetch::for_tile(w, part..part + depth * tile.panel, depth, block.nth_of),
                 add_to_out: block.chunk > 0,
                 bias: block.bias,
                 out: block.out,
@@ -332,15 +333,16 @@ pub(super) enum Prefetch {
 }
 
 impl Prefetch {
-    /// For the tile `nth_of.0` of `nth_of.1` in its block of rows, multiplying a part of the
-    /// weights `w` (`part_len` values, `steps` steps deep) whose next part starts at `w[next]`.
-    /// Split among the block's tiles, the next part is asked for one line every two steps; with
-    /// too few tiles for that, each streams its own part `Ahead`.
-    pub(super) fn for_tile<T>(w: &[T], next: usize, part_len: usize, steps: usize, (nth, of): (usize, usize)) -> Self {
+    /// For the tile `nth_of.0` of `nth_of.1` in its block of rows, multiplying the part
+    /// `w[part]` of the weights, `steps` steps deep; the next part starts where this one ends and
+    /// is as long, or shorter (the last). Split among the block's tiles, the next part is asked
+    /// for one line every two steps; with too few tiles for that, each streams its own part
+    /// `Ahead`.
+    pub(super) fn for_tile<T>(w: &[T], part: Range<usize>, steps: usize, (nth, of): (usize, usize)) -> Self {
         let line = 64 / std::mem::size_of::<T>();
         // After the last part, the next block of rows starts again at the first.
-        let next = if next >= w.len() { 0 } else { next };
-        let end = next + part_len.min(w.len() - next);
+        let next = if part.end >= w.len() { 0 } else { part.end };
+        let end = next + part.len().min(w.len() - next);
         let share = (end - next).div_ceil(line).div_ceil(of);
         if share > steps / 2 {
             return Prefetch::Ahead;
@@ -1207,21 +1209,21 @@ mod tests {
         let w = vec![0f32; 5 * 1024 + 48];
         let line_of = |p: *const i8| (p as usize - w.as_ptr() as usize) / 64;
         // Parts of 1,024 values (64 lines, 64 steps of a 16-wide panel); the last part is short.
-        for (next, tiles, want) in
-            [(1024, 16, 1024..2048), (1024, 3, 1024..2048), (5 * 1024, 7, 5 * 1024..w.len()), (w.len(), 16, 0..1024)]
+        for (part, tiles, want) in
+            [(0, 16, 1024..2048), (0, 3, 1024..2048), (4 * 1024, 7, 5 * 1024..w.len()), (4 * 1024 + 48, 16, 0..1024)]
         {
             let mut asked = Vec::new();
             for nth in 0..tiles {
-                let Prefetch::Next { from, lines } = Prefetch::for_tile(&w, next, 1024, 64, (nth, tiles)) else {
+                let Prefetch::Next { from, lines } = Prefetch::for_tile(&w, part..part + 1024, 64, (nth, tiles)) else {
                     panic!("{tiles} tiles ask for the next part")
                 };
                 asked.extend(line_of(from)..line_of(from) + lines);
             }
             asked.sort_unstable();
             asked.dedup();
-            assert_eq!(asked, (want.start / 16..want.end.div_ceil(16)).collect::<Vec<_>>(), "next part at {next}");
+            assert_eq!(asked, (want.start / 16..want.end.div_ceil(16)).collect::<Vec<_>>(), "after the part at {part}");
         }
-        assert!(matches!(Prefetch::for_tile(&w, 1024, 1024, 64, (0, 1)), Prefetch::Ahead));
+        assert!(matches!(Prefetch::for_tile(&w, 0..1024, 64, (0, 1)), Prefetch::Ahead));
     }
 
     /// A thread that never starts (a descheduled core) leaves its run to the others, and
