@@ -156,7 +156,7 @@ impl Isa {
     fn chosen(detected: Isa, wanted: Option<&str>) -> Isa {
         let runs_here = |isa: Isa| isa <= detected && isa.of_this_architecture();
         let Some(wanted) = wanted else { return detected };
-        match Isa::NAMES.iter().find(|(name, _)| *name == wanted) {
+        match Isa::NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(wanted.trim())) {
             Some(&(_, isa)) if runs_here(isa) => isa,
             _ => {
                 let choices: Vec<&str> =
@@ -179,10 +179,23 @@ pub fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(|| {
         let detected = if amx::detect() { Isa::Amx } else { Isa::detect() };
-        let amx_off = std::env::var_os("IMGSEARCH_AMX").is_some_and(|v| v == "0");
+        let amx_off = std::env::var("IMGSEARCH_AMX").ok().is_some_and(|v| amx_turned_off(&v));
         let detected = if amx_off { detected.min(Isa::Avx512Bf16) } else { detected };
         Isa::chosen(detected, std::env::var("IMGSEARCH_ISA").ok().as_deref())
     })
+}
+
+/// Whether `IMGSEARCH_AMX`'s value turns AMX off (`0`, `off`, `false`, `no`); a value that is
+/// neither that nor on (`1`, `on`, `true`, `yes`) is ignored with a warning.
+fn amx_turned_off(value: &str) -> bool {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "0" | "off" | "false" | "no" => true,
+        "1" | "on" | "true" | "yes" | "" => false,
+        _ => {
+            tracing::warn!("IMGSEARCH_AMX={value:?} ignored: 0 (or off) turns AMX off, 1 (or on) leaves it on");
+            false
+        }
+    }
 }
 
 /// Elements per parallel task of the activation: large enough to amortise scheduling.
@@ -564,18 +577,29 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> can
 
 #[cfg(test)]
 mod tests {
-    use super::{fast_exp, Isa};
+    use super::{amx_turned_off, fast_exp, Isa};
 
     #[test]
     fn a_forced_instruction_set_must_be_below_the_best_and_of_this_architecture() {
         let best = if cfg!(target_arch = "aarch64") { Isa::Neon } else { Isa::Avx512 };
         assert_eq!(Isa::chosen(best, None), best);
         assert_eq!(Isa::chosen(best, Some("portable")), Isa::Portable);
+        assert_eq!(Isa::chosen(best, Some(" Portable ")), Isa::Portable, "any case, spaces around");
         assert_eq!(Isa::chosen(best, Some("sse9")), best, "an unknown name");
         assert_eq!(Isa::chosen(best, Some("amx")), best, "one above the best");
         let (own, foreign) = if cfg!(target_arch = "aarch64") { ("neon", "avx2") } else { ("avx2", "neon") };
         assert_eq!(Isa::chosen(best, Some(own)).name(), own);
         assert_eq!(Isa::chosen(best, Some(foreign)), best, "another architecture's");
+    }
+
+    #[test]
+    fn amx_is_turned_off_by_the_usual_words_for_off_and_nothing_else() {
+        for off in ["0", "off", "OFF", " false ", "No"] {
+            assert!(amx_turned_off(off), "{off:?}");
+        }
+        for not_off in ["1", "on", "True", "", "maybe", "00"] {
+            assert!(!amx_turned_off(not_off), "{not_off:?}");
+        }
     }
 
     #[test]
