@@ -354,6 +354,8 @@ fn optimize_drops_tombstones_and_keeps_results() {
     assert_eq!(json(imgsearch(&data).args(["search", "a photo", "-k", "10", "--json"])).as_array().unwrap().len(), 4);
 }
 
+/// `bench`'s report, and the settings it shows: the kernel path (`IMGSEARCH_ISA`,
+/// `IMGSEARCH_AMX`) and the threads (`IMGSEARCH_THREADS`, `--threads`).
 #[test]
 fn bench_reports_images_per_second_per_batch_the_query_latency_and_its_threads() {
     let report = json(
@@ -374,15 +376,30 @@ fn bench_reports_images_per_second_per_batch_the_query_latency_and_its_threads()
     assert_eq!(report["threads"], imgsearch::cpu_threads(), "{report:#}");
     let forced = json(
         Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-            .env("IMGSEARCH_ISA", "portable")
+            .env("IMGSEARCH_ISA", "Portable")
             .env("IMGSEARCH_THREADS", "3")
             .args(["--device", "cpu", "bench", "--model"])
             .arg(model_dir("tiny-clip-p14-gelu"))
             .args(["--batches", "1", "--iterations", "1"]),
     );
-    assert_eq!(forced["cpu_kernels"], "portable");
+    assert_eq!(forced["cpu_kernels"], "portable", "IMGSEARCH_ISA in any case: {forced:#}");
     assert_eq!(forced["threads"], 3, "IMGSEARCH_THREADS sets the threads: {forced:#}");
     assert!(forced["query"].is_null(), "no query asked for, none timed: {forced:#}");
+    // IMGSEARCH_AMX: `off` turns AMX off (on a CPU without it, nothing changes); a value it does
+    // not know leaves the best path and says so.
+    let bench_with_amx = |value: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+        command.env("IMGSEARCH_AMX", value).args(["--device", "cpu", "bench", "--model"]);
+        command.arg(model_dir("tiny-clip-p14-gelu")).args(["--batches", "1", "--iterations", "1"]);
+        command
+    };
+    let off = json(&mut bench_with_amx("Off"));
+    assert_ne!(off["cpu_kernels"], "amx", "{off:#}");
+    let unknown = bench_with_amx("maybe").output().unwrap();
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("IMGSEARCH_AMX=\"maybe\" ignored"), "{stderr}");
+    let unknown: Value = serde_json::from_slice(&unknown.stdout).unwrap();
+    assert_eq!(unknown["cpu_kernels"], imgsearch::model::kernels::isa().name(), "{unknown:#}");
     let one = json(
         Command::new(env!("CARGO_BIN_EXE_imgsearch"))
             .args(["--device", "cpu", "--threads", "1", "bench", "--model"])
