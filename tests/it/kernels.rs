@@ -55,13 +55,18 @@ fn layer_norm_equals_candle_op() {
 
 #[test]
 fn in_place_attention_equals_candle_ops_with_and_without_causal_mask() {
-    // Odd sizes on purpose: 3 images, 13 tokens, 4 heads of 8.
-    let qkv = Tensor::randn(0f32, 1.0, (3, 13, 3 * 32), &Device::Cpu).unwrap();
-    for causal in [false, true] {
-        let fast = attention(&qkv, 4, causal).unwrap();
-        let slow = attention_generic(&qkv, 4, causal).unwrap();
-        let d = max_abs_diff(&fast, &slow);
-        assert!(d < 1e-5, "causal={causal}: max diff {d}");
+    // (sequences, tokens, heads, head width), odd on purpose: a token short of a register tile
+    // of queries, sequences longer than one panel of keys (16 or 64 wide, by kernel) with a
+    // ragged last one, heads wider than a panel (SigLIP so400m's 72), one token alone.
+    for (batch, seq, heads, head_dim) in [(3, 13, 4, 8), (2, 70, 3, 72), (1, 150, 2, 20), (2, 1, 2, 16), (1, 64, 1, 64)]
+    {
+        let qkv = Tensor::randn(0f32, 1.0, (batch, seq, 3 * heads * head_dim), &Device::Cpu).unwrap();
+        for causal in [false, true] {
+            let fast = attention(&qkv, heads, causal).unwrap();
+            let slow = attention_generic(&qkv, heads, causal).unwrap();
+            let d = max_abs_diff(&fast, &slow);
+            assert!(d < 1e-5, "({batch}, {seq}, {heads} x {head_dim}), causal={causal}: max diff {d}");
+        }
     }
     // A non-contiguous input (a transposed view) is handled too.
     let t = Tensor::randn(0f32, 1.0, (13, 3, 96), &Device::Cpu).unwrap().transpose(0, 1).unwrap();

@@ -1,0 +1,186 @@
+//! Multi-head self-attention on the CPU: each (sequence, head) pair is one task that reads its
+//! q, k and v in place from the fused projection (strided `gemm`), does the softmax in cache and
+//! writes its slice of the output directly; candle would copy q, k and v out into contiguous
+//! per-head tensors first. The same attention in candle's ops runs on other devices.
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{contiguous_f32, fast_exp, lane_sum, SharedOut};
+use crate::error::Result;
+
+/// Multi-head attention over a fused projection `qkv` of shape (batch, seq, 3 * dim) laid out
+/// as [q | k | v], each `heads` blocks of `dim / heads`; q must already carry the 1/sqrt(d) scale.
+/// Returns the per-head contexts concatenated: (batch, seq, dim).
+pub fn attention(qkv: &Tensor, heads: usize, causal: bool) -> Result<Tensor> {
+    if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
+        return Ok(qkv.contiguous()?.apply_op1_no_bwd(&AttentionOp { heads, causal })?);
+    }
+    attention_generic(qkv, heads, causal)
+}
+
+/// The same attention with candle's own ops (any device).
+pub fn attention_generic(qkv: &Tensor, heads: usize, causal: bool) -> Result<Tensor> {
+    use candle_core::IndexOp;
+    let (batch, seq, three_dim) = qkv.dims3()?;
+    let dim = three_dim / 3;
+    let head_dim = dim / heads;
+    let qkv = qkv.reshape((batch, seq, 3, heads, head_dim))?;
+    let q = qkv.i((.., .., 0))?.transpose(1, 2)?.contiguous()?; // (b, h, s, d)
+    let k_t = qkv.i((.., .., 1))?.permute((0, 2, 3, 1))?.contiguous()?; // (b, h, d, s)
+    let v = qkv.i((.., .., 2))?.transpose(1, 2)?.contiguous()?;
+    let mut scores = q.matmul(&k_t)?;
+    if causal {
+        scores = scores.broadcast_add(&causal_mask(seq, scores.dtype(), qkv.device())?)?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, dim))?)
+}
+
+/// The same attention from q, k and v already split by head: `parts` (3 × heads, batch × seq,
+/// head_dim) as [`super::linear_split`] writes them. Every (head, picture) pair is then one uniformly
+/// strided batch of the products, and only the heads' outputs are copied, side by side, into
+/// the returned (batch, seq, heads × head_dim).
+pub fn attention_from_parts(parts: &Tensor, batch: usize, causal: bool) -> Result<Tensor> {
+    let (three_heads, rows, head_dim) = parts.dims3()?;
+    let (heads, seq) = (three_heads / 3, rows / batch);
+    let parts = parts.reshape((3, heads * batch, seq, head_dim))?;
+    let (q, k, v) = (parts.get(0)?, parts.get(1)?, parts.get(2)?);
+    let mut scores = q.matmul(&k.t()?)?;
+    if causal {
+        scores = scores.broadcast_add(&causal_mask(seq, scores.dtype(), scores.device())?)?;
+    }
+    let context = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?; // (heads × batch, seq, d)
+    let per_head: Vec<Tensor> = (0..heads)
+        .map(|h| context.narrow(0, h * batch, batch)?.reshape((rows, head_dim)))
+        .collect::<candle_core::Result<_>>()?;
+    Ok(Tensor::cat(&per_head, 1)?.reshape((batch, seq, heads * head_dim))?)
+}
+
+/// -inf above the diagonal: each position sees only itself and earlier ones.
+fn causal_mask(seq: usize, dtype: DType, device: &candle_core::Device) -> Result<Tensor> {
+    let mask: Vec<f32> =
+        (0..seq).flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Ok(Tensor::from_vec(mask, (seq, seq), device)?.to_dtype(dtype)?)
+}
+
+struct AttentionOp {
+    heads: usize,
+    causal: bool,
+}
+
+impl CustomOp1 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "clip-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(storage, layout, self.name())?;
+        let (batch, seq, three_dim) = layout.shape().dims3()?;
+        let dim = three_dim / 3;
+        let heads = self.heads;
+        if dim * 3 != three_dim || heads == 0 || dim % heads != 0 {
+            candle_core::bail!("clip-attention: last dim {three_dim} is not 3 x heads {heads} x head_dim");
+        }
+        let head_dim = dim / heads;
+        // Not zeroed: the (image, head) tasks below write every element (no read of the
+        // destination), and zeroing measured ~1% of the image tower.
+        let mut out: Vec<f32> = Vec::with_capacity(batch * seq * dim);
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let row = three_dim as isize;
+        (0..batch * heads).into_par_iter().for_each_init(
+            || vec![0f32; seq * seq],
+            |scores, task| {
+                let (b, h) = (task / heads, task % heads);
+                let base = b * seq * three_dim + h * head_dim;
+                let (q, k, v) = (qkv[base..].as_ptr(), qkv[base + dim..].as_ptr(), qkv[base + 2 * dim..].as_ptr());
+                // SAFETY: all pointers stay inside `qkv` (rows of `three_dim`, this head's
+                // `head_dim` columns) or `scores`; the output block (rows of image b, columns of
+                // head h) belongs to this task alone.
+                unsafe {
+                    // scores = q k^T: (seq x head_dim) times (head_dim x seq), k read transposed in place.
+                    gemm::gemm(
+                        seq,
+                        seq,
+                        head_dim,
+                        scores.as_mut_ptr(),
+                        1,
+                        seq as isize,
+                        false,
+                        q,
+                        1,
+                        row,
+                        k,
+                        row,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    softmax_rows(scores, seq, self.causal);
+                    let dst = out_ptr.get().add(b * seq * dim + h * head_dim);
+                    gemm::gemm(
+                        seq,
+                        head_dim,
+                        seq,
+                        dst,
+                        1,
+                        dim as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        seq as isize,
+                        v,
+                        1,
+                        row,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
+        // SAFETY: every element was written above (each task its own rows x head columns).
+        unsafe { out.set_len(batch * seq * dim) };
+        Ok((CpuStorage::F32(out), Shape::from((batch, seq, dim))))
+    }
+}
+
+vectorised_per_isa!(
+    /// In-place row softmax of a (seq x seq) score matrix; with `causal`, row i sees columns 0..=i.
+    fn softmax_rows(scores: &mut [f32], seq: usize, causal: bool) => softmax_rows_in
+);
+
+/// The max, the exponentials and the sum as separate passes, each in lanes: written as one loop
+/// with a running max and sum, none of it vectorised (a chain of dependent operations).
+#[inline(always)]
+fn softmax_rows_in(scores: &mut [f32], seq: usize, causal: bool) {
+    for (i, row) in scores.chunks_exact_mut(seq).enumerate() {
+        let visible = if causal { i + 1 } else { seq };
+        let (live, masked) = row.split_at_mut(visible);
+        let max = lane_max(live);
+        live.iter_mut().for_each(|x| *x = fast_exp(*x - max));
+        let inv = 1.0 / lane_sum(live, |x| x);
+        live.iter_mut().for_each(|x| *x *= inv);
+        masked.fill(0.0);
+    }
+}
+
+/// The largest of `values` (at least one), in 16 independent lanes as `lane_sum`.
+#[inline(always)]
+fn lane_max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = values.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    chunks.remainder().iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max)
+}
