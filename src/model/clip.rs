@@ -178,6 +178,8 @@ struct Attention {
     qkv: Linear,
     out: Linear,
     heads: usize,
+    /// Whether its products run on AMX's tile unit, as the layers' own, and in which split.
+    tiles: Option<Split>,
 }
 
 impl Attention {
@@ -191,7 +193,11 @@ impl Attention {
         let (vw, vb) = part("v_proj", 1.0)?;
         let qkv = Linear::from_parts(&Tensor::cat(&[qw, kw, vw], 0)?, Some(Tensor::cat(&[qb, kb, vb], 0)?), layout)?;
         let out = Linear::load(w, &format!("{prefix}.out_proj"), (dim, dim), true, layout)?;
-        Ok(Self { qkv, out, heads })
+        let tiles = match layout {
+            WeightLayout::AmxTiles(split) => Some(split),
+            _ => None,
+        };
+        Ok(Self { qkv, out, heads, tiles })
     }
 
     /// `x`: (batch, seq, dim); `causal`: each position sees only itself and earlier ones (text).
@@ -201,7 +207,7 @@ impl Attention {
         let rows = x.reshape((batch * seq, dim))?;
         let context = match kernels::linear_split(&rows, &self.qkv.weight, &self.qkv.bias, 3 * self.heads)? {
             Some(parts) => kernels::attention_from_parts(&parts, batch, causal)?,
-            None => kernels::attention(&self.qkv.forward(x)?, self.heads, causal)?,
+            None => kernels::attention(&self.qkv.forward(x)?, self.heads, causal, self.tiles)?,
         };
         self.out.forward_then(&context, Epilogue::Residual(residual))
     }

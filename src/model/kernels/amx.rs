@@ -21,6 +21,10 @@
 //!   `in_dim` rounded up to a multiple of 32;
 //! - activations: per block of 32 rows, per step, the tiles of rows 0-15 and 16-31 side by side;
 //!   zero-padded, converted per call (or per row chunk and depth chunk, see `product`).
+//!
+//! Attention's two products (`attention.rs`) run on the same kernel, per (sequence, head): q,
+//! then the softmax's probabilities, as activations; k, then v, as weights, read in place from
+//! the fused projection ([`weight_tiles`]); the scores and the context in f32.
 
 use std::ops::Range;
 
@@ -295,6 +299,107 @@ pub(super) fn product(
     out
 }
 
+/// Length (in bf16 values) of [`activation_tiles`]'s output for `rows` rows of `in_dim`.
+pub(super) fn activation_len(rows: usize, in_dim: usize, split: Split) -> usize {
+    rows.next_multiple_of(BLOCK_ROWS) * padded_depth(in_dim, split)
+}
+
+/// `rows` rows of `src` (`in_dim` values each, rows `stride` apart) as the activation tiles of
+/// a product (module comment) over the split's whole depth, into `tiles`
+/// ([`activation_len`] long; the last block's missing rows are zeros).
+pub(super) fn activation_tiles(
+    src: &[f32],
+    rows: usize,
+    (in_dim, stride): (usize, usize),
+    split: Split,
+    tiles: &mut [bf16],
+) {
+    let steps = padded_depth(in_dim, split) / K_STEP;
+    debug_assert_eq!(tiles.len(), activation_len(rows, in_dim, split));
+    for (b, block) in tiles.chunks_exact_mut(BLOCK_ROWS * steps * K_STEP).enumerate() {
+        let first = b * BLOCK_ROWS;
+        let live = rows.saturating_sub(first).min(BLOCK_ROWS);
+        let src = if live > 0 { &src[first * stride..] } else { &[] };
+        let parts = split.activation_parts();
+        // SAFETY: callers check `available()` (AVX512-BF16 with it); `block` holds 32 rows of
+        // `steps`, `src` `live` rows `stride` apart.
+        unsafe { isa::block_rows(src, live, (in_dim, stride), parts, segment(in_dim), 0..steps, block) };
+    }
+}
+
+/// A weight of `in_dim` × `out_dim` whose value at (k, c) is `src[k * strides.0 + c * strides.1]`,
+/// read in place into `tiles` ([`packed_len`] long) as [`pack_weight`] lays it out.
+pub(super) fn weight_tiles(
+    src: &[f32],
+    (in_dim, out_dim): (usize, usize),
+    strides: (usize, usize),
+    split: Split,
+    tiles: &mut [bf16],
+) {
+    debug_assert_eq!(tiles.len(), packed_len(in_dim, out_dim, split));
+    // SAFETY: callers check `available()` (AVX512-BF16 with it); `isa::weight_tiles` asserts
+    // that it reads inside `src`.
+    unsafe { isa::weight_tiles(src, (in_dim, out_dim), strides, split.weight_parts(), segment(in_dim), tiles) }
+}
+
+/// The softmax of each of the first `rows` rows of `scores` (`width` apart, a multiple of 32)
+/// over its first `keys` values (with `causal`, row r over those up to r), as the activation
+/// tiles of its product with the values: [`activation_tiles`] of the probabilities, `width`
+/// deep. `scores` is overwritten.
+pub(super) fn softmax_tiles(
+    scores: &mut [f32],
+    rows: usize,
+    (width, keys): (usize, usize),
+    causal: bool,
+    split: Split,
+    tiles: &mut [bf16],
+) {
+    debug_assert_eq!(tiles.len(), activation_len(rows, width, split));
+    for (b, block) in tiles.chunks_exact_mut(BLOCK_ROWS * padded_depth(width, split)).enumerate() {
+        let first = b * BLOCK_ROWS;
+        let live = rows.saturating_sub(first).min(BLOCK_ROWS);
+        let scores = if live > 0 { &mut scores[first * width..] } else { &mut [] };
+        let parts = split.activation_parts();
+        // SAFETY: callers check `available()` (AVX512-BF16 with it); `isa::softmax_block`
+        // asserts that it stays inside `scores` and `block`.
+        unsafe { isa::softmax_block(scores, live, (width, keys), causal.then_some(first), parts, block) };
+    }
+}
+
+/// `x w` into `out` for each block of 32 rows of `x` ([`activation_tiles`]) and every panel pair
+/// of `w` ([`weight_tiles`]), summed from zero: 32 rows of `out` per block, `out_stride` apart,
+/// each as wide as the panels.
+///
+/// # Safety
+/// The tiles must be configured on this thread ([`TileState`]), and AMX available.
+pub(super) unsafe fn multiply_blocks(
+    x: &[bf16],
+    w: &[bf16],
+    (in_dim, out_dim): (usize, usize),
+    split: Split,
+    zeros: &[f32],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let steps = padded_depth(in_dim, split) / K_STEP;
+    let pairs = panels(out_dim) / 2;
+    assert!(zeros.len() >= 2 * PANEL * pairs && out_stride >= 2 * PANEL * pairs);
+    assert!(w.len() >= pairs * 2 * steps * TILE_LEN);
+    for (b, block) in x.chunks_exact(BLOCK_ROWS * steps * K_STEP).enumerate() {
+        assert!(out.len() >= (b * BLOCK_ROWS + BLOCK_ROWS - 1) * out_stride + 2 * PANEL * pairs);
+        isa::multiply(&Strip {
+            x: block.as_ptr(),
+            w: w.as_ptr(),
+            steps,
+            pairs,
+            pair_len: 2 * steps * TILE_LEN,
+            seed: Seed::Bias(zeros.as_ptr()),
+            out: out[b * BLOCK_ROWS * out_stride..].as_mut_ptr(),
+            out_stride,
+        });
+    }
+}
+
 /// What every block of one product shares.
 struct Layer<'a> {
     w: &'a [bf16],
@@ -380,10 +485,11 @@ fn to_bf16_tiles<'a>(
     let xb = &mut xb[skip..skip + len];
     let convert = |(b, tiles): (usize, &mut [bf16])| {
         let first = (row_range.start + b * BLOCK_ROWS).min(rows);
-        let src = &x[first * in_dim..(first + BLOCK_ROWS).min(rows) * in_dim];
+        let live = (first + BLOCK_ROWS).min(rows) - first;
+        let (src, parts) = (&x[first * in_dim..(first + live) * in_dim], split.activation_parts());
         // SAFETY: `available()` (checked by every caller) includes AVX512-BF16; `tiles` holds
         // 32 rows of `steps`, `src` whole rows of `in_dim`.
-        unsafe { isa::block_rows(src, in_dim, split.activation_parts(), segment(in_dim), steps.clone(), tiles) };
+        unsafe { isa::block_rows(src, live, (in_dim, in_dim), parts, segment(in_dim), steps.clone(), tiles) };
     };
     match parallel {
         true => xb.par_chunks_mut(block_len).enumerate().for_each(convert),
@@ -394,7 +500,7 @@ fn to_bf16_tiles<'a>(
 
 /// Holds this thread's tile configuration; releases the tile state when dropped so the OS need
 /// not save 8 KB of tiles at every context switch.
-struct TileState;
+pub(super) struct TileState;
 
 /// `ldtilecfg`'s 64-byte operand: palette 1, every tile 16 rows of 64 bytes.
 #[repr(C, align(64))]
@@ -407,7 +513,7 @@ struct TileConfig {
 }
 
 impl TileState {
-    fn configure() -> Self {
+    pub(super) fn configure() -> Self {
         let mut config =
             TileConfig { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
         for tile in 0..8 {
@@ -462,24 +568,25 @@ mod isa {
 
     use half::bf16;
 
-    use super::{Part, Seed, Strip, TileConfig, BLOCK_ROWS, K_STEP, TILE_LEN, TILE_ROWS};
+    use super::{Part, Seed, Strip, TileConfig, BLOCK_ROWS, K_STEP, PANEL, TILE_LEN, TILE_ROWS};
 
-    /// Writes up to 32 rows of `src` (whole rows of `in_dim`; missing rows are zeros) into
-    /// `tiles` (one block of rows over `steps` of the split's shared dimension, see
-    /// `to_bf16_tiles`), each step as its segment's part, 32 values per instruction (rounding one
-    /// value at a time took 23-31% of a layer).
+    /// Writes `live` rows of `src` (up to 32, `in_dim` values each, rows `stride` apart; missing
+    /// rows are zeros) into `tiles` (one block of rows over `steps` of the split's shared
+    /// dimension, see `to_bf16_tiles`), each step as its segment's part, 32 values per
+    /// instruction (rounding one value at a time took 23-31% of a layer).
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub unsafe fn block_rows(
         src: &[f32],
-        in_dim: usize,
+        live: usize,
+        (in_dim, stride): (usize, usize),
         parts: &[Part],
         segment: usize,
         steps: std::ops::Range<usize>,
         tiles: &mut [bf16],
     ) {
-        let live = src.len() / in_dim;
         let segment_steps = segment / K_STEP;
-        debug_assert!(live <= BLOCK_ROWS && tiles.len() == BLOCK_ROWS * steps.len() * K_STEP);
+        assert!(live <= BLOCK_ROWS && tiles.len() == BLOCK_ROWS * steps.len() * K_STEP);
+        assert!(live == 0 || src.len() >= (live - 1) * stride + in_dim);
         let out = tiles.as_mut_ptr();
         let zero = std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512());
         let store = |i: usize, r: usize, values: __m512bh| {
@@ -501,7 +608,7 @@ mod isa {
                     let k = (step - segment_start) * K_STEP;
                     let values = if k < in_dim {
                         let n = (in_dim - k).min(K_STEP);
-                        let at = src.as_ptr().add(r * in_dim + k);
+                        let at = src.as_ptr().add(r * stride + k);
                         // Masked loads: past `in_dim` read as zero (and never touch memory).
                         let a = _mm512_maskz_loadu_ps(((1u32 << n.min(16)) - 1) as u16, at);
                         let b = _mm512_maskz_loadu_ps(((1u64 << n.saturating_sub(16)) - 1) as u16, at.add(16));
@@ -517,6 +624,206 @@ mod isa {
                 step = end;
             }
         }
+    }
+
+    /// Writes a "weight" whose value at (shared index k, column c) is
+    /// `src[k * k_stride + c * c_stride]` for k < `depth` and c < `cols` (zero elsewhere) into
+    /// `tiles` in `pack_weight`'s layout: pairs of 16-column panels, each over the split's
+    /// segments (`parts`, each `segment` deep). One of the strides must be 1: attention's values
+    /// (a column's values side by side, c_stride 1), whose tile rows are two rows of the source
+    /// interleaved, and its keys (k_stride 1), whose tiles are 16 rows of the source transposed.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn weight_tiles(
+        src: &[f32],
+        (depth, cols): (usize, usize),
+        (k_stride, c_stride): (usize, usize),
+        parts: &[Part],
+        segment: usize,
+        tiles: &mut [bf16],
+    ) {
+        let (segment_steps, steps) = (segment / K_STEP, parts.len() * segment / K_STEP);
+        let pairs = tiles.len() / (2 * steps * TILE_LEN);
+        assert!(pairs * 2 * TILE_LEN * steps == tiles.len() && 2 * PANEL * pairs >= cols);
+        assert!(k_stride == 1 || c_stride == 1, "weight_tiles: neither stride is 1");
+        let last = (depth.max(1) - 1) * k_stride + (cols.max(1) - 1) * c_stride;
+        assert!(depth == 0 || cols == 0 || src.len() > last, "weight_tiles: {depth} x {cols} beyond the source");
+        // 16 values from (k, c) on along the stride that is 1, those past `depth` or `cols` 0.
+        let load = |k: usize, c: usize| {
+            let (along, end) = if c_stride == 1 { (c, cols) } else { (k, depth) };
+            match k < depth && c < cols {
+                true => _mm512_maskz_loadu_ps(
+                    ((1u32 << (end - along).min(16)) - 1) as u16,
+                    src.as_ptr().add(k * k_stride + c * c_stride),
+                ),
+                false => _mm512_setzero_ps(),
+            }
+        };
+        // `a` then `b` rounded to bf16 (as the part), as 32 values.
+        let round = |part: Part, a: __m512, b: __m512| {
+            std::mem::transmute::<__m512bh, __m512i>(match part {
+                Part::High => _mm512_cvtne2ps_pbh(b, a),
+                Part::Low => _mm512_cvtne2ps_pbh(_mm512_sub_ps(b, high(b)), _mm512_sub_ps(a, high(a))),
+            })
+        };
+        let pair_order: [u16; 32] = std::array::from_fn(|i| (i / 2 + 16 * (i % 2)) as u16);
+        let pair_order = _mm512_loadu_si512(pair_order.as_ptr().cast());
+        let out = tiles.as_mut_ptr();
+        for pair in 0..pairs {
+            for step in 0..steps {
+                let part = parts[step / segment_steps];
+                let k = (step % segment_steps) * K_STEP;
+                for half in 0..2 {
+                    let c = (2 * pair + half) * PANEL;
+                    // Loops, not `array::from_fn`: its closures are compiled without AVX-512 and
+                    // so cannot take these inlined.
+                    let mut rows = [_mm512_setzero_si512(); TILE_ROWS];
+                    if c_stride == 1 {
+                        // Row r: steps k + 2r and k + 2r + 1 of the 16 columns, value by value.
+                        for (r, row) in rows.iter_mut().enumerate() {
+                            let pairs = round(part, load(k + 2 * r, c), load(k + 2 * r + 1, c));
+                            *row = _mm512_permutexvar_epi16(pair_order, pairs);
+                        }
+                    } else {
+                        // Column j's 32 steps are its 16 pairs; row r is pair r of every column.
+                        for (j, column) in rows.iter_mut().enumerate() {
+                            *column = round(part, load(k, c + j), load(k + 16, c + j));
+                        }
+                        rows = transpose_16x16(rows);
+                    }
+                    let tile = out.add(pair * 2 * steps * TILE_LEN + (2 * step + half) * TILE_LEN);
+                    for (r, &values) in rows.iter().enumerate() {
+                        _mm512_storeu_si512(tile.add(r * K_STEP).cast(), values);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A 16 × 16 matrix of 32-bit values, one row per register, transposed: pairs of values
+    /// within 128-bit lanes, then pairs of pairs, then lanes across registers, twice.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transpose_16x16(rows: [__m512i; 16]) -> [__m512i; 16] {
+        let (mut t, mut u, mut v, mut out) = (
+            [_mm512_setzero_si512(); 16],
+            [_mm512_setzero_si512(); 16],
+            [_mm512_setzero_si512(); 16],
+            [_mm512_setzero_si512(); 16],
+        );
+        // Lane L of t[2i] / t[2i + 1]: rows 2i and 2i + 1 at columns 4L, 4L + 1 / 4L + 2, 4L + 3.
+        for i in (0..16).step_by(2) {
+            t[i] = _mm512_unpacklo_epi32(rows[i], rows[i + 1]);
+            t[i + 1] = _mm512_unpackhi_epi32(rows[i], rows[i + 1]);
+        }
+        // Lane L of u[4q + c]: rows 4q..4q + 4 at column 4L + c.
+        for q in 0..4 {
+            for half in 0..2 {
+                let (a, b) = (t[4 * q + half], t[4 * q + 2 + half]);
+                u[4 * q + 2 * half] = _mm512_unpacklo_epi64(a, b);
+                u[4 * q + 2 * half + 1] = _mm512_unpackhi_epi64(a, b);
+            }
+        }
+        // v[c] / v[4 + c]: rows 0-3 and 4-7 at columns c, 8 + c / 4 + c, 12 + c; v[8..] the same
+        // for rows 8-15.
+        for rows in [0, 8] {
+            for c in 0..4 {
+                let (a, b) = (u[rows + c], u[rows + 4 + c]);
+                v[rows + c] = _mm512_shuffle_i32x4::<0x88>(a, b);
+                v[rows + 4 + c] = _mm512_shuffle_i32x4::<0xdd>(a, b);
+            }
+        }
+        // Column j: lanes from rows 0-7 (v[..8]) then 8-15 (v[8..]).
+        for j in 0..8 {
+            out[j] = _mm512_shuffle_i32x4::<0x88>(v[j], v[8 + j]);
+            out[8 + j] = _mm512_shuffle_i32x4::<0xdd>(v[j], v[8 + j]);
+        }
+        out
+    }
+
+    /// The softmax of each of the `live` rows of `scores` (up to 32, `width` apart) over its
+    /// first `keys` values (with `causal_from`, row r over those up to `causal_from + r`), the
+    /// rest 0, written into `tiles` as `block_rows` writes a block of rows `width` deep per part;
+    /// `scores` keeps the exponentials. One pass for the max, one for the exponentials and their
+    /// sum, one that scales and rounds them into the tiles: the generic softmax, then the
+    /// rounding, took three passes of their own, and that softmax's exponential, without FMA
+    /// or `vscalefps`, ran at half the speed.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn softmax_block(
+        scores: &mut [f32],
+        live: usize,
+        (width, keys): (usize, usize),
+        causal_from: Option<usize>,
+        parts: &[Part],
+        tiles: &mut [bf16],
+    ) {
+        let segment_steps = width / K_STEP;
+        assert!(width % K_STEP == 0 && keys <= width && live <= BLOCK_ROWS && scores.len() >= live * width);
+        assert_eq!(tiles.len(), BLOCK_ROWS * parts.len() * width);
+        let out = tiles.as_mut_ptr();
+        let zero = _mm512_setzero_si512();
+        let store = |i: usize, r: usize, values: __m512i| {
+            _mm512_storeu_si512(out.add((2 * i + r / TILE_ROWS) * TILE_LEN + r % TILE_ROWS * K_STEP).cast(), values);
+        };
+        for r in 0..BLOCK_ROWS {
+            if r >= live {
+                (0..parts.len() * segment_steps).for_each(|i| store(i, r, zero));
+                continue;
+            }
+            let row = scores.as_mut_ptr().add(r * width);
+            let visible = causal_from.map_or(keys, |first| (first + r + 1).min(keys));
+            let lanes = |k: usize| ((1u32 << visible.saturating_sub(k).min(16)) - 1) as __mmask16;
+            let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+            for k in (0..visible).step_by(16) {
+                max = _mm512_max_ps(max, _mm512_mask_loadu_ps(max, lanes(k), row.add(k)));
+            }
+            let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+            let mut sum = _mm512_setzero_ps();
+            for k in (0..visible).step_by(16) {
+                let x = _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes(k), row.add(k)), max);
+                let e = _mm512_maskz_mov_ps(lanes(k), exp_of_non_positive(x));
+                sum = _mm512_add_ps(sum, e);
+                _mm512_storeu_ps(row.add(k), e);
+            }
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+            for (s, &part) in parts.iter().enumerate() {
+                for i in 0..segment_steps {
+                    let k = i * K_STEP;
+                    let values = match k < visible {
+                        true => {
+                            let a = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(k), row.add(k)), inv);
+                            let b = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(k + 16), row.add(k + 16)), inv);
+                            std::mem::transmute::<__m512bh, __m512i>(match part {
+                                Part::High => _mm512_cvtne2ps_pbh(b, a),
+                                Part::Low => _mm512_cvtne2ps_pbh(_mm512_sub_ps(b, high(b)), _mm512_sub_ps(a, high(a))),
+                            })
+                        }
+                        false => zero,
+                    };
+                    store(s * segment_steps + i, r, values);
+                }
+            }
+        }
+    }
+
+    /// e^x for x ≤ 0, 16 at a time, as `fast_exp` computes it (Cephes' polynomial, within ~2
+    /// ulp), with FMA, and `vscalefps` for the power of two; below -87 (about the least normal
+    /// f32) as e^-87.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp_of_non_positive(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            x,
+            _mm512_set1_ps(std::f32::consts::LOG2_E),
+        ));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let e_r = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
+        _mm512_scalef_ps(e_r, n)
     }
 
     /// `v` rounded to bf16 (nearest even), as f32.
@@ -661,7 +968,30 @@ mod isa {
 
     use super::{Part, Strip, TileConfig};
 
-    pub unsafe fn block_rows(_: &[f32], _: usize, _: &[Part], _: usize, _: std::ops::Range<usize>, _: &mut [bf16]) {
+    pub unsafe fn block_rows(
+        _: &[f32],
+        _: usize,
+        _: (usize, usize),
+        _: &[Part],
+        _: usize,
+        _: std::ops::Range<usize>,
+        _: &mut [bf16],
+    ) {
+        unreachable!("AMX exists only on x86-64")
+    }
+
+    pub unsafe fn weight_tiles(_: &[f32], _: (usize, usize), _: (usize, usize), _: &[Part], _: usize, _: &mut [bf16]) {
+        unreachable!("AMX exists only on x86-64")
+    }
+
+    pub unsafe fn softmax_block(
+        _: &mut [f32],
+        _: usize,
+        _: (usize, usize),
+        _: Option<usize>,
+        _: &[Part],
+        _: &mut [bf16],
+    ) {
         unreachable!("AMX exists only on x86-64")
     }
 

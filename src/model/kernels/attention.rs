@@ -1,20 +1,26 @@
 //! Multi-head self-attention on the CPU: each (sequence, head) pair is one task that reads its
-//! q, k and v in place from the fused projection (strided `gemm`), does the softmax in cache and
-//! writes its slice of the output directly; candle would copy q, k and v out into contiguous
-//! per-head tensors first. The same attention in candle's ops runs on other devices.
+//! q, k and v in place from the fused projection, does the softmax in cache and writes its slice
+//! of the output directly; candle would copy q, k and v out into contiguous per-head tensors
+//! first. The two products run on AMX's tile unit where the tower's linear layers do (in their
+//! split of the f32 values), else through strided `gemm`. The same attention in candle's ops runs
+//! on other devices.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use half::bf16;
 use rayon::prelude::*;
 
+use super::amx::{self, Split};
 use super::{contiguous_f32, fast_exp, lane_sum, SharedOut};
 use crate::error::Result;
 
 /// Multi-head attention over a fused projection `qkv` of shape (batch, seq, 3 * dim) laid out
 /// as [q | k | v], each `heads` blocks of `dim / heads`; q must already carry the 1/sqrt(d) scale.
-/// Returns the per-head contexts concatenated: (batch, seq, dim).
-pub fn attention(qkv: &Tensor, heads: usize, causal: bool) -> Result<Tensor> {
+/// `tiles`: the split for AMX's tile unit, where the tower's linear layers run there (ignored
+/// where AMX is off). Returns the per-head contexts concatenated: (batch, seq, dim).
+pub fn attention(qkv: &Tensor, heads: usize, causal: bool, tiles: Option<Split>) -> Result<Tensor> {
     if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
-        return Ok(qkv.contiguous()?.apply_op1_no_bwd(&AttentionOp { heads, causal })?);
+        let tiles = tiles.filter(|_| amx::available());
+        return Ok(qkv.contiguous()?.apply_op1_no_bwd(&AttentionOp { heads, causal, tiles })?);
     }
     attention_generic(qkv, heads, causal)
 }
@@ -67,6 +73,7 @@ fn causal_mask(seq: usize, dtype: DType, device: &candle_core::Device) -> Result
 struct AttentionOp {
     heads: usize,
     causal: bool,
+    tiles: Option<Split>,
 }
 
 impl CustomOp1 for AttentionOp {
@@ -87,6 +94,53 @@ impl CustomOp1 for AttentionOp {
         // destination), and zeroing measured ~1% of the image tower.
         let mut out: Vec<f32> = Vec::with_capacity(batch * seq * dim);
         let out_ptr = SharedOut(out.as_mut_ptr());
+        let shape = (batch, seq, heads, head_dim);
+        match self.tiles {
+            Some(split) => self.on_tiles(qkv, shape, split, out_ptr),
+            None => self.through_gemm(qkv, shape, out_ptr),
+        }
+        // SAFETY: every element was written above (each task its own rows x head columns).
+        unsafe { out.set_len(batch * seq * dim) };
+        Ok((CpuStorage::F32(out), Shape::from((batch, seq, dim))))
+    }
+}
+
+impl AttentionOp {
+    /// Each (sequence, head) task on the tile unit ([`TileHead`]).
+    fn on_tiles(
+        &self,
+        qkv: &[f32],
+        (batch, seq, heads, head_dim): (usize, usize, usize, usize),
+        split: Split,
+        out_ptr: SharedOut,
+    ) {
+        let dim = heads * head_dim;
+        let three_dim = 3 * dim;
+        (0..batch * heads).into_par_iter().for_each_init(
+            // The tiles configured once per run of tasks on a thread (each run's tasks go one
+            // after the other on its thread), not per task.
+            || (amx::TileState::configure(), TileHead::new(seq, head_dim, split)),
+            |(_, head), task| {
+                let (b, h) = (task / heads, task % heads);
+                // SAFETY: AMX is available (`attention`); the output block (rows of image
+                // b, columns of head h) belongs to this task alone.
+                unsafe {
+                    let out = out_ptr.get().add(b * seq * dim + h * head_dim);
+                    head.attend(&qkv[b * seq * three_dim + h * head_dim..], (three_dim, dim), self.causal, out, dim)
+                }
+            },
+        );
+    }
+
+    /// Each (sequence, head) task as two strided `gemm` products around the softmax.
+    fn through_gemm(
+        &self,
+        qkv: &[f32],
+        (batch, seq, heads, head_dim): (usize, usize, usize, usize),
+        out_ptr: SharedOut,
+    ) {
+        let dim = heads * head_dim;
+        let three_dim = 3 * dim;
         let row = three_dim as isize;
         (0..batch * heads).into_par_iter().for_each_init(
             || vec![0f32; seq * seq],
@@ -146,9 +200,75 @@ impl CustomOp1 for AttentionOp {
                 }
             },
         );
-        // SAFETY: every element was written above (each task its own rows x head columns).
-        unsafe { out.set_len(batch * seq * dim) };
-        Ok((CpuStorage::F32(out), Shape::from((batch, seq, dim))))
+    }
+}
+
+/// One head's attention on the tile unit, with the buffers a thread reuses for its tasks (all
+/// of one shape): q as activation tiles, k as the weight of `q k^T`; the scores in f32 for the
+/// softmax; the probabilities as activation tiles, v as the weight of `p v`; the context in f32,
+/// then copied into the head's columns of the output. Each product runs over the split's parts
+/// as the linear layers do (bf16 once, or three bf16 products to near-f32 accuracy), the scores
+/// and the context summed in f32.
+struct TileHead {
+    seq: usize,
+    head_dim: usize,
+    split: Split,
+    queries: Vec<bf16>,
+    keys: Vec<bf16>,
+    /// (seq rounded up to 32) rows of `width` = that many columns.
+    scores: Vec<f32>,
+    probabilities: Vec<bf16>,
+    values: Vec<bf16>,
+    /// (seq rounded up to 32) rows of head_dim rounded up to 32.
+    context: Vec<f32>,
+    /// The products' seed, one per column.
+    zeros: Vec<f32>,
+}
+
+impl TileHead {
+    fn new(seq: usize, head_dim: usize, split: Split) -> Self {
+        let (width, context_width) = (seq.next_multiple_of(32), head_dim.next_multiple_of(32));
+        TileHead {
+            seq,
+            head_dim,
+            split,
+            queries: vec![bf16::ZERO; amx::activation_len(seq, head_dim, split)],
+            keys: vec![bf16::ZERO; amx::packed_len(head_dim, seq, split)],
+            scores: vec![0.0; width * width],
+            probabilities: vec![bf16::ZERO; amx::activation_len(seq, width, split)],
+            values: vec![bf16::ZERO; amx::packed_len(seq, head_dim, split)],
+            context: vec![0.0; width * context_width],
+            zeros: vec![0.0; width.max(context_width)],
+        }
+    }
+
+    /// `qkv` starts at the head's query in the first row (rows of `row` values, keys `dim` and
+    /// values `2 * dim` further on); `out` at its first context value, rows `out_stride` apart.
+    ///
+    /// # Safety
+    /// AMX must be available; `out` must hold `seq` rows of `head_dim` values for this call alone.
+    unsafe fn attend(
+        &mut self,
+        qkv: &[f32],
+        (row, dim): (usize, usize),
+        causal: bool,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        let (seq, d, split) = (self.seq, self.head_dim, self.split);
+        let (width, context_width) = (seq.next_multiple_of(32), d.next_multiple_of(32));
+        amx::activation_tiles(qkv, seq, (d, row), split, &mut self.queries);
+        // k^T: key j's value i at (i, j).
+        amx::weight_tiles(&qkv[dim..], (d, seq), (1, row), split, &mut self.keys);
+        amx::multiply_blocks(&self.queries, &self.keys, (d, seq), split, &self.zeros, &mut self.scores, width);
+        amx::softmax_tiles(&mut self.scores, seq, (width, seq), causal, split, &mut self.probabilities);
+        // v: key j's value i at (j, i).
+        amx::weight_tiles(&qkv[2 * dim..], (seq, d), (row, 1), split, &mut self.values);
+        let context = &mut self.context;
+        amx::multiply_blocks(&self.probabilities, &self.values, (seq, d), split, &self.zeros, context, context_width);
+        for (r, values) in context.chunks_exact(context_width).take(seq).enumerate() {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), out.add(r * out_stride), d);
+        }
     }
 }
 
