@@ -474,15 +474,7 @@ fn to_bf16_tiles<'a>(
 ) -> &'a [bf16] {
     let block_len = BLOCK_ROWS * steps.len() * K_STEP;
     let len = row_range.len() / BLOCK_ROWS * block_len;
-    // Tiles start on a cache line: a tile row that straddles two lines costs two loads. Grown,
-    // never shrunk: layers alternate in size, and `resize` down then up zeroed the buffer again
-    // on every larger layer (2% of the f32 image tower).
-    let needed = len + CACHE_LINE / std::mem::size_of::<bf16>();
-    if xb.len() < needed {
-        xb.resize(needed, bf16::ZERO);
-    }
-    let skip = xb.as_ptr().align_offset(CACHE_LINE);
-    let xb = &mut xb[skip..skip + len];
+    let xb = on_cache_lines(xb, len);
     let convert = |(b, tiles): (usize, &mut [bf16])| {
         let first = (row_range.start + b * BLOCK_ROWS).min(rows);
         let live = (first + BLOCK_ROWS).min(rows) - first;
@@ -496,6 +488,19 @@ fn to_bf16_tiles<'a>(
         false => xb.chunks_mut(block_len).enumerate().for_each(convert),
     }
     xb
+}
+
+/// `len` values of `buffer` from its first cache line on, the buffer grown (with zeros) to fit:
+/// a tile row that straddles two lines costs two loads. Grown, never shrunk: layers alternate in
+/// size, and `resize` down then up zeroed the buffer again on every larger layer (2% of the f32
+/// image tower).
+pub(super) fn on_cache_lines<T: Clone + Default>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
+    let needed = len + CACHE_LINE / std::mem::size_of::<T>();
+    if buffer.len() < needed {
+        buffer.resize(needed, T::default());
+    }
+    let skip = buffer.as_ptr().align_offset(CACHE_LINE);
+    &mut buffer[skip..skip + len]
 }
 
 /// Holds this thread's tile configuration; releases the tile state when dropped so the OS need
@@ -766,7 +771,9 @@ mod isa {
         };
         for r in 0..BLOCK_ROWS {
             if r >= live {
-                (0..parts.len() * segment_steps).for_each(|i| store(i, r, zero));
+                for i in 0..parts.len() * segment_steps {
+                    store(i, r, zero);
+                }
                 continue;
             }
             let row = scores.as_mut_ptr().add(r * width);

@@ -119,15 +119,20 @@ impl AttentionOp {
         (0..batch * heads).into_par_iter().for_each_init(
             // The tiles configured once per run of tasks on a thread (each run's tasks go one
             // after the other on its thread), not per task.
-            || (amx::TileState::configure(), TileHead::new(seq, head_dim, split)),
-            |(_, head), task| {
+            amx::TileState::configure,
+            |_, task| {
                 let (b, h) = (task / heads, task % heads);
-                // SAFETY: AMX is available (`attention`); the output block (rows of image
-                // b, columns of head h) belongs to this task alone.
-                unsafe {
-                    let out = out_ptr.get().add(b * seq * dim + h * head_dim);
-                    head.attend(&qkv[b * seq * three_dim + h * head_dim..], (three_dim, dim), self.causal, out, dim)
-                }
+                let qkv = &qkv[b * seq * three_dim + h * head_dim..];
+                // SAFETY: AMX is available (`attention`); the output block (rows of image b,
+                // columns of head h) belongs to this task alone.
+                let out = unsafe { out_ptr.get().add(b * seq * dim + h * head_dim) };
+                let attend = |head: &mut TileHead| unsafe {
+                    head.attend(qkv, (seq, head_dim, split), (three_dim, dim), self.causal, out, dim)
+                };
+                TILE_HEAD.with(|head| match head.try_borrow_mut() {
+                    Ok(mut head) => attend(&mut head),
+                    Err(_) => attend(&mut TileHead::default()),
+                });
             },
         );
     }
@@ -203,69 +208,66 @@ impl AttentionOp {
     }
 }
 
-/// One head's attention on the tile unit, with the buffers a thread reuses for its tasks (all
-/// of one shape): q as activation tiles, k as the weight of `q k^T`; the scores in f32 for the
-/// softmax; the probabilities as activation tiles, v as the weight of `p v`; the context in f32,
-/// then copied into the head's columns of the output. Each product runs over the split's parts
-/// as the linear layers do (bf16 once, or three bf16 products to near-f32 accuracy), the scores
-/// and the context summed in f32.
+/// One head's attention on the tile unit, with the buffers a thread reuses: q as activation
+/// tiles, k as the weight of `q k^T`; the scores in f32 for the softmax; the probabilities as
+/// activation tiles, v as the weight of `p v`; the context in f32, then copied into the head's
+/// columns of the output. Each product runs over the split's parts as the linear layers do (bf16
+/// once, or three bf16 products to near-f32 accuracy), the scores and the context summed in
+/// f32. Every buffer starts on a cache line ([`amx::on_cache_lines`]), and each step writes all
+/// of its part before the next reads it.
+#[derive(Default)]
 struct TileHead {
-    seq: usize,
-    head_dim: usize,
-    split: Split,
     queries: Vec<bf16>,
     keys: Vec<bf16>,
-    /// (seq rounded up to 32) rows of `width` = that many columns.
     scores: Vec<f32>,
     probabilities: Vec<bf16>,
     values: Vec<bf16>,
-    /// (seq rounded up to 32) rows of head_dim rounded up to 32.
     context: Vec<f32>,
-    /// The products' seed, one per column.
+    /// The products' seed, one per column (only ever zeros).
     zeros: Vec<f32>,
 }
 
-impl TileHead {
-    fn new(seq: usize, head_dim: usize, split: Split) -> Self {
-        let (width, context_width) = (seq.next_multiple_of(32), head_dim.next_multiple_of(32));
-        TileHead {
-            seq,
-            head_dim,
-            split,
-            queries: vec![bf16::ZERO; amx::activation_len(seq, head_dim, split)],
-            keys: vec![bf16::ZERO; amx::packed_len(head_dim, seq, split)],
-            scores: vec![0.0; width * width],
-            probabilities: vec![bf16::ZERO; amx::activation_len(seq, width, split)],
-            values: vec![bf16::ZERO; amx::packed_len(seq, head_dim, split)],
-            context: vec![0.0; width * context_width],
-            zeros: vec![0.0; width.max(context_width)],
-        }
-    }
+thread_local! {
+    /// Each thread's head buffers, kept across tasks, layers and calls: fresh buffers per run
+    /// of tasks cost page faults and zeroing (SigLIP so400m/384's scores are 2 MB a head).
+    static TILE_HEAD: std::cell::RefCell<TileHead> = std::cell::RefCell::new(TileHead::default());
+}
 
-    /// `qkv` starts at the head's query in the first row (rows of `row` values, keys `dim` and
-    /// values `2 * dim` further on); `out` at its first context value, rows `out_stride` apart.
+impl TileHead {
+    /// Attention over `seq` tokens of a head `d` wide: `qkv` starts at the head's query in the
+    /// first row (rows of `row` values, keys `dim` and values `2 * dim` further on); `out` at its
+    /// first context value, rows `out_stride` apart.
     ///
     /// # Safety
-    /// AMX must be available; `out` must hold `seq` rows of `head_dim` values for this call alone.
+    /// AMX must be available; `out` must hold `seq` rows of `d` values for this call alone.
+    #[allow(clippy::too_many_arguments)] // the head's shape and where it lies, each a plain number
     unsafe fn attend(
         &mut self,
         qkv: &[f32],
+        (seq, d, split): (usize, usize, Split),
         (row, dim): (usize, usize),
         causal: bool,
         out: *mut f32,
         out_stride: usize,
     ) {
-        let (seq, d, split) = (self.seq, self.head_dim, self.split);
+        // Scores: (seq rounded up to 32) rows and columns; context: as many rows of the head's
+        // width rounded up to 32.
         let (width, context_width) = (seq.next_multiple_of(32), d.next_multiple_of(32));
-        amx::activation_tiles(qkv, seq, (d, row), split, &mut self.queries);
+        let zeros = amx::on_cache_lines(&mut self.zeros, width.max(context_width));
+        let queries = amx::on_cache_lines(&mut self.queries, amx::activation_len(seq, d, split));
+        let keys = amx::on_cache_lines(&mut self.keys, amx::packed_len(d, seq, split));
+        let scores = amx::on_cache_lines(&mut self.scores, width * width);
+        let probabilities = amx::on_cache_lines(&mut self.probabilities, amx::activation_len(seq, width, split));
+        let values = amx::on_cache_lines(&mut self.values, amx::packed_len(seq, d, split));
+        let context = amx::on_cache_lines(&mut self.context, width * context_width);
+        amx::activation_tiles(qkv, seq, (d, row), split, queries);
         // k^T: key j's value i at (i, j).
-        amx::weight_tiles(&qkv[dim..], (d, seq), (1, row), split, &mut self.keys);
-        amx::multiply_blocks(&self.queries, &self.keys, (d, seq), split, &self.zeros, &mut self.scores, width);
-        amx::softmax_tiles(&mut self.scores, seq, (width, seq), causal, split, &mut self.probabilities);
+        amx::weight_tiles(&qkv[dim..], (d, seq), (1, row), split, keys);
+        amx::multiply_blocks(queries, keys, (d, seq), split, zeros, scores, width);
+        amx::softmax_tiles(scores, seq, (width, seq), causal, split, probabilities);
         // v: key j's value i at (j, i).
-        amx::weight_tiles(&qkv[2 * dim..], (seq, d), (row, 1), split, &mut self.values);
-        let context = &mut self.context;
-        amx::multiply_blocks(&self.probabilities, &self.values, (seq, d), split, &self.zeros, context, context_width);
+        amx::weight_tiles(&qkv[2 * dim..], (seq, d), (row, 1), split, values);
+        amx::multiply_blocks(probabilities, values, (seq, d), split, zeros, context, context_width);
         for (r, values) in context.chunks_exact(context_width).take(seq).enumerate() {
             std::ptr::copy_nonoverlapping(values.as_ptr(), out.add(r * out_stride), d);
         }
