@@ -44,9 +44,9 @@ pub fn attention_generic(qkv: &Tensor, heads: usize, causal: bool) -> Result<Ten
 }
 
 /// The same attention from q, k and v already split by head: `parts` (3 × heads, batch × seq,
-/// head_dim) as [`super::linear_split`] writes them. Every (head, picture) pair is then one uniformly
-/// strided batch of the products, and only the heads' outputs are copied, side by side, into
-/// the returned (batch, seq, heads × head_dim).
+/// head_dim) as [`super::linear_split`] writes them. Every (head, picture) pair is then one
+/// uniformly strided batch of the products, and only the heads' outputs are copied, side by
+/// side, into the returned (batch, seq, heads × head_dim).
 pub fn attention_from_parts(parts: &Tensor, batch: usize, causal: bool) -> Result<Tensor> {
     let (three_heads, rows, head_dim) = parts.dims3()?;
     let (heads, seq) = (three_heads / 3, rows / batch);

@@ -5,8 +5,8 @@
 //!   pass over all cores, or none: the linear layers apply it to each tile of their output;
 //! - attention (`attention.rs`): candle needs q, k and v copied out of the fused projection
 //!   into contiguous per-head tensors, then one small threaded gemm per head. Here each (image,
-//!   head) pair is one task that reads q, k, v in place (strided gemm), does the softmax in cache
-//!   and writes its slice of the output directly.
+//!   head) pair is one task that reads q, k, v in place (strided gemm, or AMX tiles where the
+//!   layers run there), does the softmax in cache and writes its slice of the output directly.
 //!
 //! - layer norm: candle's zeroes its output and sums each row in one scalar chain; here the
 //!   output is written once and the sums run in 16 lanes;
