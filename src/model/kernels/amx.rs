@@ -24,7 +24,7 @@
 //!
 //! Attention's two products (`attention.rs`) run on the same kernel, per (sequence, head): q,
 //! then the softmax's probabilities, as activations; k, then v, as weights, read in place from
-//! the fused projection ([`weight_tiles`]); the scores and the context in f32.
+//! the fused projection (`weight_tiles`); the scores and the context in f32.
 
 use std::ops::Range;
 
