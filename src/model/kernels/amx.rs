@@ -812,21 +812,22 @@ mod isa {
         }
     }
 
-    /// e^x for x ≤ 0, 16 at a time, as `fast_exp` computes it (Cephes' polynomial, within ~2
+    /// e^x for x ≤ 0, 16 at a time, as `fast_exp` computes it (the same polynomial, within ~2
     /// ulp), with FMA, and `vscalefps` for the power of two; below -87 (about the least normal
     /// f32) as e^-87.
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn exp_of_non_positive(x: __m512) -> __m512 {
+        use super::super::{EXP_POLYNOMIAL, LN2_HI, LN2_LO};
         let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
             x,
             _mm512_set1_ps(std::f32::consts::LOG2_E),
         ));
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(EXP_POLYNOMIAL[0]);
+        for &c in &EXP_POLYNOMIAL[1..] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         let e_r = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));

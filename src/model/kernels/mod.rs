@@ -259,25 +259,25 @@ fn activate_slice(values: &mut [f32], act: Activation) {
     }
 }
 
+/// ln 2 as a high part with few bits (so `n · LN2_HI` is exact) and the rest: e^x = 2^n e^r with
+/// r = x − n ln 2 computed without losing digits.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Cephes' minimax polynomial p for e^r ≈ 1 + r + r² p(r) on [-ln2/2, ln2/2], highest power
+/// first (`fast_exp`, and the AVX-512 softmax in `amx.rs`).
+const EXP_POLYNOMIAL: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+
 /// e^x to within ~2 ulp for x in [-87, 88] (clamped outside), written branch-free so the
 /// compiler vectorises it; libm's `expf` is a scalar call per element (3% of the image tower).
 #[inline(always)]
 fn fast_exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.0, 88.0);
     // Round to nearest with the 1.5 * 2^23 trick: `f32::round` is a libm call on baseline x86-64.
     const ROUNDER: f32 = 12_582_912.0;
     let n = (x * LOG2E + ROUNDER) - ROUNDER;
     let r = x - n * LN2_HI - n * LN2_LO;
-    // Cephes' minimax polynomial for e^r on [-ln2/2, ln2/2].
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
+    let p = EXP_POLYNOMIAL[1..].iter().fold(EXP_POLYNOMIAL[0], |p, &c| p * r + c);
     let e_r = p * r * r + r + 1.0;
     // SAFETY: |n| <= 127 after the clamp, so the conversion is exact (`as i32` would add a
     // saturation check that stops the loop from vectorising).
