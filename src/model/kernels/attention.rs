@@ -158,54 +158,48 @@ impl AttentionOp {
                 // head h) belongs to this task alone.
                 unsafe {
                     // scores = q k^T: (seq x head_dim) times (head_dim x seq), k read transposed in place.
-                    gemm::gemm(
-                        seq,
-                        seq,
-                        head_dim,
-                        scores.as_mut_ptr(),
-                        1,
-                        seq as isize,
-                        false,
-                        q,
-                        1,
-                        row,
-                        k,
-                        row,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                    strided_product((seq, seq, head_dim), scores.as_mut_ptr(), seq as isize, (q, 1, row), (k, row, 1));
                     softmax_rows(scores, seq, self.causal);
                     let dst = out_ptr.get().add(b * seq * dim + h * head_dim);
-                    gemm::gemm(
-                        seq,
-                        head_dim,
-                        seq,
-                        dst,
-                        1,
-                        dim as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        seq as isize,
-                        v,
-                        1,
-                        row,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                    let probabilities = (scores.as_ptr(), 1, seq as isize);
+                    strided_product((seq, head_dim, seq), dst, dim as isize, probabilities, (v, 1, row));
                 }
             },
         );
     }
+}
+
+/// A matrix as `gemm` reads it in place: its first value, then the steps (in values) from one
+/// column to the next and from one row to the next.
+type Strided = (*const f32, isize, isize);
+
+/// `dst` (m × n, rows `dst_row` apart) = `lhs` (m × k) times `rhs` (k × n), on this thread.
+///
+/// # Safety
+/// Each pointer must cover its matrix with its strides.
+unsafe fn strided_product((m, n, k): (usize, usize, usize), dst: *mut f32, dst_row: isize, lhs: Strided, rhs: Strided) {
+    let ((lhs, lhs_col, lhs_row), (rhs, rhs_col, rhs_row)) = (lhs, rhs);
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_row,
+        false,
+        lhs,
+        lhs_col,
+        lhs_row,
+        rhs,
+        rhs_col,
+        rhs_row,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
 }
 
 /// One head's attention on the tile unit, with the buffers a thread reuses: q as activation
