@@ -70,7 +70,10 @@ impl PreprocessConfig {
                 Some((h, w)) => (w, h),
                 None => resized_size(rgb.width(), rgb.height(), self.shortest_edge),
             };
-            resized = resize(rgb, w, h, self.resample);
+            resized = match self.crop_window(w, h) {
+                Some(window) => resize_window(rgb, (w, h), window, self.resample),
+                None => resize(rgb, w, h, self.resample),
+            };
             &resized
         } else {
             rgb
@@ -103,6 +106,22 @@ impl PreprocessConfig {
             height: out_h,
             width: out_w,
         }
+    }
+
+    /// Where a picture far longer than it is wide (or the reverse) is resized only inside the
+    /// centre crop that will be kept of it: (left, top, width, height) in the resized picture.
+    /// Resized whole, a 1,000,000 × 1 panorama strip would be 224 × 224,000,000 pixels (the
+    /// short side goes to 224), which took all 23 GB of a machine. Pictures of ordinary shape
+    /// are resized whole, as the processor does.
+    fn crop_window(&self, width: u32, height: u32) -> Option<(u32, u32, u32, u32)> {
+        const RESIZED_PER_KEPT: u64 = 4;
+        let (crop_w, crop_h) = (self.crop_width, self.crop_height);
+        let wasteful = u64::from(width) * u64::from(height) > RESIZED_PER_KEPT * u64::from(crop_w) * u64::from(crop_h);
+        if !(self.do_center_crop && wasteful && crop_w <= width && crop_h <= height) {
+            return None;
+        }
+        let offset = |orig: u32, crop: u32| self.crop_rounding.offset(orig.into(), crop.into()) as u32;
+        Some((offset(width, crop_w), offset(height, crop_h), crop_w, crop_h))
     }
 
     /// Per channel, `(value * factor - mean) / std` folded into one multiply and one subtract.
@@ -148,13 +167,8 @@ fn resized_size(width: u32, height: u32, shortest_edge: u32) -> (u32, u32) {
 /// separable convolution (support widened by the scale factor when downscaling), which
 /// `fast_image_resize` reproduces with SIMD.
 fn resize(rgb: &RgbImage, width: u32, height: u32, resample: Resample) -> RgbImage {
-    let filter = match resample {
-        Resample::Nearest => return resize_nearest(rgb, width, height),
-        Resample::Box => FilterType::Box,
-        Resample::Bilinear => FilterType::Bilinear,
-        Resample::Hamming => FilterType::Hamming,
-        Resample::Bicubic => FilterType::CatmullRom,
-        Resample::Lanczos => FilterType::Lanczos3,
+    let Some(filter) = filter_type(resample) else {
+        return resize_window(rgb, (width, height), (0, 0, width, height), resample);
     };
     // Pillow resizes the rows first and rounds to 8 bits before the columns; fast_image_resize
     // does the columns first for 8-bit pictures, which moved ~17% of the values of a 512 px
@@ -163,6 +177,62 @@ fn resize(rgb: &RgbImage, width: u32, height: u32, resample: Resample) -> RgbIma
     match convolve(rows_done.as_ref().unwrap_or(rgb), width, height, filter) {
         Some(resized) => resized,
         None => rows_done.unwrap_or_else(|| rgb.clone()),
+    }
+}
+
+/// The `window` (left, top, width, height) of `rgb` resized to `size`, computed alone: the same
+/// pixels as [`resize`] followed by a crop (each output pixel is computed from the same source
+/// pixels with the same weights), without the rest of the resized picture.
+fn resize_window(rgb: &RgbImage, size: (u32, u32), window: (u32, u32, u32, u32), resample: Resample) -> RgbImage {
+    let (left, top, width, height) = window;
+    let Some(filter) = filter_type(resample) else {
+        let columns = nearest_sources(rgb.width(), size.0, left..left + width);
+        let rows = nearest_sources(rgb.height(), size.1, top..top + height);
+        return RgbImage::from_fn(width, height, |x, y| *rgb.get_pixel(columns[x as usize], rows[y as usize]));
+    };
+    let (scale_x, scale_y) = (f64::from(rgb.width()) / f64::from(size.0), f64::from(rgb.height()) / f64::from(size.1));
+    let (src_left, src_width) = (f64::from(left) * scale_x, f64::from(width) * scale_x);
+    let (src_top, src_height) = (f64::from(top) * scale_y, f64::from(height) * scale_y);
+    // The rows pass is computed only for the source rows the columns pass reads: the window's
+    // plus the widest filter's reach (Lanczos: 3 output pixels) on each side.
+    let reach = 3.0 * scale_y.max(1.0) + 1.0;
+    let first_row = (src_top - reach).floor().max(0.0) as u32;
+    let end_row = ((src_top + src_height + reach).ceil() as u32).min(rgb.height());
+    let row_bytes = rgb.width() as usize * 3;
+    let band = &rgb.as_raw()[first_row as usize * row_bytes..end_row as usize * row_bytes];
+    let band = ImageRef::new(rgb.width(), end_row - first_row, band, PixelType::U8x3)
+        .expect("a band of whole rows of an RgbImage");
+    // Pillow's order, as in `resize`: the rows first, rounded to 8 bits, then the columns.
+    let mut rows_done = ResizeImage::new(width, end_row - first_row, PixelType::U8x3);
+    let band_rows = f64::from(end_row - first_row);
+    convolve_into(&band, &mut rows_done, (src_left, 0.0, src_width, band_rows), filter);
+    let mut done = ResizeImage::new(width, height, PixelType::U8x3);
+    convolve_into(&rows_done, &mut done, (0.0, src_top - f64::from(first_row), f64::from(width), src_height), filter);
+    RgbImage::from_raw(width, height, done.into_vec()).expect("destination buffer is width*height*3 bytes")
+}
+
+/// `src`'s `crop` box (left, top, width, height, in source pixels) resized into `dst`.
+fn convolve_into(
+    src: &impl fast_image_resize::IntoImageView,
+    dst: &mut ResizeImage,
+    crop: (f64, f64, f64, f64),
+    filter: FilterType,
+) {
+    let (left, top, width, height) = crop;
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter)).crop(left, top, width, height);
+    Resizer::new().resize(src, dst, &options).expect("source and destination are both U8x3 and non-empty");
+}
+
+/// Pillow's convolution filters as `fast_image_resize` names them; `None` for nearest neighbour,
+/// which is not one.
+fn filter_type(resample: Resample) -> Option<FilterType> {
+    match resample {
+        Resample::Nearest => None,
+        Resample::Box => Some(FilterType::Box),
+        Resample::Bilinear => Some(FilterType::Bilinear),
+        Resample::Hamming => Some(FilterType::Hamming),
+        Resample::Bicubic => Some(FilterType::CatmullRom),
+        Resample::Lanczos => Some(FilterType::Lanczos3),
     }
 }
 
@@ -180,29 +250,53 @@ fn convolve(rgb: &RgbImage, width: u32, height: u32, filter: FilterType) -> Opti
     Some(RgbImage::from_raw(width, height, dst.into_vec()).expect("destination buffer is width*height*3 bytes"))
 }
 
-/// Pillow's nearest neighbour (an affine transform): the source of output column x is
+/// Pillow's nearest neighbour (an affine transform): the source pixel of each of the `kept`
+/// pixels of a `from`-long line brought to `to` pixels. The source of output pixel x is
 /// `scale / 2` plus `scale` added x times in f64, truncated. Computed as `(x + 0.5) * scale` at
 /// once (fast_image_resize) the sum rounds differently near whole numbers and picks a neighbour
 /// (512 → 24: 6 of the 24 columns, e.g. 96 and 159 where Pillow takes 95 and 160).
-fn resize_nearest(rgb: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let sources = |from: u32, to: u32| -> Vec<u32> {
-        let step = f64::from(from) / f64::from(to);
-        let mut position = step * 0.5;
-        (0..to)
-            .map(|_| {
-                let source = (position as u32).min(from - 1);
-                position += step;
-                source
-            })
-            .collect()
-    };
-    let (columns, rows) = (sources(rgb.width(), width), sources(rgb.height(), height));
-    RgbImage::from_fn(width, height, |x, y| *rgb.get_pixel(columns[x as usize], rows[y as usize]))
+fn nearest_sources(from: u32, to: u32, kept: std::ops::Range<u32>) -> Vec<u32> {
+    let step = f64::from(from) / f64::from(to);
+    let mut position = step * 0.5;
+    let mut sources = Vec::with_capacity(kept.len());
+    for x in 0..kept.end {
+        if x >= kept.start {
+            sources.push((position as u32).min(from - 1));
+        }
+        position += step;
+    }
+    sources
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thin_picture_is_resized_only_where_it_is_kept_with_the_same_pixels() {
+        let noise = |x: u32, y: u32, c: u32| ((x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503) ^ c) >> 5) as u8;
+        let resamples = [
+            Resample::Nearest,
+            Resample::Box,
+            Resample::Bilinear,
+            Resample::Hamming,
+            Resample::Bicubic,
+            Resample::Lanczos,
+        ];
+        // Tall and wide: resized to 16 x 480 and 480 x 16, thirty times the 16 x 16 kept.
+        for (width, height) in [(30, 900), (900, 30), (17, 901)] {
+            let rgb =
+                RgbImage::from_fn(width, height, |x, y| image::Rgb([noise(x, y, 0), noise(x, y, 1), noise(x, y, 2)]));
+            let (w, h) = resized_size(width, height, 16);
+            let (left, top) = ((w - 16) / 2, (h - 16) / 2);
+            for resample in resamples {
+                let whole = resize(&rgb, w, h, resample);
+                let kept = image::imageops::crop_imm(&whole, left, top, 16, 16).to_image();
+                let window = resize_window(&rgb, (w, h), (left, top, 16, 16), resample);
+                assert!(window == kept, "{width}x{height} {resample:?}: the window differs from the crop");
+            }
+        }
+    }
 
     #[test]
     fn resize_keeps_aspect_ratio_like_transformers() {
