@@ -9,6 +9,7 @@ pub mod device;
 pub mod kernels;
 pub mod openclip;
 pub mod preprocess;
+mod text_cleaning;
 pub mod tokenizer;
 
 use std::path::Path;
@@ -161,6 +162,10 @@ impl ModelSpec {
                 padding_source(&self.config, self.files.tokenizer_config.clone()),
             )?,
             None => TextTokenizer::builtin_clip(max_length, PaddingSource::EndOfText)?,
+        };
+        let tokenizer = match self.files.layout {
+            checkpoint::Layout::OpenClip { .. } => tokenizer.cleaning_texts_as_open_clip()?,
+            checkpoint::Layout::HuggingFace { .. } => tokenizer,
         };
         let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone())
             .in_dtype(self.precision.tensor_dtype(device));

@@ -37,6 +37,8 @@ pub struct TextTokenizer {
     end_of_text: u32,
     pooling: Pooling,
     max_length: usize,
+    /// OpenCLIP checkpoints: texts are cleaned as open_clip's tokenizer cleans them first.
+    open_clip_cleaning: bool,
 }
 
 impl TextTokenizer {
@@ -80,10 +82,29 @@ impl TextTokenizer {
                 .ok_or_else(|| format!("the vocabulary has no {END_OF_TEXT} token (is this a CLIP tokenizer?)"))?,
             Pooling::LastPosition { .. } => 0,
         };
-        Ok(Self { inner, end_of_text, pooling, max_length })
+        Ok(Self { inner, end_of_text, pooling, max_length, open_clip_cleaning: false })
+    }
+
+    /// This tokenizer as open_clip runs it: each text cleaned first (ftfy, HTML entities,
+    /// whitespace, lowercase: [`text_cleaning`](super::text_cleaning)), in place of
+    /// `tokenizer.json`'s own normalizer (NFC, whitespace, lowercase), which would otherwise
+    /// normalise again what open_clip leaves as it is.
+    pub fn cleaning_texts_as_open_clip(mut self) -> Result<Self> {
+        self.inner
+            .with_normalizer(None::<tokenizers::NormalizerWrapper>)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        self.open_clip_cleaning = true;
+        Ok(self)
     }
 
     pub fn encode(&self, text: &str) -> Result<TokenizedText> {
+        let cleaned;
+        let text = if self.open_clip_cleaning {
+            cleaned = super::text_cleaning::open_clip_clean(text);
+            cleaned.as_str()
+        } else {
+            text
+        };
         let encoding = self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = encoding.get_ids().to_vec();
         match self.pooling {
