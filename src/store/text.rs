@@ -97,10 +97,13 @@ impl TextIndex {
         let directory = MmapDirectory::open(dir).map_err(|e| store_err(dir, e))?;
         let index = match Index::open_or_create(directory, schema.clone()) {
             Ok(index) => index,
-            // An index of an older schema (before `hour`, `tag`, `latitude`, `caption`): started again, at
-            // generation 0, so the data folder rebuilds it from the catalog as after a crash. The catalog's lock,
-            // taken first, means no other process is using it.
-            Err(tantivy::TantivyError::SchemaError(_)) => {
+            // An index of an older schema (before `hour`, `tag`, `latitude`, `caption`), or a damaged one:
+            // started again, at generation 0, so the data folder rebuilds it from the catalog as after a crash.
+            // The catalog's lock, taken first, means no other process is using it.
+            Err(e @ (tantivy::TantivyError::SchemaError(_) | tantivy::TantivyError::DataCorruption(_))) => {
+                if let tantivy::TantivyError::DataCorruption(_) = e {
+                    tracing::warn!("the text index {} is damaged ({e}): rebuilding it from the catalog", dir.display());
+                }
                 std::fs::remove_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
                 std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
                 Index::create_in_dir(dir, schema).map_err(|e| store_err(dir, e))?

@@ -9,7 +9,7 @@
 //! and opening a million pictures reads ~140 MB instead of 1.2 GB.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, Write};
+use std::io::{ErrorKind, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use super::catalog::ImageId;
@@ -91,7 +91,7 @@ impl HnswIndex {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
         let path = dir.join(GRAPH_FILE);
-        let mut index = Self {
+        let empty = || Self {
             graph: Graph::new(0),
             ids: Vec::new(),
             slots: HashMap::new(),
@@ -102,13 +102,21 @@ impl HnswIndex {
             epoch: 0,
             vectors_written: None,
         };
-        if path.exists() {
-            index.load(&path).map_err(|e| Error::Corrupt {
-                what: format!("vector index {}", path.display()),
-                reason: format!("{e}; run `imgsearch repair` to rebuild it from the catalog"),
-            })?;
+        let mut index = empty();
+        if !path.exists() {
+            return Ok(index);
         }
-        Ok(index)
+        match index.load(&path) {
+            Ok(()) => Ok(index),
+            // Damaged (cut short, overwritten): the graph is derived data, so it starts empty at
+            // generation 0 and the data folder rebuilds it from the catalog. Refusing instead left
+            // every command, `repair` too, failing on it.
+            Err(e) if matches!(e.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof | ErrorKind::NotFound) => {
+                tracing::warn!("the vector index {} is damaged ({e}): rebuilding it from the catalog", path.display());
+                Ok(empty())
+            }
+            Err(e) => Err(Error::Corrupt { what: format!("vector index {}", path.display()), reason: e.to_string() }),
+        }
     }
 
     fn load(&mut self, path: &Path) -> std::io::Result<()> {
@@ -127,7 +135,10 @@ impl HnswIndex {
             return Ok(());
         }
         if version != u64::from(FORMAT_VERSION) {
-            return Err(bad(&format!("format version {version} is newer than this build's ({FORMAT_VERSION})")));
+            // Not damaged: a newer build's, which this one must leave as it is.
+            let newer =
+                format!("format version {version} is newer than this build's ({FORMAT_VERSION}): use that build");
+            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, newer));
         }
         let mut header = [0u64; 6];
         file.read_exact(bytemuck::cast_slice_mut(&mut header))?;

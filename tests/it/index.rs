@@ -466,6 +466,29 @@ fn kill_9_at_any_moment_then_rerun_gives_a_complete_consistent_index() {
     assert_eq!(stats(&data)["vectors_live"], photos.len());
 }
 
+#[test]
+fn damaged_vector_and_text_indexes_are_rebuilt_from_the_catalog() {
+    if common::on_postgres() {
+        return; // the data folder's own files
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    let photos = noise_photos(&root, 6);
+    index(&data, &root, &[]);
+    let before = search_json(&data, &[]);
+    // Cut short and overwritten, as a full disk or a bad copy leaves them.
+    let graph = data.join("vectors/graph.bin");
+    let head = std::fs::read(&graph).unwrap()[..100].to_vec();
+    std::fs::write(&graph, head).unwrap();
+    std::fs::write(data.join("text/meta.json"), "garbage").unwrap();
+    assert_eq!(search_json(&data, &[]), before);
+    let s = stats(&data);
+    assert_eq!(s["vectors_live"], photos.len(), "{s:#}");
+    assert_eq!(s["text_documents"], photos.len(), "{s:#}");
+    let out = imgsearch(&data).args(["search", "--json", "name:photo_0003"]).output().unwrap();
+    assert_eq!(json_of(&out).as_array().unwrap().len(), 1, "the text index answers");
+}
+
 /// The embedded data folder admits one process at a time and says so; a PostgreSQL library
 /// admits any number, so there a second process reads while the indexer writes.
 #[test]
