@@ -4,7 +4,7 @@ use imgsearch::store::Location;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
+use imgsearch::ingest::decode::DEFAULT_UPLOAD_MAX_PIXELS;
 use imgsearch::model::Towers;
 use imgsearch::server::{serve, ModelFollower, ServeOptions};
 use imgsearch::store::spaces;
@@ -24,8 +24,9 @@ pub struct ServeArgs {
     /// Largest accepted upload for reverse search, in bytes.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     upload_limit: usize,
-    /// Refuse uploaded pictures with more pixels than this.
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    /// Refuse uploaded pictures with more pixels than this (each takes up to 6 bytes a pixel
+    /// while it is decoded). Thumbnails of indexed pictures may be larger.
+    #[arg(long, default_value_t = DEFAULT_UPLOAD_MAX_PIXELS)]
     max_pixels: u64,
     /// Serve without sign-in, even on a network address (everyone who can reach the port sees
     /// every photo). Without it, a non-loopback --addr needs a user (`imgsearch user add`).

@@ -27,6 +27,10 @@ use crate::model::{PreprocessConfig, PreprocessedImage};
 /// small enough that a decompression bomb cannot take the machine's memory.
 pub const DEFAULT_MAX_PIXELS: u64 = 250_000_000;
 
+/// Default cap on the pixels of a picture uploaded to `serve` to search by: any camera's photo,
+/// at most ~600 MB to decode per request (each of a server's workers may decode one at once).
+pub const DEFAULT_UPLOAD_MAX_PIXELS: u64 = 100_000_000;
+
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeOptions {
     pub max_pixels: u64,
@@ -183,7 +187,9 @@ fn decode_exact(
     }
     let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
     let (width, height) = decoder.dimensions();
-    check_pixels(path, width, height, options.max_pixels)?;
+    let bytes_per_pixel = u64::from(decoder.color_type().bytes_per_pixel());
+    check_pixels(path, width, height, decode_limit(options.max_pixels, bytes_per_pixel))?;
+    check_plausible(path, bytes.len(), width, height)?;
     let orientation = orientation.unwrap_or_else(|| decoder.orientation().unwrap_or(Orientation::NoTransforms));
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
     image.apply_orientation(orientation);
@@ -293,6 +299,36 @@ fn swaps_axes(orientation: Orientation) -> bool {
         orientation,
         Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
     )
+}
+
+/// The pixel limit for a picture stored with `bytes_per_pixel`. Decoding holds it as stored,
+/// then as 8-bit RGB: 11 bytes a pixel for 16-bit RGBA where 8-bit RGB takes 6. The limit keeps
+/// that within the memory `max_pixels` of 8-bit RGB take (a 1.7 MB PNG of 15000 × 15000 16-bit
+/// RGBA pixels took 2.8 GB).
+fn decode_limit(max_pixels: u64, bytes_per_pixel: u64) -> u64 {
+    const RGB_BYTES: u64 = 3;
+    max_pixels.min(max_pixels.saturating_mul(2 * RGB_BYTES) / (bytes_per_pixel + RGB_BYTES))
+}
+
+/// Real encoders pack at most ~8,000 pixels into a byte (deflate expands at most 1,032-fold,
+/// times eight 1-bit pixels a byte; LZW and JPEG far less), so a large picture claimed by far
+/// fewer bytes is damaged or a decompression bomb, refused before its pixels are allocated (a
+/// 69-byte PNG claiming 1 × 250,000,000 pixels took 850 MB and 7 s of CPU). Pictures under 16
+/// MP are spared: a blank WebP may be that dense, and cannot take much memory.
+fn check_plausible(path: &Path, file_len: usize, width: u32, height: u32) -> Result<()> {
+    const MAX_PIXELS_PER_BYTE: u64 = 16_384;
+    const CHECKED_FROM_PIXELS: u64 = 16_000_000;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels >= CHECKED_FROM_PIXELS && pixels / (file_len as u64).max(1) > MAX_PIXELS_PER_BYTE {
+        return Err(Error::Decode {
+            path: path.to_owned(),
+            reason: format!(
+                "its header claims {width}x{height} pixels, far more than its {file_len} bytes can hold: the file \
+                 is damaged (or made to exhaust memory)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn check_pixels(path: &Path, width: u32, height: u32, limit: u64) -> Result<()> {

@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::captions;
 use super::decode::{self, MinSize};
 use super::exif::{photo_facts, FACTS_VERSION};
-use super::walk::{walk, Candidate, Found};
+use super::walk::{self, walk, Candidate, Found};
 use super::{heif, raw, video};
 use crate::error::{Error, Result};
 use crate::model::{Clip, ModelSpec, PreprocessedImage, Towers};
@@ -514,7 +514,8 @@ fn examine_picture(
         );
     }
     let mut bytes = Vec::new();
-    let read = std::fs::File::open(&job.path).and_then(|f| f.take(options.max_file_size + 1).read_to_end(&mut bytes));
+    let read =
+        walk::open_regular_file(&job.path).and_then(|f| f.take(options.max_file_size + 1).read_to_end(&mut bytes));
     if let Err(e) = read {
         return skip(format!("cannot read: {e}"), false, true);
     }
@@ -570,7 +571,7 @@ fn examine_video(
     let skip = |reason: String, ignored: bool, retry: bool| {
         Work::Skip(SkipRecord { path: path.clone(), size: job.size, mtime_ns: job.mtime_ns, reason, ignored, retry })
     };
-    let hash = match std::fs::File::open(&job.path)
+    let hash = match walk::open_regular_file(&job.path)
         .and_then(|file| blake3::Hasher::new().update_reader(file).map(|h| h.finalize()))
     {
         Ok(hash) => hash.to_hex().to_string(),

@@ -70,6 +70,25 @@ fn links_inside(entry: &walkdir::DirEntry, roots: &[PathBuf]) -> bool {
         && std::fs::canonicalize(entry.path()).is_ok_and(|target| roots.iter().any(|r| target.starts_with(r)))
 }
 
+/// Opens `path` for reading only if it is a regular file, checked on the opened file: a file
+/// swapped for a pipe or a device since the walk is refused, not waited on. (A pipe's `open`
+/// blocks until a writer comes; one such request per blocking thread wedged the server.)
+pub fn open_regular_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Reads of a regular file never block on this flag; `open` of a pipe returns at once.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file (a pipe or a device?)"));
+    }
+    Ok(file)
+}
+
 #[cfg(unix)]
 fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;

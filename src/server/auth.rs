@@ -30,6 +30,8 @@ const DATABASE_REFRESH: Duration = Duration::from_secs(2);
 const FREE_FAILURES: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
+/// Clients and users whose failed sign-ins are remembered before expired ones are forgotten.
+const MAX_TRACKED_FAILURES: usize = 10_000;
 const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Paths anyone may reach: the health check, and what signing in needs.
@@ -172,20 +174,27 @@ impl Gate {
         Some(Principal { name: session.user.clone(), read_only: false })
     }
 
-    /// How long `keys` must still wait before another sign-in attempt, if they must.
-    fn locked(&self, keys: &[String]) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+    /// Starts a sign-in attempt for `keys`, or says how long they must still wait. The attempt
+    /// counts as a failure from the start, in the same lock as the check, and is forgiven only
+    /// by a success ([`Self::clear_failures`]): counted after the password check, a burst of
+    /// concurrent guesses all passed the check before any was counted (50 guesses instead of 5).
+    fn begin_attempt(&self, keys: &[String]) -> Result<(), Duration> {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        keys.iter()
+        let locked = keys
+            .iter()
             .filter_map(|key| failures.get(key)?.locked_until)
             .filter(|until| *until > now)
             .map(|until| until - now)
-            .max()
-    }
-
-    fn record_failure(&self, keys: &[String]) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
+            .max();
+        if let Some(wait) = locked {
+            return Err(wait);
+        }
+        if failures.len() >= MAX_TRACKED_FAILURES {
+            // Guesses from many addresses must not grow the table without end: forget the
+            // entries whose window is over and whose lockout has ended.
+            failures.retain(|_, f| now - f.since <= FAILURE_WINDOW || f.locked_until.is_some_and(|u| u > now));
+        }
         for key in keys {
             let entry = failures.entry(key.clone()).or_insert(Failures { count: 0, since: now, locked_until: None });
             if now - entry.since > FAILURE_WINDOW {
@@ -197,6 +206,7 @@ impl Gate {
                 entry.locked_until = Some(now + (FIRST_LOCKOUT * 2u32.pow(doublings)).min(MAX_LOCKOUT));
             }
         }
+        Ok(())
     }
 
     fn clear_failures(&self, keys: &[String]) {
@@ -263,6 +273,24 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// Whether the request's host names this computer: `localhost` (or a name under it, which
+/// browsers resolve to loopback themselves) or a loopback address, with or without a port.
+fn names_this_computer(request: &Request) -> bool {
+    // HTTP/2 names the host in the URI's authority instead.
+    let header = request.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    let Some(host) = header.or_else(|| request.uri().authority().map(|a| a.as_str())) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A cross-site request (by `Origin` or `Sec-Fetch-Site`): one a browser sent from another site.
 fn cross_site(headers: &HeaderMap) -> bool {
     let has = |name: header::HeaderName| headers.contains_key(name);
@@ -298,6 +326,17 @@ pub async fn require_auth(State(state): State<Arc<AppState>>, request: Request, 
     }
     let data = gate.current().await;
     if !gate.required(&data) {
+        // Nobody signs in on a loopback-only server, so nothing but the Host header tells this
+        // computer's own browser tabs from a page whose site name was made to point here (DNS
+        // rebinding), which could otherwise read every photo with its path and GPS position.
+        if !gate.exposed && !gate.trust_proxy && !names_this_computer(&request) {
+            return forbidden(
+                "bad_host",
+                "this server listens on this computer only and answers to localhost, 127.0.0.1 or [::1]: open it \
+                 under one of those names (behind a reverse proxy, start it with --trust-proxy; to reach it from \
+                 other machines, add a user with `imgsearch user add` and listen with --addr)",
+            );
+        }
         return next.run(request).await;
     }
     let headers = request.headers();
@@ -352,9 +391,14 @@ pub async fn login(
     let Ok(credentials) = serde_json::from_slice::<Credentials>(&body) else {
         return ApiError::bad_request("bad_json", "send {\"user\": \"NAME\", \"password\": \"…\"}").into_response();
     };
+    // A name no user can have is refused before it is checked, counted or logged (1.9 MB names
+    // grew the log by 114 MB).
+    if let Err(e) = crate::auth::check_user_name(&credentials.user) {
+        return ApiError::bad_request("bad_user", e.to_string()).into_response();
+    }
     let client = gate.client(client.ip(), &headers);
     let keys = [format!("client {client}"), format!("user {}", credentials.user)];
-    if let Some(wait) = gate.locked(&keys) {
+    if let Err(wait) = gate.begin_attempt(&keys) {
         let seconds = wait.as_secs().max(1);
         tracing::warn!(target: "imgsearch::auth", "sign-in refused for {:?} from {client}: too many failures, {seconds} s to wait", credentials.user);
         let mut response = ApiError {
@@ -381,7 +425,6 @@ pub async fn login(
     .ok()
     .flatten();
     let Some((principal, password_hash)) = checked else {
-        gate.record_failure(&keys);
         tracing::warn!(target: "imgsearch::auth", "sign-in failed for {user:?} from {client}");
         return ApiError {
             status: StatusCode::UNAUTHORIZED,

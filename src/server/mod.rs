@@ -37,7 +37,11 @@ pub use work::default_workers;
 fn open_indexed_file(record: &ImageRecord, mounts: &Mounts) -> Result<std::fs::File> {
     let path = mounts.local_or_err(&record.file_path())?;
     let io = |source| Error::Io { path: path.clone(), source };
-    let file = std::fs::File::open(&path).map_err(io)?;
+    let file = match walk::open_regular_file(&path) {
+        // What the walk indexed was a regular file; whatever stands there now is not.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Err(Error::FileChanged { path }),
+        opened => opened.map_err(io)?,
+    };
     let meta = file.metadata().map_err(io)?;
     if meta.len() != record.size || walk::mtime_ns(&meta) != record.mtime_ns {
         return Err(Error::FileChanged { path });
@@ -59,6 +63,7 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// Largest accepted upload, bytes.
     pub upload_limit: usize,
+    /// Largest uploaded picture, pixels (thumbnails of indexed ones may be larger).
     pub max_pixels: u64,
     /// Re-index the indexed roots this often (None: no watching).
     pub watch_interval: Option<Duration>,

@@ -107,8 +107,14 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 /// Runs blocking work (the model, sled, tantivy) off the async threads, once one of the
 /// server's workers is free (503 when none frees up in time).
 async fn blocking<T: Send + 'static>(state: Shared, f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
-    let _worker = state.work.admit().await?;
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError {
+    let worker = state.work.admit().await?;
+    // The worker stays taken until the work itself ends, not when its client gives up: a read
+    // stuck on a hung network share then makes the server answer 503, not hang every request.
+    let work = move || {
+        let _worker = worker;
+        f()
+    };
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         code: "internal",
         message: format!("request handler failed: {e}"),
@@ -497,7 +503,9 @@ async fn image_rendition(
         if known.is_some_and(|known| known.split(',').any(|tag| tag.trim() == etag)) {
             return Ok((etag, None));
         }
-        Ok((etag, Some(rendition(&cache, &record, &mounts, state.options.max_pixels, kind)?)))
+        // Indexed pictures, not uploads: as large as `index` takes them by default.
+        let max_pixels = state.options.max_pixels.max(crate::ingest::decode::DEFAULT_MAX_PIXELS);
+        Ok((etag, Some(rendition(&cache, &record, &mounts, max_pixels, kind)?)))
     })
     .await?;
     // Private (signed-in pictures stay out of shared caches), and checked on every use: an id

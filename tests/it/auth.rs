@@ -196,6 +196,25 @@ fn failed_sign_ins_are_slowed_down_per_user() {
 }
 
 #[test]
+fn a_burst_of_concurrent_guesses_gets_no_more_tries_than_guesses_one_at_a_time() {
+    let (_tmp, data) = library();
+    add_user(&data, "bob", "a long enough password");
+    let server = common::server::serve(&data, &[]);
+    let addr = server.addr.as_str();
+    let guesses: Vec<u16> = std::thread::scope(|scope| {
+        let burst: Vec<_> = (0..24).map(|i| scope.spawn(move || login(addr, "bob", &format!("guess {i}")))).collect();
+        burst.into_iter().map(|guess| guess.join().unwrap().status).collect()
+    });
+    let checked = guesses.iter().filter(|&&status| status == 401).count();
+    assert_eq!(checked, 5, "only five guesses may be checked, whatever their timing: {guesses:?}");
+    assert!(guesses.iter().all(|&status| status == 401 || status == 429), "{guesses:?}");
+    // A name no user can have is refused before it is checked or logged.
+    let long = login(addr, &"x".repeat(100_000), "guess");
+    assert_eq!(long.status, 400);
+    assert_eq!(long.json()["error"]["code"], "bad_user");
+}
+
+#[test]
 fn a_network_address_without_users_refuses_to_start_and_says_what_to_do() {
     let (_tmp, data) = library();
     let out = imgsearch(&data).args(["serve", "--addr", "0.0.0.0:0"]).output().unwrap();

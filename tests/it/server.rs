@@ -5,6 +5,7 @@ use crate::common;
 
 use std::io::Cursor;
 use std::path::Path;
+use std::process::Command;
 
 use crate::common::http::{get, multipart, request, request_with_headers};
 use crate::common::server::{index_and_serve, index_photos, serve, RunningServer};
@@ -246,6 +247,13 @@ fn a_file_replaced_since_indexing_is_not_served() {
         assert_eq!(response.json()["error"]["code"], "file_changed", "{route}");
         assert!(!String::from_utf8_lossy(&response.body).contains("not for the web"), "{route}");
     }
+    // A pipe in its place is not opened (its `open` would wait for a writer, holding a thread).
+    std::fs::remove_file(&indexed).unwrap();
+    common::succeeds(Command::new("mkfifo").arg(&indexed));
+    for route in ["file", "thumbnail"] {
+        let response = get(&server.addr, &format!("/api/images/{id}/{route}"));
+        assert_eq!(response.status, 409, "{route}");
+    }
     std::fs::remove_file(&indexed).unwrap();
     std::fs::copy(image_path("coffee.png"), &indexed).unwrap();
     std::fs::File::options().write(true).open(&indexed).unwrap().set_modified(indexed_mtime).unwrap();
@@ -253,6 +261,52 @@ fn a_file_replaced_since_indexing_is_not_served() {
     assert_eq!(file.status, 200);
     assert_eq!(file.body, std::fs::read(image_path("coffee.png")).unwrap());
     assert_eq!(get(&server.addr, &format!("/api/images/{id}/thumbnail")).status, 200);
+}
+
+#[test]
+fn a_page_on_another_site_name_cannot_read_a_server_nobody_signs_in_to() {
+    let (_tmp, server) = start(&[]);
+    // DNS rebinding: a site's name made to point at 127.0.0.1 reaches the port, but its
+    // requests carry that name as their Host.
+    let rebound =
+        request_with_headers(&server.addr, "GET", "/api/search?q=cat", &[("Host", "attacker.example:7878")], b"");
+    assert_eq!(rebound.status, 403);
+    assert_eq!(rebound.json()["error"]["code"], "bad_host");
+    let port = server.addr.rsplit(':').next().unwrap();
+    for host in
+        [format!("localhost:{port}"), format!("127.0.0.1:{port}"), "[::1]".to_string(), "photos.localhost".into()]
+    {
+        let own = request_with_headers(&server.addr, "GET", "/api/search?q=cat", &[("Host", &host)], b"");
+        assert_eq!(own.status, 200, "{host}");
+    }
+}
+
+/// A PNG of `width` × `height` pixels of `color_type` (PNG's code) and `bit_depth` whose only
+/// data is an empty zlib stream: what a decompression bomb's header looks like.
+fn png_header_only(width: u32, height: u32, bit_depth: u8, color_type: u8) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        [&(data.len() as u32).to_be_bytes()[..], kind, data, &crc.sum().to_be_bytes()].concat()
+    };
+    let ihdr = [&width.to_be_bytes()[..], &height.to_be_bytes(), &[bit_depth, color_type, 0, 0, 0]].concat();
+    // zlib header, one empty final block, the Adler-32 of nothing.
+    let empty_zlib = [0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];
+    [&b"\x89PNG\r\n\x1a\n"[..], &chunk(b"IHDR", &ihdr), &chunk(b"IDAT", &empty_zlib), &chunk(b"IEND", b"")].concat()
+}
+
+#[test]
+fn uploads_whose_pixels_would_take_too_much_memory_are_refused_from_their_header() {
+    let (_tmp, server) = start(&[]);
+    // 64 MP of 16-bit RGBA: under the 100 MP upload limit, but 11 bytes a pixel to decode.
+    let deep = request(&server.addr, "POST", "/api/search/image", None, &png_header_only(8000, 8000, 16, 6));
+    assert_eq!(deep.status, 413, "{}", String::from_utf8_lossy(&deep.body));
+    assert_eq!(deep.json()["error"]["code"], "image_too_large");
+    // 20 MP claimed by a hundred bytes: no encoder packs pixels that densely.
+    let thin = request(&server.addr, "POST", "/api/search/image", None, &png_header_only(1, 20_000_000, 8, 0));
+    assert_eq!(thin.status, 415, "{}", String::from_utf8_lossy(&thin.body));
+    assert!(thin.json()["error"]["message"].as_str().unwrap().contains("far more than its"), "{}", thin.json());
 }
 
 #[test]

@@ -35,8 +35,13 @@ pub fn request_with_headers(
     body: &[u8],
 ) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    // The server's own address names it, unless the caller sends a Host of its own.
+    let host = if headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        String::new()
+    } else {
+        format!("Host: {addr}\r\n")
+    };
+    let mut head = format!("{method} {path} HTTP/1.1\r\n{host}Connection: close\r\nContent-Length: {}\r\n", body.len());
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
