@@ -7,6 +7,8 @@ use anyhow::Context;
 
 use super::ComputeArgs;
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
+use imgsearch::ingest::pipeline::DEFAULT_MAX_FILE_SIZE;
+use imgsearch::ingest::walk;
 use imgsearch::model::Towers;
 use imgsearch::search::{Composition, Example, SearchEngine, SearchHit, SearchParams, SortOrder};
 
@@ -163,10 +165,7 @@ pub fn search(
         return args.results.print(&engine.search_composed(&composition, &parsed.filters, &params)?);
     }
     let hits = match (&args.query, &args.image) {
-        (_, Some(path)) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))?;
-            engine.search_image(&bytes, path, DEFAULT_MAX_PIXELS, &[], &params)?
-        }
+        (_, Some(path)) => engine.search_image(&read_picture(path)?, path, DEFAULT_MAX_PIXELS, &[], &params)?,
         (Some(query), None) => engine.search_text(query, &params)?,
         (None, None) => unreachable!("clap requires a query or --image"),
     };
@@ -179,8 +178,14 @@ fn example(engine: &SearchEngine, path: &std::path::Path) -> anyhow::Result<Exam
     if let Some(record) = engine.indexed_file(path)? {
         return Ok(Example::Indexed(record.id));
     }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read the picture {}", path.display()))?;
-    Ok(Example::Embedding(engine.embed_picture(&bytes, path, DEFAULT_MAX_PIXELS)?))
+    Ok(Example::Embedding(engine.embed_picture(&read_picture(path)?, path, DEFAULT_MAX_PIXELS)?))
+}
+
+/// A query's picture file: a regular file (a pipe would block the search) of at most the size
+/// `index` takes.
+fn read_picture(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    walk::read_regular_file(path, DEFAULT_MAX_FILE_SIZE)
+        .with_context(|| format!("cannot read the picture {}", path.display()))
 }
 
 pub fn similar(
@@ -193,11 +198,7 @@ pub fn similar(
     let params = args.results.params();
     let hits = match engine.indexed_file(&args.path)? {
         Some(record) => engine.similar_to(record.id, &params)?,
-        None => {
-            let bytes =
-                std::fs::read(&args.path).with_context(|| format!("cannot read image {}", args.path.display()))?;
-            engine.search_image(&bytes, &args.path, DEFAULT_MAX_PIXELS, &[], &params)?
-        }
+        None => engine.search_image(&read_picture(&args.path)?, &args.path, DEFAULT_MAX_PIXELS, &[], &params)?,
     };
     args.results.print(&hits)
 }

@@ -7,7 +7,10 @@ use anyhow::{bail, Context};
 /// Reads one embedding: a JSON list of numbers, `imgsearch embed --json` output holding exactly
 /// one embedding, or a .npy array of float16/32/64 of shape (dim,) or (1, dim).
 pub fn read(path: &Path) -> anyhow::Result<Vec<f32>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read vector file {}", path.display()))?;
+    // A JSON list of 4,096 floats is under 100 KB.
+    const MAX_VECTOR_FILE: u64 = 16 * 1024 * 1024;
+    let bytes = imgsearch::ingest::walk::read_regular_file(path, MAX_VECTOR_FILE)
+        .with_context(|| format!("cannot read vector file {}", path.display()))?;
     let parsed = if bytes.starts_with(NPY_MAGIC) { parse_npy(&bytes) } else { parse_json(&bytes) };
     parsed.with_context(|| format!("{} holds no usable vector", path.display()))
 }

@@ -89,6 +89,18 @@ pub fn open_regular_file(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// The bytes of the regular file at `path` ([`open_regular_file`]), refused past `limit` bytes
+/// rather than read without end (`/dev/zero` given as a query's vector file).
+pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(open_regular_file(path)?, limit + 1), &mut bytes)?;
+    if bytes.len() as u64 > limit {
+        let message = format!("larger than {} MB, more than such a file ever holds", limit / 1_000_000);
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, message));
+    }
+    Ok(bytes)
+}
+
 #[cfg(unix)]
 fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;

@@ -73,10 +73,34 @@ fn parquet_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Store { path: path.to_owned(), reason: e.to_string() }
 }
 
+/// Where `export` writes for `file`: the file a symbolic link names (the rename that replaces
+/// the file atomically would otherwise replace the link), never anything but a regular file:
+/// `/dev/full` was replaced by a Parquet file, a FIFO by a regular file.
+fn export_destination(file: &Path) -> Result<std::path::PathBuf> {
+    let mut target = file.to_owned();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&target) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let link = std::fs::read_link(&target).map_err(|source| Error::Io { path: target.clone(), source })?;
+                target = target.parent().map_or(link.clone(), |dir| dir.join(&link));
+            }
+            Ok(meta) if !meta.is_file() => {
+                return Err(Error::Exchange(format!(
+                    "{} is not a regular file (a folder, a device or a pipe): name the Parquet file to write",
+                    target.display()
+                )))
+            }
+            _ => return Ok(target),
+        }
+    }
+    Err(Error::Exchange(format!("{}: too many levels of symbolic links", file.display())))
+}
+
 /// Writes every picture of the library to `file` (replaced atomically: a `.partial` file is
 /// renamed into place once complete). Returns the number of rows.
 pub fn export(data: &dyn Library, file: &Path, progress: &ProgressBar) -> Result<u64> {
     let model = data.model_info()?.ok_or_else(|| Error::Exchange("the library is empty: nothing to export".into()))?;
+    let file = &export_destination(file)?;
     let partial = file.with_extension("parquet.partial");
     let out = File::create(&partial).map_err(|source| Error::Io { path: partial.clone(), source })?;
     let properties = WriterProperties::builder()

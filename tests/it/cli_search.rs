@@ -328,6 +328,22 @@ fn reverse_search_and_more_like_this() {
     let missing = imgsearch(&data).args(["search", "--image", "/nonexistent.jpg"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.jpg"));
+
+    // A pipe is refused, not waited on; a vector file without end is not read to its end.
+    let fifo = tmp.path().join("fifo.jpg");
+    common::succeeds(std::process::Command::new("mkfifo").arg(&fifo));
+    let queries: [&[&std::ffi::OsStr]; 4] = [
+        &["search".as_ref(), "--image".as_ref(), fifo.as_os_str()],
+        &["similar".as_ref(), fifo.as_os_str()],
+        &["search".as_ref(), "--like".as_ref(), fifo.as_os_str(), "beach".as_ref()],
+        &["search".as_ref(), "--vector".as_ref(), "/dev/zero".as_ref()],
+    ];
+    for query in queries {
+        let out = imgsearch(&data).args(query).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{query:?}: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{query:?}: {stderr}");
+    }
 }
 
 #[test]

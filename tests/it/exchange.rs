@@ -67,6 +67,27 @@ fn export_then_import_into_a_fresh_library_gives_identical_search_results() {
 }
 
 #[test]
+fn export_writes_through_a_symbolic_link_and_never_replaces_a_device_or_a_pipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    index_photos(&photos(tmp.path()), &data, &[]);
+    let (target, link) = (tmp.path().join("target.parquet"), tmp.path().join("link.parquet"));
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    run(imgsearch(&data).arg("export").arg(&link).arg("--quiet"));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link is kept");
+    assert!(std::fs::metadata(&target).unwrap().len() > 0, "the file it names was written");
+
+    let fifo = tmp.path().join("fifo.parquet");
+    common::succeeds(std::process::Command::new("mkfifo").arg(&fifo));
+    for special in [fifo.as_path(), tmp.path()] {
+        let out = imgsearch(&data).arg("export").arg(special).arg("--quiet").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("not a regular file"), "{stderr}");
+    }
+    assert!(!std::fs::metadata(&fifo).unwrap().is_file(), "the pipe is still a pipe");
+}
+
+#[test]
 fn embeddings_computed_elsewhere_become_a_searchable_library() {
     let tmp = tempfile::tempdir().unwrap();
     let photos = photos(tmp.path());
