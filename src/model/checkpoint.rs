@@ -162,9 +162,7 @@ impl CheckpointFiles {
             let names = file.tensors().into_iter().map(|(name, _)| name).collect();
             Ok(CheckpointTensors::Mapped { file, names })
         } else {
-            Ok(CheckpointTensors::Loaded(
-                candle_core::pickle::read_all(&self.weights).map_err(bad)?.into_iter().collect(),
-            ))
+            Ok(CheckpointTensors::Loaded(read_torch_file(&self.weights, None).map_err(bad)?.into_iter().collect()))
         }
     }
 }
@@ -194,11 +192,78 @@ impl CheckpointTensors {
 
 /// A PyTorch state dict, or one wrapped as training scripts save it (`{"state_dict": …}`).
 fn read_pickled_state_dict(path: &Path) -> candle_core::Result<Vec<(String, Tensor)>> {
-    let tensors = candle_core::pickle::read_all(path)?;
+    let tensors = read_torch_file(path, None)?;
     if !tensors.is_empty() {
         return Ok(tensors);
     }
-    candle_core::pickle::read_all_with_key(path, Some("state_dict"))
+    read_torch_file(path, Some("state_dict"))
+}
+
+/// The tensors of a file `torch.save` wrote (a zip archive holding a pickle): a state dict's, or
+/// those of its `key` entry. Tensors stored with gaps between their values are refused.
+///
+/// candle's reader (`candle_core::pickle`) lets the zip crate detect where the archive starts,
+/// which zip 9.1–9.9 gets wrong for torch's files whose folder inside (named after the file when
+/// saved) is 21 characters long: it takes the second directory entry for the first, and the file
+/// does not open. torch always writes the archive from the file's first byte.
+fn read_torch_file(path: &Path, key: Option<&str>) -> candle_core::Result<Vec<(String, Tensor)>> {
+    use candle_core::pickle::{Object, Stack};
+    use std::io::Read;
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut magic = [0u8; 2];
+    file.read_exact(&mut magic)?;
+    if &magic != b"PK" {
+        candle_core::bail!(
+            "not a zip archive: saved in PyTorch's format from before 1.6? Save it again with a newer PyTorch: \
+             torch.save(torch.load(FILE), FILE)"
+        );
+    }
+    let at_start = zip::read::Config { archive_offset: zip::read::ArchiveOffset::Known(0) };
+    let mut archive = zip::ZipArchive::with_config(at_start, file).map_err(candle_core::Error::wrap)?;
+    let names = archive.file_names().collect::<Result<Vec<_>, _>>().map_err(candle_core::Error::wrap)?;
+    let pickles: Vec<String> = names.into_iter().filter(|n| n.ends_with("data.pkl")).map(|n| n.into_owned()).collect();
+    let mut tensors = Vec::new();
+    for pickle in pickles {
+        let mut stack = Stack::empty();
+        stack.read_loop(&mut std::io::BufReader::new(archive.by_name(&pickle).map_err(candle_core::Error::wrap)?))?;
+        let mut object = stack.finalize()?;
+        if let Some(key) = key {
+            object = match object {
+                Object::Dict(entries) => {
+                    entries.into_iter().find(|(k, _)| *k == Object::Unicode(key.into())).map(|(_, v)| v)
+                }
+                _ => None,
+            }
+            .unwrap_or(Object::None);
+        }
+        let Object::Dict(entries) = object else { continue };
+        let folder = Path::new(pickle.strip_suffix(".pkl").unwrap_or(&pickle)).to_owned();
+        for (name, value) in entries {
+            // Entries that are not tensors (an epoch number, an optimizer's state) are passed over.
+            let Ok(Some(info)) = value.into_tensor_info(name, &folder) else { continue };
+            let layout = &info.layout;
+            let fortran = layout.dims().len() > 1 && layout.is_fortran_contiguous();
+            if !layout.is_contiguous() && !fortran {
+                candle_core::bail!("tensor {} is stored with gaps between its values ({layout:?})", info.name);
+            }
+            let element = info.dtype.size_in_bytes();
+            let mut stored = archive.by_name(&info.path).map_err(candle_core::Error::wrap)?;
+            std::io::copy(&mut (&mut stored).take((layout.start_offset() * element) as u64), &mut std::io::sink())?;
+            let mut bytes = vec![0u8; layout.shape().elem_count() * element];
+            stored.read_exact(&mut bytes)?;
+            let tensor = if fortran {
+                // Column-major: read with the dimensions reversed, then transposed back.
+                let reversed: Vec<usize> = layout.dims().iter().rev().copied().collect();
+                let rank = reversed.len();
+                Tensor::from_raw_buffer(&bytes, info.dtype, &reversed, &Device::Cpu)?
+                    .permute((0..rank).rev().collect::<Vec<_>>())?
+            } else {
+                Tensor::from_raw_buffer(&bytes, info.dtype, layout.dims(), &Device::Cpu)?
+            };
+            tensors.push((info.name, tensor));
+        }
+    }
+    Ok(tensors)
 }
 
 /// `file.pt#ARCH` or `file.pt` (its architecture read from its name, e.g. `RemoteCLIP-ViT-B-32.pt`):
