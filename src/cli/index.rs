@@ -26,7 +26,9 @@ pub struct IndexArgs {
     /// this run finishes.
     #[arg(long)]
     model: Option<String>,
-    /// Include hidden files and folders (names starting with '.').
+    /// Include hidden files and folders (names starting with '.') and the folders NAS and
+    /// desktop systems keep beside photos (Synology's @eaDir thumbnails, #recycle, #snapshot,
+    /// QNAP's @Recycle, Windows' $RECYCLE.BIN and System Volume Information).
     #[arg(long)]
     hidden: bool,
     /// Pictures per encoder batch (default: 16 on CPU, 128 on a GPU).

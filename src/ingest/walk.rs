@@ -39,8 +39,20 @@ pub enum Found {
     },
 }
 
+/// A hidden entry (its name starts with '.'), or one of the folders NAS and desktop systems keep
+/// beside people's files: thumbnails of every photo (Synology's `@eaDir`), recycle bins and
+/// snapshots (whole second copies of the library).
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
-    name.as_encoded_bytes().first() == Some(&b'.')
+    const SYSTEM_FOLDERS: [&str; 7] = [
+        "@eaDir",
+        "#recycle",
+        "#snapshot",
+        "@Recycle",
+        "@Recently-Snapshot",
+        "$RECYCLE.BIN",
+        "System Volume Information",
+    ];
+    name.as_encoded_bytes().first() == Some(&b'.') || SYSTEM_FOLDERS.iter().any(|folder| name == *folder)
 }
 
 pub fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
@@ -102,13 +114,13 @@ pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 }
 
 #[cfg(unix)]
-fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+pub fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     Some((meta.dev(), meta.ino()))
 }
 
 #[cfg(not(unix))]
-fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+pub fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
     None
 }
 

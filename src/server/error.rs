@@ -67,3 +67,35 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// A 4xx response axum or an extractor wrote on its own (a 405 with no body, a request path
+/// that is not UTF-8 in plain text, hyper's body limit), in the API's JSON shape, its headers
+/// (`Allow`) kept; any other response unchanged.
+pub async fn in_json_shape(response: Response, method: &axum::http::Method) -> Response {
+    use axum::http::header;
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !response.status().is_client_error() || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    let said = text.ok().filter(|text| !text.is_empty());
+    let reason = || status.canonical_reason().unwrap_or("bad request").to_lowercase();
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", format!("this route does not take {method}: see /api/openapi.json"))
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", said.unwrap_or_else(reason)),
+        StatusCode::NOT_FOUND => ("not_found", said.unwrap_or_else(reason)),
+        _ => ("bad_request", said.unwrap_or_else(reason)),
+    };
+    let mut json = ApiError { status, code, message }.into_response();
+    for (name, value) in
+        parts.headers.iter().filter(|(name, _)| **name != header::CONTENT_TYPE && **name != header::CONTENT_LENGTH)
+    {
+        json.headers_mut().insert(name.clone(), value.clone());
+    }
+    json
+}

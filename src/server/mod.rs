@@ -30,10 +30,10 @@ pub use thumbnails::prune_renditions;
 pub use tls::Peer;
 pub use work::default_workers;
 
-/// A picture's file, opened only while it is still the file that was indexed (same size and
-/// modification time, checked on the opened file): whatever replaced it since, another picture
-/// or a symlink to anything else, is refused, so the server never hands out a file it did not
-/// index.
+/// A picture's file, opened only while it is still the file that was indexed (same size,
+/// modification time and content, checked on the opened file): whatever replaced it since,
+/// another picture or a symlink to anything else, is refused, so the server never hands out a
+/// file it did not index.
 fn open_indexed_file(record: &ImageRecord, mounts: &Mounts) -> Result<std::fs::File> {
     let path = mounts.local_or_err(&record.file_path())?;
     let io = |source| Error::Io { path: path.clone(), source };
@@ -46,7 +46,46 @@ fn open_indexed_file(record: &ImageRecord, mounts: &Mounts) -> Result<std::fs::F
     if meta.len() != record.size || walk::mtime_ns(&meta) != record.mtime_ns {
         return Err(Error::FileChanged { path });
     }
+    if !has_indexed_content(&file, &meta, record).map_err(io)? {
+        return Err(Error::FileChanged { path });
+    }
     Ok(file)
+}
+
+/// Whether `file` holds what `record` was indexed from, by the hash recorded then. Size and
+/// time alone prove nothing: whoever may write to a photo folder can get a picture indexed with
+/// the size and time of any file the server may read, then put a symbolic link to that file in
+/// its place. Each file (device, inode, size, time) is hashed once, on its first request; a
+/// record imported without a hash has nothing to check against.
+fn has_indexed_content(file: &std::fs::File, meta: &std::fs::Metadata, record: &ImageRecord) -> std::io::Result<bool> {
+    use std::io::Seek;
+    type Identity = (Option<(u64, u64)>, u64, i128);
+    static CHECKED: std::sync::LazyLock<std::sync::Mutex<lru::LruCache<Identity, String>>> =
+        std::sync::LazyLock::new(|| {
+            std::sync::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(65_536).expect("not zero")))
+        });
+    // A video's later moments carry the video's hash with their time (`HASH#t=12.5`).
+    let expected = match record.video_seconds() {
+        Some(_) => record.hash.split_once("#t=").map_or(record.hash.as_str(), |(file, _)| file),
+        None => record.hash.as_str(),
+    };
+    if expected.is_empty() {
+        return Ok(true);
+    }
+    let identity = (walk::file_id(meta), meta.len(), walk::mtime_ns(meta));
+    let checked =
+        |cache: &mut lru::LruCache<Identity, String>| cache.get(&identity).is_some_and(|hash| hash == expected);
+    // Without a device and inode (not Unix), every request hashes.
+    if identity.0.is_some() && checked(&mut CHECKED.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(true);
+    }
+    let hash = blake3::Hasher::new().update_reader(file)?.finalize().to_hex().to_string();
+    (&*file).seek(std::io::SeekFrom::Start(0))?;
+    if hash != expected {
+        return Ok(false);
+    }
+    CHECKED.lock().unwrap_or_else(|p| p.into_inner()).put(identity, hash);
+    Ok(true)
 }
 
 /// The bytes of a picture's file, under the same condition as [`open_indexed_file`].

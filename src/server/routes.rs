@@ -76,7 +76,22 @@ pub fn router(state: Shared) -> Router {
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
         .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn(every_response))
         .with_state(state)
+}
+
+/// What every response gets: errors in the API's JSON shape, also where axum answered on its
+/// own, and headers that keep other sites from framing the pages (clickjacking) and browsers
+/// from guessing a file's type from its bytes.
+async fn every_response(request: Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let mut response = super::error::in_json_shape(next.run(request).await, &method).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
 }
 
 /// One line per request: method, route, status, time. The route is the pattern that matched

@@ -122,6 +122,9 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
     // Hidden folders are not indexed unless asked.
     std::fs::create_dir_all(root.join(".thumbnails")).unwrap();
     std::fs::copy(image_path("coffee.png"), root.join(".thumbnails/hidden.png")).unwrap();
+    // Nor the thumbnails a Synology NAS keeps beside every photo.
+    std::fs::create_dir_all(root.join("@eaDir/coffee.png")).unwrap();
+    std::fs::copy(image_path("coffee.png"), root.join("@eaDir/coffee.png/SYNOPHOTO_THUMB_XL.png")).unwrap();
 
     let summary = index(&data, &root, &["--max-pixels", "1000000"]);
     assert_eq!(summary["indexed"], good, "{summary:#}");
@@ -147,13 +150,13 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
     assert!(!errors.iter().any(|(p, _)| p.ends_with("notes.txt")), "a text file is not an error");
     let listed = listed_paths(&data);
     assert_eq!(listed.len(), good);
-    assert!(!listed.iter().any(|p| p.contains(".thumbnails")));
+    assert!(!listed.iter().any(|p| p.contains(".thumbnails") || p.contains("@eaDir")));
     assert!(listed.iter().any(|p| p.ends_with("rocket.download")));
 
-    // --hidden picks the hidden folder up; nothing else changes.
+    // --hidden picks the hidden folders up; nothing else changes.
     let again = index(&data, &root, &["--max-pixels", "1000000", "--hidden"]);
     assert_eq!(again["indexed"], 0);
-    assert_eq!(again["reused"], 1, "the hidden copy of coffee.png reuses its embedding: {again:#}");
+    assert_eq!(again["reused"], 2, "the hidden copies of coffee.png reuse its embedding: {again:#}");
     assert_eq!(again["unchanged"], good);
 
     let errors = json_of(&imgsearch(&data).args(["stats", "--errors", "--json"]).output().unwrap());

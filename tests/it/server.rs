@@ -241,7 +241,16 @@ fn a_file_replaced_since_indexing_is_not_served() {
     std::fs::write(&outside, "not for the web").unwrap();
     std::fs::remove_file(&indexed).unwrap();
     std::os::unix::fs::symlink(&outside, &indexed).unwrap();
-    for route in ["file", "thumbnail"] {
+    // Even given the indexed file's size and modification time.
+    let mut same_size = b"not for the web".to_vec();
+    same_size.resize(std::fs::metadata(image_path("coffee.png")).unwrap().len() as usize, b' ');
+    let imposter = tmp.path().join("imposter.txt");
+    std::fs::write(&imposter, &same_size).unwrap();
+    std::fs::File::options().write(true).open(&imposter).unwrap().set_modified(indexed_mtime).unwrap();
+    for (target, route) in [(&outside, "file"), (&outside, "thumbnail"), (&imposter, "file"), (&imposter, "thumbnail")]
+    {
+        std::fs::remove_file(&indexed).unwrap();
+        std::os::unix::fs::symlink(target, &indexed).unwrap();
         let response = get(&server.addr, &format!("/api/images/{id}/{route}"));
         assert_eq!(response.status, 409, "{route}");
         assert_eq!(response.json()["error"]["code"], "file_changed", "{route}");
@@ -333,6 +342,8 @@ fn every_bad_request_gets_a_clear_json_4xx() {
         ("non-numeric id", "/api/images/abc/thumbnail".into(), 400, "bad_id"),
         ("similar of unknown id", "/api/images/424242/similar".into(), 404, "not_found"),
         ("unknown route", "/api/nothing".into(), 404, "not_found"),
+        // axum's own answers, in the same shape.
+        ("id not UTF-8", "/api/images/%FF/file".into(), 400, "bad_request"),
     ];
     for (what, path, status, code) in cases {
         let response = get(&server.addr, &path);
@@ -366,6 +377,15 @@ fn every_bad_request_gets_a_clear_json_4xx() {
     let photo = std::fs::read(image_path("rocket.jpg")).unwrap();
     let response = request(&server.addr, "POST", "/api/search/image?q=500:dog", Some("image/jpeg"), &photo);
     assert_eq!((response.status, response.json()["error"]["code"].clone()), (400, "bad_query".into()));
+
+    let put = request(&server.addr, "PUT", "/api/search?q=cat", None, b"");
+    assert_eq!((put.status, put.json()["error"]["code"].clone()), (405, "method_not_allowed".into()));
+    assert!(put.header("allow").is_some_and(|allow| allow.contains("GET")), "{}", put.headers);
+
+    // No other site may frame the pages, and no browser guesses a type from a file's bytes.
+    let page = get(&server.addr, "/");
+    assert_eq!(page.header("x-frame-options").as_deref(), Some("DENY"));
+    assert_eq!(page.header("x-content-type-options").as_deref(), Some("nosniff"));
 
     // The server is still healthy after all that.
     assert_eq!(get(&server.addr, "/api/health").status, 200);
