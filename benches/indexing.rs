@@ -77,6 +77,7 @@ fn options(roots: Vec<PathBuf>) -> IndexOptions {
         max_pixels: DEFAULT_MAX_PIXELS,
         max_file_size: 1 << 30,
         progress: false,
+        remove_from_empty: false,
     }
 }
 

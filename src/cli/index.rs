@@ -41,6 +41,11 @@ pub struct IndexArgs {
     /// read whole: the limit does not apply to them).
     #[arg(long, default_value_t = pipeline::DEFAULT_MAX_FILE_SIZE)]
     max_file_size: u64,
+    /// A root folder that holds no file now had its pictures deleted on purpose: remove them
+    /// from the library. Without it, an empty root is taken for a drive or share that is not
+    /// mounted, and its pictures are kept.
+    #[arg(long)]
+    remove_from_empty: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -93,6 +98,7 @@ pub fn run(
         max_pixels: args.max_pixels,
         max_file_size: args.max_file_size,
         progress: !args.quiet && !args.json,
+        remove_from_empty: args.remove_from_empty,
     };
     data.check_model(&spec.info())?;
     super::tags::ensure_label_set(&mut *data, &spec, &device, args.quiet || args.json)?;

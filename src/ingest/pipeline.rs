@@ -56,6 +56,10 @@ pub struct IndexOptions {
     /// Files larger than this are skipped without being read.
     pub max_file_size: u64,
     pub progress: bool,
+    /// A root folder that holds no file now had its pictures deleted on purpose: remove them.
+    /// Otherwise an empty root is taken for a drive or share that is not mounted, and the
+    /// library keeps its pictures (embedding them again would take hours).
+    pub remove_from_empty: bool,
 }
 
 /// A file that was not indexed in this run, and why.
@@ -226,6 +230,16 @@ pub fn run(
     // under a named root's own path before it had its name (it was stored again under the name,
     // reusing its embedding).
     let recorded_under: Vec<PathBuf> = roots.iter().flat_map(|r| [mounts.stored(r).to_path_buf(), r.clone()]).collect();
+    let empty_roots: Vec<PathBuf> = match options.remove_from_empty {
+        true => Vec::new(),
+        false => roots
+            .iter()
+            .map(|r| mounts.stored(r).to_path_buf())
+            .filter(|root| !walked.seen.iter().any(|seen| path_from_bytes(seen).starts_with(root)))
+            .collect(),
+    };
+    let mut kept_in_empty = vec![0u64; empty_roots.len()];
+    let empty_root_of = |path: &[u8]| empty_roots.iter().position(|root| path_from_bytes(path).starts_with(root));
     let is_gone = |path: &[u8]| {
         let as_path = path_from_bytes(path);
         recorded_under.iter().any(|r| as_path.starts_with(r))
@@ -243,16 +257,29 @@ pub fn run(
             }
             None => is_gone(&path),
         };
-        if remove {
+        if let (true, Some(root)) = (remove, empty_root_of(&path)) {
+            kept_in_empty[root] += u64::from(moment_of.is_none());
+        } else if remove {
             summary.removed += u64::from(moment_of.is_none());
             gone.push(Change::Remove(StoredPath::from_bytes(path)));
         }
     }
     for record in catalog.skipped() {
         let record = record?;
-        if is_gone(&stored_bytes(&record.path)) {
+        let path = stored_bytes(&record.path);
+        if is_gone(&path) && empty_root_of(&path).is_none() {
             gone.push(Change::Remove(record.path));
         }
+    }
+    for (root, kept) in empty_roots.iter().zip(kept_in_empty).filter(|(_, kept)| *kept > 0) {
+        summary.errors.push(FileError {
+            path: root.display().to_string(),
+            reason: format!(
+                "the folder holds no file now, but the library holds {kept} pictures from it: they are kept, in case \
+                 a drive or share is not mounted. If they were deleted on purpose, index it again with \
+                 --remove-from-empty"
+            ),
+        });
     }
     data.with(|data| {
         data.apply(&gone)?;

@@ -390,6 +390,8 @@ fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
             max_pixels: root.max_pixels,
             max_file_size: root.max_file_size,
             progress: false,
+            // An unmounted share must not empty the served library.
+            remove_from_empty: false,
         };
         let clip = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clip("image").cloned();
         match clip.and_then(|clip| pipeline::run(LockedData(&state.engine), spec, Some(&clip), device, &options)) {

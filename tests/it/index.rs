@@ -470,6 +470,29 @@ fn kill_9_at_any_moment_then_rerun_gives_a_complete_consistent_index() {
 }
 
 #[test]
+fn an_emptied_root_keeps_its_pictures_unless_told_they_were_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("share"), tmp.path().join("data"));
+    let photos = noise_photos(&root, 3);
+    index(&data, &root, &[]);
+    // The share is not mounted: its mount point is an empty folder.
+    std::fs::rename(&root, tmp.path().join("elsewhere")).unwrap();
+    std::fs::create_dir(&root).unwrap();
+    let unmounted = index(&data, &root, &[]);
+    assert_eq!(unmounted["removed"], 0, "{unmounted:#}");
+    assert_eq!(listed_paths(&data).len(), photos.len());
+    let errors = errors_of(&unmounted);
+    assert!(
+        errors.iter().any(|(_, why)| why.contains("3 pictures") && why.contains("--remove-from-empty")),
+        "{errors:#?}"
+    );
+    // Deleted on purpose: said so, they go.
+    let emptied = index(&data, &root, &["--remove-from-empty"]);
+    assert_eq!(emptied["removed"], 3, "{emptied:#}");
+    assert!(listed_paths(&data).is_empty());
+}
+
+#[test]
 fn damaged_vector_and_text_indexes_are_rebuilt_from_the_catalog() {
     if common::on_postgres() {
         return; // the data folder's own files
