@@ -99,11 +99,20 @@ impl OpenClipConfig {
                            cfg: &serde_json::Map<String, serde_json::Value>,
                            key: &str,
                            ok: &dyn Fn(&serde_json::Value) -> bool| {
+            let instead = match key {
+                "hf_model_name" | "hf_tokenizer_name" => {
+                    "text towers from Hugging Face models (XLM-RoBERTa, NLLB) are not implemented; for queries in many \
+                     languages use a SigLIP 2 checkpoint (google/siglip2-*)"
+                }
+                "timm_model_name" => {
+                    "image towers from timm (OpenCLIP's SigLIP, ConvNeXt, EVA) are not implemented; SigLIP and SigLIP 2 \
+                     are on the hub in Hugging Face's format as google/siglip-*, google/siglip2-*"
+                }
+                _ => "imgsearch runs OpenCLIP's ViT towers as OpenAI's CLIP builds them, and this option changes that",
+            };
             match cfg.get(key) {
                 Some(v) if !v.is_null() && !ok(v) => Err(bad(format!(
-                    "OpenCLIP {tower} option {key}={v} is not supported: imgsearch runs OpenCLIP's ViT towers with \
-                     OpenAI's text tower. Use the model's Hugging Face checkpoint where it has one (SigLIP and \
-                     SigLIP 2 are on the hub as google/siglip-*, google/siglip2-*); `imgsearch models` lists what runs"
+                    "OpenCLIP {tower} option {key}={v} is not supported: {instead}. `imgsearch models` lists what runs"
                 ))),
                 _ => Ok(()),
             }
@@ -132,6 +141,12 @@ impl OpenClipConfig {
         unsupported("text", t, "proj_type", &is("linear"))?;
         unsupported("text", t, "norm_kwargs", &|_| false)?;
         unsupported("text", t, "act_kwargs", &|_| false)?;
+        // The tokenizer cleans texts as open_clip's default ("lower": ftfy, entities, whitespace,
+        // lowercase); "whitespace" and "canonicalize" would tokenize differently.
+        let default_cleaning = |v: &serde_json::Value| {
+            v.as_object().is_some_and(|kwargs| kwargs.iter().all(|(k, v)| k == "clean" && v.as_str() == Some("lower")))
+        };
+        unsupported("text", t, "tokenizer_kwargs", &default_cleaning)?;
         unsupported("model", &m.other, "custom_text", &is_false)?;
         if v.get("layers").is_some_and(|l| l.is_array()) {
             return Err(bad("OpenCLIP ResNet image towers are not supported, only ViT ones".into()));
