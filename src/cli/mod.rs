@@ -160,6 +160,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
     let library = imgsearch::store::Location::new(data_dir, cli.store, cli.read_store)?;
+    // Commands that read a library never make one: `stats --data-dir TYPO` made the folder (in
+    // a photo folder, where the typo named one) and reported an empty library.
+    let reads_a_library = matches!(
+        cli.command,
+        Command::Search(_)
+            | Command::Similar(_)
+            | Command::Stats(_)
+            | Command::List(_)
+            | Command::Repair
+            | Command::Optimize
+            | Command::Export(_)
+            | Command::Migrate(_)
+            | Command::Duplicates(_)
+            | Command::Tags(_)
+            | Command::Keywords(_)
+    );
+    if let (true, imgsearch::store::Location::Folder(dir)) = (reads_a_library, &library) {
+        if !imgsearch::store::spaces::holds_a_library(dir) {
+            anyhow::bail!(
+                "there is no library in {}: index pictures into it first (`imgsearch index PATH`), or name the folder \
+                 that holds one with --data-dir",
+                dir.display()
+            );
+        }
+    }
     // The model space most commands work on: the one searches use (see store/spaces.rs).
     let current = || imgsearch::store::spaces::for_search(&library, None).map(|space| space.location);
     match cli.command {

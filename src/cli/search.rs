@@ -21,7 +21,7 @@ pub struct ResultArgs {
     #[arg(long, default_value_t = 0)]
     offset: usize,
     /// Drop results less similar than this (cosine, -1..1).
-    #[arg(long)]
+    #[arg(long, value_parser = cosine)]
     min_score: Option<f32>,
     /// Drop text matches the model thinks less probable than this (0..1). Models with calibrated
     /// scores only (SigLIP); their hits then show the probability beside the cosine.
@@ -90,6 +90,13 @@ fn clock_time(seconds: f64) -> String {
         format!("{hours}:{minutes:02}:{seconds:02}")
     } else {
         format!("{minutes}:{seconds:02}")
+    }
+}
+
+fn cosine(text: &str) -> Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(c) if (-1.0..=1.0).contains(&c) => Ok(c),
+        _ => Err(format!("a cosine similarity is a number from -1 to 1, not {text:?}")),
     }
 }
 

@@ -541,12 +541,29 @@ pub fn parse_date(text: &str) -> Result<i64, QueryError> {
     if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return Err(bad());
     }
+    // 2020-02-30 is no day, not 2020-03-01.
+    let next_month = if m == 12 { days_from_civil(y + 1, 1, 1) } else { days_from_civil(y, m + 1, 1) };
+    if days_from_civil(y, m, 1) + d > next_month {
+        return Err(QueryError(format!(
+            "`{text}` is not a date: that month has {} days",
+            next_month - days_from_civil(y, m, 1)
+        )));
+    }
     Ok(days_from_civil(y, m, d) * 86_400)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_days_of_their_month() {
+        assert_eq!(parse_date("2020-02-29").unwrap(), days_from_civil(2020, 2, 29) * 86_400);
+        assert_eq!(parse_date("2020-12-31").unwrap(), days_from_civil(2020, 12, 31) * 86_400);
+        for no_day in ["2020-02-30", "2021-02-29", "2020-04-31"] {
+            assert!(parse_date(no_day).unwrap_err().0.contains("days"), "{no_day}");
+        }
+    }
 
     #[test]
     fn filters_are_separated_from_free_text() {

@@ -62,6 +62,12 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Whether the data folder `dir` holds a library: its first model space's catalog, or later
+/// ones (the first may have been removed).
+pub fn holds_a_library(dir: &Path) -> bool {
+    dir.join("catalog").exists() || dir.join(FOLDER).is_dir()
+}
+
 /// Every space of the library at `base` (its first location), oldest first.
 pub fn list(base: &Location) -> Result<Vec<Space>> {
     let mut spaces = vec![first_space(base)?];

@@ -227,7 +227,15 @@ impl TextIndex {
             vec![(Occur::Must, Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic)))]
         };
         let date = |bound: Bound<i64>| {
-            let term = |t: i64| Term::from_field_date_for_search(f.taken, DateTime::from_timestamp_secs(t));
+            // tantivy keeps dates in i64 nanoseconds (years 1678 to 2262): a bound beyond them
+            // (`after:1500`) is clamped, not wrapped around into a range nothing is in.
+            const NANOS_SECONDS: i64 = i64::MAX / 1_000_000_000;
+            let term = |t: i64| {
+                Term::from_field_date_for_search(
+                    f.taken,
+                    DateTime::from_timestamp_secs(t.clamp(-NANOS_SECONDS, NANOS_SECONDS)),
+                )
+            };
             let (lower, upper) = match bound {
                 Bound::Included(t) => (Bound::Included(term(t)), Bound::Unbounded),
                 Bound::Excluded(t) => (Bound::Unbounded, Bound::Excluded(term(t))),

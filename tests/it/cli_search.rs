@@ -145,6 +145,9 @@ fn dates_in_words_filter_by_the_date_taken() {
     assert_eq!(sorted("a photo hour:18"), ["chelsea_progressive.jpg"]);
     assert_eq!(sorted("a photo hour:17-09"), ["chelsea_progressive.jpg", "rocket.jpg"]);
     assert!(sorted("a photo time:night").is_empty());
+    // Bounds far in the past or future hold every picture taken between them.
+    assert_eq!(names("a photo after:1500").len(), 3);
+    assert_eq!(names("a photo after:1000 before:3000").len(), 3);
 }
 
 /// `near:` finds what was taken within a radius of a place or a city named in any language
@@ -307,6 +310,11 @@ fn search_by_text_with_filters_paging_and_plain_output() {
 
     let bad = imgsearch(&data).args(["search", "after:someday"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(1));
+    for min_score in ["--min-score=5", "--min-score=NaN", "--min-score=-1.5"] {
+        let out = imgsearch(&data).args(["search", "cat", min_score]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{min_score}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("from -1 to 1"), "{min_score}");
+    }
     assert!(String::from_utf8_lossy(&bad.stderr).contains("YYYY"));
 }
 
@@ -349,9 +357,18 @@ fn reverse_search_and_more_like_this() {
 #[test]
 fn search_before_indexing_says_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = imgsearch(&tmp.path().join("data")).args(["search", "cat"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("imgsearch index"));
+    let data = tmp.path().join("data");
+    // A data folder that is not there is not made by reading it (a database is the server's).
+    let reads: &[&[&str]] = match common::on_postgres() {
+        true => &[&["search", "cat"]],
+        false => &[&["search", "cat"], &["stats"], &["list"], &["export", "x.parquet"]],
+    };
+    for command in reads {
+        let out = imgsearch(&data).args(*command).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("imgsearch index"), "{command:?}");
+    }
+    assert!(!data.exists() || common::on_postgres(), "reading a library made none");
 }
 
 #[test]
