@@ -34,7 +34,10 @@ pub enum Error {
     #[error("cannot decode {path}: {reason}")]
     NoDecoder { path: PathBuf, reason: String },
 
-    #[error("image {path} is {width}x{height} = {pixels} pixels, over the limit of {limit}; raise --max-pixels if it is genuine")]
+    #[error(
+        "image {path} is {width}x{height} = {pixels} pixels, over the limit of {limit}; if it is genuine, raise `index` or \
+         `serve`'s --max-pixels"
+    )]
     TooLarge { path: PathBuf, width: u32, height: u32, pixels: u64, limit: u64 },
 
     #[error("tokenizer: {0}")]

@@ -89,7 +89,14 @@ pub fn decode_file(path: &Path, options: &DecodeOptions) -> Result<DecodedImage>
 
 /// `path` only names the picture in errors.
 pub fn decode_bytes(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedImage> {
-    decode(bytes, path, options).map_err(|error| match error {
+    // One line per reason: `stats --errors` prints one line per file.
+    let one_line = |error| match error {
+        Error::Decode { path, reason } => {
+            Error::Decode { path, reason: reason.split_whitespace().collect::<Vec<_>>().join(" ") }
+        }
+        other => other,
+    };
+    decode(bytes, path, options).map_err(one_line).map_err(|error| match error {
         // Decoders report a cut-off file as a read error ("failed to fill whole buffer"); say why.
         Error::Decode { path, reason } if is_truncated(bytes) => Error::Decode {
             path,

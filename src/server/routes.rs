@@ -226,8 +226,22 @@ async fn upload_bytes(request: Request, limit: usize) -> ApiResult<(Bytes, PathB
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
+    // A body announced as too large is refused before any of it is read (or `100 Continue` sent).
+    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // Over the limit, or a body that broke off or is not valid chunked encoding.
+        let over_limit =
+            std::error::Error::source(&e).is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            too_large()
+        } else {
+            ApiError::bad_request("bad_body", format!("the request body could not be read: {e}"))
+        }
+    })?;
     if !is_multipart {
         return Ok((bytes, unnamed()));
     }
@@ -617,7 +631,14 @@ fn byte_range(header: &str, size: u64) -> Option<Option<(u64, u64)>> {
         return Some(None);
     }
     let (first, last) = spec.trim().split_once('-')?;
-    let number = |text: &str| text.trim().parse::<u64>().ok();
+    // A number of digits past u64 is past any file's end (the end is clamped to the file's).
+    let number = |text: &str| {
+        let text = text.trim();
+        match text.parse::<u64>() {
+            Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => Some(u64::MAX),
+            parsed => parsed.ok(),
+        }
+    };
     let (first, last) = match (first.trim(), last.trim()) {
         ("", suffix) => {
             let length = number(suffix).filter(|&n| n > 0)?;
