@@ -211,6 +211,7 @@ fn main() {
                 no_auth: true,
                 workers: imgsearch::server::default_workers(),
                 queue_timeout: Duration::from_secs(10),
+                idle_timeout: imgsearch::server::DEFAULT_IDLE_TIMEOUT,
                 tls: None,
                 trust_proxy: false,
             };

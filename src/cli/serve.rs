@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Seconds a request may wait for a worker before it gets 503 with Retry-After.
     #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     queue_timeout: f64,
+    /// Seconds a connection may send and take nothing (a half-sent request, an idle keep-alive)
+    /// before it is closed.
+    #[arg(long, default_value_t = imgsearch::server::DEFAULT_IDLE_TIMEOUT.as_secs_f64(), value_parser = seconds)]
+    idle_timeout: f64,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key); cookies are then `Secure`.
     #[arg(long, requires = "tls_key", value_name = "FILE")]
     tls_cert: Option<std::path::PathBuf>,
@@ -79,6 +83,7 @@ pub fn run(
         no_auth: args.no_auth,
         workers: args.workers.unwrap_or_else(imgsearch::server::default_workers).max(1),
         queue_timeout: Duration::from_secs_f64(args.queue_timeout),
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout.max(0.1)),
         tls: args.tls_cert.zip(args.tls_key),
         trust_proxy: args.trust_proxy,
     };

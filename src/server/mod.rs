@@ -2,6 +2,7 @@
 //! loaded once; model work runs on blocking threads so the async runtime keeps answering.
 
 mod auth;
+mod connections;
 mod error;
 mod routes;
 mod thumbnails;
@@ -25,6 +26,7 @@ use crate::store::catalog::IndexedRoot;
 use crate::store::roots::{Mounts, Root};
 use crate::store::{ImageRecord, Library};
 
+pub use connections::DEFAULT_IDLE as DEFAULT_IDLE_TIMEOUT;
 pub use error::ApiError;
 pub use thumbnails::prune_renditions;
 pub use tls::Peer;
@@ -114,6 +116,8 @@ pub struct ServeOptions {
     pub workers: usize,
     /// How long a request may wait for a worker before it gets 503 with `Retry-After`.
     pub queue_timeout: Duration,
+    /// How long a connection may send and take nothing before it is closed.
+    pub idle_timeout: Duration,
     /// HTTPS: the PEM certificate chain and private key (both or neither).
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Behind a reverse proxy: trust its `X-Forwarded-For` and `X-Forwarded-Proto`.
@@ -211,12 +215,17 @@ pub fn serve(
             let _ = tokio::signal::ctrl_c().await;
         };
         let io = |source| crate::Error::Io { path: PathBuf::from(local.to_string()), source };
+        let (max_open, idle) = (connections::max_open(), options.idle_timeout);
         match tls {
             Some(config) => {
                 let listener = tls::TlsListener::new(listener, config).map_err(io)?;
+                let listener = connections::Bounded::new(listener, max_open, idle);
                 axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(io)
             }
-            None => axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(io),
+            None => {
+                let listener = connections::Bounded::new(listener, max_open, idle);
+                axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(io)
+            }
         }
     });
     drop(runtime);

@@ -273,6 +273,20 @@ fn a_file_replaced_since_indexing_is_not_served() {
 }
 
 #[test]
+fn a_connection_that_sends_half_a_request_and_stops_is_closed() {
+    use std::io::{Read, Write};
+    let (_tmp, server) = start(&["--idle-timeout", "1"]);
+    let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+    stream.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    // Without the idle timeout the server would hold it open for good: this read would time out.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut rest = Vec::new();
+    let closed = stream.read_to_end(&mut rest);
+    assert!(closed.is_ok(), "the server closed the connection: {closed:?}");
+    assert_eq!(get(&server.addr, "/api/health").status, 200);
+}
+
+#[test]
 fn a_page_on_another_site_name_cannot_read_a_server_nobody_signs_in_to() {
     let (_tmp, server) = start(&[]);
     // DNS rebinding: a site's name made to point at 127.0.0.1 reaches the port, but its

@@ -1,0 +1,158 @@
+//! The connections the server keeps: a bounded number at once, each closed once it has sent and
+//! taken nothing for a while. Without them, 1,030 clients that sent half a request and stopped
+//! held 1,030 file descriptors for good: at the usual limit of 1,024 every later `accept`
+//! failed, so no one could use the server, signed in or not.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::serve::{IncomingStream, Listener};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+use super::Peer;
+
+/// Default time a connection may send and take nothing before it is closed: far beyond a
+/// request's wait for a worker (`--queue-timeout`), and what a browser's idle keep-alive
+/// connections are given by most servers.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+
+/// Connections open at once: half of what this process may open, less a margin for the
+/// library's own files (the text index's segments, the catalog), at least 16.
+pub fn max_open() -> usize {
+    (open_files_limit().saturating_sub(128) / 2).clamp(16, 65_536)
+}
+
+#[cfg(unix)]
+fn open_files_limit() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the limit into `limit`, which lives for the call.
+    match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+        0 => usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX),
+        _ => 1024,
+    }
+}
+
+/// No such limit to read elsewhere: a sane default.
+#[cfg(not(unix))]
+fn open_files_limit() -> usize {
+    1024
+}
+
+/// `inner`'s connections, each holding one of `max_open` slots while it is open (beyond them,
+/// new ones wait in the kernel's backlog) and closed after `idle` without traffic.
+pub struct Bounded<L> {
+    inner: L,
+    slots: Arc<Semaphore>,
+    idle: Duration,
+}
+
+impl<L> Bounded<L> {
+    pub fn new(inner: L, max_open: usize, idle: Duration) -> Self {
+        Self { inner, slots: Arc::new(Semaphore::new(max_open.max(1))), idle }
+    }
+}
+
+impl<L: Listener> Listener for Bounded<L> {
+    type Io = Watched<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let slot = self.slots.clone().acquire_owned().await.expect("the slots are never closed");
+        let (io, addr) = self.inner.accept().await;
+        let deadline = Box::pin(tokio::time::sleep(self.idle));
+        (Watched { io, idle: self.idle, deadline, _slot: slot }, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl<L> axum::extract::connect_info::Connected<IncomingStream<'_, Bounded<L>>> for Peer
+where
+    L: Listener<Addr = std::net::SocketAddr>,
+{
+    fn connect_info(stream: IncomingStream<'_, Bounded<L>>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// A connection that fails its next read or write once `idle` has passed since its last
+/// progress either way, and gives its slot back when it is dropped.
+pub struct Watched<S> {
+    io: S,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<S> Watched<S> {
+    /// Called where the connection is waiting: an error once it has waited too long (a wake-up
+    /// is registered for that moment otherwise).
+    fn waited(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "the connection was idle too long")),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progressed<T>(&mut self, result: T) -> Poll<T> {
+        let next = Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+        Poll::Ready(result)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(result) => this.progressed(result),
+            Poll::Pending => this.waited(cx).map(Err),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(result) => this.progressed(result),
+            Poll::Pending => this.waited(cx).map(Err),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => this.progressed(result),
+            Poll::Pending => this.waited(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(result) => this.progressed(result),
+            Poll::Pending => this.waited(cx).map(Err),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
