@@ -21,9 +21,12 @@ pub struct ShotFile {
 }
 
 /// What the files of one shot share: the folder and the name before the extension (letter case
-/// aside: cameras write `.JPG` beside `.CR3`, exports `.jpg`).
-fn shot_of(path: &Path) -> (Option<PathBuf>, String) {
-    (path.parent().map(Path::to_path_buf), path.file_stem().unwrap_or_default().to_string_lossy().to_lowercase())
+/// aside: cameras write `.JPG` beside `.CR3`, exports `.jpg`). A name that is not UTF-8 is
+/// compared byte for byte: read lossily, `bad\xff` and `bad\xfe` were one shot.
+fn shot_of(path: &Path) -> (Option<PathBuf>, Vec<u8>) {
+    let stem = path.file_stem().unwrap_or_default();
+    let name = stem.to_str().map_or_else(|| stem.as_encoded_bytes().to_vec(), |name| name.to_lowercase().into_bytes());
+    (path.parent().map(Path::to_path_buf), name)
 }
 
 /// Folds each hit whose shot an earlier hit already shows into that hit's `also`, keeping the
@@ -31,7 +34,7 @@ fn shot_of(path: &Path) -> (Option<PathBuf>, String) {
 /// file's path as stored.
 pub fn fold(hits: Vec<(SearchHit, PathBuf)>, left_out: Option<&Path>) -> Vec<SearchHit> {
     let mut shown: Vec<SearchHit> = Vec::with_capacity(hits.len());
-    let mut first_of_shot: HashMap<(Option<PathBuf>, String), usize> = HashMap::new();
+    let mut first_of_shot: HashMap<(Option<PathBuf>, Vec<u8>), usize> = HashMap::new();
     let left_out = left_out.map(shot_of);
     for (hit, path) in hits {
         let shot = shot_of(&path);
@@ -62,5 +65,13 @@ mod tests {
         assert_ne!(shot("/photos/IMG_0001.JPG"), shot("/photos/IMG_0001-edited.JPG"));
         // Only the last extension goes: a name with dots in it stays itself.
         assert_ne!(shot("/photos/trip.2024.jpg"), shot("/photos/trip.2023.jpg"));
+        // Names that are not UTF-8 are told apart by their bytes.
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let bytes = |name: &[u8]| shot_of(Path::new(std::ffi::OsStr::from_bytes(name)));
+            assert_ne!(bytes(b"/photos/bad\xff.jpg"), bytes(b"/photos/bad\xfe.jpg"));
+            assert_eq!(bytes(b"/photos/bad\xff.jpg"), bytes(b"/photos/bad\xff.png"));
+        }
     }
 }
