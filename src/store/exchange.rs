@@ -414,7 +414,14 @@ impl ImportRows {
     ) -> Result<Option<ImageRecord>, RowProblem> {
         let present = |column: &Option<ArrayRef>| column.as_ref().filter(|c| c.is_valid(row)).cloned();
         let text = |column: Option<ArrayRef>| column.map(|c| c.as_string::<i32>().value(row).to_string());
-        let path = self.path(row).ok_or_else(|| RowProblem::Skip("no path".into()))?;
+        let path = self.path(row).filter(|path| !path.is_empty()).ok_or_else(|| RowProblem::Skip("no path".into()))?;
+        // As the library stores paths: absolute, or under a named root (`photos:/2024/x.jpg`).
+        let under_named_root = path.split_once(':').is_some_and(|(name, _)| !name.is_empty() && !name.contains('/'));
+        if !Path::new(&path).is_absolute() && !under_named_root {
+            return Err(RowProblem::Skip(format!(
+                "{path}: not an absolute path (nor one under a named root, NAME:/...), so no file is found by it"
+            )));
+        }
         if !self.embedding.is_valid(row) {
             return Err(RowProblem::Skip(format!("{path}: no embedding")));
         }

@@ -110,8 +110,11 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
             (f.display().to_string(), e.as_array().unwrap().iter().map(|v| 3.0 * v.as_f64().unwrap() as f32).collect())
         })
         .collect();
+    // Rows with no path or a relative one name no file: skipped, and said why.
+    let nowhere = [("".to_string(), rows[0].1.clone()), ("relative/x.jpg".to_string(), rows[0].1.clone())];
+    let rows_and_nowhere: Vec<(String, Vec<f32>)> = rows.iter().cloned().chain(nowhere).collect();
     let file = tmp.path().join("foreign.parquet");
-    common::parquet::write_foreign(&file, &rows);
+    common::parquet::write_foreign(&file, &rows_and_nowhere);
 
     // Without a model named anywhere, an empty library cannot know its space.
     let data = tmp.path().join("data");
@@ -120,7 +123,8 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--model"));
 
     let summary = json(imgsearch(&data).arg("import").arg(&file).arg("--model").arg(&model).arg("--json"));
-    assert_eq!(summary["imported"].as_u64(), Some(3), "{summary}");
+    assert_eq!((summary["imported"].as_u64(), summary["skipped"].as_u64()), (Some(3), Some(2)), "{summary}");
+    assert!(summary.to_string().contains("relative/x.jpg: not an absolute path"), "{summary}");
     // Searching by a picture's own embedding finds it first, with cosine 1: stored normalised.
     let astronaut: Vec<f32> = rows[0].1.iter().map(|v| v / 3.0).collect();
     let query = tmp.path().join("astronaut.json");
