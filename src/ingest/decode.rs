@@ -97,8 +97,10 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Resul
         other => other,
     };
     decode(bytes, path, options).map_err(one_line).map_err(|error| match error {
-        // Decoders report a cut-off file as a read error ("failed to fill whole buffer"); say why.
-        Error::Decode { path, reason } if is_truncated(bytes) => Error::Decode {
+        // Decoders report a cut-off file as a read error ("failed to fill whole buffer",
+        // "unexpected end of file", libjpeg-turbo's "Premature end of JPEG file"); say why. Not for
+        // garbage that also lacks the end marker.
+        Error::Decode { path, reason } if is_truncated(bytes) && ran_out_of_data(&reason) => Error::Decode {
             path,
             reason: format!(
                 "{reason}: the file ends without its end marker, so it was probably cut short (an \
@@ -107,6 +109,14 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Resul
         },
         other => other,
     })
+}
+
+/// Whether a decoder's error says the data ended before the picture did.
+fn ran_out_of_data(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    ["fill whole buffer", "end of file", "unexpected end", "unexpected eof", "premature end", "no more data"]
+        .iter()
+        .any(|said| reason.contains(said))
 }
 
 /// A JPEG or PNG whose data stops without its end marker (trailing zero padding aside).

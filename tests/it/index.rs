@@ -108,6 +108,9 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
     std::fs::write(root.join("truncated.png"), &png[..png.len() / 2]).unwrap();
     std::fs::write(root.join("empty.jpg"), b"").unwrap();
     std::fs::write(root.join("not_really.png"), b"plain text pretending").unwrap();
+    // A PNG signature before garbage: damaged, but not cut short (though it lacks an end too).
+    let garbage: Vec<u8> = (0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(root.join("garbage.png"), [&b"\x89PNG\r\n\x1a\n"[..], &garbage].concat()).unwrap();
     std::fs::write(root.join("notes.txt"), b"shopping list").unwrap(); // ignored quietly
     let huge = RgbImage::new(1200, 1000);
     huge.save(root.join("huge.png")).unwrap(); // 1.2 MP, over the --max-pixels given below
@@ -148,6 +151,8 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
         );
     }
     assert!(!errors.iter().any(|(p, _)| p.ends_with("notes.txt")), "a text file is not an error");
+    let (_, garbage_why) = errors.iter().find(|(p, _)| p.ends_with("garbage.png")).expect("garbage.png is reported");
+    assert!(!garbage_why.contains("cut short"), "{garbage_why}");
     let listed = listed_paths(&data);
     assert_eq!(listed.len(), good);
     assert!(!listed.iter().any(|p| p.contains(".thumbnails") || p.contains("@eaDir")));
