@@ -638,8 +638,7 @@ fn examine_video(
             path: StoredPath::from_bytes(video::moment_path(&file, seconds)),
             size: job.size,
             mtime_ns: job.mtime_ns,
-            // Its own hash per moment: two moments of one video are not the same picture.
-            hash: if seconds > 0.0 { format!("{hash}#t={seconds}") } else { hash.clone() },
+            hash: video::moment_hash(&hash, seconds),
             width: info.width,
             height: info.height,
             format: format.clone(),

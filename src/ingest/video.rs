@@ -50,6 +50,23 @@ pub fn is_video_format(format: &str) -> bool {
     EXTENSIONS.contains(&format)
 }
 
+/// The hash recorded for the moment `seconds` into a video whose file has `video_hash`: the
+/// video's with the moment (two moments of one video are not the same picture; the opening
+/// moment is the file itself).
+pub fn moment_hash(video_hash: &str, seconds: f64) -> String {
+    match seconds > 0.0 {
+        true => format!("{video_hash}{}{seconds}", std::str::from_utf8(MOMENT_MARK).expect("ASCII")),
+        false => video_hash.to_owned(),
+    }
+}
+
+/// The hash of the file a record's hash was made from: a moment's video's (see [`moment_hash`]),
+/// any other record's own (hex, which never holds the mark).
+pub fn file_hash(record_hash: &str) -> &str {
+    let mark = std::str::from_utf8(MOMENT_MARK).expect("ASCII");
+    record_hash.split_once(mark).map_or(record_hash, |(file, _)| file)
+}
+
 /// The stored path of the moment `seconds` into the video at `file` (the opening moment is the
 /// file itself).
 pub fn moment_path(file: &[u8], seconds: f64) -> Vec<u8> {
@@ -449,6 +466,8 @@ mod tests {
         assert_eq!(moment_path(b"/v/clip.mp4", 12.5), b"/v/clip.mp4#t=12.5");
         assert_eq!(moment_path(b"/v/clip.mp4", 4.0), b"/v/clip.mp4#t=4");
         assert_eq!(split_moment(b"/v/clip.mp4#t=12.5"), Some((&b"/v/clip.mp4"[..], 12.5)));
+        assert_eq!((moment_hash("ab12", 12.5).as_str(), moment_hash("ab12", 0.0).as_str()), ("ab12#t=12.5", "ab12"));
+        assert_eq!((file_hash("ab12#t=12.5"), file_hash("ab12")), ("ab12", "ab12"));
         assert_eq!(split_moment(b"/v/a#t=1/clip.mp4#t=2"), Some((&b"/v/a#t=1/clip.mp4"[..], 2.0)));
         assert_eq!(split_moment(b"/v/clip.mp4"), None);
         assert_eq!(split_moment(b"/v/clip#t=.mp4"), None);

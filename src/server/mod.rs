@@ -66,11 +66,7 @@ fn has_indexed_content(file: &std::fs::File, meta: &std::fs::Metadata, record: &
         std::sync::LazyLock::new(|| {
             std::sync::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(65_536).expect("not zero")))
         });
-    // A video's later moments carry the video's hash with their time (`HASH#t=12.5`).
-    let expected = match record.video_seconds() {
-        Some(_) => record.hash.split_once("#t=").map_or(record.hash.as_str(), |(file, _)| file),
-        None => record.hash.as_str(),
-    };
+    let expected = record.file_hash();
     if expected.is_empty() {
         return Ok(true);
     }

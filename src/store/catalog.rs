@@ -157,6 +157,11 @@ impl ImageRecord {
         crate::ingest::video::is_video_format(&self.format).then_some(seconds)
     }
 
+    /// The hash of the file [`Self::file_path`] names (a moment's video's).
+    pub fn file_hash(&self) -> &str {
+        crate::ingest::video::file_hash(&self.hash)
+    }
+
     /// The file the record was read from: a moment's video, any other picture's own path.
     pub fn file_path(&self) -> StoredPath {
         let path = stored_bytes(&self.path);
