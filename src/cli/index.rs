@@ -1,11 +1,13 @@
-//! `imgsearch index PATH...`: add new and changed pictures, forget deleted ones.
+//! `imgsearch index PATH...`: add new and changed pictures, forget deleted ones; `imgsearch
+//! forget FOLDER...`: take a folder out.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use imgsearch::store::roots::{Mounts, Root};
+use imgsearch::store::forget;
+use imgsearch::store::roots::{root_key, Mounts, Root};
 use imgsearch::store::spaces;
-use imgsearch::store::Location;
+use imgsearch::store::{IndexedRoot, Location};
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
 use imgsearch::ingest::pipeline::{self, IndexOptions};
@@ -103,6 +105,7 @@ pub fn run(
     data.check_model(&spec.info())?;
     super::tags::ensure_label_set(&mut *data, &spec, &device, args.quiet || args.json)?;
     let summary = pipeline::run(&mut *data, &spec, None, &device, &options)?;
+    let gone_roots = roots_gone_from_this_host(&*data, &options.mounts)?;
     data.close()?;
     spaces::mark_complete(&library, &space)?;
     if args.json {
@@ -118,6 +121,12 @@ pub fn run(
         0 => String::new(),
         n => format!(" ({n} moments of videos)"),
     };
+    for root in gone_roots.iter().filter(|_| !args.quiet) {
+        eprintln!(
+            "note: the library still holds the pictures of {root}, which is gone from this computer: if it was moved \
+             or renamed, `imgsearch forget {root}` takes them out (else searches find them twice)"
+        );
+    }
     println!(
         "{} files scanned in {:.1}s: {} indexed{moments}, {} reused (moved/copied), {} unchanged, {} removed, {} skipped",
         summary.scanned,
@@ -129,4 +138,116 @@ pub fn run(
         summary.skipped
     );
     Ok(())
+}
+
+/// The recorded roots whose folder no longer exists here (a named root this host does not
+/// mount is not known to be gone).
+fn roots_gone_from_this_host(data: &dyn imgsearch::store::Library, mounts: &Mounts) -> anyhow::Result<Vec<String>> {
+    Ok(data
+        .indexed_roots()?
+        .iter()
+        .filter(|root| mounts.root_here(root).is_some_and(|here| !here.exists()))
+        .map(|root| root.name.clone().unwrap_or_else(|| root.path.display().to_string()))
+        .collect())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ForgetArgs {
+    /// Folders whose pictures to take out (every model's embeddings of them), as they were
+    /// indexed: a path, which need not exist any more, or the NAME of a root indexed as
+    /// NAME=PATH.
+    #[arg(required = true, value_name = "FOLDER")]
+    folders: Vec<PathBuf>,
+    /// Print a JSON summary instead of the text one.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `imgsearch forget FOLDER...`: remove what the library holds under each folder, in every
+/// model space, and stop rescanning roots there.
+pub fn forget(args: ForgetArgs, library: Location, mounts: &[(String, PathBuf)]) -> anyhow::Result<()> {
+    let spaces = spaces::list(&library)?;
+    let mut summaries = Vec::new();
+    let mut still_recorded = Vec::new();
+    for (index, space) in spaces.iter().enumerate() {
+        let mut data = imgsearch::store::open(&space.location)?;
+        let mounts = Mounts::for_host(&*data, mounts)?;
+        let roots = data.indexed_roots()?;
+        for (arg, folder) in args.folders.iter().enumerate() {
+            let stored = stored_folder(folder, &roots, &mounts)?;
+            let forgotten = forget::forget(&mut *data, &stored)?;
+            if index == 0 {
+                summaries.push((stored, forget::Forgotten::default()));
+            }
+            let total = &mut summaries[arg].1;
+            total.pictures = total.pictures.max(forgotten.pictures);
+            total.skipped = total.skipped.max(forgotten.skipped);
+            for root in forgotten.roots {
+                if !total.roots.contains(&root) {
+                    total.roots.push(root);
+                }
+            }
+        }
+        for root in data.indexed_roots()? {
+            let key = root.key().display().to_string();
+            if !still_recorded.contains(&key) {
+                still_recorded.push(key);
+            }
+        }
+        data.close()?;
+    }
+    if args.json {
+        let json: Vec<_> = summaries
+            .iter()
+            .map(|(folder, forgotten)| {
+                serde_json::json!({
+                    "folder": folder.display().to_string(),
+                    "pictures": forgotten.pictures,
+                    "skipped": forgotten.skipped,
+                    "roots": forgotten.roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&json)?);
+    }
+    for (folder, forgotten) in summaries.iter().filter(|(_, forgotten)| !args.json && !forgotten.is_empty()) {
+        let roots = match forgotten.roots.len() {
+            0 => String::new(),
+            n => format!("; {n} indexed roots no longer rescanned"),
+        };
+        println!(
+            "{}: {} pictures and {} skipped files forgotten{roots}",
+            folder.display(),
+            forgotten.pictures,
+            forgotten.skipped
+        );
+        if folder.is_absolute() && folder.exists() {
+            println!("  (the folder is still there: `imgsearch index` of it or of a folder above it adds them again)");
+        }
+    }
+    // Said last, after what the other folders gave: a typo must not look like success.
+    if let Some((folder, _)) = summaries.iter().find(|(_, forgotten)| forgotten.is_empty()) {
+        anyhow::bail!(
+            "the library holds nothing under {}: give the folder as it was indexed (the library's roots: {})",
+            folder.display(),
+            if still_recorded.is_empty() { "none".to_string() } else { still_recorded.join(", ") }
+        );
+    }
+    Ok(())
+}
+
+/// How `folder` is stored: a named root by its name, else the local path (made absolute, its
+/// links resolved while it exists, as `index` stores it) through this host's mounts.
+fn stored_folder(folder: &std::path::Path, roots: &[IndexedRoot], mounts: &Mounts) -> anyhow::Result<PathBuf> {
+    let name = folder.to_str().map(|name| name.trim_end_matches(':'));
+    if let Some(name) = name.filter(|name| !folder.exists() && roots.iter().any(|r| r.name.as_deref() == Some(name))) {
+        return Ok(root_key(name));
+    }
+    let local = match std::fs::canonicalize(folder) {
+        Ok(path) => path,
+        Err(_) => {
+            std::path::absolute(folder).with_context(|| format!("cannot make {} an absolute path", folder.display()))?
+        }
+    };
+    Ok(mounts.stored(&local).to_path_buf())
 }

@@ -55,6 +55,9 @@ pub struct Cli {
 pub enum Command {
     /// Index pictures under one or more folders (incremental: re-run to update).
     Index(index::IndexArgs),
+    /// Take the pictures under folders out of the library: a root that was moved, renamed or
+    /// deleted (whose pictures `index` keeps), or a folder that should no longer be found.
+    Forget(index::ForgetArgs),
     /// Web UI and REST API (default http://127.0.0.1:7878/).
     Serve(serve::ServeArgs),
     /// Search by text (with filters) or, with --image, by example.
@@ -168,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             | Command::Similar(_)
             | Command::Stats(_)
             | Command::List(_)
+            | Command::Forget(_)
             | Command::Repair
             | Command::Optimize
             | Command::Export(_)
@@ -189,6 +193,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let current = || imgsearch::store::spaces::for_search(&library, None).map(|space| space.location);
     match cli.command {
         Command::Index(args) => index::run(args, library, cli.compute, &cli.mounts),
+        Command::Forget(args) => index::forget(args, library, &cli.mounts),
         Command::Serve(args) => serve::run(args, library, cli.compute, &cli.mounts),
         Command::Search(args) => search::search(args, library, cli.compute, &cli.mounts),
         Command::Similar(args) => search::similar(args, library, cli.compute, &cli.mounts),

@@ -375,6 +375,12 @@ impl Catalog {
         self.set_meta_json("roots", &all)
     }
 
+    pub fn forget_roots(&self, keys: &[PathBuf]) -> Result<()> {
+        let mut all = self.indexed_roots()?;
+        all.retain(|known| !keys.contains(&known.key()));
+        self.set_meta_json("roots", &all)
+    }
+
     pub fn tagging(&self) -> Result<Option<Tagging>> {
         self.meta_json("tagging")
     }

@@ -148,6 +148,9 @@ pub trait Library: Lookup {
     fn apply(&mut self, changes: &[Change]) -> Result<()>;
     /// Records a finished `index` run: its roots (with their options) and its summary.
     fn record_run(&mut self, roots: &[IndexedRoot], summary: &serde_json::Value) -> Result<()>;
+    /// Stops recording these roots (by [`IndexedRoot::key`]), so that no rescan walks them again;
+    /// their pictures are the caller's to remove.
+    fn forget_roots(&mut self, keys: &[std::path::PathBuf]) -> Result<()>;
     /// Persists whatever `apply` kept in memory only (a long run calls it at its end).
     fn save(&mut self) -> Result<()>;
     /// Saves and closes the library, leaving it quick for the next process to open (a command

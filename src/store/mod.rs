@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod copy;
 pub mod exchange;
+pub mod forget;
 mod hnsw;
 mod library;
 pub mod migrations;
@@ -418,6 +419,10 @@ impl Library for DataDir {
     fn record_run(&mut self, roots: &[IndexedRoot], summary: &serde_json::Value) -> Result<()> {
         self.catalog.record_roots(roots)?;
         self.catalog.set_last_run(summary)
+    }
+
+    fn forget_roots(&mut self, keys: &[PathBuf]) -> Result<()> {
+        self.catalog.forget_roots(keys)
     }
 
     fn save(&mut self) -> Result<()> {

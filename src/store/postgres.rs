@@ -1137,6 +1137,12 @@ impl Library for Postgres {
         .map_err(|e| self.err(e))
     }
 
+    fn forget_roots(&mut self, keys: &[PathBuf]) -> Result<()> {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|key| path_bytes(key)).collect();
+        self.connection()?.execute("DELETE FROM roots WHERE path = ANY($1)", &[&keys]).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     fn save(&mut self) -> Result<()> {
         Ok(()) // every `apply` is committed
     }

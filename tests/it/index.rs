@@ -497,6 +497,60 @@ fn an_emptied_root_keeps_its_pictures_unless_told_they_were_deleted() {
     assert!(listed_paths(&data).is_empty());
 }
 
+/// A root moved elsewhere: `index` of its new place reuses the embeddings and says how to take
+/// the old place out; `forget` takes out its pictures and skipped files in every model's space,
+/// and no later run or search sees them again. A folder that holds nothing is an error.
+#[test]
+fn a_moved_root_is_forgotten_in_every_model_space() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new, data) = (tmp.path().join("old"), tmp.path().join("new"), tmp.path().join("data"));
+    noise_photos(&old.join("2023"), 4);
+    std::fs::write(old.join("broken.jpg"), b"not a picture").unwrap();
+    index(&data, &old, &[]);
+    let second = model_dir("tiny-clip-p14-gelu").display().to_string();
+    let out = imgsearch(&data).arg("index").arg(&old).args(["--quiet", "--model", &second]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::rename(&old, &new).unwrap();
+    let out = imgsearch(&data).arg("index").arg(&new).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let advice = format!("`imgsearch forget {}`", old.display());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&advice), "{}", String::from_utf8_lossy(&out.stderr));
+    let paths_in = |model: &str| -> Vec<String> {
+        let hits = json_of(
+            &imgsearch(&data).args(["search", "--json", "-k", "100", "noise", "--model", model]).output().unwrap(),
+        );
+        let mut paths: Vec<String> =
+            hits.as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().into()).collect();
+        paths.sort();
+        paths
+    };
+    let first = model_dir(MODEL).display().to_string();
+    assert_eq!(paths_in(&second).len(), 8, "the old and the new place");
+
+    let out = imgsearch(&data).args(["forget", "--json"]).arg(&old).output().unwrap();
+    assert_eq!(
+        json_of(&out),
+        serde_json::json!([{"folder": old.display().to_string(), "pictures": 4, "skipped": 1,
+                            "roots": [old.display().to_string()]}])
+    );
+    for model in [&first, &second] {
+        let paths = paths_in(model);
+        assert!(paths.iter().all(|p| p.starts_with(&*new.to_string_lossy())), "{model}: {paths:#?}");
+    }
+    assert_eq!(paths_in(&second).len(), 4);
+    assert_eq!(paths_in(&first).len(), 0, "the first model never saw the new place");
+    assert_eq!(stats(&data)["skipped"], 1, "the new place's broken file only");
+    let out = imgsearch(&data).arg("index").arg(&new).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("forget"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = imgsearch(&data).arg("forget").arg(&old).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("holds nothing under") && stderr.contains(&*new.to_string_lossy()),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn damaged_vector_and_text_indexes_are_rebuilt_from_the_catalog() {
     if common::on_postgres() {
