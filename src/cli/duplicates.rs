@@ -47,7 +47,7 @@ pub fn run(args: DuplicatesArgs, library: Location) -> anyhow::Result<()> {
         };
         println!("{kind} ({} pictures):", group.ids.len());
         for (id, path) in group.ids.iter().zip(&group.paths) {
-            println!("  {} {path}", if *id == group.best { "keep" } else { "    " });
+            println!("  {} {}", if *id == group.best { "keep" } else { "    " }, super::one_line(path));
         }
     }
     Ok(())

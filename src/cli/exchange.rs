@@ -100,7 +100,7 @@ pub fn import(args: ImportArgs, library: Location) -> anyhow::Result<()> {
         summary.rows, summary.imported, summary.unchanged, summary.skipped
     );
     for problem in &summary.problems {
-        eprintln!("skipped {problem}");
+        eprintln!("skipped {}", super::one_line(problem));
     }
     Ok(())
 }

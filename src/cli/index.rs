@@ -114,7 +114,7 @@ pub fn run(
     }
     if !args.quiet {
         for error in &summary.errors {
-            eprintln!("skipped {}: {}", error.path, error.reason);
+            eprintln!("skipped {}: {}", super::one_line(&error.path), super::one_line(&error.reason));
         }
     }
     let moments = match summary.video_moments {
@@ -147,7 +147,7 @@ fn roots_gone_from_this_host(data: &dyn imgsearch::store::Library, mounts: &Moun
         .indexed_roots()?
         .iter()
         .filter(|root| mounts.root_here(root).is_some_and(|here| !here.exists()))
-        .map(|root| root.name.clone().unwrap_or_else(|| root.path.display().to_string()))
+        .map(|root| root.name.clone().unwrap_or_else(|| super::one_line(&root.path.to_string_lossy()).into_owned()))
         .collect())
 }
 
@@ -217,7 +217,7 @@ pub fn forget(args: ForgetArgs, library: Location, mounts: &[(String, PathBuf)])
         };
         println!(
             "{}: {} pictures and {} skipped files forgotten{roots}",
-            folder.display(),
+            super::one_line(&folder.to_string_lossy()),
             forgotten.pictures,
             forgotten.skipped
         );

@@ -246,3 +246,31 @@ pub fn open_index(
     let engine = imgsearch::search::SearchEngine::new(data, clip).with_mounts(mounts);
     Ok(OpenIndex { space: space.location, engine, spec, device })
 }
+
+/// `text` (a path, a keyword, a reason) fit for one line of plain output: control characters
+/// (a newline or an escape sequence in a file name would split a record or drive the terminal)
+/// and the characters that reorder or break lines are written as escapes (`\n`, `\u{1b}`).
+/// `--json` output keeps every name exact.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(unsafe_char) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if unsafe_char(c) { c.escape_default().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_output_escapes_what_would_break_a_line_or_drive_the_terminal() {
+        assert_eq!(super::one_line("/photos/beach 2023.jpg"), "/photos/beach 2023.jpg");
+        assert_eq!(super::one_line("a\nb\tc\u{1b}[2Jd\0e"), "a\\nb\\tc\\u{1b}[2Jd\\u{0}e");
+        assert_eq!(super::one_line("x\u{202e}gpj.exe"), "x\\u{202e}gpj.exe");
+        assert_eq!(super::one_line("日本\\語"), "日本\\語");
+    }
+}

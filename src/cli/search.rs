@@ -65,8 +65,8 @@ impl ResultArgs {
                     let time = at_seconds.map(|seconds| format!("@{}", clock_time(seconds)));
                     files.push(match (time, previous == Some(path)) {
                         (Some(time), true) => time,
-                        (Some(time), false) => format!("{path} {time}"),
-                        (None, _) => path.clone(),
+                        (Some(time), false) => format!("{} {time}", super::one_line(path)),
+                        (None, _) => super::one_line(path).into_owned(),
                     });
                     previous = Some(path);
                 }

@@ -31,7 +31,8 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&errors)?);
         } else {
             for e in &errors {
-                println!("{}\t{}", e["path"].as_str().unwrap_or_default(), e["reason"].as_str().unwrap_or_default());
+                let text = |key: &str| super::one_line(e[key].as_str().unwrap_or_default()).into_owned();
+                println!("{}\t{}", text("path"), text("reason"));
             }
         }
         return Ok(());
@@ -131,7 +132,7 @@ pub fn list(args: ListArgs, library: Location) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&listed)?);
     } else {
         for item in listed {
-            println!("{}\t{}", item.id, item.path);
+            println!("{}\t{}", item.id, super::one_line(&item.path));
         }
     }
     Ok(())
@@ -158,7 +159,7 @@ pub fn keywords(args: KeywordsArgs, library: Location) -> anyhow::Result<()> {
         );
     } else {
         for count in &counts {
-            println!("{}\t{}", count.count, count.keyword);
+            println!("{}\t{}", count.count, super::one_line(&count.keyword));
         }
     }
     Ok(())

@@ -178,7 +178,7 @@ fn print(data: &dyn Library, json: bool) -> anyhow::Result<()> {
         None => println!("no label set yet: `imgsearch index` sets up the built-in one, or use --labels FILE"),
     }
     for count in &counts {
-        println!("{}\t{}", count.count, count.tag);
+        println!("{}\t{}", count.count, super::one_line(&count.tag));
     }
     Ok(())
 }

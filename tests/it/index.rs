@@ -667,3 +667,32 @@ fn naming_an_indexed_folder_keeps_its_embeddings() {
     assert_eq!(paths.len(), 5);
     assert!(paths.iter().all(|p| p.starts_with("holiday:/")), "{paths:?}");
 }
+
+/// File names may hold newlines, tabs and terminal escapes: plain output keeps one line per
+/// picture and prints them as escapes; `--json` keeps the names exact.
+#[test]
+fn plain_output_keeps_one_line_per_picture_whatever_the_file_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    let names = ["two\nlines.png", "tab\there.png", "red\u{1b}[31m.png"];
+    let photos = noise_photos(&root, names.len());
+    for (photo, name) in photos.iter().zip(names) {
+        std::fs::rename(photo, root.join(name)).unwrap();
+    }
+    index(&data, &root, &[]);
+    let mut exact = listed_paths(&data);
+    exact.sort();
+    let mut expected: Vec<String> = names.iter().map(|n| root.join(n).display().to_string()).collect();
+    expected.sort();
+    assert_eq!(exact, expected);
+    for command in [&["list"][..], &["search", "noise"], &["search", "-k", "3", "name:png"]] {
+        let out = imgsearch(&data).args(command).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(stdout.lines().count(), names.len(), "{command:?}: {stdout}");
+        assert!(!stdout.contains('\u{1b}'), "{command:?}: {stdout}");
+        for escaped in ["two\\nlines.png", "tab\\there.png", "red\\u{1b}[31m.png"] {
+            assert!(stdout.contains(escaped), "{command:?}: {stdout}");
+        }
+    }
+}
