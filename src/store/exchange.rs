@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_array::builder::{
-    Float32Builder, Float64Builder, Int64Builder, Int8Builder, ListBuilder, StringBuilder, TimestampSecondBuilder,
-    UInt32Builder, UInt64Builder,
+    BinaryBuilder, Float32Builder, Float64Builder, Int64Builder, Int8Builder, ListBuilder, StringBuilder,
+    TimestampSecondBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int64Type, Int8Type, TimestampSecondType, UInt32Type, UInt64Type};
@@ -66,6 +66,9 @@ fn schema() -> Schema {
         // Stars, 1 to 5 (0 unrated, -1 rejected).
         Field::new("rating", DataType::Int8, true),
         Field::new("indexed_at", timestamp, false),
+        // The path's bytes where they are not UTF-8 (an old archive's Latin-1 names), which
+        // `path` can only show with replacement characters; null for every other path.
+        Field::new("path_bytes", DataType::Binary, true),
     ])
 }
 
@@ -153,8 +156,13 @@ fn export_columns(records: &[ImageRecord], dim: usize) -> Vec<ArrayRef> {
     let mut keywords = ListBuilder::new(StringBuilder::new());
     let mut rating = Int8Builder::with_capacity(n);
     let mut indexed_at = TimestampSecondBuilder::with_capacity(n);
+    let mut raw_path = BinaryBuilder::new();
     for r in records {
         path.append_value(r.path.display());
+        raw_path.append_option(match &r.path {
+            StoredPath::Raw(bytes) => Some(bytes),
+            StoredPath::Utf8(_) => None,
+        });
         id.append_value(r.id);
         embedding.values().append_slice(&r.embedding);
         embedding.append(true);
@@ -196,6 +204,7 @@ fn export_columns(records: &[ImageRecord], dim: usize) -> Vec<ArrayRef> {
         Arc::new(keywords.finish()),
         Arc::new(rating.finish()),
         Arc::new(indexed_at.finish()),
+        Arc::new(raw_path.finish()),
     ]
 }
 
@@ -290,19 +299,32 @@ pub fn import(
     let tagging = data.tagging()?;
     data.begin_bulk_load()?;
     let mut summary = ImportSummary::default();
+    // The row that first gave each path (by a 64-bit hash of the path: 8 bytes a row), so that
+    // a path given again is a row skipped, not a picture imported twice.
+    let mut first_row_of: HashMap<u64, u64> = HashMap::new();
     let mut next = read_next();
     while let Some(read) = next {
         let (rows, row_count) = read?;
         // What the library holds at the batch's paths, in one look (one round trip to PostgreSQL).
         let keys: Vec<Vec<u8>> =
-            (0..row_count).filter_map(|row| rows.path(row)).map(|p| path_bytes(Path::new(&p))).collect();
+            (0..row_count).filter_map(|row| rows.path(row)).map(|p| path_bytes(&p.to_path_buf())).collect();
         let known: HashMap<Vec<u8>, ImageRecord> =
             keys.iter().cloned().zip(data.images_at(&keys)?).filter_map(|(key, record)| Some((key, record?))).collect();
         let mut records = Vec::with_capacity(row_count);
         for row in 0..row_count {
             let row_number = summary.rows + 1;
             summary.rows += 1;
-            match rows.record(row, model.dim, &known) {
+            let repeated = rows.path(row).and_then(|path| {
+                let key = path_hash(&path_bytes(&path.to_path_buf()));
+                let first = *first_row_of.entry(key).or_insert(row_number);
+                (first != row_number)
+                    .then(|| format!("{}: the same path as row {first}, which is kept", path.display()))
+            });
+            let record = match repeated {
+                Some(reason) => Err(RowProblem::Skip(reason)),
+                None => rows.record(row, model.dim, &known),
+            };
+            match record {
                 Ok(Some(mut record)) => {
                     record.id = data.new_id()?;
                     records.push(record);
@@ -344,6 +366,7 @@ enum RowProblem {
 /// One record batch's columns, cast to the types `export` writes.
 struct ImportRows {
     path: ArrayRef,
+    path_bytes: Option<ArrayRef>,
     embedding: ArrayRef,
     size: Option<ArrayRef>,
     mtime_ns: Option<ArrayRef>,
@@ -380,6 +403,7 @@ impl ImportRows {
         let required = |name: &str| column(name).map(|c| c.expect("checked before reading"));
         Ok(Self {
             path: required("path")?,
+            path_bytes: column("path_bytes")?,
             embedding: required("embedding")?,
             size: column("size")?,
             mtime_ns: column("mtime_ns")?,
@@ -399,9 +423,12 @@ impl ImportRows {
         })
     }
 
-    /// Row `row`'s path, if it has one.
-    fn path(&self, row: usize) -> Option<String> {
-        self.path.is_valid(row).then(|| self.path.as_string::<i32>().value(row).to_string())
+    /// Row `row`'s path as stored (its exact bytes where `path_bytes` has them), if it has one.
+    fn path(&self, row: usize) -> Option<StoredPath> {
+        if let Some(raw) = self.path_bytes.as_ref().filter(|column| column.is_valid(row)) {
+            return Some(StoredPath::from_bytes(raw.as_binary::<i32>().value(row).to_vec()));
+        }
+        self.path.is_valid(row).then(|| StoredPath::Utf8(self.path.as_string::<i32>().value(row).to_string()))
     }
 
     /// The record of row `row` (its id left for the caller to give), or `None` when the
@@ -414,10 +441,12 @@ impl ImportRows {
     ) -> Result<Option<ImageRecord>, RowProblem> {
         let present = |column: &Option<ArrayRef>| column.as_ref().filter(|c| c.is_valid(row)).cloned();
         let text = |column: Option<ArrayRef>| column.map(|c| c.as_string::<i32>().value(row).to_string());
-        let path = self.path(row).filter(|path| !path.is_empty()).ok_or_else(|| RowProblem::Skip("no path".into()))?;
+        let stored = self.path(row).filter(|path| !path.display().is_empty());
+        let stored = stored.ok_or_else(|| RowProblem::Skip("no path".into()))?;
+        let (file_path, path) = (stored.to_path_buf(), stored.display());
         // As the library stores paths: absolute, or under a named root (`photos:/2024/x.jpg`).
         let under_named_root = path.split_once(':').is_some_and(|(name, _)| !name.is_empty() && !name.contains('/'));
-        if !Path::new(&path).is_absolute() && !under_named_root {
+        if !file_path.is_absolute() && !under_named_root {
             return Err(RowProblem::Skip(format!(
                 "{path}: not an absolute path (nor one under a named root, NAME:/...), so no file is found by it"
             )));
@@ -450,7 +479,7 @@ impl ImportRows {
         };
         let mut record = ImageRecord {
             id: 0,
-            path: StoredPath::from_path(Path::new(&path)),
+            path: stored,
             size: present(&self.size).map_or(0, |c| c.as_primitive::<UInt64Type>().value(row)),
             mtime_ns: present(&self.mtime_ns).map_or(0, |c| c.as_primitive::<Int64Type>().value(row).into()),
             // Empty: unknown (a foreign row for a file not on this machine).
@@ -485,13 +514,18 @@ impl ImportRows {
             facts_version: crate::ingest::exif::FACTS_VERSION,
         };
         if self.size.is_none() || self.mtime_ns.is_none() {
-            fill_from_file(&mut record, Path::new(&path));
+            fill_from_file(&mut record, &file_path);
         }
-        match known.get(&path_bytes(Path::new(&path))) {
+        match known.get(&path_bytes(&file_path)) {
             Some(known) if says_the_same(known, &record) => Ok(None),
             _ => Ok(Some(record)),
         }
     }
+}
+
+fn path_hash(path: &[u8]) -> u64 {
+    let hash = blake3::hash(path);
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// Whether the library's record already says what an imported one does (the same file, facts

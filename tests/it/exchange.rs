@@ -34,6 +34,9 @@ fn ranked(hits: &Value) -> Vec<(String, String)> {
 fn export_then_import_into_a_fresh_library_gives_identical_search_results() {
     let tmp = tempfile::tempdir().unwrap();
     let photos = photos(tmp.path());
+    // A Latin-1 name from an old archive (not UTF-8): its exact bytes make the round trip.
+    let latin1: &std::ffi::OsStr = std::os::unix::ffi::OsStrExt::from_bytes(b"caf\xe9.jpg");
+    std::fs::copy(image_path("camera_gray.jpg"), photos.join(latin1)).unwrap();
     let original = tmp.path().join("original");
     index_photos(&photos, &original, &[]);
     let file = tmp.path().join("library.parquet");
@@ -42,7 +45,7 @@ fn export_then_import_into_a_fresh_library_gives_identical_search_results() {
     // The model comes from the file's metadata: no --model.
     let copy = tmp.path().join("copy");
     let summary = json(imgsearch(&copy).arg("import").arg(&file).arg("--json"));
-    assert_eq!((summary["rows"].as_u64(), summary["imported"].as_u64()), (Some(5), Some(5)), "{summary}");
+    assert_eq!((summary["rows"].as_u64(), summary["imported"].as_u64()), (Some(6), Some(6)), "{summary}");
 
     for query in [vec!["search", "a photo of a cat"], vec!["search", "rocket path:rome"], vec!["search", "type:png"]] {
         let before = json(imgsearch(&original).args(&query).args(["-k", "5", "--json"]));
@@ -59,11 +62,11 @@ fn export_then_import_into_a_fresh_library_gives_identical_search_results() {
 
     // Indexing the same folder afterwards embeds nothing: every file is known.
     let index = json(imgsearch(&copy).arg("index").arg(&photos).args(["--json"]));
-    assert_eq!((index["unchanged"].as_u64(), index["indexed"].as_u64()), (Some(5), Some(0)), "{index}");
+    assert_eq!((index["unchanged"].as_u64(), index["indexed"].as_u64()), (Some(6), Some(0)), "{index}");
 
     // Importing again changes nothing (an interrupted import is simply re-run).
     let again = json(imgsearch(&copy).arg("import").arg(&file).arg("--json"));
-    assert_eq!((again["unchanged"].as_u64(), again["imported"].as_u64()), (Some(5), Some(0)), "{again}");
+    assert_eq!((again["unchanged"].as_u64(), again["imported"].as_u64()), (Some(6), Some(0)), "{again}");
 }
 
 #[test]
@@ -111,7 +114,12 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
         })
         .collect();
     // Rows with no path or a relative one name no file: skipped, and said why.
-    let nowhere = [("".to_string(), rows[0].1.clone()), ("relative/x.jpg".to_string(), rows[0].1.clone())];
+    // A path given twice: the first row is kept.
+    let nowhere = [
+        ("".to_string(), rows[0].1.clone()),
+        ("relative/x.jpg".to_string(), rows[0].1.clone()),
+        (rows[1].0.clone(), rows[2].1.clone()),
+    ];
     let rows_and_nowhere: Vec<(String, Vec<f32>)> = rows.iter().cloned().chain(nowhere).collect();
     let file = tmp.path().join("foreign.parquet");
     common::parquet::write_foreign(&file, &rows_and_nowhere);
@@ -123,8 +131,12 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--model"));
 
     let summary = json(imgsearch(&data).arg("import").arg(&file).arg("--model").arg(&model).arg("--json"));
-    assert_eq!((summary["imported"].as_u64(), summary["skipped"].as_u64()), (Some(3), Some(2)), "{summary}");
+    assert_eq!((summary["imported"].as_u64(), summary["skipped"].as_u64()), (Some(3), Some(3)), "{summary}");
     assert!(summary.to_string().contains("relative/x.jpg: not an absolute path"), "{summary}");
+    assert!(
+        summary.to_string().contains("row 6: ") && summary.to_string().contains("the same path as row 2"),
+        "{summary}"
+    );
     // Searching by a picture's own embedding finds it first, with cosine 1: stored normalised.
     let astronaut: Vec<f32> = rows[0].1.iter().map(|v| v / 3.0).collect();
     let query = tmp.path().join("astronaut.json");
