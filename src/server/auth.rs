@@ -36,7 +36,7 @@ const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Paths anyone may reach: the health check, and what signing in needs.
 fn is_open(path: &str) -> bool {
-    matches!(path, "/api/health" | "/login" | "/style.css" | "/api/login")
+    matches!(path, "/api/health" | "/login" | "/login.js" | "/style.css" | "/api/login")
 }
 
 /// Whether a request may change something (read-only tokens are refused those): everything but

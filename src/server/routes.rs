@@ -38,6 +38,7 @@ const MAX_PARTS: usize = 64;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const LOGIN_HTML: &str = include_str!("../../web/login.html");
 const APP_JS: &str = include_str!("../../web/app.js");
+const LOGIN_JS: &str = include_str!("../../web/login.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 const OPENAPI_JSON: &str = include_str!("../../web/openapi.json");
 
@@ -49,6 +50,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/openapi.json", get(|| async { asset(OPENAPI_JSON, "application/json") }))
         .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/login", get(|| async { asset(LOGIN_HTML, "text/html; charset=utf-8") }))
+        .route("/login.js", get(|| async { asset(LOGIN_JS, "text/javascript; charset=utf-8") }))
         .route("/api/login", post(auth::login))
         .route("/api/logout", post(auth::logout))
         .route("/api/session", get(auth::whoami))
@@ -81,15 +83,21 @@ pub fn router(state: Shared) -> Router {
 }
 
 /// What every response gets: errors in the API's JSON shape, also where axum answered on its
-/// own, and headers that keep other sites from framing the pages (clickjacking) and browsers
-/// from guessing a file's type from its bytes.
+/// own, and headers that keep other sites from framing the pages (clickjacking), browsers from
+/// guessing a file's type from its bytes, and scripts to the UI's own files. A picture's bytes
+/// come from whoever made the picture: opened on their own, they get no script and no origin.
 async fn every_response(request: Request, next: axum::middleware::Next) -> Response {
     let method = request.method().clone();
+    let of_a_picture = request.uri().path().starts_with("/api/images/");
     let mut response = super::error::in_json_shape(next.run(request).await, &method).await;
+    let policy = match of_a_picture {
+        true => "sandbox; default-src 'none'; img-src 'self'; media-src 'self'; frame-ancestors 'none'",
+        false => "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    };
     let headers = response.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     response
 }

@@ -410,10 +410,18 @@ fn every_bad_request_gets_a_clear_json_4xx() {
     assert_eq!((put.status, put.json()["error"]["code"].clone()), (405, "method_not_allowed".into()));
     assert!(put.header("allow").is_some_and(|allow| allow.contains("GET")), "{}", put.headers);
 
-    // No other site may frame the pages, and no browser guesses a type from a file's bytes.
+    // No other site may frame the pages, no browser guesses a type from a file's bytes, the
+    // pages run only the UI's own scripts, and a picture opened on its own runs none.
     let page = get(&server.addr, "/");
     assert_eq!(page.header("x-frame-options").as_deref(), Some("DENY"));
     assert_eq!(page.header("x-content-type-options").as_deref(), Some("nosniff"));
+    let policy = page.header("content-security-policy").unwrap_or_default();
+    assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
+    let hit = get(&server.addr, "/api/search?q=cat&k=1").json()["hits"][0]["id"].clone();
+    let file = get(&server.addr, &format!("/api/images/{hit}/file"));
+    assert_eq!(file.status, 200);
+    let policy = file.header("content-security-policy").unwrap_or_default();
+    assert!(policy.starts_with("sandbox;") && policy.contains("default-src 'none'"), "{policy}");
 
     // The server is still healthy after all that.
     assert_eq!(get(&server.addr, "/api/health").status, 200);
