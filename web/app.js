@@ -290,11 +290,13 @@ function tagChip(tag, count) {
   return chip;
 }
 // Keywords people gave the picture (and names of people in it): a chip lists the pictures with
-// that keyword. A quote in it cannot be written in the query language: its words are.
+// that keyword. A quote in it cannot be written in the query language: its words are (a
+// keyword of quotes only finds nothing, so its chip is shown but cannot be pressed).
 function keywordChip(keyword, count) {
   const words = keyword.replaceAll('"', " ").trim();
   const chip = filterChip(keyword, words.includes(" ") ? `keyword:"${words}"` : `keyword:${words}`, count);
   chip.classList.add("keyword");
+  chip.disabled = !words;
   return chip;
 }
 function filterChip(label, filter, count) {
@@ -303,6 +305,7 @@ function filterChip(label, filter, count) {
   chip.className = "tag";
   chip.dataset.filter = filter;
   chip.textContent = label;
+  chip.title = label;
   if (count != null) {
     const n = document.createElement("span");
     n.textContent = count;

@@ -199,7 +199,7 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
             },
             "type" => Filter::Type(value.to_lowercase().replace("jpg", "jpeg")),
             // `tag:"golden retriever"` or `tag:golden_retriever`.
-            "tag" => Filter::Tag(super::tags::tag_of(&value.replace('_', " "))),
+            "tag" => Filter::Tag(super::tags::tag_of(&value)),
             "after" => Filter::After(parse_date(&value)?),
             "before" => Filter::Before(parse_date(&value)?),
             "time" => time_of_day(&value)?,

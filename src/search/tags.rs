@@ -60,9 +60,16 @@ pub fn parse_labels(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The tag a label gives (what `tag:` matches): lower-case, single spaces.
+/// The tag a label gives (what `tag:` matches): lower-case words between single spaces. `_`
+/// and `"` separate words too: the query language writes a label's spaces as `_`
+/// (`tag:golden_retriever`) and cannot write a quote, so a label holding either stays findable.
 pub fn tag_of(label: &str) -> String {
-    label.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    label
+        .split(|c: char| c.is_whitespace() || c == '_' || c == '"')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// Labels with where they came from ("built-in", a file's path), for people.
@@ -327,6 +334,8 @@ mod tests {
         let labels = parse_labels("# scenes\nBeach\n\n  golden   retriever \nbeach\nStrand\n");
         assert_eq!(labels, ["Beach", "golden   retriever", "Strand"]);
         assert_eq!(tag_of(&labels[1]), "golden retriever");
+        assert_eq!(tag_of("Ice_Cream"), "ice cream");
+        assert_eq!(tag_of("a \"quoted\" label"), "a quoted label");
         let builtin = parse_labels(BUILTIN_LABELS);
         assert!((900..=1100).contains(&builtin.len()), "{} built-in labels", builtin.len());
     }

@@ -447,3 +447,21 @@ fn google_takeout_json_gives_description_people_date_and_place() {
     assert_eq!(found(&data, "caption:cup"), ["IMG_2(1).jpg"]);
     assert!(found(&data, "caption:google").is_empty());
 }
+
+/// Pictures with many long keywords (as a batch-tagging tool writes them) leave the results in
+/// view on a phone: the header keeps to half the screen, the keyword chips to one row.
+#[test]
+fn the_web_ui_keeps_the_results_in_view_whatever_the_keywords() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    std::fs::create_dir_all(&photos).unwrap();
+    let long: Vec<String> = (0..15).map(|i| format!("keyword {i} {}", "very long words ".repeat(12))).collect();
+    let long: Vec<&str> = long.iter().map(|k| k.trim()).collect();
+    for name in ["a.png", "b.png", "c.png"] {
+        std::fs::copy(common::image_path("coffee.png"), photos.join(name)).unwrap();
+        std::fs::write(photos.join(format!("{name}.xmp")), darktable_sidecar(&long)).unwrap();
+    }
+    index(&data, &photos);
+    let server = serve(&data, &[]);
+    common::browser_script("header.mjs", &[&format!("http://{}", server.addr), long[0]]);
+}
