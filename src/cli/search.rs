@@ -121,13 +121,15 @@ pub struct SearchArgs {
     /// Move away from this text (repeatable), as `-"text"` in the query does.
     #[arg(long = "not", value_name = "TEXT", conflicts_with_all = ["image", "vector"])]
     not: Vec<String>,
-    /// Find pictures like this one instead (reverse image search).
-    #[arg(long, conflicts_with = "query")]
+    /// Find pictures like this one instead (reverse image search). A query beside it holds
+    /// filters only: `--image beach.jpg "after:2020 type:jpeg"`.
+    #[arg(long)]
     image: Option<PathBuf>,
     /// Search by an embedding computed elsewhere: a JSON list of numbers, `imgsearch embed --json`
     /// output holding one embedding, or a .npy file of float32/float64 (shape (dim,) or (1, dim)).
-    /// It must be L2-normalised and of the library's dimension. No model is loaded.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["query", "image"])]
+    /// It must be L2-normalised and of the library's dimension. No model is loaded. A query
+    /// beside it holds filters only.
+    #[arg(long, value_name = "FILE", conflicts_with = "image")]
     vector: Option<PathBuf>,
     #[command(flatten)]
     results: ResultArgs,
@@ -147,13 +149,23 @@ pub fn search(
     compute: ComputeArgs,
     mounts: &[(String, PathBuf)],
 ) -> anyhow::Result<()> {
+    // Beside a picture or a vector, the query holds filters only.
+    let example_filters = |option: &str| match &args.query {
+        Some(query) => imgsearch::search::parse_filters_only(query, &format!("the query beside {option}")),
+        None => Ok(Vec::new()),
+    };
     if let Some(file) = &args.vector {
+        let filters = example_filters("--vector")?;
         let vector = super::vector_file::read(file)?;
         let space = imgsearch::store::spaces::for_search(&library, args.results.model.as_deref())?;
         let engine = imgsearch::search::SearchEngine::without_model(imgsearch::store::open(&space.location)?);
-        let hits = engine.search_vector(&vector, &[], &args.results.params())?;
+        let hits = engine.search_vector(&vector, &filters, &args.results.params())?;
         return args.results.print(&hits);
     }
+    let image_filters = match args.image {
+        Some(_) => example_filters("--image")?,
+        None => Vec::new(),
+    };
     let towers = match (args.image.is_some(), args.like.is_empty()) {
         (true, _) => Towers::Image,
         (false, true) => Towers::Text,
@@ -172,7 +184,9 @@ pub fn search(
         return args.results.print(&engine.search_composed(&composition, &parsed.filters, &params)?);
     }
     let hits = match (&args.query, &args.image) {
-        (_, Some(path)) => engine.search_image(&read_picture(path)?, path, DEFAULT_MAX_PIXELS, &[], &params)?,
+        (_, Some(path)) => {
+            engine.search_image(&read_picture(path)?, path, DEFAULT_MAX_PIXELS, &image_filters, &params)?
+        }
         (Some(query), None) => engine.search_text(query, &params)?,
         (None, None) => unreachable!("clap requires a query or --image"),
     };

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::{Clip, SigmoidScore};
 use crate::store::roots::Mounts;
 use crate::store::{ImageId, ImageRecord, Library};
-pub use query::{parse, Filter, ParsedQuery, MAX_WEIGHT};
+pub use query::{parse, parse_filters_only, Filter, ParsedQuery, MAX_PARTS, MAX_WEIGHT};
 
 /// Largest `k` a request may ask for.
 pub const MAX_K: usize = 1000;

@@ -29,6 +29,9 @@ pub use crate::store::Filter;
 
 /// Largest weight a part of a query may have.
 pub const MAX_WEIGHT: f32 = 100.0;
+/// Most texts and pictures one query may look for and move away from together: each is a pass
+/// through an encoder.
+pub const MAX_PARTS: usize = 64;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParsedQuery {
@@ -184,7 +187,11 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
         let value = value.trim().to_string();
         let filter = match key.to_ascii_lowercase().as_str() {
             "path" => Filter::Path(value.to_lowercase()),
-            "folder" => Filter::Folder(value.trim_end_matches('/').to_string()),
+            // `folder:/` is the root folder itself: every local path lies below it.
+            "folder" => Filter::Folder(match value.trim_end_matches('/') {
+                "" if value.starts_with('/') => "/".to_string(),
+                folder => folder.to_string(),
+            }),
             "name" => Filter::Name(value.to_lowercase()),
             "camera" => Filter::Camera(value.to_lowercase()),
             "caption" => Filter::Caption(value.to_lowercase()),
@@ -251,23 +258,48 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
         }
     }
     let mut words = Vec::new();
-    let mut part: (Vec<String>, f32) = (Vec::new(), 1.0);
+    let mut part = Part::default();
     for (i, piece) in pieces.into_iter().enumerate() {
         match piece {
             Piece::Weight(weight) => {
                 close_part(&mut parsed, &mut part)?;
-                part.1 = weight;
+                part.weight = weight;
             }
             Piece::Word { text, .. } if !read_out.contains(&i) => {
-                part.0.push(text.clone());
+                part.words.push(text.clone());
                 words.push(text);
             }
-            Piece::Word { .. } => {}
+            Piece::Word { text, .. } => part.read_out.push(text),
         }
     }
     close_part(&mut parsed, &mut part)?;
     parsed.text = words.join(" ");
+    if parsed.parts.len() + parsed.not.len() > MAX_PARTS {
+        return Err(QueryError(format!(
+            "{} texts to look for and move away from: a query takes at most {MAX_PARTS}",
+            parsed.parts.len() + parsed.not.len()
+        )));
+    }
     Ok(parsed)
+}
+
+/// The filters of a query that may hold nothing else (one beside a picture or a vector, named
+/// `what` in the message): a text in it is refused, never dropped.
+pub fn parse_filters_only(query: &str, what: &str) -> Result<Vec<Filter>, QueryError> {
+    let parsed = parse(query)?;
+    let texts: Vec<String> = parsed
+        .parts
+        .iter()
+        .map(|(text, _)| text.clone())
+        .chain(parsed.not.iter().map(|text| format!("-{text}")))
+        .collect();
+    if !texts.is_empty() {
+        return Err(QueryError(format!(
+            "{what} takes only filters (like type:jpeg), not the text {:?}",
+            texts.join(" ")
+        )));
+    }
+    Ok(parsed.filters)
 }
 
 /// The words that introduce a place, in the languages of the multilingual models' users.
@@ -484,16 +516,39 @@ fn weight_marker(token: &str) -> Result<Option<(f32, &str)>, QueryError> {
 }
 
 /// Ends the part being read: it joins the query's parts (a weight with no text after it is an error).
-fn close_part(parsed: &mut ParsedQuery, part: &mut (Vec<String>, f32)) -> Result<(), QueryError> {
-    let (words, weight) = std::mem::replace(part, (Vec::new(), 1.0));
-    if words.is_empty() {
-        return if weight == 1.0 {
-            Ok(())
-        } else {
-            Err(QueryError(format!("the weight {weight}: has no text after it, e.g. {weight}:golden retriever")))
-        };
+/// The words after a weight, up to the next one.
+struct Part {
+    words: Vec<String>,
+    weight: f32,
+    /// Words of it read as a date or a place (filters, which take no weight).
+    read_out: Vec<String>,
+}
+
+impl Default for Part {
+    fn default() -> Self {
+        Self { words: Vec::new(), weight: 1.0, read_out: Vec::new() }
     }
-    parsed.parts.push((words.join(" "), weight));
+}
+
+fn close_part(parsed: &mut ParsedQuery, part: &mut Part) -> Result<(), QueryError> {
+    let Part { words, weight, read_out } = std::mem::take(part);
+    match (words.is_empty(), weight == 1.0, read_out.is_empty()) {
+        (false, _, _) => parsed.parts.push((words.join(" "), weight)),
+        (true, true, _) => {}
+        (true, false, true) => {
+            return Err(QueryError(format!(
+                "the weight {weight}: has no text after it, e.g. {weight}:golden retriever"
+            )))
+        }
+        (true, false, false) => {
+            let read = read_out.join(" ");
+            return Err(QueryError(format!(
+                "the weight {weight}: is followed by {read:?}, which was read as a date or place (a filter, which \
+                 takes no weight): weigh a text, e.g. {weight}:beach {read}, or quote the words to keep them text: \
+                 {weight}:\"{read}\""
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -579,6 +634,10 @@ mod tests {
                 Filter::Folder("/home/me/My Photos".into()),
             ]
         );
+        // The root folder holds every local path.
+        for root in ["folder:/", "folder://"] {
+            assert_eq!(parse(root).unwrap().filters, vec![Filter::Folder("/".into())], "{root}");
+        }
     }
 
     #[test]
@@ -672,6 +731,31 @@ mod tests {
         );
         // A weight may stand alone before its text.
         assert_eq!(parse("3: snow dog").unwrap().parts, vec![("snow dog".into(), 3.0)]);
+        // Every text is a pass through the encoder: a query holds at most MAX_PARTS.
+        let many: String = (0..MAX_PARTS).map(|i| format!("-w{i} ")).collect();
+        assert_eq!(parse(&many).unwrap().not.len(), MAX_PARTS);
+        let error = parse(&format!("{many} cat")).unwrap_err().0;
+        assert!(error.contains("65 texts") && error.contains("at most 64"), "{error}");
+    }
+
+    #[test]
+    fn a_weight_before_a_date_or_place_says_what_took_its_text() {
+        let today = days_from_civil(2026, 12, 2);
+        assert!(parse_on("2:", today).unwrap_err().0.contains("has no text after it"));
+        let error = parse_on("beach 2:July 2023", today).unwrap_err().0;
+        assert!(error.contains("\"July 2023\", which was read as a date or place"), "{error}");
+        assert!(error.contains("2:\"July 2023\""), "{error}");
+        // Quoted as the message says, it is text.
+        assert_eq!(parse_on("beach 2:\"July 2023\"", today).unwrap().parts[1], ("July 2023".into(), 2.0));
+    }
+
+    #[test]
+    fn beside_a_picture_or_vector_a_query_holds_filters_only() {
+        assert_eq!(parse_filters_only("type:png", "q").unwrap(), vec![Filter::Type("png".into())]);
+        for text in ["cat type:png", "-people", "2:beach"] {
+            let error = parse_filters_only(text, "`q` of a search by vector").unwrap_err().0;
+            assert!(error.starts_with("`q` of a search by vector takes only filters"), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::error::ApiError;
 use super::thumbnails::{rendition, thumbnail_version, Rendition};
 use super::{open_indexed_file, AppState};
 use crate::search::query::Understood;
-use crate::search::{Composition, Example, SearchHit, SearchParams, SortOrder, MAX_K};
+use crate::search::{Composition, Example, SearchHit, SearchParams, SortOrder, MAX_K, MAX_PARTS};
 use crate::store::{ImageId, ImageRecord};
 
 type Shared = Arc<AppState>;
@@ -32,8 +32,6 @@ const MAX_OFFSET: usize = 100_000;
 /// Largest JSON request body (a search by vector's 4096-number embedding in full decimal
 /// precision takes about 100 KB).
 const MAX_JSON_BODY: usize = 1024 * 1024;
-/// Most texts and pictures a composed query's `not` and `like` may hold together.
-const MAX_PARTS: usize = 64;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const LOGIN_HTML: &str = include_str!("../../web/login.html");
@@ -310,14 +308,8 @@ async fn search_image(
 /// The filters of a `q` that may hold nothing else (the picture or vector is the query).
 fn filters_only(q: Option<&String>, search: &str) -> ApiResult<Vec<crate::search::Filter>> {
     let Some(q) = q else { return Ok(Vec::new()) };
-    let parsed = crate::search::parse(q).map_err(|e| ApiError::bad_request("bad_query", e.0))?;
-    if !parsed.text.is_empty() {
-        return Err(ApiError::bad_request(
-            "bad_query",
-            format!("`q` of {search} takes only filters (like type:jpeg), not the text {:?}", parsed.text),
-        ));
-    }
-    Ok(parsed.filters)
+    crate::search::parse_filters_only(q, &format!("`q` of {search}"))
+        .map_err(|e| ApiError::bad_request("bad_query", e.0))
 }
 
 /// A JSON object request body of at most [`MAX_JSON_BODY`] bytes; `expected` says what it holds.
@@ -409,14 +401,14 @@ async fn search_composed(State(state): State<Shared>, request: Request) -> ApiRe
     if not.iter().any(|t: &String| t.chars().count() > MAX_QUERY_CHARS) {
         return Err(too_long("a text of `not`"));
     }
-    if not.len() + like.len() > MAX_PARTS {
-        return Err(ApiError::bad_request(
-            "bad_query",
-            format!("at most {MAX_PARTS} texts and pictures in `not` and `like`"),
-        ));
-    }
     let params = params(&scalars)?;
     let parsed = crate::search::parse(&text).map_err(|e| ApiError::bad_request("bad_query", e.0))?;
+    if parsed.parts.len() + parsed.not.len() + not.len() + like.len() > MAX_PARTS {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("at most {MAX_PARTS} texts and pictures in the text, `not` and `like` together"),
+        ));
+    }
     let mut understood = parsed.understood();
     understood.away_from.extend(not.iter().cloned());
     let mut filters = parsed.filters;

@@ -326,6 +326,12 @@ fn reverse_search_and_more_like_this() {
     image::open(image_path("astronaut.jpg")).unwrap().save(&copy).unwrap();
     let hits = json(imgsearch(&data).arg("search").arg("--image").arg(&copy).args(["-k", "2", "--json"]));
     assert!(paths(&hits)[0].ends_with("astronaut.jpg"), "{hits:#}");
+    // A query beside the picture holds filters, which apply; a text there is refused.
+    let pngs = json(imgsearch(&data).arg("search").arg("--image").arg(&copy).args(["type:png", "--json"]));
+    assert!(!paths(&pngs).is_empty() && paths(&pngs).iter().all(|p| p.ends_with(".png")), "{pngs:#}");
+    let text = imgsearch(&data).arg("search").arg("--image").arg(&copy).arg("a cat").output().unwrap();
+    assert_eq!(text.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&text.stderr).contains("takes only filters"), "{text:?}");
 
     // similar on an indexed file leaves the file itself out.
     let indexed_file = tmp.path().join("photos/coffee.png");

@@ -112,6 +112,13 @@ fn filters_restrict_results_and_filter_only_queries_list_pictures() {
     assert_eq!(folder.len(), 1);
     let none = hit_paths(&get(&server.addr, "/api/search?q=cat%20camera:leica&k=10").json());
     assert!(none.is_empty());
+    // Every local path lies below the root folder.
+    let everything = get(&server.addr, "/api/stats").json()["images"].as_u64().unwrap();
+    assert_eq!(hit_paths(&get(&server.addr, "/api/search?q=folder:/&k=100").json()).len() as u64, everything);
+    // Texts in the query count towards the most a composed query may embed.
+    let many: String = (0..65).map(|i| format!("-w{i}%20")).collect();
+    let response = get(&server.addr, &format!("/api/search?q=cat%20{many}"));
+    assert_eq!((response.status, response.json()["error"]["code"].clone()), (400, "bad_query".into()));
 }
 
 /// A picture's details name the city it was taken in (the largest that reaches it, as `near:`
@@ -681,6 +688,7 @@ fn a_bad_search_vector_gets_a_clear_json_4xx() {
         ("fractional k", serde_json::json!({"vector": vector, "k": 2.5}).to_string(), 400, "bad_k"),
         ("bad sort", serde_json::json!({"vector": vector, "sort": "size"}).to_string(), 400, "bad_sort"),
         ("text in q", serde_json::json!({"vector": vector, "q": "dog"}).to_string(), 400, "bad_query"),
+        ("a text to avoid in q", serde_json::json!({"vector": vector, "q": "-people"}).to_string(), 400, "bad_query"),
         ("huge body", format!("{{\"vector\": [{}1]}}", "0,".repeat(600_000)), 413, "payload_too_large"),
     ];
     for (what, body, status, code) in cases {
