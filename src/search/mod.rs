@@ -121,9 +121,10 @@ struct Probe {
     /// Left out of the results with the other files of its shot (its file's path tells them):
     /// "more like this" leaves out the picture itself, and its RAW.
     exclude: Option<(ImageId, PathBuf)>,
-    /// Whether the embedding comes from texts alone: SigLIP's probabilities are calibrated for
-    /// text–picture pairs, not picture–picture ones.
-    from_text: bool,
+    /// Whether the embedding is one text's own: SigLIP's probabilities are calibrated for that
+    /// text's pairs with pictures, not for a picture's, nor for a mix of texts (`-people`, two
+    /// weighted parts), whose scores no sigmoid of the model's was fit to.
+    one_text: bool,
     /// The words of the query's texts looked for in what people wrote about the pictures
     /// ([`query::described_words`]).
     words: Vec<String>,
@@ -256,7 +257,7 @@ impl SearchEngine {
             Some(self.embed_query_texts(&[parsed.text.as_str()])?.remove(0))
         };
         let words = query::described_words(&parsed.text);
-        self.run(Probe { embedding, from_text: true, words, ..Probe::default() }, &parsed.filters, params)
+        self.run(Probe { embedding, one_text: true, words, ..Probe::default() }, &parsed.filters, params)
     }
 
     /// Reverse image search with a picture's bytes (`label` names it in errors).
@@ -288,10 +289,11 @@ impl SearchEngine {
         params: &SearchParams,
     ) -> Result<Vec<SearchHit>> {
         let embedding = self.compose(composition)?;
-        let from_text = composition.like.is_empty();
+        // One text of any weight points where the text does: its probabilities hold.
+        let one_text = composition.like.is_empty() && composition.not.is_empty() && composition.texts.len() == 1;
         let texts: Vec<&str> = composition.texts.iter().map(|(text, _)| text.as_str()).collect();
         let words = query::described_words(&texts.join(" "));
-        self.run(Probe { embedding: Some(embedding), from_text, words, ..Probe::default() }, filters, params)
+        self.run(Probe { embedding: Some(embedding), one_text, words, ..Probe::default() }, filters, params)
     }
 
     /// The embedding of a composed query: Σ wᵢ·tᵢ + Σ pⱼ − Σ nₖ over the unit embeddings of its
@@ -386,7 +388,7 @@ impl SearchEngine {
         if params.k == 0 || params.k > MAX_K {
             return Err(Error::BadQuery(format!("k must be between 1 and {MAX_K}")));
         }
-        let calibration = self.clip.as_ref().and_then(|clip| clip.sigmoid_score()).filter(|_| probe.from_text);
+        let calibration = self.clip.as_ref().and_then(|clip| clip.sigmoid_score()).filter(|_| probe.one_text);
         let Some(embedding) = probe.embedding else {
             if params.min_prob.is_some() {
                 return Err(Error::BadQuery("min_prob needs a text to look for".into()));
@@ -395,8 +397,9 @@ impl SearchEngine {
         };
         if params.min_prob.is_some() && calibration.is_none() {
             return Err(Error::BadQuery(
-                "min_prob needs a text query on a model with calibrated probabilities (SigLIP); this model or query \
-                 gives cosine scores only: use min_score"
+                "min_prob needs one text to look for on a model with calibrated probabilities (SigLIP); this model, \
+                 or a query that mixes texts or pictures (-people, weights, examples), gives cosine scores only: use \
+                 min_score"
                     .into(),
             ));
         }

@@ -68,6 +68,13 @@ fn a_siglip_library_shows_the_models_probabilities_and_cuts_on_them() {
     let by_picture =
         json(imgsearch(&data).args(["search", "--json", "--image"]).arg(image_path("coffee.png")).output().unwrap());
     assert!(by_picture[0].get("prob").is_none(), "{by_picture}");
+    // Nor does a mix of texts; one text of any weight keeps its probabilities.
+    let weighted = json(imgsearch(&data).args(["search", &format!("3:{text}"), "--json"]).output().unwrap());
+    assert_eq!(weighted[0]["prob"], hits[0]["prob"], "{weighted}");
+    let mixed = json(imgsearch(&data).args(["search", &format!("{text} -people"), "--json"]).output().unwrap());
+    assert!(mixed[0].get("prob").is_none(), "{mixed}");
+    let out = imgsearch(&data).args(["search", &format!("{text} -people"), "--min-prob", "0.5"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mixes texts"), "{out:?}");
     let refused = imgsearch(&data).args(["search", "--min-prob", "1.5", text]).output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("from 0 to 1"));
