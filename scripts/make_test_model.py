@@ -274,6 +274,11 @@ OPENCLIP_TEXTS = MULTILINGUAL_TEXTS + [
     "\ufb01sh and \ufb02owers",
     "\uff23\uff21\uff34\u3000\uff44\uff4f\uff47",
     "line\u2028separator\r\nand \x93C1 quotes\x94",
+    # open_clip's own special tokens, and CLIP's that are text to it; a run of punctuation
+    # swallows the `<` of one; the contractions fold case (`'\u017f` is `'s`).
+    "<|endoftext|> a cat <end_of_text> a dog",
+    "!!<end_of_text> x<start_of_text>y",
+    "it'\u017f here",
 ]
 
 

@@ -3,11 +3,13 @@
 
 use std::path::Path;
 
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{EncodeInput, InputSequence, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::error::{Error, Result};
 
 const END_OF_TEXT: &str = "<|endoftext|>";
+const START_OF_TEXT: &str = "<|startoftext|>";
 
 /// The CLIP BPE tokenizer (OpenAI's vocabulary, as `openai/clip-vit-base-patch32` ships it in
 /// `tokenizer.json`), for OpenCLIP checkpoints, which publish no tokenizer file of their own.
@@ -37,8 +39,34 @@ pub struct TextTokenizer {
     end_of_text: u32,
     pooling: Pooling,
     max_length: usize,
-    /// OpenCLIP checkpoints: texts are cleaned as open_clip's tokenizer cleans them first.
-    open_clip_cleaning: bool,
+    /// OpenCLIP checkpoints: texts are cleaned and split into words as open_clip does.
+    open_clip: Option<OpenClipWords>,
+}
+
+/// How open_clip's own tokenizer (`SimpleTokenizer`) splits a cleaned text into the words it
+/// gives the BPE, which differs from `tokenizer.json`'s split in three ways: its special tokens
+/// are `<start_of_text>` and `<end_of_text>` (typed, they are those tokens; `<|endoftext|>` is
+/// text), a run of punctuation may swallow the `<` of one, and the contractions match case
+/// insensitively (`'ſ` is `'s`, as Python's `re.IGNORECASE` folds it).
+struct OpenClipWords {
+    pattern: regex::Regex,
+    start_of_text: u32,
+}
+
+impl OpenClipWords {
+    const START: &str = "<start_of_text>";
+    const END: &str = "<end_of_text>";
+
+    fn new(inner: &Tokenizer) -> std::result::Result<Self, String> {
+        let pattern = regex::Regex::new(
+            r"(?i)<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
+        )
+        .expect("a valid pattern");
+        let start_of_text = inner
+            .token_to_id(START_OF_TEXT)
+            .ok_or_else(|| format!("the vocabulary has no {START_OF_TEXT} token (is this a CLIP tokenizer?)"))?;
+        Ok(Self { pattern, start_of_text })
+    }
 }
 
 impl TextTokenizer {
@@ -82,31 +110,67 @@ impl TextTokenizer {
                 .ok_or_else(|| format!("the vocabulary has no {END_OF_TEXT} token (is this a CLIP tokenizer?)"))?,
             Pooling::LastPosition { .. } => 0,
         };
-        Ok(Self { inner, end_of_text, pooling, max_length, open_clip_cleaning: false })
+        Ok(Self { inner, end_of_text, pooling, max_length, open_clip: None })
     }
 
     /// This tokenizer as open_clip runs it: each text cleaned first (ftfy, HTML entities,
-    /// whitespace, lowercase: [`text_cleaning`](super::text_cleaning)), in place of
-    /// `tokenizer.json`'s own normalizer (NFC, whitespace, lowercase), which would otherwise
-    /// normalise again what open_clip leaves as it is.
+    /// whitespace, lowercase: [`text_cleaning`](super::text_cleaning)) and split into words as
+    /// open_clip splits them ([`OpenClipWords`]), in place of `tokenizer.json`'s own normalizer
+    /// (NFC, whitespace, lowercase) and split; the BPE and its vocabulary are the same.
     pub fn cleaning_texts_as_open_clip(mut self) -> Result<Self> {
-        self.inner
-            .with_normalizer(None::<tokenizers::NormalizerWrapper>)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        self.open_clip_cleaning = true;
+        let words = OpenClipWords::new(&self.inner).map_err(Error::Tokenizer)?;
+        let failed = |e: tokenizers::Error| Error::Tokenizer(e.to_string());
+        self.inner.with_normalizer(None::<tokenizers::NormalizerWrapper>).map_err(failed)?;
+        // Each word only mapped from bytes to the BPE's characters, as open_clip does.
+        self.inner.with_pre_tokenizer(Some(ByteLevel::new(false, false, false)));
+        self.open_clip = Some(words);
         Ok(self)
     }
 
-    pub fn encode(&self, text: &str) -> Result<TokenizedText> {
-        let cleaned;
-        let text = if self.open_clip_cleaning {
-            cleaned = super::text_cleaning::open_clip_clean(text);
-            cleaned.as_str()
-        } else {
-            text
+    /// open_clip's token ids of `text`: the start token, each word's BPE (a typed special token
+    /// as its id), cut to the context with the end token last, up to the first end token.
+    fn open_clip_ids(&self, words: &OpenClipWords, text: &str) -> Result<Vec<u32>> {
+        let cleaned = super::text_cleaning::open_clip_clean(text);
+        let mut ids = vec![words.start_of_text];
+        let mut run: Vec<&str> = Vec::new();
+        let encode_run = |run: &mut Vec<&str>, ids: &mut Vec<u32>| -> Result<()> {
+            if !run.is_empty() {
+                let input = EncodeInput::Single(InputSequence::from(run.as_slice()));
+                let encoding = self.inner.encode(input, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+                ids.extend_from_slice(encoding.get_ids());
+                run.clear();
+            }
+            Ok(())
         };
-        let encoding = self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut ids = encoding.get_ids().to_vec();
+        for word in words.pattern.find_iter(&cleaned).map(|m| m.as_str()) {
+            let special = match word {
+                OpenClipWords::START => Some(words.start_of_text),
+                OpenClipWords::END => Some(self.end_of_text),
+                _ => None,
+            };
+            match special {
+                Some(id) => {
+                    encode_run(&mut run, &mut ids)?;
+                    ids.push(id);
+                }
+                None => run.push(word),
+            }
+        }
+        encode_run(&mut run, &mut ids)?;
+        ids.truncate(self.max_length - 1);
+        ids.push(self.end_of_text);
+        // The tower pools at the first end token and is causal: what a typed one leaves after
+        // it changes nothing (open_clip computes it anyway).
+        let first_end = ids.iter().position(|&id| id == self.end_of_text).expect("the end token was pushed");
+        ids.truncate(first_end + 1);
+        Ok(ids)
+    }
+
+    pub fn encode(&self, text: &str) -> Result<TokenizedText> {
+        let mut ids = match &self.open_clip {
+            Some(words) => self.open_clip_ids(words, text)?,
+            None => self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec(),
+        };
         match self.pooling {
             Pooling::EndOfText => {
                 // CLIP pools at the *first* end-of-text token (transformers: first eos, or argmax
