@@ -129,6 +129,11 @@ impl Gate {
                 cache.version = version;
             }
             Err(e) => {
+                // Not read (nor said) again until it changes: a damaged file would otherwise
+                // be parsed, and logged, on every request.
+                if let Ok(version) = self.store.version() {
+                    cache.version = version;
+                }
                 tracing::error!(target: "imgsearch::auth", "cannot read users and tokens ({e}); using the last ones read")
             }
         }

@@ -310,3 +310,32 @@ fn forwarded_headers_count_only_with_trust_proxy() {
         }
     }
 }
+
+/// A damaged `auth.json` (a bad edit, a full disk) keeps the last users and tokens read, says so
+/// once, not on every request, and is read again once it changes.
+#[test]
+fn a_damaged_auth_file_keeps_the_last_credentials_and_is_logged_once() {
+    if common::on_postgres() {
+        return; // the data folder's own file
+    }
+    let (tmp, data) = library();
+    let token = create_token(&data, &[]);
+    let log = tmp.path().join("server.log");
+    let server = serve_logging_to(&data, &[], &log);
+    assert_eq!(with_token(&server.addr, "GET", "/api/stats", &token).status, 200);
+    let file = data.join("auth.json");
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"{\"users\": ").unwrap();
+    for _ in 0..5 {
+        assert_eq!(with_token(&server.addr, "GET", "/api/stats", &token).status, 200);
+        assert_eq!(with_token(&server.addr, "GET", "/api/stats", "not-a-token").status, 401);
+    }
+    let said = std::fs::read_to_string(&log).unwrap().matches("cannot read users and tokens").count();
+    assert_eq!(said, 1, "{}", std::fs::read_to_string(&log).unwrap());
+    // Mended (here: without its token), it is read again.
+    let mut mended: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let tokens = &mut mended["tokens"];
+    *tokens = if tokens.is_array() { serde_json::json!([]) } else { serde_json::json!({}) };
+    std::fs::write(&file, serde_json::to_vec(&mended).unwrap()).unwrap();
+    assert_eq!(with_token(&server.addr, "GET", "/api/stats", &token).status, 401);
+}
