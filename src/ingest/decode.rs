@@ -16,7 +16,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use super::{exif, heif, jpeg_reduced, raw};
 use crate::error::{Error, Result};
@@ -96,19 +96,27 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Resul
         }
         other => other,
     };
-    decode(bytes, path, options).map_err(one_line).map_err(|error| match error {
-        // Decoders report a cut-off file as a read error ("failed to fill whole buffer",
-        // "unexpected end of file", libjpeg-turbo's "Premature end of JPEG file"); say why. Not for
-        // garbage that also lacks the end marker.
-        Error::Decode { path, reason } if is_truncated(bytes) && ran_out_of_data(&reason) => Error::Decode {
-            path,
-            reason: format!(
-                "{reason}: the file ends without its end marker, so it was probably cut short (an \
+    decode(bytes, path, options)
+        .or_else(|error| match is_truncated(bytes) && bytes.starts_with(PNG_SIGNATURE) {
+            // A PNG whose pixel data is whole but whose end chunk is missing: Pillow reads it,
+            // and so do we. Cut anywhere before, it still fails, with the first error.
+            true => decode(&[bytes, PNG_END_CHUNK].concat(), path, options).map_err(|_| error),
+            false => Err(error),
+        })
+        .map_err(one_line)
+        .map_err(|error| match error {
+            // Decoders report a cut-off file as a read error ("failed to fill whole buffer",
+            // "unexpected end of file", libjpeg-turbo's "Premature end of JPEG file"); say why. Not for
+            // garbage that also lacks the end marker.
+            Error::Decode { path, reason } if is_truncated(bytes) && ran_out_of_data(&reason) => Error::Decode {
+                path,
+                reason: format!(
+                    "{reason}: the file ends without its end marker, so it was probably cut short (an \
                  interrupted copy or download?); copy it again from its source"
-            ),
-        },
-        other => other,
-    })
+                ),
+            },
+            other => other,
+        })
 }
 
 /// Whether a decoder's error says the data ended before the picture did.
@@ -119,13 +127,16 @@ fn ran_out_of_data(reason: &str) -> bool {
         .any(|said| reason.contains(said))
 }
 
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+/// A PNG's last chunk: no data, type IEND, its CRC.
+const PNG_END_CHUNK: &[u8] = b"\0\0\0\0IEND\xAE\x42\x60\x82";
+
 /// A JPEG or PNG whose data stops without its end marker (trailing zero padding aside).
 fn is_truncated(bytes: &[u8]) -> bool {
-    const PNG_END: &[u8] = b"IEND\xAE\x42\x60\x82";
     let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
     let data = &bytes[..end];
     (bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && !data.ends_with(&[0xFF, 0xD9]))
-        || (bytes.starts_with(b"\x89PNG\r\n\x1a\n") && !data.ends_with(PNG_END))
+        || (bytes.starts_with(PNG_SIGNATURE) && !data.ends_with(&PNG_END_CHUNK[4..]))
 }
 
 fn decode(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedImage> {
@@ -191,6 +202,9 @@ fn decode_picture(
     decode_exact(bytes, path, options, orientation)
 }
 
+/// Bytes a PNG's metadata chunks (and one row of pixels) may take while it is decoded.
+const PNG_METADATA_BUDGET: u64 = 32 << 20;
+
 fn decode_exact(
     bytes: &[u8],
     path: &Path,
@@ -198,9 +212,19 @@ fn decode_exact(
     orientation: Option<Orientation>,
 ) -> Result<DecodedImage> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(fail("not an image in a supported format (JPEG, PNG, GIF, WebP, BMP, TIFF, ...)".into()));
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
+    match reader.format() {
+        None => return Err(fail("not an image in a supported format (JPEG, PNG, GIF, WebP, BMP, TIFF, ...)".into())),
+        // A PNG's budget covers what its metadata chunks inflate to (a colour profile, text): a
+        // few kilobytes in real files, but a crafted 2 MB one inflates to gigabytes, on every
+        // decode thread at once. Its pixels are not counted (the pixel limit bounds them), and
+        // an oversized profile is dropped, not fatal.
+        Some(ImageFormat::Png) => {
+            let mut limits = Limits::default();
+            limits.max_alloc = Some(PNG_METADATA_BUDGET);
+            reader.limits(limits);
+        }
+        Some(_) => {}
     }
     let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
     let (width, height) = decoder.dimensions();

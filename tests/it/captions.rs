@@ -60,24 +60,9 @@ fn photoshop_iptc() -> Vec<u8> {
 
 /// A PNG with an XMP packet in an iTXt chunk after its header (what GIMP and exiftool write).
 fn png_with_xmp(source: &str, xmp: &str, dest: &Path) {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &byte in bytes {
-            crc ^= u32::from(byte);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
-    }
     let png = std::fs::read(common::image_path(source)).unwrap();
-    let header_end = 8 + 4 + 4 + 13 + 4; // signature, then IHDR's length, type, data and CRC
-    let chunk = [b"iTXt".as_slice(), b"XML:com.adobe.xmp\0\0\0\0\0", xmp.as_bytes()].concat();
-    let mut out = png[..header_end].to_vec();
-    out.extend(u32::try_from(chunk.len() - 4).unwrap().to_be_bytes());
-    out.extend(&chunk);
-    out.extend(crc32(&chunk).to_be_bytes());
-    out.extend(&png[header_end..]);
+    let data = [b"XML:com.adobe.xmp\0\0\0\0\0".as_slice(), xmp.as_bytes()].concat();
+    let out = common::png_with_chunk_after_header(&png, &common::png_chunk(b"iTXt", &data));
     std::fs::write(dest, out).unwrap();
 }
 

@@ -99,7 +99,11 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
         use std::os::unix::ffi::OsStrExt;
         std::fs::copy(image_path("coffee.png"), root.join(std::ffi::OsStr::from_bytes(b"caf\xe9 latin1.png"))).unwrap();
     }
-    let good = 12;
+    // A PNG whose data is whole but whose end chunk is missing (Pillow reads it too).
+    let palette = std::fs::read(image_path("astronaut_palette.png")).unwrap();
+    assert!(palette.ends_with(b"IEND\xAE\x42\x60\x82"));
+    std::fs::write(root.join("no_end.png"), &palette[..palette.len() - 12]).unwrap();
+    let good = 13;
 
     // Bad ones.
     let jpeg = std::fs::read(image_path("astronaut.jpg")).unwrap();
@@ -695,4 +699,42 @@ fn plain_output_keeps_one_line_per_picture_whatever_the_file_names() {
             assert!(stdout.contains(escaped), "{command:?}: {stdout}");
         }
     }
+}
+
+/// A 1 MB PNG whose colour profile inflates to a gigabyte is indexed (its profile dropped)
+/// within bounded memory: the run gets 2 GB of address space and one thread, of which a plain
+/// run takes about 1.2 GB and the inflated profile alone would take more than the rest.
+#[test]
+fn a_png_whose_colour_profile_inflates_to_a_gigabyte_is_indexed_in_bounded_memory() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    std::fs::create_dir_all(&root).unwrap();
+    let mut profile = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        profile.write_all(&zeros).unwrap();
+    }
+    let mut iccp = b"bomb\0\0".to_vec();
+    iccp.extend(profile.finish().unwrap());
+    let picture = noise_photos(&tmp.path().join("plain"), 1).remove(0);
+    let png = std::fs::read(&picture).unwrap();
+    let bomb = common::png_with_chunk_after_header(&png, &common::png_chunk(b"iCCP", &iccp));
+    std::fs::write(root.join("profile.png"), bomb).unwrap();
+
+    let mut command = imgsearch(&data);
+    command.args(["--threads", "1", "index", "--json", "--model"]).arg(model_dir(MODEL)).arg(&root);
+    // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 2 << 30, rlim_max: 2 << 30 };
+            match libc::setrlimit(libc::RLIMIT_AS, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let summary = json_of(&command.output().unwrap());
+    assert_eq!((summary["indexed"].as_u64(), summary["skipped"].as_u64()), (Some(1), Some(0)), "{summary:#}");
 }

@@ -314,12 +314,7 @@ fn a_page_on_another_site_name_cannot_read_a_server_nobody_signs_in_to() {
 /// A PNG of `width` × `height` pixels of `color_type` (PNG's code) and `bit_depth` whose only
 /// data is an empty zlib stream: what a decompression bomb's header looks like.
 fn png_header_only(width: u32, height: u32, bit_depth: u8, color_type: u8) -> Vec<u8> {
-    let chunk = |kind: &[u8], data: &[u8]| {
-        let mut crc = flate2::Crc::new();
-        crc.update(kind);
-        crc.update(data);
-        [&(data.len() as u32).to_be_bytes()[..], kind, data, &crc.sum().to_be_bytes()].concat()
-    };
+    let chunk = common::png_chunk;
     let ihdr = [&width.to_be_bytes()[..], &height.to_be_bytes(), &[bit_depth, color_type, 0, 0, 0]].concat();
     // zlib header, one empty final block, the Adler-32 of nothing.
     let empty_zlib = [0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];

@@ -263,3 +263,18 @@ pub fn succeeds(command: &mut std::process::Command) {
     let status = command.status().expect("ffmpeg runs (scripts/test.sh installs it)");
     assert!(status.success(), "{command:?}");
 }
+
+/// One PNG chunk: its data's length, its type, the data and their CRC.
+pub fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut crc = flate2::Crc::new();
+    crc.update(kind);
+    crc.update(data);
+    [&(data.len() as u32).to_be_bytes()[..], kind, data, &crc.sum().to_be_bytes()].concat()
+}
+
+/// `png` with `chunk` right after its header (IHDR), where metadata chunks go.
+pub fn png_with_chunk_after_header(png: &[u8], chunk: &[u8]) -> Vec<u8> {
+    let header_end = 8 + 4 + 4 + 13 + 4; // signature, then IHDR's length, type, data and CRC
+    assert_eq!(&png[12..16], b"IHDR", "a PNG starts with its header");
+    [&png[..header_end], chunk, &png[header_end..]].concat()
+}
