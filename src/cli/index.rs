@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use imgsearch::store::forget;
-use imgsearch::store::roots::{root_key, Mounts, Root};
+use imgsearch::store::roots::{root_key, Mounts, Root, RootState};
 use imgsearch::store::spaces;
 use imgsearch::store::{IndexedRoot, Location};
 
@@ -146,7 +146,7 @@ fn roots_gone_from_this_host(data: &dyn imgsearch::store::Library, mounts: &Moun
     Ok(data
         .indexed_roots()?
         .iter()
-        .filter(|root| mounts.root_here(root).is_some_and(|here| !here.exists()))
+        .filter(|root| matches!(mounts.root_state(root), RootState::Gone(_)))
         .map(|root| root.name.clone().unwrap_or_else(|| super::one_line(&root.path.to_string_lossy()).into_owned()))
         .collect())
 }

@@ -197,7 +197,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args, library, cli.compute, &cli.mounts),
         Command::Search(args) => search::search(args, library, cli.compute, &cli.mounts),
         Command::Similar(args) => search::similar(args, library, cli.compute, &cli.mounts),
-        Command::Stats(args) => stats::stats(args, library),
+        Command::Stats(args) => stats::stats(args, library, &cli.mounts),
         Command::List(args) => stats::list(args, current()?),
         Command::Repair => stats::repair(current()?),
         Command::Optimize => stats::optimize(current()?),

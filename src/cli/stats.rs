@@ -5,6 +5,8 @@ use imgsearch::store::Location;
 use serde::Serialize;
 
 use imgsearch::store::catalog::path_from_bytes;
+use imgsearch::store::roots::{Mounts, RootState};
+use imgsearch::store::IndexedRoot;
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
@@ -15,7 +17,7 @@ pub struct StatsArgs {
     json: bool,
 }
 
-pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
+pub fn stats(args: StatsArgs, library: Location, mounts: &[(String, std::path::PathBuf)]) -> anyhow::Result<()> {
     let spaces = imgsearch::store::spaces::list(&library)?;
     let current = imgsearch::store::spaces::searched(&spaces, None)?;
     let data = imgsearch::store::open(&current.location)?;
@@ -38,6 +40,9 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
         return Ok(());
     }
     let stats = data.stats(data.size_bytes())?;
+    let mounts = Mounts::for_host(&*data, mounts)?;
+    let roots: Vec<(IndexedRoot, RootState)> =
+        data.indexed_roots()?.into_iter().map(|root| (root.clone(), mounts.root_state(&root))).collect();
     // What this machine's encoders run on (chosen at start; IMGSEARCH_ISA forces a lower path).
     let kernels = imgsearch::model::kernels::isa().name();
     let in_use = |space: &imgsearch::store::spaces::Space| space.model == current.model;
@@ -52,6 +57,18 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
             .map(|space| {
                 serde_json::json!({"model": space.model, "complete": space.complete, "searched": in_use(space),
                                    "created_at_ms": space.created_at})
+            })
+            .collect();
+        json["roots"] = roots
+            .iter()
+            .map(|(root, state)| {
+                let (here, present) = match state {
+                    RootState::Present(here) => (Some(here), true),
+                    RootState::Gone(here) => (Some(here), false),
+                    RootState::NotMounted => (None, false),
+                };
+                serde_json::json!({"path": root.path.display().to_string(), "name": root.name,
+                                   "here": here.map(|h| h.display().to_string()), "present": present})
             })
             .collect();
         println!("{json}");
@@ -69,6 +86,22 @@ pub fn stats(args: StatsArgs, library: Location) -> anyhow::Result<()> {
             "also held:    {} ({state}; `imgsearch search --model` searches it)",
             space.model.as_deref().unwrap_or_default()
         );
+    }
+    for (i, (root, state)) in roots.iter().enumerate() {
+        let label = if i == 0 { "roots:" } else { "" };
+        let shown = match &root.name {
+            Some(name) => format!("{name}={}", root.path.display()),
+            None => root.path.display().to_string(),
+        };
+        let note = match state {
+            RootState::Present(_) => String::new(),
+            RootState::Gone(here) => format!(
+                " (gone from this computer: if it was moved or renamed, `imgsearch forget {}` takes its pictures out)",
+                root.name.clone().unwrap_or_else(|| here.display().to_string())
+            ),
+            RootState::NotMounted => " (not mounted on this computer: --mount NAME=PATH tells where)".to_string(),
+        };
+        println!("{label:<14}{}{}", super::one_line(&shown), super::one_line(&note));
     }
     println!("images:       {}", stats.images);
     println!("vectors:      {} live, {} tombstoned", stats.vectors_live, stats.vectors_tombstoned);

@@ -81,6 +81,16 @@ fn split_named(stored: &Path) -> Option<(&str, &Path)> {
     Some((name, stored.strip_prefix(first).ok()?))
 }
 
+/// Whether an indexed root is on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootState {
+    Present(PathBuf),
+    /// Not there: moved, renamed or deleted (or a share not mounted at its mount point).
+    Gone(PathBuf),
+    /// A named root this host has no mount for.
+    NotMounted,
+}
+
 /// Where each named root is mounted on this host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mounts(BTreeMap<String, PathBuf>);
@@ -175,6 +185,15 @@ impl Mounts {
         match &root.name {
             Some(name) => self.0.get(name).cloned(),
             None => Some(root.path.clone()),
+        }
+    }
+
+    /// Whether an indexed root is on this host now, for people (`stats`, `index`).
+    pub fn root_state(&self, root: &IndexedRoot) -> RootState {
+        match self.root_here(root) {
+            Some(here) if here.exists() => RootState::Present(here),
+            Some(here) => RootState::Gone(here),
+            None => RootState::NotMounted,
         }
     }
 

@@ -530,6 +530,18 @@ fn a_moved_root_is_forgotten_in_every_model_space() {
     };
     let first = model_dir(MODEL).display().to_string();
     assert_eq!(paths_in(&second).len(), 8, "the old and the new place");
+    // `stats` says which roots are gone.
+    let roots = |data: &Path| -> Vec<(String, bool)> {
+        let roots = stats(data)["roots"].as_array().unwrap().clone();
+        let mut roots: Vec<(String, bool)> =
+            roots.iter().map(|r| (r["path"].as_str().unwrap().to_string(), r["present"].as_bool().unwrap())).collect();
+        roots.sort();
+        roots
+    };
+    let (old_path, new_path) = (old.display().to_string(), new.display().to_string());
+    assert_eq!(roots(&data), [(new_path.clone(), true), (old_path.clone(), false)]);
+    let text = imgsearch(&data).arg("stats").output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("gone from this computer"), "{text:?}");
 
     let out = imgsearch(&data).args(["forget", "--json"]).arg(&old).output().unwrap();
     assert_eq!(
@@ -544,6 +556,7 @@ fn a_moved_root_is_forgotten_in_every_model_space() {
     assert_eq!(paths_in(&second).len(), 4);
     assert_eq!(paths_in(&first).len(), 0, "the first model never saw the new place");
     assert_eq!(stats(&data)["skipped"], 1, "the new place's broken file only");
+    assert_eq!(roots(&data), [(new_path, true)]);
     let out = imgsearch(&data).arg("index").arg(&new).output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("forget"), "{}", String::from_utf8_lossy(&out.stderr));
 
