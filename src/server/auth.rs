@@ -296,6 +296,20 @@ fn names_this_computer(request: &Request) -> bool {
         || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A browser fetching for another site's page (by `Sec-Fetch-Site`, which every current browser
+/// sends): its `<img>` showing a photo, its script running a search, its form posting an upload.
+/// None needs credentials on a server only this computer reaches, and the photos' sizes, the
+/// server's work and its answers' timing are the other site's to observe. A link followed to
+/// one of the pages (a navigation) is let through; requests without the header (scripts, curl)
+/// are not browsers' and are judged by the other rules.
+fn fetched_for_another_site(method: &Method, headers: &HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let navigation = method == Method::GET
+        && value("sec-fetch-mode") == Some("navigate")
+        && value("sec-fetch-dest") == Some("document");
+    matches!(value("sec-fetch-site"), Some("cross-site" | "same-site")) && !navigation
+}
+
 /// A cross-site request (by `Origin` or `Sec-Fetch-Site`): one a browser sent from another site.
 fn cross_site(headers: &HeaderMap) -> bool {
     let has = |name: header::HeaderName| headers.contains_key(name);
@@ -328,6 +342,12 @@ pub async fn require_auth(State(state): State<Arc<AppState>>, request: Request, 
     let gate = &state.gate;
     if is_open(&path) {
         return next.run(request).await;
+    }
+    if fetched_for_another_site(request.method(), request.headers()) {
+        return forbidden(
+            "cross_site",
+            "another site's page asked for this: open imgsearch in its own tab (a link to its pages works)",
+        );
     }
     let data = gate.current().await;
     if !gate.required(&data) {

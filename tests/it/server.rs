@@ -311,6 +311,39 @@ fn a_page_on_another_site_name_cannot_read_a_server_nobody_signs_in_to() {
     }
 }
 
+/// What another site's page makes a browser fetch from here (its `<img>` of a photo, its
+/// script's search, its form's upload) is refused by the browser's own `Sec-Fetch-Site`; a link
+/// followed to the UI, the UI's own requests and clients that are not browsers are served.
+#[test]
+fn a_page_on_another_site_cannot_make_the_browser_fetch_from_here() {
+    let (_tmp, server) = start(&[]);
+    let id = get(&server.addr, "/api/search?q=cat&k=1").json()["hits"][0]["id"].clone();
+    let thumbnail = format!("/api/images/{id}/thumbnail");
+    let fetch = |path: &str, site: &str, mode: &str, dest: &str| {
+        let headers = [("Sec-Fetch-Site", site), ("Sec-Fetch-Mode", mode), ("Sec-Fetch-Dest", dest)];
+        request_with_headers(&server.addr, "GET", path, &headers, b"")
+    };
+    for site in ["cross-site", "same-site"] {
+        for (path, mode, dest) in [
+            (thumbnail.as_str(), "no-cors", "image"),
+            ("/api/search?q=cat", "cors", "empty"),
+            ("/", "no-cors", "iframe"),
+        ] {
+            let refused = fetch(path, site, mode, dest);
+            assert_eq!(
+                (refused.status, refused.json()["error"]["code"].clone()),
+                (403, "cross_site".into()),
+                "{path} {site}"
+            );
+        }
+        assert_eq!(fetch("/", site, "navigate", "document").status, 200, "a link to the UI from {site}");
+    }
+    for site in ["same-origin", "none"] {
+        assert_eq!(fetch(&thumbnail, site, "no-cors", "image").status, 200, "{site}");
+    }
+    assert_eq!(get(&server.addr, &thumbnail).status, 200, "no fetch metadata: not a browser");
+}
+
 /// A PNG of `width` × `height` pixels of `color_type` (PNG's code) and `bit_depth` whose only
 /// data is an empty zlib stream: what a decompression bomb's header looks like.
 fn png_header_only(width: u32, height: u32, bit_depth: u8, color_type: u8) -> Vec<u8> {
