@@ -74,6 +74,9 @@ pub struct Gate {
     /// `X-Forwarded-Proto` (HTTPS, for `Secure` cookies) from the reverse proxy in front.
     trust_proxy: bool,
     cache: Mutex<Cached>,
+    /// A reload is under way: other requests use the last copy meanwhile (a database that
+    /// stopped answering holds up that one reload, not every request).
+    reloading: std::sync::atomic::AtomicBool,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<String, Failures>>,
 }
@@ -102,6 +105,7 @@ impl Gate {
             secure_cookies,
             trust_proxy,
             cache: Mutex::new(Cached { data: Arc::new(data), version, checked: Instant::now() }),
+            reloading: std::sync::atomic::AtomicBool::new(false),
             sessions: Mutex::default(),
             failures: Mutex::default(),
         })
@@ -118,20 +122,40 @@ impl Gate {
         current.then(|| cache.data.clone())
     }
 
-    /// Reads the users and tokens again (blocking I/O). A store that cannot be read keeps the
-    /// last good copy, and says so.
+    /// The last users and tokens read.
+    fn cached(&self) -> Arc<AuthData> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).data.clone()
+    }
+
+    /// Reads the users and tokens again (blocking I/O), outside the cache's lock and one reload
+    /// at a time: while one runs, the last copy read answers. A store that cannot be read keeps
+    /// the last good copy, and says so.
     fn reload(&self) -> Arc<AuthData> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Clears the flag however the reload ends.
+        struct Reloading<'a>(&'a AtomicBool);
+        impl Drop for Reloading<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        if self.reloading.swap(true, Ordering::AcqRel) {
+            return self.cached();
+        }
+        let _reloading = Reloading(&self.reloading);
+        let loaded = self.store.version().and_then(|version| Ok((self.store.load()?, version)));
+        // Not read (nor said) again until it changes: a damaged file would otherwise be parsed,
+        // and logged, on every request.
+        let failed_version = loaded.as_ref().err().and_then(|_| self.store.version().ok());
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.checked = Instant::now();
-        match self.store.version().and_then(|version| Ok((self.store.load()?, version))) {
+        match loaded {
             Ok((data, version)) => {
                 cache.data = Arc::new(data);
                 cache.version = version;
             }
             Err(e) => {
-                // Not read (nor said) again until it changes: a damaged file would otherwise
-                // be parsed, and logged, on every request.
-                if let Ok(version) = self.store.version() {
+                if let Some(version) = failed_version {
                     cache.version = version;
                 }
                 tracing::error!(target: "imgsearch::auth", "cannot read users and tokens ({e}); using the last ones read")
@@ -154,7 +178,7 @@ impl Gate {
         let gate = self.clone();
         match tokio::task::spawn_blocking(move || gate.reload()).await {
             Ok(data) => data,
-            Err(_) => self.cache.lock().unwrap_or_else(|p| p.into_inner()).data.clone(),
+            Err(_) => self.cached(),
         }
     }
 

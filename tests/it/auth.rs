@@ -311,6 +311,16 @@ fn forwarded_headers_count_only_with_trust_proxy() {
     }
 }
 
+/// A server of a library whose only credential is a token (the token, its log's path); its
+/// folder goes with the first.
+fn serving_a_token() -> (tempfile::TempDir, std::path::PathBuf, RunningServer, String, std::path::PathBuf) {
+    let (tmp, data) = library();
+    let token = create_token(&data, &[]);
+    let log = tmp.path().join("server.log");
+    let server = serve_logging_to(&data, &[], &log);
+    (tmp, data, server, token, log)
+}
+
 /// A damaged `auth.json` (a bad edit, a full disk) keeps the last users and tokens read, says so
 /// once, not on every request, and is read again once it changes.
 #[test]
@@ -318,10 +328,7 @@ fn a_damaged_auth_file_keeps_the_last_credentials_and_is_logged_once() {
     if common::on_postgres() {
         return; // the data folder's own file
     }
-    let (tmp, data) = library();
-    let token = create_token(&data, &[]);
-    let log = tmp.path().join("server.log");
-    let server = serve_logging_to(&data, &[], &log);
+    let (_tmp, data, server, token, log) = serving_a_token();
     assert_eq!(with_token(&server.addr, "GET", "/api/stats", &token).status, 200);
     let file = data.join("auth.json");
     let good = std::fs::read(&file).unwrap();
@@ -338,4 +345,33 @@ fn a_damaged_auth_file_keeps_the_last_credentials_and_is_logged_once() {
     *tokens = if tokens.is_array() { serde_json::json!([]) } else { serde_json::json!({}) };
     std::fs::write(&file, serde_json::to_vec(&mended).unwrap()).unwrap();
     assert_eq!(with_token(&server.addr, "GET", "/api/stats", &token).status, 401);
+}
+
+/// Users and tokens that take long to read (a database that stopped answering; here a pipe in
+/// place of `auth.json`) hold up the one request that reads them, not the server: the others
+/// are answered from the last copy read meanwhile.
+#[test]
+fn credentials_that_take_long_to_read_hold_up_one_request_not_the_server() {
+    if common::on_postgres() {
+        return; // the data folder's own file
+    }
+    let (_tmp, data, server, token, _) = serving_a_token();
+    let ask = || {
+        let (addr, token, (sent, answer)) = (server.addr.clone(), token.clone(), std::sync::mpsc::channel());
+        std::thread::spawn(move || sent.send(with_token(&addr, "GET", "/api/stats", &token).status));
+        answer
+    };
+    assert_eq!(ask().recv(), Ok(200));
+    let file = data.join("auth.json");
+    let good = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert!(Command::new("mkfifo").arg(&file).status().unwrap().success());
+    let reading = ask(); // changed: read again, from a pipe nobody writes yet
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for _ in 0..4 {
+        let answer = ask().recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(answer, Ok(200), "answered from the last copy read while one request reads");
+    }
+    std::fs::write(&file, &good).unwrap(); // the writer comes
+    assert_eq!(reading.recv_timeout(std::time::Duration::from_secs(10)), Ok(200));
 }
