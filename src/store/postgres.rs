@@ -1173,6 +1173,11 @@ impl Library for Postgres {
                 return self.exact_nearest(query, k, &Condition::new(filters, exclude, 3));
             }
         }
+        if k > EF_SEARCH_MAX {
+            // Deep pages (`offset` 1,000 and beyond, or `k` that large): more candidates than
+            // the graph search hands over, so every picture is scored.
+            return self.exact_nearest(query, k, &Condition::new(filters, exclude, 3));
+        }
         self.approximate_nearest(dim, query, k, &Condition::new(filters, exclude, 4))
     }
 

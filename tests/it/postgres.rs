@@ -356,7 +356,8 @@ fn an_import_into_an_empty_database_builds_the_vector_index_at_the_end() {
 
 /// pgvector builds the graph in `maintenance_work_mem`. An operator's setting (here 1 MB, in the
 /// URL's options) stands, and a build that outgrows it says so and what to do: PostgreSQL's
-/// notice, which the client would only have logged.
+/// notice, which the client would only have logged. Searches of that library then page past
+/// the graph search's 1,000 candidates.
 #[test]
 fn a_vector_index_build_that_outgrows_an_operators_memory_setting_says_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
@@ -382,6 +383,21 @@ fn a_vector_index_build_that_outgrows_an_operators_memory_setting_says_what_to_d
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("maintenance_work_mem is too small") && stderr.contains("ALTER ROLE"), "{stderr}");
     assert!(has_vector_index(&url));
+
+    // Pages past the graph search's 1,000 candidates are served too (by exact scores).
+    let query = tmp.path().join("query.json");
+    std::fs::write(&query, serde_json::to_vec(&rows[0].1).unwrap()).unwrap();
+    let page = |k: &str, offset: &str| {
+        let out = imgsearch(&url, &tmp.path().join("cache"))
+            .args(["search", "--json", "-k", k, "--offset", offset, "--vector"])
+            .arg(&query)
+            .output()
+            .unwrap();
+        json_of(out).as_array().unwrap().len()
+    };
+    assert_eq!(page("50", "1500"), 50);
+    assert_eq!(page("600", "500"), 600);
+    assert_eq!(page("100", "1950"), 50, "the last 50 of 2,000");
 }
 
 #[test]
