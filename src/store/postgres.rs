@@ -106,11 +106,39 @@ fn db_error(location: &str, e: impl std::fmt::Display + 'static) -> Error {
     Error::Database { location: location.to_string(), reason }
 }
 
+/// Why a connection could not be made, as the server or the client library said it (a
+/// `postgres::Error` displays as "db error" alone).
+fn cannot_connect(location: &str, e: &postgres::Error) -> Error {
+    let reason = match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => db.message().to_string(),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
+    };
+    Error::Database {
+        location: location.to_string(),
+        reason: format!(
+            "cannot connect ({reason}); is the server running, and the URL's user, password and database right?"
+        ),
+    }
+}
+
+/// Refuses a URL whose host took in the end of a password: an `@` in it must be escaped.
+fn check_host(config: &postgres::Config, location: &str) -> Result<()> {
+    match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) if host.contains('@') => Err(Error::Database {
+            location: location.to_string(),
+            reason: "the URL holds two `@`: write an `@` in the user or password as %40".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The URL as people should see it: without its password.
 fn without_password(config: &postgres::Config) -> String {
     let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
     let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(host)) => host.clone(),
+        // A password holding an unescaped `@` leaves its end in the host: never shown.
+        Some(postgres::config::Host::Tcp(host)) => host.rsplit('@').next().unwrap_or_default().to_string(),
         #[cfg(unix)]
         Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
         None => "localhost".to_string(),
@@ -126,9 +154,8 @@ fn one_connection(url: &str) -> Result<(postgres::Client, String)> {
         url.parse().map_err(|e| db_error(url.split('@').next_back().unwrap_or(url), e))?;
     config.application_name("imgsearch");
     let location = without_password(&config);
-    let client = config
-        .connect(NoTls)
-        .map_err(|e| db_error(&location, format!("cannot connect ({e}); is the server running and the URL right?")))?;
+    check_host(&config, &location)?;
+    let client = config.connect(NoTls).map_err(|e| cannot_connect(&location, &e))?;
     Ok((client, location))
 }
 
@@ -165,6 +192,7 @@ fn connection_pool(url: &str, schema: Option<&str>) -> Result<(Pool, String)> {
     config.application_name("imgsearch");
     config.notice_callback(forward_notice);
     let mut location = without_password(&config);
+    check_host(&config, &location)?;
     if let Some(schema) = schema {
         // After the URL's own options (e.g. `?options=-c%20maintenance_work_mem%3D4GB`), kept.
         let options = format!("{} -c search_path={schema},public", config.get_options().unwrap_or_default());
@@ -176,8 +204,12 @@ fn connection_pool(url: &str, schema: Option<&str>) -> Result<(Pool, String)> {
         .min_idle(Some(1))
         .connection_timeout(Duration::from_secs(10))
         .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build(PostgresConnectionManager::new(config, NoTls))
-        .map_err(|e| db_error(&location, format!("cannot connect ({e}); is the server running and the URL right?")))?;
+        .build(PostgresConnectionManager::new(config.clone(), NoTls))
+        // The pool keeps only "timed out"; one more attempt says why it failed.
+        .map_err(|_| match config.connect(NoTls) {
+            Err(e) => cannot_connect(&location, &e),
+            Ok(_) => db_error(&location, "cannot connect in 10 s; is the server overloaded?"),
+        })?;
     Ok((pool, location))
 }
 

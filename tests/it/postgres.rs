@@ -541,4 +541,18 @@ fn a_bad_store_url_or_an_unreachable_server_says_what_to_do() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("is the server running"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "the password is never shown: {stderr}");
+    // Not even the end of one that holds an unescaped `@`.
+    let out = imgsearch(&format!("postgres://me:hunter@2x@127.0.0.1:{free_port}/db"), tmp.path())
+        .arg("stats")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !stderr.contains("2x"), "the password is never shown: {stderr}");
+    assert!(stderr.contains("%40"), "{stderr}");
+    // What the server said is shown, not "db error".
+    let admin = common::postgres_admin_url().unwrap();
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    let out = imgsearch(&format!("{server}/no_such_library"), tmp.path()).arg("stats").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("database \"no_such_library\" does not exist"), "{stderr}");
 }
