@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use imgsearch::store::forget;
-use imgsearch::store::roots::{root_key, Mounts, Root, RootState};
+use imgsearch::store::roots::{check_name, root_key, Mounts, Root, RootState};
 use imgsearch::store::spaces;
-use imgsearch::store::{IndexedRoot, Location};
+use imgsearch::store::Location;
 
 use imgsearch::ingest::decode::DEFAULT_MAX_PIXELS;
 use imgsearch::ingest::pipeline::{self, IndexOptions};
@@ -172,12 +172,18 @@ pub fn forget(args: ForgetArgs, library: Location, mounts: &[(String, PathBuf)])
     for (index, space) in spaces.iter().enumerate() {
         let mut data = imgsearch::store::open(&space.location)?;
         let mounts = Mounts::for_host(&*data, mounts)?;
-        let roots = data.indexed_roots()?;
         for (arg, folder) in args.folders.iter().enumerate() {
-            let stored = stored_folder(folder, &roots, &mounts)?;
-            let forgotten = forget::forget(&mut *data, &stored)?;
+            let forms = stored_forms(folder, &mounts)?;
             if index == 0 {
-                summaries.push((stored, forget::Forgotten::default()));
+                summaries.push((forms.last().expect("a local form").clone(), forget::Forgotten::default()));
+            }
+            let mut forgotten = forget::Forgotten::default();
+            for form in forms {
+                forgotten = forget::forget(&mut *data, &form)?;
+                if !forgotten.is_empty() {
+                    summaries[arg].0 = form;
+                    break;
+                }
             }
             let total = &mut summaries[arg].1;
             total.pictures = total.pictures.max(forgotten.pictures);
@@ -236,12 +242,18 @@ pub fn forget(args: ForgetArgs, library: Location, mounts: &[(String, PathBuf)])
     Ok(())
 }
 
-/// How `folder` is stored: a named root by its name, else the local path (made absolute, its
-/// links resolved while it exists, as `index` stores it) through this host's mounts.
-fn stored_folder(folder: &std::path::Path, roots: &[IndexedRoot], mounts: &Mounts) -> anyhow::Result<PathBuf> {
-    let name = folder.to_str().map(|name| name.trim_end_matches(':'));
-    if let Some(name) = name.filter(|name| !folder.exists() && roots.iter().any(|r| r.name.as_deref() == Some(name))) {
-        return Ok(root_key(name));
+/// How `folder` may be stored, the likeliest first: the form of a named root's files (`photos`,
+/// `photos:`, `photos:/2023`, as `list` shows them; a root whose run was cut short before it was
+/// recorded too), then the local path (made absolute, its links resolved while it exists, as
+/// `index` stores it) through this host's mounts.
+fn stored_forms(folder: &std::path::Path, mounts: &Mounts) -> anyhow::Result<Vec<PathBuf>> {
+    let mut forms = Vec::new();
+    if let Some(text) = folder.to_str().filter(|_| !folder.exists()) {
+        let (name, inside) = text.split_once(':').unwrap_or((text, ""));
+        if check_name(name).is_ok() && (inside.is_empty() || inside.starts_with('/')) {
+            let inside = inside.trim_start_matches('/');
+            forms.push(if inside.is_empty() { root_key(name) } else { root_key(name).join(inside) });
+        }
     }
     let local = match std::fs::canonicalize(folder) {
         Ok(path) => path,
@@ -249,5 +261,6 @@ fn stored_folder(folder: &std::path::Path, roots: &[IndexedRoot], mounts: &Mount
             std::path::absolute(folder).with_context(|| format!("cannot make {} an absolute path", folder.display()))?
         }
     };
-    Ok(mounts.stored(&local).to_path_buf())
+    forms.push(mounts.stored(&local).to_path_buf());
+    Ok(forms)
 }

@@ -566,6 +566,18 @@ fn a_moved_root_is_forgotten_in_every_model_space() {
         !out.status.success() && stderr.contains("holds nothing under") && stderr.contains(&*new.to_string_lossy()),
         "{stderr}"
     );
+
+    // A named root's files, given as `list` shows them (`trips:/a`), or the root by its name.
+    let trips = tmp.path().join("trips");
+    noise_photos(&trips.join("a"), 2);
+    noise_photos(&trips.join("b"), 1);
+    let named = format!("trips={}", trips.display());
+    let out = imgsearch(&data).args(["index", "--quiet", &named]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let forgot = |what: &str| json_of(&imgsearch(&data).args(["forget", "--json", what]).output().unwrap());
+    assert_eq!(forgot("trips:/a")[0]["pictures"], 2);
+    let whole = forgot("trips");
+    assert_eq!((whole[0]["folder"].as_str(), whole[0]["pictures"].as_u64()), (Some("trips:"), Some(1)), "{whole}");
 }
 
 #[test]
