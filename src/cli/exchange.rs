@@ -136,6 +136,9 @@ pub fn migrate(args: MigrateArgs, library: Location) -> anyhow::Result<()> {
             "{} pictures copied to {} ({} already there), {} skipped files",
             summary.copied, args.to, summary.unchanged, summary.skipped_files
         );
+        for left_out in &summary.left_out {
+            eprintln!("left out {}", super::one_line(left_out));
+        }
     }
     Ok(())
 }

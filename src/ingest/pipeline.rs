@@ -29,7 +29,7 @@ use crate::store::catalog::{
     path_from_bytes, stored_bytes, ImageRecord, IndexedRoot, PhotoFacts, SkipRecord, StoredPath,
 };
 use crate::store::roots::{Mounts, Root};
-use crate::store::{Change, Known, Library, Lookup, Tagging};
+use crate::store::{path_too_long, Change, Known, Library, Lookup, Tagging};
 
 /// Files larger than this are skipped unread unless `--max-file-size` says otherwise.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 200 * 1024 * 1024;
@@ -377,7 +377,10 @@ fn walk_and_queue(
     let mut walking = walk(roots, hidden).peekable();
     while let Some(found) = walking.next() {
         match found {
-            Found::File(candidate) => found_files.push(candidate),
+            Found::File(candidate) => match path_too_long(catalog, &mounts.stored_bytes(&candidate.path)) {
+                Some(reason) => walked.errors.push(FileError { path: candidate.path.display().to_string(), reason }),
+                None => found_files.push(candidate),
+            },
             Found::Problem { path, reason } => {
                 walked.errors.push(FileError { path: path.display().to_string(), reason });
                 walked.seen.insert(mounts.stored_bytes(&path));

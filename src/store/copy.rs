@@ -5,6 +5,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::catalog::{stored_bytes, Change, ImageRecord};
+use super::path_too_long;
 use super::{Known, Library};
 use crate::error::{Error, Result};
 
@@ -19,6 +20,8 @@ pub struct CopySummary {
     pub unchanged: u64,
     /// Skipped files (unreadable, not pictures) copied, so the target does not read them again.
     pub skipped_files: u64,
+    /// Pictures and skipped files the target cannot keep (a path too long for it), with why.
+    pub left_out: Vec<String>,
 }
 
 /// Copies every picture (with its tags), skipped file, indexed folder, the label set and the
@@ -38,6 +41,7 @@ pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) ->
     to.begin_bulk_load()?;
     let mut summary = CopySummary::default();
     let mut images = from.images();
+    let target = to.lookup();
     loop {
         let chunk = images.by_ref().take(BATCH).collect::<Result<Vec<ImageRecord>>>()?;
         if chunk.is_empty() {
@@ -47,7 +51,11 @@ pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) ->
         let keys: Vec<Vec<u8>> = chunk.iter().map(|record| stored_bytes(&record.path)).collect();
         let mut batch = Vec::with_capacity(chunk.len());
         // The target's records without their embeddings: the file's identity decides.
-        for (mut record, known) in chunk.into_iter().zip(to.known_at(&keys)?) {
+        for ((mut record, known), key) in chunk.into_iter().zip(to.known_at(&keys)?).zip(&keys) {
+            if let Some(reason) = path_too_long(target.as_ref(), key) {
+                summary.left_out.push(format!("{}: {reason}", record.path.display()));
+                continue;
+            }
             if let Known::Picture(k) = known {
                 if (k.hash.as_str(), k.size, k.mtime_ns) == (record.hash.as_str(), record.size, record.mtime_ns) {
                     summary.unchanged += 1;
@@ -64,6 +72,10 @@ pub fn copy(from: &dyn Library, to: &mut dyn Library, progress: &ProgressBar) ->
     for skip in from.skipped() {
         let skip = skip?;
         let path = stored_bytes(&skip.path);
+        if let Some(reason) = path_too_long(target.as_ref(), &path) {
+            summary.left_out.push(format!("{}: {reason}", skip.path.display()));
+            continue;
+        }
         if to.image_at(&path)?.is_none() && to.skipped_at(&path)?.as_ref() != Some(&skip) {
             batch.push(Change::Skip(skip));
         }

@@ -27,7 +27,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use super::catalog::{path_bytes, ImageRecord, ModelInfo, PhotoFacts, StoredPath};
-use super::{Change, Library};
+use super::{path_too_long, Change, Library};
 use crate::error::{Error, Result};
 use crate::ingest::exif::photo_facts;
 use crate::ingest::pipeline::file_format;
@@ -302,6 +302,7 @@ pub fn import(
     // The row that first gave each path (by a 64-bit hash of the path: 8 bytes a row), so that
     // a path given again is a row skipped, not a picture imported twice.
     let mut first_row_of: HashMap<u64, u64> = HashMap::new();
+    let lookup = data.lookup();
     let mut next = read_next();
     while let Some(read) = next {
         let (rows, row_count) = read?;
@@ -314,13 +315,17 @@ pub fn import(
         for row in 0..row_count {
             let row_number = summary.rows + 1;
             summary.rows += 1;
+            let too_long = rows.path(row).and_then(|path| {
+                let reason = path_too_long(lookup.as_ref(), &path_bytes(&path.to_path_buf()))?;
+                Some(format!("{}: {reason}", path.display()))
+            });
             let repeated = rows.path(row).and_then(|path| {
                 let key = path_hash(&path_bytes(&path.to_path_buf()));
                 let first = *first_row_of.entry(key).or_insert(row_number);
                 (first != row_number)
                     .then(|| format!("{}: the same path as row {first}, which is kept", path.display()))
             });
-            let record = match repeated {
+            let record = match too_long.or(repeated) {
                 Some(reason) => Err(RowProblem::Skip(reason)),
                 None => rows.record(row, model.dim, &known),
             };

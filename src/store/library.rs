@@ -86,6 +86,21 @@ pub trait Lookup: Send + Sync {
     fn paths(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, ImageId)>> + '_>;
     /// Every skipped file, ignored ones included.
     fn skipped(&self) -> Box<dyn Iterator<Item = Result<SkipRecord>> + '_>;
+    /// The longest stored path (bytes) the backend keeps, if it has a limit.
+    fn longest_path(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// Why `lookup`'s library cannot keep a file at `path` (stored path bytes), if it cannot: what
+/// `index`, `import` and `migrate` say of it, leaving it out instead of failing the whole run.
+pub fn path_too_long(lookup: &dyn Lookup, path: &[u8]) -> Option<String> {
+    let longest = lookup.longest_path().filter(|&longest| path.len() > longest)?;
+    Some(format!(
+        "its path is {} bytes long; a library in PostgreSQL keeps paths of up to {longest} bytes (a data folder has \
+         no such limit): move or rename the file closer to its root",
+        path.len()
+    ))
 }
 
 /// A library of pictures and their embeddings.

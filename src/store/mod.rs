@@ -26,7 +26,7 @@ use serde::Serialize;
 
 pub use catalog::{Catalog, Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord, StoredPath, Tagging};
 pub use hnsw::{EF_CONSTRUCTION, M as HNSW_M};
-pub use library::{words, Filter, Known, Library, Lookup};
+pub use library::{path_too_long, words, Filter, Known, Library, Lookup};
 pub use postgres::{load_auth, update_auth};
 use text::TextIndex;
 pub use vectors::{HnswIndex, VectorHit, VectorIndex};

@@ -61,6 +61,9 @@ const EF_SEARCH: usize = 400;
 /// The same for a vector index that an older imgsearch built with `ef_construction` 64: twice
 /// as wide for the same recall (0.96 at 100k). `imgsearch repair` rebuilds such an index.
 const EF_SEARCH_OLD_INDEX: usize = 800;
+/// The longest path kept: PostgreSQL's unique index on `path` holds keys of up to 2,704 bytes,
+/// and a video's moments add their time to their file's path.
+const LONGEST_PATH: usize = 2_000;
 /// pgvector's limit on `hnsw.ef_search`.
 const EF_SEARCH_MAX: usize = 1000;
 
@@ -458,6 +461,10 @@ fn record_of(row: &Row, with_embedding: bool) -> ImageRecord {
 }
 
 impl Lookup for Postgres {
+    fn longest_path(&self) -> Option<usize> {
+        Some(LONGEST_PATH)
+    }
+
     fn image_at(&self, path: &[u8]) -> Result<Option<ImageRecord>> {
         let row = self
             .connection()?

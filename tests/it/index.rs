@@ -763,3 +763,23 @@ fn a_png_whose_colour_profile_inflates_to_a_gigabyte_is_indexed_in_bounded_memor
     let summary = json_of(&command.output().unwrap());
     assert_eq!((summary["indexed"].as_u64(), summary["skipped"].as_u64()), (Some(1), Some(0)), "{summary:#}");
 }
+
+/// A file whose path is longer than the library can keep (PostgreSQL's index on paths: 2,000
+/// bytes) is left out and reported; the rest of the run is stored. A data folder keeps it.
+#[test]
+fn a_path_longer_than_the_library_keeps_is_reported_and_the_rest_indexed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    noise_photos(&root, 2);
+    let deep = (0..9).fold(root.clone(), |dir, i| dir.join(format!("{i}{}", "d".repeat(239))));
+    let long = noise_photos(&deep, 1).remove(0);
+    assert!(long.as_os_str().len() > 2_000);
+    let summary = index(&data, &root, &[]);
+    let errors = errors_of(&summary);
+    if common::on_postgres() {
+        assert_eq!((summary["indexed"].as_u64(), errors.len()), (Some(2), 1), "{summary:#}");
+        assert!(errors[0].0 == long.display().to_string() && errors[0].1.contains("up to 2000 bytes"), "{errors:?}");
+    } else {
+        assert_eq!((summary["indexed"].as_u64(), errors.len()), (Some(3), 0), "{summary:#}");
+    }
+}
