@@ -78,6 +78,7 @@ fn options(roots: Vec<PathBuf>) -> IndexOptions {
         max_file_size: 1 << 30,
         progress: false,
         remove_from_empty: false,
+        rescan: false,
     }
 }
 

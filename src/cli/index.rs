@@ -101,6 +101,7 @@ pub fn run(
         max_file_size: args.max_file_size,
         progress: !args.quiet && !args.json,
         remove_from_empty: args.remove_from_empty,
+        rescan: false,
     };
     data.check_model(&spec.info())?;
     super::tags::ensure_label_set(&mut *data, &spec, &device, args.quiet || args.json)?;

@@ -60,6 +60,10 @@ pub struct IndexOptions {
     /// Otherwise an empty root is taken for a drive or share that is not mounted, and the
     /// library keeps its pictures (embedding them again would take hours).
     pub remove_from_empty: bool,
+    /// A rescan of roots the library records (`serve --watch`), not a run a person asked for:
+    /// a root forgotten meanwhile (another host's `forget`) is not recorded again, and what
+    /// the run stored under it goes too.
+    pub rescan: bool,
 }
 
 /// A file that was not indexed in this run, and why.
@@ -288,7 +292,7 @@ pub fn run(
     })?;
     progress.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
-    let indexed: Vec<IndexedRoot> = roots
+    let mut indexed: Vec<IndexedRoot> = roots
         .iter()
         .zip(&options.roots)
         .map(|(path, root)| IndexedRoot {
@@ -306,6 +310,16 @@ pub fn run(
         "unchanged": summary.unchanged, "removed": summary.removed, "skipped": summary.skipped,
         "seconds": summary.seconds,
     });
+    if options.rescan {
+        let recorded: Vec<PathBuf> = data.with(|data| data.indexed_roots())?.iter().map(IndexedRoot::key).collect();
+        for root in indexed.iter().filter(|root| !recorded.contains(&root.key())) {
+            data.with(|data| crate::store::forget::forget(data, &root.key()))?;
+        }
+        indexed.retain(|root| recorded.contains(&root.key()));
+        if indexed.is_empty() {
+            return Ok(summary);
+        }
+    }
     data.with(|data| data.record_run(&indexed, &run))?;
     Ok(summary)
 }

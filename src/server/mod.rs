@@ -397,6 +397,7 @@ fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
             progress: false,
             // An unmounted share must not empty the served library.
             remove_from_empty: false,
+            rescan: true,
         };
         let clip = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clip("image").cloned();
         match clip.and_then(|clip| pipeline::run(LockedData(&state.engine), spec, Some(&clip), device, &options)) {

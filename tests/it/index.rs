@@ -783,3 +783,43 @@ fn a_path_longer_than_the_library_keeps_is_reported_and_the_rest_indexed() {
         assert_eq!((summary["indexed"].as_u64(), errors.len()), (Some(3), 0), "{summary:#}");
     }
 }
+
+/// `serve --watch` rescans the roots the library records. One forgotten while its rescan ran
+/// (another host's `forget`) is not recorded again by that rescan, and what the rescan stored
+/// under it goes too; a root still recorded is rescanned as before.
+#[test]
+fn a_rescan_of_a_root_forgotten_meanwhile_leaves_it_forgotten() {
+    use imgsearch::ingest::pipeline::{self, IndexOptions};
+    use imgsearch::store::roots::{Mounts, Root};
+    use imgsearch::store::Location;
+    let tmp = tempfile::tempdir().unwrap();
+    let (kept, forgotten, data) = (tmp.path().join("kept"), tmp.path().join("forgotten"), tmp.path().join("data"));
+    noise_photos(&kept, 2);
+    noise_photos(&forgotten, 3);
+    index(&data, &kept, &[]);
+    let store = common::on_postgres().then(|| common::database_for(&data));
+    let mut library = imgsearch::store::open(&Location::new(data.clone(), store, None).unwrap()).unwrap();
+    let spec = imgsearch::model::ModelSpec::resolve(&model_dir(MODEL).display().to_string()).unwrap();
+    let rescan = |library: &mut Box<dyn imgsearch::store::Library>, root: &Path| {
+        let options = IndexOptions {
+            roots: vec![Root { name: None, path: root.to_path_buf() }],
+            mounts: Mounts::default(),
+            hidden: false,
+            batch_size: 4,
+            max_pixels: imgsearch::ingest::decode::DEFAULT_MAX_PIXELS,
+            max_file_size: pipeline::DEFAULT_MAX_FILE_SIZE,
+            progress: false,
+            remove_from_empty: false,
+            rescan: true,
+        };
+        pipeline::run(&mut **library, &spec, None, &candle_core::Device::Cpu, &options).unwrap()
+    };
+    // The forgotten root is not among the recorded ones when its rescan ends.
+    let read = rescan(&mut library, &forgotten);
+    assert_eq!(read.indexed + read.reused, 3, "the rescan did read it");
+    let recorded: Vec<_> = library.indexed_roots().unwrap().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(recorded, [kept.canonicalize().unwrap()]);
+    assert_eq!(library.image_count(), 2, "what it stored under the forgotten root went too");
+    assert_eq!(rescan(&mut library, &kept).unchanged, 2);
+    assert_eq!(library.indexed_roots().unwrap().len(), 1);
+}
