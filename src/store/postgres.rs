@@ -64,6 +64,8 @@ const EF_SEARCH_OLD_INDEX: usize = 800;
 /// The longest path kept: PostgreSQL's unique index on `path` holds keys of up to 2,704 bytes,
 /// and a video's moments add their time to their file's path.
 const LONGEST_PATH: usize = 2_000;
+/// The runs' summaries kept (the latest one is `stats`' last run; the others are history).
+const KEPT_RUNS: i64 = 1_000;
 /// pgvector's limit on `hnsw.ef_search`.
 const EF_SEARCH_MAX: usize = 1000;
 
@@ -1171,6 +1173,11 @@ impl Library for Postgres {
                 )?;
             }
             tx.execute("INSERT INTO runs (summary) VALUES ($1)", &[summary])?;
+            // `serve --watch` records a run per root every few seconds: the latest ones are kept.
+            tx.execute(
+                "DELETE FROM runs WHERE id <= (SELECT id FROM runs ORDER BY id DESC OFFSET $1 LIMIT 1)",
+                &[&KEPT_RUNS],
+            )?;
             tx.commit()
         })
         .map_err(|e| self.err(e))

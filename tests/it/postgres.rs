@@ -196,6 +196,15 @@ fn two_servers_on_one_database_see_what_another_host_indexed_at_once() {
         let thumbnail = get(&server.addr, &format!("/api/images/{id}/thumbnail"));
         assert_eq!(thumbnail.status, 200, "each server serves the files through its own cache");
     }
+    // Runs' summaries (`serve --watch` records one per root every few seconds) do not pile up:
+    // the latest 1,000 are kept, the latest one is the last run.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client.batch_execute("INSERT INTO runs (summary) SELECT '{}'::jsonb FROM generate_series(1, 1500)").unwrap();
+    index(imgsearch(&url, &host1), &[&a]);
+    let runs: i64 = client.query_one("SELECT count(*) FROM runs", &[]).unwrap().get(0);
+    assert_eq!(runs, 1_000);
+    let last = json_of(imgsearch(&url, &host1).args(["stats", "--json"]).output().unwrap());
+    assert_eq!(last["last_run"]["unchanged"], 60, "{last:#}");
 }
 
 /// Two hosts mount one share at different places and index it as `photos`: the second finds
