@@ -74,6 +74,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/tags", get(tags))
         .route("/api/keywords", get(keywords))
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
+        .layer(axum::middleware::from_fn(utf8_query_string))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
         .layer(axum::middleware::from_fn(log_request))
         .layer(axum::middleware::from_fn(every_response))
@@ -189,6 +190,45 @@ fn number_within(text: &str, low: f64, high: f64) -> Option<f32> {
     text.trim().parse::<f64>().ok().filter(|v| (low..=high).contains(v)).map(|v| v as f32)
 }
 
+/// Nothing a person could have meant: spaces, control characters and the invisible ones that
+/// only shape text (zero-width spaces and joiners, direction marks, a byte-order mark).
+fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+    })
+}
+
+/// A query string whose percent-escapes are not UTF-8 (`q=%FF`) is refused: read leniently, it
+/// would be searched as replacement characters nobody typed.
+async fn utf8_query_string(request: Request, next: axum::middleware::Next) -> Response {
+    let Some(query) = request.uri().query() else { return next.run(request).await };
+    let mut bytes = Vec::with_capacity(query.len());
+    let mut rest = query.as_bytes();
+    while let [first, tail @ ..] = rest {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (*first, tail) {
+            (b'%', [high, low, after @ ..]) if hex(*high).is_some() && hex(*low).is_some() => {
+                bytes.push((hex(*high).unwrap_or(0) * 16 + hex(*low).unwrap_or(0)) as u8);
+                rest = after;
+            }
+            (byte, _) => {
+                bytes.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    match std::str::from_utf8(&bytes) {
+        Ok(_) => next.run(request).await,
+        Err(_) => ApiError::bad_request(
+            "bad_query",
+            "the query string is not UTF-8 once its %-escapes are decoded: encode the text as UTF-8",
+        )
+        .into_response(),
+    }
+}
+
 fn hits_response(hits: Vec<SearchHit>, started: Instant) -> Json<serde_json::Value> {
     Json(serde_json::json!({"hits": hits, "took_ms": started.elapsed().as_secs_f64() * 1e3}))
 }
@@ -200,7 +240,7 @@ async fn search(
     let started = Instant::now();
     let params = params(&query)?;
     let q = query.get("q").cloned().unwrap_or_default();
-    if q.trim().is_empty() {
+    if is_blank(&q) {
         return Err(ApiError::bad_request(
             "empty_query",
             "q is empty: type what to look for, or a filter such as type:jpeg",

@@ -441,6 +441,17 @@ fn every_bad_request_gets_a_clear_json_4xx() {
     let response = request(&server.addr, "POST", "/api/search/image?q=500:dog", Some("image/jpeg"), &photo);
     assert_eq!((response.status, response.json()["error"]["code"].clone()), (400, "bad_query".into()));
 
+    // Escapes that are not UTF-8 are refused, not searched as replacement characters; text that
+    // is only invisible is empty.
+    for (path, code) in [
+        ("/api/search?q=%FF", "bad_query"),
+        ("/api/search?q=%ED%A0%80", "bad_query"),
+        ("/api/search?q=%E2%80%8B%EF%BB%BF", "empty_query"),
+    ] {
+        let response = get(&server.addr, path);
+        assert_eq!((response.status, response.json()["error"]["code"].clone()), (400, code.into()), "{path}");
+    }
+    assert_eq!(get(&server.addr, "/api/search?q=caf%C3%A9+100%25").status, 200);
     let put = request(&server.addr, "PUT", "/api/search?q=cat", None, b"");
     assert_eq!((put.status, put.json()["error"]["code"].clone()), (405, "method_not_allowed".into()));
     assert!(put.header("allow").is_some_and(|allow| allow.contains("GET")), "{}", put.headers);
