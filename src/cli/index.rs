@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use imgsearch::store::forget;
-use imgsearch::store::roots::{check_name, root_key, Mounts, Root, RootState};
+use imgsearch::store::roots::{check_name, root_key, split_named, Mounts, Root, RootState};
 use imgsearch::store::spaces;
 use imgsearch::store::Location;
 
@@ -249,11 +249,11 @@ pub fn forget(args: ForgetArgs, library: Location, mounts: &[(String, PathBuf)])
 /// `index` stores it) through this host's mounts.
 fn stored_forms(folder: &std::path::Path, mounts: &Mounts) -> anyhow::Result<Vec<PathBuf>> {
     let mut forms = Vec::new();
-    if let Some(text) = folder.to_str().filter(|_| !folder.exists()) {
-        let (name, inside) = text.split_once(':').unwrap_or((text, ""));
-        if check_name(name).is_ok() && (inside.is_empty() || inside.starts_with('/')) {
-            let inside = inside.trim_start_matches('/');
-            forms.push(if inside.is_empty() { root_key(name) } else { root_key(name).join(inside) });
+    if !folder.exists() {
+        match (split_named(folder), folder.to_str()) {
+            (Some(_), _) => forms.push(folder.to_path_buf()),
+            (None, Some(name)) if check_name(name).is_ok() => forms.push(root_key(name)),
+            _ => {}
         }
     }
     let local = match std::fs::canonicalize(folder) {

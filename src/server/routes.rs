@@ -203,23 +203,8 @@ fn is_blank(text: &str) -> bool {
 /// A query string whose percent-escapes are not UTF-8 (`q=%FF`) is refused: read leniently, it
 /// would be searched as replacement characters nobody typed.
 async fn utf8_query_string(request: Request, next: axum::middleware::Next) -> Response {
-    let Some(query) = request.uri().query() else { return next.run(request).await };
-    let mut bytes = Vec::with_capacity(query.len());
-    let mut rest = query.as_bytes();
-    while let [first, tail @ ..] = rest {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (*first, tail) {
-            (b'%', [high, low, after @ ..]) if hex(*high).is_some() && hex(*low).is_some() => {
-                bytes.push((hex(*high).unwrap_or(0) * 16 + hex(*low).unwrap_or(0)) as u8);
-                rest = after;
-            }
-            (byte, _) => {
-                bytes.push(byte);
-                rest = tail;
-            }
-        }
-    }
-    match std::str::from_utf8(&bytes) {
+    let query = request.uri().query().unwrap_or_default();
+    match percent_encoding::percent_decode_str(query).decode_utf8() {
         Ok(_) => next.run(request).await,
         Err(_) => ApiError::bad_request(
             "bad_query",

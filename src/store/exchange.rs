@@ -315,17 +315,16 @@ pub fn import(
         for row in 0..row_count {
             let row_number = summary.rows + 1;
             summary.rows += 1;
-            let too_long = rows.path(row).and_then(|path| {
-                let reason = path_too_long(lookup.as_ref(), &path_bytes(&path.to_path_buf()))?;
+            // A path the library cannot keep, or one an earlier row gave: the row is skipped.
+            let refused = rows.path(row).and_then(|path| {
+                let bytes = path_bytes(&path.to_path_buf());
+                let reason = path_too_long(lookup.as_ref(), &bytes).or_else(|| {
+                    let first = *first_row_of.entry(path_hash(&bytes)).or_insert(row_number);
+                    (first != row_number).then(|| format!("the same path as row {first}, which is kept"))
+                })?;
                 Some(format!("{}: {reason}", path.display()))
             });
-            let repeated = rows.path(row).and_then(|path| {
-                let key = path_hash(&path_bytes(&path.to_path_buf()));
-                let first = *first_row_of.entry(key).or_insert(row_number);
-                (first != row_number)
-                    .then(|| format!("{}: the same path as row {first}, which is kept", path.display()))
-            });
-            let record = match too_long.or(repeated) {
+            let record = match refused {
                 Some(reason) => Err(RowProblem::Skip(reason)),
                 None => rows.record(row, model.dim, &known),
             };

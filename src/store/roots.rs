@@ -74,7 +74,7 @@ impl IndexedRoot {
 }
 
 /// The name of the root a stored path lies under, and the path inside it.
-fn split_named(stored: &Path) -> Option<(&str, &Path)> {
+pub fn split_named(stored: &Path) -> Option<(&str, &Path)> {
     let Some(Component::Normal(first)) = stored.components().next() else { return None };
     let name = first.to_str()?.strip_suffix(':')?;
     check_name(name).ok()?;
