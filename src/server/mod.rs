@@ -4,6 +4,7 @@
 mod auth;
 mod connections;
 mod error;
+mod health;
 mod routes;
 mod thumbnails;
 mod tls;
@@ -129,6 +130,7 @@ pub struct AppState {
     pub folder_size: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
     pub gate: Arc<auth::Gate>,
     pub work: work::WorkQueue,
+    pub health: health::Health,
 }
 
 /// How old `/api/stats`' size of the data folder may be. Measuring it stats every file (a
@@ -169,6 +171,7 @@ pub fn serve(
         folder_size: std::sync::Mutex::new(None),
         gate: Arc::new(gate),
         work: work::WorkQueue::new(options.workers, options.queue_timeout),
+        health: health::Health::default(),
     });
     let rescan_model: Option<RescanModel> = rescan_with.as_ref().map(|(spec, _)| Arc::new(RwLock::new(spec.clone())));
     if let (Some(interval), Some((_, device)), Some(model)) = (options.watch_interval, rescan_with, &rescan_model) {

@@ -46,7 +46,7 @@ pub fn router(state: Shared) -> Router {
         .route("/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
         .route("/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
         .route("/api/openapi.json", get(|| async { asset(OPENAPI_JSON, "application/json") }))
-        .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/api/health", get(super::health::health))
         .route("/login", get(|| async { asset(LOGIN_HTML, "text/html; charset=utf-8") }))
         .route("/login.js", get(|| async { asset(LOGIN_JS, "text/javascript; charset=utf-8") }))
         .route("/api/login", post(auth::login))
@@ -143,7 +143,7 @@ async fn blocking<T: Send + 'static>(state: Shared, f: impl FnOnce() -> ApiResul
     })?
 }
 
-fn engine(state: &AppState) -> std::sync::RwLockReadGuard<'_, crate::search::SearchEngine> {
+pub(super) fn engine(state: &AppState) -> std::sync::RwLockReadGuard<'_, crate::search::SearchEngine> {
     state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

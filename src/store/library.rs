@@ -109,6 +109,9 @@ pub trait Library: Lookup {
     fn location(&self) -> String;
     /// A local folder for caches that need not be shared (thumbnails).
     fn cache_dir(&self) -> PathBuf;
+    /// Whether the library can be read now (the server's health check): its database answers,
+    /// or its data folder is still there (a disk unplugged under a running server).
+    fn check_reachable(&self) -> Result<()>;
 
     /// The model the library's embeddings were made with (`None` while it is empty).
     fn model_info(&self) -> Result<Option<ModelInfo>>;

@@ -343,6 +343,14 @@ impl Library for DataDir {
         self.root.clone()
     }
 
+    fn check_reachable(&self) -> Result<()> {
+        match std::fs::metadata(&self.root) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(Error::Io { path: self.root.clone(), source: std::io::ErrorKind::NotADirectory.into() }),
+            Err(source) => Err(Error::Io { path: self.root.clone(), source }),
+        }
+    }
+
     fn model_info(&self) -> Result<Option<ModelInfo>> {
         self.catalog.model_info()
     }

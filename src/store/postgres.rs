@@ -79,6 +79,11 @@ const ID_BLOCK: i64 = 256;
 /// Connections per process: the server's blocking threads share them.
 const POOL_SIZE: u32 = 16;
 
+/// How long a connection may take to be made, in all, unless the URL's `connect_timeout` says.
+/// tokio-postgres's own timeout covers only the TCP connect: a server that accepts and then
+/// never answers (a frozen host, another service on the port) would hang the command for good.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
 /// A handle on the library; clones share its connection pool (the indexer's workers get one).
 #[derive(Clone)]
 pub struct Postgres {
@@ -138,6 +143,34 @@ fn check_host(config: &postgres::Config, location: &str) -> Result<()> {
     }
 }
 
+/// One connection made within [`CONNECT_WITHIN`]. The attempt runs on its own thread, which a
+/// server that never answers holds (it ends with the process).
+fn connect_within(config: &postgres::Config, location: &str) -> Result<postgres::Client> {
+    let within = time_to_connect(config);
+    let (sent, made) = std::sync::mpsc::channel();
+    let attempt = config.clone();
+    std::thread::spawn(move || {
+        // Nobody waits any more after the timeout: the connection, if made, is dropped.
+        let _ = sent.send(attempt.connect(NoTls));
+    });
+    match made.recv_timeout(within) {
+        Ok(made) => made.map_err(|e| cannot_connect(location, &e)),
+        Err(_) => Err(Error::Database {
+            location: location.to_string(),
+            reason: format!(
+                "the server took the connection but did not answer in {} s; is this port PostgreSQL's, \
+                 and is its host frozen or overloaded?",
+                within.as_secs()
+            ),
+        }),
+    }
+}
+
+fn time_to_connect(config: &postgres::Config) -> Duration {
+    // libpq reads `connect_timeout=0` as "wait for ever"; a command that never ends helps nobody.
+    config.get_connect_timeout().copied().filter(|t| !t.is_zero()).unwrap_or(CONNECT_WITHIN)
+}
+
 /// The URL as people should see it: without its password.
 fn without_password(config: &postgres::Config) -> String {
     let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
@@ -160,7 +193,7 @@ fn one_connection(url: &str) -> Result<(postgres::Client, String)> {
     config.application_name("imgsearch");
     let location = without_password(&config);
     check_host(&config, &location)?;
-    let client = config.connect(NoTls).map_err(|e| cannot_connect(&location, &e))?;
+    let client = connect_within(&config, &location)?;
     Ok((client, location))
 }
 
@@ -207,13 +240,16 @@ fn connection_pool(url: &str, schema: Option<&str>) -> Result<(Pool, String)> {
     let pool = r2d2::Pool::builder()
         .max_size(POOL_SIZE)
         .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(10))
+        .connection_timeout(time_to_connect(&config))
         .error_handler(Box::new(r2d2::NopErrorHandler))
         .build(PostgresConnectionManager::new(config.clone(), NoTls))
         // The pool keeps only "timed out"; one more attempt says why it failed.
-        .map_err(|_| match config.connect(NoTls) {
-            Err(e) => cannot_connect(&location, &e),
-            Ok(_) => db_error(&location, "cannot connect in 10 s; is the server overloaded?"),
+        .map_err(|_| match connect_within(&config, &location) {
+            Err(why) => why,
+            Ok(_) => db_error(
+                &location,
+                format!("cannot connect in {} s; is the server overloaded?", time_to_connect(&config).as_secs()),
+            ),
         })?;
     Ok((pool, location))
 }
@@ -983,6 +1019,14 @@ impl Library for Postgres {
             Some((_, replica)) => format!("{} (searches read from {replica})", self.location),
             None => self.location.clone(),
         }
+    }
+
+    fn check_reachable(&self) -> Result<()> {
+        self.connection()?.simple_query("SELECT 1").map_err(|e| self.err(e))?;
+        if let Some((_, location)) = &self.replica {
+            self.reader()?.simple_query("SELECT 1").map_err(|e| db_error(location, e))?;
+        }
+        Ok(())
     }
 
     fn cache_dir(&self) -> PathBuf {

@@ -593,6 +593,42 @@ fn other_commands_beside_a_running_server_fail_clearly_or_share_its_library() {
     drop(server);
 }
 
+/// The health check reads the library: 503 while its data folder is gone or its database takes no
+/// connections, 200 again once it is back.
+#[test]
+fn the_health_check_says_when_the_library_cannot_be_read() {
+    let (tmp, server) = start(&[]);
+    assert_eq!(get(&server.addr, "/api/health").status, 200);
+    let (data, unplugged) = (tmp.path().join("data"), tmp.path().join("unplugged"));
+    let database = common::on_postgres().then(|| common::database_for(&data).rsplit('/').next().unwrap().to_string());
+    let set_reachable = |reachable: bool| match &database {
+        Some(name) => {
+            let admin = common::postgres_admin_url().unwrap();
+            let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+            client.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {reachable}")).unwrap();
+            if !reachable {
+                client
+                    .batch_execute(&format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                    ))
+                    .unwrap();
+            }
+        }
+        None if reachable => std::fs::rename(&unplugged, &data).unwrap(),
+        None => std::fs::rename(&data, &unplugged).unwrap(),
+    };
+    set_reachable(false);
+    let down = get(&server.addr, "/api/health");
+    assert_eq!(down.status, 503, "{}", String::from_utf8_lossy(&down.body));
+    assert_eq!(down.json()["error"]["code"], "library_unreachable");
+    set_reachable(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while get(&server.addr, "/api/health").status != 200 {
+        assert!(std::time::Instant::now() < deadline, "the health check stays 503 once the library is back");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// Waits until a search for `name:NAME` finds a file called NAME.
 fn wait_until_found(server: &RunningServer, name: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
