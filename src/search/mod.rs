@@ -393,6 +393,13 @@ impl SearchEngine {
             if params.min_prob.is_some() {
                 return Err(Error::BadQuery("min_prob needs a text to look for".into()));
             }
+            if params.min_score.is_some() {
+                return Err(Error::BadQuery(
+                    "min_score needs a text or a picture to score against; filters alone list pictures without \
+                     scores"
+                        .into(),
+                ));
+            }
             return self.list_by_date(filters, params);
         };
         if params.min_prob.is_some() && calibration.is_none() {

@@ -585,7 +585,11 @@ pub fn parse_date(text: &str) -> Result<i64, QueryError> {
     let parts: Vec<&str> = text.split('-').collect();
     let num = |i: usize, default: i64| -> Result<i64, QueryError> {
         match parts.get(i) {
-            Some(p) => p.parse::<i64>().map_err(|_| bad()),
+            // Digits only: Rust's integer parsing would take `+2020`.
+            Some(p) if !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse().map_err(|_| bad())
+            }
+            Some(_) => Err(bad()),
             None => Ok(default),
         }
     };
@@ -617,6 +621,9 @@ mod tests {
         assert_eq!(parse_date("2020-12-31").unwrap(), days_from_civil(2020, 12, 31) * 86_400);
         for no_day in ["2020-02-30", "2021-02-29", "2020-04-31"] {
             assert!(parse_date(no_day).unwrap_err().0.contains("days"), "{no_day}");
+        }
+        for not_a_date in ["+2020", "2020-+6", "2020-06- 1", "2020--6", "٢٠٢٠", "02020"] {
+            assert!(parse_date(not_a_date).unwrap_err().0.contains("YYYY"), "{not_a_date}");
         }
     }
 

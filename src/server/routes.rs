@@ -74,7 +74,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/tags", get(tags))
         .route("/api/keywords", get(keywords))
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
-        .layer(axum::middleware::from_fn(utf8_query_string))
+        .layer(axum::middleware::from_fn(check_query_string))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
         .layer(axum::middleware::from_fn(log_request))
         .layer(axum::middleware::from_fn(every_response))
@@ -200,18 +200,31 @@ fn is_blank(text: &str) -> bool {
     })
 }
 
-/// A query string whose percent-escapes are not UTF-8 (`q=%FF`) is refused: read leniently, it
-/// would be searched as replacement characters nobody typed.
-async fn utf8_query_string(request: Request, next: axum::middleware::Next) -> Response {
+/// The query string, checked before any route reads it. Its percent-escapes must be UTF-8
+/// (`q=%FF`, read leniently, would be searched as replacement characters nobody typed), and an
+/// API route's parameter may be given once (`q=cat&q=dog` would search for `dog` alone, silently).
+async fn check_query_string(request: Request, next: axum::middleware::Next) -> Response {
     let query = request.uri().query().unwrap_or_default();
-    match percent_encoding::percent_decode_str(query).decode_utf8() {
-        Ok(_) => next.run(request).await,
-        Err(_) => ApiError::bad_request(
+    if percent_encoding::percent_decode_str(query).decode_utf8().is_err() {
+        return ApiError::bad_request(
             "bad_query",
             "the query string is not UTF-8 once its %-escapes are decoded: encode the text as UTF-8",
         )
-        .into_response(),
+        .into_response();
     }
+    if request.uri().path().starts_with("/api/") {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(repeated) =
+            form_urlencoded::parse(query.as_bytes()).map(|(name, _)| name).find(|name| !seen.insert(name.clone()))
+        {
+            return ApiError::bad_request(
+                "repeated_parameter",
+                format!("{repeated} is given more than once: give each parameter once (put several words in one q)"),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 fn hits_response(hits: Vec<SearchHit>, started: Instant) -> Json<serde_json::Value> {
