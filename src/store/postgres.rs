@@ -295,10 +295,16 @@ pub(super) fn set_space_record(url: &str, schema: Option<&str>, record: &str) ->
     client.batch_execute(&statement).map_err(|e| db_error(&location, e))
 }
 
-/// `schema` names are made by `spaces.rs` from letters, digits and `_` only.
+/// `schema` names are made by `spaces.rs` from letters, digits and `_` only. Under the schema
+/// lock: two hosts starting the same new model at once would both try to create it, and
+/// `IF NOT EXISTS` does not keep the second from failing on the catalog's unique name.
 pub(super) fn create_space_schema(url: &str, schema: &str) -> Result<()> {
     let (mut client, location) = one_connection(url)?;
-    client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).map_err(|e| db_error(&location, e))
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); CREATE SCHEMA IF NOT EXISTS {schema}; COMMIT"
+        ))
+        .map_err(|e| db_error(&location, e))
 }
 
 pub(super) fn drop_space_schema(url: &str, schema: &str) -> Result<()> {

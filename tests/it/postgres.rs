@@ -137,6 +137,41 @@ fn indexers_on_two_hosts_at_once_then_a_kill_9_and_a_rerun_store_every_picture_o
     assert_eq!(stats["images"], 320, "{stats:#}");
 }
 
+/// Two hosts that start indexing the same new model at once share its new space: neither fails
+/// on the other's schema (three libraries, since the race is one of timing).
+#[test]
+fn two_hosts_starting_a_new_model_at_once_both_index_into_its_space() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    noise_photos(&photos, 4);
+    for library in ["one", "two", "three"] {
+        let url = database_for(&tmp.path().join(library));
+        index(imgsearch(&url, &tmp.path().join("host0")), &[&photos]);
+        let indexers: Vec<_> = ["host1", "host2"]
+            .iter()
+            .map(|host| {
+                imgsearch(&url, &tmp.path().join(host))
+                    .arg("index")
+                    .arg(&photos)
+                    .arg("--model")
+                    .arg(model_dir("tiny-siglip-sp"))
+                    .arg("--quiet")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for indexer in indexers {
+            let out = indexer.wait_with_output().unwrap();
+            assert!(out.status.success(), "{library}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let stats = json_of(imgsearch(&url, &tmp.path().join("host0")).args(["stats", "--json"]).output().unwrap());
+        assert_eq!(stats["images"], 4, "{stats:#}");
+        assert!(stats["model"]["model"].as_str().is_some_and(|m| m.ends_with("tiny-siglip-sp")), "{stats:#}");
+    }
+}
+
 /// A first `index` into an empty database stores the rows and builds the vector index once at
 /// its end; a run killed before its end leaves that to the next run.
 #[test]
