@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use pgvector::Vector;
@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_tags.sql")),
     (4, include_str!("../../migrations/postgres/0004_places.sql")),
     (5, include_str!("../../migrations/postgres/0005_captions.sql")),
+    (6, include_str!("../../migrations/postgres/0006_library_id.sql")),
 ];
 
 /// Taken by whoever applies migrations or records the model: processes starting at once on an
@@ -75,6 +76,10 @@ const PAGE: i64 = 5_000;
 /// Ids taken from the database's sequence at once: one round trip per block instead of one per
 /// picture. Those a process leaves unused are gaps, which ids may have.
 const ID_BLOCK: i64 = 256;
+
+/// How long a `--read-store` that does not hold the library yet is given to replay it (a
+/// replica shows a new library within a second on a LAN).
+const REPLICA_CATCH_UP: Duration = Duration::from_secs(5);
 
 /// Connections per process: the server's blocking threads share them.
 const POOL_SIZE: u32 = 16;
@@ -319,7 +324,7 @@ pub(super) fn clear_library(url: &str) -> Result<()> {
     client
         .batch_execute(
             "BEGIN; DROP INDEX IF EXISTS images_embedding; TRUNCATE images, skipped, roots, runs; \
-             DELETE FROM library_meta; COMMIT",
+             DELETE FROM library_meta WHERE key <> 'library_id'; COMMIT",
         )
         .map_err(|e| db_error(&location, e))
 }
@@ -370,6 +375,7 @@ impl Postgres {
             }
         }
         library.migrate()?;
+        library.check_replica()?;
         if let Some(info) = library.read_model_info()? {
             let _ = library.dim.set(info.dim);
         }
@@ -430,6 +436,53 @@ impl Postgres {
             tx.execute("INSERT INTO imgsearch_schema (version) VALUES ($1)", &[version]).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// `--read-store` must be a copy of this library (its id, made by schema version 6, is the
+    /// same): another database there would be searched in the library's place, silently.
+    fn check_replica(&self) -> Result<()> {
+        let Some((replica, location)) = &self.replica else { return Ok(()) };
+        let id_in = |connection: &mut postgres::Client| -> std::result::Result<Option<String>, postgres::Error> {
+            match connection.query_opt("SELECT value #>> '{}' FROM library_meta WHERE key = 'library_id'", &[]) {
+                Ok(row) => Ok(row.map(|row| row.get(0))),
+                // Not even the tables yet: nothing of a library has been replayed there.
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let ours = id_in(&mut *self.connection()?).map_err(|e| self.err(e))?;
+        let started = Instant::now();
+        loop {
+            let mut connection = replica
+                .get()
+                .map_err(|e| db_error(location, format!("no connection ({e}); is the replica running?")))?;
+            let theirs = id_in(&mut connection).map_err(|e| db_error(location, e))?;
+            match theirs {
+                Some(theirs) if Some(&theirs) == ours.as_ref() => return Ok(()),
+                Some(_) => {
+                    return Err(db_error(
+                        location,
+                        format!(
+                            "--read-store holds another library than {}: give the URL of a streaming replica of \
+                             that database",
+                            self.location
+                        ),
+                    ))
+                }
+                None if started.elapsed() < REPLICA_CATCH_UP => std::thread::sleep(Duration::from_millis(100)),
+                None => {
+                    return Err(db_error(
+                        location,
+                        format!(
+                            "--read-store holds no imgsearch library (none replayed in {} s): give the URL of a \
+                             streaming replica of {}",
+                            REPLICA_CATCH_UP.as_secs(),
+                            self.location
+                        ),
+                    ))
+                }
+            }
+        }
     }
 
     fn read_model_info(&self) -> Result<Option<ModelInfo>> {

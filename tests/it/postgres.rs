@@ -321,6 +321,20 @@ fn a_server_searches_a_streaming_replica_while_indexers_write_the_primary() {
         .unwrap()
         .get(0);
     assert!(readers > 0, "no imgsearch connection on the replica");
+
+    // A --read-store that is not a copy of the library is refused: another library, and a
+    // database that holds none.
+    let other = database_for(&tmp.path().join("another library"));
+    index(imgsearch(&other, &tmp.path().join("indexer")), &[&a]);
+    let empty = database_for(&tmp.path().join("no library"));
+    for (read_store, said) in [(&other, "holds another library"), (&empty, "holds no imgsearch library")] {
+        let out = imgsearch(&url, &tmp.path().join("server"))
+            .args(["--read-store", read_store, "search", "noise"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(said), "{read_store}: {stderr}");
+    }
 }
 
 /// Search results as (path, score) pairs (no score for a query of filters only).
@@ -535,7 +549,7 @@ fn schema_versions_are_recorded_and_a_newer_schema_is_refused() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     client.execute("INSERT INTO imgsearch_schema (version) VALUES (99)", &[]).unwrap();
     let out = imgsearch(&url, tmp.path()).arg("stats").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
