@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -320,8 +320,42 @@ pub fn run(
             return Ok(summary);
         }
     }
-    data.with(|data| data.record_run(&indexed, &run))?;
+    let covered = roots_covered_by_others(&mut indexed, &data.with(|data| data.indexed_roots())?, mounts);
+    data.with(|data| {
+        if !covered.is_empty() {
+            data.forget_roots(&covered)?;
+        }
+        data.record_run(&indexed, &run)
+    })?;
     Ok(summary)
+}
+
+/// A folder inside another root is that root's to rescan: recorded as a root of its own,
+/// `--watch` would walk it twice (with its own settings, undoing the outer root's), and `stats`
+/// would list it beside the root that holds it. Drops from `indexed` what lies inside another
+/// root (recorded, or indexed now), and returns the keys of recorded roots that lie inside
+/// another (recorded by an older imgsearch, or inside one indexed now). Compared in the stored form, so that a named root covers its folders however
+/// this host mounts it.
+fn roots_covered_by_others(indexed: &mut Vec<IndexedRoot>, recorded: &[IndexedRoot], mounts: &Mounts) -> Vec<PathBuf> {
+    let stored = |root: &IndexedRoot| match root.name {
+        Some(_) => root.key(),
+        None => mounts.stored(&root.path).to_path_buf(),
+    };
+    let inside = |inner: &Path, outer: &Path| inner != outer && inner.starts_with(outer);
+    let now: Vec<PathBuf> = indexed.iter().map(stored).collect();
+    let before: Vec<PathBuf> = recorded.iter().map(stored).collect();
+    let covered = recorded
+        .iter()
+        .zip(&before)
+        .filter(|(_, was)| now.iter().chain(&before).any(|outer| inside(was, outer)))
+        .map(|(root, _)| root.key())
+        .collect();
+    let mut own = now.iter();
+    indexed.retain(|_| {
+        let this = own.next().expect("one stored form per root");
+        !now.iter().chain(&before).any(|outer| inside(this, outer))
+    });
+    covered
 }
 
 /// Whether a moment of a video that was read again this run belongs to an earlier version of the

@@ -673,8 +673,39 @@ fn a_named_root_is_the_same_library_wherever_it_is_mounted() {
     // `--root-name` is the same as NAME=PATH; a bad name is refused before any work.
     let again = index(&data, &there, &["--root-name", "photos"]);
     assert_eq!(again["unchanged"], 6, "{again}");
+    // A folder inside it, given by its local path, is the named root's: not a root of its own.
+    let inside = index(&data, &there.join("2023"), &[]);
+    assert_eq!(inside["unchanged"], 6, "{inside}");
+    assert_eq!(listed_paths(&data), paths);
+    let roots = stats(&data)["roots"].clone();
+    assert_eq!(roots.as_array().unwrap().len(), 1, "{roots:#}");
+    assert_eq!(roots[0]["name"], "photos", "{roots:#}");
     let bad = imgsearch(&data).arg("index").arg("my photos=/x").output().unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot name a root"), "{bad:?}");
+}
+
+/// A folder indexed inside a root already indexed is not a root of its own (`--watch` would walk
+/// it twice); a root indexed around folders indexed before takes their place.
+#[test]
+fn folders_inside_an_indexed_root_are_not_roots_of_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    noise_photos(&photos.join("2023"), 3);
+    noise_photos(&photos.join("2024"), 2);
+    let data = tmp.path().join("data");
+    let roots = || -> Vec<String> {
+        let roots = stats(&data)["roots"].as_array().unwrap().clone();
+        roots.iter().map(|r| r["path"].as_str().unwrap().to_string()).collect()
+    };
+    index(&data, &photos.join("2023"), &[]);
+    index(&data, &photos.join("2024"), &[]);
+    assert_eq!(roots().len(), 2);
+    let around = index(&data, &photos, &[]);
+    assert_eq!((&around["unchanged"], &around["indexed"]), (&Value::from(5), &Value::from(0)), "{around}");
+    assert_eq!(roots(), [photos.display().to_string()]);
+    assert_eq!(index(&data, &photos.join("2023"), &[])["unchanged"], 3);
+    assert_eq!(roots(), [photos.display().to_string()]);
+    assert_eq!(listed_paths(&data).len(), 5);
 }
 
 /// Naming a folder that was indexed without a name re-keys its pictures: nothing is embedded
