@@ -317,6 +317,7 @@ async fn search_image(
     // `q` narrows the picture's search with filters, or composes it with texts: "like this
     // picture, but at night" is `q=at night`.
     let parsed = query.get("q").map(|q| parse_q(q)).transpose()?.unwrap_or_default();
+    let _held = state.work.admit_upload().await?;
     let (bytes, upload) = upload_bytes(request, state.options.upload_limit).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(

@@ -18,6 +18,10 @@ pub const SPARE_BLOCKING_THREADS: usize = 8;
 /// waiting request holds no thread, only its task and connection, so the bound is on how long
 /// the queue may grow, not on the number of workers.
 const MAX_WAITING: usize = 512;
+/// Uploads held at once per worker, from their first byte to the end of their search: each is
+/// up to `--upload-limit` (32 MB) in memory, twice while a multipart body is taken apart. Without
+/// a bound, as many as the connections (up to 65,536) could be, while they waited for a worker.
+const UPLOADS_PER_WORKER: usize = 4;
 
 /// The workers a server runs by default: one per thread of [`crate::cpu_threads`] (one per core
 /// unless `--threads` says otherwise). The work is CPU-bound (a text through
@@ -33,6 +37,8 @@ pub struct WorkQueue {
     workers: std::sync::Arc<Semaphore>,
     waiting: AtomicUsize,
     timeout: Duration,
+    /// Uploads being received or searched with ([`UPLOADS_PER_WORKER`]).
+    uploads: std::sync::Arc<Semaphore>,
 }
 
 /// No worker in time: 503 `busy`, with when to try again.
@@ -41,7 +47,21 @@ pub struct Busy;
 impl WorkQueue {
     pub fn new(workers: usize, timeout: Duration) -> Self {
         let workers = workers.max(1);
-        Self { workers: std::sync::Arc::new(Semaphore::new(workers)), waiting: AtomicUsize::new(0), timeout }
+        Self {
+            workers: std::sync::Arc::new(Semaphore::new(workers)),
+            waiting: AtomicUsize::new(0),
+            timeout,
+            uploads: std::sync::Arc::new(Semaphore::new(workers * UPLOADS_PER_WORKER)),
+        }
+    }
+
+    /// Room for one more upload, waited for at most the queue's timeout; kept until the permit
+    /// is dropped (when the search with it has ended).
+    pub async fn admit_upload(&self) -> Result<OwnedSemaphorePermit, Busy> {
+        match tokio::time::timeout(self.timeout, self.uploads.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Busy),
+        }
     }
 
     /// Waits for a worker, at most the queue's timeout, behind at most [`MAX_WAITING`] others.

@@ -878,6 +878,39 @@ fn a_port_already_in_use_says_so_and_what_to_do() {
     assert!(stderr.contains("already in use") && stderr.contains("--addr"), "{stderr}");
 }
 
+/// Uploads held in memory at once are bounded (four per worker): clients that start uploads and
+/// stall keep later uploads out with a clear 503, never the server's other routes, and once
+/// they are gone uploads are taken again.
+#[test]
+fn stalled_uploads_hold_at_most_four_per_worker_and_searches_go_on() {
+    use std::io::Write;
+    let (_tmp, server) = start(&["--workers", "1", "--queue-timeout", "1"]);
+    let stalled: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+            let head = format!(
+                "POST /api/search/image HTTP/1.1\r\nHost: {}\r\nContent-Type: image/jpeg\r\n\
+                 Content-Length: 1000000\r\n\r\nstart of a picture",
+                server.addr
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let photo = std::fs::read(image_path("rocket.jpg")).unwrap();
+    let turned_away = request(&server.addr, "POST", "/api/search/image", Some("image/jpeg"), &photo);
+    assert_eq!(turned_away.status, 503, "{}", String::from_utf8_lossy(&turned_away.body));
+    assert_eq!(turned_away.json()["error"]["code"], "busy");
+    assert_eq!(get(&server.addr, "/api/search?q=cat").status, 200, "text searches are not held up");
+    drop(stalled);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while request(&server.addr, "POST", "/api/search/image", Some("image/jpeg"), &photo).status != 200 {
+        assert!(std::time::Instant::now() < deadline, "uploads stay refused after the stalled ones left");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// Many clients at once against one worker with a short queue: each gets its answer or a clear
 /// 503 with Retry-After (never a hang or a dropped connection), and the server's threads stay
 /// bounded however many wait.
