@@ -132,7 +132,14 @@ impl FileFacts {
 /// What a decode worker hands the encoder.
 enum Work {
     Embed(FileFacts, PreprocessedImage),
-    Reuse(FileFacts, Vec<f32>),
+    /// A content the library holds: its embedding is taken, nothing is decoded. `same_path`:
+    /// held at this very path (only the file's time changed, or another host stored it a
+    /// moment ago), so the file is unchanged, not moved or copied.
+    Reuse {
+        file: FileFacts,
+        embedding: Vec<f32>,
+        same_path: bool,
+    },
     Skip(SkipRecord),
 }
 
@@ -143,6 +150,7 @@ struct Batch {
     skips: Vec<SkipRecord>,
     indexed: u64,
     reused: u64,
+    unchanged: u64,
     video_moments: u64,
     /// Pictures through the encoder (a video's moments each count).
     embedded: u64,
@@ -226,7 +234,7 @@ pub fn run(
     write_result?;
     let walked = walk_result?;
     summary.scanned = walked.scanned;
-    summary.unchanged = walked.unchanged;
+    summary.unchanged += walked.unchanged;
     summary.skipped += walked.errors.len() as u64;
     summary.errors.extend(walked.errors);
 
@@ -618,7 +626,9 @@ fn examine_picture(
     if let Ok(Some(known)) = catalog.image_with_hash(&file.hash) {
         if known.embedding.len() == spec.dim() {
             (file.width, file.height) = (known.width, known.height);
-            return Work::Reuse(file, known.embedding);
+            let at_path = catalog.image_at(&stored_bytes(&path));
+            let same_path = at_path.ok().flatten().is_some_and(|held| held.hash == file.hash);
+            return Work::Reuse { file, embedding: known.embedding, same_path };
         }
     }
     match decode::model_input(&bytes, &job.path, &spec.preprocess, options.max_pixels) {
@@ -782,9 +792,12 @@ fn encode(
                 }
                 pending.push((file, pixels));
             }
-            Work::Reuse(file, embedding) => {
+            Work::Reuse { file, embedding, same_path } => {
                 batch.pictures.push((file, embedding));
-                batch.reused += 1;
+                match same_path {
+                    true => batch.unchanged += 1,
+                    false => batch.reused += 1,
+                }
             }
             Work::Skip(record) => batch.skips.push(record),
         }
@@ -856,6 +869,7 @@ fn write_batches(
         })?;
         summary.indexed += batch.indexed;
         summary.reused += batch.reused;
+        summary.unchanged += batch.unchanged;
         summary.video_moments += batch.video_moments;
         embedded += batch.embedded;
         let rate = embedded as f64 / started.elapsed().as_secs_f64().max(1e-3);

@@ -217,6 +217,16 @@ fn re_runs_do_only_the_work_that_changed() {
 
     let unchanged = index(&data, &root, &[]);
     assert_eq!((unchanged["indexed"].as_u64(), unchanged["unchanged"].as_u64()), (Some(0), Some(12)), "{unchanged:#}");
+    // A file whose time changed but not its content (`touch`, a copy that did not keep times)
+    // is read again, and unchanged: not moved or copied.
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    std::fs::File::options().write(true).open(&photos[5]).unwrap().set_modified(later).unwrap();
+    let touched = index(&data, &root, &[]);
+    assert_eq!(
+        (touched["indexed"].as_u64(), touched["reused"].as_u64(), touched["unchanged"].as_u64()),
+        (Some(0), Some(0), Some(12)),
+        "{touched:#}"
+    );
 
     // Delete one, move one, copy one, change one.
     std::fs::remove_file(&photos[0]).unwrap();
