@@ -1,13 +1,13 @@
 //! Where a CLIP checkpoint comes from: a local folder, or a Hugging Face repo id fetched once
-//! through `hf-hub` into its standard cache (`HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE` honoured).
+//! into the hub's standard cache (`hub.rs`: `HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE`, `HF_TOKEN`
+//! honoured).
 
-use hf_hub::api::sync::{ApiBuilder, ApiError};
-use hf_hub::{Cache, Repo, RepoType};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+use super::hub::HubRepo;
 use super::openclip::{self, OpenClipConfig};
 use crate::error::{Error, Result};
 
@@ -132,14 +132,22 @@ impl CheckpointFiles {
             None if model == DEFAULT_MODEL => (model.to_string(), DEFAULT_MODEL_REVISION.to_string()),
             None => (model.to_string(), "main".to_string()),
         };
-        let repo = Repo::with_revision(repo_id.clone(), RepoType::Model, revision);
-        let fetcher = if hub_offline() {
-            HubFetcher::Cache(Cache::from_env().repo(repo))
-        } else {
-            HubFetcher::online(repo, &repo_id)?
-        };
-        Self::from_source(&repo_id, |file| fetcher.fetch(&repo_id, file)).map_err(|e| match e {
-            Error::MissingModelFile { missing, .. } => fetcher.missing(&repo_id, &missing),
+        let offline = hub_offline();
+        let hub = HubRepo::new(&repo_id, &revision, offline)?;
+        Self::from_source(&repo_id, |file| hub.fetch(file)).map_err(|e| match e {
+            Error::MissingModelFile { missing, .. } => {
+                let (reason, hint) = match offline {
+                    true => (
+                        "HF_HUB_OFFLINE is set and it is not in the local cache",
+                        "Run once with network access (unset HF_HUB_OFFLINE), or pass --model a local folder.",
+                    ),
+                    false => (
+                        "the repository has no such file",
+                        "Is this a CLIP, SigLIP or OpenCLIP checkpoint? `imgsearch models` lists what runs.",
+                    ),
+                };
+                Error::Download { repo: repo_id.clone(), file: missing, reason: reason.into(), hint: hint.into() }
+            }
             other => other,
         })
     }
@@ -284,7 +292,9 @@ fn looks_like_repo_id(model: &str) -> bool {
     let id = model.split('@').next().unwrap_or_default();
     let mut parts = id.split('/');
     let ok = |s: Option<&str>| {
-        s.is_some_and(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        s.is_some_and(|s| {
+            !s.chars().all(|c| c == '.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
     };
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
@@ -292,55 +302,4 @@ fn looks_like_repo_id(model: &str) -> bool {
 fn hub_offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
         .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-}
-
-#[allow(clippy::large_enum_variant)] // built once per model load
-enum HubFetcher {
-    Online(hf_hub::api::sync::ApiRepo),
-    Cache(hf_hub::CacheRepo),
-}
-
-impl HubFetcher {
-    fn online(repo: Repo, repo_id: &str) -> Result<Self> {
-        let api = ApiBuilder::from_env().with_progress(true).build().map_err(|e| Error::Download {
-            repo: repo_id.into(),
-            file: "(any)".into(),
-            reason: e.to_string(),
-            hint: "Check HF_HOME points to a writable folder.".into(),
-        })?;
-        Ok(Self::Online(api.repo(repo)))
-    }
-
-    /// `Ok(None)` when the repository does not have the file (a 404), an error for anything else.
-    fn fetch(&self, repo_id: &str, file: &str) -> Result<Option<PathBuf>> {
-        match self {
-            Self::Cache(cache) => Ok(cache.get(file)),
-            Self::Online(api) => match api.get(file) {
-                Ok(path) => Ok(Some(path)),
-                Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::StatusCode(404)) => Ok(None),
-                Err(e) => Err(Error::Download {
-                    repo: repo_id.into(),
-                    file: file.into(),
-                    reason: e.to_string(),
-                    hint: "Check the network (and HF_ENDPOINT if set), set HF_HUB_OFFLINE=1 to use what is already \
-                           cached, or pass --model a local folder with config.json, model.safetensors and tokenizer.json."
-                        .into(),
-                }),
-            },
-        }
-    }
-
-    fn missing(&self, repo_id: &str, file: &str) -> Error {
-        let (reason, hint) = match self {
-            Self::Cache(_) => (
-                "HF_HUB_OFFLINE is set and it is not in the local cache".to_string(),
-                "Run once with network access (unset HF_HUB_OFFLINE), or pass --model a local folder.".to_string(),
-            ),
-            Self::Online(_) => (
-                "the repository has no such file".to_string(),
-                "Is this a CLIP, SigLIP or OpenCLIP checkpoint? `imgsearch models` lists what runs.".to_string(),
-            ),
-        };
-        Error::Download { repo: repo_id.into(), file: file.into(), reason, hint }
-    }
 }

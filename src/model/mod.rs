@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;
+mod hub;
 pub mod kernels;
 pub mod openclip;
 pub mod preprocess;

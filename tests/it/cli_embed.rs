@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use crate::common::hub::StandInHub;
+use crate::common::hub::{files_under, Behaviour, StandInHub};
 use crate::common::{cosine, image_path, model_dir, reference};
 use serde_json::Value;
 
@@ -194,6 +194,60 @@ fn a_hub_model_is_downloaded_once_then_works_offline() {
 
     // Offline, with the hub gone, the cached copy is enough.
     json_of(&run(Some("http://127.0.0.1:9"), true));
+}
+
+/// A hub (or whatever answers as one) that misbehaves: names that would lead out of the cache,
+/// bytes that are not the file it named, a download that stops, a redirect to another host
+/// (which must not get the token), a revision that is a path. Each is refused with what went
+/// wrong, nothing is written outside the cache, and nothing half-fetched is kept as a file.
+#[test]
+fn a_hub_that_misbehaves_is_refused_and_never_writes_outside_its_cache() {
+    let model = model_dir("tiny-clip-b32-quickgelu");
+    let tmp = tempfile::tempdir().unwrap();
+    let embed = |hub: &StandInHub, case: &str, model_id: &str, env: &[(&str, &str)]| {
+        let hf_home = tmp.path().join(case).join("1/2/3/4/5/6/hf");
+        let mut cmd = imgsearch();
+        cmd.env("HF_HOME", &hf_home).env("HF_ENDPOINT", &hub.endpoint).envs(env.iter().copied());
+        let out = cmd
+            .args(["embed", "--device", "cpu", "--json", "--model", model_id, "--text", "a photo of a cat"])
+            .output()
+            .unwrap();
+        (out, hf_home)
+    };
+    let refused = |out: &Output, said: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(said) && stderr.contains("test-org/tiny"), "{said:?} not in: {stderr}");
+    };
+
+    let hub = StandInHub::serve_behaving("test-org/tiny", model.clone(), Behaviour::EscapingNames);
+    let (out, _) = embed(&hub, "escaping", "test-org/tiny", &[]);
+    refused(&out, "does not answer as a Hugging Face hub does");
+    let (out, _) = embed(&hub, "escaping", "test-org/tiny@../../../../../escaped-revision", &[]);
+    refused(&out, "is not a revision");
+    let escaped: Vec<_> =
+        files_under(tmp.path()).into_iter().filter(|p| p.to_string_lossy().contains("escaped")).collect();
+    assert!(escaped.is_empty(), "written outside the cache: {escaped:?}");
+
+    let hub = StandInHub::serve_behaving("test-org/tiny", model.clone(), Behaviour::CorruptBytes);
+    let (out, hf_home) = embed(&hub, "corrupt", "test-org/tiny", &[]);
+    refused(&out, "SHA-256");
+    let kept: Vec<_> = files_under(&hf_home).into_iter().filter(|p| p.to_string_lossy().contains("/blobs/")).collect();
+    assert!(kept.is_empty(), "a damaged file was kept: {kept:?}");
+
+    let hub = StandInHub::serve_behaving("test-org/tiny", model.clone(), Behaviour::StallsMidFile);
+    let started = std::time::Instant::now();
+    let (out, _) = embed(&hub, "stall", "test-org/tiny", &[("HF_HUB_DOWNLOAD_TIMEOUT", "1")]);
+    refused(&out, "HF_HUB_DOWNLOAD_TIMEOUT");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "{:?}", started.elapsed());
+
+    let hub = StandInHub::serve_behaving("test-org/tiny", model.clone(), Behaviour::RedirectsToStorage);
+    let (out, _) = embed(&hub, "redirect", "test-org/tiny", &[("HF_TOKEN", "hf_secret")]);
+    let json = json_of(&out);
+    let reference = reference("tiny-clip-b32-quickgelu");
+    assert!(cosine(&vector(&json["texts"]["a photo of a cat"]), &reference.text_embeds["a photo of a cat"]) >= 0.9999);
+    let sent = hub.storage_authorization.lock().unwrap().clone();
+    assert!(!sent.is_empty() && sent.iter().all(Option::is_none), "the token went to another host: {sent:?}");
 }
 
 #[test]

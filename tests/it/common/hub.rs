@@ -1,56 +1,107 @@
 //! A stand-in for the Hugging Face hub on 127.0.0.1: serves a local folder the way
-//! `huggingface.co/{repo}/resolve/{revision}/{file}` does (ETag, X-Repo-Commit, Range requests),
-//! so the real download code runs without network.
+//! `huggingface.co/{repo}/resolve/{revision}/{file}` does (HEAD with X-Repo-Commit, a SHA-256
+//! ETag and the size; GET with Range), so the real download code runs without network. It can
+//! also misbehave as a hostile or broken server would ([`Behaviour`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Honest,
+    /// Names from the server that would lead out of the cache: an ETag and a commit of `../`.
+    EscapingNames,
+    /// Every file's bytes with one flipped, under the true file's SHA-256.
+    CorruptBytes,
+    /// Headers and the first bytes of a file, then silence (the connection stays open).
+    StallsMidFile,
+    /// HEAD answered with a redirect to another host (as the hub sends files to its storage).
+    RedirectsToStorage,
+}
 
 pub struct StandInHub {
     pub endpoint: String,
+    /// Whole files sent.
     pub downloads: Arc<AtomicUsize>,
+    /// The `Authorization` header of each request another host (the "storage") received.
+    pub storage_authorization: Arc<Mutex<Vec<Option<String>>>>,
     stop: Arc<AtomicBool>,
-    port: u16,
+    ports: Vec<u16>,
 }
 
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+struct Served {
+    repo: String,
+    folder: PathBuf,
+    behaviour: Behaviour,
+    downloads: Arc<AtomicUsize>,
+    storage: String,
+    storage_authorization: Arc<Mutex<Vec<Option<String>>>>,
+}
 
 impl StandInHub {
     /// Serves the files of `folder` as repository `repo` (any revision).
     pub fn serve(repo: &str, folder: PathBuf) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        Self::serve_behaving(repo, folder, Behaviour::Honest)
+    }
+
+    pub fn serve_behaving(repo: &str, folder: PathBuf, behaviour: Behaviour) -> Self {
+        let (hub, storage) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let ports = vec![hub.local_addr().unwrap().port(), storage.local_addr().unwrap().port()];
         let stop = Arc::new(AtomicBool::new(false));
-        let downloads = Arc::new(AtomicUsize::new(0));
-        let (stop2, downloads2, repo) = (stop.clone(), downloads.clone(), repo.to_string());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = stream {
-                    let _ = answer(stream, &repo, &folder, &downloads2);
-                }
-            }
+        let served = Arc::new(Served {
+            repo: repo.to_string(),
+            folder,
+            behaviour,
+            downloads: Arc::new(AtomicUsize::new(0)),
+            // `localhost`, not 127.0.0.1: another host by name, as the hub's storage is.
+            storage: format!("http://localhost:{}", ports[1]),
+            storage_authorization: Arc::default(),
         });
-        Self { endpoint: format!("http://127.0.0.1:{port}"), downloads, stop, port }
+        for (listener, is_storage) in [(hub, false), (storage, true)] {
+            let (stop, served) = (stop.clone(), served.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(stream) = stream {
+                        let served = served.clone();
+                        std::thread::spawn(move || answer(stream, &served, is_storage));
+                    }
+                }
+            });
+        }
+        Self {
+            endpoint: format!("http://127.0.0.1:{}", ports[0]),
+            downloads: served.downloads.clone(),
+            storage_authorization: served.storage_authorization.clone(),
+            stop,
+            ports,
+        }
     }
 }
 
 impl Drop for StandInHub {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wake the accept loop
+        for port in &self.ports {
+            let _ = TcpStream::connect(("127.0.0.1", *port)); // wake the accept loop
+        }
     }
 }
 
-fn answer(mut stream: TcpStream, repo: &str, folder: &std::path::Path, downloads: &AtomicUsize) -> std::io::Result<()> {
+fn answer(mut stream: TcpStream, served: &Served, is_storage: bool) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let mut range_start = None;
+    let (mut range_start, mut authorization) = (0, None);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
@@ -58,18 +109,27 @@ fn answer(mut stream: TcpStream, repo: &str, folder: &std::path::Path, downloads
         }
         if let Some((name, value)) = line.split_once(':') {
             if name.eq_ignore_ascii_case("range") {
-                // "bytes=S-" or "bytes=S-E"
                 let spec = value.trim().trim_start_matches("bytes=");
-                let (s, e) = spec.split_once('-').unwrap_or((spec, ""));
-                range_start = Some((s.parse::<usize>().unwrap_or(0), e.parse::<usize>().ok()));
+                range_start = spec.split('-').next().and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
+            }
+            if name.eq_ignore_ascii_case("authorization") {
+                authorization = Some(value.trim().to_string());
             }
         }
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-    let prefix = format!("/{repo}/resolve/");
-    let file = path.strip_prefix(&prefix).and_then(|rest| rest.split_once('/')).map(|(_rev, file)| file.to_string());
-    let body = file.as_ref().filter(|f| !f.contains("..")).and_then(|f| std::fs::read(folder.join(f)).ok());
-    let Some(body) = body else {
+    if is_storage {
+        served.storage_authorization.lock().unwrap().push(authorization);
+    }
+    let mut words = request_line.split_whitespace();
+    let (method, path) = (words.next().unwrap_or("GET"), words.next().unwrap_or("/"));
+    let file = if is_storage {
+        path.strip_prefix("/storage/").map(str::to_string)
+    } else {
+        let prefix = format!("/{}/resolve/", served.repo);
+        path.strip_prefix(&prefix).and_then(|rest| rest.split_once('/')).map(|(_rev, file)| file.to_string())
+    };
+    let body = file.as_ref().filter(|f| !f.contains("..")).and_then(|f| std::fs::read(served.folder.join(f)).ok());
+    let (Some(file), Some(mut body)) = (file, body) else {
         let msg = b"Entry not found";
         write!(
             stream,
@@ -78,26 +138,64 @@ fn answer(mut stream: TcpStream, repo: &str, folder: &std::path::Path, downloads
         )?;
         return stream.write_all(msg);
     };
-    let etag = format!("{:016x}", fnv1a(&body));
+    let sha256: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
     let total = body.len();
-    let (start, end) = match range_start {
-        Some((s, Some(e))) => (s.min(total), (e + 1).min(total)),
-        Some((s, None)) => (s.min(total), total),
-        None => (0, total),
+    let (etag, commit) = match served.behaviour {
+        Behaviour::EscapingNames => ("../../../../../escaped-etag".to_string(), "../../../../../escaped-commit"),
+        _ => (sha256, COMMIT),
     };
-    if end - start == total && total > 1 {
-        downloads.fetch_add(1, Ordering::SeqCst);
+    if method == "HEAD" {
+        if served.behaviour == Behaviour::RedirectsToStorage && !is_storage {
+            return write!(
+                stream,
+                "HTTP/1.1 302 Found\r\nLocation: {}/storage/{file}\r\nX-Repo-Commit: {commit}\r\n\
+                 X-Linked-Etag: \"{etag}\"\r\nX-Linked-Size: {total}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                served.storage
+            );
+        }
+        return write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nETag: \"{etag}\"\r\nX-Repo-Commit: {commit}\r\nContent-Length: {total}\r\n\
+             Connection: close\r\n\r\n"
+        );
     }
-    let slice = &body[start..end];
+    if served.behaviour == Behaviour::CorruptBytes && !body.is_empty() {
+        let middle = body.len() / 2;
+        body[middle] ^= 0x55;
+    }
+    let start = range_start.min(total);
+    if start == 0 && total > 1 {
+        served.downloads.fetch_add(1, Ordering::SeqCst);
+    }
+    let slice = &body[start..];
     write!(
         stream,
-        "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{total}\r\nETag: \"{etag}\"\r\nX-Repo-Commit: {COMMIT}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        end.saturating_sub(1),
+        "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{total}\r\nETag: \"{etag}\"\r\n\
+         X-Repo-Commit: {commit}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        total.saturating_sub(1),
         slice.len()
     )?;
+    if served.behaviour == Behaviour::StallsMidFile {
+        stream.write_all(&slice[..slice.len().min(10)])?;
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        return Ok(());
+    }
     stream.write_all(slice)
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+/// Every file under `folder` (the cache a test gave the program), for checks that nothing
+/// was written elsewhere.
+pub fn files_under(folder: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                _ => found.push(path),
+            }
+        }
+    }
+    found
 }
