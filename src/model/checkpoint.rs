@@ -215,11 +215,12 @@ fn read_pickled_state_dict(path: &Path) -> candle_core::Result<Vec<(String, Tens
 /// saved) is 21 characters long: it takes the second directory entry for the first, and the file
 /// does not open. torch always writes the archive from the file's first byte.
 fn read_torch_file(path: &Path, key: Option<&str>) -> candle_core::Result<Vec<(String, Tensor)>> {
-    use candle_core::pickle::{Object, Stack};
     use std::io::Read;
     let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
     let mut magic = [0u8; 2];
-    file.read_exact(&mut magic)?;
+    if file.read_exact(&mut magic).is_err() {
+        candle_core::bail!("the file is empty or cut short (an interrupted download or copy?)");
+    }
     if &magic != b"PK" {
         candle_core::bail!(
             "not a zip archive: saved in PyTorch's format from before 1.6? Save it again with a newer PyTorch: \
@@ -232,46 +233,140 @@ fn read_torch_file(path: &Path, key: Option<&str>) -> candle_core::Result<Vec<(S
     let pickles: Vec<String> = names.into_iter().filter(|n| n.ends_with("data.pkl")).map(|n| n.into_owned()).collect();
     let mut tensors = Vec::new();
     for pickle in pickles {
-        let mut stack = Stack::empty();
-        stack.read_loop(&mut std::io::BufReader::new(archive.by_name(&pickle).map_err(candle_core::Error::wrap)?))?;
-        let mut object = stack.finalize()?;
-        if let Some(key) = key {
-            object = match object {
-                Object::Dict(entries) => {
-                    entries.into_iter().find(|(k, _)| *k == Object::Unicode(key.into())).map(|(_, v)| v)
-                }
-                _ => None,
-            }
-            .unwrap_or(Object::None);
-        }
-        let Object::Dict(entries) = object else { continue };
-        let folder = Path::new(pickle.strip_suffix(".pkl").unwrap_or(&pickle)).to_owned();
-        for (name, value) in entries {
-            // Entries that are not tensors (an epoch number, an optimizer's state) are passed over.
-            let Ok(Some(info)) = value.into_tensor_info(name, &folder) else { continue };
-            let layout = &info.layout;
-            let fortran = layout.dims().len() > 1 && layout.is_fortran_contiguous();
-            if !layout.is_contiguous() && !fortran {
-                candle_core::bail!("tensor {} is stored with gaps between its values ({layout:?})", info.name);
-            }
-            let element = info.dtype.size_in_bytes();
-            let mut stored = archive.by_name(&info.path).map_err(candle_core::Error::wrap)?;
-            std::io::copy(&mut (&mut stored).take((layout.start_offset() * element) as u64), &mut std::io::sink())?;
-            let mut bytes = vec![0u8; layout.shape().elem_count() * element];
-            stored.read_exact(&mut bytes)?;
-            let tensor = if fortran {
-                // Column-major: read with the dimensions reversed, then transposed back.
-                let reversed: Vec<usize> = layout.dims().iter().rev().copied().collect();
-                let rank = reversed.len();
-                Tensor::from_raw_buffer(&bytes, info.dtype, &reversed, &Device::Cpu)?
-                    .permute((0..rank).rev().collect::<Vec<_>>())?
-            } else {
-                Tensor::from_raw_buffer(&bytes, info.dtype, layout.dims(), &Device::Cpu)?
-            };
-            tensors.push((info.name, tensor));
+        for info in read_tensor_records(&mut archive, &pickle, key, path)? {
+            tensors.push((info.name.clone(), read_stored_tensor(&mut archive, &info)?));
         }
     }
     Ok(tensors)
+}
+
+/// The largest `data.pkl` read: a state dict's names and tensor records take tens to hundreds of
+/// kilobytes even for the largest models, and candle's reader recurses through nested objects,
+/// so that a larger pickle of nested tuples could overflow the stack.
+const MAX_PICKLE_BYTES: u64 = 4 << 20;
+
+/// The records (name, type, shape, storage) of the tensors in a pickled dict, or in its `key`
+/// entry; entries that are not tensors (an epoch number, an optimizer's state) are passed over.
+/// Read, and dropped, on a thread with a stack for the deepest nesting [`MAX_PICKLE_BYTES`] allows.
+fn read_tensor_records(
+    archive: &mut zip::ZipArchive<std::io::BufReader<std::fs::File>>,
+    pickle: &str,
+    key: Option<&str>,
+    path: &Path,
+) -> candle_core::Result<Vec<candle_core::pickle::TensorInfo>> {
+    use candle_core::pickle::{Object, Stack};
+    use std::io::Read;
+    let mut entry = archive.by_name(pickle).map_err(candle_core::Error::wrap)?;
+    if entry.size() > MAX_PICKLE_BYTES {
+        candle_core::bail!("{pickle} is {} bytes: no state dict's is over {MAX_PICKLE_BYTES}", entry.size());
+    }
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    (&mut entry).take(MAX_PICKLE_BYTES + 1).read_to_end(&mut bytes)?;
+    let key = key.map(str::to_string);
+    let folder = Path::new(pickle.strip_suffix(".pkl").unwrap_or(pickle)).to_owned();
+    let path = path.to_owned();
+    let parse = move || -> candle_core::Result<Vec<candle_core::pickle::TensorInfo>> {
+        let object = unwound(|| {
+            let mut stack = Stack::empty();
+            stack.read_loop(&mut std::io::Cursor::new(&bytes))?;
+            stack.finalize()
+        })?;
+        let object = match (key, object) {
+            (Some(key), Object::Dict(entries)) => entries
+                .into_iter()
+                .find(|(k, _)| *k == Object::Unicode(key.clone()))
+                .map(|(_, v)| v)
+                .unwrap_or(Object::None),
+            (Some(_), _) => Object::None,
+            (None, object) => object,
+        };
+        let Object::Dict(entries) = object else { return Ok(Vec::new()) };
+        let mut records = Vec::new();
+        for (name, value) in entries {
+            let shown = match &name {
+                Object::Unicode(name) => name.clone(),
+                other => format!("{other:?}"),
+            };
+            match unwound(|| value.into_tensor_info(name, &folder)) {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => {}
+                // A tensor of a kind candle cannot read (int32, bool): fatal only if the model needs it.
+                Err(e) => tracing::warn!("{}: tensor {shown} is left out: {e}", path.display()),
+            }
+        }
+        Ok(records)
+    };
+    // One byte of pickle (a tuple opcode) can make one level of nesting, and dropping a level
+    // took about 30 bytes of stack (300,000 levels overflowed the main thread's 8 MB).
+    std::thread::Builder::new()
+        .stack_size(MAX_PICKLE_BYTES as usize * 64)
+        .spawn(parse)?
+        .join()
+        .unwrap_or_else(|_| candle_core::bail!("{pickle} could not be read"))
+}
+
+thread_local! {
+    /// This thread is in [`unwound`]: a panic there is a malformed file, said as an error.
+    static READING_PICKLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `read` with a panic inside candle's pickle reader (it indexes tuples a malformed file makes
+/// too short) made an error, and not printed as a crash.
+fn unwound<T>(read: impl FnOnce() -> candle_core::Result<T>) -> candle_core::Result<T> {
+    static QUIET_WHILE_READING: std::sync::Once = std::sync::Once::new();
+    QUIET_WHILE_READING.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |panic| {
+            if !READING_PICKLE.with(std::cell::Cell::get) {
+                report(panic);
+            }
+        }));
+    });
+    READING_PICKLE.with(|reading| reading.set(true));
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    READING_PICKLE.with(|reading| reading.set(false));
+    read.unwrap_or_else(|_| candle_core::bail!("the pickle is malformed (not as torch.save writes it)"))
+}
+
+/// The values of one tensor a pickle describes, from its storage in the archive: held to the
+/// storage's size before anything is allocated, in row-major order whatever its layout.
+fn read_stored_tensor(
+    archive: &mut zip::ZipArchive<std::io::BufReader<std::fs::File>>,
+    info: &candle_core::pickle::TensorInfo,
+) -> candle_core::Result<Tensor> {
+    use std::io::Read;
+    let layout = &info.layout;
+    let fortran = layout.dims().len() > 1 && layout.is_fortran_contiguous();
+    if !layout.is_contiguous() && !fortran {
+        candle_core::bail!("tensor {} is stored with gaps between its values ({layout:?})", info.name);
+    }
+    let mut stored = archive.by_name(&info.path).map_err(candle_core::Error::wrap)?;
+    // candle's layout gives the offset into the storage in bytes already.
+    let start = layout.start_offset() as u64;
+    let length = layout.shape().elem_count().checked_mul(info.dtype.size_in_bytes()).map(|n| n as u64);
+    let Some(end) = length.and_then(|length| start.checked_add(length)).filter(|end| *end <= stored.size()) else {
+        candle_core::bail!(
+            "tensor {} claims more bytes ({:?} from {start}) than its storage holds ({})",
+            info.name,
+            layout.shape(),
+            stored.size()
+        );
+    };
+    std::io::copy(&mut (&mut stored).take(start), &mut std::io::sink())?;
+    let mut bytes = vec![0u8; (end - start) as usize];
+    stored
+        .read_exact(&mut bytes)
+        .map_err(|e| candle_core::Error::Msg(format!("tensor {}'s values are cut short: {e}", info.name)))?;
+    if !fortran {
+        return Tensor::from_raw_buffer(&bytes, info.dtype, layout.dims(), &Device::Cpu);
+    }
+    // Column-major: read with the dimensions reversed, transposed back, then laid out row-major
+    // (an embedding table is looked up by rows, which needs them contiguous).
+    let reversed: Vec<usize> = layout.dims().iter().rev().copied().collect();
+    let rank = reversed.len();
+    Tensor::from_raw_buffer(&bytes, info.dtype, &reversed, &Device::Cpu)?
+        .permute((0..rank).rev().collect::<Vec<_>>())?
+        .contiguous()
 }
 
 /// `file.pt#ARCH` or `file.pt` (its architecture read from its name, e.g. `RemoteCLIP-ViT-B-32.pt`):
@@ -302,4 +397,108 @@ fn looks_like_repo_id(model: &str) -> bool {
 fn hub_offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
         .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A pickle opcode stream's pieces, as `torch.save` writes them.
+    fn text(s: &str) -> Vec<u8> {
+        let mut out = vec![b'X'];
+        out.extend((s.len() as u32).to_le_bytes());
+        out.extend(s.as_bytes());
+        out
+    }
+
+    fn small(n: u8) -> Vec<u8> {
+        vec![b'K', n]
+    }
+
+    /// `{"w": tensor}` of f32 storage "0" holding `numel` values, viewed with `size`, `stride`
+    /// and `offset` (in elements, as torch counts them).
+    fn state_dict_pickle(size: [u8; 2], stride: [u8; 2], offset: u8, numel: u8) -> Vec<u8> {
+        let mut p = b"\x80\x02}(".to_vec();
+        p.extend(text("w"));
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        p.extend(text("storage"));
+        p.extend(b"ctorch\nFloatStorage\n");
+        p.extend(text("0"));
+        p.extend(text("cpu"));
+        p.extend(small(numel));
+        p.extend(b"tQ");
+        p.extend(small(offset));
+        p.extend([small(size[0]), small(size[1])].concat());
+        p.push(0x86);
+        p.extend([small(stride[0]), small(stride[1])].concat());
+        p.push(0x86);
+        p.extend(b"\x89ccollections\nOrderedDict\n)RtRu.");
+        p
+    }
+
+    fn torch_file(dir: &Path, pickle: &[u8], storage: &[f32]) -> PathBuf {
+        let path = dir.join("model.bin");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("archive/data.pkl", stored).unwrap();
+        zip.write_all(pickle).unwrap();
+        zip.start_file("archive/data/0", stored).unwrap();
+        zip.write_all(&storage.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        zip.finish().unwrap();
+        path
+    }
+
+    fn values(path: &Path) -> candle_core::Result<(Vec<Vec<f32>>, bool)> {
+        let tensors = read_torch_file(path, None)?;
+        let (_, tensor) = tensors.into_iter().find(|(name, _)| name == "w").expect("w is read");
+        Ok((tensor.to_vec2()?, tensor.is_contiguous()))
+    }
+
+    #[test]
+    fn a_view_into_a_shared_storage_reads_its_own_values() {
+        let dir = tempfile::tempdir().unwrap();
+        // torch.save of `storage[2:6].view(2, 2)`: offset 2 elements into a storage of 6.
+        let file = torch_file(dir.path(), &state_dict_pickle([2, 2], [2, 1], 2, 6), &[100., 101., 1., 2., 3., 4.]);
+        assert_eq!(values(&file).unwrap().0, [[1., 2.], [3., 4.]]);
+    }
+
+    #[test]
+    fn a_column_major_tensor_is_read_in_row_major_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = torch_file(dir.path(), &state_dict_pickle([2, 2], [1, 2], 0, 4), &[1., 2., 3., 4.]);
+        let (rows, contiguous) = values(&file).unwrap();
+        assert_eq!(rows, [[1., 3.], [2., 4.]]);
+        assert!(contiguous, "an embedding table is looked up by rows");
+    }
+
+    #[test]
+    fn malformed_pickles_are_errors_not_crashes() {
+        let dir = tempfile::tempdir().unwrap();
+        // A tensor whose shape claims far more values than its storage holds.
+        let file = torch_file(dir.path(), &state_dict_pickle([255, 255], [255, 1], 0, 4), &[1., 2., 3., 4.]);
+        assert!(values(&file).unwrap_err().to_string().contains("more bytes"));
+        // A rebuild call without its arguments: candle's reader indexes past them.
+        let mut short = b"\x80\x02}(".to_vec();
+        short.extend(text("w"));
+        short.extend(b"ctorch._utils\n_rebuild_tensor_v2\n)Ru.");
+        let file = torch_file(dir.path(), &short, &[]);
+        assert!(read_torch_file(&file, None).unwrap().is_empty(), "the entry is left out, with a warning");
+        // A million nested tuples: read on a stack that holds them.
+        let mut deep = b"\x80\x02}".to_vec();
+        deep.extend(text("junk"));
+        deep.push(b'N');
+        deep.extend(std::iter::repeat_n(0x85, 1_000_000));
+        deep.extend(b"s.");
+        let file = torch_file(dir.path(), &deep, &[]);
+        assert!(read_torch_file(&file, None).unwrap().is_empty());
+        // Cut short, and empty.
+        let whole =
+            std::fs::read(torch_file(dir.path(), &state_dict_pickle([2, 2], [2, 1], 0, 4), &[1., 2., 3., 4.])).unwrap();
+        for cut in [0, 1, whole.len() / 2] {
+            let file = dir.path().join(format!("cut{cut}.bin"));
+            std::fs::write(&file, &whole[..cut]).unwrap();
+            assert!(read_torch_file(&file, None).is_err(), "cut at {cut}");
+        }
+    }
 }

@@ -692,16 +692,21 @@ impl ClipModel {
 }
 
 /// Divides each row by its L2 norm (a zero row stays zero rather than becoming NaN).
+/// Each row divided by its length. A row that is not a direction (NaN or infinite values, or
+/// all zeros) is an error: stored, it would match nothing, or everything, for good.
 pub fn l2_normalize_rows(x: &Tensor) -> Result<Vec<Vec<f32>>> {
     let rows = x.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|mut row| {
             let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            if norm > 0.0 {
-                row.iter_mut().for_each(|v| *v /= norm);
+            if !norm.is_finite() || norm == 0.0 {
+                return Err(crate::error::Error::Candle(candle_core::Error::Msg(format!(
+                    "the model computed an embedding of length {norm} (NaN, infinite or zero values): its weights or \
+                     configuration are broken (NaN weights, layer_norm_eps, image_std, rescale_factor)"
+                ))));
             }
-            row
+            row.iter_mut().for_each(|v| *v /= norm);
+            Ok(row)
         })
-        .collect())
+        .collect()
 }

@@ -148,7 +148,11 @@ impl ModelConfig {
     /// `raw`: a `config.json`'s content; `path` names it in errors.
     pub fn from_json(mut raw: serde_json::Value, path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
-        let family = Family::from_model_type(raw.get("model_type").and_then(|v| v.as_str()), path)?;
+        let model_type = raw.get("model_type").filter(|v| !v.is_null());
+        if model_type.is_some_and(|v| !v.is_string()) {
+            return Err(bad(format!("model_type is {}, not a name such as \"clip\"", model_type.expect("checked"))));
+        }
+        let family = Family::from_model_type(model_type.and_then(|v| v.as_str()), path)?;
         if !raw.is_object() {
             return Err(bad("config.json is not a JSON object".into()));
         }
@@ -205,6 +209,20 @@ impl ModelConfig {
             if heads == 0 || hidden % heads != 0 {
                 return bad(format!("{tower} hidden_size {hidden} is not divisible by num_attention_heads {heads}"));
             }
+        }
+        let sizes = [
+            ("vision hidden_size", v.hidden_size),
+            ("vision intermediate_size", v.intermediate_size),
+            ("text hidden_size", t.hidden_size),
+            ("text intermediate_size", t.intermediate_size),
+            ("text vocab_size", t.vocab_size),
+            ("projection_dim", self.projection_dim),
+        ];
+        if let Some((name, _)) = sizes.iter().find(|(_, size)| *size == 0) {
+            return bad(format!("{name} is 0: a tower needs some width"));
+        }
+        if v.num_channels != 3 {
+            return bad(format!("vision num_channels is {}: pictures are read as RGB (3 channels)", v.num_channels));
         }
         if t.max_position_embeddings < 2 {
             return bad("text max_position_embeddings must leave room for the start and end tokens".into());
@@ -502,6 +520,22 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_of_zero_and_other_channel_counts_are_refused_at_load() {
+        let refused = |config: serde_json::Value| {
+            ModelConfig::from_json(config, Path::new("config.json")).unwrap_err().to_string()
+        };
+        for (config, said) in [
+            (serde_json::json!({"vision_config": {"intermediate_size": 0}}), "vision intermediate_size is 0"),
+            (serde_json::json!({"text_config": {"hidden_size": 0, "num_attention_heads": 1}}), "text hidden_size is 0"),
+            (serde_json::json!({"projection_dim": 0}), "projection_dim is 0"),
+            (serde_json::json!({"vision_config": {"num_channels": 1}}), "num_channels is 1"),
+            (serde_json::json!({"model_type": 7}), "model_type is 7"),
+        ] {
+            assert!(refused(config.clone()).contains(said), "{config}: {}", refused(config.clone()));
+        }
+    }
 
     #[test]
     fn parameter_counts_equal_transformers_for_each_familys_default_shape() {

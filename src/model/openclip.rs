@@ -157,18 +157,29 @@ impl OpenClipConfig {
                 Some(v) => v.as_f64().ok_or_else(|| bad(format!("OpenCLIP option {key}={v} is not a number"))),
             }
         };
+        // A size: a whole number, not one a cast would turn into another (-64 into 0, 1e30 into
+        // usize::MAX, 64.7 into 64).
+        let whole = |value: f64, key: &str| -> Result<usize> {
+            match value >= 0.0 && value.fract() == 0.0 && value <= 1e9 {
+                true => Ok(value as usize),
+                false => Err(bad(format!("OpenCLIP option {key}={value} is not a size (a whole number)"))),
+            }
+        };
+        let size = |cfg: &serde_json::Map<String, serde_json::Value>, key: &str, default: f64| -> Result<usize> {
+            whole(num(cfg, key, default)?, key)
+        };
         // open_clip takes an image or patch size as one number or as (height, width).
-        let square = |key: &str, default: f64| -> Result<f64> {
+        let square = |key: &str, default: f64| -> Result<usize> {
             match v.get(key).and_then(|v| v.as_array()) {
-                None => num(v, key, default),
+                None => size(v, key, default),
                 Some(pair) => match pair.as_slice() {
-                    [h, w] if h == w && h.is_number() => Ok(h.as_f64().unwrap_or_default()),
+                    [h, w] if h == w && h.is_number() => whole(h.as_f64().unwrap_or_default(), key),
                     _ => Err(bad(format!("OpenCLIP vision {key}={pair:?}: only square sizes are supported"))),
                 },
             }
         };
-        let (v_width, t_width) = (num(v, "width", 768.0)? as usize, num(t, "width", 512.0)? as usize);
-        let head_width = num(v, "head_width", 64.0)? as usize;
+        let (v_width, t_width) = (size(v, "width", 768.0)?, size(t, "width", 512.0)?);
+        let head_width = size(v, "head_width", 64.0)?;
         if head_width == 0 {
             return Err(bad("vision head_width must be positive".into()));
         }
@@ -179,22 +190,22 @@ impl OpenClipConfig {
             "model_type": "clip",
             "projection_dim": m.embed_dim,
             "text_config": {
-                "vocab_size": num(t, "vocab_size", 49408.0)? as usize,
+                "vocab_size": size(t, "vocab_size", 49408.0)?,
                 "hidden_size": t_width,
                 "intermediate_size": (t_width as f64 * num(t, "mlp_ratio", 4.0)?) as usize,
-                "num_hidden_layers": num(t, "layers", 12.0)? as usize,
-                "num_attention_heads": num(t, "heads", 8.0)? as usize,
-                "max_position_embeddings": num(t, "context_length", 77.0)? as usize,
+                "num_hidden_layers": size(t, "layers", 12.0)?,
+                "num_attention_heads": size(t, "heads", 8.0)?,
+                "max_position_embeddings": size(t, "context_length", 77.0)?,
                 "hidden_act": activation,
                 "layer_norm_eps": 1e-5,
             },
             "vision_config": {
                 "hidden_size": v_width,
                 "intermediate_size": (v_width as f64 * num(v, "mlp_ratio", 4.0)?) as usize,
-                "num_hidden_layers": num(v, "layers", 12.0)? as usize,
+                "num_hidden_layers": size(v, "layers", 12.0)?,
                 "num_attention_heads": v_width / head_width,
-                "image_size": square("image_size", 224.0)? as usize,
-                "patch_size": square("patch_size", 16.0)? as usize,
+                "image_size": square("image_size", 224.0)?,
+                "patch_size": square("patch_size", 16.0)?,
                 "hidden_act": activation,
                 "layer_norm_eps": 1e-5,
             },

@@ -154,6 +154,26 @@ fn embed_fails_clearly_on_a_folder_that_is_not_a_checkpoint() {
     assert!(stderr.contains("config.json"), "{stderr}");
 }
 
+/// Weights that make no direction (a NaN in a layer norm) are an error, not NaN embeddings that
+/// would be stored and match nothing.
+#[test]
+fn a_checkpoint_that_computes_nan_is_refused_with_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "preprocessor_config.json", "tokenizer.json"] {
+        std::fs::copy(model_dir("tiny-clip-b32-quickgelu").join(file), dir.path().join(file)).unwrap();
+    }
+    let weights = model_dir("tiny-clip-b32-quickgelu").join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let norm = tensors.get_mut("text_model.final_layer_norm.weight").unwrap();
+    *norm = (norm.clone() * f64::NAN).unwrap();
+    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+    let out =
+        imgsearch().args(["embed", "--device", "cpu", "--text", "a cat", "--model"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("NaN") && stderr.contains("weights"), "{stderr}");
+}
+
 #[test]
 fn a_hub_model_is_downloaded_once_then_works_offline() {
     let model = "tiny-clip-b32-quickgelu";
