@@ -216,7 +216,9 @@ impl DataDir {
             // their own would leave the pool's workers spinning on two cores.
             let items: Vec<(ImageId, &[f32])> = added.iter().map(|r| (r.id, r.embedding.as_slice())).collect();
             let (applied, ()) = rayon::join(
-                || {
+                // The sender moves in: dropped with the closure when the catalog refuses the batch,
+                // it tells the text thread, which would otherwise wait for good.
+                move || {
                     let applied = catalog.apply(changes)?;
                     // A send fails only if the text thread is gone, which its join reports.
                     let _ = applied_tx.send(applied.clone());

@@ -694,6 +694,39 @@ fn a_named_root_is_the_same_library_wherever_it_is_mounted() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot name a root"), "{bad:?}");
 }
 
+/// A write the catalog refuses (here: a damaged record it must read to take a picture out) is an
+/// error that ends the command, never a wait for good on the text index's writer.
+#[test]
+fn a_write_the_catalog_refuses_ends_with_an_error_not_a_hang() {
+    if common::on_postgres() {
+        return; // the embedded catalog's own files
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    noise_photos(&photos, 3);
+    index(&data, &photos, &[]);
+    {
+        let catalog = sled::open(data.join("catalog")).unwrap();
+        let images = catalog.open_tree("images").unwrap();
+        for entry in images.iter() {
+            images.insert(entry.unwrap().0, b"{damaged".to_vec()).unwrap();
+        }
+        catalog.flush().unwrap();
+    }
+    let mut forget = imgsearch(&data).arg("forget").arg(&photos).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while forget.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            forget.kill().unwrap();
+            panic!("`forget` still runs after 60 s: it waits for good on a refused write");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = forget.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("damaged"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A folder indexed inside a root already indexed is not a root of its own (`--watch` would walk
 /// it twice); a root indexed around folders indexed before takes their place.
 #[test]
