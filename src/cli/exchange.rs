@@ -81,16 +81,35 @@ pub fn import(args: ImportArgs, library: Location) -> anyhow::Result<()> {
     // The model's identity (name, dimension, preprocessing) comes from its config; no weights load.
     let model = args.model.as_deref().map(ModelSpec::resolve).transpose()?.map(|spec| spec.info());
     // Another model's embeddings go into a model space of their own, as `index --model` does.
-    let space = match model.clone().map_or_else(|| exchange::file_model(&args.file), |m| Ok(Some(m)))? {
-        Some(model) => spaces::for_index(&library, &model.model)?,
+    let named = model.clone().map_or_else(|| exchange::file_model(&args.file), |m| Ok(Some(m)))?;
+    let new_space = named.as_ref().filter(|named| spaces::for_search(&library, Some(&named.model)).is_err());
+    let held_another = spaces::for_search(&library, None)?.model.is_some();
+    let space = match &named {
+        Some(named) => spaces::for_index(&library, &named.model)?,
         None => spaces::for_search(&library, None)?.location,
     };
     let mut data = imgsearch::store::open(&space)?;
     let progress = progress_bar(args.quiet || args.json);
-    let summary = exchange::import(&mut *data, &args.file, model, &progress)?;
+    let imported = exchange::import(&mut *data, &args.file, model, &progress);
+    let stored = data.image_count();
     data.close()?;
-    spaces::mark_complete(&library, &space)?;
     progress.finish_and_clear();
+    // A space made for this file that took nothing in is taken out again: an empty or refused
+    // file of another model must not become the library's newest model.
+    if let Some(new) = new_space.filter(|_| stored == 0) {
+        spaces::remove(&library, &new.model)?;
+    }
+    let summary = imported?;
+    if stored > 0 {
+        spaces::mark_complete(&library, &space)?;
+    }
+    if let Some(new) = new_space.filter(|_| held_another && stored > 0 && !args.quiet && !args.json) {
+        eprintln!(
+            "note: the pictures went into a model space of their own, for {}: searches use it from now on (`imgsearch \
+             stats` lists the library's models)",
+            new.model
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
         return Ok(());
@@ -112,17 +131,28 @@ pub fn migrate(args: MigrateArgs, library: Location) -> anyhow::Result<()> {
         Location::Folder(dir) => dir.clone(),
         Location::Postgres { cache, .. } => cache.clone(),
     };
+    if args.to.trim().is_empty() {
+        anyhow::bail!("--to is empty: give a folder for a new data folder, or a postgres:// URL");
+    }
     let target = if args.to.contains("://") {
         Location::new(cache, Some(args.to.clone()), None)?
     } else {
         Location::Folder(PathBuf::from(&args.to))
     };
+    // The same folder, or one inside it (its model spaces' folders): the copy would write into
+    // what it reads.
     let same_folder = match (&library, &target) {
-        (Location::Folder(a), Location::Folder(b)) => a.canonicalize().ok() == b.canonicalize().ok(),
+        (Location::Folder(a), Location::Folder(b)) => {
+            let resolved = |p: &PathBuf| p.canonicalize().or_else(|_| std::path::absolute(p)).ok();
+            resolved(a).zip(resolved(b)).is_some_and(|(a, b)| b.starts_with(a))
+        }
         _ => false,
     };
     if same_folder || matches!(&library, Location::Postgres { url, .. } if *url == args.to) {
-        anyhow::bail!("--to names the library being copied ({}): give another one", from.location());
+        anyhow::bail!(
+            "--to names the library being copied ({}), or a folder inside it: give another one",
+            from.location()
+        );
     }
     let mut to = imgsearch::store::open(&target)?;
     let progress = progress_bar(args.quiet || args.json);

@@ -113,7 +113,7 @@ fn exif_facts(metadata: &Metadata) -> PhotoFacts {
         degrees(Tag::GPSLatitude, Tag::GPSLatitudeRef, "S"),
         degrees(Tag::GPSLongitude, Tag::GPSLongitudeRef, "W"),
     ) {
-        (Some(lat), Some(lon)) => Some((lat, lon)),
+        (Some(lat), Some(lon)) if crate::geo::is_valid(lat, lon) => Some((lat, lon)),
         // A satellite or aerial tile: the centre of its georeferenced picture.
         _ => match metadata {
             Metadata::Tiff(exif) => super::geotiff::centre(exif),

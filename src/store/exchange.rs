@@ -76,6 +76,11 @@ fn parquet_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Store { path: path.to_owned(), reason: e.to_string() }
 }
 
+/// A file `import` cannot read as Parquet (not Parquet, cut short, damaged).
+fn unreadable_parquet(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt { what: format!("the Parquet file {}", path.display()), reason: e.to_string() }
+}
+
 /// Where `export` writes for `file`: the file a symbolic link names (the rename that replaces
 /// the file atomically would otherwise replace the link), never anything but a regular file:
 /// `/dev/full` was replaced by a Parquet file, a FIFO by a regular file.
@@ -225,8 +230,10 @@ pub struct ImportSummary {
 const PROBLEMS_SHOWN: usize = 10;
 
 fn open_parquet(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let opened = File::open(file).map_err(|source| Error::Io { path: file.to_owned(), source })?;
-    ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| parquet_error(file, e))
+    // Never a pipe or a device, whose read would wait for good.
+    let opened =
+        crate::ingest::walk::open_regular_file(file).map_err(|source| Error::Io { path: file.to_owned(), source })?;
+    ParquetRecordBatchReaderBuilder::try_new(opened).map_err(|e| unreadable_parquet(file, e))
 }
 
 /// The model a Parquet file's metadata says made its embeddings, if it says.
@@ -238,13 +245,21 @@ fn named_model(builder: &ParquetRecordBatchReaderBuilder<File>, file: &Path) -> 
         .and_then(|pairs| pairs.iter().find(|kv| kv.key == MODEL_KEY))
         .and_then(|kv| kv.value.as_deref())
         .map(|json| {
-            serde_json::from_str::<ModelInfo>(json).map_err(|e| Error::Corrupt {
+            let damaged = |reason: String| Error::Corrupt {
                 what: format!("{} (its {MODEL_KEY} metadata)", file.display()),
-                reason: e.to_string(),
-            })
+                reason,
+            };
+            let model = serde_json::from_str::<ModelInfo>(json).map_err(|e| damaged(e.to_string()))?;
+            match (1..=MAX_DIM).contains(&model.dim) {
+                true => Ok(model),
+                false => Err(damaged(format!("no model makes embeddings of {} numbers", model.dim))),
+            }
         })
         .transpose()
 }
+
+/// The widest embedding a model file may name (the largest CLIPs make 1,280 numbers).
+const MAX_DIM: usize = 65_536;
 
 /// The model whose embeddings `file` holds, by its metadata (`None` if it does not say).
 pub fn file_model(file: &Path) -> Result<Option<ModelInfo>> {
@@ -288,11 +303,11 @@ pub fn import(
             )))
         }
     };
-    let mut reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| parquet_error(file, e))?;
+    let mut reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| unreadable_parquet(file, e))?;
     let mut read_next = move || -> Option<Result<(ImportRows, usize)>> {
         let batch = match reader.next()? {
             Ok(batch) => batch,
-            Err(e) => return Some(Err(parquet_error(file, e))),
+            Err(e) => return Some(Err(unreadable_parquet(file, e))),
         };
         Some(ImportRows::read(&batch, file).map(|rows| (rows, batch.num_rows())))
     };
@@ -303,9 +318,17 @@ pub fn import(
     // a path given again is a row skipped, not a picture imported twice.
     let mut first_row_of: HashMap<u64, u64> = HashMap::new();
     let lookup = data.lookup();
+    // An error after batches were stored says so: they stay, and a run again skips them.
+    let stopped = |e: Error, imported: u64| match imported {
+        0 => e,
+        n => Error::Exchange(format!(
+            "{e}. The {n} rows imported before it stay in the library; importing the file again (once it is \
+             mended) skips them"
+        )),
+    };
     let mut next = read_next();
     while let Some(read) = next {
-        let (rows, row_count) = read?;
+        let (rows, row_count) = read.map_err(|e| stopped(e, summary.imported))?;
         // What the library holds at the batch's paths, in one look (one round trip to PostgreSQL).
         let keys: Vec<Vec<u8>> =
             (0..row_count).filter_map(|row| rows.path(row)).map(|p| path_bytes(&p.to_path_buf())).collect();
@@ -334,7 +357,7 @@ pub fn import(
                     records.push(record);
                 }
                 Ok(None) => summary.unchanged += 1,
-                Err(RowProblem::Fatal(e)) => return Err(e),
+                Err(RowProblem::Fatal(e)) => return Err(stopped(e, summary.imported)),
                 Err(RowProblem::Skip(reason)) => {
                     summary.skipped += 1;
                     if summary.problems.len() < PROBLEMS_SHOWN {
@@ -495,9 +518,14 @@ impl ImportRows {
                 taken: present(&self.taken).map(|c| c.as_primitive::<TimestampSecondType>().value(row)),
                 camera_make: text(present(&self.camera_make)),
                 camera_model: text(present(&self.camera_model)),
-                gps: present(&self.gps_latitude).zip(present(&self.gps_longitude)).map(|(lat, lon)| {
-                    (lat.as_primitive::<Float64Type>().value(row), lon.as_primitive::<Float64Type>().value(row))
-                }),
+                // No place that is none (NaN, out of range): stored, a NaN reads back as null and
+                // the record no more (a JSON record cannot hold it).
+                gps: present(&self.gps_latitude)
+                    .zip(present(&self.gps_longitude))
+                    .map(|(lat, lon)| {
+                        (lat.as_primitive::<Float64Type>().value(row), lon.as_primitive::<Float64Type>().value(row))
+                    })
+                    .filter(|(lat, lon)| crate::geo::is_valid(*lat, *lon)),
                 title: text(present(&self.title)),
                 description: text(present(&self.description)),
                 keywords: present(&self.keywords)
@@ -546,7 +574,8 @@ fn says_the_same(known: &ImageRecord, imported: &ImageRecord) -> bool {
 /// machine says, from its metadata and first bytes (never decoded), so that a later `index` of
 /// its folder finds it unchanged and filters by date, camera and type work.
 fn fill_from_file(record: &mut ImageRecord, path: &Path) {
-    let Ok(file) = File::open(path) else { return };
+    // Never a pipe or a device, whose open or read would wait for good.
+    let Ok(file) = crate::ingest::walk::open_regular_file(path) else { return };
     let Ok(meta) = file.metadata() else { return };
     record.size = meta.len();
     record.mtime_ns = crate::ingest::walk::mtime_ns(&meta);

@@ -220,6 +220,76 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
     assert!(String::from_utf8_lossy(&wrong_dim.stderr).contains("another model"));
 }
 
+/// Rows and files no export writes: places that are none (NaN, out of range) are left out of
+/// the records, which stay readable; a row naming a pipe does not wait on it; a file of another
+/// model that imports nothing leaves no model space to take the library's searches.
+#[test]
+fn hostile_rows_and_files_leave_the_library_whole_and_searchable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir("tiny-clip-b32-quickgelu");
+    let data = tmp.path().join("data");
+    let embedding = |seed: usize| -> Vec<f32> {
+        let raw: Vec<f32> = (0..48).map(|i| ((i * 7 + seed * 13) % 17) as f32 - 8.0).collect();
+        let norm = raw.iter().map(|v| v * v).sum::<f32>().sqrt();
+        raw.iter().map(|v| v / norm).collect()
+    };
+    let rows: Vec<(String, Vec<f32>)> = (0..3).map(|i| (format!("/archive/place_{i}.jpg"), embedding(i))).collect();
+    let file = tmp.path().join("places.parquet");
+    common::parquet::write_with_places(&file, &rows, &[(f64::NAN, f64::NAN), (91.0, 181.0), (45.0, 7.0)]);
+    let summary = json(imgsearch(&data).arg("import").arg(&file).arg("--model").arg(&model).arg("--json"));
+    assert_eq!(summary["imported"], 3, "{summary}");
+    let query = tmp.path().join("query.json");
+    std::fs::write(&query, serde_json::to_vec(&embedding(0)).unwrap()).unwrap();
+    let hits = json(imgsearch(&data).args(["search", "-k", "10", "--json", "--vector"]).arg(&query));
+    assert_eq!(hits.as_array().unwrap().len(), 3, "every record reads back: {hits}");
+    run(imgsearch(&data).arg("export").arg(tmp.path().join("out.parquet")));
+    let near = json(imgsearch(&data).args(["search", "near:45.0,7.0", "--json"]));
+    assert_eq!(paths_of(&near), ["/archive/place_2.jpg"], "only the real place is kept");
+
+    // A row naming a pipe: nothing is read from it (an open would wait for a writer for good).
+    let fifo = tmp.path().join("pipe.jpg");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let piped = tmp.path().join("pipe.parquet");
+    common::parquet::write_foreign(&piped, &[(fifo.display().to_string(), embedding(5))]);
+    let mut import =
+        imgsearch(&data).arg("import").arg(&piped).arg("--json").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while import.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            import.kill().unwrap();
+            panic!("the import waits on the pipe");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(import.wait().unwrap().success());
+
+    // Another model's file whose rows are all skipped: no space is left for that model.
+    let nowhere: Vec<(String, Vec<f32>)> = vec![("relative/x.jpg".into(), embedding(1))];
+    let other = tmp.path().join("other.parquet");
+    common::parquet::write_foreign(&other, &nowhere);
+    let out = imgsearch(&data)
+        .arg("import")
+        .arg(&other)
+        .arg("--model")
+        .arg(model_dir("tiny-clip-p14-gelu"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = json(imgsearch(&data).args(["stats", "--json"]));
+    assert_eq!(stats["models"].as_array().unwrap().len(), 1, "{stats}");
+    assert_eq!(stats["model"]["model"], model.display().to_string(), "{stats}");
+
+    // `migrate` never writes into the data folder it reads (an empty --to is the current folder).
+    let inside = data.join("models/copy").display().to_string();
+    let targets = if common::on_postgres() { vec![String::new()] } else { vec![String::new(), inside] };
+    for to in targets {
+        let out = imgsearch(&data).args(["migrate", "--to", &to]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("--to"), "{to:?}: {stderr}");
+    }
+    assert!(!data.join("models/copy").exists());
+}
+
 fn paths_of(hits: &Value) -> Vec<String> {
     hits.as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().to_string()).collect()
 }
