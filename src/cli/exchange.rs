@@ -82,7 +82,10 @@ pub fn import(args: ImportArgs, library: Location) -> anyhow::Result<()> {
     let model = args.model.as_deref().map(ModelSpec::resolve).transpose()?.map(|spec| spec.info());
     // Another model's embeddings go into a model space of their own, as `index --model` does.
     let named = model.clone().map_or_else(|| exchange::file_model(&args.file), |m| Ok(Some(m)))?;
-    let new_space = named.as_ref().filter(|named| spaces::for_search(&library, Some(&named.model)).is_err());
+    let new_space = match &named {
+        Some(named) => (!spaces::holds(&library, &named.model)?).then_some(named),
+        None => None,
+    };
     let held_another = spaces::for_search(&library, None)?.model.is_some();
     let space = match &named {
         Some(named) => spaces::for_index(&library, &named.model)?,
@@ -94,10 +97,8 @@ pub fn import(args: ImportArgs, library: Location) -> anyhow::Result<()> {
     let stored = data.image_count();
     data.close()?;
     progress.finish_and_clear();
-    // A space made for this file that took nothing in is taken out again: an empty or refused
-    // file of another model must not become the library's newest model.
-    if let Some(new) = new_space.filter(|_| stored == 0) {
-        spaces::remove(&library, &new.model)?;
+    if let Some(new) = new_space {
+        spaces::discard_if_empty(&library, &new.model, true, stored)?;
     }
     let summary = imported?;
     if stored > 0 {

@@ -86,6 +86,7 @@ pub fn run(
     let (spec, device) = compute.open(&model)?;
     // Another model's embeddings go into a space of their own; searches keep to the old one
     // until this run is complete.
+    let made_now = !spaces::holds(&library, &spec.info().model)?;
     let space = spaces::for_index(&library, &spec.info().model)?;
     let mut data = imgsearch::store::open(&space)?;
     // Remembered on this host, so that `serve` here finds the root where this host mounts it.
@@ -103,9 +104,20 @@ pub fn run(
         remove_from_empty: args.remove_from_empty,
         rescan: false,
     };
-    data.check_model(&spec.info())?;
-    super::tags::ensure_label_set(&mut *data, &spec, &device, args.quiet || args.json)?;
-    let summary = pipeline::run(&mut *data, &spec, None, &device, &options)?;
+    let mut ran = || -> anyhow::Result<pipeline::IndexSummary> {
+        data.check_model(&spec.info())?;
+        super::tags::ensure_label_set(&mut *data, &spec, &device, args.quiet || args.json)?;
+        Ok(pipeline::run(&mut *data, &spec, None, &device, &options)?)
+    };
+    let summary = match ran() {
+        Ok(summary) => summary,
+        Err(e) => {
+            let pictures = data.image_count();
+            data.close()?;
+            spaces::discard_if_empty(&library, &spec.info().model, made_now, pictures)?;
+            return Err(e);
+        }
+    };
     let gone_roots = roots_gone_from_this_host(&*data, &options.mounts)?;
     data.close()?;
     spaces::mark_complete(&library, &space)?;

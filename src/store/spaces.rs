@@ -237,6 +237,21 @@ pub fn for_index(base: &Location, model: &str) -> Result<Location> {
     Ok(location)
 }
 
+/// Whether the library holds a space for `model` (else [`for_index`] makes one).
+pub fn holds(base: &Location, model: &str) -> Result<bool> {
+    Ok(holding(&list(base)?, model).is_ok())
+}
+
+/// Takes `model`'s space out again when this run made it and it holds no picture: a run that
+/// failed (a checkpoint whose weights do not load) or a file that held nothing must not leave a
+/// model that `stats` lists and searches switch to.
+pub fn discard_if_empty(base: &Location, model: &str, made_now: bool, pictures: usize) -> Result<()> {
+    match made_now && pictures == 0 {
+        true => remove(base, model),
+        false => Ok(()),
+    }
+}
+
 /// Records that an `index` run over the space at `location` finished.
 pub fn mark_complete(base: &Location, location: &Location) -> Result<()> {
     let space = list(base)?.into_iter().find(|s| s.location == *location);

@@ -694,6 +694,28 @@ fn a_named_root_is_the_same_library_wherever_it_is_mounted() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot name a root"), "{bad:?}");
 }
 
+/// An `index --model NEW` whose weights do not load leaves no space for NEW behind: the library
+/// keeps listing, and searching, the model it had.
+#[test]
+fn a_new_model_whose_weights_do_not_load_leaves_no_model_space() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    noise_photos(&photos, 2);
+    index(&data, &photos, &[]);
+    let broken = tmp.path().join("broken-model");
+    std::fs::create_dir_all(&broken).unwrap();
+    for file in ["config.json", "preprocessor_config.json", "tokenizer.json"] {
+        std::fs::copy(model_dir("tiny-clip-p14-gelu").join(file), broken.join(file)).unwrap();
+    }
+    let weights = std::fs::read(model_dir("tiny-clip-p14-gelu").join("pytorch_model.bin")).unwrap();
+    std::fs::write(broken.join("pytorch_model.bin"), &weights[..weights.len() / 2]).unwrap();
+    let out = imgsearch(&data).arg("index").arg(&photos).arg("--model").arg(&broken).output().unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats = stats(&data);
+    assert_eq!(stats["models"].as_array().unwrap().len(), 1, "{stats:#}");
+    assert_eq!(stats["model"]["model"], model_dir(MODEL).display().to_string(), "{stats:#}");
+}
+
 /// A write the catalog refuses (here: a damaged record it must read to take a picture out) is an
 /// error that ends the command, never a wait for good on the text index's writer.
 #[test]
