@@ -167,7 +167,8 @@ impl ModelSpec {
         let tokenizer = match self.files.layout {
             checkpoint::Layout::OpenClip { .. } => tokenizer.cleaning_texts_as_open_clip()?,
             checkpoint::Layout::HuggingFace { .. } => tokenizer,
-        };
+        }
+        .for_vocab_size(self.config.text_config.vocab_size)?;
         let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone())
             .in_dtype(self.precision.tensor_dtype(device));
         let model = ClipModel::load(&weights, &self.config, towers, self.precision)?;

@@ -41,6 +41,8 @@ pub struct TextTokenizer {
     max_length: usize,
     /// OpenCLIP checkpoints: texts are cleaned and split into words as open_clip does.
     open_clip: Option<OpenClipWords>,
+    /// The model's vocabulary size: a token id at or past it is a tokenizer of another model.
+    vocab_size: Option<u32>,
 }
 
 /// How open_clip's own tokenizer (`SimpleTokenizer`) splits a cleaned text into the words it
@@ -110,7 +112,16 @@ impl TextTokenizer {
                 .ok_or_else(|| format!("the vocabulary has no {END_OF_TEXT} token (is this a CLIP tokenizer?)"))?,
             Pooling::LastPosition { .. } => 0,
         };
-        Ok(Self { inner, end_of_text, pooling, max_length, open_clip: None })
+        Ok(Self { inner, end_of_text, pooling, max_length, open_clip: None, vocab_size: None })
+    }
+
+    /// Holds the ids to the model's token table of `vocab_size` rows, checked at once on the
+    /// ids every text gets (start, end, padding): a tokenizer of another model is refused at
+    /// load, not at the first search.
+    pub fn for_vocab_size(mut self, vocab_size: usize) -> Result<Self> {
+        self.vocab_size = Some(u32::try_from(vocab_size).unwrap_or(u32::MAX));
+        self.encode("")?;
+        Ok(self)
     }
 
     /// This tokenizer as open_clip runs it: each text cleaned first (ftfy, HTML entities,
@@ -171,6 +182,13 @@ impl TextTokenizer {
             Some(words) => self.open_clip_ids(words, text)?,
             None => self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec(),
         };
+        if let Some((id, vocab_size)) =
+            self.vocab_size.and_then(|size| Some((*ids.iter().find(|&&id| id >= size)?, size)))
+        {
+            return Err(Error::Tokenizer(format!(
+                "token id {id} is past the model's vocab_size {vocab_size}: the tokenizer is another model's"
+            )));
+        }
         match self.pooling {
             Pooling::EndOfText => {
                 // CLIP pools at the *first* end-of-text token (transformers: first eos, or argmax

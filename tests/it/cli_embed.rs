@@ -174,6 +174,30 @@ fn a_checkpoint_that_computes_nan_is_refused_with_what_to_check() {
     assert!(stderr.contains("NaN") && stderr.contains("weights"), "{stderr}");
 }
 
+/// A tokenizer whose ids run past the model's token table (another model's tokenizer) is refused
+/// when the model loads, naming both sizes, not at the first search.
+#[test]
+fn a_tokenizer_of_another_vocabulary_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = model_dir("tiny-clip-b32-quickgelu");
+    for file in ["preprocessor_config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
+    }
+    let mut config: Value = serde_json::from_slice(&std::fs::read(source.join("config.json")).unwrap()).unwrap();
+    config["text_config"]["vocab_size"] = 1000.into();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let out = imgsearch()
+        .args(["embed", "--device", "cpu", "--image"])
+        .arg(image_path("rocket.jpg"))
+        .arg("--model")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("vocab_size 1000"), "{stderr}");
+}
+
 #[test]
 fn a_hub_model_is_downloaded_once_then_works_offline() {
     let model = "tiny-clip-b32-quickgelu";
