@@ -16,6 +16,10 @@ pub struct ExportArgs {
     /// indexed_at;
     /// the model in the file's metadata.
     file: PathBuf,
+    /// Export this model's embeddings, where the library holds several (`imgsearch stats` lists
+    /// them). Default: the model searches use.
+    #[arg(long)]
+    model: Option<String>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -44,6 +48,10 @@ pub struct MigrateArgs {
     /// folder. It must be empty or hold the same model's embeddings.
     #[arg(long, value_name = "URL|DIR")]
     to: String,
+    /// Copy this model's embeddings, where the library holds several (`imgsearch stats` lists
+    /// them). Default: the model searches use.
+    #[arg(long)]
+    model: Option<String>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -66,13 +74,32 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
+/// The model space `model` names (default: the one searches use), and a note naming the
+/// library's other models, which the command leaves out.
+fn one_space(library: &Location, model: Option<&str>, verb: &str) -> anyhow::Result<(Location, Option<String>)> {
+    let all = spaces::list(library)?;
+    let chosen = spaces::searched(&all, model)?;
+    let others: Vec<&str> =
+        all.iter().filter(|s| s.location != chosen.location).filter_map(|s| s.model.as_deref()).collect();
+    let note = (!others.is_empty()).then(|| {
+        format!(
+            "note: {verb} the embeddings of {}; the library also holds those of {} (--model names which)",
+            chosen.model.as_deref().unwrap_or("no model yet"),
+            others.join(", ")
+        )
+    });
+    Ok((chosen.location.clone(), note))
+}
+
 pub fn export(args: ExportArgs, library: Location) -> anyhow::Result<()> {
-    let data = imgsearch::store::open(&library)?;
+    let (space, note) = one_space(&library, args.model.as_deref(), "exported")?;
+    let data = imgsearch::store::open(&space)?;
     let progress = progress_bar(args.quiet);
     let rows = exchange::export(&*data, &args.file, &progress)?;
     progress.finish_and_clear();
     if !args.quiet {
         println!("exported {rows} pictures to {}", args.file.display());
+        note.iter().for_each(|note| eprintln!("{note}"));
     }
     Ok(())
 }
@@ -127,7 +154,8 @@ pub fn import(args: ImportArgs, library: Location) -> anyhow::Result<()> {
 
 /// `imgsearch migrate --to`: the library (--data-dir or --store) copied into another backend.
 pub fn migrate(args: MigrateArgs, library: Location) -> anyhow::Result<()> {
-    let from = imgsearch::store::open(&library)?;
+    let (space, note) = one_space(&library, args.model.as_deref(), "copied")?;
+    let from = imgsearch::store::open(&space)?;
     let cache = match &library {
         Location::Folder(dir) => dir.clone(),
         Location::Postgres { cache, .. } => cache.clone(),
@@ -170,6 +198,7 @@ pub fn migrate(args: MigrateArgs, library: Location) -> anyhow::Result<()> {
         for left_out in &summary.left_out {
             eprintln!("left out {}", super::one_line(left_out));
         }
+        note.iter().for_each(|note| eprintln!("{note}"));
     }
     Ok(())
 }

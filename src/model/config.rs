@@ -513,7 +513,15 @@ fn parse_triplet(v: &serde_json::Value) -> Option<[f32; 3]> {
 }
 
 pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    // A model's configuration takes a few kilobytes; a file far past that is not one.
+    const LARGEST: u64 = 16 << 20;
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > LARGEST {
+        let reason = format!("{size} bytes: no model configuration is over {LARGEST}");
+        return Err(Error::BadCheckpoint { path: path.to_owned(), reason });
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
     serde_json::from_str(&text).map_err(|e| Error::BadCheckpoint { path: path.to_owned(), reason: e.to_string() })
 }
 

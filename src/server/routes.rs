@@ -276,15 +276,9 @@ async fn upload_bytes(request: Request, limit: usize) -> ApiResult<(Bytes, PathB
         return Err(too_large());
     }
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // Over the limit, or a body that broke off or is not valid chunked encoding.
-        let over_limit =
-            std::error::Error::source(&e).is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
-        if over_limit {
-            too_large()
-        } else {
-            ApiError::bad_request("bad_body", format!("the request body could not be read: {e}"))
-        }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| match over_limit(&e) {
+        true => too_large(),
+        false => ApiError::bad_request("bad_body", format!("the request body could not be read: {e}")),
     })?;
     if !is_multipart {
         return Ok((bytes, unnamed()));
@@ -351,11 +345,18 @@ fn filters_only(q: Option<&String>, search: &str) -> ApiResult<Vec<crate::search
         .map_err(|e| ApiError::bad_request("bad_query", e.0))
 }
 
+/// Whether reading a body failed on its size limit, not on a body that broke off or is not
+/// valid chunked encoding (a bad request).
+fn over_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>())
+}
+
 /// A JSON object request body of at most [`MAX_JSON_BODY`] bytes; `expected` says what it holds.
 async fn json_object(request: Request, expected: &str) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
-    let body = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY)
-        .await
-        .map_err(|_| ApiError::too_large(format!("the JSON body is over the {MAX_JSON_BODY}-byte limit")))?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY).await.map_err(|e| match over_limit(&e) {
+        true => ApiError::too_large(format!("the JSON body is over the {MAX_JSON_BODY}-byte limit")),
+        false => ApiError::bad_request("bad_body", format!("the request body could not be read: {e}")),
+    })?;
     let json: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not valid JSON: {e}")))?;
     match json {

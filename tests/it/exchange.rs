@@ -212,6 +212,18 @@ fn embeddings_computed_elsewhere_become_a_searchable_library() {
     let stats = json(imgsearch(&p14).args(["stats", "--json"]));
     assert_eq!(stats["model"]["model"], model.display().to_string(), "{stats}");
     assert_eq!(stats["models"].as_array().unwrap().len(), 2, "{stats}");
+    // `export` writes one model's embeddings, and names the others it leaves out.
+    let out = imgsearch(&p14).arg("export").arg(tmp.path().join("newest.parquet")).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("exported 3 pictures") && stderr.contains("also holds"), "{stdout} {stderr}");
+    let p14_model = model_dir("tiny-clip-p14-gelu").display().to_string();
+    let out = imgsearch(&p14)
+        .arg("export")
+        .arg(tmp.path().join("p14.parquet"))
+        .args(["--model", &p14_model])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exported 5 pictures"), "{out:?}");
     // Without --model, the rows' dimension is checked against the library's.
     let short: Vec<(String, Vec<f32>)> = rows.iter().map(|(p, e)| (p.clone(), e[1..].to_vec())).collect();
     common::parquet::write_foreign(&file, &short);

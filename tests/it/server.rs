@@ -423,18 +423,21 @@ fn every_bad_request_gets_a_clear_json_4xx() {
         assert_eq!(response.json()["error"]["code"], code, "{what}");
     }
     // Announced too large: refused before the body is sent. Broken off: a bad request, not 413.
-    for (head, status) in
-        [("Content-Length: 10000000000\r\n\r\n", 413), ("Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400)]
-    {
+    let broken_chunks = "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n";
+    for (route, head, status) in [
+        ("image", "Content-Length: 10000000000\r\n\r\n", 413),
+        ("image", broken_chunks, 400),
+        ("vector", broken_chunks, 400),
+    ] {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
         let request =
-            format!("POST /api/search/image HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{head}", server.addr);
+            format!("POST /api/search/{route} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{head}", server.addr);
         stream.write_all(request.as_bytes()).unwrap();
         stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
-        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{head:?}: {answer}");
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{route} {head:?}: {answer}");
     }
     let (content_type, body) = multipart("photo", "x.jpg", b"whatever");
     let response = request(&server.addr, "POST", "/api/search/image", Some(&content_type), &body);
