@@ -263,17 +263,12 @@ fn hostile_rows_and_files_leave_the_library_whole_and_searchable() {
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let piped = tmp.path().join("pipe.parquet");
     common::parquet::write_foreign(&piped, &[(fifo.display().to_string(), embedding(5))]);
-    let mut import =
-        imgsearch(&data).arg("import").arg(&piped).arg("--json").stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while import.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            import.kill().unwrap();
-            panic!("the import waits on the pipe");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(import.wait().unwrap().success());
+    let import = common::output_within(
+        imgsearch(&data).arg("import").arg(&piped).arg("--json"),
+        std::time::Duration::from_secs(60),
+        "the import waits on the pipe",
+    );
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
 
     // Another model's file whose rows are all skipped: no space is left for that model.
     let nowhere: Vec<(String, Vec<f32>)> = vec![("relative/x.jpg".into(), embedding(1))];

@@ -735,16 +735,11 @@ fn a_write_the_catalog_refuses_ends_with_an_error_not_a_hang() {
         }
         catalog.flush().unwrap();
     }
-    let mut forget = imgsearch(&data).arg("forget").arg(&photos).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while forget.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            forget.kill().unwrap();
-            panic!("`forget` still runs after 60 s: it waits for good on a refused write");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = forget.wait_with_output().unwrap();
+    let out = common::output_within(
+        imgsearch(&data).arg("forget").arg(&photos),
+        Duration::from_secs(60),
+        "`forget` waits for good on a refused write",
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("damaged"), "{}", String::from_utf8_lossy(&out.stderr));
 }

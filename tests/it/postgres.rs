@@ -614,20 +614,11 @@ fn a_bad_store_url_or_an_unreachable_server_says_what_to_do() {
         let held: Vec<_> = silent.incoming().collect();
         drop(held);
     });
-    let mut stats = imgsearch(&format!("postgres://me@127.0.0.1:{silent_port}/db?connect_timeout=2"), tmp.path())
-        .arg("stats")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stats.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            stats.kill().unwrap();
-            panic!("`stats` against a server that never answers still runs after 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = stats.wait_with_output().unwrap();
+    let out = common::output_within(
+        imgsearch(&format!("postgres://me@127.0.0.1:{silent_port}/db?connect_timeout=2"), tmp.path()).arg("stats"),
+        Duration::from_secs(30),
+        "`stats` against a server that never answers",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("did not answer in 2 s"), "{stderr}");
     // What the server said is shown, not "db error".

@@ -278,3 +278,23 @@ pub fn png_with_chunk_after_header(png: &[u8], chunk: &[u8]) -> Vec<u8> {
     assert_eq!(&png[12..16], b"IHDR", "a PNG starts with its header");
     [&png[..header_end], chunk, &png[header_end..]].concat()
 }
+
+/// The output of `command` (stdout and stderr piped), which must end within `limit`: one that
+/// runs on is killed and the test fails, saying it `hangs` (a test of a hang must not hang).
+pub fn output_within(
+    command: &mut std::process::Command,
+    limit: std::time::Duration,
+    hangs: &str,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{hangs}: still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
