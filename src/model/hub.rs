@@ -26,6 +26,9 @@ const MAX_REDIRECTS: usize = 10;
 const MAX_SMALL_FILE: u64 = 256 << 20;
 /// Tries of a request the hub answered 429 or 5xx, or that did not connect.
 const TRIES: u32 = 3;
+/// A download slower than this on average (after the longest silence allowed) is given up: a
+/// server that drips would hold it, and the file's lock, for good.
+const SLOWEST_BYTES_PER_SECOND: f64 = 10_000.0;
 
 /// One repository on the hub at one revision, and where its files are cached.
 pub struct HubRepo {
@@ -38,6 +41,8 @@ pub struct HubRepo {
     offline: bool,
     agent: ureq::Agent,
     download_silence: Duration,
+    /// The hub could not be reached for an earlier file: the others come from the cache at once.
+    unreachable: std::cell::Cell<bool>,
 }
 
 /// Where the hub said a file is, and what it is.
@@ -80,9 +85,21 @@ impl HubRepo {
             let path = std::env::var_os("HF_TOKEN_PATH").map_or_else(|| home.join("token"), PathBuf::from);
             std::fs::read_to_string(path).ok()
         });
+        // The first line, as huggingface_hub reads it; a header can carry visible ASCII only.
+        let token = token.and_then(|t| t.lines().next().map(|line| line.trim().to_string())).filter(|t| !t.is_empty());
+        if token.as_ref().is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic())) {
+            return Err(Error::Download {
+                repo: repo_id.into(),
+                file: "(any)".into(),
+                reason: "the access token (HF_TOKEN or HF_HOME's token file) holds spaces or characters no token has"
+                    .into(),
+                hint: "Set HF_TOKEN to the token as the hub shows it (hf_...).".into(),
+            });
+        }
         let seconds = |name: &str| {
             let value = std::env::var(name).ok().and_then(|v| v.trim().parse::<f64>().ok());
-            Duration::from_secs_f64(value.filter(|s| s.is_finite() && *s > 0.0).unwrap_or(10.0))
+            // At most a day: a wait is meant to end.
+            Duration::from_secs_f64(value.filter(|s| s.is_finite() && *s > 0.0).unwrap_or(10.0).min(86_400.0))
         };
         let answer_within = seconds("HF_HUB_ETAG_TIMEOUT");
         let agent = ureq::Agent::config_builder()
@@ -104,10 +121,11 @@ impl HubRepo {
                 .trim_end_matches('/')
                 .to_string(),
             folder: hub.join(format!("models--{}", repo_id.replace('/', "--"))),
-            token: token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+            token,
             offline,
             agent,
             download_silence: seconds("HF_HUB_DOWNLOAD_TIMEOUT"),
+            unreachable: std::cell::Cell::new(false),
         })
     }
 
@@ -115,21 +133,20 @@ impl HubRepo {
     /// has no such file (or, offline, when it was never fetched).
     pub fn fetch(&self, file: &str) -> Result<Option<PathBuf>> {
         assert!(is_safe_relative_path(file), "checkpoint file names are ours");
-        if self.offline {
+        if self.offline || self.unreachable.get() {
             return Ok(self.cached(file));
         }
         let metadata = match self.metadata(file) {
             Ok(metadata) => metadata,
             Err(Failure::Missing) => return Ok(None),
-            Err(Failure::Unreachable(reason)) => {
-                return match self.cached(file) {
-                    Some(path) => {
-                        tracing::warn!("the hub cannot be reached ({reason}): using the cached {}", self.repo_id);
-                        Ok(Some(path))
-                    }
-                    None => Err(self.error(file, reason, NETWORK_HINT.into())),
-                }
+            // The cached revision, if there is one: its files are there, and a file it lacks is
+            // one the repository does not have (huggingface_hub falls back the same way).
+            Err(Failure::Unreachable(reason)) if self.cached_snapshot().is_some() => {
+                tracing::warn!("the hub cannot be reached ({reason}): using the cached {}", self.repo_id);
+                self.unreachable.set(true);
+                return Ok(self.cached(file));
             }
+            Err(Failure::Unreachable(reason)) => return Err(self.error(file, reason, NETWORK_HINT.into())),
             Err(Failure::Refused { reason, hint }) => return Err(self.error(file, reason, hint)),
         };
         if !is_weights(file) && metadata.size > MAX_SMALL_FILE {
@@ -148,12 +165,16 @@ impl HubRepo {
 
     /// The cached copy of `file` at this revision, if there is one.
     fn cached(&self, file: &str) -> Option<PathBuf> {
+        Some(self.cached_snapshot()?.join(file)).filter(|path| path.is_file())
+    }
+
+    /// The folder of this revision's cached files, if it was fetched before.
+    fn cached_snapshot(&self) -> Option<PathBuf> {
         let commit = match is_commit(&self.revision) {
             true => self.revision.clone(),
             false => std::fs::read_to_string(self.folder.join("refs").join(&self.revision)).ok()?.trim().to_string(),
         };
-        let path = self.folder.join("snapshots").join(commit).join(file);
-        (is_commit(path.parent()?.file_name()?.to_str()?) && path.is_file()).then_some(path)
+        is_commit(&commit).then(|| self.folder.join("snapshots").join(commit)).filter(|folder| folder.is_dir())
     }
 
     /// Asks the hub what `file` is at this revision: its commit, content tag, size and where its
@@ -201,11 +222,13 @@ impl HubRepo {
                 .map(|tag| tag.trim_start_matches("W/").trim_matches('"').to_ascii_lowercase())
                 .filter(|tag| is_content_tag(tag))
                 .ok_or_else(|| not_a_hub("ETag"))?;
+            // A redirect's own Content-Length is its body's, not the file's.
+            let redirected = (300..400).contains(&status);
             let size = header("x-linked-size")
-                .or_else(|| header("content-length"))
+                .or_else(|| header("content-length").filter(|_| !redirected))
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| not_a_hub("size"))?;
-            let location = match (300..400).contains(&status) {
+            let location = match redirected {
                 true => location
                     .filter(|to| to.starts_with("https://") || to.starts_with("http://"))
                     .ok_or_else(|| not_a_hub("Location"))?,
@@ -227,8 +250,13 @@ impl HubRepo {
                 std::thread::sleep(Duration::from_millis(500 << attempt));
             }
             match request().call() {
-                Ok(response) if response.status() == 429 || response.status().is_server_error() => {
-                    last = format!("the hub answered {}", response.status().as_u16());
+                Ok(response) if response.status() == 429 => {
+                    last = "the hub limits how often it is asked (429): wait a few minutes (an HF_TOKEN raises the \
+                            limits)"
+                        .into();
+                }
+                Ok(response) if response.status().is_server_error() => {
+                    last = format!("the hub answered {} (it is failing or busy)", response.status().as_u16());
                 }
                 Ok(response) => return Ok(response),
                 Err(e) => last = e.to_string(),
@@ -248,8 +276,9 @@ impl HubRepo {
     }
 
     /// Fetches the file's bytes into `blob`: resumed from an earlier part where the server
-    /// allows, held to the announced size, checked against its SHA-256 where the tag is one.
-    /// Processes fetching the same file wait for each other.
+    /// allows, held to the announced size, and checked against its tag (a SHA-256, or git's
+    /// SHA-1 of a file kept without LFS) before it is a blob. Processes fetching the same file
+    /// wait for each other.
     fn download(&self, file: &str, metadata: &Metadata, blob: &Path) -> Result<()> {
         let blobs = blob.parent().expect("in blobs/");
         let cache_error =
@@ -274,68 +303,77 @@ impl HubRepo {
             out.set_len(0).map_err(cache_error)?;
             have = 0;
         }
-        self.receive(file, metadata, &mut out, have)?;
+        // A part as long as the file (a run stopped while it was checked) is only checked.
+        if have < metadata.size {
+            self.receive(file, metadata, &mut out, have)?;
+        }
         drop(out);
-        if metadata.etag.len() == 64 {
-            let digest = sha256_of(&partial).map_err(cache_error)?;
-            if digest != metadata.etag {
-                let _ = std::fs::remove_file(&partial);
-                let reason = format!("its content's SHA-256 is {digest}, not {} as the hub said", metadata.etag);
-                return Err(self.error(
-                    file,
-                    reason,
-                    "Run again to fetch it anew; if it repeats, check HF_ENDPOINT and any proxy.".into(),
-                ));
-            }
+        let digest = match metadata.etag.len() {
+            64 => sha256_of(&partial),
+            _ => git_blob_sha1_of(&partial),
+        }
+        .map_err(cache_error)?;
+        if digest != metadata.etag {
+            let _ = std::fs::remove_file(&partial);
+            let reason = format!("what arrived hashes to {digest}, not to its tag {}", metadata.etag);
+            let hint = "Run again to fetch it anew; if it repeats, check HF_ENDPOINT and any proxy.";
+            return Err(self.error(file, reason, hint.into()));
         }
         std::fs::rename(&partial, blob).map_err(cache_error)
     }
 
     /// Appends the file's bytes from `have` on to `out`, following redirects (the token stays
-    /// with the hub's host), until the announced size; never more.
+    /// with the hub's host), until the announced size; never more. A server that cannot go on
+    /// from `have` sends the whole file again.
     fn receive(&self, file: &str, metadata: &Metadata, out: &mut File, mut have: u64) -> Result<()> {
         let failed = |reason: String| self.error(file, reason, NETWORK_HINT.into());
+        let cache_error =
+            |e: std::io::Error| self.error(file, format!("cannot write the cache: {e}"), CACHE_HINT.into());
         let mut url = metadata.location.clone();
-        let mut hops = 0;
+        let mut tries = 0;
         let response = loop {
+            tries += 1;
+            if tries > MAX_REDIRECTS {
+                return Err(failed(format!("more than {MAX_REDIRECTS} redirects or restarts")));
+            }
             let range = format!("bytes={have}-");
             let response = self
                 .send(|| {
-                    self.with_token(self.agent.get(&url), &url)
-                        .header("Range", &range)
-                        .header("Accept-Encoding", "identity")
+                    let request = self.with_token(self.agent.get(&url), &url).header("Accept-Encoding", "identity");
+                    match have {
+                        0 => request,
+                        _ => request.header("Range", &range),
+                    }
                 })
                 .map_err(|f| match f {
                     Failure::Unreachable(reason) | Failure::Refused { reason, .. } => failed(reason),
                     Failure::Missing => failed("not found".into()),
                 })?;
             let status = response.status().as_u16();
-            if (300..400).contains(&status) && hops < MAX_REDIRECTS {
-                let to = response.headers().get("location").and_then(|v| v.to_str().ok()).map(|to| absolute(&url, to));
-                match to.filter(|to| to.starts_with("https://") || to.starts_with("http://")) {
-                    Some(to) => url = to,
-                    None => return Err(failed(format!("a redirect ({status}) to no usable place"))),
+            let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+            let resumed_at = header("content-range")
+                .and_then(|range| range.strip_prefix("bytes ")?.split('-').next()?.parse::<u64>().ok());
+            match status {
+                300..=399 => match header("location").map(|to| absolute(&url, to)) {
+                    Some(to) if to.starts_with("https://") || to.starts_with("http://") => url = to,
+                    _ => return Err(failed(format!("a redirect ({status}) to no usable place"))),
+                },
+                206 if resumed_at == Some(have) => break response,
+                200 => {
+                    // The whole file again: what was kept is dropped.
+                    out.set_len(0).and_then(|()| out.rewind()).map_err(cache_error)?;
+                    have = 0;
+                    break response;
                 }
-                hops += 1;
-                continue;
+                // It cannot go on from there (another version of the file, a part not its own):
+                // start over.
+                206 | 416 if have > 0 => {
+                    out.set_len(0).and_then(|()| out.rewind()).map_err(cache_error)?;
+                    have = 0;
+                }
+                _ => return Err(failed(format!("the download was answered {status}"))),
             }
-            break response;
         };
-        let status = response.status().as_u16();
-        let resumed_at = response
-            .headers()
-            .get("content-range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|range| range.strip_prefix("bytes ")?.split('-').next()?.parse::<u64>().ok());
-        match status {
-            206 if resumed_at == Some(have) => {}
-            200 => {
-                // The whole file again: what was kept is dropped.
-                out.set_len(0).and_then(|()| out.rewind()).map_err(|e| failed(e.to_string()))?;
-                have = 0;
-            }
-            _ => return Err(failed(format!("the download was answered {status}"))),
-        }
         let progress = indicatif::ProgressBar::new(metadata.size).with_position(have);
         progress.set_style(
             indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
@@ -343,7 +381,7 @@ impl HubRepo {
         );
         progress.set_message(format!("fetching {} {file}", self.repo_id));
         // Read on a thread of its own, so that a server that stops sending is given up on after
-        // the longest silence allowed, however long the whole file takes.
+        // the longest silence allowed, and one that drips is given up on at the slowest rate.
         let (chunks, received) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
         let mut body = response.into_body().into_reader();
         std::thread::spawn(move || loop {
@@ -357,11 +395,21 @@ impl HubRepo {
                 return;
             }
         });
+        let deadline = std::time::Instant::now()
+            + self.download_silence
+            + Duration::from_secs_f64((metadata.size - have) as f64 / SLOWEST_BYTES_PER_SECOND);
         while have < metadata.size {
-            let chunk = match received.recv_timeout(self.download_silence) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let chunk = match received.recv_timeout(self.download_silence.min(left)) {
                 Ok(Ok(chunk)) if chunk.is_empty() => break,
                 Ok(Ok(chunk)) => chunk,
                 Ok(Err(e)) => return Err(failed(format!("the download broke off: {e}"))),
+                Err(_) if left.is_zero() => {
+                    return Err(failed(format!(
+                        "the download ran slower than {} kB/s (run again: it goes on from where it stopped)",
+                        SLOWEST_BYTES_PER_SECOND / 1000.0
+                    )))
+                }
                 Err(_) => {
                     return Err(failed(format!(
                         "nothing arrived for {} s (HF_HUB_DOWNLOAD_TIMEOUT)",
@@ -370,8 +418,7 @@ impl HubRepo {
                 }
             };
             let room = (metadata.size - have).min(chunk.len() as u64) as usize;
-            out.write_all(&chunk[..room])
-                .map_err(|e| self.error(file, format!("cannot write the cache: {e}"), CACHE_HINT.into()))?;
+            out.write_all(&chunk[..room]).map_err(cache_error)?;
             have += room as u64;
             progress.set_position(have);
         }
@@ -385,19 +432,26 @@ impl HubRepo {
         Ok(())
     }
 
-    /// Records `commit` as this revision's and links the snapshot's file to its blob.
+    /// Records `commit` as this revision's and links the snapshot's file to its blob. Each is
+    /// made under a name of this process's and renamed into place: processes recording the
+    /// same file at once never see (or leave) one half made.
     fn record(&self, commit: &str, snapshot: &Path, etag: &str) -> std::io::Result<()> {
+        let temporary = |path: &Path| path.with_extension(format!("{}.part", std::process::id()));
         if self.revision != commit {
             let reference = self.folder.join("refs").join(&self.revision);
             std::fs::create_dir_all(reference.parent().expect("in refs/"))?;
-            std::fs::write(reference, commit)?;
+            std::fs::write(temporary(&reference), commit)?;
+            std::fs::rename(temporary(&reference), &reference)?;
         }
-        let folder = snapshot.parent().expect("in snapshots/COMMIT/");
-        std::fs::create_dir_all(folder)?;
         let depth = snapshot.strip_prefix(&self.folder).map_or(0, |inside| inside.components().count() - 1);
         let target = Path::new(&"../".repeat(depth)).join("blobs").join(etag);
-        let _ = std::fs::remove_file(snapshot);
-        link(&target, snapshot, &self.folder.join("blobs").join(etag))
+        if std::fs::read_link(snapshot).is_ok_and(|linked| linked == target) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(snapshot.parent().expect("in snapshots/COMMIT/"))?;
+        let _ = std::fs::remove_file(temporary(snapshot));
+        link(&target, &temporary(snapshot), &self.folder.join("blobs").join(etag))?;
+        std::fs::rename(temporary(snapshot), snapshot)
     }
 
     fn error(&self, file: &str, reason: String, hint: String) -> Error {
@@ -431,9 +485,10 @@ fn is_commit(text: &str) -> bool {
     text.len() == 40 && is_hex(text)
 }
 
-/// A content tag a blob may be named after: a git blob hash (40), a SHA-256 (64), plain hex.
+/// A content tag a blob may be named after, and checked against: git's SHA-1 of a file kept in
+/// the repository itself (40 hex digits), or the SHA-256 of one kept with LFS (64).
 fn is_content_tag(text: &str) -> bool {
-    (32..=128).contains(&text.len()) && is_hex(text)
+    matches!(text.len(), 40 | 64) && is_hex(text)
 }
 
 /// A path of plain names (a revision such as `refs/pr/15`, a file in a repository): nothing that
@@ -481,14 +536,107 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Git's name for a file's content (`git hash-object`): the SHA-1 of `blob LENGTH\0` and the
+/// bytes, which the hub gives as the ETag of a file kept without LFS.
+fn git_blob_sha1_of(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha1::default();
+    hasher.update(format!("blob {}\0", file.metadata()?.len()).as_bytes());
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buffer)? {
+            0 => break,
+            n => hasher.update(&buffer[..n]),
+        }
+    }
+    Ok(hasher.finish().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// SHA-1 (FIPS 180-4), only to check files against git's names for them: no crate in the tree
+/// has it, and the hub names every file kept without LFS so.
+#[derive(Default)]
+struct Sha1 {
+    state: Option<[u32; 5]>,
+    pending: Vec<u8>,
+    length: u64,
+}
+
+impl Sha1 {
+    fn update(&mut self, mut bytes: &[u8]) {
+        self.length += bytes.len() as u64;
+        if !self.pending.is_empty() {
+            let take = (64 - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == 64 {
+                let block = std::mem::take(&mut self.pending);
+                self.block(&block);
+            }
+        }
+        let whole = bytes.len() / 64 * 64;
+        for block in bytes[..whole].chunks_exact(64) {
+            self.block(block);
+        }
+        self.pending.extend_from_slice(&bytes[whole..]);
+    }
+
+    fn block(&mut self, block: &[u8]) {
+        let state = self.state.get_or_insert([0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0]);
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes(word.try_into().expect("4 bytes"));
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = *state;
+        for (i, word) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let next = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(*word);
+            (e, d, c, b, a) = (d, c, b.rotate_left(30), a, next);
+        }
+        for (s, v) in state.iter_mut().zip([a, b, c, d, e]) {
+            *s = s.wrapping_add(v);
+        }
+    }
+
+    fn finish(mut self) -> [u8; 20] {
+        let bits = self.length * 8;
+        let mut tail = std::mem::take(&mut self.pending);
+        tail.push(0x80);
+        while tail.len() % 64 != 56 {
+            tail.push(0);
+        }
+        tail.extend_from_slice(&bits.to_be_bytes());
+        for block in tail.chunks_exact(64) {
+            self.block(block);
+        }
+        let state = self.state.unwrap_or([0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0]);
+        let mut out = [0u8; 20];
+        for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        out
+    }
+}
+
 /// A relative symlink as `huggingface_hub` makes them; a copy where links cannot be made.
 fn link(target: &Path, at: &Path, blob: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
-    if std::os::unix::fs::symlink(target, at).is_ok() {
-        return Ok(());
+    {
+        let _ = blob;
+        std::os::unix::fs::symlink(target, at)
     }
-    let _ = target;
-    std::fs::copy(blob, at).map(|_| ())
+    #[cfg(not(unix))]
+    {
+        let _ = target;
+        std::fs::copy(blob, at).map(|_| ())
+    }
 }
 
 fn dirs_home() -> PathBuf {
@@ -511,6 +659,24 @@ mod tests {
         for bad in ["../../../../tmp/x", "0123456789ABCDEF0123456789abcdef01234567", "abc", "x/.."] {
             assert!(!is_commit(bad) && !is_content_tag(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn sha1_is_gits_name_for_a_files_content() {
+        let sha1 = |parts: &[&[u8]]| {
+            let mut hasher = Sha1::default();
+            parts.iter().for_each(|part| hasher.update(part));
+            hasher.finish().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        assert_eq!(sha1(&[b"abc"]), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(sha1(&[b""]), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        let long = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+        assert_eq!(sha1(&[long]), "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
+        assert_eq!(sha1(&[&long[..7], &long[7..]]), "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello"), b"hello\n").unwrap();
+        // `echo hello | git hash-object --stdin`
+        assert_eq!(git_blob_sha1_of(&dir.path().join("hello")).unwrap(), "ce013625030ba8dba906f756967f9e9ca394464a");
     }
 
     #[test]

@@ -138,11 +138,10 @@ fn answer(mut stream: TcpStream, served: &Served, is_storage: bool) -> std::io::
         )?;
         return stream.write_all(msg);
     };
-    let sha256: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
     let total = body.len();
     let (etag, commit) = match served.behaviour {
         Behaviour::EscapingNames => ("../../../../../escaped-etag".to_string(), "../../../../../escaped-commit"),
-        _ => (sha256, COMMIT),
+        _ => (content_tag(&file, &body), COMMIT),
     };
     if method == "HEAD" {
         if served.behaviour == Behaviour::RedirectsToStorage && !is_storage {
@@ -181,6 +180,21 @@ fn answer(mut stream: TcpStream, served: &Served, is_storage: bool) -> std::io::
         return Ok(());
     }
     stream.write_all(slice)
+}
+
+/// The hub's tag for a file: the SHA-256 of weights (kept with LFS), git's SHA-1 of the others.
+fn content_tag(file: &str, body: &[u8]) -> String {
+    if file.ends_with(".safetensors") || file.ends_with(".bin") {
+        return Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+    }
+    let mut git = std::process::Command::new("git")
+        .args(["hash-object", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("git hashes the stand-in hub's files as the hub names them");
+    git.stdin.take().unwrap().write_all(body).unwrap();
+    String::from_utf8(git.wait_with_output().unwrap().stdout).unwrap().trim().to_string()
 }
 
 /// Every file under `folder` (the cache a test gave the program), for checks that nothing
