@@ -85,6 +85,9 @@ pub enum Error {
     #[error("{path} changed since it was indexed; index its folder again (`serve --watch` does so by itself) to search and show the new version")]
     FileChanged { path: PathBuf },
 
+    #[error("{path} holds other content than was indexed, under the size and modification time indexing compares: `touch` it, then index its folder again (`serve --watch` does so by itself)")]
+    ContentChanged { path: PathBuf },
+
     #[error("this host does not know where the root `{name}` is mounted: give `--mount {name}=PATH` (or run `imgsearch index {name}=PATH` here once)")]
     UnknownRoot { name: String },
 

@@ -442,6 +442,10 @@ fn walk_and_queue(
                 walked.seen.insert(mounts.stored_bytes(&path));
                 walked.unreadable.push(mounts.stored(&path).to_path_buf());
             }
+            // Reported, and not seen: a picture the library held there is removed.
+            Found::NotAPicture { path, reason } => {
+                walked.errors.push(FileError { path: path.display().to_string(), reason });
+            }
         }
         if found_files.is_empty() || (found_files.len() < LOOKUP_BATCH && walking.peek().is_some()) {
             continue;

@@ -32,8 +32,15 @@ impl Candidate {
 #[derive(Debug)]
 pub enum Found {
     File(Candidate),
-    /// Something that cannot be indexed, with the reason (special file, loop, unreadable folder).
+    /// A folder that cannot be walked, with the reason (unreadable, a link loop): what the
+    /// library holds under it is kept, since what is there cannot be known.
     Problem {
+        path: PathBuf,
+        reason: String,
+    },
+    /// A path that is no picture, with the reason (a pipe or device, a link to nothing): what the
+    /// library held there is gone.
+    NotAPicture {
         path: PathBuf,
         reason: String,
     },
@@ -70,7 +77,7 @@ pub fn walk(roots: &[PathBuf], hidden: bool) -> impl Iterator<Item = Found> + '_
     let mut files_seen = HashSet::new();
     roots.iter().flat_map(move |root| walk_root(root, roots, hidden)).filter(move |found| match found {
         Found::File(candidate) => candidate.file_id.is_none_or(|id| files_seen.insert(id)),
-        Found::Problem { .. } => true,
+        Found::Problem { .. } | Found::NotAPicture { .. } => true,
     })
 }
 
@@ -134,6 +141,9 @@ fn walk_root<'a>(root: &Path, roots: &'a [PathBuf], hidden: bool) -> impl Iterat
         .filter_map(|entry| match entry {
             Err(e) => {
                 let path = e.path().map(Path::to_path_buf).unwrap_or_default();
+                if let Some(link) = dangling_link(&path) {
+                    return Some(link);
+                }
                 let reason = if e.loop_ancestor().is_some() {
                     "symbolic link loop (not followed again)".to_string()
                 } else {
@@ -145,11 +155,25 @@ fn walk_root<'a>(root: &Path, roots: &'a [PathBuf], hidden: bool) -> impl Iterat
             // With follow_links, metadata() is the target's: a symlink to /dev/zero is a device.
             Ok(entry) => match entry.metadata() {
                 Ok(meta) if meta.is_file() => Some(Found::File(Candidate::new(entry.into_path(), &meta))),
-                Ok(_) => Some(Found::Problem {
+                Ok(_) => Some(Found::NotAPicture {
                     path: entry.into_path(),
                     reason: "not a regular file (pipe, socket or device): never read".into(),
                 }),
-                Err(e) => Some(Found::Problem { path: entry.into_path(), reason: e.to_string() }),
+                Err(e) => dangling_link(entry.path())
+                    .or_else(|| Some(Found::Problem { path: entry.into_path(), reason: e.to_string() })),
             },
         })
+}
+
+/// A symbolic link whose target is gone: no picture, and said so with where it pointed.
+fn dangling_link(path: &Path) -> Option<Found> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink());
+    if !is_link || std::fs::metadata(path).is_ok() {
+        return None;
+    }
+    let target = std::fs::read_link(path).map_or_else(|_| "?".to_string(), |t| t.display().to_string());
+    Some(Found::NotAPicture {
+        path: path.to_path_buf(),
+        reason: format!("a symbolic link to {target}, which does not exist"),
+    })
 }

@@ -45,10 +45,16 @@ impl From<Error> for ApiError {
             Error::Decode { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image"),
             Error::NoDecoder { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format"),
             Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
-            Error::FileChanged { .. } => (StatusCode::CONFLICT, "file_changed"),
+            Error::FileChanged { .. } | Error::ContentChanged { .. } => (StatusCode::CONFLICT, "file_changed"),
             Error::UnknownRoot { .. } => (StatusCode::NOT_FOUND, "root_not_mounted"),
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            // The path no longer leads to a file (deleted, or a folder on it replaced by a file).
+            Error::Io { source, .. }
+                if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+            {
                 (StatusCode::GONE, "file_gone")
+            }
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                (StatusCode::FORBIDDEN, "file_unreadable")
             }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

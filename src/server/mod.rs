@@ -50,7 +50,7 @@ fn open_indexed_file(record: &ImageRecord, mounts: &Mounts) -> Result<std::fs::F
         return Err(Error::FileChanged { path });
     }
     if !has_indexed_content(&file, &meta, record).map_err(io)? {
-        return Err(Error::FileChanged { path });
+        return Err(Error::ContentChanged { path });
     }
     Ok(file)
 }
@@ -336,9 +336,10 @@ fn spawn_rescans(state: Arc<AppState>, model: RescanModel, device: Device, inter
     );
     std::thread::spawn(move || {
         let _watcher = watcher; // kept alive for the thread's lifetime
+        let mut moved_roots = std::collections::HashSet::new();
         loop {
             let spec = model.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            rescan(&state, &spec, &device);
+            rescan(&state, &spec, &device, &mut moved_roots);
             drop(spec);
             if wake_rx.recv_timeout(interval).is_ok() {
                 // Let a burst of changes (a camera import) settle into one rescan.
@@ -388,8 +389,26 @@ impl DataAccess for LockedData<'_> {
 
 /// Re-indexes every indexed folder that still exists, each with the options it was indexed with
 /// (one run per folder: a run removes what it no longer finds under its own roots only).
-fn rescan(state: &AppState, spec: &ModelSpec, device: &Device) {
+/// `moved_roots`: unnamed roots that now lead elsewhere through a symbolic link, said once each.
+fn rescan(state: &AppState, spec: &ModelSpec, device: &Device, moved_roots: &mut std::collections::HashSet<PathBuf>) {
     for (root, here) in indexed_roots(state).into_iter().filter(|(_, here)| here.exists()) {
+        // An unnamed root's pictures are stored under its path: walked through a link to
+        // another, they would be stored anew under that one, and dropped again as not this
+        // root's, at every rescan.
+        let leads_to = std::fs::canonicalize(&here).ok().filter(|real| *real != here);
+        if let (None, Some(real)) = (&root.name, leads_to) {
+            if moved_roots.insert(here.clone()) {
+                tracing::warn!(
+                    "watch: {} now leads to {} through a symbolic link, and is not rescanned: `imgsearch index {}` \
+                     then `imgsearch forget {}` moves its pictures there",
+                    here.display(),
+                    real.display(),
+                    real.display(),
+                    here.display()
+                );
+            }
+            continue;
+        }
         let options = IndexOptions {
             roots: vec![Root { name: root.name, path: here }],
             mounts: state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner()).mounts().clone(),

@@ -716,6 +716,29 @@ fn a_new_model_whose_weights_do_not_load_leaves_no_model_space() {
     assert_eq!(stats["model"]["model"], model_dir(MODEL).display().to_string(), "{stats:#}");
 }
 
+/// A picture replaced by a pipe, or a link whose target was deleted (a photo linked from a drive
+/// that was emptied), is gone: reported, with where the link pointed, and taken out. An
+/// unreadable folder keeps its pictures (what is in it cannot be known).
+#[cfg(unix)]
+#[test]
+fn a_picture_replaced_by_a_pipe_or_a_dangling_link_is_taken_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    let files = noise_photos(&photos, 3);
+    let outside = tmp.path().join("elsewhere.png");
+    std::fs::copy(&files[2], &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, photos.join("linked.png")).unwrap();
+    assert_eq!(index(&data, &photos, &[])["indexed"], 4);
+    std::fs::remove_file(&files[0]).unwrap();
+    assert!(Command::new("mkfifo").arg(&files[0]).status().unwrap().success());
+    std::fs::remove_file(&outside).unwrap();
+    let summary = index(&data, &photos, &[]);
+    assert_eq!(summary["removed"], 2, "{summary:#}");
+    let errors = errors_of(&summary);
+    assert!(errors.iter().any(|(p, r)| p.ends_with("linked.png") && r.contains("elsewhere.png")), "{errors:#?}");
+    assert_eq!(listed_paths(&data).len(), 2);
+}
+
 /// A write the catalog refuses (here: a damaged record it must read to take a picture out) is an
 /// error that ends the command, never a wait for good on the text index's writer.
 #[test]

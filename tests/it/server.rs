@@ -262,6 +262,9 @@ fn a_file_replaced_since_indexing_is_not_served() {
         assert_eq!(response.status, 409, "{route}");
         assert_eq!(response.json()["error"]["code"], "file_changed", "{route}");
         assert!(!String::from_utf8_lossy(&response.body).contains("not for the web"), "{route}");
+        // Under the indexed size and time, indexing sees no change: the message says to touch it.
+        let message = response.json()["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert_eq!(message.contains("`touch` it"), target == &imposter, "{route}: {message}");
     }
     // A pipe in its place is not opened (its `open` would wait for a writer, holding a thread).
     std::fs::remove_file(&indexed).unwrap();
@@ -277,6 +280,13 @@ fn a_file_replaced_since_indexing_is_not_served() {
     assert_eq!(file.status, 200);
     assert_eq!(file.body, std::fs::read(image_path("coffee.png")).unwrap());
     assert_eq!(get(&server.addr, &format!("/api/images/{id}/thumbnail")).status, 200);
+    // A folder on its path replaced by a file: the picture is gone (410), not a server failure.
+    let cat = get(&server.addr, "/api/search?q=name:cat&k=1").json()["hits"][0]["id"].as_u64().unwrap();
+    let trips = tmp.path().join("photos/trips");
+    std::fs::rename(&trips, tmp.path().join("trips_elsewhere")).unwrap();
+    std::fs::write(&trips, b"a file where the folder was").unwrap();
+    let gone = get(&server.addr, &format!("/api/images/{cat}/file"));
+    assert_eq!((gone.status, gone.json()["error"]["code"].clone()), (410, "file_gone".into()));
 }
 
 #[test]
@@ -707,6 +717,32 @@ fn watch_rescans_every_indexed_folder_with_its_own_options() {
         let found = hit_paths(&get(&server.addr, &format!("/api/search?q=name:{kept}&k=5")).json());
         assert!(found.iter().any(|p| p.ends_with(&format!("{kept}.jpg"))), "{kept}.jpg was dropped by a rescan");
     }
+}
+
+/// A root that becomes a link to another folder (a mount point replaced by a link) is not
+/// rescanned, and the log says what to run: walked through the link, its pictures would be stored
+/// anew under the other path and dropped again at every rescan. The pictures stay served.
+#[test]
+fn watch_leaves_a_root_that_became_a_link_alone_and_says_what_to_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, real, data) = (tmp.path().join("photos"), tmp.path().join("photos_real"), tmp.path().join("data"));
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(image_path("rocket.jpg"), photos.join("rocket.jpg")).unwrap();
+    index_photos(&photos, &data, &[]);
+    std::fs::rename(&photos, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &photos).unwrap();
+    let log = tmp.path().join("serve.log");
+    let server = common::server::serve_logging_to(&data, &["--watch", "--watch-interval", "1"], &log);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("now leads to") {
+        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3)); // rescans on
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.matches("now leads to").count(), 1, "said once: {logged}");
+    assert!(!logged.contains("watch: 1 indexed") && !logged.contains("reused"), "nothing stored anew: {logged}");
+    assert_eq!(get(&server.addr, "/api/stats").json()["images"], 1);
 }
 
 /// The embedding `imgsearch embed` computes for a text with the served library's test model.
