@@ -132,7 +132,7 @@ impl FileFacts {
 /// What a decode worker hands the encoder.
 enum Work {
     Embed(FileFacts, PreprocessedImage),
-    /// A content the library holds: its embedding is taken, nothing is decoded. `same_path`:
+    /// Content the library holds: its embedding is taken, nothing is decoded. `same_path`:
     /// held at this very path (only the file's time changed, or another host stored it a
     /// moment ago), so the file is unchanged, not moved or copied.
     Reuse {
@@ -342,8 +342,8 @@ pub fn run(
 /// `--watch` would walk it twice (with its own settings, undoing the outer root's), and `stats`
 /// would list it beside the root that holds it. Drops from `indexed` what lies inside another
 /// root (recorded, or indexed now), and returns the keys of recorded roots that lie inside
-/// another (recorded by an older imgsearch, or inside one indexed now). Compared in the stored form, so that a named root covers its folders however
-/// this host mounts it.
+/// another (recorded by an older imgsearch, or inside one indexed now). Compared in the stored
+/// form, so that a named root covers its folders however this host mounts it.
 fn roots_covered_by_others(indexed: &mut Vec<IndexedRoot>, recorded: &[IndexedRoot], mounts: &Mounts) -> Vec<PathBuf> {
     let stored = |root: &IndexedRoot| match root.name {
         Some(_) => root.key(),

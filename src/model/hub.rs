@@ -460,7 +460,8 @@ impl HubRepo {
 }
 
 const NETWORK_HINT: &str = "Check the network (and HF_ENDPOINT if set), set HF_HUB_OFFLINE=1 to use what is already \
-                            cached, or pass --model a local folder with config.json, model.safetensors and tokenizer.json.";
+                            cached, or pass --model a local folder with config.json, model.safetensors and \
+                            tokenizer.json.";
 const TOKEN_HINT: &str = "Check the name; for a private or gated repository, accept its terms on the hub and set \
                           HF_TOKEN to an access token (or log in with `hf auth login`).";
 const NAME_HINT: &str = "Check the repository's name and revision (OWNER/NAME@REVISION).";
