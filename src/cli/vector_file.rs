@@ -70,16 +70,21 @@ fn parse_npy(bytes: &[u8]) -> anyhow::Result<Vec<f32>> {
         other => bail!("expected one vector, shape (dim,) or (1, dim); the array has shape {other:?}"),
     };
     let data = &bytes[header_start + header_len..];
-    let values: Vec<f32> = match descr {
-        "<f4" => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
-        "<f8" => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
-        "<f2" => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+    let width = match descr {
+        "<f4" => 4,
+        "<f8" => 8,
+        "<f2" => 2,
         other => bail!("the .npy array holds {other:?}; save it as float32 (`a.astype('<f4')`)"),
     };
-    if values.len() != count {
-        bail!("the .npy header promises {count} numbers but the file holds {}", values.len());
+    // Not one byte more or less: a file cut or run on is not the vector its header describes.
+    if Some(data.len()) != count.checked_mul(width) {
+        bail!("the .npy header promises {count} numbers of {width} bytes, but {} bytes follow it", data.len());
     }
-    Ok(values)
+    Ok(match width {
+        4 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
+        8 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+        _ => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -118,6 +123,8 @@ mod tests {
         assert!(parse_npy(&npy("<i4", "(4,)", &f4)).is_err());
         assert!(parse_npy(&npy("<f4", "(5,)", &f4)).is_err());
         assert!(parse_npy(&npy("<f4", "(4,)", &f4)[..20]).is_err());
+        // Bytes past the values the header promises.
+        assert!(parse_npy(&npy("<f4", "(4,)", &[&f4[..], &[0, 0, 0]].concat())).is_err());
     }
 
     #[test]

@@ -452,8 +452,12 @@ impl ImportRows {
 
     /// Row `row`'s path as stored (its exact bytes where `path_bytes` has them), if it has one.
     fn path(&self, row: usize) -> Option<StoredPath> {
+        // An empty value says no more than a null one: `path` holds the name then.
         if let Some(raw) = self.path_bytes.as_ref().filter(|column| column.is_valid(row)) {
-            return Some(StoredPath::from_bytes(raw.as_binary::<i32>().value(row).to_vec()));
+            let raw = raw.as_binary::<i32>().value(row);
+            if !raw.is_empty() {
+                return Some(StoredPath::from_bytes(raw.to_vec()));
+            }
         }
         self.path.is_valid(row).then(|| StoredPath::Utf8(self.path.as_string::<i32>().value(row).to_string()))
     }
@@ -477,6 +481,11 @@ impl ImportRows {
             return Err(RowProblem::Skip(format!(
                 "{path}: not an absolute path (nor one under a named root, NAME:/...), so no file is found by it"
             )));
+        }
+        // As the library stores paths: without `.` or `..`, which would name a picture it holds
+        // under a second path (or reach out of a named root).
+        if path.split('/').any(|part| part == "." || part == "..") {
+            return Err(RowProblem::Skip(format!("{path}: a path with `.` or `..` in it (write it without them)")));
         }
         if !self.embedding.is_valid(row) {
             return Err(RowProblem::Skip(format!("{path}: no embedding")));

@@ -258,6 +258,24 @@ fn hostile_rows_and_files_leave_the_library_whole_and_searchable() {
     let near = json(imgsearch(&data).args(["search", "near:45.0,7.0", "--json"]));
     assert_eq!(paths_of(&near), ["/archive/place_2.jpg"], "only the real place is kept");
 
+    // A path with `..` (a second name for a picture) is skipped; an empty `path_bytes` leaves
+    // the row's `path`.
+    let rows = vec![
+        ("/archive/../archive/place_2.jpg".to_string(), embedding(3)),
+        ("/archive/named_by_path.jpg".to_string(), embedding(4)),
+    ];
+    let odd = tmp.path().join("odd.parquet");
+    let path_bytes: arrow_array::ArrayRef =
+        std::sync::Arc::new(arrow_array::BinaryArray::from(vec![None, Some(&b""[..])]));
+    common::parquet::write_with_columns(
+        &odd,
+        &rows,
+        vec![(arrow_schema::Field::new("path_bytes", arrow_schema::DataType::Binary, true), path_bytes)],
+    );
+    let summary = json(imgsearch(&data).arg("import").arg(&odd).arg("--json"));
+    assert_eq!((summary["imported"].as_u64(), summary["skipped"].as_u64()), (Some(1), Some(1)), "{summary}");
+    assert!(summary.to_string().contains("`.` or `..`"), "{summary}");
+
     // A row naming a pipe: nothing is read from it (an open would wait for a writer for good).
     let fifo = tmp.path().join("pipe.jpg");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());

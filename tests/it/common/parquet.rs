@@ -34,8 +34,8 @@ pub fn write_foreign(file: &Path, rows: &[(String, Vec<f32>)]) {
     writer.close().unwrap();
 }
 
-/// [`write_foreign`] with a place per row (`gps_latitude`, `gps_longitude`, as `export` names them).
-pub fn write_with_places(file: &Path, rows: &[(String, Vec<f32>)], places: &[(f64, f64)]) {
+/// [`write_foreign`] with more columns, named as `export` names them.
+pub fn write_with_columns(file: &Path, rows: &[(String, Vec<f32>)], columns: Vec<(Field, arrow_array::ArrayRef)>) {
     let plain = file.with_extension("plain.parquet");
     write_foreign(&plain, rows);
     let batch =
@@ -46,16 +46,25 @@ pub fn write_with_places(file: &Path, rows: &[(String, Vec<f32>)], places: &[(f6
             .next()
             .unwrap()
             .unwrap();
-    let (latitudes, longitudes): (Vec<f64>, Vec<f64>) = places.iter().copied().unzip();
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new("gps_latitude", DataType::Float64, true));
-    fields.push(Field::new("gps_longitude", DataType::Float64, true));
-    let mut columns = batch.columns().to_vec();
-    columns.push(Arc::new(arrow_array::Float64Array::from(latitudes)));
-    columns.push(Arc::new(arrow_array::Float64Array::from(longitudes)));
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let mut arrays = batch.columns().to_vec();
+    for (field, array) in columns {
+        fields.push(field);
+        arrays.push(array);
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap();
     let mut writer =
         parquet::arrow::ArrowWriter::try_new(std::fs::File::create(file).unwrap(), batch.schema(), None).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
+}
+
+/// [`write_foreign`] with a place per row (`gps_latitude`, `gps_longitude`).
+pub fn write_with_places(file: &Path, rows: &[(String, Vec<f32>)], places: &[(f64, f64)]) {
+    let (latitudes, longitudes): (Vec<f64>, Vec<f64>) = places.iter().copied().unzip();
+    let columns: Vec<(Field, arrow_array::ArrayRef)> = vec![
+        (Field::new("gps_latitude", DataType::Float64, true), Arc::new(arrow_array::Float64Array::from(latitudes))),
+        (Field::new("gps_longitude", DataType::Float64, true), Arc::new(arrow_array::Float64Array::from(longitudes))),
+    ];
+    write_with_columns(file, rows, columns);
 }
