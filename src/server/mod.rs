@@ -325,29 +325,66 @@ fn listen_error(addr: SocketAddr, e: std::io::Error) -> Error {
 /// and the first rescan runs at once (for what changed while no server watched).
 fn spawn_rescans(state: Arc<AppState>, model: RescanModel, device: Device, interval: Duration) {
     let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
-    let roots: Vec<PathBuf> = indexed_roots(&state).into_iter().map(|(_, here)| here).collect();
+    let mut watched = WatchedRoots::of(indexed_roots(&state).into_iter().map(|(_, here)| here).collect());
     // None if the platform refuses a watcher: then the timer alone rescans.
-    let watcher = watch_roots(&roots, wake_tx);
+    let watcher = watch_roots(&watched.paths, wake_tx.clone());
     tracing::info!(
         "watch: {} folder(s) {}, rescanned every {} s",
-        roots.len(),
+        watched.paths.len(),
         if watcher.is_some() { "watched for changes" } else { "not watched (no file watcher)" },
         interval.as_secs()
     );
     std::thread::spawn(move || {
-        let _watcher = watcher; // kept alive for the thread's lifetime
-        let mut moved_roots = std::collections::HashSet::new();
+        let mut _watcher = watcher; // kept alive for the thread's lifetime, renewed below
+        let mut said = Said::default();
         loop {
             let spec = model.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            rescan(&state, &spec, &device, &mut moved_roots);
+            rescan(&state, &spec, &device, &mut said);
             drop(spec);
-            if wake_rx.recv_timeout(interval).is_ok() {
-                // Let a burst of changes (a camera import) settle into one rescan.
-                std::thread::sleep(Duration::from_millis(500));
-                while wake_rx.try_recv().is_ok() {}
+            // A root deleted and made again, or a share mounted anew, is another folder: the
+            // watches on the old one see nothing of it. Looked at after each rescan (which reads
+            // the roots, new ones included) and, by a stat each, while waiting for the next.
+            let mut roots_now = WatchedRoots::of(indexed_roots(&state).into_iter().map(|(_, here)| here).collect());
+            let next_rescan = std::time::Instant::now() + interval;
+            loop {
+                if roots_now != watched {
+                    tracing::info!("watch: the indexed folders changed on disk; watching them again");
+                    _watcher = watch_roots(&roots_now.paths, wake_tx.clone());
+                    watched = roots_now;
+                    break;
+                }
+                let left = next_rescan.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                if wake_rx.recv_timeout(left.min(ROOTS_LOOKED_AT_EVERY)).is_ok() {
+                    // Let a burst of changes (a camera import) settle into one rescan.
+                    std::thread::sleep(Duration::from_millis(500));
+                    while wake_rx.try_recv().is_ok() {}
+                    break;
+                }
+                roots_now = WatchedRoots::of(watched.paths.clone());
             }
         }
     });
+}
+
+/// How often `--watch` looks whether its roots are still the folders it watches (a stat each).
+const ROOTS_LOOKED_AT_EVERY: Duration = Duration::from_secs(2);
+
+/// The roots a watcher was set on, with each one's device and inode (`None`: not there then).
+#[derive(PartialEq)]
+struct WatchedRoots {
+    paths: Vec<PathBuf>,
+    identities: Vec<Option<(u64, u64)>>,
+}
+
+impl WatchedRoots {
+    fn of(paths: Vec<PathBuf>) -> Self {
+        let identities =
+            paths.iter().map(|path| std::fs::metadata(path).ok().and_then(|meta| walk::file_id(&meta))).collect();
+        Self { paths, identities }
+    }
 }
 
 /// Every folder ever indexed into this library, with the options it was indexed with and where
@@ -389,15 +426,24 @@ impl DataAccess for LockedData<'_> {
 
 /// Re-indexes every indexed folder that still exists, each with the options it was indexed with
 /// (one run per folder: a run removes what it no longer finds under its own roots only).
-/// `moved_roots`: unnamed roots that now lead elsewhere through a symbolic link, said once each.
-fn rescan(state: &AppState, spec: &ModelSpec, device: &Device, moved_roots: &mut std::collections::HashSet<PathBuf>) {
+/// What rescans have logged, so that the log says each thing when it changes, not every few
+/// seconds.
+#[derive(Default)]
+struct Said {
+    /// Unnamed roots that now lead elsewhere through a symbolic link.
+    moved_roots: std::collections::HashSet<PathBuf>,
+    /// Files each root's last rescan skipped (damaged, unreadable, a pipe...).
+    skipped: std::collections::HashMap<PathBuf, u64>,
+}
+
+fn rescan(state: &AppState, spec: &ModelSpec, device: &Device, said: &mut Said) {
     for (root, here) in indexed_roots(state).into_iter().filter(|(_, here)| here.exists()) {
         // An unnamed root's pictures are stored under its path: walked through a link to
         // another, they would be stored anew under that one, and dropped again as not this
         // root's, at every rescan.
         let leads_to = std::fs::canonicalize(&here).ok().filter(|real| *real != here);
         if let (None, Some(real)) = (&root.name, leads_to) {
-            if moved_roots.insert(here.clone()) {
+            if said.moved_roots.insert(here.clone()) {
                 tracing::warn!(
                     "watch: {} now leads to {} through a symbolic link, and is not rescanned: `imgsearch index {}` \
                      then `imgsearch forget {}` moves its pictures there",
@@ -410,7 +456,7 @@ fn rescan(state: &AppState, spec: &ModelSpec, device: &Device, moved_roots: &mut
             continue;
         }
         let options = IndexOptions {
-            roots: vec![Root { name: root.name, path: here }],
+            roots: vec![Root { name: root.name, path: here.clone() }],
             mounts: state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner()).mounts().clone(),
             hidden: root.hidden,
             batch_size: pipeline::default_batch_size(device),
@@ -423,10 +469,17 @@ fn rescan(state: &AppState, spec: &ModelSpec, device: &Device, moved_roots: &mut
         };
         let clip = state.engine.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clip("image").cloned();
         match clip.and_then(|clip| pipeline::run(LockedData(&state.engine), spec, Some(&clip), device, &options)) {
-            Ok(s) if s.indexed + s.reused + s.removed > 0 => {
-                tracing::info!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
+            Ok(s) => {
+                if s.indexed + s.reused + s.removed > 0 {
+                    tracing::info!("watch: {} indexed, {} reused, {} removed", s.indexed, s.reused, s.removed)
+                }
+                if said.skipped.insert(here.clone(), s.skipped) != Some(s.skipped) && s.skipped > 0 {
+                    // Debug-quoted: a file name may hold a newline, which would forge a log line.
+                    let first =
+                        s.errors.first().map(|e| format!(" (one: {:?}: {:?})", e.path, e.reason)).unwrap_or_default();
+                    tracing::warn!("watch: {} file(s) under {} skipped{first}", s.skipped, here.display());
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::error!("watch: rescan failed: {e}"),
         }
     }

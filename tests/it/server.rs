@@ -667,6 +667,42 @@ fn with_watch_new_photos_become_searchable_while_serving() {
     wait_until_found(&server, "newcomer");
 }
 
+/// A root deleted and made again (a share unmounted and mounted anew) is watched again: a new
+/// photo in it is found by the file watcher, not at the next periodic rescan ten minutes on.
+#[test]
+fn with_watch_a_root_made_again_is_watched_again() {
+    let (tmp, server) = start(&["--watch", "--watch-interval", "600"]);
+    let (photos, aside) = (tmp.path().join("photos"), tmp.path().join("photos_aside"));
+    std::fs::rename(&photos, &aside).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // A copy: another folder (another inode) where the root was.
+    common::succeeds(Command::new("cp").arg("-a").arg(&aside).arg(&photos));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    std::fs::copy(image_path("coffee_cmyk.jpg"), photos.join("after_remount.jpg")).unwrap();
+    wait_until_found(&server, "after_remount");
+}
+
+/// A file a rescan cannot read is logged when it appears, not at every rescan.
+#[test]
+fn with_watch_a_skipped_file_is_logged_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(image_path("rocket.jpg"), photos.join("rocket.jpg")).unwrap();
+    index_photos(&photos, &data, &[]);
+    let log = tmp.path().join("serve.log");
+    let _server = common::server::serve_logging_to(&data, &["--watch", "--watch-interval", "1"], &log);
+    std::fs::write(photos.join("broken.jpg"), b"\xff\xd8 not really a picture").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("broken.jpg") {
+        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3)); // rescans on
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.matches("skipped").count(), 1, "{logged}");
+}
+
 /// A rescan takes the data folder only while it writes a batch: searches keep answering through
 /// a long one and see it progress (one that held it throughout would show only its end).
 #[test]
