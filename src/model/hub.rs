@@ -525,32 +525,30 @@ fn absolute(base: &str, location: &str) -> String {
 }
 
 fn sha256_of(path: &Path) -> std::io::Result<String> {
-    let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buffer)? {
-            0 => break,
-            n => hasher.update(&buffer[..n]),
-        }
-    }
+    each_part_of(path, |part| hasher.update(part))?;
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Git's name for a file's content (`git hash-object`): the SHA-1 of `blob LENGTH\0` and the
 /// bytes, which the hub gives as the ETag of a file kept without LFS.
 fn git_blob_sha1_of(path: &Path) -> std::io::Result<String> {
-    let mut file = File::open(path)?;
     let mut hasher = Sha1::default();
-    hasher.update(format!("blob {}\0", file.metadata()?.len()).as_bytes());
+    hasher.update(format!("blob {}\0", std::fs::metadata(path)?.len()).as_bytes());
+    each_part_of(path, |part| hasher.update(part))?;
+    Ok(hasher.finish().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Hands `take` the file's bytes a megabyte at a time.
+fn each_part_of(path: &Path, mut take: impl FnMut(&[u8])) -> std::io::Result<()> {
+    let mut file = File::open(path)?;
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         match file.read(&mut buffer)? {
-            0 => break,
-            n => hasher.update(&buffer[..n]),
+            0 => return Ok(()),
+            n => take(&buffer[..n]),
         }
     }
-    Ok(hasher.finish().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// SHA-1 (FIPS 180-4), only to check files against git's names for them: no crate in the tree

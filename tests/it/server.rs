@@ -682,6 +682,18 @@ fn with_watch_a_root_made_again_is_watched_again() {
     wait_until_found(&server, "after_remount");
 }
 
+/// A server's log once it says `what` (within 30 s) and three more one-second rescans have run:
+/// what the tests of things said once read.
+fn log_once_it_says(log: &std::path::Path, what: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(log).unwrap_or_default().contains(what) {
+        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(log).unwrap_or_default());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    std::fs::read_to_string(log).unwrap()
+}
+
 /// A file a rescan cannot read is logged when it appears, not at every rescan.
 #[test]
 fn with_watch_a_skipped_file_is_logged_once() {
@@ -693,13 +705,7 @@ fn with_watch_a_skipped_file_is_logged_once() {
     let log = tmp.path().join("serve.log");
     let _server = common::server::serve_logging_to(&data, &["--watch", "--watch-interval", "1"], &log);
     std::fs::write(photos.join("broken.jpg"), b"\xff\xd8 not really a picture").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("broken.jpg") {
-        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    std::thread::sleep(std::time::Duration::from_secs(3)); // rescans on
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged = log_once_it_says(&log, "broken.jpg");
     assert_eq!(logged.matches("skipped").count(), 1, "{logged}");
 }
 
@@ -769,13 +775,7 @@ fn watch_leaves_a_root_that_became_a_link_alone_and_says_what_to_run() {
     std::os::unix::fs::symlink(&real, &photos).unwrap();
     let log = tmp.path().join("serve.log");
     let server = common::server::serve_logging_to(&data, &["--watch", "--watch-interval", "1"], &log);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("now leads to") {
-        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    std::thread::sleep(std::time::Duration::from_secs(3)); // rescans on
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged = log_once_it_says(&log, "now leads to");
     assert_eq!(logged.matches("now leads to").count(), 1, "said once: {logged}");
     assert!(!logged.contains("watch: 1 indexed") && !logged.contains("reused"), "nothing stored anew: {logged}");
     assert_eq!(get(&server.addr, "/api/stats").json()["images"], 1);
