@@ -158,8 +158,7 @@ impl HubRepo {
             self.download(file, &metadata, &blob)?;
         }
         let snapshot = self.folder.join("snapshots").join(&metadata.commit).join(file);
-        self.record(&metadata.commit, &snapshot, &metadata.etag)
-            .map_err(|e| self.error(file, format!("cannot write the cache: {e}"), CACHE_HINT.into()))?;
+        self.record(&metadata.commit, &snapshot, &metadata.etag).map_err(|e| self.cache_error(file, e))?;
         Ok(Some(snapshot))
     }
 
@@ -281,8 +280,7 @@ impl HubRepo {
     /// wait for each other.
     fn download(&self, file: &str, metadata: &Metadata, blob: &Path) -> Result<()> {
         let blobs = blob.parent().expect("in blobs/");
-        let cache_error =
-            |e: std::io::Error| self.error(file, format!("cannot write the cache: {e}"), CACHE_HINT.into());
+        let cache_error = |e: std::io::Error| self.cache_error(file, e);
         // Where `huggingface_hub` keeps its locks, so that it and we wait for each other too.
         let locks = self
             .folder
@@ -327,8 +325,7 @@ impl HubRepo {
     /// from `have` sends the whole file again.
     fn receive(&self, file: &str, metadata: &Metadata, out: &mut File, mut have: u64) -> Result<()> {
         let failed = |reason: String| self.error(file, reason, NETWORK_HINT.into());
-        let cache_error =
-            |e: std::io::Error| self.error(file, format!("cannot write the cache: {e}"), CACHE_HINT.into());
+        let cache_error = |e: std::io::Error| self.cache_error(file, e);
         let mut url = metadata.location.clone();
         let mut tries = 0;
         let response = loop {
@@ -452,6 +449,10 @@ impl HubRepo {
         let _ = std::fs::remove_file(temporary(snapshot));
         link(&target, &temporary(snapshot), &self.folder.join("blobs").join(etag))?;
         std::fs::rename(temporary(snapshot), snapshot)
+    }
+
+    fn cache_error(&self, file: &str, e: std::io::Error) -> Error {
+        self.error(file, format!("cannot write the cache: {e}"), CACHE_HINT.into())
     }
 
     fn error(&self, file: &str, reason: String, hint: String) -> Error {
