@@ -441,7 +441,7 @@ impl Postgres {
     /// `--read-store` must be a copy of this library (its id, made by schema version 6, is the
     /// same): another database there would be searched in the library's place, silently.
     fn check_replica(&self) -> Result<()> {
-        let Some((replica, location)) = &self.replica else { return Ok(()) };
+        let Some((_, location)) = &self.replica else { return Ok(()) };
         let id_in = |connection: &mut postgres::Client| -> std::result::Result<Option<String>, postgres::Error> {
             match connection.query_opt("SELECT value #>> '{}' FROM library_meta WHERE key = 'library_id'", &[]) {
                 Ok(row) => Ok(row.map(|row| row.get(0))),
@@ -453,10 +453,7 @@ impl Postgres {
         let ours = id_in(&mut *self.connection()?).map_err(|e| self.err(e))?;
         let started = Instant::now();
         loop {
-            let mut connection = replica
-                .get()
-                .map_err(|e| db_error(location, format!("no connection ({e}); is the replica running?")))?;
-            let theirs = id_in(&mut connection).map_err(|e| db_error(location, e))?;
+            let theirs = id_in(&mut *self.reader()?).map_err(|e| db_error(location, e))?;
             match theirs {
                 Some(theirs) if Some(&theirs) == ours.as_ref() => return Ok(()),
                 Some(_) => {
