@@ -246,6 +246,7 @@ fn main() {
     // For scripts/compare_peers.py, which runs a Python peer pipeline on the same photos.
     let results = serde_json::json!({
         "photos": photos, "count": count, "batch": BATCH, "threads": threads,
+        "cpu_kernels": imgsearch::model::kernels::isa().name(),
         "jpeg_decoder": if cfg!(feature = "turbojpeg") {
             "own reduced-size decoder at 1/8 and 1/4, libjpeg-turbo for the rest"
         } else {

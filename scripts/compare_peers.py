@@ -331,6 +331,8 @@ def read_imgsearch():
             out[("decode", name, mode)] = 1e3 * s if s else None
     try:
         indexing = json.loads((BENCH_DATA / "indexing.json").read_text())
+        if indexing.get("cpu_kernels"):
+            KERNEL_PATHS.add(indexing["cpu_kernels"])
         bf16 = indexing.get("bf16") or {}
         out[("index",)] = indexing["end_to_end_per_s"]
         out[("index_bf16",)] = bf16.get("end_to_end_per_s")
@@ -362,6 +364,7 @@ def imgsearch_bench(checkpoint, threads, batch, iterations, query=None):
     with tempfile.TemporaryDirectory() as data_dir:
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads), IMGSEARCH_DATA_DIR=data_dir)
         report = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout)
+    KERNEL_PATHS.add(report["cpu_kernels"])
     timed = report.get("query")
     if timed and timed["tokens"] != query[1]:
         sys.exit(f"imgsearch ran {query[0]!r} as {timed['tokens']} tokens, ORT's query has {query[1]}: "
@@ -467,23 +470,20 @@ def cpu_description():
     return cpu, ", ".join(present) or "none of " + ", ".join(KERNEL_FEATURES)
 
 
+# The kernel paths imgsearch reported where it ran (`imgsearch bench`'s and the indexing bench's
+# `cpu_kernels`, in the same environment, so IMGSEARCH_ISA / IMGSEARCH_AMX count).
+KERNEL_PATHS = set()
+
+
 def kernel_path():
-    """The kernel path imgsearch's benches ran (the release binary's `stats --json`, same
-    environment, so IMGSEARCH_ISA / IMGSEARCH_AMX count)."""
-    with tempfile.TemporaryDirectory() as data_dir:
-        try:
-            out = subprocess.run([str(release_binary()), "--data-dir", data_dir, "stats", "--json"],
-                                 capture_output=True, text=True, check=True, timeout=60).stdout
-            return json.loads(out)["cpu_kernels"]
-        except (OSError, subprocess.SubprocessError, ValueError, KeyError):
-            return "unknown (no target/release/imgsearch: cargo build --release)"
+    return ", ".join(sorted(KERNEL_PATHS)) or "unknown (no imgsearch bench reported one)"
 
 
-def machine_lines(threads, load_at_start):
+def machine_lines(threads, load_at_start, started):
     cpu, features = cpu_description()
     import onnxruntime
     return [
-        f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- Started: {started.isoformat(timespec='seconds')}",
         f"- CPU: {cpu}, {os.cpu_count()} logical cores; {threads} threads used "
         "(torch intra-op, ORT intra-op with inter-op 1, RAYON_NUM_THREADS); decoding single-threaded",
         f"- CPU features the kernels look for: {features}; imgsearch's kernel path: {kernel_path()}"
@@ -579,7 +579,7 @@ def main():
     ap.add_argument("--bench-data", type=Path, default=BENCH_DATA, help=argparse.SUPPRESS)
     args = ap.parse_args()
     repeats, seconds = (3, 0.3) if args.quick else (5, 3.0)
-    load_at_start = os.getloadavg()[0]
+    load_at_start, started = os.getloadavg()[0], datetime.datetime.now().astimezone()
 
     if args.alternate:
         if not args.skip_cargo:
@@ -587,8 +587,10 @@ def main():
             subprocess.run(build, cwd=ROOT, check=True)
         if not release_binary().exists():
             sys.exit(f"{release_binary()} is missing: run without --skip-cargo, or `cargo build --release` first")
-        report = ["## imgsearch and ONNX Runtime taking turns", ""] + machine_lines(args.threads, load_at_start)
-        report += [""] + alternate_table(alternate(args.alternate, args.threads))
+        rows = alternate(args.alternate, args.threads)  # first: the kernel path is what its runs report
+        report = ["## imgsearch and ONNX Runtime taking turns", ""]
+        report += machine_lines(args.threads, load_at_start, started)
+        report += [""] + alternate_table(rows)
         return emit(report, args.markdown)
 
     if not args.skip_cargo:  # first, so it also creates the JPEGs the Pillow peer reads
@@ -620,7 +622,7 @@ def main():
     print("timing Pillow ...", file=sys.stderr, flush=True)
     pil = bench_pillow(args.bench_data, repeats, seconds)
 
-    report = ["## imgsearch vs Python peers", ""] + machine_lines(args.threads, load_at_start)
+    report = ["## imgsearch vs Python peers", ""] + machine_lines(args.threads, load_at_start, started)
     report += [""] + table(ours, pt, ox, pil)
     emit(report, args.markdown)
 
