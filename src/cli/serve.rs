@@ -40,7 +40,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     queue_timeout: f64,
     /// Seconds a connection may send and take nothing (a half-sent request, an idle keep-alive)
-    /// before it is closed.
+    /// before it is closed; a request's line and headers must also arrive within this time, and
+    /// within 30 seconds.
     #[arg(long, default_value_t = imgsearch::server::DEFAULT_IDLE_TIMEOUT.as_secs_f64(), value_parser = seconds)]
     idle_timeout: f64,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key); cookies are then `Secure`.

@@ -10,17 +10,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
-
-use super::Peer;
 
 /// Default time a connection may send and take nothing before it is closed: far beyond a
 /// request's wait for a worker (`--queue-timeout`), and what a browser's idle keep-alive
 /// connections are given by most servers.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+
+/// Time a request's head (its line and headers) may take to arrive, at most: a browser sends it
+/// at once, and a client that trickles it in holds a connection that the idle timeout, reset by
+/// every byte, would never close. Shorter when the idle timeout is.
+pub const HEAD_WITHIN: Duration = Duration::from_secs(30);
 
 /// Connections open at once: half of what this process may open, less a margin for the
 /// library's own files (the text index's segments, the catalog), at least 16.
@@ -71,15 +74,6 @@ impl<L: Listener> Listener for Bounded<L> {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
-    }
-}
-
-impl<L> axum::extract::connect_info::Connected<IncomingStream<'_, Bounded<L>>> for Peer
-where
-    L: Listener<Addr = std::net::SocketAddr>,
-{
-    fn connect_info(stream: IncomingStream<'_, Bounded<L>>) -> Self {
-        Self(*stream.remote_addr())
     }
 }
 

@@ -6,6 +6,7 @@ mod connections;
 mod error;
 mod health;
 mod routes;
+mod serving;
 mod thumbnails;
 mod tls;
 mod work;
@@ -209,23 +210,23 @@ pub fn serve(
             Ok(decoder) => tracing::info!("videos: {decoder}"),
             Err(why) => tracing::warn!("videos cannot be read here: {why}"),
         }
-        let app = routes::router(state).into_make_service_with_connect_info::<Peer>();
+        let app = routes::router(state);
         let stopped = async {
             let _ = tokio::signal::ctrl_c().await;
         };
         let io = |source| crate::Error::Io { path: PathBuf::from(local.to_string()), source };
         let (max_open, idle) = (connections::max_open(), options.idle_timeout);
+        let head_within = idle.min(connections::HEAD_WITHIN);
         match tls {
             Some(config) => {
                 let listener = tls::TlsListener::new(listener, config).map_err(io)?;
-                let listener = connections::Bounded::new(listener, max_open, idle);
-                axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(io)
+                serving::serve(connections::Bounded::new(listener, max_open, idle), app, head_within, stopped).await
             }
             None => {
-                let listener = connections::Bounded::new(listener, max_open, idle);
-                axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(io)
+                serving::serve(connections::Bounded::new(listener, max_open, idle), app, head_within, stopped).await
             }
         }
+        Ok(())
     });
     drop(runtime);
     drop(kept);

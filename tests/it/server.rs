@@ -303,6 +303,58 @@ fn a_connection_that_sends_half_a_request_and_stops_is_closed() {
     assert_eq!(get(&server.addr, "/api/health").status, 200);
 }
 
+/// A client that trickles a request's head in, a header line now and then, is closed once the
+/// head has taken longer than the idle timeout: each byte kept the idle timer from running out.
+#[test]
+fn a_connection_that_trickles_a_request_head_in_is_closed() {
+    use std::io::{Read, Write};
+    let (_tmp, server) = start(&["--idle-timeout", "2"]);
+    let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+    stream.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    let started = std::time::Instant::now();
+    let closed = loop {
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => break true,
+            Ok(_) => panic!("an answer to half a request"),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break true, // reset
+        }
+        if started.elapsed() > std::time::Duration::from_secs(15) {
+            break false;
+        }
+        if stream.write_all(b"X-Slow: a\r\n").is_err() {
+            break true;
+        }
+    };
+    assert!(closed, "a request head trickled in for 15 s kept its connection");
+    assert_eq!(get(&server.addr, "/api/health").status, 200);
+}
+
+/// A client that shuts its sending side once its request is out (an HTTP/1.0 script, `nc -N`)
+/// still gets the answer, for a good request and for a refused one alike.
+#[test]
+fn a_client_that_shuts_its_side_after_the_request_gets_the_answer() {
+    use std::io::{Read, Write};
+    let (_tmp, server) = start(&[]);
+    for (request, status, body) in [
+        ("GET /api/search?q=cat&k=1 HTTP/1.0\r\nHost: localhost\r\n\r\n", "200", "\"hits\""),
+        ("GET /api/search?q=cat&k=1 HTTP/1.1\r\nHost: localhost\r\n\r\n", "200", "\"hits\""),
+        ("GET /api/search?q=cat&k=abc HTTP/1.1\r\nHost: localhost\r\n\r\n", "400", "\"error\""),
+    ] {
+        let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(answer.split(' ').nth(1), Some(status), "{request:?} got {answer:?}");
+        assert!(answer.contains(body), "{request:?} got {answer:?}");
+    }
+}
+
 #[test]
 fn a_page_on_another_site_name_cannot_read_a_server_nobody_signs_in_to() {
     let (_tmp, server) = start(&[]);
