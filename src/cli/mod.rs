@@ -164,7 +164,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(imgsearch::store::default_data_dir);
     let library = imgsearch::store::Location::new(data_dir, cli.store, cli.read_store)?;
     // Commands that read a library never make one: `stats --data-dir TYPO` made the folder (in
-    // a photo folder, where the typo named one) and reported an empty library.
+    // a photo folder, where the typo named one) and reported an empty library, and `--store` with
+    // another application's database made imgsearch's tables in it.
     let reads_a_library = matches!(
         cli.command,
         Command::Search(_)
@@ -180,13 +181,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             | Command::Tags(_)
             | Command::Keywords(_)
     );
-    if let (true, imgsearch::store::Location::Folder(dir)) = (reads_a_library, &library) {
-        if !imgsearch::store::spaces::holds_a_library(dir) {
-            anyhow::bail!(
+    if reads_a_library && !library.holds_a_library()? {
+        match &library {
+            imgsearch::store::Location::Folder(dir) => anyhow::bail!(
                 "there is no library in {}: index pictures into it first (`imgsearch index PATH`), or name the folder \
                  that holds one with --data-dir",
                 dir.display()
-            );
+            ),
+            imgsearch::store::Location::Postgres { .. } => anyhow::bail!(
+                "there is no library in the database --store names: index pictures into it first (`imgsearch --store \
+                 URL index PATH`), or name the database that holds one"
+            ),
         }
     }
     // The model space most commands work on: the one searches use (see store/spaces.rs).

@@ -62,6 +62,14 @@ impl Location {
             }),
         }
     }
+
+    /// Whether a library is there already, found out without making one.
+    pub fn holds_a_library(&self) -> Result<bool> {
+        match self {
+            Location::Folder(dir) => Ok(spaces::holds_a_library(dir)),
+            Location::Postgres { url, .. } => postgres::holds_a_library(url),
+        }
+    }
 }
 
 /// Opens (creating if needed) the library at `location`.

@@ -202,6 +202,15 @@ fn one_connection(url: &str) -> Result<(postgres::Client, String)> {
     Ok((client, location))
 }
 
+/// Whether the database at `url` holds a library (its first space's tables), found out without
+/// creating anything.
+pub(super) fn holds_a_library(url: &str) -> Result<bool> {
+    let (mut client, location) = one_connection(url)?;
+    let row =
+        client.query_one("SELECT to_regclass('library_meta') IS NOT NULL", &[]).map_err(|e| db_error(&location, e))?;
+    Ok(row.get(0))
+}
+
 /// The users and tokens stored in the library at `url`.
 pub fn load_auth(url: &str) -> Result<crate::auth::AuthData> {
     let (mut client, location) = one_connection(url)?;

@@ -364,17 +364,27 @@ fn reverse_search_and_more_like_this() {
 fn search_before_indexing_says_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    // A data folder that is not there is not made by reading it (a database is the server's).
-    let reads: &[&[&str]] = match common::on_postgres() {
-        true => &[&["search", "cat"]],
-        false => &[&["search", "cat"], &["stats"], &["list"], &["export", "x.parquet"]],
-    };
-    for command in reads {
-        let out = imgsearch(&data).args(*command).output().unwrap();
+    // A library that is not there is not made by reading it: no data folder, no tables in the
+    // database.
+    for command in [&["search", "cat"][..], &["stats"], &["list"], &["export", "x.parquet"]] {
+        let out = imgsearch(&data).args(command).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{command:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("imgsearch index"), "{command:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("index PATH"), "{command:?}");
     }
-    assert!(!data.exists() || common::on_postgres(), "reading a library made none");
+    match common::on_postgres() {
+        true => {
+            let mut client = postgres::Client::connect(&common::database_for(&data), postgres::NoTls).unwrap();
+            let tables: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            assert_eq!(tables, 0, "reading a library made tables");
+        }
+        false => assert!(!data.exists(), "reading a library made a data folder"),
+    }
 }
 
 #[test]
