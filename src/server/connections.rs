@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::serve::Listener;
+use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
@@ -148,5 +150,90 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// How long a request body may take before it must keep up [`MIN_BODY_RATE`] on average.
+pub const BODY_GRACE: Duration = Duration::from_secs(10);
+
+/// Bytes a second a request body must arrive at on average once [`BODY_GRACE`] is over: a
+/// photo comes faster over the slowest real uplink, and a client that trickled a body in, a byte
+/// now and then, held its connection and its upload slot for good (every byte reset the idle
+/// timeout).
+pub const MIN_BODY_RATE: f64 = 10_000.0;
+
+/// A request body that fails with [`TooSlow`] once it falls behind [`MIN_BODY_RATE`].
+pub struct AtMinimumRate<B> {
+    inner: B,
+    received: u64,
+    started: Instant,
+    /// Set when the body first waits.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> AtMinimumRate<B> {
+    pub fn new(inner: B) -> Self {
+        Self { inner, received: 0, started: Instant::now(), deadline: None }
+    }
+
+    /// When the bytes received so far stop being enough.
+    fn due(&self) -> Instant {
+        self.started + BODY_GRACE + Duration::from_secs_f64(self.received as f64 / MIN_BODY_RATE)
+    }
+}
+
+/// What an [`AtMinimumRate`] body fails with.
+#[derive(Debug)]
+pub struct TooSlow;
+
+impl std::fmt::Display for TooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body arrived slower than {} kB/s after its first {} s",
+            MIN_BODY_RATE / 1e3,
+            BODY_GRACE.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for TooSlow {}
+
+impl<B> Body for AtMinimumRate<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.received += frame.data_ref().map_or(0, |data| data.len() as u64);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other.map(|result| result.map_err(Into::into))),
+            Poll::Pending => {
+                let due = this.due();
+                let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                if deadline.deadline() != due {
+                    deadline.as_mut().reset(due);
+                }
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(TooSlow)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

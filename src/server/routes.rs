@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use tokio_util::io::ReaderStream;
 
 use super::auth;
+use super::connections::TooSlow;
 use super::error::ApiError;
 use super::thumbnails::{rendition, thumbnail_version, Rendition};
 use super::{open_indexed_file, AppState};
@@ -276,10 +277,7 @@ async fn upload_bytes(request: Request, limit: usize) -> ApiResult<(Bytes, PathB
         return Err(too_large());
     }
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| match over_limit(&e) {
-        true => too_large(),
-        false => ApiError::bad_request("bad_body", format!("the request body could not be read: {e}")),
-    })?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| body_error(&e, too_large))?;
     if !is_multipart {
         return Ok((bytes, unnamed()));
     }
@@ -345,18 +343,25 @@ fn filters_only(q: Option<&String>, search: &str) -> ApiResult<Vec<crate::search
         .map_err(|e| ApiError::bad_request("bad_query", e.0))
 }
 
-/// Whether reading a body failed on its size limit, not on a body that broke off or is not
-/// valid chunked encoding (a bad request).
-fn over_limit(e: &axum::Error) -> bool {
-    std::error::Error::source(e).is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>())
+/// What reading a body failed on, for the client: its size limit (`too_large`), the rate it must
+/// arrive at (408), or a body that broke off or is not valid chunked encoding (a bad request).
+fn body_error(e: &axum::Error, too_large: impl FnOnce() -> ApiError) -> ApiError {
+    let mut causes = std::iter::successors(std::error::Error::source(e), |cause| cause.source());
+    match causes.find(|cause| cause.is::<http_body_util::LengthLimitError>() || cause.is::<TooSlow>()) {
+        Some(cause) if cause.is::<TooSlow>() => ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "slow_body",
+            message: format!("{cause}: send it again over a faster connection"),
+        },
+        Some(_) => too_large(),
+        None => ApiError::bad_request("bad_body", format!("the request body could not be read: {e}")),
+    }
 }
 
 /// A JSON object request body of at most [`MAX_JSON_BODY`] bytes; `expected` says what it holds.
 async fn json_object(request: Request, expected: &str) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
-    let body = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY).await.map_err(|e| match over_limit(&e) {
-        true => ApiError::too_large(format!("the JSON body is over the {MAX_JSON_BODY}-byte limit")),
-        false => ApiError::bad_request("bad_body", format!("the request body could not be read: {e}")),
-    })?;
+    let too_large = || ApiError::too_large(format!("the JSON body is over the {MAX_JSON_BODY}-byte limit"));
+    let body = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY).await.map_err(|e| body_error(&e, too_large))?;
     let json: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not valid JSON: {e}")))?;
     match json {

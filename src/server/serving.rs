@@ -4,8 +4,9 @@
 //! is out (an HTTP/1.0 script, `nc -N`, a socket closed with `shutdown(SHUT_WR)`) got no
 //! response at all, because hyper closed the connection at the end of its input. Here HTTP/1
 //! half-close is allowed, so such a client gets its answer before the connection closes. And a
-//! request's head must arrive whole within a time: the idle timeout alone let a client that sent
-//! one header line a minute hold its connection for good.
+//! request's head must arrive whole within a time, and its body at a minimum rate
+//! ([`AtMinimumRate`]): the idle timeout alone let a client that sent one header line or one
+//! byte of a body a minute hold its connection for good.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
+use super::connections::AtMinimumRate;
 use super::Peer;
 
 /// Serves `app` on every connection `listener` accepts until `shutdown` resolves; then stops
@@ -43,7 +45,7 @@ where
         // What `ConnectInfo<Peer>` extracts (sign-in throttling keys on it).
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(Peer(client)));
-            tower_service::Service::call(&mut app.clone(), request.map(Body::new))
+            tower_service::Service::call(&mut app.clone(), request.map(|body| Body::new(AtMinimumRate::new(body))))
         });
         let (stop, ended) = (stop.clone(), ended_receiver.clone());
         tokio::spawn(async move {

@@ -332,6 +332,39 @@ fn a_connection_that_trickles_a_request_head_in_is_closed() {
     assert_eq!(get(&server.addr, "/api/health").status, 200);
 }
 
+/// A body trickled in (a byte now and then) is refused once it falls behind the minimum rate,
+/// with a 408 that says why: each byte kept the idle timeout from running out, so one client
+/// held an upload slot for good.
+#[test]
+fn an_upload_trickled_in_is_refused_in_bounded_time() {
+    use std::io::{Read, Write};
+    let (_tmp, server) = start(&[]);
+    let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let head = "POST /api/search/image HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n\
+                Content-Length: 100000\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    while started.elapsed() < std::time::Duration::from_secs(40) {
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && String::from_utf8_lossy(&answer).contains("}}") {
+            break;
+        }
+        let _ = stream.write_all(b"x");
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "after {:?}: {answer:?}", started.elapsed());
+    assert!(answer.contains("\"slow_body\""), "{answer:?}");
+    assert_eq!(get(&server.addr, "/api/health").status, 200);
+}
+
 /// A client that shuts its sending side once its request is out (an HTTP/1.0 script, `nc -N`)
 /// still gets the answer, for a good request and for a refused one alike.
 #[test]
