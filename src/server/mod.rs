@@ -9,6 +9,7 @@ mod routes;
 mod serving;
 mod thumbnails;
 mod tls;
+mod unreadable;
 mod work;
 
 use std::io::Read;

@@ -6,7 +6,8 @@
 //! half-close is allowed, so such a client gets its answer before the connection closes. And a
 //! request's head must arrive whole within a time, and its body at a minimum rate
 //! ([`AtMinimumRate`]): the idle timeout alone let a client that sent one header line or one
-//! byte of a body a minute hold its connection for good.
+//! byte of a body a minute hold its connection for good. What hyper answers on its own, to a
+//! request it cannot read, goes out in the API's JSON shape ([`JsonAnswers`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
 use super::connections::AtMinimumRate;
+use super::unreadable::JsonAnswers;
 use super::Peer;
 
 /// Serves `app` on every connection `listener` accepts until `shutdown` resolves; then stops
@@ -53,7 +55,7 @@ where
                 .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(head_within)
-                .serve_connection(TokioIo::new(io), service)
+                .serve_connection(TokioIo::new(JsonAnswers::new(io)), service)
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             tokio::select! {

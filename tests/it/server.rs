@@ -365,6 +365,42 @@ fn an_upload_trickled_in_is_refused_in_bounded_time() {
     assert_eq!(get(&server.addr, "/api/health").status, 200);
 }
 
+/// Requests that hyper answers itself, before any handler (not HTTP, a URL over 64 kB, too many or
+/// too large headers), get the API's JSON errors too, and the server goes on serving.
+#[test]
+fn requests_that_cannot_be_read_as_http_get_json_errors() {
+    use std::io::{Read, Write};
+    let (_tmp, server) = start(&[]);
+    let many_headers: String = (0..200).map(|i| format!("X-{i}: a\r\n")).collect();
+    for (request, status, code) in [
+        ("GARBAGE\u{1} / HTTP/1.1\r\n\r\n".to_string(), "400", "bad_request"),
+        (
+            format!("GET /api/search?q={} HTTP/1.1\r\nHost: localhost\r\n\r\n", "a".repeat(70_000)),
+            "414",
+            "uri_too_long",
+        ),
+        (format!("GET /api/health HTTP/1.1\r\nHost: localhost\r\n{many_headers}\r\n"), "431", "headers_too_large"),
+        (
+            format!("GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(500_000)),
+            "431",
+            "headers_too_large",
+        ),
+    ] {
+        let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let _ = stream.write_all(request.as_bytes()); // the server may stop reading at its limit
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{status}: {answer:?}"));
+        assert_eq!(head.split(' ').nth(1), Some(status), "{answer:?}");
+        assert!(head.contains("content-type: application/json"), "{head:?}");
+        let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+        assert_eq!(json["error"]["code"], code, "{body}");
+    }
+    assert_eq!(get(&server.addr, "/api/health").status, 200);
+}
+
 /// A client that shuts its sending side once its request is out (an HTTP/1.0 script, `nc -N`)
 /// still gets the answer, for a good request and for a refused one alike.
 #[test]
