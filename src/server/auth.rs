@@ -305,9 +305,10 @@ fn same_origin(headers: &HeaderMap) -> bool {
 /// Whether the request's host names this computer: `localhost` (or a name under it, which
 /// browsers resolve to loopback themselves) or a loopback address, with or without a port.
 fn names_this_computer(request: &Request) -> bool {
-    // HTTP/2 names the host in the URI's authority instead.
+    // A URL with its host in it (`GET http://host/…`, and HTTP/2's authority) names the host
+    // instead of the Host header, which HTTP then ignores (RFC 9112, 3.2.2).
     let header = request.headers().get(header::HOST).and_then(|v| v.to_str().ok());
-    let Some(host) = header.or_else(|| request.uri().authority().map(|a| a.as_str())) else {
+    let Some(host) = request.uri().authority().map(|a| a.as_str()).or(header) else {
         return false;
     };
     let name = match host.strip_prefix('[') {

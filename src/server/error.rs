@@ -74,6 +74,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The longest method name a 405's message repeats (the standard ones have at most 7 letters).
+const MAX_METHOD_SHOWN: usize = 32;
+
 /// A 4xx response axum or an extractor wrote on its own (a 405 with no body, a request path
 /// that is not UTF-8 in plain text, hyper's body limit), in the API's JSON shape, its headers
 /// (`Allow`) kept; any other response unchanged.
@@ -91,7 +94,10 @@ pub async fn in_json_shape(response: Response, method: &axum::http::Method) -> R
     let reason = || status.canonical_reason().unwrap_or("bad request").to_lowercase();
     let (code, message) = match status {
         StatusCode::METHOD_NOT_ALLOWED => {
-            ("method_not_allowed", format!("this route does not take {method}: see /api/openapi.json"))
+            // A method is any token: a 100 kB one came back whole in the message.
+            let shown: String = method.as_str().chars().take(MAX_METHOD_SHOWN).collect();
+            let cut = if shown.len() < method.as_str().len() { "…" } else { "" };
+            ("method_not_allowed", format!("this route does not take {shown}{cut}: see /api/openapi.json"))
         }
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", said.unwrap_or_else(reason)),
         StatusCode::NOT_FOUND => ("not_found", said.unwrap_or_else(reason)),

@@ -212,20 +212,15 @@ pub fn serve(
             Err(why) => tracing::warn!("videos cannot be read here: {why}"),
         }
         let app = routes::router(state);
-        let stopped = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
         let io = |source| crate::Error::Io { path: PathBuf::from(local.to_string()), source };
         let (max_open, idle) = (connections::max_open(), options.idle_timeout);
         let head_within = idle.min(connections::HEAD_WITHIN);
         match tls {
             Some(config) => {
                 let listener = tls::TlsListener::new(listener, config).map_err(io)?;
-                serving::serve(connections::Bounded::new(listener, max_open, idle), app, head_within, stopped).await
+                serving::serve(connections::Bounded::new(listener, max_open, idle), app, head_within).await
             }
-            None => {
-                serving::serve(connections::Bounded::new(listener, max_open, idle), app, head_within, stopped).await
-            }
+            None => serving::serve(connections::Bounded::new(listener, max_open, idle), app, head_within).await,
         }
         Ok(())
     });

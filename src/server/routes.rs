@@ -77,6 +77,7 @@ pub fn router(state: Shared) -> Router {
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
         .layer(axum::middleware::from_fn(check_query_string))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
+        .layer(axum::middleware::from_fn(check_host_header))
         .layer(axum::middleware::from_fn(log_request))
         .layer(axum::middleware::from_fn(every_response))
         .with_state(state)
@@ -199,6 +200,22 @@ fn is_blank(text: &str) -> bool {
             || c.is_control()
             || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
     })
+}
+
+/// The Host header as HTTP/1.1 requires it (RFC 9112, 3.2), checked before anything reads it
+/// (the loopback-only server's check of the host, auth.rs): one, and present in an HTTP/1.1
+/// request. With two, the first was taken and the second ignored.
+async fn check_host_header(request: Request, next: axum::middleware::Next) -> Response {
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return ApiError::bad_request("bad_host_header", "the request has more than one Host header: send one")
+            .into_response();
+    }
+    if hosts == 0 && request.version() == axum::http::Version::HTTP_11 && request.uri().authority().is_none() {
+        return ApiError::bad_request("bad_host_header", "an HTTP/1.1 request must name its host in a Host header")
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// The query string, checked before any route reads it. Its percent-escapes must be UTF-8

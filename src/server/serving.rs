@@ -9,7 +9,6 @@
 //! byte of a body a minute hold its connection for good. What hyper answers on its own, to a
 //! request it cannot read, goes out in the API's JSON shape ([`JsonAnswers`]).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,11 +24,17 @@ use super::connections::AtMinimumRate;
 use super::unreadable::JsonAnswers;
 use super::Peer;
 
-/// Serves `app` on every connection `listener` accepts until `shutdown` resolves; then stops
-/// accepting and returns once the open connections have answered what they were asked. A
+/// The most bytes a request's line and headers may take (hyper answers 431 beyond). Without it,
+/// hyper's limit was its read buffer's (408 kB), checked only when the buffer filled: a 500 kB
+/// header that came in one read was taken, the same one in two reads refused.
+const MAX_HEAD_BYTES: usize = 128 * 1024;
+
+/// Serves `app` on every connection `listener` accepts until Ctrl-C or SIGTERM ([`stop_asked`]);
+/// then closes the listener and returns once the open connections have answered what they were
+/// asked, or at once when asked to stop a second time. A
 /// request's head (its line and headers) must arrive within `head_within` of the connection's
 /// waiting for it: from its opening, or from the answer before it (an idle keep-alive too).
-pub async fn serve<L>(mut listener: L, app: Router, head_within: Duration, shutdown: impl Future<Output = ()>)
+pub async fn serve<L>(mut listener: L, app: Router, head_within: Duration)
 where
     L: Listener<Addr = SocketAddr>,
 {
@@ -37,7 +42,7 @@ where
     // and each holds a receiver of `ended` until it is done.
     let (stop, stop_receiver) = watch::channel(());
     let (ended, ended_receiver) = watch::channel(());
-    let mut shutdown = std::pin::pin!(shutdown);
+    let mut shutdown = std::pin::pin!(stop_asked());
     loop {
         let (io, client) = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -55,6 +60,7 @@ where
                 .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(head_within)
+                .max_header_size(MAX_HEAD_BYTES)
                 .serve_connection(TokioIo::new(JsonAnswers::new(io)), service)
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
@@ -74,7 +80,27 @@ where
             drop(ended);
         });
     }
+    // New clients are refused at once, not left waiting in the listener's backlog for good.
+    drop(listener);
     drop(stop_receiver);
     drop(ended_receiver);
-    ended.closed().await;
+    tracing::info!("stopping: answering what the open connections asked (stop again to stop at once)");
+    tokio::select! {
+        () = ended.closed() => {}
+        () = stop_asked() => tracing::warn!("asked again: stopping without waiting for the open connections"),
+    }
+}
+
+/// Resolves at Ctrl-C, or at SIGTERM (what systemd and `docker stop` send; it used to end the
+/// process at once, without letting requests finish).
+async fn stop_asked() {
+    #[cfg(unix)]
+    if let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        return;
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

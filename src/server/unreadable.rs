@@ -1,6 +1,6 @@
 //! Requests the server cannot read as HTTP are answered by hyper itself, before any of the
 //! server's code runs: 400 for a request line or header that is not HTTP/1.1, 414 for a URL over
-//! 65,534 bytes, 431 for more than 100 headers or over 408 kB of them, 408 for a head that took
+//! 65,534 bytes, 431 for more than 100 headers or over 128 kB of them, 408 for a head that took
 //! too long. Each came with an empty body, where every other 4xx here is JSON (`error.rs`): they
 //! are rewritten on their way out into the same shape.
 
@@ -41,7 +41,7 @@ fn json_answer(status: StatusCode) -> Vec<u8> {
             ("uri_too_long", "the URL is over 65,534 bytes: send a long query as JSON to POST /api/search")
         }
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-            ("headers_too_large", "the request has more than 100 headers, or over 400 kB of them")
+            ("headers_too_large", "the request has more than 100 headers, or over 128 kB of them")
         }
         StatusCode::REQUEST_TIMEOUT => {
             ("slow_head", "the request line and headers did not arrive in time (--idle-timeout, at most 30 s)")

@@ -385,6 +385,12 @@ fn requests_that_cannot_be_read_as_http_get_json_errors() {
             "431",
             "headers_too_large",
         ),
+        // Under hyper's read buffer (408 kB): refused whether it comes in one read or several.
+        (
+            format!("GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(200_000)),
+            "431",
+            "headers_too_large",
+        ),
     ] {
         let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
         stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
@@ -399,6 +405,109 @@ fn requests_that_cannot_be_read_as_http_get_json_errors() {
         assert_eq!(json["error"]["code"], code, "{body}");
     }
     assert_eq!(get(&server.addr, "/api/health").status, 200);
+}
+
+/// What a raw request gets back, read until the server closes the connection.
+fn exchange(addr: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// SIGTERM (what systemd and `docker stop` send) stops the server as Ctrl-C does: it refuses new
+/// clients, lets the request in progress finish, and exits 0. It used to end the process at once.
+#[test]
+fn sigterm_lets_the_request_in_progress_finish_and_refuses_new_clients() {
+    use std::io::{Read, Write};
+    let (_tmp, mut server) = start(&[]);
+    let picture = std::fs::read(image_path("coffee.png")).unwrap();
+    let mut upload = std::net::TcpStream::connect(&server.addr).unwrap();
+    let head = format!(
+        "POST /api/search/image?k=1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
+        picture.len()
+    );
+    upload.write_all(head.as_bytes()).unwrap();
+    upload.write_all(&picture[..100]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.signal(libc::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(std::net::TcpStream::connect(&server.addr).is_err(), "a new client was let in while stopping");
+    upload.write_all(&picture[100..]).unwrap();
+    upload.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut answer = Vec::new();
+    let _ = upload.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 ") && answer.contains("\"hits\""), "{answer:?}");
+    let status = server.exited_within(std::time::Duration::from_secs(20)).expect("still running 20 s after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// Health checks that come together all get the one check's answer: while one ran, the others
+/// were told 503 `library_unreachable` (a monitor and a load balancer asking at once).
+#[test]
+fn health_checks_that_come_together_all_get_its_answer() {
+    let (_tmp, server) = start(&[]);
+    for round in 0..6 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let asking: Vec<_> = (0..8)
+            .map(|_| {
+                let (barrier, addr) = (barrier.clone(), server.addr.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    get(&addr, "/api/health").status
+                })
+            })
+            .collect();
+        let statuses: Vec<u16> = asking.into_iter().map(|thread| thread.join().unwrap()).collect();
+        assert!(statuses.iter().all(|&status| status == 200), "round {round}: {statuses:?}");
+    }
+}
+
+/// The host is named once, in the Host header or in a URL that holds it (which then counts, as
+/// HTTP says): two Host headers, or none in HTTP/1.1, are a bad request, and a URL naming
+/// another site is refused on a loopback-only server whatever the Host header says.
+#[test]
+fn the_host_is_named_once_and_a_url_naming_it_counts() {
+    let (_tmp, server) = start(&[]);
+    let port = server.addr.rsplit(':').next().unwrap();
+    let code = |answer: &str| {
+        let body = answer.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(body).map(|json| json["error"]["code"].clone()).unwrap_or_default()
+    };
+    for (request, status, expected) in [
+        (
+            "GET /api/health HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n".to_string(),
+            "400",
+            "bad_host_header",
+        ),
+        ("GET /api/search?q=cat HTTP/1.1\r\n\r\n".to_string(), "400", "bad_host_header"),
+        ("GET http://evil.example/api/search?q=cat HTTP/1.1\r\nHost: localhost\r\n\r\n".to_string(), "403", "bad_host"),
+        (format!("GET http://localhost:{port}/api/search?q=cat HTTP/1.1\r\nHost: evil.example\r\n\r\n"), "200", ""),
+    ] {
+        let request = request.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n");
+        let answer = exchange(&server.addr, request.as_bytes());
+        assert_eq!(answer.split(' ').nth(1), Some(status), "{request:?}: {answer:?}");
+        if !expected.is_empty() {
+            assert_eq!(code(&answer), expected, "{request:?}: {answer:?}");
+        }
+    }
+}
+
+/// A 405 names the method it refuses, not all of a made-up 100 kB one.
+#[test]
+fn a_long_made_up_method_is_not_repeated_whole() {
+    let (_tmp, server) = start(&[]);
+    let method = "X".repeat(100_000);
+    let request = format!("{method} /api/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let answer = exchange(&server.addr, request.as_bytes());
+    assert_eq!(answer.split(' ').nth(1), Some("405"), "{}", &answer[..answer.len().min(300)]);
+    assert!(answer.len() < 2_000, "a {}-byte answer", answer.len());
+    assert!(answer.contains("method_not_allowed"), "{answer}");
 }
 
 /// A client that shuts its sending side once its request is out (an HTTP/1.0 script, `nc -N`)

@@ -12,6 +12,24 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Sends the server process `signal` (libc's number: SIGTERM, SIGINT).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill takes a process id and a signal number.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0, "cannot signal the server");
+    }
+
+    /// How the server process ended, waited for up to `within`; None while it still runs.
+    pub fn exited_within(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + within;
+        loop {
+            match self.child.try_wait().unwrap() {
+                Some(status) => return Some(status),
+                None if std::time::Instant::now() > until => return None,
+                None => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+    }
+
     /// The server process's thread count, from /proc.
     pub fn threads(&self) -> usize {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
