@@ -162,23 +162,26 @@ pub const BODY_GRACE: Duration = Duration::from_secs(10);
 /// timeout).
 pub const MIN_BODY_RATE: f64 = 10_000.0;
 
-/// A request body that fails with [`TooSlow`] once it falls behind [`MIN_BODY_RATE`].
+/// A request body that fails with [`TooSlow`] once it falls behind [`MIN_BODY_RATE`], counted
+/// from when its reading starts (an upload may first wait for a slot, its body held back by TCP
+/// meanwhile).
 pub struct AtMinimumRate<B> {
     inner: B,
     received: u64,
-    started: Instant,
+    /// When the body was first asked for.
+    started: Option<Instant>,
     /// Set when the body first waits.
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> AtMinimumRate<B> {
     pub fn new(inner: B) -> Self {
-        Self { inner, received: 0, started: Instant::now(), deadline: None }
+        Self { inner, received: 0, started: None, deadline: None }
     }
 
     /// When the bytes received so far stop being enough.
-    fn due(&self) -> Instant {
-        self.started + BODY_GRACE + Duration::from_secs_f64(self.received as f64 / MIN_BODY_RATE)
+    fn due(&self, started: Instant) -> Instant {
+        started + BODY_GRACE + Duration::from_secs_f64(self.received as f64 / MIN_BODY_RATE)
     }
 }
 
@@ -209,6 +212,7 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
+        let started = *this.started.get_or_insert_with(Instant::now);
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.received += frame.data_ref().map_or(0, |data| data.len() as u64);
@@ -216,7 +220,7 @@ where
             }
             Poll::Ready(other) => Poll::Ready(other.map(|result| result.map_err(Into::into))),
             Poll::Pending => {
-                let due = this.due();
+                let due = this.due(started);
                 let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
                 if deadline.deadline() != due {
                     deadline.as_mut().reset(due);

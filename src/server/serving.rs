@@ -31,9 +31,9 @@ const MAX_HEAD_BYTES: usize = 128 * 1024;
 
 /// Serves `app` on every connection `listener` accepts until Ctrl-C or SIGTERM ([`stop_asked`]);
 /// then closes the listener and returns once the open connections have answered what they were
-/// asked, or at once when asked to stop a second time. A
-/// request's head (its line and headers) must arrive within `head_within` of the connection's
-/// waiting for it: from its opening, or from the answer before it (an idle keep-alive too).
+/// asked, or at once when asked to stop a second time. A request's head (its line and headers)
+/// must arrive within `head_within` of the connection's waiting for it: from its opening, or
+/// from the answer before it (an idle keep-alive too).
 pub async fn serve<L>(mut listener: L, app: Router, head_within: Duration)
 where
     L: Listener<Addr = SocketAddr>,
