@@ -49,14 +49,13 @@ try {
   const times = await links.allTextContents();
   if (times.length !== 2 || !times.every((t) => /^0:0\d$/.test(t))) await fail(`the other moments are linked as ${times}`);
   // Where the click's seek lands, read when it lands: the player plays on from there, and on a
-  // busy machine a poll can come seconds later.
-  await page.$eval("#clip", (v) => { window.seekedAt = null; v.addEventListener("seeked", () => { window.seekedAt = v.currentTime; }); });
+  // busy machine a poll can come seconds later. Every landing is kept: the opening's own seek
+  // can land after the listener is in place, and was once taken for the click's.
+  await page.$eval("#clip", (v) => { window.landings = []; v.addEventListener("seeked", () => { window.landings.push(v.currentTime); }); });
   await links.nth(1).click();
   const wanted = Number(times[1].slice(2));
-  await page.waitForFunction(() => window.seekedAt !== null, null, { timeout: 10000 })
-    .catch(() => fail(`after a click on ${times[1]}: the player did not move`));
-  const landed = await page.evaluate(() => window.seekedAt);
-  if (Math.abs(landed - wanted) >= 0.5) await fail(`after a click on ${times[1]}: the player went to ${landed}, not ${wanted} s`);
+  await page.waitForFunction((w) => window.landings.some((t) => Math.abs(t - w) < 0.5), wanted, { timeout: 10000 })
+    .catch(async () => fail(`after a click on ${times[1]}: the player went to ${await page.evaluate(() => window.landings)}, not ${wanted} s`));
   console.log("video test passed");
   await browser.close();
 } catch (e) {
