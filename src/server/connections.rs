@@ -1,7 +1,8 @@
 //! The connections the server keeps: a bounded number at once, each closed once it has sent and
 //! taken nothing for a while. Without them, 1,030 clients that sent half a request and stopped
 //! held 1,030 file descriptors for good: at the usual limit of 1,024 every later `accept`
-//! failed, so no one could use the server, signed in or not.
+//! failed, so no one could use the server, signed in or not. Also the time a request's head may
+//! take ([`HEAD_WITHIN`]) and the rate its body must keep ([`AtMinimumRate`]).
 
 use std::future::Future;
 use std::io;

@@ -27,7 +27,7 @@ use super::Peer;
 /// The most bytes a request's line and headers may take (hyper answers 431 beyond). Without it,
 /// hyper's limit was its read buffer's (408 kB), checked only when the buffer filled: a 500 kB
 /// header that came in one read was taken, the same one in two reads refused.
-const MAX_HEAD_BYTES: usize = 128 * 1024;
+pub(super) const MAX_HEAD_BYTES: usize = 128 * 1024;
 
 /// Serves `app` on every connection `listener` accepts until Ctrl-C or SIGTERM ([`stop_asked`]);
 /// then closes the listener and returns once the open connections have answered what they were

@@ -36,17 +36,29 @@ fn hyper_answer(bytes: &[u8]) -> Option<StatusCode> {
 
 /// The answer for `status` in the API's shape.
 fn json_answer(status: StatusCode) -> Vec<u8> {
+    // The limits named from where they are set, so that a message cannot drift from them.
     let (code, message) = match status {
         StatusCode::URI_TOO_LONG => {
-            ("uri_too_long", "the URL is over 65,534 bytes: send a long query as JSON to POST /api/search")
+            ("uri_too_long", "the URL is over 65,534 bytes: send a long query as JSON to POST /api/search".to_string())
         }
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-            ("headers_too_large", "the request has more than 100 headers, or over 128 kB of them")
-        }
-        StatusCode::REQUEST_TIMEOUT => {
-            ("slow_head", "the request line and headers did not arrive in time (--idle-timeout, at most 30 s)")
-        }
-        _ => ("bad_request", "the request is not HTTP/1.1 that can be read: check its request line and headers"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            "headers_too_large",
+            format!(
+                "the request has more than 100 headers, or over {} kB of them",
+                super::serving::MAX_HEAD_BYTES / 1024
+            ),
+        ),
+        StatusCode::REQUEST_TIMEOUT => (
+            "slow_head",
+            format!(
+                "the request line and headers did not arrive in time (--idle-timeout, at most {} s)",
+                super::connections::HEAD_WITHIN.as_secs()
+            ),
+        ),
+        _ => (
+            "bad_request",
+            "the request is not HTTP/1.1 that can be read: check its request line and headers".to_string(),
+        ),
     };
     let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
     format!(
