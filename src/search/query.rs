@@ -154,7 +154,13 @@ pub fn parse(query: &str) -> Result<ParsedQuery, QueryError> {
 
 /// What a query's text is made of, before dates are read out of it.
 enum Piece {
-    Word { text: String, quoted: bool },
+    /// `token` is its token's place in the query, `gap` the whitespace before that token.
+    Word {
+        text: String,
+        quoted: bool,
+        token: usize,
+        gap: String,
+    },
     Weight(f32),
 }
 
@@ -162,7 +168,8 @@ enum Piece {
 pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
     let mut parsed = ParsedQuery::default();
     let mut pieces = Vec::new();
-    for (token, quoted) in tokens(query) {
+    for (index, Token { text: token, quoted, gap }) in tokens(query).into_iter().enumerate() {
+        let word = |text: String| Piece::Word { text, quoted, token: index, gap: gap.clone() };
         if let Some(negative) = token.strip_prefix('-').filter(|rest| !rest.is_empty() && !rest.starts_with('-')) {
             if negative.split_once(':').is_some_and(|(key, _)| FILTER_KEYS.contains(&key.to_ascii_lowercase().as_str()))
             {
@@ -176,12 +183,12 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
         if let Some((weight, rest)) = weight_marker(&token)? {
             pieces.push(Piece::Weight(weight));
             if !rest.is_empty() {
-                pieces.push(Piece::Word { text: rest.to_string(), quoted });
+                pieces.push(word(rest.to_string()));
             }
             continue;
         }
         let Some((key, value)) = token.split_once(':') else {
-            pieces.push(Piece::Word { text: token, quoted });
+            pieces.push(word(token));
             continue;
         };
         let value = value.trim().to_string();
@@ -221,7 +228,7 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
             "bbox" => bounding_box(&value)?,
             _ => {
                 // Not a filter ("note: x"): part of the text.
-                pieces.push(Piece::Word { text: token, quoted });
+                pieces.push(word(token));
                 continue;
             }
         };
@@ -236,7 +243,7 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
     let lowered: Vec<String> = word_pieces
         .iter()
         .map(|i| match &pieces[*i] {
-            Piece::Word { text, quoted: false } => text.trim_end_matches([',', '.', ';', '!', '?']).to_lowercase(),
+            Piece::Word { text, quoted: false, .. } => text.trim_end_matches([',', '.', ';', '!', '?']).to_lowercase(),
             _ => String::new(),
         })
         .collect();
@@ -257,7 +264,7 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
             read_out.extend(used);
         }
     }
-    let mut words = Vec::new();
+    let mut words = Words::default();
     let mut part = Part::default();
     for (i, piece) in pieces.into_iter().enumerate() {
         match piece {
@@ -265,15 +272,15 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
                 close_part(&mut parsed, &mut part)?;
                 part.weight = weight;
             }
-            Piece::Word { text, .. } if !read_out.contains(&i) => {
-                part.words.push(text.clone());
-                words.push(text);
+            Piece::Word { text, token, gap, .. } if !read_out.contains(&i) => {
+                part.words.push(&text, token, &gap);
+                words.push(&text, token, &gap);
             }
             Piece::Word { text, .. } => part.read_out.push(text),
         }
     }
     close_part(&mut parsed, &mut part)?;
-    parsed.text = words.join(" ");
+    parsed.text = words.joined;
     if parsed.parts.len() + parsed.not.len() > MAX_PARTS {
         return Err(QueryError(format!(
             "{} texts to look for and move away from: a query takes at most {MAX_PARTS}",
@@ -318,7 +325,7 @@ const NOT_PLACES_IN_WORDS: &[&str] = &[
 /// the gazetteer knows no borders), and so does anything quoted or lower-case ("a girl in orange").
 fn city_in_words(pieces: &[Piece], skip: &[usize]) -> Option<(Vec<usize>, Area, String)> {
     let word = |i: usize| match pieces.get(i)? {
-        Piece::Word { text, quoted: false } if !skip.contains(&i) => Some(text.as_str()),
+        Piece::Word { text, quoted: false, .. } if !skip.contains(&i) => Some(text.as_str()),
         _ => None,
     };
     let capitalised = |text: &str| text.chars().next().is_some_and(char::is_uppercase);
@@ -515,10 +522,33 @@ fn weight_marker(token: &str) -> Result<Option<(f32, &str)>, QueryError> {
     }
 }
 
-/// Ends the part being read: it joins the query's parts (a weight with no text after it is an error).
+/// Words to embed, joined as the query wrote them: SigLIP 2's Gemma tokenizer reads two spaces,
+/// a tab or a line break differently from one space, and the reference embeds the text as given.
+/// Words that were not side by side (a filter or a date stood between them) are joined by one space.
+#[derive(Default)]
+struct Words {
+    joined: String,
+    last_token: Option<usize>,
+}
+
+impl Words {
+    /// Adds the word of the query's `token`-th token, which followed the one before it after `gap`.
+    fn push(&mut self, word: &str, token: usize, gap: &str) {
+        if let Some(last) = self.last_token {
+            self.joined.push_str(if token == last + 1 { gap } else { " " });
+        }
+        self.joined.push_str(word);
+        self.last_token = Some(token);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.last_token.is_none()
+    }
+}
+
 /// The words after a weight, up to the next one.
 struct Part {
-    words: Vec<String>,
+    words: Words,
     weight: f32,
     /// Words of it read as a date or a place (filters, which take no weight).
     read_out: Vec<String>,
@@ -526,14 +556,15 @@ struct Part {
 
 impl Default for Part {
     fn default() -> Self {
-        Self { words: Vec::new(), weight: 1.0, read_out: Vec::new() }
+        Self { words: Words::default(), weight: 1.0, read_out: Vec::new() }
     }
 }
 
+/// Ends the part being read: it joins the query's parts (a weight with no text after it is an error).
 fn close_part(parsed: &mut ParsedQuery, part: &mut Part) -> Result<(), QueryError> {
     let Part { words, weight, read_out } = std::mem::take(part);
     match (words.is_empty(), weight == 1.0, read_out.is_empty()) {
-        (false, _, _) => parsed.parts.push((words.join(" "), weight)),
+        (false, _, _) => parsed.parts.push((words.joined, weight)),
         (true, true, _) => {}
         (true, false, true) => {
             return Err(QueryError(format!(
@@ -552,11 +583,19 @@ fn close_part(parsed: &mut ParsedQuery, part: &mut Part) -> Result<(), QueryErro
     Ok(())
 }
 
-/// Whitespace-separated tokens; double quotes group words (and are removed). With each, whether
-/// any of it was quoted.
-fn tokens(query: &str) -> Vec<(String, bool)> {
+/// A whitespace-separated piece of a query.
+struct Token {
+    /// Without its double quotes, which group words.
+    text: String,
+    /// Whether any of it was quoted.
+    quoted: bool,
+    /// The whitespace before it.
+    gap: String,
+}
+
+fn tokens(query: &str) -> Vec<Token> {
     let mut out = Vec::new();
-    let (mut current, mut current_quoted) = (String::new(), false);
+    let (mut current, mut current_quoted, mut gap) = (String::new(), false, String::new());
     let mut quoted = false;
     for c in query.chars() {
         match c {
@@ -566,15 +605,17 @@ fn tokens(query: &str) -> Vec<(String, bool)> {
             }
             c if c.is_whitespace() && !quoted => {
                 if !current.is_empty() {
-                    out.push((std::mem::take(&mut current), current_quoted));
+                    out.push(Token { text: std::mem::take(&mut current), quoted: current_quoted, gap });
+                    gap = String::new();
                 }
                 current_quoted = false;
+                gap.push(c);
             }
             c => current.push(c),
         }
     }
     if !current.is_empty() {
-        out.push((current, current_quoted));
+        out.push(Token { text: current, quoted: current_quoted, gap });
     }
     out
 }
@@ -782,6 +823,19 @@ mod tests {
         let q = parse_on(r#"orwell "1984""#, today).unwrap();
         assert_eq!((q.text.as_str(), q.when), ("orwell 1984", None));
         assert!(q.filters.is_empty());
+    }
+
+    #[test]
+    fn the_text_keeps_the_whitespace_written_between_its_words() {
+        // SigLIP 2's tokenizer reads these apart, as the reference does given the same text.
+        let q = parse("  a  photo\tof\na \"red   car\"  ").unwrap();
+        assert_eq!(q.text, "a  photo\tof\na red   car");
+        assert_eq!(q.parts, vec![("a  photo\tof\na red   car".to_string(), 1.0)]);
+        // Where a filter or a date stood between words, one space joins them.
+        let today = days_from_civil(2026, 12, 2);
+        let q = parse_on("beach  type:png   at\tdusk  2:dog\t\tpark  in 2019  snow", today).unwrap();
+        assert_eq!(q.text, "beach at\tdusk  dog\t\tpark snow");
+        assert_eq!(q.parts, vec![("beach at\tdusk".to_string(), 1.0), ("dog\t\tpark snow".to_string(), 2.0)]);
     }
 
     #[test]
