@@ -77,7 +77,7 @@ pub fn router(state: Shared) -> Router {
         .fallback(|| async { ApiError::not_found("no such route; see /api/openapi.json") })
         .layer(axum::middleware::from_fn(check_query_string))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
-        .layer(axum::middleware::from_fn(check_host_header))
+        .layer(axum::middleware::from_fn(check_head_fields))
         .layer(axum::middleware::from_fn(log_request))
         .layer(axum::middleware::from_fn(every_response))
         .with_state(state)
@@ -202,10 +202,13 @@ fn is_blank(text: &str) -> bool {
     })
 }
 
-/// The Host header as HTTP/1.1 requires it (RFC 9112, 3.2), checked before anything reads it
-/// (the loopback-only server's check of the host, auth.rs): one, and present in an HTTP/1.1
-/// request. With two, the first was taken and the second ignored.
-async fn check_host_header(request: Request, next: axum::middleware::Next) -> Response {
+/// Header fields HTTP itself rules on, checked before anything reads them:
+/// - the Host header as HTTP/1.1 requires it (RFC 9112, 3.2), before the loopback-only server's
+///   check of the host (auth.rs) reads it: one, and present in an HTTP/1.1 request. With two, the
+///   first was taken and the second ignored;
+/// - an expectation other than `100-continue` (which hyper meets) cannot be met: 417 (RFC 9110,
+///   10.1.1), rather than an answer that ignored it.
+async fn check_head_fields(request: Request, next: axum::middleware::Next) -> Response {
     let hosts = request.headers().get_all(header::HOST).iter().count();
     if hosts > 1 {
         return ApiError::bad_request("bad_host_header", "the request has more than one Host header: send one")
@@ -214,6 +217,20 @@ async fn check_host_header(request: Request, next: axum::middleware::Next) -> Re
     if hosts == 0 && request.version() == axum::http::Version::HTTP_11 && request.uri().authority().is_none() {
         return ApiError::bad_request("bad_host_header", "an HTTP/1.1 request must name its host in a Host header")
             .into_response();
+    }
+    let expects = request.headers().get_all(header::EXPECT).iter();
+    if let Some(unmet) =
+        expects.map(|v| String::from_utf8_lossy(v.as_bytes())).find(|v| !v.eq_ignore_ascii_case("100-continue"))
+    {
+        return ApiError {
+            status: StatusCode::EXPECTATION_FAILED,
+            code: "expectation_failed",
+            message: format!(
+                "the request expects {:?}, which this server does not do: send Expect: 100-continue or none",
+                unmet.chars().take(32).collect::<String>()
+            ),
+        }
+        .into_response();
     }
     next.run(request).await
 }
@@ -288,13 +305,7 @@ async fn upload_bytes(request: Request, limit: usize) -> ApiResult<(Bytes, PathB
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    // A body announced as too large is refused before any of it is read (or `100 Continue` sent).
-    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if announced.is_some_and(|length| length > limit as u64) {
-        return Err(too_large());
-    }
-    let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| body_error(&e, too_large))?;
+    let (parts, bytes) = body_within(request, limit, too_large).await?;
     if !is_multipart {
         return Ok((bytes, unnamed()));
     }
@@ -360,6 +371,22 @@ fn filters_only(q: Option<&String>, search: &str) -> ApiResult<Vec<crate::search
         .map_err(|e| ApiError::bad_request("bad_query", e.0))
 }
 
+/// A request's body of at most `limit` bytes, with the rest of the request. A body announced as
+/// larger is refused before any of it is read (or `100 Continue` sent).
+async fn body_within(
+    request: Request,
+    limit: usize,
+    too_large: impl FnOnce() -> ApiError,
+) -> ApiResult<(axum::http::request::Parts, Bytes)> {
+    let announced = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| body_error(&e, too_large))?;
+    Ok((parts, bytes))
+}
+
 /// What reading a body failed on, for the client: its size limit (`too_large`), the rate it must
 /// arrive at (408), or a body that broke off or is not valid chunked encoding (a bad request).
 fn body_error(e: &axum::Error, too_large: impl FnOnce() -> ApiError) -> ApiError {
@@ -378,7 +405,7 @@ fn body_error(e: &axum::Error, too_large: impl FnOnce() -> ApiError) -> ApiError
 /// A JSON object request body of at most [`MAX_JSON_BODY`] bytes; `expected` says what it holds.
 async fn json_object(request: Request, expected: &str) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
     let too_large = || ApiError::too_large(format!("the JSON body is over the {MAX_JSON_BODY}-byte limit"));
-    let body = axum::body::to_bytes(request.into_body(), MAX_JSON_BODY).await.map_err(|e| body_error(&e, too_large))?;
+    let (_, body) = body_within(request, MAX_JSON_BODY, too_large).await?;
     let json: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not valid JSON: {e}")))?;
     match json {

@@ -493,6 +493,21 @@ fn the_host_is_named_once_and_a_url_naming_it_counts() {
     }
 }
 
+/// An expectation the server cannot meet is answered 417 (RFC 9110), not ignored; `100-continue`,
+/// in any case, is met.
+#[test]
+fn an_expectation_other_than_100_continue_is_refused() {
+    let (_tmp, server) = start(&[]);
+    let head = |expect: &str| {
+        format!("GET /api/search?q=cat HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nExpect: {expect}\r\n\r\n")
+    };
+    let answer = exchange(&server.addr, head("x-teapot").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 417"), "{answer}");
+    assert!(answer.contains("\"expectation_failed\"") && answer.contains("x-teapot"), "{answer}");
+    let answer = exchange(&server.addr, head("100-Continue").as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// A 405 names the method it refuses, not all of a made-up 100 kB one.
 #[test]
 fn a_long_made_up_method_is_not_repeated_whole() {
@@ -657,10 +672,12 @@ fn every_bad_request_gets_a_clear_json_4xx() {
         assert_eq!(response.status, status, "{what}: {}", String::from_utf8_lossy(&response.body));
         assert_eq!(response.json()["error"]["code"], code, "{what}");
     }
-    // Announced too large: refused before the body is sent. Broken off: a bad request, not 413.
+    // Announced too large (an upload, a JSON body): refused before the body is sent. Broken off: a
+    // bad request, not 413.
     let broken_chunks = "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n";
     for (route, head, status) in [
         ("image", "Content-Length: 10000000000\r\n\r\n", 413),
+        ("vector", "Content-Length: 1048577\r\n\r\n", 413),
         ("image", broken_chunks, 400),
         ("vector", broken_chunks, 400),
     ] {
