@@ -16,9 +16,9 @@ use std::io::Cursor;
 use std::path::Path;
 
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 
-use super::{exif, heif, jpeg_reduced, raw};
+use super::{exif, heif, jpeg_reduced, measured_tiff, raw};
 use crate::error::{Error, Result};
 use crate::model::config::Alpha;
 use crate::model::{PreprocessConfig, PreprocessedImage};
@@ -213,7 +213,11 @@ fn decode_exact(
 ) -> Result<DecodedImage> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
-    match reader.format() {
+    let format = reader.format();
+    if let Some(png) = format.filter(|f| *f == ImageFormat::Ico).and_then(|_| png_of_icon(bytes)) {
+        return decode_exact(png, path, options, orientation);
+    }
+    match format {
         None => return Err(fail("not an image in a supported format (JPEG, PNG, GIF, WebP, BMP, TIFF, ...)".into())),
         // A PNG's budget covers what its metadata chunks inflate to (a colour profile, text): a
         // few kilobytes in real files, but a crafted 2 MB one inflates to gigabytes, on every
@@ -226,16 +230,43 @@ fn decode_exact(
         }
         Some(_) => {}
     }
-    let mut decoder = reader.into_decoder().map_err(|e| fail(e.to_string()))?;
-    let (width, height) = decoder.dimensions();
-    let bytes_per_pixel = u64::from(decoder.color_type().bytes_per_pixel());
-    check_pixels(path, width, height, decode_limit(options.max_pixels, bytes_per_pixel))?;
-    check_plausible(path, bytes.len(), width, height)?;
-    let orientation = orientation.unwrap_or_else(|| decoder.orientation().unwrap_or(Orientation::NoTransforms));
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
-    image.apply_orientation(orientation);
+    let check_size = |width, height, bytes_per_pixel| {
+        check_pixels(path, width, height, decode_limit(options.max_pixels, bytes_per_pixel))?;
+        check_plausible(path, bytes.len(), width, height)
+    };
+    let (mut image, own_orientation) = match reader.into_decoder() {
+        Ok(mut decoder) => {
+            let (width, height) = decoder.dimensions();
+            check_size(width, height, u64::from(decoder.color_type().bytes_per_pixel()))?;
+            let own_orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+            (DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?, own_orientation)
+        }
+        Err(ImageError::Unsupported(_)) if format == Some(ImageFormat::Tiff) => {
+            measured_tiff::decode(bytes, path, check_size)?
+        }
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    image.apply_orientation(orientation.unwrap_or(own_orientation));
     let (original_width, original_height) = (image.width(), image.height());
     Ok(DecodedImage { rgb: to_rgb_like_pillow(image, options.alpha), original_width, original_height })
+}
+
+/// The PNG an icon holds as its largest picture, which the `image` crate decodes only when it is
+/// RGBA (an RGB or grey one was refused). `None` when that picture is a bitmap (the `image`
+/// crate's own ICO decoder reads those) or the directory does not hold together.
+fn png_of_icon(bytes: &[u8]) -> Option<&[u8]> {
+    let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize);
+    let count = usize::from(u16_at(4)?);
+    // Each 16-byte entry: width and height (0 means 256), …, bits per pixel, size, offset. The
+    // largest, then the deepest, as the `image` crate picks.
+    let entry = (0..count).map(|i| 6 + 16 * i).filter(|&at| bytes.len() >= at + 16).max_by_key(|&at| {
+        let side = |at: usize| if bytes[at] == 0 { 256u32 } else { u32::from(bytes[at]) };
+        (side(at) * side(at + 1), u16_at(at + 6))
+    })?;
+    let (size, offset) = (u32_at(entry + 8)?, u32_at(entry + 12)?);
+    let picture = bytes.get(offset..offset.checked_add(size)?)?;
+    picture.starts_with(b"\x89PNG\r\n\x1a\n").then_some(picture)
 }
 
 /// `Ok(None)` when this JPEG is better served by the exact path (small, or CMYK).

@@ -6,6 +6,7 @@ pub mod exif;
 pub mod geotiff;
 pub mod heif;
 pub mod jpeg_reduced;
+pub mod measured_tiff;
 pub mod pipeline;
 pub mod raw;
 pub mod takeout;

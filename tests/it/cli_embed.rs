@@ -357,3 +357,61 @@ fn hub_ids_of_every_layout_load_through_the_stand_in_hub() {
         assert!(cosine(&got, &reference.image_embeds["coffee.png"]) >= 0.9999, "{model}: picture");
     }
 }
+
+/// Pictures the `image` crate refuses are embedded as their documented picture: a TIFF of
+/// float measurements (an elevation model, say) as grey stretched between the 2nd and 98th
+/// percentile of its values, NaN black and outliers clipped; an icon that holds an RGB PNG as
+/// that PNG. Each embeds exactly as an 8-bit PNG of the expected picture.
+#[test]
+fn float_tiffs_and_icons_holding_rgb_pngs_embed_as_the_picture_they_show() {
+    use tiff::encoder::{colortype::Gray32Float, TiffEncoder};
+    let tmp = tempfile::tempdir().unwrap();
+    let (width, height) = (64u32, 48u32);
+    // Grey levels with more than 2% of the pixels at 0 and at 255, so the stretch maps the
+    // values of those to exactly 0 and 255.
+    let mut grey = image::open(image_path("camera_gray.png"))
+        .unwrap()
+        .resize_exact(width, height, image::imageops::Triangle)
+        .to_luma8();
+    for (_, y, level) in grey.enumerate_pixels_mut().filter(|(_, y, _)| *y < 3 || *y >= height - 3) {
+        level.0 = [if y < 3 { 0 } else { 255 }];
+    }
+    let (low, high) = (-120.5f32, 3400.0f32);
+    let mut values: Vec<f32> = grey.pixels().map(|g| low + f32::from(g.0[0]) * (high - low) / 255.0).collect();
+    // No data (NaN, and the -9999 some tools write) is black; an outlier is white.
+    for (at, value, level) in [(5, f32::NAN, 0), (6, -9999.0, 0), (7, 1e30, 255)] {
+        values[(10 * width + at) as usize] = value;
+        grey.put_pixel(at, 10, image::Luma([level]));
+    }
+    let measured = tmp.path().join("elevation.tif");
+    let mut encoder = TiffEncoder::new(std::fs::File::create(&measured).unwrap()).unwrap();
+    encoder.write_image::<Gray32Float>(width, height, &values).unwrap();
+    let shown = tmp.path().join("elevation-shown.png");
+    image::DynamicImage::ImageLuma8(grey).to_rgb8().save(&shown).unwrap();
+
+    // An icon's directory and one entry (64 × 64, 24 bits), then an RGB PNG.
+    let mut png = Vec::new();
+    image::open(image_path("rocket.jpg"))
+        .unwrap()
+        .resize_exact(64, 64, image::imageops::Triangle)
+        .to_rgb8()
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let mut icon = vec![0, 0, 1, 0, 1, 0, 64, 64, 0, 0, 1, 0, 24, 0];
+    icon.extend((png.len() as u32).to_le_bytes());
+    icon.extend(22u32.to_le_bytes());
+    icon.extend(&png);
+    let (icon_path, png_path) = (tmp.path().join("rocket.ico"), tmp.path().join("rocket.png"));
+    std::fs::write(&icon_path, icon).unwrap();
+    std::fs::write(&png_path, &png).unwrap();
+
+    let mut embed = imgsearch();
+    embed.args(["embed", "--device", "cpu", "--json", "--model"]).arg(model_dir("tiny-clip-b32-quickgelu"));
+    for file in [&measured, &shown, &icon_path, &png_path] {
+        embed.arg("--image").arg(file);
+    }
+    let json = json_of(&embed.output().unwrap());
+    let embedding = |path: &std::path::Path| vector(&json["images"][path.to_str().unwrap()]);
+    assert_eq!(embedding(&measured), embedding(&shown));
+    assert_eq!(embedding(&icon_path), embedding(&png_path));
+}
