@@ -21,7 +21,7 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Li
 use super::{exif, heif, jpeg_reduced, measured_tiff, raw};
 use crate::error::{Error, Result};
 use crate::model::config::Alpha;
-use crate::model::{PreprocessConfig, PreprocessedImage};
+use crate::model::{Coverage, PreprocessConfig, PreprocessedImage};
 
 /// Default cap on decoded pixels: far beyond any camera (a 200 MP phone sensor fits),
 /// small enough that a decompression bomb cannot take the machine's memory.
@@ -80,6 +80,22 @@ pub struct DecodedImage {
     /// Size of the original picture, upright (after EXIF orientation), before any scaling.
     pub original_width: u32,
     pub original_height: u32,
+    /// The part of `rgb` the picture covers (left, top, width, height): all of it, but for a
+    /// JPEG decoded at a scale its sides are not multiples of (see [`Coverage`]).
+    pub region: (f64, f64, f64, f64),
+}
+
+impl DecodedImage {
+    /// A picture that covers all of `rgb`, whose original is `original_size`.
+    fn whole(rgb: RgbImage, (original_width, original_height): (u32, u32)) -> Self {
+        let region = Coverage::whole(&rgb).region;
+        Self { rgb, original_width, original_height, region }
+    }
+
+    /// What preprocessing needs to know of where the picture lies in `rgb`.
+    pub fn coverage(&self) -> Coverage {
+        Coverage { region: self.region, full_size: (self.original_width, self.original_height) }
+    }
 }
 
 pub fn decode_file(path: &Path, options: &DecodeOptions) -> Result<DecodedImage> {
@@ -151,7 +167,7 @@ fn decode(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedI
         let check = |width, height| check_pixels(path, width, height, options.max_pixels);
         let heif::Decoded { picture, size: (original_width, original_height) } =
             heif::decode(bytes, path, |size| options.min_size.is_some_and(|min| min.is_met_by(size)), check)?;
-        return Ok(DecodedImage { rgb: to_rgb_like_pillow(picture, options.alpha), original_width, original_height });
+        return Ok(DecodedImage::whole(to_rgb_like_pillow(picture, options.alpha), (original_width, original_height)));
     }
     decode_picture(bytes, path, options, None)
 }
@@ -247,8 +263,8 @@ fn decode_exact(
         Err(e) => return Err(fail(e.to_string())),
     };
     image.apply_orientation(orientation.unwrap_or(own_orientation));
-    let (original_width, original_height) = (image.width(), image.height());
-    Ok(DecodedImage { rgb: to_rgb_like_pillow(image, options.alpha), original_width, original_height })
+    let original_size = (image.width(), image.height());
+    Ok(DecodedImage::whole(to_rgb_like_pillow(image, options.alpha), original_size))
 }
 
 /// The PNG an icon holds as its largest picture, which the `image` crate decodes only when it is
@@ -303,7 +319,8 @@ fn decode_jpeg_scaled(
     let mut image = DynamicImage::ImageRgb8(rgb);
     image.apply_orientation(orientation);
     let (original_width, original_height) = if swaps_axes(orientation) { (height, width) } else { (width, height) };
-    Ok(Some(DecodedImage { rgb: image.into_rgb8(), original_width, original_height }))
+    let region = covered_at_scale((width, height), n, orientation);
+    Ok(Some(DecodedImage { rgb: image.into_rgb8(), original_width, original_height, region }))
 }
 
 /// Decodes a JPEG (RGB or grey, header already read by `decoder`) with its IDCT scaled by n/8,
@@ -359,6 +376,27 @@ fn decode_jpeg_at_scale(
     } else {
         RgbImage::from_raw(sw, sh, pixels).ok_or_else(truncated)?
     })
+}
+
+/// Where a picture of `size` (as stored) lies in its pixels decoded at n/8, once turned by
+/// `orientation` (left, top, width, height): its sides are `size · n / 8`, which the decoded
+/// pixels round up (see [`Coverage`]). As stored, the part left over is the last column and row;
+/// the orientation takes them to other sides.
+fn covered_at_scale((width, height): (u32, u32), n: u32, orientation: Orientation) -> (f64, f64, f64, f64) {
+    let side = |len: u32| f64::from(len) * f64::from(n) / 8.0;
+    let (w, h) = (side(width), side(height));
+    // The parts of a pixel left over on the right and at the bottom, as stored.
+    let (right, bottom) = (f64::from(scaled_len(width, n)) - w, f64::from(scaled_len(height, n)) - h);
+    match orientation {
+        Orientation::NoTransforms => (0.0, 0.0, w, h),
+        Orientation::FlipHorizontal => (right, 0.0, w, h),
+        Orientation::Rotate180 => (right, bottom, w, h),
+        Orientation::FlipVertical => (0.0, bottom, w, h),
+        Orientation::Rotate90 => (bottom, 0.0, h, w),
+        Orientation::Rotate270 => (0.0, right, h, w),
+        Orientation::Rotate90FlipH => (0.0, 0.0, h, w),
+        Orientation::Rotate270FlipH => (bottom, right, h, w),
+    }
 }
 
 /// libjpeg's rule for a side scaled by n/8: ceil(len * n / 8).
@@ -424,7 +462,7 @@ pub fn model_input(
     max_pixels: u64,
 ) -> Result<(PreprocessedImage, (u32, u32))> {
     let decoded = decode_bytes(bytes, label, &DecodeOptions::for_model(preprocess, max_pixels))?;
-    Ok((preprocess.apply(&decoded.rgb), (decoded.original_width, decoded.original_height)))
+    Ok((preprocess.apply_covering(&decoded.rgb, decoded.coverage()), (decoded.original_width, decoded.original_height)))
 }
 
 /// A picture file → a model's input (see [`model_input`]).
@@ -465,6 +503,33 @@ fn over_white(channel: u8, alpha: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The region each orientation gives holds exactly the pixels decoded from whole blocks, and
+    /// the left-over ones stick out of it: checked against the image crate's own turning.
+    #[test]
+    fn the_covered_region_follows_the_orientation() {
+        // 3 x 2 pixels at 1/8, of which the picture covers 2.25 x 1.625.
+        let (width, height, n) = (18u32, 13u32, 1u32);
+        let stored =
+            RgbImage::from_fn(scaled_len(width, n), scaled_len(height, n), |x, y| image::Rgb([x as u8, y as u8, 0]));
+        let whole_block = |x: u8, y: u8| u32::from(x) < width * n / 8 && u32::from(y) < height * n / 8;
+        for exif in 1..=8 {
+            let orientation = Orientation::from_exif(exif).unwrap();
+            let mut turned = DynamicImage::ImageRgb8(stored.clone());
+            turned.apply_orientation(orientation);
+            let (left, top, w, h) = covered_at_scale((width, height), n, orientation);
+            assert!(left >= 0.0 && top >= 0.0, "orientation {exif}");
+            assert!(
+                left + w <= f64::from(turned.width()) && top + h <= f64::from(turned.height()),
+                "orientation {exif}"
+            );
+            for (x, y, pixel) in turned.to_rgb8().enumerate_pixels() {
+                let (x, y) = (f64::from(x), f64::from(y));
+                let inside = x >= left && x + 1.0 <= left + w && y >= top && y + 1.0 <= top + h;
+                assert_eq!(inside, whole_block(pixel[0], pixel[1]), "orientation {exif}: pixel {x},{y} from {pixel:?}");
+            }
+        }
+    }
 
     #[test]
     fn alpha_composite_matches_pillow_at_the_extremes() {

@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Tensor};
 pub use checkpoint::{CheckpointFiles, Layout, DEFAULT_MODEL};
 pub use config::{Family, ModelConfig, PreprocessConfig};
 pub use device::{DeviceChoice, Precision};
-pub use preprocess::{Normalization, Pixels, PreprocessedImage};
+pub use preprocess::{Coverage, Normalization, Pixels, PreprocessedImage};
 
 use crate::error::{Error, Result};
 use crate::store::ModelInfo;

@@ -51,6 +51,32 @@ impl PreprocessedImage {
     }
 }
 
+/// The part of a decoded picture's pixels that the picture covers, with the picture's size at
+/// full resolution. That is all of them, but for a JPEG decoded at 1/n whose sides are not
+/// multiples of n: its last column and row of pixels stand for fewer than n of the picture's
+/// (on whichever sides its orientation turned them to). The reference resizes the full-size
+/// picture, so preprocessing reads only this part and takes the resize's target from the full
+/// size. Taking the whole pixels shifted the picture by up to half a pixel and could change the
+/// resized size (4001 × 2999 decoded at 1/8 went to 299 × 224, not 298 × 224).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Coverage {
+    /// Left, top, width and height, in the decoded pixels (fractions of a pixel at the edges).
+    pub region: (f64, f64, f64, f64),
+    /// (width, height) of the picture at full resolution, upright.
+    pub full_size: (u32, u32),
+}
+
+impl Coverage {
+    /// All of `rgb`, at its own size.
+    pub fn whole(rgb: &RgbImage) -> Self {
+        Self { region: (0.0, 0.0, f64::from(rgb.width()), f64::from(rgb.height())), full_size: rgb.dimensions() }
+    }
+
+    fn covers_all_of(&self, rgb: &RgbImage) -> bool {
+        self.region == Self::whole(rgb).region
+    }
+}
+
 impl PreprocessConfig {
     /// The smallest (width, height) a picture may be decoded at and still give this pipeline
     /// the same input: the resize target (the shortest edge on both axes covers any aspect
@@ -63,16 +89,24 @@ impl PreprocessConfig {
         self.do_resize.then_some(min_size)
     }
 
+    /// All of `rgb`, a picture at its own size.
     pub fn apply(&self, rgb: &RgbImage) -> PreprocessedImage {
+        self.apply_covering(rgb, Coverage::whole(rgb))
+    }
+
+    /// The picture that covers `coverage` of `rgb`.
+    pub fn apply_covering(&self, rgb: &RgbImage, coverage: Coverage) -> PreprocessedImage {
         let resized;
         let image = if self.do_resize {
             let (w, h) = match self.exact_size {
                 Some((h, w)) => (w, h),
-                None => resized_size(rgb.width(), rgb.height(), self.shortest_edge),
+                None => resized_size(coverage.full_size.0, coverage.full_size.1, self.shortest_edge),
             };
-            resized = match self.crop_window(w, h) {
-                Some(window) => resize_window(rgb, (w, h), window, self.resample),
-                None => resize(rgb, w, h, self.resample),
+            resized = match (self.crop_window(w, h), coverage.covers_all_of(rgb)) {
+                (None, true) => resize(rgb, w, h, self.resample),
+                (window, _) => {
+                    resize_window(rgb, coverage.region, (w, h), window.unwrap_or((0, 0, w, h)), self.resample)
+                }
             };
             &resized
         } else {
@@ -168,7 +202,7 @@ fn resized_size(width: u32, height: u32, shortest_edge: u32) -> (u32, u32) {
 /// `fast_image_resize` reproduces with SIMD.
 fn resize(rgb: &RgbImage, width: u32, height: u32, resample: Resample) -> RgbImage {
     let Some(filter) = filter_type(resample) else {
-        return resize_window(rgb, (width, height), (0, 0, width, height), resample);
+        return resize_window(rgb, Coverage::whole(rgb).region, (width, height), (0, 0, width, height), resample);
     };
     // Pillow resizes the rows first and rounds to 8 bits before the columns; fast_image_resize
     // does the columns first for 8-bit pictures, which moved ~17% of the values of a 512 px
@@ -180,19 +214,26 @@ fn resize(rgb: &RgbImage, width: u32, height: u32, resample: Resample) -> RgbIma
     }
 }
 
-/// The `window` (left, top, width, height) of `rgb` resized to `size`, computed alone: the same
-/// pixels as [`resize`] followed by a crop (each output pixel is computed from the same source
-/// pixels with the same weights), without the rest of the resized picture.
-fn resize_window(rgb: &RgbImage, size: (u32, u32), window: (u32, u32, u32, u32), resample: Resample) -> RgbImage {
+/// The `window` (left, top, width, height) of `rgb`'s `region` (left, top, width, height, in
+/// fractional pixels, as Pillow's `resize(box=…)` takes it) resized to `size`, computed alone:
+/// the same pixels as [`resize`] followed by a crop (each output pixel is computed from the same
+/// source pixels with the same weights), without the rest of the resized picture.
+fn resize_window(
+    rgb: &RgbImage,
+    region: (f64, f64, f64, f64),
+    size: (u32, u32),
+    window: (u32, u32, u32, u32),
+    resample: Resample,
+) -> RgbImage {
     let (left, top, width, height) = window;
     let Some(filter) = filter_type(resample) else {
-        let columns = nearest_sources(rgb.width(), size.0, left..left + width);
-        let rows = nearest_sources(rgb.height(), size.1, top..top + height);
+        let columns = nearest_sources((region.0, region.2), rgb.width(), size.0, left..left + width);
+        let rows = nearest_sources((region.1, region.3), rgb.height(), size.1, top..top + height);
         return RgbImage::from_fn(width, height, |x, y| *rgb.get_pixel(columns[x as usize], rows[y as usize]));
     };
-    let (scale_x, scale_y) = (f64::from(rgb.width()) / f64::from(size.0), f64::from(rgb.height()) / f64::from(size.1));
-    let (src_left, src_width) = (f64::from(left) * scale_x, f64::from(width) * scale_x);
-    let (src_top, src_height) = (f64::from(top) * scale_y, f64::from(height) * scale_y);
+    let (scale_x, scale_y) = (region.2 / f64::from(size.0), region.3 / f64::from(size.1));
+    let (src_left, src_width) = (region.0 + f64::from(left) * scale_x, f64::from(width) * scale_x);
+    let (src_top, src_height) = (region.1 + f64::from(top) * scale_y, f64::from(height) * scale_y);
     // The rows pass is computed only for the source rows the columns pass reads: the window's
     // plus the widest filter's reach (Lanczos: 3 output pixels) on each side.
     let reach = 3.0 * scale_y.max(1.0) + 1.0;
@@ -251,17 +292,18 @@ fn convolve(rgb: &RgbImage, width: u32, height: u32, filter: FilterType) -> Opti
 }
 
 /// Pillow's nearest neighbour (an affine transform): the source pixel of each of the `kept`
-/// pixels of a `from`-long line brought to `to` pixels. The source of output pixel x is
-/// `scale / 2` plus `scale` added x times in f64, truncated. Computed as `(x + 0.5) * scale` at
-/// once (fast_image_resize) the sum rounds differently near whole numbers and picks a neighbour
-/// (512 → 24: 6 of the 24 columns, e.g. 96 and 159 where Pillow takes 95 and 160).
-fn nearest_sources(from: u32, to: u32, kept: std::ops::Range<u32>) -> Vec<u32> {
-    let step = f64::from(from) / f64::from(to);
-    let mut position = step * 0.5;
+/// pixels of the part `(start, length)` of a line of `pixels` brought to `to` pixels. The source
+/// of output pixel x is `start + scale / 2` plus `scale` added x times in f64, truncated.
+/// Computed as `(x + 0.5) * scale` at once (fast_image_resize) the sum rounds differently near
+/// whole numbers and picks a neighbour (512 → 24: 6 of the 24 columns, e.g. 96 and 159 where
+/// Pillow takes 95 and 160).
+fn nearest_sources((start, length): (f64, f64), pixels: u32, to: u32, kept: std::ops::Range<u32>) -> Vec<u32> {
+    let step = length / f64::from(to);
+    let mut position = start + step * 0.5;
     let mut sources = Vec::with_capacity(kept.len());
     for x in 0..kept.end {
         if x >= kept.start {
-            sources.push((position as u32).min(from - 1));
+            sources.push((position as u32).min(pixels - 1));
         }
         position += step;
     }
@@ -292,9 +334,26 @@ mod tests {
             for resample in resamples {
                 let whole = resize(&rgb, w, h, resample);
                 let kept = image::imageops::crop_imm(&whole, left, top, 16, 16).to_image();
-                let window = resize_window(&rgb, (w, h), (left, top, 16, 16), resample);
+                let window = resize_window(&rgb, Coverage::whole(&rgb).region, (w, h), (left, top, 16, 16), resample);
                 assert!(window == kept, "{width}x{height} {resample:?}: the window differs from the crop");
             }
+        }
+    }
+
+    /// A picture decoded at 1/8 whose sides are not multiples of 8 is resized to the size its
+    /// full resolution gives, not the one its rounded-up pixels would.
+    #[test]
+    fn a_picture_decoded_at_a_scale_is_resized_as_its_full_size_is() {
+        let mut cfg = PreprocessConfig::clip_default(224);
+        cfg.do_center_crop = false;
+        let rgb = RgbImage::from_pixel(501, 375, image::Rgb([90, 120, 150]));
+        let coverage = Coverage { region: (0.0, 0.0, 500.125, 374.875), full_size: (4001, 2999) };
+        for resample in [Resample::Nearest, Resample::Bicubic] {
+            cfg.resample = resample;
+            // int(224 · 4001 / 2999), as transformers has it; 299 from the decoded pixels alone.
+            let covering = cfg.apply_covering(&rgb, coverage);
+            assert_eq!((covering.width, covering.height), (298, 224), "{resample:?}");
+            assert_eq!(cfg.apply(&rgb).width, 299, "{resample:?}");
         }
     }
 
