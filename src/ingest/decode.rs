@@ -229,7 +229,10 @@ fn decode_exact(
 ) -> Result<DecodedImage> {
     let fail = |reason: String| Error::Decode { path: path.to_owned(), reason };
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
-    let format = reader.format();
+    let format = reader.format().or_else(|| format_by_name_only(path));
+    if let (None, Some(by_name)) = (reader.format(), format) {
+        reader.set_format(by_name);
+    }
     if let Some(png) = format.filter(|f| *f == ImageFormat::Ico).and_then(|_| png_of_icon(bytes)) {
         return decode_exact(png, path, options, orientation);
     }
@@ -265,6 +268,12 @@ fn decode_exact(
     image.apply_orientation(orientation.unwrap_or(own_orientation));
     let original_size = (image.width(), image.height());
     Ok(DecodedImage::whole(to_rgb_like_pillow(image, options.alpha), original_size))
+}
+
+/// The format of a picture that has no magic number to tell it by: TGA, which is known by its
+/// `.tga` name.
+pub fn format_by_name_only(path: &Path) -> Option<ImageFormat> {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tga")).then_some(ImageFormat::Tga)
 }
 
 /// The PNG an icon holds as its largest picture, which the `image` crate decodes only when it is

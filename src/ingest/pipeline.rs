@@ -722,9 +722,12 @@ fn examine_video(
 }
 
 /// The format of a file's `bytes`: a camera RAW format (by its magic number, or by the name of a
-/// file whose TIFF container does not tell), else by content alone ([`sniff_format`]).
+/// file whose TIFF container does not tell), else by content alone ([`sniff_format`]), else, for
+/// a format with no magic number, by name.
 pub fn file_format(bytes: &[u8], path: &std::path::Path) -> Option<String> {
-    raw::raw_format(bytes, path).or_else(|| sniff_format(bytes))
+    raw::raw_format(bytes, path)
+        .or_else(|| sniff_format(bytes))
+        .or_else(|| decode::format_by_name_only(path).map(|format| format.extensions_str()[0].to_string()))
 }
 
 /// The format by content (magic bytes), not by file name.

@@ -358,12 +358,13 @@ fn hub_ids_of_every_layout_load_through_the_stand_in_hub() {
     }
 }
 
-/// Pictures the `image` crate refuses are embedded as their documented picture: a TIFF of
-/// float measurements (an elevation model, say) as grey stretched between the 2nd and 98th
-/// percentile of its values, NaN black and outliers clipped; an icon that holds an RGB PNG as
-/// that PNG. Each embeds exactly as an 8-bit PNG of the expected picture.
+/// Pictures the `image` crate refuses or cannot recognise are embedded as their documented
+/// picture: a TIFF of float measurements (an elevation model, say) as grey stretched between the
+/// 2nd and 98th percentile of its values, NaN black and outliers clipped; an icon that holds an
+/// RGB PNG as that PNG; a TGA (no magic number) by its name. Each embeds exactly as an 8-bit PNG
+/// of the expected picture, and `index` takes them.
 #[test]
-fn float_tiffs_and_icons_holding_rgb_pngs_embed_as_the_picture_they_show() {
+fn float_tiffs_icons_holding_rgb_pngs_and_tgas_embed_as_the_picture_they_show() {
     use tiff::encoder::{colortype::Gray32Float, TiffEncoder};
     let tmp = tempfile::tempdir().unwrap();
     let (width, height) = (64u32, 48u32);
@@ -405,13 +406,28 @@ fn float_tiffs_and_icons_holding_rgb_pngs_embed_as_the_picture_they_show() {
     std::fs::write(&icon_path, icon).unwrap();
     std::fs::write(&png_path, &png).unwrap();
 
+    // A TGA has no magic number: it is known by its name.
+    let targa = tmp.path().join("rocket.tga");
+    image::load_from_memory(&png).unwrap().save(&targa).unwrap();
+
+    let model = model_dir("tiny-clip-b32-quickgelu");
     let mut embed = imgsearch();
-    embed.args(["embed", "--device", "cpu", "--json", "--model"]).arg(model_dir("tiny-clip-b32-quickgelu"));
-    for file in [&measured, &shown, &icon_path, &png_path] {
+    embed.args(["embed", "--device", "cpu", "--json", "--model"]).arg(&model);
+    for file in [&measured, &shown, &icon_path, &png_path, &targa] {
         embed.arg("--image").arg(file);
     }
     let json = json_of(&embed.output().unwrap());
     let embedding = |path: &std::path::Path| vector(&json["images"][path.to_str().unwrap()]);
     assert_eq!(embedding(&measured), embedding(&shown));
     assert_eq!(embedding(&icon_path), embedding(&png_path));
+    assert_eq!(embedding(&targa), embedding(&png_path));
+    // And `index` takes all five.
+    let data = tmp.path().join("data");
+    let out = imgsearch()
+        .args(["--data-dir", data.to_str().unwrap(), "index", tmp.path().to_str().unwrap(), "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("5 indexed") && said.contains(" 0 skipped"), "{said}");
 }
