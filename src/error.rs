@@ -14,6 +14,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} does not exist. If the folder moved, index it where it is now (its pictures' embeddings are reused), then `imgsearch forget {path}`")]
+    RootNotFound { path: PathBuf },
+
     #[error("{path} is not a usable model checkpoint: {reason}")]
     BadCheckpoint { path: PathBuf, reason: String },
 
@@ -35,10 +45,10 @@ pub enum Error {
     NoDecoder { path: PathBuf, reason: String },
 
     #[error(
-        "image {path} is {width}x{height} = {pixels} pixels, over the limit of {limit}; if it is genuine, raise `index` or \
-         `serve`'s --max-pixels"
+        "image {path} is {width}x{height} = {pixels} pixels, over the limit of {limit} for its kind of pixel; if it is \
+         genuine, give `index` or `serve` --max-pixels {admitting} or more"
     )]
-    TooLarge { path: PathBuf, width: u32, height: u32, pixels: u64, limit: u64 },
+    TooLarge { path: PathBuf, width: u32, height: u32, pixels: u64, limit: u64, admitting: u64 },
 
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -52,8 +62,18 @@ pub enum Error {
     #[error("the data folder {path} is in use by another imgsearch process (an `index` or `serve` still running?); wait for it to finish or stop it, then retry")]
     DataDirLocked { path: PathBuf },
 
+    #[error("{path}: permission denied. imgsearch opens its catalog for writing even to search: run it as the user who owns the data folder, or give this user write access to it")]
+    NoWriteAccess { path: PathBuf },
+
     #[error("storage error in {path}: {reason}. If the disk is full, free space and re-run: work done so far is kept")]
     Store { path: PathBuf, reason: String },
+
+    #[error(
+        "the disk holding {path} has {free_mib} MiB free, and imgsearch keeps {needed_mib} MiB free there while it \
+         writes (a disk that fills while the catalog is written can damage it): nothing was written. Free space on \
+         that disk (or set IMGSEARCH_MIN_FREE_MB lower), then re-run: work done so far is kept"
+    )]
+    DiskFull { path: PathBuf, free_mib: u64, needed_mib: u64 },
 
     #[error("{what} is damaged: {reason}")]
     Corrupt { what: String, reason: String },

@@ -8,6 +8,7 @@ pub mod error;
 pub mod geo;
 pub mod ingest;
 pub mod model;
+pub mod progress;
 pub mod search;
 pub mod server;
 pub mod store;

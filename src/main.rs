@@ -77,9 +77,14 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            let mut said = err.to_string();
+            eprintln!("error: {said}");
+            // A cause the message already quotes (most name their source) is not said twice.
+            for cause in err.chain().skip(1).map(|cause| cause.to_string()) {
+                if !said.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                    said.push_str(&cause);
+                }
             }
             ExitCode::FAILURE
         }

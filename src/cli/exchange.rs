@@ -3,7 +3,7 @@
 use imgsearch::store::Location;
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use imgsearch::model::ModelSpec;
 use imgsearch::store::{exchange, spaces};
@@ -61,17 +61,10 @@ pub struct MigrateArgs {
 }
 
 fn progress_bar(quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} pictures · {per_sec} · ETA {eta}",
-        )
-        .expect("valid template"),
-    );
-    bar
+    imgsearch::progress::bar(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} pictures · {per_sec} · ETA {eta}",
+        quiet,
+    )
 }
 
 /// The model space `model` names (default: the one searches use), and a note naming the

@@ -4,9 +4,9 @@ use imgsearch::store::Location;
 
 use serde::Serialize;
 
-use imgsearch::store::catalog::path_from_bytes;
 use imgsearch::store::roots::{Mounts, RootState};
 use imgsearch::store::IndexedRoot;
+use imgsearch::store::StoredPath;
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
@@ -158,7 +158,7 @@ pub fn list(args: ListArgs, library: Location) -> anyhow::Result<()> {
     // The path index alone: no record or embedding is read.
     for entry in data.paths() {
         let (path, id) = entry?;
-        listed.push(Listed { id, path: path_from_bytes(&path).to_string_lossy().into_owned() });
+        listed.push(Listed { id, path: StoredPath::from_bytes(path).display() });
     }
     listed.sort_by(|a, b| a.path.cmp(&b.path));
     if args.json {

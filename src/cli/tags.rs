@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use imgsearch::model::{ModelSpec, Towers};
 use imgsearch::search::tags::{self, LabelSet, DEFAULT_MAX_TAGS, DEFAULT_THRESHOLD};
@@ -148,11 +148,7 @@ pub fn ensure_label_set(
 }
 
 fn progress_bar(quiet: bool, what: &str) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} · ETA {eta}").expect("valid template"));
+    let bar = imgsearch::progress::bar("{msg} {wide_bar} {pos}/{len} · ETA {eta}", quiet);
     bar.set_message(what.to_string());
     bar
 }

@@ -131,6 +131,14 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Resul
                  interrupted copy or download?); copy it again from its source"
                 ),
             },
+            // Other formats have no end marker to tell an incomplete file from a damaged one.
+            Error::Decode { path, reason } if ran_out_of_data(&reason) => Error::Decode {
+                path,
+                reason: format!(
+                    "{reason}: the picture's data ends early, so the file is incomplete or damaged; copy it again \
+                     from its source"
+                ),
+            },
             other => other,
         })
 }
@@ -138,12 +146,21 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Resul
 /// Whether a decoder's error says the data ended before the picture did.
 fn ran_out_of_data(reason: &str) -> bool {
     let reason = reason.to_lowercase();
-    ["fill whole buffer", "end of file", "unexpected end", "unexpected eof", "premature end", "no more data"]
-        .iter()
-        .any(|said| reason.contains(said))
+    [
+        "fill whole buffer",
+        "end of file",
+        "unexpected end",
+        "unexpected eof",
+        "premature end",
+        "no more data",
+        "not enough bytes",
+    ]
+    .iter()
+    .any(|said| reason.contains(said))
 }
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+const JPEG_START: &[u8] = &[0xFF, 0xD8, 0xFF];
 /// A PNG's last chunk: no data, type IEND, its CRC.
 const PNG_END_CHUNK: &[u8] = b"\0\0\0\0IEND\xAE\x42\x60\x82";
 
@@ -151,7 +168,7 @@ const PNG_END_CHUNK: &[u8] = b"\0\0\0\0IEND\xAE\x42\x60\x82";
 fn is_truncated(bytes: &[u8]) -> bool {
     let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
     let data = &bytes[..end];
-    (bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && !data.ends_with(&[0xFF, 0xD9]))
+    (bytes.starts_with(JPEG_START) && !data.ends_with(&[0xFF, 0xD9]))
         || (bytes.starts_with(PNG_SIGNATURE) && !data.ends_with(&PNG_END_CHUNK[4..]))
 }
 
@@ -164,7 +181,7 @@ fn decode(bytes: &[u8], path: &Path, options: &DecodeOptions) -> Result<DecodedI
         return decode_raw(bytes, path, options);
     }
     if heif::format(bytes).is_some() {
-        let check = |width, height| check_pixels(path, width, height, options.max_pixels);
+        let check = |width, height| check_pixels(path, width, height, (options.max_pixels, RGB_BYTES));
         let heif::Decoded { picture, size: (original_width, original_height) } =
             heif::decode(bytes, path, |size| options.min_size.is_some_and(|min| min.is_met_by(size)), check)?;
         return Ok(DecodedImage::whole(to_rgb_like_pillow(picture, options.alpha), (original_width, original_height)));
@@ -210,7 +227,7 @@ fn decode_picture(
     options: &DecodeOptions,
     orientation: Option<Orientation>,
 ) -> Result<DecodedImage> {
-    if let (Some(min), true) = (options.min_size, bytes.starts_with(&[0xFF, 0xD8, 0xFF])) {
+    if let (Some(min), true) = (options.min_size, bytes.starts_with(JPEG_START)) {
         if let Some(decoded) = decode_jpeg_scaled(bytes, path, (min, options.max_pixels), orientation)? {
             return Ok(decoded);
         }
@@ -250,7 +267,7 @@ fn decode_exact(
         Some(_) => {}
     }
     let check_size = |width, height, bytes_per_pixel| {
-        check_pixels(path, width, height, decode_limit(options.max_pixels, bytes_per_pixel))?;
+        check_pixels(path, width, height, (options.max_pixels, bytes_per_pixel))?;
         check_plausible(path, bytes.len(), width, height)
     };
     let (mut image, own_orientation) = match reader.into_decoder() {
@@ -258,7 +275,15 @@ fn decode_exact(
             let (width, height) = decoder.dimensions();
             check_size(width, height, u64::from(decoder.color_type().bytes_per_pixel()))?;
             let own_orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-            (DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?, own_orientation)
+            let image = DynamicImage::from_decoder(decoder).map_err(|e| fail(e.to_string()))?;
+            // The image crate's JPEG decoder fills in what a cut-off file lacks. Pillow refuses
+            // such a file ("image file is truncated"), even one that lacks only its end marker;
+            // so does jpeg-decoder, which the scaled paths use. (A file with data after its end
+            // marker, as some phones write, is whole: jpeg-decoder stops at the marker.)
+            if format == Some(ImageFormat::Jpeg) && is_truncated(bytes) {
+                jpeg_decoder::Decoder::new(Cursor::new(bytes)).decode().map_err(|e| fail(e.to_string()))?;
+            }
+            (image, own_orientation)
         }
         Err(ImageError::Unsupported(_)) if format == Some(ImageFormat::Tiff) => {
             measured_tiff::decode(bytes, path, check_size)?
@@ -306,7 +331,7 @@ fn decode_jpeg_scaled(
     decoder.read_info().map_err(|e| fail(e.to_string()))?;
     let Some(info) = decoder.info() else { return Ok(None) };
     let (width, height) = (info.width as u32, info.height as u32);
-    check_pixels(path, width, height, max_pixels)?;
+    check_pixels(path, width, height, (max_pixels, RGB_BYTES))?;
     let orientation = orientation
         .or_else(|| decoder.exif_data().and_then(Orientation::from_exif_chunk))
         .unwrap_or(Orientation::NoTransforms);
@@ -420,12 +445,14 @@ fn swaps_axes(orientation: Orientation) -> bool {
     )
 }
 
+/// A pixel of 8-bit RGB, what `--max-pixels` counts.
+const RGB_BYTES: u64 = 3;
+
 /// The pixel limit for a picture stored with `bytes_per_pixel`. Decoding holds it as stored,
 /// then as 8-bit RGB: 11 bytes a pixel for 16-bit RGBA where 8-bit RGB takes 6. The limit keeps
 /// that within the memory `max_pixels` of 8-bit RGB take (a 1.7 MB PNG of 15000 × 15000 16-bit
 /// RGBA pixels took 2.8 GB).
 fn decode_limit(max_pixels: u64, bytes_per_pixel: u64) -> u64 {
-    const RGB_BYTES: u64 = 3;
     max_pixels.min(max_pixels.saturating_mul(2 * RGB_BYTES) / (bytes_per_pixel + RGB_BYTES))
 }
 
@@ -450,10 +477,15 @@ fn check_plausible(path: &Path, file_len: usize, width: u32, height: u32) -> Res
     Ok(())
 }
 
-fn check_pixels(path: &Path, width: u32, height: u32, limit: u64) -> Result<()> {
+/// Refuses a picture of more pixels than `max_pixels` admits for its `bytes_per_pixel` (see
+/// [`decode_limit`]), saying which `--max-pixels` would admit it.
+fn check_pixels(path: &Path, width: u32, height: u32, (max_pixels, bytes_per_pixel): (u64, u64)) -> Result<()> {
     let pixels = width as u64 * height as u64;
+    let limit = decode_limit(max_pixels, bytes_per_pixel);
     if pixels > limit {
-        return Err(Error::TooLarge { path: path.to_owned(), width, height, pixels, limit });
+        // The least `max_pixels` whose limit for this many bytes a pixel reaches `pixels`.
+        let admitting = pixels.max(pixels.saturating_mul(bytes_per_pixel + 3).div_ceil(6));
+        return Err(Error::TooLarge { path: path.to_owned(), width, height, pixels, limit, admitting });
     }
     if pixels == 0 {
         return Err(Error::Decode { path: path.to_owned(), reason: format!("the image is {width}x{height}") });

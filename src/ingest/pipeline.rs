@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use candle_core::Device;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::captions;
@@ -187,7 +187,10 @@ pub fn run(
     let mut mounts = options.mounts.clone();
     let mut roots = Vec::with_capacity(options.roots.len());
     for root in &options.roots {
-        let path = std::fs::canonicalize(&root.path).map_err(|source| Error::Io { path: root.path.clone(), source })?;
+        let path = std::fs::canonicalize(&root.path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => Error::RootNotFound { path: root.path.clone() },
+            _ => Error::Io { path: root.path.clone(), source },
+        })?;
         if let Some(name) = &root.name {
             mounts.insert(name.clone(), path.clone());
         }
@@ -376,15 +379,9 @@ fn is_stale_moment(catalog: &dyn Lookup, moment: &[u8], file: &[u8]) -> Result<b
 }
 
 fn progress_bar(enabled: bool) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} new files · {msg} · ETA {eta}",
-        )
-        .expect("valid template"),
+    let bar = crate::progress::bar(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} new files · {msg} · ETA {eta}",
+        !enabled,
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -682,6 +679,7 @@ fn examine_video(
             height: info.height,
             pixels,
             limit: options.max_pixels,
+            admitting: pixels,
         };
         return send(skip(e.to_string(), false, true));
     }

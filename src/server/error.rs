@@ -47,6 +47,7 @@ impl From<Error> for ApiError {
             Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
             Error::FileChanged { .. } | Error::ContentChanged { .. } => (StatusCode::CONFLICT, "file_changed"),
             Error::UnknownRoot { .. } => (StatusCode::NOT_FOUND, "root_not_mounted"),
+            Error::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             // The path no longer leads to a file (deleted, or a folder on it replaced by a file).
             Error::Io { source, .. }
                 if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>

@@ -42,8 +42,23 @@ impl StoredPath {
         }
     }
 
+    /// The path as text: a byte that is not UTF-8 is written `\xNN`, so that two names that
+    /// differ only there stay apart (as replacement characters, `caf\xE9.jpg` and `caf\xE8.jpg`
+    /// both read `caf�.jpg`, in every listing, search result and JSON answer).
     pub fn display(&self) -> String {
-        self.to_path_buf().to_string_lossy().into_owned()
+        match self {
+            Self::Utf8(s) => s.clone(),
+            Self::Raw(bytes) => {
+                let mut text = String::with_capacity(bytes.len() + 8);
+                for chunk in bytes.utf8_chunks() {
+                    text.push_str(chunk.valid());
+                    for byte in chunk.invalid() {
+                        text.push_str(&format!("\\x{byte:02X}"));
+                    }
+                }
+                text
+            }
+        }
     }
 }
 
@@ -306,9 +321,14 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
 
 impl Catalog {
     pub fn open(dir: &Path) -> Result<Self> {
+        // Opening may write (a new log segment, a snapshot): see `room`.
+        super::room::check(dir, 0)?;
         let db = sled::Config::new().path(dir).open().map_err(|e| match e {
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                 Error::DataDirLocked { path: dir.parent().unwrap_or(dir).to_owned() }
+            }
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                Error::NoWriteAccess { path: dir.to_owned() }
             }
             other => Error::Store { path: dir.to_owned(), reason: other.to_string() },
         })?;
@@ -340,6 +360,7 @@ impl Catalog {
     /// Durable on return: a `kill -9` right after must not forget which model a folder uses.
     fn set_meta_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value).expect("meta values serialise");
+        super::room::check(&self.path, 0)?;
         self.meta.insert(key, bytes).map_err(|e| self.store_err(e))?;
         self.flush()
     }
@@ -389,6 +410,7 @@ impl Catalog {
         match tagging {
             Some(tagging) => self.set_meta_json("tagging", tagging),
             None => {
+                super::room::check(&self.path, 0)?;
                 self.meta.remove("tagging").map_err(|e| self.store_err(e))?;
                 self.flush()
             }
@@ -534,6 +556,8 @@ impl Catalog {
     /// Applies `changes` in one transaction and returns the ids removed (replaced or deleted)
     /// and the new generation. Durable on return (flushed).
     pub fn apply(&self, changes: &[Change]) -> Result<(Vec<ImageId>, u64)> {
+        // A batch writes a few megabytes at most: well within the reserve.
+        super::room::check(&self.path, 0)?;
         let trees = (&self.images, &self.paths, &self.hashes, &self.skipped, &self.meta, &self.embeddings);
         let result = trees.transaction(|(images, paths, hashes, skipped, meta, embeddings)| {
             let mut removed = Vec::new();

@@ -110,7 +110,7 @@ pub fn export(data: &dyn Library, file: &Path, progress: &ProgressBar) -> Result
     let model = data.model_info()?.ok_or_else(|| Error::Exchange("the library is empty: nothing to export".into()))?;
     let file = &export_destination(file)?;
     let partial = file.with_extension("parquet.partial");
-    let out = File::create(&partial).map_err(|source| Error::Io { path: partial.clone(), source })?;
+    let out = File::create(&partial).map_err(|source| Error::Write { path: partial.clone(), source })?;
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_key_value_metadata(Some(vec![KeyValue::new(
@@ -136,7 +136,7 @@ pub fn export(data: &dyn Library, file: &Path, progress: &ProgressBar) -> Result
         progress.inc(batch.len() as u64);
     }
     writer.close().map_err(|e| parquet_error(file, e))?;
-    std::fs::rename(&partial, file).map_err(|source| Error::Io { path: file.to_owned(), source })?;
+    std::fs::rename(&partial, file).map_err(|source| Error::Write { path: file.to_owned(), source })?;
     Ok(rows)
 }
 

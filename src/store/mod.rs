@@ -12,6 +12,7 @@ mod hnsw;
 mod library;
 pub mod migrations;
 mod postgres;
+pub mod room;
 pub mod roots;
 pub mod spaces;
 mod text;
@@ -135,7 +136,7 @@ impl DataDir {
     /// Opens (creating if needed) the data folder, upgrades an old schema, and brings the
     /// vector and text indexes back in line with the catalog if a crash left them behind.
     pub fn open(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(|source| Error::Io { path: root.to_owned(), source })?;
+        std::fs::create_dir_all(root).map_err(|source| Error::Write { path: root.to_owned(), source })?;
         let catalog = Catalog::open(&root.join("catalog"))?;
         migrations::migrate(&catalog)?;
         let vectors = HnswIndex::open(&root.join("vectors"))?;

@@ -89,7 +89,7 @@ impl HnswIndex {
     /// Loads the last saved graph from `dir` (or starts empty). A folder from an older version
     /// (hnsw_rs dumps) opens empty at generation 0, so the data folder rebuilds it from the catalog.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.to_owned(), source })?;
         let path = dir.join(GRAPH_FILE);
         let empty = || Self {
             graph: Graph::new(0),
@@ -295,12 +295,13 @@ impl HnswIndex {
     /// one. A crash at any point leaves the last save whole: its `graph.bin` counts how many
     /// vectors are its own, and the next save cuts whatever a torn append left past them.
     pub fn save(&mut self, generation: u64) -> Result<()> {
+        super::room::check(&self.dir, self.bytes_to_save())?;
         let (epoch, written) = self.append_vectors()?;
         self.epoch = epoch;
         self.vectors_written = Some(written);
         let path = self.dir.join(GRAPH_FILE);
         let tmp = self.dir.join(format!("{GRAPH_FILE}.tmp"));
-        let io = |source| Error::Io { path: tmp.clone(), source };
+        let io = |source| Error::Write { path: tmp.clone(), source };
         let file = std::fs::File::create(&tmp).map_err(io)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let entry = self.graph.entry.map_or(u64::MAX, u64::from);
@@ -346,13 +347,26 @@ impl HnswIndex {
 
     /// Appends the vectors inserted since the last save to its vectors file, or writes them all
     /// to a new one after a rebuild; synced. Returns the file's number and how many it holds.
+    /// What [`Self::save`] writes: the vectors not yet in their file, and the graph file (written
+    /// beside the last one before it replaces it).
+    fn bytes_to_save(&self) -> u64 {
+        let vectors = self.ids.len().saturating_sub(self.vectors_written.unwrap_or(0)) * self.graph.dim * 2;
+        let links: usize = self.graph.upper.values().map(|lists| 8 + 4 * lists.len()).sum();
+        let graph = 8 * self.ids.len()
+            + self.deleted.len()
+            + self.graph.levels.len()
+            + std::mem::size_of_val(&self.graph.layer0[..])
+            + links;
+        (vectors + graph) as u64
+    }
+
     fn append_vectors(&self) -> Result<(u64, usize)> {
         let (epoch, from) = match self.vectors_written {
             Some(written) => (self.epoch, written),
             None => (self.epoch + 1, 0),
         };
         let path = self.dir.join(vectors_file(epoch));
-        let io = |source| Error::Io { path: path.clone(), source };
+        let io = |source| Error::Write { path: path.clone(), source };
         let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path).map_err(io)?;
         let start = (from * self.graph.dim * 2) as u64;
         file.set_len(start).map_err(io)?;

@@ -93,21 +93,34 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
     }
     // A JPEG without the .jpg extension: recognised by content.
     std::fs::copy(image_path("rocket.jpg"), root.join("rocket.download")).unwrap();
-    // A non-UTF-8 file name.
+    // Non-UTF-8 file names, two that differ only in a byte that is not UTF-8.
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
         std::fs::copy(image_path("coffee.png"), root.join(std::ffi::OsStr::from_bytes(b"caf\xe9 latin1.png"))).unwrap();
+        std::fs::copy(image_path("astronaut.jpg"), root.join(std::ffi::OsStr::from_bytes(b"caf\xe8 latin1.jpg")))
+            .unwrap();
     }
     // A PNG whose data is whole but whose end chunk is missing (Pillow reads it too).
     let palette = std::fs::read(image_path("astronaut_palette.png")).unwrap();
     assert!(palette.ends_with(b"IEND\xAE\x42\x60\x82"));
     std::fs::write(root.join("no_end.png"), &palette[..palette.len() - 12]).unwrap();
-    let good = 13;
+    let good = if cfg!(unix) { 14 } else { 12 };
 
     // Bad ones.
     let jpeg = std::fs::read(image_path("astronaut.jpg")).unwrap();
     std::fs::write(root.join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    let mut small = Vec::new();
+    photo
+        .resize_exact(200, 150, image::imageops::FilterType::Triangle)
+        .to_rgb8()
+        .write_to(&mut std::io::Cursor::new(&mut small), ImageFormat::Jpeg)
+        .unwrap();
+    // Cut short, and small enough to be decoded whole, by a decoder that fills in what is missing;
+    // Pillow refuses both, even the one that lacks only its end marker.
+    std::fs::write(root.join("small_cut.jpg"), &small[..small.len() * 3 / 5]).unwrap();
+    assert!(small.ends_with(&[0xFF, 0xD9]));
+    std::fs::write(root.join("no_end.jpg"), &small[..small.len() - 2]).unwrap();
     let png = std::fs::read(image_path("coffee.png")).unwrap();
     std::fs::write(root.join("truncated.png"), &png[..png.len() / 2]).unwrap();
     std::fs::write(root.join("empty.jpg"), b"").unwrap();
@@ -138,6 +151,8 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
     let errors = errors_of(&summary);
     for (name, why) in [
         ("truncated.jpg", "cut short"),
+        ("small_cut.jpg", "cut short"),
+        ("no_end.jpg", "cut short"),
         ("truncated.png", "cut short"),
         ("empty.jpg", "empty"),
         ("not_really.png", "not an image"),
@@ -161,6 +176,11 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
     assert_eq!(listed.len(), good);
     assert!(!listed.iter().any(|p| p.contains(".thumbnails") || p.contains("@eaDir")));
     assert!(listed.iter().any(|p| p.ends_with("rocket.download")));
+    // Told apart in listings: the bytes that are not UTF-8 written out.
+    #[cfg(unix)]
+    for name in ["caf\\xE9 latin1.png", "caf\\xE8 latin1.jpg"] {
+        assert!(listed.iter().any(|p| p.ends_with(name)), "{name} not in {listed:#?}");
+    }
 
     // --hidden picks the hidden folders up; nothing else changes.
     let again = index(&data, &root, &["--max-pixels", "1000000", "--hidden"]);
@@ -771,6 +791,80 @@ fn a_write_the_catalog_refuses_ends_with_an_error_not_a_hang() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("damaged"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A picture over the pixel limit for its kind of pixel (16-bit RGBA takes 8 bytes where
+/// `--max-pixels` counts 8-bit RGB's 3) says which `--max-pixels` takes it, and that one does:
+/// the limit used to be named, and raising `--max-pixels` to it was not enough.
+#[test]
+fn a_picture_over_the_pixel_limit_says_which_limit_takes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    std::fs::create_dir_all(&root).unwrap();
+    let deep = image::ImageBuffer::from_pixel(800, 800, image::Rgba([30000u16, 20000, 10000, 65535]));
+    deep.save(root.join("deep.png")).unwrap();
+    let summary = index(&data, &root, &["--max-pixels", "1000000"]);
+    let errors = errors_of(&summary);
+    // 640,000 pixels of 8 bytes: the least --max-pixels whose limit reaches them is
+    // ceil(640,000 × (8 + 3) / 6).
+    assert!(errors.iter().any(|(_, why)| why.contains("--max-pixels 1173334 or more")), "{errors:#?}");
+    assert_eq!(index(&data, &root, &["--max-pixels", "1173334"])["indexed"], 1);
+}
+
+/// A root that does not exist says so, and what to do if it moved; a data folder that cannot be
+/// made says why once (the chain of causes repeated the message's own).
+#[test]
+fn a_missing_root_or_an_unwritable_data_folder_says_what_went_wrong_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gone = tmp.path().join("moved-away");
+    let out = imgsearch(&tmp.path().join("data")).arg("index").arg(&gone).arg("--model").arg(model_dir(MODEL)).output();
+    let stderr = String::from_utf8_lossy(&out.as_ref().unwrap().stderr).into_owned();
+    assert_eq!(out.unwrap().status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not exist") && stderr.contains("imgsearch forget"), "{stderr}");
+    if common::on_postgres() {
+        return; // the data folder is the embedded store's
+    }
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let out = imgsearch(&file.join("data"))
+        .arg("index")
+        .arg(tmp.path())
+        .arg("--model")
+        .arg(model_dir(MODEL))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("a-file/data") && stderr.matches("Not a directory").count() == 1, "{stderr}");
+}
+
+/// A disk without room to write on safely refuses a run before anything is written, and says
+/// what to do; the library is untouched, and takes the run once there is room. (Keeping more
+/// free than the disk has stands for a full disk: sled, written on one, lost its whole catalog.)
+#[test]
+fn a_disk_without_room_refuses_the_run_and_keeps_the_library() {
+    if common::on_postgres() {
+        return; // the data folder's own disk
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, data) = (tmp.path().join("photos"), tmp.path().join("data"));
+    noise_photos(&photos, 3);
+    index(&data, &photos, &[]);
+    std::fs::copy(image_path("coffee.png"), photos.join("coffee.png")).unwrap();
+    let model = model_dir(MODEL);
+    let commands: [Vec<&std::ffi::OsStr>; 3] = [
+        vec!["index".as_ref(), photos.as_os_str(), "--model".as_ref(), model.as_os_str()],
+        vec!["forget".as_ref(), photos.as_os_str()],
+        vec!["search".as_ref(), "a cat".as_ref()],
+    ];
+    for args in commands {
+        let out = imgsearch(&data).env("IMGSEARCH_MIN_FREE_MB", "1000000000").args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("MiB free") && stderr.contains("nothing was written"), "{args:?}: {stderr}");
+    }
+    assert_eq!(listed_paths(&data).len(), 3);
+    assert_eq!(index(&data, &photos, &[])["indexed"], 1);
 }
 
 /// A folder indexed inside a root already indexed is not a root of its own (`--watch` would walk
