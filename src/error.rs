@@ -70,8 +70,8 @@ pub enum Error {
 
     #[error(
         "the disk holding {path} has {free_mib} MiB free, and imgsearch keeps {needed_mib} MiB free there while it \
-         writes (a disk that fills while the catalog is written can damage it): nothing was written. Free space on \
-         that disk (or set IMGSEARCH_MIN_FREE_MB lower), then re-run: work done so far is kept"
+         writes (a disk that fills while the catalog is written can damage it), so it stopped before writing. Free \
+         space on that disk (or set IMGSEARCH_MIN_FREE_MB lower), then re-run: work done so far is kept"
     )]
     DiskFull { path: PathBuf, free_mib: u64, needed_mib: u64 },
 

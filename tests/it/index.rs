@@ -861,7 +861,7 @@ fn a_disk_without_room_refuses_the_run_and_keeps_the_library() {
         let out = imgsearch(&data).env("IMGSEARCH_MIN_FREE_MB", "1000000000").args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains("MiB free") && stderr.contains("nothing was written"), "{args:?}: {stderr}");
+        assert!(stderr.contains("MiB free") && stderr.contains("stopped before writing"), "{args:?}: {stderr}");
     }
     assert_eq!(listed_paths(&data).len(), 3);
     assert_eq!(index(&data, &photos, &[])["indexed"], 1);
