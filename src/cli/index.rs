@@ -140,8 +140,13 @@ pub fn run(
              or renamed, `imgsearch forget {root}` takes them out (else searches find them twice)"
         );
     }
+    let not_read = match summary.not_read {
+        0 => String::new(),
+        n => format!(", {n} not read (pipes, devices, link loops, unreadable folders)"),
+    };
     println!(
-        "{} files scanned in {:.1}s: {} indexed{moments}, {} reused (moved/copied), {} unchanged, {} removed, {} skipped",
+        "{} files scanned in {:.1}s: {} indexed{moments}, {} reused (moved/copied), {} unchanged, {} removed, {} \
+         skipped{not_read}",
         summary.scanned,
         summary.seconds,
         summary.indexed,

@@ -128,8 +128,12 @@ fn describe_run(run: &serde_json::Value) -> String {
         .as_i64()
         .map_or("at an unknown time".into(), |t| format!("{} UTC", imgsearch::search::iso_date(t).replace('T', " ")));
     let roots: Vec<&str> = run["roots"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+    let not_read = match count("not_read") {
+        0 => String::new(),
+        n => format!(", {n} not read"),
+    };
     format!(
-        "{when}, {:.1} s, {}: {} indexed, {} reused (moved or copied), {} unchanged, {} removed, {} skipped",
+        "{when}, {:.1} s, {}: {} indexed, {} reused (moved or copied), {} unchanged, {} removed, {} skipped{not_read}",
         run["seconds"].as_f64().unwrap_or(0.0),
         if roots.is_empty() { "no folder".to_string() } else { roots.join(", ") },
         count("indexed"),

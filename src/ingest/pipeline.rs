@@ -84,8 +84,12 @@ pub struct IndexSummary {
     pub reused: u64,
     pub unchanged: u64,
     pub removed: u64,
-    /// Files that could not be indexed (listed in `errors`); non-images are not counted.
+    /// Files that were read and could not be indexed (listed in `errors`, and recorded: `stats`
+    /// counts the same); non-images are not counted.
     pub skipped: u64,
+    /// What the walk passed over without reading (listed in `errors`): pipes, devices and
+    /// sockets, symbolic link loops, folders it may not read. Not counted as scanned.
+    pub not_read: u64,
     /// Moments embedded from the videos among the files indexed (a frame every few seconds).
     pub video_moments: u64,
     pub errors: Vec<FileError>,
@@ -238,7 +242,7 @@ pub fn run(
     let walked = walk_result?;
     summary.scanned = walked.scanned;
     summary.unchanged += walked.unchanged;
-    summary.skipped += walked.errors.len() as u64;
+    summary.not_read = walked.errors.len() as u64;
     summary.errors.extend(walked.errors);
 
     // Whatever was recorded under these roots and not seen now is gone; so is what was recorded
@@ -319,6 +323,7 @@ pub fn run(
         "roots": roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>(),
         "scanned": summary.scanned, "indexed": summary.indexed, "reused": summary.reused,
         "unchanged": summary.unchanged, "removed": summary.removed, "skipped": summary.skipped,
+        "not_read": summary.not_read,
         "seconds": summary.seconds,
     });
     if options.rescan {

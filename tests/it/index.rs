@@ -170,6 +170,11 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
         );
     }
     assert!(!errors.iter().any(|(p, _)| p.ends_with("notes.txt")), "a text file is not an error");
+    // What was read and refused is what the library records as skipped; what the walk passed over
+    // unread (the pipe, the device, the loop) is counted apart.
+    assert_eq!(summary["skipped"], stats(&data)["skipped"], "{summary:#}");
+    #[cfg(unix)]
+    assert_eq!(summary["not_read"], 3, "{summary:#}");
     let (_, garbage_why) = errors.iter().find(|(p, _)| p.ends_with("garbage.png")).expect("garbage.png is reported");
     assert!(!garbage_why.contains("cut short"), "{garbage_why}");
     let listed = listed_paths(&data);
