@@ -121,11 +121,13 @@ impl OpenClipConfig {
         let is = |expected: &'static str| move |v: &serde_json::Value| v.as_str() == Some(expected);
         let v = &m.vision_cfg;
         let t = &m.text_cfg;
+        // `final_ln_after_pool` is not checked: with the only poolings run here (the class token,
+        // the end-of-text token), normalising the pooled token or every token before picking it
+        // is the same arithmetic; open_clip's plain CLIP class never reads the text one at all.
         unsupported("vision", v, "timm_model_name", &|_| false)?;
         unsupported("vision", v, "attentional_pool", &is_false)?;
         unsupported("vision", v, "ls_init_value", &|_| false)?;
         unsupported("vision", v, "no_ln_pre", &is_false)?;
-        unsupported("vision", v, "final_ln_after_pool", &is_false)?;
         unsupported("vision", v, "pool_type", &is("tok"))?;
         unsupported("vision", v, "pos_embed_type", &is("learnable"))?;
         unsupported("vision", v, "norm_kwargs", &|_| false)?;
@@ -135,7 +137,6 @@ impl OpenClipConfig {
         unsupported("text", t, "ls_init_value", &|_| false)?;
         unsupported("text", t, "embed_cls", &is_false)?;
         unsupported("text", t, "no_causal_mask", &is_false)?;
-        unsupported("text", t, "final_ln_after_pool", &is_false)?;
         unsupported("text", t, "pool_type", &is("argmax"))?;
         unsupported("text", t, "proj_bias", &is_false)?;
         unsupported("text", t, "proj_type", &is("linear"))?;

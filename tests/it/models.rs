@@ -164,6 +164,35 @@ fn an_openclip_architecture_may_give_its_sizes_as_pairs() {
     assert!(!refused.status.success() && stderr.contains("only square sizes"), "{stderr}");
 }
 
+/// `final_ln_after_pool` changes nothing where a tower pools by picking one token (the only
+/// poolings imgsearch runs): such a checkpoint embeds as the reference does without it. It used
+/// to be refused.
+#[test]
+fn an_openclip_option_that_changes_nothing_for_its_pooling_is_accepted() {
+    let model = "tiny-openclip-b32-quickgelu";
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(model_dir(model).join("open_clip_config.json")).unwrap()).unwrap();
+    for tower in ["vision_cfg", "text_cfg"] {
+        config["model_cfg"][tower]["final_ln_after_pool"] = true.into();
+    }
+    std::fs::write(tmp.path().join("open_clip_config.json"), config.to_string()).unwrap();
+    std::fs::copy(model_dir(model).join("open_clip_model.safetensors"), tmp.path().join("open_clip_model.safetensors"))
+        .unwrap();
+    let reference = reference(model);
+    let text = reference.text_embeds.keys().next().unwrap().clone();
+    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args(["embed", "--device", "cpu", "--json", "--image", image_path("coffee.png").to_str().unwrap()])
+        .args(["--text", &text, "--model", tmp.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = json(out);
+    let vector = |v: &Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let image = vector(out["images"].as_object().unwrap().values().next().unwrap());
+    assert!(common::cosine(&image, &reference.image_embeds["coffee.png"]) >= 0.9999);
+    assert!(common::cosine(&vector(&out["texts"][&text]), &reference.text_embeds[&text]) >= 0.9999);
+}
+
 #[test]
 fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
