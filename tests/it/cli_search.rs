@@ -661,33 +661,3 @@ fn a_reader_that_stops_early_ends_a_listing_quietly() {
         assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
     }
 }
-
-/// SigLIP 2's Gemma tokenizer reads two spaces or a tab apart from one space: a search embeds
-/// its text as written, as `embed` and the reference do, not with the whitespace collapsed.
-#[test]
-fn a_search_embeds_its_text_with_the_whitespace_as_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let photos = tmp.path().join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    for name in ["astronaut.jpg", "coffee.png", "rocket.jpg", "camera_gray.png"] {
-        std::fs::copy(image_path(name), photos.join(name)).unwrap();
-    }
-    let data = tmp.path().join("data");
-    let model = model_dir("tiny-siglip2-gemma");
-    let indexed =
-        imgsearch(&data).arg("index").arg(&photos).arg("--model").arg(&model).arg("--quiet").status().unwrap();
-    assert!(indexed.success());
-    let (spaced, collapsed) = ("a  red\tcar", "a red car");
-    let embed =
-        json(imgsearch(&data).args(["embed", "--json", "--text", spaced, "--text", collapsed, "--model"]).arg(&model));
-    assert_ne!(embed["texts"][spaced], embed["texts"][collapsed], "the tokenizer reads the two texts alike");
-
-    let file = tmp.path().join("spaced.json");
-    std::fs::write(&file, serde_json::to_vec(&embed["texts"][spaced]).unwrap()).unwrap();
-    let by_vector = json(imgsearch(&data).arg("search").arg("--vector").arg(&file).args(["-k", "4", "--json"]));
-    let by_text = json(imgsearch(&data).args(["search", &format!(" {spaced} "), "-k", "4", "--json"]));
-    assert_eq!(paths(&by_text), paths(&by_vector));
-    for (a, b) in by_text.as_array().unwrap().iter().zip(by_vector.as_array().unwrap()) {
-        assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-5, "{a} {b}");
-    }
-}

@@ -80,6 +80,34 @@ fn a_siglip_library_shows_the_models_probabilities_and_cuts_on_them() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("from 0 to 1"));
 }
 
+/// SigLIP 2's Gemma tokenizer reads two spaces or a tab apart from one space: a search embeds
+/// its text as written, as `embed` and the reference do, not with the whitespace collapsed.
+#[test]
+fn a_search_embeds_its_text_with_the_whitespace_as_written() {
+    let model = model_arg("tiny-siglip2-gemma");
+    let (tmp, data) = library(&["--model", &model]);
+    let (spaced, collapsed) = ("a  red\tcar", "a red car");
+    let embed = json(
+        imgsearch(&data)
+            .args(["embed", "--json", "--text", spaced, "--text", collapsed, "--model", &model])
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(embed["texts"][spaced], embed["texts"][collapsed], "the tokenizer reads the two texts alike");
+    let file = tmp.path().join("spaced.json");
+    std::fs::write(&file, serde_json::to_vec(&embed["texts"][spaced]).unwrap()).unwrap();
+    let search = |args: &[&std::ffi::OsStr]| -> Vec<(String, f64)> {
+        let hits = json(imgsearch(&data).arg("search").args(args).args(["-k", "4", "--json"]).output().unwrap());
+        hits.as_array().unwrap().iter().map(|hit| (file_name(hit), hit["score"].as_f64().unwrap())).collect()
+    };
+    let by_vector = search(&["--vector".as_ref(), file.as_os_str()]);
+    let by_text = search(&[format!(" {spaced} ").as_ref()]);
+    assert_eq!(by_text.len(), by_vector.len());
+    for (a, b) in by_text.iter().zip(&by_vector) {
+        assert!(a.0 == b.0 && (a.1 - b.1).abs() < 1e-5, "{a:?} {b:?}");
+    }
+}
+
 #[test]
 fn min_prob_on_a_clip_library_says_to_use_min_score() {
     let (_tmp, data) = library(&["--model", &model_arg("tiny-clip-b32-quickgelu")]);
