@@ -151,7 +151,9 @@ pub fn search(
 ) -> anyhow::Result<()> {
     // Beside a picture or a vector, the query holds filters only.
     let example_filters = |option: &str| match &args.query {
-        Some(query) => imgsearch::search::parse_filters_only(query, &format!("the query beside {option}")),
+        Some(query) => {
+            imgsearch::search::parse_filters_only(query, &format!("the query beside {option}")).map(|q| q.filters)
+        }
         None => Ok(Vec::new()),
     };
     if let Some(file) = &args.vector {

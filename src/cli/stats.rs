@@ -154,6 +154,9 @@ pub struct ListArgs {
 struct Listed {
     id: u64,
     path: String,
+    /// As in a search hit: the exact bytes of a path that is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_bytes: Option<Vec<u8>>,
 }
 
 pub fn list(args: ListArgs, library: Location) -> anyhow::Result<()> {
@@ -162,7 +165,8 @@ pub fn list(args: ListArgs, library: Location) -> anyhow::Result<()> {
     // The path index alone: no record or embedding is read.
     for entry in data.paths() {
         let (path, id) = entry?;
-        listed.push(Listed { id, path: StoredPath::from_bytes(path).display() });
+        let path = StoredPath::from_bytes(path);
+        listed.push(Listed { id, path: path.display(), path_bytes: path.raw_bytes().map(<[u8]>::to_vec) });
     }
     listed.sort_by(|a, b| a.path.cmp(&b.path));
     if args.json {

@@ -61,6 +61,10 @@ pub struct SearchHit {
     pub id: ImageId,
     /// The file (a video's, for a moment of one).
     pub path: String,
+    /// The path's exact bytes, where they are not UTF-8: `path` writes those bytes `\xNN`, which
+    /// a name holding a real `\x` may read as too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<Vec<u8>>,
     /// For a moment of a video: how many seconds into it (see `ingest::video`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_seconds: Option<f64>,
@@ -533,6 +537,7 @@ fn hit(record: &ImageRecord, score: Option<f32>, calibration: Option<SigmoidScor
     SearchHit {
         id: record.id,
         path: record.file_path().display(),
+        path_bytes: record.file_path().raw_bytes().map(<[u8]>::to_vec),
         at_seconds: record.video_seconds(),
         score,
         prob: score.zip(calibration).map(|(score, c)| c.probability(score)),

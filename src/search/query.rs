@@ -69,6 +69,11 @@ pub struct WeightedText {
 }
 
 impl ParsedQuery {
+    /// Whether it holds nothing to look for, move away from or filter by (`""`, a lone `"`).
+    pub fn asks_nothing(&self) -> bool {
+        self.parts.is_empty() && self.not.is_empty() && self.filters.is_empty()
+    }
+
     pub fn understood(&self) -> Understood {
         let date = |secs: i64| super::iso_date(secs)[..10].to_string();
         Understood {
@@ -290,9 +295,9 @@ pub fn parse_on(query: &str, today: i64) -> Result<ParsedQuery, QueryError> {
     Ok(parsed)
 }
 
-/// The filters of a query that may hold nothing else (one beside a picture or a vector, named
-/// `what` in the message): a text in it is refused, never dropped.
-pub fn parse_filters_only(query: &str, what: &str) -> Result<Vec<Filter>, QueryError> {
+/// A query that may hold filters only (one beside a picture or a vector, named `what` in the
+/// message): a text in it is refused, never dropped.
+pub fn parse_filters_only(query: &str, what: &str) -> Result<ParsedQuery, QueryError> {
     let parsed = parse(query)?;
     let texts: Vec<String> = parsed
         .parts
@@ -306,7 +311,7 @@ pub fn parse_filters_only(query: &str, what: &str) -> Result<Vec<Filter>, QueryE
             texts.join(" ")
         )));
     }
-    Ok(parsed.filters)
+    Ok(parsed)
 }
 
 /// The words that introduce a place, in the languages of the multilingual models' users.
@@ -799,7 +804,7 @@ mod tests {
 
     #[test]
     fn beside_a_picture_or_vector_a_query_holds_filters_only() {
-        assert_eq!(parse_filters_only("type:png", "q").unwrap(), vec![Filter::Type("png".into())]);
+        assert_eq!(parse_filters_only("type:png", "q").unwrap().filters, vec![Filter::Type("png".into())]);
         for text in ["cat type:png", "-people", "2:beach"] {
             let error = parse_filters_only(text, "`q` of a search by vector").unwrap_err().0;
             assert!(error.starts_with("`q` of a search by vector takes only filters"), "{text}: {error}");

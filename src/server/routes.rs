@@ -273,14 +273,15 @@ async fn search(
     let started = Instant::now();
     let params = params(&query)?;
     let q = query.get("q").cloned().unwrap_or_default();
-    if is_blank(&q) {
+    // Read once: the reading answered is the one searched with ("last summer" depends on today).
+    // Blank, or nothing once read (a lone `"`), it asks for nothing: not the whole library.
+    let parsed = if is_blank(&q) { None } else { Some(parse_q(&q)?) };
+    let Some(parsed) = parsed.filter(|parsed| !parsed.asks_nothing()) else {
         return Err(ApiError::bad_request(
             "empty_query",
             "q is empty: type what to look for, or a filter such as type:jpeg",
         ));
-    }
-    // Read once: the reading answered is the one searched with ("last summer" depends on today).
-    let parsed = parse_q(&q)?;
+    };
     let understood = parsed.understood();
     let hits = blocking(state.clone(), move || Ok(engine(&state).search_parsed(parsed, &params)?)).await?;
     Ok(with_reading(hits_response(hits, started), understood))
@@ -298,16 +299,13 @@ fn parse_q(q: &str) -> ApiResult<crate::search::ParsedQuery> {
 /// goes by in messages and decoding: its file name where the multipart field gives one (the
 /// extension tells a camera RAW from a TIFF), else `upload`.
 async fn upload_bytes(request: Request, limit: usize) -> ApiResult<(Bytes, PathBuf)> {
-    let unnamed = || PathBuf::from("upload");
     let too_large = || ApiError::too_large(format!("the upload is over the {limit}-byte limit (--upload-limit)"));
-    let is_multipart = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let content_type =
+        request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+    let is_multipart = content_type.as_deref().is_some_and(|v| v.starts_with("multipart/form-data"));
     let (parts, bytes) = body_within(request, limit, too_large).await?;
     if !is_multipart {
-        return Ok((bytes, unnamed()));
+        return Ok((bytes, unnamed_upload(content_type.as_deref())));
     }
     let request = Request::from_parts(parts, Body::from(bytes));
     let mut multipart = Multipart::from_request(request, &())
@@ -318,13 +316,27 @@ async fn upload_bytes(request: Request, limit: usize) -> ApiResult<(Bytes, PathB
     {
         if field.name() == Some("image") {
             // Only the name's last part: the client's folders are none of our business.
-            let name =
-                field.file_name().and_then(|name| Path::new(name).file_name()).map_or_else(unnamed, PathBuf::from);
+            let name = field
+                .file_name()
+                .and_then(|name| Path::new(name).file_name())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| unnamed_upload(field.content_type().map(str::to_ascii_lowercase).as_deref()));
             let bytes = field.bytes().await.map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?;
             return Ok((bytes, name));
         }
     }
     Err(ApiError::bad_request("missing_image", "the multipart body has no field named `image`"))
+}
+
+/// The name an upload without a file name goes by: `upload`, with the extension its Content-Type
+/// names where that is the only way to know the format (TGA has no magic number; the server sends
+/// it as `image/x-targa`).
+fn unnamed_upload(content_type: Option<&str>) -> PathBuf {
+    let media_type = content_type.and_then(|t| t.split(';').next()).map(str::trim);
+    match media_type {
+        Some("image/x-tga" | "image/x-targa" | "image/tga" | "image/targa") => PathBuf::from("upload.tga"),
+        _ => PathBuf::from("upload"),
+    }
 }
 
 async fn search_image(
@@ -365,8 +377,8 @@ async fn search_image(
 }
 
 /// The filters of a `q` that may hold nothing else (the picture or vector is the query).
-fn filters_only(q: Option<&String>, search: &str) -> ApiResult<Vec<crate::search::Filter>> {
-    let Some(q) = q else { return Ok(Vec::new()) };
+fn filters_only(q: Option<&String>, search: &str) -> ApiResult<crate::search::ParsedQuery> {
+    let Some(q) = q else { return Ok(crate::search::ParsedQuery::default()) };
     crate::search::parse_filters_only(q, &format!("`q` of {search}"))
         .map_err(|e| ApiError::bad_request("bad_query", e.0))
 }
@@ -498,10 +510,15 @@ async fn search_composed(State(state): State<Shared>, request: Request) -> ApiRe
             format!("at most {MAX_PARTS} texts and pictures in the text, `not` and `like` together"),
         ));
     }
+    let beside = filters_only(scalars.get("q"), "a composed search")?;
     let mut understood = parsed.understood();
     understood.away_from.extend(not.iter().cloned());
+    // The filters of `q` are read too, and said: they narrow the search as the text's own do.
+    let read_beside = beside.understood();
+    understood.filters.extend(read_beside.filters);
+    understood.when = understood.when.or(read_beside.when);
     let mut filters = parsed.filters;
-    filters.extend(filters_only(scalars.get("q"), "a composed search")?);
+    filters.extend(beside.filters);
     let composition = Composition {
         texts: parsed.parts,
         not: parsed.not.into_iter().chain(not).collect(),
@@ -551,7 +568,7 @@ async fn search_vector(State(state): State<Shared>, request: Request) -> ApiResu
     }
     let vector = vector.ok_or_else(|| ApiError::bad_request("bad_vector", "the body has no `vector` field"))?;
     let params = params(&scalars)?;
-    let filters = filters_only(scalars.get("q"), "a search by vector")?;
+    let filters = filters_only(scalars.get("q"), "a search by vector")?.filters;
     let hits = blocking(state.clone(), move || Ok(engine(&state).search_vector(&vector, &filters, &params)?)).await?;
     Ok(hits_response(hits, started))
 }
@@ -581,7 +598,7 @@ fn served_record(
 async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id(&id)?;
     let record = blocking(state.clone(), move || record(&state, id)).await?;
-    Ok(Json(serde_json::json!({
+    let mut info = serde_json::json!({
         "id": record.id,
         "path": record.file_path().display(),
         "at_seconds": record.video_seconds(),
@@ -603,7 +620,12 @@ async fn image_info(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -
         "thumbnail": format!("/api/images/{}/thumbnail", record.id),
         "preview": format!("/api/images/{}/preview", record.id),
         "file": format!("/api/images/{}/file", record.id),
-    })))
+    });
+    // As in a search hit: the exact bytes of a path that is not UTF-8.
+    if let Some(bytes) = record.file_path().raw_bytes() {
+        info["path_bytes"] = bytes.into();
+    }
+    Ok(Json(info))
 }
 
 /// `GET /api/images/{id}/thumbnail` and `/preview`: an upright JPEG of the picture, cached.
@@ -647,12 +669,19 @@ async fn image_file(
 ) -> ApiResult<Response> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let id = parse_id(&id)?;
-    let (file, size, format) = blocking(state.clone(), move || {
+    let (file, size, format, name) = blocking(state.clone(), move || {
         let (record, _, mounts) = served_record(&state, id)?;
-        Ok((open_indexed_file(&record, &mounts)?, record.size, record.format))
+        let path = record.file_path().to_path_buf();
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok((open_indexed_file(&record, &mounts)?, record.size, record.format, name))
     })
     .await?;
     let content_type = HeaderValue::from_static(content_type(&format));
+    // Its own name for a download (the UI's "original" link would save every one as `file`),
+    // in RFC 8187's encoding, which carries any character in ASCII.
+    let encoded = percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC);
+    let disposition = format!("inline; filename*=UTF-8''{encoded}").parse::<HeaderValue>().expect("ascii");
+    let disposition = (header::CONTENT_DISPOSITION, disposition);
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
         Some(asked) => match byte_range(asked, size) {
@@ -669,8 +698,13 @@ async fn image_file(
     Ok(match range {
         None => {
             let body = Body::from_stream(ReaderStream::new(file));
-            ([(header::CONTENT_TYPE, content_type), (header::CONTENT_LENGTH, size.into()), accept_ranges], body)
-                .into_response()
+            let headers = [
+                (header::CONTENT_TYPE, content_type),
+                (header::CONTENT_LENGTH, size.into()),
+                accept_ranges,
+                disposition,
+            ];
+            (headers, body).into_response()
         }
         Some((first, last)) => {
             let io = |source| crate::Error::Io { path: format!("picture {id}").into(), source };
@@ -683,6 +717,7 @@ async fn image_file(
                 (header::CONTENT_LENGTH, length.into()),
                 (header::CONTENT_RANGE, content_range),
                 accept_ranges,
+                disposition,
             ];
             (StatusCode::PARTIAL_CONTENT, headers, body).into_response()
         }

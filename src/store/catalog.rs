@@ -42,6 +42,14 @@ impl StoredPath {
         }
     }
 
+    /// The path's bytes where they are not UTF-8 (and [`Self::display`] writes them as escapes).
+    pub fn raw_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Self::Utf8(_) => None,
+            Self::Raw(bytes) => Some(bytes),
+        }
+    }
+
     /// The path as text: a byte that is not UTF-8 is written `\xNN`, so that two names that
     /// differ only there stay apart (as replacement characters, `caf\xE9.jpg` and `caf\xE8.jpg`
     /// both read `caf�.jpg`, in every listing, search result and JSON answer).

@@ -181,10 +181,25 @@ fn a_messy_tree_indexes_every_good_picture_and_reports_the_rest() {
     assert_eq!(listed.len(), good);
     assert!(!listed.iter().any(|p| p.contains(".thumbnails") || p.contains("@eaDir")));
     assert!(listed.iter().any(|p| p.ends_with("rocket.download")));
-    // Told apart in listings: the bytes that are not UTF-8 written out.
+    // Told apart in listings: the bytes that are not UTF-8 written out, and given exactly in JSON
+    // (a name holding a real `\x` would read the same).
     #[cfg(unix)]
-    for name in ["caf\\xE9 latin1.png", "caf\\xE8 latin1.jpg"] {
-        assert!(listed.iter().any(|p| p.ends_with(name)), "{name} not in {listed:#?}");
+    {
+        for name in ["caf\\xE9 latin1.png", "caf\\xE8 latin1.jpg"] {
+            assert!(listed.iter().any(|p| p.ends_with(name)), "{name} not in {listed:#?}");
+        }
+        let exact = |entries: &Value| -> Vec<Vec<u8>> {
+            let bytes = entries.as_array().unwrap().iter().filter_map(|entry| entry["path_bytes"].as_array());
+            bytes.map(|b| b.iter().map(|x| x.as_u64().unwrap() as u8).collect()).collect()
+        };
+        let listed = json_of(&imgsearch(&data).args(["list", "--json"]).output().unwrap());
+        let found = json_of(&imgsearch(&data).args(["search", "name:latin1", "--json"]).output().unwrap());
+        for (what, entries) in [("list", &listed), ("search", &found)] {
+            let mut names: Vec<Vec<u8>> =
+                exact(entries).iter().map(|b| b.rsplit(|&c| c == b'/').next().unwrap().to_vec()).collect();
+            names.sort();
+            assert_eq!(names, [b"caf\xe8 latin1.jpg".to_vec(), b"caf\xe9 latin1.png".to_vec()], "{what}: {entries:#}");
+        }
     }
 
     // --hidden picks the hidden folders up; nothing else changes.

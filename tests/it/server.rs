@@ -191,6 +191,8 @@ fn images_are_served_by_id_only() {
     assert_eq!(file.body, std::fs::read(tmp.path().join("photos/coffee.png")).unwrap());
     assert_eq!(file.header("content-type").as_deref(), Some("image/png"));
     assert_eq!(file.header("content-length"), Some(file.body.len().to_string()));
+    // Saved under its own name.
+    assert_eq!(file.header("content-disposition").as_deref(), Some("inline; filename*=UTF-8''coffee%2Epng"));
     let info = get(&server.addr, &format!("/api/images/{id}")).json();
     assert_eq!(info["width"], 600);
     let similar = get(&server.addr, &format!("/api/images/{id}/similar?k=2")).json();
@@ -635,6 +637,8 @@ fn every_bad_request_gets_a_clear_json_4xx() {
         ("id past 64 bits", "/api/images/18446744073709551616".into(), 400, "bad_id"),
         ("empty query", "/api/search?q=".into(), 400, "empty_query"),
         ("missing query", "/api/search".into(), 400, "empty_query"),
+        ("a lone quote", "/api/search?q=%22".into(), 400, "empty_query"),
+        ("empty quotes", "/api/search?q=%22%22%20".into(), 400, "empty_query"),
         ("enormous query", long_query, 400, "query_too_long"),
         ("bad date", "/api/search?q=after:yesterday".into(), 400, "bad_query"),
         ("q given twice", "/api/search?q=cat&q=dog".into(), 400, "repeated_parameter"),
@@ -672,6 +676,13 @@ fn every_bad_request_gets_a_clear_json_4xx() {
         assert_eq!(response.status, status, "{what}: {}", String::from_utf8_lossy(&response.body));
         assert_eq!(response.json()["error"]["code"], code, "{what}");
     }
+    // A TGA has no magic number: the Content-Type the server itself sends for one names it.
+    let mut targa = Vec::new();
+    let small = image::open(image_path("coffee.png")).unwrap().resize_exact(100, 80, image::imageops::Triangle);
+    small.to_rgb8().write_to(&mut Cursor::new(&mut targa), ImageFormat::Tga).unwrap();
+    let named = request(&server.addr, "POST", "/api/search/image?k=1", Some("image/x-targa"), &targa);
+    assert_eq!(named.status, 200, "{}", String::from_utf8_lossy(&named.body));
+    assert_eq!(request(&server.addr, "POST", "/api/search/image?k=1", None, &targa).status, 415);
     // Announced too large (an upload, a JSON body): refused before the body is sent. Broken off: a
     // bad request, not 413.
     let broken_chunks = "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n";
@@ -1117,8 +1128,11 @@ fn a_composed_query_in_json_answers_like_its_query_syntax_and_its_vector() {
     assert_eq!(composed["hits"][0]["id"], rocket, "{composed}");
     assert_eq!(composed["hits"].as_array().unwrap().len(), 5);
     let pngs_only = serde_json::json!({"text": "at night", "like": [rocket], "q": "type:png"});
-    let pngs = hit_paths(&post_json(&server, "/api/search", &pngs_only).json());
+    let answer = post_json(&server, "/api/search", &pngs_only).json();
+    let pngs = hit_paths(&answer);
     assert!(!pngs.is_empty() && pngs.iter().all(|p| p.ends_with(".png")), "{pngs:?}");
+    // The reading says the filter of `q` too.
+    assert_eq!(answer["understood"]["filters"], serde_json::json!(["type:png"]), "{answer}");
 
     let cases: Vec<(&str, serde_json::Value, u16, &str)> = vec![
         ("nothing to look for", serde_json::json!({"not": ["dog"]}), 400, "bad_query"),
