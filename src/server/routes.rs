@@ -297,7 +297,7 @@ fn parse_q(q: &str) -> ApiResult<crate::search::ParsedQuery> {
 
 /// The picture of an upload: multipart field `image`, or the raw request body; and the name it
 /// goes by in messages and decoding: its file name where the multipart field gives one (the
-/// extension tells a camera RAW from a TIFF), else `upload`.
+/// extension tells a camera RAW from a TIFF), else the one [`unnamed_upload`] gives.
 async fn upload_bytes(request: Request, limit: usize) -> ApiResult<(Bytes, PathBuf)> {
     let too_large = || ApiError::too_large(format!("the upload is over the {limit}-byte limit (--upload-limit)"));
     let content_type =
@@ -376,7 +376,8 @@ async fn search_image(
     })
 }
 
-/// The filters of a `q` that may hold nothing else (the picture or vector is the query).
+/// A `q` that may hold filters only (the picture or vector is the query), read: its filters,
+/// and what `understood` says of them.
 fn filters_only(q: Option<&String>, search: &str) -> ApiResult<crate::search::ParsedQuery> {
     let Some(q) = q else { return Ok(crate::search::ParsedQuery::default()) };
     crate::search::parse_filters_only(q, &format!("`q` of {search}"))
