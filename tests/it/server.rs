@@ -181,6 +181,29 @@ fn optimize_deletes_the_cached_renditions_of_pictures_gone_or_changed() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 cached thumbnails"));
 }
 
+/// A picture whose name is not UTF-8 is shown with those bytes as `\xNN` and given exactly as
+/// `path_bytes`, in search hits and in `/api/images/ID`; its original downloads under its name.
+#[cfg(unix)]
+#[test]
+fn a_name_that_is_not_utf8_is_given_exactly_over_http() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(image_path("coffee.png"), photos.join(std::ffi::OsStr::from_bytes(b"caf\xe9.png"))).unwrap();
+    let server = index_and_serve(&photos, &tmp.path().join("data"), &[]);
+    let hits = get(&server.addr, "/api/search?q=coffee&k=1").json();
+    let hit = &hits["hits"][0];
+    assert!(hit["path"].as_str().unwrap().ends_with("/caf\\xE9.png"), "{hit}");
+    let bytes: Vec<u8> = hit["path_bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
+    assert!(bytes.ends_with(b"/caf\xe9.png"), "{hit}");
+    let info = get(&server.addr, &format!("/api/images/{}", hit["id"])).json();
+    assert_eq!((&info["path"], &info["path_bytes"]), (&hit["path"], &hit["path_bytes"]));
+    let file = get(&server.addr, &format!("/api/images/{}/file", hit["id"]));
+    // RFC 8187 carries UTF-8: the byte that is not becomes U+FFFD.
+    assert_eq!(file.header("content-disposition").as_deref(), Some("inline; filename*=UTF-8''caf%EF%BF%BD%2Epng"));
+}
+
 #[test]
 fn images_are_served_by_id_only() {
     let (tmp, server) = start(&[]);
