@@ -473,12 +473,25 @@ $("#show-duplicates").addEventListener("click", showDuplicates);
 showFrequentChips();
 
 // The address is the search: reload, bookmark and share work.
+// Picture ids in an address ("5", "5,9,12"; a trailing comma is harmless), or null when any
+// part is not one: a mistyped or cut address must not search for picture 0 or "NaN".
+function pictureIds(text) {
+  const parts = text.split(",").map((part) => part.trim()).filter((part) => part !== "");
+  return parts.length && parts.every((part) => /^\d{1,15}$/.test(part)) ? parts.map(Number) : null;
+}
+function badAddress(name, value) {
+  setStatus(`The address's ${name}= names no picture (\u201c${value}\u201d): it takes picture numbers, e.g. ${name}=12. Type a search instead.`, true);
+}
 const initial = new URLSearchParams(location.search);
 if (initial.get("sort") === "date") sort.value = "date";
 if (initial.has("duplicates")) showDuplicates();
-else if (initial.get("similar")) searchSimilar(Number(initial.get("similar")));
-else if (initial.get("like")) {
+else if (initial.has("similar")) {
+  const ids = pictureIds(initial.get("similar"));
+  if (ids?.length === 1) searchSimilar(ids[0]); else badAddress("similar", initial.get("similar"));
+}
+else if (initial.has("like")) {
+  const ids = pictureIds(initial.get("like"));
   q.value = initial.get("q") || "";
-  searchLike(initial.get("like").split(",").map(Number).filter(Number.isInteger));
+  if (ids) searchLike(ids); else badAddress("like", initial.get("like"));
 }
 else if (initial.get("q")) { q.value = initial.get("q"); searchText(q.value); }

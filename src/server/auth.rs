@@ -34,9 +34,9 @@ const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
 const MAX_TRACKED_FAILURES: usize = 10_000;
 const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 
-/// Paths anyone may reach: the health check, and what signing in needs.
+/// Paths anyone may reach: the health check, and what signing in needs (its page shows the icon).
 fn is_open(path: &str) -> bool {
-    matches!(path, "/api/health" | "/login" | "/login.js" | "/style.css" | "/api/login")
+    matches!(path, "/api/health" | "/login" | "/login.js" | "/style.css" | "/favicon.svg" | "/api/login")
 }
 
 /// Whether a request may change something (read-only tokens are refused those): everything but

@@ -39,6 +39,7 @@ const LOGIN_HTML: &str = include_str!("../../web/login.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const LOGIN_JS: &str = include_str!("../../web/login.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
+const FAVICON_SVG: &str = include_str!("../../web/favicon.svg");
 const OPENAPI_JSON: &str = include_str!("../../web/openapi.json");
 
 pub fn router(state: Shared) -> Router {
@@ -46,6 +47,7 @@ pub fn router(state: Shared) -> Router {
         .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
         .route("/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
         .route("/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
+        .route("/favicon.svg", get(|| async { asset(FAVICON_SVG, "image/svg+xml") }))
         .route("/api/openapi.json", get(|| async { asset(OPENAPI_JSON, "application/json") }))
         .route("/api/health", get(super::health::health))
         .route("/login", get(|| async { asset(LOGIN_HTML, "text/html; charset=utf-8") }))

@@ -20,3 +20,14 @@ export async function resultsPage(browser, fail, base, query) {
   await page.waitForSelector("#grid .tile img", { timeout: 10000 });
   return page;
 }
+
+// The page's icon (so that a tab or bookmark shows imgsearch, and no request for it fails).
+export async function checkIcon(page, fail) {
+  const icon = await page.evaluate(async () => {
+    const href = document.querySelector("link[rel=icon]")?.href;
+    if (!href) return null;
+    const response = await fetch(href);
+    return { status: response.status, type: response.headers.get("content-type") };
+  });
+  if (icon?.status !== 200 || !icon.type.startsWith("image/")) await fail(`the page's icon: ${JSON.stringify(icon)}`);
+}

@@ -2,7 +2,7 @@
 // password is refused on the page, the right one leads to the search, and after signing out the
 // back button does not show results again.
 // Usage: node signin.mjs BASE_URL USER PASSWORD
-import { launch } from "./chromium.mjs";
+import { checkIcon, launch } from "./chromium.mjs";
 
 const [base, user, password] = process.argv.slice(2);
 const { browser, fail } = await launch();
@@ -11,6 +11,7 @@ try {
   page.on("pageerror", (e) => fail(`page error: ${e.message}`));
   await page.goto(base + "/");
   if (!page.url().endsWith("/login")) await fail(`not sent to the sign-in page: ${page.url()}`);
+  await checkIcon(page, fail); // reachable before signing in
 
   await page.fill("#user", user);
   await page.fill("#password", "not the password");

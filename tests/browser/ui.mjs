@@ -6,7 +6,7 @@
 // Usage: node ui.mjs BASE_URL UPLOAD_FILE EXPECTED_PATH_SUFFIX PLACED_NAME ITS_CITY NEAR_NAMES(comma-separated)
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
-import { launch } from "./chromium.mjs";
+import { checkIcon, launch } from "./chromium.mjs";
 
 const [base, upload, expected, placed, placeName, nearNames] = process.argv.slice(2);
 const { browser, fail } = await launch();
@@ -17,6 +17,7 @@ try {
   // The upload button is a drawn icon (an emoji showed as a missing-glyph box without an emoji font).
   const icon = await page.locator(".upload svg").boundingBox();
   if (!icon || icon.width < 16 || icon.height < 16) await fail(`upload icon not drawn: ${JSON.stringify(icon)}`);
+  await checkIcon(page, fail);
   if (process.env.IMGSEARCH_SCREENSHOT) await page.screenshot({ path: process.env.IMGSEARCH_SCREENSHOT });
   await page.fill("#q", "a photo of a cat");
   await page.waitForSelector(".tile img", { timeout: 10000 });
@@ -100,6 +101,17 @@ try {
   await page.waitForSelector(".tile");
   if (JSON.stringify(await heads()) !== JSON.stringify(pickedIds)) await fail(`after reload the list head is ${await heads()}`);
   if ((await page.textContent("#understood")) !== combined) await fail(`after reload: ${await page.textContent("#understood")}`);
+  // An address cut after a comma still means the pictures it names, not also picture 0.
+  await page.goto(`${base}/?like=${pickedIds[0]},`);
+  await page.waitForSelector(".tile");
+  if (JSON.stringify(await heads()) !== JSON.stringify([pickedIds[0]])) await fail(`?like=${pickedIds[0]}, starts with ${await heads()}`);
+  // An address naming no picture says so, and searches nothing.
+  for (const address of ["/?similar=abc", "/?like=3,x", "/?similar="]) {
+    await page.goto(base + address);
+    await page.waitForFunction(() => document.querySelector("#status.error")?.textContent.includes("names no picture"), null, { timeout: 10000 })
+      .catch(async () => fail(`${address} says ${JSON.stringify(await page.textContent("#status"))}`));
+    if ((await page.$$(".tile")).length) await fail(`${address} shows results`);
+  }
 
   // A photo with a GPS position: "Taken near here" lists the photos within a kilometre of it.
   await page.keyboard.press("Escape");
