@@ -43,11 +43,23 @@ pub enum Filter {
     Place(Area),
 }
 
-/// The words of a text as the filters match them: split at every character that is not a letter
-/// or digit, lower-cased; words of 40 bytes or more are dropped (as tantivy's default tokenizer
-/// does, so that both backends agree on what `path:`, `name:` and `camera:` find).
-pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty() && w.len() < 40).map(str::to_lowercase)
+/// The words of a text as the filters match them, on both backends (the embedded text index
+/// tokenises with it): composed as [`composed`] says, split at every character that is not a
+/// letter or digit, lower-cased; words of 40 bytes or more are dropped.
+pub fn words(text: &str) -> std::vec::IntoIter<String> {
+    let words: Vec<String> = composed(text)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && w.len() < 40)
+        .map(str::to_lowercase)
+        .collect();
+    words.into_iter()
+}
+
+/// A text in Unicode's composed form (NFC), as the filters compare texts: macOS writes "é" in a
+/// file name as "e" and a combining accent, a keyboard types one letter, and both must match.
+pub fn composed(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    text.nfc().collect()
 }
 
 /// What a library holds at a path.

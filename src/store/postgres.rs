@@ -23,7 +23,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::catalog::{
     path_bytes, stored_bytes, Change, ImageId, ImageRecord, IndexedRoot, ModelInfo, SkipRecord, Tagging,
 };
-use super::library::{words, Filter, Known, Library, Lookup};
+use super::library::{composed, words, Filter, Known, Library, Lookup};
 use super::{Stats, EXACT_BELOW};
 use crate::error::{Error, Result};
 use crate::geo::Area;
@@ -39,7 +39,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_places.sql")),
     (5, include_str!("../../migrations/postgres/0005_captions.sql")),
     (6, include_str!("../../migrations/postgres/0006_library_id.sql")),
+    (7, include_str!("../../migrations/postgres/0007_composed_words.sql")),
 ];
+
+/// The version from which filter words and folders are composed (NFC, see [`composed`]).
+const COMPOSED_WORDS: i32 = 7;
 
 /// Taken by whoever applies migrations or records the model: processes starting at once on an
 /// empty database do it once.
@@ -444,6 +448,9 @@ impl Postgres {
             })?;
             tx.execute("INSERT INTO imgsearch_schema (version) VALUES ($1)", &[version]).map_err(|e| self.err(e))?;
         }
+        if applied > 0 && applied < COMPOSED_WORDS {
+            compose_filter_words(&mut tx).map_err(|e| self.err(format!("composing the filter words: {e}")))?;
+        }
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -648,7 +655,7 @@ impl Condition {
                 Filter::Caption(v) => condition.add("caption_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
                 Filter::Keyword(v) => condition.add("keyword_words @> $?", Box::new(words(v).collect::<Vec<_>>())),
                 Filter::Rating(stars) => condition.add("rating >= $?", Box::new(i16::from(*stars))),
-                Filter::Folder(v) => condition.add("folders @> $?", Box::new(vec![v.clone()])),
+                Filter::Folder(v) => condition.add("folders @> $?", Box::new(vec![composed(v)])),
                 Filter::Type(v) => condition.add("format = $?", Box::new(v.clone())),
                 Filter::Tag(v) => condition.add("tags @> $?", Box::new(vec![v.clone()])),
                 Filter::After(t) => condition.add("taken >= $?", Box::new(*t)),
@@ -746,12 +753,46 @@ impl FilterColumns {
                 .ancestors()
                 .skip(1)
                 .filter(|a| !a.as_os_str().is_empty())
-                .map(|a| a.to_string_lossy().into_owned())
+                .map(|a| composed(&a.to_string_lossy()))
                 .collect(),
             taken: record.facts.taken,
             hour: record.facts.taken.map(|t| (t.rem_euclid(86_400) / 3600) as i16),
             latitude: record.facts.place().map(|p| p.0),
             longitude: record.facts.place().map(|p| p.1),
+        }
+    }
+}
+
+/// Derives the filter columns again for the pictures whose words a decomposed letter may have
+/// split (written before schema version 7): those whose record holds any letter beyond ASCII.
+fn compose_filter_words(tx: &mut postgres::Transaction) -> std::result::Result<(), postgres::Error> {
+    const BATCH: i32 = 1000;
+    let update = tx.prepare(
+        "UPDATE images SET path_words = $2, name_words = $3, camera_words = $4, caption_words = $5, \
+         keyword_words = $6, folders = $7 WHERE id = $1",
+    )?;
+    let portal =
+        tx.bind("SELECT record FROM images WHERE octet_length(record::text) <> char_length(record::text)", &[])?;
+    loop {
+        let rows = tx.query_portal(&portal, BATCH)?;
+        for row in &rows {
+            let record = row.get::<_, Json<ImageRecord>>(0).0;
+            let f = FilterColumns::of(&record);
+            tx.execute(
+                &update,
+                &[
+                    &(record.id as i64),
+                    &f.path_words,
+                    &f.name_words,
+                    &f.camera_words,
+                    &f.caption_words,
+                    &f.keyword_words,
+                    &f.folders,
+                ],
+            )?;
+        }
+        if rows.len() < BATCH as usize {
+            return Ok(());
         }
     }
 }

@@ -13,14 +13,16 @@ use tantivy::query::{
     AllQuery, BooleanQuery, EnableScoring, Explanation, Occur, Query, RangeQuery, Scorer, TermQuery, Weight,
 };
 use tantivy::schema::{
-    DateOptions, DateTimePrecision, Field, IndexRecordOption, Schema, INDEXED, STORED, STRING, TEXT,
+    DateOptions, DateTimePrecision, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, INDEXED, STORED,
+    STRING,
 };
+use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 use tantivy::{
     doc, DateTime, DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, Term, TERMINATED,
 };
 
 use super::catalog::{ImageId, ImageRecord};
-use super::library::{words, Filter};
+use super::library::{composed, words, Filter};
 use crate::error::{Error, Result};
 use crate::geo::Area;
 
@@ -50,16 +52,57 @@ pub struct TextIndex {
     dir: std::path::PathBuf,
 }
 
+/// The tokenizer of the fields that filters match word by word: [`words`], which the PostgreSQL
+/// backend matches with too.
+const WORDS: &str = "words";
+
+#[derive(Clone)]
+struct WordsTokenizer;
+
+impl Tokenizer for WordsTokenizer {
+    type TokenStream<'a> = WordStream;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream {
+        WordStream { words: words(text), token: Token::default() }
+    }
+}
+
+struct WordStream {
+    words: std::vec::IntoIter<String>,
+    token: Token,
+}
+
+impl TokenStream for WordStream {
+    fn advance(&mut self) -> bool {
+        let Some(word) = self.words.next() else { return false };
+        self.token.text = word;
+        self.token.position = self.token.position.wrapping_add(1); // from usize::MAX: 0, 1, …
+        true
+    }
+
+    fn token(&self) -> &Token {
+        &self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.token
+    }
+}
+
 fn schema() -> (Schema, TextFields) {
+    // Filters look words up one by one: no frequencies or positions are kept.
+    let words = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_tokenizer(WORDS).set_index_option(IndexRecordOption::Basic),
+    );
     let mut b = Schema::builder();
     let fields = TextFields {
         id: b.add_u64_field("id", INDEXED | STORED | tantivy::schema::FAST),
         // Every path segment, tokenised: "path:holiday" finds ~/Photos/2023 Holiday/x.jpg.
-        path: b.add_text_field("path", TEXT),
+        path: b.add_text_field("path", words.clone()),
         // Each ancestor folder as one exact term, for "folder:/home/me/Photos".
         folder: b.add_text_field("folder", STRING),
-        name: b.add_text_field("name", TEXT | STORED),
-        camera: b.add_text_field("camera", TEXT),
+        name: b.add_text_field("name", words.clone() | STORED),
+        camera: b.add_text_field("camera", words.clone()),
         taken: b.add_date_field(
             "taken",
             DateOptions::from(INDEXED).set_fast().set_stored().set_precision(DateTimePrecision::Seconds),
@@ -71,8 +114,8 @@ fn schema() -> (Schema, TextFields) {
         tag: b.add_text_field("tag", STRING),
         // What people wrote (title and description; keywords and people's names), for
         // "caption:birthday" and "keyword:anna".
-        caption: b.add_text_field("caption", TEXT),
-        keyword: b.add_text_field("keyword", TEXT),
+        caption: b.add_text_field("caption", words.clone()),
+        keyword: b.add_text_field("keyword", words),
         // Stars (-1 to 5), for "rating:4".
         rating: b.add_i64_field("rating", INDEXED),
         // Where it was taken (degrees), for "near:" and "bbox:": indexed to narrow to a box,
@@ -97,9 +140,10 @@ impl TextIndex {
         let directory = MmapDirectory::open(dir).map_err(|e| store_err(dir, e))?;
         let index = match Index::open_or_create(directory, schema.clone()) {
             Ok(index) => index,
-            // An index of an older schema (before `hour`, `tag`, `latitude`, `caption`), or a damaged one:
-            // started again, at generation 0, so the data folder rebuilds it from the catalog as after a crash.
-            // The catalog's lock, taken first, means no other process is using it.
+            // An index of an older schema (before `hour`, `tag`, `latitude`, `caption`, the `words`
+            // tokenizer), or a damaged one: started again, at generation 0, so the data folder
+            // rebuilds it from the catalog as after a crash. The catalog's lock, taken first,
+            // means no other process is using it.
             Err(e @ (tantivy::TantivyError::SchemaError(_) | tantivy::TantivyError::DataCorruption(_))) => {
                 if let tantivy::TantivyError::DataCorruption(_) = e {
                     tracing::warn!("the text index {} is damaged ({e}): rebuilding it from the catalog", dir.display());
@@ -110,6 +154,7 @@ impl TextIndex {
             }
             Err(e) => return Err(store_err(dir, e)),
         };
+        index.tokenizers().register(WORDS, WordsTokenizer);
         let writer = index.writer_with_num_threads(1, 15_000_000).map_err(|e| match e {
             tantivy::TantivyError::LockFailure(..) => {
                 Error::DataDirLocked { path: dir.parent().unwrap_or(dir).to_owned() }
@@ -132,13 +177,13 @@ impl TextIndex {
         let path = record.path.to_path_buf();
         let mut document = doc!(
             f.id => record.id,
-            f.path => path.to_string_lossy().replace(['/', '\\', '_', '-', '.'], " "),
+            f.path => path.to_string_lossy().into_owned(),
             f.name => path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             f.kind => record.format.clone(),
         );
         for ancestor in path.ancestors().skip(1) {
             if !ancestor.as_os_str().is_empty() {
-                document.add_text(f.folder, ancestor.to_string_lossy());
+                document.add_text(f.folder, composed(&ancestor.to_string_lossy()));
             }
         }
         if let Some(camera) = record.facts.camera() {
@@ -257,7 +302,7 @@ impl TextIndex {
                     let q: Box<dyn Query> = Box::new(RangeQuery::new(Bound::Included(term), Bound::Unbounded));
                     vec![(Occur::Must, q)]
                 }
-                Filter::Folder(v) => exact(f.folder, v),
+                Filter::Folder(v) => exact(f.folder, &composed(v)),
                 Filter::Type(v) => exact(f.kind, v),
                 Filter::Tag(v) => exact(f.tag, v),
                 Filter::After(t) => date(Bound::Included(*t)),

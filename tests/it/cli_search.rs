@@ -318,6 +318,29 @@ fn search_by_text_with_filters_paging_and_plain_output() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("YYYY"));
 }
 
+/// A Mac writes "é" in file and folder names as "e" and a combining accent (NFD); people type
+/// one letter (NFC). `name:`, `path:` and `folder:` find the file whichever form either side is in.
+#[test]
+fn name_path_and_folder_filters_match_accented_letters_in_either_unicode_form() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    let decomposed_folder = photos.join("E\u{301}te\u{301} a\u{300} Lyon");
+    std::fs::create_dir_all(&decomposed_folder).unwrap();
+    std::fs::copy(image_path("coffee.png"), decomposed_folder.join("Cafe\u{301} noir.png")).unwrap();
+    std::fs::copy(image_path("astronaut.jpg"), photos.join("cafe.jpg")).unwrap();
+    std::fs::copy(image_path("rocket.jpg"), photos.join("Crème brûlée.jpg")).unwrap();
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+
+    assert_eq!(sorted_names(&data, "name:café"), ["Cafe\u{301} noir.png"], "typed composed");
+    assert_eq!(sorted_names(&data, "name:cafe\u{301}"), ["Cafe\u{301} noir.png"], "typed decomposed");
+    assert_eq!(sorted_names(&data, "name:cafe"), ["cafe.jpg"], "no accent is another word");
+    assert_eq!(sorted_names(&data, "name:cre\u{300}me"), ["Crème brûlée.jpg"]);
+    assert_eq!(sorted_names(&data, "path:été"), ["Cafe\u{301} noir.png"]);
+    let folder = format!("\"folder:{}/Été à Lyon\"", photos.display());
+    assert_eq!(sorted_names(&data, &folder), ["Cafe\u{301} noir.png"]);
+}
+
 #[test]
 fn reverse_search_and_more_like_this() {
     let (tmp, data) = indexed();

@@ -561,7 +561,7 @@ fn schema_versions_are_recorded_and_a_newer_schema_is_refused() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
     client.execute("INSERT INTO imgsearch_schema (version) VALUES (99)", &[]).unwrap();
     let out = imgsearch(&url, tmp.path()).arg("stats").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -595,6 +595,44 @@ fn the_places_migration_reads_the_places_of_pictures_indexed_before_it() {
     assert!(found.len() == 1 && found[0].ends_with("sydney.jpg"), "{hits}");
     let placed: i64 = client.query_one("SELECT count(*) FROM images WHERE latitude IS NOT NULL", &[]).unwrap().get(0);
     assert_eq!(placed, 2);
+}
+
+/// Version 7 composes (NFC) the words filters match: a file a Mac named with a decomposed "é",
+/// indexed before it (its words split at the accent), is found by `name:café` once opened.
+#[test]
+fn the_composed_words_migration_derives_the_words_of_pictures_indexed_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(photos.join("E\u{301}te\u{301}")).unwrap();
+    std::fs::copy(common::image_path("coffee.png"), photos.join("E\u{301}te\u{301}/Cafe\u{301}.png")).unwrap();
+    std::fs::copy(common::image_path("rocket.jpg"), photos.join("plain.jpg")).unwrap();
+    let url = database_for(&tmp.path().join("library"));
+    index(imgsearch(&url, tmp.path()), &[&photos]);
+    // Back to version 6: the words and folders as it derived them, split at the accents.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let old_folder = photos.join("E\u{301}te\u{301}").to_str().unwrap().to_owned();
+    let changed = client
+        .execute(
+            "UPDATE images SET name_words = '{cafe,png}', path_words = path_words || '{e,te}', \
+             folders = array_replace(folders, $1, $2) WHERE name_words @> '{café}'",
+            &[&photos.join("Été").to_str().unwrap(), &old_folder],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    client.batch_execute("DELETE FROM imgsearch_schema WHERE version >= 7").unwrap();
+    let names = |query: &str| {
+        let hits = json_of(imgsearch(&url, tmp.path()).args(["search", query, "--json"]).output().unwrap());
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["path"].as_str().unwrap().rsplit('/').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("name:café"), ["Cafe\u{301}.png"]);
+    assert_eq!(names(&format!("folder:{}", photos.join("Été").display())), ["Cafe\u{301}.png"]);
+    let words: Vec<String> =
+        client.query_one("SELECT name_words FROM images WHERE name_words @> '{café}'", &[]).unwrap().get(0);
+    assert_eq!(words, ["café", "png"]);
 }
 
 #[test]
