@@ -320,8 +320,14 @@ pub struct Catalog {
     hashes: sled::Tree,
     skipped: sled::Tree,
     embeddings: sled::Tree,
+    /// Added to sled's id generator: a compacted copy starts that generator again at 0, and
+    /// must not give out the ids of pictures it holds (see [`Catalog::copy_live_into`]).
+    ids_from: u64,
     path: PathBuf,
 }
+
+/// The meta key of [`Catalog::ids_from`](Catalog).
+const IDS_FROM: &str = "ids_from";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt { what: what.to_string(), reason: e.to_string() }
@@ -342,8 +348,15 @@ impl Catalog {
         })?;
         let tree =
             |name: &str| db.open_tree(name).map_err(|e| Error::Store { path: dir.to_owned(), reason: e.to_string() });
+        let meta = tree(META)?;
+        let ids_from =
+            match meta.get(IDS_FROM).map_err(|e| Error::Store { path: dir.to_owned(), reason: e.to_string() })? {
+                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(IDS_FROM, e))?,
+                None => 0,
+            };
         Ok(Self {
-            meta: tree(META)?,
+            meta,
+            ids_from,
             images: tree(IMAGES)?,
             paths: tree(PATHS)?,
             hashes: tree(HASHES)?,
@@ -466,7 +479,56 @@ impl Catalog {
     }
 
     pub fn new_id(&self) -> Result<ImageId> {
-        self.db.generate_id().map_err(|e| self.store_err(e))
+        Ok(self.ids_from + self.db.generate_id().map_err(|e| self.store_err(e))?)
+    }
+
+    /// How many entries (keys) it holds, and their bytes with their values': what a copy of
+    /// only what is live holds (see [`Catalog::copy_live_into`]).
+    pub fn live_size(&self) -> Result<(u64, u64)> {
+        let (mut entries, mut bytes) = (0, 0);
+        for name in self.db.tree_names() {
+            for entry in self.db.open_tree(&name).map_err(|e| self.store_err(e))?.iter() {
+                let (key, value) = entry.map_err(|e| self.store_err(e))?;
+                entries += 1;
+                bytes += (key.len() + value.len()) as u64;
+            }
+        }
+        Ok((entries, bytes))
+    }
+
+    /// Writes a copy holding only what is live to the new folder `dest` (sled never gives back the
+    /// space of removed or rewritten records; a copy does), flushed. `copied` counts the entries.
+    pub fn copy_live_into(&self, dest: &Path, copied: &dyn Fn(u64)) -> Result<()> {
+        const BATCH: usize = 1000;
+        let failed = |e: sled::Error| Error::Store { path: dest.to_owned(), reason: e.to_string() };
+        let copy = sled::Config::new().path(dest).open().map_err(failed)?;
+        for name in self.db.tree_names() {
+            let (from, to) =
+                (self.db.open_tree(&name).map_err(|e| self.store_err(e))?, copy.open_tree(&name).map_err(failed)?);
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0;
+            for entry in from.iter() {
+                let (key, value) = entry.map_err(|e| self.store_err(e))?;
+                batch.insert(key, value);
+                in_batch += 1;
+                if in_batch == BATCH {
+                    super::room::check(dest, 0)?;
+                    to.apply_batch(std::mem::take(&mut batch)).map_err(failed)?;
+                    copied(in_batch as u64);
+                    in_batch = 0;
+                }
+            }
+            to.apply_batch(batch).map_err(failed)?;
+            copied(in_batch as u64);
+        }
+        // The copy's generator starts again at 0: its ids follow every id this one gave out.
+        let next = self.new_id()? + 1;
+        copy.open_tree(META)
+            .map_err(failed)?
+            .insert(IDS_FROM, serde_json::to_vec(&next).expect("a number"))
+            .map_err(failed)?;
+        copy.flush().map_err(failed)?;
+        Ok(())
     }
 
     /// A record with its embedding.

@@ -226,6 +226,7 @@ pub trait Library: Lookup {
     fn end_bulk_load(&mut self, _progress: &indicatif::ProgressBar) -> Result<()> {
         Ok(())
     }
-    /// Rebuilds the nearest-neighbour index from the live pictures; says what changed.
+    /// Rebuilds the nearest-neighbour index from the live pictures, and gives back the disk space
+    /// of removed ones where the store keeps it; says what changed.
     fn optimize(&mut self) -> Result<String>;
 }

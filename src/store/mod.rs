@@ -5,6 +5,7 @@
 //! behind.
 
 pub mod catalog;
+mod compaction;
 pub mod copy;
 pub mod exchange;
 pub mod forget;
@@ -137,7 +138,9 @@ impl DataDir {
     /// vector and text indexes back in line with the catalog if a crash left them behind.
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root).map_err(|source| Error::Write { path: root.to_owned(), source })?;
+        compaction::settle(root)?;
         let catalog = Catalog::open(&root.join("catalog"))?;
+        compaction::remove_leftovers(root)?;
         migrations::migrate(&catalog)?;
         let vectors = HnswIndex::open(&root.join("vectors"))?;
         let text = TextIndex::open(&root.join("text"))?;
@@ -548,7 +551,14 @@ impl Library for DataDir {
     fn optimize(&mut self) -> Result<String> {
         let before = self.vectors.tombstone_count();
         self.save_vectors(true)?;
-        Ok(format!("vector index rebuilt: {} live vectors, {before} tombstones dropped", self.vectors.live_count()))
+        let vectors =
+            format!("vector index rebuilt: {} live vectors, {before} tombstones dropped", self.vectors.live_count());
+        let (compacted, catalog) = compaction::compact(&self.root, &self.catalog)?;
+        if let Some(compacted) = compacted {
+            self.catalog = compacted; // the replaced one closes here
+            compaction::remove_leftovers(&self.root)?;
+        }
+        Ok(format!("{vectors}\n{catalog}"))
     }
 }
 

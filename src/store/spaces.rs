@@ -65,7 +65,7 @@ fn now() -> u64 {
 /// Whether the data folder `dir` holds a library: its first model space's catalog, or later
 /// ones (the first may have been removed).
 pub fn holds_a_library(dir: &Path) -> bool {
-    dir.join("catalog").exists() || dir.join(FOLDER).is_dir()
+    super::compaction::holds_catalog(dir) || dir.join(FOLDER).is_dir()
 }
 
 /// Every space of the library at `base` (its first location), oldest first.
@@ -120,7 +120,7 @@ fn first_space(base: &Location) -> Result<Space> {
             postgres::space_record(url, None)?.and_then(|c| serde_json::from_str(&c).ok())
         }
     };
-    let never_opened = matches!(base, Location::Folder(dir) if !dir.join("catalog").exists());
+    let never_opened = matches!(base, Location::Folder(dir) if !super::compaction::holds_catalog(dir));
     let record = match record {
         Some(record) if record.model.is_some() => record,
         // Nothing to read yet (and sled moves its id counter on at every open).

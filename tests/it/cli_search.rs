@@ -426,6 +426,52 @@ fn optimize_drops_tombstones_and_keeps_results() {
     assert_eq!(json(imgsearch(&data).args(["search", "a photo", "-k", "10", "--json"])).as_array().unwrap().len(), 4);
 }
 
+/// sled never shrinks its files: after most pictures are gone, `optimize` copies the catalog's
+/// live records into a new one, and the library goes on as before (its searches, its ids).
+#[test]
+fn optimize_gives_back_the_catalog_space_of_removed_pictures() {
+    if common::on_postgres() {
+        return; // PostgreSQL's VACUUM gives its space back itself.
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let pictures = common::noise_photos(&photos, 1500);
+    let data = tmp.path().join("data");
+    index_photos(&photos, &data, &[]);
+    let kept: Vec<_> = pictures.iter().step_by(100).collect();
+    for picture in &pictures {
+        if !kept.contains(&picture) {
+            std::fs::remove_file(picture).unwrap();
+        }
+    }
+    index_photos(&photos, &data, &[]);
+    let catalog_size =
+        || common::hub::files_under(&data.join("catalog")).iter().map(|f| f.metadata().unwrap().len()).sum::<u64>();
+    let before = catalog_size();
+    let searched = json(imgsearch(&data).args(["search", "a photo", "-k", "100", "--json"]));
+    let out = imgsearch(&data).arg("optimize").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("catalog compacted"), "{said}");
+    assert!(catalog_size() * 3 < before, "{} bytes, was {before}", catalog_size());
+    let entries: Vec<String> =
+        std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(!entries.iter().any(|name| name.starts_with("catalog.")), "left beside the catalog: {entries:?}");
+    assert_eq!(json(imgsearch(&data).args(["search", "a photo", "-k", "100", "--json"])), searched);
+    // New pictures get ids of their own, not those of pictures the copy holds.
+    common::noise_photos(&photos.join("new"), 3);
+    index_photos(&photos, &data, &[]);
+    let listed = json(imgsearch(&data).args(["list", "--json"]));
+    let mut ids: Vec<u64> = listed.as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), kept.len() + 3);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), kept.len() + 3, "{listed:#}");
+    // Compact already: nothing to copy.
+    let out = imgsearch(&data).arg("optimize").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already compact"));
+}
+
 /// `bench`'s report, and the settings it shows: the kernel path (`IMGSEARCH_ISA`,
 /// `IMGSEARCH_AMX`) and the threads (`IMGSEARCH_THREADS`, `--threads`).
 #[test]
