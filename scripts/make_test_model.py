@@ -407,6 +407,10 @@ def make_siglip(images):
         max_length = config.text_config.max_position_embeddings
 
         pixels, image_embeds, token_ids, text_embeds = {}, {}, {}, {}
+        # Token 0 ("!" inside a word) is what CoCa's class token takes for padding: it hides
+        # the token after it.
+        coca = spec["model_cfg"]["text_cfg"].get("embed_cls")
+        texts = OPENCLIP_TEXTS + (["hi!~ a cat", "!@# sale"] if coca else [])
         with torch.no_grad():
             for img_name in images:
                 pil = Image.open(FIXTURES / "images" / img_name)
@@ -457,13 +461,49 @@ OPENCLIP_CONFIGS = {
 }
 
 
-def make_openclip(images):
+# Two CoCa shapes (OpenCLIP's `CoCa`: the attentional pooler over the image tokens, a class token
+# after the text; the captioning decoder is in the checkpoint, unused for embeddings): one whose
+# pooler keys have the embedding's width (torch packs q, k and v), one whose are wider.
+COCA_CONFIGS = {
+    "tiny-coca-b32": dict(
+        model_cfg=dict(embed_dim=48,
+                       vision_cfg=dict(image_size=96, layers=2, width=48, head_width=16, patch_size=32,
+                                       attentional_pool=True, attn_pooler_heads=4, attn_pooler_queries=5,
+                                       output_tokens=True),
+                       text_cfg=dict(context_length=76, vocab_size=49408, width=32, heads=2, layers=2,
+                                     embed_cls=True, output_tokens=True),
+                       # Never run for embeddings: as narrow as it builds, to keep the file small.
+                       multimodal_cfg=dict(context_length=76, vocab_size=49408, width=4, heads=2, layers=1,
+                                           attn_pooler_heads=4),
+                       custom_text=True),
+        preprocess_cfg=dict(mean=[0.5, 0.45, 0.4], std=[0.25, 0.3, 0.28], interpolation="bilinear",
+                            resize_mode="squash"),
+        layout="hub",
+    ),
+    "tiny-coca-p16-gelu": dict(
+        model_cfg=dict(embed_dim=40,
+                       vision_cfg=dict(image_size=64, layers=3, width=48, head_width=16, patch_size=16, mlp_ratio=2.0,
+                                       attentional_pool=True, attn_pooler_heads=2, attn_pooler_queries=3,
+                                       output_tokens=True),
+                       text_cfg=dict(context_length=20, vocab_size=49408, width=24, heads=3, layers=3, embed_cls=True,
+                                     output_tokens=True),
+                       multimodal_cfg=dict(context_length=20, vocab_size=49408, width=4, heads=2, layers=1),
+                       custom_text=True),
+        # A bare state dict carries no preprocessing: open_clip's defaults.
+        preprocess_cfg=dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
+                            interpolation="bicubic", resize_mode="shortest"),
+        layout="bare",
+    ),
+}
+
+
+def make_openclip(images, configs=OPENCLIP_CONFIGS):
     """OpenCLIP checkpoints made by open-clip-torch, with references from open_clip itself:
     its tokenizer, its image transform and `encode_image` / `encode_text`."""
     import open_clip
     torch.manual_seed(2)
     tokenizer_json = FIXTURES / "models" / "tiny-clip-b32-quickgelu" / "tokenizer.json"
-    for name, spec in OPENCLIP_CONFIGS.items():
+    for name, spec in configs.items():
         model_dir = FIXTURES / "models" / name
         if model_dir.exists():
             for old in model_dir.iterdir():
@@ -501,6 +541,10 @@ def make_openclip(images):
             (model_dir / "arch.json").write_text(json.dumps(spec["model_cfg"], indent=2))
 
         pixels, image_embeds, token_ids, text_embeds = {}, {}, {}, {}
+        # Token 0 ("!" inside a word) is what CoCa's class token takes for padding: it hides
+        # the token after it.
+        coca = spec["model_cfg"]["text_cfg"].get("embed_cls")
+        texts = OPENCLIP_TEXTS + (["hi!~ a cat", "!@# sale"] if coca else [])
         with torch.no_grad():
             for img_name in images:
                 # open_clip resizes before converting to RGB, so a palette picture would be resized
@@ -509,16 +553,20 @@ def make_openclip(images):
                 pv = transform(pil).unsqueeze(0)
                 pixels[img_name] = pv[0].contiguous()
                 image_embeds[img_name] = l2(model.encode_image(pv))[0].tolist()
-            for text in OPENCLIP_TEXTS:
+            for text in texts:
                 ids = tokenizer([text])
+                # Up to the first end token (CLIP pools there); a class token after the text (CoCa)
+                # sees it all, up to the end token the tokenizer appends.
                 end = int(ids[0].argmax()) + 1
+                if spec["model_cfg"]["text_cfg"].get("embed_cls"):
+                    end = int((ids[0] == ids[0].max()).nonzero().max()) + 1
                 token_ids[text] = ids[0][:end].tolist()
                 text_embeds[text] = l2(model.encode_text(ids))[0].tolist()
         save_file(pixels, FIXTURES / "reference" / f"{name}_pixels.safetensors")
         write_reference(name, dict(
             generated_by=f"scripts/make_test_model.py (open_clip {open_clip.__version__}, torch {torch.__version__})",
             model=name, dim=spec["model_cfg"]["embed_dim"], max_length=spec["model_cfg"]["text_cfg"]["context_length"],
-            texts=OPENCLIP_TEXTS, token_ids=token_ids, image_embeds=image_embeds, text_embeds=text_embeds,
+            texts=texts, token_ids=token_ids, image_embeds=image_embeds, text_embeds=text_embeds,
         ))
 
 
@@ -531,13 +579,14 @@ def save_weights(state, model_dir, kind, name=None):
 
 
 def main():
-    families = sys.argv[1:] or ["clip", "siglip", "openclip"]
+    families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
     image_dir = FIXTURES / "images"
     images = sorted(p.name for p in image_dir.iterdir() if p.is_file()) if image_dir.is_dir() else write_images()
-    makers = dict(clip=make_clip, siglip=make_siglip, openclip=make_openclip)
+    makers = dict(clip=make_clip, siglip=make_siglip, openclip=make_openclip,
+                  coca=lambda images: make_openclip(images, COCA_CONFIGS))
     for family in families:
         makers[family](images)
 

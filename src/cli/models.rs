@@ -159,8 +159,8 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     println!("  clip      Hugging Face CLIPModel: openai/clip-*, laion/CLIP-* (their Hugging Face files)");
     println!("  siglip    Hugging Face SiglipModel: SigLIP, SigLIP 2 at a fixed resolution, multilingual SigLIP");
     println!("            (needs tokenizer.json); hits also show the model's probability (--min-prob)");
-    println!("  openclip  OpenCLIP ViT checkpoints (open_clip_config.json + open_clip_model.safetensors), and bare");
-    println!("            state dicts: --model FILE.pt --arch NAME, NAME one of");
+    println!("  openclip  OpenCLIP ViT checkpoints, CoCa's too (open_clip_config.json + open_clip_model.safetensors),");
+    println!("            and bare state dicts: --model FILE.pt --arch NAME, NAME one of");
     println!("            {}", openclip::builtin_arch_names().join(", "));
     println!();
     println!("Recommended:");

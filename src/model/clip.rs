@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 
 use super::checkpoint::CheckpointTensors;
-use super::config::{Activation, Family, ModelConfig, TextConfig, VisionConfig};
+use super::config::{Activation, AttentionalPool, Family, ModelConfig, TextConfig, VisionConfig};
 use super::device::Precision;
 use super::kernels::amx::Split;
 use super::kernels::{self, Epilogue, LinearWeight, WeightLayout};
@@ -174,6 +174,18 @@ impl LayerNorm {
 }
 
 /// Multi-head self-attention with q, k and v fused into one matmul.
+/// Which positions each position of a sequence attends to.
+#[derive(Clone, Copy)]
+enum Visibility<'a> {
+    /// Every position (the image towers, SigLIP's text).
+    All,
+    /// Itself and the ones before it (CLIP's text).
+    Causal,
+    /// An additive mask of (batch, 1, seq, seq): CoCa's class token, which sees the text but
+    /// not its padding.
+    Masked(&'a Tensor),
+}
+
 struct Attention {
     qkv: Linear,
     out: Linear,
@@ -200,10 +212,17 @@ impl Attention {
         Ok(Self { qkv, out, heads, tiles })
     }
 
-    /// `x`: (batch, seq, dim); `causal`: each position sees only itself and earlier ones (text).
-    /// Returns `residual` plus the attention's output.
-    fn forward(&self, x: &Tensor, causal: bool, residual: &Tensor) -> Result<Tensor> {
+    /// `x`: (batch, seq, dim). Returns `residual` plus the attention's output.
+    fn forward(&self, x: &Tensor, visibility: Visibility, residual: &Tensor) -> Result<Tensor> {
         let (batch, seq, dim) = x.dims3()?;
+        let causal = match visibility {
+            Visibility::All => false,
+            Visibility::Causal => true,
+            Visibility::Masked(mask) => {
+                let context = kernels::attention_masked(&self.qkv.forward(x)?, self.heads, mask)?;
+                return self.out.forward_then(&context, Epilogue::Residual(residual));
+            }
+        };
         let rows = x.reshape((batch * seq, dim))?;
         let context = match kernels::linear_split(&rows, &self.qkv.weight, &self.qkv.bias, 3 * self.heads)? {
             Some(parts) => kernels::attention_from_parts(&parts, batch, causal)?,
@@ -274,8 +293,8 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let x = self.attention.forward(&self.norm1.forward(x)?, causal, x)?;
+    fn forward(&self, x: &Tensor, visibility: Visibility) -> Result<Tensor> {
+        let x = self.attention.forward(&self.norm1.forward(x)?, visibility, x)?;
         self.mlp.forward(&self.norm2.forward(&x)?, &x)
     }
 
@@ -358,22 +377,34 @@ impl Encoder {
         Ok(Self { layers })
     }
 
-    fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        self.layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, causal))
+    fn forward(&self, x: &Tensor, visibility: Visibility) -> Result<Tensor> {
+        self.layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, visibility))
     }
 
     /// `x`: (batch, seq, dim) → the last layer's output at `positions[b]` of each sequence
     /// `b`: (batch, dim). Only those rows leave the tower, so the last layer computes only them.
-    fn forward_pooled(&self, x: &Tensor, causal: bool, positions: &[usize]) -> Result<Tensor> {
+    fn forward_pooled(&self, x: &Tensor, visibility: Visibility, positions: &[usize]) -> Result<Tensor> {
         let (batch, seq, d) = x.dims3()?;
         let rows: Vec<u32> = positions.iter().enumerate().map(|(b, &p)| (b * seq + p) as u32).collect();
         let rows = Tensor::new(rows.as_slice(), x.device())?;
         let Some((last, layers)) = self.layers.split_last() else {
             return Ok(x.reshape((batch * seq, d))?.index_select(&rows, 0)?);
         };
-        let x = layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, causal))?;
-        // A causal pooled position sees itself and what comes before it.
-        let mask = causal.then(|| Self::hide_after(positions, seq, x.dtype(), x.device())).transpose()?;
+        let x = layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, visibility))?;
+        // The pooled position's own row of what it may see.
+        let mask = match visibility {
+            Visibility::All => None,
+            // A causal pooled position sees itself and what comes before it.
+            Visibility::Causal => Some(Self::hide_after(positions, seq, x.dtype(), x.device())?),
+            Visibility::Masked(mask) => {
+                let own_rows = positions
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &p)| mask.narrow(0, b, 1)?.narrow(2, p, 1))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Some(Tensor::cat(&own_rows, 0)?)
+            }
+        };
         last.forward_at(&x, &rows, mask.as_ref())
     }
 
@@ -436,12 +467,74 @@ impl AttentionPoolingHead {
     }
 }
 
+/// OpenCLIP's `AttentionalPooler` (CoCa): learned queries, layer-normed, attend over every token
+/// of the tower (layer-normed as keys); only the first query's output goes on to the embedding,
+/// so only it is computed. Its width is the embedding's; keys and values come from the tower's.
+struct AttentionalPooler {
+    /// The first query through `ln_q` and its projection, scaled by 1/sqrt(head_dim): (1, width).
+    query: Tensor,
+    key_norm: LayerNorm,
+    /// k and v fused: (tower width → 2 * width).
+    key_value: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl AttentionalPooler {
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        tower_width: usize,
+        width: usize,
+        pool: AttentionalPool,
+        shape: &TowerShape,
+    ) -> Result<Self> {
+        let queries = w.get(&format!("{prefix}.query"), &[pool.queries, width])?;
+        let query_norm = LayerNorm::load(w, &format!("{prefix}.ln_q"), width, shape.eps)?;
+        // torch's MultiheadAttention packs q, k and v into one in_proj when all three have the
+        // attention's width, and keeps them apart otherwise.
+        let a = format!("{prefix}.attn");
+        let (q_weight, kv_weight) = if tower_width == width {
+            let packed = w.get(&format!("{a}.in_proj_weight"), &[3 * width, width])?;
+            (packed.narrow(0, 0, width)?, packed.narrow(0, width, 2 * width)?)
+        } else {
+            let part = |name: &str, input: usize| w.get(&format!("{a}.{name}_proj_weight"), &[width, input]);
+            (part("q", width)?, Tensor::cat(&[part("k", tower_width)?, part("v", tower_width)?], 0)?)
+        };
+        let in_bias = w.get(&format!("{a}.in_proj_bias"), &[3 * width])?;
+        let scale = ((width / pool.heads) as f64).powf(-0.5);
+        let first = query_norm.forward(&queries.narrow(0, 0, 1)?)?;
+        let query = ((first.matmul(&q_weight.t()?)?.broadcast_add(&in_bias.narrow(0, 0, width)?))? * scale)?;
+        Ok(Self {
+            query,
+            key_norm: LayerNorm::load(w, &format!("{prefix}.ln_k"), tower_width, shape.eps)?,
+            key_value: Linear::from_parts(&kv_weight, Some(in_bias.narrow(0, width, 2 * width)?), shape.layout)?,
+            out: Linear::load(w, &format!("{a}.out_proj"), (width, width), true, shape.layout)?,
+            heads: pool.heads,
+        })
+    }
+
+    /// `x`: (batch, seq, tower width) → the first query's output: (batch, width).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let batch = x.dim(0)?;
+        let width = self.query.dim(1)?;
+        let kv = self.key_value.forward(&self.key_norm.forward(x)?)?;
+        let query = self.query.broadcast_as((batch, width))?;
+        let context =
+            attend_from_one_query(&query, &kv.narrow(2, 0, width)?, &kv.narrow(2, width, width)?, self.heads, None)?;
+        self.out.forward(&context)
+    }
+}
+
 /// How the image tower turns its patch tokens into one vector.
 enum VisionPooling {
     /// CLIP: the class token, layer-normed, then `visual_projection`.
     ClassToken { projection: Linear },
     /// SigLIP: every token layer-normed, then the attention-pooling head (no projection).
     AttentionHead(AttentionPoolingHead),
+    /// OpenCLIP's CoCa: the attentional pooler over every token, then layer-normed (at the
+    /// embedding's width) and `visual_projection`.
+    Attentional { pooler: AttentionalPooler, projection: Linear },
 }
 
 /// The ViT image tower with its pooling.
@@ -497,12 +590,19 @@ impl VisionTower {
         let siglip = config.family == Family::Siglip;
         let patch_bias = siglip.then(|| w.get(&format!("{p}.embeddings.patch_embedding.bias"), &[d])).transpose()?;
         let positions = if siglip { c.num_patches() } else { c.num_patches() + 1 };
-        let pooling = if siglip {
-            VisionPooling::AttentionHead(AttentionPoolingHead::load(w, &format!("{p}.head"), &shape)?)
-        } else {
-            let projection = Linear::load(w, "visual_projection", (d, config.projection_dim), false, shape.layout)?;
-            VisionPooling::ClassToken { projection }
+        let width = config.projection_dim;
+        let pooling = match c.attentional_pool {
+            _ if siglip => VisionPooling::AttentionHead(AttentionPoolingHead::load(w, &format!("{p}.head"), &shape)?),
+            Some(pool) => VisionPooling::Attentional {
+                pooler: AttentionalPooler::load(w, &format!("{p}.attn_pool"), d, width, pool, &shape)?,
+                projection: Linear::load(w, "visual_projection", (width, width), false, shape.layout)?,
+            },
+            None => VisionPooling::ClassToken {
+                projection: Linear::load(w, "visual_projection", (d, width), false, shape.layout)?,
+            },
         };
+        // Normalises what the pooling puts out: the attentional pooler's is the embedding's width.
+        let post_norm_width = if c.attentional_pool.is_some() && !siglip { width } else { d };
         Ok(Self {
             // On the tower's kernel (the AMX split in f32 where it exists) instead of a plain
             // gemm, which took 5% of the f32 tower at batch 16.
@@ -513,7 +613,7 @@ impl VisionTower {
                 .then(|| LayerNorm::load(w, &format!("{p}.pre_layrnorm"), d, c.layer_norm_eps))
                 .transpose()?,
             encoder: Encoder::load(w, &format!("{p}.encoder"), &shape)?,
-            post_norm: LayerNorm::load(w, &format!("{p}.post_layernorm"), d, c.layer_norm_eps)?,
+            post_norm: LayerNorm::load(w, &format!("{p}.post_layernorm"), post_norm_width, c.layer_norm_eps)?,
             pooling,
             config: c.clone(),
         })
@@ -558,11 +658,15 @@ impl VisionTower {
         match &self.pooling {
             // Layer norm is per token, so pool first and normalise only the class token.
             VisionPooling::ClassToken { projection } => {
-                let class_token = self.encoder.forward_pooled(&x, false, &vec![0; batch])?;
+                let class_token = self.encoder.forward_pooled(&x, Visibility::All, &vec![0; batch])?;
                 projection.forward(&self.post_norm.forward(&class_token)?)
             }
             VisionPooling::AttentionHead(head) => {
-                head.forward(&self.post_norm.forward(&self.encoder.forward(&x, false)?)?)
+                head.forward(&self.post_norm.forward(&self.encoder.forward(&x, Visibility::All)?)?)
+            }
+            VisionPooling::Attentional { pooler, projection } => {
+                let pooled = pooler.forward(&self.encoder.forward(&x, Visibility::All)?)?;
+                projection.forward(&self.post_norm.forward(&pooled)?)
             }
         }
     }
@@ -573,6 +677,8 @@ impl VisionTower {
 pub struct TextTower {
     token_embedding: Tensor,
     position_embedding: Tensor,
+    /// CoCa's class token, appended after the text (see [`TextConfig::class_token`]): (1, dim).
+    class_token: Option<Tensor>,
     encoder: Encoder,
     final_norm: LayerNorm,
     projection: Linear,
@@ -598,6 +704,12 @@ impl TextTower {
             token_embedding: w.get(&format!("{p}.embeddings.token_embedding.weight"), &[c.vocab_size, d])?,
             position_embedding: w
                 .get(&format!("{p}.embeddings.position_embedding.weight"), &[c.max_position_embeddings, d])?,
+            class_token: c
+                .class_token
+                .then(|| -> Result<Tensor> {
+                    Ok(w.get(&format!("{p}.embeddings.class_embedding"), &[d])?.reshape((1, d))?)
+                })
+                .transpose()?,
             encoder: Encoder::load(w, &format!("{p}.encoder"), &shape)?,
             final_norm: LayerNorm::load(w, &format!("{p}.final_layer_norm"), d, c.layer_norm_eps)?,
             projection: match config.family {
@@ -628,11 +740,55 @@ impl TextTower {
                 "bad text batch: {batch}x{seq}, ends {end_positions:?}"
             ))));
         }
-        let x = self.token_embedding.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, d))?;
-        let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
+        let pooled = match &self.class_token {
+            Some(class_token) => {
+                let rows = (0..batch)
+                    .map(|b| self.pooled_at_class_token(&ids.get(b)?.narrow(0, 0, end_positions[b] + 1)?, class_token))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&rows, 0)?
+            }
+            None => {
+                let x = self.token_embedding.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, d))?;
+                let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
+                let visibility = if self.causal { Visibility::Causal } else { Visibility::All };
+                self.encoder.forward_pooled(&x, visibility, end_positions)?
+            }
+        };
         // Layer norm is per token, so pool first and normalise only the pooled rows.
-        let pooled = self.encoder.forward_pooled(&x, self.causal, end_positions)?;
         self.projection.forward(&self.final_norm.forward(&pooled)?)
+    }
+
+    /// CoCa's tower on one text (`ids` up to its end token): the class token's output, (1, dim).
+    ///
+    /// In open_clip the class token comes after the whole padded context and sees position 0 and
+    /// each position whose *preceding* token is not padding (its mask is shifted by one): the
+    /// text's tokens, the first padding token, and itself only when the text fills the context.
+    /// The padding after that first one is seen by nothing that reaches the class token, so it
+    /// is left out; the text's own positions stay causal.
+    fn pooled_at_class_token(&self, ids: &Tensor, class_token: &Tensor) -> Result<Tensor> {
+        const PAD: u32 = 0; // open_clip's tokenizer pads with 0
+        let context = self.config.context_length();
+        let mut tokens: Vec<u32> = ids.to_vec1()?;
+        let fills_context = tokens.len() == context;
+        if !fills_context {
+            tokens.push(PAD);
+        }
+        let seq = tokens.len() + 1;
+        let device = ids.device();
+        let text = self.token_embedding.index_select(&Tensor::new(tokens.as_slice(), device)?, 0)?;
+        let text = text.broadcast_add(&self.position_embedding.narrow(0, 0, tokens.len())?)?;
+        let class = class_token.broadcast_add(&self.position_embedding.narrow(0, context, 1)?)?;
+        let x = Tensor::cat(&[&text, &class], 0)?.unsqueeze(0)?;
+        let class_row = seq - 1;
+        let sees = |i: usize, j: usize| match i {
+            _ if i < class_row => j <= i,
+            _ if j == class_row => fills_context && tokens[context - 1] != PAD,
+            _ => j == 0 || tokens[j - 1] != PAD,
+        };
+        let mask: Vec<f32> =
+            (0..seq).flat_map(|i| (0..seq).map(move |j| if sees(i, j) { 0.0 } else { f32::NEG_INFINITY })).collect();
+        let mask = Tensor::from_vec(mask, (1, 1, seq, seq), device)?.to_dtype(x.dtype())?;
+        self.encoder.forward_pooled(&x, Visibility::Masked(&mask), &[class_row])
     }
 }
 

@@ -104,6 +104,18 @@ pub struct TextConfig {
     /// SigLIP: what texts are padded with when the tokenizer files do not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pad_token_id: Option<u32>,
+    /// OpenCLIP's `embed_cls` (CoCa): a learned class token after the context, at position
+    /// `context_length`, which the tower is pooled at. It sees the text but not its padding
+    /// (token 0, what open_clip's tokenizer pads with).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub class_token: bool,
+}
+
+impl TextConfig {
+    /// How many tokens a text may have: the positions bar the class token's.
+    pub fn context_length(&self) -> usize {
+        self.max_position_embeddings - usize::from(self.class_token)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -120,6 +132,18 @@ pub struct VisionConfig {
     /// SigLIP: whether the tower ends in its attention-pooling head (the only pooling it has).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision_use_head: Option<bool>,
+    /// OpenCLIP's `attentional_pool` (CoCa): learned queries attend over every token, and the
+    /// first one's output, normalised, is projected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attentional_pool: Option<AttentionalPool>,
+}
+
+/// The shape of OpenCLIP's `AttentionalPooler`: `queries` learned queries of the embedding's
+/// width, `heads` heads, keys and values from the tower's width.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
+pub struct AttentionalPool {
+    pub queries: usize,
+    pub heads: usize,
 }
 
 impl VisionConfig {
@@ -224,8 +248,16 @@ impl ModelConfig {
         if v.num_channels != 3 {
             return bad(format!("vision num_channels is {}: pictures are read as RGB (3 channels)", v.num_channels));
         }
-        if t.max_position_embeddings < 2 {
+        if t.context_length() < 2 {
             return bad("text max_position_embeddings must leave room for the start and end tokens".into());
+        }
+        if let Some(pool) = v.attentional_pool {
+            if pool.queries == 0 || pool.heads == 0 || !self.projection_dim.is_multiple_of(pool.heads) {
+                return bad(format!(
+                    "the attentional pooler's {} queries and {} heads do not fit the embedding width {}",
+                    pool.queries, pool.heads, self.projection_dim
+                ));
+            }
         }
         if self.family == Family::Siglip {
             if v.vision_use_head == Some(false) {

@@ -155,7 +155,7 @@ impl ModelSpec {
     /// Loads the towers asked for; embedding with a tower that was not loaded is an error.
     pub fn load(&self, device: &Device, towers: Towers) -> Result<Clip> {
         self.precision.check(device)?;
-        let max_length = self.config.text_config.max_position_embeddings;
+        let max_length = self.config.text_config.context_length();
         let tokenizer = match &self.files.tokenizer {
             Some(path) => TextTokenizer::from_file(
                 path,
@@ -169,6 +169,10 @@ impl ModelSpec {
             checkpoint::Layout::HuggingFace { .. } => tokenizer,
         }
         .for_vocab_size(self.config.text_config.vocab_size)?;
+        let tokenizer = match self.config.text_config.class_token {
+            true => tokenizer.pooled_after_the_text(),
+            false => tokenizer,
+        };
         let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone())
             .in_dtype(self.precision.tensor_dtype(device));
         let model = ClipModel::load(&weights, &self.config, towers, self.precision)?;
@@ -200,7 +204,7 @@ impl Clip {
     ) -> Result<Self> {
         precision.check(device)?;
         let image_size = config.vision_config.image_size as u32;
-        let max_length = config.text_config.max_position_embeddings;
+        let max_length = config.text_config.context_length();
         let padding = padding_source(&config, None);
         let tokenizer = match tokenizer {
             Some(path) => TextTokenizer::from_file(path, max_length, padding)?,

@@ -4,9 +4,10 @@
 //!
 //! OpenCLIP's ViT is OpenAI's CLIP under other names, so rather than a third set of towers the
 //! config is translated into a [`ModelConfig`] and the tensors renamed to `CLIPModel`'s (the
-//! fused `in_proj` split into q, k and v; the projection matrices transposed). Towers OpenCLIP
-//! builds from timm or Hugging Face models, ResNets, and the rarer ViT options are refused by
-//! name instead of running wrong.
+//! fused `in_proj` split into q, k and v; the projection matrices transposed). CoCa's two
+//! additions, the image tower's attentional pooler and the class token after the text, are
+//! options of those towers. Towers OpenCLIP builds from timm or Hugging Face models, ResNets, and
+//! the rarer ViT options are refused by name instead of running wrong.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,7 +19,7 @@ use super::config::{read_json, Alpha, CropRounding, Family, ModelConfig, Preproc
 use crate::error::{Error, Result};
 
 /// The architectures a bare state dict can name, copied verbatim from open-clip-torch 2.32's
-/// `model_configs/` (the ViT towers with OpenAI's text tower).
+/// `model_configs/` (the ViT towers with OpenAI's text tower, and CoCa's).
 const BUILTIN_ARCHS: &str = include_str!("openclip_archs.json");
 
 /// OpenCLIP's `model_cfg`: what `open_clip.create_model` builds.
@@ -125,7 +126,8 @@ impl OpenClipConfig {
         // the end-of-text token), normalising the pooled token or every token before picking it
         // is the same arithmetic; open_clip's plain CLIP class never reads the text one at all.
         unsupported("vision", v, "timm_model_name", &|_| false)?;
-        unsupported("vision", v, "attentional_pool", &is_false)?;
+        // CoCa's pooler (a bool); the strings select pooler layouts open_clip marks untested.
+        unsupported("vision", v, "attentional_pool", &|v| v.is_boolean())?;
         unsupported("vision", v, "ls_init_value", &|_| false)?;
         unsupported("vision", v, "no_ln_pre", &is_false)?;
         unsupported("vision", v, "pool_type", &is("tok"))?;
@@ -135,9 +137,17 @@ impl OpenClipConfig {
         unsupported("text", t, "hf_model_name", &|_| false)?;
         unsupported("text", t, "hf_tokenizer_name", &|_| false)?;
         unsupported("text", t, "ls_init_value", &|_| false)?;
-        unsupported("text", t, "embed_cls", &is_false)?;
+        let embed_cls = t.get("embed_cls").and_then(|v| v.as_bool()).unwrap_or(false);
+        unsupported("text", t, "embed_cls", &|v| v.is_boolean())?;
         unsupported("text", t, "no_causal_mask", &is_false)?;
-        unsupported("text", t, "pool_type", &is("argmax"))?;
+        if embed_cls {
+            // What the class token does not see: open_clip's tokenizer pads with 0.
+            unsupported("text", t, "pad_id", &|v| v.as_u64() == Some(0))?;
+        }
+        // An appended class token is what the tower is pooled at, whatever pool_type says.
+        if !embed_cls {
+            unsupported("text", t, "pool_type", &is("argmax"))?;
+        }
         unsupported("text", t, "proj_bias", &is_false)?;
         unsupported("text", t, "proj_type", &is("linear"))?;
         unsupported("text", t, "norm_kwargs", &|_| false)?;
@@ -148,7 +158,8 @@ impl OpenClipConfig {
             v.as_object().is_some_and(|kwargs| kwargs.iter().all(|(k, v)| k == "clean" && v.as_str() == Some("lower")))
         };
         unsupported("text", t, "tokenizer_kwargs", &default_cleaning)?;
-        unsupported("model", &m.other, "custom_text", &is_false)?;
+        // `custom_text` only keeps the text tower's weights under `text.` (see `to_clip_names`).
+        unsupported("model", &m.other, "custom_text", &|v| v.is_boolean())?;
         if v.get("layers").is_some_and(|l| l.is_array()) {
             return Err(bad("OpenCLIP ResNet image towers are not supported, only ViT ones".into()));
         }
@@ -185,6 +196,15 @@ impl OpenClipConfig {
             return Err(bad("vision head_width must be positive".into()));
         }
         let activation = if m.quick_gelu { "quick_gelu" } else { "gelu" };
+        let context_length = size(t, "context_length", 77.0)?;
+        let attentional_pool = v.get("attentional_pool").and_then(|v| v.as_bool()).unwrap_or(false).then(
+            || -> Result<serde_json::Value> {
+                Ok(serde_json::json!({
+                    "queries": size(v, "attn_pooler_queries", 256.0)?,
+                    "heads": size(v, "attn_pooler_heads", 8.0)?,
+                }))
+            },
+        );
         // open_clip: LayerNorm's default epsilon, MLP width int(width * mlp_ratio), vision
         // heads width // head_width.
         let config = serde_json::json!({
@@ -196,9 +216,10 @@ impl OpenClipConfig {
                 "intermediate_size": (t_width as f64 * num(t, "mlp_ratio", 4.0)?) as usize,
                 "num_hidden_layers": size(t, "layers", 12.0)?,
                 "num_attention_heads": size(t, "heads", 8.0)?,
-                "max_position_embeddings": size(t, "context_length", 77.0)?,
+                "max_position_embeddings": context_length + usize::from(embed_cls),
                 "hidden_act": activation,
                 "layer_norm_eps": 1e-5,
+                "class_token": embed_cls,
             },
             "vision_config": {
                 "hidden_size": v_width,
@@ -209,6 +230,7 @@ impl OpenClipConfig {
                 "patch_size": square("patch_size", 16.0)?,
                 "hidden_act": activation,
                 "layer_norm_eps": 1e-5,
+                "attentional_pool": attentional_pool.transpose()?,
             },
         });
         ModelConfig::from_json(config, path)
@@ -269,12 +291,22 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
     let mut out = HashMap::with_capacity(tensors.len() + 64);
     for (name, tensor) in tensors {
         let name = name.strip_prefix("module.").unwrap_or(&name);
+        // CoCa's captioning decoder plays no part in embeddings.
+        if name.starts_with("text_decoder.") {
+            continue;
+        }
         let (tower, rest) = match name.strip_prefix("visual.") {
             Some(rest) => ("vision_model", rest),
-            None => ("text_model", name),
+            // `custom_text` models keep the text tower under `text.`.
+            None => ("text_model", name.strip_prefix("text.").unwrap_or(name)),
         };
+        if rest.starts_with("attn_pool.") {
+            out.insert(format!("{tower}.{rest}"), tensor);
+            continue;
+        }
         let renamed = match rest {
             "attn_mask" | "logit_scale" | "logit_bias" => continue,
+            "cls_emb" => format!("{tower}.embeddings.class_embedding"),
             "conv1.weight" => format!("{tower}.embeddings.patch_embedding.weight"),
             "class_embedding" => format!("{tower}.embeddings.class_embedding"),
             "positional_embedding" => format!("{tower}.embeddings.position_embedding.weight"),
@@ -329,4 +361,24 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
 
 fn suffix(name: &str) -> &str {
     name.rsplit('.').next().unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every architecture a bare state dict may name runs here (none is refused for an option),
+    /// CoCa's with its pooler and its class token after a 76-token context.
+    #[test]
+    fn every_builtin_architecture_translates() {
+        for arch in builtin_arch_names() {
+            let config = OpenClipConfig::from_arch(&arch).unwrap().model_config(Path::new(&arch)).unwrap();
+            let (v, t) = (&config.vision_config, &config.text_config);
+            let coca = arch.starts_with("coca_");
+            assert_eq!(v.attentional_pool.is_some(), coca, "{arch}");
+            assert_eq!(t.class_token, coca, "{arch}");
+            assert_eq!(t.context_length(), if coca { 76 } else { 77 }, "{arch}");
+            assert_eq!(t.max_position_embeddings, 77, "{arch}");
+        }
+    }
 }

@@ -31,6 +31,9 @@ pub enum Pooling {
     /// SigLIP: at the last position of a text padded to the full context with `pad_id`, as the
     /// model was trained (`padding="max_length"`); without the padding the embedding differs.
     LastPosition { pad_id: u32 },
+    /// CoCa: at a class token after the text, which sees every token of it, also those after a
+    /// typed end token: the text's tokens are kept up to the last.
+    AfterText,
 }
 
 pub struct TextTokenizer {
@@ -107,7 +110,7 @@ impl TextTokenizer {
             .map_err(|e| e.to_string())?;
         inner.with_padding(None);
         let end_of_text = match pooling {
-            Pooling::EndOfText => inner
+            Pooling::EndOfText | Pooling::AfterText => inner
                 .token_to_id(END_OF_TEXT)
                 .ok_or_else(|| format!("the vocabulary has no {END_OF_TEXT} token (is this a CLIP tokenizer?)"))?,
             Pooling::LastPosition { .. } => 0,
@@ -170,10 +173,12 @@ impl TextTokenizer {
         encode_run(&mut run, &mut ids)?;
         ids.truncate(self.max_length - 1);
         ids.push(self.end_of_text);
-        // The tower pools at the first end token and is causal: what a typed one leaves after
-        // it changes nothing (open_clip computes it anyway).
-        let first_end = ids.iter().position(|&id| id == self.end_of_text).expect("the end token was pushed");
-        ids.truncate(first_end + 1);
+        if self.pooling == Pooling::EndOfText {
+            // The tower pools at the first end token and is causal: what a typed one leaves
+            // after it changes nothing (open_clip computes it anyway).
+            let first_end = ids.iter().position(|&id| id == self.end_of_text).expect("the end token was pushed");
+            ids.truncate(first_end + 1);
+        }
         Ok(ids)
     }
 
@@ -202,7 +207,17 @@ impl TextTokenizer {
                 ids.resize(self.max_length, pad_id);
                 Ok(TokenizedText { ids, end_position: self.max_length - 1 })
             }
+            Pooling::AfterText => {
+                let end_position = ids.len().checked_sub(1).ok_or_else(|| Error::Tokenizer("no tokens".into()))?;
+                Ok(TokenizedText { ids, end_position })
+            }
         }
+    }
+
+    /// This tokenizer for a tower pooled at a class token after the text (OpenCLIP's CoCa).
+    pub fn pooled_after_the_text(mut self) -> Self {
+        self.pooling = Pooling::AfterText;
+        self
     }
 }
 

@@ -329,7 +329,8 @@ fn an_unreachable_hub_or_empty_offline_cache_gives_a_clear_error() {
 }
 
 /// Hub ids of every layout: SigLIP (its tokenizer_config.json names the pad token) and
-/// OpenCLIP (open_clip_config.json, no config.json, no tokenizer.json: the built-in CLIP BPE).
+/// OpenCLIP (open_clip_config.json, no config.json, no tokenizer.json: the built-in CLIP BPE),
+/// CoCa's too.
 #[test]
 fn hub_ids_of_every_layout_load_through_the_stand_in_hub() {
     let text = "ein Foto von einer Katze am Strand, über den Dächern";
@@ -337,6 +338,7 @@ fn hub_ids_of_every_layout_load_through_the_stand_in_hub() {
         ("tiny-siglip-sp", "test-org/tiny-siglip"),
         ("tiny-siglip2-gemma", "test-org/tiny-siglip2"),
         ("tiny-openclip-b32-quickgelu", "laion-test/tiny-openclip"),
+        ("tiny-coca-b32", "laion-test/tiny-coca"),
     ] {
         let reference = reference(model);
         let hf_home = tempfile::tempdir().unwrap();

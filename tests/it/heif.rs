@@ -91,7 +91,11 @@ fn heic_and_avif_decode_upright_as_the_reference_reader_decodes_them() {
 fn a_heic_thumbnail_stands_in_for_the_picture_where_it_covers_the_models_input() {
     let iphone = heif_fixture("iphone.heic");
     let whole = decode_file(&iphone, &DecodeOptions::default()).unwrap();
-    for model in PARITY_MODELS {
+    // The CoCa fixtures preprocess as the OpenCLIP ones do; their random pooler moves 2-3x as far
+    // as those for the same small change of a picture (open_clip itself: cosine 0.988-0.996 where
+    // tiny-openclip-p16-gelu gives 0.996-0.999, for a 320-pixel JPEG of a 640-pixel picture), so
+    // they would measure the fixture rather than the thumbnail.
+    for model in PARITY_MODELS.iter().filter(|model| !model.starts_with("tiny-coca")) {
         let clip = Clip::load(&model_arg(model), &candle_core::Device::Cpu).unwrap();
         let preprocess = clip.preprocess_config();
         let fast = decode_file(&iphone, &DecodeOptions::for_model(preprocess, u64::MAX)).unwrap();

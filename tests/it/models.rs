@@ -276,16 +276,17 @@ fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
     let stderr = embed(&timm, &[]);
     assert!(stderr.contains("timm_model_name") && stderr.contains("google/siglip2-"), "{stderr}");
 
-    // A tiny OpenCLIP checkpoint whose text options change its tokenizer or text tower.
+    // A tiny OpenCLIP checkpoint whose options change its tokenizer or a tower.
     let openclip = model_dir("tiny-openclip-b32-quickgelu");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(openclip.join("open_clip_config.json")).unwrap()).unwrap();
-    for (option, value, says) in [
-        ("tokenizer_kwargs", serde_json::json!({"clean": "whitespace"}), "tokenizer_kwargs"),
-        ("hf_model_name", serde_json::json!("xlm-roberta-base"), "XLM-RoBERTa"),
+    for (tower, option, value, says) in [
+        ("text_cfg", "tokenizer_kwargs", serde_json::json!({"clean": "whitespace"}), "tokenizer_kwargs"),
+        ("text_cfg", "hf_model_name", serde_json::json!("xlm-roberta-base"), "XLM-RoBERTa"),
+        ("vision_cfg", "attentional_pool", serde_json::json!("parallel"), "attentional_pool"),
     ] {
         let mut changed = config.clone();
-        changed["model_cfg"]["text_cfg"][option] = value;
+        changed["model_cfg"][tower][option] = value;
         let dir = folder(option, "open_clip_config.json", changed);
         std::fs::remove_file(Path::new(&dir).join("model.safetensors")).unwrap();
         std::fs::copy(

@@ -27,6 +27,18 @@ pub fn attention(qkv: &Tensor, heads: usize, causal: bool, tiles: Option<Split>)
 
 /// The same attention with candle's own ops (any device).
 pub fn attention_generic(qkv: &Tensor, heads: usize, causal: bool) -> Result<Tensor> {
+    let seq = qkv.dim(1)?;
+    let mask = causal.then(|| causal_mask(seq, qkv.dtype(), qkv.device())).transpose()?;
+    attend(qkv, heads, mask.as_ref())
+}
+
+/// The same attention with an additive `mask` of (batch, 1, seq, seq) on the scores, in
+/// candle's ops (rare: CoCa's text class token).
+pub fn attention_masked(qkv: &Tensor, heads: usize, mask: &Tensor) -> Result<Tensor> {
+    attend(qkv, heads, Some(mask))
+}
+
+fn attend(qkv: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
     use candle_core::IndexOp;
     let (batch, seq, three_dim) = qkv.dims3()?;
     let dim = three_dim / 3;
@@ -36,8 +48,8 @@ pub fn attention_generic(qkv: &Tensor, heads: usize, causal: bool) -> Result<Ten
     let k_t = qkv.i((.., .., 1))?.permute((0, 2, 3, 1))?.contiguous()?; // (b, h, d, s)
     let v = qkv.i((.., .., 2))?.transpose(1, 2)?.contiguous()?;
     let mut scores = q.matmul(&k_t)?;
-    if causal {
-        scores = scores.broadcast_add(&causal_mask(seq, scores.dtype(), qkv.device())?)?;
+    if let Some(mask) = mask {
+        scores = scores.broadcast_add(mask)?;
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, dim))?)

@@ -80,7 +80,7 @@ pub mod bf16_pairs;
 pub mod cuda;
 mod linear;
 mod runs;
-pub use attention::{attention, attention_from_parts, attention_generic};
+pub use attention::{attention, attention_from_parts, attention_generic, attention_masked};
 pub use linear::{bf16_layout, linear, linear_split, Epilogue, LinearWeight, WeightLayout};
 
 use super::config::Activation;

@@ -18,13 +18,15 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 6] = [
+pub const PARITY_MODELS: [&str; 8] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
     "tiny-siglip2-gemma",
     "tiny-openclip-b32-quickgelu",
     "tiny-openclip-p16-gelu",
+    "tiny-coca-b32",
+    "tiny-coca-p16-gelu",
 ];
 
 /// What `--model` takes for a fixture checkpoint: its folder, or for a bare OpenCLIP state dict
