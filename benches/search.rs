@@ -214,6 +214,7 @@ fn main() {
                 idle_timeout: imgsearch::server::DEFAULT_IDLE_TIMEOUT,
                 tls: None,
                 trust_proxy: false,
+                announce_in: None,
             };
             let engine = SearchEngine::new(library, clip.clone());
             std::thread::spawn(move || serve(engine, options, None, None).unwrap());

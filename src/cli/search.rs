@@ -40,6 +40,18 @@ pub struct ResultArgs {
 }
 
 impl ResultArgs {
+    /// These options as the search API's query parameters.
+    fn query_pairs(&self) -> Vec<(&'static str, String)> {
+        let sort = match self.sort {
+            SortOrder::Score => "score",
+            SortOrder::Date => "date",
+        };
+        let mut pairs = vec![("k", self.k.to_string()), ("offset", self.offset.to_string()), ("sort", sort.into())];
+        pairs.extend(self.min_score.map(|min| ("min_score", min.to_string())));
+        pairs.extend(self.min_prob.map(|min| ("min_prob", min.to_string())));
+        pairs
+    }
+
     fn params(&self) -> SearchParams {
         SearchParams {
             k: self.k,
@@ -173,7 +185,10 @@ pub fn search(
         (false, true) => Towers::Text,
         (false, false) => Towers::Both,
     };
-    let engine = super::open_index(&library, args.results.model.as_deref(), compute, towers, mounts)?.engine;
+    let engine = match super::open_index(&library, args.results.model.as_deref(), compute, towers, mounts) {
+        Ok(opened) => opened.engine,
+        Err(opening) => return through_server(&args, &library, opening),
+    };
     let params = args.results.params();
     if !args.like.is_empty() || !args.not.is_empty() {
         let parsed = imgsearch::search::parse(args.query.as_deref().unwrap_or_default())?;
@@ -193,6 +208,43 @@ pub fn search(
         (None, None) => unreachable!("clap requires a query or --image"),
     };
     args.results.print(&hits)
+}
+
+/// The data folder is held by a running `serve` (see `imgsearch::server::local`): the same
+/// search, asked of it. Any other failure stays as it was, and so does this one where the server
+/// cannot be reached (it was killed, leaving its `server.json`).
+fn through_server(args: &SearchArgs, library: &Location, opening: anyhow::Error) -> anyhow::Result<()> {
+    use imgsearch::server::local::{self, Ask, Refused};
+    let locked = matches!(opening.downcast_ref::<imgsearch::Error>(), Some(imgsearch::Error::DataDirLocked { .. }));
+    let server = match library {
+        Location::Folder(folder) if locked => local::find(folder),
+        _ => None,
+    };
+    let Some(server) = server else { return Err(opening) };
+    if args.results.model.is_some() || !args.like.is_empty() || !args.not.is_empty() {
+        return Err(opening.context(format!(
+            "the server at {} holds the data folder: it answers a text or --image search without --model from \
+             here; stop it for this one",
+            server.url
+        )));
+    }
+    let mut query = args.results.query_pairs();
+    query.extend(args.query.iter().map(|q| ("q", q.clone())));
+    let answer = match &args.image {
+        Some(path) => {
+            let bytes = read_picture(path)?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            local::ask(&server, Ask::Image { query: &query, name: &name, bytes: &bytes })
+        }
+        None => local::ask(&server, Ask::Text(&query)),
+    };
+    match answer {
+        Ok(hits) => args.results.print(&hits),
+        Err(Refused::Unreachable(_)) => Err(opening),
+        Err(Refused::Answered(why)) => {
+            anyhow::bail!("the server at {} holds the data folder, and answered: {why}", server.url)
+        }
+    }
 }
 
 /// An example picture given on the command line: the stored embedding of an indexed picture,

@@ -87,6 +87,10 @@ pub fn run(
         idle_timeout: Duration::from_secs_f64(args.idle_timeout.max(0.1)),
         tls: args.tls_cert.zip(args.tls_key),
         trust_proxy: args.trust_proxy,
+        announce_in: match &library {
+            Location::Folder(folder) => Some(folder.clone()),
+            Location::Postgres { .. } => None,
+        },
     };
     // Unless told which model to serve, move on to the library's newest model when an `index
     // --model NEW` completes it.

@@ -56,7 +56,8 @@ impl Default for SearchParams {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// (Deserialize: the command line reads the hits of a server it asks, see `server::local`.)
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SearchHit {
     pub id: ImageId,
     /// The file (a video's, for a moment of one).
@@ -87,13 +88,13 @@ pub struct SearchHit {
     pub rating: Option<i8>,
     /// The words of a text query that what people wrote about the picture holds (its title,
     /// description or keywords): why it ranks above its score.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub described: Vec<String>,
     /// Zero-shot tags, best first.
     pub tags: Vec<String>,
     pub thumbnail: String,
     /// The other files of the same shot (a RAW beside its JPEG), folded into this hit.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also: Vec<stacks::ShotFile>,
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::SearchHit;
 
 /// Another file of the same shot as a hit.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ShotFile {
     pub id: crate::store::ImageId,
     pub path: String,

@@ -79,6 +79,9 @@ pub struct Gate {
     reloading: std::sync::atomic::AtomicBool,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<String, Failures>>,
+    /// This run's secret for the command line of this computer (see `server::local`): it
+    /// searches, whoever else must sign in.
+    local_token: Option<String>,
 }
 
 struct Cached {
@@ -108,6 +111,20 @@ impl Gate {
             reloading: std::sync::atomic::AtomicBool::new(false),
             sessions: Mutex::default(),
             failures: Mutex::default(),
+            local_token: None,
+        })
+    }
+
+    /// This gate, also letting in requests that carry `token` (read-only).
+    pub fn with_local_token(mut self, token: Option<String>) -> Self {
+        self.local_token = token;
+        self
+    }
+
+    /// Whether `secret` is this run's local token (compared in constant time).
+    fn is_local_token(&self, secret: &str) -> bool {
+        self.local_token.as_ref().is_some_and(|token| {
+            token.len() == secret.len() && token.bytes().zip(secret.bytes()).fold(0, |diff, (a, b)| diff | (a ^ b)) == 0
         })
     }
 
@@ -373,6 +390,15 @@ pub async fn require_auth(State(state): State<Arc<AppState>>, request: Request, 
             "cross_site",
             "another site's page asked for this: open imgsearch in its own tab (a link to its pages works)",
         );
+    }
+    let bearer = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "));
+    if bearer.is_some_and(|secret| gate.is_local_token(secret.trim())) {
+        if changes_state(request.method(), &path) {
+            return forbidden("read_only_token", "the command line's token may search, not change anything");
+        }
+        let mut request = request;
+        request.extensions_mut().insert(Principal { name: "command line".into(), read_only: true });
+        return private(next.run(request).await);
     }
     let data = gate.current().await;
     if !gate.required(&data) {

@@ -5,6 +5,7 @@ mod auth;
 mod connections;
 mod error;
 mod health;
+pub mod local;
 mod routes;
 mod serving;
 mod thumbnails;
@@ -121,6 +122,10 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Behind a reverse proxy: trust its `X-Forwarded-For` and `X-Forwarded-Proto`.
     pub trust_proxy: bool,
+    /// The data folder whose `server.json` tells this computer's command line how to search
+    /// through this server while it holds the folder (see [`local`]); None for PostgreSQL,
+    /// which many processes open at once.
+    pub announce_in: Option<PathBuf>,
 }
 
 pub struct AppState {
@@ -166,7 +171,8 @@ pub fn serve(
 ) -> Result<()> {
     warm_up(&engine)?;
     let tls = options.tls.as_ref().map(|(cert, key)| tls::server_config(cert, key)).transpose()?;
-    let gate = gate(&options, tls.is_some())?;
+    let local_token = options.announce_in.as_ref().map(|_| local::new_token());
+    let gate = gate(&options, tls.is_some())?.with_local_token(local_token.clone());
     let state = Arc::new(AppState {
         engine: RwLock::new(engine),
         options: options.clone(),
@@ -198,6 +204,10 @@ pub fn serve(
         let local =
             listener.local_addr().map_err(|source| crate::Error::Io { path: PathBuf::from("socket"), source })?;
         println!("imgsearch serving on {}://{local}/", if tls.is_some() { "https" } else { "http" });
+        let _announced = match (&options.announce_in, &local_token) {
+            (Some(folder), Some(token)) => Some(local::announce(folder, local, tls.is_some(), token)?),
+            _ => None,
+        };
         tracing::info!(
             "CPU kernels: {}, {} threads (IMGSEARCH_ISA forces a lower path, --threads sets the threads)",
             crate::model::kernels::isa().name(),

@@ -1302,3 +1302,52 @@ fn a_busy_server_answers_503_with_retry_after_and_keeps_its_threads_bounded() {
     }
     assert!(server.threads() <= idle_threads + 12);
 }
+
+/// While `serve` holds a data folder (one process opens it at a time), `imgsearch search` asks
+/// the server: a text and a picture, the same hits it answers, also where everyone else must
+/// sign in. The secret it reads from `server.json` searches and changes nothing, and the file
+/// goes with the server.
+#[test]
+fn the_command_line_searches_through_the_server_that_holds_the_data_folder() {
+    if common::on_postgres() {
+        return; // a PostgreSQL library opens in many processes at once
+    }
+    let (_tmp, data) = common::server::indexed_fixtures(&["astronaut.jpg", "coffee.png", "rocket.jpg"]);
+    common::server::add_user(&data, "alice", "correct horse battery");
+    let mut server = serve(&data, &[]);
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_imgsearch")).args(common::library_args(&data)).args(args).output().unwrap()
+    };
+    let hits_of = |out: std::process::Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let hits = hits_of(cli(&["search", "a photo of a cat type:png", "--json", "-k", "2"]));
+    let announced: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("server.json")).unwrap()).unwrap();
+    let bearer = format!("Bearer {}", announced["token"].as_str().unwrap());
+    let asked =
+        |method: &str, path: &str| request_with_headers(&server.addr, method, path, &[("Authorization", &bearer)], b"");
+    let answer = asked("GET", "/api/search?q=a+photo+of+a+cat+type%3Apng&k=2");
+    assert_eq!(answer.status, 200);
+    // The same hits (the API writes a score's f32 in f64 digits, the command line in f32's).
+    let scored = |hits: &serde_json::Value| -> Vec<(u64, f32)> {
+        let hits = hits.as_array().unwrap().iter();
+        hits.map(|h| (h["id"].as_u64().unwrap(), h["score"].as_f64().unwrap() as f32)).collect()
+    };
+    assert_eq!(scored(&answer.json()["hits"]), scored(&hits));
+    assert_eq!(hits.as_array().unwrap().len(), 1, "{hits}");
+    let coffee = image_path("coffee.png");
+    let by_picture = hits_of(cli(&["search", "--image", coffee.to_str().unwrap(), "--json", "-k", "1"]));
+    assert!(by_picture[0]["path"].as_str().unwrap().ends_with("/coffee.png"), "{by_picture}");
+    // The server's answer to a bad query is the command's.
+    let out = cli(&["search", "after:someday"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("YYYY"));
+    // The secret changes nothing; without it, sign-in is asked.
+    assert_eq!(asked("DELETE", "/api/tokens/tok_00000000").status, 403);
+    assert_eq!(get(&server.addr, "/api/search?q=cat").status, 401);
+    server.signal(libc::SIGTERM);
+    assert!(server.exited_within(std::time::Duration::from_secs(20)).is_some_and(|status| status.success()));
+    assert!(!data.join("server.json").exists());
+    assert_eq!(hits_of(cli(&["search", "a photo of a cat type:png", "--json", "-k", "2"])), hits);
+}
