@@ -865,19 +865,26 @@ fn stats_measure_the_folder_size_at_most_every_30_seconds() {
     assert_eq!(again["size_bytes"].as_u64(), Some(size), "measured again within 30 s");
 }
 
-/// The embedded data folder is one process's; a PostgreSQL library is shared by any number.
+/// The embedded data folder is one process's (a search asks the server that holds it); a
+/// PostgreSQL library is shared by any number.
 #[test]
 fn other_commands_beside_a_running_server_fail_clearly_or_share_its_library() {
     let (tmp, server) = start(&[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-        .args(common::library_args(&tmp.path().join("data")))
-        .args(["search", "cat"])
-        .output()
-        .unwrap();
+    let imgsearch = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+            .args(common::library_args(&tmp.path().join("data")))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = imgsearch(&["search", "cat"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5, "every picture of the library");
+    let out = imgsearch(&["list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if common::on_postgres() {
         assert!(out.status.success(), "{stderr}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5, "every picture of the library");
         return;
     }
     assert_eq!(out.status.code(), Some(1));
