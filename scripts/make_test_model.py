@@ -463,7 +463,8 @@ OPENCLIP_CONFIGS = {
 
 # Two CoCa shapes (OpenCLIP's `CoCa`: the attentional pooler over the image tokens, a class token
 # after the text; the captioning decoder is in the checkpoint, unused for embeddings): one whose
-# pooler keys have the embedding's width (torch packs q, k and v), one whose are wider.
+# pooler keys have the embedding's width (torch packs q, k and v), one whose are wider (and with
+# LayerScale).
 COCA_CONFIGS = {
     "tiny-coca-b32": dict(
         model_cfg=dict(embed_dim=48,
@@ -482,11 +483,12 @@ COCA_CONFIGS = {
     ),
     "tiny-coca-p16-gelu": dict(
         model_cfg=dict(embed_dim=40,
+                       # With LayerScale (`ls_init_value`, ViT-M-16-alt's option) in both towers.
                        vision_cfg=dict(image_size=64, layers=3, width=48, head_width=16, patch_size=16, mlp_ratio=2.0,
                                        attentional_pool=True, attn_pooler_heads=2, attn_pooler_queries=3,
-                                       output_tokens=True),
+                                       output_tokens=True, ls_init_value=0.5),
                        text_cfg=dict(context_length=20, vocab_size=49408, width=24, heads=3, layers=3, embed_cls=True,
-                                     output_tokens=True),
+                                     output_tokens=True, ls_init_value=0.5),
                        multimodal_cfg=dict(context_length=20, vocab_size=49408, width=4, heads=2, layers=1),
                        custom_text=True),
         # A bare state dict carries no preprocessing: open_clip's defaults.

@@ -128,7 +128,7 @@ impl OpenClipConfig {
         unsupported("vision", v, "timm_model_name", &|_| false)?;
         // CoCa's pooler (a bool); the strings select pooler layouts open_clip marks untested.
         unsupported("vision", v, "attentional_pool", &|v| v.is_boolean())?;
-        unsupported("vision", v, "ls_init_value", &|_| false)?;
+
         unsupported("vision", v, "no_ln_pre", &is_false)?;
         unsupported("vision", v, "pool_type", &is("tok"))?;
         unsupported("vision", v, "pos_embed_type", &is("learnable"))?;
@@ -136,7 +136,7 @@ impl OpenClipConfig {
         unsupported("vision", v, "act_kwargs", &|_| false)?;
         unsupported("text", t, "hf_model_name", &|_| false)?;
         unsupported("text", t, "hf_tokenizer_name", &|_| false)?;
-        unsupported("text", t, "ls_init_value", &|_| false)?;
+
         let embed_cls = t.get("embed_cls").and_then(|v| v.as_bool()).unwrap_or(false);
         unsupported("text", t, "embed_cls", &|v| v.is_boolean())?;
         unsupported("text", t, "no_causal_mask", &is_false)?;
@@ -338,6 +338,9 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
                         continue;
                     }
                     let hf = match part {
+                        // `ls_init_value`'s LayerScale, folded into the layer it scales below.
+                        "ls_1.gamma" => "attention_scale".into(),
+                        "ls_2.gamma" => "mlp_scale".into(),
                         "ln_1.weight" | "ln_1.bias" => format!("layer_norm1.{}", suffix(part)),
                         "ln_2.weight" | "ln_2.bias" => format!("layer_norm2.{}", suffix(part)),
                         "attn.out_proj.weight" | "attn.out_proj.bias" => format!("self_attn.out_proj.{}", suffix(part)),
@@ -356,7 +359,34 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
         };
         out.insert(renamed, tensor);
     }
+    fold_layer_scales(&mut out).map_err(candle)?;
     Ok(out)
+}
+
+/// OpenCLIP's LayerScale (`ls_init_value`) multiplies the attention's and the MLP's output by a
+/// learned vector before the residual add: the same as scaling the rows of the projection that
+/// ends each (`out_proj`, `fc2`) and its bias, done here once, in f32.
+fn fold_layer_scales(tensors: &mut HashMap<String, Tensor>) -> candle_core::Result<()> {
+    let scales: Vec<String> = tensors
+        .keys()
+        .filter(|name| name.ends_with(".attention_scale") || name.ends_with(".mlp_scale"))
+        .cloned()
+        .collect();
+    for name in scales {
+        let gamma = tensors.remove(&name).expect("listed").to_dtype(candle_core::DType::F32)?;
+        let (layer, scale) = name.rsplit_once('.').expect("a dotted name");
+        let projection = if scale == "attention_scale" { "self_attn.out_proj" } else { "mlp.fc2" };
+        for part in ["weight", "bias"] {
+            let key = format!("{layer}.{projection}.{part}");
+            let Some(tensor) = tensors.get(&key) else { continue };
+            let scaled = match part {
+                "weight" => tensor.to_dtype(candle_core::DType::F32)?.broadcast_mul(&gamma.unsqueeze(1)?)?,
+                _ => (tensor.to_dtype(candle_core::DType::F32)? * &gamma)?,
+            };
+            tensors.insert(key, scaled);
+        }
+    }
+    Ok(())
 }
 
 fn suffix(name: &str) -> &str {
