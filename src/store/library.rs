@@ -44,13 +44,17 @@ pub enum Filter {
 }
 
 /// The words of a text as the filters match them, on both backends (the embedded text index
-/// tokenises with it): composed as [`composed`] says, split at every character that is not a
-/// letter or digit, lower-cased; words of 40 bytes or more are dropped.
+/// tokenises with it): composed as [`composed`] says, lower-cased, split at every character that
+/// is neither a letter, a digit nor a mark that combines with the one before (an accent without a
+/// composed form, a Devanagari virama: part of its word); words of 40 bytes or more are dropped.
+/// Lower-casing comes first, as a query may already be lower-cased: "İ" lower-cases to "i" and
+/// a combining dot.
 pub fn words(text: &str) -> std::vec::IntoIter<String> {
-    let words: Vec<String> = composed(text)
-        .split(|c: char| !c.is_alphanumeric())
+    use unicode_normalization::char::is_combining_mark;
+    let words: Vec<String> = composed(&text.to_lowercase())
+        .split(|c: char| !(c.is_alphanumeric() || is_combining_mark(c)))
         .filter(|w| !w.is_empty() && w.len() < 40)
-        .map(str::to_lowercase)
+        .map(str::to_owned)
         .collect();
     words.into_iter()
 }

@@ -329,6 +329,12 @@ fn name_path_and_folder_filters_match_accented_letters_in_either_unicode_form() 
     std::fs::copy(image_path("coffee.png"), decomposed_folder.join("Cafe\u{301} noir.png")).unwrap();
     std::fs::copy(image_path("astronaut.jpg"), photos.join("cafe.jpg")).unwrap();
     std::fs::copy(image_path("rocket.jpg"), photos.join("Crème brûlée.jpg")).unwrap();
+    // A capital dotted I lower-cases to two characters; an accent with no composed letter, and
+    // a virama, are parts of their words.
+    std::fs::copy(image_path("rocket.jpg"), photos.join("İstanbul.jpg")).unwrap();
+    std::fs::copy(image_path("rocket.jpg"), photos.join("x\u{304}ray.jpg")).unwrap();
+    std::fs::copy(image_path("rocket.jpg"), photos.join("x.jpg")).unwrap();
+    std::fs::copy(image_path("rocket.jpg"), photos.join("नमस्ते.jpg")).unwrap();
     let data = tmp.path().join("data");
     index_photos(&photos, &data, &[]);
 
@@ -337,6 +343,11 @@ fn name_path_and_folder_filters_match_accented_letters_in_either_unicode_form() 
     assert_eq!(sorted_names(&data, "name:cafe"), ["cafe.jpg"], "no accent is another word");
     assert_eq!(sorted_names(&data, "name:cre\u{300}me"), ["Crème brûlée.jpg"]);
     assert_eq!(sorted_names(&data, "path:été"), ["Cafe\u{301} noir.png"]);
+    assert_eq!(sorted_names(&data, "name:İstanbul"), ["İstanbul.jpg"]);
+    assert_eq!(sorted_names(&data, "name:x"), ["x.jpg"]);
+    assert_eq!(sorted_names(&data, "name:x\u{304}ray"), ["x\u{304}ray.jpg"]);
+    assert_eq!(sorted_names(&data, "name:नमस"), Vec::<String>::new());
+    assert_eq!(sorted_names(&data, "name:नमस्ते"), ["नमस्ते.jpg"]);
     let folder = format!("\"folder:{}/Été à Lyon\"", photos.display());
     assert_eq!(sorted_names(&data, &folder), ["Cafe\u{301} noir.png"]);
 }
