@@ -329,6 +329,27 @@ pub struct Catalog {
 /// The meta key of [`Catalog::ids_from`](Catalog).
 const IDS_FROM: &str = "ids_from";
 
+/// Removes the snapshots sled began and never finished in the catalog folder `dir`; whether
+/// there were any.
+fn remove_unfinished_snapshots(dir: &Path) -> bool {
+    let unfinished: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("snap.") && name.ends_with(".generating"))
+        })
+        .collect();
+    for path in &unfinished {
+        tracing::warn!("{}: a snapshot sled did not finish writing (it was stopped): removed", path.display());
+        let _ = std::fs::remove_file(path);
+    }
+    !unfinished.is_empty()
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt { what: what.to_string(), reason: e.to_string() }
 }
@@ -337,7 +358,17 @@ impl Catalog {
     pub fn open(dir: &Path) -> Result<Self> {
         // Opening may write (a new log segment, a snapshot): see `room`.
         super::room::check(dir, 0)?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+        let db = match sled::Config::new().path(dir).open() {
+            // sled 0.34 reads a snapshot it was killed while writing (`snap.*.generating`, never
+            // renamed into place) as the newest one, and then finds it corrupt. Such a file is
+            // always a leftover (sled took the folder's lock before reading): removed, the
+            // catalog opens from its log and last whole snapshot.
+            Err(sled::Error::Corruption { .. }) if remove_unfinished_snapshots(dir) => {
+                sled::Config::new().path(dir).open()
+            }
+            opened => opened,
+        };
+        let db = db.map_err(|e| match e {
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                 Error::DataDirLocked { path: dir.parent().unwrap_or(dir).to_owned() }
             }
@@ -716,4 +747,24 @@ fn id_from(bytes: &[u8]) -> Result<ImageId> {
     let array: [u8; 8] =
         bytes.try_into().map_err(|_| corrupt("image id", format!("{} bytes instead of 8", bytes.len())))?;
     Ok(ImageId::from_be_bytes(array))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot sled was killed while writing (as `optimize` or an open can be) leaves the
+    /// catalog readable, with everything it held.
+    #[test]
+    fn a_snapshot_left_unfinished_by_a_kill_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        catalog.set_last_run(&serde_json::json!({"indexed": 3})).unwrap();
+        drop(catalog);
+        let unfinished = dir.path().join("snap.FFFFFFFFFFFFFFF0.generating");
+        std::fs::write(&unfinished, b"").unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        assert_eq!(catalog.last_run().unwrap().unwrap()["indexed"], 3);
+        assert!(!unfinished.exists());
+    }
 }
