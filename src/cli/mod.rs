@@ -196,7 +196,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // The model space most commands work on: the one searches use (see store/spaces.rs).
     let current = || imgsearch::store::spaces::for_search(&library, None).map(|space| space.location);
-    match cli.command {
+    let data_folder = match &library {
+        imgsearch::store::Location::Folder(dir) => Some(dir.clone()),
+        imgsearch::store::Location::Postgres { .. } => None,
+    };
+    let ran = match cli.command {
         Command::Index(args) => index::run(args, library, cli.compute, &cli.mounts),
         Command::Forget(args) => index::forget(args, library, &cli.mounts),
         Command::Serve(args) => serve::run(args, library, cli.compute, &cli.mounts),
@@ -217,6 +221,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keywords(args) => stats::keywords(args, current()?),
         Command::User(command) => access::user(command, library),
         Command::Token(command) => access::token(command, library),
+    };
+    ran.map_err(|error| with_the_server_that_holds(error, data_folder.as_deref()))
+}
+
+/// An error from a data folder a running server holds says which server, and what it answers
+/// (see `imgsearch::server::local`).
+fn with_the_server_that_holds(error: anyhow::Error, folder: Option<&std::path::Path>) -> anyhow::Error {
+    use imgsearch::server::local;
+    let locked = error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref::<imgsearch::Error>(), Some(imgsearch::Error::DataDirLocked { .. })));
+    match folder.filter(|_| locked).and_then(local::find).filter(local::answers) {
+        Some(server) => error.context(format!(
+            "the server at {} holds the data folder: `imgsearch search` (a text or --image, without --model or \
+             --like) asks it; stop it for this command",
+            server.url
+        )),
+        None => error,
     }
 }
 

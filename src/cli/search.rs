@@ -212,7 +212,7 @@ pub fn search(
 
 /// The data folder is held by a running `serve` (see `imgsearch::server::local`): the same
 /// search, asked of it. Any other failure stays as it was, and so does this one where the server
-/// cannot be reached (it was killed, leaving its `server.json`).
+/// is not there (it was killed, leaving its `server.json`) or cannot take the search.
 fn through_server(args: &SearchArgs, library: &Location, opening: anyhow::Error) -> anyhow::Result<()> {
     use imgsearch::server::local::{self, Ask, Refused};
     let locked = matches!(opening.downcast_ref::<imgsearch::Error>(), Some(imgsearch::Error::DataDirLocked { .. }));
@@ -220,29 +220,37 @@ fn through_server(args: &SearchArgs, library: &Location, opening: anyhow::Error)
         Location::Folder(folder) if locked => local::find(folder),
         _ => None,
     };
-    let Some(server) = server else { return Err(opening) };
-    if args.results.model.is_some() || !args.like.is_empty() || !args.not.is_empty() {
-        return Err(opening.context(format!(
-            "the server at {} holds the data folder: it answers a text or --image search without --model from \
-             here; stop it for this one",
-            server.url
-        )));
-    }
+    // `--not TEXT` is `-"TEXT"` in the query syntax (which has no way to quote a quote).
+    let forwarded = args.results.model.is_none() && args.like.is_empty() && !args.not.iter().any(|t| t.contains('"'));
+    let Some(server) = server.filter(|_| forwarded) else { return Err(opening) };
     let mut query = args.results.query_pairs();
-    query.extend(args.query.iter().map(|q| ("q", q.clone())));
+    let not = args.not.iter().map(|text| format!(" -\"{text}\""));
+    let q: String = args.query.iter().cloned().chain(not).collect();
+    if !q.is_empty() {
+        query.push(("q", q));
+    }
     let answer = match &args.image {
         Some(path) => {
             let bytes = read_picture(path)?;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            local::ask(&server, Ask::Image { query: &query, name: &name, bytes: &bytes })
+            local::ask(&server, Ask::Image { query: &query, name: &name, bytes: &bytes }).map_err(|refused| {
+                match refused {
+                    // A server stops reading an upload over its limit and closes the connection.
+                    Refused::Failed(why) => Refused::Failed(format!(
+                        "{why}; a picture over the server's --upload-limit is refused ({} bytes here)",
+                        bytes.len()
+                    )),
+                    other => other,
+                }
+            })
         }
         None => local::ask(&server, Ask::Text(&query)),
     };
     match answer {
         Ok(hits) => args.results.print(&hits),
-        Err(Refused::Unreachable(_)) => Err(opening),
-        Err(Refused::Answered(why)) => {
-            anyhow::bail!("the server at {} holds the data folder, and answered: {why}", server.url)
+        Err(Refused::NotThere) => Err(opening),
+        Err(Refused::Failed(why)) => {
+            anyhow::bail!("the server at {} holds the data folder, and the search through it failed: {why}", server.url)
         }
     }
 }

@@ -16,6 +16,10 @@ use crate::search::SearchHit;
 
 const FILE: &str = "server.json";
 
+/// The response header by which the server says it knew the secret: whatever answers at the
+/// address of a stale `server.json` (another library's server, say) is not asked.
+pub const KNEW_THE_SECRET: &str = "x-imgsearch-local";
+
 /// What `server.json` holds.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Announcement {
@@ -91,25 +95,38 @@ pub enum Ask<'a> {
     Image { query: &'a [(&'a str, String)], name: &'a str, bytes: &'a [u8] },
 }
 
-/// Why the server gave no hits: it could not be reached (a stale `server.json`), or it answered
-/// with an error, whose message is given.
+/// Why the server gave no hits: it is not there (a stale `server.json`: nothing listens at its
+/// address, or something else does), or the search failed, for the reason given.
 pub enum Refused {
-    Unreachable(String),
-    Answered(String),
+    NotThere,
+    Failed(String),
 }
 
-/// Asks the announced server; its hits, as it found them.
-pub fn ask(server: &Announcement, ask: Ask) -> std::result::Result<Vec<SearchHit>, Refused> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent(within: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(5)))
-        // The server's own limits (its queue, its model) end a search well before this.
-        .timeout_global(Some(Duration::from_secs(600)))
+        .timeout_global(Some(within))
         // Its certificate names the host people reach it by, not the loopback address asked
         // here; the secret authenticates this request, and reads no more than the folder holds.
         .tls_config(ureq::tls::TlsConfig::builder().disable_verification(true).build())
         .build()
-        .into();
+        .into()
+}
+
+/// Whether the announced server is the one running (it knows its secret).
+pub fn answers(server: &Announcement) -> bool {
+    let asked = agent(Duration::from_secs(10))
+        .get(format!("{}/api/stats", server.url))
+        .header("Authorization", &format!("Bearer {}", server.token))
+        .call();
+    asked.is_ok_and(|response| response.headers().contains_key(KNEW_THE_SECRET))
+}
+
+/// Asks the announced server; its hits, as it found them.
+pub fn ask(server: &Announcement, ask: Ask) -> std::result::Result<Vec<SearchHit>, Refused> {
+    // The server's own limits (its queue, its model) end a search well before this.
+    let agent = agent(Duration::from_secs(600));
     let bearer = format!("Bearer {}", server.token);
     let query_string = |pairs: &[(&str, String)]| {
         let mut url = form_urlencoded::Serializer::new(String::new());
@@ -140,15 +157,22 @@ pub fn ask(server: &Announcement, ask: Ask) -> std::result::Result<Vec<SearchHit
                 .send(&body[..])
         }
     };
-    let mut response = sent.map_err(|e| Refused::Unreachable(e.to_string()))?;
+    let mut response = sent.map_err(|e| match e {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => Refused::NotThere,
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Refused::NotThere,
+        other => Refused::Failed(format!("the request failed ({other})")),
+    })?;
+    if !response.headers().contains_key(KNEW_THE_SECRET) {
+        return Err(Refused::NotThere);
+    }
     let status = response.status();
     let body =
-        response.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(|e| Refused::Answered(e.to_string()))?;
+        response.body_mut().with_config().limit(1 << 30).read_to_vec().map_err(|e| Refused::Failed(e.to_string()))?;
     let answer: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| Refused::Answered(format!("an answer that is not JSON ({e})")))?;
+        serde_json::from_slice(&body).map_err(|e| Refused::Failed(format!("an answer that is not JSON ({e})")))?;
     if !status.is_success() {
         let message = answer["error"]["message"].as_str().unwrap_or("no message").to_owned();
-        return Err(Refused::Answered(format!("{message} (HTTP {})", status.as_u16())));
+        return Err(Refused::Failed(format!("{message} (HTTP {})", status.as_u16())));
     }
-    serde_json::from_value(answer["hits"].clone()).map_err(|e| Refused::Answered(format!("hits it sent: {e}")))
+    serde_json::from_value(answer["hits"].clone()).map_err(|e| Refused::Failed(format!("hits it sent: {e}")))
 }

@@ -1353,6 +1353,20 @@ fn the_command_line_searches_through_the_server_that_holds_the_data_folder() {
     // The secret changes nothing; without it, sign-in is asked.
     assert_eq!(asked("DELETE", "/api/tokens/tok_00000000").status, 403);
     assert_eq!(get(&server.addr, "/api/search?q=cat").status, 401);
+    // A `server.json` naming another server (a killed server's, whose address another now has)
+    // is not believed: nothing is asked of it, and the folder is said to be in use.
+    let (_other_tmp, other) = start(&[]);
+    let written = std::fs::read(data.join("server.json")).unwrap();
+    let impostor = serde_json::json!({"url": format!("http://{}", other.addr), "token": "not its secret"});
+    std::fs::write(data.join("server.json"), impostor.to_string()).unwrap();
+    let out = cli(&["search", "cat"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("in use by another imgsearch process"), "{stderr}");
+    assert!(!stderr.contains("holds the data folder"), "{stderr}");
+    std::fs::write(data.join("server.json"), written).unwrap();
+    // Other commands name the server that holds the folder.
+    let out = cli(&["list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("the server at http://{}", server.addr)));
     server.signal(libc::SIGTERM);
     assert!(server.exited_within(std::time::Duration::from_secs(20)).is_some_and(|status| status.success()));
     assert!(!data.join("server.json").exists());
