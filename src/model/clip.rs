@@ -173,7 +173,6 @@ impl LayerNorm {
     }
 }
 
-/// Multi-head self-attention with q, k and v fused into one matmul.
 /// Which positions each position of a sequence attends to.
 #[derive(Clone, Copy)]
 enum Visibility<'a> {
@@ -186,6 +185,7 @@ enum Visibility<'a> {
     Masked(&'a Tensor),
 }
 
+/// Multi-head self-attention with q, k and v fused into one matmul.
 struct Attention {
     qkv: Linear,
     out: Linear,

@@ -128,7 +128,6 @@ impl OpenClipConfig {
         unsupported("vision", v, "timm_model_name", &|_| false)?;
         // CoCa's pooler (a bool); the strings select pooler layouts open_clip marks untested.
         unsupported("vision", v, "attentional_pool", &|v| v.is_boolean())?;
-
         unsupported("vision", v, "no_ln_pre", &is_false)?;
         unsupported("vision", v, "pool_type", &is("tok"))?;
         unsupported("vision", v, "pos_embed_type", &is("learnable"))?;
@@ -136,16 +135,14 @@ impl OpenClipConfig {
         unsupported("vision", v, "act_kwargs", &|_| false)?;
         unsupported("text", t, "hf_model_name", &|_| false)?;
         unsupported("text", t, "hf_tokenizer_name", &|_| false)?;
-
         let embed_cls = t.get("embed_cls").and_then(|v| v.as_bool()).unwrap_or(false);
         unsupported("text", t, "embed_cls", &|v| v.is_boolean())?;
         unsupported("text", t, "no_causal_mask", &is_false)?;
         if embed_cls {
-            // What the class token does not see: open_clip's tokenizer pads with 0.
+            // What the class token does not see: open_clip's tokenizer pads with 0. It is also
+            // what the tower is pooled at, whatever pool_type says.
             unsupported("text", t, "pad_id", &|v| v.as_u64() == Some(0))?;
-        }
-        // An appended class token is what the tower is pooled at, whatever pool_type says.
-        if !embed_cls {
+        } else {
             unsupported("text", t, "pool_type", &is("argmax"))?;
         }
         unsupported("text", t, "proj_bias", &is_false)?;
