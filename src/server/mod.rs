@@ -203,11 +203,12 @@ pub fn serve(
         let listener = tokio::net::TcpListener::bind(options.addr).await.map_err(|e| listen_error(options.addr, e))?;
         let local =
             listener.local_addr().map_err(|source| crate::Error::Io { path: PathBuf::from("socket"), source })?;
-        println!("imgsearch serving on {}://{local}/", if tls.is_some() { "https" } else { "http" });
+        // Announced before the banner: whoever waits for the banner finds the server's file.
         let _announced = match (&options.announce_in, &local_token) {
             (Some(folder), Some(token)) => Some(local::announce(folder, local, tls.is_some(), token)?),
             _ => None,
         };
+        println!("imgsearch serving on {}://{local}/", if tls.is_some() { "https" } else { "http" });
         tracing::info!(
             "CPU kernels: {}, {} threads (IMGSEARCH_ISA forces a lower path, --threads sets the threads)",
             crate::model::kernels::isa().name(),
