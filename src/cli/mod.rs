@@ -196,10 +196,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // The model space most commands work on: the one searches use (see store/spaces.rs).
     let current = || imgsearch::store::spaces::for_search(&library, None).map(|space| space.location);
-    let data_folder = match &library {
-        imgsearch::store::Location::Folder(dir) => Some(dir.clone()),
-        imgsearch::store::Location::Postgres { .. } => None,
-    };
+    let held = library.clone();
     let ran = match cli.command {
         Command::Index(args) => index::run(args, library, cli.compute, &cli.mounts),
         Command::Forget(args) => index::forget(args, library, &cli.mounts),
@@ -222,17 +219,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => access::user(command, library),
         Command::Token(command) => access::token(command, library),
     };
-    ran.map_err(|error| with_the_server_that_holds(error, data_folder.as_deref()))
+    ran.map_err(|error| with_the_server_that_holds(error, &held))
 }
 
-/// An error from a data folder a running server holds says which server, and what it answers
-/// (see `imgsearch::server::local`).
-fn with_the_server_that_holds(error: anyhow::Error, folder: Option<&std::path::Path>) -> anyhow::Error {
-    use imgsearch::server::local;
+/// The server `server.json` announces where `error` is a data folder found locked (see
+/// `imgsearch::server::local`): a file a killed server left names one no longer there, which
+/// asking it finds out.
+pub fn announced_holder(
+    error: &anyhow::Error,
+    library: &imgsearch::store::Location,
+) -> Option<imgsearch::server::local::Announcement> {
     let locked = error
         .chain()
         .any(|cause| matches!(cause.downcast_ref::<imgsearch::Error>(), Some(imgsearch::Error::DataDirLocked { .. })));
-    match folder.filter(|_| locked).and_then(local::find).filter(local::answers) {
+    match library {
+        imgsearch::store::Location::Folder(folder) if locked => imgsearch::server::local::find(folder),
+        _ => None,
+    }
+}
+
+/// An error from a data folder a running server holds says which server, and what it answers.
+fn with_the_server_that_holds(error: anyhow::Error, library: &imgsearch::store::Location) -> anyhow::Error {
+    match announced_holder(&error, library).filter(imgsearch::server::local::answers) {
         Some(server) => error.context(format!(
             "the server at {} holds the data folder: `imgsearch search` (a text or --image, without --model or \
              --like) asks it; stop it for this command",

@@ -215,11 +215,7 @@ pub fn search(
 /// is not there (it was killed, leaving its `server.json`) or cannot take the search.
 fn through_server(args: &SearchArgs, library: &Location, opening: anyhow::Error) -> anyhow::Result<()> {
     use imgsearch::server::local::{self, Ask, Refused};
-    let locked = matches!(opening.downcast_ref::<imgsearch::Error>(), Some(imgsearch::Error::DataDirLocked { .. }));
-    let server = match library {
-        Location::Folder(folder) if locked => local::find(folder),
-        _ => None,
-    };
+    let server = super::announced_holder(&opening, library);
     // `--not TEXT` is `-"TEXT"` in the query syntax (which has no way to quote a quote).
     let forwarded = args.results.model.is_none() && args.like.is_empty() && !args.not.iter().any(|t| t.contains('"'));
     let Some(server) = server.filter(|_| forwarded) else { return Err(opening) };
@@ -233,16 +229,7 @@ fn through_server(args: &SearchArgs, library: &Location, opening: anyhow::Error)
         Some(path) => {
             let bytes = read_picture(path)?;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            local::ask(&server, Ask::Image { query: &query, name: &name, bytes: &bytes }).map_err(|refused| {
-                match refused {
-                    // A server stops reading an upload over its limit and closes the connection.
-                    Refused::Failed(why) => Refused::Failed(format!(
-                        "{why}; a picture over the server's --upload-limit is refused ({} bytes here)",
-                        bytes.len()
-                    )),
-                    other => other,
-                }
-            })
+            local::ask(&server, Ask::Image { query: &query, name: &name, bytes: &bytes })
         }
         None => local::ask(&server, Ask::Text(&query)),
     };

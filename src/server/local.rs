@@ -135,6 +135,11 @@ pub fn ask(server: &Announcement, ask: Ask) -> std::result::Result<Vec<SearchHit
         }
         url.finish()
     };
+    // A server stops reading an upload over its limit and closes the connection.
+    let over_limit = match ask {
+        Ask::Image { .. } => "; a picture over the server's --upload-limit is refused",
+        Ask::Text(_) => "",
+    };
     let sent = match ask {
         Ask::Text(query) => agent
             .get(format!("{}/api/search?{}", server.url, query_string(query)))
@@ -160,7 +165,7 @@ pub fn ask(server: &Announcement, ask: Ask) -> std::result::Result<Vec<SearchHit
     let mut response = sent.map_err(|e| match e {
         ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => Refused::NotThere,
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Refused::NotThere,
-        other => Refused::Failed(format!("the request failed ({other})")),
+        other => Refused::Failed(format!("the request failed ({other}){over_limit}")),
     })?;
     if !response.headers().contains_key(KNEW_THE_SECRET) {
         return Err(Refused::NotThere);

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::catalog::Catalog;
 use super::room;
+use super::spaces::remove_dir as remove;
 use crate::error::{Error, Result};
 
 const CATALOG: &str = "catalog";
@@ -87,13 +88,6 @@ fn mb(bytes: u64) -> String {
 
 fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(|source| Error::Write { path: to.to_owned(), source })
-}
-
-fn remove(dir: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Write { path: dir.to_owned(), source: e }),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

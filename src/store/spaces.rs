@@ -291,7 +291,8 @@ pub fn remove(base: &Location, model: &str) -> Result<()> {
     Ok(())
 }
 
-fn remove_dir(path: &Path) -> Result<()> {
+/// Removes a folder and what it holds; one already gone is fine.
+pub(super) fn remove_dir(path: &Path) -> Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { path: path.to_owned(), source: e }),
         _ => Ok(()),
