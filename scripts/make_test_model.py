@@ -176,7 +176,7 @@ def randomize(model):
     with torch.no_grad():
         for name, p in model.named_parameters():
             parts = name.split(".")
-            if "layer_norm" in name or "layrnorm" in name or "layernorm" in name or parts[max(len(parts) - 2, 0)].startswith("ln_"):
+            if any(n in name for n in ("layer_norm", "layrnorm", "layernorm", "LayerNorm")) or parts[max(len(parts) - 2, 0)].startswith("ln_"):
                 p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
@@ -499,6 +499,19 @@ COCA_CONFIGS = {
 }
 
 
+def openclip_image_references(model, transform, images):
+    """open_clip's preprocessed pixels and image embeddings of the fixture photos."""
+    pixels, image_embeds = {}, {}
+    for img_name in images:
+        # open_clip resizes before converting to RGB, so a palette picture would be resized by
+        # nearest neighbour; imgsearch converts first. Compare on RGB input.
+        pil = Image.open(FIXTURES / "images" / img_name).convert("RGB")
+        pv = transform(pil).unsqueeze(0)
+        pixels[img_name] = pv[0].contiguous()
+        image_embeds[img_name] = l2(model.encode_image(pv))[0].tolist()
+    return pixels, image_embeds
+
+
 def make_openclip(images, configs=OPENCLIP_CONFIGS):
     """OpenCLIP checkpoints made by open-clip-torch, with references from open_clip itself:
     its tokenizer, its image transform and `encode_image` / `encode_text`."""
@@ -542,19 +555,13 @@ def make_openclip(images, configs=OPENCLIP_CONFIGS):
             saved.rename(model_dir / f"{name}.pt")
             (model_dir / "arch.json").write_text(json.dumps(spec["model_cfg"], indent=2))
 
-        pixels, image_embeds, token_ids, text_embeds = {}, {}, {}, {}
+        token_ids, text_embeds = {}, {}
         # Token 0 ("!" inside a word) is what CoCa's class token takes for padding: it hides
         # the token after it.
         coca = spec["model_cfg"]["text_cfg"].get("embed_cls")
         texts = OPENCLIP_TEXTS + (["hi!~ a cat", "!@# sale"] if coca else [])
         with torch.no_grad():
-            for img_name in images:
-                # open_clip resizes before converting to RGB, so a palette picture would be resized
-                # by nearest neighbour; imgsearch converts first. Compare on RGB input.
-                pil = Image.open(FIXTURES / "images" / img_name).convert("RGB")
-                pv = transform(pil).unsqueeze(0)
-                pixels[img_name] = pv[0].contiguous()
-                image_embeds[img_name] = l2(model.encode_image(pv))[0].tolist()
+            pixels, image_embeds = openclip_image_references(model, transform, images)
             for text in texts:
                 ids = tokenizer([text])
                 # Up to the first end token (CLIP pools there); a class token after the text (CoCa)
@@ -572,6 +579,132 @@ def make_openclip(images, configs=OPENCLIP_CONFIGS):
         ))
 
 
+def xlm_roberta_style_tokenizer():
+    """Like XLM-RoBERTa's (SentencePiece unigram, converted to tokenizer.json): cased, NFKC,
+    `<s> … </s>`, `<pad>` = 1, `<mask>` last."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, decoders, trainers
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=500, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    tok.train_from_iterator(corpus_for_tokenizers(), trainer)
+    tok.add_special_tokens(["<mask>"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    return transformers.XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+
+
+def bert_style_tokenizer():
+    """Like BERT's uncased WordPiece: `[CLS] … [SEP]`, `[PAD]` = 0."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, decoders, trainers
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.train_from_iterator(corpus_for_tokenizers(), trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    return transformers.BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]",
+                                          pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+
+
+# OpenCLIP with text towers from Hugging Face models (`hf_model_name`, as in
+# xlm-roberta-base-ViT-B-32 and roberta-ViT-B-32): one XLM-RoBERTa-shaped (positions counted
+# from the pad id, mean pooling, the MLP projection: open_clip's defaults), one BERT-shaped
+# (positions from 0, BERT's own pooler on the first token, a linear projection, a shorter
+# context). The text model's config.json and the tokenizer sit in a folder of their own, which
+# hf_model_name names as a path, as `transformers` reads one; the checkpoint folder also holds
+# the tokenizer as `open_clip.push_to_hf_hub` saves it.
+HF_TEXT_CONFIGS = {
+    "tiny-openclip-xlmr": dict(
+        text_model="tiny-xlm-roberta",
+        tokenizer=xlm_roberta_style_tokenizer,
+        hf_config=dict(model_type="xlm-roberta", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=82, type_vocab_size=1, layer_norm_eps=1e-5,
+                       hidden_act="gelu", pad_token_id=1, bos_token_id=0, eos_token_id=2),
+        model_cfg=dict(embed_dim=48,
+                       vision_cfg=dict(image_size=96, layers=2, width=64, head_width=16, patch_size=32),
+                       text_cfg=dict(hf_pooler_type="mean_pooler", hf_proj_type="mlp")),
+    ),
+    "tiny-openclip-bert": dict(
+        text_model="tiny-bert",
+        tokenizer=bert_style_tokenizer,
+        hf_config=dict(model_type="bert", hidden_size=24, num_hidden_layers=3, num_attention_heads=3,
+                       intermediate_size=40, max_position_embeddings=40, type_vocab_size=2, layer_norm_eps=1e-12,
+                       hidden_act="gelu", pad_token_id=0),
+        model_cfg=dict(embed_dim=40,
+                       vision_cfg=dict(image_size=64, layers=2, width=48, head_width=16, patch_size=16),
+                       text_cfg=dict(context_length=32, hf_pooler_type="cls_pooler", hf_proj_type="linear")),
+    ),
+}
+
+
+def make_openclip_hf_text(images):
+    """OpenCLIP checkpoints whose text tower is a Hugging Face model, with references from
+    open_clip (`HFTokenizer`, `encode_text`, which masks the padding)."""
+    import open_clip
+    torch.manual_seed(3)
+    for name, spec in HF_TEXT_CONFIGS.items():
+        model_dir, text_dir = FIXTURES / "models" / name, FIXTURES / "models" / spec["text_model"]
+        for folder in (model_dir, text_dir):
+            if folder.exists():
+                for old in folder.iterdir():
+                    old.unlink()
+            folder.mkdir(parents=True, exist_ok=True)
+        tokenizer = spec["tokenizer"]()
+        hf_config = transformers.AutoConfig.for_model(vocab_size=len(tokenizer), **spec["hf_config"])
+        hf_config.save_pretrained(text_dir)
+        tokenizer.save_pretrained(text_dir)
+        # A path relative to the repository root, where the tests run.
+        text_path = str(text_dir.relative_to(ROOT))
+        model_cfg = json.loads(json.dumps(spec["model_cfg"]))
+        model_cfg["text_cfg"].update(hf_model_name=text_path, hf_tokenizer_name=text_path)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / f"{name}.json").write_text(json.dumps(model_cfg))
+            open_clip.add_model_config(Path(tmp) / f"{name}.json")
+        cwd = os.getcwd()
+        os.chdir(ROOT)
+        try:
+            model = open_clip.create_model(name, pretrained=None, pretrained_hf=False).eval()
+            open_tokenizer = open_clip.get_tokenizer(name)
+        finally:
+            os.chdir(cwd)
+        randomize(model)
+        (model_dir / "open_clip_config.json").write_text(json.dumps(dict(model_cfg=model_cfg, preprocess_cfg=dict(
+            mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
+            interpolation="bicubic", resize_mode="shortest", size=model_cfg["vision_cfg"]["image_size"])), indent=2))
+        open_tokenizer.save_pretrained(model_dir)
+        save_weights(model.state_dict(), model_dir, "safetensors", "open_clip_model.safetensors")
+        transform = open_clip.image_transform(model_cfg["vision_cfg"]["image_size"], is_train=False)
+
+        pad = hf_config.pad_token_id
+        # Typed special tokens: a typed pad token is masked out as padding is.
+        texts = OPENCLIP_TEXTS + ["a <pad> cat </s> on <s> a [PAD] mat [SEP]", "<mask> beach"]
+        token_ids, text_embeds = {}, {}
+        with torch.no_grad():
+            pixels, image_embeds = openclip_image_references(model, transform, images)
+            for text in texts:
+                # `HFTokenizer.__call__`, whose `batch_encode_plus` transformers 5 no longer has:
+                # the same cleaning, then the tokenizer padded and cut to the context.
+                ids = open_tokenizer.tokenizer([open_tokenizer.clean_fn(text)], return_tensors="pt", padding="max_length",
+                                               max_length=open_tokenizer.context_length, truncation=True).input_ids
+                kept = (ids[0] != pad).nonzero()
+                token_ids[text] = ids[0][:int(kept.max()) + 1].tolist()
+                text_embeds[text] = l2(model.encode_text(ids))[0].tolist()
+        save_file(pixels, FIXTURES / "reference" / f"{name}_pixels.safetensors")
+        write_reference(name, dict(
+            generated_by=f"scripts/make_test_model.py (open_clip {open_clip.__version__}, transformers "
+                         f"{transformers.__version__}, torch {torch.__version__})",
+            model=name, dim=model_cfg["embed_dim"], max_length=model_cfg["text_cfg"].get("context_length", 77),
+            texts=texts, token_ids=token_ids, image_embeds=image_embeds, text_embeds=text_embeds,
+        ))
+
+
 def save_weights(state, model_dir, kind, name=None):
     state = {k: v.contiguous() for k, v in state.items()}
     if kind == "safetensors":
@@ -581,14 +714,14 @@ def save_weights(state, model_dir, kind, name=None):
 
 
 def main():
-    families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca"]
+    families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
     image_dir = FIXTURES / "images"
     images = sorted(p.name for p in image_dir.iterdir() if p.is_file()) if image_dir.is_dir() else write_images()
     makers = dict(clip=make_clip, siglip=make_siglip, openclip=make_openclip,
-                  coca=lambda images: make_openclip(images, COCA_CONFIGS))
+                  coca=lambda images: make_openclip(images, COCA_CONFIGS), **{"hf-text": make_openclip_hf_text})
     for family in families:
         makers[family](images)
 

@@ -116,8 +116,9 @@ pub struct ComputeArgs {
     pub dtype: Precision,
 
     /// The OpenCLIP architecture of a bare state dict given to --model (`--model
-    /// RemoteCLIP-ViT-B-32.pt --arch ViT-B-32`): a name `imgsearch models` lists, or a JSON file
-    /// with the model config. A file named after its architecture needs no --arch.
+    /// RemoteCLIP-ViT-B-32.pt --arch ViT-B-32`), or of the weights in a folder or hub repository
+    /// without open_clip_config.json: a name `imgsearch models` lists, or a JSON file with the
+    /// model config. A file named after its architecture needs no --arch.
     #[arg(long, global = true)]
     pub arch: Option<String>,
 

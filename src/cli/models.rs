@@ -37,7 +37,7 @@ fn hugging_face(config: serde_json::Value) -> ModelConfig {
     ModelConfig::from_json(config, Path::new("(built in)")).expect("the recommended shapes are valid")
 }
 
-const RECOMMENDED: [Recommendation; 5] = [
+const RECOMMENDED: [Recommendation; 6] = [
     Recommendation {
         need: "fastest (the default)",
         model: "openai/clip-vit-base-patch32",
@@ -64,6 +64,25 @@ const RECOMMENDED: [Recommendation; 5] = [
         config: || hugging_face(serde_json::json!({"model_type": "siglip", "text_config": {"vocab_size": 256000}})),
     },
     Recommendation {
+        need: "multilingual, fast",
+        model: "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
+        how: Some(
+            "--model laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k --arch xlm-roberta-base-ViT-B-32; its text \
+             tower's config and tokenizer come from the hub's xlm-roberta-base",
+        ),
+        config: || {
+            // ViT-B-32 (GELU) with xlm-roberta-base as open_clip builds it: mean pooling, the MLP projection.
+            hugging_face(serde_json::json!({
+                "text_config": {"vocab_size": 250002, "hidden_size": 768, "intermediate_size": 3072,
+                                "num_attention_heads": 12, "max_position_embeddings": 514, "hidden_act": "gelu",
+                                "hf_encoder": {"type_vocab_size": 1, "pad_token_id": 1, "positions_after_pad": true,
+                                               "context_length": 77, "pooler": "mean", "projection": "mlp",
+                                               "lowercase": false}},
+                "vision_config": {"hidden_act": "gelu"},
+            }))
+        },
+    },
+    Recommendation {
         need: "best quality, multilingual",
         model: "google/siglip2-so400m-patch14-384",
         how: None,
@@ -84,7 +103,7 @@ const RECOMMENDED: [Recommendation; 5] = [
         how: Some("download it from the hub repository chendelong/RemoteCLIP, then --model RemoteCLIP-ViT-B-32.pt"),
         config: || {
             let arch = openclip::OpenClipConfig::from_arch("ViT-B-32").expect("ViT-B-32 is built in");
-            arch.model_config(Path::new("ViT-B-32")).expect("ViT-B-32 converts")
+            arch.model_config(Path::new("ViT-B-32"), None).expect("ViT-B-32 converts")
         },
     },
 ];
@@ -149,7 +168,7 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
         let families = serde_json::json!([
             {"family": "clip", "reads": "Hugging Face CLIPModel folders and hub ids (config.json model_type \"clip\")"},
             {"family": "siglip", "reads": "Hugging Face SiglipModel: SigLIP, fixed-resolution SigLIP 2, multilingual SigLIP (with tokenizer.json)"},
-            {"family": "openclip", "reads": "open_clip_config.json folders and hub ids; bare state dicts with --arch",
+            {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, CoCa, BERT / RoBERTa / XLM-RoBERTa text towers); bare state dicts with --arch",
              "architectures": openclip::builtin_arch_names()},
         ]);
         println!("{}", serde_json::json!({"families": families, "recommended": rows}));
@@ -159,8 +178,9 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     println!("  clip      Hugging Face CLIPModel: openai/clip-*, laion/CLIP-* (their Hugging Face files)");
     println!("  siglip    Hugging Face SiglipModel: SigLIP, SigLIP 2 at a fixed resolution, multilingual SigLIP");
     println!("            (needs tokenizer.json); hits also show the model's probability (--min-prob)");
-    println!("  openclip  OpenCLIP ViT checkpoints, CoCa's too (open_clip_config.json + open_clip_model.safetensors),");
-    println!("            and bare state dicts: --model FILE.pt --arch NAME, NAME one of");
+    println!("  openclip  OpenCLIP ViT checkpoints, CoCa's and multilingual ones (XLM-RoBERTa text towers) too");
+    println!("            (open_clip_config.json + open_clip_model.safetensors), and bare state dicts or weights");
+    println!("            without open_clip_config.json: --model FILE.pt --arch NAME, NAME one of");
     println!("            {}", openclip::builtin_arch_names().join(", "));
     println!();
     println!("Recommended:");

@@ -36,8 +36,9 @@ pub enum Layout {
     /// `transformers`' `config.json` + `model.safetensors` / `pytorch_model.bin`.
     HuggingFace { config: PathBuf },
     /// OpenCLIP's config (from `open_clip_config.json`, or a named architecture for a bare state
-    /// dict), `source` naming where it came from.
-    OpenClip { config: Box<OpenClipConfig>, source: PathBuf },
+    /// dict), `source` naming where it came from; `text_model`: the `config.json` of the Hugging
+    /// Face model its text tower is built from, if it is.
+    OpenClip { config: Box<OpenClipConfig>, source: PathBuf, text_model: Option<PathBuf> },
 }
 
 const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
@@ -45,17 +46,31 @@ const OPEN_CLIP_WEIGHT_FILES: [&str; 2] = ["open_clip_model.safetensors", "open_
 
 impl CheckpointFiles {
     /// Resolves `model` — a folder, a bare OpenCLIP state dict (`file.pt`, optionally
-    /// `file.pt#ARCH`), or `owner/name[@revision]` on the hub — to local files.
+    /// `file.pt#ARCH`), or `owner/name[@revision]` on the hub — to local files. A folder or
+    /// repository with `#ARCH` is read as OpenCLIP weights of that architecture, whatever
+    /// config it has: open_clip's own table publishes some (LAION's XLM-RoBERTa ones) as
+    /// `open_clip_pytorch_model.bin` alone.
     pub fn resolve(model: &str) -> Result<Self> {
+        let local = |folder: &Path| {
+            let folder = folder.to_owned();
+            move |name: &str| Ok(Some(folder.join(name)).filter(|p| p.is_file()))
+        };
         let path = Path::new(model);
         if path.is_dir() {
-            return Self::from_source(model, |name| Ok(Some(path.join(name)).filter(|p| p.is_file())));
+            return Self::from_source(model, None, local(path));
         }
         if let Some((file, arch)) = bare_state_dict(model) {
             return Self::bare(file, arch);
         }
-        if looks_like_repo_id(model) {
-            return Self::from_hub(model);
+        let (source, arch) = match model.rsplit_once('#') {
+            Some((source, arch)) => (source, Some(arch)),
+            None => (model, None),
+        };
+        if arch.is_some() && Path::new(source).is_dir() {
+            return Self::from_source(source, arch, local(Path::new(source)));
+        }
+        if looks_like_repo_id(source) {
+            return Self::from_hub(source, arch);
         }
         Err(Error::MissingModelFile {
             path: path.to_owned(),
@@ -65,8 +80,9 @@ impl CheckpointFiles {
     }
 
     /// A folder or hub repository whose files `get` fetches (`None`: no such file): the
-    /// Hugging Face layout where it is complete, else OpenCLIP's.
-    fn from_source(label: &str, get: impl Fn(&str) -> Result<Option<PathBuf>>) -> Result<Self> {
+    /// Hugging Face layout where it is complete, else OpenCLIP's; OpenCLIP weights of `arch`
+    /// where one is given.
+    fn from_source(label: &str, arch: Option<&str>, get: impl Fn(&str) -> Result<Option<PathBuf>>) -> Result<Self> {
         let first = |names: &[&str]| -> Result<Option<PathBuf>> {
             for name in names {
                 if let Some(p) = get(name)? {
@@ -76,6 +92,23 @@ impl CheckpointFiles {
             Ok(None)
         };
         let missing = |what: &str| Error::MissingModelFile { path: label.into(), missing: what.into() };
+        let open_clip_weights = || {
+            first(&OPEN_CLIP_WEIGHT_FILES)?
+                .ok_or_else(|| missing("open_clip_model.safetensors or open_clip_pytorch_model.bin"))
+        };
+        if let Some(arch) = arch {
+            let config = OpenClipConfig::from_arch(arch)?;
+            let weights = open_clip_weights()?;
+            let (text_model, tokenizer) = hf_text_model(&config, get("tokenizer.json")?)?;
+            let source = weights.clone();
+            return Ok(Self {
+                layout: Layout::OpenClip { config: Box::new(config), source, text_model },
+                weights,
+                tokenizer,
+                preprocessor: None,
+                tokenizer_config: None,
+            });
+        }
         if let Some(config) = get("config.json")? {
             if let Some(weights) = first(&WEIGHT_FILES)? {
                 return Ok(Self {
@@ -93,12 +126,13 @@ impl CheckpointFiles {
                  (OpenCLIP)",
             ));
         };
-        let weights = first(&OPEN_CLIP_WEIGHT_FILES)?
-            .ok_or_else(|| missing("open_clip_model.safetensors or open_clip_pytorch_model.bin"))?;
+        let weights = open_clip_weights()?;
+        let config = OpenClipConfig::from_hub_file(&source)?;
+        let (text_model, tokenizer) = hf_text_model(&config, get("tokenizer.json")?)?;
         Ok(Self {
-            layout: Layout::OpenClip { config: Box::new(OpenClipConfig::from_hub_file(&source)?), source },
+            layout: Layout::OpenClip { config: Box::new(config), source, text_model },
             weights,
-            tokenizer: get("tokenizer.json")?,
+            tokenizer,
             preprocessor: None,
             tokenizer_config: None,
         })
@@ -117,16 +151,17 @@ impl CheckpointFiles {
             });
         }
         let config = OpenClipConfig::from_arch(&arch)?;
+        let (text_model, tokenizer) = hf_text_model(&config, None)?;
         Ok(Self {
-            layout: Layout::OpenClip { config: Box::new(config), source: file.to_owned() },
+            layout: Layout::OpenClip { config: Box::new(config), source: file.to_owned(), text_model },
             weights: file.to_owned(),
-            tokenizer: None,
+            tokenizer,
             preprocessor: None,
             tokenizer_config: None,
         })
     }
 
-    fn from_hub(model: &str) -> Result<Self> {
+    fn from_hub(model: &str, arch: Option<&str>) -> Result<Self> {
         let (repo_id, revision) = match model.split_once('@') {
             Some((id, rev)) => (id.to_string(), rev.to_string()),
             None if model == DEFAULT_MODEL => (model.to_string(), DEFAULT_MODEL_REVISION.to_string()),
@@ -134,7 +169,7 @@ impl CheckpointFiles {
         };
         let offline = hub_offline();
         let hub = HubRepo::new(&repo_id, &revision, offline)?;
-        Self::from_source(&repo_id, |file| hub.fetch(file)).map_err(|e| match e {
+        Self::from_source(&repo_id, arch, |file| hub.fetch(file)).map_err(|e| match e {
             Error::MissingModelFile { missing, .. } => {
                 let (reason, hint) = match offline {
                     true => (
@@ -383,15 +418,57 @@ pub fn bare_state_dict(model: &str) -> Option<(&Path, String)> {
     Some((file, arch.or_else(|| openclip::arch_from_file_name(file)).unwrap_or_default()))
 }
 
-fn looks_like_repo_id(model: &str) -> bool {
-    let id = model.split('@').next().unwrap_or_default();
-    let mut parts = id.split('/');
-    let ok = |s: Option<&str>| {
-        s.is_some_and(|s| {
-            !s.chars().all(|c| c == '.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        })
+/// The files of the Hugging Face model an OpenCLIP text tower is built from (`hf_model_name`),
+/// as open_clip reads them: its `config.json`, and `tokenizer.json` from `hf_tokenizer_name`
+/// unless the checkpoint has its own (`open_clip.push_to_hf_hub` saves it beside the weights).
+/// `(None, own)` for every other text tower.
+fn hf_text_model(config: &OpenClipConfig, own: Option<PathBuf>) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
+    let Some((model, tokenizer_name)) = config.hf_text_names() else { return Ok((None, own)) };
+    let text_config = text_model_file(&model, "config.json", "hf_model_name")?;
+    let tokenizer = match own {
+        Some(own) => own,
+        None => text_model_file(&tokenizer_name, "tokenizer.json", "hf_tokenizer_name (or hf_model_name)")?,
     };
-    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+    Ok((Some(text_config), Some(tokenizer)))
+}
+
+/// `file` of the model `name`: a folder, else a hub repository (`xlm-roberta-base` as well as
+/// `FacebookAI/xlm-roberta-base`, optionally `@revision`), fetched into the hub's cache.
+fn text_model_file(name: &str, file: &str, key: &str) -> Result<PathBuf> {
+    let missing = |why: &str| Error::BadCheckpoint {
+        path: name.into(),
+        reason: format!(
+            "no {file}: {why}. The OpenCLIP config's {key} names this model, and its text tower is built from it as \
+             open_clip builds it"
+        ),
+    };
+    let folder = Path::new(name);
+    if folder.is_dir() {
+        return Some(folder.join(file)).filter(|p| p.is_file()).ok_or_else(|| missing("the folder lacks it"));
+    }
+    if !matches!(hub_name_segments(name), Some(1 | 2)) {
+        return Err(missing("no such folder, and not a hub repository id"));
+    }
+    let (repo_id, revision) = name.split_once('@').unwrap_or((name, "main"));
+    let offline = hub_offline();
+    let fetched = HubRepo::new(repo_id, revision, offline)?.fetch(file)?;
+    fetched.ok_or_else(|| match offline {
+        true => missing("it is not in the hub cache, and HF_HUB_OFFLINE is set (fetch it once online)"),
+        false => missing("the hub repository has no such file"),
+    })
+}
+
+fn looks_like_repo_id(model: &str) -> bool {
+    hub_name_segments(model) == Some(2)
+}
+
+/// How many parts a hub name (before any `@revision`) has, if it is one: names of letters,
+/// digits, `-_.` joined by `/`.
+fn hub_name_segments(model: &str) -> Option<usize> {
+    let id = model.split('@').next().unwrap_or_default();
+    let ok =
+        |s: &str| !s.chars().all(|c| c == '.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    id.split('/').all(ok).then(|| id.split('/').count())
 }
 
 fn hub_offline() -> bool {

@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use super::checkpoint::CheckpointTensors;
 use super::config::{Activation, AttentionalPool, Family, ModelConfig, TextConfig, VisionConfig};
 use super::device::Precision;
+use super::hf_text::HfTextTower;
 use super::kernels::amx::Split;
 use super::kernels::{self, Epilogue, LinearWeight, WeightLayout};
 use crate::error::{Error, Result};
@@ -68,7 +69,7 @@ impl Weights {
         Ok(())
     }
 
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    pub(super) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let (tensors, device, source, dtype) = match self {
             Self::Random { device, handed_out, dtype } => {
                 let t = Tensor::randn(0f32, 0.02, shape, device)?;
@@ -94,14 +95,20 @@ impl Weights {
 
 /// `y = x W^T + b`, the weight laid out once at load for the kernel that will use it (see
 /// `kernels::linear`).
-struct Linear {
+pub(super) struct Linear {
     weight: LinearWeight,
     /// Zeros for the bias-free projections, so every layer takes the same kernel path.
     bias: Tensor,
 }
 
 impl Linear {
-    fn load(w: &Weights, prefix: &str, dims: (usize, usize), bias: bool, layout: WeightLayout) -> Result<Self> {
+    pub(super) fn load(
+        w: &Weights,
+        prefix: &str,
+        dims: (usize, usize),
+        bias: bool,
+        layout: WeightLayout,
+    ) -> Result<Self> {
         let (in_dim, out_dim) = dims;
         let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let bias = bias.then(|| w.get(&format!("{prefix}.bias"), &[out_dim])).transpose()?;
@@ -118,13 +125,13 @@ impl Linear {
     }
 
     /// Applies the layer to the last dimension of `x`, any leading dimensions.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_then(x, Epilogue::Nothing)
     }
 
     /// `forward(x)` with the residual added or the activation applied inside the product (see
     /// [`Epilogue`]); a residual has `x`'s leading dimensions.
-    fn forward_then(&self, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
+    pub(super) fn forward_then(&self, x: &Tensor, epilogue: Epilogue) -> Result<Tensor> {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
@@ -153,14 +160,14 @@ fn scaled_parts(w: &Weights, prefix: &str, dims: (usize, usize), scales: (f64, f
     Ok((weight, bias))
 }
 
-struct LayerNorm {
+pub(super) struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
 }
 
 impl LayerNorm {
-    fn load(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+    pub(super) fn load(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: w.get(&format!("{prefix}.weight"), &[dim])?,
             bias: w.get(&format!("{prefix}.bias"), &[dim])?,
@@ -168,7 +175,7 @@ impl LayerNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
@@ -275,7 +282,7 @@ impl Mlp {
     }
 }
 
-struct EncoderLayer {
+pub(super) struct EncoderLayer {
     norm1: LayerNorm,
     attention: Attention,
     norm2: LayerNorm,
@@ -283,7 +290,7 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn load(w: &Weights, prefix: &str, shape: &TowerShape) -> Result<Self> {
+    pub(super) fn load(w: &Weights, prefix: &str, shape: &TowerShape) -> Result<Self> {
         let d = shape.hidden;
         Ok(Self {
             norm1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), d, shape.eps)?,
@@ -296,6 +303,13 @@ impl EncoderLayer {
     fn forward(&self, x: &Tensor, visibility: Visibility) -> Result<Tensor> {
         let x = self.attention.forward(&self.norm1.forward(x)?, visibility, x)?;
         self.mlp.forward(&self.norm2.forward(&x)?, &x)
+    }
+
+    /// The layer in BERT's order (post-norm), every position seeing every other:
+    /// `norm1(x + attention(x))`, then `norm2(h + mlp(h))`.
+    pub(super) fn forward_post_norm(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.norm1.forward(&self.attention.forward(x, Visibility::All, x)?)?;
+        self.norm2.forward(&self.mlp.forward(&h, &h)?)
     }
 
     /// The layer's output at one position of each sequence only, where that is all a tower
@@ -339,15 +353,15 @@ fn attend_from_one_query(
 }
 
 /// What the encoder stack of either tower needs to know.
-struct TowerShape {
-    hidden: usize,
-    intermediate: usize,
-    heads: usize,
-    layers: usize,
-    eps: f64,
-    activation: Activation,
+pub(super) struct TowerShape {
+    pub(super) hidden: usize,
+    pub(super) intermediate: usize,
+    pub(super) heads: usize,
+    pub(super) layers: usize,
+    pub(super) eps: f64,
+    pub(super) activation: Activation,
     /// How the tower's linear weights are laid out: for the rows it mostly sees.
-    layout: WeightLayout,
+    pub(super) layout: WeightLayout,
 }
 
 /// The encoder shape of either tower's config (both name the fields as Hugging Face does).
@@ -364,6 +378,7 @@ macro_rules! tower_shape {
         }
     };
 }
+pub(super) use tower_shape;
 
 struct Encoder {
     layers: Vec<EncoderLayer>,
@@ -672,9 +687,43 @@ impl VisionTower {
     }
 }
 
+/// A text tower: `forward(ids, end_positions)` → (batch, embedding dim), not normalised.
+pub enum TextTower {
+    /// CLIP's, SigLIP's and OpenCLIP's own transformer.
+    Transformer(TransformerTextTower),
+    /// OpenCLIP's towers built from a Hugging Face BERT-style model (XLM-RoBERTa).
+    HfEncoder(HfTextTower),
+}
+
+impl TextTower {
+    fn load(w: &Weights, config: &ModelConfig, precision: Precision) -> Result<Self> {
+        let layout = match precision {
+            _ if !w.device().is_cpu() => WeightLayout::Transposed,
+            // Texts come one short query at a time (8 to 77 rows): in f32, the panels.
+            Precision::F32 => WeightLayout::Packed,
+            // A short query is bound by reading the weights: half the bytes in bf16.
+            Precision::Bf16 => bf16_layout()?,
+            Precision::F16 => return Err(f16_off_gpu()),
+        };
+        Ok(match &config.text_config.hf_encoder {
+            Some(_) => Self::HfEncoder(HfTextTower::load(w, config, layout)?),
+            None => Self::Transformer(TransformerTextTower::load(w, config, layout)?),
+        })
+    }
+
+    /// `ids`: (batch, seq) u32 token ids, each row's text ending at `end_positions[row]`
+    /// (see each tower's `forward`).
+    pub fn forward(&self, ids: &Tensor, end_positions: &[usize]) -> Result<Tensor> {
+        match self {
+            Self::Transformer(tower) => tower.forward(ids, end_positions),
+            Self::HfEncoder(tower) => tower.forward(ids, end_positions),
+        }
+    }
+}
+
 /// The text transformer plus its projection: CLIP's causal one with `text_projection`, or
 /// SigLIP's bidirectional one with `head` (which has a bias).
-pub struct TextTower {
+pub struct TransformerTextTower {
     token_embedding: Tensor,
     position_embedding: Tensor,
     /// CoCa's class token, appended after the text (see [`TextConfig::class_token`]): (1, dim).
@@ -686,19 +735,11 @@ pub struct TextTower {
     config: TextConfig,
 }
 
-impl TextTower {
-    fn load(w: &Weights, config: &ModelConfig, precision: Precision) -> Result<Self> {
+impl TransformerTextTower {
+    fn load(w: &Weights, config: &ModelConfig, layout: WeightLayout) -> Result<Self> {
         let c = &config.text_config;
         let p = "text_model";
         let d = c.hidden_size;
-        // Texts come one short query at a time (8 to 77 rows): in f32, the panels.
-        let layout = match precision {
-            _ if !w.device().is_cpu() => WeightLayout::Transposed,
-            Precision::F32 => WeightLayout::Packed,
-            // A short query is bound by reading the weights: half the bytes in bf16.
-            Precision::Bf16 => bf16_layout()?,
-            Precision::F16 => return Err(f16_off_gpu()),
-        };
         let shape = tower_shape!(c, layout);
         Ok(Self {
             token_embedding: w.get(&format!("{p}.embeddings.token_embedding.weight"), &[c.vocab_size, d])?,

@@ -109,13 +109,62 @@ pub struct TextConfig {
     /// (token 0, what open_clip's tokenizer pads with).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub class_token: bool,
+    /// OpenCLIP's text towers built from a Hugging Face model (`hf_model_name`): a BERT-style
+    /// encoder (BERT, RoBERTa, XLM-RoBERTa) in place of CLIP's transformer; the fields above
+    /// then describe that encoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hf_encoder: Option<HfEncoder>,
 }
 
 impl TextConfig {
     /// How many tokens a text may have: the positions bar the class token's.
     pub fn context_length(&self) -> usize {
-        self.max_position_embeddings - usize::from(self.class_token)
+        match &self.hf_encoder {
+            Some(encoder) => encoder.context_length,
+            None => self.max_position_embeddings - usize::from(self.class_token),
+        }
     }
+}
+
+/// What an OpenCLIP text tower built from a Hugging Face BERT-style model needs beyond its
+/// encoder's shape (`transformers`' `BertModel` / `XLMRobertaModel`, post-norm layers).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct HfEncoder {
+    pub type_vocab_size: usize,
+    /// Masked out of attention and of the pooling wherever it stands, typed or padding.
+    pub pad_token_id: u32,
+    /// RoBERTa numbers the positions of the tokens that are not padding from `pad_token_id + 1`;
+    /// BERT numbers every position from 0.
+    pub positions_after_pad: bool,
+    /// The tokenizer's context (open_clip's `context_length`), not the position table's size.
+    pub context_length: usize,
+    pub pooler: HfPooler,
+    pub projection: HfProjection,
+    /// open_clip's `clean="lower"` for this tokenizer (the default, `"whitespace"`, keeps case).
+    pub lowercase: bool,
+}
+
+/// open_clip's `hf_pooler_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HfPooler {
+    /// `mean_pooler`: the mean of the tokens that are not padding.
+    Mean,
+    /// `cls_last_hidden_state_pooler`: the first token.
+    FirstToken,
+    /// `cls_pooler`: the model's own pooler on the first token, `tanh(dense(x))`.
+    FirstTokenDense,
+}
+
+/// open_clip's `hf_proj_type`, from the encoder's width to the embedding's (no biases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HfProjection {
+    /// None: the encoder is as wide as the embedding.
+    Identity,
+    Linear,
+    /// Linear to `(width + embedding) / 2`, exact GELU, linear.
+    Mlp,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -208,9 +257,22 @@ impl ModelConfig {
             d + 2 * d + d * self.projection_dim // class token, pre norm, projection
         };
         let t = &self.text_config;
-        let (d, i) = (t.hidden_size, t.intermediate_size);
+        let (d, i, width) = (t.hidden_size, t.intermediate_size, self.projection_dim);
+        // Embeddings, layers, one layer norm (after the embeddings in a Hugging Face encoder,
+        // after the layers in CLIP's), then the pooling and the projection.
         let mut text = (t.vocab_size + t.max_position_embeddings) * d + t.num_hidden_layers * layer(d, i) + 2 * d;
-        text += d * self.projection_dim + if siglip { self.projection_dim } else { 0 };
+        text += match &t.hf_encoder {
+            None => d * width + if siglip { width } else { 0 },
+            Some(encoder) => {
+                let pooler = if encoder.pooler == HfPooler::FirstTokenDense { d * d + d } else { 0 };
+                let projection = match encoder.projection {
+                    HfProjection::Identity => 0,
+                    HfProjection::Linear => d * width,
+                    HfProjection::Mlp => d * (d + width) / 2 + (d + width) / 2 * width,
+                };
+                encoder.type_vocab_size * d + pooler + projection
+            }
+        };
         (vision + text) as u64 + if siglip { 2 } else { 1 } // logit scale (and bias)
     }
 
@@ -250,6 +312,19 @@ impl ModelConfig {
         }
         if t.context_length() < 2 {
             return bad("text max_position_embeddings must leave room for the start and end tokens".into());
+        }
+        if let Some(encoder) = &t.hf_encoder {
+            let last_position = match encoder.positions_after_pad {
+                true => encoder.pad_token_id as usize + encoder.context_length,
+                false => encoder.context_length - 1,
+            };
+            if last_position >= t.max_position_embeddings || encoder.type_vocab_size == 0 {
+                return bad(format!(
+                    "the text model's {} positions (and {} token types) do not hold a context of {} tokens: lower \
+                     text_cfg's context_length",
+                    t.max_position_embeddings, encoder.type_vocab_size, encoder.context_length
+                ));
+            }
         }
         if let Some(pool) = v.attentional_pool {
             if pool.queries == 0 || pool.heads == 0 || !self.projection_dim.is_multiple_of(pool.heads) {

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;
+mod hf_text;
 mod hub;
 pub mod kernels;
 pub mod openclip;
@@ -49,6 +50,7 @@ fn model_id(model: &str) -> String {
 /// How a family's texts are padded: CLIP not at all, SigLIP to the full context.
 fn padding_source(config: &ModelConfig, tokenizer_config: Option<std::path::PathBuf>) -> PaddingSource {
     match config.family {
+        Family::Clip if config.text_config.hf_encoder.is_some() => PaddingSource::Unpadded,
         Family::Clip => PaddingSource::EndOfText,
         Family::Siglip => {
             PaddingSource::PadToLength { tokenizer_config, fallback_pad_id: config.text_config.pad_token_id }
@@ -126,8 +128,8 @@ impl ModelSpec {
                 };
                 (config, preprocess)
             }
-            Layout::OpenClip { config, source } => {
-                let model_config = config.model_config(source)?;
+            Layout::OpenClip { config, source, text_model } => {
+                let model_config = config.model_config(source, text_model.as_deref())?;
                 let preprocess = config.preprocess(model_config.vision_config.image_size as u32, source)?;
                 (model_config, preprocess)
             }
@@ -164,9 +166,12 @@ impl ModelSpec {
             )?,
             None => TextTokenizer::builtin_clip(max_length, PaddingSource::EndOfText)?,
         };
-        let tokenizer = match self.files.layout {
-            checkpoint::Layout::OpenClip { .. } => tokenizer.cleaning_texts_as_open_clip()?,
-            checkpoint::Layout::HuggingFace { .. } => tokenizer,
+        let tokenizer = match (&self.files.layout, &self.config.text_config.hf_encoder) {
+            (checkpoint::Layout::OpenClip { .. }, Some(encoder)) => {
+                tokenizer.cleaning_texts_as_open_clip_hf(encoder.lowercase)
+            }
+            (checkpoint::Layout::OpenClip { .. }, None) => tokenizer.cleaning_texts_as_open_clip()?,
+            (checkpoint::Layout::HuggingFace { .. }, _) => tokenizer,
         }
         .for_vocab_size(self.config.text_config.vocab_size)?;
         let tokenizer = match self.config.text_config.class_token {

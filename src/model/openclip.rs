@@ -6,8 +6,10 @@
 //! config is translated into a [`ModelConfig`] and the tensors renamed to `CLIPModel`'s (the
 //! fused `in_proj` split into q, k and v; the projection matrices transposed). CoCa's two
 //! additions, the image tower's attentional pooler and the class token after the text, are
-//! options of those towers. Towers OpenCLIP builds from timm or Hugging Face models, ResNets, and
-//! the rarer ViT options are refused by name instead of running wrong.
+//! options of those towers. A text tower OpenCLIP builds from a Hugging Face BERT-style model
+//! (`hf_model_name`) is described by that model's `config.json` and runs in `hf_text.rs`, under
+//! the same layer names. Towers from timm, other Hugging Face models, ResNets, and the rarer ViT
+//! options are refused by name instead of running wrong.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,7 +21,8 @@ use super::config::{read_json, Alpha, CropRounding, Family, ModelConfig, Preproc
 use crate::error::{Error, Result};
 
 /// The architectures a bare state dict can name, copied verbatim from open-clip-torch 2.32's
-/// `model_configs/` (the ViT towers with OpenAI's text tower, and CoCa's).
+/// `model_configs/` (the ViT towers with OpenAI's text tower, CoCa's, and those with an
+/// XLM-RoBERTa or RoBERTa text tower, whose config.json and tokenizer come from the hub).
 const BUILTIN_ARCHS: &str = include_str!("openclip_archs.json");
 
 /// OpenCLIP's `model_cfg`: what `open_clip.create_model` builds.
@@ -92,8 +95,19 @@ impl OpenClipConfig {
         Ok(Self { model, preprocess: OpenClipPreprocess::default() })
     }
 
+    /// The Hugging Face model and tokenizer a text tower is built from (`hf_model_name`,
+    /// `hf_tokenizer_name`, which defaults to the model), as named: a folder or a hub repository.
+    pub fn hf_text_names(&self) -> Option<(String, String)> {
+        let name = |key: &str| self.model.text_cfg.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        let model = name("hf_model_name")?;
+        Some((model.clone(), name("hf_tokenizer_name").unwrap_or(model)))
+    }
+
     /// The equivalent `CLIPModel` configuration; options the towers do not implement are refused.
-    pub fn model_config(&self, path: &Path) -> Result<ModelConfig> {
+    ///
+    /// `text_model`: the `config.json` of the Hugging Face model a text tower is built from
+    /// (`hf_model_name`), where the config names one.
+    pub fn model_config(&self, path: &Path, text_model: Option<&Path>) -> Result<ModelConfig> {
         let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
         let m = &self.model;
         let unsupported = |tower: &str,
@@ -101,9 +115,10 @@ impl OpenClipConfig {
                            key: &str,
                            ok: &dyn Fn(&serde_json::Value) -> bool| {
             let instead = match key {
-                "hf_model_name" | "hf_tokenizer_name" => {
-                    "text towers from Hugging Face models (XLM-RoBERTa, NLLB) are not implemented; for queries in many \
-                     languages use a SigLIP 2 checkpoint (google/siglip2-*)"
+                "hf_tokenizer_name" => {
+                    "OpenCLIP's own text transformer with a Hugging Face tokenizer (hf_tokenizer_name without \
+                     hf_model_name) is not implemented; for queries in many languages use an XLM-RoBERTa OpenCLIP or \
+                     SigLIP 2 (google/siglip2-*)"
                 }
                 "timm_model_name" => {
                     "image towers from timm (OpenCLIP's SigLIP, ConvNeXt, EVA) are not implemented; SigLIP and SigLIP 2 \
@@ -133,28 +148,39 @@ impl OpenClipConfig {
         unsupported("vision", v, "pos_embed_type", &is("learnable"))?;
         unsupported("vision", v, "norm_kwargs", &|_| false)?;
         unsupported("vision", v, "act_kwargs", &|_| false)?;
-        unsupported("text", t, "hf_model_name", &|_| false)?;
-        unsupported("text", t, "hf_tokenizer_name", &|_| false)?;
-        let embed_cls = t.get("embed_cls").and_then(|v| v.as_bool()).unwrap_or(false);
-        unsupported("text", t, "embed_cls", &|v| v.is_boolean())?;
-        unsupported("text", t, "no_causal_mask", &is_false)?;
-        if embed_cls {
-            // What the class token does not see: open_clip's tokenizer pads with 0. It is also
-            // what the tower is pooled at, whatever pool_type says.
-            unsupported("text", t, "pad_id", &|v| v.as_u64() == Some(0))?;
-        } else {
-            unsupported("text", t, "pool_type", &is("argmax"))?;
-        }
-        unsupported("text", t, "proj_bias", &is_false)?;
-        unsupported("text", t, "proj_type", &is("linear"))?;
-        unsupported("text", t, "norm_kwargs", &|_| false)?;
-        unsupported("text", t, "act_kwargs", &|_| false)?;
-        // The tokenizer cleans texts as open_clip's default ("lower": ftfy, entities, whitespace,
-        // lowercase); "whitespace" and "canonicalize" would tokenize differently.
-        let default_cleaning = |v: &serde_json::Value| {
-            v.as_object().is_some_and(|kwargs| kwargs.iter().all(|(k, v)| k == "clean" && v.as_str() == Some("lower")))
+        let hf_text = match t.get("hf_model_name").filter(|name| !name.is_null()) {
+            None => None,
+            Some(name) => {
+                let text_model = text_model.ok_or_else(|| {
+                    bad(format!("the text model {name} that hf_model_name names was not fetched with the checkpoint"))
+                })?;
+                Some(hf_text_config(t, m.embed_dim, text_model)?)
+            }
         };
-        unsupported("text", t, "tokenizer_kwargs", &default_cleaning)?;
+        let embed_cls = t.get("embed_cls").and_then(|v| v.as_bool()).unwrap_or(false);
+        if hf_text.is_none() {
+            unsupported("text", t, "hf_tokenizer_name", &|_| false)?;
+            unsupported("text", t, "embed_cls", &|v| v.is_boolean())?;
+            unsupported("text", t, "no_causal_mask", &is_false)?;
+            if embed_cls {
+                // What the class token does not see: open_clip's tokenizer pads with 0. It is also
+                // what the tower is pooled at, whatever pool_type says.
+                unsupported("text", t, "pad_id", &|v| v.as_u64() == Some(0))?;
+            } else {
+                unsupported("text", t, "pool_type", &is("argmax"))?;
+            }
+            unsupported("text", t, "proj_bias", &is_false)?;
+            unsupported("text", t, "proj_type", &is("linear"))?;
+            unsupported("text", t, "norm_kwargs", &|_| false)?;
+            unsupported("text", t, "act_kwargs", &|_| false)?;
+            // The tokenizer cleans texts as open_clip's default ("lower": ftfy, entities, whitespace,
+            // lowercase); "whitespace" and "canonicalize" would tokenize differently.
+            let default_cleaning = |v: &serde_json::Value| {
+                v.as_object()
+                    .is_some_and(|kwargs| kwargs.iter().all(|(k, v)| k == "clean" && v.as_str() == Some("lower")))
+            };
+            unsupported("text", t, "tokenizer_kwargs", &default_cleaning)?;
+        }
         // `custom_text` only keeps the text tower's weights under `text.` (see `to_clip_names`).
         unsupported("model", &m.other, "custom_text", &|v| v.is_boolean())?;
         if v.get("layers").is_some_and(|l| l.is_array()) {
@@ -204,10 +230,8 @@ impl OpenClipConfig {
         );
         // open_clip: LayerNorm's default epsilon, MLP width int(width * mlp_ratio), vision
         // heads width // head_width.
-        let config = serde_json::json!({
-            "model_type": "clip",
-            "projection_dim": m.embed_dim,
-            "text_config": {
+        let clip_text = || -> Result<serde_json::Value> {
+            Ok(serde_json::json!({
                 "vocab_size": size(t, "vocab_size", 49408.0)?,
                 "hidden_size": t_width,
                 "intermediate_size": (t_width as f64 * num(t, "mlp_ratio", 4.0)?) as usize,
@@ -217,6 +241,14 @@ impl OpenClipConfig {
                 "hidden_act": activation,
                 "layer_norm_eps": 1e-5,
                 "class_token": embed_cls,
+            }))
+        };
+        let config = serde_json::json!({
+            "model_type": "clip",
+            "projection_dim": m.embed_dim,
+            "text_config": match hf_text {
+                Some(text) => text,
+                None => clip_text()?,
             },
             "vision_config": {
                 "hidden_size": v_width,
@@ -266,6 +298,101 @@ impl OpenClipConfig {
     }
 }
 
+/// The text tower of an OpenCLIP model built from a Hugging Face model (`hf_model_name`): the
+/// encoder's shape from that model's `config.json` (`text_model`), with `transformers`' class
+/// defaults for what it leaves out, and open_clip's pooling, projection and text cleaning.
+fn hf_text_config(
+    t: &serde_json::Map<String, serde_json::Value>,
+    embed_dim: usize,
+    text_model: &Path,
+) -> Result<serde_json::Value> {
+    let bad = |reason: String| Error::BadCheckpoint { path: text_model.to_owned(), reason };
+    let hf: serde_json::Map<String, serde_json::Value> = read_json(text_model)?;
+    let model_type = hf.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
+    // RoBERTa's positions skip the padding; BERT's do not.
+    let (default_pad, positions_after_pad, default_pooler) = match model_type {
+        "bert" => (0, false, "cls_pooler"),
+        "roberta" | "xlm-roberta" => (1, true, "mean_pooler"),
+        other => {
+            return Err(bad(format!(
+                "OpenCLIP text towers from Hugging Face \"{other}\" models are not implemented (BERT, RoBERTa and \
+                 XLM-RoBERTa ones run; NLLB's and mT5's do not); for queries in many languages use an XLM-RoBERTa \
+                 OpenCLIP (laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k) or SigLIP 2 (google/siglip2-*)"
+            )))
+        }
+    };
+    if let Some(kind) = hf.get("position_embedding_type").and_then(|v| v.as_str()).filter(|k| *k != "absolute") {
+        return Err(bad(format!("position_embedding_type \"{kind}\" is not supported, only \"absolute\"")));
+    }
+    let size = |key: &str, default: u64| -> Result<u64> {
+        match hf.get(key).filter(|v| !v.is_null()) {
+            None => Ok(default),
+            Some(v) => v.as_u64().ok_or_else(|| bad(format!("{key}={v} is not a size (a whole number)"))),
+        }
+    };
+    let width = size("hidden_size", 768)?;
+    let option = |key: &str| t.get(key).map(|v| v.as_str().ok_or(v));
+    let refused = |key: &str, value: &dyn std::fmt::Display, runs: &str| {
+        Err(Error::BadCheckpoint {
+            path: text_model.to_owned(),
+            reason: format!("OpenCLIP text option {key}={value} is not supported ({runs} run)"),
+        })
+    };
+    // open_clip's own defaults when the config names none; a null takes the architecture's.
+    let pooler = match option("hf_pooler_type") {
+        None => "mean_pooler",
+        Some(Err(v)) if v.is_null() => default_pooler,
+        Some(Ok(name)) => name,
+        Some(Err(v)) => return refused("hf_pooler_type", v, "mean_pooler, cls_pooler, cls_last_hidden_state_pooler"),
+    };
+    let pooler = match pooler {
+        "mean_pooler" => "mean",
+        "cls_pooler" => "first_token_dense",
+        "cls_last_hidden_state_pooler" => "first_token",
+        other => return refused("hf_pooler_type", &other, "mean_pooler, cls_pooler, cls_last_hidden_state_pooler"),
+    };
+    let projection = match option("hf_proj_type") {
+        None | Some(Ok("mlp")) => "mlp",
+        Some(Ok("linear")) => "linear",
+        Some(Err(v)) if v.is_null() && width == embed_dim as u64 => "identity",
+        Some(Ok(other)) => return refused("hf_proj_type", &other, "mlp, linear"),
+        Some(Err(v)) => return refused("hf_proj_type", v, "mlp, linear, or none where the widths match"),
+    };
+    // open_clip's HFTokenizer: "whitespace" (ftfy, entities, whitespace) by default, or "lower".
+    let mut lowercase = false;
+    for (key, value) in t.get("tokenizer_kwargs").and_then(|v| v.as_object()).into_iter().flatten() {
+        match (key.as_str(), value) {
+            ("clean", v) if v.as_str() == Some("whitespace") => lowercase = false,
+            ("clean", v) if v.as_str() == Some("lower") => lowercase = true,
+            ("strip_sep_token", v) if v.as_bool() == Some(false) => {}
+            _ => return refused(&format!("tokenizer_kwargs.{key}"), value, "clean \"whitespace\" or \"lower\""),
+        }
+    }
+    let context_length = match t.get("context_length").filter(|v| !v.is_null()) {
+        None => 77,
+        Some(v) => v.as_u64().ok_or_else(|| bad(format!("text_cfg context_length={v} is not a size")))?,
+    };
+    Ok(serde_json::json!({
+        "vocab_size": size("vocab_size", 30522)?,
+        "hidden_size": width,
+        "intermediate_size": size("intermediate_size", 3072)?,
+        "num_hidden_layers": size("num_hidden_layers", 12)?,
+        "num_attention_heads": size("num_attention_heads", 12)?,
+        "max_position_embeddings": size("max_position_embeddings", 512)?,
+        "hidden_act": hf.get("hidden_act").cloned().unwrap_or_else(|| "gelu".into()),
+        "layer_norm_eps": hf.get("layer_norm_eps").cloned().unwrap_or_else(|| 1e-12.into()),
+        "hf_encoder": {
+            "type_vocab_size": size("type_vocab_size", 2)?,
+            "pad_token_id": size("pad_token_id", default_pad)?,
+            "positions_after_pad": positions_after_pad,
+            "context_length": context_length,
+            "pooler": pooler,
+            "projection": projection,
+            "lowercase": lowercase,
+        },
+    }))
+}
+
 /// The built-in architecture names, for messages and `imgsearch models`.
 pub fn builtin_arch_names() -> Vec<String> {
     let archs: serde_json::Map<String, serde_json::Value> =
@@ -290,6 +417,24 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
         let name = name.strip_prefix("module.").unwrap_or(&name);
         // CoCa's captioning decoder plays no part in embeddings.
         if name.starts_with("text_decoder.") {
+            continue;
+        }
+        // A text tower built from a Hugging Face model keeps that model's names, and its
+        // projection is `text.proj`.
+        if let Some(hf) = name.strip_prefix("text.transformer.").filter(|rest| !rest.starts_with("resblocks.")) {
+            if let Some(renamed) = hf_encoder_name(hf).map_err(|reason| bad(format!("{reason}: {name}")))? {
+                out.insert(format!("text_model.{renamed}"), tensor);
+            }
+            continue;
+        }
+        if let Some(part) = name.strip_prefix("text.proj.") {
+            let renamed = match part {
+                "weight" => "weight",
+                "0.weight" => "fc1.weight",
+                "2.weight" => "fc2.weight",
+                _ => return Err(bad(format!("unsupported OpenCLIP tensor {name} (a projection with a bias?)"))),
+            };
+            out.insert(format!("text_projection.{renamed}"), tensor);
             continue;
         }
         let (tower, rest) = match name.strip_prefix("visual.") {
@@ -386,6 +531,42 @@ fn fold_layer_scales(tensors: &mut HashMap<String, Tensor>) -> candle_core::Resu
     Ok(())
 }
 
+/// A BERT-style encoder's tensor (`transformers`' names, after `text.transformer.`) under the
+/// names the towers load (those of CLIP's encoder layers where the part is the same); `None`
+/// for the buffers `transformers` saves with the weights.
+fn hf_encoder_name(name: &str) -> std::result::Result<Option<String>, &'static str> {
+    let renamed = match name {
+        "embeddings.position_ids" | "embeddings.token_type_ids" => return Ok(None),
+        "embeddings.word_embeddings.weight" => "embeddings.token_embedding.weight".into(),
+        "embeddings.position_embeddings.weight" => "embeddings.position_embedding.weight".into(),
+        "embeddings.token_type_embeddings.weight" => "embeddings.token_type_embedding.weight".into(),
+        "embeddings.LayerNorm.weight" | "embeddings.LayerNorm.bias" => {
+            format!("embeddings.layer_norm.{}", suffix(name))
+        }
+        "pooler.dense.weight" | "pooler.dense.bias" => name.into(),
+        _ => {
+            let (layer, part) = name
+                .strip_prefix("encoder.layer.")
+                .and_then(|rest| rest.split_once('.'))
+                .ok_or("unsupported tensor")?;
+            let (module, kind) = part.rsplit_once('.').ok_or("unsupported tensor")?;
+            let ours = match module {
+                "attention.self.query" => "self_attn.q_proj",
+                "attention.self.key" => "self_attn.k_proj",
+                "attention.self.value" => "self_attn.v_proj",
+                "attention.output.dense" => "self_attn.out_proj",
+                "attention.output.LayerNorm" => "layer_norm1",
+                "intermediate.dense" => "mlp.fc1",
+                "output.dense" => "mlp.fc2",
+                "output.LayerNorm" => "layer_norm2",
+                _ => return Err("unsupported tensor in the Hugging Face text model"),
+            };
+            format!("encoder.layers.{layer}.{ours}.{kind}")
+        }
+    };
+    Ok(Some(renamed))
+}
+
 fn suffix(name: &str) -> &str {
     name.rsplit('.').next().unwrap_or(name)
 }
@@ -393,19 +574,41 @@ fn suffix(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::config::{HfPooler, HfProjection};
 
     /// Every architecture a bare state dict may name runs here (none is refused for an option),
-    /// CoCa's with its pooler and its class token after a 76-token context.
+    /// CoCa's with its pooler and its class token after a 76-token context, the Hugging Face
+    /// text towers with open_clip's defaults (mean pooling, the MLP projection, 77 tokens).
     #[test]
     fn every_builtin_architecture_translates() {
+        let text_model = tempfile::NamedTempFile::new().unwrap();
+        // xlm-roberta-base's config.json, in the fields the tower reads.
+        let xlm_roberta_base = r#"{"model_type": "xlm-roberta", "vocab_size": 250002, "hidden_size": 768,
+            "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "hidden_act": "gelu",
+            "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-05, "pad_token_id": 1}"#;
+        std::fs::write(text_model.path(), xlm_roberta_base).unwrap();
         for arch in builtin_arch_names() {
-            let config = OpenClipConfig::from_arch(&arch).unwrap().model_config(Path::new(&arch)).unwrap();
+            let openclip = OpenClipConfig::from_arch(&arch).unwrap();
+            let hf_text = openclip.hf_text_names().is_some();
+            let config = openclip.model_config(Path::new(&arch), hf_text.then(|| text_model.path())).unwrap();
             let (v, t) = (&config.vision_config, &config.text_config);
             let coca = arch.starts_with("coca_");
             assert_eq!(v.attentional_pool.is_some(), coca, "{arch}");
             assert_eq!(t.class_token, coca, "{arch}");
             assert_eq!(t.context_length(), if coca { 76 } else { 77 }, "{arch}");
-            assert_eq!(t.max_position_embeddings, 77, "{arch}");
+            match &t.hf_encoder {
+                Some(encoder) => {
+                    assert!(hf_text, "{arch}");
+                    assert_eq!((encoder.pooler, encoder.projection), (HfPooler::Mean, HfProjection::Mlp), "{arch}");
+                    assert_eq!((t.max_position_embeddings, encoder.pad_token_id), (514, 1), "{arch}");
+                    assert!(encoder.positions_after_pad && !encoder.lowercase, "{arch}");
+                    if arch == "xlm-roberta-base-ViT-B-32" {
+                        // sum(p.numel() for p in open_clip's model), xlm-roberta-base's config built in.
+                        assert_eq!(config.parameter_count(), 366_121_473);
+                    }
+                }
+                None => assert_eq!((hf_text, t.max_position_embeddings), (false, 77), "{arch}"),
+            }
         }
     }
 }

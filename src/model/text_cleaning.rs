@@ -33,13 +33,17 @@ const WINDOWS_1252_C1: [char; 32] = [
     '\u{17e}', '\u{178}',
 ];
 
-/// What open_clip's `_clean_lower(text)` returns: the text its CLIP tokenizer runs BPE on.
-pub fn open_clip_clean(text: &str) -> String {
+/// What open_clip's `_clean_lower(text)` returns (`lowercase`), the text its CLIP tokenizer
+/// runs BPE on, or `_clean_whitespace(text)`, what its `HFTokenizer` tokenizes by default.
+pub fn open_clip_clean(text: &str, lowercase: bool) -> String {
     let fixed = fix_text(text);
     let unescaped = html_unescape(&html_unescape(&fixed));
     // `" ".join(text.split())`; the `.strip()` calls around it have nothing left to remove.
     let words: Vec<&str> = unescaped.split(is_python_space).filter(|word| !word.is_empty()).collect();
-    words.join(" ").to_lowercase()
+    match lowercase {
+        true => words.join(" ").to_lowercase(),
+        false => words.join(" "),
+    }
 }
 
 /// Python's `str.isspace`: Unicode White_Space plus the separators U+001C..=U+001F.
@@ -457,7 +461,7 @@ mod tests {
     #[test]
     fn cleans_like_open_clip() {
         for (input, expected) in OPEN_CLIP_CASES {
-            assert_eq!(open_clip_clean(input), *expected, "input {input:?}");
+            assert_eq!(open_clip_clean(input, true), *expected, "input {input:?}");
         }
     }
 

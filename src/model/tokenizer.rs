@@ -31,9 +31,10 @@ pub enum Pooling {
     /// SigLIP: at the last position of a text padded to the full context with `pad_id`, as the
     /// model was trained (`padding="max_length"`); without the padding the embedding differs.
     LastPosition { pad_id: u32 },
-    /// CoCa: at a class token after the text, which sees every token of it, also those after a
-    /// typed end token: the text's tokens are kept up to the last.
-    AfterText,
+    /// At a token that sees the whole text but not its padding (CoCa's class token after the
+    /// text; the mean or the first token of OpenCLIP's Hugging Face text towers): every token
+    /// is kept, also those after a typed end token, and none is added.
+    WholeText,
 }
 
 pub struct TextTokenizer {
@@ -44,6 +45,9 @@ pub struct TextTokenizer {
     max_length: usize,
     /// OpenCLIP checkpoints: texts are cleaned and split into words as open_clip does.
     open_clip: Option<OpenClipWords>,
+    /// OpenCLIP's Hugging Face tokenizers: texts are cleaned as open_clip's `HFTokenizer`
+    /// cleans them (`Some(lowercase)`), then tokenized by `tokenizer.json` as they are.
+    open_clip_hf_cleaning: Option<bool>,
     /// The model's vocabulary size: a token id at or past it is a tokenizer of another model.
     vocab_size: Option<u32>,
 }
@@ -95,6 +99,7 @@ impl TextTokenizer {
     fn new(mut inner: Tokenizer, max_length: usize, padding: PaddingSource) -> std::result::Result<Self, String> {
         let pooling = match padding {
             PaddingSource::EndOfText => Pooling::EndOfText,
+            PaddingSource::Unpadded => Pooling::WholeText,
             PaddingSource::PadToLength { tokenizer_config, fallback_pad_id } => {
                 let pad_id = pad_id(&inner, tokenizer_config.as_deref(), fallback_pad_id)?;
                 Pooling::LastPosition { pad_id }
@@ -110,12 +115,20 @@ impl TextTokenizer {
             .map_err(|e| e.to_string())?;
         inner.with_padding(None);
         let end_of_text = match pooling {
-            Pooling::EndOfText | Pooling::AfterText => inner
+            Pooling::EndOfText => inner
                 .token_to_id(END_OF_TEXT)
                 .ok_or_else(|| format!("the vocabulary has no {END_OF_TEXT} token (is this a CLIP tokenizer?)"))?,
-            Pooling::LastPosition { .. } => 0,
+            Pooling::LastPosition { .. } | Pooling::WholeText => 0,
         };
-        Ok(Self { inner, end_of_text, pooling, max_length, open_clip: None, vocab_size: None })
+        Ok(Self {
+            inner,
+            end_of_text,
+            pooling,
+            max_length,
+            open_clip: None,
+            open_clip_hf_cleaning: None,
+            vocab_size: None,
+        })
     }
 
     /// Holds the ids to the model's token table of `vocab_size` rows, checked at once on the
@@ -141,10 +154,17 @@ impl TextTokenizer {
         Ok(self)
     }
 
+    /// This tokenizer as open_clip's `HFTokenizer` runs it: each text cleaned first (ftfy, HTML
+    /// entities, whitespace; lowercase only with `clean="lower"`), then `tokenizer.json` as it is.
+    pub fn cleaning_texts_as_open_clip_hf(mut self, lowercase: bool) -> Self {
+        self.open_clip_hf_cleaning = Some(lowercase);
+        self
+    }
+
     /// open_clip's token ids of `text`: the start token, each word's BPE (a typed special token
     /// as its id), cut to the context with the end token last, up to the first end token.
     fn open_clip_ids(&self, words: &OpenClipWords, text: &str) -> Result<Vec<u32>> {
-        let cleaned = super::text_cleaning::open_clip_clean(text);
+        let cleaned = super::text_cleaning::open_clip_clean(text, true);
         let mut ids = vec![words.start_of_text];
         let mut run: Vec<&str> = Vec::new();
         let encode_run = |run: &mut Vec<&str>, ids: &mut Vec<u32>| -> Result<()> {
@@ -185,7 +205,12 @@ impl TextTokenizer {
     pub fn encode(&self, text: &str) -> Result<TokenizedText> {
         let mut ids = match &self.open_clip {
             Some(words) => self.open_clip_ids(words, text)?,
-            None => self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec(),
+            None => {
+                let cleaned =
+                    self.open_clip_hf_cleaning.map(|lowercase| super::text_cleaning::open_clip_clean(text, lowercase));
+                let text = cleaned.as_deref().unwrap_or(text);
+                self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec()
+            }
         };
         if let Some((id, vocab_size)) =
             self.vocab_size.and_then(|size| Some((*ids.iter().find(|&&id| id >= size)?, size)))
@@ -207,7 +232,7 @@ impl TextTokenizer {
                 ids.resize(self.max_length, pad_id);
                 Ok(TokenizedText { ids, end_position: self.max_length - 1 })
             }
-            Pooling::AfterText => {
+            Pooling::WholeText => {
                 let end_position = ids.len().checked_sub(1).ok_or_else(|| Error::Tokenizer("no tokens".into()))?;
                 Ok(TokenizedText { ids, end_position })
             }
@@ -216,7 +241,7 @@ impl TextTokenizer {
 
     /// This tokenizer for a tower pooled at a class token after the text (OpenCLIP's CoCa).
     pub fn pooled_after_the_text(mut self) -> Self {
-        self.pooling = Pooling::AfterText;
+        self.pooling = Pooling::WholeText;
         self
     }
 }
@@ -226,6 +251,8 @@ impl TextTokenizer {
 pub enum PaddingSource {
     /// CLIP: no padding, the tower pools at the end-of-text token.
     EndOfText,
+    /// OpenCLIP's Hugging Face text towers: no padding, which they would mask out anyway.
+    Unpadded,
     /// SigLIP: pad to the context. The pad id is the first found of: `tokenizer.json`'s padding
     /// section, the `pad_token` of `tokenizer_config.json`, the model config's `pad_token_id`.
     PadToLength { tokenizer_config: Option<std::path::PathBuf>, fallback_pad_id: Option<u32> },

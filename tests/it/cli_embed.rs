@@ -360,6 +360,102 @@ fn hub_ids_of_every_layout_load_through_the_stand_in_hub() {
     }
 }
 
+/// A multilingual OpenCLIP (its text tower an XLM-RoBERTa) published as open_clip publishes it:
+/// the repository holds open_clip_config.json and the weights (or, as LAION's XLM-RoBERTa ones,
+/// the weights alone, read with --arch), and hf_model_name names the text model by the hub's
+/// legacy one-part id (`xlm-roberta-base`); its config.json and tokenizer.json are fetched from
+/// that repository, then found in the cache offline. Offline with no cache, the error names the
+/// text model and the file.
+#[test]
+fn a_multilingual_openclip_fetches_its_text_model_from_the_hub() {
+    let text = "ein Foto von einer Katze am Strand, über den Dächern";
+    let reference = reference("tiny-openclip-xlmr");
+    let (checkpoint, weights_only) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for folder in [&checkpoint, &weights_only] {
+        let file = "open_clip_model.safetensors";
+        std::fs::copy(model_dir("tiny-openclip-xlmr").join(file), folder.path().join(file)).unwrap();
+    }
+    let config = std::fs::read_to_string(model_dir("tiny-openclip-xlmr").join("open_clip_config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&config).unwrap();
+    let text_cfg = config["model_cfg"]["text_cfg"].as_object_mut().unwrap();
+    text_cfg.insert("hf_model_name".into(), "tiny-xlm-roberta".into());
+    text_cfg.remove("hf_tokenizer_name");
+    std::fs::write(checkpoint.path().join("open_clip_config.json"), config.to_string()).unwrap();
+    let hub = StandInHub::serve_repos(
+        vec![
+            ("laion-test/tiny-xlmr".into(), checkpoint.path().to_owned()),
+            ("laion-test/tiny-xlmr-weights".into(), weights_only.path().to_owned()),
+            ("tiny-xlm-roberta".into(), model_dir("tiny-xlm-roberta")),
+        ],
+        Behaviour::Honest,
+    );
+    let hf_home = tempfile::tempdir().unwrap();
+    let arch = checkpoint.path().join("open_clip_config.json");
+    let embed = |model: &std::path::Path, arch: Option<&std::path::Path>, hf_home: &std::path::Path, offline: bool| {
+        let mut cmd = imgsearch();
+        cmd.env("HF_HOME", hf_home).env("HF_ENDPOINT", &hub.endpoint);
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        }
+        if let Some(arch) = arch {
+            cmd.arg("--arch").arg(arch);
+        }
+        cmd.args(["embed", "--device", "cpu", "--json", "--text", text, "--model"]).arg(model).output().unwrap()
+    };
+    for (repo, arch) in [("laion-test/tiny-xlmr", None), ("laion-test/tiny-xlmr-weights", Some(arch.as_path()))] {
+        for offline in [false, true] {
+            let json = json_of(&embed(repo.as_ref(), arch, hf_home.path(), offline));
+            let got = vector(&json["texts"][text]);
+            assert!(cosine(&got, &reference.text_embeds[text]) >= 0.9999, "{repo}, offline {offline}");
+        }
+    }
+    let empty_cache = tempfile::tempdir().unwrap();
+    let out = embed(checkpoint.path(), None, empty_cache.path(), true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for part in ["tiny-xlm-roberta", "config.json", "hf_model_name", "HF_HUB_OFFLINE"] {
+        assert!(stderr.contains(part), "no {part:?} in: {stderr}");
+    }
+}
+
+/// OpenCLIP text towers from Hugging Face models that do not run here (NLLB's encoder), and
+/// open_clip options the BERT-style towers do not implement, are refused at load, by name.
+#[test]
+fn openclip_text_towers_that_do_not_run_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, Value, &str); 3] = [
+        ("nllb", serde_json::json!({"model_type": "m2m_100", "d_model": 32}), "\"m2m_100\" models are not implemented"),
+        ("max-pooler", serde_json::json!({"model_type": "xlm-roberta"}), "hf_pooler_type=max_pooler"),
+        (
+            "relative-positions",
+            serde_json::json!({"model_type": "bert", "position_embedding_type": "relative_key"}),
+            "relative_key",
+        ),
+    ];
+    for (case, text_model, expected) in cases {
+        let (checkpoint, text_dir) = (tmp.path().join(case), tmp.path().join(format!("{case}-text")));
+        std::fs::create_dir_all(&checkpoint).unwrap();
+        std::fs::create_dir_all(&text_dir).unwrap();
+        std::fs::write(text_dir.join("config.json"), text_model.to_string()).unwrap();
+        for file in ["open_clip_model.safetensors", "tokenizer.json"] {
+            std::fs::copy(model_dir("tiny-openclip-xlmr").join(file), checkpoint.join(file)).unwrap();
+        }
+        let config = std::fs::read_to_string(model_dir("tiny-openclip-xlmr").join("open_clip_config.json")).unwrap();
+        let mut config: Value = serde_json::from_str(&config).unwrap();
+        let text_cfg = config["model_cfg"]["text_cfg"].as_object_mut().unwrap();
+        text_cfg.insert("hf_model_name".into(), text_dir.to_str().unwrap().into());
+        if case == "max-pooler" {
+            text_cfg.insert("hf_pooler_type".into(), "max_pooler".into());
+        }
+        std::fs::write(checkpoint.join("open_clip_config.json"), config.to_string()).unwrap();
+        let out =
+            imgsearch().args(["embed", "--device", "cpu", "--text", "x", "--model"]).arg(&checkpoint).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
+        assert!(stderr.contains(expected), "{case}: no {expected:?} in {stderr}");
+    }
+}
+
 /// Pictures the `image` crate refuses or cannot recognise are embedded as their documented
 /// picture: a TIFF of float measurements (an elevation model, say) as grey stretched between the
 /// 2nd and 98th percentile of its values, NaN black and outliers clipped; an icon that holds an

@@ -37,8 +37,8 @@ pub struct StandInHub {
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 struct Served {
-    repo: String,
-    folder: PathBuf,
+    /// Each repository with the folder of its files.
+    repos: Vec<(String, PathBuf)>,
     behaviour: Behaviour,
     downloads: Arc<AtomicUsize>,
     storage: String,
@@ -52,12 +52,16 @@ impl StandInHub {
     }
 
     pub fn serve_behaving(repo: &str, folder: PathBuf, behaviour: Behaviour) -> Self {
+        Self::serve_repos(vec![(repo.to_string(), folder)], behaviour)
+    }
+
+    /// Serves several repositories, each `(repo, folder)`.
+    pub fn serve_repos(repos: Vec<(String, PathBuf)>, behaviour: Behaviour) -> Self {
         let (hub, storage) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
         let ports = vec![hub.local_addr().unwrap().port(), storage.local_addr().unwrap().port()];
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(Served {
-            repo: repo.to_string(),
-            folder,
+            repos,
             behaviour,
             downloads: Arc::new(AtomicUsize::new(0)),
             // `localhost`, not 127.0.0.1: another host by name, as the hub's storage is.
@@ -122,13 +126,25 @@ fn answer(mut stream: TcpStream, served: &Served, is_storage: bool) -> std::io::
     }
     let mut words = request_line.split_whitespace();
     let (method, path) = (words.next().unwrap_or("GET"), words.next().unwrap_or("/"));
-    let file = if is_storage {
-        path.strip_prefix("/storage/").map(str::to_string)
-    } else {
-        let prefix = format!("/{}/resolve/", served.repo);
-        path.strip_prefix(&prefix).and_then(|rest| rest.split_once('/')).map(|(_rev, file)| file.to_string())
+    // `/{repo}/resolve/{revision}/{file}`, or on the storage `/storage/{repo index}/{file}`.
+    let found = served.repos.iter().enumerate().find_map(|(index, (repo, folder))| {
+        let file = match is_storage {
+            true => path.strip_prefix(&format!("/storage/{index}/")).map(str::to_string),
+            false => path
+                .strip_prefix(&format!("/{repo}/resolve/"))
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(_rev, file)| file.to_string()),
+        }?;
+        Some((index, folder, file))
+    });
+    let (index, file) = match &found {
+        Some((index, _, file)) => (*index, Some(file.clone())),
+        None => (0, None),
     };
-    let body = file.as_ref().filter(|f| !f.contains("..")).and_then(|f| std::fs::read(served.folder.join(f)).ok());
+    let body = found
+        .as_ref()
+        .filter(|(_, _, f)| !f.contains(".."))
+        .and_then(|(_, folder, f)| std::fs::read(folder.join(f)).ok());
     let (Some(file), Some(mut body)) = (file, body) else {
         let msg = b"Entry not found";
         write!(
@@ -147,7 +163,7 @@ fn answer(mut stream: TcpStream, served: &Served, is_storage: bool) -> std::io::
         if served.behaviour == Behaviour::RedirectsToStorage && !is_storage {
             return write!(
                 stream,
-                "HTTP/1.1 302 Found\r\nLocation: {}/storage/{file}\r\nX-Repo-Commit: {commit}\r\n\
+                "HTTP/1.1 302 Found\r\nLocation: {}/storage/{index}/{file}\r\nX-Repo-Commit: {commit}\r\n\
                  X-Linked-Etag: \"{etag}\"\r\nX-Linked-Size: {total}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 served.storage
             );

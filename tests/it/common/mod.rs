@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 8] = [
+pub const PARITY_MODELS: [&str; 10] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -27,6 +27,8 @@ pub const PARITY_MODELS: [&str; 8] = [
     "tiny-openclip-p16-gelu",
     "tiny-coca-b32",
     "tiny-coca-p16-gelu",
+    "tiny-openclip-xlmr",
+    "tiny-openclip-bert",
 ];
 
 /// What `--model` takes for a fixture checkpoint: its folder, or for a bare OpenCLIP state dict
