@@ -613,9 +613,26 @@ def bert_style_tokenizer():
                                           pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
 
 
+def nllb_style_tokenizer():
+    """Like NLLB-200's: SentencePiece BPE over `▁`-joined text, language codes as special tokens,
+    `eng_Latn … </s>` (the language code first: transformers' NllbTokenizer without
+    `legacy_behaviour`), `<pad>` = 1."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    tok.train_from_iterator(corpus_for_tokenizers(), trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return transformers.NllbTokenizer(vocab=model["vocab"], merges=merges,
+                                      additional_special_tokens=["eng_Latn", "deu_Latn", "zho_Hans", "fra_Latn"])
+
+
 # OpenCLIP with text towers from Hugging Face models (`hf_model_name`, as in
-# xlm-roberta-base-ViT-B-32 and roberta-ViT-B-32): one XLM-RoBERTa-shaped (positions counted
-# from the pad id, mean pooling, the MLP projection: open_clip's defaults), one BERT-shaped
+# xlm-roberta-base-ViT-B-32, nllb-clip-base and roberta-ViT-B-32): one XLM-RoBERTa-shaped
+# (positions counted from the pad id, mean pooling, the MLP projection: open_clip's defaults),
+# one NLLB-shaped, one BERT-shaped
 # (positions from 0, BERT's own pooler on the first token, a linear projection, a shorter
 # context). The text model's config.json and the tokenizer sit in a folder of their own, which
 # hf_model_name names as a path, as `transformers` reads one; the checkpoint folder also holds
@@ -630,6 +647,20 @@ HF_TEXT_CONFIGS = {
         model_cfg=dict(embed_dim=48,
                        vision_cfg=dict(image_size=96, layers=2, width=64, head_width=16, patch_size=32),
                        text_cfg=dict(hf_pooler_type="mean_pooler", hf_proj_type="mlp")),
+    ),
+    # NLLB-200's encoder (nllb-clip-base): pre-norm layers with ReLU, token embeddings scaled by
+    # sqrt(width), sinusoidal positions counted from the pad id, a layer norm at the end; its
+    # `cls_pooler` is the first token (an encoder has no pooler of its own).
+    "tiny-openclip-nllb": dict(
+        text_model="tiny-nllb",
+        tokenizer=nllb_style_tokenizer,
+        hf_config=dict(model_type="m2m_100", d_model=32, encoder_layers=2, encoder_attention_heads=4,
+                       encoder_ffn_dim=48, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=8,
+                       activation_function="relu", max_position_embeddings=64, scale_embedding=True,
+                       pad_token_id=1, bos_token_id=0, eos_token_id=2),
+        model_cfg=dict(embed_dim=24,
+                       vision_cfg=dict(image_size=64, layers=2, width=32, head_width=16, patch_size=16),
+                       text_cfg=dict(context_length=40, hf_pooler_type="cls_pooler", hf_proj_type="linear")),
     ),
     "tiny-openclip-bert": dict(
         text_model="tiny-bert",
@@ -684,7 +715,7 @@ def make_openclip_hf_text(images):
 
         pad = hf_config.pad_token_id
         # Typed special tokens: a typed pad token is masked out as padding is.
-        texts = OPENCLIP_TEXTS + ["a <pad> cat </s> on <s> a [PAD] mat [SEP]", "<mask> beach"]
+        texts = OPENCLIP_TEXTS + ["a <pad> cat </s> on <s> a [PAD] mat [SEP]", "<mask> beach", "deu_Latn eine Katze"]
         token_ids, text_embeds = {}, {}
         with torch.no_grad():
             pixels, image_embeds = openclip_image_references(model, transform, images)

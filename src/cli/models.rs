@@ -75,7 +75,7 @@ const RECOMMENDED: [Recommendation; 6] = [
             hugging_face(serde_json::json!({
                 "text_config": {"vocab_size": 250002, "hidden_size": 768, "intermediate_size": 3072,
                                 "num_attention_heads": 12, "max_position_embeddings": 514, "hidden_act": "gelu",
-                                "hf_encoder": {"type_vocab_size": 1, "pad_token_id": 1, "positions_after_pad": true,
+                                "hf_encoder": {"architecture": "bert", "embed_scale": 1.0, "type_vocab_size": 1, "pad_token_id": 1, "positions_after_pad": true,
                                                "context_length": 77, "pooler": "mean", "projection": "mlp",
                                                "lowercase": false}},
                 "vision_config": {"hidden_act": "gelu"},
@@ -168,7 +168,7 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
         let families = serde_json::json!([
             {"family": "clip", "reads": "Hugging Face CLIPModel folders and hub ids (config.json model_type \"clip\")"},
             {"family": "siglip", "reads": "Hugging Face SiglipModel: SigLIP, fixed-resolution SigLIP 2, multilingual SigLIP (with tokenizer.json)"},
-            {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, CoCa, BERT / RoBERTa / XLM-RoBERTa text towers); bare state dicts with --arch",
+            {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers); bare state dicts with --arch",
              "architectures": openclip::builtin_arch_names()},
         ]);
         println!("{}", serde_json::json!({"families": families, "recommended": rows}));
@@ -178,7 +178,7 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     println!("  clip      Hugging Face CLIPModel: openai/clip-*, laion/CLIP-* (their Hugging Face files)");
     println!("  siglip    Hugging Face SiglipModel: SigLIP, SigLIP 2 at a fixed resolution, multilingual SigLIP");
     println!("            (needs tokenizer.json); hits also show the model's probability (--min-prob)");
-    println!("  openclip  OpenCLIP ViT checkpoints, CoCa's and multilingual ones (XLM-RoBERTa text towers) too");
+    println!("  openclip  OpenCLIP ViT checkpoints, CoCa's and multilingual ones (XLM-RoBERTa, NLLB text towers)");
     println!("            (open_clip_config.json + open_clip_model.safetensors), and bare state dicts or weights");
     println!("            without open_clip_config.json: --model FILE.pt --arch NAME, NAME one of");
     println!("            {}", openclip::builtin_arch_names().join(", "));

@@ -96,17 +96,18 @@ impl CheckpointFiles {
             first(&OPEN_CLIP_WEIGHT_FILES)?
                 .ok_or_else(|| missing("open_clip_model.safetensors or open_clip_pytorch_model.bin"))
         };
+        let own_tokenizer = || -> Result<_> { Ok((get("tokenizer.json")?, get("tokenizer_config.json")?)) };
         if let Some(arch) = arch {
             let config = OpenClipConfig::from_arch(arch)?;
             let weights = open_clip_weights()?;
-            let (text_model, tokenizer) = hf_text_model(&config, get("tokenizer.json")?)?;
+            let text = hf_text_model(&config, own_tokenizer()?)?;
             let source = weights.clone();
             return Ok(Self {
-                layout: Layout::OpenClip { config: Box::new(config), source, text_model },
+                layout: Layout::OpenClip { config: Box::new(config), source, text_model: text.config },
                 weights,
-                tokenizer,
+                tokenizer: text.tokenizer,
                 preprocessor: None,
-                tokenizer_config: None,
+                tokenizer_config: text.tokenizer_config,
             });
         }
         if let Some(config) = get("config.json")? {
@@ -128,13 +129,13 @@ impl CheckpointFiles {
         };
         let weights = open_clip_weights()?;
         let config = OpenClipConfig::from_hub_file(&source)?;
-        let (text_model, tokenizer) = hf_text_model(&config, get("tokenizer.json")?)?;
+        let text = hf_text_model(&config, own_tokenizer()?)?;
         Ok(Self {
-            layout: Layout::OpenClip { config: Box::new(config), source, text_model },
+            layout: Layout::OpenClip { config: Box::new(config), source, text_model: text.config },
             weights,
-            tokenizer,
+            tokenizer: text.tokenizer,
             preprocessor: None,
-            tokenizer_config: None,
+            tokenizer_config: text.tokenizer_config,
         })
     }
 
@@ -151,13 +152,13 @@ impl CheckpointFiles {
             });
         }
         let config = OpenClipConfig::from_arch(&arch)?;
-        let (text_model, tokenizer) = hf_text_model(&config, None)?;
+        let text = hf_text_model(&config, (None, None))?;
         Ok(Self {
-            layout: Layout::OpenClip { config: Box::new(config), source: file.to_owned(), text_model },
+            layout: Layout::OpenClip { config: Box::new(config), source: file.to_owned(), text_model: text.config },
             weights: file.to_owned(),
-            tokenizer,
+            tokenizer: text.tokenizer,
             preprocessor: None,
-            tokenizer_config: None,
+            tokenizer_config: text.tokenizer_config,
         })
     }
 
@@ -418,22 +419,35 @@ pub fn bare_state_dict(model: &str) -> Option<(&Path, String)> {
     Some((file, arch.or_else(|| openclip::arch_from_file_name(file)).unwrap_or_default()))
 }
 
-/// The files of the Hugging Face model an OpenCLIP text tower is built from (`hf_model_name`),
-/// as open_clip reads them: its `config.json`, and `tokenizer.json` from `hf_tokenizer_name`
-/// unless the checkpoint has its own (`open_clip.push_to_hf_hub` saves it beside the weights).
-/// `(None, own)` for every other text tower.
-fn hf_text_model(config: &OpenClipConfig, own: Option<PathBuf>) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
-    let Some((model, tokenizer_name)) = config.hf_text_names() else { return Ok((None, own)) };
-    let text_config = text_model_file(&model, "config.json", "hf_model_name")?;
-    let tokenizer = match own {
-        Some(own) => own,
-        None => text_model_file(&tokenizer_name, "tokenizer.json", "hf_tokenizer_name (or hf_model_name)")?,
-    };
-    Ok((Some(text_config), Some(tokenizer)))
+/// The text model files of an OpenCLIP checkpoint.
+struct TextModelFiles {
+    /// The `config.json` of the Hugging Face model its text tower is built from, if it is.
+    config: Option<PathBuf>,
+    tokenizer: Option<PathBuf>,
+    tokenizer_config: Option<PathBuf>,
 }
 
-/// `file` of the model `name`: a folder, else a hub repository (`xlm-roberta-base` as well as
-/// `FacebookAI/xlm-roberta-base`, optionally `@revision`), fetched into the hub's cache.
+/// The files of the Hugging Face model an OpenCLIP text tower is built from (`hf_model_name`),
+/// as open_clip reads them: its `config.json`, and `tokenizer.json` (with its
+/// `tokenizer_config.json`) from `hf_tokenizer_name` unless the checkpoint has its own
+/// (`open_clip.push_to_hf_hub` saves it beside the weights). `own` for every other text tower.
+fn hf_text_model(config: &OpenClipConfig, own: (Option<PathBuf>, Option<PathBuf>)) -> Result<TextModelFiles> {
+    let Some((model, tokenizer_name)) = config.hf_text_names() else {
+        return Ok(TextModelFiles { config: None, tokenizer: own.0, tokenizer_config: own.1 });
+    };
+    let text_config = text_model_file(&model, "config.json", "hf_model_name")?;
+    let (tokenizer, tokenizer_config) = match own {
+        (Some(tokenizer), tokenizer_config) => (tokenizer, tokenizer_config),
+        (None, _) => {
+            let key = "hf_tokenizer_name (or hf_model_name)";
+            let tokenizer = text_model_file(&tokenizer_name, "tokenizer.json", key)?;
+            (tokenizer, text_model_file_if_any(&tokenizer_name, "tokenizer_config.json", key)?)
+        }
+    };
+    Ok(TextModelFiles { config: Some(text_config), tokenizer: Some(tokenizer), tokenizer_config })
+}
+
+/// `file` of the model `name` (see [`text_model_file_if_any`]), which must have it.
 fn text_model_file(name: &str, file: &str, key: &str) -> Result<PathBuf> {
     let missing = |why: &str| Error::BadCheckpoint {
         path: name.into(),
@@ -442,20 +456,28 @@ fn text_model_file(name: &str, file: &str, key: &str) -> Result<PathBuf> {
              open_clip builds it"
         ),
     };
+    text_model_file_if_any(name, file, key)?.ok_or_else(|| match (Path::new(name).is_dir(), hub_offline()) {
+        (true, _) => missing("the folder lacks it"),
+        (false, true) => missing("it is not in the hub cache, and HF_HUB_OFFLINE is set (fetch it once online)"),
+        (false, false) => missing("the hub repository has no such file"),
+    })
+}
+
+/// `file` of the model `name`: a folder, else a hub repository (`xlm-roberta-base` as well as
+/// `FacebookAI/xlm-roberta-base`, optionally `@revision`), fetched into the hub's cache.
+fn text_model_file_if_any(name: &str, file: &str, key: &str) -> Result<Option<PathBuf>> {
     let folder = Path::new(name);
     if folder.is_dir() {
-        return Some(folder.join(file)).filter(|p| p.is_file()).ok_or_else(|| missing("the folder lacks it"));
+        return Ok(Some(folder.join(file)).filter(|p| p.is_file()));
     }
     if !matches!(hub_name_segments(name), Some(1 | 2)) {
-        return Err(missing("no such folder, and not a hub repository id"));
+        return Err(Error::BadCheckpoint {
+            path: name.into(),
+            reason: format!("the OpenCLIP config's {key} names no such folder, nor a hub repository id"),
+        });
     }
     let (repo_id, revision) = name.split_once('@').unwrap_or((name, "main"));
-    let offline = hub_offline();
-    let fetched = HubRepo::new(repo_id, revision, offline)?.fetch(file)?;
-    fetched.ok_or_else(|| match offline {
-        true => missing("it is not in the hub cache, and HF_HUB_OFFLINE is set (fetch it once online)"),
-        false => missing("the hub repository has no such file"),
-    })
+    HubRepo::new(repo_id, revision, hub_offline())?.fetch(file)
 }
 
 fn looks_like_repo_id(model: &str) -> bool {

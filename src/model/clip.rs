@@ -305,6 +305,11 @@ impl EncoderLayer {
         self.mlp.forward(&self.norm2.forward(&x)?, &x)
     }
 
+    /// The layer as it is (pre-norm), every position seeing every other.
+    pub(super) fn forward_pre_norm(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward(x, Visibility::All)
+    }
+
     /// The layer in BERT's order (post-norm), every position seeing every other:
     /// `norm1(x + attention(x))`, then `norm2(h + mlp(h))`.
     pub(super) fn forward_post_norm(&self, x: &Tensor) -> Result<Tensor> {

@@ -21,6 +21,8 @@ pub enum Activation {
     /// The tanh approximation, `"gelu_new"` / `"gelu_pytorch_tanh"` in `transformers`.
     #[serde(alias = "gelu_pytorch_tanh")]
     GeluNew,
+    /// `max(x, 0)`: NLLB's encoder (OpenCLIP's multilingual text towers).
+    Relu,
 }
 
 /// The architectures the towers implement, by `config.json`'s `model_type`.
@@ -126,15 +128,18 @@ impl TextConfig {
     }
 }
 
-/// What an OpenCLIP text tower built from a Hugging Face BERT-style model needs beyond its
-/// encoder's shape (`transformers`' `BertModel` / `XLMRobertaModel`, post-norm layers).
+/// What an OpenCLIP text tower built from a Hugging Face model needs beyond its encoder's shape.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct HfEncoder {
+    pub architecture: HfArchitecture,
+    /// What the token embeddings are multiplied by (NLLB: the square root of the width).
+    pub embed_scale: f64,
+    /// BERT's token types (every token is of type 0); none in NLLB's encoder.
     pub type_vocab_size: usize,
     /// Masked out of attention and of the pooling wherever it stands, typed or padding.
     pub pad_token_id: u32,
-    /// RoBERTa numbers the positions of the tokens that are not padding from `pad_token_id + 1`;
-    /// BERT numbers every position from 0.
+    /// RoBERTa and NLLB number the positions of the tokens that are not padding from
+    /// `pad_token_id + 1`; BERT numbers every position from 0.
     pub positions_after_pad: bool,
     /// The tokenizer's context (open_clip's `context_length`), not the position table's size.
     pub context_length: usize,
@@ -142,6 +147,18 @@ pub struct HfEncoder {
     pub projection: HfProjection,
     /// open_clip's `clean="lower"` for this tokenizer (the default, `"whitespace"`, keeps case).
     pub lowercase: bool,
+}
+
+/// The Hugging Face encoders the text towers implement (`model_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HfArchitecture {
+    /// BERT, RoBERTa, XLM-RoBERTa: learned positions and token types, a layer norm after the
+    /// embeddings, post-norm layers.
+    Bert,
+    /// NLLB-200's encoder (`m2m_100`): sinusoidal positions, pre-norm layers, a layer norm at
+    /// the end.
+    M2m100,
 }
 
 /// open_clip's `hf_pooler_type`.
@@ -260,7 +277,12 @@ impl ModelConfig {
         let (d, i, width) = (t.hidden_size, t.intermediate_size, self.projection_dim);
         // Embeddings, layers, one layer norm (after the embeddings in a Hugging Face encoder,
         // after the layers in CLIP's), then the pooling and the projection.
-        let mut text = (t.vocab_size + t.max_position_embeddings) * d + t.num_hidden_layers * layer(d, i) + 2 * d;
+        // NLLB's positions are computed, not learned.
+        let learned_positions = match &t.hf_encoder {
+            Some(encoder) if encoder.architecture == HfArchitecture::M2m100 => 0,
+            _ => t.max_position_embeddings,
+        };
+        let mut text = (t.vocab_size + learned_positions) * d + t.num_hidden_layers * layer(d, i) + 2 * d;
         text += match &t.hf_encoder {
             None => d * width + if siglip { width } else { 0 },
             Some(encoder) => {
@@ -313,7 +335,10 @@ impl ModelConfig {
         if t.context_length() < 2 {
             return bad("text max_position_embeddings must leave room for the start and end tokens".into());
         }
-        if let Some(encoder) = &t.hf_encoder {
+        if t.hf_encoder.as_ref().is_some_and(|e| e.architecture == HfArchitecture::M2m100) && t.hidden_size < 4 {
+            return bad(format!("text d_model {} is too narrow for sinusoidal positions (at least 4)", t.hidden_size));
+        }
+        if let Some(encoder) = t.hf_encoder.as_ref().filter(|e| e.architecture == HfArchitecture::Bert) {
             let last_position = match encoder.positions_after_pad {
                 true => encoder.pad_token_id as usize + encoder.context_length,
                 false => encoder.context_length - 1,

@@ -1,18 +1,27 @@
-//! OpenCLIP's text towers built from a Hugging Face BERT-style model (`hf_model_name`:
-//! XLM-RoBERTa for the multilingual LAION checkpoints, RoBERTa, BERT), as open_clip's
-//! `HFTextEncoder` runs them: `transformers`' encoder (post-norm layers, token-type and
-//! position embeddings), the padding masked out, a pooling, and a projection without biases.
+//! OpenCLIP's text towers built from a Hugging Face model (`hf_model_name`), as open_clip's
+//! `HFTextEncoder` runs them: `transformers`' encoder, the padding masked out, a pooling, and a
+//! projection without biases. Two encoders: BERT's (BERT, RoBERTa, XLM-RoBERTa for LAION's
+//! multilingual checkpoints: learned positions and token types, post-norm layers) and NLLB-200's
+//! (nllb-clip: sinusoidal positions, pre-norm layers with ReLU, a layer norm at the end).
 //!
-//! The layers are CLIP's encoder layers under the names `openclip.rs` gives the tensors, run in
-//! BERT's order: each sub-layer's output is added to its input and then normalised, where CLIP
-//! normalises first.
+//! The layers are CLIP's encoder layers under the names `openclip.rs` gives the tensors; BERT's
+//! run in its order: each sub-layer's output is added to its input and then normalised, where
+//! CLIP (and NLLB) normalise first.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::clip::{tower_shape, EncoderLayer, LayerNorm, Linear, TowerShape, Weights};
-use super::config::{Activation, HfEncoder, HfPooler, HfProjection, ModelConfig};
+use super::config::{Activation, HfArchitecture, HfEncoder, HfPooler, HfProjection, ModelConfig};
 use super::kernels::{Epilogue, WeightLayout};
 use crate::error::{Error, Result};
+
+/// What is added to the token embeddings.
+enum Positions {
+    /// BERT: learned positions and token type 0, then a layer norm.
+    Learned { table: Tensor, token_type: Tensor, norm: LayerNorm },
+    /// NLLB: `transformers`' `M2M100SinusoidalPositionalEmbedding`, computed, not stored.
+    Sinusoidal,
+}
 
 enum Projection {
     Identity,
@@ -23,12 +32,11 @@ enum Projection {
 
 pub struct HfTextTower {
     token_embedding: Tensor,
-    position_embedding: Tensor,
-    /// Every token is of type 0: (1, dim).
-    token_type: Tensor,
-    embedding_norm: LayerNorm,
-    /// Run post-norm (`EncoderLayer::forward_post_norm`).
+    positions: Positions,
+    /// Post-norm (BERT) or pre-norm (NLLB), as `encoder.architecture` says.
     layers: Vec<EncoderLayer>,
+    /// NLLB's layer norm after the layers.
+    final_norm: Option<LayerNorm>,
     /// BERT's own pooler (`cls_pooler`): dense + tanh on the first token.
     pooler_dense: Option<Linear>,
     projection: Projection,
@@ -55,14 +63,24 @@ impl HfTextTower {
                 )
             }
         };
-        let types = w.get(&format!("{p}.embeddings.token_type_embedding.weight"), &[encoder.type_vocab_size, d])?;
+        let bert = encoder.architecture == HfArchitecture::Bert;
+        let positions = match bert {
+            true => Positions::Learned {
+                table: w.get(&format!("{p}.embeddings.position_embedding.weight"), &[c.max_position_embeddings, d])?,
+                token_type: w
+                    .get(&format!("{p}.embeddings.token_type_embedding.weight"), &[encoder.type_vocab_size, d])?
+                    .narrow(0, 0, 1)?,
+                norm: LayerNorm::load(w, &format!("{p}.embeddings.layer_norm"), d, c.layer_norm_eps)?,
+            },
+            false => Positions::Sinusoidal,
+        };
         Ok(Self {
             token_embedding: w.get(&format!("{p}.embeddings.token_embedding.weight"), &[c.vocab_size, d])?,
-            position_embedding: w
-                .get(&format!("{p}.embeddings.position_embedding.weight"), &[c.max_position_embeddings, d])?,
-            token_type: types.narrow(0, 0, 1)?,
-            embedding_norm: LayerNorm::load(w, &format!("{p}.embeddings.layer_norm"), d, c.layer_norm_eps)?,
+            positions,
             layers,
+            final_norm: (!bert)
+                .then(|| LayerNorm::load(w, &format!("{p}.final_layer_norm"), d, c.layer_norm_eps))
+                .transpose()?,
             pooler_dense: (encoder.pooler == HfPooler::FirstTokenDense)
                 .then(|| Linear::load(w, &format!("{p}.pooler.dense"), (d, d), true, layout))
                 .transpose()?,
@@ -90,7 +108,7 @@ impl HfTextTower {
     ///
     /// open_clip masks every pad-id token (typed ones too) out of attention and out of the
     /// mean; so they are left out here, each remaining token keeping the position the model
-    /// gives it: RoBERTa counts only the tokens that are not padding, BERT counts them all.
+    /// gives it: RoBERTa and NLLB count only the tokens that are not padding, BERT counts them all.
     fn embed_one(&self, tokens: &[u32]) -> Result<Tensor> {
         let pad = self.encoder.pad_token_id;
         let (kept, positions): (Vec<u32>, Vec<u32>) = tokens
@@ -111,9 +129,26 @@ impl HfTextTower {
         let device = self.token_embedding.device();
         let at =
             |table: &Tensor, ids: &[u32]| -> Result<Tensor> { Ok(table.index_select(&Tensor::new(ids, device)?, 0)?) };
-        let x = (at(&self.token_embedding, &kept)? + at(&self.position_embedding, &positions)?)?;
-        let x = self.embedding_norm.forward(&x.broadcast_add(&self.token_type)?)?.unsqueeze(0)?;
-        let x = self.layers.iter().try_fold(x, |x, layer| layer.forward_post_norm(&x))?.squeeze(0)?;
+        let tokens = (at(&self.token_embedding, &kept)? * self.encoder.embed_scale)?;
+        let x = match &self.positions {
+            Positions::Learned { table, token_type, norm } => {
+                norm.forward(&(tokens + at(table, &positions)?)?.broadcast_add(token_type)?)?
+            }
+            Positions::Sinusoidal => {
+                let d = tokens.dim(1)?;
+                (&tokens + sinusoids(&positions, d, device)?.to_dtype(tokens.dtype())?)?
+            }
+        };
+        let x = x.unsqueeze(0)?;
+        let x = match self.encoder.architecture {
+            HfArchitecture::Bert => self.layers.iter().try_fold(x, |x, layer| layer.forward_post_norm(&x))?,
+            HfArchitecture::M2m100 => self.layers.iter().try_fold(x, |x, layer| layer.forward_pre_norm(&x))?,
+        };
+        let x = x.squeeze(0)?;
+        let x = match &self.final_norm {
+            Some(norm) => norm.forward(&x)?,
+            None => x,
+        };
         let pooled = match self.encoder.pooler {
             HfPooler::Mean => x.to_dtype(DType::F32)?.mean_keepdim(0)?.to_dtype(x.dtype())?,
             HfPooler::FirstToken => x.narrow(0, 0, 1)?,
@@ -130,4 +165,22 @@ impl HfTextTower {
             }
         }
     }
+}
+
+/// The sinusoidal embeddings of `positions`, (positions, d), as `transformers`'
+/// `M2M100SinusoidalPositionalEmbedding.get_embedding` computes them in f32: the sines of
+/// `p · 10000^(−i / (d/2 − 1))` for the first half, their cosines for the second, a zero column
+/// for an odd width.
+fn sinusoids(positions: &[u32], d: usize, device: &Device) -> Result<Tensor> {
+    let half = d / 2;
+    let step = (10000f64.ln() / (half as f64 - 1.0)) as f32;
+    let frequencies: Vec<f32> = (0..half).map(|i| (i as f32 * -step).exp()).collect();
+    let mut values = Vec::with_capacity(positions.len() * d);
+    for &p in positions {
+        let angles = frequencies.iter().map(|f| p as f32 * f);
+        values.extend(angles.clone().map(f32::sin));
+        values.extend(angles.map(f32::cos));
+        values.extend(std::iter::repeat_n(0.0, d - 2 * half));
+    }
+    Ok(Tensor::from_vec(values, (positions.len(), d), device)?)
 }

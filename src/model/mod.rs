@@ -167,9 +167,9 @@ impl ModelSpec {
             None => TextTokenizer::builtin_clip(max_length, PaddingSource::EndOfText)?,
         };
         let tokenizer = match (&self.files.layout, &self.config.text_config.hf_encoder) {
-            (checkpoint::Layout::OpenClip { .. }, Some(encoder)) => {
-                tokenizer.cleaning_texts_as_open_clip_hf(encoder.lowercase)
-            }
+            (checkpoint::Layout::OpenClip { .. }, Some(encoder)) => tokenizer
+                .cleaning_texts_as_open_clip_hf(encoder.lowercase)
+                .with_special_tokens_of_its_class(self.files.tokenizer_config.as_deref())?,
             (checkpoint::Layout::OpenClip { .. }, None) => tokenizer.cleaning_texts_as_open_clip()?,
             (checkpoint::Layout::HuggingFace { .. }, _) => tokenizer,
         }

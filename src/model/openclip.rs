@@ -6,8 +6,8 @@
 //! config is translated into a [`ModelConfig`] and the tensors renamed to `CLIPModel`'s (the
 //! fused `in_proj` split into q, k and v; the projection matrices transposed). CoCa's two
 //! additions, the image tower's attentional pooler and the class token after the text, are
-//! options of those towers. A text tower OpenCLIP builds from a Hugging Face BERT-style model
-//! (`hf_model_name`) is described by that model's `config.json` and runs in `hf_text.rs`, under
+//! options of those towers. A text tower OpenCLIP builds from a Hugging Face model
+//! (`hf_model_name`: BERT-style, or NLLB's encoder) is described by that model's `config.json` and runs in `hf_text.rs`, under
 //! the same layer names. Towers from timm, other Hugging Face models, ResNets, and the rarer ViT
 //! options are refused by name instead of running wrong.
 
@@ -17,12 +17,12 @@ use std::path::Path;
 use candle_core::Tensor;
 use serde::Deserialize;
 
-use super::config::{read_json, Alpha, CropRounding, Family, ModelConfig, PreprocessConfig, Resample};
+use super::config::{read_json, Alpha, CropRounding, Family, HfArchitecture, ModelConfig, PreprocessConfig, Resample};
 use crate::error::{Error, Result};
 
 /// The architectures a bare state dict can name, copied verbatim from open-clip-torch 2.32's
 /// `model_configs/` (the ViT towers with OpenAI's text tower, CoCa's, and those with an
-/// XLM-RoBERTa or RoBERTa text tower, whose config.json and tokenizer come from the hub).
+/// XLM-RoBERTa, NLLB or RoBERTa text tower, whose config.json and tokenizer come from the hub).
 const BUILTIN_ARCHS: &str = include_str!("openclip_archs.json");
 
 /// OpenCLIP's `model_cfg`: what `open_clip.create_model` builds.
@@ -309,18 +309,22 @@ fn hf_text_config(
     let bad = |reason: String| Error::BadCheckpoint { path: text_model.to_owned(), reason };
     let hf: serde_json::Map<String, serde_json::Value> = read_json(text_model)?;
     let model_type = hf.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
-    // RoBERTa's positions skip the padding; BERT's do not.
-    let (default_pad, positions_after_pad, default_pooler) = match model_type {
-        "bert" => (0, false, "cls_pooler"),
-        "roberta" | "xlm-roberta" => (1, true, "mean_pooler"),
+    // RoBERTa's and NLLB's positions skip the padding; BERT's do not. Each family names its
+    // shape in its own words, with `transformers`' class defaults.
+    let (architecture, default_pad, positions_after_pad, default_pooler) = match model_type {
+        "bert" => (HfArchitecture::Bert, 0, false, "cls_pooler"),
+        "roberta" | "xlm-roberta" => (HfArchitecture::Bert, 1, true, "mean_pooler"),
+        "m2m_100" => (HfArchitecture::M2m100, 1, true, "cls_pooler"),
         other => {
             return Err(bad(format!(
-                "OpenCLIP text towers from Hugging Face \"{other}\" models are not implemented (BERT, RoBERTa and \
-                 XLM-RoBERTa ones run; NLLB's and mT5's do not); for queries in many languages use an XLM-RoBERTa \
-                 OpenCLIP (laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k) or SigLIP 2 (google/siglip2-*)"
+                "OpenCLIP text towers from Hugging Face \"{other}\" models are not implemented (BERT, RoBERTa, \
+                 XLM-RoBERTa and NLLB (m2m_100) ones run; mT5's does not); for queries in many languages use an \
+                 XLM-RoBERTa or NLLB OpenCLIP, or SigLIP 2 (google/siglip2-*)"
             )))
         }
     };
+    let bert = architecture == HfArchitecture::Bert;
+    let key = |bert_name: &'static str, m2m100_name: &'static str| if bert { bert_name } else { m2m100_name };
     if let Some(kind) = hf.get("position_embedding_type").and_then(|v| v.as_str()).filter(|k| *k != "absolute") {
         return Err(bad(format!("position_embedding_type \"{kind}\" is not supported, only \"absolute\"")));
     }
@@ -330,7 +334,7 @@ fn hf_text_config(
             Some(v) => v.as_u64().ok_or_else(|| bad(format!("{key}={v} is not a size (a whole number)"))),
         }
     };
-    let width = size("hidden_size", 768)?;
+    let width = size(key("hidden_size", "d_model"), if bert { 768 } else { 1024 })?;
     let option = |key: &str| t.get(key).map(|v| v.as_str().ok_or(v));
     let refused = |key: &str, value: &dyn std::fmt::Display, runs: &str| {
         Err(Error::BadCheckpoint {
@@ -347,6 +351,8 @@ fn hf_text_config(
     };
     let pooler = match pooler {
         "mean_pooler" => "mean",
+        // An encoder-decoder's encoder has no pooler of its own: open_clip takes the first token.
+        "cls_pooler" if !bert => "first_token",
         "cls_pooler" => "first_token_dense",
         "cls_last_hidden_state_pooler" => "first_token",
         other => return refused("hf_pooler_type", &other, "mean_pooler, cls_pooler, cls_last_hidden_state_pooler"),
@@ -372,17 +378,25 @@ fn hf_text_config(
         None => 77,
         Some(v) => v.as_u64().ok_or_else(|| bad(format!("text_cfg context_length={v} is not a size")))?,
     };
+    let scale_embedding = hf.get("scale_embedding").and_then(|v| v.as_bool()).unwrap_or(true);
     Ok(serde_json::json!({
-        "vocab_size": size("vocab_size", 30522)?,
+        "vocab_size": size("vocab_size", if bert { 30522 } else { 128112 })?,
         "hidden_size": width,
-        "intermediate_size": size("intermediate_size", 3072)?,
-        "num_hidden_layers": size("num_hidden_layers", 12)?,
-        "num_attention_heads": size("num_attention_heads", 12)?,
-        "max_position_embeddings": size("max_position_embeddings", 512)?,
-        "hidden_act": hf.get("hidden_act").cloned().unwrap_or_else(|| "gelu".into()),
-        "layer_norm_eps": hf.get("layer_norm_eps").cloned().unwrap_or_else(|| 1e-12.into()),
+        "intermediate_size": size(key("intermediate_size", "encoder_ffn_dim"), if bert { 3072 } else { 4096 })?,
+        "num_hidden_layers": size(key("num_hidden_layers", "encoder_layers"), 12)?,
+        "num_attention_heads": size(key("num_attention_heads", "encoder_attention_heads"), if bert { 12 } else { 16 })?,
+        "max_position_embeddings": size("max_position_embeddings", if bert { 512 } else { 1024 })?,
+        "hidden_act": hf.get(key("hidden_act", "activation_function")).cloned()
+            .unwrap_or_else(|| if bert { "gelu" } else { "relu" }.into()),
+        // NLLB's layer norms are torch's default.
+        "layer_norm_eps": match bert {
+            true => hf.get("layer_norm_eps").cloned().unwrap_or_else(|| 1e-12.into()),
+            false => 1e-5.into(),
+        },
         "hf_encoder": {
-            "type_vocab_size": size("type_vocab_size", 2)?,
+            "architecture": architecture,
+            "embed_scale": if !bert && scale_embedding { (width as f64).sqrt() } else { 1.0 },
+            "type_vocab_size": if bert { size("type_vocab_size", 2)? } else { 0 },
             "pad_token_id": size("pad_token_id", default_pad)?,
             "positions_after_pad": positions_after_pad,
             "context_length": context_length,
@@ -531,7 +545,7 @@ fn fold_layer_scales(tensors: &mut HashMap<String, Tensor>) -> candle_core::Resu
     Ok(())
 }
 
-/// A BERT-style encoder's tensor (`transformers`' names, after `text.transformer.`) under the
+/// A Hugging Face encoder's tensor (`transformers`' names, after `text.transformer.`) under the
 /// names the towers load (those of CLIP's encoder layers where the part is the same); `None`
 /// for the buffers `transformers` saves with the weights.
 fn hf_encoder_name(name: &str) -> std::result::Result<Option<String>, &'static str> {
@@ -544,6 +558,24 @@ fn hf_encoder_name(name: &str) -> std::result::Result<Option<String>, &'static s
             format!("embeddings.layer_norm.{}", suffix(name))
         }
         "pooler.dense.weight" | "pooler.dense.bias" => name.into(),
+        // NLLB's encoder, whose layers are named as CLIP's but for their norms; its
+        // sinusoidal positions are computed, not loaded.
+        "embed_positions.weights" => return Ok(None),
+        "embed_tokens.weight" => "embeddings.token_embedding.weight".into(),
+        "layer_norm.weight" | "layer_norm.bias" => format!("final_layer_norm.{}", suffix(name)),
+        _ if name.starts_with("layers.") => {
+            let (layer, part) = name["layers.".len()..].split_once('.').ok_or("unsupported tensor")?;
+            let (module, kind) = part.rsplit_once('.').ok_or("unsupported tensor")?;
+            let ours = match module {
+                "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj" | "self_attn.out_proj" | "fc1" | "fc2" => {
+                    module.replace("fc", "mlp.fc")
+                }
+                "self_attn_layer_norm" => "layer_norm1".into(),
+                "final_layer_norm" => "layer_norm2".into(),
+                _ => return Err("unsupported tensor in the Hugging Face text model"),
+            };
+            format!("encoder.layers.{layer}.{ours}.{kind}")
+        }
         _ => {
             let (layer, part) = name
                 .strip_prefix("encoder.layer.")
@@ -574,22 +606,35 @@ fn suffix(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::config::{HfPooler, HfProjection};
+    use crate::model::config::{Activation, HfPooler, HfProjection};
 
     /// Every architecture a bare state dict may name runs here (none is refused for an option),
     /// CoCa's with its pooler and its class token after a 76-token context, the Hugging Face
-    /// text towers with open_clip's defaults (mean pooling, the MLP projection, 77 tokens).
+    /// text towers with the poolings and projections their configs name (77 tokens).
     #[test]
     fn every_builtin_architecture_translates() {
+        // The fields the towers read of xlm-roberta-base's and nllb-200-distilled-600M's config.json.
+        let text_models = [
+            (
+                "xlm-roberta",
+                r#"{"model_type": "xlm-roberta", "vocab_size": 250002, "hidden_size": 768,
+                "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "hidden_act": "gelu",
+                "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-05, "pad_token_id": 1}"#,
+            ),
+            (
+                "nllb",
+                r#"{"model_type": "m2m_100", "vocab_size": 256206, "d_model": 1024, "encoder_layers": 12,
+                "encoder_attention_heads": 16, "encoder_ffn_dim": 4096, "activation_function": "relu",
+                "max_position_embeddings": 1024, "scale_embedding": true, "pad_token_id": 1}"#,
+            ),
+        ];
         let text_model = tempfile::NamedTempFile::new().unwrap();
-        // xlm-roberta-base's config.json, in the fields the tower reads.
-        let xlm_roberta_base = r#"{"model_type": "xlm-roberta", "vocab_size": 250002, "hidden_size": 768,
-            "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "hidden_act": "gelu",
-            "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-05, "pad_token_id": 1}"#;
-        std::fs::write(text_model.path(), xlm_roberta_base).unwrap();
         for arch in builtin_arch_names() {
             let openclip = OpenClipConfig::from_arch(&arch).unwrap();
             let hf_text = openclip.hf_text_names().is_some();
+            let nllb = arch.starts_with("nllb");
+            let (_, json) = text_models.iter().find(|(kind, _)| nllb == (*kind == "nllb")).unwrap();
+            std::fs::write(text_model.path(), json).unwrap();
             let config = openclip.model_config(Path::new(&arch), hf_text.then(|| text_model.path())).unwrap();
             let (v, t) = (&config.vision_config, &config.text_config);
             let coca = arch.starts_with("coca_");
@@ -597,6 +642,15 @@ mod tests {
             assert_eq!(t.class_token, coca, "{arch}");
             assert_eq!(t.context_length(), if coca { 76 } else { 77 }, "{arch}");
             match &t.hf_encoder {
+                Some(encoder) if nllb => {
+                    assert_eq!((encoder.pooler, encoder.projection), (HfPooler::FirstToken, HfProjection::Linear));
+                    assert_eq!((encoder.architecture, encoder.embed_scale), (HfArchitecture::M2m100, 32.0));
+                    assert_eq!(t.hidden_act, Activation::Relu);
+                    if arch == "nllb-clip-base" {
+                        // sum(p.numel() for p in open_clip's model), nllb-200-distilled-600M's config built in.
+                        assert_eq!(config.parameter_count(), 501_885_185);
+                    }
+                }
                 Some(encoder) => {
                     assert!(hf_text, "{arch}");
                     assert_eq!((encoder.pooler, encoder.projection), (HfPooler::Mean, HfProjection::Mlp), "{arch}");

@@ -161,6 +161,42 @@ impl TextTokenizer {
         self
     }
 
+    /// The special tokens `transformers` puts around a text where its tokenizer class sets them
+    /// itself, whatever `tokenizer.json` holds: NLLB's `NllbTokenizer` puts the source
+    /// language's code first and `</s>` last (`src_lang` of `tokenizer_config.json`, `eng_Latn`
+    /// when it names none; with `legacy_behaviour`, `</s>` then the code).
+    pub fn with_special_tokens_of_its_class(mut self, tokenizer_config: Option<&Path>) -> Result<Self> {
+        let Some(path) = tokenizer_config else { return Ok(self) };
+        let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let text_of = |key: &str, default: &'static str| -> String {
+            // `"</s>"` or an AddedToken `{"content": "</s>", …}`.
+            let value = config.get(key);
+            value.and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str())).unwrap_or(default).to_string()
+        };
+        if !config.get("tokenizer_class").and_then(|c| c.as_str()).is_some_and(|c| c.starts_with("Nllb")) {
+            return Ok(self);
+        }
+        let (language, end) = (text_of("src_lang", "eng_Latn"), text_of("eos_token", "</s>"));
+        let id = |token: &str| {
+            self.inner.token_to_id(token).ok_or_else(|| bad(format!("the vocabulary has no {token:?} token")))
+        };
+        let special = vec![(language.clone(), id(&language)?), (end.clone(), id(&end)?)];
+        let template = match config.get("legacy_behaviour").and_then(|v| v.as_bool()).unwrap_or(false) {
+            true => vec!["$A".to_string(), end, language],
+            false => vec![language, "$A".to_string(), end],
+        };
+        let processor = tokenizers::processors::template::TemplateProcessing::builder()
+            .try_single(template)
+            .map_err(bad)?
+            .special_tokens(special)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        self.inner.with_post_processor(Some(processor));
+        Ok(self)
+    }
+
     /// open_clip's token ids of `text`: the start token, each word's BPE (a typed special token
     /// as its id), cut to the context with the end token last, up to the first end token.
     fn open_clip_ids(&self, words: &OpenClipWords, text: &str) -> Result<Vec<u32>> {

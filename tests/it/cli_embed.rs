@@ -418,13 +418,43 @@ fn a_multilingual_openclip_fetches_its_text_model_from_the_hub() {
     }
 }
 
-/// OpenCLIP text towers from Hugging Face models that do not run here (NLLB's encoder), and
+/// NLLB's tokenizer class sets its own special tokens whatever tokenizer.json holds (the source
+/// language's code, then the text, then `</s>`): a tokenizer.json saved with another template
+/// still embeds as open_clip does.
+#[test]
+fn an_nllb_tokenizer_gets_the_special_tokens_its_class_sets() {
+    let text = "a photo of a cat";
+    let folder = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(model_dir("tiny-openclip-nllb")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, folder.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let tokenizer = folder.path().join("tokenizer.json");
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&tokenizer).unwrap()).unwrap();
+    let end = json["post_processor"]["special_tokens"]["</s>"].clone();
+    json["post_processor"] = serde_json::json!({
+        "type": "TemplateProcessing",
+        "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}}],
+        "special_tokens": {"</s>": end},
+    });
+    std::fs::write(&tokenizer, json.to_string()).unwrap();
+    let out = imgsearch()
+        .args(["embed", "--device", "cpu", "--json", "--text", text, "--model"])
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    let got = vector(&json_of(&out)["texts"][text]);
+    assert!(cosine(&got, &reference("tiny-openclip-nllb").text_embeds[text]) >= 0.9999);
+}
+
+/// OpenCLIP text towers from Hugging Face models that do not run here (mT5's encoder), and
 /// open_clip options the BERT-style towers do not implement, are refused at load, by name.
 #[test]
 fn openclip_text_towers_that_do_not_run_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let cases: [(&str, Value, &str); 3] = [
-        ("nllb", serde_json::json!({"model_type": "m2m_100", "d_model": 32}), "\"m2m_100\" models are not implemented"),
+        ("mt5", serde_json::json!({"model_type": "mt5", "d_model": 32}), "\"mt5\" models are not implemented"),
         ("max-pooler", serde_json::json!({"model_type": "xlm-roberta"}), "hf_pooler_type=max_pooler"),
         (
             "relative-positions",

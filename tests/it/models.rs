@@ -282,7 +282,8 @@ fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
         serde_json::from_str(&std::fs::read_to_string(openclip.join("open_clip_config.json")).unwrap()).unwrap();
     for (tower, option, value, says) in [
         ("text_cfg", "tokenizer_kwargs", serde_json::json!({"clean": "whitespace"}), "tokenizer_kwargs"),
-        ("text_cfg", "hf_model_name", serde_json::json!("xlm-roberta-base"), "XLM-RoBERTa"),
+        // OpenCLIP's own text transformer with a Hugging Face tokenizer (hf_model_name runs).
+        ("text_cfg", "hf_tokenizer_name", serde_json::json!("xlm-roberta-base"), "hf_tokenizer_name"),
         ("vision_cfg", "attentional_pool", serde_json::json!("parallel"), "attentional_pool"),
     ] {
         let mut changed = config.clone();

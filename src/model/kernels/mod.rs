@@ -219,6 +219,7 @@ pub fn activate_generic(x: &Tensor, act: Activation) -> Result<Tensor> {
         Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
         Activation::Gelu => x.gelu_erf()?,
         Activation::GeluNew => x.gelu()?,
+        Activation::Relu => x.relu()?,
     })
 }
 
@@ -256,6 +257,8 @@ fn activate_slice(values: &mut [f32], act: Activation) {
             const SQRT_2_OVER_PI: f32 = 0.797_884_6;
             x / (1.0 + fast_exp(-2.0 * SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)))
         }),
+        // NaN stays NaN, as in torch (a broken checkpoint is then caught, not hidden).
+        Activation::Relu => map_chunk(values, &|x| if x < 0.0 { 0.0 } else { x }),
     }
 }
 

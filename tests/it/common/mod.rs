@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 10] = [
+pub const PARITY_MODELS: [&str; 11] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -28,6 +28,7 @@ pub const PARITY_MODELS: [&str; 10] = [
     "tiny-coca-b32",
     "tiny-coca-p16-gelu",
     "tiny-openclip-xlmr",
+    "tiny-openclip-nllb",
     "tiny-openclip-bert",
 ];
 
