@@ -736,6 +736,70 @@ def make_openclip_hf_text(images):
         ))
 
 
+# Chinese-CLIP (`ChineseCLIPModel`, OFA-Sys/chinese-clip-*): CLIP's image tower with a BERT text
+# tower read at its first token. Published with BERT's `vocab.txt` and no tokenizer.json, as
+# this fixture is; its preprocessing resizes to a square without cropping.
+CHINESE_CLIP_CONFIG = dict(
+    projection_dim=40,
+    text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                     max_position_embeddings=64, type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu",
+                     pad_token_id=0),
+    vision_config=dict(image_size=64, patch_size=16, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                       num_attention_heads=3, hidden_act="quick_gelu", layer_norm_eps=1e-5),
+)
+
+
+def make_chinese_clip(images):
+    from transformers import ChineseCLIPConfig, ChineseCLIPModel
+    from transformers.models.chinese_clip.image_processing_pil_chinese_clip import ChineseCLIPImageProcessorPil
+    torch.manual_seed(4)
+    name = "tiny-chinese-clip"
+    model_dir = FIXTURES / "models" / name
+    if model_dir.exists():
+        for old in model_dir.iterdir():
+            old.unlink()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = bert_style_tokenizer()
+    text_config = dict(CHINESE_CLIP_CONFIG["text_config"], vocab_size=len(tokenizer))
+    config = ChineseCLIPConfig(text_config=text_config, vision_config=CHINESE_CLIP_CONFIG["vision_config"],
+                               projection_dim=CHINESE_CLIP_CONFIG["projection_dim"])
+    model = ChineseCLIPModel(config).eval()
+    randomize(model)
+    config.save_pretrained(model_dir)
+    save_weights(model.state_dict(), model_dir, "pytorch")
+    tokenizer.save_pretrained(model_dir)
+    # BERT's vocab.txt (one token a line, in id order) in place of tokenizer.json; transformers
+    # builds the tokenizer from it, as the references below are computed.
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    assert [i for _, i in vocab] == list(range(len(vocab)))
+    (model_dir / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab))
+    (model_dir / "tokenizer.json").unlink()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    processor = ChineseCLIPImageProcessorPil(size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64},
+                                             do_center_crop=False)
+    processor.save_pretrained(model_dir)
+    max_length = config.text_config.max_position_embeddings
+    texts = MULTILINGUAL_TEXTS + ["一只猫在海滩上", "Ein HUND am Strand, naïve café", "a [PAD] cat [SEP] x"]
+    pixels, image_embeds, token_ids, text_embeds = {}, {}, {}, {}
+    with torch.no_grad():
+        for img_name in images:
+            pv = processor(images=Image.open(FIXTURES / "images" / img_name), return_tensors="pt")["pixel_values"]
+            pixels[img_name] = pv[0].contiguous()
+            image_embeds[img_name] = l2(model.get_image_features(pixel_values=pv).pooler_output)[0].tolist()
+        for text in texts:
+            enc = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+            token_ids[text] = enc["input_ids"][0].tolist()
+            features = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                               token_type_ids=enc["token_type_ids"])
+            text_embeds[text] = l2(features.pooler_output)[0].tolist()
+    save_file(pixels, FIXTURES / "reference" / f"{name}_pixels.safetensors")
+    write_reference(name, dict(
+        generated_by=f"scripts/make_test_model.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        model=name, dim=config.projection_dim, max_length=max_length, texts=texts, token_ids=token_ids,
+        image_embeds=image_embeds, text_embeds=text_embeds,
+    ))
+
+
 def save_weights(state, model_dir, kind, name=None):
     state = {k: v.contiguous() for k, v in state.items()}
     if kind == "safetensors":
@@ -745,14 +809,14 @@ def save_weights(state, model_dir, kind, name=None):
 
 
 def main():
-    families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text"]
+    families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
     image_dir = FIXTURES / "images"
     images = sorted(p.name for p in image_dir.iterdir() if p.is_file()) if image_dir.is_dir() else write_images()
     makers = dict(clip=make_clip, siglip=make_siglip, openclip=make_openclip,
-                  coca=lambda images: make_openclip(images, COCA_CONFIGS), **{"hf-text": make_openclip_hf_text})
+                  coca=lambda images: make_openclip(images, COCA_CONFIGS), **{"hf-text": make_openclip_hf_text, "chinese-clip": make_chinese_clip})
     for family in families:
         makers[family](images)
 

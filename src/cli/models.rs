@@ -76,7 +76,8 @@ const RECOMMENDED: [Recommendation; 6] = [
                 "text_config": {"vocab_size": 250002, "hidden_size": 768, "intermediate_size": 3072,
                                 "num_attention_heads": 12, "max_position_embeddings": 514, "hidden_act": "gelu",
                                 "hf_encoder": {"architecture": "bert", "embed_scale": 1.0, "type_vocab_size": 1, "pad_token_id": 1, "positions_after_pad": true,
-                                               "context_length": 77, "pooler": "mean", "projection": "mlp",
+                                               "context_length": 77, "masks_pad_id": true, "pooler": "mean",
+                                               "projection": "mlp",
                                                "lowercase": false}},
                 "vision_config": {"hidden_act": "gelu"},
             }))
@@ -166,7 +167,7 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     }
     if args.json {
         let families = serde_json::json!([
-            {"family": "clip", "reads": "Hugging Face CLIPModel folders and hub ids (config.json model_type \"clip\")"},
+            {"family": "clip", "reads": "Hugging Face CLIPModel and ChineseCLIPModel folders and hub ids (config.json model_type \"clip\", \"chinese_clip\")"},
             {"family": "siglip", "reads": "Hugging Face SiglipModel: SigLIP, fixed-resolution SigLIP 2, multilingual SigLIP (with tokenizer.json)"},
             {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers); bare state dicts with --arch",
              "architectures": openclip::builtin_arch_names()},
@@ -175,7 +176,8 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
         return Ok(());
     }
     println!("Families (`--model` takes a hub id, a folder or a file; the layout is read from the files):");
-    println!("  clip      Hugging Face CLIPModel: openai/clip-*, laion/CLIP-* (their Hugging Face files)");
+    println!("  clip      Hugging Face CLIPModel: openai/clip-*, laion/CLIP-* (their Hugging Face files), and");
+    println!("            ChineseCLIPModel: OFA-Sys/chinese-clip-* (BERT's vocab.txt will do for tokenizer.json)");
     println!("  siglip    Hugging Face SiglipModel: SigLIP, SigLIP 2 at a fixed resolution, multilingual SigLIP");
     println!("            (needs tokenizer.json); hits also show the model's probability (--min-prob)");
     println!("  openclip  OpenCLIP ViT checkpoints, CoCa's and multilingual ones (XLM-RoBERTa, NLLB text towers)");

@@ -114,7 +114,12 @@ impl CheckpointFiles {
             if let Some(weights) = first(&WEIGHT_FILES)? {
                 return Ok(Self {
                     layout: Layout::HuggingFace { config },
-                    tokenizer: Some(get("tokenizer.json")?.ok_or_else(|| missing("tokenizer.json"))?),
+                    // BERT's vocab.txt where a Chinese-CLIP repository ships no tokenizer.json.
+                    tokenizer: Some(
+                        get("tokenizer.json")?
+                            .or(get("vocab.txt")?)
+                            .ok_or_else(|| missing("tokenizer.json (or BERT's vocab.txt)"))?,
+                    ),
                     weights,
                     preprocessor: get("preprocessor_config.json")?,
                     tokenizer_config: get("tokenizer_config.json")?,
@@ -203,11 +208,16 @@ impl CheckpointFiles {
             // SAFETY: the mapping is read-only. Hub cache blobs are content-addressed and never
             // rewritten in place; a local checkpoint rewritten while it loads is not guarded.
             let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&self.weights) }.map_err(bad)?;
-            let names = file.tensors().into_iter().map(|(name, _)| name).collect();
-            Ok(CheckpointTensors::Mapped { file, names })
-        } else {
-            Ok(CheckpointTensors::Loaded(read_torch_file(&self.weights, None).map_err(bad)?.into_iter().collect()))
+            let names: HashSet<String> = file.tensors().into_iter().map(|(name, _)| name).collect();
+            if !openclip::has_bert_text_names(names.iter()) {
+                return Ok(CheckpointTensors::Mapped { file, names });
+            }
+            let tensors =
+                candle_core::safetensors::load(&self.weights, &Device::Cpu).map_err(bad)?.into_iter().collect();
+            return Ok(CheckpointTensors::Loaded(openclip::with_bert_text_renamed(tensors, &self.weights)?));
         }
+        let tensors = read_torch_file(&self.weights, None).map_err(bad)?;
+        Ok(CheckpointTensors::Loaded(openclip::with_bert_text_renamed(tensors, &self.weights)?))
     }
 }
 

@@ -3,7 +3,8 @@
 //! Field names mirror Hugging Face's `CLIPConfig` / `SiglipConfig` and their image processors, so
 //! any checkpoint saved by `transformers` loads without a translation table. Nothing about the
 //! shape is hard-coded: a field missing from the file takes the value `transformers` gives it for
-//! that model type (the two families' defaults differ, see [`Family::defaults`]).
+//! that model type (the two families' defaults differ, see [`Family::defaults`]). Chinese-CLIP
+//! (`chinese_clip`) is read as CLIP with a BERT text tower ([`HfEncoder`]).
 
 use serde::Deserialize;
 use std::path::Path;
@@ -39,7 +40,8 @@ pub enum Family {
 impl Family {
     fn from_model_type(model_type: Option<&str>, path: &Path) -> Result<Self> {
         match model_type {
-            None | Some("clip") => Ok(Self::Clip),
+            // Chinese-CLIP is CLIP with a BERT text tower (see `chinese_clip_text`).
+            None | Some("clip") | Some("chinese_clip") => Ok(Self::Clip),
             Some("siglip") => Ok(Self::Siglip),
             Some("siglip2") => Err(Error::BadCheckpoint {
                 path: path.to_owned(),
@@ -51,8 +53,8 @@ impl Family {
             Some(other) => Err(Error::BadCheckpoint {
                 path: path.to_owned(),
                 reason: format!(
-                    "model_type \"{other}\" is not supported: imgsearch runs \"clip\" and \"siglip\" checkpoints \
-                     (and OpenCLIP ViT checkpoints); `imgsearch models` lists them"
+                    "model_type \"{other}\" is not supported: imgsearch runs \"clip\", \"chinese_clip\" and \"siglip\" \
+                     checkpoints (and OpenCLIP ViT checkpoints); `imgsearch models` lists them"
                 ),
             }),
         }
@@ -143,6 +145,9 @@ pub struct HfEncoder {
     pub positions_after_pad: bool,
     /// The tokenizer's context (open_clip's `context_length`), not the position table's size.
     pub context_length: usize,
+    /// open_clip masks every pad-id token out, typed ones too; `transformers`' Chinese-CLIP
+    /// attends to every token its tokenizer gives (texts here are never padded).
+    pub masks_pad_id: bool,
     pub pooler: HfPooler,
     pub projection: HfProjection,
     /// open_clip's `clean="lower"` for this tokenizer (the default, `"whitespace"`, keeps case).
@@ -242,9 +247,13 @@ impl ModelConfig {
         if model_type.is_some_and(|v| !v.is_string()) {
             return Err(bad(format!("model_type is {}, not a name such as \"clip\"", model_type.expect("checked"))));
         }
+        let chinese_clip = model_type.and_then(|v| v.as_str()) == Some("chinese_clip");
         let family = Family::from_model_type(model_type.and_then(|v| v.as_str()), path)?;
         if !raw.is_object() {
             return Err(bad("config.json is not a JSON object".into()));
+        }
+        if chinese_clip {
+            chinese_clip_text(&mut raw).map_err(bad)?;
         }
         fill_defaults(&mut raw, &family.defaults());
         raw["model_type"] = serde_json::to_value(family).expect("family serialises");
@@ -373,6 +382,40 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+/// `ChineseCLIPModel`'s text tower (`ChineseCLIPTextConfig`: BERT's fields, with its defaults)
+/// as a text config with its Hugging Face encoder: read at its first token, projected by
+/// `text_projection`, over every token the tokenizer gives it (its attention mask hides only
+/// the padding it adds, never a typed `[PAD]`).
+fn chinese_clip_text(raw: &mut serde_json::Value) -> std::result::Result<(), String> {
+    let text = &mut raw["text_config"];
+    if text.is_null() {
+        *text = serde_json::json!({});
+    }
+    if !text.is_object() {
+        return Err("text_config is not a JSON object".into());
+    }
+    fill_defaults(
+        text,
+        &serde_json::json!({
+            "vocab_size": 30522, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+            "num_attention_heads": 12, "max_position_embeddings": 512, "hidden_act": "gelu",
+            "layer_norm_eps": 1e-12, "pad_token_id": 0, "type_vocab_size": 2,
+        }),
+    );
+    if let Some(kind) = text.get("position_embedding_type").and_then(|v| v.as_str()).filter(|k| *k != "absolute") {
+        return Err(format!("text position_embedding_type \"{kind}\" is not supported, only \"absolute\""));
+    }
+    if text.get("hf_encoder").is_none() {
+        text["hf_encoder"] = serde_json::json!({
+            "architecture": "bert", "embed_scale": 1.0, "type_vocab_size": text["type_vocab_size"],
+            "pad_token_id": text["pad_token_id"], "positions_after_pad": false,
+            "context_length": text["max_position_embeddings"], "pooler": "first_token", "projection": "linear",
+            "lowercase": false, "masks_pad_id": false,
+        });
+    }
+    Ok(())
 }
 
 /// Adds every key of `defaults` that `value` lacks (or holds as null), recursing into objects.

@@ -3,6 +3,7 @@
 //! projection without biases. Two encoders: BERT's (BERT, RoBERTa, XLM-RoBERTa for LAION's
 //! multilingual checkpoints: learned positions and token types, post-norm layers) and NLLB-200's
 //! (nllb-clip: sinusoidal positions, pre-norm layers with ReLU, a layer norm at the end).
+//! Chinese-CLIP's text tower (`ChineseCLIPModel`) is the same BERT, read at its first token.
 //!
 //! The layers are CLIP's encoder layers under the names `openclip.rs` gives the tensors; BERT's
 //! run in its order: each sub-layer's output is added to its input and then normalised, where
@@ -107,21 +108,23 @@ impl HfTextTower {
     /// One text's embedding, (1, embedding dim).
     ///
     /// open_clip masks every pad-id token (typed ones too) out of attention and out of the
-    /// mean; so they are left out here, each remaining token keeping the position the model
-    /// gives it: RoBERTa and NLLB count only the tokens that are not padding, BERT counts them all.
+    /// mean; so they are left out here (where `masks_pad_id`), each remaining token keeping the
+    /// position the model gives it: RoBERTa and NLLB count only the tokens that are not
+    /// padding, BERT counts them all.
     fn embed_one(&self, tokens: &[u32]) -> Result<Tensor> {
         let pad = self.encoder.pad_token_id;
+        let masked = |token: u32| self.encoder.masks_pad_id && token == pad;
         let (kept, positions): (Vec<u32>, Vec<u32>) = tokens
             .iter()
             .enumerate()
-            .filter(|&(_, &token)| token != pad)
+            .filter(|&(_, &token)| !masked(token))
             .enumerate()
             .map(|(rank, (index, &token))| match self.encoder.positions_after_pad {
                 true => (token, pad + 1 + rank as u32),
                 false => (token, index as u32),
             })
             .unzip();
-        if kept.is_empty() || tokens[0] == pad && self.encoder.pooler != HfPooler::Mean {
+        if kept.is_empty() || masked(tokens[0]) && self.encoder.pooler != HfPooler::Mean {
             return Err(Error::Tokenizer(
                 "the text's tokens are all padding, or it starts with one: the tokenizer is not the model's".into(),
             ));

@@ -158,12 +158,12 @@ impl ModelSpec {
     pub fn load(&self, device: &Device, towers: Towers) -> Result<Clip> {
         self.precision.check(device)?;
         let max_length = self.config.text_config.context_length();
+        let padding = padding_source(&self.config, self.files.tokenizer_config.clone());
         let tokenizer = match &self.files.tokenizer {
-            Some(path) => TextTokenizer::from_file(
-                path,
-                max_length,
-                padding_source(&self.config, self.files.tokenizer_config.clone()),
-            )?,
+            Some(path) if path.file_name().is_some_and(|name| name == "vocab.txt") => {
+                TextTokenizer::from_bert_vocab(path, self.files.tokenizer_config.as_deref(), max_length, padding)?
+            }
+            Some(path) => TextTokenizer::from_file(path, max_length, padding)?,
             None => TextTokenizer::builtin_clip(max_length, PaddingSource::EndOfText)?,
         };
         let tokenizer = match (&self.files.layout, &self.config.text_config.hf_encoder) {

@@ -400,6 +400,7 @@ fn hf_text_config(
             "pad_token_id": size("pad_token_id", default_pad)?,
             "positions_after_pad": positions_after_pad,
             "context_length": context_length,
+            "masks_pad_id": true,
             "pooler": pooler,
             "projection": projection,
             "lowercase": lowercase,
@@ -516,6 +517,33 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
         out.insert(renamed, tensor);
     }
     fold_layer_scales(&mut out).map_err(candle)?;
+    Ok(out)
+}
+
+/// Whether a Hugging Face checkpoint's text tower is a BERT under `transformers`' names
+/// (Chinese-CLIP's `text_model.encoder.layer.N…`).
+pub fn has_bert_text_names<'a>(mut names: impl Iterator<Item = &'a String>) -> bool {
+    names.any(|name| name.starts_with("text_model.encoder.layer."))
+}
+
+/// A Hugging Face checkpoint's tensors, its BERT text tower (if it has one) under the names the
+/// towers load, as OpenCLIP's Hugging Face text towers are renamed.
+pub fn with_bert_text_renamed(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<HashMap<String, Tensor>> {
+    if !has_bert_text_names(tensors.iter().map(|(name, _)| name)) {
+        return Ok(tensors.into_iter().collect());
+    }
+    let mut out = HashMap::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        let Some(text) = name.strip_prefix("text_model.") else {
+            out.insert(name, tensor);
+            continue;
+        };
+        let renamed = hf_encoder_name(text)
+            .map_err(|reason| Error::BadCheckpoint { path: path.to_owned(), reason: format!("{reason}: {name}") })?;
+        if let Some(renamed) = renamed {
+            out.insert(format!("text_model.{renamed}"), tensor);
+        }
+    }
     Ok(out)
 }
 

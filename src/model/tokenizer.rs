@@ -87,6 +87,69 @@ impl TextTokenizer {
         Self::new(inner, max_length, padding).map_err(bad)
     }
 
+    /// BERT's WordPiece tokenizer from its `vocab.txt` (Chinese-CLIP ships no tokenizer.json),
+    /// as `transformers` builds `BertTokenizer`: BERT's normalizer as `tokenizer_config.json`
+    /// sets it (`do_lower_case`, `strip_accents`, `tokenize_chinese_chars`), its pre-tokenizer,
+    /// `[CLS] … [SEP]`, and the special tokens matched whole where they are typed.
+    pub fn from_bert_vocab(
+        vocab: &Path,
+        tokenizer_config: Option<&Path>,
+        max_length: usize,
+        padding: PaddingSource,
+    ) -> Result<Self> {
+        use tokenizers::models::wordpiece::WordPiece;
+        use tokenizers::normalizers::bert::BertNormalizer;
+        use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+        use tokenizers::processors::bert::BertProcessing;
+        let bad = |path: &Path, reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
+        let config: serde_json::Value = match tokenizer_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| bad(path, e.to_string()))?;
+                serde_json::from_str(&text).map_err(|e| bad(path, format!("not JSON: {e}")))?
+            }
+            None => serde_json::json!({}),
+        };
+        let flag = |key: &str, default: bool| config.get(key).and_then(|v| v.as_bool()).unwrap_or(default);
+        let token = |key: &str, default: &str| -> String {
+            let value = config.get(key);
+            value.and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str())).unwrap_or(default).to_string()
+        };
+        let vocab_path = vocab.to_str().ok_or_else(|| bad(vocab, "the path is not UTF-8".into()))?;
+        let unknown = token("unk_token", "[UNK]");
+        let model = WordPiece::from_file(vocab_path)
+            .unk_token(unknown.clone())
+            .build()
+            .map_err(|e| bad(vocab, format!("not a WordPiece vocabulary: {e}")))?;
+        let mut inner = Tokenizer::new(model);
+        let lowercase = flag("do_lower_case", true);
+        // `strip_accents` unset: accents go with lowercasing, as in BertTokenizer.
+        let strip_accents = config.get("strip_accents").and_then(|v| v.as_bool());
+        let failed = |e: tokenizers::Error| bad(vocab, e.to_string());
+        inner
+            .with_normalizer(Some(BertNormalizer::new(
+                true,
+                flag("tokenize_chinese_chars", true),
+                strip_accents,
+                lowercase,
+            )))
+            .map_err(failed)?;
+        inner.with_pre_tokenizer(Some(BertPreTokenizer));
+        let (cls, sep) = (token("cls_token", "[CLS]"), token("sep_token", "[SEP]"));
+        let id = |token: &str| {
+            inner.token_to_id(token).ok_or_else(|| bad(vocab, format!("the vocabulary has no {token} token")))
+        };
+        let processing = BertProcessing::new((sep.clone(), id(&sep)?), (cls.clone(), id(&cls)?));
+        inner.with_post_processor(Some(processing));
+        let specials: Vec<tokenizers::AddedToken> =
+            [unknown, sep, token("pad_token", "[PAD]"), cls, token("mask_token", "[MASK]")]
+                .into_iter()
+                .filter(|token| inner.token_to_id(token).is_some())
+                .map(|token| tokenizers::AddedToken::from(token, true))
+                .collect();
+        inner.add_special_tokens(specials).map_err(failed)?;
+        Self::new(inner, max_length, padding).map_err(|reason| bad(vocab, reason))
+    }
+
     /// The CLIP tokenizer built into the binary (OpenCLIP's; or any family's, for timing).
     pub fn builtin_clip(max_length: usize, padding: PaddingSource) -> Result<Self> {
         let mut json = Vec::new();

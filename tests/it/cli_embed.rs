@@ -328,9 +328,9 @@ fn an_unreachable_hub_or_empty_offline_cache_gives_a_clear_error() {
     }
 }
 
-/// Hub ids of every layout: SigLIP (its tokenizer_config.json names the pad token) and
+/// Hub ids of every layout: SigLIP (its tokenizer_config.json names the pad token),
 /// OpenCLIP (open_clip_config.json, no config.json, no tokenizer.json: the built-in CLIP BPE),
-/// CoCa's too.
+/// CoCa's too, and Chinese-CLIP (BERT's vocab.txt in place of tokenizer.json).
 #[test]
 fn hub_ids_of_every_layout_load_through_the_stand_in_hub() {
     let text = "ein Foto von einer Katze am Strand, über den Dächern";
@@ -339,6 +339,8 @@ fn hub_ids_of_every_layout_load_through_the_stand_in_hub() {
         ("tiny-siglip2-gemma", "test-org/tiny-siglip2"),
         ("tiny-openclip-b32-quickgelu", "laion-test/tiny-openclip"),
         ("tiny-coca-b32", "laion-test/tiny-coca"),
+        // BERT's vocab.txt, no tokenizer.json.
+        ("tiny-chinese-clip", "ofa-test/tiny-chinese-clip"),
     ] {
         let reference = reference(model);
         let hf_home = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 11] = [
+pub const PARITY_MODELS: [&str; 12] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -30,6 +30,7 @@ pub const PARITY_MODELS: [&str; 11] = [
     "tiny-openclip-xlmr",
     "tiny-openclip-nllb",
     "tiny-openclip-bert",
+    "tiny-chinese-clip",
 ];
 
 /// What `--model` takes for a fixture checkpoint: its folder, or for a bare OpenCLIP state dict
