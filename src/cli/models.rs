@@ -37,7 +37,7 @@ fn hugging_face(config: serde_json::Value) -> ModelConfig {
     ModelConfig::from_json(config, Path::new("(built in)")).expect("the recommended shapes are valid")
 }
 
-const RECOMMENDED: [Recommendation; 6] = [
+const RECOMMENDED: [Recommendation; 7] = [
     Recommendation {
         need: "fastest (the default)",
         model: "openai/clip-vit-base-patch32",
@@ -78,6 +78,28 @@ const RECOMMENDED: [Recommendation; 6] = [
                                 "hf_encoder": {"architecture": "bert", "embed_scale": 1.0, "type_vocab_size": 1, "pad_token_id": 1, "positions_after_pad": true,
                                                "context_length": 77, "masks_pad_id": true, "pooler": "mean",
                                                "projection": "mlp",
+                                               "lowercase": false}},
+                "vision_config": {"hidden_act": "gelu"},
+            }))
+        },
+    },
+    Recommendation {
+        need: "multilingual, 200 languages",
+        model: "visheratin/nllb-clip-base-oc",
+        how: Some(
+            "--model visheratin/nllb-clip-base-oc --arch nllb-clip-base; its text tower's config and tokenizer come \
+             from the hub's facebook/nllb-200-distilled-600M",
+        ),
+        config: || {
+            // ViT-B-32 (GELU) with nllb-200-distilled-600M's encoder as open_clip builds it: the
+            // first token, a linear projection.
+            hugging_face(serde_json::json!({
+                "text_config": {"vocab_size": 256206, "hidden_size": 1024, "intermediate_size": 4096,
+                                "num_attention_heads": 16, "max_position_embeddings": 1024, "hidden_act": "relu",
+                                "hf_encoder": {"architecture": "m2m100", "embed_scale": 32.0, "type_vocab_size": 0,
+                                               "pad_token_id": 1, "positions_after_pad": true,
+                                               "context_length": 77, "masks_pad_id": true,
+                                               "pooler": "first_token", "projection": "linear",
                                                "lowercase": false}},
                 "vision_config": {"hidden_act": "gelu"},
             }))
