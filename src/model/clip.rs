@@ -696,7 +696,7 @@ impl VisionTower {
 pub enum TextTower {
     /// CLIP's, SigLIP's and OpenCLIP's own transformer.
     Transformer(TransformerTextTower),
-    /// OpenCLIP's towers built from a Hugging Face BERT-style model (XLM-RoBERTa).
+    /// Hugging Face encoders: OpenCLIP's (XLM-RoBERTa, NLLB, BERT) and Chinese-CLIP's BERT.
     HfEncoder(HfTextTower),
 }
 

@@ -113,9 +113,9 @@ pub struct TextConfig {
     /// (token 0, what open_clip's tokenizer pads with).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub class_token: bool,
-    /// OpenCLIP's text towers built from a Hugging Face model (`hf_model_name`): a BERT-style
-    /// encoder (BERT, RoBERTa, XLM-RoBERTa) in place of CLIP's transformer; the fields above
-    /// then describe that encoder.
+    /// A text tower built from a Hugging Face encoder in place of CLIP's transformer: OpenCLIP's
+    /// (`hf_model_name`: BERT, RoBERTa, XLM-RoBERTa, NLLB) and Chinese-CLIP's BERT; the fields
+    /// above then describe that encoder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hf_encoder: Option<HfEncoder>,
 }
@@ -130,7 +130,7 @@ impl TextConfig {
     }
 }
 
-/// What an OpenCLIP text tower built from a Hugging Face model needs beyond its encoder's shape.
+/// What a text tower built from a Hugging Face encoder needs beyond the encoder's shape.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct HfEncoder {
     pub architecture: HfArchitecture,
@@ -138,7 +138,8 @@ pub struct HfEncoder {
     pub embed_scale: f64,
     /// BERT's token types (every token is of type 0); none in NLLB's encoder.
     pub type_vocab_size: usize,
-    /// Masked out of attention and of the pooling wherever it stands, typed or padding.
+    /// Masked out of attention and of the pooling wherever it stands, typed or padding (where
+    /// `masks_pad_id`).
     pub pad_token_id: u32,
     /// RoBERTa and NLLB number the positions of the tokens that are not padding from
     /// `pad_token_id + 1`; BERT numbers every position from 0.

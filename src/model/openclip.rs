@@ -7,9 +7,9 @@
 //! fused `in_proj` split into q, k and v; the projection matrices transposed). CoCa's two
 //! additions, the image tower's attentional pooler and the class token after the text, are
 //! options of those towers. A text tower OpenCLIP builds from a Hugging Face model
-//! (`hf_model_name`: BERT-style, or NLLB's encoder) is described by that model's `config.json` and runs in `hf_text.rs`, under
-//! the same layer names. Towers from timm, other Hugging Face models, ResNets, and the rarer ViT
-//! options are refused by name instead of running wrong.
+//! (`hf_model_name`: BERT-style, or NLLB's encoder) is described by that model's `config.json`
+//! and runs in `hf_text.rs`, under the same layer names. Towers from timm, other Hugging Face
+//! models, ResNets, and the rarer ViT options are refused by name instead of running wrong.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -102,18 +102,12 @@ impl TextTokenizer {
         use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
         use tokenizers::processors::bert::BertProcessing;
         let bad = |path: &Path, reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
-        let config: serde_json::Value = match tokenizer_config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| bad(path, e.to_string()))?;
-                serde_json::from_str(&text).map_err(|e| bad(path, format!("not JSON: {e}")))?
-            }
+        let config = match tokenizer_config {
+            Some(path) => read_tokenizer_config(path).map_err(|reason| bad(path, reason))?,
             None => serde_json::json!({}),
         };
         let flag = |key: &str, default: bool| config.get(key).and_then(|v| v.as_bool()).unwrap_or(default);
-        let token = |key: &str, default: &str| -> String {
-            let value = config.get(key);
-            value.and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str())).unwrap_or(default).to_string()
-        };
+        let token = |key: &str, default: &str| token_named(&config, key).unwrap_or(default).to_string();
         let vocab_path = vocab.to_str().ok_or_else(|| bad(vocab, "the path is not UTF-8".into()))?;
         let unknown = token("unk_token", "[UNK]");
         let model = WordPiece::from_file(vocab_path)
@@ -231,13 +225,8 @@ impl TextTokenizer {
     pub fn with_special_tokens_of_its_class(mut self, tokenizer_config: Option<&Path>) -> Result<Self> {
         let Some(path) = tokenizer_config else { return Ok(self) };
         let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let text_of = |key: &str, default: &'static str| -> String {
-            // `"</s>"` or an AddedToken `{"content": "</s>", …}`.
-            let value = config.get(key);
-            value.and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str())).unwrap_or(default).to_string()
-        };
+        let config = read_tokenizer_config(path).map_err(bad)?;
+        let text_of = |key: &str, default: &str| token_named(&config, key).unwrap_or(default).to_string();
         if !config.get("tokenizer_class").and_then(|c| c.as_str()).is_some_and(|c| c.starts_with("Nllb")) {
             return Ok(self);
         }
@@ -357,6 +346,18 @@ pub enum PaddingSource {
     PadToLength { tokenizer_config: Option<std::path::PathBuf>, fallback_pad_id: Option<u32> },
 }
 
+/// A `tokenizer_config.json`, or what is wrong with it.
+fn read_tokenizer_config(path: &Path) -> std::result::Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
+}
+
+/// The token a `tokenizer_config.json` names under `key`: `"</s>"` or `{"content": "</s>", …}`
+/// (an AddedToken).
+fn token_named<'a>(config: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    config.get(key).and_then(|t| t.as_str().or_else(|| t.get("content")?.as_str()))
+}
+
 fn pad_id(
     inner: &Tokenizer,
     tokenizer_config: Option<&Path>,
@@ -366,12 +367,8 @@ fn pad_id(
         return Ok(padding.pad_id);
     }
     if let Some(path) = tokenizer_config {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
-        // `"pad_token": "</s>"` or `{"content": "</s>", …}` (an AddedToken).
-        let token = config.get("pad_token").and_then(|t| t.as_str().or_else(|| t.get("content")?.as_str()));
-        if let Some(token) = token {
+        let config = read_tokenizer_config(path)?;
+        if let Some(token) = token_named(&config, "pad_token") {
             return inner
                 .token_to_id(token)
                 .ok_or_else(|| format!("{} names pad_token {token:?}, which the vocabulary lacks", path.display()));

@@ -15,7 +15,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 #[test]
 fn fused_activations_equal_candle_ops() {
     let x = Tensor::randn(0f32, 3.0, (7, 33, 129), &Device::Cpu).unwrap();
-    for act in [Activation::QuickGelu, Activation::Gelu, Activation::GeluNew] {
+    for act in [Activation::QuickGelu, Activation::Gelu, Activation::GeluNew, Activation::Relu] {
         let expected = activate_generic(&x, act).unwrap();
         let fresh = x.copy().unwrap(); // activate overwrites its input on CPU
         let d = max_abs_diff(&activate(fresh, act).unwrap(), &expected);
@@ -105,7 +105,7 @@ fn check_epilogues(x: &Tensor, weight: &LinearWeight, b: &Tensor, expected: &Ten
     let with_residual = linear(x, weight, b, Epilogue::Residual(&residual)).unwrap();
     let d = max_abs_diff(&with_residual, &(expected + &residual).unwrap());
     assert!(d < tolerance, "{what} plus residual: max diff {d}");
-    for act in [Activation::QuickGelu, Activation::Gelu, Activation::GeluNew] {
+    for act in [Activation::QuickGelu, Activation::Gelu, Activation::GeluNew, Activation::Relu] {
         let activated = linear(x, weight, b, Epilogue::Activation(act)).unwrap();
         let d = max_abs_diff(&activated, &activate_generic(expected, act).unwrap());
         assert!(d < tolerance, "{what} then {act:?}: max diff {d}");
