@@ -345,6 +345,13 @@ impl ModelConfig {
         if t.context_length() < 2 {
             return bad("text max_position_embeddings must leave room for the start and end tokens".into());
         }
+        // Positions count from the pad id: one past the vocabulary would be no token's.
+        if let Some(encoder) = t.hf_encoder.as_ref().filter(|e| e.pad_token_id as usize >= t.vocab_size) {
+            return bad(format!(
+                "the text model's pad_token_id {} is not a token of its {} (vocab_size)",
+                encoder.pad_token_id, t.vocab_size
+            ));
+        }
         if t.hf_encoder.as_ref().is_some_and(|e| e.architecture == HfArchitecture::M2m100) && t.hidden_size < 4 {
             return bad(format!("text d_model {} is too narrow for sinusoidal positions (at least 4)", t.hidden_size));
         }

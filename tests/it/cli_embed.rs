@@ -450,14 +450,20 @@ fn an_nllb_tokenizer_gets_the_special_tokens_its_class_sets() {
     assert!(cosine(&got, &reference("tiny-openclip-nllb").text_embeds[text]) >= 0.9999);
 }
 
-/// OpenCLIP text towers from Hugging Face models that do not run here (mT5's encoder), and
-/// open_clip options the BERT-style towers do not implement, are refused at load, by name.
+/// OpenCLIP text towers from Hugging Face models that do not run here (mT5's encoder), open_clip
+/// options the towers do not implement, and a pad id no token has are refused at load, by name.
 #[test]
 fn openclip_text_towers_that_do_not_run_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&str, Value, &str); 3] = [
+    let cases: [(&str, Value, &str); 4] = [
         ("mt5", serde_json::json!({"model_type": "mt5", "d_model": 32}), "\"mt5\" models are not implemented"),
         ("max-pooler", serde_json::json!({"model_type": "xlm-roberta"}), "hf_pooler_type=max_pooler"),
+        // Positions count from the pad id: one past every token would overflow them.
+        (
+            "pad-id",
+            serde_json::json!({"model_type": "m2m_100", "pad_token_id": 4294967295u64}),
+            "pad_token_id 4294967295",
+        ),
         (
             "relative-positions",
             serde_json::json!({"model_type": "bert", "position_embedding_type": "relative_key"}),
