@@ -632,9 +632,8 @@ def nllb_style_tokenizer():
 # OpenCLIP with text towers from Hugging Face models (`hf_model_name`, as in
 # xlm-roberta-base-ViT-B-32, nllb-clip-base and roberta-ViT-B-32): one XLM-RoBERTa-shaped
 # (positions counted from the pad id, mean pooling, the MLP projection: open_clip's defaults),
-# one NLLB-shaped, one BERT-shaped
-# (positions from 0, BERT's own pooler on the first token, a linear projection, a shorter
-# context). The text model's config.json and the tokenizer sit in a folder of their own, which
+# one NLLB-shaped (see its entry), one BERT-shaped (positions from 0, BERT's own pooler on the
+# first token, a linear projection, a shorter context). The text model's config.json and the tokenizer sit in a folder of their own, which
 # hf_model_name names as a path, as `transformers` reads one; the checkpoint folder also holds
 # the tokenizer as `open_clip.push_to_hf_hub` saves it.
 HF_TEXT_CONFIGS = {

@@ -308,7 +308,8 @@ impl Clip {
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
         let tower = self.model.text.as_ref().ok_or(Error::TowerNotLoaded("text"))?;
         let tokenized = texts.iter().map(|t| self.tokenizer.encode(t)).collect::<Result<Vec<_>>>()?;
-        // Sort by length so each batch pads (causally harmless) only up to similar lengths.
+        // Sort by length so each batch pads only up to similar lengths. The padding is harmless:
+        // CLIP's tower is causal, CoCa's and the Hugging Face towers read each row up to its end.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| tokenized[i].end_position);
         let mut out = vec![Vec::new(); texts.len()];
@@ -318,7 +319,7 @@ impl Clip {
             let mut ends = Vec::with_capacity(chunk.len());
             for &i in chunk {
                 let t = &tokenized[i];
-                // Only the tokens up to the end token matter (the tower is causal); pad with it.
+                // Only the tokens up to the end token matter; pad with it.
                 let used = &t.ids[..=t.end_position];
                 ids.extend_from_slice(used);
                 ids.extend(std::iter::repeat_n(t.ids[t.end_position], seq - used.len()));
