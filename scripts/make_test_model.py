@@ -176,11 +176,13 @@ def randomize(model):
     with torch.no_grad():
         for name, p in model.named_parameters():
             parts = name.split(".")
-            if any(n in name for n in ("layer_norm", "layrnorm", "layernorm", "LayerNorm")) or parts[max(len(parts) - 2, 0)].startswith("ln_"):
+            owner = parts[max(len(parts) - 2, 0)]
+            if any(n in name for n in ("layer_norm", "layrnorm", "layernorm", "LayerNorm")) or owner.startswith(("ln_", "norm")):
                 p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
-            elif p.dim() >= 2 and "embedding" not in parts[max(len(parts) - 2, 0)]:
+            # timm's position embeddings and the attention pool's query are whole tensors of their own.
+            elif p.dim() >= 2 and "embedding" not in owner and parts[-1] not in ("pos_embed", "latent"):
                 fan_in = p[0].numel()
                 p.copy_(torch.randn_like(p) / fan_in ** 0.5)
             else:
@@ -674,6 +676,13 @@ HF_TEXT_CONFIGS = {
 }
 
 
+def hf_tokenize(open_tokenizer, text):
+    """open_clip's `HFTokenizer.__call__`, whose `batch_encode_plus` transformers 5 no longer has:
+    the same cleaning, then the tokenizer padded and cut to the context."""
+    return open_tokenizer.tokenizer([open_tokenizer.clean_fn(text)], return_tensors="pt", padding="max_length",
+                                    max_length=open_tokenizer.context_length, truncation=True).input_ids
+
+
 def make_openclip_hf_text(images):
     """OpenCLIP checkpoints whose text tower is a Hugging Face model, with references from
     open_clip (`HFTokenizer`, `encode_text`, which masks the padding)."""
@@ -719,10 +728,7 @@ def make_openclip_hf_text(images):
         with torch.no_grad():
             pixels, image_embeds = openclip_image_references(model, transform, images)
             for text in texts:
-                # `HFTokenizer.__call__`, whose `batch_encode_plus` transformers 5 no longer has:
-                # the same cleaning, then the tokenizer padded and cut to the context.
-                ids = open_tokenizer.tokenizer([open_tokenizer.clean_fn(text)], return_tensors="pt", padding="max_length",
-                                               max_length=open_tokenizer.context_length, truncation=True).input_ids
+                ids = hf_tokenize(open_tokenizer, text)
                 kept = (ids[0] != pad).nonzero()
                 token_ids[text] = ids[0][:int(kept.max()) + 1].tolist()
                 text_embeds[text] = l2(model.encode_text(ids))[0].tolist()
@@ -732,6 +738,167 @@ def make_openclip_hf_text(images):
                          f"{transformers.__version__}, torch {torch.__version__})",
             model=name, dim=model_cfg["embed_dim"], max_length=model_cfg["text_cfg"].get("context_length", 77),
             texts=texts, token_ids=token_ids, image_embeds=image_embeds, text_embeds=text_embeds,
+        ))
+
+
+def t5_style_tokenizer():
+    """Like open_clip's SigLIP tokenizer (timm/ViT-B-16-SigLIP: T5's SentencePiece unigram,
+    converted): cased (open_clip canonicalizes texts before it), `</s>` appended, pad = eos =
+    `</s>` (open_clip's `SigLipTokenizer` sets pad_token_id 1)."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, decoders, trainers
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    tok.train_from_iterator(corpus_for_tokenizers(), trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="</s>", unk_token="<unk>")
+
+
+def gemma_eos_tokenizer():
+    """Like open_clip's SigLIP 2 tokenizer (timm/ViT-B-16-SigLIP2: Gemma's, with `add_bos_token`
+    off and `add_eos_token` on): the Gemma-style BPE with `<eos>` appended only, pad `<pad>` = 0."""
+    from tokenizers import processors
+    tok = gemma_style_tokenizer().backend_tokenizer
+    tok.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", tok.token_to_id("<eos>"))])
+    tok.no_padding()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", bos_token="<bos>",
+                                                pad_token="<pad>", unk_token="<unk>")
+
+
+# OpenCLIP's SigLIP and SigLIP 2 (timm/ViT-SO400M-14-SigLIP-384, ...): a timm SigLIP ViT (named,
+# with its shape changed by `timm_model_kwargs`, open_clip 3's option, to keep the fixture tiny)
+# beside open_clip's own text transformer, bidirectional and read at its last position, with a
+# Hugging Face tokenizer. One as timm's SigLIP repositories are published (safetensors, its own
+# tokenizer beside it, a text head with a bias, exact GELU, canonicalized texts); one whose
+# tokenizer is another folder's (as ViT-SO400M-14-SigLIP names timm/ViT-B-16-SigLIP's), in a
+# pickle, SigLIP 2-shaped (tanh GELU in both towers, no text head, a patch size that leaves
+# pixels over).
+OPENCLIP_SIGLIP_CONFIGS = {
+    "tiny-openclip-siglip": dict(
+        tokenizer=t5_style_tokenizer,
+        model_cfg=dict(embed_dim=48, init_logit_bias=-10, custom_text=True,
+                       vision_cfg=dict(image_size=64, timm_model_name="vit_base_patch16_siglip_224",
+                                       timm_model_pretrained=False, timm_pool="map", timm_proj="none",
+                                       timm_model_kwargs=dict(img_size=64, embed_dim=48, depth=2, num_heads=4,
+                                                              mlp_ratio=2.0)),
+                       text_cfg=dict(context_length=16, hf_tokenizer_name="timm/tiny-siglip-not-on-the-hub",
+                                     tokenizer_kwargs=dict(clean="canonicalize"), width=32, heads=2, layers=2,
+                                     no_causal_mask=True, proj_bias=True, pool_type="last", norm_kwargs=dict(eps=1e-6))),
+        preprocess_cfg=dict(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], interpolation="bicubic", resize_mode="squash"),
+        weights="safetensors",
+    ),
+    "tiny-openclip-siglip2": dict(
+        tokenizer=gemma_eos_tokenizer,
+        tokenizer_folder="tiny-gemma-tokenizer",
+        model_cfg=dict(embed_dim=36, init_logit_bias=-10, custom_text=True,
+                       vision_cfg=dict(image_size=60, timm_model_name="vit_so400m_patch16_siglip_256",
+                                       timm_model_pretrained=False, timm_pool="map", timm_proj="none",
+                                       timm_model_kwargs=dict(img_size=60, patch_size=14, embed_dim=36, depth=3,
+                                                              num_heads=3, mlp_ratio=2.5)),
+                       text_cfg=dict(context_length=20, tokenizer_kwargs=dict(clean="canonicalize"), width=36,
+                                     heads=3, layers=2, mlp_ratio=2.0, no_causal_mask=True, pool_type="last",
+                                     proj_type="none", norm_kwargs=dict(eps=1e-6), act_kwargs=dict(approximate="tanh"))),
+        preprocess_cfg=dict(mean=[0.48, 0.45, 0.40], std=[0.27, 0.26, 0.28], interpolation="bilinear",
+                            resize_mode="shortest"),
+        weights="pytorch",
+    ),
+    # nllb-clip-base-siglip: the timm SigLIP ViT beside NLLB's encoder (tiny-nllb, made by the
+    # "hf-text" family), which masks the padding out and is read at its first token.
+    "tiny-openclip-nllb-siglip": dict(
+        text_model="tiny-nllb",
+        model_cfg=dict(embed_dim=40, init_logit_bias=-10, custom_text=True,
+                       vision_cfg=dict(image_size=48, timm_model_name="vit_base_patch16_siglip_384",
+                                       timm_model_pretrained=False, timm_pool="map", timm_proj="none",
+                                       timm_model_kwargs=dict(img_size=48, embed_dim=40, depth=2, num_heads=2)),
+                       text_cfg=dict(hf_proj_type="linear", hf_pooler_type="cls_pooler", context_length=24)),
+        preprocess_cfg=dict(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], interpolation="bicubic", resize_mode="squash"),
+        weights="safetensors",
+    ),
+}
+
+
+def make_openclip_siglip(images):
+    """OpenCLIP SigLIP checkpoints with references from open_clip: `HFTokenizer` (canonicalized,
+    padded to the context), its image transform, `encode_image` / `encode_text`, and the sigmoid
+    probabilities its SigLIP loss scores pairs with."""
+    import open_clip
+    import timm
+    torch.manual_seed(5)
+    for name, spec in OPENCLIP_SIGLIP_CONFIGS.items():
+        model_dir = FIXTURES / "models" / name
+        tokenizer_dir = FIXTURES / "models" / spec.get("tokenizer_folder", spec.get("text_model", name))
+        for folder in {model_dir, tokenizer_dir} - {FIXTURES / "models" / spec.get("text_model", "")}:
+            if folder.exists():
+                for old in folder.iterdir():
+                    old.unlink()
+            folder.mkdir(parents=True, exist_ok=True)
+        model_cfg = json.loads(json.dumps(spec["model_cfg"]))
+        if "text_model" in spec:
+            # A path relative to the repository root, where the tests run.
+            model_cfg["text_cfg"].update(hf_model_name=str(tokenizer_dir.relative_to(ROOT)),
+                                         hf_tokenizer_name=str(tokenizer_dir.relative_to(ROOT)))
+        else:
+            tokenizer = spec["tokenizer"]()
+            tokenizer.save_pretrained(tokenizer_dir)
+            (tokenizer_dir / "chat_template.jinja").unlink(missing_ok=True)
+            model_cfg["text_cfg"]["vocab_size"] = len(tokenizer)
+        if "tokenizer_folder" in spec:
+            model_cfg["text_cfg"]["hf_tokenizer_name"] = str(tokenizer_dir.relative_to(ROOT))
+        # open_clip 2.32 has no `timm_model_kwargs`: build the config without them and hand them
+        # to timm.create_model, as open_clip 3 does.
+        registered = json.loads(json.dumps(model_cfg))
+        timm_kwargs = registered["vision_cfg"].pop("timm_model_kwargs")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / f"{name}.json").write_text(json.dumps(registered))
+            open_clip.add_model_config(Path(tmp) / f"{name}.json")
+        create = timm.create_model
+        open_clip.timm_model.timm.create_model = lambda model_name, **kwargs: create(model_name, **kwargs, **timm_kwargs)
+        cwd = os.getcwd()
+        os.chdir(ROOT)
+        try:
+            model = open_clip.create_model(name, pretrained=None, pretrained_hf=False).eval()
+        finally:
+            open_clip.timm_model.timm.create_model = create
+            os.chdir(cwd)
+        randomize(model)
+        with torch.no_grad():
+            model.logit_scale.fill_(2.3 + 0.3 * float(torch.randn(())))
+            model.logit_bias.fill_(-4.0 + float(torch.randn(())))
+        pre = spec["preprocess_cfg"]
+        (model_dir / "open_clip_config.json").write_text(json.dumps(
+            dict(model_cfg=model_cfg, preprocess_cfg=dict(pre, size=model_cfg["vision_cfg"]["image_size"])), indent=2))
+        weights = "open_clip_model.safetensors" if spec["weights"] == "safetensors" else "open_clip_pytorch_model.bin"
+        save_weights(model.state_dict(), model_dir, spec["weights"], weights)
+        transform = open_clip.image_transform(model_cfg["vision_cfg"]["image_size"], is_train=False, mean=pre["mean"],
+                                              std=pre["std"], interpolation=pre["interpolation"],
+                                              resize_mode=pre["resize_mode"])
+        open_tokenizer = open_clip.tokenizer.HFTokenizer(str(tokenizer_dir), context_length=model_cfg["text_cfg"]["context_length"],
+                                                         **model_cfg["text_cfg"].get("tokenizer_kwargs", {}))
+        texts = OPENCLIP_TEXTS + ["A_CAT, on the BEACH!!", "snake_case_words (and) [brackets]", "“Quotes” & ‘more’ — dashes",
+                                  "</s> <pad> typed"]
+        # A Hugging Face text tower masks the padding out, and is given texts unpadded.
+        pad = open_tokenizer.tokenizer.pad_token_id if "text_model" in spec else None
+        token_ids, text_embeds = {}, {}
+        with torch.no_grad():
+            pixels, image_embeds = openclip_image_references(model, transform, images)
+            for text in texts:
+                ids = hf_tokenize(open_tokenizer, text)
+                kept = len(ids[0]) if pad is None else int((ids[0] != pad).nonzero().max()) + 1
+                token_ids[text] = ids[0][:kept].tolist()
+                text_embeds[text] = l2(model.encode_text(ids))[0].tolist()
+            # The sigmoid probability open_clip's SigLIP scores each pair with.
+            text_matrix = torch.tensor([text_embeds[t] for t in texts])
+            image_matrix = torch.tensor([image_embeds[i] for i in images])
+            probs = torch.sigmoid(text_matrix @ image_matrix.T * model.logit_scale.exp() + model.logit_bias)
+        save_file(pixels, FIXTURES / "reference" / f"{name}_pixels.safetensors")
+        write_reference(name, dict(
+            generated_by=f"scripts/make_test_model.py (open_clip {open_clip.__version__}, timm {timm.__version__}, "
+                         f"transformers {transformers.__version__}, torch {torch.__version__})",
+            model=name, dim=model_cfg["embed_dim"], max_length=model_cfg["text_cfg"]["context_length"], texts=texts,
+            token_ids=token_ids, image_embeds=image_embeds, text_embeds=text_embeds,
+            probs={t: dict(zip(images, row.tolist())) for t, row in zip(texts, probs)},
         ))
 
 
@@ -808,14 +975,15 @@ def save_weights(state, model_dir, kind, name=None):
 
 
 def main():
-    families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip"]
+    families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
     image_dir = FIXTURES / "images"
     images = sorted(p.name for p in image_dir.iterdir() if p.is_file()) if image_dir.is_dir() else write_images()
     makers = dict(clip=make_clip, siglip=make_siglip, openclip=make_openclip,
-                  coca=lambda images: make_openclip(images, COCA_CONFIGS), **{"hf-text": make_openclip_hf_text, "chinese-clip": make_chinese_clip})
+                  coca=lambda images: make_openclip(images, COCA_CONFIGS), **{"hf-text": make_openclip_hf_text, "chinese-clip": make_chinese_clip,
+                     "openclip-siglip": make_openclip_siglip})
     for family in families:
         makers[family](images)
 

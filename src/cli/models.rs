@@ -77,8 +77,7 @@ const RECOMMENDED: [Recommendation; 7] = [
                                 "num_attention_heads": 12, "max_position_embeddings": 514, "hidden_act": "gelu",
                                 "hf_encoder": {"architecture": "bert", "embed_scale": 1.0, "type_vocab_size": 1, "pad_token_id": 1, "positions_after_pad": true,
                                                "context_length": 77, "masks_pad_id": true, "pooler": "mean",
-                                               "projection": "mlp",
-                                               "lowercase": false}},
+                                               "projection": "mlp"}},
                 "vision_config": {"hidden_act": "gelu"},
             }))
         },
@@ -99,8 +98,7 @@ const RECOMMENDED: [Recommendation; 7] = [
                                 "hf_encoder": {"architecture": "m2m100", "embed_scale": 32.0, "type_vocab_size": 0,
                                                "pad_token_id": 1, "positions_after_pad": true,
                                                "context_length": 77, "masks_pad_id": true,
-                                               "pooler": "first_token", "projection": "linear",
-                                               "lowercase": false}},
+                                               "pooler": "first_token", "projection": "linear"}},
                 "vision_config": {"hidden_act": "gelu"},
             }))
         },
@@ -191,7 +189,7 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
         let families = serde_json::json!([
             {"family": "clip", "reads": "Hugging Face CLIPModel and ChineseCLIPModel folders and hub ids (config.json model_type \"clip\", \"chinese_clip\")"},
             {"family": "siglip", "reads": "Hugging Face SiglipModel: SigLIP, fixed-resolution SigLIP 2, multilingual SigLIP (with tokenizer.json)"},
-            {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers); bare state dicts with --arch",
+            {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers, SigLIP and SigLIP 2 with timm's image towers); bare state dicts with --arch",
              "architectures": openclip::builtin_arch_names()},
         ]);
         println!("{}", serde_json::json!({"families": families, "recommended": rows}));
@@ -202,7 +200,8 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     println!("            ChineseCLIPModel: OFA-Sys/chinese-clip-* (BERT's vocab.txt will do for tokenizer.json)");
     println!("  siglip    Hugging Face SiglipModel: SigLIP, SigLIP 2 at a fixed resolution, multilingual SigLIP");
     println!("            (needs tokenizer.json); hits also show the model's probability (--min-prob)");
-    println!("  openclip  OpenCLIP ViT checkpoints, CoCa's and multilingual ones (XLM-RoBERTa, NLLB text towers)");
+    println!("  openclip  OpenCLIP ViT checkpoints, CoCa's and multilingual ones (XLM-RoBERTa, NLLB text towers),");
+    println!("            SigLIP and SigLIP 2 as timm publishes them (timm/ViT-SO400M-14-SigLIP-384, ...)");
     println!("            (open_clip_config.json + open_clip_model.safetensors), and bare state dicts or weights");
     println!("            without open_clip_config.json: --model FILE.pt --arch NAME, NAME one of");
     println!("            {}", openclip::builtin_arch_names().join(", "));

@@ -440,21 +440,20 @@ struct TextModelFiles {
 /// The files of the Hugging Face model an OpenCLIP text tower is built from (`hf_model_name`),
 /// as open_clip reads them: its `config.json`, and `tokenizer.json` (with its
 /// `tokenizer_config.json`) from `hf_tokenizer_name` unless the checkpoint has its own
-/// (`open_clip.push_to_hf_hub` saves it beside the weights). `own` for every other text tower.
+/// (`open_clip.push_to_hf_hub` saves it beside the weights). SigLIP's text tower is open_clip's
+/// own, with only a tokenizer named. `own` for every other text tower.
 fn hf_text_model(config: &OpenClipConfig, own: (Option<PathBuf>, Option<PathBuf>)) -> Result<TextModelFiles> {
-    let Some((model, tokenizer_name)) = config.hf_text_names() else {
-        return Ok(TextModelFiles { config: None, tokenizer: own.0, tokenizer_config: own.1 });
-    };
-    let text_config = text_model_file(&model, "config.json", "hf_model_name")?;
-    let (tokenizer, tokenizer_config) = match own {
-        (Some(tokenizer), tokenizer_config) => (tokenizer, tokenizer_config),
-        (None, _) => {
+    let (model, tokenizer_name) = config.hf_text_names();
+    let text_config = model.map(|model| text_model_file(&model, "config.json", "hf_model_name")).transpose()?;
+    let (tokenizer, tokenizer_config) = match (own, tokenizer_name) {
+        ((None, _), Some(name)) => {
             let key = "hf_tokenizer_name (or hf_model_name)";
-            let tokenizer = text_model_file(&tokenizer_name, "tokenizer.json", key)?;
-            (tokenizer, text_model_file_if_any(&tokenizer_name, "tokenizer_config.json", key)?)
+            let tokenizer = text_model_file(&name, "tokenizer.json", key)?;
+            (Some(tokenizer), text_model_file_if_any(&name, "tokenizer_config.json", key)?)
         }
+        (own, _) => own,
     };
-    Ok(TextModelFiles { config: Some(text_config), tokenizer: Some(tokenizer), tokenizer_config })
+    Ok(TextModelFiles { config: text_config, tokenizer, tokenizer_config })
 }
 
 /// `file` of the model `name` (see [`text_model_file_if_any`]), which must have it.

@@ -735,7 +735,8 @@ pub struct TransformerTextTower {
     class_token: Option<Tensor>,
     encoder: Encoder,
     final_norm: LayerNorm,
-    projection: Linear,
+    /// None where the tower is as wide as the embedding and has no head (`without_head`).
+    projection: Option<Linear>,
     causal: bool,
     config: TextConfig,
 }
@@ -759,9 +760,12 @@ impl TransformerTextTower {
             encoder: Encoder::load(w, &format!("{p}.encoder"), &shape)?,
             final_norm: LayerNorm::load(w, &format!("{p}.final_layer_norm"), d, c.layer_norm_eps)?,
             projection: match config.family {
-                Family::Clip => Linear::load(w, "text_projection", (d, config.projection_dim), false, shape.layout)?,
+                _ if c.without_head => None,
+                Family::Clip => {
+                    Some(Linear::load(w, "text_projection", (d, config.projection_dim), false, shape.layout)?)
+                }
                 Family::Siglip => {
-                    Linear::load(w, &format!("{p}.head"), (d, config.projection_dim), true, shape.layout)?
+                    Some(Linear::load(w, &format!("{p}.head"), (d, config.projection_dim), true, shape.layout)?)
                 }
             },
             causal: config.family == Family::Clip,
@@ -801,7 +805,11 @@ impl TransformerTextTower {
             }
         };
         // Layer norm is per token, so pool first and normalise only the pooled rows.
-        self.projection.forward(&self.final_norm.forward(&pooled)?)
+        let pooled = self.final_norm.forward(&pooled)?;
+        match &self.projection {
+            Some(projection) => projection.forward(&pooled),
+            None => Ok(pooled),
+        }
     }
 
     /// CoCa's tower on one text (`ids` up to its end token): the class token's output, (1, dim).

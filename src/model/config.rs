@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use std::path::Path;
 
+use super::text_cleaning::TextCleaning;
 use crate::error::{Error, Result};
 
 /// The activation inside each transformer MLP (`hidden_act`).
@@ -34,6 +35,7 @@ pub enum Family {
     Clip,
     /// SigLIP and the fixed-resolution SigLIP 2 (`SiglipModel`): no class token, an attention
     /// pooling head, a bidirectional text tower read at its last position, sigmoid scores.
+    /// OpenCLIP's SigLIP checkpoints (timm's image towers) are renamed into it.
     Siglip,
 }
 
@@ -118,6 +120,14 @@ pub struct TextConfig {
     /// above then describe that encoder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hf_encoder: Option<HfEncoder>,
+    /// OpenCLIP checkpoints whose tokenizer is a Hugging Face one (`hf_tokenizer_name`): how
+    /// open_clip's `HFTokenizer` cleans each text before `tokenizer.json` sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_clip_cleaning: Option<TextCleaning>,
+    /// SigLIP: no head after the pooled token (OpenCLIP's `proj_type: "none"`, as in
+    /// ViT-SO400M-16-SigLIP-i18n-256): the tower is as wide as the embedding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_head: bool,
 }
 
 impl TextConfig {
@@ -151,8 +161,6 @@ pub struct HfEncoder {
     pub masks_pad_id: bool,
     pub pooler: HfPooler,
     pub projection: HfProjection,
-    /// open_clip's `clean="lower"` for this tokenizer (the default, `"whitespace"`, keeps case).
-    pub lowercase: bool,
 }
 
 /// The Hugging Face encoders the text towers implement (`model_type`).
@@ -294,6 +302,7 @@ impl ModelConfig {
         };
         let mut text = (t.vocab_size + learned_positions) * d + t.num_hidden_layers * layer(d, i) + 2 * d;
         text += match &t.hf_encoder {
+            None if t.without_head => 0,
             None => d * width + if siglip { width } else { 0 },
             Some(encoder) => {
                 let pooler = if encoder.pooler == HfPooler::FirstTokenDense { d * d + d } else { 0 };
@@ -380,6 +389,12 @@ impl ModelConfig {
             if v.vision_use_head == Some(false) {
                 return bad("vision_use_head is false: the tower has no pooled output to embed pictures with".into());
             }
+            if t.without_head && t.hidden_size != self.projection_dim {
+                return bad(format!(
+                    "the text tower has no head, so its width {} must be the embedding's, {}",
+                    t.hidden_size, self.projection_dim
+                ));
+            }
             if self.projection_dim != v.hidden_size {
                 return bad(format!(
                     "the text head's width {} differs from the vision hidden_size {}: texts and pictures would not \
@@ -420,7 +435,7 @@ fn chinese_clip_text(raw: &mut serde_json::Value) -> std::result::Result<(), Str
             "architecture": "bert", "embed_scale": 1.0, "type_vocab_size": text["type_vocab_size"],
             "pad_token_id": text["pad_token_id"], "positions_after_pad": false,
             "context_length": text["max_position_embeddings"], "pooler": "first_token", "projection": "linear",
-            "lowercase": false, "masks_pad_id": false,
+            "masks_pad_id": false,
         });
     }
     Ok(())

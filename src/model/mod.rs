@@ -50,7 +50,9 @@ fn model_id(model: &str) -> String {
 /// How a family's texts are padded: CLIP not at all, SigLIP to the full context.
 fn padding_source(config: &ModelConfig, tokenizer_config: Option<std::path::PathBuf>) -> PaddingSource {
     match config.family {
-        Family::Clip if config.text_config.hf_encoder.is_some() => PaddingSource::Unpadded,
+        // open_clip's Hugging Face towers mask the padding out, whichever family's image tower
+        // they are paired with.
+        _ if config.text_config.hf_encoder.is_some() => PaddingSource::Unpadded,
         Family::Clip => PaddingSource::EndOfText,
         Family::Siglip => {
             PaddingSource::PadToLength { tokenizer_config, fallback_pad_id: config.text_config.pad_token_id }
@@ -166,9 +168,9 @@ impl ModelSpec {
             Some(path) => TextTokenizer::from_file(path, max_length, padding)?,
             None => TextTokenizer::builtin_clip(max_length, PaddingSource::EndOfText)?,
         };
-        let tokenizer = match (&self.files.layout, &self.config.text_config.hf_encoder) {
-            (checkpoint::Layout::OpenClip { .. }, Some(encoder)) => tokenizer
-                .cleaning_texts_as_open_clip_hf(encoder.lowercase)
+        let tokenizer = match (&self.files.layout, self.config.text_config.open_clip_cleaning) {
+            (checkpoint::Layout::OpenClip { .. }, Some(cleaning)) => tokenizer
+                .cleaning_texts_as_open_clip_hf(cleaning)
                 .with_special_tokens_of_its_class(self.files.tokenizer_config.as_deref())?,
             (checkpoint::Layout::OpenClip { .. }, None) => tokenizer.cleaning_texts_as_open_clip()?,
             (checkpoint::Layout::HuggingFace { .. }, _) => tokenizer,

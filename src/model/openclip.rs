@@ -8,8 +8,11 @@
 //! additions, the image tower's attentional pooler and the class token after the text, are
 //! options of those towers. A text tower OpenCLIP builds from a Hugging Face model
 //! (`hf_model_name`: BERT-style, or NLLB's encoder) is described by that model's `config.json`
-//! and runs in `hf_text.rs`, under the same layer names. Towers from timm, other Hugging Face
-//! models, ResNets, and the rarer ViT options are refused by name instead of running wrong.
+//! and runs in `hf_text.rs`, under the same layer names. OpenCLIP's SigLIP and SigLIP 2 pair
+//! one of timm's SigLIP ViTs (`SiglipVisionModel` under timm's names) with open_clip's own text
+//! transformer made bidirectional: they translate into a `SiglipModel` config the same way.
+//! Other timm towers, other Hugging Face models, ResNets, and the rarer ViT options are refused
+//! by name instead of running wrong.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +21,7 @@ use candle_core::Tensor;
 use serde::Deserialize;
 
 use super::config::{read_json, Alpha, CropRounding, Family, HfArchitecture, ModelConfig, PreprocessConfig, Resample};
+use super::text_cleaning::TextCleaning;
 use crate::error::{Error, Result};
 
 /// The architectures a bare state dict can name, copied verbatim from open-clip-torch 2.32's
@@ -95,173 +99,42 @@ impl OpenClipConfig {
         Ok(Self { model, preprocess: OpenClipPreprocess::default() })
     }
 
-    /// The Hugging Face model and tokenizer a text tower is built from (`hf_model_name`,
-    /// `hf_tokenizer_name`, which defaults to the model), as named: a folder or a hub repository.
-    pub fn hf_text_names(&self) -> Option<(String, String)> {
+    /// The Hugging Face model a text tower is built from (`hf_model_name`), and the tokenizer it
+    /// reads texts with (`hf_tokenizer_name`, which defaults to the model), as named: a folder
+    /// or a hub repository. SigLIP's own text tower names only a tokenizer.
+    pub fn hf_text_names(&self) -> (Option<String>, Option<String>) {
         let name = |key: &str| self.model.text_cfg.get(key).and_then(|v| v.as_str()).map(str::to_string);
-        let model = name("hf_model_name")?;
-        Some((model.clone(), name("hf_tokenizer_name").unwrap_or(model)))
+        let model = name("hf_model_name");
+        (model.clone(), name("hf_tokenizer_name").or(model))
     }
 
-    /// The equivalent `CLIPModel` configuration; options the towers do not implement are refused.
+    /// The equivalent `CLIPModel` (or, with an image tower from timm, `SiglipModel`)
+    /// configuration; options the towers do not implement are refused.
     ///
     /// `text_model`: the `config.json` of the Hugging Face model a text tower is built from
     /// (`hf_model_name`), where the config names one.
     pub fn model_config(&self, path: &Path, text_model: Option<&Path>) -> Result<ModelConfig> {
-        let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
         let m = &self.model;
-        let unsupported = |tower: &str,
-                           cfg: &serde_json::Map<String, serde_json::Value>,
-                           key: &str,
-                           ok: &dyn Fn(&serde_json::Value) -> bool| {
-            let instead = match key {
-                "hf_tokenizer_name" => {
-                    "OpenCLIP's own text transformer with a Hugging Face tokenizer (hf_tokenizer_name without \
-                     hf_model_name) is not implemented; for queries in many languages use an XLM-RoBERTa OpenCLIP or \
-                     SigLIP 2 (google/siglip2-*)"
-                }
-                "timm_model_name" => {
-                    "image towers from timm (OpenCLIP's SigLIP, ConvNeXt, EVA) are not implemented; SigLIP and SigLIP 2 \
-                     are on the hub in Hugging Face's format as google/siglip-*, google/siglip2-*"
-                }
-                _ => "imgsearch runs OpenCLIP's ViT towers as OpenAI's CLIP builds them, and this option changes that",
-            };
-            match cfg.get(key) {
-                Some(v) if !v.is_null() && !ok(v) => Err(bad(format!(
-                    "OpenCLIP {tower} option {key}={v} is not supported: {instead}. `imgsearch models` lists what runs"
-                ))),
-                _ => Ok(()),
-            }
-        };
-        let is_false = |v: &serde_json::Value| v.as_bool() == Some(false);
-        let is = |expected: &'static str| move |v: &serde_json::Value| v.as_str() == Some(expected);
-        let v = &m.vision_cfg;
-        let t = &m.text_cfg;
-        // `final_ln_after_pool` is not checked: with the only poolings run here (the class token,
-        // the end-of-text token), normalising the pooled token or every token before picking it
-        // is the same arithmetic; open_clip's plain CLIP class never reads the text one at all.
-        unsupported("vision", v, "timm_model_name", &|_| false)?;
-        // CoCa's pooler (a bool); the strings select pooler layouts open_clip marks untested.
-        unsupported("vision", v, "attentional_pool", &|v| v.is_boolean())?;
-        unsupported("vision", v, "no_ln_pre", &is_false)?;
-        unsupported("vision", v, "pool_type", &is("tok"))?;
-        unsupported("vision", v, "pos_embed_type", &is("learnable"))?;
-        unsupported("vision", v, "norm_kwargs", &|_| false)?;
-        unsupported("vision", v, "act_kwargs", &|_| false)?;
-        let hf_text = match t.get("hf_model_name").filter(|name| !name.is_null()) {
+        let v = Options { cfg: &m.vision_cfg, part: "vision", path };
+        let t = Options { cfg: &m.text_cfg, part: "text", path };
+        // `custom_text` only keeps the text tower's weights under `text.` (see `to_clip_names`).
+        Options { cfg: &m.other, part: "model", path }.refuse_unless("custom_text", |v| v.is_boolean())?;
+        let hf_text = match t.get("hf_model_name") {
             None => None,
             Some(name) => {
                 let text_model = text_model.ok_or_else(|| {
-                    bad(format!("the text model {name} that hf_model_name names was not fetched with the checkpoint"))
+                    t.bad(format!("the text model {name} that hf_model_name names was not fetched with the checkpoint"))
                 })?;
-                Some(hf_text_config(t, m.embed_dim, text_model)?)
+                Some(hf_text_config(&t, m.embed_dim, text_model)?)
             }
         };
-        let embed_cls = t.get("embed_cls").and_then(|v| v.as_bool()).unwrap_or(false);
-        if hf_text.is_none() {
-            unsupported("text", t, "hf_tokenizer_name", &|_| false)?;
-            unsupported("text", t, "embed_cls", &|v| v.is_boolean())?;
-            unsupported("text", t, "no_causal_mask", &is_false)?;
-            if embed_cls {
-                // What the class token does not see: open_clip's tokenizer pads with 0. It is also
-                // what the tower is pooled at, whatever pool_type says.
-                unsupported("text", t, "pad_id", &|v| v.as_u64() == Some(0))?;
-            } else {
-                unsupported("text", t, "pool_type", &is("argmax"))?;
+        let config = match v.get("timm_model_name") {
+            Some(name) => {
+                let name = name.as_str().ok_or_else(|| v.bad(format!("timm_model_name {name} is not a name")))?;
+                siglip_config(m, &v, &t, name, hf_text)?
             }
-            unsupported("text", t, "proj_bias", &is_false)?;
-            unsupported("text", t, "proj_type", &is("linear"))?;
-            unsupported("text", t, "norm_kwargs", &|_| false)?;
-            unsupported("text", t, "act_kwargs", &|_| false)?;
-            // The tokenizer cleans texts as open_clip's default ("lower": ftfy, entities, whitespace,
-            // lowercase); "whitespace" and "canonicalize" would tokenize differently.
-            let default_cleaning = |v: &serde_json::Value| {
-                v.as_object()
-                    .is_some_and(|kwargs| kwargs.iter().all(|(k, v)| k == "clean" && v.as_str() == Some("lower")))
-            };
-            unsupported("text", t, "tokenizer_kwargs", &default_cleaning)?;
-        }
-        // `custom_text` only keeps the text tower's weights under `text.` (see `to_clip_names`).
-        unsupported("model", &m.other, "custom_text", &|v| v.is_boolean())?;
-        if v.get("layers").is_some_and(|l| l.is_array()) {
-            return Err(bad("OpenCLIP ResNet image towers are not supported, only ViT ones".into()));
-        }
-        let num = |cfg: &serde_json::Map<String, serde_json::Value>, key: &str, default: f64| -> Result<f64> {
-            match cfg.get(key) {
-                None => Ok(default),
-                Some(v) => v.as_f64().ok_or_else(|| bad(format!("OpenCLIP option {key}={v} is not a number"))),
-            }
+            None => clip_config(m, &v, &t, hf_text)?,
         };
-        // A size: a whole number, not one a cast would turn into another (-64 into 0, 1e30 into
-        // usize::MAX, 64.7 into 64).
-        let whole = |value: f64, key: &str| -> Result<usize> {
-            match value >= 0.0 && value.fract() == 0.0 && value <= 1e9 {
-                true => Ok(value as usize),
-                false => Err(bad(format!("OpenCLIP option {key}={value} is not a size (a whole number)"))),
-            }
-        };
-        let size = |cfg: &serde_json::Map<String, serde_json::Value>, key: &str, default: f64| -> Result<usize> {
-            whole(num(cfg, key, default)?, key)
-        };
-        // open_clip takes an image or patch size as one number or as (height, width).
-        let square = |key: &str, default: f64| -> Result<usize> {
-            match v.get(key).and_then(|v| v.as_array()) {
-                None => size(v, key, default),
-                Some(pair) => match pair.as_slice() {
-                    [h, w] if h == w && h.is_number() => whole(h.as_f64().unwrap_or_default(), key),
-                    _ => Err(bad(format!("OpenCLIP vision {key}={pair:?}: only square sizes are supported"))),
-                },
-            }
-        };
-        let (v_width, t_width) = (size(v, "width", 768.0)?, size(t, "width", 512.0)?);
-        let head_width = size(v, "head_width", 64.0)?;
-        if head_width == 0 {
-            return Err(bad("vision head_width must be positive".into()));
-        }
-        let activation = if m.quick_gelu { "quick_gelu" } else { "gelu" };
-        let context_length = size(t, "context_length", 77.0)?;
-        let attentional_pool = v.get("attentional_pool").and_then(|v| v.as_bool()).unwrap_or(false).then(
-            || -> Result<serde_json::Value> {
-                Ok(serde_json::json!({
-                    "queries": size(v, "attn_pooler_queries", 256.0)?,
-                    "heads": size(v, "attn_pooler_heads", 8.0)?,
-                }))
-            },
-        );
-        // open_clip: LayerNorm's default epsilon, MLP width int(width * mlp_ratio), vision
-        // heads width // head_width.
-        let clip_text = || -> Result<serde_json::Value> {
-            Ok(serde_json::json!({
-                "vocab_size": size(t, "vocab_size", 49408.0)?,
-                "hidden_size": t_width,
-                "intermediate_size": (t_width as f64 * num(t, "mlp_ratio", 4.0)?) as usize,
-                "num_hidden_layers": size(t, "layers", 12.0)?,
-                "num_attention_heads": size(t, "heads", 8.0)?,
-                "max_position_embeddings": context_length + usize::from(embed_cls),
-                "hidden_act": activation,
-                "layer_norm_eps": 1e-5,
-                "class_token": embed_cls,
-            }))
-        };
-        let config = serde_json::json!({
-            "model_type": "clip",
-            "projection_dim": m.embed_dim,
-            "text_config": match hf_text {
-                Some(text) => text,
-                None => clip_text()?,
-            },
-            "vision_config": {
-                "hidden_size": v_width,
-                "intermediate_size": (v_width as f64 * num(v, "mlp_ratio", 4.0)?) as usize,
-                "num_hidden_layers": size(v, "layers", 12.0)?,
-                "num_attention_heads": v_width / head_width,
-                "image_size": square("image_size", 224.0)?,
-                "patch_size": square("patch_size", 16.0)?,
-                "hidden_act": activation,
-                "layer_norm_eps": 1e-5,
-                "attentional_pool": attentional_pool.transpose()?,
-            },
-        });
         ModelConfig::from_json(config, path)
     }
 
@@ -298,14 +171,385 @@ impl OpenClipConfig {
     }
 }
 
+/// One part of an OpenCLIP model config (`vision_cfg`, `text_cfg`, or the model's own keys),
+/// read with open_clip's defaults for what it leaves out (or sets to null).
+struct Options<'a> {
+    cfg: &'a serde_json::Map<String, serde_json::Value>,
+    part: &'static str,
+    path: &'a Path,
+}
+
+impl Options<'_> {
+    fn bad(&self, reason: String) -> Error {
+        Error::BadCheckpoint { path: self.path.to_owned(), reason }
+    }
+
+    fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.cfg.get(key).filter(|v| !v.is_null())
+    }
+
+    fn str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(|v| v.as_str())
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        self.get(key).and_then(|v| v.as_bool()).unwrap_or(false)
+    }
+
+    fn num(&self, key: &str, default: f64) -> Result<f64> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(value) => self.number(key, value),
+        }
+    }
+
+    fn number(&self, key: &str, value: &serde_json::Value) -> Result<f64> {
+        value.as_f64().ok_or_else(|| self.bad(format!("OpenCLIP option {key}={value} is not a number")))
+    }
+
+    /// A size: a whole number, not one a cast would turn into another (-64 into 0, 1e30 into
+    /// usize::MAX, 64.7 into 64).
+    fn whole(&self, value: f64, key: &str) -> Result<usize> {
+        match value >= 0.0 && value.fract() == 0.0 && value <= 1e9 {
+            true => Ok(value as usize),
+            false => Err(self.bad(format!("OpenCLIP option {key}={value} is not a size (a whole number)"))),
+        }
+    }
+
+    fn size(&self, key: &str, default: f64) -> Result<usize> {
+        self.whole(self.num(key, default)?, key)
+    }
+
+    fn square(&self, key: &str, default: f64) -> Result<usize> {
+        match self.get(key) {
+            None => self.whole(default, key),
+            Some(value) => self.square_value(key, value),
+        }
+    }
+
+    /// An image or patch size, which open_clip and timm take as one number or as (height, width).
+    fn square_value(&self, key: &str, value: &serde_json::Value) -> Result<usize> {
+        match value.as_array().map(Vec::as_slice) {
+            None => self.whole(self.number(key, value)?, key),
+            Some([h, w]) if h == w => self.whole(self.number(key, h)?, key),
+            Some(_) => Err(self.bad(format!("OpenCLIP {} {key}={value}: only square sizes are supported", self.part))),
+        }
+    }
+
+    /// Refuses `key` where it is set to anything `ok` does not accept, saying what runs instead.
+    fn refuse_unless(&self, key: &str, ok: impl Fn(&serde_json::Value) -> bool) -> Result<()> {
+        let instead = match key {
+            "hf_tokenizer_name" => {
+                "OpenCLIP's own causal text transformer with a Hugging Face tokenizer (hf_tokenizer_name without \
+                 hf_model_name) is not implemented; for queries in many languages use an XLM-RoBERTa or NLLB OpenCLIP, \
+                 or a SigLIP one (ViT-SO400M-16-SigLIP-i18n-256, SigLIP 2)"
+            }
+            _ => "imgsearch runs OpenCLIP's ViT towers as OpenAI's CLIP builds them, and this option changes that",
+        };
+        match self.get(key) {
+            Some(v) if !ok(v) => Err(self.bad(format!(
+                "OpenCLIP {} option {key}={v} is not supported: {instead}. `imgsearch models` lists what runs",
+                self.part
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The transformer's own option `key` (`act_kwargs`, `norm_kwargs`): an object whose keys
+    /// are all in `known`, if set.
+    fn kwargs(&self, key: &str, known: &[&str]) -> Result<Option<&serde_json::Map<String, serde_json::Value>>> {
+        let Some(value) = self.get(key) else { return Ok(None) };
+        match value.as_object() {
+            Some(kwargs) if kwargs.keys().all(|k| known.contains(&k.as_str())) => Ok(Some(kwargs)),
+            _ => Err(self.bad(format!(
+                "OpenCLIP {} option {key}={value} is not supported (only {} of it run)",
+                self.part,
+                known.join(", ")
+            ))),
+        }
+    }
+}
+
+fn is_false(v: &serde_json::Value) -> bool {
+    v.as_bool() == Some(false)
+}
+
+fn is(expected: &'static str) -> impl Fn(&serde_json::Value) -> bool {
+    move |v| v.as_str() == Some(expected)
+}
+
+/// An OpenCLIP ViT (OpenAI's CLIP under other names, CoCa's additions, or a Hugging Face text
+/// tower) as a `CLIPModel` config.
+fn clip_config(
+    m: &OpenClipModelConfig,
+    v: &Options,
+    t: &Options,
+    hf_text: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    // `final_ln_after_pool` is not checked: with the only poolings run here (the class token,
+    // the end-of-text token), normalising the pooled token or every token before picking it
+    // is the same arithmetic; open_clip's plain CLIP class never reads the text one at all.
+    // CoCa's pooler (a bool); the strings select pooler layouts open_clip marks untested.
+    v.refuse_unless("attentional_pool", |v| v.is_boolean())?;
+    v.refuse_unless("no_ln_pre", is_false)?;
+    v.refuse_unless("pool_type", is("tok"))?;
+    v.refuse_unless("pos_embed_type", is("learnable"))?;
+    v.refuse_unless("norm_kwargs", |_| false)?;
+    v.refuse_unless("act_kwargs", |_| false)?;
+    let embed_cls = t.flag("embed_cls");
+    if hf_text.is_none() {
+        t.refuse_unless("hf_tokenizer_name", |_| false)?;
+        t.refuse_unless("embed_cls", |v| v.is_boolean())?;
+        t.refuse_unless("no_causal_mask", is_false)?;
+        if embed_cls {
+            // What the class token does not see: open_clip's tokenizer pads with 0. It is also
+            // what the tower is pooled at, whatever pool_type says.
+            t.refuse_unless("pad_id", |v| v.as_u64() == Some(0))?;
+        } else {
+            t.refuse_unless("pool_type", is("argmax"))?;
+        }
+        t.refuse_unless("proj_bias", is_false)?;
+        t.refuse_unless("proj_type", is("linear"))?;
+        t.refuse_unless("norm_kwargs", |_| false)?;
+        t.refuse_unless("act_kwargs", |_| false)?;
+        // The tokenizer cleans texts as open_clip's default ("lower": ftfy, entities, whitespace,
+        // lowercase); "whitespace" and "canonicalize" would tokenize differently.
+        let default_cleaning = |v: &serde_json::Value| {
+            v.as_object().is_some_and(|kwargs| kwargs.iter().all(|(k, v)| k == "clean" && v.as_str() == Some("lower")))
+        };
+        t.refuse_unless("tokenizer_kwargs", default_cleaning)?;
+    }
+    if v.get("layers").is_some_and(|l| l.is_array()) {
+        return Err(v.bad("OpenCLIP ResNet image towers are not supported, only ViT ones".into()));
+    }
+    let v_width = v.size("width", 768.0)?;
+    let head_width = v.size("head_width", 64.0)?;
+    if head_width == 0 {
+        return Err(v.bad("vision head_width must be positive".into()));
+    }
+    let activation = if m.quick_gelu { "quick_gelu" } else { "gelu" };
+    let context_length = t.size("context_length", 77.0)?;
+    let attentional_pool = v.flag("attentional_pool").then(|| -> Result<serde_json::Value> {
+        Ok(serde_json::json!({
+            "queries": v.size("attn_pooler_queries", 256.0)?,
+            "heads": v.size("attn_pooler_heads", 8.0)?,
+        }))
+    });
+    // open_clip: LayerNorm's default epsilon, MLP width int(width * mlp_ratio), vision
+    // heads width // head_width.
+    let clip_text = || -> Result<serde_json::Value> {
+        let mut text = own_text_shape(t, context_length + usize::from(embed_cls), activation, 1e-5)?;
+        text["class_token"] = embed_cls.into();
+        Ok(text)
+    };
+    Ok(serde_json::json!({
+        "model_type": "clip",
+        "projection_dim": m.embed_dim,
+        "text_config": match hf_text {
+            Some(text) => text,
+            None => clip_text()?,
+        },
+        "vision_config": {
+            "hidden_size": v_width,
+            "intermediate_size": (v_width as f64 * v.num("mlp_ratio", 4.0)?) as usize,
+            "num_hidden_layers": v.size("layers", 12.0)?,
+            "num_attention_heads": v_width / head_width,
+            "image_size": v.square("image_size", 224.0)?,
+            "patch_size": v.square("patch_size", 16.0)?,
+            "hidden_act": activation,
+            "layer_norm_eps": 1e-5,
+            "attentional_pool": attentional_pool.transpose()?,
+        },
+    }))
+}
+
+/// The shapes of timm's SigLIP ViTs, from timm's registry (`scripts/timm_vits.py`).
+const TIMM_VITS: &str = include_str!("timm_vits.json");
+
+/// One timm ViT's shape: the registry's, with `timm_model_kwargs` over it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimmVit {
+    img_size: usize,
+    patch_size: usize,
+    embed_dim: usize,
+    depth: usize,
+    num_heads: usize,
+    mlp_ratio: f64,
+    act_layer: String,
+}
+
+/// An OpenCLIP SigLIP or SigLIP 2 (`timm/ViT-SO400M-14-SigLIP-384`, ...) as a `SiglipModel`
+/// config: its image tower is one of timm's SigLIP ViTs, which `SiglipVisionModel` is under
+/// other names (patches without a class token, an attention-pooling head); its text tower is
+/// open_clip's own transformer made bidirectional and read at its last position, or a Hugging
+/// Face model's (NLLB-CLIP's SigLIP variants).
+fn siglip_config(
+    m: &OpenClipModelConfig,
+    v: &Options,
+    t: &Options,
+    timm_name: &str,
+    hf_text: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let table: serde_json::Value = serde_json::from_str(TIMM_VITS).expect("the timm table parses");
+    let mut shape = match table["models"].get(timm_name).and_then(|s| s.as_object()) {
+        Some(shape) => shape.clone(),
+        None => {
+            let names: Vec<&String> = table["models"].as_object().expect("a table").keys().collect();
+            return Err(v.bad(format!(
+                "OpenCLIP vision option timm_model_name=\"{timm_name}\" is not supported: image towers from timm run \
+                 for SigLIP's ViTs ({}), not ConvNeXt, EVA or other timm towers. SigLIP and SigLIP 2 are also on the \
+                 hub in Hugging Face's format as google/siglip-*, google/siglip2-*",
+                names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    };
+    // open_clip 3's `timm_model_kwargs`, handed to `timm.create_model` over the registry's.
+    let known = ["img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "act_layer"];
+    for (key, value) in v.kwargs("timm_model_kwargs", &known)?.into_iter().flatten() {
+        let value = match key.as_str() {
+            "img_size" | "patch_size" => v.square_value(key, value)?.into(),
+            _ => value.clone(),
+        };
+        shape.insert(key.clone(), value);
+    }
+    let vit: TimmVit = serde_json::from_value(shape.into())
+        .map_err(|e| v.bad(format!("timm_model_kwargs do not describe a ViT: {e}")))?;
+    let vision_act = match vit.act_layer.as_str() {
+        "gelu" => "gelu",
+        "gelu_tanh" => "gelu_pytorch_tanh",
+        "quick_gelu" => "quick_gelu",
+        other => {
+            return Err(v.bad(format!("timm act_layer \"{other}\" is not supported (gelu, gelu_tanh, quick_gelu)")))
+        }
+    };
+    // open_clip's defaults are another pooling and a linear projection after it.
+    if v.str("timm_pool") != Some("map") || v.str("timm_proj") != Some("none") {
+        return Err(v.bad(format!(
+            "timm towers run with SigLIP's attention pooling and no projection after it (timm_pool \"map\", timm_proj \
+             \"none\", as open_clip's SigLIP configs set them), not timm_pool {} and timm_proj {}",
+            v.get("timm_pool").unwrap_or(&"\"avg\"".into()),
+            v.get("timm_proj").unwrap_or(&"\"linear\"".into())
+        )));
+    }
+    // open_clip resizes pictures to image_size; timm's tower takes only its own size.
+    let image_size = v.square("image_size", 224.0)?;
+    if image_size != vit.img_size {
+        return Err(v.bad(format!("vision image_size {image_size} is not the timm tower's img_size {}", vit.img_size)));
+    }
+    let mut text = match hf_text {
+        Some(text) => text,
+        None => siglip_text(m, t)?,
+    };
+    text["projection_size"] = m.embed_dim.into();
+    Ok(serde_json::json!({
+        "model_type": "siglip",
+        "text_config": text,
+        "vision_config": {
+            "hidden_size": vit.embed_dim,
+            "intermediate_size": (vit.embed_dim as f64 * vit.mlp_ratio) as usize,
+            "num_hidden_layers": vit.depth,
+            "num_attention_heads": vit.num_heads,
+            "image_size": vit.img_size,
+            "patch_size": vit.patch_size,
+            "hidden_act": vision_act,
+            // timm's ViTs: nn.LayerNorm with eps 1e-6.
+            "layer_norm_eps": 1e-6,
+            "vision_use_head": true,
+        },
+    }))
+}
+
+/// open_clip's own text transformer as its SigLIP configs build it: bidirectional, read at the
+/// last position of a text padded to the context, its head a linear layer with a bias (or
+/// none), texts tokenized by a Hugging Face tokenizer (`hf_tokenizer_name`).
+fn siglip_text(m: &OpenClipModelConfig, t: &Options) -> Result<serde_json::Value> {
+    if !t.flag("no_causal_mask") || t.str("pool_type") != Some("last") {
+        return Err(t.bad(
+            "a text tower beside a timm image tower runs as SigLIP's: bidirectional and read at its last position \
+             (no_causal_mask true, pool_type \"last\", as open_clip's SigLIP configs set them)"
+                .into(),
+        ));
+    }
+    if t.get("hf_tokenizer_name").is_none() {
+        return Err(t.bad(
+            "a SigLIP text tower needs its tokenizer (hf_tokenizer_name); open_clip's CLIP tokenizer would pad its \
+             texts with a token it was not trained on"
+                .into(),
+        ));
+    }
+    t.refuse_unless("embed_cls", is_false)?;
+    let without_head = match t.str("proj_type") {
+        Some("none") => true,
+        None | Some("linear") if t.flag("proj_bias") => false,
+        _ => {
+            return Err(t.bad(format!(
+                "text proj_type {} with proj_bias {}: a SigLIP text head is a linear layer with a bias (proj_bias \
+                 true) or none (proj_type \"none\")",
+                t.get("proj_type").unwrap_or(&"\"linear\"".into()),
+                t.flag("proj_bias")
+            )))
+        }
+    };
+    // open_clip's TextTransformer: nn.GELU (or QuickGELU) with `act_kwargs`, nn.LayerNorm with `norm_kwargs`.
+    let approximate = t.kwargs("act_kwargs", &["approximate"])?.and_then(|kwargs| kwargs.get("approximate"));
+    let hidden_act = match (m.quick_gelu, approximate.map(|a| a.as_str())) {
+        (true, None) => "quick_gelu",
+        (false, None | Some(Some("none"))) => "gelu",
+        (false, Some(Some("tanh"))) => "gelu_pytorch_tanh",
+        _ => return Err(t.bad(format!("text act_kwargs {:?} are not supported", t.get("act_kwargs")))),
+    };
+    let layer_norm_eps = match t.kwargs("norm_kwargs", &["eps"])?.and_then(|kwargs| kwargs.get("eps")) {
+        None => 1e-5,
+        Some(eps) => eps.as_f64().ok_or_else(|| t.bad(format!("text norm_kwargs eps={eps} is not a number")))?,
+    };
+    let mut text = own_text_shape(t, t.size("context_length", 77.0)?, hidden_act, layer_norm_eps)?;
+    text["open_clip_cleaning"] = serde_json::to_value(hf_tokenizer_cleaning(t)?).expect("a name");
+    text["without_head"] = without_head.into();
+    Ok(text)
+}
+
+/// The shape of open_clip's own text transformer (`TextTransformer`) with `positions` learned
+/// positions: MLP width int(width * mlp_ratio), open_clip's defaults for what `t` leaves out.
+fn own_text_shape(t: &Options, positions: usize, hidden_act: &str, layer_norm_eps: f64) -> Result<serde_json::Value> {
+    let width = t.size("width", 512.0)?;
+    Ok(serde_json::json!({
+        "vocab_size": t.size("vocab_size", 49408.0)?,
+        "hidden_size": width,
+        "intermediate_size": (width as f64 * t.num("mlp_ratio", 4.0)?) as usize,
+        "num_hidden_layers": t.size("layers", 12.0)?,
+        "num_attention_heads": t.size("heads", 8.0)?,
+        "max_position_embeddings": positions,
+        "hidden_act": hidden_act,
+        "layer_norm_eps": layer_norm_eps,
+    }))
+}
+
+/// How open_clip's `HFTokenizer` cleans texts (`tokenizer_kwargs`): "whitespace" unless the
+/// config names another.
+fn hf_tokenizer_cleaning(t: &Options) -> Result<TextCleaning> {
+    let mut cleaning = TextCleaning::Whitespace;
+    for (key, value) in t.kwargs("tokenizer_kwargs", &["clean", "strip_sep_token"])?.into_iter().flatten() {
+        match (key.as_str(), value) {
+            ("clean", v) if v.as_str().and_then(TextCleaning::from_name).is_some() => {
+                cleaning = v.as_str().and_then(TextCleaning::from_name).expect("checked");
+            }
+            ("strip_sep_token", v) if is_false(v) => {}
+            _ => {
+                return Err(t.bad(format!(
+                    "OpenCLIP text option tokenizer_kwargs.{key}={value} is not supported (clean \"whitespace\", \
+                     \"lower\" or \"canonicalize\" run)"
+                )))
+            }
+        }
+    }
+    Ok(cleaning)
+}
+
 /// The text tower of an OpenCLIP model built from a Hugging Face model (`hf_model_name`): the
 /// encoder's shape from that model's `config.json` (`text_model`), with `transformers`' class
 /// defaults for what it leaves out, and open_clip's pooling, projection and text cleaning.
-fn hf_text_config(
-    t: &serde_json::Map<String, serde_json::Value>,
-    embed_dim: usize,
-    text_model: &Path,
-) -> Result<serde_json::Value> {
+fn hf_text_config(t: &Options, embed_dim: usize, text_model: &Path) -> Result<serde_json::Value> {
     let bad = |reason: String| Error::BadCheckpoint { path: text_model.to_owned(), reason };
     let hf: serde_json::Map<String, serde_json::Value> = read_json(text_model)?;
     let model_type = hf.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
@@ -335,7 +579,7 @@ fn hf_text_config(
         }
     };
     let width = size(key("hidden_size", "d_model"), if bert { 768 } else { 1024 })?;
-    let option = |key: &str| t.get(key).map(|v| v.as_str().ok_or(v));
+    let option = |key: &str| t.cfg.get(key).map(|v| v.as_str().ok_or(v));
     let refused = |key: &str, value: &dyn std::fmt::Display, runs: &str| {
         Err(Error::BadCheckpoint {
             path: text_model.to_owned(),
@@ -364,17 +608,7 @@ fn hf_text_config(
         Some(Ok(other)) => return refused("hf_proj_type", &other, "mlp, linear"),
         Some(Err(v)) => return refused("hf_proj_type", v, "mlp, linear, or none where the widths match"),
     };
-    // open_clip's HFTokenizer: "whitespace" (ftfy, entities, whitespace) by default, or "lower".
-    let mut lowercase = false;
-    for (key, value) in t.get("tokenizer_kwargs").and_then(|v| v.as_object()).into_iter().flatten() {
-        match (key.as_str(), value) {
-            ("clean", v) if v.as_str() == Some("whitespace") => lowercase = false,
-            ("clean", v) if v.as_str() == Some("lower") => lowercase = true,
-            ("strip_sep_token", v) if v.as_bool() == Some(false) => {}
-            _ => return refused(&format!("tokenizer_kwargs.{key}"), value, "clean \"whitespace\" or \"lower\""),
-        }
-    }
-    let context_length = match t.get("context_length").filter(|v| !v.is_null()) {
+    let context_length = match t.get("context_length") {
         None => 77,
         Some(v) => v.as_u64().ok_or_else(|| bad(format!("text_cfg context_length={v} is not a size")))?,
     };
@@ -403,8 +637,8 @@ fn hf_text_config(
             "masks_pad_id": true,
             "pooler": pooler,
             "projection": projection,
-            "lowercase": lowercase,
         },
+        "open_clip_cleaning": hf_tokenizer_cleaning(t)?,
     }))
 }
 
@@ -452,6 +686,10 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
             out.insert(format!("text_projection.{renamed}"), tensor);
             continue;
         }
+        if let Some(timm) = name.strip_prefix("visual.trunk.") {
+            insert_timm_vit_tensor(&mut out, timm, tensor).map_err(|reason| bad(format!("{reason}: {name}")))?;
+            continue;
+        }
         let (tower, rest) = match name.strip_prefix("visual.") {
             Some(rest) => ("vision_model", rest),
             // `custom_text` models keep the text tower under `text.`.
@@ -462,7 +700,14 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
             continue;
         }
         let renamed = match rest {
-            "attn_mask" | "logit_scale" | "logit_bias" => continue,
+            "attn_mask" => continue,
+            // Scalars in open_clip, (1,) in `SiglipModel`; CLIP-family models do not read them.
+            "logit_scale" | "logit_bias" => {
+                out.insert(rest.into(), tensor.reshape(1).map_err(candle)?);
+                continue;
+            }
+            // SigLIP's text head, a linear layer with a bias (`proj_bias`).
+            "text_projection.weight" | "text_projection.bias" => format!("{tower}.head.{}", suffix(rest)),
             "cls_emb" => format!("{tower}.embeddings.class_embedding"),
             "conv1.weight" => format!("{tower}.embeddings.patch_embedding.weight"),
             "class_embedding" => format!("{tower}.embeddings.class_embedding"),
@@ -485,13 +730,7 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
                         block.split_once('.').ok_or_else(|| bad(format!("unexpected tensor {name}")))?;
                     let prefix = format!("{tower}.encoder.layers.{layer}");
                     if let Some(kind) = part.strip_prefix("attn.in_proj_") {
-                        // [q; k; v] stacked on the first axis.
-                        let third = tensor.dim(0).map_err(candle)? / 3;
-                        for (i, which) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
-                            let piece =
-                                tensor.narrow(0, i * third, third).and_then(|t| t.contiguous()).map_err(candle)?;
-                            out.insert(format!("{prefix}.self_attn.{which}.{kind}"), piece);
-                        }
+                        insert_split_qkv(&mut out, &prefix, kind, &tensor).map_err(candle)?;
                         continue;
                     }
                     let hf = match part {
@@ -517,7 +756,96 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
         out.insert(renamed, tensor);
     }
     fold_layer_scales(&mut out).map_err(candle)?;
+    fuse_timm_attention_pool(&mut out).map_err(candle)?;
     Ok(out)
+}
+
+/// A fused attention projection, [q; k; v] stacked on the first axis, as the three of
+/// `transformers`' layer at `prefix`.
+fn insert_split_qkv(
+    out: &mut HashMap<String, Tensor>,
+    prefix: &str,
+    kind: &str,
+    tensor: &Tensor,
+) -> candle_core::Result<()> {
+    let third = tensor.dim(0)? / 3;
+    for (i, which) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+        out.insert(format!("{prefix}.self_attn.{which}.{kind}"), tensor.narrow(0, i * third, third)?.contiguous()?);
+    }
+    Ok(())
+}
+
+/// One tensor of a timm SigLIP ViT (after `visual.trunk.`) under `SiglipVisionModel`'s names.
+/// The attention pool's query and its fused key-value projection are kept apart here and made
+/// one `in_proj`, as torch's MultiheadAttention keeps them, by [`fuse_timm_attention_pool`].
+fn insert_timm_vit_tensor(
+    out: &mut HashMap<String, Tensor>,
+    name: &str,
+    tensor: Tensor,
+) -> std::result::Result<(), String> {
+    let p = "vision_model";
+    let renamed = match name {
+        "patch_embed.proj.weight" | "patch_embed.proj.bias" => {
+            format!("{p}.embeddings.patch_embedding.{}", suffix(name))
+        }
+        // (1, patches, width) in timm.
+        "pos_embed" => {
+            let positions = tensor.squeeze(0).map_err(|e| e.to_string())?;
+            out.insert(format!("{p}.embeddings.position_embedding.weight"), positions);
+            return Ok(());
+        }
+        "norm.weight" | "norm.bias" => format!("{p}.post_layernorm.{}", suffix(name)),
+        "attn_pool.latent" => format!("{p}.head.probe"),
+        "attn_pool.q.weight" | "attn_pool.q.bias" | "attn_pool.kv.weight" | "attn_pool.kv.bias" => {
+            format!("{p}.head.attention.{}", name["attn_pool.".len()..].replace('.', "_"))
+        }
+        "attn_pool.proj.weight" | "attn_pool.proj.bias" => format!("{p}.head.attention.out_proj.{}", suffix(name)),
+        "attn_pool.norm.weight" | "attn_pool.norm.bias" => format!("{p}.head.layernorm.{}", suffix(name)),
+        "attn_pool.mlp.fc1.weight"
+        | "attn_pool.mlp.fc1.bias"
+        | "attn_pool.mlp.fc2.weight"
+        | "attn_pool.mlp.fc2.bias" => {
+            format!("{p}.head.{}", &name["attn_pool.".len()..])
+        }
+        _ => {
+            let (layer, part) = name
+                .strip_prefix("blocks.")
+                .and_then(|rest| rest.split_once('.'))
+                .ok_or("unsupported tensor of a timm ViT (is this one of SigLIP's?)")?;
+            let prefix = format!("{p}.encoder.layers.{layer}");
+            if let Some(kind) = part.strip_prefix("attn.qkv.") {
+                return insert_split_qkv(out, &prefix, kind, &tensor).map_err(|e| e.to_string());
+            }
+            let ours = match part {
+                "norm1.weight" | "norm1.bias" => format!("layer_norm1.{}", suffix(part)),
+                "norm2.weight" | "norm2.bias" => format!("layer_norm2.{}", suffix(part)),
+                "attn.proj.weight" | "attn.proj.bias" => format!("self_attn.out_proj.{}", suffix(part)),
+                "mlp.fc1.weight" | "mlp.fc1.bias" | "mlp.fc2.weight" | "mlp.fc2.bias" => part.to_string(),
+                // LayerScale (`init_values`), folded as OpenCLIP's own is.
+                "ls1.gamma" => "attention_scale".into(),
+                "ls2.gamma" => "mlp_scale".into(),
+                _ => return Err("unsupported tensor of a timm ViT block".into()),
+            };
+            format!("{prefix}.{ours}")
+        }
+    };
+    out.insert(renamed, tensor);
+    Ok(())
+}
+
+/// The attention pool's `q` and `kv` (timm's names, kept by [`insert_timm_vit_tensor`]) as the
+/// one `in_proj` of `SiglipMultiheadAttentionPoolingHead`: [q; k; v].
+fn fuse_timm_attention_pool(tensors: &mut HashMap<String, Tensor>) -> candle_core::Result<()> {
+    for kind in ["weight", "bias"] {
+        let part = |half: &str| format!("vision_model.head.attention.{half}_{kind}");
+        if let (Some(q), Some(kv)) = (tensors.get(&part("q")), tensors.get(&part("kv"))) {
+            let fused = Tensor::cat(&[q, kv], 0)?;
+            tensors.remove(&part("q"));
+            tensors.remove(&part("kv"));
+            tensors.insert(format!("vision_model.head.attention.in_proj_{kind}"), fused);
+        }
+    }
+    Ok(())
 }
 
 /// Whether a Hugging Face checkpoint's text tower is a BERT under `transformers`' names
@@ -659,7 +987,7 @@ mod tests {
         let text_model = tempfile::NamedTempFile::new().unwrap();
         for arch in builtin_arch_names() {
             let openclip = OpenClipConfig::from_arch(&arch).unwrap();
-            let hf_text = openclip.hf_text_names().is_some();
+            let hf_text = openclip.hf_text_names().0.is_some();
             let nllb = arch.starts_with("nllb");
             let (_, json) = text_models.iter().find(|(kind, _)| nllb == (*kind == "nllb")).unwrap();
             std::fs::write(text_model.path(), json).unwrap();
@@ -683,7 +1011,8 @@ mod tests {
                     assert!(hf_text, "{arch}");
                     assert_eq!((encoder.pooler, encoder.projection), (HfPooler::Mean, HfProjection::Mlp), "{arch}");
                     assert_eq!((t.max_position_embeddings, encoder.pad_token_id), (514, 1), "{arch}");
-                    assert!(encoder.positions_after_pad && !encoder.lowercase, "{arch}");
+                    assert!(encoder.positions_after_pad, "{arch}");
+                    assert_eq!(t.open_clip_cleaning, Some(TextCleaning::Whitespace), "{arch}");
                     if arch == "xlm-roberta-base-ViT-B-32" {
                         // sum(p.numel() for p in open_clip's model), xlm-roberta-base's config built in.
                         assert_eq!(config.parameter_count(), 366_121_473);
@@ -691,6 +1020,47 @@ mod tests {
                 }
                 None => assert_eq!((hf_text, t.max_position_embeddings), (false, 77), "{arch}"),
             }
+        }
+    }
+
+    /// OpenCLIP's SigLIP and SigLIP 2 configs (copied from open-clip-torch 2.32's `model_configs/`)
+    /// translate to the shapes open_clip builds: `sum(p.numel() for p in model.parameters())`.
+    #[test]
+    fn siglip_configs_translate_to_open_clips_shapes() {
+        let configs = [
+            (
+                "ViT-SO400M-14-SigLIP-384",
+                877960498,
+                r#"{"embed_dim":1152,"init_logit_bias":-10,"custom_text":true,"vision_cfg":{"image_size":384,"timm_model_name":"vit_so400m_patch14_siglip_384","timm_model_pretrained":false,"timm_pool":"map","timm_proj":"none"},"text_cfg":{"context_length":64,"vocab_size":32000,"hf_tokenizer_name":"timm/ViT-B-16-SigLIP","tokenizer_kwargs":{"clean":"canonicalize"},"width":1152,"heads":16,"layers":27,"mlp_ratio":3.7362,"no_causal_mask":true,"proj_bias":true,"pool_type":"last","norm_kwargs":{"eps":1e-06}}}"#,
+            ),
+            (
+                "ViT-B-16-SigLIP2",
+                375187970,
+                r#"{"embed_dim":768,"init_logit_bias":-10,"custom_text":true,"vision_cfg":{"image_size":224,"timm_model_name":"vit_base_patch16_siglip_224","timm_model_pretrained":false,"timm_pool":"map","timm_proj":"none"},"text_cfg":{"context_length":64,"vocab_size":256000,"hf_tokenizer_name":"timm/ViT-B-16-SigLIP2","tokenizer_kwargs":{"clean":"canonicalize"},"width":768,"heads":12,"layers":12,"no_causal_mask":true,"proj_bias":true,"pool_type":"last","norm_kwargs":{"eps":1e-06},"act_kwargs":{"approximate":"tanh"}}}"#,
+            ),
+            (
+                "ViT-SO400M-16-SigLIP-i18n-256",
+                1127430706,
+                r#"{"embed_dim":1152,"init_logit_bias":-10,"custom_text":true,"vision_cfg":{"image_size":256,"timm_model_name":"vit_so400m_patch16_siglip_256","timm_model_pretrained":false,"timm_pool":"map","timm_proj":"none"},"text_cfg":{"context_length":64,"vocab_size":250000,"hf_tokenizer_name":"timm/ViT-B-16-SigLIP-i18n-256","tokenizer_kwargs":{"clean":"canonicalize"},"width":1152,"heads":16,"layers":27,"mlp_ratio":3.7362,"no_causal_mask":true,"pool_type":"last","proj_type":"none","norm_kwargs":{"eps":1e-06}}}"#,
+            ),
+            (
+                "ViT-gopt-16-SigLIP2-384",
+                1871885426,
+                r#"{"embed_dim":1536,"init_logit_bias":-10,"custom_text":true,"vision_cfg":{"image_size":384,"timm_model_name":"vit_giantopt_patch16_siglip_384","timm_model_pretrained":false,"timm_pool":"map","timm_proj":"none"},"text_cfg":{"context_length":64,"vocab_size":256000,"hf_tokenizer_name":"timm/ViT-gopt-16-SigLIP2-384","tokenizer_kwargs":{"clean":"canonicalize"},"width":1152,"heads":16,"layers":27,"mlp_ratio":3.7362,"no_causal_mask":true,"proj_bias":true,"pool_type":"last","norm_kwargs":{"eps":1e-06},"act_kwargs":{"approximate":"tanh"}}}"#,
+            ),
+            (
+                "ViT-B-16-SigLIP",
+                203155970,
+                r#"{"embed_dim":768,"init_logit_bias":-10,"custom_text":true,"vision_cfg":{"image_size":224,"timm_model_name":"vit_base_patch16_siglip_224","timm_model_pretrained":false,"timm_pool":"map","timm_proj":"none"},"text_cfg":{"context_length":64,"vocab_size":32000,"hf_tokenizer_name":"timm/ViT-B-16-SigLIP","tokenizer_kwargs":{"clean":"canonicalize"},"width":768,"heads":12,"layers":12,"no_causal_mask":true,"proj_bias":true,"pool_type":"last","norm_kwargs":{"eps":1e-06}}}"#,
+            ),
+        ];
+        for (arch, parameters, json) in configs {
+            let model: OpenClipModelConfig = serde_json::from_str(json).unwrap();
+            let openclip = OpenClipConfig { model, preprocess: OpenClipPreprocess::default() };
+            let config = openclip.model_config(Path::new(arch), None).unwrap();
+            assert_eq!(config.family, crate::model::config::Family::Siglip, "{arch}");
+            assert_eq!(config.text_config.open_clip_cleaning, Some(TextCleaning::Canonicalize), "{arch}");
+            assert_eq!(config.parameter_count(), parameters, "{arch}");
         }
     }
 }

@@ -33,16 +33,52 @@ const WINDOWS_1252_C1: [char; 32] = [
     '\u{17e}', '\u{178}',
 ];
 
-/// What open_clip's `_clean_lower(text)` returns (`lowercase`), the text its CLIP tokenizer
-/// runs BPE on, or `_clean_whitespace(text)`, what its `HFTokenizer` tokenizes by default.
-pub fn open_clip_clean(text: &str, lowercase: bool) -> String {
+/// How open_clip cleans a text before its tokenizer sees it (`tokenizer_kwargs.clean`): each
+/// way starts with `basic_clean` (ftfy, HTML entities twice, strip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextCleaning {
+    /// `_clean_whitespace`: whitespace collapsed to single spaces (`HFTokenizer`'s default).
+    Whitespace,
+    /// `_clean_lower`: as `Whitespace`, then lowercased (open_clip's own CLIP tokenizer).
+    Lower,
+    /// `_clean_canonicalize` (SigLIP's, from big_vision): `_` read as a space, ASCII
+    /// punctuation removed, lowercased, whitespace collapsed.
+    Canonicalize,
+}
+
+impl TextCleaning {
+    /// `tokenizer_kwargs.clean`'s value.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "whitespace" => Some(Self::Whitespace),
+            "lower" => Some(Self::Lower),
+            "canonicalize" => Some(Self::Canonicalize),
+            _ => None,
+        }
+    }
+}
+
+/// The text open_clip's `clean` function of that kind returns for `text`.
+pub fn open_clip_clean(text: &str, cleaning: TextCleaning) -> String {
     let fixed = fix_text(text);
     let unescaped = html_unescape(&html_unescape(&fixed));
+    let text = match cleaning {
+        // `text.replace("_", " ").translate(<string.punctuation removed>)`.
+        TextCleaning::Canonicalize => unescaped
+            .chars()
+            .filter(|c| !c.is_ascii_punctuation() || *c == '_')
+            .map(|c| if c == '_' { ' ' } else { c })
+            .collect(),
+        TextCleaning::Whitespace | TextCleaning::Lower => unescaped,
+    };
     // `" ".join(text.split())`; the `.strip()` calls around it have nothing left to remove.
-    let words: Vec<&str> = unescaped.split(is_python_space).filter(|word| !word.is_empty()).collect();
-    match lowercase {
-        true => words.join(" ").to_lowercase(),
-        false => words.join(" "),
+    let words: Vec<&str> = text.split(is_python_space).filter(|word| !word.is_empty()).collect();
+    match cleaning {
+        TextCleaning::Whitespace => words.join(" "),
+        // Canonicalize lowercases before it collapses the whitespace, which is the same:
+        // lowercasing makes no whitespace.
+        TextCleaning::Lower | TextCleaning::Canonicalize => words.join(" ").to_lowercase(),
     }
 }
 
@@ -461,7 +497,37 @@ mod tests {
     #[test]
     fn cleans_like_open_clip() {
         for (input, expected) in OPEN_CLIP_CASES {
-            assert_eq!(open_clip_clean(input, true), *expected, "input {input:?}");
+            assert_eq!(open_clip_clean(input, TextCleaning::Lower), *expected, "input {input:?}");
+        }
+    }
+
+    /// (input, `_clean_canonicalize`, `_clean_whitespace`) from open_clip 2.32.
+    const OTHER_CLEANINGS: &[(&str, &str, &str)] = &[
+        ("A_CAT, on the BEACH!!", "a cat on the beach", "A_CAT, on the BEACH!!"),
+        ("snake__case (and) [brackets] {x} <y>", "snake case and brackets x y", "snake__case (and) [brackets] {x} <y>"),
+        (
+            "don't stop—it's 3:45pm; isn't it? (yes/no) #tag @user",
+            "dont stop—its 345pm isnt it yesno tag user",
+            "don't stop—it's 3:45pm; isn't it? (yes/no) #tag @user",
+        ),
+        ("“Quotes” &amp; ‘more’ — dashes…", "quotes more — dashes…", "\"Quotes\" & 'more' — dashes…"),
+        ("  _leading_ and trailing_  ", "leading and trailing", "_leading_ and trailing_"),
+        ("ΣΑΣ! İstanbul", "σας i\u{307}stanbul", "ΣΑΣ! İstanbul"),
+        ("ＣＡＴ＿ｄｏｇ", "cat dog", "CAT_dog"),
+        (
+            "100% $5 ^caret^ `tick` ~tilde~ |pipe| \\back\\",
+            "100 5 caret tick tilde pipe back",
+            "100% $5 ^caret^ `tick` ~tilde~ |pipe| \\back\\",
+        ),
+        ("a.b.c", "abc", "a.b.c"),
+        ("", "", ""),
+    ];
+
+    #[test]
+    fn canonicalizes_and_cleans_whitespace_like_open_clip() {
+        for (input, canonical, whitespace) in OTHER_CLEANINGS {
+            assert_eq!(open_clip_clean(input, TextCleaning::Canonicalize), *canonical, "input {input:?}");
+            assert_eq!(open_clip_clean(input, TextCleaning::Whitespace), *whitespace, "input {input:?}");
         }
     }
 

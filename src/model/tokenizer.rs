@@ -6,6 +6,7 @@ use std::path::Path;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{EncodeInput, InputSequence, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use super::text_cleaning::{open_clip_clean, TextCleaning};
 use crate::error::{Error, Result};
 
 const END_OF_TEXT: &str = "<|endoftext|>";
@@ -46,8 +47,8 @@ pub struct TextTokenizer {
     /// OpenCLIP checkpoints: texts are cleaned and split into words as open_clip does.
     open_clip: Option<OpenClipWords>,
     /// OpenCLIP's Hugging Face tokenizers: texts are cleaned as open_clip's `HFTokenizer`
-    /// cleans them (`Some(lowercase)`), then tokenized by `tokenizer.json` as they are.
-    open_clip_hf_cleaning: Option<bool>,
+    /// cleans them, then tokenized by `tokenizer.json` as they are.
+    open_clip_hf_cleaning: Option<TextCleaning>,
     /// The model's vocabulary size: a token id at or past it is a tokenizer of another model.
     vocab_size: Option<u32>,
 }
@@ -211,10 +212,10 @@ impl TextTokenizer {
         Ok(self)
     }
 
-    /// This tokenizer as open_clip's `HFTokenizer` runs it: each text cleaned first (ftfy, HTML
-    /// entities, whitespace; lowercase only with `clean="lower"`), then `tokenizer.json` as it is.
-    pub fn cleaning_texts_as_open_clip_hf(mut self, lowercase: bool) -> Self {
-        self.open_clip_hf_cleaning = Some(lowercase);
+    /// This tokenizer as open_clip's `HFTokenizer` runs it: each text cleaned first as
+    /// `tokenizer_kwargs.clean` says, then `tokenizer.json` as it is.
+    pub fn cleaning_texts_as_open_clip_hf(mut self, cleaning: TextCleaning) -> Self {
+        self.open_clip_hf_cleaning = Some(cleaning);
         self
     }
 
@@ -252,7 +253,7 @@ impl TextTokenizer {
     /// open_clip's token ids of `text`: the start token, each word's BPE (a typed special token
     /// as its id), cut to the context with the end token last, up to the first end token.
     fn open_clip_ids(&self, words: &OpenClipWords, text: &str) -> Result<Vec<u32>> {
-        let cleaned = super::text_cleaning::open_clip_clean(text, true);
+        let cleaned = open_clip_clean(text, TextCleaning::Lower);
         let mut ids = vec![words.start_of_text];
         let mut run: Vec<&str> = Vec::new();
         let encode_run = |run: &mut Vec<&str>, ids: &mut Vec<u32>| -> Result<()> {
@@ -294,8 +295,7 @@ impl TextTokenizer {
         let mut ids = match &self.open_clip {
             Some(words) => self.open_clip_ids(words, text)?,
             None => {
-                let cleaned =
-                    self.open_clip_hf_cleaning.map(|lowercase| super::text_cleaning::open_clip_clean(text, lowercase));
+                let cleaned = self.open_clip_hf_cleaning.map(|cleaning| open_clip_clean(text, cleaning));
                 let text = cleaned.as_deref().unwrap_or(text);
                 self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec()
             }

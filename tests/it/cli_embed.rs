@@ -420,6 +420,49 @@ fn a_multilingual_openclip_fetches_its_text_model_from_the_hub() {
     }
 }
 
+/// An OpenCLIP SigLIP published as timm's are (ViT-SO400M-14-SigLIP names timm/ViT-B-16-SigLIP's
+/// tokenizer): a repository without a tokenizer of its own fetches tokenizer.json from the one
+/// hf_tokenizer_name names, then finds both in the cache offline.
+#[test]
+fn an_openclip_siglip_fetches_the_tokenizer_its_config_names() {
+    let text = "A_CAT, on the BEACH!!";
+    let reference = reference("tiny-openclip-siglip2");
+    let checkpoint = tempfile::tempdir().unwrap();
+    let file = "open_clip_pytorch_model.bin";
+    std::fs::copy(model_dir("tiny-openclip-siglip2").join(file), checkpoint.path().join(file)).unwrap();
+    let config = std::fs::read_to_string(model_dir("tiny-openclip-siglip2").join("open_clip_config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&config).unwrap();
+    config["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = "timm-test/tiny-gemma-tokenizer".into();
+    std::fs::write(checkpoint.path().join("open_clip_config.json"), config.to_string()).unwrap();
+    let hub = StandInHub::serve_repos(
+        vec![
+            ("timm-test/tiny-siglip2".into(), checkpoint.path().to_owned()),
+            ("timm-test/tiny-gemma-tokenizer".into(), model_dir("tiny-gemma-tokenizer")),
+        ],
+        Behaviour::Honest,
+    );
+    let hf_home = tempfile::tempdir().unwrap();
+    let coffee = image_path("coffee.png");
+    for offline in [false, true] {
+        let mut cmd = imgsearch();
+        cmd.env("HF_HOME", hf_home.path()).env("HF_ENDPOINT", &hub.endpoint);
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        }
+        let out = cmd
+            .args(["embed", "--device", "cpu", "--json", "--text", text, "--image"])
+            .arg(&coffee)
+            .args(["--model", "timm-test/tiny-siglip2"])
+            .output()
+            .unwrap();
+        let json = json_of(&out);
+        let got = vector(&json["texts"][text]);
+        assert!(cosine(&got, &reference.text_embeds[text]) >= 0.9999, "offline {offline}: text");
+        let got = vector(&json["images"][coffee.to_str().unwrap()]);
+        assert!(cosine(&got, &reference.image_embeds["coffee.png"]) >= 0.9999, "offline {offline}: picture");
+    }
+}
+
 /// NLLB's tokenizer class sets its own special tokens whatever tokenizer.json holds (the source
 /// language's code, then the text, then `</s>`): a tokenizer.json saved with another template
 /// still embeds as open_clip does.

@@ -298,6 +298,32 @@ fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
         let stderr = embed(&dir, &[]);
         assert!(stderr.contains(says) && stderr.contains("not supported"), "{option}: {stderr}");
     }
+
+    // An OpenCLIP SigLIP whose options leave SigLIP's towers.
+    let siglip = model_dir("tiny-openclip-siglip");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(siglip.join("open_clip_config.json")).unwrap()).unwrap();
+    for (tower, option, value, says) in [
+        ("vision_cfg", "timm_pool", serde_json::json!("avg"), "timm_pool"),
+        ("vision_cfg", "timm_proj", serde_json::Value::Null, "timm_proj"),
+        ("vision_cfg", "timm_model_kwargs", serde_json::json!({"class_token": true}), "timm_model_kwargs"),
+        ("vision_cfg", "image_size", serde_json::json!(224), "img_size"),
+        ("text_cfg", "no_causal_mask", serde_json::json!(false), "no_causal_mask"),
+        ("text_cfg", "proj_bias", serde_json::json!(false), "proj_bias"),
+        ("text_cfg", "hf_tokenizer_name", serde_json::Value::Null, "hf_tokenizer_name"),
+        ("text_cfg", "tokenizer_kwargs", serde_json::json!({"clean": "shout"}), "tokenizer_kwargs"),
+    ] {
+        let mut changed = config.clone();
+        changed["model_cfg"][tower][option] = value;
+        let dir = tmp.path().join(format!("siglip-{option}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["open_clip_model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(siglip.join(file), dir.join(file)).unwrap();
+        }
+        std::fs::write(dir.join("open_clip_config.json"), changed.to_string()).unwrap();
+        let stderr = embed(dir.to_str().unwrap(), &[]);
+        assert!(stderr.contains(says), "{option}: {stderr}");
+    }
 }
 
 #[test]
