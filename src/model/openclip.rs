@@ -964,6 +964,11 @@ mod tests {
     use super::*;
     use crate::model::config::{Activation, HfPooler, HfProjection};
 
+    /// The fields the towers read of nllb-200-distilled-600M's config.json.
+    const NLLB_600M_CONFIG: &str = r#"{"model_type": "m2m_100", "vocab_size": 256206, "d_model": 1024,
+        "encoder_layers": 12, "encoder_attention_heads": 16, "encoder_ffn_dim": 4096, "activation_function": "relu",
+        "max_position_embeddings": 1024, "scale_embedding": true, "pad_token_id": 1}"#;
+
     /// Every architecture a bare state dict may name runs here (none is refused for an option),
     /// CoCa's with its pooler and its class token after a 76-token context, the Hugging Face
     /// text towers with the poolings and projections their configs name (77 tokens).
@@ -977,12 +982,7 @@ mod tests {
                 "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "hidden_act": "gelu",
                 "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-05, "pad_token_id": 1}"#,
             ),
-            (
-                "nllb",
-                r#"{"model_type": "m2m_100", "vocab_size": 256206, "d_model": 1024, "encoder_layers": 12,
-                "encoder_attention_heads": 16, "encoder_ffn_dim": 4096, "activation_function": "relu",
-                "max_position_embeddings": 1024, "scale_embedding": true, "pad_token_id": 1}"#,
-            ),
+            ("nllb", NLLB_600M_CONFIG),
         ];
         let text_model = tempfile::NamedTempFile::new().unwrap();
         for arch in builtin_arch_names() {
@@ -1062,5 +1062,13 @@ mod tests {
             assert_eq!(config.text_config.open_clip_cleaning, Some(TextCleaning::Canonicalize), "{arch}");
             assert_eq!(config.parameter_count(), parameters, "{arch}");
         }
+        // nllb-clip-base-siglip: the B/16 at 384 beside nllb-200-distilled-600M's encoder.
+        let text_model = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(text_model.path(), NLLB_600M_CONFIG).unwrap();
+        let json = r#"{"embed_dim":768,"custom_text":true,"init_logit_bias":-10,"vision_cfg":{"image_size":384,"timm_model_name":"vit_base_patch16_siglip_384","timm_model_pretrained":false,"timm_pool":"map","timm_proj":"none"},"text_cfg":{"hf_model_name":"facebook/nllb-200-distilled-600M","hf_tokenizer_name":"facebook/nllb-200-distilled-600M","hf_proj_type":"linear","hf_pooler_type":"cls_pooler"}}"#;
+        let openclip = OpenClipConfig { model: serde_json::from_str(json).unwrap(), preprocess: Default::default() };
+        let config = openclip.model_config(Path::new("nllb-clip-base-siglip"), Some(text_model.path())).unwrap();
+        assert_eq!(config.family, crate::model::config::Family::Siglip);
+        assert_eq!(config.parameter_count(), 507_474_178);
     }
 }
