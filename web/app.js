@@ -62,7 +62,9 @@ signOut.addEventListener("click", async () => {
 });
 
 async function load(reset) {
-  if (!current || loading || (exhausted && !reset)) return;
+  // A new search starts even while a page of another is on its way (whose answer is then
+  // dropped); only the next page of the same search waits for the one before it.
+  if (!current || (!reset && (loading || exhausted))) return;
   const mine = reset ? ++generation : generation;
   // A new search (a click on a tag, "Similar", "Taken near here") replaces one still being typed.
   if (reset) { clearTimeout(debounce); offset = 0; exhausted = false; grid.replaceChildren(); understoodLine.textContent = ""; showExamples(); }
@@ -78,7 +80,7 @@ async function load(reset) {
   } catch (e) {
     if (mine === generation) setStatus(e.message, true);
   } finally {
-    loading = false;
+    if (mine === generation) loading = false;
   }
 }
 

@@ -139,6 +139,28 @@ try {
   await page.waitForSelector("#viewer[open] #meta dt");
   if (!(await page.isHidden("#nearby"))) await fail("a photo without a GPS position offers photos near it");
 
+  // A search made while another's answer is still on its way replaces it: the slow answer
+  // comes after and is dropped (the new search used to be dropped instead).
+  await page.keyboard.press("Escape");
+  await page.route("**/api/search?*", async (route) => {
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await route.continue();
+  }, { times: 1 });
+  await page.fill("#q", "name:coffee");
+  await page.waitForRequest("**/api/search?*");
+  await page.fill("#q", `name:${placed}`);
+  await page.press("#q", "Enter");
+  const onlyPlaced = (name) => {
+    const shown = [...document.querySelectorAll(".tile")].map((t) => t.dataset.path);
+    return shown.length === 1 && shown[0].endsWith(name);
+  };
+  await page.waitForFunction(onlyPlaced, placed, { timeout: 10000 })
+    .catch(async () => fail(`the second search was not shown: ${await page.$$eval(".tile", (els) => els.map((e) => e.dataset.path))}`));
+  await page.waitForTimeout(2000);
+  if (!(await page.evaluate(onlyPlaced, placed))) {
+    await fail(`the first, slower answer replaced the second search's: ${await page.$$eval(".tile", (els) => els.map((e) => e.dataset.path))}`);
+  }
+
   // Keyboard: "/" focuses the search box.
   await page.keyboard.press("Escape");
   await page.evaluate(() => document.activeElement?.blur());
