@@ -194,6 +194,14 @@ def randomize(model):
                 emb.copy_(torch.round(emb * 2) / 2)
 
 
+def fresh_folder(folder):
+    """`folder`, emptied of an earlier run's files (or made)."""
+    if folder.exists():
+        for old in folder.iterdir():
+            old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def l2(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
@@ -387,10 +395,7 @@ def make_siglip(images):
     torch.manual_seed(1)
     for name, spec in SIGLIP_CONFIGS.items():
         model_dir = FIXTURES / "models" / name
-        if model_dir.exists():
-            for old in model_dir.iterdir():
-                old.unlink()
-        model_dir.mkdir(parents=True, exist_ok=True)
+        fresh_folder(model_dir)
         tokenizer = spec["tokenizer"]()
         text = dict(spec["text"], vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
@@ -522,10 +527,7 @@ def make_openclip(images, configs=OPENCLIP_CONFIGS):
     tokenizer_json = FIXTURES / "models" / "tiny-clip-b32-quickgelu" / "tokenizer.json"
     for name, spec in configs.items():
         model_dir = FIXTURES / "models" / name
-        if model_dir.exists():
-            for old in model_dir.iterdir():
-                old.unlink()
-        model_dir.mkdir(parents=True, exist_ok=True)
+        fresh_folder(model_dir)
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / f"{name}.json").write_text(json.dumps(spec["model_cfg"]))
             open_clip.add_model_config(Path(tmp) / f"{name}.json")
@@ -691,10 +693,7 @@ def make_openclip_hf_text(images):
     for name, spec in HF_TEXT_CONFIGS.items():
         model_dir, text_dir = FIXTURES / "models" / name, FIXTURES / "models" / spec["text_model"]
         for folder in (model_dir, text_dir):
-            if folder.exists():
-                for old in folder.iterdir():
-                    old.unlink()
-            folder.mkdir(parents=True, exist_ok=True)
+            fresh_folder(folder)
         tokenizer = spec["tokenizer"]()
         hf_config = transformers.AutoConfig.for_model(vocab_size=len(tokenizer), **spec["hf_config"])
         hf_config.save_pretrained(text_dir)
@@ -830,10 +829,7 @@ def make_openclip_siglip(images):
         model_dir = FIXTURES / "models" / name
         tokenizer_dir = FIXTURES / "models" / spec.get("tokenizer_folder", spec.get("text_model", name))
         for folder in {model_dir, tokenizer_dir} - {FIXTURES / "models" / spec.get("text_model", "")}:
-            if folder.exists():
-                for old in folder.iterdir():
-                    old.unlink()
-            folder.mkdir(parents=True, exist_ok=True)
+            fresh_folder(folder)
         model_cfg = json.loads(json.dumps(spec["model_cfg"]))
         if "text_model" in spec:
             # A path relative to the repository root, where the tests run.
@@ -921,10 +917,7 @@ def make_chinese_clip(images):
     torch.manual_seed(4)
     name = "tiny-chinese-clip"
     model_dir = FIXTURES / "models" / name
-    if model_dir.exists():
-        for old in model_dir.iterdir():
-            old.unlink()
-    model_dir.mkdir(parents=True, exist_ok=True)
+    fresh_folder(model_dir)
     tokenizer = bert_style_tokenizer()
     text_config = dict(CHINESE_CLIP_CONFIG["text_config"], vocab_size=len(tokenizer))
     config = ChineseCLIPConfig(text_config=text_config, vision_config=CHINESE_CLIP_CONFIG["vision_config"],
@@ -966,6 +959,59 @@ def make_chinese_clip(images):
     ))
 
 
+# MetaCLIP 2 (`MetaClip2Model`, facebook/metaclip-2-worldwide-*): CLIP's towers, its texts in
+# hundreds of languages read by XLM-V's tokenizer (XLM-RoBERTa's kind: `<s> … </s>`), pooled at
+# the first `</s>`.
+METACLIP2_CONFIG = dict(
+    projection_dim=40,
+    text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-5),
+    vision_config=dict(image_size=64, patch_size=16, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                       num_attention_heads=3, hidden_act="quick_gelu", layer_norm_eps=1e-5),
+)
+
+
+def make_metaclip2(images):
+    from transformers import MetaClip2Config, MetaClip2Model
+    torch.manual_seed(6)
+    name = "tiny-metaclip2"
+    model_dir = FIXTURES / "models" / name
+    fresh_folder(model_dir)
+    tokenizer = xlm_roberta_style_tokenizer()
+    text_config = dict(METACLIP2_CONFIG["text_config"], vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = MetaClip2Config(text_config=text_config, vision_config=METACLIP2_CONFIG["vision_config"],
+                             projection_dim=METACLIP2_CONFIG["projection_dim"])
+    model = MetaClip2Model(config).eval()
+    randomize(model)
+    config.save_pretrained(model_dir)
+    save_weights(model.state_dict(), model_dir, "safetensors")
+    tokenizer.save_pretrained(model_dir)
+    for extra in ("special_tokens_map.json", "chat_template.jinja"):
+        (model_dir / extra).unlink(missing_ok=True)
+    processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, resample=3)
+    processor.save_pretrained(model_dir)
+    # A typed `</s>` is the end the tower pools at.
+    texts = MULTILINGUAL_TEXTS + ["a cat </s> on a mat", "<s> <pad> beach"]
+    pixels, image_embeds, token_ids, text_embeds = {}, {}, {}, {}
+    with torch.no_grad():
+        for img_name in images:
+            pv = processor(images=Image.open(FIXTURES / "images" / img_name), return_tensors="pt")["pixel_values"]
+            pixels[img_name] = pv[0].contiguous()
+            image_embeds[img_name] = l2(model.visual_projection(model.vision_model(pixel_values=pv).pooler_output))[0].tolist()
+        for text in texts:
+            enc = tokenizer(text, truncation=True, max_length=77, return_tensors="pt")
+            token_ids[text] = enc["input_ids"][0].tolist()
+            pooled = model.text_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).pooler_output
+            text_embeds[text] = l2(model.text_projection(pooled))[0].tolist()
+    save_file(pixels, FIXTURES / "reference" / f"{name}_pixels.safetensors")
+    write_reference(name, dict(
+        generated_by=f"scripts/make_test_model.py (transformers {transformers.__version__}, torch {torch.__version__})",
+        model=name, dim=config.projection_dim, max_length=77, texts=texts, token_ids=token_ids,
+        image_embeds=image_embeds, text_embeds=text_embeds,
+    ))
+
+
 def save_weights(state, model_dir, kind, name=None):
     state = {k: v.contiguous() for k, v in state.items()}
     if kind == "safetensors":
@@ -975,7 +1021,8 @@ def save_weights(state, model_dir, kind, name=None):
 
 
 def main():
-    families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip"]
+    families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip",
+                                "metaclip2"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
@@ -983,7 +1030,7 @@ def main():
     images = sorted(p.name for p in image_dir.iterdir() if p.is_file()) if image_dir.is_dir() else write_images()
     makers = dict(clip=make_clip, siglip=make_siglip, openclip=make_openclip,
                   coca=lambda images: make_openclip(images, COCA_CONFIGS), **{"hf-text": make_openclip_hf_text, "chinese-clip": make_chinese_clip,
-                     "openclip-siglip": make_openclip_siglip})
+                     "openclip-siglip": make_openclip_siglip, "metaclip2": make_metaclip2})
     for family in families:
         makers[family](images)
 

@@ -187,7 +187,7 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     }
     if args.json {
         let families = serde_json::json!([
-            {"family": "clip", "reads": "Hugging Face CLIPModel and ChineseCLIPModel folders and hub ids (config.json model_type \"clip\", \"chinese_clip\")"},
+            {"family": "clip", "reads": "Hugging Face CLIPModel, MetaClip2Model and ChineseCLIPModel folders and hub ids (config.json model_type \"clip\", \"metaclip_2\", \"chinese_clip\")"},
             {"family": "siglip", "reads": "Hugging Face SiglipModel: SigLIP, fixed-resolution SigLIP 2, multilingual SigLIP (with tokenizer.json)"},
             {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers, SigLIP and SigLIP 2 with timm's image towers); bare state dicts with --arch",
              "architectures": openclip::builtin_arch_names()},
@@ -196,7 +196,8 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
         return Ok(());
     }
     println!("Families (`--model` takes a hub id, a folder or a file; the layout is read from the files):");
-    println!("  clip      Hugging Face CLIPModel: openai/clip-*, laion/CLIP-* (their Hugging Face files), and");
+    println!("  clip      Hugging Face CLIPModel: openai/clip-*, laion/CLIP-* (their Hugging Face files),");
+    println!("            MetaClip2Model: facebook/metaclip-2-worldwide-* (hundreds of languages), and");
     println!("            ChineseCLIPModel: OFA-Sys/chinese-clip-* (BERT's vocab.txt will do for tokenizer.json)");
     println!("  siglip    Hugging Face SiglipModel: SigLIP, SigLIP 2 at a fixed resolution, multilingual SigLIP");
     println!("            (needs tokenizer.json); hits also show the model's probability (--min-prob)");

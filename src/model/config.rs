@@ -31,7 +31,8 @@ pub enum Activation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
-    /// OpenAI CLIP (`CLIPModel`), and OpenCLIP's ViT checkpoints, which are renamed into it.
+    /// OpenAI CLIP (`CLIPModel`), MetaCLIP 2 (`MetaClip2Model`: CLIP with XLM-V's tokenizer),
+    /// and OpenCLIP's ViT checkpoints, which are renamed into it.
     Clip,
     /// SigLIP and the fixed-resolution SigLIP 2 (`SiglipModel`): no class token, an attention
     /// pooling head, a bidirectional text tower read at its last position, sigmoid scores.
@@ -43,7 +44,8 @@ impl Family {
     fn from_model_type(model_type: Option<&str>, path: &Path) -> Result<Self> {
         match model_type {
             // Chinese-CLIP is CLIP with a BERT text tower (see `chinese_clip_text`).
-            None | Some("clip") | Some("chinese_clip") => Ok(Self::Clip),
+            // MetaCLIP 2 is CLIP read by a multilingual tokenizer (XLM-V's).
+            None | Some("clip") | Some("chinese_clip") | Some("metaclip_2") => Ok(Self::Clip),
             Some("siglip") => Ok(Self::Siglip),
             Some("siglip2") => Err(Error::BadCheckpoint {
                 path: path.to_owned(),
@@ -55,8 +57,8 @@ impl Family {
             Some(other) => Err(Error::BadCheckpoint {
                 path: path.to_owned(),
                 reason: format!(
-                    "model_type \"{other}\" is not supported: imgsearch runs \"clip\", \"chinese_clip\" and \"siglip\" \
-                     checkpoints (and OpenCLIP ViT checkpoints); `imgsearch models` lists them"
+                    "model_type \"{other}\" is not supported: imgsearch runs \"clip\", \"chinese_clip\", \"metaclip_2\" \
+                     and \"siglip\" checkpoints (and OpenCLIP's); `imgsearch models` lists them"
                 ),
             }),
         }

@@ -53,7 +53,7 @@ fn padding_source(config: &ModelConfig, tokenizer_config: Option<std::path::Path
         // open_clip's Hugging Face towers mask the padding out, whichever family's image tower
         // they are paired with.
         _ if config.text_config.hf_encoder.is_some() => PaddingSource::Unpadded,
-        Family::Clip => PaddingSource::EndOfText,
+        Family::Clip => PaddingSource::EndOfText { tokenizer_config },
         Family::Siglip => {
             PaddingSource::PadToLength { tokenizer_config, fallback_pad_id: config.text_config.pad_token_id }
         }
@@ -166,7 +166,7 @@ impl ModelSpec {
                 TextTokenizer::from_bert_vocab(path, self.files.tokenizer_config.as_deref(), max_length, padding)?
             }
             Some(path) => TextTokenizer::from_file(path, max_length, padding)?,
-            None => TextTokenizer::builtin_clip(max_length, PaddingSource::EndOfText)?,
+            None => TextTokenizer::builtin_clip(max_length, PaddingSource::EndOfText { tokenizer_config: None })?,
         };
         let tokenizer = match (&self.files.layout, self.config.text_config.open_clip_cleaning) {
             (checkpoint::Layout::OpenClip { .. }, Some(cleaning)) => tokenizer

@@ -40,7 +40,7 @@ pub enum Pooling {
 
 pub struct TextTokenizer {
     inner: Tokenizer,
-    /// CLIP: the end-of-text id; SigLIP: unused.
+    /// CLIP: the end-of-text id (`<|endoftext|>`, MetaCLIP 2's `</s>`); SigLIP: unused.
     end_of_text: u32,
     pooling: Pooling,
     max_length: usize,
@@ -155,8 +155,12 @@ impl TextTokenizer {
     }
 
     fn new(mut inner: Tokenizer, max_length: usize, padding: PaddingSource) -> std::result::Result<Self, String> {
+        let end_of_text = match &padding {
+            PaddingSource::EndOfText { tokenizer_config } => end_of_text_id(&inner, tokenizer_config.as_deref())?,
+            PaddingSource::Unpadded | PaddingSource::PadToLength { .. } => 0,
+        };
         let pooling = match padding {
-            PaddingSource::EndOfText => Pooling::EndOfText,
+            PaddingSource::EndOfText { .. } => Pooling::EndOfText,
             PaddingSource::Unpadded => Pooling::WholeText,
             PaddingSource::PadToLength { tokenizer_config, fallback_pad_id } => {
                 let pad_id = pad_id(&inner, tokenizer_config.as_deref(), fallback_pad_id)?;
@@ -172,12 +176,6 @@ impl TextTokenizer {
             }))
             .map_err(|e| e.to_string())?;
         inner.with_padding(None);
-        let end_of_text = match pooling {
-            Pooling::EndOfText => inner
-                .token_to_id(END_OF_TEXT)
-                .ok_or_else(|| format!("the vocabulary has no {END_OF_TEXT} token (is this a CLIP tokenizer?)"))?,
-            Pooling::LastPosition { .. } | Pooling::WholeText => 0,
-        };
         Ok(Self {
             inner,
             end_of_text,
@@ -312,7 +310,8 @@ impl TextTokenizer {
                 // CLIP pools at the *first* end-of-text token (transformers: first eos, or argmax
                 // of the ids for legacy configs: the same token, since it has the largest id).
                 let end_position = ids.iter().position(|&id| id == self.end_of_text).ok_or_else(|| {
-                    Error::Tokenizer(format!("tokenizer.json does not append {END_OF_TEXT}; is this a CLIP tokenizer?"))
+                    let end = self.inner.id_to_token(self.end_of_text).unwrap_or_default();
+                    Error::Tokenizer(format!("tokenizer.json does not append {end}, the end the text tower is read at"))
                 })?;
                 Ok(TokenizedText { ids, end_position })
             }
@@ -337,8 +336,10 @@ impl TextTokenizer {
 /// How a tokenizer learns its padding.
 #[derive(Debug, Clone)]
 pub enum PaddingSource {
-    /// CLIP: no padding, the tower pools at the end-of-text token.
-    EndOfText,
+    /// CLIP: no padding, the tower pools at the end-of-text token: `<|endoftext|>` where the
+    /// vocabulary has it, else the `eos_token` of `tokenizer_config.json` (MetaCLIP 2's XLM-V
+    /// tokenizer: `</s>`).
+    EndOfText { tokenizer_config: Option<std::path::PathBuf> },
     /// OpenCLIP's Hugging Face text towers: no padding, which they would mask out anyway.
     Unpadded,
     /// SigLIP: pad to the context. The pad id is the first found of: `tokenizer.json`'s padding
@@ -356,6 +357,20 @@ fn read_tokenizer_config(path: &Path) -> std::result::Result<serde_json::Value, 
 /// (an AddedToken).
 fn token_named<'a>(config: &'a serde_json::Value, key: &str) -> Option<&'a str> {
     config.get(key).and_then(|t| t.as_str().or_else(|| t.get("content")?.as_str()))
+}
+
+/// The id a CLIP-style tower is read at (see [`PaddingSource::EndOfText`]).
+fn end_of_text_id(inner: &Tokenizer, tokenizer_config: Option<&Path>) -> std::result::Result<u32, String> {
+    if let Some(id) = inner.token_to_id(END_OF_TEXT) {
+        return Ok(id);
+    }
+    let config = tokenizer_config.map(read_tokenizer_config).transpose()?;
+    let eos = config.as_ref().and_then(|config| token_named(config, "eos_token")).ok_or_else(|| {
+        format!("the vocabulary has no {END_OF_TEXT} token, and no tokenizer_config.json names an eos_token to read the text at")
+    })?;
+    inner
+        .token_to_id(eos)
+        .ok_or_else(|| format!("tokenizer_config.json names eos_token {eos:?}, which the vocabulary lacks"))
 }
 
 fn pad_id(

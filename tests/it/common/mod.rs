@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 15] = [
+pub const PARITY_MODELS: [&str; 16] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -34,6 +34,7 @@ pub const PARITY_MODELS: [&str; 15] = [
     "tiny-openclip-siglip",
     "tiny-openclip-siglip2",
     "tiny-openclip-nllb-siglip",
+    "tiny-metaclip2",
 ];
 
 /// What `--model` takes for a fixture checkpoint: its folder, or for a bare OpenCLIP state dict
