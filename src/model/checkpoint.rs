@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -210,7 +211,7 @@ impl CheckpointFiles {
             let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&self.weights) }.map_err(bad)?;
             let names: HashSet<String> = file.tensors().into_iter().map(|(name, _)| name).collect();
             if !openclip::has_bert_text_names(names.iter()) {
-                return Ok(CheckpointTensors::Mapped { file, names });
+                return Ok(CheckpointTensors::Mapped { file: Arc::new(file), names });
             }
             let tensors =
                 candle_core::safetensors::load(&self.weights, &Device::Cpu).map_err(bad)?.into_iter().collect();
@@ -226,12 +227,63 @@ impl CheckpointFiles {
 /// copied whole into memory (measured: ViT-B/32 load 3.4 s -> see benches/README.md).
 pub enum CheckpointTensors {
     /// `model.safetensors`, memory-mapped.
-    Mapped { file: candle_core::safetensors::MmapedSafetensors, names: HashSet<String> },
+    Mapped { file: Arc<candle_core::safetensors::MmapedSafetensors>, names: HashSet<String> },
     /// `pytorch_model.bin` (a pickle), read whole.
     Loaded(HashMap<String, Tensor>),
 }
 
+/// A table whose rows are read from the memory-mapped checkpoint as they are asked for: a text
+/// tower's token embeddings, of which a query reads a dozen rows. Multilingual vocabularies
+/// make them most of the tower (MetaCLIP 2's 901,629 tokens: 3.7 GB in f32, 75% of a ViT-H
+/// text tower; SigLIP 2's 256,000: 40%), so they are neither copied nor converted at load.
+pub struct MappedTable {
+    file: Arc<candle_core::safetensors::MmapedSafetensors>,
+    name: String,
+    /// As stored: f32, f16 or bf16.
+    dtype: DType,
+    rows: usize,
+    width: usize,
+}
+
+impl MappedTable {
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.width)
+    }
+
+    /// The rows `ids`, in order, as an f32 (ids, width) tensor on the CPU.
+    pub fn rows(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let view = self.file.get(&self.name)?;
+        let row_bytes = self.width * self.dtype.size_in_bytes();
+        let mut bytes = Vec::with_capacity(ids.len() * row_bytes);
+        for &id in ids {
+            let start = id as usize * row_bytes;
+            let row = view.data().get(start..start + row_bytes).ok_or_else(|| {
+                candle_core::Error::Msg(format!("token {id} is past the {} rows of {}", self.rows, self.name))
+            })?;
+            bytes.extend_from_slice(row);
+        }
+        Tensor::from_raw_buffer(&bytes, self.dtype, &[ids.len(), self.width], &Device::Cpu)?.to_dtype(DType::F32)
+    }
+}
+
 impl CheckpointTensors {
+    /// The 2-D table `name` read in place ([`MappedTable`]), where the checkpoint is mapped and
+    /// stores it in a float type.
+    pub fn mapped_table(&self, name: &str) -> candle_core::Result<Option<MappedTable>> {
+        let Self::Mapped { file, names } = self else { return Ok(None) };
+        if !names.contains(name) {
+            return Ok(None);
+        }
+        let view = file.get(name)?;
+        let dtype = DType::try_from(view.dtype())?;
+        match (view.shape(), dtype) {
+            (&[rows, width], DType::F32 | DType::F16 | DType::BF16) => {
+                Ok(Some(MappedTable { file: file.clone(), name: name.to_string(), dtype, rows, width }))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The tensor called `name` as plain f32 on `device` (no autograd variables: a `VarMap`
     /// keeps gradient bookkeeping alive, measured 4x the memory), or `None` when absent.
     pub fn get(&self, name: &str, device: &Device) -> candle_core::Result<Option<Tensor>> {
@@ -578,6 +630,29 @@ mod tests {
         let (rows, contiguous) = values(&file).unwrap();
         assert_eq!(rows, [[1., 3.], [2., 4.]]);
         assert!(contiguous, "an embedding table is looked up by rows");
+    }
+
+    /// A table read in place gives the rows the whole tensor gives, from f32, f16 and bf16
+    /// files, and refuses a row past its end.
+    #[test]
+    fn a_mapped_table_reads_the_rows_the_loaded_one_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Tensor::arange(0f32, 15.0, &Device::Cpu).unwrap().reshape((5, 3)).unwrap();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let path = dir.path().join(format!("{dtype:?}.safetensors"));
+            let stored = table.to_dtype(dtype).unwrap();
+            candle_core::safetensors::save(&HashMap::from([("t".to_string(), stored)]), &path).unwrap();
+            let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&path) }.unwrap();
+            let tensors = CheckpointTensors::Mapped { file: Arc::new(file), names: HashSet::from(["t".to_string()]) };
+            let mapped = tensors.mapped_table("t").unwrap().expect("a 2-D float table is mapped");
+            assert_eq!(mapped.dims(), (5, 3));
+            let rows = mapped.rows(&[4, 0, 4]).unwrap();
+            let held = tensors.get("t", &Device::Cpu).unwrap().unwrap();
+            let expected = held.index_select(&Tensor::new(&[4u32, 0, 4], &Device::Cpu).unwrap(), 0).unwrap();
+            assert_eq!(rows.to_vec2::<f32>().unwrap(), expected.to_vec2::<f32>().unwrap(), "{dtype:?}");
+            assert!(mapped.rows(&[5]).is_err(), "{dtype:?}: a row past the table");
+            assert!(tensors.mapped_table("absent").unwrap().is_none());
+        }
     }
 
     #[test]

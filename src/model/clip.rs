@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::checkpoint::CheckpointTensors;
+use super::checkpoint::{CheckpointTensors, MappedTable};
 use super::config::{Activation, AttentionalPool, Family, ModelConfig, TextConfig, VisionConfig};
 use super::device::Precision;
 use super::hf_text::HfTextTower;
@@ -55,7 +55,7 @@ impl Weights {
         self
     }
 
-    fn device(&self) -> &Device {
+    pub(super) fn device(&self) -> &Device {
         match self {
             Self::Checkpoint { device, .. } | Self::Random { device, .. } => device,
         }
@@ -67,6 +67,33 @@ impl Weights {
             candle_core::safetensors::save(&handed_out.borrow(), path)?;
         }
         Ok(())
+    }
+
+    /// A table of `shape` (rows, width) looked up by row: read in place from a mapped checkpoint
+    /// on the CPU (see [`MappedTable`]), else held as any weight is.
+    pub(super) fn table(&self, name: &str, shape: [usize; 2]) -> Result<TokenTable> {
+        if let Self::Checkpoint { tensors, device, source, dtype } = self {
+            let mapped = tensors
+                .mapped_table(name)
+                .map_err(|e| Error::BadCheckpoint { path: source.clone(), reason: format!("tensor `{name}`: {e}") })?;
+            match mapped {
+                Some(table) if device.is_cpu() && *dtype == DType::F32 => {
+                    let (rows, width) = table.dims();
+                    if [rows, width] != shape {
+                        return Err(Error::BadCheckpoint {
+                            path: source.clone(),
+                            reason: format!(
+                                "tensor `{name}` has shape {:?}, the model's config implies {shape:?}",
+                                [rows, width]
+                            ),
+                        });
+                    }
+                    return Ok(TokenTable::Mapped(table));
+                }
+                _ => {}
+            }
+        }
+        Ok(TokenTable::Held(self.get(name, &shape)?))
     }
 
     pub(super) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
@@ -90,6 +117,23 @@ impl Weights {
             });
         }
         Ok(t.to_dtype(dtype)?)
+    }
+}
+
+/// A text tower's token embeddings, looked up by token id.
+pub(super) enum TokenTable {
+    Held(Tensor),
+    Mapped(MappedTable),
+}
+
+impl TokenTable {
+    /// The rows of `ids` (u32, any shape, on the tower's device), as (number of ids, width).
+    pub(super) fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        let ids = ids.flatten_all()?;
+        Ok(match self {
+            Self::Held(table) => table.index_select(&ids, 0)?,
+            Self::Mapped(table) => table.rows(&ids.to_vec1::<u32>()?)?,
+        })
     }
 }
 
@@ -729,7 +773,7 @@ impl TextTower {
 /// The text transformer plus its projection: CLIP's causal one with `text_projection`, or
 /// SigLIP's bidirectional one with `head` (which has a bias).
 pub struct TransformerTextTower {
-    token_embedding: Tensor,
+    token_embedding: TokenTable,
     position_embedding: Tensor,
     /// CoCa's class token, appended after the text (see [`TextConfig::class_token`]): (1, dim).
     class_token: Option<Tensor>,
@@ -748,7 +792,7 @@ impl TransformerTextTower {
         let d = c.hidden_size;
         let shape = tower_shape!(c, layout);
         Ok(Self {
-            token_embedding: w.get(&format!("{p}.embeddings.token_embedding.weight"), &[c.vocab_size, d])?,
+            token_embedding: w.table(&format!("{p}.embeddings.token_embedding.weight"), [c.vocab_size, d])?,
             position_embedding: w
                 .get(&format!("{p}.embeddings.position_embedding.weight"), &[c.max_position_embeddings, d])?,
             class_token: c
@@ -798,7 +842,7 @@ impl TransformerTextTower {
                 Tensor::cat(&rows, 0)?
             }
             None => {
-                let x = self.token_embedding.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, d))?;
+                let x = self.token_embedding.rows(ids)?.reshape((batch, seq, d))?;
                 let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, seq)?)?;
                 let visibility = if self.causal { Visibility::Causal } else { Visibility::All };
                 self.encoder.forward_pooled(&x, visibility, end_positions)?
@@ -829,7 +873,7 @@ impl TransformerTextTower {
         }
         let seq = tokens.len() + 1;
         let device = ids.device();
-        let text = self.token_embedding.index_select(&Tensor::new(tokens.as_slice(), device)?, 0)?;
+        let text = self.token_embedding.rows(&Tensor::new(tokens.as_slice(), device)?)?;
         let text = text.broadcast_add(&self.position_embedding.narrow(0, 0, tokens.len())?)?;
         let class = class_token.broadcast_add(&self.position_embedding.narrow(0, context, 1)?)?;
         let x = Tensor::cat(&[&text, &class], 0)?.unsqueeze(0)?;

@@ -11,7 +11,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::clip::{tower_shape, EncoderLayer, LayerNorm, Linear, TowerShape, Weights};
+use super::clip::{tower_shape, EncoderLayer, LayerNorm, Linear, TokenTable, TowerShape, Weights};
 use super::config::{Activation, HfArchitecture, HfEncoder, HfPooler, HfProjection, ModelConfig};
 use super::kernels::{Epilogue, WeightLayout};
 use crate::error::{Error, Result};
@@ -32,7 +32,7 @@ enum Projection {
 }
 
 pub struct HfTextTower {
-    token_embedding: Tensor,
+    token_embedding: TokenTable,
     positions: Positions,
     /// Post-norm (BERT) or pre-norm (NLLB), as `encoder.architecture` says.
     layers: Vec<EncoderLayer>,
@@ -42,6 +42,7 @@ pub struct HfTextTower {
     pooler_dense: Option<Linear>,
     projection: Projection,
     encoder: HfEncoder,
+    device: Device,
 }
 
 impl HfTextTower {
@@ -76,7 +77,7 @@ impl HfTextTower {
             false => Positions::Sinusoidal,
         };
         Ok(Self {
-            token_embedding: w.get(&format!("{p}.embeddings.token_embedding.weight"), &[c.vocab_size, d])?,
+            token_embedding: w.table(&format!("{p}.embeddings.token_embedding.weight"), [c.vocab_size, d])?,
             positions,
             layers,
             final_norm: (!bert)
@@ -87,6 +88,7 @@ impl HfTextTower {
                 .transpose()?,
             projection,
             encoder,
+            device: w.device().clone(),
         })
     }
 
@@ -129,10 +131,10 @@ impl HfTextTower {
                 "the text's tokens are all padding, or it starts with one: the tokenizer is not the model's".into(),
             ));
         }
-        let device = self.token_embedding.device();
+        let device = &self.device;
         let at =
             |table: &Tensor, ids: &[u32]| -> Result<Tensor> { Ok(table.index_select(&Tensor::new(ids, device)?, 0)?) };
-        let tokens = (at(&self.token_embedding, &kept)? * self.encoder.embed_scale)?;
+        let tokens = (self.token_embedding.rows(&Tensor::new(kept.as_slice(), device)?)? * self.encoder.embed_scale)?;
         let x = match &self.positions {
             Positions::Learned { table, token_type, norm } => {
                 norm.forward(&(tokens + at(table, &positions)?)?.broadcast_add(token_type)?)?
