@@ -2,12 +2,13 @@
 //! into the hub's standard cache (`hub.rs`: `HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE`, `HF_TOKEN`
 //! honoured).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::clip::{Towers, TEXT_TOKEN_TABLE};
 use super::hub::HubRepo;
 use super::openclip::{self, OpenClipConfig};
 use crate::error::{Error, Result};
@@ -194,42 +195,70 @@ impl CheckpointFiles {
         })
     }
 
-    /// Opens the checkpoint's tensors for reading one by one, by `transformers`' names.
-    pub fn open_tensors(&self) -> Result<CheckpointTensors> {
+    /// Opens the checkpoint's tensors for reading one by one, by `transformers`' names; of a
+    /// checkpoint renamed at load, only those of `towers`.
+    pub fn open_tensors(&self, towers: Towers) -> Result<CheckpointTensors> {
         let bad = |e: candle_core::Error| Error::BadCheckpoint { path: self.weights.clone(), reason: e.to_string() };
-        if let Layout::OpenClip { .. } = self.layout {
-            let tensors = if self.weights.extension().is_some_and(|e| e == "safetensors") {
-                candle_core::safetensors::load(&self.weights, &Device::Cpu).map_err(bad)?.into_iter().collect()
-            } else {
-                read_pickled_state_dict(&self.weights).map_err(bad)?
-            };
-            return Ok(CheckpointTensors::Loaded(openclip::to_clip_names(tensors, &self.weights)?));
-        }
-        if self.weights.extension().is_some_and(|e| e == "safetensors") {
+        let safetensors = self.weights.extension().is_some_and(|e| e == "safetensors");
+        let mapped = || -> Result<Arc<candle_core::safetensors::MmapedSafetensors>> {
             // SAFETY: the mapping is read-only. Hub cache blobs are content-addressed and never
             // rewritten in place; a local checkpoint rewritten while it loads is not guarded.
-            let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&self.weights) }.map_err(bad)?;
-            let names: HashSet<String> = file.tensors().into_iter().map(|(name, _)| name).collect();
-            if !openclip::has_bert_text_names(names.iter()) {
-                return Ok(CheckpointTensors::Mapped { file: Arc::new(file), names });
+            Ok(Arc::new(unsafe { candle_core::safetensors::MmapedSafetensors::new(&self.weights) }.map_err(bad)?))
+        };
+        match (&self.layout, safetensors) {
+            // Renamed at load, all but the text tower's token table, which stays in the file.
+            (Layout::OpenClip { .. }, true) => {
+                let file = mapped()?;
+                let (tables, others): (Vec<String>, Vec<String>) = file
+                    .tensors()
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .filter(|name| openclip::is_of(name, towers))
+                    .partition(|name| openclip::is_token_table(name));
+                let others = others
+                    .into_iter()
+                    .map(|name| file.load(&name, &Device::Cpu).map(|tensor| (name, tensor)))
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .map_err(bad)?;
+                let in_place = tables.into_iter().map(|name| (TEXT_TOKEN_TABLE.to_string(), name)).collect();
+                Ok(CheckpointTensors {
+                    loaded: openclip::to_clip_names(others, &self.weights)?,
+                    mapped: Some((file, in_place)),
+                })
             }
-            let tensors =
-                candle_core::safetensors::load(&self.weights, &Device::Cpu).map_err(bad)?.into_iter().collect();
-            return Ok(CheckpointTensors::Loaded(openclip::with_bert_text_renamed(tensors, &self.weights)?));
+            (Layout::OpenClip { .. }, false) => {
+                let mut tensors = read_pickled_state_dict(&self.weights).map_err(bad)?;
+                tensors.retain(|(name, _)| openclip::is_of(name, towers));
+                Ok(CheckpointTensors::loaded(openclip::to_clip_names(tensors, &self.weights)?))
+            }
+            (Layout::HuggingFace { .. }, true) => {
+                let file = mapped()?;
+                let names: Vec<String> = file.tensors().into_iter().map(|(name, _)| name).collect();
+                if !openclip::has_bert_text_names(names.iter()) {
+                    return Ok(CheckpointTensors::in_place(file));
+                }
+                let tensors =
+                    candle_core::safetensors::load(&self.weights, &Device::Cpu).map_err(bad)?.into_iter().collect();
+                Ok(CheckpointTensors::loaded(openclip::with_bert_text_renamed(tensors, &self.weights)?))
+            }
+            (Layout::HuggingFace { .. }, false) => {
+                let tensors = read_torch_file(&self.weights, None).map_err(bad)?;
+                Ok(CheckpointTensors::loaded(openclip::with_bert_text_renamed(tensors, &self.weights)?))
+            }
         }
-        let tensors = read_torch_file(&self.weights, None).map_err(bad)?;
-        Ok(CheckpointTensors::Loaded(openclip::with_bert_text_renamed(tensors, &self.weights)?))
     }
 }
 
 /// A checkpoint's tensors, read one at a time as the model asks for them: a weight that is
 /// transposed or packed at load is then never held twice, and a 600 MB checkpoint is not first
 /// copied whole into memory (measured: ViT-B/32 load 3.4 s -> see benches/README.md).
-pub enum CheckpointTensors {
-    /// `model.safetensors`, memory-mapped.
-    Mapped { file: Arc<candle_core::safetensors::MmapedSafetensors>, names: HashSet<String> },
-    /// `pytorch_model.bin` (a pickle), read whole.
-    Loaded(HashMap<String, Tensor>),
+pub struct CheckpointTensors {
+    /// Read at load, by the towers' names: a pickle's tensors, and those renamed from another
+    /// layout (OpenCLIP's, Chinese-CLIP's BERT).
+    loaded: HashMap<String, Tensor>,
+    /// A memory-mapped `*.safetensors` and the tensors read from it where they lie: by the
+    /// towers' name, the name in the file.
+    mapped: Option<(Arc<candle_core::safetensors::MmapedSafetensors>, HashMap<String, String>)>,
 }
 
 /// A table whose rows are read from the memory-mapped checkpoint as they are asked for: a text
@@ -267,18 +296,26 @@ impl MappedTable {
 }
 
 impl CheckpointTensors {
+    fn loaded(loaded: HashMap<String, Tensor>) -> Self {
+        Self { loaded, mapped: None }
+    }
+
+    /// Every tensor of a mapped file, under its own name.
+    fn in_place(file: Arc<candle_core::safetensors::MmapedSafetensors>) -> Self {
+        let names = file.tensors().into_iter().map(|(name, _)| (name.clone(), name)).collect();
+        Self { loaded: HashMap::new(), mapped: Some((file, names)) }
+    }
+
     /// The 2-D table `name` read in place ([`MappedTable`]), where the checkpoint is mapped and
     /// stores it in a float type.
     pub fn mapped_table(&self, name: &str) -> candle_core::Result<Option<MappedTable>> {
-        let Self::Mapped { file, names } = self else { return Ok(None) };
-        if !names.contains(name) {
-            return Ok(None);
-        }
-        let view = file.get(name)?;
+        let Some((file, names)) = &self.mapped else { return Ok(None) };
+        let Some(stored) = names.get(name) else { return Ok(None) };
+        let view = file.get(stored)?;
         let dtype = DType::try_from(view.dtype())?;
         match (view.shape(), dtype) {
             (&[rows, width], DType::F32 | DType::F16 | DType::BF16) => {
-                Ok(Some(MappedTable { file: file.clone(), name: name.to_string(), dtype, rows, width }))
+                Ok(Some(MappedTable { file: file.clone(), name: stored.clone(), dtype, rows, width }))
             }
             _ => Ok(None),
         }
@@ -287,9 +324,9 @@ impl CheckpointTensors {
     /// The tensor called `name` as plain f32 on `device` (no autograd variables: a `VarMap`
     /// keeps gradient bookkeeping alive, measured 4x the memory), or `None` when absent.
     pub fn get(&self, name: &str, device: &Device) -> candle_core::Result<Option<Tensor>> {
-        let tensor = match self {
-            Self::Mapped { file, names } if names.contains(name) => file.load(name, &Device::Cpu)?,
-            Self::Loaded(tensors) if tensors.contains_key(name) => tensors[name].clone(),
+        let tensor = match (self.loaded.get(name), &self.mapped) {
+            (Some(tensor), _) => tensor.clone(),
+            (None, Some((file, names))) if names.contains_key(name) => file.load(&names[name], &Device::Cpu)?,
             _ => return Ok(None),
         };
         Ok(Some(tensor.to_dtype(DType::F32)?.to_device(device)?))
@@ -643,7 +680,7 @@ mod tests {
             let stored = table.to_dtype(dtype).unwrap();
             candle_core::safetensors::save(&HashMap::from([("t".to_string(), stored)]), &path).unwrap();
             let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(&path) }.unwrap();
-            let tensors = CheckpointTensors::Mapped { file: Arc::new(file), names: HashSet::from(["t".to_string()]) };
+            let tensors = CheckpointTensors::in_place(Arc::new(file));
             let mapped = tensors.mapped_table("t").unwrap().expect("a 2-D float table is mapped");
             assert_eq!(mapped.dims(), (5, 3));
             let rows = mapped.rows(&[4, 0, 4]).unwrap();

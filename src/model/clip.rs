@@ -120,6 +120,9 @@ impl Weights {
     }
 }
 
+/// The name every text tower loads its token table by (OpenCLIP's are renamed to it).
+pub const TEXT_TOKEN_TABLE: &str = "text_model.embeddings.token_embedding.weight";
+
 /// A text tower's token embeddings, looked up by token id.
 pub(super) enum TokenTable {
     Held(Tensor),
@@ -792,7 +795,7 @@ impl TransformerTextTower {
         let d = c.hidden_size;
         let shape = tower_shape!(c, layout);
         Ok(Self {
-            token_embedding: w.table(&format!("{p}.embeddings.token_embedding.weight"), [c.vocab_size, d])?,
+            token_embedding: w.table(TEXT_TOKEN_TABLE, [c.vocab_size, d])?,
             position_embedding: w
                 .get(&format!("{p}.embeddings.position_embedding.weight"), &[c.max_position_embeddings, d])?,
             class_token: c

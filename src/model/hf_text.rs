@@ -11,7 +11,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::clip::{tower_shape, EncoderLayer, LayerNorm, Linear, TokenTable, TowerShape, Weights};
+use super::clip::{tower_shape, EncoderLayer, LayerNorm, Linear, TokenTable, TowerShape, Weights, TEXT_TOKEN_TABLE};
 use super::config::{Activation, HfArchitecture, HfEncoder, HfPooler, HfProjection, ModelConfig};
 use super::kernels::{Epilogue, WeightLayout};
 use crate::error::{Error, Result};
@@ -77,7 +77,7 @@ impl HfTextTower {
             false => Positions::Sinusoidal,
         };
         Ok(Self {
-            token_embedding: w.table(&format!("{p}.embeddings.token_embedding.weight"), [c.vocab_size, d])?,
+            token_embedding: w.table(TEXT_TOKEN_TABLE, [c.vocab_size, d])?,
             positions,
             layers,
             final_norm: (!bert)

@@ -180,7 +180,7 @@ impl ModelSpec {
             true => tokenizer.pooled_after_the_text(),
             false => tokenizer,
         };
-        let weights = Weights::new(self.files.open_tensors()?, device, self.files.weights.clone())
+        let weights = Weights::new(self.files.open_tensors(towers)?, device, self.files.weights.clone())
             .in_dtype(self.precision.tensor_dtype(device));
         let model = ClipModel::load(&weights, &self.config, towers, self.precision)?;
         Ok(Clip {

@@ -20,6 +20,7 @@ use std::path::Path;
 use candle_core::Tensor;
 use serde::Deserialize;
 
+use super::clip::Towers;
 use super::config::{read_json, Alpha, CropRounding, Family, HfArchitecture, ModelConfig, PreprocessConfig, Resample};
 use super::text_cleaning::TextCleaning;
 use crate::error::{Error, Result};
@@ -846,6 +847,31 @@ fn fuse_timm_attention_pool(tensors: &mut HashMap<String, Tensor>) -> candle_cor
         }
     }
     Ok(())
+}
+
+/// Whether an OpenCLIP tensor is needed for `towers`: the image tower's are under `visual.`,
+/// the text tower's are the others, and the logit scale and bias go with either.
+pub fn is_of(name: &str, towers: Towers) -> bool {
+    let name = name.strip_prefix("module.").unwrap_or(name);
+    let image = name.starts_with("visual.");
+    match towers {
+        Towers::Both => true,
+        Towers::Image => image || name.starts_with("logit_"),
+        Towers::Text => !image,
+    }
+}
+
+/// Whether an OpenCLIP tensor is the text tower's token table (which [`to_clip_names`] renames
+/// to `TEXT_TOKEN_TABLE`): open_clip's own tower's, or a Hugging Face tower's (BERT's
+/// `word_embeddings`, NLLB's `embed_tokens`).
+pub fn is_token_table(name: &str) -> bool {
+    matches!(
+        name.strip_prefix("module.").unwrap_or(name),
+        "token_embedding.weight"
+            | "text.token_embedding.weight"
+            | "text.transformer.embeddings.word_embeddings.weight"
+            | "text.transformer.embed_tokens.weight"
+    )
 }
 
 /// Whether a Hugging Face checkpoint's text tower is a BERT under `transformers`' names

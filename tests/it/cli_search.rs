@@ -394,6 +394,40 @@ fn reverse_search_and_more_like_this() {
     }
 }
 
+/// An OpenCLIP SigLIP library: `index` loads the image tower alone and `search` the text tower
+/// alone (each reading only its own tensors), and every hit's score is the cosine of
+/// open_clip's two embeddings, with SigLIP's probability beside it.
+#[test]
+fn an_openclip_siglip_library_scores_hits_as_open_clip_embeds_them() {
+    let text = "A_CAT, on the BEACH!!";
+    for model in ["tiny-openclip-siglip", "tiny-openclip-siglip2"] {
+        let reference = common::reference(model);
+        let tmp = tempfile::tempdir().unwrap();
+        let photos = tmp.path().join("photos");
+        std::fs::create_dir_all(&photos).unwrap();
+        for name in ["astronaut.jpg", "coffee.png", "chelsea_progressive.jpg"] {
+            std::fs::copy(image_path(name), photos.join(name)).unwrap();
+        }
+        let data = tmp.path().join("data");
+        json(imgsearch(&data).arg("index").arg(&photos).arg("--model").arg(model_dir(model)).arg("--json"));
+        let hits = json(imgsearch(&data).args(["search", text, "--json"]));
+        assert_eq!(hits.as_array().unwrap().len(), 3, "{model}: {hits}");
+        for hit in hits.as_array().unwrap() {
+            let name = hit["path"].as_str().unwrap().rsplit('/').next().unwrap();
+            let cosine = common::cosine(&reference.text_embeds[text], &reference.image_embeds[name]);
+            let (score, prob) = (hit["score"].as_f64().unwrap() as f32, hit["prob"].as_f64().unwrap() as f32);
+            // The picture is decoded and resized here, by PIL there: embeddings at cosine 0.9999
+            // move a cosine with another unit vector by up to sqrt(2 * 1e-4) = 0.014.
+            assert!((score - cosine).abs() < 0.015, "{model}: {name} scored {score}, open_clip's cosine {cosine}");
+            // sigmoid(cosine * exp(scale) + bias) moves by exp(scale) p (1 - p) per unit of cosine,
+            // and the fixtures' exp(scale) is under 14.
+            let expected = reference.probs[text][name];
+            let slack = 0.015 * 14.0 * expected * (1.0 - expected) + 1e-6;
+            assert!((prob - expected).abs() <= slack, "{model}: {name} p {prob} vs {expected}");
+        }
+    }
+}
+
 #[test]
 fn search_before_indexing_says_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
