@@ -80,13 +80,7 @@ impl Weights {
                 Some(table) if device.is_cpu() && *dtype == DType::F32 => {
                     let (rows, width) = table.dims();
                     if [rows, width] != shape {
-                        return Err(Error::BadCheckpoint {
-                            path: source.clone(),
-                            reason: format!(
-                                "tensor `{name}` has shape {:?}, the model's config implies {shape:?}",
-                                [rows, width]
-                            ),
-                        });
+                        return Err(wrong_shape(source, name, &[rows, width], &shape));
                     }
                     return Ok(TokenTable::Mapped(table));
                 }
@@ -111,12 +105,16 @@ impl Weights {
             reason: format!("tensor `{name}` is missing (does the model's config describe these weights?)"),
         })?;
         if t.dims() != shape {
-            return Err(Error::BadCheckpoint {
-                path: source.clone(),
-                reason: format!("tensor `{name}` has shape {:?}, the model's config implies {shape:?}", t.dims()),
-            });
+            return Err(wrong_shape(source, name, t.dims(), shape));
         }
         Ok(t.to_dtype(dtype)?)
+    }
+}
+
+fn wrong_shape(source: &std::path::Path, name: &str, found: &[usize], expected: &[usize]) -> Error {
+    Error::BadCheckpoint {
+        path: source.to_owned(),
+        reason: format!("tensor `{name}` has shape {found:?}, the model's config implies {expected:?}"),
     }
 }
 
