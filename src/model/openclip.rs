@@ -396,12 +396,12 @@ fn siglip_config(
     let mut shape = match table["models"].get(timm_name).and_then(|s| s.as_object()) {
         Some(shape) => shape.clone(),
         None => {
-            let names: Vec<&String> = table["models"].as_object().expect("a table").keys().collect();
+            let names: Vec<&str> = table["models"].as_object().expect("a table").keys().map(String::as_str).collect();
             return Err(v.bad(format!(
                 "OpenCLIP vision option timm_model_name=\"{timm_name}\" is not supported: image towers from timm run \
                  for SigLIP's ViTs ({}), not ConvNeXt, EVA or other timm towers. SigLIP and SigLIP 2 are also on the \
                  hub in Hugging Face's format as google/siglip-*, google/siglip2-*",
-                names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+                names.join(", ")
             )));
         }
     };
@@ -498,7 +498,14 @@ fn siglip_text(m: &OpenClipModelConfig, t: &Options) -> Result<serde_json::Value
         (true, None) => "quick_gelu",
         (false, None | Some(Some("none"))) => "gelu",
         (false, Some(Some("tanh"))) => "gelu_pytorch_tanh",
-        _ => return Err(t.bad(format!("text act_kwargs {:?} are not supported", t.get("act_kwargs")))),
+        _ => {
+            let kwargs = t.get("act_kwargs").map(|v| v.to_string()).unwrap_or_default();
+            return Err(t.bad(format!(
+                "text act_kwargs {kwargs} with quick_gelu {} are not supported (approximate \"none\" or \"tanh\" \
+                 with GELU)",
+                m.quick_gelu
+            )));
+        }
     };
     let layer_norm_eps = match t.kwargs("norm_kwargs", &["eps"])?.and_then(|kwargs| kwargs.get("eps")) {
         None => 1e-5,
