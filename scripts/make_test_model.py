@@ -468,6 +468,29 @@ OPENCLIP_CONFIGS = {
 }
 
 
+# Two shapes of OpenCLIP's `ModifiedResNet` (OpenAI's RN50 family, RemoteCLIP-RN50): blocks with
+# and without a shortcut projection, a picture size that is a multiple of 32 and one that is not
+# (each stage's average pool drops the odd row and column, as torch's does).
+RESNET_CONFIGS = {
+    "tiny-openclip-rn-quickgelu": dict(
+        model_cfg=dict(embed_dim=48, quick_gelu=True,
+                       vision_cfg=dict(image_size=96, layers=[2, 1, 1, 1], width=12, head_width=32, patch_size=None),
+                       text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2)),
+        preprocess_cfg=dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
+                            interpolation="bicubic", resize_mode="shortest"),
+        layout="hub",
+    ),
+    "tiny-openclip-rn-gelu": dict(
+        model_cfg=dict(embed_dim=40,
+                       vision_cfg=dict(image_size=80, layers=[1, 2, 1, 2], width=8, head_width=16, patch_size=None),
+                       text_cfg=dict(context_length=32, vocab_size=49408, width=24, heads=3, layers=3)),
+        preprocess_cfg=dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
+                            interpolation="bicubic", resize_mode="shortest"),
+        layout="bare",
+    ),
+}
+
+
 # Two CoCa shapes (OpenCLIP's `CoCa`: the attentional pooler over the image tokens, a class token
 # after the text; the captioning decoder is in the checkpoint, unused for embeddings): one whose
 # pooler keys have the embedding's width (torch packs q, k and v), one whose are wider (and with
@@ -506,6 +529,30 @@ COCA_CONFIGS = {
 }
 
 
+def calibrate_batch_norms(model, transform, images):
+    """A ResNet made smooth as trained ones are. Its batch-norm statistics are measured on the
+    fixture photos (with made-up ones the picture's signal fades through the blocks and every
+    photo embeds alike), and the norm that ends each block's branch is scaled down, as
+    `zero_init_residual` starts it, so that each block nudges its input rather than replacing
+    it (a random net that replaces it is chaotic: half an 8-bit step of noise on the pixels
+    moved its embeddings to cosine 0.99)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if not norms:
+        return
+    with torch.no_grad():
+        for name, p in model.visual.named_parameters():
+            if name.startswith("layer") and name.endswith("bn3.weight"):
+                p.mul_(0.25)
+    batch = torch.stack([transform(Image.open(FIXTURES / "images" / n).convert("RGB")) for n in images])
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the batch
+    model.visual.train()
+    with torch.no_grad():
+        model.visual(batch)
+    model.visual.eval()
+
+
 def openclip_image_references(model, transform, images):
     """open_clip's preprocessed pixels and image embeddings of the fixture photos."""
     pixels, image_embeds = {}, {}
@@ -537,6 +584,7 @@ def make_openclip(images, configs=OPENCLIP_CONFIGS):
         transform = open_clip.image_transform(spec["model_cfg"]["vision_cfg"]["image_size"], is_train=False,
                                               mean=pre["mean"], std=pre["std"], interpolation=pre["interpolation"],
                                               resize_mode=pre["resize_mode"])
+        calibrate_batch_norms(model, transform, images)
         tokenizer = open_clip.get_tokenizer(name)
         if spec["layout"] == "hub":
             # As `open_clip.push_to_hf_hub` writes it (no tokenizer.json: the CLIP BPE is built in).
@@ -545,8 +593,9 @@ def make_openclip(images, configs=OPENCLIP_CONFIGS):
                 indent=2))
             # In half precision, as many hub checkpoints are: the loader widens it, and the
             # references are computed from the same rounded weights.
-            half = {k: v.half() for k, v in model.state_dict().items()}
-            model.load_state_dict({k: v.float() for k, v in half.items()})
+            # (Integer buffers, a batch norm's count of batches, stay as they are.)
+            half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half.items()})
             save_weights(half, model_dir, "safetensors", "open_clip_model.safetensors")
         else:
             # As RemoteCLIP ships it: a torch.save'd state dict beside nothing else, wrapped the way
@@ -1022,7 +1071,7 @@ def save_weights(state, model_dir, kind, name=None):
 
 def main():
     families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip",
-                                "metaclip2"]
+                                "metaclip2", "openclip-resnet"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
@@ -1030,7 +1079,8 @@ def main():
     images = sorted(p.name for p in image_dir.iterdir() if p.is_file()) if image_dir.is_dir() else write_images()
     makers = dict(clip=make_clip, siglip=make_siglip, openclip=make_openclip,
                   coca=lambda images: make_openclip(images, COCA_CONFIGS), **{"hf-text": make_openclip_hf_text, "chinese-clip": make_chinese_clip,
-                     "openclip-siglip": make_openclip_siglip, "metaclip2": make_metaclip2})
+                     "openclip-siglip": make_openclip_siglip, "metaclip2": make_metaclip2,
+                     "openclip-resnet": lambda images: make_openclip(images, RESNET_CONFIGS)})
     for family in families:
         makers[family](images)
 

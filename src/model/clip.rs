@@ -17,6 +17,7 @@ use super::device::Precision;
 use super::hf_text::HfTextTower;
 use super::kernels::amx::Split;
 use super::kernels::{self, Epilogue, LinearWeight, WeightLayout};
+use super::resnet::ResNetTower;
 use crate::error::{Error, Result};
 
 /// Hands out the checkpoint's tensors by their Hugging Face names, checking shapes.
@@ -161,7 +162,7 @@ impl Linear {
     }
 
     /// `weight` in Hugging Face layout (out_dim, in_dim); no bias: zeros.
-    fn from_parts(weight: &Tensor, bias: Option<Tensor>, layout: WeightLayout) -> Result<Self> {
+    pub(super) fn from_parts(weight: &Tensor, bias: Option<Tensor>, layout: WeightLayout) -> Result<Self> {
         let bias = match bias {
             Some(bias) => bias,
             None => Tensor::zeros(weight.dim(0)?, weight.dtype(), weight.device())?,
@@ -382,7 +383,7 @@ impl EncoderLayer {
 
 /// One (already scaled) query per sequence, `query` (batch, dim), attending over `keys` and
 /// `values` (batch, seq, dim); `mask` (batch, 1, 1, seq) is added to the scores. → (batch, dim).
-fn attend_from_one_query(
+pub(super) fn attend_from_one_query(
     query: &Tensor,
     keys: &Tensor,
     values: &Tensor,
@@ -603,7 +604,7 @@ enum VisionPooling {
 }
 
 /// The ViT image tower with its pooling.
-pub struct VisionTower {
+pub struct VitTower {
     /// The stride-`patch` conv as a linear layer over unfolded patches (channels * patch * patch → hidden).
     patch_embedding: Linear,
     /// CLIP's class token, prepended to the patches; SigLIP has none.
@@ -626,12 +627,16 @@ fn f16_off_gpu() -> Error {
     Error::Precision { requested: "f16", reason: crate::model::device::F16_CPU }
 }
 
+/// An image tower: `forward(pixels)` → (batch, embedding dim), not normalised.
+pub enum VisionTower {
+    /// CLIP's, SigLIP's and OpenCLIP's ViTs.
+    Vit(VitTower),
+    /// OpenCLIP's `ModifiedResNet` (OpenAI's RN50 and its kin).
+    ResNet(ResNetTower),
+}
+
 impl VisionTower {
     fn load(w: &Weights, config: &ModelConfig, precision: Precision) -> Result<Self> {
-        let c = &config.vision_config;
-        let p = "vision_model";
-        let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
-        let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
         // Pictures come in batches (hundreds of rows per layer). In f32, on AMX the three-way
         // bf16 split (near-f32 accuracy, faster than f32 FMAs); on other CPUs the f32 panels of
         // our AVX-512 / AVX2 / NEON kernels (on x86 ahead of candle's `gemm` at every batch,
@@ -651,6 +656,27 @@ impl VisionTower {
             Precision::Bf16 => bf16_layout()?,
             Precision::F16 => return Err(f16_off_gpu()),
         };
+        Ok(match config.vision_config.resnet {
+            Some(shape) => Self::ResNet(ResNetTower::load(w, config, shape, layout)?),
+            None => Self::Vit(VitTower::load(w, config, layout)?),
+        })
+    }
+
+    /// `pixels`: (batch, channels, image_size, image_size) → (batch, embedding dim), not normalised.
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Vit(tower) => tower.forward(pixels),
+            Self::ResNet(tower) => tower.forward(pixels),
+        }
+    }
+}
+
+impl VitTower {
+    fn load(w: &Weights, config: &ModelConfig, layout: WeightLayout) -> Result<Self> {
+        let c = &config.vision_config;
+        let p = "vision_model";
+        let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
+        let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
         let shape = tower_shape!(c, layout);
         let siglip = config.family == Family::Siglip;
         let patch_bias = siglip.then(|| w.get(&format!("{p}.embeddings.patch_embedding.bias"), &[d])).transpose()?;
@@ -685,7 +711,7 @@ impl VisionTower {
     }
 
     /// `pixels`: (batch, channels, image_size, image_size) → (batch, embedding dim), not normalised.
-    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let (batch, ch, h, w) = pixels.dims4()?;
         if ch != c.num_channels || h != c.image_size || w != c.image_size {

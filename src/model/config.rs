@@ -218,6 +218,50 @@ pub struct VisionConfig {
     /// first one's output, normalised, is projected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attentional_pool: Option<AttentionalPool>,
+    /// OpenCLIP's `ModifiedResNet` (OpenAI's RN50, RN101, RN50x4 … and the CLIPs trained like
+    /// them) in place of the ViT. `hidden_size` and `num_attention_heads` then describe its
+    /// attention pool, `patch_size` is 32 (how much smaller than the picture the pooled grid is),
+    /// and the transformer's other fields are unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resnet: Option<ResNetShape>,
+}
+
+/// The shape of a `ModifiedResNet`: a three-conv stem of `width / 2`, `width / 2` and `width`
+/// channels, then four stages of `layers[i]` bottleneck blocks, the i-th `width << i` wide
+/// inside and four times that at its output (so the attention pool sees `32 * width`).
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
+pub struct ResNetShape {
+    pub layers: [usize; 4],
+    pub width: usize,
+}
+
+impl ResNetShape {
+    /// The side of the grid the attention pool sees for pictures `image_size` wide: the stem's
+    /// stride-2 conv (padded by 1) and 2×2 average pool, then each later stage's 2×2 pool.
+    pub fn pooled_grid(&self, image_size: usize) -> usize {
+        image_size.div_ceil(2) / 2 / 8
+    }
+
+    /// How many numbers the tower holds (its batch norms' statistics are not parameters),
+    /// ending in an attention pool over `image_size` pictures to `output` wide embeddings.
+    fn parameter_count(&self, image_size: usize, output: usize) -> usize {
+        let (w, half) = (self.width, self.width / 2);
+        let conv_bn = |inputs: usize, outputs: usize, kernel: usize| inputs * outputs * kernel * kernel + 2 * outputs;
+        let mut count = conv_bn(3, half, 3) + conv_bn(half, half, 3) + conv_bn(half, w, 3);
+        let mut inputs = w;
+        for (stage, &blocks) in self.layers.iter().enumerate() {
+            let planes = w << stage;
+            for block in 0..blocks {
+                count += conv_bn(inputs, planes, 1) + conv_bn(planes, planes, 3) + conv_bn(planes, 4 * planes, 1);
+                if block == 0 && (stage > 0 || inputs != 4 * planes) {
+                    count += conv_bn(inputs, 4 * planes, 1);
+                }
+                inputs = 4 * planes;
+            }
+        }
+        let (e, grid) = (32 * w, image_size / 32);
+        count + (grid * grid + 1) * e + 3 * (e * e + e) + e * output + output
+    }
 }
 
 /// The shape of OpenCLIP's `AttentionalPooler`: `queries` learned queries of the embedding's
@@ -283,15 +327,21 @@ impl ModelConfig {
         let layer = |d: usize, i: usize| 4 * (d * d + d) + 2 * 2 * d + (d * i + i) + (i * d + d);
         let v = &self.vision_config;
         let (d, i) = (v.hidden_size, v.intermediate_size);
-        let patches = v.num_patches() + usize::from(!siglip);
-        let mut vision =
-            d * v.num_channels * v.patch_size * v.patch_size + patches * d + v.num_hidden_layers * layer(d, i);
-        vision += 2 * d; // post norm
-        vision += if siglip {
-            // bias of the patch conv; probe, in/out projections, norm and MLP of the pooling head
-            d + d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * i + i) + (i * d + d)
-        } else {
-            d + 2 * d + d * self.projection_dim // class token, pre norm, projection
+        let vit = || {
+            let patches = v.num_patches() + usize::from(!siglip);
+            let body =
+                d * v.num_channels * v.patch_size * v.patch_size + patches * d + v.num_hidden_layers * layer(d, i);
+            let ends = if siglip {
+                // bias of the patch conv; probe, in/out projections, norm and MLP of the pooling head
+                d + d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * i + i) + (i * d + d)
+            } else {
+                d + 2 * d + d * self.projection_dim // class token, pre norm, projection
+            };
+            body + 2 * d + ends // 2 * d: the post norm
+        };
+        let vision = match &v.resnet {
+            Some(resnet) => resnet.parameter_count(v.image_size, self.projection_dim),
+            None => vit(),
         };
         let t = &self.text_config;
         let (d, i, width) = (t.hidden_size, t.intermediate_size, self.projection_dim);
@@ -339,15 +389,34 @@ impl ModelConfig {
                 return bad(format!("{tower} hidden_size {hidden} is not divisible by num_attention_heads {heads}"));
             }
         }
+        if let Some(resnet) = &v.resnet {
+            let grid = resnet.pooled_grid(v.image_size);
+            if resnet.width < 2 || resnet.width % 2 != 0 || resnet.layers.contains(&0) {
+                return bad(format!(
+                    "a ResNet image tower needs an even width (got {}) and at least one block per stage (layers {:?})",
+                    resnet.width, resnet.layers
+                ));
+            }
+            if grid == 0 || grid != v.image_size / 32 || v.patch_size != 32 || v.hidden_size != 32 * resnet.width {
+                return bad(format!(
+                    "a ResNet image tower of width {} pools a {grid}×{grid} grid of {}-wide features from                      {}-pixel pictures, which its attention pool (image_size / 32 = {}, {} wide) does not fit",
+                    resnet.width,
+                    32 * resnet.width,
+                    v.image_size,
+                    v.image_size / 32,
+                    v.hidden_size
+                ));
+            }
+        }
+        let vit_mlp = if v.resnet.is_some() { None } else { Some(("vision intermediate_size", v.intermediate_size)) };
         let sizes = [
             ("vision hidden_size", v.hidden_size),
-            ("vision intermediate_size", v.intermediate_size),
             ("text hidden_size", t.hidden_size),
             ("text intermediate_size", t.intermediate_size),
             ("text vocab_size", t.vocab_size),
             ("projection_dim", self.projection_dim),
         ];
-        if let Some((name, _)) = sizes.iter().find(|(_, size)| *size == 0) {
+        if let Some((name, _)) = sizes.iter().chain(&vit_mlp).find(|(_, size)| *size == 0) {
             return bad(format!("{name} is 0: a tower needs some width"));
         }
         if v.num_channels != 3 {

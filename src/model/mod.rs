@@ -11,6 +11,7 @@ mod hub;
 pub mod kernels;
 pub mod openclip;
 pub mod preprocess;
+mod resnet;
 mod text_cleaning;
 pub mod tokenizer;
 

@@ -11,8 +11,9 @@
 //! and runs in `hf_text.rs`, under the same layer names. OpenCLIP's SigLIP and SigLIP 2 pair
 //! one of timm's SigLIP ViTs (`SiglipVisionModel` under timm's names) with open_clip's own text
 //! transformer made bidirectional: they translate into a `SiglipModel` config the same way.
-//! Other timm towers, other Hugging Face models, ResNets, and the rarer ViT options are refused
-//! by name instead of running wrong.
+//! OpenAI's ResNets (`ModifiedResNet`: RN50, RN101, RN50x4 …) have no `transformers` class; they
+//! keep open_clip's names and run in `resnet.rs`. Other timm towers, other Hugging Face models,
+//! and the rarer ViT options are refused by name instead of running wrong.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,8 +27,8 @@ use super::text_cleaning::TextCleaning;
 use crate::error::{Error, Result};
 
 /// The architectures a bare state dict can name, copied verbatim from open-clip-torch 2.32's
-/// `model_configs/` (the ViT towers with OpenAI's text tower, CoCa's, and those with an
-/// XLM-RoBERTa, NLLB or RoBERTa text tower, whose config.json and tokenizer come from the hub).
+/// `model_configs/` (the ViT and ResNet towers with OpenAI's text tower, CoCa's, and those with
+/// an XLM-RoBERTa, NLLB or RoBERTa text tower, whose config.json and tokenizer come from the hub).
 const BUILTIN_ARCHS: &str = include_str!("openclip_archs.json");
 
 /// OpenCLIP's `model_cfg`: what `open_clip.create_model` builds.
@@ -320,9 +321,6 @@ fn clip_config(
         };
         t.refuse_unless("tokenizer_kwargs", default_cleaning)?;
     }
-    if v.get("layers").is_some_and(|l| l.is_array()) {
-        return Err(v.bad("OpenCLIP ResNet image towers are not supported, only ViT ones".into()));
-    }
     let v_width = v.size("width", 768.0)?;
     let head_width = v.size("head_width", 64.0)?;
     if head_width == 0 {
@@ -350,17 +348,45 @@ fn clip_config(
             Some(text) => text,
             None => clip_text()?,
         },
-        "vision_config": {
-            "hidden_size": v_width,
-            "intermediate_size": (v_width as f64 * v.num("mlp_ratio", 4.0)?) as usize,
-            "num_hidden_layers": v.size("layers", 12.0)?,
-            "num_attention_heads": v_width / head_width,
-            "image_size": v.square("image_size", 224.0)?,
-            "patch_size": v.square("patch_size", 16.0)?,
-            "hidden_act": activation,
-            "layer_norm_eps": 1e-5,
-            "attentional_pool": attentional_pool.transpose()?,
+        "vision_config": match v.get("layers").and_then(|l| l.as_array()) {
+            Some(stages) => resnet_vision(v, stages, v_width, head_width)?,
+            None => serde_json::json!({
+                "hidden_size": v_width,
+                "intermediate_size": (v_width as f64 * v.num("mlp_ratio", 4.0)?) as usize,
+                "num_hidden_layers": v.size("layers", 12.0)?,
+                "num_attention_heads": v_width / head_width,
+                "image_size": v.square("image_size", 224.0)?,
+                "patch_size": v.square("patch_size", 16.0)?,
+                "hidden_act": activation,
+                "layer_norm_eps": 1e-5,
+                "attentional_pool": attentional_pool.transpose()?,
+            }),
         },
+    }))
+}
+
+/// OpenCLIP's `ModifiedResNet` image tower (`layers` a list of four block counts) as a vision
+/// config: open_clip gives its attention pool `32 * width` channels in heads of `head_width`.
+fn resnet_vision(
+    v: &Options,
+    stages: &[serde_json::Value],
+    width: usize,
+    head_width: usize,
+) -> Result<serde_json::Value> {
+    let layers: Vec<usize> = stages.iter().map(|n| v.whole(v.number("layers", n)?, "layers")).collect::<Result<_>>()?;
+    let layers: [usize; 4] = layers.try_into().map_err(|_| {
+        v.bad(format!("a ResNet image tower has four stages, not layers={}", serde_json::Value::from(stages)))
+    })?;
+    Ok(serde_json::json!({
+        "hidden_size": 32 * width,
+        "intermediate_size": 0,
+        "num_hidden_layers": 0,
+        "num_attention_heads": 32 * width / head_width,
+        "image_size": v.square("image_size", 224.0)?,
+        "patch_size": 32,
+        "hidden_act": "relu",
+        "layer_norm_eps": 1e-5,
+        "resnet": {"layers": layers, "width": width},
     }))
 }
 
@@ -670,8 +696,16 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
     let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
     let candle = |e: candle_core::Error| bad(e.to_string());
     let mut out = HashMap::with_capacity(tensors.len() + 64);
+    let resnet = tensors.iter().any(|(name, _)| is_resnet_tensor(name));
     for (name, tensor) in tensors {
         let name = name.strip_prefix("module.").unwrap_or(&name);
+        // A ResNet image tower has no counterpart in `transformers`: it keeps open_clip's names.
+        if let Some(rest) = name.strip_prefix("visual.").filter(|_| resnet) {
+            if !rest.ends_with(".num_batches_tracked") {
+                out.insert(format!("vision_model.{rest}"), tensor);
+            }
+            continue;
+        }
         // CoCa's captioning decoder plays no part in embeddings.
         if name.starts_with("text_decoder.") {
             continue;
@@ -766,6 +800,12 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
     fold_layer_scales(&mut out).map_err(candle)?;
     fuse_timm_attention_pool(&mut out).map_err(candle)?;
     Ok(out)
+}
+
+/// Whether a tensor is one of a `ModifiedResNet` image tower's (its attention pool's, which no
+/// ViT has).
+fn is_resnet_tensor(name: &str) -> bool {
+    name.strip_prefix("module.").unwrap_or(name).starts_with("visual.attnpool.")
 }
 
 /// A fused attention projection, [q; k; v] stacked on the first axis, as the three of
@@ -1053,6 +1093,17 @@ mod tests {
                 }
                 None => assert_eq!((hf_text, t.max_position_embeddings), (false, 77), "{arch}"),
             }
+            assert_eq!(v.resnet.is_some(), arch.starts_with("RN"), "{arch}");
+            // sum(p.numel() for p in open_clip.create_model(arch).parameters()), open-clip-torch 2.32.
+            let open_clips_count = match arch.trim_end_matches("-quickgelu") {
+                "RN50" => 102_007_137,
+                "RN101" => 119_688_033,
+                "RN50x4" => 178_300_601,
+                "RN50x16" => 290_979_217,
+                "RN50x64" => 623_258_305,
+                _ => continue,
+            };
+            assert_eq!(config.parameter_count(), open_clips_count, "{arch}");
         }
     }
 

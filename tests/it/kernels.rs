@@ -1,10 +1,12 @@
-//! The CPU kernels (fused activation, in-place attention, layer norm, linear layers) compute what candle's generic ops do.
+//! The CPU kernels (fused activation, in-place attention, layer norm, linear layers, the ResNet's
+//! neighbourhoods and pooling) compute what candle's generic ops do.
 
 use candle_core::{DType, Device, Tensor, D};
 use imgsearch::model::config::Activation;
 use imgsearch::model::kernels::{
-    activate, activate_generic, amx, attention, attention_from_parts, attention_generic, bf16_pairs, layer_norm,
-    layer_norm_generic, linear, Epilogue, LinearWeight, WeightLayout,
+    activate, activate_generic, amx, attention, attention_from_parts, attention_generic, average_pool,
+    average_pool_generic, bf16_pairs, layer_norm, layer_norm_generic, linear, neighbourhoods, neighbourhoods_generic,
+    Epilogue, LinearWeight, WeightLayout,
 };
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -20,6 +22,34 @@ fn fused_activations_equal_candle_ops() {
         let fresh = x.copy().unwrap(); // activate overwrites its input on CPU
         let d = max_abs_diff(&activate(fresh, act).unwrap(), &expected);
         assert!(d < 1e-5, "{act:?}: max diff {d}");
+    }
+}
+
+/// A 3×3 conv padded by 1 as a product over each pixel's neighbourhood (channels last), and
+/// average pooling, equal candle's NCHW `conv2d` and `avg_pool2d`: on odd sizes, both strides.
+#[test]
+fn resnet_neighbourhoods_and_pooling_equal_candle_conv_and_pool() {
+    let cpu = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (2, 7, 9, 5), &cpu).unwrap(); // (batch, height, width, channels)
+    let nchw = x.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+    let w = Tensor::randn(0f32, 1.0, (6, 5, 3, 3), &cpu).unwrap();
+    let w_rows = w.permute((0, 2, 3, 1)).unwrap().reshape((6, 45)).unwrap().t().unwrap();
+    for stride in [1, 2] {
+        let expected = nchw.conv2d(&w, 1, stride, 1, 1).unwrap().permute((0, 2, 3, 1)).unwrap();
+        for (path, rows) in [("cpu", neighbourhoods(&x, stride)), ("generic", neighbourhoods_generic(&x, stride))] {
+            let rows = rows.unwrap();
+            let (b, h, wd, k) = rows.dims4().unwrap();
+            let got = rows.reshape((b * h * wd, k)).unwrap().matmul(&w_rows).unwrap().reshape((b, h, wd, 6)).unwrap();
+            let d = max_abs_diff(&got, &expected.contiguous().unwrap());
+            assert!(d < 1e-4, "{path} stride {stride}: max diff {d}");
+        }
+    }
+    for size in [1, 2, 3] {
+        let expected = nchw.avg_pool2d(size).unwrap().permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+        for (path, got) in [("cpu", average_pool(&x, size)), ("generic", average_pool_generic(&x, size))] {
+            let d = max_abs_diff(&got.unwrap(), &expected);
+            assert!(d < 1e-5, "{path} pool {size}: max diff {d}");
+        }
     }
 }
 

@@ -247,6 +247,11 @@ fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
     std::fs::copy(&bare, &named).unwrap();
     let stderr = embed(named.to_str().unwrap(), &[]);
     assert!(stderr.contains("shape") && !stderr.contains("--arch"), "the name's ViT-B-32 was not used: {stderr}");
+    // A ResNet's name (RemoteCLIP-RN50.pt) names RN50, whose shapes the tiny ResNet's are not.
+    let resnet = tmp.path().join("RemoteCLIP-RN50.pt");
+    std::fs::copy(model_dir("tiny-openclip-rn-gelu").join("tiny-openclip-rn-gelu.pt"), &resnet).unwrap();
+    let stderr = embed(resnet.to_str().unwrap(), &[]);
+    assert!(stderr.contains("shape") && !stderr.contains("--arch"), "the name's RN50 was not used: {stderr}");
 
     // NaFlex SigLIP 2, an unknown model type, and an OpenCLIP tower built from timm.
     let folder = |name: &str, file: &str, content: Value| {

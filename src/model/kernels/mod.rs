@@ -78,9 +78,11 @@ mod attention;
 pub mod bf16_pairs;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod grid;
 mod linear;
 mod runs;
 pub use attention::{attention, attention_from_parts, attention_generic, attention_masked};
+pub use grid::{average_pool, average_pool_generic, neighbourhoods, neighbourhoods_generic};
 pub use linear::{bf16_layout, linear, linear_split, Epilogue, LinearWeight, WeightLayout};
 
 use super::config::Activation;

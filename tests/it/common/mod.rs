@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 16] = [
+pub const PARITY_MODELS: [&str; 18] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -35,6 +35,8 @@ pub const PARITY_MODELS: [&str; 16] = [
     "tiny-openclip-siglip2",
     "tiny-openclip-nllb-siglip",
     "tiny-metaclip2",
+    "tiny-openclip-rn-quickgelu",
+    "tiny-openclip-rn-gelu",
 ];
 
 /// What `--model` takes for a fixture checkpoint: its folder, or for a bare OpenCLIP state dict
