@@ -354,11 +354,12 @@ def release_binary():
     return ROOT / "target" / "release" / "imgsearch"
 
 
-def imgsearch_bench(checkpoint, threads, batch, iterations, query=None):
+def imgsearch_bench(checkpoint, threads, batch, iterations, query=None, extra=()):
     """One `imgsearch bench` run: (images/s at `batch`, median ms of the query or None). `query`:
-    (text, the token count of ORT's query), so that both time the same work."""
+    (text, the token count of ORT's query), so that both time the same work; `extra`: more
+    arguments (`--dtype bf16`)."""
     cmd = [str(release_binary()), "--device", "cpu", "bench", "--model", str(checkpoint),
-           "--batches", str(batch), "--iterations", str(iterations)]
+           "--batches", str(batch), "--iterations", str(iterations), *extra]
     if query:
         cmd += ["--query", query[0], "--query-runs", str(QUERY_RUNS)]
     with tempfile.TemporaryDirectory() as data_dir:
