@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import transformers
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
@@ -734,6 +734,22 @@ def hf_tokenize(open_tokenizer, text):
                                     max_length=open_tokenizer.context_length, truncation=True).input_ids
 
 
+def open_clip_with_hf_text(name, model_cfg):
+    """open_clip's model and tokenizer of `model_cfg` (registered as `name`), eval mode, random
+    weights; its text tower's paths are relative to the repository root, where they are read."""
+    import open_clip
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / f"{name}.json").write_text(json.dumps(model_cfg))
+        open_clip.add_model_config(Path(tmp) / f"{name}.json")
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        return (open_clip.create_model(name, pretrained=None, pretrained_hf=False).eval(),
+                open_clip.get_tokenizer(name))
+    finally:
+        os.chdir(cwd)
+
+
 def make_openclip_hf_text(images):
     """OpenCLIP checkpoints whose text tower is a Hugging Face model, with references from
     open_clip (`HFTokenizer`, `encode_text`, which masks the padding)."""
@@ -751,16 +767,7 @@ def make_openclip_hf_text(images):
         text_path = str(text_dir.relative_to(ROOT))
         model_cfg = json.loads(json.dumps(spec["model_cfg"]))
         model_cfg["text_cfg"].update(hf_model_name=text_path, hf_tokenizer_name=text_path)
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / f"{name}.json").write_text(json.dumps(model_cfg))
-            open_clip.add_model_config(Path(tmp) / f"{name}.json")
-        cwd = os.getcwd()
-        os.chdir(ROOT)
-        try:
-            model = open_clip.create_model(name, pretrained=None, pretrained_hf=False).eval()
-            open_tokenizer = open_clip.get_tokenizer(name)
-        finally:
-            os.chdir(cwd)
+        model, open_tokenizer = open_clip_with_hf_text(name, model_cfg)
         randomize(model)
         (model_dir / "open_clip_config.json").write_text(json.dumps(dict(model_cfg=model_cfg, preprocess_cfg=dict(
             mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
@@ -787,6 +794,44 @@ def make_openclip_hf_text(images):
             model=name, dim=model_cfg["embed_dim"], max_length=model_cfg["text_cfg"].get("context_length", 77),
             texts=texts, token_ids=token_ids, image_embeds=image_embeds, text_embeds=text_embeds,
         ))
+
+
+# Queries in other languages, each read with its language's code (`HFTokenizer(language=...)`,
+# as Immich sets it per user): NLLB-CLIP pools at the first token, which is that code.
+LANGUAGE_TEXTS = {
+    "deu_Latn": ["eine Katze am Strand", "a photo of a cat"],
+    "fra_Latn": ["un chat sur la plage"],
+    "zho_Hans": ["一只猫在海滩上的照片"],
+}
+
+
+def make_nllb_languages(images):
+    """References of tiny-openclip-nllb (as made by `hf-text`, not remade here) for texts read
+    in other languages than the tokenizer's default: token ids and open_clip's `encode_text`."""
+    import open_clip
+    name = "tiny-openclip-nllb"
+    model_dir = FIXTURES / "models" / name
+    model_cfg = json.loads((model_dir / "open_clip_config.json").read_text())["model_cfg"]
+    model, open_tokenizer = open_clip_with_hf_text(name, model_cfg)
+    model.load_state_dict(load_file(model_dir / "open_clip_model.safetensors"))
+    pad = open_tokenizer.tokenizer.pad_token_id
+    languages = {}
+    with torch.no_grad():
+        for language, texts in LANGUAGE_TEXTS.items():
+            # What open_clip's `set_language` does with transformers 4; with transformers 5 its
+            # `set_src_lang_special_tokens` no longer changes what the tokenizer puts first
+            # (`src_lang` does, as transformers documents).
+            open_tokenizer.tokenizer.src_lang = language
+            token_ids, text_embeds = {}, {}
+            for text in texts:
+                ids = hf_tokenize(open_tokenizer, text)
+                token_ids[text] = ids[0][:int((ids[0] != pad).nonzero().max()) + 1].tolist()
+                text_embeds[text] = l2(model.encode_text(ids))[0].tolist()
+            languages[language] = dict(token_ids=token_ids, text_embeds=text_embeds)
+    (FIXTURES / "reference" / f"{name}_languages.json").write_text(json.dumps(dict(
+        generated_by=f"scripts/make_test_model.py nllb-languages (open_clip {open_clip.__version__}, transformers "
+                     f"{transformers.__version__}, torch {torch.__version__})",
+        model=name, languages=languages), ensure_ascii=False))
 
 
 def t5_style_tokenizer():
@@ -1071,7 +1116,7 @@ def save_weights(state, model_dir, kind, name=None):
 
 def main():
     families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip",
-                                "metaclip2", "openclip-resnet"]
+                                "metaclip2", "openclip-resnet", "nllb-languages"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
@@ -1080,7 +1125,8 @@ def main():
     makers = dict(clip=make_clip, siglip=make_siglip, openclip=make_openclip,
                   coca=lambda images: make_openclip(images, COCA_CONFIGS), **{"hf-text": make_openclip_hf_text, "chinese-clip": make_chinese_clip,
                      "openclip-siglip": make_openclip_siglip, "metaclip2": make_metaclip2,
-                     "openclip-resnet": lambda images: make_openclip(images, RESNET_CONFIGS)})
+                     "openclip-resnet": lambda images: make_openclip(images, RESNET_CONFIGS),
+                     "nllb-languages": make_nllb_languages})
     for family in families:
         makers[family](images)
 

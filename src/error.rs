@@ -99,6 +99,9 @@ pub enum Error {
     #[error("bad query: {0}")]
     BadQuery(String),
 
+    #[error("cannot read the query as written in {language:?}: {reason}")]
+    UnknownLanguage { language: String, reason: String },
+
     #[error("{what} does not exist")]
     NotFound { what: String },
 

@@ -26,13 +26,17 @@ function syncUrl() {
   if (url !== location.pathname + location.search) history.replaceState(null, "", url);
 }
 
+// The language queries are typed in: the browser's. Models that read texts by language
+// (NLLB-CLIP) read them so; the others ignore it.
+const LANG = navigator.language || "";
+
 async function fetchHits() {
-  const common = `k=${PAGE}&offset=${offset}&sort=${sort.value}`;
+  const common = `k=${PAGE}&offset=${offset}&sort=${sort.value}&lang=${encodeURIComponent(LANG)}`;
   let response;
   if (current.kind === "text") response = await fetch(`/api/search?q=${encodeURIComponent(current.q)}&${common}`);
   else if (current.kind === "similar") response = await fetch(`/api/images/${current.id}/similar?${common}`);
   else if (current.kind === "like") {
-    const body = JSON.stringify({ like: current.ids, text: current.text, k: PAGE, offset, sort: sort.value });
+    const body = JSON.stringify({ like: current.ids, text: current.text, k: PAGE, offset, sort: sort.value, lang: LANG });
     response = await fetch("/api/search", { method: "POST", headers: { "Content-Type": "application/json" }, body });
   }
   else {

@@ -25,6 +25,9 @@ pub struct EmbedArgs {
     /// A text to embed (repeatable; any string, the empty one included).
     #[arg(long = "text", value_name = "STR")]
     texts: Vec<String>,
+    /// The language the texts are written in (see `search --lang`).
+    #[arg(long, value_name = "LANGUAGE")]
+    lang: Option<String>,
     /// Print one JSON object: {"model", "dim", "images": {path: [..]}, "texts": {text: [..]}}.
     #[arg(long)]
     json: bool,
@@ -63,7 +66,7 @@ pub fn run(args: EmbedArgs, compute: super::ComputeArgs) -> anyhow::Result<()> {
         }
     }
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
-    let texts = args.texts.iter().cloned().zip(clip.embed_texts(&texts)?).collect();
+    let texts = args.texts.iter().cloned().zip(clip.embed_texts_in(&texts, args.lang.as_deref())?).collect();
 
     let output = EmbedOutput { model: clip.model_id(), dim: clip.dim(), images, texts };
     if args.json {

@@ -30,6 +30,11 @@ pub struct ResultArgs {
     /// Order: by similarity, or by date taken after the similarity cut.
     #[arg(long, value_enum, default_value_t = SortOrder::Score)]
     sort: SortOrder,
+    /// The language the query is written in: a FLORES-200 code (deu_Latn) or a language tag (de,
+    /// pt-BR). Read by models that read texts by language (NLLB-CLIP; English when not given);
+    /// other models read every query alike.
+    #[arg(long, value_name = "LANGUAGE")]
+    lang: Option<String>,
     /// Print the hits as a JSON list.
     #[arg(long)]
     json: bool,
@@ -49,6 +54,7 @@ impl ResultArgs {
         let mut pairs = vec![("k", self.k.to_string()), ("offset", self.offset.to_string()), ("sort", sort.into())];
         pairs.extend(self.min_score.map(|min| ("min_score", min.to_string())));
         pairs.extend(self.min_prob.map(|min| ("min_prob", min.to_string())));
+        pairs.extend(self.lang.clone().map(|lang| ("lang", lang)));
         pairs
     }
 
@@ -59,6 +65,7 @@ impl ResultArgs {
             min_score: self.min_score,
             min_prob: self.min_prob,
             sort: self.sort,
+            language: self.lang.clone(),
         }
     }
 

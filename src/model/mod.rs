@@ -9,6 +9,7 @@ pub mod device;
 mod hf_text;
 mod hub;
 pub mod kernels;
+pub mod languages;
 pub mod openclip;
 pub mod preprocess;
 mod resnet;
@@ -309,8 +310,14 @@ impl Clip {
 
     /// Embeds texts (any string, the empty one included).
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        self.embed_texts_in(texts, None)
+    }
+
+    /// Texts written in `language` (a FLORES-200 code or a language tag): read as such by
+    /// models whose tokenizer names languages (NLLB's), as any text by the others.
+    pub fn embed_texts_in(&self, texts: &[&str], language: Option<&str>) -> Result<Vec<Embedding>> {
         let tower = self.model.text.as_ref().ok_or(Error::TowerNotLoaded("text"))?;
-        let tokenized = texts.iter().map(|t| self.tokenizer.encode(t)).collect::<Result<Vec<_>>>()?;
+        let tokenized = texts.iter().map(|t| self.tokenizer.encode_in(t, language)).collect::<Result<Vec<_>>>()?;
         // Sort by length so each batch pads only up to similar lengths. The padding is harmless:
         // CLIP's tower is causal, CoCa's and the Hugging Face towers read each row up to its end.
         let mut order: Vec<usize> = (0..texts.len()).collect();

@@ -196,7 +196,8 @@ impl ResNetTower {
             ConvNorm::load_strided(w, &format!("{p}.conv{i}"), &format!("{p}.bn{i}"), channels, 3, stride, layout)
         };
         let stem = [stem_conv(1, (3, half), 2)?, stem_conv(2, (half, half), 1)?, stem_conv(3, (half, width), 1)?];
-        let mut blocks = Vec::with_capacity(shape.layers.iter().sum());
+        // Not reserved ahead: the counts are the config's, and a block without its tensors stops the load.
+        let mut blocks = Vec::new();
         let mut inputs = width;
         for (stage, &count) in shape.layers.iter().enumerate() {
             let planes = width << stage;

@@ -6,6 +6,7 @@ use std::path::Path;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{EncodeInput, InputSequence, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use super::languages;
 use super::text_cleaning::{open_clip_clean, TextCleaning};
 use crate::error::{Error, Result};
 
@@ -51,6 +52,16 @@ pub struct TextTokenizer {
     open_clip_hf_cleaning: Option<TextCleaning>,
     /// The model's vocabulary size: a token id at or past it is a tokenizer of another model.
     vocab_size: Option<u32>,
+    /// NLLB's tokenizer: where every text has its language's code.
+    language_code: Option<LanguageCode>,
+}
+
+/// Where NLLB's tokenizer puts the code of the text's language (`eng_Latn` unless a query says
+/// otherwise): before the text, or after its `</s>` (`legacy_behaviour`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LanguageCode {
+    First,
+    Last,
 }
 
 /// How open_clip's own tokenizer (`SimpleTokenizer`) splits a cleaned text into the words it
@@ -184,6 +195,7 @@ impl TextTokenizer {
             open_clip: None,
             open_clip_hf_cleaning: None,
             vocab_size: None,
+            language_code: None,
         })
     }
 
@@ -234,10 +246,12 @@ impl TextTokenizer {
             self.inner.token_to_id(token).ok_or_else(|| bad(format!("the vocabulary has no {token:?} token")))
         };
         let special = vec![(language.clone(), id(&language)?), (end.clone(), id(&end)?)];
-        let template = match config.get("legacy_behaviour").and_then(|v| v.as_bool()).unwrap_or(false) {
+        let legacy = config.get("legacy_behaviour").and_then(|v| v.as_bool()).unwrap_or(false);
+        let template = match legacy {
             true => vec!["$A".to_string(), end, language],
             false => vec![language, "$A".to_string(), end],
         };
+        self.language_code = Some(if legacy { LanguageCode::Last } else { LanguageCode::First });
         let processor = tokenizers::processors::template::TemplateProcessing::builder()
             .try_single(template)
             .map_err(bad)?
@@ -290,6 +304,18 @@ impl TextTokenizer {
     }
 
     pub fn encode(&self, text: &str) -> Result<TokenizedText> {
+        self.encode_in(text, None)
+    }
+
+    /// Whether texts are read differently by their language (NLLB's tokenizer: see
+    /// [`languages`]); other tokenizers read every text alike, whatever `encode_in` is told.
+    pub fn reads_language(&self) -> bool {
+        self.language_code.is_some()
+    }
+
+    /// `text` as written in `language` (a FLORES-200 code or a language tag), where this
+    /// tokenizer reads languages; as [`encode`](Self::encode) elsewhere.
+    pub fn encode_in(&self, text: &str, language: Option<&str>) -> Result<TokenizedText> {
         let mut ids = match &self.open_clip {
             Some(words) => self.open_clip_ids(words, text)?,
             None => {
@@ -298,6 +324,16 @@ impl TextTokenizer {
                 self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec()
             }
         };
+        if let (Some(place), Some(language)) = (self.language_code, language) {
+            let code = self.language_id(language)?;
+            let slot = match place {
+                LanguageCode::First => ids.first_mut(),
+                LanguageCode::Last => ids.last_mut(),
+            };
+            if let Some(slot) = slot {
+                *slot = code;
+            }
+        }
         if let Some((id, vocab_size)) =
             self.vocab_size.and_then(|size| Some((*ids.iter().find(|&&id| id >= size)?, size)))
         {
@@ -324,6 +360,29 @@ impl TextTokenizer {
                 Ok(TokenizedText { ids, end_position })
             }
         }
+    }
+
+    /// The id of `language`'s code in this tokenizer's vocabulary.
+    fn language_id(&self, language: &str) -> Result<u32> {
+        let unknown = |reason: String| Error::UnknownLanguage { language: language.to_string(), reason };
+        let code = languages::flores_code(language)
+            .ok_or_else(|| unknown(format!("it names no language imgsearch knows; give {}", languages::NAMED_AS)))?;
+        self.inner.token_to_id(&code).ok_or_else(|| {
+            let mut known: Vec<String> = self
+                .inner
+                .get_added_tokens_decoder()
+                .into_values()
+                .map(|token| token.content)
+                .filter(|token| languages::is_flores_code(token))
+                .collect();
+            known.sort();
+            let shown = known.iter().take(12).cloned().collect::<Vec<_>>().join(", ");
+            let more = if known.len() > 12 { ", …" } else { "" };
+            unknown(format!(
+                "the model's tokenizer has no code {code}; it reads {} languages: {shown}{more}",
+                known.len()
+            ))
+        })
     }
 
     /// This tokenizer for a tower pooled at a class token after the text (OpenCLIP's CoCa).

@@ -48,11 +48,14 @@ pub struct SearchParams {
     /// (SigLIP) only.
     pub min_prob: Option<f32>,
     pub sort: SortOrder,
+    /// The language the query's texts are written in (a FLORES-200 code or a language tag), for
+    /// models that read texts by their language (NLLB-CLIP); the others read every text alike.
+    pub language: Option<String>,
 }
 
 impl Default for SearchParams {
     fn default() -> Self {
-        Self { k: 20, offset: 0, min_score: None, min_prob: None, sort: SortOrder::Score }
+        Self { k: 20, offset: 0, min_score: None, min_prob: None, sort: SortOrder::Score, language: None }
     }
 }
 
@@ -147,10 +150,10 @@ pub struct QueryCacheStats {
     pub entries: usize,
 }
 
-/// An LRU of text → embedding, with its counts. The model is the engine's, so the text alone is
-/// the key.
+/// An LRU of (text, language) → embedding, with its counts. The model is the engine's, so it is
+/// not part of the key.
 struct QueryCache {
-    entries: lru::LruCache<String, Vec<f32>>,
+    entries: lru::LruCache<(String, Option<String>), Vec<f32>>,
     hits: u64,
     misses: u64,
 }
@@ -203,20 +206,23 @@ impl SearchEngine {
 
     /// The embeddings of query texts, from the cache where it has them; the others are embedded
     /// together, and kept.
-    fn embed_query_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    /// `language`: what they are written in (see [`SearchParams::language`]).
+    fn embed_query_texts(&self, texts: &[&str], language: Option<&str>) -> Result<Vec<Vec<f32>>> {
+        let key = |text: &str| (text.to_string(), language.map(str::to_string));
         let mut found: Vec<Option<Vec<f32>>> = {
             let mut cache = self.cache();
-            texts.iter().map(|text| cache.entries.get(*text).cloned()).collect()
+            texts.iter().map(|text| cache.entries.get(&key(text)).cloned()).collect()
         };
         let missing: Vec<&str> = texts.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(t, _)| *t).collect();
-        let embedded = if missing.is_empty() { Vec::new() } else { self.clip("text")?.embed_texts(&missing)? };
+        let embedded =
+            if missing.is_empty() { Vec::new() } else { self.clip("text")?.embed_texts_in(&missing, language)? };
         let mut cache = self.cache();
         cache.hits += (texts.len() - missing.len()) as u64;
         cache.misses += missing.len() as u64;
         let mut embedded = missing.iter().zip(embedded);
         for slot in found.iter_mut().filter(|f| f.is_none()) {
             let (text, embedding) = embedded.next().expect("one embedding per missing text");
-            cache.entries.put(text.to_string(), embedding.clone());
+            cache.entries.put(key(text), embedding.clone());
             *slot = Some(embedding);
         }
         Ok(found.into_iter().map(|f| f.expect("every text embedded")).collect())
@@ -259,7 +265,7 @@ impl SearchEngine {
         let embedding = if parsed.text.trim().is_empty() {
             None
         } else {
-            Some(self.embed_query_texts(&[parsed.text.as_str()])?.remove(0))
+            Some(self.embed_query_texts(&[parsed.text.as_str()], params.language.as_deref())?.remove(0))
         };
         let words = query::described_words(&parsed.text);
         self.run(Probe { embedding, one_text: true, words, ..Probe::default() }, &parsed.filters, params)
@@ -293,7 +299,7 @@ impl SearchEngine {
         filters: &[Filter],
         params: &SearchParams,
     ) -> Result<Vec<SearchHit>> {
-        let embedding = self.compose(composition)?;
+        let embedding = self.compose(composition, params.language.as_deref())?;
         // One text of any weight points where the text does: its probabilities hold.
         let one_text = composition.like.is_empty() && composition.not.is_empty() && composition.texts.len() == 1;
         let texts: Vec<&str> = composition.texts.iter().map(|(text, _)| text.as_str()).collect();
@@ -302,8 +308,9 @@ impl SearchEngine {
     }
 
     /// The embedding of a composed query: Σ wᵢ·tᵢ + Σ pⱼ − Σ nₖ over the unit embeddings of its
-    /// texts t (weights w), example pictures p and texts to move away from n, normalised again.
-    fn compose(&self, composition: &Composition) -> Result<Vec<f32>> {
+    /// texts t (weights w), example pictures p and texts to move away from n, normalised again;
+    /// the texts written in `language`.
+    fn compose(&self, composition: &Composition, language: Option<&str>) -> Result<Vec<f32>> {
         let Composition { texts, not, like } = composition;
         if texts.is_empty() && like.is_empty() {
             return Err(Error::BadQuery(
@@ -319,7 +326,7 @@ impl SearchEngine {
         }
         let all_texts: Vec<&str> =
             texts.iter().map(|(t, _)| t.as_str()).chain(not.iter().map(String::as_str)).collect();
-        let embedded = self.embed_query_texts(&all_texts)?;
+        let embedded = self.embed_query_texts(&all_texts, language)?;
         let weights = texts.iter().map(|(_, w)| f64::from(*w)).chain(not.iter().map(|_| -1.0));
         let mut sum: Vec<f64> = Vec::new();
         let mut add = |weight: f64, embedding: &[f32]| {

@@ -41,6 +41,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let (status, code) = match &e {
             Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
+            Error::UnknownLanguage { .. } => (StatusCode::BAD_REQUEST, "bad_lang"),
             Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Error::Decode { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image"),
             Error::NoDecoder { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format"),

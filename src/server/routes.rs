@@ -30,6 +30,8 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Longest accepted query text (CLIP truncates at 77 tokens anyway).
 const MAX_QUERY_CHARS: usize = 1000;
 const MAX_OFFSET: usize = 100_000;
+/// Longest accepted `lang` (a BCP 47 tag with script and region is under 20 characters).
+const MAX_LANGUAGE: usize = 35;
 /// Largest JSON request body (a search by vector's 4096-number embedding in full decimal
 /// precision takes about 100 KB).
 const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -175,6 +177,16 @@ fn params(query: &HashMap<String, String>) -> ApiResult<SearchParams> {
         params.min_prob = Some(number_within(min, 0.0, 1.0).ok_or_else(|| {
             ApiError::bad_request("bad_min_prob", format!("min_prob must be a number from 0 to 1, got {min:?}"))
         })?);
+    }
+    if let Some(lang) = query.get("lang").filter(|lang| !lang.is_empty()) {
+        // A language's name, in any form a model may read (see `model::languages`), not any text.
+        if lang.len() > MAX_LANGUAGE || !lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(ApiError::bad_request(
+                "bad_lang",
+                format!("lang must be {}, got {lang:?}", crate::model::languages::NAMED_AS),
+            ));
+        }
+        params.language = Some(lang.clone());
     }
     if let Some(sort) = query.get("sort") {
         params.sort = match sort.as_str() {
@@ -429,10 +441,11 @@ async fn json_object(request: Request, expected: &str) -> ApiResult<serde_json::
     }
 }
 
-/// The paging and sorting fields of a JSON body (`k`, `offset`, `min_score`, `min_prob`, `sort`, `q`), as
+/// The paging and sorting fields of a JSON body (`k`, `offset`, `min_score`, `min_prob`, `sort`, `q`,
+/// `lang`), as
 /// the text `params` checks; false for any other field.
 fn scalar_field(name: &str, value: &serde_json::Value, scalars: &mut HashMap<String, String>) -> ApiResult<bool> {
-    if !matches!(name, "k" | "offset" | "min_score" | "min_prob" | "sort" | "q") {
+    if !matches!(name, "k" | "offset" | "min_score" | "min_prob" | "sort" | "q" | "lang") {
         return Ok(false);
     }
     match value {
@@ -446,7 +459,10 @@ fn scalar_field(name: &str, value: &serde_json::Value, scalars: &mut HashMap<Str
         _ => {
             return Err(ApiError::bad_request(
                 "bad_json",
-                format!("`{name}` must be {}", if name == "sort" || name == "q" { "a string" } else { "a number" }),
+                format!(
+                    "`{name}` must be {}",
+                    if matches!(name, "sort" | "q" | "lang") { "a string" } else { "a number" }
+                ),
             ))
         }
     }

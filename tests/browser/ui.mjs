@@ -1,5 +1,5 @@
 // Drives the imgsearch web UI in Debian's headless Chromium (no browser download):
-// type a query and see result tiles; a composed query shows how it was read; pick three
+// type a query and see result tiles (asked for in the browser's language); a composed query shows how it was read; pick three
 // pictures for "more like these"; the address reflects the search; upload a picture (an
 // iPhone's HEIC) and see its original first; open a result (its preview shows, the original is linked) and ask for similar ones;
 // open a photo with a GPS position: it names its city, and lists those taken near it.
@@ -11,7 +11,8 @@ import { checkIcon, launch } from "./chromium.mjs";
 const [base, upload, expected, placed, placeName, nearNames] = process.argv.slice(2);
 const { browser, fail } = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 390, height: 800 } }); // phone width
+  // Phone width, a German browser.
+  const page = await browser.newPage({ viewport: { width: 390, height: 800 }, locale: "de-DE" });
   page.on("pageerror", (e) => fail(`page error: ${e.message}`));
   await page.goto(base + "/");
   // The upload button is a drawn icon (an emoji showed as a missing-glyph box without an emoji font).
@@ -23,6 +24,10 @@ try {
   await page.waitForSelector(".tile img", { timeout: 10000 });
   const tiles = await page.$$eval(".tile", (els) => els.map((e) => e.dataset.path));
   if (tiles.length < 2) await fail(`expected result tiles, got ${tiles.length}`);
+  // Queries go with the browser's language, for models that read texts by it (NLLB-CLIP).
+  const searches = await page.evaluate(() => performance.getEntriesByType("resource").map((e) => e.name)
+    .filter((name) => name.includes("/api/search?")));
+  if (!searches.length || !searches.every((url) => url.includes("lang=de-DE"))) await fail(`searches without the browser's language: ${searches}`);
   if (!page.url().includes("q=a+photo+of+a+cat") && !page.url().includes("q=a%20photo%20of%20a%20cat")) await fail(`address does not reflect the search: ${page.url()}`);
   await page.waitForFunction(() => {
     const img = document.querySelector(".tile img");

@@ -236,3 +236,46 @@ fn siglip_probabilities_match_siglip_model() {
     }
     assert!(checked > 0, "no SigLIP fixture checked");
 }
+
+/// NLLB-CLIP reads a text after its language's code: each (text, language) of the fixture gives
+/// open_clip's token ids and embedding with that language set, by its FLORES-200 code or its
+/// language tag. A tokenizer without language codes reads every text alike, whatever it is told.
+#[test]
+fn texts_read_in_their_language_match_open_clip() {
+    let model = "tiny-openclip-nllb";
+    let path = crate::common::fixtures().join(format!("reference/{model}_languages.json"));
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let clip = load(model, &candle_core::Device::Cpu);
+    assert!(clip.tokenizer().reads_language());
+    let tags = [("deu_Latn", "de-AT"), ("fra_Latn", "fr"), ("zho_Hans", "zh-CN")];
+    for (code, tag) in tags {
+        let expected = &reference["languages"][code];
+        for (text, ids) in expected["token_ids"].as_object().unwrap() {
+            let ids: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+            assert_eq!(clip.tokenizer().encode_in(text, Some(code)).unwrap().ids, ids, "{code}: {text}");
+            let embedding: Vec<f32> = serde_json::from_value(expected["text_embeds"][text].clone()).unwrap();
+            for language in [code, tag] {
+                let got = &clip.embed_texts_in(&[text], Some(language)).unwrap()[0];
+                let c = cosine(got, &embedding);
+                assert!(c >= PARITY, "{text:?} read as {language}: cosine {c}");
+            }
+        }
+    }
+    // Read as English (the tokenizer's default), the same words embed elsewhere.
+    let english = &clip.embed_texts(&["a photo of a cat"]).unwrap()[0];
+    let german: Vec<f32> =
+        serde_json::from_value(reference["languages"]["deu_Latn"]["text_embeds"]["a photo of a cat"].clone()).unwrap();
+    assert!(cosine(english, &german) < 0.99);
+    for unknown in ["tlh_Latn", "klingon"] {
+        let err = clip.tokenizer().encode_in("a cat", Some(unknown)).unwrap_err().to_string();
+        assert!(err.contains(unknown) && err.contains("deu_Latn"), "{err}");
+    }
+    let xlmr = load("tiny-openclip-xlmr", &candle_core::Device::Cpu);
+    assert!(!xlmr.tokenizer().reads_language());
+    for language in ["deu_Latn", "klingon"] {
+        assert_eq!(
+            xlmr.tokenizer().encode_in("a cat", Some(language)).unwrap(),
+            xlmr.tokenizer().encode("a cat").unwrap()
+        );
+    }
+}

@@ -1372,3 +1372,85 @@ fn the_command_line_searches_through_the_server_that_holds_the_data_folder() {
     assert!(!data.join("server.json").exists());
     assert_eq!(hits_of(cli(&["search", "a photo of a cat type:png", "--json", "-k", "2"])), hits);
 }
+
+/// A query is read in the language `lang` names (a FLORES-200 code or a language tag), over GET
+/// and POST and from the command line, on a model that reads texts by language (NLLB-CLIP):
+/// each hit scores the cosine of open_clip's embeddings with that language set. A language the
+/// model does not know, or a `lang` that names none, is a 400.
+#[test]
+fn a_query_is_read_in_the_language_it_names() {
+    let model = "tiny-openclip-nllb";
+    let reference = common::reference(model);
+    let languages: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join(format!("reference/{model}_languages.json"))).unwrap(),
+    )
+    .unwrap();
+    let text = "eine Katze am Strand";
+    let german: Vec<f32> =
+        serde_json::from_value(languages["languages"]["deu_Latn"]["text_embeds"][text].clone()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    // Lossless pictures, decoded here exactly as the reference decoded them.
+    for name in ["astronaut_palette.png", "coffee.png", "chelsea_alpha.png", "camera_gray.png"] {
+        std::fs::copy(image_path(name), photos.join(name)).unwrap();
+    }
+    let data = tmp.path().join("data");
+    let status = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args(common::library_args(&data))
+        .arg("index")
+        .arg(&photos)
+        .arg("--model")
+        .arg(common::model_arg(model))
+        .arg("--quiet")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let server = serve(&data, &[]);
+    let scores = |json: serde_json::Value| -> Vec<(String, f32)> {
+        let hits = json["hits"].as_array().unwrap_or_else(|| panic!("no hits: {json}"));
+        let mut scores: Vec<(String, f32)> = hits
+            .iter()
+            .map(|hit| {
+                let name = hit["path"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+                (name, hit["score"].as_f64().unwrap() as f32)
+            })
+            .collect();
+        scores.sort_by(|a, b| a.0.cmp(&b.0));
+        scores
+    };
+    // The same scores, to f32 rounding (a composed query's embedding is normalised once more).
+    let same = |a: &[(String, f32)], b: &[(String, f32)]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.0 == b.0 && (a.1 - b.1).abs() < 1e-5)
+    };
+    let search = |lang: &str| get(&server.addr, &format!("/api/search?q=eine%20Katze%20am%20Strand{lang}"));
+    let in_german = scores(search("&lang=de").json());
+    assert_eq!(in_german.len(), 4);
+    for (name, score) in &in_german {
+        // Embeddings at cosine 0.9999 move a cosine with another unit vector by up to 0.014.
+        let expected = common::cosine(&german, &reference.image_embeds[name]);
+        assert!((score - expected).abs() < 0.015, "{name}: scored {score}, open_clip's cosine in German {expected}");
+    }
+    assert!(same(&scores(search("&lang=deu_Latn").json()), &in_german));
+    let in_english = scores(search("").json());
+    assert!(in_english.iter().zip(&in_german).any(|(e, g)| (e.1 - g.1).abs() > 1e-3), "{in_english:?}");
+    let body = serde_json::json!({"text": text, "lang": "de-DE"}).to_string();
+    let posted = request(&server.addr, "POST", "/api/search", Some("application/json"), body.as_bytes());
+    let posted = scores(posted.json());
+    assert!(same(&posted, &in_german), "{posted:?} {in_german:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .args(common::library_args(&data))
+        .args(["search", text, "--lang", "deu_Latn", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let from_cli =
+        scores(serde_json::json!({"hits": serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()}));
+    assert!(same(&from_cli, &in_german), "{from_cli:?} {in_german:?}");
+    for (lang, says) in [("tlh_Latn", "deu_Latn"), ("de%20DE", "lang must be")] {
+        let response = search(&format!("&lang={lang}"));
+        assert_eq!(response.status, 400, "{lang}");
+        assert_eq!(response.json()["error"]["code"], "bad_lang", "{lang}");
+        assert!(response.json()["error"]["message"].as_str().unwrap().contains(says), "{lang}: {}", response.json());
+    }
+}
