@@ -33,19 +33,7 @@ struct ConvNorm {
 impl ConvNorm {
     fn load(
         w: &Weights,
-        conv: &str,
-        norm: &str,
-        channels: (usize, usize),
-        kernel: usize,
-        layout: WeightLayout,
-    ) -> Result<Self> {
-        Self::load_strided(w, conv, norm, channels, kernel, 1, layout)
-    }
-
-    fn load_strided(
-        w: &Weights,
-        conv: &str,
-        norm: &str,
+        (conv, norm): (&str, &str),
         (inputs, outputs): (usize, usize),
         kernel: usize,
         stride: usize,
@@ -101,7 +89,7 @@ impl Bottleneck {
         layout: WeightLayout,
     ) -> Result<Self> {
         let part = |conv: &str, norm: &str, channels, kernel| {
-            ConvNorm::load(w, &format!("{prefix}.{conv}"), &format!("{prefix}.{norm}"), channels, kernel, layout)
+            ConvNorm::load(w, (&format!("{prefix}.{conv}"), &format!("{prefix}.{norm}")), channels, kernel, 1, layout)
         };
         Ok(Self {
             reduce: part("conv1", "bn1", (inputs, planes), 1)?,
@@ -193,7 +181,7 @@ impl ResNetTower {
         let p = "vision_model";
         let (width, half) = (shape.width, shape.width / 2);
         let stem_conv = |i: usize, channels, stride| {
-            ConvNorm::load_strided(w, &format!("{p}.conv{i}"), &format!("{p}.bn{i}"), channels, 3, stride, layout)
+            ConvNorm::load(w, (&format!("{p}.conv{i}"), &format!("{p}.bn{i}")), channels, 3, stride, layout)
         };
         let stem = [stem_conv(1, (3, half), 2)?, stem_conv(2, (half, half), 1)?, stem_conv(3, (half, width), 1)?];
         // Not reserved ahead: the counts are the config's, and a block without its tensors stops the load.

@@ -208,14 +208,16 @@ impl SearchEngine {
     /// together, and kept.
     /// `language`: what they are written in (see [`SearchParams::language`]).
     fn embed_query_texts(&self, texts: &[&str], language: Option<&str>) -> Result<Vec<Vec<f32>>> {
+        let clip = self.clip("text")?;
+        // A model that reads every text alike keeps one entry per text, whatever the language.
+        let language = language.filter(|_| clip.tokenizer().reads_language());
         let key = |text: &str| (text.to_string(), language.map(str::to_string));
         let mut found: Vec<Option<Vec<f32>>> = {
             let mut cache = self.cache();
             texts.iter().map(|text| cache.entries.get(&key(text)).cloned()).collect()
         };
         let missing: Vec<&str> = texts.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(t, _)| *t).collect();
-        let embedded =
-            if missing.is_empty() { Vec::new() } else { self.clip("text")?.embed_texts_in(&missing, language)? };
+        let embedded = if missing.is_empty() { Vec::new() } else { clip.embed_texts_in(&missing, language)? };
         let mut cache = self.cache();
         cache.hits += (texts.len() - missing.len()) as u64;
         cache.misses += missing.len() as u64;
