@@ -399,7 +399,8 @@ impl ModelConfig {
             }
             if grid == 0 || grid != v.image_size / 32 || v.patch_size != 32 || v.hidden_size != 32 * resnet.width {
                 return bad(format!(
-                    "a ResNet image tower of width {} pools a {grid}×{grid} grid of {}-wide features from                      {}-pixel pictures, which its attention pool (image_size / 32 = {}, {} wide) does not fit",
+                    "a ResNet image tower of width {} pools a {grid}×{grid} grid of {}-wide features from {}-pixel \
+                     pictures, which its attention pool (image_size / 32 = {}, {} wide) does not fit",
                     resnet.width,
                     32 * resnet.width,
                     v.image_size,
@@ -803,12 +804,21 @@ mod tests {
         let refused = |config: serde_json::Value| {
             ModelConfig::from_json(config, Path::new("config.json")).unwrap_err().to_string()
         };
+        let resnet = |image_size: usize, width: usize, layers: [usize; 4]| {
+            serde_json::json!({"vision_config": {"image_size": image_size, "patch_size": 32,
+                "hidden_size": 32 * width, "num_attention_heads": 32, "intermediate_size": 0,
+                "resnet": {"layers": layers, "width": width}}})
+        };
         for (config, said) in [
             (serde_json::json!({"vision_config": {"intermediate_size": 0}}), "vision intermediate_size is 0"),
             (serde_json::json!({"text_config": {"hidden_size": 0, "num_attention_heads": 1}}), "text hidden_size is 0"),
             (serde_json::json!({"projection_dim": 0}), "projection_dim is 0"),
             (serde_json::json!({"vision_config": {"num_channels": 1}}), "num_channels is 1"),
             (serde_json::json!({"model_type": 7}), "model_type is 7"),
+            // ResNets: a picture too small for the attention pool's grid, an odd width, an empty stage.
+            (resnet(63, 64, [3, 4, 6, 3]), "a 2×2 grid of 2048-wide features from 63-pixel pictures, which its"),
+            (resnet(224, 63, [3, 4, 6, 3]), "needs an even width (got 63)"),
+            (resnet(224, 64, [3, 0, 6, 3]), "at least one block per stage (layers [3, 0, 6, 3])"),
         ] {
             assert!(refused(config.clone()).contains(said), "{config}: {}", refused(config.clone()));
         }
