@@ -529,7 +529,7 @@ COCA_CONFIGS = {
 }
 
 
-def calibrate_batch_norms(model, transform, images):
+def resnet_as_trained(model, transform, images):
     """A ResNet made smooth as trained ones are. Its batch-norm statistics are measured on the
     fixture photos (with made-up ones the picture's signal fades through the blocks and every
     photo embeds alike), and the norm that ends each block's branch is scaled down, as
@@ -584,7 +584,7 @@ def make_openclip(images, configs=OPENCLIP_CONFIGS):
         transform = open_clip.image_transform(spec["model_cfg"]["vision_cfg"]["image_size"], is_train=False,
                                               mean=pre["mean"], std=pre["std"], interpolation=pre["interpolation"],
                                               resize_mode=pre["resize_mode"])
-        calibrate_batch_norms(model, transform, images)
+        resnet_as_trained(model, transform, images)
         tokenizer = open_clip.get_tokenizer(name)
         if spec["layout"] == "hub":
             # As `open_clip.push_to_hf_hub` writes it (no tokenizer.json: the CLIP BPE is built in).
