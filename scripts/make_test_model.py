@@ -491,6 +491,60 @@ RESNET_CONFIGS = {
 }
 
 
+# Two shapes of timm's EVA towers (EVA-CLIP: OpenCLIP's EVA02-*, EVA01-g-14), named with their
+# shape changed by `timm_model_kwargs` to keep the fixtures tiny: EVA-02's (rotary positions on a
+# 4×4 grid counted as the 16×16 one it was pretrained on, SwiGLU with a norm inside, a norm in
+# the attention, q, k and v apart), and EVA02-E's (norms after each branch, q, k and v fused, a
+# GELU MLP, a patch size that leaves pixels over).
+EVA_CONFIGS = {
+    "tiny-openclip-eva02": dict(
+        model_cfg=dict(embed_dim=48,
+                       vision_cfg=dict(image_size=64, timm_model_name="eva02_base_patch16_clip_224",
+                                       timm_model_pretrained=False, timm_pool="token", timm_proj=None,
+                                       timm_model_kwargs=dict(img_size=64, embed_dim=64, depth=2, num_heads=4)),
+                       text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+                       custom_text=True),
+        preprocess_cfg=dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
+                            interpolation="bicubic", resize_mode="shortest"),
+        layout="hub",
+    ),
+    "tiny-openclip-eva02-e": dict(
+        model_cfg=dict(embed_dim=40,
+                       vision_cfg=dict(image_size=60, timm_model_name="eva02_enormous_patch14_clip_224",
+                                       timm_model_pretrained=False, timm_pool="token", timm_proj=None,
+                                       timm_model_kwargs=dict(img_size=60, embed_dim=48, depth=2, num_heads=4)),
+                       text_cfg=dict(context_length=32, vocab_size=49408, width=24, heads=3, layers=3),
+                       custom_text=True),
+        preprocess_cfg=dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
+                            interpolation="bicubic", resize_mode="shortest"),
+        layout="bare",
+    ),
+}
+
+
+def create_open_clip(name, model_cfg, **create_kwargs):
+    """`open_clip.create_model` of `model_cfg`, registered as `name`. open_clip 2.32 has no
+    `timm_model_kwargs`: the config is registered without them and they are handed to
+    `timm.create_model`, as open_clip 3 does."""
+    import open_clip
+    import timm
+    registered = json.loads(json.dumps(model_cfg))
+    timm_kwargs = registered["vision_cfg"].pop("timm_model_kwargs", {})
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / f"{name}.json").write_text(json.dumps(registered))
+        open_clip.add_model_config(Path(tmp) / f"{name}.json")
+    create = timm.create_model
+    open_clip.timm_model.timm.create_model = lambda model_name, **kwargs: create(model_name, **kwargs, **timm_kwargs)
+    # Hugging Face tokenizers and text models are named relative to the repository root.
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        return open_clip.create_model(name, pretrained=None, **create_kwargs).eval()
+    finally:
+        open_clip.timm_model.timm.create_model = create
+        os.chdir(cwd)
+
+
 # Two CoCa shapes (OpenCLIP's `CoCa`: the attentional pooler over the image tokens, a class token
 # after the text; the captioning decoder is in the checkpoint, unused for embeddings): one whose
 # pooler keys have the embedding's width (torch packs q, k and v), one whose are wider (and with
@@ -553,6 +607,20 @@ def resnet_as_trained(model, transform, images):
     model.visual.eval()
 
 
+def post_norm_as_trained(model):
+    """Blocks that normalise each branch's output (EVA02-E's) made to nudge their input, as
+    trained ones do, rather than replace it: with random norm gains near 1 every block adds as
+    much as its input holds, and the embeddings of one picture and its half-size thumbnail fell
+    to cosine 0.988, so a test of the thumbnail would measure the fixture."""
+    from timm.models.eva import EvaBlockPostNorm
+    blocks = getattr(getattr(model.visual, "trunk", None), "blocks", [])
+    with torch.no_grad():
+        for block in blocks:
+            if isinstance(block, EvaBlockPostNorm):
+                block.norm1.weight.mul_(0.25)
+                block.norm2.weight.mul_(0.25)
+
+
 def openclip_image_references(model, transform, images):
     """open_clip's preprocessed pixels and image embeddings of the fixture photos."""
     pixels, image_embeds = {}, {}
@@ -575,16 +643,14 @@ def make_openclip(images, configs=OPENCLIP_CONFIGS):
     for name, spec in configs.items():
         model_dir = FIXTURES / "models" / name
         fresh_folder(model_dir)
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / f"{name}.json").write_text(json.dumps(spec["model_cfg"]))
-            open_clip.add_model_config(Path(tmp) / f"{name}.json")
-        model = open_clip.create_model(name, pretrained=None).eval()
+        model = create_open_clip(name, spec["model_cfg"])
         randomize(model)
         pre = spec["preprocess_cfg"]
         transform = open_clip.image_transform(spec["model_cfg"]["vision_cfg"]["image_size"], is_train=False,
                                               mean=pre["mean"], std=pre["std"], interpolation=pre["interpolation"],
                                               resize_mode=pre["resize_mode"])
         resnet_as_trained(model, transform, images)
+        post_norm_as_trained(model)
         tokenizer = open_clip.get_tokenizer(name)
         if spec["layout"] == "hub":
             # As `open_clip.push_to_hf_hub` writes it (no tokenizer.json: the CLIP BPE is built in).
@@ -936,22 +1002,7 @@ def make_openclip_siglip(images):
             model_cfg["text_cfg"]["vocab_size"] = len(tokenizer)
         if "tokenizer_folder" in spec:
             model_cfg["text_cfg"]["hf_tokenizer_name"] = str(tokenizer_dir.relative_to(ROOT))
-        # open_clip 2.32 has no `timm_model_kwargs`: build the config without them and hand them
-        # to timm.create_model, as open_clip 3 does.
-        registered = json.loads(json.dumps(model_cfg))
-        timm_kwargs = registered["vision_cfg"].pop("timm_model_kwargs")
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / f"{name}.json").write_text(json.dumps(registered))
-            open_clip.add_model_config(Path(tmp) / f"{name}.json")
-        create = timm.create_model
-        open_clip.timm_model.timm.create_model = lambda model_name, **kwargs: create(model_name, **kwargs, **timm_kwargs)
-        cwd = os.getcwd()
-        os.chdir(ROOT)
-        try:
-            model = open_clip.create_model(name, pretrained=None, pretrained_hf=False).eval()
-        finally:
-            open_clip.timm_model.timm.create_model = create
-            os.chdir(cwd)
+        model = create_open_clip(name, model_cfg, pretrained_hf=False)
         randomize(model)
         with torch.no_grad():
             model.logit_scale.fill_(2.3 + 0.3 * float(torch.randn(())))
@@ -1116,7 +1167,7 @@ def save_weights(state, model_dir, kind, name=None):
 
 def main():
     families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip",
-                                "metaclip2", "openclip-resnet", "nllb-languages"]
+                                "metaclip2", "openclip-resnet", "openclip-eva", "nllb-languages"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
@@ -1126,6 +1177,7 @@ def main():
                   coca=lambda images: make_openclip(images, COCA_CONFIGS), **{"hf-text": make_openclip_hf_text, "chinese-clip": make_chinese_clip,
                      "openclip-siglip": make_openclip_siglip, "metaclip2": make_metaclip2,
                      "openclip-resnet": lambda images: make_openclip(images, RESNET_CONFIGS),
+                     "openclip-eva": lambda images: make_openclip(images, EVA_CONFIGS),
                      "nllb-languages": make_nllb_languages})
     for family in families:
         makers[family](images)

@@ -1,6 +1,7 @@
 """Writes src/model/timm_vits.json: the shape of every timm ViT that OpenCLIP's SigLIP and
-SigLIP 2 configs name (`vision_cfg.timm_model_name`), as timm's registry builds it. A timm
-model's shape lives in timm's code, not in the checkpoint, so imgsearch carries this table.
+SigLIP 2 configs name (`vision_cfg.timm_model_name`), and of every EVA tower its EVA-CLIP
+configs name, as timm's registry builds them. A timm model's shape lives in timm's code, not
+in the checkpoint, so imgsearch carries this table.
 
     python3 scripts/timm_vits.py   # with the timm of scripts/requirements.txt
 """
@@ -9,9 +10,11 @@ import inspect
 import json
 from pathlib import Path
 
+import open_clip
 import timm
 import torch
-from timm.layers import GELUTanh
+from timm.layers import GELUTanh, RotaryEmbeddingCat, SwiGLU
+from timm.models.eva import EvaBlockPostNorm
 
 OUT = Path(__file__).resolve().parent.parent / "src" / "model" / "timm_vits.json"
 
@@ -22,8 +25,53 @@ def mlp_ratio_of(name):
     source = inspect.getsource(timm.models.model_entrypoint(name))
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.keyword) and node.arg == "mlp_ratio":
-            return ast.literal_eval(node.value)
+            # A number, or arithmetic on numbers (EVA's `4 * 2 / 3`), as Python evaluates it.
+            assert all(isinstance(n, (ast.Constant, ast.BinOp, ast.operator)) for n in ast.walk(node.value)), name
+            return eval(compile(ast.Expression(node.value), name, "eval"), {"__builtins__": {}})
     return 4.0
+
+
+def eva_shape(name):
+    """The shape of one of timm's EVA towers as open_clip builds it (class-token pooling, timm's
+    head as the projection), with what sets its blocks apart from a plain ViT's."""
+    with torch.device("meta"):
+        model = timm.create_model(name, global_pool="token")
+    block = model.blocks[0]
+    attn, mlp = block.attn, block.mlp
+    assert model.cls_token is not None and model.reg_token is None and not model.no_embed_class, name
+    assert model.pos_embed is not None and isinstance(model.norm_pre, torch.nn.Identity), name
+    assert isinstance(model.fc_norm, torch.nn.Identity) and model.norm.eps == 1e-6, name
+    assert getattr(block, "gamma_1", None) is None and attn.gate is None, name
+    assert isinstance(attn.q_norm, torch.nn.Identity), name
+    # q and v have biases, k none (a fused qkv keeps them as q_bias and v_bias).
+    assert (attn.q_bias if attn.qkv is not None else attn.q_proj.bias) is not None, name
+    swiglu = isinstance(mlp, SwiGLU)
+    assert swiglu or type(mlp).__name__ == "Mlp", name
+    if not swiglu:
+        assert isinstance(mlp.act, torch.nn.GELU) and mlp.act.approximate == "none", name
+    ratio = mlp_ratio_of(name)
+    hidden = mlp.fc2.in_features
+    assert int(model.embed_dim * ratio) == hidden, name
+    rope = model.rope
+    if rope is not None:
+        # The axial rotary embedding of EVA-02: index grid scaled to `ref_feat_shape`, interleaved pairs.
+        assert isinstance(rope, RotaryEmbeddingCat) and not rope.in_pixels and not rope.rotate_half, name
+        assert rope.temperature == 10000 and rope.grid_offset == 0 and rope.grid_indexing == "ij", name
+        assert rope.ref_feat_shape[0] == rope.ref_feat_shape[1], name
+    return dict(
+        img_size=model.patch_embed.img_size[0],
+        patch_size=model.patch_embed.patch_size[0],
+        embed_dim=model.embed_dim,
+        depth=len(model.blocks),
+        num_heads=attn.num_heads,
+        mlp_ratio=ratio,
+        swiglu=swiglu,
+        mlp_norm=not isinstance(mlp.norm, torch.nn.Identity),
+        attention_norm=not isinstance(attn.norm, torch.nn.Identity),
+        fused_qkv=attn.qkv is not None,
+        rope_reference_grid=None if rope is None else rope.ref_feat_shape[0],
+        post_norm=isinstance(block, EvaBlockPostNorm),
+    )
 
 
 def main():
@@ -48,8 +96,11 @@ def main():
             mlp_ratio=ratio,
             act_layer="gelu_tanh" if isinstance(act, GELUTanh) else "gelu",
         )
-    OUT.write_text(json.dumps(dict(generated_by=f"scripts/timm_vits.py (timm {timm.__version__})", models=table),
-                              indent=1) + "\n")
+    configs = Path(open_clip.__file__).parent / "model_configs"
+    eva_names = {json.loads(p.read_text())["vision_cfg"].get("timm_model_name") for p in configs.glob("*.json")}
+    evas = {name: eva_shape(name) for name in sorted(n for n in eva_names if n and n.startswith("eva"))}
+    generator = f"scripts/timm_vits.py (timm {timm.__version__}, open_clip {open_clip.__version__})"
+    OUT.write_text(json.dumps(dict(generated_by=generator, models=table, evas=evas), indent=1) + "\n")
 
 
 if __name__ == "__main__":

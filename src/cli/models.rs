@@ -189,7 +189,7 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
         let families = serde_json::json!([
             {"family": "clip", "reads": "Hugging Face CLIPModel, MetaClip2Model and ChineseCLIPModel folders and hub ids (config.json model_type \"clip\", \"metaclip_2\", \"chinese_clip\")"},
             {"family": "siglip", "reads": "Hugging Face SiglipModel: SigLIP, fixed-resolution SigLIP 2, multilingual SigLIP (with tokenizer.json)"},
-            {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, ResNet, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers, SigLIP and SigLIP 2 with timm's image towers); bare state dicts with --arch",
+            {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, ResNet, EVA-CLIP, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers, SigLIP and SigLIP 2 with timm's image towers); bare state dicts with --arch",
              "architectures": openclip::builtin_arch_names()},
         ]);
         println!("{}", serde_json::json!({"families": families, "recommended": rows}));
@@ -201,7 +201,10 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     println!("            ChineseCLIPModel: OFA-Sys/chinese-clip-* (BERT's vocab.txt will do for tokenizer.json)");
     println!("  siglip    Hugging Face SiglipModel: SigLIP, SigLIP 2 at a fixed resolution, multilingual SigLIP");
     println!("            (needs tokenizer.json); hits also show the model's probability (--min-prob)");
-    println!("  openclip  OpenCLIP ViT and ResNet (RN50, RN101, RN50x4 ...) checkpoints, CoCa's, multilingual ones");
+    println!(
+        "  openclip  OpenCLIP ViT, ResNet (RN50, RN101, RN50x4 ...) and EVA-CLIP (timm/eva02_*_clip_*) checkpoints,"
+    );
+    println!("            CoCa's, multilingual ones");
     println!("            (XLM-RoBERTa, NLLB text towers), SigLIP and SigLIP 2 as timm publishes them");
     println!("            (timm/ViT-SO400M-14-SigLIP-384, ...)");
     println!("            (open_clip_config.json + open_clip_model.safetensors), and bare state dicts or weights");

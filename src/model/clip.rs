@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use super::checkpoint::{CheckpointTensors, MappedTable};
 use super::config::{Activation, AttentionalPool, Family, ModelConfig, TextConfig, VisionConfig};
 use super::device::Precision;
+use super::eva::EvaTower;
 use super::hf_text::HfTextTower;
 use super::kernels::amx::Split;
 use super::kernels::{self, Epilogue, LinearWeight, WeightLayout};
@@ -633,6 +634,8 @@ pub enum VisionTower {
     Vit(VitTower),
     /// OpenCLIP's `ModifiedResNet` (OpenAI's RN50 and its kin).
     ResNet(ResNetTower),
+    /// timm's EVA towers (EVA-CLIP).
+    Eva(EvaTower),
 }
 
 impl VisionTower {
@@ -656,9 +659,11 @@ impl VisionTower {
             Precision::Bf16 => bf16_layout()?,
             Precision::F16 => return Err(f16_off_gpu()),
         };
-        Ok(match config.vision_config.resnet {
-            Some(shape) => Self::ResNet(ResNetTower::load(w, config, shape, layout)?),
-            None => Self::Vit(VitTower::load(w, config, layout)?),
+        let v = &config.vision_config;
+        Ok(match (v.resnet, v.eva) {
+            (Some(shape), _) => Self::ResNet(ResNetTower::load(w, config, shape, layout)?),
+            (None, Some(shape)) => Self::Eva(EvaTower::load(w, config, shape, layout)?),
+            (None, None) => Self::Vit(VitTower::load(w, config, layout)?),
         })
     }
 
@@ -667,6 +672,7 @@ impl VisionTower {
         match self {
             Self::Vit(tower) => tower.forward(pixels),
             Self::ResNet(tower) => tower.forward(pixels),
+            Self::Eva(tower) => tower.forward(pixels),
         }
     }
 }
@@ -713,25 +719,9 @@ impl VitTower {
     /// `pixels`: (batch, channels, image_size, image_size) → (batch, embedding dim), not normalised.
     fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let (batch, ch, h, w) = pixels.dims4()?;
-        if ch != c.num_channels || h != c.image_size || w != c.image_size {
-            return Err(Error::Candle(candle_core::Error::Msg(format!(
-                "vision tower expects ({}, {}, {}) pixels, got ({ch}, {h}, {w})",
-                c.num_channels, c.image_size, c.image_size
-            ))));
-        }
-        let (ps, grid) = (c.patch_size, c.image_size / c.patch_size);
-        // Pixels come in f32; the tower may run in f16 or bf16 (on a GPU).
-        let pixels = pixels.to_dtype(self.position_embedding.dtype())?;
-        // Unfold non-overlapping patches in (row, col) order, each flattened as (channel, y, x) like
-        // the conv weight. A stride-`ps` "valid" conv leaves out the pixels past the last whole patch.
-        let covered = grid * ps;
-        let pixels = if covered == h { pixels.clone() } else { pixels.narrow(2, 0, covered)?.narrow(3, 0, covered)? };
-        let patches = pixels
-            .reshape((batch, ch, grid, ps, grid, ps))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((batch * grid * grid, ch * ps * ps))?;
+        let batch = pixels.dim(0)?;
+        let grid = c.image_size / c.patch_size;
+        let patches = patch_rows(pixels, c, self.position_embedding.dtype())?;
         let d = c.hidden_size;
         let embedded = self.patch_embedding.forward(&patches)?.reshape((batch, grid * grid, d))?;
         let x = match &self.class_embedding {
@@ -761,6 +751,30 @@ impl VitTower {
             }
         }
     }
+}
+
+/// `pixels` (batch, channels, image_size, image_size), checked against the tower's config, as
+/// the rows a stride-`patch_size` conv reads: the non-overlapping patches in (row, col) order,
+/// each flattened as (channel, y, x) like the conv's weight, in `dtype` (pixels come in f32; a
+/// tower may run in f16 or bf16 on a GPU). → (batch · grid², channels · patch_size²).
+pub(super) fn patch_rows(pixels: &Tensor, c: &VisionConfig, dtype: DType) -> Result<Tensor> {
+    let (batch, ch, h, w) = pixels.dims4()?;
+    if ch != c.num_channels || h != c.image_size || w != c.image_size {
+        return Err(Error::Candle(candle_core::Error::Msg(format!(
+            "vision tower expects ({}, {}, {}) pixels, got ({ch}, {h}, {w})",
+            c.num_channels, c.image_size, c.image_size
+        ))));
+    }
+    let (ps, grid) = (c.patch_size, c.image_size / c.patch_size);
+    let pixels = pixels.to_dtype(dtype)?;
+    // A "valid" conv leaves out the pixels past the last whole patch.
+    let covered = grid * ps;
+    let pixels = if covered == h { pixels } else { pixels.narrow(2, 0, covered)?.narrow(3, 0, covered)? };
+    Ok(pixels
+        .reshape((batch, ch, grid, ps, grid, ps))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .contiguous()?
+        .reshape((batch * grid * grid, ch * ps * ps))?)
 }
 
 /// A text tower: `forward(ids, end_positions)` → (batch, embedding dim), not normalised.

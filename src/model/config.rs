@@ -224,6 +224,41 @@ pub struct VisionConfig {
     /// and the transformer's other fields are unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resnet: Option<ResNetShape>,
+    /// One of timm's EVA towers (EVA-CLIP's EVA02-B/L/E and EVA01-g) in place of CLIP's ViT:
+    /// the same patches, class token and learned positions, but no norm before the blocks, blocks
+    /// of their own (below), and timm's head, a linear layer with a bias, as the projection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eva: Option<EvaShape>,
+}
+
+/// What sets an EVA tower's blocks apart from a CLIP ViT's. q and v have biases, k none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct EvaShape {
+    /// The MLP is SwiGLU, `silu(gate) * value`, each `intermediate_size` wide (else exact GELU).
+    pub swiglu: bool,
+    /// A layer norm on the MLP's hidden activations before its last layer (timm's `scale_mlp`).
+    pub mlp_norm: bool,
+    /// A layer norm on the attention's output before its projection (`scale_attn_inner`).
+    pub attention_norm: bool,
+    /// q, k and v in one weight (`attn.qkv`, biases `q_bias` and `v_bias`), not three.
+    pub fused_qkv: bool,
+    /// EVA-02's rotary positions on the patches' queries and keys (not the class token's): the
+    /// grid's rows and columns counted as if it were this many patches wide (timm's
+    /// `ref_feat_shape`).
+    pub rope_reference_grid: Option<usize>,
+    /// Each block normalises its branches' outputs (`x + norm(attn(x))`), as EVA02-E's do,
+    /// instead of their inputs.
+    pub post_norm: bool,
+}
+
+impl EvaShape {
+    /// How many numbers a tower `d` wide with `hidden`-wide MLPs holds per block.
+    fn block_parameter_count(&self, d: usize, hidden: usize) -> usize {
+        let attention = 3 * d * d + 2 * d + (d * d + d) + if self.attention_norm { 2 * d } else { 0 };
+        let inputs = if self.swiglu { 2 } else { 1 };
+        let mlp = inputs * (d * hidden + hidden) + (hidden * d + d) + if self.mlp_norm { 2 * hidden } else { 0 };
+        2 * 2 * d + attention + mlp
+    }
 }
 
 /// The shape of a `ModifiedResNet`: a three-conv stem of `width / 2`, `width / 2` and `width`
@@ -339,9 +374,17 @@ impl ModelConfig {
             };
             body + 2 * d + ends // 2 * d: the post norm
         };
-        let vision = match &v.resnet {
-            Some(resnet) => resnet.parameter_count(v.image_size, self.projection_dim),
-            None => vit(),
+        let eva = |eva: &EvaShape| {
+            let patches = v.num_patches() + 1;
+            let embeddings = d * v.num_channels * v.patch_size * v.patch_size + d + d + patches * d;
+            // The final norm, then the head with its bias.
+            let ends = 2 * d + d * self.projection_dim + self.projection_dim;
+            embeddings + v.num_hidden_layers * eva.block_parameter_count(d, i) + ends
+        };
+        let vision = match (&v.resnet, &v.eva) {
+            (Some(resnet), _) => resnet.parameter_count(v.image_size, self.projection_dim),
+            (None, Some(shape)) => eva(shape),
+            (None, None) => vit(),
         };
         let t = &self.text_config;
         let (d, i, width) = (t.hidden_size, t.intermediate_size, self.projection_dim);
@@ -406,6 +449,16 @@ impl ModelConfig {
                     v.image_size,
                     v.image_size / 32,
                     v.hidden_size
+                ));
+            }
+        }
+        if let Some(reference) = v.eva.and_then(|eva| eva.rope_reference_grid) {
+            let head_dim = v.hidden_size / v.num_attention_heads;
+            // timm's rotary embedding turns each quarter of a head's width by a row or a column.
+            if reference == 0 || !head_dim.is_multiple_of(4) {
+                return bad(format!(
+                    "an EVA tower's rotary positions need a reference grid of at least one patch and heads a multiple of 4 \
+                     wide (rope_reference_grid {reference}, heads {head_dim} wide)"
                 ));
             }
         }

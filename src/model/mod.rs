@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;
+mod eva;
 mod hf_text;
 mod hub;
 pub mod kernels;

@@ -12,8 +12,10 @@
 //! one of timm's SigLIP ViTs (`SiglipVisionModel` under timm's names) with open_clip's own text
 //! transformer made bidirectional: they translate into a `SiglipModel` config the same way.
 //! OpenAI's ResNets (`ModifiedResNet`: RN50, RN101, RN50x4 …) have no `transformers` class; they
-//! keep open_clip's names and run in `resnet.rs`. Other timm towers, other Hugging Face models,
-//! and the rarer ViT options are refused by name instead of running wrong.
+//! keep open_clip's names and run in `resnet.rs`. Nor have timm's EVA towers (EVA-CLIP): they keep
+//! timm's names and run in `eva.rs`, beside open_clip's own text transformer. Other timm towers,
+//! other Hugging Face models, and the rarer ViT options are refused by name instead of running
+//! wrong.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,12 +24,14 @@ use candle_core::Tensor;
 use serde::Deserialize;
 
 use super::clip::Towers;
-use super::config::{read_json, Alpha, CropRounding, Family, HfArchitecture, ModelConfig, PreprocessConfig, Resample};
+use super::config::{
+    read_json, Alpha, CropRounding, EvaShape, Family, HfArchitecture, ModelConfig, PreprocessConfig, Resample,
+};
 use super::text_cleaning::TextCleaning;
 use crate::error::{Error, Result};
 
 /// The architectures a bare state dict can name, copied verbatim from open-clip-torch 2.32's
-/// `model_configs/` (the ViT and ResNet towers with OpenAI's text tower, CoCa's, and those with
+/// `model_configs/` (the ViT, ResNet and EVA towers with OpenAI's text tower, CoCa's, and those with
 /// an XLM-RoBERTa, NLLB or RoBERTa text tower, whose config.json and tokenizer come from the hub).
 const BUILTIN_ARCHS: &str = include_str!("openclip_archs.json");
 
@@ -133,9 +137,12 @@ impl OpenClipConfig {
         let config = match v.get("timm_model_name") {
             Some(name) => {
                 let name = name.as_str().ok_or_else(|| v.bad(format!("timm_model_name {name} is not a name")))?;
-                siglip_config(m, &v, &t, name, hf_text)?
+                match eva_vision(&v, name)? {
+                    Some(vision) => clip_config(m, &t, hf_text, vision)?,
+                    None => siglip_config(m, &v, &t, name, hf_text)?,
+                }
             }
-            None => clip_config(m, &v, &t, hf_text)?,
+            None => clip_config(m, &t, hf_text, own_vision(m, &v)?)?,
         };
         ModelConfig::from_json(config, path)
     }
@@ -280,24 +287,17 @@ fn is(expected: &'static str) -> impl Fn(&serde_json::Value) -> bool {
     move |v| v.as_str() == Some(expected)
 }
 
-/// An OpenCLIP ViT (OpenAI's CLIP under other names, CoCa's additions, or a Hugging Face text
-/// tower) as a `CLIPModel` config.
+/// An OpenCLIP model with open_clip's own text transformer (or a Hugging Face text tower) and
+/// the CLIP loss, its image tower described by `vision`, as a `CLIPModel` config.
 fn clip_config(
     m: &OpenClipModelConfig,
-    v: &Options,
     t: &Options,
     hf_text: Option<serde_json::Value>,
+    vision: serde_json::Value,
 ) -> Result<serde_json::Value> {
     // `final_ln_after_pool` is not checked: with the only poolings run here (the class token,
     // the end-of-text token), normalising the pooled token or every token before picking it
     // is the same arithmetic; open_clip's plain CLIP class never reads the text one at all.
-    // CoCa's pooler (a bool); the strings select pooler layouts open_clip marks untested.
-    v.refuse_unless("attentional_pool", |v| v.is_boolean())?;
-    v.refuse_unless("no_ln_pre", is_false)?;
-    v.refuse_unless("pool_type", is("tok"))?;
-    v.refuse_unless("pos_embed_type", is("learnable"))?;
-    v.refuse_unless("norm_kwargs", |_| false)?;
-    v.refuse_unless("act_kwargs", |_| false)?;
     let embed_cls = t.flag("embed_cls");
     if hf_text.is_none() {
         t.refuse_unless("hf_tokenizer_name", |_| false)?;
@@ -321,22 +321,10 @@ fn clip_config(
         };
         t.refuse_unless("tokenizer_kwargs", default_cleaning)?;
     }
-    let v_width = v.size("width", 768.0)?;
-    let head_width = v.size("head_width", 64.0)?;
-    if head_width == 0 {
-        return Err(v.bad("vision head_width must be positive".into()));
-    }
-    let activation = if m.quick_gelu { "quick_gelu" } else { "gelu" };
     let context_length = t.size("context_length", 77.0)?;
-    let attentional_pool = v.flag("attentional_pool").then(|| -> Result<serde_json::Value> {
-        Ok(serde_json::json!({
-            "queries": v.size("attn_pooler_queries", 256.0)?,
-            "heads": v.size("attn_pooler_heads", 8.0)?,
-        }))
-    });
-    // open_clip: LayerNorm's default epsilon, MLP width int(width * mlp_ratio), vision
-    // heads width // head_width.
+    // open_clip: LayerNorm's default epsilon, MLP width int(width * mlp_ratio).
     let clip_text = || -> Result<serde_json::Value> {
+        let activation = if m.quick_gelu { "quick_gelu" } else { "gelu" };
         let mut text = own_text_shape(t, context_length + usize::from(embed_cls), activation, 1e-5)?;
         text["class_token"] = embed_cls.into();
         Ok(text)
@@ -348,20 +336,46 @@ fn clip_config(
             Some(text) => text,
             None => clip_text()?,
         },
-        "vision_config": match v.get("layers").and_then(|l| l.as_array()) {
-            Some(stages) => resnet_vision(v, stages, v_width, head_width)?,
-            None => serde_json::json!({
-                "hidden_size": v_width,
-                "intermediate_size": (v_width as f64 * v.num("mlp_ratio", 4.0)?) as usize,
-                "num_hidden_layers": v.size("layers", 12.0)?,
-                "num_attention_heads": v_width / head_width,
-                "image_size": v.square("image_size", 224.0)?,
-                "patch_size": v.square("patch_size", 16.0)?,
-                "hidden_act": activation,
-                "layer_norm_eps": 1e-5,
-                "attentional_pool": attentional_pool.transpose()?,
-            }),
-        },
+        "vision_config": vision,
+    }))
+}
+
+/// open_clip's own image tower (OpenAI's ViT, with CoCa's additions, or `ModifiedResNet`) as a
+/// vision config.
+fn own_vision(m: &OpenClipModelConfig, v: &Options) -> Result<serde_json::Value> {
+    // CoCa's pooler (a bool); the strings select pooler layouts open_clip marks untested.
+    v.refuse_unless("attentional_pool", |v| v.is_boolean())?;
+    v.refuse_unless("no_ln_pre", is_false)?;
+    v.refuse_unless("pool_type", is("tok"))?;
+    v.refuse_unless("pos_embed_type", is("learnable"))?;
+    v.refuse_unless("norm_kwargs", |_| false)?;
+    v.refuse_unless("act_kwargs", |_| false)?;
+    let width = v.size("width", 768.0)?;
+    let head_width = v.size("head_width", 64.0)?;
+    if head_width == 0 {
+        return Err(v.bad("vision head_width must be positive".into()));
+    }
+    if let Some(stages) = v.get("layers").and_then(|l| l.as_array()) {
+        return resnet_vision(v, stages, width, head_width);
+    }
+    let attentional_pool = v.flag("attentional_pool").then(|| -> Result<serde_json::Value> {
+        Ok(serde_json::json!({
+            "queries": v.size("attn_pooler_queries", 256.0)?,
+            "heads": v.size("attn_pooler_heads", 8.0)?,
+        }))
+    });
+    // open_clip: LayerNorm's default epsilon, MLP width int(width * mlp_ratio), heads
+    // width // head_width.
+    Ok(serde_json::json!({
+        "hidden_size": width,
+        "intermediate_size": (width as f64 * v.num("mlp_ratio", 4.0)?) as usize,
+        "num_hidden_layers": v.size("layers", 12.0)?,
+        "num_attention_heads": width / head_width,
+        "image_size": v.square("image_size", 224.0)?,
+        "patch_size": v.square("patch_size", 16.0)?,
+        "hidden_act": if m.quick_gelu { "quick_gelu" } else { "gelu" },
+        "layer_norm_eps": 1e-5,
+        "attentional_pool": attentional_pool.transpose()?,
     }))
 }
 
@@ -390,20 +404,98 @@ fn resnet_vision(
     }))
 }
 
-/// The shapes of timm's SigLIP ViTs, from timm's registry (`scripts/timm_vits.py`).
+/// The shapes of timm's SigLIP ViTs and EVA towers, from timm's registry (`scripts/timm_vits.py`).
 const TIMM_VITS: &str = include_str!("timm_vits.json");
 
-/// One timm ViT's shape: the registry's, with `timm_model_kwargs` over it.
+/// What every timm tower of [`TIMM_VITS`] names of its shape: the registry's, with
+/// `timm_model_kwargs` over it (checked by name in [`timm_shape`]: serde's
+/// `deny_unknown_fields` does not work beside `flatten`).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TimmVit {
+struct TimmShape {
     img_size: usize,
     patch_size: usize,
     embed_dim: usize,
     depth: usize,
     num_heads: usize,
     mlp_ratio: f64,
+}
+
+/// One of timm's SigLIP ViTs (`models` in [`TIMM_VITS`]).
+#[derive(Debug, Deserialize)]
+struct TimmVit {
+    #[serde(flatten)]
+    shape: TimmShape,
     act_layer: String,
+}
+
+/// The shape of timm tower `name` from `section` of [`TIMM_VITS`] (`models`: SigLIP's ViTs,
+/// `evas`: EVA-CLIP's towers), with open_clip 3's `timm_model_kwargs`, which it hands to
+/// `timm.create_model`, over the registry's; `None` where the section has no such tower.
+fn timm_shape(v: &Options, section: &str, name: &str) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let table: serde_json::Value = serde_json::from_str(TIMM_VITS).expect("the timm table parses");
+    let Some(shape) = table[section].get(name).and_then(|s| s.as_object()) else {
+        return Ok(None);
+    };
+    let mut shape = shape.clone();
+    let mut known = vec!["img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"];
+    if section == "models" {
+        known.push("act_layer");
+    }
+    for (key, value) in v.kwargs("timm_model_kwargs", &known)?.into_iter().flatten() {
+        let value = match key.as_str() {
+            "img_size" | "patch_size" => v.square_value(key, value)?.into(),
+            _ => value.clone(),
+        };
+        shape.insert(key.clone(), value);
+    }
+    Ok(Some(shape))
+}
+
+/// One of timm's EVA towers (`evas` in [`TIMM_VITS`]).
+#[derive(Debug, Deserialize)]
+struct TimmEva {
+    #[serde(flatten)]
+    shape: TimmShape,
+    #[serde(flatten)]
+    blocks: EvaShape,
+}
+
+/// An EVA-CLIP image tower (`timm/EVA02-B-16`'s `eva02_base_patch16_clip_224`, ...) as a vision
+/// config, or `None` where `timm_name` is no EVA tower. open_clip pools it at the class token and
+/// uses timm's head as the projection (`timm_pool` "token", no `timm_proj`).
+fn eva_vision(v: &Options, timm_name: &str) -> Result<Option<serde_json::Value>> {
+    let Some(shape) = timm_shape(v, "evas", timm_name)? else {
+        return Ok(None);
+    };
+    let eva: TimmEva = serde_json::from_value(shape.into())
+        .map_err(|e| v.bad(format!("timm_model_kwargs do not describe an EVA tower: {e}")))?;
+    if v.str("timm_pool") != Some("token") || v.get("timm_proj").is_some() {
+        return Err(v.bad(format!(
+            "EVA towers run pooled at their class token and projected by timm's head (timm_pool \"token\" and no \
+             timm_proj, as open_clip's EVA configs set them), not timm_pool {} and timm_proj {}",
+            v.get("timm_pool").unwrap_or(&"\"avg\"".into()),
+            v.get("timm_proj").unwrap_or(&serde_json::Value::Null)
+        )));
+    }
+    let image_size = v.square("image_size", 224.0)?;
+    if image_size != eva.shape.img_size {
+        return Err(
+            v.bad(format!("vision image_size {image_size} is not the timm tower's img_size {}", eva.shape.img_size))
+        );
+    }
+    Ok(Some(serde_json::json!({
+        "hidden_size": eva.shape.embed_dim,
+        "intermediate_size": (eva.shape.embed_dim as f64 * eva.shape.mlp_ratio) as usize,
+        "num_hidden_layers": eva.shape.depth,
+        "num_attention_heads": eva.shape.num_heads,
+        "image_size": eva.shape.img_size,
+        "patch_size": eva.shape.patch_size,
+        // The MLP's when it is not SwiGLU: nn.GELU.
+        "hidden_act": "gelu",
+        // timm's LayerNorm.
+        "layer_norm_eps": 1e-6,
+        "eva": eva.blocks,
+    })))
 }
 
 /// An OpenCLIP SigLIP or SigLIP 2 (`timm/ViT-SO400M-14-SigLIP-384`, ...) as a `SiglipModel`
@@ -418,28 +510,17 @@ fn siglip_config(
     timm_name: &str,
     hf_text: Option<serde_json::Value>,
 ) -> Result<serde_json::Value> {
-    let table: serde_json::Value = serde_json::from_str(TIMM_VITS).expect("the timm table parses");
-    let mut shape = match table["models"].get(timm_name).and_then(|s| s.as_object()) {
-        Some(shape) => shape.clone(),
-        None => {
-            let names: Vec<&str> = table["models"].as_object().expect("a table").keys().map(String::as_str).collect();
-            return Err(v.bad(format!(
-                "OpenCLIP vision option timm_model_name=\"{timm_name}\" is not supported: image towers from timm run \
-                 for SigLIP's ViTs ({}), not ConvNeXt, EVA or other timm towers. SigLIP and SigLIP 2 are also on the \
-                 hub in Hugging Face's format as google/siglip-*, google/siglip2-*",
-                names.join(", ")
-            )));
-        }
+    let Some(shape) = timm_shape(v, "models", timm_name)? else {
+        let table: serde_json::Value = serde_json::from_str(TIMM_VITS).expect("the timm table parses");
+        let names = |section: &str| table[section].as_object().expect("a table").keys().cloned().collect::<Vec<_>>();
+        return Err(v.bad(format!(
+            "OpenCLIP vision option timm_model_name=\"{timm_name}\" is not supported: image towers from timm run for \
+             SigLIP's ViTs ({}) and EVA-CLIP's ({}), not ConvNeXt, MobileCLIP or other timm towers. SigLIP and SigLIP 2 \
+             are also on the hub in Hugging Face's format as google/siglip-*, google/siglip2-*",
+            names("models").join(", "),
+            names("evas").join(", ")
+        )));
     };
-    // open_clip 3's `timm_model_kwargs`, handed to `timm.create_model` over the registry's.
-    let known = ["img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "act_layer"];
-    for (key, value) in v.kwargs("timm_model_kwargs", &known)?.into_iter().flatten() {
-        let value = match key.as_str() {
-            "img_size" | "patch_size" => v.square_value(key, value)?.into(),
-            _ => value.clone(),
-        };
-        shape.insert(key.clone(), value);
-    }
     let vit: TimmVit = serde_json::from_value(shape.into())
         .map_err(|e| v.bad(format!("timm_model_kwargs do not describe a ViT: {e}")))?;
     let vision_act = match vit.act_layer.as_str() {
@@ -461,8 +542,10 @@ fn siglip_config(
     }
     // open_clip resizes pictures to image_size; timm's tower takes only its own size.
     let image_size = v.square("image_size", 224.0)?;
-    if image_size != vit.img_size {
-        return Err(v.bad(format!("vision image_size {image_size} is not the timm tower's img_size {}", vit.img_size)));
+    if image_size != vit.shape.img_size {
+        return Err(
+            v.bad(format!("vision image_size {image_size} is not the timm tower's img_size {}", vit.shape.img_size))
+        );
     }
     let mut text = match hf_text {
         Some(text) => text,
@@ -473,12 +556,12 @@ fn siglip_config(
         "model_type": "siglip",
         "text_config": text,
         "vision_config": {
-            "hidden_size": vit.embed_dim,
-            "intermediate_size": (vit.embed_dim as f64 * vit.mlp_ratio) as usize,
-            "num_hidden_layers": vit.depth,
-            "num_attention_heads": vit.num_heads,
-            "image_size": vit.img_size,
-            "patch_size": vit.patch_size,
+            "hidden_size": vit.shape.embed_dim,
+            "intermediate_size": (vit.shape.embed_dim as f64 * vit.shape.mlp_ratio) as usize,
+            "num_hidden_layers": vit.shape.depth,
+            "num_attention_heads": vit.shape.num_heads,
+            "image_size": vit.shape.img_size,
+            "patch_size": vit.shape.patch_size,
             "hidden_act": vision_act,
             // timm's ViTs: nn.LayerNorm with eps 1e-6.
             "layer_norm_eps": 1e-6,
@@ -697,13 +780,19 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
     let candle = |e: candle_core::Error| bad(e.to_string());
     let mut out = HashMap::with_capacity(tensors.len() + 64);
     let resnet = tensors.iter().any(|(name, _)| is_resnet_tensor(name));
+    let eva = tensors.iter().any(|(name, _)| is_eva_tensor(name));
     for (name, tensor) in tensors {
         let name = name.strip_prefix("module.").unwrap_or(&name);
-        // A ResNet image tower has no counterpart in `transformers`: it keeps open_clip's names.
+        // ResNet and EVA image towers have no counterpart in `transformers`: they keep
+        // open_clip's names (timm's, for EVA), less the batch norms' counters.
         if let Some(rest) = name.strip_prefix("visual.").filter(|_| resnet) {
             if !rest.ends_with(".num_batches_tracked") {
                 out.insert(format!("vision_model.{rest}"), tensor);
             }
+            continue;
+        }
+        if let Some(rest) = name.strip_prefix("visual.trunk.").filter(|_| eva) {
+            out.insert(format!("vision_model.{rest}"), tensor);
             continue;
         }
         // CoCa's captioning decoder plays no part in embeddings.
@@ -806,6 +895,11 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
 /// ViT has).
 fn is_resnet_tensor(name: &str) -> bool {
     name.strip_prefix("module.").unwrap_or(name).starts_with("visual.attnpool.")
+}
+
+/// Whether a tensor is one of an EVA image tower's (its class token: timm's SigLIP ViTs have none).
+fn is_eva_tensor(name: &str) -> bool {
+    name.strip_prefix("module.").unwrap_or(name) == "visual.trunk.cls_token"
 }
 
 /// A fused attention projection, [q; k; v] stacked on the first axis, as the three of
@@ -1094,6 +1188,7 @@ mod tests {
                 None => assert_eq!((hf_text, t.max_position_embeddings), (false, 77), "{arch}"),
             }
             assert_eq!(v.resnet.is_some(), arch.starts_with("RN"), "{arch}");
+            assert_eq!(v.eva.is_some(), arch.starts_with("EVA"), "{arch}");
             // sum(p.numel() for p in open_clip.create_model(arch).parameters()), open-clip-torch 2.32.
             let open_clips_count = match arch.trim_end_matches("-quickgelu") {
                 "RN50" => 102_007_137,
@@ -1101,9 +1196,48 @@ mod tests {
                 "RN50x4" => 178_300_601,
                 "RN50x16" => 290_979_217,
                 "RN50x64" => 623_258_305,
+                "EVA01-g-14" => 1_136_435_841,
+                "EVA01-g-14-plus" => 1_366_621_569,
+                "EVA02-B-16" => 149_691_137,
+                "EVA02-L-14" => 427_755_457,
+                "EVA02-L-14-336" => 428_083_137,
+                "EVA02-E-14" => 4_704_589_569,
+                "EVA02-E-14-plus" => 5_044_889_089,
                 _ => continue,
             };
             assert_eq!(config.parameter_count(), open_clips_count, "{arch}");
+        }
+    }
+
+    /// EVA towers run only as open_clip's EVA configs build them (class-token pooling, timm's head as
+    /// the projection, the tower's own picture size), with `timm_model_kwargs` limited to the
+    /// shape, and rotary positions only on heads a multiple of 4 wide; each refusal says why.
+    #[test]
+    fn eva_configs_refuse_what_does_not_run() {
+        let eva = |vision: &str| {
+            let json = format!(
+                r#"{{"embed_dim":512,"custom_text":true,"vision_cfg":{{"image_size":224,"timm_model_name":"eva02_base_patch16_clip_224",{vision}}},"text_cfg":{{"width":512,"heads":8,"layers":12}}}}"#
+            );
+            let openclip =
+                OpenClipConfig { model: serde_json::from_str(&json).unwrap(), preprocess: Default::default() };
+            openclip.model_config(Path::new("EVA02-B-16"), None)
+        };
+        let config = eva(r#""timm_pool":"token","timm_proj":null"#).unwrap();
+        let shape = config.vision_config.eva.unwrap();
+        assert!(shape.swiglu && shape.mlp_norm && shape.attention_norm && !shape.fused_qkv && !shape.post_norm);
+        assert_eq!((shape.rope_reference_grid, config.vision_config.intermediate_size), (Some(16), 2048));
+        for (vision, why) in [
+            (r#""timm_pool":"avg","timm_proj":null"#, "not timm_pool \"avg\""),
+            (r#""timm_pool":"token","timm_proj":"linear""#, "and timm_proj \"linear\""),
+            (r#""timm_pool":"token","timm_model_kwargs":{"qkv_fused":true}"#, "only img_size, patch_size"),
+            (
+                r#""timm_pool":"token","timm_model_kwargs":{"img_size":336}"#,
+                "image_size 224 is not the timm tower's img_size 336",
+            ),
+            (r#""timm_pool":"token","timm_model_kwargs":{"embed_dim":72,"num_heads":4}"#, "heads 18 wide"),
+        ] {
+            let error = eva(vision).unwrap_err().to_string();
+            assert!(error.contains(why), "{vision}: {error}");
         }
     }
 

@@ -419,15 +419,17 @@ fn an_openclip_siglip_library_scores_hits_as_open_clip_embeds_them() {
     }
 }
 
-/// OpenCLIP ResNet libraries (a hub folder, and a bare state dict as RemoteCLIP-RN50 ships):
-/// every hit's score is the cosine of open_clip's two embeddings.
+/// OpenCLIP libraries whose image towers have no `transformers` class, ResNets and EVA-CLIP's
+/// (each as a hub folder, and as a bare state dict as RemoteCLIP-RN50 ships): every hit's score
+/// is the cosine of open_clip's two embeddings.
 #[test]
-fn an_openclip_resnet_library_scores_hits_as_open_clip_embeds_them() {
+fn openclip_resnet_and_eva_libraries_score_hits_as_open_clip_embeds_them() {
     let text = "a photo of a cat";
-    for model in ["tiny-openclip-rn-quickgelu", "tiny-openclip-rn-gelu"] {
+    for model in ["tiny-openclip-rn-quickgelu", "tiny-openclip-rn-gelu", "tiny-openclip-eva02", "tiny-openclip-eva02-e"]
+    {
         let reference = common::reference(model);
         // Lossless pictures: `index` reads large JPEGs at a reduced scale (as Pillow's draft
-        // does), which a 96-pixel ResNet tells from the full decode the reference had.
+        // does), which a tower of 60 to 96 pixels tells from the full decode the reference had.
         let pictures = ["astronaut_palette.png", "coffee.png", "chelsea_alpha.png", "camera_gray.png"];
         for (name, hit) in search_a_fixture_library(model, &pictures, text) {
             let cosine = common::cosine(&reference.text_embeds[text], &reference.image_embeds[&name]);

@@ -1,12 +1,14 @@
 //! The CPU kernels (fused activation, in-place attention, layer norm, linear layers, the ResNet's
-//! neighbourhoods and pooling) compute what candle's generic ops do.
+//! neighbourhoods and pooling, EVA-02's rotary positions and SwiGLU gate) compute what candle's
+//! generic ops do.
 
 use candle_core::{DType, Device, Tensor, D};
 use imgsearch::model::config::Activation;
 use imgsearch::model::kernels::{
     activate, activate_generic, amx, attention, attention_from_parts, attention_generic, average_pool,
     average_pool_generic, bf16_pairs, layer_norm, layer_norm_generic, linear, neighbourhoods, neighbourhoods_generic,
-    Epilogue, LinearWeight, WeightLayout,
+    rotate_queries_keys, rotate_queries_keys_generic, swiglu, swiglu_generic, Epilogue, LinearWeight, RotaryTable,
+    WeightLayout,
 };
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -23,6 +25,19 @@ fn fused_activations_equal_candle_ops() {
         let d = max_abs_diff(&activate(fresh, act).unwrap(), &expected);
         assert!(d < 1e-5, "{act:?}: max diff {d}");
     }
+}
+
+/// SwiGLU's gate, silu(first half of a row) times its second half, one pass on the CPU: as
+/// candle's ops compute it, rows of odd half-widths and a non-contiguous input included.
+#[test]
+fn swiglu_equals_candle_ops() {
+    let x = Tensor::randn(0f32, 3.0, (5, 39, 2 * 171), &Device::Cpu).unwrap();
+    let d = max_abs_diff(&swiglu(&x).unwrap(), &swiglu_generic(&x).unwrap());
+    assert!(d < 1e-4, "max diff {d}");
+    let t = x.transpose(0, 1).unwrap();
+    let d = max_abs_diff(&swiglu(&t).unwrap(), &swiglu_generic(&t).unwrap());
+    assert!(d < 1e-4, "transposed input: max diff {d}");
+    assert!(swiglu(&Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap()).is_err(), "an odd row is refused");
 }
 
 /// A 3×3 conv padded by 1 as a product over each pixel's neighbourhood (channels last), and
@@ -49,6 +64,47 @@ fn resnet_neighbourhoods_and_pooling_equal_candle_conv_and_pool() {
         for (path, got) in [("cpu", average_pool(&x, size)), ("generic", average_pool_generic(&x, size))] {
             let d = max_abs_diff(&got.unwrap(), &expected);
             assert!(d < 1e-5, "{path} pool {size}: max diff {d}");
+        }
+    }
+}
+
+/// EVA-02's rotary positions turn each pair of a patch's query and key numbers by its row's
+/// (first half of a head's pairs) or column's angle, and leave the class token and the values
+/// alone: the one-pass CPU kernel and candle's ops agree, and both turn by the angle timm's
+/// `RotaryEmbeddingCat` gives (coordinate / grid · reference grid · band).
+#[test]
+fn rotary_positions_turn_queries_and_keys_by_their_row_and_column() {
+    let (grid, reference, head_dim, heads, batch) = (3, 5, 8, 2, 2);
+    let (seq, dim) = (grid * grid + 1, head_dim * heads);
+    let table = RotaryTable::new(grid, reference, head_dim, &Device::Cpu).unwrap();
+    let qkv = Tensor::randn(0f32, 1.0, (batch, seq, 3 * dim), &Device::Cpu).unwrap();
+    let generic = rotate_queries_keys_generic(&qkv, &table).unwrap();
+    let cpu = rotate_queries_keys(qkv.copy().unwrap(), &table).unwrap(); // turned in place on CPU
+    let d = max_abs_diff(&cpu, &generic);
+    assert!(d < 1e-6, "cpu vs generic: max diff {d}");
+    let before: Vec<Vec<Vec<f32>>> = qkv.to_vec3().unwrap();
+    let after: Vec<Vec<Vec<f32>>> = cpu.to_vec3().unwrap();
+    for b in 0..batch {
+        assert_eq!(before[b][0], after[b][0], "the class token is not turned");
+        for position in 0..seq {
+            assert_eq!(before[b][position][2 * dim..], after[b][position][2 * dim..], "values are not turned");
+        }
+    }
+    // The patch at row 2, column 1 (position 1 + 2 · 3 + 1): the first pair of every head of q and
+    // k turns by its row's angle at band 0 (1 rad per coordinate), the first pair of the head's
+    // second half by its column's; the bands after it turn slower (10000^(-j / 2)).
+    let position = 1 + 2 * grid + 1;
+    let (row_angle, column_angle) = (2.0f32 / 3.0 * 5.0, 1.0f32 / 3.0 * 5.0);
+    for start in (0..2 * dim).step_by(head_dim) {
+        for (pair, angle) in [(0, row_angle), (2, column_angle), (1, row_angle / 100.0)] {
+            let i = start + 2 * pair;
+            let (x, y) = (before[1][position][i], before[1][position][i + 1]);
+            let expected = [x * angle.cos() - y * angle.sin(), y * angle.cos() + x * angle.sin()];
+            let got = [after[1][position][i], after[1][position][i + 1]];
+            assert!(
+                (got[0] - expected[0]).abs() < 1e-5 && (got[1] - expected[1]).abs() < 1e-5,
+                "{got:?} vs {expected:?}"
+            );
         }
     }
 }

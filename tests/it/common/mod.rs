@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 18] = [
+pub const PARITY_MODELS: [&str; 20] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -37,6 +37,8 @@ pub const PARITY_MODELS: [&str; 18] = [
     "tiny-metaclip2",
     "tiny-openclip-rn-quickgelu",
     "tiny-openclip-rn-gelu",
+    "tiny-openclip-eva02",
+    "tiny-openclip-eva02-e",
 ];
 
 /// What `--model` takes for a fixture checkpoint: its folder, or for a bare OpenCLIP state dict

@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""Compare imgsearch's OpenCLIP ResNet image tower (RN50 by default) with open_clip on PyTorch and
-with ONNX Runtime, on this machine, in one run, the three taking turns.
+"""Compare imgsearch's OpenCLIP image towers that have no `transformers` class (the ResNets, RN50
+by default; EVA-CLIP's, e.g. EVA02-B-16) with open_clip on PyTorch and with ONNX Runtime, on this
+machine, in one run, the three taking turns.
 
 One random checkpoint of the architecture's exact shape is written (open_clip_config.json +
-open_clip_model.safetensors, as the hub's timm/resnet50_clip.openai); imgsearch times it with
+open_clip_model.safetensors, as the hub's timm/resnet50_clip.openai or
+timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k); imgsearch times it with
 `imgsearch bench` (the release binary: build it first), PyTorch with `model.encode_image`, ONNX
 Runtime with the image tower exported by torch.onnx.export (CPUExecutionProvider, all graph
 optimisations). All f32 unless --dtype bf16 (imgsearch only; the peers stay f32), the same
 thread count everywhere. Each round times every engine at every batch, the order rotated per
 round; the table gives the median of the rounds.
 
-    cargo build --release && python3 scripts/compare_resnet.py              # RN50, batch 1/8/32
-    python3 scripts/compare_resnet.py --arch RN50x4 --rounds 5 --dtype bf16
+    cargo build --release && python3 scripts/compare_openclip_towers.py      # RN50, batch 1/8/32
+    python3 scripts/compare_openclip_towers.py --arch RN50x4 --rounds 5 --dtype bf16
+    python3 scripts/compare_openclip_towers.py --arch EVA02-B-16
 """
 import argparse
 import datetime
@@ -42,7 +45,7 @@ def time_batches(run, batch, iterations):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="RN50", help="an open_clip ResNet architecture (RN50, RN101, RN50x4, ...)")
+    ap.add_argument("--arch", default="RN50", help="an open_clip architecture: a ResNet (RN50, RN101, RN50x4, ...) or EVA (EVA02-B-16, ...)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--rounds", type=int, default=3)
@@ -59,7 +62,7 @@ def main():
     model = open_clip.create_model(args.arch, pretrained=None).eval()
     size = model.visual.image_size if isinstance(model.visual.image_size, int) else model.visual.image_size[0]
     load_at_start = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="imgsearch-resnet-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="imgsearch-towers-") as tmp:
         tmp = Path(tmp)
         checkpoint = tmp / args.arch
         checkpoint.mkdir()
