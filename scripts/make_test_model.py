@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -1157,6 +1158,54 @@ def make_metaclip2(images):
     ))
 
 
+def make_mclip(images):
+    """M-CLIP (multilingual-clip's `MultilingualCLIP`, M-CLIP/XLM-Roberta-Large-Vit-B-32's kind):
+    the tiny XLM-RoBERTa made by the "hf-text" family as its `modelBase`, mean-pooled and
+    projected with a bias to the embeddings of the CLIP fixture `tiny-clip-b32-quickgelu`, whose
+    image tower it pairs with (so its image references are that CLIP's). Published with its
+    weights and config.json alone; the tokenizer is its modelBase's. Text references from
+    `MultilingualCLIP.forward`, one text at a time; its own code cannot read a text longer than
+    its positions, so the tokenizer it is handed cuts one there, as imgsearch does."""
+    from multilingual_clip import Config_MCLIP, pt_multilingual_clip
+    name, image_model, text_model = "tiny-mclip", "tiny-clip-b32-quickgelu", "tiny-xlm-roberta"
+    model_dir, text_dir = FIXTURES / "models" / name, FIXTURES / "models" / text_model
+    fresh_folder(model_dir)
+    torch.manual_seed(11)
+    clip = json.loads((FIXTURES / "reference" / f"{image_model}.json").read_text())
+    text_config = transformers.AutoConfig.from_pretrained(text_dir)
+    # A path relative to the repository root, where the tests run.
+    config = Config_MCLIP.MCLIPConfig(modelBase=str(text_dir.relative_to(ROOT)), transformerDimSize=text_config.hidden_size,
+                                      imageDimSize=clip["dim"])
+    # multilingual-clip loads modelBase's pretrained weights; the tiny encoder has none.
+    from_pretrained = transformers.AutoModel.from_pretrained
+    transformers.AutoModel.from_pretrained = lambda path: transformers.AutoModel.from_config(
+        transformers.AutoConfig.from_pretrained(ROOT / path))
+    try:
+        model = pt_multilingual_clip.MultilingualCLIP(config).eval()
+    finally:
+        transformers.AutoModel.from_pretrained = from_pretrained
+    randomize(model)
+    config.architectures = ["MultilingualCLIP"]
+    config.save_pretrained(model_dir)
+    save_weights(model.state_dict(), model_dir, "pytorch")
+    # RoBERTa's positions start after the pad id: two fewer tokens than positions fit.
+    context = text_config.max_position_embeddings - 2
+    tokenizer = transformers.AutoTokenizer.from_pretrained(text_dir)
+    cutting = lambda texts, **kwargs: tokenizer(texts, truncation=True, max_length=context, **kwargs)  # noqa: E731
+    texts = MULTILINGUAL_TEXTS
+    with torch.no_grad():
+        text_embeds = {t: l2(model.forward([t], cutting))[0].tolist() for t in texts}
+    token_ids = {t: cutting(t)["input_ids"] for t in texts}
+    shutil.copyfile(FIXTURES / "reference" / f"{image_model}_pixels.safetensors",
+                    FIXTURES / "reference" / f"{name}_pixels.safetensors")
+    write_reference(name, dict(
+        generated_by=f"scripts/make_test_model.py (multilingual-clip 1.0.10, transformers {transformers.__version__}, "
+                     f"torch {torch.__version__}); image references: {image_model}'s",
+        model=name, dim=clip["dim"], max_length=context, texts=texts,
+        token_ids=token_ids, image_embeds=clip["image_embeds"], text_embeds=text_embeds,
+    ))
+
+
 def save_weights(state, model_dir, kind, name=None):
     state = {k: v.contiguous() for k, v in state.items()}
     if kind == "safetensors":
@@ -1167,7 +1216,7 @@ def save_weights(state, model_dir, kind, name=None):
 
 def main():
     families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip",
-                                "metaclip2", "openclip-resnet", "openclip-eva", "nllb-languages"]
+                                "metaclip2", "openclip-resnet", "openclip-eva", "mclip", "nllb-languages"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
@@ -1178,6 +1227,7 @@ def main():
                      "openclip-siglip": make_openclip_siglip, "metaclip2": make_metaclip2,
                      "openclip-resnet": lambda images: make_openclip(images, RESNET_CONFIGS),
                      "openclip-eva": lambda images: make_openclip(images, EVA_CONFIGS),
+                     "mclip": make_mclip,
                      "nllb-languages": make_nllb_languages})
     for family in families:
         makers[family](images)

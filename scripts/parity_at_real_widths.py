@@ -103,14 +103,17 @@ def openclip(out, arch):
     import open_clip
     from safetensors.torch import save_file
     config = json.loads((Path(open_clip.__file__).parent / "model_configs" / f"{arch}.json").read_text())
-    config["vision_cfg"]["layers"] = config["text_cfg"]["layers"] = 2
+    config["text_cfg"]["layers"] = 2
+    if "timm_model_name" in config["vision_cfg"]:
+        # A timm tower (EVA) is cut by `timm_model_kwargs`, open_clip 3's option.
+        config["vision_cfg"]["timm_model_kwargs"] = dict(depth=2)
+    else:
+        config["vision_cfg"]["layers"] = 2
     name = f"real-widths-{arch}"
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / f"{name}.json").write_text(json.dumps(config))
-        open_clip.add_model_config(Path(tmp) / f"{name}.json")
     torch.manual_seed(3)
-    model = open_clip.create_model(name, pretrained=None).eval()
+    model = M.create_open_clip(name, config)
     M.randomize(model)
+    M.post_norm_as_trained(model)
     pre = dict(mean=OPENAI_MEAN, std=OPENAI_STD, interpolation="bicubic", resize_mode="shortest")
     size = config["vision_cfg"]["image_size"]
     (out / "open_clip_config.json").write_text(json.dumps(dict(model_cfg=config, preprocess_cfg=dict(pre, size=size))))
@@ -146,7 +149,10 @@ CHECKPOINTS = {
                                         tower(768, 12, 3072, 2, projection_size=768),
                                         "gelu_pytorch_tanh", 256, "tiny-siglip2-gemma", 64),
     **{f"openclip-{arch}": (lambda arch: lambda o: openclip(o, arch))(arch)
-       for arch in ["ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14", "ViT-B-16-plus-240"]},
+       for arch in ["ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14", "ViT-B-16-plus-240",
+                    # EVA-02 at 336 px (a 24×24 grid whose rotary positions count as 16×16, SwiGLU
+                    # 2730 wide), EVA02-E (112-wide heads, post-norm, MLP 15360), EVA01-g (fused qkv).
+                    "EVA02-L-14-336", "EVA02-E-14", "EVA01-g-14"]},
 }
 
 

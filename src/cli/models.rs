@@ -37,7 +37,7 @@ fn hugging_face(config: serde_json::Value) -> ModelConfig {
     ModelConfig::from_json(config, Path::new("(built in)")).expect("the recommended shapes are valid")
 }
 
-const RECOMMENDED: [Recommendation; 7] = [
+const RECOMMENDED: [Recommendation; 8] = [
     Recommendation {
         need: "fastest (the default)",
         model: "openai/clip-vit-base-patch32",
@@ -55,6 +55,15 @@ const RECOMMENDED: [Recommendation; 7] = [
                 "vision_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
                                   "num_attention_heads": 16, "patch_size": 14},
             }))
+        },
+    },
+    Recommendation {
+        need: "best quality, English",
+        model: "timm/eva02_large_patch14_clip_224.merged2b_s4b_b131k",
+        how: None,
+        config: || {
+            let arch = openclip::OpenClipConfig::from_arch("EVA02-L-14").expect("EVA02-L-14 is built in");
+            arch.model_config(Path::new("EVA02-L-14"), None).expect("EVA02-L-14 converts")
         },
     },
     Recommendation {
@@ -187,7 +196,7 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     }
     if args.json {
         let families = serde_json::json!([
-            {"family": "clip", "reads": "Hugging Face CLIPModel, MetaClip2Model and ChineseCLIPModel folders and hub ids (config.json model_type \"clip\", \"metaclip_2\", \"chinese_clip\")"},
+            {"family": "clip", "reads": "Hugging Face CLIPModel, MetaClip2Model and ChineseCLIPModel folders and hub ids (config.json model_type \"clip\", \"metaclip_2\", \"chinese_clip\"); M-CLIP text towers (model_type \"M-CLIP\") with the CLIP they pair with, or the one named after '#'"},
             {"family": "siglip", "reads": "Hugging Face SiglipModel: SigLIP, fixed-resolution SigLIP 2, multilingual SigLIP (with tokenizer.json)"},
             {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, ResNet, EVA-CLIP, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers, SigLIP and SigLIP 2 with timm's image towers); bare state dicts with --arch",
              "architectures": openclip::builtin_arch_names()},
@@ -198,7 +207,8 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     println!("Families (`--model` takes a hub id, a folder or a file; the layout is read from the files):");
     println!("  clip      Hugging Face CLIPModel: openai/clip-*, laion/CLIP-* (their Hugging Face files),");
     println!("            MetaClip2Model: facebook/metaclip-2-worldwide-* (hundreds of languages), and");
-    println!("            ChineseCLIPModel: OFA-Sys/chinese-clip-* (BERT's vocab.txt will do for tokenizer.json)");
+    println!("            ChineseCLIPModel: OFA-Sys/chinese-clip-* (BERT's vocab.txt will do for tokenizer.json),");
+    println!("            M-CLIP: M-CLIP/XLM-Roberta-Large-Vit-B-32, ... (any other: --model 'M-CLIP#ITS-CLIP')");
     println!("  siglip    Hugging Face SiglipModel: SigLIP, SigLIP 2 at a fixed resolution, multilingual SigLIP");
     println!("            (needs tokenizer.json); hits also show the model's probability (--min-prob)");
     println!(

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 
 use super::clip::{Towers, TEXT_TOKEN_TABLE};
+use super::config::read_json;
 use super::hub::HubRepo;
+use super::mclip::{self, MClipConfig};
 use super::openclip::{self, OpenClipConfig};
 use crate::error::{Error, Result};
 
@@ -41,6 +43,10 @@ pub enum Layout {
     /// dict), `source` naming where it came from; `text_model`: the `config.json` of the Hugging
     /// Face model its text tower is built from, if it is.
     OpenClip { config: Box<OpenClipConfig>, source: PathBuf, text_model: Option<PathBuf> },
+    /// M-CLIP's `config.json` (`model_type` "M-CLIP") + weights for the text tower, the
+    /// `config.json` of the encoder it is (`text_model`), and the CLIP checkpoint whose image
+    /// tower it pairs with (see `mclip.rs`).
+    MClip { config: PathBuf, text_model: PathBuf, image: Box<CheckpointFiles> },
 }
 
 const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
@@ -99,6 +105,18 @@ impl CheckpointFiles {
                 .ok_or_else(|| missing("open_clip_model.safetensors or open_clip_pytorch_model.bin"))
         };
         let own_tokenizer = || -> Result<_> { Ok((get("tokenizer.json")?, get("tokenizer_config.json")?)) };
+        // An M-CLIP says so in its config.json; `#` then names its image model, not an OpenCLIP
+        // architecture (which is a built-in name or a model config JSON file).
+        let names_an_arch = arch.is_some_and(|a| {
+            openclip::builtin_arch_names().iter().any(|n| n == a)
+                || Path::new(a).is_file() && Path::new(a).extension().is_some_and(|e| e == "json")
+        });
+        let config = if names_an_arch { None } else { get("config.json")? };
+        if let Some(config) = &config {
+            if let Some(mclip) = MClipConfig::from_file(config)? {
+                return Self::mclip(label, config.clone(), mclip, arch, &get);
+            }
+        }
         if let Some(arch) = arch {
             let config = OpenClipConfig::from_arch(arch)?;
             let weights = open_clip_weights()?;
@@ -112,7 +130,9 @@ impl CheckpointFiles {
                 tokenizer_config: text.tokenizer_config,
             });
         }
-        if let Some(config) = get("config.json")? {
+        // The repositories timm and open_clip share (timm/vit_base_patch16_clip_224.openai) hold
+        // timm's config.json and weights of the image tower beside OpenCLIP's files.
+        if let Some(config) = config.filter(|config| !is_timm_config(config)) {
             if let Some(weights) = first(&WEIGHT_FILES)? {
                 return Ok(Self {
                     layout: Layout::HuggingFace { config },
@@ -147,6 +167,59 @@ impl CheckpointFiles {
     }
 
     /// A bare OpenCLIP state dict with its architecture (a built-in name or a model config file).
+    /// An M-CLIP (`config`: its `config.json`) whose files `get` fetches, its image tower from
+    /// `image_model` or, where that is not given, the CLIP its name says it pairs with.
+    fn mclip(
+        label: &str,
+        config: PathBuf,
+        mclip: MClipConfig,
+        image_model: Option<&str>,
+        get: &impl Fn(&str) -> Result<Option<PathBuf>>,
+    ) -> Result<Self> {
+        let image_model =
+            image_model.or_else(|| MClipConfig::image_model_of(label)).ok_or_else(|| Error::BadCheckpoint {
+                path: label.into(),
+                reason: format!(
+                "this M-CLIP's text tower was distilled to a CLIP's image embeddings, and it does not say which: name \
+                 that CLIP after '#', e.g. --model '{label}#openai/clip-vit-base-patch32'"
+            ),
+            })?;
+        let mut weights = None;
+        for name in WEIGHT_FILES {
+            if weights.is_none() {
+                weights = get(name)?;
+            }
+        }
+        let weights = weights.ok_or_else(|| Error::MissingModelFile {
+            path: label.into(),
+            missing: "model.safetensors or pytorch_model.bin (M-CLIP's text tower)".into(),
+        })?;
+        let key = "the M-CLIP config's modelBase";
+        let text_model = text_model_file(&mclip.model_base, "config.json", key)?;
+        // The checkpoint's own tokenizer, else its encoder's.
+        let (tokenizer, tokenizer_config) = match get("tokenizer.json")?.or(get("vocab.txt")?) {
+            Some(own) => (own, get("tokenizer_config.json")?),
+            None => (
+                text_model_file(&mclip.model_base, "tokenizer.json", key)?,
+                text_model_file_if_any(&mclip.model_base, "tokenizer_config.json", key)?,
+            ),
+        };
+        let image = Self::resolve(image_model)?;
+        if matches!(image.layout, Layout::MClip { .. }) {
+            return Err(Error::BadCheckpoint {
+                path: image_model.into(),
+                reason: "an M-CLIP's image model must be a CLIP, not another M-CLIP".into(),
+            });
+        }
+        Ok(Self {
+            layout: Layout::MClip { config, text_model, image: Box::new(image) },
+            weights,
+            tokenizer: Some(tokenizer),
+            preprocessor: None,
+            tokenizer_config,
+        })
+    }
+
     fn bare(file: &Path, arch: String) -> Result<Self> {
         if arch.is_empty() {
             return Err(Error::BadCheckpoint {
@@ -244,6 +317,16 @@ impl CheckpointFiles {
             (Layout::HuggingFace { .. }, false) => {
                 let tensors = read_torch_file(&self.weights, None).map_err(bad)?;
                 Ok(CheckpointTensors::loaded(openclip::with_bert_text_renamed(tensors, &self.weights)?))
+            }
+            // The text tower's alone: the image tower's are its image model's.
+            (Layout::MClip { .. }, in_safetensors) => {
+                let tensors = match in_safetensors {
+                    true => {
+                        candle_core::safetensors::load(&self.weights, &Device::Cpu).map_err(bad)?.into_iter().collect()
+                    }
+                    false => read_torch_file(&self.weights, None).map_err(bad)?,
+                };
+                Ok(CheckpointTensors::loaded(mclip::to_clip_names(tensors, &self.weights)?))
             }
         }
     }
@@ -576,6 +659,13 @@ fn text_model_file_if_any(name: &str, file: &str, key: &str) -> Result<Option<Pa
     }
     let (repo_id, revision) = name.split_once('@').unwrap_or((name, "main"));
     HubRepo::new(repo_id, revision, hub_offline())?.fetch(file)
+}
+
+/// Whether a `config.json` is timm's (it names an `architecture`, where `transformers`' name a
+/// `model_type`).
+fn is_timm_config(path: &Path) -> bool {
+    let Ok(config) = read_json::<serde_json::Value>(path) else { return false };
+    config.get("architecture").is_some() && config.get("model_type").is_none()
 }
 
 fn looks_like_repo_id(model: &str) -> bool {

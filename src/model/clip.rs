@@ -940,6 +940,16 @@ pub enum Towers {
     Both,
 }
 
+impl Towers {
+    pub fn has_image(self) -> bool {
+        matches!(self, Self::Image | Self::Both)
+    }
+
+    pub fn has_text(self) -> bool {
+        matches!(self, Self::Text | Self::Both)
+    }
+}
+
 /// SigLIP's calibration of a text–picture cosine into a match probability:
 /// `sigmoid(cosine * exp(logit_scale) + logit_bias)`, as `SiglipModel` scores pairs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -967,12 +977,24 @@ pub struct ClipModel {
 impl ClipModel {
     /// `precision` must have passed `Precision::check` for the weights' device.
     pub fn load(weights: &Weights, config: &ModelConfig, towers: Towers, precision: Precision) -> Result<Self> {
-        let vision = matches!(towers, Towers::Image | Towers::Both)
-            .then(|| VisionTower::load(weights, config, precision))
-            .transpose()?;
-        let text = matches!(towers, Towers::Text | Towers::Both)
-            .then(|| TextTower::load(weights, config, precision))
-            .transpose()?;
+        let vision = towers.has_image().then_some(weights);
+        let text = towers.has_text().then_some(weights);
+        Self::load_towers(vision, text, config, precision)
+    }
+
+    /// The towers whose weights are given, each from its own (M-CLIP's image tower is another
+    /// checkpoint's).
+    pub fn load_towers(
+        vision: Option<&Weights>,
+        text: Option<&Weights>,
+        config: &ModelConfig,
+        precision: Precision,
+    ) -> Result<Self> {
+        let either =
+            vision.or(text).ok_or_else(|| Error::Candle(candle_core::Error::Msg("no tower to load".into())))?;
+        let vision = vision.map(|weights| VisionTower::load(weights, config, precision)).transpose()?;
+        let text = text.map(|weights| TextTower::load(weights, config, precision)).transpose()?;
+        let weights = either;
         let sigmoid_score = match config.family {
             Family::Clip => None,
             Family::Siglip => {

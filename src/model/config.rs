@@ -189,13 +189,16 @@ pub enum HfPooler {
     FirstTokenDense,
 }
 
-/// open_clip's `hf_proj_type`, from the encoder's width to the embedding's (no biases).
+/// open_clip's `hf_proj_type`, from the encoder's width to the embedding's (no biases), or
+/// M-CLIP's `LinearTransformation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HfProjection {
     /// None: the encoder is as wide as the embedding.
     Identity,
     Linear,
+    /// A linear layer with a bias (M-CLIP's).
+    BiasedLinear,
     /// Linear to `(width + embedding) / 2`, exact GELU, linear.
     Mlp,
 }
@@ -404,6 +407,7 @@ impl ModelConfig {
                 let projection = match encoder.projection {
                     HfProjection::Identity => 0,
                     HfProjection::Linear => d * width,
+                    HfProjection::BiasedLinear => d * width + width,
                     HfProjection::Mlp => d * (d + width) / 2 + (d + width) / 2 * width,
                 };
                 encoder.type_vocab_size * d + pooler + projection

@@ -1,6 +1,6 @@
 //! OpenCLIP's text towers built from a Hugging Face model (`hf_model_name`), as open_clip's
 //! `HFTextEncoder` runs them: `transformers`' encoder, the padding masked out, a pooling, and a
-//! projection without biases. Two encoders: BERT's (BERT, RoBERTa, XLM-RoBERTa for LAION's
+//! projection without biases. M-CLIP's is the same with a biased projection. Two encoders: BERT's (BERT, RoBERTa, XLM-RoBERTa for LAION's
 //! multilingual checkpoints: learned positions and token types, post-norm layers) and NLLB-200's
 //! (nllb-clip: sinusoidal positions, pre-norm layers with ReLU, a layer norm at the end).
 //! Chinese-CLIP's text tower (`ChineseCLIPModel`) is the same BERT, read at its first token.
@@ -56,7 +56,10 @@ impl HfTextTower {
             .collect::<Result<_>>()?;
         let projection = match encoder.projection {
             HfProjection::Identity => Projection::Identity,
-            HfProjection::Linear => Projection::Linear(Linear::load(w, "text_projection", (d, width), false, layout)?),
+            HfProjection::Linear | HfProjection::BiasedLinear => {
+                let bias = encoder.projection == HfProjection::BiasedLinear;
+                Projection::Linear(Linear::load(w, "text_projection", (d, width), bias, layout)?)
+            }
             HfProjection::Mlp => {
                 let hidden = (d + width) / 2;
                 Projection::Mlp(

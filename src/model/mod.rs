@@ -11,6 +11,7 @@ mod hf_text;
 mod hub;
 pub mod kernels;
 pub mod languages;
+mod mclip;
 pub mod openclip;
 pub mod preprocess;
 mod resnet;
@@ -36,13 +37,22 @@ use tokenizer::{PaddingSource, TextTokenizer};
 pub type Embedding = Vec<f32>;
 
 /// The name recorded with an index, from which the same model loads again: the repo id, the
-/// canonical folder path, or for a bare state dict its canonical path with `#ARCH` (an
-/// architecture file's canonical path).
+/// canonical folder path, or for a bare state dict (or a folder) its canonical path with what
+/// follows `#` (an architecture, or an M-CLIP's image model: a file or folder by its canonical
+/// path).
 fn model_id(model: &str) -> String {
     let canonical = |p: &Path| std::fs::canonicalize(p).map(|p| p.to_string_lossy().into_owned());
+    let canonical_if_a_path =
+        |s: &str| if Path::new(s).exists() { canonical(Path::new(s)).unwrap_or(s.into()) } else { s.into() };
     if let Some((file, arch)) = checkpoint::bare_state_dict(model) {
-        let arch = if Path::new(&arch).is_file() { canonical(Path::new(&arch)).unwrap_or(arch) } else { arch };
-        return format!("{}#{arch}", canonical(file).unwrap_or_else(|_| file.display().to_string()));
+        return format!(
+            "{}#{}",
+            canonical(file).unwrap_or_else(|_| file.display().to_string()),
+            canonical_if_a_path(&arch)
+        );
+    }
+    if let Some((folder, after)) = model.rsplit_once('#').filter(|(folder, _)| Path::new(folder).is_dir()) {
+        return format!("{}#{}", canonical_if_a_path(folder), canonical_if_a_path(after));
     }
     match std::fs::canonicalize(model) {
         Ok(dir) if dir.is_dir() => dir.to_string_lossy().into_owned(),
@@ -119,7 +129,13 @@ impl ModelSpec {
     /// `model`: a local checkpoint folder or a Hugging Face repo id (`owner/name[@revision]`).
     pub fn resolve(model: &str) -> Result<Self> {
         let files = CheckpointFiles::resolve(model)?;
-        let (config, preprocess) = match &files.layout {
+        let (config, preprocess) = Self::configs(&files)?;
+        Ok(Self { model_id: model_id(model), files, config, preprocess, precision: Precision::F32 })
+    }
+
+    /// The model's configuration and its preprocessing, as its files describe them.
+    fn configs(files: &CheckpointFiles) -> Result<(ModelConfig, PreprocessConfig)> {
+        Ok(match &files.layout {
             Layout::HuggingFace { config } => {
                 let config = ModelConfig::from_file(config)?;
                 let image_size = config.vision_config.image_size as u32;
@@ -138,8 +154,28 @@ impl ModelSpec {
                 let preprocess = config.preprocess(model_config.vision_config.image_size as u32, source)?;
                 (model_config, preprocess)
             }
-        };
-        Ok(Self { model_id: model_id(model), files, config, preprocess, precision: Precision::F32 })
+            // The image model's config and preprocessing, M-CLIP's text tower.
+            Layout::MClip { config, text_model, image } => {
+                let (image_config, preprocess) = Self::configs(image)?;
+                let mclip = mclip::MClipConfig::from_file(config)?.expect("the layout was chosen by this config");
+                let bad = |reason: String| Error::BadCheckpoint { path: config.clone(), reason };
+                if image_config.family != Family::Clip || image_config.projection_dim != mclip.dim {
+                    let family = if image_config.family == Family::Clip { "CLIP" } else { "SigLIP" };
+                    return Err(bad(format!(
+                        "its image model embeds {}-wide {family} embeddings, where M-CLIP's text tower puts out \
+                         {}-wide CLIP ones: name the CLIP it was distilled to after '#'",
+                        image_config.projection_dim, mclip.dim
+                    )));
+                }
+                let json = serde_json::json!({
+                    "model_type": "clip",
+                    "projection_dim": mclip.dim,
+                    "text_config": mclip.text_config(text_model, config)?,
+                    "vision_config": image_config.vision_config,
+                });
+                (ModelConfig::from_json(json, config)?, preprocess)
+            }
+        })
     }
 
     pub fn with_precision(self, precision: Precision) -> Self {
@@ -176,6 +212,8 @@ impl ModelSpec {
                 .cleaning_texts_as_open_clip_hf(cleaning)
                 .with_special_tokens_of_its_class(self.files.tokenizer_config.as_deref())?,
             (checkpoint::Layout::OpenClip { .. }, None) => tokenizer.cleaning_texts_as_open_clip()?,
+            // multilingual-clip tokenizes with `transformers`' class of its modelBase.
+            (checkpoint::Layout::MClip { .. }, _) => tokenizer.splitting_at_whitespace_first(),
             (checkpoint::Layout::HuggingFace { .. }, _) => tokenizer,
         }
         .for_vocab_size(self.config.text_config.vocab_size)?;
@@ -183,9 +221,19 @@ impl ModelSpec {
             true => tokenizer.pooled_after_the_text(),
             false => tokenizer,
         };
-        let weights = Weights::new(self.files.open_tensors(towers)?, device, self.files.weights.clone())
-            .in_dtype(self.precision.tensor_dtype(device));
-        let model = ClipModel::load(&weights, &self.config, towers, self.precision)?;
+        let weights_of = |files: &CheckpointFiles, towers: Towers| -> Result<Weights> {
+            Ok(Weights::new(files.open_tensors(towers)?, device, files.weights.clone())
+                .in_dtype(self.precision.tensor_dtype(device)))
+        };
+        let model = match &self.files.layout {
+            // Each tower from its own checkpoint.
+            Layout::MClip { image, .. } => {
+                let vision = towers.has_image().then(|| weights_of(image, Towers::Image)).transpose()?;
+                let text = towers.has_text().then(|| weights_of(&self.files, Towers::Text)).transpose()?;
+                ClipModel::load_towers(vision.as_ref(), text.as_ref(), &self.config, self.precision)?
+            }
+            _ => ClipModel::load(&weights_of(&self.files, towers)?, &self.config, towers, self.precision)?,
+        };
         Ok(Clip {
             model,
             tokenizer,

@@ -666,6 +666,18 @@ fn hf_tokenizer_cleaning(t: &Options) -> Result<TextCleaning> {
 /// The text tower of an OpenCLIP model built from a Hugging Face model (`hf_model_name`): the
 /// encoder's shape from that model's `config.json` (`text_model`), with `transformers`' class
 /// defaults for what it leaves out, and open_clip's pooling, projection and text cleaning.
+/// The text config of the Hugging Face encoder `text_model` (its `config.json`) pooled and
+/// projected to `embed_dim` as open_clip's `text_cfg` options in `options` say
+/// (`hf_pooler_type`, `hf_proj_type`, `context_length`): how M-CLIP's tower is described too.
+pub(super) fn hf_encoder_text_config(
+    options: &serde_json::Map<String, serde_json::Value>,
+    embed_dim: usize,
+    text_model: &Path,
+    path: &Path,
+) -> Result<serde_json::Value> {
+    hf_text_config(&Options { cfg: options, part: "text", path }, embed_dim, text_model)
+}
+
 fn hf_text_config(t: &Options, embed_dim: usize, text_model: &Path) -> Result<serde_json::Value> {
     let bad = |reason: String| Error::BadCheckpoint { path: text_model.to_owned(), reason };
     let hf: serde_json::Map<String, serde_json::Value> = read_json(text_model)?;
@@ -1071,7 +1083,7 @@ fn fold_layer_scales(tensors: &mut HashMap<String, Tensor>) -> candle_core::Resu
 /// A Hugging Face encoder's tensor (`transformers`' names, after `text.transformer.`) under the
 /// names the towers load (those of CLIP's encoder layers where the part is the same); `None`
 /// for the buffers `transformers` saves with the weights.
-fn hf_encoder_name(name: &str) -> std::result::Result<Option<String>, &'static str> {
+pub(super) fn hf_encoder_name(name: &str) -> std::result::Result<Option<String>, &'static str> {
     let renamed = match name {
         "embeddings.position_ids" | "embeddings.token_type_ids" => return Ok(None),
         "embeddings.word_embeddings.weight" => "embeddings.token_embedding.weight".into(),

@@ -229,6 +229,18 @@ impl TextTokenizer {
         self
     }
 
+    /// Splits texts at whitespace before the tokenizer's own pre-tokenizer, as `transformers`'
+    /// `XLMRobertaTokenizer` does whatever `tokenizer.json` holds (and sentencepiece itself, which
+    /// drops extra whitespace): a space at either end of a text, or a run of them, makes no `▁`
+    /// token of its own.
+    pub fn splitting_at_whitespace_first(mut self) -> Self {
+        use tokenizers::pre_tokenizers::{sequence::Sequence, whitespace::WhitespaceSplit};
+        let mut parts = vec![tokenizers::PreTokenizerWrapper::WhitespaceSplit(WhitespaceSplit)];
+        parts.extend(self.inner.get_pre_tokenizer().cloned());
+        self.inner.with_pre_tokenizer(Some(Sequence::new(parts)));
+        self
+    }
+
     /// The special tokens `transformers` puts around a text where its tokenizer class sets them
     /// itself, whatever `tokenizer.json` holds: NLLB's `NllbTokenizer` puts the source
     /// language's code first and `</s>` last (`src_lang` of `tokenizer_config.json`, `eng_Latn`

@@ -420,6 +420,101 @@ fn a_multilingual_openclip_fetches_its_text_model_from_the_hub() {
     }
 }
 
+/// A repository timm and open_clip share (timm/vit_base_patch16_clip_224.openai, ...): timm's
+/// config.json and image-tower weights beside OpenCLIP's files. timm's config is no CLIPModel's,
+/// so the OpenCLIP files are read.
+#[test]
+fn a_repository_timm_shares_with_open_clip_is_read_as_open_clip() {
+    let model = "tiny-openclip-b32-quickgelu";
+    let reference = reference(model);
+    let folder = tempfile::tempdir().unwrap();
+    for file in ["open_clip_config.json", "open_clip_model.safetensors"] {
+        std::fs::copy(model_dir(model).join(file), folder.path().join(file)).unwrap();
+    }
+    // timm's files: its config, and weights under timm's names (any will do: they are not read).
+    let timm_config = serde_json::json!({"architecture": "vit_base_patch32_clip_224", "num_classes": 48,
+                                         "pretrained_cfg": {"tag": "openai", "input_size": [3, 96, 96]}});
+    std::fs::write(folder.path().join("config.json"), timm_config.to_string()).unwrap();
+    std::fs::copy(model_dir(model).join("open_clip_model.safetensors"), folder.path().join("model.safetensors"))
+        .unwrap();
+    let text = "a photo of a cat";
+    let out = imgsearch()
+        .args(["embed", "--device", "cpu", "--json", "--text", text, "--image"])
+        .arg(image_path("coffee.png"))
+        .arg("--model")
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    let json = json_of(&out);
+    assert!(cosine(&vector(&json["texts"][text]), &reference.text_embeds[text]) >= 0.9999);
+    let (_, picture) = json["images"].as_object().unwrap().iter().next().unwrap();
+    assert!(cosine(&vector(picture), &reference.image_embeds["coffee.png"]) >= 0.9999);
+}
+
+/// M-CLIP as the hub has it: the repository holds config.json (modelBase names the encoder by
+/// its hub id) and the text tower's weights; the encoder's config.json and tokenizer come from
+/// modelBase's repository, and the image tower from the CLIP the M-CLIP's name pairs it with
+/// (`XLM-Roberta-Large-Vit-B-32`: openai/clip-vit-base-patch32). Texts embed as
+/// multilingual-clip's, pictures as that CLIP's; offline, the cache serves all three.
+#[test]
+fn an_mclip_fetches_its_encoder_and_its_image_model_from_the_hub() {
+    let reference = reference("tiny-mclip");
+    let text = "ein Foto von einer Katze am Strand, über den Dächern";
+    let checkpoint = tempfile::tempdir().unwrap();
+    std::fs::copy(model_dir("tiny-mclip").join("pytorch_model.bin"), checkpoint.path().join("pytorch_model.bin"))
+        .unwrap();
+    let config = std::fs::read_to_string(model_dir("tiny-mclip").join("config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&config).unwrap();
+    config["modelBase"] = "FacebookAI/xlm-roberta-large".into();
+    std::fs::write(checkpoint.path().join("config.json"), config.to_string()).unwrap();
+    let hub = StandInHub::serve_repos(
+        vec![
+            ("M-CLIP/XLM-Roberta-Large-Vit-B-32".into(), checkpoint.path().to_owned()),
+            ("FacebookAI/xlm-roberta-large".into(), model_dir("tiny-xlm-roberta")),
+            ("openai/clip-vit-base-patch32".into(), model_dir("tiny-clip-b32-quickgelu")),
+        ],
+        Behaviour::Honest,
+    );
+    let hf_home = tempfile::tempdir().unwrap();
+    for offline in [false, true] {
+        let mut cmd = imgsearch();
+        cmd.env("HF_HOME", hf_home.path()).env("HF_ENDPOINT", &hub.endpoint);
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        }
+        cmd.args(["embed", "--device", "cpu", "--json", "--text", text, "--image"]).arg(image_path("coffee.png"));
+        let json = json_of(&cmd.args(["--model", "M-CLIP/XLM-Roberta-Large-Vit-B-32"]).output().unwrap());
+        let got = vector(&json["texts"][text]);
+        assert!(cosine(&got, &reference.text_embeds[text]) >= 0.9999, "offline {offline}");
+        let (_, picture) = json["images"].as_object().unwrap().iter().next().unwrap();
+        assert!(cosine(&vector(picture), &reference.image_embeds["coffee.png"]) >= 0.9999, "offline {offline}");
+    }
+}
+
+/// An M-CLIP whose name pairs it with no CLIP must be told which one (after `#`), and one paired
+/// with a model of another width or family is refused; each error says what to do.
+#[test]
+fn an_mclip_without_its_image_model_is_refused_with_what_to_do() {
+    let mclip = model_dir("tiny-mclip");
+    let embed = |model: String| {
+        imgsearch()
+            .args(["embed", "--device", "cpu", "--json", "--text", "a cat", "--model"])
+            .arg(model)
+            .output()
+            .unwrap()
+    };
+    for (model, expected) in [
+        (mclip.display().to_string(), "name that CLIP after '#'"),
+        (format!("{}#{}", mclip.display(), model_dir("tiny-clip-p14-gelu").display()), "40-wide CLIP embeddings"),
+        (format!("{}#{}", mclip.display(), model_dir("tiny-siglip-sp").display()), "SigLIP embeddings"),
+    ] {
+        let out = embed(model.clone());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{model}: {stderr}");
+        assert!(stderr.contains(expected), "{model}: no {expected:?} in: {stderr}");
+    }
+}
+
 /// An OpenCLIP SigLIP published as timm's are (ViT-SO400M-14-SigLIP names timm/ViT-B-16-SigLIP's
 /// tokenizer): a repository without a tokenizer of its own fetches tokenizer.json from the one
 /// hf_tokenizer_name names, then finds both in the cache offline.

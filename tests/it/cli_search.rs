@@ -440,6 +440,20 @@ fn openclip_resnet_and_eva_libraries_score_hits_as_open_clip_embeds_them() {
     }
 }
 
+/// An M-CLIP library (its image tower its CLIP's, named after `#`): a German query's hits score
+/// the cosine of multilingual-clip's text embedding with that CLIP's picture embeddings.
+#[test]
+fn an_mclip_library_scores_hits_as_multilingual_clip_and_its_clip_embed_them() {
+    let (model, text) = ("tiny-mclip", "ein Foto von einer Katze am Strand, über den Dächern");
+    let reference = common::reference(model);
+    let pictures = ["astronaut_palette.png", "coffee.png", "chelsea_alpha.png"];
+    for (name, hit) in search_a_fixture_library(model, &pictures, text) {
+        let cosine = common::cosine(&reference.text_embeds[text], &reference.image_embeds[&name]);
+        let score = hit["score"].as_f64().unwrap() as f32;
+        assert!((score - cosine).abs() < 0.015, "{name} scored {score}, the references' cosine {cosine}");
+    }
+}
+
 /// Indexes `pictures` (fixture photos) with the fixture checkpoint `model` and searches `text`:
 /// each hit by its file name. Every picture must be a hit.
 fn search_a_fixture_library(model: &str, pictures: &[&str], text: &str) -> Vec<(String, Value)> {

@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 20] = [
+pub const PARITY_MODELS: [&str; 21] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -39,12 +39,20 @@ pub const PARITY_MODELS: [&str; 20] = [
     "tiny-openclip-rn-gelu",
     "tiny-openclip-eva02",
     "tiny-openclip-eva02-e",
+    "tiny-mclip",
 ];
 
+/// The M-CLIP fixture and the CLIP fixture whose image tower it pairs with.
+pub const MCLIP_PAIR: (&str, &str) = ("tiny-mclip", "tiny-clip-b32-quickgelu");
+
 /// What `--model` takes for a fixture checkpoint: its folder, or for a bare OpenCLIP state dict
-/// (a folder with `arch.json` beside the `.pt`) the file with its architecture after `#`.
+/// (a folder with `arch.json` beside the `.pt`) the file with its architecture after `#`, or
+/// for the M-CLIP its folder with its image model's after `#`.
 pub fn model_arg(name: &str) -> String {
     let dir = model_dir(name);
+    if name == MCLIP_PAIR.0 {
+        return format!("{}#{}", dir.display(), model_dir(MCLIP_PAIR.1).display());
+    }
     let arch = dir.join("arch.json");
     if arch.is_file() {
         format!("{}#{}", dir.join(format!("{name}.pt")).display(), arch.display())
