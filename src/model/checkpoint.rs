@@ -46,7 +46,7 @@ pub enum Layout {
     /// M-CLIP's `config.json` (`model_type` "M-CLIP") + weights for the text tower, the
     /// `config.json` of the encoder it is (`text_model`), and the CLIP checkpoint whose image
     /// tower it pairs with (see `mclip.rs`).
-    MClip { config: PathBuf, text_model: PathBuf, image: Box<CheckpointFiles> },
+    MClip { config: PathBuf, mclip: MClipConfig, text_model: PathBuf, image: Box<CheckpointFiles> },
 }
 
 const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
@@ -166,7 +166,6 @@ impl CheckpointFiles {
         })
     }
 
-    /// A bare OpenCLIP state dict with its architecture (a built-in name or a model config file).
     /// An M-CLIP (`config`: its `config.json`) whose files `get` fetches, its image tower from
     /// `image_model` or, where that is not given, the CLIP its name says it pairs with.
     fn mclip(
@@ -176,20 +175,15 @@ impl CheckpointFiles {
         image_model: Option<&str>,
         get: &impl Fn(&str) -> Result<Option<PathBuf>>,
     ) -> Result<Self> {
-        let image_model =
-            image_model.or_else(|| MClipConfig::image_model_of(label)).ok_or_else(|| Error::BadCheckpoint {
-                path: label.into(),
-                reason: format!(
-                "this M-CLIP's text tower was distilled to a CLIP's image embeddings, and it does not say which: name \
-                 that CLIP after '#', e.g. --model '{label}#openai/clip-vit-base-patch32'"
+        let unpaired = || Error::BadCheckpoint {
+            path: label.into(),
+            reason: format!(
+                "this M-CLIP's text tower was distilled to a CLIP's image embeddings, and it does not say which: \
+                 name that CLIP after '#', e.g. --model '{label}#openai/clip-vit-base-patch32'"
             ),
-            })?;
-        let mut weights = None;
-        for name in WEIGHT_FILES {
-            if weights.is_none() {
-                weights = get(name)?;
-            }
-        }
+        };
+        let image_model = image_model.or_else(|| MClipConfig::image_model_of(label)).ok_or_else(unpaired)?;
+        let weights = WEIGHT_FILES.iter().map(|name| get(name)).find_map(Result::transpose).transpose()?;
         let weights = weights.ok_or_else(|| Error::MissingModelFile {
             path: label.into(),
             missing: "model.safetensors or pytorch_model.bin (M-CLIP's text tower)".into(),
@@ -212,7 +206,7 @@ impl CheckpointFiles {
             });
         }
         Ok(Self {
-            layout: Layout::MClip { config, text_model, image: Box::new(image) },
+            layout: Layout::MClip { config, mclip, text_model, image: Box::new(image) },
             weights,
             tokenizer: Some(tokenizer),
             preprocessor: None,
@@ -220,6 +214,7 @@ impl CheckpointFiles {
         })
     }
 
+    /// A bare OpenCLIP state dict with its architecture (a built-in name or a model config file).
     fn bare(file: &Path, arch: String) -> Result<Self> {
         if arch.is_empty() {
             return Err(Error::BadCheckpoint {

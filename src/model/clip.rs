@@ -990,11 +990,11 @@ impl ClipModel {
         config: &ModelConfig,
         precision: Precision,
     ) -> Result<Self> {
-        let either =
+        // SigLIP's logit scale and bias are in either tower's checkpoint (they are one).
+        let weights =
             vision.or(text).ok_or_else(|| Error::Candle(candle_core::Error::Msg("no tower to load".into())))?;
         let vision = vision.map(|weights| VisionTower::load(weights, config, precision)).transpose()?;
         let text = text.map(|weights| TextTower::load(weights, config, precision)).transpose()?;
-        let weights = either;
         let sigmoid_score = match config.family {
             Family::Clip => None,
             Family::Siglip => {

@@ -1,9 +1,10 @@
 //! OpenCLIP's text towers built from a Hugging Face model (`hf_model_name`), as open_clip's
 //! `HFTextEncoder` runs them: `transformers`' encoder, the padding masked out, a pooling, and a
-//! projection without biases. M-CLIP's is the same with a biased projection. Two encoders: BERT's (BERT, RoBERTa, XLM-RoBERTa for LAION's
+//! projection without biases. Two encoders: BERT's (BERT, RoBERTa, XLM-RoBERTa for LAION's
 //! multilingual checkpoints: learned positions and token types, post-norm layers) and NLLB-200's
 //! (nllb-clip: sinusoidal positions, pre-norm layers with ReLU, a layer norm at the end).
-//! Chinese-CLIP's text tower (`ChineseCLIPModel`) is the same BERT, read at its first token.
+//! Chinese-CLIP's text tower (`ChineseCLIPModel`) is the same BERT, read at its first token;
+//! M-CLIP's (`mclip.rs`) the same BERT or XLM-RoBERTa, mean-pooled, its projection biased.
 //!
 //! The layers are CLIP's encoder layers under the names `openclip.rs` gives the tensors; BERT's
 //! run in its order: each sub-layer's output is added to its input and then normalised, where

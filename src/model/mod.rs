@@ -155,9 +155,8 @@ impl ModelSpec {
                 (model_config, preprocess)
             }
             // The image model's config and preprocessing, M-CLIP's text tower.
-            Layout::MClip { config, text_model, image } => {
+            Layout::MClip { config, mclip, text_model, image } => {
                 let (image_config, preprocess) = Self::configs(image)?;
-                let mclip = mclip::MClipConfig::from_file(config)?.expect("the layout was chosen by this config");
                 let bad = |reason: String| Error::BadCheckpoint { path: config.clone(), reason };
                 if image_config.family != Family::Clip || image_config.projection_dim != mclip.dim {
                     let family = if image_config.family == Family::Clip { "CLIP" } else { "SigLIP" };
@@ -212,7 +211,8 @@ impl ModelSpec {
                 .cleaning_texts_as_open_clip_hf(cleaning)
                 .with_special_tokens_of_its_class(self.files.tokenizer_config.as_deref())?,
             (checkpoint::Layout::OpenClip { .. }, None) => tokenizer.cleaning_texts_as_open_clip()?,
-            // multilingual-clip tokenizes with `transformers`' class of its modelBase.
+            // multilingual-clip tokenizes with `transformers`' class of its modelBase, which
+            // splits XLM-RoBERTa's texts at whitespace first (BERT's are split there anyway).
             (checkpoint::Layout::MClip { .. }, _) => tokenizer.splitting_at_whitespace_first(),
             (checkpoint::Layout::HuggingFace { .. }, _) => tokenizer,
         }
