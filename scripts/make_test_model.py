@@ -523,6 +523,26 @@ EVA_CONFIGS = {
 }
 
 
+# CLIPA's shape (OpenCLIP's ViT-*-CLIPA*: UCSC-VLAA's CLIPA-v2): no norm before the image
+# tower's blocks, its patch tokens averaged and the mean normalised; a text tower that sees
+# every position, read at the last position of a text padded to the context, tokenized by
+# BERT's uncased tokenizer (here the "hf-text" family's tiny-bert) with its [SEP] made token 0.
+CLIPA_CONFIGS = {
+    "tiny-openclip-clipa": dict(
+        model_cfg=dict(embed_dim=40,
+                       vision_cfg=dict(image_size=64, layers=2, width=48, head_width=16, patch_size=16,
+                                       no_ln_pre=True, pool_type="avg", final_ln_after_pool=True),
+                       text_cfg=dict(context_length=16, vocab_size=384, hf_tokenizer_name="tests/fixtures/models/tiny-bert",
+                                     tokenizer_kwargs=dict(strip_sep_token=True), width=32, heads=2, layers=2,
+                                     pool_type="last", no_causal_mask=True)),
+        preprocess_cfg=dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
+                            interpolation="bilinear", resize_mode="squash"),
+        layout="hub",
+        padded=True,
+    ),
+}
+
+
 def create_open_clip(name, model_cfg, **create_kwargs):
     """`open_clip.create_model` of `model_cfg`, registered as `name`. open_clip 2.32 has no
     `timm_model_kwargs`: the config is registered without them and they are handed to
@@ -683,6 +703,12 @@ def make_openclip(images, configs=OPENCLIP_CONFIGS):
         with torch.no_grad():
             pixels, image_embeds = openclip_image_references(model, transform, images)
             for text in texts:
+                if spec.get("padded"):
+                    # A tower read at the last position of the padded context: all of it counts.
+                    ids = hf_tokenize(tokenizer, text)
+                    token_ids[text] = ids[0].tolist()
+                    text_embeds[text] = l2(model.encode_text(ids))[0].tolist()
+                    continue
                 ids = tokenizer([text])
                 # Up to the first end token (CLIP pools there); a class token after the text (CoCa)
                 # sees it all, up to the end token the tokenizer appends.
@@ -796,9 +822,13 @@ HF_TEXT_CONFIGS = {
 
 def hf_tokenize(open_tokenizer, text):
     """open_clip's `HFTokenizer.__call__`, whose `batch_encode_plus` transformers 5 no longer has:
-    the same cleaning, then the tokenizer padded and cut to the context."""
-    return open_tokenizer.tokenizer([open_tokenizer.clean_fn(text)], return_tensors="pt", padding="max_length",
-                                    max_length=open_tokenizer.context_length, truncation=True).input_ids
+    the same cleaning, then the tokenizer padded and cut to the context, and its separator token
+    made 0 where `strip_sep_token` says so."""
+    ids = open_tokenizer.tokenizer([open_tokenizer.clean_fn(text)], return_tensors="pt", padding="max_length",
+                                   max_length=open_tokenizer.context_length, truncation=True).input_ids
+    if open_tokenizer.strip_sep_token:
+        ids = torch.where(ids == open_tokenizer.tokenizer.sep_token_id, torch.zeros_like(ids), ids)
+    return ids
 
 
 def open_clip_with_hf_text(name, model_cfg):
@@ -1216,7 +1246,7 @@ def save_weights(state, model_dir, kind, name=None):
 
 def main():
     families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip",
-                                "metaclip2", "openclip-resnet", "openclip-eva", "mclip", "nllb-languages"]
+                                "metaclip2", "openclip-resnet", "openclip-eva", "mclip", "openclip-clipa", "nllb-languages"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
@@ -1228,6 +1258,7 @@ def main():
                      "openclip-resnet": lambda images: make_openclip(images, RESNET_CONFIGS),
                      "openclip-eva": lambda images: make_openclip(images, EVA_CONFIGS),
                      "mclip": make_mclip,
+                     "openclip-clipa": lambda images: make_openclip(images, CLIPA_CONFIGS),
                      "nllb-languages": make_nllb_languages})
     for family in families:
         makers[family](images)

@@ -599,6 +599,9 @@ enum VisionPooling {
     ClassToken { projection: Linear },
     /// SigLIP: every token layer-normed, then the attention-pooling head (no projection).
     AttentionHead(AttentionPoolingHead),
+    /// OpenCLIP's average pool (CLIPA): the mean of the patch tokens, normalised (after the
+    /// mean where `norm_after`, else each token before it), then `visual_projection`.
+    Average { projection: Linear, norm_after: bool },
     /// OpenCLIP's CoCa: the attentional pooler over every token, then layer-normed (at the
     /// embedding's width) and `visual_projection`.
     Attentional { pooler: AttentionalPooler, projection: Linear },
@@ -694,6 +697,10 @@ impl VitTower {
                 pooler: AttentionalPooler::load(w, &format!("{p}.attn_pool"), d, width, pool, &shape)?,
                 projection: Linear::load(w, "visual_projection", (width, width), false, shape.layout)?,
             },
+            None if c.average_pool => VisionPooling::Average {
+                projection: Linear::load(w, "visual_projection", (d, width), false, shape.layout)?,
+                norm_after: c.norm_after_pool,
+            },
             None => VisionPooling::ClassToken {
                 projection: Linear::load(w, "visual_projection", (d, width), false, shape.layout)?,
             },
@@ -706,7 +713,7 @@ impl VitTower {
             patch_embedding: Linear::from_parts(&conv.reshape((d, ch * ps * ps))?, patch_bias, layout)?,
             class_embedding: (!siglip).then(|| w.get(&format!("{p}.embeddings.class_embedding"), &[d])).transpose()?,
             position_embedding: w.get(&format!("{p}.embeddings.position_embedding.weight"), &[positions, d])?,
-            pre_norm: (!siglip)
+            pre_norm: (!siglip && !c.without_pre_norm)
                 .then(|| LayerNorm::load(w, &format!("{p}.pre_layrnorm"), d, c.layer_norm_eps))
                 .transpose()?,
             encoder: Encoder::load(w, &format!("{p}.encoder"), &shape)?,
@@ -744,6 +751,15 @@ impl VitTower {
             }
             VisionPooling::AttentionHead(head) => {
                 head.forward(&self.post_norm.forward(&self.encoder.forward(&x, Visibility::All)?)?)
+            }
+            VisionPooling::Average { projection, norm_after } => {
+                let x = self.encoder.forward(&x, Visibility::All)?;
+                let patches = x.narrow(1, 1, grid * grid)?;
+                let mean = match norm_after {
+                    true => self.post_norm.forward(&patches.mean(1)?)?,
+                    false => self.post_norm.forward(&patches)?.mean(1)?,
+                };
+                projection.forward(&mean)
             }
             VisionPooling::Attentional { pooler, projection } => {
                 let pooled = pooler.forward(&self.encoder.forward(&x, Visibility::All)?)?;
@@ -853,7 +869,7 @@ impl TransformerTextTower {
                     Some(Linear::load(w, &format!("{p}.head"), (d, config.projection_dim), true, shape.layout)?)
                 }
             },
-            causal: config.family == Family::Clip,
+            causal: config.family == Family::Clip && !c.bidirectional,
             config: c.clone(),
         })
     }

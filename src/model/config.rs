@@ -130,6 +130,15 @@ pub struct TextConfig {
     /// ViT-SO400M-16-SigLIP-i18n-256): the tower is as wide as the embedding.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub without_head: bool,
+    /// OpenCLIP's `no_causal_mask` with `pool_type: "last"` in a CLIP model (CLIPA): every
+    /// position sees every other, and the tower is read at the last position of a text padded
+    /// to the context, as SigLIP's is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bidirectional: bool,
+    /// open_clip's `strip_sep_token` (CLIPA's BERT tokenizer): the `[SEP]` the tokenizer ends a
+    /// text with becomes token 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_sep_token: bool,
 }
 
 impl TextConfig {
@@ -221,6 +230,16 @@ pub struct VisionConfig {
     /// first one's output, normalised, is projected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attentional_pool: Option<AttentionalPool>,
+    /// OpenCLIP's `no_ln_pre` (CLIPA): no layer norm before the blocks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_pre_norm: bool,
+    /// OpenCLIP's `pool_type: "avg"` (CLIPA): the picture is the mean of its patch tokens (the
+    /// class token left out), normalised after the mean where `norm_after_pool`
+    /// (`final_ln_after_pool`), else each token before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub average_pool: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub norm_after_pool: bool,
     /// OpenCLIP's `ModifiedResNet` (OpenAI's RN50, RN101, RN50x4 … and the CLIPs trained like
     /// them) in place of the ViT. `hidden_size` and `num_attention_heads` then describe its
     /// attention pool, `patch_size` is 32 (how much smaller than the picture the pooled grid is),
@@ -373,7 +392,8 @@ impl ModelConfig {
                 // bias of the patch conv; probe, in/out projections, norm and MLP of the pooling head
                 d + d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * i + i) + (i * d + d)
             } else {
-                d + 2 * d + d * self.projection_dim // class token, pre norm, projection
+                // class token, pre norm, projection
+                d + if v.without_pre_norm { 0 } else { 2 * d } + d * self.projection_dim
             };
             body + 2 * d + ends // 2 * d: the post norm
         };

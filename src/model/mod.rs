@@ -66,8 +66,9 @@ fn padding_source(config: &ModelConfig, tokenizer_config: Option<std::path::Path
         // open_clip's Hugging Face towers mask the padding out, whichever family's image tower
         // they are paired with.
         _ if config.text_config.hf_encoder.is_some() => PaddingSource::Unpadded,
-        Family::Clip => PaddingSource::EndOfText { tokenizer_config },
-        Family::Siglip => {
+        Family::Clip if !config.text_config.bidirectional => PaddingSource::EndOfText { tokenizer_config },
+        // A tower that sees every position is read padded to its context (SigLIP's, CLIPA's).
+        Family::Clip | Family::Siglip => {
             PaddingSource::PadToLength { tokenizer_config, fallback_pad_id: config.text_config.pad_token_id }
         }
     }
@@ -207,9 +208,15 @@ impl ModelSpec {
             None => TextTokenizer::builtin_clip(max_length, PaddingSource::EndOfText { tokenizer_config: None })?,
         };
         let tokenizer = match (&self.files.layout, self.config.text_config.open_clip_cleaning) {
-            (checkpoint::Layout::OpenClip { .. }, Some(cleaning)) => tokenizer
-                .cleaning_texts_as_open_clip_hf(cleaning)
-                .with_special_tokens_of_its_class(self.files.tokenizer_config.as_deref())?,
+            (checkpoint::Layout::OpenClip { .. }, Some(cleaning)) => {
+                let tokenizer = tokenizer
+                    .cleaning_texts_as_open_clip_hf(cleaning)
+                    .with_special_tokens_of_its_class(self.files.tokenizer_config.as_deref())?;
+                match self.config.text_config.strip_sep_token {
+                    true => tokenizer.stripping_sep_token(self.files.tokenizer_config.as_deref())?,
+                    false => tokenizer,
+                }
+            }
             (checkpoint::Layout::OpenClip { .. }, None) => tokenizer.cleaning_texts_as_open_clip()?,
             // multilingual-clip tokenizes with `transformers`' class of its modelBase, which
             // splits XLM-RoBERTa's texts at whitespace first (BERT's are split there anyway).

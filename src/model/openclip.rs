@@ -31,8 +31,9 @@ use super::text_cleaning::TextCleaning;
 use crate::error::{Error, Result};
 
 /// The architectures a bare state dict can name, copied verbatim from open-clip-torch 2.32's
-/// `model_configs/` (the ViT, ResNet and EVA towers with OpenAI's text tower, CoCa's, and those with
-/// an XLM-RoBERTa, NLLB or RoBERTa text tower, whose config.json and tokenizer come from the hub).
+/// `model_configs/` (the ViT, ResNet and EVA towers with OpenAI's text tower, CLIPA's, CoCa's,
+/// and those with an XLM-RoBERTa, NLLB or RoBERTa text tower, whose config.json and tokenizer
+/// come from the hub).
 const BUILTIN_ARCHS: &str = include_str!("openclip_archs.json");
 
 /// OpenCLIP's `model_cfg`: what `open_clip.create_model` builds.
@@ -295,11 +296,26 @@ fn clip_config(
     hf_text: Option<serde_json::Value>,
     vision: serde_json::Value,
 ) -> Result<serde_json::Value> {
-    // `final_ln_after_pool` is not checked: with the only poolings run here (the class token,
-    // the end-of-text token), normalising the pooled token or every token before picking it
-    // is the same arithmetic; open_clip's plain CLIP class never reads the text one at all.
+    // The text's `final_ln_after_pool` is not checked: with the poolings run here (one token),
+    // normalising the pooled token or every token before picking it is the same arithmetic.
     let embed_cls = t.flag("embed_cls");
-    if hf_text.is_none() {
+    // CLIPA's text tower: bidirectional, read at its last position, a BERT tokenizer.
+    let bidirectional = hf_text.is_none() && t.flag("no_causal_mask");
+    if bidirectional {
+        if t.str("pool_type") != Some("last") || t.get("hf_tokenizer_name").is_none() {
+            return Err(t.bad(
+                "OpenCLIP text option no_causal_mask=true is not supported here: a CLIP text tower that sees every \
+                 position runs as CLIPA's, read at its last position (pool_type \"last\") of a text tokenized by the \
+                 Hugging Face tokenizer hf_tokenizer_name names"
+                    .into(),
+            ));
+        }
+        t.refuse_unless("embed_cls", is_false)?;
+        t.refuse_unless("proj_bias", is_false)?;
+        t.refuse_unless("proj_type", is("linear"))?;
+        t.refuse_unless("norm_kwargs", |_| false)?;
+        t.refuse_unless("act_kwargs", |_| false)?;
+    } else if hf_text.is_none() {
         t.refuse_unless("hf_tokenizer_name", |_| false)?;
         t.refuse_unless("embed_cls", |v| v.is_boolean())?;
         t.refuse_unless("no_causal_mask", is_false)?;
@@ -327,6 +343,12 @@ fn clip_config(
         let activation = if m.quick_gelu { "quick_gelu" } else { "gelu" };
         let mut text = own_text_shape(t, context_length + usize::from(embed_cls), activation, 1e-5)?;
         text["class_token"] = embed_cls.into();
+        if bidirectional {
+            let (cleaning, strip_sep_token) = hf_tokenizer_options(t)?;
+            text["bidirectional"] = true.into();
+            text["open_clip_cleaning"] = serde_json::to_value(cleaning).expect("a name");
+            text["strip_sep_token"] = strip_sep_token.into();
+        }
         Ok(text)
     };
     Ok(serde_json::json!({
@@ -345,8 +367,15 @@ fn clip_config(
 fn own_vision(m: &OpenClipModelConfig, v: &Options) -> Result<serde_json::Value> {
     // CoCa's pooler (a bool); the strings select pooler layouts open_clip marks untested.
     v.refuse_unless("attentional_pool", |v| v.is_boolean())?;
-    v.refuse_unless("no_ln_pre", is_false)?;
-    v.refuse_unless("pool_type", is("tok"))?;
+    v.refuse_unless("no_ln_pre", |v| v.is_boolean())?;
+    // The class token, or (CLIPA) the mean of the patch tokens, without CoCa's pooler.
+    let pools = |p: &serde_json::Value| p.as_str() == Some("tok") || p.as_str() == Some("avg");
+    v.refuse_unless("pool_type", pools)?;
+    let average_pool = v.str("pool_type") == Some("avg");
+    if average_pool {
+        v.refuse_unless("attentional_pool", is_false)?;
+        v.refuse_unless("final_ln_after_pool", |v| v.is_boolean())?;
+    }
     v.refuse_unless("pos_embed_type", is("learnable"))?;
     v.refuse_unless("norm_kwargs", |_| false)?;
     v.refuse_unless("act_kwargs", |_| false)?;
@@ -376,6 +405,9 @@ fn own_vision(m: &OpenClipModelConfig, v: &Options) -> Result<serde_json::Value>
         "hidden_act": if m.quick_gelu { "quick_gelu" } else { "gelu" },
         "layer_norm_eps": 1e-5,
         "attentional_pool": attentional_pool.transpose()?,
+        "without_pre_norm": v.flag("no_ln_pre"),
+        "average_pool": average_pool,
+        "norm_after_pool": average_pool && v.flag("final_ln_after_pool"),
     }))
 }
 
@@ -621,7 +653,9 @@ fn siglip_text(m: &OpenClipModelConfig, t: &Options) -> Result<serde_json::Value
         Some(eps) => eps.as_f64().ok_or_else(|| t.bad(format!("text norm_kwargs eps={eps} is not a number")))?,
     };
     let mut text = own_text_shape(t, t.size("context_length", 77.0)?, hidden_act, layer_norm_eps)?;
-    text["open_clip_cleaning"] = serde_json::to_value(hf_tokenizer_cleaning(t)?).expect("a name");
+    let (cleaning, strip_sep_token) = hf_tokenizer_options(t)?;
+    text["open_clip_cleaning"] = serde_json::to_value(cleaning).expect("a name");
+    text["strip_sep_token"] = strip_sep_token.into();
     text["without_head"] = without_head.into();
     Ok(text)
 }
@@ -643,29 +677,39 @@ fn own_text_shape(t: &Options, positions: usize, hidden_act: &str, layer_norm_ep
 }
 
 /// How open_clip's `HFTokenizer` cleans texts (`tokenizer_kwargs`): "whitespace" unless the
-/// config names another.
-fn hf_tokenizer_cleaning(t: &Options) -> Result<TextCleaning> {
-    let mut cleaning = TextCleaning::Whitespace;
+/// config names another; and whether it strips the separator token (`strip_sep_token`).
+fn hf_tokenizer_options(t: &Options) -> Result<(TextCleaning, bool)> {
+    let (mut cleaning, mut strip_sep_token) = (TextCleaning::Whitespace, false);
     for (key, value) in t.kwargs("tokenizer_kwargs", &["clean", "strip_sep_token"])?.into_iter().flatten() {
         match (key.as_str(), value) {
             ("clean", v) if v.as_str().and_then(TextCleaning::from_name).is_some() => {
                 cleaning = v.as_str().and_then(TextCleaning::from_name).expect("checked");
             }
-            ("strip_sep_token", v) if is_false(v) => {}
+            ("strip_sep_token", serde_json::Value::Bool(strip)) => strip_sep_token = *strip,
             _ => {
                 return Err(t.bad(format!(
                     "OpenCLIP text option tokenizer_kwargs.{key}={value} is not supported (clean \"whitespace\", \
-                     \"lower\" or \"canonicalize\" run)"
+                     \"lower\" or \"canonicalize\", and strip_sep_token, run)"
                 )))
             }
         }
     }
-    Ok(cleaning)
+    Ok((cleaning, strip_sep_token))
 }
 
-/// The text tower of an OpenCLIP model built from a Hugging Face model (`hf_model_name`): the
-/// encoder's shape from that model's `config.json` (`text_model`), with `transformers`' class
-/// defaults for what it leaves out, and open_clip's pooling, projection and text cleaning.
+/// [`hf_tokenizer_options`] for a tower that masks its padding out, where a stripped separator
+/// would be read as padding.
+fn hf_tokenizer_cleaning(t: &Options) -> Result<TextCleaning> {
+    match hf_tokenizer_options(t)? {
+        (cleaning, false) => Ok(cleaning),
+        (_, true) => Err(t.bad(
+            "OpenCLIP text option tokenizer_kwargs.strip_sep_token=true is not supported with a Hugging Face text \
+             tower (it runs with open_clip's own text transformer, as CLIPA's)"
+                .into(),
+        )),
+    }
+}
+
 /// The text config of the Hugging Face encoder `text_model` (its `config.json`) pooled and
 /// projected to `embed_dim` as open_clip's `text_cfg` options in `options` say
 /// (`hf_pooler_type`, `hf_proj_type`, `context_length`): how M-CLIP's tower is described too.
@@ -678,6 +722,9 @@ pub(super) fn hf_encoder_text_config(
     hf_text_config(&Options { cfg: options, part: "text", path }, embed_dim, text_model)
 }
 
+/// The text tower of an OpenCLIP model built from a Hugging Face model (`hf_model_name`): the
+/// encoder's shape from that model's `config.json` (`text_model`), with `transformers`' class
+/// defaults for what it leaves out, and open_clip's pooling, projection and text cleaning.
 fn hf_text_config(t: &Options, embed_dim: usize, text_model: &Path) -> Result<serde_json::Value> {
     let bad = |reason: String| Error::BadCheckpoint { path: text_model.to_owned(), reason };
     let hf: serde_json::Map<String, serde_json::Value> = read_json(text_model)?;
@@ -1175,7 +1222,15 @@ mod tests {
             let coca = arch.starts_with("coca_");
             assert_eq!(v.attentional_pool.is_some(), coca, "{arch}");
             assert_eq!(t.class_token, coca, "{arch}");
-            assert_eq!(t.context_length(), if coca { 76 } else { 77 }, "{arch}");
+            let clipa = arch.contains("CLIPA");
+            let context = if coca {
+                76
+            } else if clipa {
+                32
+            } else {
+                77
+            };
+            assert_eq!(t.context_length(), context, "{arch}");
             match &t.hf_encoder {
                 Some(encoder) if nllb => {
                     assert_eq!((encoder.pooler, encoder.projection), (HfPooler::FirstToken, HfProjection::Linear));
@@ -1197,10 +1252,16 @@ mod tests {
                         assert_eq!(config.parameter_count(), 366_121_473);
                     }
                 }
-                None => assert_eq!((hf_text, t.max_position_embeddings), (false, 77), "{arch}"),
+                None => {
+                    assert_eq!((hf_text, t.max_position_embeddings), (false, if clipa { 32 } else { 77 }), "{arch}")
+                }
             }
             assert_eq!(v.resnet.is_some(), arch.starts_with("RN"), "{arch}");
             assert_eq!(v.eva.is_some(), arch.starts_with("EVA"), "{arch}");
+            assert_eq!(
+                (v.average_pool, v.without_pre_norm, t.bidirectional, t.strip_sep_token),
+                (clipa, clipa, clipa, clipa)
+            );
             // sum(p.numel() for p in open_clip.create_model(arch).parameters()), open-clip-torch 2.32.
             let open_clips_count = match arch.trim_end_matches("-quickgelu") {
                 "RN50" => 102_007_137,
@@ -1215,6 +1276,12 @@ mod tests {
                 "EVA02-L-14-336" => 428_083_137,
                 "EVA02-E-14" => 4_704_589_569,
                 "EVA02-E-14-plus" => 5_044_889_089,
+                "ViT-L-14-CLIPA" => 414_210_561,
+                "ViT-L-14-CLIPA-336" => 414_538_241,
+                "ViT-H-14-CLIPA" => 968_235_009,
+                "ViT-H-14-CLIPA-336" => 968_644_609,
+                "ViT-bigG-14-CLIPA" => 2_517_223_937,
+                "ViT-bigG-14-CLIPA-336" => 2_517_756_417,
                 _ => continue,
             };
             assert_eq!(config.parameter_count(), open_clips_count, "{arch}");

@@ -54,6 +54,8 @@ pub struct TextTokenizer {
     vocab_size: Option<u32>,
     /// NLLB's tokenizer: where every text has its language's code.
     language_code: Option<LanguageCode>,
+    /// open_clip's `strip_sep_token`: this id (BERT's `[SEP]`) becomes token 0 wherever it is.
+    stripped_token: Option<u32>,
 }
 
 /// Where NLLB's tokenizer puts the code of the text's language (`eng_Latn` unless a query says
@@ -196,6 +198,7 @@ impl TextTokenizer {
             open_clip_hf_cleaning: None,
             vocab_size: None,
             language_code: None,
+            stripped_token: None,
         })
     }
 
@@ -239,6 +242,26 @@ impl TextTokenizer {
         parts.extend(self.inner.get_pre_tokenizer().cloned());
         self.inner.with_pre_tokenizer(Some(Sequence::new(parts)));
         self
+    }
+
+    /// open_clip's `strip_sep_token` (CLIPA): the separator token the tokenizer ends a text
+    /// with (`sep_token` of `tokenizer_config.json`, else BERT's `[SEP]`) becomes token 0, as
+    /// open_clip's `HFTokenizer` replaces it after tokenizing.
+    pub fn stripping_sep_token(mut self, tokenizer_config: Option<&Path>) -> Result<Self> {
+        let named = match tokenizer_config {
+            Some(path) => {
+                let config = read_tokenizer_config(path)
+                    .map_err(|reason| Error::BadCheckpoint { path: path.to_owned(), reason })?;
+                token_named(&config, "sep_token").map(str::to_string)
+            }
+            None => None,
+        };
+        let sep = named.unwrap_or_else(|| "[SEP]".into());
+        let id = self.inner.token_to_id(&sep).ok_or_else(|| {
+            Error::Tokenizer(format!("strip_sep_token: the tokenizer has no separator token {sep:?} to strip"))
+        })?;
+        self.stripped_token = Some(id);
+        Ok(self)
     }
 
     /// The special tokens `transformers` puts around a text where its tokenizer class sets them
@@ -336,6 +359,9 @@ impl TextTokenizer {
                 self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec()
             }
         };
+        if let Some(stripped) = self.stripped_token {
+            ids.iter_mut().filter(|id| **id == stripped).for_each(|id| *id = 0);
+        }
         if let (Some(place), Some(language)) = (self.language_code, language) {
             let code = self.language_id(language)?;
             let slot = match place {

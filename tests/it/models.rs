@@ -290,6 +290,9 @@ fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
         // OpenCLIP's own text transformer with a Hugging Face tokenizer (hf_model_name runs).
         ("text_cfg", "hf_tokenizer_name", serde_json::json!("xlm-roberta-base"), "hf_tokenizer_name"),
         ("vision_cfg", "attentional_pool", serde_json::json!("parallel"), "attentional_pool"),
+        ("vision_cfg", "pool_type", serde_json::json!("none"), "pool_type"),
+        // CLIPA's text tower needs its own tokenizer and pooling.
+        ("text_cfg", "no_causal_mask", serde_json::json!(true), "no_causal_mask"),
     ] {
         let mut changed = config.clone();
         changed["model_cfg"][tower][option] = value;

@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 21] = [
+pub const PARITY_MODELS: [&str; 22] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -40,6 +40,7 @@ pub const PARITY_MODELS: [&str; 21] = [
     "tiny-openclip-eva02",
     "tiny-openclip-eva02-e",
     "tiny-mclip",
+    "tiny-openclip-clipa",
 ];
 
 /// The M-CLIP fixture and the CLIP fixture whose image tower it pairs with.
