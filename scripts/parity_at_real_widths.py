@@ -104,6 +104,9 @@ def openclip(out, arch):
     from safetensors.torch import save_file
     config = json.loads((Path(open_clip.__file__).parent / "model_configs" / f"{arch}.json").read_text())
     config["text_cfg"]["layers"] = 2
+    if "hf_tokenizer_name" in config["text_cfg"]:
+        # CLIPA's bert-base-uncased is on the hub; the fixtures' BERT-style tokenizer stands in.
+        config["text_cfg"]["hf_tokenizer_name"] = str(FIX / "models" / "tiny-bert")
     if "timm_model_name" in config["vision_cfg"]:
         # A timm tower (EVA) is cut by `timm_model_kwargs`, open_clip 3's option.
         config["vision_cfg"]["timm_model_kwargs"] = dict(depth=2)
@@ -120,9 +123,12 @@ def openclip(out, arch):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "open_clip_model.safetensors")
     transform = open_clip.image_transform(size, is_train=False, **pre)
     tokenizer = open_clip.get_tokenizer(name)
+    # open_clip's HFTokenizer calls what transformers 5 no longer has (make_test_model.hf_tokenize).
+    tokenize = (lambda s: M.hf_tokenize(tokenizer, s)) if "hf_tokenizer_name" in config["text_cfg"] else (
+        lambda s: tokenizer([s]))
     # open_clip resizes before converting to RGB; imgsearch converts first (as tests/it/parity.rs).
     return (lambda pil: model.encode_image(transform(pil.convert("RGB")).unsqueeze(0)),
-            lambda s: model.encode_text(tokenizer([s])))
+            lambda s: model.encode_text(tokenize(s)))
 
 
 def tower(width, heads, mlp, layers, **extra):
@@ -152,7 +158,9 @@ CHECKPOINTS = {
        for arch in ["ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14", "ViT-B-16-plus-240",
                     # EVA-02 at 336 px (a 24×24 grid whose rotary positions count as 16×16, SwiGLU
                     # 2730 wide), EVA02-E (112-wide heads, post-norm, MLP 15360), EVA01-g (fused qkv).
-                    "EVA02-L-14-336", "EVA02-E-14", "EVA01-g-14"]},
+                    "EVA02-L-14-336", "EVA02-E-14", "EVA01-g-14",
+                    # CLIPA at 336 px: 576 patch tokens averaged, a bidirectional text tower.
+                    "ViT-H-14-CLIPA-336"]},
 }
 
 
