@@ -1188,19 +1188,29 @@ def make_metaclip2(images):
     ))
 
 
+# M-CLIP's two kinds: an XLM-RoBERTa (M-CLIP/XLM-Roberta-Large-Vit-*) and a BERT
+# (M-CLIP/LABSE-Vit-L-14) as `modelBase`: (name, text model, the CLIP fixture it pairs with).
+MCLIP_CONFIGS = [("tiny-mclip", "tiny-xlm-roberta", "tiny-clip-b32-quickgelu"),
+                 ("tiny-mclip-bert", "tiny-bert", "tiny-clip-p14-gelu")]
+
+
 def make_mclip(images):
-    """M-CLIP (multilingual-clip's `MultilingualCLIP`, M-CLIP/XLM-Roberta-Large-Vit-B-32's kind):
-    the tiny XLM-RoBERTa made by the "hf-text" family as its `modelBase`, mean-pooled and
-    projected with a bias to the embeddings of the CLIP fixture `tiny-clip-b32-quickgelu`, whose
-    image tower it pairs with (so its image references are that CLIP's). Published with its
-    weights and config.json alone; the tokenizer is its modelBase's. Text references from
-    `MultilingualCLIP.forward`, one text at a time; its own code cannot read a text longer than
-    its positions, so the tokenizer it is handed cuts one there, as imgsearch does."""
+    for seed, (name, text_model, image_model) in enumerate(MCLIP_CONFIGS):
+        make_one_mclip(name, text_model, image_model, seed=11 + seed)
+
+
+def make_one_mclip(name, text_model, image_model, seed):
+    """M-CLIP (multilingual-clip's `MultilingualCLIP`): a tiny encoder made by the "hf-text"
+    family as its `modelBase`, mean-pooled and projected with a bias to the embeddings of the CLIP
+    fixture `image_model`, whose image tower it pairs with (so its image references are that
+    CLIP's). Published with its weights and config.json alone; the tokenizer is its modelBase's.
+    Text references from `MultilingualCLIP.forward`, one text at a time; its own code cannot
+    read a text longer than its positions, so the tokenizer it is handed cuts one there, as
+    imgsearch does."""
     from multilingual_clip import Config_MCLIP, pt_multilingual_clip
-    name, image_model, text_model = "tiny-mclip", "tiny-clip-b32-quickgelu", "tiny-xlm-roberta"
     model_dir, text_dir = FIXTURES / "models" / name, FIXTURES / "models" / text_model
     fresh_folder(model_dir)
-    torch.manual_seed(11)
+    torch.manual_seed(seed)
     clip = json.loads((FIXTURES / "reference" / f"{image_model}.json").read_text())
     text_config = transformers.AutoConfig.from_pretrained(text_dir)
     # A path relative to the repository root, where the tests run.
@@ -1219,7 +1229,7 @@ def make_mclip(images):
     config.save_pretrained(model_dir)
     save_weights(model.state_dict(), model_dir, "pytorch")
     # RoBERTa's positions start after the pad id: two fewer tokens than positions fit.
-    context = text_config.max_position_embeddings - 2
+    context = text_config.max_position_embeddings - (2 if text_config.model_type == "xlm-roberta" else 0)
     tokenizer = transformers.AutoTokenizer.from_pretrained(text_dir)
     cutting = lambda texts, **kwargs: tokenizer(texts, truncation=True, max_length=context, **kwargs)  # noqa: E731
     texts = MULTILINGUAL_TEXTS

@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 22] = [
+pub const PARITY_MODELS: [&str; 23] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -40,19 +40,21 @@ pub const PARITY_MODELS: [&str; 22] = [
     "tiny-openclip-eva02",
     "tiny-openclip-eva02-e",
     "tiny-mclip",
+    "tiny-mclip-bert",
     "tiny-openclip-clipa",
 ];
 
-/// The M-CLIP fixture and the CLIP fixture whose image tower it pairs with.
-pub const MCLIP_PAIR: (&str, &str) = ("tiny-mclip", "tiny-clip-b32-quickgelu");
+/// The M-CLIP fixtures, each with the CLIP fixture whose image tower it pairs with.
+pub const MCLIP_PAIRS: [(&str, &str); 2] =
+    [("tiny-mclip", "tiny-clip-b32-quickgelu"), ("tiny-mclip-bert", "tiny-clip-p14-gelu")];
 
 /// What `--model` takes for a fixture checkpoint: its folder, or for a bare OpenCLIP state dict
 /// (a folder with `arch.json` beside the `.pt`) the file with its architecture after `#`, or
 /// for the M-CLIP its folder with its image model's after `#`.
 pub fn model_arg(name: &str) -> String {
     let dir = model_dir(name);
-    if name == MCLIP_PAIR.0 {
-        return format!("{}#{}", dir.display(), model_dir(MCLIP_PAIR.1).display());
+    if let Some((_, image_model)) = MCLIP_PAIRS.iter().find(|(mclip, _)| *mclip == name) {
+        return format!("{}#{}", dir.display(), model_dir(image_model).display());
     }
     let arch = dir.join("arch.json");
     if arch.is_file() {
