@@ -10,7 +10,7 @@
 # them): 512 noisy 12 MP copies of a fixture photo, and a random-weight CLIPModel(CLIPConfig()),
 # openai/clip-vit-base-patch32's shape. Prints:
 #   1. CUDA (f32, f16, bf16) vs CPU f32 parity (cosine) of image and text embeddings on the CLIP,
-#      OpenCLIP (ViT, ResNet, EVA, CLIPA), SigLIP and M-CLIP test checkpoints, texts in one padded
+#      OpenCLIP (ViT, ResNet, EVA, CLIPA, ConvNeXt), SigLIP and M-CLIP test checkpoints, texts in one padded
 #      batch (PARITY_ONLY=1: this alone);
 #   2. encoder-only images/s at batch 32, 128, 256 in f32, f16 and bf16, beside PyTorch's on the
 #      same GPU and checkpoint (f32 with TF32 off, as imgsearch computes; f16 and bf16 with the
@@ -43,10 +43,10 @@ fi
 OUT="$(mktemp -d)"
 
 echo "## Parity: CUDA vs CPU f32"
-# The towers of their own (ResNet, EVA with its rotary positions and SwiGLU, CLIPA) run candle's
+# The towers of their own (ResNet, EVA with its rotary positions and SwiGLU, CLIPA, ConvNeXt) run candle's
 # generic ops on a GPU where the CPU has one-pass kernels; M-CLIP takes its image tower from a CLIP.
 for model in tiny-clip-b32-quickgelu tiny-clip-p14-gelu tiny-openclip-b32-quickgelu tiny-siglip-sp tiny-siglip2-gemma \
-    tiny-openclip-rn-quickgelu tiny-openclip-eva02 tiny-openclip-eva02-e tiny-openclip-clipa \
+    tiny-openclip-rn-quickgelu tiny-openclip-eva02 tiny-openclip-eva02-e tiny-openclip-clipa tiny-openclip-convnext \
     "tiny-mclip#$FIX/models/tiny-clip-b32-quickgelu"; do
     args=(embed --json --model "$FIX/models/$model")
     for img in "$FIX"/images/*; do [ -f "$img" ] && args+=(--image "$img"); done

@@ -543,6 +543,33 @@ CLIPA_CONFIGS = {
 }
 
 
+# Two shapes of timm's ConvNeXt (LAION's convnext_base_w, convnext_large_d_320 …), shrunk by
+# `timm_model_kwargs`: one projected by a linear layer (hub layout), one by open_clip's MLP whose
+# grid has an odd side to halve (a bare state dict).
+CONVNEXT_CONFIGS = {
+    "tiny-openclip-convnext": dict(
+        model_cfg=dict(embed_dim=40,
+                       vision_cfg=dict(image_size=64, timm_model_name="convnext_base", timm_model_pretrained=False,
+                                       timm_pool="", timm_proj="linear", timm_drop=0.0, timm_drop_path=0.1,
+                                       timm_model_kwargs=dict(dims=[16, 24, 32, 40], depths=[1, 1, 2, 1])),
+                       text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2)),
+        preprocess_cfg=dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
+                            interpolation="bicubic", resize_mode="shortest"),
+        layout="hub",
+    ),
+    "tiny-openclip-convnext-mlp": dict(
+        model_cfg=dict(embed_dim=32,
+                       vision_cfg=dict(image_size=72, timm_model_name="convnext_large", timm_model_pretrained=False,
+                                       timm_pool="", timm_proj="mlp", timm_drop=0.0, timm_drop_path=0.1,
+                                       timm_model_kwargs=dict(dims=[8, 16, 24, 32], depths=[1, 1, 1, 1])),
+                       text_cfg=dict(context_length=32, vocab_size=49408, width=24, heads=3, layers=2)),
+        preprocess_cfg=dict(mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711],
+                            interpolation="bicubic", resize_mode="shortest"),
+        layout="bare",
+    ),
+}
+
+
 def create_open_clip(name, model_cfg, **create_kwargs):
     """`open_clip.create_model` of `model_cfg`, registered as `name`. open_clip 2.32 has no
     `timm_model_kwargs`: the config is registered without them and they are handed to
@@ -642,6 +669,22 @@ def post_norm_as_trained(model):
                 block.norm2.weight.mul_(0.25)
 
 
+def convnext_as_trained(model):
+    """A ConvNeXt whose blocks nudge their input, as trained ones do: its layer scales start at
+    1e-6 and stay well under 1 (random ones near 1 make each block replace its input). Its
+    channel norms (the stem's and each downsample's, which `randomize` cannot tell by name) get
+    a norm's gains near 1 and biases near 0."""
+    trunk = getattr(model.visual, "trunk", None)
+    if trunk is None or not hasattr(trunk, "stem"):
+        return
+    with torch.no_grad():
+        for name, p in trunk.named_parameters():
+            if name.endswith(".gamma"):
+                p.mul_(0.1)
+            elif name.startswith(("stem.1.", "stages.")) and (name.startswith("stem.1.") or ".downsample.0." in name):
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
+
+
 def openclip_image_references(model, transform, images):
     """open_clip's preprocessed pixels and image embeddings of the fixture photos."""
     pixels, image_embeds = {}, {}
@@ -672,6 +715,7 @@ def make_openclip(images, configs=OPENCLIP_CONFIGS):
                                               resize_mode=pre["resize_mode"])
         resnet_as_trained(model, transform, images)
         post_norm_as_trained(model)
+        convnext_as_trained(model)
         tokenizer = open_clip.get_tokenizer(name)
         if spec["layout"] == "hub":
             # As `open_clip.push_to_hf_hub` writes it (no tokenizer.json: the CLIP BPE is built in).
@@ -1256,7 +1300,7 @@ def save_weights(state, model_dir, kind, name=None):
 
 def main():
     families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip",
-                                "metaclip2", "openclip-resnet", "openclip-eva", "mclip", "openclip-clipa", "nllb-languages"]
+                                "metaclip2", "openclip-resnet", "openclip-eva", "mclip", "openclip-clipa", "openclip-convnext", "nllb-languages"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
@@ -1269,6 +1313,7 @@ def main():
                      "openclip-eva": lambda images: make_openclip(images, EVA_CONFIGS),
                      "mclip": make_mclip,
                      "openclip-clipa": lambda images: make_openclip(images, CLIPA_CONFIGS),
+                     "openclip-convnext": lambda images: make_openclip(images, CONVNEXT_CONFIGS),
                      "nllb-languages": make_nllb_languages})
     for family in families:
         makers[family](images)

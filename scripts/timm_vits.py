@@ -1,7 +1,7 @@
 """Writes src/model/timm_vits.json: the shape of every timm ViT that OpenCLIP's SigLIP and
-SigLIP 2 configs name (`vision_cfg.timm_model_name`), and of every EVA tower its EVA-CLIP
-configs name, as timm's registry builds them. A timm model's shape lives in timm's code, not
-in the checkpoint, so imgsearch carries this table.
+SigLIP 2 configs name (`vision_cfg.timm_model_name`), of every EVA tower its EVA-CLIP configs
+name, and of every ConvNeXt its ConvNeXt configs name, as timm's registry builds them. A timm
+model's shape lives in timm's code, not in the checkpoint, so imgsearch carries this table.
 
     python3 scripts/timm_vits.py   # with the timm of scripts/requirements.txt
 """
@@ -74,6 +74,38 @@ def eva_shape(name):
     )
 
 
+def convnext_shape(name):
+    """The shape of one of timm's ConvNeXts as open_clip builds it (timm's own pooling and head
+    norm, open_clip's projection after them)."""
+    with torch.device("meta"):
+        model = timm.create_model(name, num_classes=0)
+    stem_conv, stem_norm = model.stem[0], model.stem[1]
+    assert stem_conv.kernel_size == stem_conv.stride and stem_conv.kernel_size[0] == stem_conv.kernel_size[1], name
+    stages = list(model.stages)
+    blocks = [b for s in stages for b in s.blocks]
+    block = blocks[0]
+    assert not block.use_conv_mlp and block.gamma is not None and block.conv_dw.kernel_size == (7, 7), name
+    # torch's or timm's exact GELU.
+    assert type(block.mlp.act).__name__ == "GELU" and getattr(block.mlp.act, "approximate", "none") == "none", name
+    assert all(b.mlp.fc1.out_features == 4 * b.mlp.fc1.in_features for b in blocks), name
+    for i, stage in enumerate(stages):
+        down = stage.downsample
+        if i == 0:
+            assert isinstance(down, torch.nn.Identity), name
+        else:
+            assert down[1].kernel_size == (2, 2) and down[1].stride == (2, 2), name
+    head = model.head
+    assert head.global_pool.pool_type == "avg" and isinstance(head.pre_logits, torch.nn.Identity), name
+    eps = {stem_norm.eps, block.norm.eps, head.norm.eps} | {s.downsample[0].eps for s in stages[1:]}
+    assert len(eps) == 1, name
+    return dict(
+        stem_patch=stem_conv.kernel_size[0],
+        dims=[len(s.blocks) and s.blocks[0].norm.normalized_shape[0] for s in stages],
+        depths=[len(s.blocks) for s in stages],
+        norm_eps=eps.pop(),
+    )
+
+
 def main():
     table = {}
     # The attention-pooled ("map") SigLIP towers; the `_gap_` ones (PaliGemma's) pool otherwise.
@@ -99,8 +131,9 @@ def main():
     configs = Path(open_clip.__file__).parent / "model_configs"
     eva_names = {json.loads(p.read_text())["vision_cfg"].get("timm_model_name") for p in configs.glob("*.json")}
     evas = {name: eva_shape(name) for name in sorted(n for n in eva_names if n and n.startswith("eva"))}
+    convnexts = {name: convnext_shape(name) for name in sorted(n for n in eva_names if n and n.startswith("convnext"))}
     generator = f"scripts/timm_vits.py (timm {timm.__version__}, open_clip {open_clip.__version__})"
-    OUT.write_text(json.dumps(dict(generated_by=generator, models=table, evas=evas), indent=1) + "\n")
+    OUT.write_text(json.dumps(dict(generated_by=generator, models=table, evas=evas, convnexts=convnexts), indent=1) + "\n")
 
 
 if __name__ == "__main__":

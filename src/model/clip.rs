@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::checkpoint::{CheckpointTensors, MappedTable};
 use super::config::{Activation, AttentionalPool, Family, ModelConfig, TextConfig, VisionConfig};
+use super::convnext::ConvNextTower;
 use super::device::Precision;
 use super::eva::EvaTower;
 use super::hf_text::HfTextTower;
@@ -639,6 +640,8 @@ pub enum VisionTower {
     ResNet(ResNetTower),
     /// timm's EVA towers (EVA-CLIP).
     Eva(EvaTower),
+    /// timm's ConvNeXts (LAION's ConvNeXt CLIPs).
+    ConvNext(ConvNextTower),
 }
 
 impl VisionTower {
@@ -663,10 +666,11 @@ impl VisionTower {
             Precision::F16 => return Err(f16_off_gpu()),
         };
         let v = &config.vision_config;
-        Ok(match (v.resnet, v.eva) {
-            (Some(shape), _) => Self::ResNet(ResNetTower::load(w, config, shape, layout)?),
-            (None, Some(shape)) => Self::Eva(EvaTower::load(w, config, shape, layout)?),
-            (None, None) => Self::Vit(VitTower::load(w, config, layout)?),
+        Ok(match (v.resnet, v.eva, v.convnext) {
+            (Some(shape), _, _) => Self::ResNet(ResNetTower::load(w, config, shape, layout)?),
+            (None, Some(shape), _) => Self::Eva(EvaTower::load(w, config, shape, layout)?),
+            (None, None, Some(shape)) => Self::ConvNext(ConvNextTower::load(w, config, shape, layout)?),
+            (None, None, None) => Self::Vit(VitTower::load(w, config, layout)?),
         })
     }
 
@@ -676,6 +680,7 @@ impl VisionTower {
             Self::Vit(tower) => tower.forward(pixels),
             Self::ResNet(tower) => tower.forward(pixels),
             Self::Eva(tower) => tower.forward(pixels),
+            Self::ConvNext(tower) => tower.forward(pixels),
         }
     }
 }
@@ -728,7 +733,7 @@ impl VitTower {
         let c = &self.config;
         let batch = pixels.dim(0)?;
         let grid = c.image_size / c.patch_size;
-        let patches = patch_rows(pixels, c, self.position_embedding.dtype())?;
+        let patches = patch_rows(pixels, c, c.patch_size, self.position_embedding.dtype())?;
         let d = c.hidden_size;
         let embedded = self.patch_embedding.forward(&patches)?.reshape((batch, grid * grid, d))?;
         let x = match &self.class_embedding {
@@ -770,10 +775,10 @@ impl VitTower {
 }
 
 /// `pixels` (batch, channels, image_size, image_size), checked against the tower's config, as
-/// the rows a stride-`patch_size` conv reads: the non-overlapping patches in (row, col) order,
+/// the rows a stride-`patch` conv reads: the non-overlapping patches in (row, col) order,
 /// each flattened as (channel, y, x) like the conv's weight, in `dtype` (pixels come in f32; a
-/// tower may run in f16 or bf16 on a GPU). → (batch · grid², channels · patch_size²).
-pub(super) fn patch_rows(pixels: &Tensor, c: &VisionConfig, dtype: DType) -> Result<Tensor> {
+/// tower may run in f16 or bf16 on a GPU). → (batch · grid², channels · patch²).
+pub(super) fn patch_rows(pixels: &Tensor, c: &VisionConfig, patch: usize, dtype: DType) -> Result<Tensor> {
     let (batch, ch, h, w) = pixels.dims4()?;
     if ch != c.num_channels || h != c.image_size || w != c.image_size {
         return Err(Error::Candle(candle_core::Error::Msg(format!(
@@ -781,7 +786,7 @@ pub(super) fn patch_rows(pixels: &Tensor, c: &VisionConfig, dtype: DType) -> Res
             c.num_channels, c.image_size, c.image_size
         ))));
     }
-    let (ps, grid) = (c.patch_size, c.image_size / c.patch_size);
+    let (ps, grid) = (patch, c.image_size / patch);
     let pixels = pixels.to_dtype(dtype)?;
     // A "valid" conv leaves out the pixels past the last whole patch.
     let covered = grid * ps;

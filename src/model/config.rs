@@ -251,6 +251,52 @@ pub struct VisionConfig {
     /// of their own (below), and timm's head, a linear layer with a bias, as the projection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eva: Option<EvaShape>,
+    /// One of timm's ConvNeXts (LAION's ConvNeXt CLIPs) in place of the ViT: `hidden_size` is its
+    /// last stage's width, `patch_size` how much smaller than the picture that stage's grid is
+    /// (32), and the transformer's other fields are unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convnext: Option<ConvNextShape>,
+}
+
+/// A timm ConvNeXt as open_clip builds it: a `stem_patch`-strided patch conv, four stages of
+/// `depths[i]` blocks `dims[i]` wide (each later stage halving the grid), the grid's mean
+/// normalised, then open_clip's projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct ConvNextShape {
+    pub stem_patch: usize,
+    pub dims: [usize; 4],
+    pub depths: [usize; 4],
+    pub projection: ConvNextProjection,
+}
+
+/// open_clip's `timm_proj` after a ConvNeXt: a linear layer, or (`mlp`) one twice the
+/// embedding's width with a bias, exact GELU, and one without; no biases at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvNextProjection {
+    Linear,
+    Mlp,
+}
+
+impl ConvNextShape {
+    /// How many numbers the tower holds, projecting to `output`.
+    fn parameter_count(&self, output: usize) -> usize {
+        let d = self.dims;
+        let mut count = 3 * self.stem_patch * self.stem_patch * d[0] + d[0] + 2 * d[0];
+        for (i, (&dim, &depth)) in d.iter().zip(&self.depths).enumerate() {
+            if i > 0 {
+                count += 2 * d[i - 1] + 4 * d[i - 1] * dim + dim;
+            }
+            // depthwise 7×7 conv, norm, MLP 4× wide, layer scale
+            count += depth * ((49 * dim + dim) + 2 * dim + (dim * 4 * dim + 4 * dim) + (4 * dim * dim + dim) + dim);
+        }
+        count += 2 * d[3];
+        count
+            + match self.projection {
+                ConvNextProjection::Linear => d[3] * output,
+                ConvNextProjection::Mlp => d[3] * 2 * output + 2 * output + 2 * output * output,
+            }
+    }
 }
 
 /// What sets an EVA tower's blocks apart from a CLIP ViT's. q and v have biases, k none.
@@ -404,10 +450,11 @@ impl ModelConfig {
             let ends = 2 * d + d * self.projection_dim + self.projection_dim;
             embeddings + v.num_hidden_layers * eva.block_parameter_count(d, i) + ends
         };
-        let vision = match (&v.resnet, &v.eva) {
-            (Some(resnet), _) => resnet.parameter_count(v.image_size, self.projection_dim),
-            (None, Some(shape)) => eva(shape),
-            (None, None) => vit(),
+        let vision = match (&v.resnet, &v.eva, &v.convnext) {
+            (Some(resnet), _, _) => resnet.parameter_count(v.image_size, self.projection_dim),
+            (None, Some(shape), _) => eva(shape),
+            (None, None, Some(shape)) => shape.parameter_count(self.projection_dim),
+            (None, None, None) => vit(),
         };
         let t = &self.text_config;
         let (d, i, width) = (t.hidden_size, t.intermediate_size, self.projection_dim);
@@ -486,7 +533,25 @@ impl ModelConfig {
                 ));
             }
         }
-        let vit_mlp = if v.resnet.is_some() { None } else { Some(("vision intermediate_size", v.intermediate_size)) };
+        if let Some(convnext) = &v.convnext {
+            if convnext.stem_patch == 0 || convnext.dims.contains(&0) || convnext.dims[3] != v.hidden_size {
+                return bad(format!(
+                    "a ConvNeXt image tower needs a stem patch and stages of some width (stem_patch {}, dims {:?})",
+                    convnext.stem_patch, convnext.dims
+                ));
+            }
+            if v.image_size / convnext.stem_patch / 8 == 0 {
+                return bad(format!(
+                    "a ConvNeXt image tower halves its grid three times after its stem: {}-pixel pictures leave no grid",
+                    v.image_size
+                ));
+            }
+        }
+        let vit_mlp = if v.resnet.is_some() || v.convnext.is_some() {
+            None
+        } else {
+            Some(("vision intermediate_size", v.intermediate_size))
+        };
         let sizes = [
             ("vision hidden_size", v.hidden_size),
             ("text hidden_size", t.hidden_size),

@@ -220,7 +220,7 @@ impl EvaTower {
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let (batch, d) = (pixels.dim(0)?, c.hidden_size);
-        let patches = patch_rows(pixels, c, self.position_embedding.dtype())?;
+        let patches = patch_rows(pixels, c, c.patch_size, self.position_embedding.dtype())?;
         let embedded = self.patch_embedding.forward(&patches)?.reshape((batch, c.num_patches(), d))?;
         let class_token = self.class_token.broadcast_as((batch, 1, d))?;
         let x = Tensor::cat(&[&class_token, &embedded], 1)?.broadcast_add(&self.position_embedding)?;

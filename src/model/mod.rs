@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
+mod convnext;
 pub mod device;
 mod eva;
 mod hf_text;

@@ -138,9 +138,9 @@ impl OpenClipConfig {
         let config = match v.get("timm_model_name") {
             Some(name) => {
                 let name = name.as_str().ok_or_else(|| v.bad(format!("timm_model_name {name} is not a name")))?;
-                match eva_vision(&v, name)? {
-                    Some(vision) => clip_config(m, &t, hf_text, vision)?,
-                    None => siglip_config(m, &v, &t, name, hf_text)?,
+                match (eva_vision(&v, name)?, convnext_vision(&v, name)?) {
+                    (Some(vision), _) | (None, Some(vision)) => clip_config(m, &t, hf_text, vision)?,
+                    (None, None) => siglip_config(m, &v, &t, name, hf_text)?,
                 }
             }
             None => clip_config(m, &t, hf_text, own_vision(m, &v)?)?,
@@ -530,6 +530,55 @@ fn eva_vision(v: &Options, timm_name: &str) -> Result<Option<serde_json::Value>>
     })))
 }
 
+/// One of timm's ConvNeXts (`convnexts` in [`TIMM_VITS`]).
+#[derive(Debug, Deserialize)]
+struct TimmConvNext {
+    stem_patch: usize,
+    dims: [usize; 4],
+    depths: [usize; 4],
+    norm_eps: f64,
+}
+
+/// A ConvNeXt image tower (LAION's `laion/CLIP-convnext_base_w-laion2B-s13B-b82K`, ...) as a
+/// vision config, or `None` where `timm_name` is no ConvNeXt. open_clip keeps timm's average
+/// pool and head norm and projects after them (`timm_pool` "", `timm_proj` "linear" or "mlp").
+fn convnext_vision(v: &Options, timm_name: &str) -> Result<Option<serde_json::Value>> {
+    let table: serde_json::Value = serde_json::from_str(TIMM_VITS).expect("the timm table parses");
+    let Some(shape) = table["convnexts"].get(timm_name) else {
+        return Ok(None);
+    };
+    let mut shape = shape.as_object().expect("an object").clone();
+    for (key, value) in v.kwargs("timm_model_kwargs", &["dims", "depths"])?.into_iter().flatten() {
+        shape.insert(key.clone(), value.clone());
+    }
+    let convnext: TimmConvNext = serde_json::from_value(shape.into())
+        .map_err(|e| v.bad(format!("timm_model_kwargs do not describe a ConvNeXt: {e}")))?;
+    let projection = match (v.str("timm_pool"), v.str("timm_proj")) {
+        (Some(""), Some(projection @ ("linear" | "mlp"))) if !v.flag("timm_proj_bias") => projection,
+        _ => {
+            return Err(v.bad(format!(
+                "ConvNeXt towers run with timm's average pool and open_clip's projection after it (timm_pool \"\", \
+                 timm_proj \"linear\" or \"mlp\" without a bias, as open_clip's ConvNeXt configs set them), not \
+                 timm_pool {} and timm_proj {}",
+                v.get("timm_pool").unwrap_or(&"\"avg\"".into()),
+                v.get("timm_proj").unwrap_or(&"\"linear\"".into())
+            )))
+        }
+    };
+    Ok(Some(serde_json::json!({
+        "hidden_size": convnext.dims[3],
+        "intermediate_size": 0,
+        "num_hidden_layers": 0,
+        "num_attention_heads": 1,
+        "image_size": v.square("image_size", 224.0)?,
+        "patch_size": convnext.stem_patch * 8,
+        "hidden_act": "gelu",
+        "layer_norm_eps": convnext.norm_eps,
+        "convnext": {"stem_patch": convnext.stem_patch, "dims": convnext.dims, "depths": convnext.depths,
+                     "projection": projection},
+    })))
+}
+
 /// An OpenCLIP SigLIP or SigLIP 2 (`timm/ViT-SO400M-14-SigLIP-384`, ...) as a `SiglipModel`
 /// config: its image tower is one of timm's SigLIP ViTs, which `SiglipVisionModel` is under
 /// other names (patches without a class token, an attention-pooling head); its text tower is
@@ -547,10 +596,11 @@ fn siglip_config(
         let names = |section: &str| table[section].as_object().expect("a table").keys().cloned().collect::<Vec<_>>();
         return Err(v.bad(format!(
             "OpenCLIP vision option timm_model_name=\"{timm_name}\" is not supported: image towers from timm run for \
-             SigLIP's ViTs ({}) and EVA-CLIP's ({}), not ConvNeXt, MobileCLIP or other timm towers. SigLIP and SigLIP 2 \
-             are also on the hub in Hugging Face's format as google/siglip-*, google/siglip2-*",
+             SigLIP's ViTs ({}), EVA-CLIP's ({}) and ConvNeXts ({}), not MobileCLIP, ViTamin or other timm towers. \
+             SigLIP and SigLIP 2 are also on the hub in Hugging Face's format as google/siglip-*, google/siglip2-*",
             names("models").join(", "),
-            names("evas").join(", ")
+            names("evas").join(", "),
+            names("convnexts").join(", ")
         )));
     };
     let vit: TimmVit = serde_json::from_value(shape.into())
@@ -838,12 +888,12 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
     let bad = |reason: String| Error::BadCheckpoint { path: path.to_owned(), reason };
     let candle = |e: candle_core::Error| bad(e.to_string());
     let mut out = HashMap::with_capacity(tensors.len() + 64);
-    let resnet = tensors.iter().any(|(name, _)| is_resnet_tensor(name));
+    let resnet = tensors.iter().any(|(name, _)| is_resnet_tensor(name) || is_convnext_tensor(name));
     let eva = tensors.iter().any(|(name, _)| is_eva_tensor(name));
     for (name, tensor) in tensors {
         let name = name.strip_prefix("module.").unwrap_or(&name);
-        // ResNet and EVA image towers have no counterpart in `transformers`: they keep
-        // open_clip's names (timm's, for EVA), less the batch norms' counters.
+        // ResNet, ConvNeXt and EVA image towers have no counterpart in `transformers`: they
+        // keep open_clip's names (timm's, for EVA), less the batch norms' counters.
         if let Some(rest) = name.strip_prefix("visual.").filter(|_| resnet) {
             if !rest.ends_with(".num_batches_tracked") {
                 out.insert(format!("vision_model.{rest}"), tensor);
@@ -954,6 +1004,11 @@ pub fn to_clip_names(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<Hash
 /// ViT has).
 fn is_resnet_tensor(name: &str) -> bool {
     name.strip_prefix("module.").unwrap_or(name).starts_with("visual.attnpool.")
+}
+
+/// Whether a tensor is one of a timm ConvNeXt's (its stem's conv, which no ViT has).
+fn is_convnext_tensor(name: &str) -> bool {
+    name.strip_prefix("module.").unwrap_or(name) == "visual.trunk.stem.0.weight"
 }
 
 /// Whether a tensor is one of an EVA image tower's (its class token: timm's SigLIP ViTs have none).
@@ -1258,6 +1313,7 @@ mod tests {
             }
             assert_eq!(v.resnet.is_some(), arch.starts_with("RN"), "{arch}");
             assert_eq!(v.eva.is_some(), arch.starts_with("EVA"), "{arch}");
+            assert_eq!(v.convnext.is_some(), arch.starts_with("convnext"), "{arch}");
             assert_eq!(
                 (v.average_pool, v.without_pre_norm, t.bidirectional, t.strip_sep_token),
                 (clipa, clipa, clipa, clipa)
@@ -1282,6 +1338,14 @@ mod tests {
                 "ViT-H-14-CLIPA-336" => 968_644_609,
                 "ViT-bigG-14-CLIPA" => 2_517_223_937,
                 "ViT-bigG-14-CLIPA-336" => 2_517_756_417,
+                "convnext_base" => 151_518_849,
+                "convnext_base_w" | "convnext_base_w_320" => 179_385_345,
+                "convnext_large" => 321_060_289,
+                "convnext_large_d" | "convnext_large_d_320" => 351_772_609,
+                "convnext_small" => 113_276_001,
+                "convnext_tiny" => 92_296_801,
+                "convnext_xlarge" => 653_892_865,
+                "convnext_xxlarge" | "convnext_xxlarge_320" => 1_200_576_385,
                 _ => continue,
             };
             assert_eq!(config.parameter_count(), open_clips_count, "{arch}");

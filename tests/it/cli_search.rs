@@ -419,12 +419,12 @@ fn an_openclip_siglip_library_scores_hits_as_open_clip_embeds_them() {
     }
 }
 
-/// OpenCLIP libraries whose towers are not CLIPModel's: ResNets and EVA-CLIP's (each as a hub
-/// folder, and as a bare state dict as RemoteCLIP-RN50 ships), and CLIPA's (average-pooled
-/// pictures, texts read padded to the context): every hit's score is the cosine of open_clip's
-/// two embeddings.
+/// OpenCLIP libraries whose towers are not CLIPModel's: ResNets, EVA-CLIP's and ConvNeXts (each
+/// as a hub folder, and as a bare state dict as RemoteCLIP-RN50 ships), and CLIPA's
+/// (average-pooled pictures, texts read padded to the context): every hit's score is the cosine
+/// of open_clip's two embeddings.
 #[test]
-fn openclip_resnet_eva_and_clipa_libraries_score_hits_as_open_clip_embeds_them() {
+fn openclip_libraries_with_towers_of_their_own_score_hits_as_open_clip_embeds_them() {
     let text = "a photo of a cat";
     for model in [
         "tiny-openclip-rn-quickgelu",
@@ -432,6 +432,8 @@ fn openclip_resnet_eva_and_clipa_libraries_score_hits_as_open_clip_embeds_them()
         "tiny-openclip-eva02",
         "tiny-openclip-eva02-e",
         "tiny-openclip-clipa",
+        "tiny-openclip-convnext",
+        "tiny-openclip-convnext-mlp",
     ] {
         let reference = common::reference(model);
         // Lossless pictures: `index` reads large JPEGs at a reduced scale (as Pillow's draft

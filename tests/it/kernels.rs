@@ -1,14 +1,14 @@
 //! The CPU kernels (fused activation, in-place attention, layer norm, linear layers, the ResNet's
-//! neighbourhoods and pooling, EVA-02's rotary positions and SwiGLU gate) compute what candle's
-//! generic ops do.
+//! neighbourhoods and pooling, EVA-02's rotary positions and SwiGLU gate, ConvNeXt's depthwise
+//! conv) compute what candle's generic ops do.
 
 use candle_core::{DType, Device, Tensor, D};
 use imgsearch::model::config::Activation;
 use imgsearch::model::kernels::{
     activate, activate_generic, amx, attention, attention_from_parts, attention_generic, average_pool,
-    average_pool_generic, bf16_pairs, layer_norm, layer_norm_generic, linear, neighbourhoods, neighbourhoods_generic,
-    rotate_queries_keys, rotate_queries_keys_generic, swiglu, swiglu_generic, Epilogue, LinearWeight, RotaryTable,
-    WeightLayout,
+    average_pool_generic, bf16_pairs, depthwise_conv, depthwise_conv_generic, layer_norm, layer_norm_generic, linear,
+    neighbourhoods, neighbourhoods_generic, rotate_queries_keys, rotate_queries_keys_generic, swiglu, swiglu_generic,
+    Epilogue, LinearWeight, RotaryTable, WeightLayout,
 };
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -24,6 +24,24 @@ fn fused_activations_equal_candle_ops() {
         let fresh = x.copy().unwrap(); // activate overwrites its input on CPU
         let d = max_abs_diff(&activate(fresh, act).unwrap(), &expected);
         assert!(d < 1e-5, "{act:?}: max diff {d}");
+    }
+}
+
+/// ConvNeXt's depthwise conv (each channel its own filter, padded to keep the size) in one pass
+/// on channels-last pictures: as candle's grouped NCHW conv computes it, on pictures smaller
+/// than the filter too.
+#[test]
+fn depthwise_conv_equals_candle_grouped_conv() {
+    let cpu = Device::Cpu;
+    for (k, (height, width)) in [(7, (9, 11)), (7, (3, 2)), (3, (5, 5)), (1, (4, 3))] {
+        let x = Tensor::randn(0f32, 1.0, (2, height, width, 37), &cpu).unwrap();
+        let taps = Tensor::randn(0f32, 0.3, (k * k, 37), &cpu).unwrap();
+        let bias = Tensor::randn(0f32, 0.1, 37, &cpu).unwrap();
+        let d = max_abs_diff(
+            &depthwise_conv(&x, &taps, &bias, k).unwrap(),
+            &depthwise_conv_generic(&x, &taps, &bias, k).unwrap(),
+        );
+        assert!(d < 1e-5, "k {k}, {height}×{width}: max diff {d}");
     }
 }
 

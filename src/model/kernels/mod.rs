@@ -83,7 +83,9 @@ mod linear;
 mod rotary;
 mod runs;
 pub use attention::{attention, attention_from_parts, attention_generic, attention_masked};
-pub use grid::{average_pool, average_pool_generic, neighbourhoods, neighbourhoods_generic};
+pub use grid::{
+    average_pool, average_pool_generic, depthwise_conv, depthwise_conv_generic, neighbourhoods, neighbourhoods_generic,
+};
 pub use linear::{bf16_layout, linear, linear_split, Epilogue, LinearWeight, WeightLayout};
 pub use rotary::{rotate_queries_keys, rotate_queries_keys_generic, RotaryTable};
 

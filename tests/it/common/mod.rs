@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 23] = [
+pub const PARITY_MODELS: [&str; 25] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -42,6 +42,8 @@ pub const PARITY_MODELS: [&str; 23] = [
     "tiny-mclip",
     "tiny-mclip-bert",
     "tiny-openclip-clipa",
+    "tiny-openclip-convnext",
+    "tiny-openclip-convnext-mlp",
 ];
 
 /// The M-CLIP fixtures, each with the CLIP fixture whose image tower it pairs with.
