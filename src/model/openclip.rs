@@ -461,7 +461,7 @@ struct TimmVit {
 }
 
 /// The shape of timm tower `name` from `section` of [`TIMM_VITS`] (`models`: SigLIP's ViTs,
-/// `evas`: EVA-CLIP's towers), with open_clip 3's `timm_model_kwargs`, which it hands to
+/// `evas`: EVA-CLIP's towers, `convnexts`), with open_clip 3's `timm_model_kwargs`, which it hands to
 /// `timm.create_model`, over the registry's; `None` where the section has no such tower.
 fn timm_shape(v: &Options, section: &str, name: &str) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
     let table: serde_json::Value = serde_json::from_str(TIMM_VITS).expect("the timm table parses");
@@ -469,10 +469,12 @@ fn timm_shape(v: &Options, section: &str, name: &str) -> Result<Option<serde_jso
         return Ok(None);
     };
     let mut shape = shape.clone();
-    let mut known = vec!["img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"];
-    if section == "models" {
-        known.push("act_layer");
-    }
+    let vit = ["img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"];
+    let known: Vec<&str> = match section {
+        "models" => vit.iter().copied().chain(["act_layer"]).collect(),
+        "convnexts" => vec!["dims", "depths"],
+        _ => vit.to_vec(),
+    };
     for (key, value) in v.kwargs("timm_model_kwargs", &known)?.into_iter().flatten() {
         let value = match key.as_str() {
             "img_size" | "patch_size" => v.square_value(key, value)?.into(),
@@ -543,14 +545,9 @@ struct TimmConvNext {
 /// vision config, or `None` where `timm_name` is no ConvNeXt. open_clip keeps timm's average
 /// pool and head norm and projects after them (`timm_pool` "", `timm_proj` "linear" or "mlp").
 fn convnext_vision(v: &Options, timm_name: &str) -> Result<Option<serde_json::Value>> {
-    let table: serde_json::Value = serde_json::from_str(TIMM_VITS).expect("the timm table parses");
-    let Some(shape) = table["convnexts"].get(timm_name) else {
+    let Some(shape) = timm_shape(v, "convnexts", timm_name)? else {
         return Ok(None);
     };
-    let mut shape = shape.as_object().expect("an object").clone();
-    for (key, value) in v.kwargs("timm_model_kwargs", &["dims", "depths"])?.into_iter().flatten() {
-        shape.insert(key.clone(), value.clone());
-    }
     let convnext: TimmConvNext = serde_json::from_value(shape.into())
         .map_err(|e| v.bad(format!("timm_model_kwargs do not describe a ConvNeXt: {e}")))?;
     let projection = match (v.str("timm_pool"), v.str("timm_proj")) {
