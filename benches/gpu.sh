@@ -44,8 +44,10 @@ OUT="$(mktemp -d)"
 
 echo "## Parity: CUDA vs CPU f32"
 # The towers of their own (ResNet, EVA with its rotary positions and SwiGLU, CLIPA, ConvNeXt) run candle's
-# generic ops on a GPU where the CPU has one-pass kernels; M-CLIP takes its image tower from a CLIP.
+# generic ops on a GPU where the CPU has one-pass kernels; M-CLIP takes its image tower from a CLIP;
+# SigLIP 2 NaFlex resizes its positions to each picture's grid.
 for model in tiny-clip-b32-quickgelu tiny-clip-p14-gelu tiny-openclip-b32-quickgelu tiny-siglip-sp tiny-siglip2-gemma \
+    tiny-siglip2-naflex tiny-siglip2-naflex-p8 \
     tiny-openclip-rn-quickgelu tiny-openclip-eva02 tiny-openclip-eva02-e tiny-openclip-clipa tiny-openclip-convnext \
     "tiny-mclip#$FIX/models/tiny-clip-b32-quickgelu"; do
     args=(embed --json --model "$FIX/models/$model")

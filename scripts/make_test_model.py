@@ -387,53 +387,111 @@ def randomize_logits(model):
         model.logit_bias.copy_(torch.tensor([-4.0]) + torch.randn(1))
 
 
-def make_siglip(images):
-    """SigLIP checkpoints (transformers' SiglipModel) with references from transformers. Texts are
-    padded to the text tower's length (`padding="max_length"`, as the model cards direct) and run
-    without an attention mask, as the original (big_vision) model was trained."""
-    from transformers import SiglipConfig, SiglipModel
-    from transformers import SiglipImageProcessorPil
-    torch.manual_seed(1)
-    for name, spec in SIGLIP_CONFIGS.items():
+# Two SigLIP 2 NaFlex shapes (transformers' Siglip2Model): pictures keep their aspect ratio, and
+# the learned positions are resized to each picture's grid, up (a 3×3 table, up to 20 patches) and
+# down (6×6, up to 24 patches of 8 pixels). The second tokenizer's files name no padding side,
+# so Siglip2Tokenizer pads on its own side, the left.
+SIGLIP2_NAFLEX_CONFIGS = {
+    "tiny-siglip2-naflex": dict(
+        tokenizer=gemma_style_tokenizer,
+        text=dict(hidden_size=40, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=20, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+                  projection_size=48),
+        vision=dict(num_patches=9, patch_size=16, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                    num_attention_heads=4, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6),
+        preprocessor=dict(patch_size=16, max_num_patches=20, resample=2, image_mean=[0.5, 0.5, 0.5],
+                          image_std=[0.5, 0.5, 0.5]),
+        weights="safetensors",
+    ),
+    "tiny-siglip2-naflex-p8": dict(
+        tokenizer=gemma_style_tokenizer,
+        padding_side=None,
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                  max_position_embeddings=16, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-5,
+                  projection_size=36),
+        vision=dict(num_patches=36, patch_size=8, hidden_size=36, intermediate_size=80, num_hidden_layers=3,
+                    num_attention_heads=3, hidden_act="gelu", layer_norm_eps=1e-5),
+        preprocessor=dict(patch_size=8, max_num_patches=24, resample=3, image_mean=[0.48, 0.45, 0.40],
+                          image_std=[0.27, 0.26, 0.28]),
+        weights="pytorch",
+    ),
+}
+
+
+def make_siglip(images, configs=SIGLIP_CONFIGS):
+    """SigLIP checkpoints (transformers' SiglipModel, or Siglip2Model for NaFlex) with references
+    from transformers. Texts are padded to the text tower's length (`padding="max_length"`, as the
+    model cards direct) and run without an attention mask, as the original (big_vision) model was
+    trained. NaFlex pictures go through the tower as one batch, padded to the most patches and
+    masked, as its processor hands them over."""
+    from transformers import AutoTokenizer, SiglipConfig, SiglipModel, Siglip2Config, Siglip2Model
+    from transformers import SiglipImageProcessorPil, Siglip2ImageProcessorPil
+    torch.manual_seed(1 if configs is SIGLIP_CONFIGS else 2)
+    for name, spec in configs.items():
+        naflex = "num_patches" in spec["vision"]
         model_dir = FIXTURES / "models" / name
         fresh_folder(model_dir)
         tokenizer = spec["tokenizer"]()
         text = dict(spec["text"], vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-        config = SiglipConfig(text_config=text, vision_config=spec["vision"])
-        model = SiglipModel(config).eval()
+        config = (Siglip2Config if naflex else SiglipConfig)(text_config=text, vision_config=spec["vision"])
+        model = (Siglip2Model if naflex else SiglipModel)(config).eval()
         randomize(model)
         randomize_logits(model)
+        if naflex:
+            # Positions that outweigh the pixels, so that how they are resized shows in every embedding.
+            with torch.no_grad():
+                model.vision_model.embeddings.position_embedding.weight.mul_(4.0)
         config.save_pretrained(model_dir)
         save_weights(model.state_dict(), model_dir, spec["weights"])
         tokenizer.save_pretrained(model_dir)
         for extra in ("special_tokens_map.json", "chat_template.jinja"):
             (model_dir / extra).unlink(missing_ok=True)
-        processor = SiglipImageProcessorPil(do_resize=True, do_rescale=True, do_normalize=True,
-                                            do_convert_rgb=True, **spec["preprocessor"])
+        if "padding_side" in spec:
+            for file, key in (("tokenizer_config.json", "padding_side"), ("tokenizer.json", "padding")):
+                content = json.loads((model_dir / file).read_text())
+                content.pop(key, None)
+                (model_dir / file).write_text(json.dumps(content, ensure_ascii=False))
+        if naflex:
+            # The tokenizer transformers gives the checkpoint: Siglip2Tokenizer, which lowercases.
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            processor = Siglip2ImageProcessorPil(do_resize=True, do_rescale=True, do_normalize=True,
+                                                 do_convert_rgb=True, **spec["preprocessor"])
+        else:
+            processor = SiglipImageProcessorPil(do_resize=True, do_rescale=True, do_normalize=True,
+                                                do_convert_rgb=True, **spec["preprocessor"])
         processor.save_pretrained(model_dir)
         max_length = config.text_config.max_position_embeddings
 
         pixels, image_embeds, token_ids, text_embeds = {}, {}, {}, {}
-        # Token 0 ("!" inside a word) is what CoCa's class token takes for padding: it hides
-        # the token after it.
-        coca = spec["model_cfg"]["text_cfg"].get("embed_cls")
-        texts = OPENCLIP_TEXTS + (["hi!~ a cat", "!@# sale"] if coca else [])
         with torch.no_grad():
-            for img_name in images:
-                pil = Image.open(FIXTURES / "images" / img_name)
-                pv = processor(images=pil, return_tensors="pt")["pixel_values"]
-                pixels[img_name] = pv[0].contiguous()
-                image_embeds[img_name] = l2(model.vision_model(pixel_values=pv).pooler_output)[0].tolist()
+            if naflex:
+                batch = processor(images=[Image.open(FIXTURES / "images" / i) for i in images], return_tensors="pt")
+                inputs = dict(pixel_values=batch["pixel_values"], pixel_attention_mask=batch["pixel_attention_mask"],
+                              spatial_shapes=batch["spatial_shapes"])
+                pooled = l2(model.vision_model(**inputs).pooler_output)
+                patch = spec["preprocessor"]["patch_size"]
+                for i, img_name in enumerate(images):
+                    # Back from (patches, patch · patch · channels) to the (channels, height, width) picture.
+                    rows, cols = batch["spatial_shapes"][i].tolist()
+                    grid = batch["pixel_values"][i, : rows * cols].reshape(rows, cols, patch, patch, 3)
+                    pixels[img_name] = grid.permute(4, 0, 2, 1, 3).reshape(3, rows * patch, cols * patch).contiguous()
+                    image_embeds[img_name] = pooled[i].tolist()
+            else:
+                inputs = dict(pixel_values=torch.cat([processor(images=Image.open(FIXTURES / "images" / i),
+                                                                return_tensors="pt")["pixel_values"] for i in images]))
+                pooled = l2(model.vision_model(**inputs).pooler_output)
+                for i, img_name in enumerate(images):
+                    pixels[img_name] = inputs["pixel_values"][i].contiguous()
+                    image_embeds[img_name] = pooled[i].tolist()
             for text in MULTILINGUAL_TEXTS:
                 ids = tokenizer(text, padding="max_length", max_length=max_length, truncation=True,
                                 return_tensors="pt")["input_ids"]
                 token_ids[text] = ids[0].tolist()
                 text_embeds[text] = l2(model.text_model(input_ids=ids).pooler_output)[0].tolist()
-            # SiglipModel's own sigmoid probabilities for every text and picture: the `prob` a hit shows.
+            # The model's own sigmoid probabilities for every text and picture: the `prob` a hit shows.
             all_ids = torch.tensor([token_ids[t] for t in MULTILINGUAL_TEXTS])
-            all_pixels = torch.stack([pixels[i] for i in images])
-            out = model(input_ids=all_ids, pixel_values=all_pixels)
+            out = model(input_ids=all_ids, **inputs)
             probs = torch.sigmoid(out.logits_per_text)
         save_file(pixels, FIXTURES / "reference" / f"{name}_pixels.safetensors")
         write_reference(name, dict(
@@ -1299,7 +1357,7 @@ def save_weights(state, model_dir, kind, name=None):
 
 
 def main():
-    families = sys.argv[1:] or ["clip", "siglip", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip",
+    families = sys.argv[1:] or ["clip", "siglip", "siglip2-naflex", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip",
                                 "metaclip2", "openclip-resnet", "openclip-eva", "mclip", "openclip-clipa", "openclip-convnext", "nllb-languages"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
@@ -1307,6 +1365,7 @@ def main():
     image_dir = FIXTURES / "images"
     images = sorted(p.name for p in image_dir.iterdir() if p.is_file()) if image_dir.is_dir() else write_images()
     makers = dict(clip=make_clip, siglip=make_siglip, openclip=make_openclip,
+                  **{"siglip2-naflex": lambda images: make_siglip(images, SIGLIP2_NAFLEX_CONFIGS)},
                   coca=lambda images: make_openclip(images, COCA_CONFIGS), **{"hf-text": make_openclip_hf_text, "chinese-clip": make_chinese_clip,
                      "openclip-siglip": make_openclip_siglip, "metaclip2": make_metaclip2,
                      "openclip-resnet": lambda images: make_openclip(images, RESNET_CONFIGS),

@@ -45,7 +45,8 @@ pub fn run(args: BenchArgs, compute: super::ComputeArgs) -> anyhow::Result<()> {
     let (spec, device) = compute.open(&args.model)?;
     let towers = if args.query.is_some() { Towers::Both } else { Towers::Image };
     let clip = spec.load(&device, towers).with_context(|| format!("cannot load model {}", args.model))?;
-    let (h, w) = spec.preprocess.output_size();
+    // A 4:3 camera photo, for models whose input follows the picture's shape (SigLIP 2 NaFlex).
+    let (h, w) = spec.preprocess.input_size(3000, 4000);
     let (h, w) = (h as usize, w as usize);
     let picture = spec.preprocess.test_pattern(h, w);
     let mut rows = Vec::new();

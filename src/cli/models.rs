@@ -197,7 +197,7 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     if args.json {
         let families = serde_json::json!([
             {"family": "clip", "reads": "Hugging Face CLIPModel, MetaClip2Model and ChineseCLIPModel folders and hub ids (config.json model_type \"clip\", \"metaclip_2\", \"chinese_clip\"); M-CLIP text towers (model_type \"M-CLIP\") with the CLIP they pair with, or the one named after '#'"},
-            {"family": "siglip", "reads": "Hugging Face SiglipModel: SigLIP, fixed-resolution SigLIP 2, multilingual SigLIP (with tokenizer.json)"},
+            {"family": "siglip", "reads": "Hugging Face SiglipModel and Siglip2Model: SigLIP, SigLIP 2 at a fixed resolution and NaFlex (pictures in their own aspect ratio), multilingual SigLIP (with tokenizer.json)"},
             {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, ResNet, EVA-CLIP, ConvNeXt, CLIPA, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers, SigLIP and SigLIP 2 with timm's image towers); bare state dicts with --arch",
              "architectures": openclip::builtin_arch_names()},
         ]);
@@ -209,7 +209,10 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
     println!("            MetaClip2Model: facebook/metaclip-2-worldwide-* (hundreds of languages), and");
     println!("            ChineseCLIPModel: OFA-Sys/chinese-clip-* (BERT's vocab.txt will do for tokenizer.json),");
     println!("            M-CLIP: M-CLIP/XLM-Roberta-Large-Vit-B-32, ... (any other: --model 'M-CLIP#ITS-CLIP')");
-    println!("  siglip    Hugging Face SiglipModel: SigLIP, SigLIP 2 at a fixed resolution, multilingual SigLIP");
+    println!(
+        "  siglip    Hugging Face SiglipModel and Siglip2Model: SigLIP, SigLIP 2 (fixed resolution, and NaFlex: pictures \
+         in their own aspect ratio), multilingual SigLIP"
+    );
     println!("            (needs tokenizer.json); hits also show the model's probability (--min-prob)");
     println!("  openclip  OpenCLIP ViT, ResNet (RN50, RN101, RN50x4 ...), EVA-CLIP (timm/eva02_*_clip_*) and");
     println!("            ConvNeXt (laion/CLIP-convnext_*) checkpoints, CLIPA's (UCSC-VLAA/ViT-*-CLIPA-*), CoCa's,");

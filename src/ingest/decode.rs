@@ -20,7 +20,7 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Li
 
 use super::{exif, heif, jpeg_reduced, measured_tiff, raw};
 use crate::error::{Error, Result};
-use crate::model::config::Alpha;
+use crate::model::config::{Alpha, PatchBudget};
 use crate::model::{Coverage, PreprocessConfig, PreprocessedImage};
 
 /// Default cap on decoded pixels: far beyond any camera (a 200 MP phone sensor fits),
@@ -47,13 +47,43 @@ pub enum MinSize {
     Covering(u32, u32),
     /// The longer side at least this long: a picture to fit into a square box (a rendition).
     LongSide(u32),
+    /// Covering the grid of patches SigLIP 2 NaFlex resizes a picture of its aspect ratio to,
+    /// with a patch to spare: a picture scaled down changes its aspect ratio by a fraction of a
+    /// pixel, which may move the grid (computed from the full size) by a patch.
+    PatchGrid(PatchBudget),
 }
 
 impl MinSize {
-    fn is_met_by(self, (width, height): (u32, u32)) -> bool {
+    /// How small a picture may be decoded for a model's preprocessing and still give it the
+    /// same input: its resize target (the shortest edge on both axes covers any aspect ratio).
+    /// `None` without a resize step: the picture is used at its own size.
+    pub fn for_model(preprocess: &PreprocessConfig) -> Option<Self> {
+        Some(match (preprocess.patch_budget, preprocess.exact_size) {
+            _ if !preprocess.do_resize => return None,
+            (Some(budget), _) => Self::PatchGrid(budget),
+            (None, Some((height, width))) => Self::Covering(width, height),
+            (None, None) => Self::Covering(preprocess.shortest_edge, preprocess.shortest_edge),
+        })
+    }
+
+    /// The (width, height) a `width` × `height` picture must keep at least, where the
+    /// requirement is one of covering.
+    pub fn covering(self, (width, height): (u32, u32)) -> Option<(u32, u32)> {
         match self {
-            MinSize::Covering(min_width, min_height) => width >= min_width && height >= min_height,
-            MinSize::LongSide(min) => width.max(height) >= min,
+            MinSize::Covering(min_width, min_height) => Some((min_width, min_height)),
+            MinSize::LongSide(_) => None,
+            MinSize::PatchGrid(budget) => {
+                let (grid_height, grid_width) = budget.resized_size(height, width);
+                Some((grid_width + budget.patch_size, grid_height + budget.patch_size))
+            }
+        }
+    }
+
+    fn is_met_by(self, (width, height): (u32, u32)) -> bool {
+        match (self, self.covering((width, height))) {
+            (MinSize::LongSide(min), _) => width.max(height) >= min,
+            (_, Some((min_width, min_height))) => width >= min_width && height >= min_height,
+            (_, None) => true,
         }
     }
 }
@@ -68,8 +98,7 @@ impl DecodeOptions {
     /// How to decode a picture for a model's preprocessing: scaled down no further than its
     /// resize step needs, transparency handled as its processor does.
     pub fn for_model(preprocess: &PreprocessConfig, max_pixels: u64) -> Self {
-        let min_size = preprocess.min_decode_size().map(|(width, height)| MinSize::Covering(width, height));
-        Self { max_pixels, min_size, alpha: preprocess.alpha }
+        Self { max_pixels, min_size: MinSize::for_model(preprocess), alpha: preprocess.alpha }
     }
 }
 

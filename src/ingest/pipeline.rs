@@ -688,7 +688,7 @@ fn examine_video(
         };
         return send(skip(e.to_string(), false, true));
     }
-    let min_size = spec.preprocess.min_decode_size().map(|(width, height)| MinSize::Covering(width, height));
+    let min_size = MinSize::for_model(&spec.preprocess);
     let moments = match video::moments(&job.path, &info, min_size) {
         Ok(moments) => moments,
         Err(e) => return send(skip(e.to_string(), false, worth_retrying(&e))),

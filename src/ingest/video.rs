@@ -274,10 +274,10 @@ pub fn moment_interval(seconds: f64) -> f64 {
 /// The size frames are scaled to before a model's preprocessing or a rendition: the smallest that
 /// still meets `min` (never larger than the video).
 fn scaled_size((width, height): (u32, u32), min: Option<MinSize>) -> (u32, u32) {
-    let scale = match min {
-        Some(MinSize::Covering(w, h)) => (w as f64 / width as f64).max(h as f64 / height as f64),
-        Some(MinSize::LongSide(side)) => side as f64 / width.max(height) as f64,
-        None => 1.0,
+    let scale = match (min, min.and_then(|min| min.covering((width, height)))) {
+        (Some(MinSize::LongSide(side)), _) => side as f64 / width.max(height) as f64,
+        (_, Some((w, h))) => (w as f64 / width as f64).max(h as f64 / height as f64),
+        (_, None) => 1.0,
     };
     if scale >= 1.0 {
         return (width, height);
@@ -495,6 +495,10 @@ mod tests {
         assert_eq!(scaled_size((1920, 1080), Some(MinSize::Covering(224, 224))), (399, 224));
         assert_eq!(scaled_size((1080, 1920), Some(MinSize::LongSide(320))), (180, 320));
         assert_eq!(scaled_size((160, 120), Some(MinSize::Covering(224, 224))), (160, 120));
+        // SigLIP 2 NaFlex: a 1920 × 1080 frame makes a 21 × 12 grid of 16-pixel patches (336 ×
+        // 192 pixels), and is kept a patch larger on its tighter side.
+        let naflex = MinSize::PatchGrid(crate::model::config::PatchBudget { patch_size: 16, max_patches: 256 });
+        assert_eq!(scaled_size((1920, 1080), Some(naflex)), (370, 208));
         assert_eq!(moment_interval(30.0), 2.0);
         assert_eq!(moment_interval(3600.0), 24.0);
     }

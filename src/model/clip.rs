@@ -690,7 +690,16 @@ impl VitTower {
         let c = &config.vision_config;
         let p = "vision_model";
         let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
-        let conv = w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?;
+        let conv = match c.naflex_position_grid {
+            // NaFlex's linear layer reads each patch's pixels by (row, column, channel): laid out
+            // here as the conv's (channel, row, column), it runs on the same patch rows.
+            Some(_) => w
+                .get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ps * ps * ch])?
+                .reshape((d, ps, ps, ch))?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?,
+            None => w.get(&format!("{p}.embeddings.patch_embedding.weight"), &[d, ch, ps, ps])?,
+        };
         let shape = tower_shape!(c, layout);
         let siglip = config.family == Family::Siglip;
         let patch_bias = siglip.then(|| w.get(&format!("{p}.embeddings.patch_embedding.bias"), &[d])).transpose()?;
@@ -728,14 +737,15 @@ impl VitTower {
         })
     }
 
-    /// `pixels`: (batch, channels, image_size, image_size) → (batch, embedding dim), not normalised.
+    /// `pixels`: (batch, channels, image_size, image_size), or for NaFlex (batch, channels, height,
+    /// width) in whole patches → (batch, embedding dim), not normalised.
     fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let batch = pixels.dim(0)?;
-        let grid = c.image_size / c.patch_size;
+        let (batch, _, height, width) = pixels.dims4()?;
         let patches = patch_rows(pixels, c, c.patch_size, self.position_embedding.dtype())?;
+        let (rows, columns) = c.patch_grid(height, width, c.patch_size).expect("patch_rows checked the size");
         let d = c.hidden_size;
-        let embedded = self.patch_embedding.forward(&patches)?.reshape((batch, grid * grid, d))?;
+        let embedded = self.patch_embedding.forward(&patches)?.reshape((batch, rows * columns, d))?;
         let x = match &self.class_embedding {
             Some(class) => {
                 let class = class.reshape((1, 1, d))?.broadcast_as((batch, 1, d))?;
@@ -743,7 +753,10 @@ impl VitTower {
             }
             None => embedded,
         };
-        let x = x.broadcast_add(&self.position_embedding)?;
+        let x = match c.naflex_position_grid {
+            Some(grid) => x.broadcast_add(&resized_positions(&self.position_embedding, grid, (rows, columns))?)?,
+            None => x.broadcast_add(&self.position_embedding)?,
+        };
         let x = match &self.pre_norm {
             Some(norm) => norm.forward(&x)?,
             None => x,
@@ -759,7 +772,7 @@ impl VitTower {
             }
             VisionPooling::Average { projection, norm_after } => {
                 let x = self.encoder.forward(&x, Visibility::All)?;
-                let patches = x.narrow(1, 1, grid * grid)?;
+                let patches = x.narrow(1, 1, rows * columns)?;
                 let mean = match norm_after {
                     true => self.post_norm.forward(&patches.mean(1)?)?,
                     false => self.post_norm.forward(&patches)?.mean(1)?,
@@ -774,28 +787,65 @@ impl VitTower {
     }
 }
 
-/// `pixels` (batch, channels, image_size, image_size), checked against the tower's config, as
-/// the rows a stride-`patch` conv reads: the non-overlapping patches in (row, col) order,
-/// each flattened as (channel, y, x) like the conv's weight, in `dtype` (pixels come in f32; a
-/// tower may run in f16 or bf16 on a GPU). → (batch · grid², channels · patch²).
+/// `pixels` (batch, channels, height, width), checked against the tower's config
+/// ([`VisionConfig::patch_grid`]), as the rows a stride-`patch` conv reads: the non-overlapping
+/// patches in (row, col) order, each flattened as (channel, y, x) like the conv's weight, in
+/// `dtype` (pixels come in f32; a tower may run in f16 or bf16 on a GPU).
+/// → (batch · rows · columns, channels · patch²).
 pub(super) fn patch_rows(pixels: &Tensor, c: &VisionConfig, patch: usize, dtype: DType) -> Result<Tensor> {
     let (batch, ch, h, w) = pixels.dims4()?;
-    if ch != c.num_channels || h != c.image_size || w != c.image_size {
+    let grid = c.patch_grid(h, w, patch).filter(|_| ch == c.num_channels);
+    let Some((rows, columns)) = grid else {
+        let expected = match c.naflex_position_grid {
+            Some(_) => format!("whole {patch}-pixel patches"),
+            None => format!("{0}x{0}", c.image_size),
+        };
         return Err(Error::Candle(candle_core::Error::Msg(format!(
-            "vision tower expects ({}, {}, {}) pixels, got ({ch}, {h}, {w})",
-            c.num_channels, c.image_size, c.image_size
+            "vision tower expects {} channels of {expected} pixels, got ({ch}, {h}, {w})",
+            c.num_channels
         ))));
-    }
-    let (ps, grid) = (patch, c.image_size / patch);
+    };
+    let ps = patch;
     let pixels = pixels.to_dtype(dtype)?;
     // A "valid" conv leaves out the pixels past the last whole patch.
-    let covered = grid * ps;
-    let pixels = if covered == h { pixels } else { pixels.narrow(2, 0, covered)?.narrow(3, 0, covered)? };
+    let pixels = match (rows * ps, columns * ps) {
+        (covered_h, covered_w) if (covered_h, covered_w) == (h, w) => pixels,
+        (covered_h, covered_w) => pixels.narrow(2, 0, covered_h)?.narrow(3, 0, covered_w)?,
+    };
     Ok(pixels
-        .reshape((batch, ch, grid, ps, grid, ps))?
+        .reshape((batch, ch, rows, ps, columns, ps))?
         .permute((0, 2, 4, 1, 3, 5))?
         .contiguous()?
-        .reshape((batch * grid * grid, ch * ps * ps))?)
+        .reshape((batch * rows * columns, ch * ps * ps))?)
+}
+
+/// SigLIP 2 NaFlex's learned positions, a `grid` × `grid` table (grid², dim), resized to
+/// (rows, columns) → (rows · columns, dim): `F.interpolate(mode="bilinear", align_corners=False,
+/// antialias=True)`, whose weights `Siglip2VisionEmbeddings` writes out along each axis (a
+/// triangle as wide as the scale where it shrinks). Resizing is linear and separable: the rows'
+/// weights, then the columns'.
+fn resized_positions(table: &Tensor, grid: usize, (rows, columns): (usize, usize)) -> Result<Tensor> {
+    let (d, dtype, device) = (table.dim(1)?, table.dtype(), table.device());
+    let weights = |size: usize| -> Result<Tensor> {
+        let scale = grid as f32 / size as f32;
+        let support = scale.max(1.0);
+        let mut weights = vec![0f32; size * grid];
+        for (out, row) in weights.chunks_mut(grid).enumerate() {
+            let center = (out as f32 + 0.5) * scale - 0.5;
+            for (source, w) in row.iter_mut().enumerate() {
+                *w = (1.0 - (source as f32 - center).abs() / support).max(0.0);
+            }
+            let sum: f32 = row.iter().sum();
+            row.iter_mut().for_each(|w| *w /= sum);
+        }
+        Ok(Tensor::from_vec(weights, (size, grid), device)?)
+    };
+    let table = table.to_dtype(DType::F32)?;
+    // (rows, grid) · (grid, grid · dim): each output row of the table, every column still whole.
+    let by_rows = weights(rows)?.matmul(&table.reshape((grid, grid * d))?)?.reshape((rows, grid, d))?;
+    // (rows, columns, grid) · (rows, grid, dim): each row's columns.
+    let by_columns = weights(columns)?.unsqueeze(0)?.broadcast_as((rows, columns, grid))?.contiguous()?;
+    Ok(by_columns.matmul(&by_rows)?.reshape((rows * columns, d))?.to_dtype(dtype)?)
 }
 
 /// A text tower: `forward(ids, end_positions)` → (batch, embedding dim), not normalised.

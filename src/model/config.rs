@@ -34,8 +34,8 @@ pub enum Family {
     /// OpenAI CLIP (`CLIPModel`), MetaCLIP 2 (`MetaClip2Model`: CLIP with XLM-V's tokenizer),
     /// and OpenCLIP's ViT checkpoints, which are renamed into it.
     Clip,
-    /// SigLIP and the fixed-resolution SigLIP 2 (`SiglipModel`): no class token, an attention
-    /// pooling head, a bidirectional text tower read at its last position, sigmoid scores.
+    /// SigLIP, SigLIP 2 (`SiglipModel`) and SigLIP 2 NaFlex (`Siglip2Model`): no class token, an
+    /// attention pooling head, a bidirectional text tower read at its last position, sigmoid scores.
     /// OpenCLIP's SigLIP checkpoints (timm's image towers) are renamed into it.
     Siglip,
 }
@@ -46,19 +46,14 @@ impl Family {
             // Chinese-CLIP is CLIP with a BERT text tower (see `chinese_clip_text`).
             // MetaCLIP 2 is CLIP read by a multilingual tokenizer (XLM-V's).
             None | Some("clip") | Some("chinese_clip") | Some("metaclip_2") => Ok(Self::Clip),
-            Some("siglip") => Ok(Self::Siglip),
-            Some("siglip2") => Err(Error::BadCheckpoint {
-                path: path.to_owned(),
-                reason: "SigLIP 2 NaFlex checkpoints (model_type \"siglip2\", variable resolution) are not \
-                         supported; use a fixed-resolution SigLIP 2 checkpoint such as \
-                         google/siglip2-base-patch16-224"
-                    .into(),
-            }),
+            // SigLIP 2 NaFlex is SigLIP whose pictures keep their aspect ratio
+            // (`VisionConfig::naflex_position_grid`).
+            Some("siglip") | Some("siglip2") => Ok(Self::Siglip),
             Some(other) => Err(Error::BadCheckpoint {
                 path: path.to_owned(),
                 reason: format!(
-                    "model_type \"{other}\" is not supported: imgsearch runs \"clip\", \"chinese_clip\", \"metaclip_2\" \
-                     and \"siglip\" checkpoints (and OpenCLIP's); `imgsearch models` lists them"
+                    "model_type \"{other}\" is not supported: imgsearch runs \"clip\", \"chinese_clip\", \"metaclip_2\", \
+                     \"siglip\" and \"siglip2\" checkpoints (and OpenCLIP's); `imgsearch models` lists them"
                 ),
             }),
         }
@@ -139,6 +134,11 @@ pub struct TextConfig {
     /// text with becomes token 0.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strip_sep_token: bool,
+    /// SigLIP 2 NaFlex: texts are tokenized as `transformers`' `Siglip2Tokenizer` does, whatever
+    /// class `tokenizer_config.json` names: lowercased before the tokenizer's own normalizer (as
+    /// SigLIP 2 was trained), and padded on the left unless the tokenizer files say otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub siglip2_tokenizer: bool,
 }
 
 impl TextConfig {
@@ -256,6 +256,13 @@ pub struct VisionConfig {
     /// (32), and the transformer's other fields are unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub convnext: Option<ConvNextShape>,
+    /// SigLIP 2 NaFlex: a picture is a grid of patches in its own aspect ratio (as many as the
+    /// processor's `max_num_patches` allows), and the learned positions, a square grid this many
+    /// patches on a side, are resized to that grid. The patch embedding is a linear layer over
+    /// (row, column, channel) patch pixels. `image_size` is then that square grid's size in
+    /// pixels, and stands for no picture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub naflex_position_grid: Option<usize>,
 }
 
 /// A timm ConvNeXt as open_clip builds it: a `stem_patch`-strided patch conv, four stages of
@@ -376,8 +383,26 @@ pub struct AttentionalPool {
 }
 
 impl VisionConfig {
+    /// How many learned positions the tower has (bar a class token's).
     pub fn num_patches(&self) -> usize {
         (self.image_size / self.patch_size).pow(2)
+    }
+
+    /// The (rows, columns) of `patch`-pixel patches a (height, width) picture makes, or `None`
+    /// where the tower takes no picture of that size: a square of `image_size` (a "valid" conv
+    /// leaves out the pixels past the last whole patch), or for NaFlex any whole number of patches.
+    pub fn patch_grid(&self, height: usize, width: usize, patch: usize) -> Option<(usize, usize)> {
+        match self.naflex_position_grid {
+            Some(_)
+                if height >= patch && width >= patch && height.is_multiple_of(patch) && width.is_multiple_of(patch) =>
+            {
+                Some((height / patch, width / patch))
+            }
+            None if height == self.image_size && width == self.image_size => {
+                Some((self.image_size / patch, self.image_size / patch))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -406,12 +431,16 @@ impl ModelConfig {
             return Err(bad(format!("model_type is {}, not a name such as \"clip\"", model_type.expect("checked"))));
         }
         let chinese_clip = model_type.and_then(|v| v.as_str()) == Some("chinese_clip");
+        let naflex = model_type.and_then(|v| v.as_str()) == Some("siglip2");
         let family = Family::from_model_type(model_type.and_then(|v| v.as_str()), path)?;
         if !raw.is_object() {
             return Err(bad("config.json is not a JSON object".into()));
         }
         if chinese_clip {
             chinese_clip_text(&mut raw).map_err(bad)?;
+        }
+        if naflex {
+            naflex_shape(&mut raw).map_err(bad)?;
         }
         fill_defaults(&mut raw, &family.defaults());
         raw["model_type"] = serde_json::to_value(family).expect("family serialises");
@@ -625,6 +654,36 @@ impl ModelConfig {
 /// as a text config with its Hugging Face encoder: read at its first token, projected by
 /// `text_projection`, over every token the tokenizer gives it (its attention mask hides only
 /// the padding it adds, never a typed `[PAD]`).
+fn naflex_shape(raw: &mut serde_json::Value) -> std::result::Result<(), String> {
+    for tower in ["vision_config", "text_config"] {
+        if raw.get(tower).is_none_or(|v| v.is_null()) {
+            raw[tower] = serde_json::json!({});
+        }
+    }
+    let Some(vision) = raw["vision_config"].as_object_mut() else {
+        return Err("vision_config is not a JSON object".into());
+    };
+    // `Siglip2VisionConfig`'s defaults.
+    let positions = vision.get("num_patches").map_or(Some(256), |v| v.as_u64());
+    let patch = vision.get("patch_size").map_or(Some(16), |v| v.as_u64());
+    let (Some(positions), Some(patch)) = (positions, patch) else {
+        return Err("vision num_patches and patch_size must be whole numbers".into());
+    };
+    // `Siglip2VisionEmbeddings` lays its positions out as a square grid.
+    let side = positions.isqrt();
+    if side == 0 || side * side != positions {
+        return Err(format!("vision num_patches {positions} is not a square grid of learned positions"));
+    }
+    vision.insert("naflex_position_grid".into(), side.into());
+    vision.insert("image_size".into(), (side * patch).into());
+    vision.insert("patch_size".into(), patch.into());
+    let Some(text) = raw["text_config"].as_object_mut() else {
+        return Err("text_config is not a JSON object".into());
+    };
+    text.insert("siglip2_tokenizer".into(), true.into());
+    Ok(())
+}
+
 fn chinese_clip_text(raw: &mut serde_json::Value) -> std::result::Result<(), String> {
     let text = &mut raw["text_config"];
     if text.is_null() {
@@ -696,6 +755,38 @@ pub struct PreprocessConfig {
     /// What becomes of transparency (absent when composited onto white, `transformers`' way).
     #[serde(skip_serializing_if = "is_over_white")]
     pub alpha: Alpha,
+    /// SigLIP 2 NaFlex's processor: straight to the largest grid of whole patches that keeps
+    /// the picture's aspect ratio within a number of patches (`size` and the crop unused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_budget: Option<PatchBudget>,
+}
+
+/// `Siglip2ImageProcessor`'s `patch_size` and `max_num_patches`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PatchBudget {
+    pub patch_size: u32,
+    pub max_patches: u32,
+}
+
+impl PatchBudget {
+    /// The (height, width) a `height` × `width` picture is resized to, found as
+    /// `get_image_size_for_max_num_patches` finds it (a binary search over the scale, in f64 as
+    /// Python's floats are), so that the grid is exactly the reference's.
+    pub fn resized_size(self, height: u32, width: u32) -> (u32, u32) {
+        let patch = f64::from(self.patch_size);
+        let scaled = |scale: f64, size: u32| ((f64::from(size) * scale / patch).ceil() * patch).max(patch);
+        let (eps, mut low, mut high) = (1e-5, 1e-6, 100.0);
+        while high - low >= eps {
+            let scale = (low + high) / 2.0;
+            let patches = scaled(scale, height) / patch * (scaled(scale, width) / patch);
+            if patches <= f64::from(self.max_patches) {
+                low = scale;
+            } else {
+                high = scale;
+            }
+        }
+        (scaled(low, height) as u32, scaled(low, width) as u32)
+    }
 }
 
 /// What becomes of a transparent picture's alpha channel: the model's own processor decides.
@@ -787,6 +878,7 @@ impl PreprocessConfig {
             image_std: OPENAI_CLIP_STD,
             resample: Resample::Bicubic,
             alpha: Alpha::OverWhite,
+            patch_budget: None,
         }
     }
 
@@ -801,6 +893,17 @@ impl PreprocessConfig {
         }
     }
 
+    /// `Siglip2ImageProcessor`'s defaults for SigLIP 2 NaFlex: bilinear, mean and std 0.5, as
+    /// many patches as the tower has learned positions.
+    pub fn naflex_default(patch_size: u32, max_patches: u32) -> Self {
+        Self {
+            exact_size: None,
+            resample: Resample::Bilinear,
+            patch_budget: Some(PatchBudget { patch_size, max_patches }),
+            ..Self::siglip_default(patch_size)
+        }
+    }
+
     pub fn family_default(family: Family, image_size: u32) -> Self {
         match family {
             Family::Clip => Self::clip_default(image_size),
@@ -808,25 +911,50 @@ impl PreprocessConfig {
         }
     }
 
-    /// The (height, width) of the tensor this pipeline produces.
+    /// What the image processor of a model of this shape does when its checkpoint has no
+    /// `preprocessor_config.json`.
+    pub fn model_default(config: &ModelConfig) -> Self {
+        let v = &config.vision_config;
+        match v.naflex_position_grid {
+            Some(grid) => Self::naflex_default(v.patch_size as u32, (grid * grid) as u32),
+            None => Self::family_default(config.family, v.image_size as u32),
+        }
+    }
+
+    /// The (height, width) of the tensor this pipeline produces, the same for every picture
+    /// (`(0, 0)` where it depends on the picture).
     pub fn output_size(&self) -> (u32, u32) {
         match (self.do_center_crop, self.exact_size) {
+            _ if self.patch_budget.is_some() => (0, 0),
             (true, _) => (self.crop_height, self.crop_width),
             (false, Some(size)) if self.do_resize => size,
             _ => (0, 0),
         }
     }
 
-    /// Reads `preprocessor_config.json`; fields it lacks keep the family's defaults.
-    pub fn from_file(path: &Path, family: Family, image_size: u32) -> Result<Self> {
+    /// Reads `preprocessor_config.json` of a model of this shape; fields it lacks keep the
+    /// defaults of the model's processor.
+    pub fn from_file(path: &Path, model: &ModelConfig) -> Result<Self> {
         let raw: serde_json::Value = read_json(path)?;
         let bad = |why: String| Error::BadCheckpoint { path: path.to_owned(), reason: why };
-        let mut cfg = Self::family_default(family, image_size);
+        let mut cfg = Self::model_default(model);
         let get = |key: &str| raw.get(key).filter(|v| !v.is_null());
+        if let Some(budget) = &mut cfg.patch_budget {
+            for (key, target) in [("patch_size", &mut budget.patch_size), ("max_num_patches", &mut budget.max_patches)]
+            {
+                if let Some(v) = get(key) {
+                    *target = v
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| bad(format!("`{key}` must be a positive whole number, got {v}")))?;
+                }
+            }
+        }
         if let Some(v) = get("do_resize").and_then(|v| v.as_bool()) {
             cfg.do_resize = v;
         }
-        if let Some(size) = get("size") {
+        if let Some(size) = get("size").filter(|_| cfg.patch_budget.is_none()) {
             // A plain integer (older CLIP files), {"shortest_edge": n}, or {"height", "width"}: a
             // resize to exactly that size (SigLIP).
             let field = |key: &str| size.get(key).and_then(|v| v.as_u64()).map(|n| n as u32);
@@ -890,13 +1018,35 @@ impl PreprocessConfig {
         if self.image_std.contains(&0.0) {
             return Err("image_std must not contain 0".into());
         }
+        // A picture of that many patches is already 64 times the 256 SigLIP 2 was trained on.
+        const MOST_PATCHES: u32 = 16_384;
+        if self.patch_budget.is_some_and(|budget| budget.max_patches > MOST_PATCHES) {
+            return Err(format!("max_num_patches is over {MOST_PATCHES}"));
+        }
         Ok(())
     }
 
-    /// Checks that this pipeline produces exactly the square input the vision tower expects.
-    pub fn check_matches_model(&self, image_size: u32, path: &Path) -> Result<()> {
-        if self.do_resize && self.output_size() == (image_size, image_size) {
+    /// Checks that this pipeline produces exactly the input the vision tower expects: its square,
+    /// or for NaFlex whole patches of its size.
+    pub fn check_matches_model(&self, vision: &VisionConfig, path: &Path) -> Result<()> {
+        let image_size = vision.image_size as u32;
+        let matches = match (self.patch_budget, vision.naflex_position_grid) {
+            (Some(budget), Some(_)) => budget.patch_size as usize == vision.patch_size,
+            (None, None) => self.output_size() == (image_size, image_size),
+            _ => false,
+        };
+        if self.do_resize && matches {
             return Ok(());
+        }
+        if let Some(budget) = self.patch_budget {
+            return Err(Error::BadCheckpoint {
+                path: path.to_owned(),
+                reason: format!(
+                    "preprocessing must resize to whole {}-pixel patches, the model's patch_size (do_resize={}, \
+                     patch_size {})",
+                    vision.patch_size, self.do_resize, budget.patch_size
+                ),
+            });
         }
         Err(Error::BadCheckpoint {
             path: path.to_owned(),
@@ -972,5 +1122,34 @@ mod tests {
         assert_eq!(ModelConfig::vit_base_patch32().parameter_count(), 151_277_313);
         let siglip = ModelConfig::from_json(serde_json::json!({"model_type": "siglip"}), Path::new("x")).unwrap();
         assert_eq!(siglip.parameter_count(), 203_155_970);
+        // Siglip2Model(Siglip2Config()): 256 learned positions in place of 196.
+        let naflex = ModelConfig::from_json(serde_json::json!({"model_type": "siglip2"}), Path::new("x")).unwrap();
+        assert_eq!(naflex.parameter_count(), 203_202_050);
+        assert_eq!(naflex.vision_config.naflex_position_grid, Some(16));
+    }
+
+    #[test]
+    fn naflex_grids_are_those_of_get_image_size_for_max_num_patches() {
+        // transformers' function on the same (height, width, patch_size, max_num_patches).
+        for ((height, width, patch_size, max_patches), expected) in [
+            ((3000, 4000, 16, 256), (224, 288)),
+            ((4000, 3000, 16, 256), (288, 224)),
+            ((1, 100_000, 16, 256), (16, 4096)),
+            ((1, 1, 16, 256), (112, 112)),
+            ((427, 640, 8, 24), (32, 48)),
+            ((2000, 8000, 14, 729), (182, 728)),
+            ((224, 224, 16, 256), (256, 256)),
+            ((17, 10, 16, 1024), (656, 384)),
+        ] {
+            let budget = PatchBudget { patch_size, max_patches };
+            assert_eq!(budget.resized_size(height, width), expected, "{height}x{width}, {patch_size}, {max_patches}");
+        }
+    }
+
+    #[test]
+    fn naflex_configs_that_cannot_hold_a_square_of_positions_are_refused() {
+        let config = serde_json::json!({"model_type": "siglip2", "vision_config": {"num_patches": 200}});
+        let said = ModelConfig::from_json(config, Path::new("config.json")).unwrap_err().to_string();
+        assert!(said.contains("num_patches 200 is not a square grid"), "{said}");
     }
 }

@@ -69,9 +69,11 @@ fn padding_source(config: &ModelConfig, tokenizer_config: Option<std::path::Path
         _ if config.text_config.hf_encoder.is_some() => PaddingSource::Unpadded,
         Family::Clip if !config.text_config.bidirectional => PaddingSource::EndOfText { tokenizer_config },
         // A tower that sees every position is read padded to its context (SigLIP's, CLIPA's).
-        Family::Clip | Family::Siglip => {
-            PaddingSource::PadToLength { tokenizer_config, fallback_pad_id: config.text_config.pad_token_id }
-        }
+        Family::Clip | Family::Siglip => PaddingSource::PadToLength {
+            tokenizer_config,
+            fallback_pad_id: config.text_config.pad_token_id,
+            siglip2_tokenizer: config.text_config.siglip2_tokenizer,
+        },
     }
 }
 
@@ -80,7 +82,7 @@ const TEXT_BATCH: usize = 32;
 
 /// Every picture's bytes and the normalisation they share, if all are still bytes (a batch
 /// comes from one model's pipeline; only tests hand in values already normalised).
-fn shared_bytes(images: &[PreprocessedImage]) -> Option<(Vec<&[u8]>, Normalization)> {
+fn shared_bytes<'a>(images: &[&'a PreprocessedImage]) -> Option<(Vec<&'a [u8]>, Normalization)> {
     let mut rows = Vec::with_capacity(images.len());
     let mut shared = None;
     for image in images {
@@ -140,14 +142,13 @@ impl ModelSpec {
         Ok(match &files.layout {
             Layout::HuggingFace { config } => {
                 let config = ModelConfig::from_file(config)?;
-                let image_size = config.vision_config.image_size as u32;
                 let preprocess = match &files.preprocessor {
                     Some(path) => {
-                        let pre = PreprocessConfig::from_file(path, config.family, image_size)?;
-                        pre.check_matches_model(image_size, path)?;
+                        let pre = PreprocessConfig::from_file(path, &config)?;
+                        pre.check_matches_model(&config.vision_config, path)?;
                         pre
                     }
-                    None => PreprocessConfig::family_default(config.family, image_size),
+                    None => PreprocessConfig::model_default(&config),
                 };
                 (config, preprocess)
             }
@@ -222,6 +223,9 @@ impl ModelSpec {
             // multilingual-clip tokenizes with `transformers`' class of its modelBase, which
             // splits XLM-RoBERTa's texts at whitespace first (BERT's are split there anyway).
             (checkpoint::Layout::MClip { .. }, _) => tokenizer.splitting_at_whitespace_first(),
+            (checkpoint::Layout::HuggingFace { .. }, _) if self.config.text_config.siglip2_tokenizer => {
+                tokenizer.lowercasing_first()?
+            }
             (checkpoint::Layout::HuggingFace { .. }, _) => tokenizer,
         }
         .for_vocab_size(self.config.text_config.vocab_size)?;
@@ -269,7 +273,6 @@ impl Clip {
         precision: Precision,
     ) -> Result<Self> {
         precision.check(device)?;
-        let image_size = config.vision_config.image_size as u32;
         let max_length = config.text_config.context_length();
         let padding = padding_source(&config, None);
         let tokenizer = match tokenizer {
@@ -278,7 +281,7 @@ impl Clip {
         };
         let weights = Weights::random(device).in_dtype(precision.tensor_dtype(device));
         let model = ClipModel::load(&weights, &config, Towers::Both, precision)?;
-        let preprocess = PreprocessConfig::family_default(config.family, image_size);
+        let preprocess = PreprocessConfig::model_default(&config);
         Ok(Self { model, tokenizer, preprocess, device: device.clone(), model_id: "random-weights".into() })
     }
 
@@ -325,14 +328,27 @@ impl Clip {
 
     /// Embeds a batch of preprocessed pictures in one forward pass.
     pub fn embed_images(&self, images: &[PreprocessedImage]) -> Result<Vec<Embedding>> {
+        // Pictures of one size go through the tower together. Only SigLIP 2 NaFlex gives
+        // pictures sizes of their own; each size runs alone, where its reference pads them all to
+        // the most patches and masks the padding out (the same embeddings, without the padding's work).
+        let mut sizes: Vec<(usize, usize)> = images.iter().map(|i| (i.height, i.width)).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut embeddings = vec![Vec::new(); images.len()];
+        for size in sizes {
+            let (positions, same_size): (Vec<usize>, Vec<&PreprocessedImage>) =
+                images.iter().enumerate().filter(|(_, i)| (i.height, i.width) == size).unzip();
+            for (position, embedding) in positions.into_iter().zip(self.embed_same_size(&same_size)?) {
+                embeddings[position] = embedding;
+            }
+        }
+        Ok(embeddings)
+    }
+
+    /// `images`, all of one size.
+    fn embed_same_size(&self, images: &[&PreprocessedImage]) -> Result<Vec<Embedding>> {
         let Some(first) = images.first() else { return Ok(Vec::new()) };
         let (h, w) = (first.height, first.width);
-        if let Some(odd) = images.iter().find(|i| (i.height, i.width) != (h, w)) {
-            return Err(Error::Candle(candle_core::Error::Msg(format!(
-                "a batch mixes {}x{} and {}x{} images",
-                h, w, odd.height, odd.width
-            ))));
-        }
         let pixels = match shared_bytes(images) {
             Some((rows, normalize)) => {
                 // Channel-major across the batch, so that each channel's normalisation is one

@@ -78,15 +78,28 @@ impl Coverage {
 }
 
 impl PreprocessConfig {
-    /// The smallest (width, height) a picture may be decoded at and still give this pipeline
-    /// the same input: the resize target (the shortest edge on both axes covers any aspect
-    /// ratio). `None` without a resize step: the picture is used at its own size.
-    pub fn min_decode_size(&self) -> Option<(u32, u32)> {
-        let min_size = match self.exact_size {
-            Some((h, w)) => (w, h),
-            None => (self.shortest_edge, self.shortest_edge),
-        };
-        self.do_resize.then_some(min_size)
+    /// The (height, width) of the tensor this pipeline makes of a `height` × `width` picture.
+    pub fn input_size(&self, height: u32, width: u32) -> (u32, u32) {
+        match self.output_size() {
+            (0, 0) if self.do_resize => {
+                let (w, h) = self.resized_size((width, height));
+                (h, w)
+            }
+            (0, 0) => (height, width),
+            fixed => fixed,
+        }
+    }
+
+    /// The (width, height) a picture of `full_size` (width, height) is resized to, before any crop.
+    fn resized_size(&self, (full_width, full_height): (u32, u32)) -> (u32, u32) {
+        match (self.patch_budget, self.exact_size) {
+            (Some(budget), _) => {
+                let (h, w) = budget.resized_size(full_height, full_width);
+                (w, h)
+            }
+            (None, Some((h, w))) => (w, h),
+            (None, None) => resized_size(full_width, full_height, self.shortest_edge),
+        }
     }
 
     /// All of `rgb`, a picture at its own size.
@@ -98,10 +111,7 @@ impl PreprocessConfig {
     pub fn apply_covering(&self, rgb: &RgbImage, coverage: Coverage) -> PreprocessedImage {
         let resized;
         let image = if self.do_resize {
-            let (w, h) = match self.exact_size {
-                Some((h, w)) => (w, h),
-                None => resized_size(coverage.full_size.0, coverage.full_size.1, self.shortest_edge),
-            };
+            let (w, h) = self.resized_size(coverage.full_size);
             resized = match (self.crop_window(w, h), coverage.covers_all_of(rgb)) {
                 (None, true) => resize(rgb, w, h, self.resample),
                 (window, _) => {

@@ -32,7 +32,8 @@ pub enum Pooling {
     EndOfText,
     /// SigLIP: at the last position of a text padded to the full context with `pad_id`, as the
     /// model was trained (`padding="max_length"`); without the padding the embedding differs.
-    LastPosition { pad_id: u32 },
+    /// The padding goes before the text where `pad_left` (the tokenizer's `padding_side`).
+    LastPosition { pad_id: u32, pad_left: bool },
     /// At a token that sees the whole text but not its padding (CoCa's class token after the
     /// text; the mean or the first token of OpenCLIP's Hugging Face text towers): every token
     /// is kept, also those after a typed end token, and none is added.
@@ -175,9 +176,10 @@ impl TextTokenizer {
         let pooling = match padding {
             PaddingSource::EndOfText { .. } => Pooling::EndOfText,
             PaddingSource::Unpadded => Pooling::WholeText,
-            PaddingSource::PadToLength { tokenizer_config, fallback_pad_id } => {
+            PaddingSource::PadToLength { tokenizer_config, fallback_pad_id, siglip2_tokenizer } => {
                 let pad_id = pad_id(&inner, tokenizer_config.as_deref(), fallback_pad_id)?;
-                Pooling::LastPosition { pad_id }
+                let pad_left = pads_left(&inner, tokenizer_config.as_deref(), siglip2_tokenizer)?;
+                Pooling::LastPosition { pad_id, pad_left }
             }
         };
         inner
@@ -230,6 +232,16 @@ impl TextTokenizer {
     pub fn cleaning_texts_as_open_clip_hf(mut self, cleaning: TextCleaning) -> Self {
         self.open_clip_hf_cleaning = Some(cleaning);
         self
+    }
+
+    /// Lowercases texts before the tokenizer's own normalizer, as `transformers`'
+    /// `Siglip2Tokenizer` does (SigLIP 2 was trained on lowercased texts).
+    pub fn lowercasing_first(mut self) -> Result<Self> {
+        use tokenizers::normalizers::{Lowercase, Sequence};
+        let mut parts = vec![tokenizers::NormalizerWrapper::Lowercase(Lowercase)];
+        parts.extend(self.inner.get_normalizer().cloned());
+        self.inner.with_normalizer(Some(Sequence::new(parts))).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(self)
     }
 
     /// Splits texts at whitespace before the tokenizer's own pre-tokenizer, as `transformers`'
@@ -389,8 +401,12 @@ impl TextTokenizer {
                 })?;
                 Ok(TokenizedText { ids, end_position })
             }
-            Pooling::LastPosition { pad_id } => {
-                ids.resize(self.max_length, pad_id);
+            Pooling::LastPosition { pad_id, pad_left } => {
+                let padding = std::iter::repeat_n(pad_id, self.max_length.saturating_sub(ids.len()));
+                match pad_left {
+                    true => ids.splice(0..0, padding),
+                    false => ids.splice(ids.len().., padding),
+                };
                 Ok(TokenizedText { ids, end_position: self.max_length - 1 })
             }
             Pooling::WholeText => {
@@ -441,7 +457,9 @@ pub enum PaddingSource {
     Unpadded,
     /// SigLIP: pad to the context. The pad id is the first found of: `tokenizer.json`'s padding
     /// section, the `pad_token` of `tokenizer_config.json`, the model config's `pad_token_id`.
-    PadToLength { tokenizer_config: Option<std::path::PathBuf>, fallback_pad_id: Option<u32> },
+    /// The side is `tokenizer_config.json`'s (see `pads_left`); `siglip2_tokenizer`: the
+    /// model is read by `transformers`' `Siglip2Tokenizer`, whose own side is the left.
+    PadToLength { tokenizer_config: Option<std::path::PathBuf>, fallback_pad_id: Option<u32>, siglip2_tokenizer: bool },
 }
 
 /// A `tokenizer_config.json`, or what is wrong with it.
@@ -468,6 +486,31 @@ fn end_of_text_id(inner: &Tokenizer, tokenizer_config: Option<&Path>) -> std::re
     inner
         .token_to_id(eos)
         .ok_or_else(|| format!("tokenizer_config.json names eos_token {eos:?}, which the vocabulary lacks"))
+}
+
+/// Whether texts are padded before the text, as `transformers` decides it: the `padding_side` of
+/// `tokenizer_config.json`, else the direction of `tokenizer.json`'s padding section, else the
+/// tokenizer class's own (`GemmaTokenizer` and `Siglip2Tokenizer` pad on the left, the rest on
+/// the right).
+fn pads_left(
+    inner: &Tokenizer,
+    tokenizer_config: Option<&Path>,
+    siglip2_tokenizer: bool,
+) -> std::result::Result<bool, String> {
+    let config = tokenizer_config.map(read_tokenizer_config).transpose()?;
+    let field = |key: &str| config.as_ref().and_then(|c| c.get(key)).and_then(|v| v.as_str());
+    if let Some(side) = field("padding_side") {
+        return match side {
+            "left" => Ok(true),
+            "right" => Ok(false),
+            other => Err(format!("padding_side {other:?} is neither \"left\" nor \"right\"")),
+        };
+    }
+    if let Some(padding) = inner.get_padding() {
+        return Ok(matches!(padding.direction, tokenizers::PaddingDirection::Left));
+    }
+    let class = field("tokenizer_class").map(|name| name.trim_end_matches("Fast"));
+    Ok(siglip2_tokenizer || class == Some("GemmaTokenizer"))
 }
 
 fn pad_id(

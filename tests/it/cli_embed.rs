@@ -337,6 +337,7 @@ fn hub_ids_of_every_layout_load_through_the_stand_in_hub() {
     for (model, repo) in [
         ("tiny-siglip-sp", "test-org/tiny-siglip"),
         ("tiny-siglip2-gemma", "test-org/tiny-siglip2"),
+        ("tiny-siglip2-naflex-p8", "test-org/tiny-siglip2-naflex"),
         ("tiny-openclip-b32-quickgelu", "laion-test/tiny-openclip"),
         ("tiny-coca-b32", "laion-test/tiny-coca"),
         // BERT's vocab.txt, no tokenizer.json.

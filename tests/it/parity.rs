@@ -47,6 +47,37 @@ fn token_ids_equal_the_reference_tokenizer() {
     }
 }
 
+/// Tokenizer files that name no padding side leave it to the tokenizer's class, as in
+/// `transformers`: `GemmaTokenizer` pads on the left (checked there: `AutoTokenizer` on these
+/// files gives the same ids, the pads first).
+#[test]
+fn a_gemma_tokenizer_that_names_no_padding_side_pads_on_the_left() {
+    let model = "tiny-siglip2-gemma";
+    let folder = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(crate::common::model_dir(model)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, folder.path().join(path.file_name().unwrap())).unwrap();
+    }
+    for (file, key) in [("tokenizer_config.json", "padding_side"), ("tokenizer.json", "padding")] {
+        let path = folder.path().join(file);
+        let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove(key);
+        if file == "tokenizer_config.json" {
+            json["tokenizer_class"] = "GemmaTokenizer".into();
+        }
+        std::fs::write(&path, json.to_string()).unwrap();
+    }
+    let clip = Clip::load(folder.path().to_str().unwrap(), &candle_core::Device::Cpu).unwrap();
+    let reference = reference(model);
+    let text = "a photo of a cat";
+    let right_padded = &reference.token_ids[text];
+    let pad = *right_padded.last().unwrap();
+    let tokens: Vec<u32> = right_padded.iter().copied().filter(|&id| id != pad).collect();
+    let mut left_padded = vec![pad; right_padded.len() - tokens.len()];
+    left_padded.extend(tokens);
+    assert_eq!(clip.tokenizer().encode(text).unwrap().ids, left_padded);
+}
+
 #[test]
 fn text_embeddings_match_the_reference() {
     for device in devices() {

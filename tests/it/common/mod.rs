@@ -18,11 +18,13 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 25] = [
+pub const PARITY_MODELS: [&str; 27] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
     "tiny-siglip2-gemma",
+    "tiny-siglip2-naflex",
+    "tiny-siglip2-naflex-p8",
     "tiny-openclip-b32-quickgelu",
     "tiny-openclip-p16-gelu",
     "tiny-coca-b32",
