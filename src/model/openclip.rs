@@ -237,6 +237,18 @@ impl Options<'_> {
         }
     }
 
+    /// The vision `image_size`, which must be `img_size`, the size of the timm tower it names:
+    /// open_clip resizes pictures to image_size, and timm's tower takes only its own size.
+    fn check_timm_image_size(&self, img_size: usize) -> Result<()> {
+        let image_size = self.square("image_size", 224.0)?;
+        match image_size == img_size {
+            true => Ok(()),
+            false => {
+                Err(self.bad(format!("vision image_size {image_size} is not the timm tower's img_size {img_size}")))
+            }
+        }
+    }
+
     /// An image or patch size, which open_clip and timm take as one number or as (height, width).
     fn square_value(&self, key: &str, value: &serde_json::Value) -> Result<usize> {
         match value.as_array().map(Vec::as_slice) {
@@ -511,12 +523,7 @@ fn eva_vision(v: &Options, timm_name: &str) -> Result<Option<serde_json::Value>>
             v.get("timm_proj").unwrap_or(&serde_json::Value::Null)
         )));
     }
-    let image_size = v.square("image_size", 224.0)?;
-    if image_size != eva.shape.img_size {
-        return Err(
-            v.bad(format!("vision image_size {image_size} is not the timm tower's img_size {}", eva.shape.img_size))
-        );
-    }
+    v.check_timm_image_size(eva.shape.img_size)?;
     Ok(Some(serde_json::json!({
         "hidden_size": eva.shape.embed_dim,
         "intermediate_size": (eva.shape.embed_dim as f64 * eva.shape.mlp_ratio) as usize,
@@ -619,13 +626,7 @@ fn siglip_config(
             v.get("timm_proj").unwrap_or(&"\"linear\"".into())
         )));
     }
-    // open_clip resizes pictures to image_size; timm's tower takes only its own size.
-    let image_size = v.square("image_size", 224.0)?;
-    if image_size != vit.shape.img_size {
-        return Err(
-            v.bad(format!("vision image_size {image_size} is not the timm tower's img_size {}", vit.shape.img_size))
-        );
-    }
+    v.check_timm_image_size(vit.shape.img_size)?;
     let mut text = match hf_text {
         Some(text) => text,
         None => siglip_text(m, t)?,

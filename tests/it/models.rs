@@ -253,7 +253,8 @@ fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
     let stderr = embed(resnet.to_str().unwrap(), &[]);
     assert!(stderr.contains("shape") && !stderr.contains("--arch"), "the name's RN50 was not used: {stderr}");
 
-    // NaFlex SigLIP 2, an unknown model type, and an OpenCLIP tower built from timm.
+    // A NaFlex SigLIP 2 whose positions make no square, an unknown model type, and an OpenCLIP
+    // tower built from timm.
     let folder = |name: &str, file: &str, content: Value| {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -263,8 +264,9 @@ fn checkpoints_that_cannot_run_fail_saying_what_to_do() {
         std::fs::write(dir.join(file), content.to_string()).unwrap();
         dir.to_str().unwrap().to_string()
     };
-    let naflex = folder("naflex", "config.json", serde_json::json!({"model_type": "siglip2"}));
-    assert!(embed(&naflex, &[]).contains("NaFlex"));
+    let naflex = serde_json::json!({"model_type": "siglip2", "vision_config": {"num_patches": 200}});
+    let naflex = folder("naflex", "config.json", naflex);
+    assert!(embed(&naflex, &[]).contains("num_patches 200 is not a square grid"));
     let bert = folder("bert", "config.json", serde_json::json!({"model_type": "bert"}));
     assert!(embed(&bert, &[]).contains("\"bert\" is not supported"));
     let timm = folder(
