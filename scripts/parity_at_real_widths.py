@@ -69,28 +69,39 @@ def clip(out, vision, text, proj, act, size):
     return image, text
 
 
-def siglip(out, vision, text, act, size, tokenizer_of, context):
-    """A Hugging Face SiglipModel with a fixture's SentencePiece- or Gemma-style tokenizer."""
+def siglip(out, vision, text, act, size, tokenizer_of, context, naflex=False):
+    """A Hugging Face SiglipModel with a fixture's SentencePiece- or Gemma-style tokenizer; with
+    `naflex`, a Siglip2Model whose `size` learned positions resize to each picture's grid of at
+    most `size` patches."""
     from transformers import AutoTokenizer, SiglipConfig, SiglipModel, SiglipImageProcessorPil
+    from transformers import Siglip2Config, Siglip2Model, Siglip2ImageProcessorPil
     torch.manual_seed(1)
     tokenizer = AutoTokenizer.from_pretrained(FIX / "models" / tokenizer_of)
     text = dict(text, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
                 max_position_embeddings=context, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
-    config = SiglipConfig(text_config=text,
-                          vision_config=dict(image_size=size, hidden_act=act, layer_norm_eps=1e-6, **vision))
-    model = SiglipModel(config).eval()
+    vision = dict(hidden_act=act, layer_norm_eps=1e-6, **vision, **{"num_patches" if naflex else "image_size": size})
+    model = (Siglip2Model if naflex else SiglipModel)((Siglip2Config if naflex else SiglipConfig)(
+        text_config=text, vision_config=vision)).eval()
     M.randomize(model)
     model.save_pretrained(out)
     for f in os.listdir(FIX / "models" / tokenizer_of):
         if f.startswith("tokenizer"):
             shutil.copy(FIX / "models" / tokenizer_of / f, out)
-    processor = SiglipImageProcessorPil(do_resize=True, size={"height": size, "width": size}, resample=3,
-                                        image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    if naflex:
+        # The tokenizer transformers gives a siglip2 checkpoint (Siglip2Tokenizer: lowercased).
+        tokenizer = AutoTokenizer.from_pretrained(out)
+        processor = Siglip2ImageProcessorPil(do_convert_rgb=True, patch_size=vision["patch_size"], max_num_patches=size,
+                                             resample=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    else:
+        processor = SiglipImageProcessorPil(do_resize=True, size={"height": size, "width": size}, resample=3,
+                                            image_mean=[0.5] * 3, image_std=[0.5] * 3)
     processor.save_pretrained(out)
 
     def image(pil):
-        return model.vision_model(pixel_values=processor(images=pil, return_tensors="pt")["pixel_values"]).pooler_output
+        inputs = processor(images=pil, return_tensors="pt")
+        return model.vision_model(**{k: v for k, v in inputs.items()
+                                     if k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}).pooler_output
 
     def text_(s):
         ids = tokenizer(s, padding="max_length", max_length=context, truncation=True, return_tensors="pt")["input_ids"]
@@ -154,6 +165,10 @@ CHECKPOINTS = {
     "siglip2-b16-256": lambda o: siglip(o, tower(768, 12, 3072, 2, patch_size=16),
                                         tower(768, 12, 3072, 2, projection_size=768),
                                         "gelu_pytorch_tanh", 256, "tiny-siglip2-gemma", 64),
+    # SigLIP 2 so400m NaFlex: 72-wide heads, 256 positions (16 × 16) resized to each picture's grid.
+    "siglip2-so400m-naflex": lambda o: siglip(o, tower(1152, 16, 4304, 1, patch_size=16),
+                                              tower(1152, 16, 4304, 1, projection_size=1152),
+                                              "gelu_pytorch_tanh", 256, "tiny-siglip2-gemma", 64, naflex=True),
     **{f"openclip-{arch}": (lambda arch: lambda o: openclip(o, arch))(arch)
        for arch in ["ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14", "ViT-B-16-plus-240",
                     # EVA-02 at 336 px (a 24×24 grid whose rotary positions count as 16×16, SwiGLU
