@@ -47,35 +47,47 @@ fn token_ids_equal_the_reference_tokenizer() {
     }
 }
 
-/// Tokenizer files that name no padding side leave it to the tokenizer's class, as in
-/// `transformers`: `GemmaTokenizer` pads on the left (checked there: `AutoTokenizer` on these
-/// files gives the same ids, the pads first).
+/// Texts are padded on the side `transformers` takes (each case checked there, `AutoTokenizer`
+/// on the same files): `padding_side` of tokenizer_config.json, else the direction of
+/// tokenizer.json's padding, else the tokenizer class's own (the left for `GemmaTokenizer`).
 #[test]
-fn a_gemma_tokenizer_that_names_no_padding_side_pads_on_the_left() {
+fn texts_are_padded_on_the_side_transformers_takes() {
     let model = "tiny-siglip2-gemma";
-    let folder = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(crate::common::model_dir(model)).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, folder.path().join(path.file_name().unwrap())).unwrap();
-    }
-    for (file, key) in [("tokenizer_config.json", "padding_side"), ("tokenizer.json", "padding")] {
-        let path = folder.path().join(file);
-        let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        json.as_object_mut().unwrap().remove(key);
-        if file == "tokenizer_config.json" {
-            json["tokenizer_class"] = "GemmaTokenizer".into();
-        }
-        std::fs::write(&path, json.to_string()).unwrap();
-    }
-    let clip = Clip::load(folder.path().to_str().unwrap(), &candle_core::Device::Cpu).unwrap();
     let reference = reference(model);
     let text = "a photo of a cat";
-    let right_padded = &reference.token_ids[text];
+    let right_padded = reference.token_ids[text].clone();
     let pad = *right_padded.last().unwrap();
     let tokens: Vec<u32> = right_padded.iter().copied().filter(|&id| id != pad).collect();
     let mut left_padded = vec![pad; right_padded.len() - tokens.len()];
     left_padded.extend(tokens);
-    assert_eq!(clip.tokenizer().encode(text).unwrap().ids, left_padded);
+    // (tokenizer_class, tokenizer.json's padding direction; no padding_side in either case)
+    for ((class, direction), expected) in [
+        (("GemmaTokenizer", None), &left_padded),
+        (("TokenizersBackend", Some("Left")), &left_padded),
+        (("GemmaTokenizer", Some("Right")), &right_padded),
+    ] {
+        let folder = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(crate::common::model_dir(model)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, folder.path().join(path.file_name().unwrap())).unwrap();
+        }
+        let edit = |file: &str, change: &dyn Fn(&mut serde_json::Value)| {
+            let path = folder.path().join(file);
+            let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            change(&mut json);
+            std::fs::write(&path, json.to_string()).unwrap();
+        };
+        edit("tokenizer_config.json", &|json| {
+            json.as_object_mut().unwrap().remove("padding_side");
+            json["tokenizer_class"] = class.into();
+        });
+        edit("tokenizer.json", &|json| match direction {
+            Some(direction) => json["padding"]["direction"] = direction.into(),
+            None => json["padding"] = serde_json::Value::Null,
+        });
+        let clip = Clip::load(folder.path().to_str().unwrap(), &candle_core::Device::Cpu).unwrap();
+        assert_eq!(&clip.tokenizer().encode(text).unwrap().ids, expected, "{class}, tokenizer.json {direction:?}");
+    }
 }
 
 #[test]
