@@ -457,8 +457,8 @@ pub enum PaddingSource {
     Unpadded,
     /// SigLIP: pad to the context. The pad id is the first found of: `tokenizer.json`'s padding
     /// section, the `pad_token` of `tokenizer_config.json`, the model config's `pad_token_id`.
-    /// The side is `tokenizer_config.json`'s (see `pads_left`); `siglip2_tokenizer`: the
-    /// model is read by `transformers`' `Siglip2Tokenizer`, whose own side is the left.
+    /// The side is the one `transformers` takes (`pads_left`); `siglip2_tokenizer`: the model is
+    /// read by `transformers`' `Siglip2Tokenizer`, whose own side is the left.
     PadToLength { tokenizer_config: Option<std::path::PathBuf>, fallback_pad_id: Option<u32>, siglip2_tokenizer: bool },
 }
 
