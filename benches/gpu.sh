@@ -49,6 +49,7 @@ echo "## Parity: CUDA vs CPU f32"
 for model in tiny-clip-b32-quickgelu tiny-clip-p14-gelu tiny-openclip-b32-quickgelu tiny-siglip-sp tiny-siglip2-gemma \
     tiny-siglip2-naflex tiny-siglip2-naflex-p8 \
     tiny-openclip-rn-quickgelu tiny-openclip-eva02 tiny-openclip-eva02-e tiny-openclip-clipa tiny-openclip-convnext \
+    tiny-openclip-mobileclip-b \
     "tiny-mclip#$FIX/models/tiny-clip-b32-quickgelu"; do
     args=(embed --json --model "$FIX/models/$model")
     for img in "$FIX"/images/*; do [ -f "$img" ] && args+=(--image "$img"); done

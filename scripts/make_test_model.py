@@ -581,6 +581,36 @@ EVA_CONFIGS = {
 }
 
 
+# MobileCLIP-B's shape (OpenCLIP's MobileCLIP-B: timm's vit_base_mci_224, a ViT whose patches
+# come from a stem of three convs with batch norms, positions for the patches alone), narrowed
+# as `timm_model_kwargs` says; its preprocessing (mean 0, std 1, bilinear) is Apple's.
+MOBILECLIP_CONFIGS = {
+    "tiny-openclip-mobileclip-b": dict(
+        model_cfg=dict(embed_dim=40,
+                       vision_cfg=dict(image_size=64, timm_model_name="vit_base_mci_224",
+                                       timm_model_pretrained=False, timm_pool="token", timm_proj=None,
+                                       timm_model_kwargs=dict(img_size=64, embed_dim=64, depth=2, num_heads=4)),
+                       text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2),
+                       custom_text=True),
+        preprocess_cfg=dict(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], interpolation="bilinear",
+                            resize_mode="shortest"),
+        layout="hub",
+    ),
+}
+
+
+def timm_mci_of_width(embed_dim, pretrained=False, **kwargs):
+    """timm's vit_base_mci_224 at another width. Its registry function writes the stem for 768
+    (ConvStem channels 768 // 4, 768 // 4, 768) and so cannot narrow; this is its body with
+    `embed_dim` in place of 768."""
+    from timm.models.vision_transformer_hybrid import ConvStem, _create_vision_transformer_hybrid
+    backbone = ConvStem(channels=(embed_dim // 4, embed_dim // 4, embed_dim), stride=(4, 2, 2), kernel_size=(4, 2, 2),
+                        padding=0, in_chans=kwargs.get("in_chans", 3), act_layer=torch.nn.GELU)
+    model_args = dict(embed_dim=embed_dim, depth=12, num_heads=12, no_embed_class=True)
+    return _create_vision_transformer_hybrid("vit_base_mci_224", backbone=backbone, embed_args=dict(proj=False),
+                                             pretrained=pretrained, **dict(model_args, **kwargs))
+
+
 # CLIPA's shape (OpenCLIP's ViT-*-CLIPA*: UCSC-VLAA's CLIPA-v2): no norm before the image
 # tower's blocks, its patch tokens averaged and the mean normalised; a text tower that sees
 # every position, read at the last position of a text padded to the context, tokenized by
@@ -640,7 +670,12 @@ def create_open_clip(name, model_cfg, **create_kwargs):
         (Path(tmp) / f"{name}.json").write_text(json.dumps(registered))
         open_clip.add_model_config(Path(tmp) / f"{name}.json")
     create = timm.create_model
-    open_clip.timm_model.timm.create_model = lambda model_name, **kwargs: create(model_name, **kwargs, **timm_kwargs)
+
+    def create_narrowed(model_name, **kwargs):
+        if model_name == "vit_base_mci_224" and "embed_dim" in timm_kwargs:
+            return timm_mci_of_width(**kwargs, **timm_kwargs)
+        return create(model_name, **kwargs, **timm_kwargs)
+    open_clip.timm_model.timm.create_model = create_narrowed
     # Hugging Face tokenizers and text models are named relative to the repository root.
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -1358,7 +1393,8 @@ def save_weights(state, model_dir, kind, name=None):
 
 def main():
     families = sys.argv[1:] or ["clip", "siglip", "siglip2-naflex", "openclip", "coca", "hf-text", "chinese-clip", "openclip-siglip",
-                                "metaclip2", "openclip-resnet", "openclip-eva", "mclip", "openclip-clipa", "openclip-convnext", "nllb-languages"]
+                                "metaclip2", "openclip-resnet", "openclip-eva", "mclip", "openclip-clipa", "openclip-convnext", "openclip-mobileclip",
+                                "nllb-languages"]
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference").mkdir(parents=True, exist_ok=True)
     # The photos are written once: re-encoding them with another Pillow would change every reference.
@@ -1373,6 +1409,7 @@ def main():
                      "mclip": make_mclip,
                      "openclip-clipa": lambda images: make_openclip(images, CLIPA_CONFIGS),
                      "openclip-convnext": lambda images: make_openclip(images, CONVNEXT_CONFIGS),
+                     "openclip-mobileclip": lambda images: make_openclip(images, MOBILECLIP_CONFIGS),
                      "nllb-languages": make_nllb_languages})
     for family in families:
         makers[family](images)

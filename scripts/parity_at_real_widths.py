@@ -130,9 +130,11 @@ def openclip(out, arch):
     M.post_norm_as_trained(model)
     pre = dict(mean=OPENAI_MEAN, std=OPENAI_STD, interpolation="bicubic", resize_mode="shortest")
     size = config["vision_cfg"]["image_size"]
+    transform = open_clip.image_transform(size, is_train=False, **pre)
+    # Batch norms (MobileCLIP-B's stem) with statistics measured on the pictures, as trained.
+    M.resnet_as_trained(model, transform, IMAGES)
     (out / "open_clip_config.json").write_text(json.dumps(dict(model_cfg=config, preprocess_cfg=dict(pre, size=size))))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "open_clip_model.safetensors")
-    transform = open_clip.image_transform(size, is_train=False, **pre)
     tokenizer = open_clip.get_tokenizer(name)
     # open_clip's HFTokenizer calls what transformers 5 no longer has (make_test_model.hf_tokenize).
     tokenize = (lambda s: M.hf_tokenize(tokenizer, s)) if "hf_tokenizer_name" in config["text_cfg"] else (
@@ -175,7 +177,9 @@ CHECKPOINTS = {
                     # 2730 wide), EVA02-E (112-wide heads, post-norm, MLP 15360), EVA01-g (fused qkv).
                     "EVA02-L-14-336", "EVA02-E-14", "EVA01-g-14",
                     # CLIPA at 336 px: 576 patch tokens averaged, a bidirectional text tower.
-                    "ViT-H-14-CLIPA-336"]},
+                    "ViT-H-14-CLIPA-336",
+                    # MobileCLIP-B: ViT-B/16 widths behind a stem of three convs with batch norms.
+                    "MobileCLIP-B"]},
 }
 
 

@@ -1,6 +1,7 @@
 """Writes src/model/timm_vits.json: the shape of every timm ViT that OpenCLIP's SigLIP and
 SigLIP 2 configs name (`vision_cfg.timm_model_name`), of every EVA tower its EVA-CLIP configs
-name, and of every ConvNeXt its ConvNeXt configs name, as timm's registry builds them. A timm
+name (and MobileCLIP-B's ViT, pooled and projected as they are), and of every ConvNeXt its
+ConvNeXt configs name, as timm's registry builds them. A timm
 model's shape lives in timm's code, not in the checkpoint, so imgsearch carries this table.
 
     python3 scripts/timm_vits.py   # with the timm of scripts/requirements.txt
@@ -74,6 +75,54 @@ def eva_shape(name):
     )
 
 
+def mci_shape(name):
+    """MobileCLIP-B's image tower (`vit_base_mci_224`): a plain ViT, pooled at its class token and
+    projected by timm's head as EVA's are, whose patches come from a stem of three convs (4×4 to
+    embed_dim / 4 channels, batch norm, GELU; 2×2, the same; 2×2 with a bias to embed_dim) and
+    whose learned positions are the patches' alone (`no_embed_class`)."""
+    with torch.device("meta"):
+        model = timm.create_model(name, global_pool="token")
+    block = model.blocks[0]
+    attn, mlp = block.attn, block.mlp
+    d = model.embed_dim
+    assert model.cls_token is not None and model.reg_token is None and model.no_embed_class, name
+    assert isinstance(model.norm_pre, torch.nn.Identity) and isinstance(model.fc_norm, torch.nn.Identity), name
+    assert model.norm.eps == 1e-6 and isinstance(block.ls1, torch.nn.Identity), name
+    assert attn.qkv.bias is not None and isinstance(attn.q_norm, torch.nn.Identity), name
+    assert type(mlp).__name__ == "Mlp" and isinstance(mlp.act, torch.nn.GELU) and mlp.act.approximate == "none", name
+    stem = list(model.patch_embed.backbone)
+    assert isinstance(model.patch_embed.proj, torch.nn.Identity) and len(stem) == 3, name
+    for layer, (kernel, channels, last) in zip(stem, [(4, d // 4, False), (2, d // 4, False), (2, d, True)]):
+        conv = layer.conv
+        assert conv.kernel_size == (kernel, kernel) and conv.stride == (kernel, kernel) and conv.padding == (0, 0), name
+        assert conv.out_channels == channels and (conv.bias is not None) == last, name
+        if not last:
+            assert isinstance(layer.bn, torch.nn.BatchNorm2d) and layer.bn.eps == 1e-5, name
+            assert isinstance(layer.bn.act, torch.nn.GELU) and layer.bn.act.approximate == "none", name
+    ratio = mlp_ratio_of(name)
+    assert int(d * ratio) == mlp.fc2.in_features, name
+    # A token per 16 × 16 pixels: the stem's strides, 4 · 2 · 2.
+    patch = 16 * model.patch_embed.patch_size[0]
+    assert model.patch_embed.grid_size[0] * patch == model.patch_embed.img_size[0], name
+    return dict(
+        img_size=model.patch_embed.img_size[0],
+        patch_size=patch,
+        embed_dim=d,
+        depth=len(model.blocks),
+        num_heads=attn.num_heads,
+        mlp_ratio=ratio,
+        swiglu=False,
+        mlp_norm=False,
+        attention_norm=False,
+        fused_qkv=True,
+        qkv_bias=True,
+        rope_reference_grid=None,
+        post_norm=False,
+        conv_stem=True,
+        positions_without_class=True,
+    )
+
+
 def convnext_shape(name):
     """The shape of one of timm's ConvNeXts as open_clip builds it (timm's own pooling and head
     norm, open_clip's projection after them)."""
@@ -131,6 +180,7 @@ def main():
     configs = Path(open_clip.__file__).parent / "model_configs"
     eva_names = {json.loads(p.read_text())["vision_cfg"].get("timm_model_name") for p in configs.glob("*.json")}
     evas = {name: eva_shape(name) for name in sorted(n for n in eva_names if n and n.startswith("eva"))}
+    evas.update({name: mci_shape(name) for name in sorted(n for n in eva_names if n and n.startswith("vit_") and "_mci_" in n)})
     convnexts = {name: convnext_shape(name) for name in sorted(n for n in eva_names if n and n.startswith("convnext"))}
     generator = f"scripts/timm_vits.py (timm {timm.__version__}, open_clip {open_clip.__version__})"
     OUT.write_text(json.dumps(dict(generated_by=generator, models=table, evas=evas, convnexts=convnexts), indent=1) + "\n")

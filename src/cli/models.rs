@@ -198,7 +198,7 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
         let families = serde_json::json!([
             {"family": "clip", "reads": "Hugging Face CLIPModel, MetaClip2Model and ChineseCLIPModel folders and hub ids (config.json model_type \"clip\", \"metaclip_2\", \"chinese_clip\"); M-CLIP text towers (model_type \"M-CLIP\") with the CLIP they pair with, or the one named after '#'"},
             {"family": "siglip", "reads": "Hugging Face SiglipModel and Siglip2Model: SigLIP, SigLIP 2 at a fixed resolution and NaFlex (pictures in their own aspect ratio), multilingual SigLIP (with tokenizer.json)"},
-            {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, ResNet, EVA-CLIP, ConvNeXt, CLIPA, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers, SigLIP and SigLIP 2 with timm's image towers); bare state dicts with --arch",
+            {"family": "openclip", "reads": "open_clip_config.json folders and hub ids (ViT, ResNet, EVA-CLIP, MobileCLIP-B, ConvNeXt, CLIPA, CoCa, BERT / RoBERTa / XLM-RoBERTa / NLLB text towers, SigLIP and SigLIP 2 with timm's image towers); bare state dicts with --arch",
              "architectures": openclip::builtin_arch_names()},
         ]);
         println!("{}", serde_json::json!({"families": families, "recommended": rows}));
@@ -214,8 +214,9 @@ pub fn run(args: ModelsArgs, library: &imgsearch::store::Location) -> anyhow::Re
          in their own aspect ratio), multilingual SigLIP"
     );
     println!("            (needs tokenizer.json); hits also show the model's probability (--min-prob)");
-    println!("  openclip  OpenCLIP ViT, ResNet (RN50, RN101, RN50x4 ...), EVA-CLIP (timm/eva02_*_clip_*) and");
-    println!("            ConvNeXt (laion/CLIP-convnext_*) checkpoints, CLIPA's (UCSC-VLAA/ViT-*-CLIPA-*), CoCa's,");
+    println!("  openclip  OpenCLIP ViT, ResNet (RN50, RN101, RN50x4 ...), EVA-CLIP (timm/eva02_*_clip_*),");
+    println!("            MobileCLIP-B (apple/MobileCLIP-B-OpenCLIP) and ConvNeXt (laion/CLIP-convnext_*)");
+    println!("            checkpoints, CLIPA's (UCSC-VLAA/ViT-*-CLIPA-*), CoCa's,");
     println!("            multilingual ones");
     println!("            (XLM-RoBERTa, NLLB text towers), SigLIP and SigLIP 2 as timm publishes them");
     println!("            (timm/ViT-SO400M-14-SigLIP-384, ...)");

@@ -819,6 +819,45 @@ pub(super) fn patch_rows(pixels: &Tensor, c: &VisionConfig, patch: usize, dtype:
         .reshape((batch * rows * columns, ch * ps * ps))?)
 }
 
+/// (batch, height, width, channels) → (batch, height / 2, width / 2, 4 · channels): each 2×2
+/// square of pixels as one row in (dy, dx, channel) order, a stride-2 "valid" conv's input (an
+/// odd last row or column left out).
+pub(super) fn two_by_two_patches(x: &Tensor) -> Result<Tensor> {
+    let (batch, height, width, channels) = x.dims4()?;
+    let (h, w) = (height / 2, width / 2);
+    let x = match (2 * h, 2 * w) == (height, width) {
+        true => x.clone(),
+        false => x.narrow(1, 0, 2 * h)?.narrow(2, 0, 2 * w)?.contiguous()?,
+    };
+    Ok(x.reshape((batch, h, 2, w, 2, channels))?.permute((0, 1, 3, 2, 4, 5))?.contiguous()?.reshape((
+        batch,
+        h,
+        w,
+        4 * channels,
+    ))?)
+}
+
+/// `torch.nn.BatchNorm2d`'s default epsilon, which open_clip's ResNet and timm's ConvStem keep.
+const BATCH_NORM_EPS: f64 = 1e-5;
+
+/// A bias-free conv's (out, in, ky, kx) weight at `conv` with the (frozen) batch norm at `norm`
+/// after it folded in, in f32: at inference `(y - mean) / sqrt(var + eps) * gamma + beta`, per
+/// output channel, is a scale of the weights and a bias. → (weight, bias).
+pub(super) fn conv_with_batch_norm(
+    w: &Weights,
+    (conv, norm): (&str, &str),
+    (inputs, outputs): (usize, usize),
+    kernel: usize,
+) -> Result<(Tensor, Tensor)> {
+    let weight = w.get(&format!("{conv}.weight"), &[outputs, inputs, kernel, kernel])?;
+    let part =
+        |name: &str| -> Result<Tensor> { Ok(w.get(&format!("{norm}.{name}"), &[outputs])?.to_dtype(DType::F32)?) };
+    let scale = (part("weight")? / (part("running_var")? + BATCH_NORM_EPS)?.sqrt()?)?;
+    let bias = (part("bias")? - (part("running_mean")? * &scale)?)?;
+    let weight = weight.to_dtype(DType::F32)?.broadcast_mul(&scale.reshape((outputs, 1, 1, 1))?)?;
+    Ok((weight, bias))
+}
+
 /// SigLIP 2 NaFlex's learned positions, a `grid` × `grid` table (grid², dim), resized to
 /// (rows, columns) → (rows · columns, dim): `F.interpolate(mode="bilinear", align_corners=False,
 /// antialias=True)`, whose weights `Siglip2VisionEmbeddings` writes out along each axis (a

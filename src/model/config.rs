@@ -306,7 +306,8 @@ impl ConvNextShape {
     }
 }
 
-/// What sets an EVA tower's blocks apart from a CLIP ViT's. q and v have biases, k none.
+/// What sets an EVA tower's blocks apart from a CLIP ViT's. q and v have biases, k none (unless
+/// `qkv_bias`). The same tower, without EVA's additions, is MobileCLIP-B's ViT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct EvaShape {
     /// The MLP is SwiGLU, `silu(gate) * value`, each `intermediate_size` wide (else exact GELU).
@@ -324,12 +325,25 @@ pub struct EvaShape {
     /// Each block normalises its branches' outputs (`x + norm(attn(x))`), as EVA02-E's do,
     /// instead of their inputs.
     pub post_norm: bool,
+    /// `attn.qkv.bias` holds q's, k's and v's biases (timm's `VisionTransformer`), in place of
+    /// `q_bias` and `v_bias`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qkv_bias: bool,
+    /// timm's ConvStem (MobileCLIP-B's `vit_base_mci_224`) in place of the patch conv: a 4×4 conv
+    /// to `hidden_size / 4` channels with a batch norm and exact GELU, a 2×2 conv the same, and a
+    /// 2×2 conv with a bias to `hidden_size`, each strided by its size (16-pixel patches).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conv_stem: bool,
+    /// Learned positions for the patches alone; the class token takes none (`no_embed_class`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub positions_without_class: bool,
 }
 
 impl EvaShape {
     /// How many numbers a tower `d` wide with `hidden`-wide MLPs holds per block.
     fn block_parameter_count(&self, d: usize, hidden: usize) -> usize {
-        let attention = 3 * d * d + 2 * d + (d * d + d) + if self.attention_norm { 2 * d } else { 0 };
+        let qkv_biases = if self.qkv_bias { 3 * d } else { 2 * d };
+        let attention = 3 * d * d + qkv_biases + (d * d + d) + if self.attention_norm { 2 * d } else { 0 };
         let inputs = if self.swiglu { 2 } else { 1 };
         let mlp = inputs * (d * hidden + hidden) + (hidden * d + d) + if self.mlp_norm { 2 * hidden } else { 0 };
         2 * 2 * d + attention + mlp
@@ -473,8 +487,13 @@ impl ModelConfig {
             body + 2 * d + ends // 2 * d: the post norm
         };
         let eva = |eva: &EvaShape| {
-            let patches = v.num_patches() + 1;
-            let embeddings = d * v.num_channels * v.patch_size * v.patch_size + d + d + patches * d;
+            let patches = v.num_patches() + usize::from(!eva.positions_without_class);
+            let patch_embedding = match eva.conv_stem {
+                // Three convs, the first two with a batch norm's scale and shift.
+                true => (v.num_channels * 16 + 2) * (d / 4) + (4 * d / 4 + 2) * (d / 4) + (4 * d / 4 + 1) * d,
+                false => d * v.num_channels * v.patch_size * v.patch_size + d,
+            };
+            let embeddings = patch_embedding + d + patches * d;
             // The final norm, then the head with its bias.
             let ends = 2 * d + d * self.projection_dim + self.projection_dim;
             embeddings + v.num_hidden_layers * eva.block_parameter_count(d, i) + ends
@@ -551,6 +570,13 @@ impl ModelConfig {
                     v.hidden_size
                 ));
             }
+        }
+        if v.eva.is_some_and(|eva| eva.conv_stem) && (v.patch_size != 16 || !v.hidden_size.is_multiple_of(4)) {
+            return bad(format!(
+                "a ConvStem image tower makes 16-pixel patches {} wide from convs a quarter as wide (patch_size {}, \
+                 hidden_size {})",
+                v.hidden_size, v.patch_size, v.hidden_size
+            ));
         }
         if let Some(reference) = v.eva.and_then(|eva| eva.rope_reference_grid) {
             let head_dim = v.hidden_size / v.num_attention_heads;

@@ -11,7 +11,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::clip::{patch_rows, LayerNorm, Linear, Weights};
+use super::clip::{patch_rows, two_by_two_patches, LayerNorm, Linear, Weights};
 use super::config::{Activation, ConvNextProjection, ConvNextShape, ModelConfig, VisionConfig};
 use super::kernels::{self, Epilogue, WeightLayout};
 use crate::error::Result;
@@ -163,22 +163,4 @@ impl ConvNextTower {
             }
         }
     }
-}
-
-/// (batch, height, width, channels) → (batch, height / 2, width / 2, 4 · channels): each 2×2
-/// square of pixels as one row in (dy, dx, channel) order, a stride-2 "valid" conv's input (an
-/// odd last row or column left out).
-fn two_by_two_patches(x: &Tensor) -> Result<Tensor> {
-    let (batch, height, width, channels) = x.dims4()?;
-    let (h, w) = (height / 2, width / 2);
-    let x = match (2 * h, 2 * w) == (height, width) {
-        true => x.clone(),
-        false => x.narrow(1, 0, 2 * h)?.narrow(2, 0, 2 * w)?.contiguous()?,
-    };
-    Ok(x.reshape((batch, h, 2, w, 2, channels))?.permute((0, 1, 3, 2, 4, 5))?.contiguous()?.reshape((
-        batch,
-        h,
-        w,
-        4 * channels,
-    ))?)
 }

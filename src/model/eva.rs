@@ -1,15 +1,19 @@
 //! timm's EVA towers, the image towers of EVA-CLIP (OpenCLIP's EVA02-B-16, EVA02-L-14,
 //! EVA02-L-14-336, EVA02-E-14(-plus), EVA01-g-14(-plus)), as open_clip builds them: pooled at
-//! the class token and projected by timm's head.
+//! the class token and projected by timm's head. MobileCLIP-B's image tower (timm's
+//! `vit_base_mci_224`) is pooled and projected the same way.
 //!
 //! A ViT (patches, class token, learned positions) with no norm before its blocks, q and v
 //! biases but none on k, and blocks that may add (see [`EvaShape`]) EVA-02's rotary positions,
 //! a SwiGLU MLP, layer norms inside the attention and the MLP, or norms after each branch
-//! instead of before it. Weights keep timm's names under `vision_model.`.
+//! instead of before it; MobileCLIP-B's makes its patches with a stem of convs and gives the
+//! class token no position. Weights keep timm's names under `vision_model.`.
 
 use candle_core::Tensor;
 
-use super::clip::{attend_from_one_query, patch_rows, LayerNorm, Linear, Weights};
+use super::clip::{
+    attend_from_one_query, conv_with_batch_norm, patch_rows, two_by_two_patches, LayerNorm, Linear, Weights,
+};
 use super::config::{Activation, EvaShape, ModelConfig, VisionConfig};
 use super::kernels::{self, amx::Split, Epilogue, RotaryTable, WeightLayout};
 use crate::error::Result;
@@ -18,21 +22,93 @@ const PREFIX: &str = "vision_model";
 
 /// q, k and v as one linear layer, q scaled by 1/sqrt(head_dim) (turning q by its rotary angles
 /// commutes with the scale), k's missing bias as zeros.
-fn load_qkv(w: &Weights, prefix: &str, d: usize, heads: usize, fused: bool, layout: WeightLayout) -> Result<Linear> {
-    let scale = ((d / heads) as f64).powf(-0.5);
-    let (weights, q_bias, v_bias) = if fused {
+fn load_qkv(w: &Weights, prefix: &str, c: &VisionConfig, eva: EvaShape, layout: WeightLayout) -> Result<Linear> {
+    let d = c.hidden_size;
+    let scale = ((d / c.num_attention_heads) as f64).powf(-0.5);
+    let (weights, q_bias, k_bias, v_bias) = if eva.fused_qkv {
         let weight = w.get(&format!("{prefix}.qkv.weight"), &[3 * d, d])?;
         let q_weight = (weight.narrow(0, 0, d)? * scale)?;
         let weight = Tensor::cat(&[&q_weight, &weight.narrow(0, d, 2 * d)?], 0)?;
-        (weight, w.get(&format!("{prefix}.q_bias"), &[d])?, w.get(&format!("{prefix}.v_bias"), &[d])?)
+        let (q_bias, k_bias, v_bias) = match eva.qkv_bias {
+            true => {
+                let bias = w.get(&format!("{prefix}.qkv.bias"), &[3 * d])?;
+                (bias.narrow(0, 0, d)?, Some(bias.narrow(0, d, d)?), bias.narrow(0, 2 * d, d)?)
+            }
+            false => (w.get(&format!("{prefix}.q_bias"), &[d])?, None, w.get(&format!("{prefix}.v_bias"), &[d])?),
+        };
+        (weight, q_bias, k_bias, v_bias)
     } else {
         let part = |name: &str| w.get(&format!("{prefix}.{name}.weight"), &[d, d]);
         let q_weight = (part("q_proj")? * scale)?;
         let weight = Tensor::cat(&[q_weight, part("k_proj")?, part("v_proj")?], 0)?;
-        (weight, w.get(&format!("{prefix}.q_proj.bias"), &[d])?, w.get(&format!("{prefix}.v_proj.bias"), &[d])?)
+        (weight, w.get(&format!("{prefix}.q_proj.bias"), &[d])?, None, w.get(&format!("{prefix}.v_proj.bias"), &[d])?)
     };
-    let bias = Tensor::cat(&[(q_bias * scale)?, v_bias.zeros_like()?, v_bias], 0)?;
+    let k_bias = match k_bias {
+        Some(bias) => bias,
+        None => v_bias.zeros_like()?,
+    };
+    let bias = Tensor::cat(&[(q_bias * scale)?, k_bias, v_bias], 0)?;
     Linear::from_parts(&weights, Some(bias), layout)
+}
+
+/// timm's ConvStem (MobileCLIP-B): three convs, each strided by its size (4×4, then 2×2 twice),
+/// as linear layers over unfolded patches; the first two with their batch norms folded in and
+/// exact GELU after them.
+struct ConvStem {
+    convs: [Linear; 3],
+    /// The first two convs' outputs.
+    narrow: usize,
+}
+
+impl ConvStem {
+    fn load(w: &Weights, c: &VisionConfig, layout: WeightLayout) -> Result<Self> {
+        let (d, ch) = (c.hidden_size, c.num_channels);
+        let narrow = d / 4;
+        let stem = format!("{PREFIX}.patch_embed.backbone");
+        let normed = |i: usize, inputs: usize, kernel: usize| -> Result<(Tensor, Tensor)> {
+            let (conv, norm) = (format!("{stem}.{i}.conv"), format!("{stem}.{i}.bn"));
+            conv_with_batch_norm(w, (&conv, &norm), (inputs, narrow), kernel)
+        };
+        // The first reads patches of the picture as `patch_rows` unfolds them, (channel, y, x)
+        // like the weight; the next two channels-last 2×2 squares, (dy, dx, channel).
+        let (first, first_bias) = normed(0, ch, 4)?;
+        let first = first.reshape((narrow, ch * 16))?;
+        let (second, second_bias) = normed(1, narrow, 2)?;
+        let second = second.permute((0, 2, 3, 1))?.reshape((narrow, 4 * narrow))?;
+        let last = w.get(&format!("{stem}.2.conv.weight"), &[d, narrow, 2, 2])?;
+        let last = last.permute((0, 2, 3, 1))?.reshape((d, 4 * narrow))?;
+        let dtype = last.dtype();
+        let linear = |weight: &Tensor, bias: Tensor| {
+            Linear::from_parts(&weight.to_dtype(dtype)?, Some(bias.to_dtype(dtype)?), layout)
+        };
+        Ok(Self {
+            convs: [
+                linear(&first, first_bias)?,
+                linear(&second, second_bias)?,
+                Linear::from_parts(&last, Some(w.get(&format!("{stem}.2.conv.bias"), &[d])?), layout)?,
+            ],
+            narrow,
+        })
+    }
+
+    /// `pixels`: (batch, channels, image_size, image_size) → (batch, patches, dim).
+    fn forward(&self, pixels: &Tensor, c: &VisionConfig, dtype: candle_core::DType) -> Result<Tensor> {
+        let batch = pixels.dim(0)?;
+        let gelu = || Epilogue::Activation(Activation::Gelu);
+        let grid = c.image_size / 4;
+        let first = self.convs[0].forward_then(&patch_rows(pixels, c, 4, dtype)?, gelu())?;
+        let first = first.reshape((batch, grid, grid, self.narrow))?;
+        let second = self.convs[1].forward_then(&two_by_two_patches(&first)?, gelu())?;
+        let patches = self.convs[2].forward(&two_by_two_patches(&second)?)?;
+        Ok(patches.reshape((batch, c.num_patches(), c.hidden_size))?)
+    }
+}
+
+/// How the tower makes its patch tokens.
+enum PatchEmbedding {
+    /// The stride-`patch` conv (with its bias) as a linear layer over unfolded patches.
+    Conv(Linear),
+    Stem(ConvStem),
 }
 
 /// The block's MLP: SwiGLU (`fc1_g`, `fc1_x`, made one layer here) or `fc1` with exact GELU,
@@ -109,7 +185,7 @@ impl Block {
         let norm = |name: &str, width: usize| LayerNorm::load(w, &format!("{prefix}.{name}"), width, c.layer_norm_eps);
         Ok(Self {
             norm1: norm("norm1", d)?,
-            qkv: load_qkv(w, &format!("{prefix}.attn"), d, c.num_attention_heads, eva.fused_qkv, layout)?,
+            qkv: load_qkv(w, &format!("{prefix}.attn"), c, eva, layout)?,
             attention_norm: eva.attention_norm.then(|| norm("attn.norm", d)).transpose()?,
             proj: Linear::load(w, &format!("{prefix}.attn.proj"), (d, d), true, layout)?,
             norm2: norm("norm2", d)?,
@@ -176,11 +252,12 @@ impl Block {
 
 /// The whole tower: `forward(pixels)` → (batch, embedding dim), not normalised.
 pub struct EvaTower {
-    /// The stride-`patch` conv (with its bias) as a linear layer over unfolded patches.
-    patch_embedding: Linear,
+    patch_embedding: PatchEmbedding,
     class_token: Tensor,
-    /// (seq, dim): the class token's, then the patches'.
+    /// (seq, dim): the class token's, then the patches' (the patches' alone where
+    /// `positions_without_class`).
     position_embedding: Tensor,
+    positions_without_class: bool,
     rotary: Option<RotaryTable>,
     blocks: Vec<Block>,
     norm: LayerNorm,
@@ -193,15 +270,22 @@ impl EvaTower {
     pub(super) fn load(w: &Weights, config: &ModelConfig, eva: EvaShape, layout: WeightLayout) -> Result<Self> {
         let c = &config.vision_config;
         let (d, ps, ch) = (c.hidden_size, c.patch_size, c.num_channels);
-        let conv = w.get(&format!("{PREFIX}.patch_embed.proj.weight"), &[d, ch, ps, ps])?;
-        let conv_bias = w.get(&format!("{PREFIX}.patch_embed.proj.bias"), &[d])?;
-        let seq = c.num_patches() + 1;
+        let patch_embedding = match eva.conv_stem {
+            true => PatchEmbedding::Stem(ConvStem::load(w, c, layout)?),
+            false => {
+                let conv = w.get(&format!("{PREFIX}.patch_embed.proj.weight"), &[d, ch, ps, ps])?;
+                let conv_bias = w.get(&format!("{PREFIX}.patch_embed.proj.bias"), &[d])?;
+                PatchEmbedding::Conv(Linear::from_parts(&conv.reshape((d, ch * ps * ps))?, Some(conv_bias), layout)?)
+            }
+        };
+        let seq = c.num_patches() + usize::from(!eva.positions_without_class);
         let grid = c.image_size / ps;
         let head_dim = d / c.num_attention_heads;
         Ok(Self {
-            patch_embedding: Linear::from_parts(&conv.reshape((d, ch * ps * ps))?, Some(conv_bias), layout)?,
+            patch_embedding,
             class_token: w.get(&format!("{PREFIX}.cls_token"), &[1, 1, d])?,
             position_embedding: w.get(&format!("{PREFIX}.pos_embed"), &[1, seq, d])?.reshape((seq, d))?,
+            positions_without_class: eva.positions_without_class,
             rotary: eva
                 .rope_reference_grid
                 .map(|reference| RotaryTable::new(grid, reference, head_dim, w.device()))
@@ -220,10 +304,18 @@ impl EvaTower {
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let (batch, d) = (pixels.dim(0)?, c.hidden_size);
-        let patches = patch_rows(pixels, c, c.patch_size, self.position_embedding.dtype())?;
-        let embedded = self.patch_embedding.forward(&patches)?.reshape((batch, c.num_patches(), d))?;
+        let dtype = self.position_embedding.dtype();
+        let embedded = match &self.patch_embedding {
+            PatchEmbedding::Conv(conv) => {
+                conv.forward(&patch_rows(pixels, c, c.patch_size, dtype)?)?.reshape((batch, c.num_patches(), d))?
+            }
+            PatchEmbedding::Stem(stem) => stem.forward(pixels, c, dtype)?,
+        };
         let class_token = self.class_token.broadcast_as((batch, 1, d))?;
-        let x = Tensor::cat(&[&class_token, &embedded], 1)?.broadcast_add(&self.position_embedding)?;
+        let x = match self.positions_without_class {
+            true => Tensor::cat(&[&class_token, &embedded.broadcast_add(&self.position_embedding)?], 1)?,
+            false => Tensor::cat(&[&class_token, &embedded], 1)?.broadcast_add(&self.position_embedding)?,
+        };
         let rotary = self.rotary.as_ref();
         let Some((last, blocks)) = self.blocks.split_last() else {
             return self.head.forward(&self.norm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?);

@@ -600,7 +600,8 @@ fn siglip_config(
         let names = |section: &str| table[section].as_object().expect("a table").keys().cloned().collect::<Vec<_>>();
         return Err(v.bad(format!(
             "OpenCLIP vision option timm_model_name=\"{timm_name}\" is not supported: image towers from timm run for \
-             SigLIP's ViTs ({}), EVA-CLIP's ({}) and ConvNeXts ({}), not MobileCLIP, ViTamin or other timm towers. \
+             SigLIP's ViTs ({}), EVA-CLIP's and MobileCLIP-B's ({}) and ConvNeXts ({}), not MobileCLIP-S1/S2 \
+             (FastViT), ViTamin or other timm towers. \
              SigLIP and SigLIP 2 are also on the hub in Hugging Face's format as google/siglip-*, google/siglip2-*",
             names("models").join(", "),
             names("evas").join(", "),
@@ -1310,7 +1311,7 @@ mod tests {
                 }
             }
             assert_eq!(v.resnet.is_some(), arch.starts_with("RN"), "{arch}");
-            assert_eq!(v.eva.is_some(), arch.starts_with("EVA"), "{arch}");
+            assert_eq!(v.eva.is_some(), arch.starts_with("EVA") || arch == "MobileCLIP-B", "{arch}");
             assert_eq!(v.convnext.is_some(), arch.starts_with("convnext"), "{arch}");
             assert_eq!(
                 (v.average_pool, v.without_pre_norm, t.bidirectional, t.strip_sep_token),
@@ -1330,6 +1331,7 @@ mod tests {
                 "EVA02-L-14-336" => 428_083_137,
                 "EVA02-E-14" => 4_704_589_569,
                 "EVA02-E-14-plus" => 5_044_889_089,
+                "MobileCLIP-B" => 149_777_153,
                 "ViT-L-14-CLIPA" => 414_210_561,
                 "ViT-L-14-CLIPA-336" => 414_538_241,
                 "ViT-H-14-CLIPA" => 968_235_009,

@@ -12,15 +12,12 @@
 //! folded into its weights and bias at load and the ReLU (or the shortcut) applied while each
 //! tile of output is in cache.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
-use super::clip::{attend_from_one_query, Linear, Weights};
+use super::clip::{attend_from_one_query, conv_with_batch_norm, Linear, Weights};
 use super::config::{Activation, ModelConfig, ResNetShape};
 use super::kernels::{self, Epilogue, WeightLayout};
 use crate::error::{Error, Result};
-
-/// `torch.nn.BatchNorm2d`'s default, which open_clip's ResNet keeps.
-const BATCH_NORM_EPS: f64 = 1e-5;
 
 /// A bias-free conv followed by its (frozen) batch norm, as one linear layer over channels-last
 /// pixel rows: `kernel` 1 or 3 (padded by 1).
@@ -39,20 +36,10 @@ impl ConvNorm {
         stride: usize,
         layout: WeightLayout,
     ) -> Result<Self> {
-        let weight = w.get(&format!("{conv}.weight"), &[outputs, inputs, kernel, kernel])?;
-        let dtype = weight.dtype();
-        let part =
-            |name: &str| -> Result<Tensor> { Ok(w.get(&format!("{norm}.{name}"), &[outputs])?.to_dtype(DType::F32)?) };
-        // BatchNorm at inference: (y - mean) / sqrt(var + eps) * gamma + beta, per output
-        // channel, is a scale of the conv's weights and a bias; folded once, in f32.
-        let scale = (part("weight")? / (part("running_var")? + BATCH_NORM_EPS)?.sqrt()?)?;
-        let bias = (part("bias")? - (part("running_mean")? * &scale)?)?;
+        let dtype = w.get(&format!("{conv}.weight"), &[outputs, inputs, kernel, kernel])?.dtype();
+        let (weight, bias) = conv_with_batch_norm(w, (conv, norm), (inputs, outputs), kernel)?;
         // (out, in, ky, kx) → (out, ky, kx, in): the column order of `neighbourhoods`.
-        let weight = weight
-            .to_dtype(DType::F32)?
-            .broadcast_mul(&scale.reshape((outputs, 1, 1, 1))?)?
-            .permute((0, 2, 3, 1))?
-            .reshape((outputs, kernel * kernel * inputs))?;
+        let weight = weight.permute((0, 2, 3, 1))?.reshape((outputs, kernel * kernel * inputs))?;
         Ok(Self {
             linear: Linear::from_parts(&weight.to_dtype(dtype)?, Some(bias.to_dtype(dtype)?), layout)?,
             kernel,

@@ -418,7 +418,7 @@ fn a_siglip2_naflex_library_scores_hits_as_siglip2_model_embeds_them() {
     }
 }
 
-/// OpenCLIP libraries whose towers are not CLIPModel's: ResNets, EVA-CLIP's and ConvNeXts (each
+/// OpenCLIP libraries whose towers are not CLIPModel's: ResNets, EVA-CLIP's, MobileCLIP-B's and ConvNeXts (each
 /// as a hub folder, and as a bare state dict as RemoteCLIP-RN50 ships), and CLIPA's
 /// (average-pooled pictures, texts read padded to the context): every hit's score is the cosine
 /// of open_clip's two embeddings.
@@ -433,6 +433,7 @@ fn openclip_libraries_with_towers_of_their_own_score_hits_as_open_clip_embeds_th
         "tiny-openclip-clipa",
         "tiny-openclip-convnext",
         "tiny-openclip-convnext-mlp",
+        "tiny-openclip-mobileclip-b",
     ] {
         // Lossless pictures: `index` reads large JPEGs at a reduced scale (as Pillow's draft
         // does), which a tower of 60 to 96 pixels tells from the full decode the reference had.

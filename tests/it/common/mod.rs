@@ -18,7 +18,7 @@ pub mod server;
 pub const MODELS: [&str; 2] = ["tiny-clip-b32-quickgelu", "tiny-clip-p14-gelu"];
 
 /// Every family's checkpoints, each proven equal to its reference implementation.
-pub const PARITY_MODELS: [&str; 27] = [
+pub const PARITY_MODELS: [&str; 28] = [
     "tiny-clip-b32-quickgelu",
     "tiny-clip-p14-gelu",
     "tiny-siglip-sp",
@@ -46,6 +46,7 @@ pub const PARITY_MODELS: [&str; 27] = [
     "tiny-openclip-clipa",
     "tiny-openclip-convnext",
     "tiny-openclip-convnext-mlp",
+    "tiny-openclip-mobileclip-b",
 ];
 
 /// The M-CLIP fixtures, each with the CLIP fixture whose image tower it pairs with.
