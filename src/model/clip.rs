@@ -841,8 +841,9 @@ pub(super) fn two_by_two_patches(x: &Tensor) -> Result<Tensor> {
 const BATCH_NORM_EPS: f64 = 1e-5;
 
 /// A bias-free conv's (out, in, ky, kx) weight at `conv` with the (frozen) batch norm at `norm`
-/// after it folded in, in f32: at inference `(y - mean) / sqrt(var + eps) * gamma + beta`, per
-/// output channel, is a scale of the weights and a bias. → (weight, bias).
+/// after it folded in: at inference `(y - mean) / sqrt(var + eps) * gamma + beta`, per output
+/// channel, is a scale of the weights and a bias. Folded in f32, returned in the checkpoint's
+/// number format. → (weight, bias).
 pub(super) fn conv_with_batch_norm(
     w: &Weights,
     (conv, norm): (&str, &str),
@@ -850,12 +851,13 @@ pub(super) fn conv_with_batch_norm(
     kernel: usize,
 ) -> Result<(Tensor, Tensor)> {
     let weight = w.get(&format!("{conv}.weight"), &[outputs, inputs, kernel, kernel])?;
+    let dtype = weight.dtype();
     let part =
         |name: &str| -> Result<Tensor> { Ok(w.get(&format!("{norm}.{name}"), &[outputs])?.to_dtype(DType::F32)?) };
     let scale = (part("weight")? / (part("running_var")? + BATCH_NORM_EPS)?.sqrt()?)?;
     let bias = (part("bias")? - (part("running_mean")? * &scale)?)?;
     let weight = weight.to_dtype(DType::F32)?.broadcast_mul(&scale.reshape((outputs, 1, 1, 1))?)?;
-    Ok((weight, bias))
+    Ok((weight.to_dtype(dtype)?, bias.to_dtype(dtype)?))
 }
 
 /// SigLIP 2 NaFlex's learned positions, a `grid` × `grid` table (grid², dim), resized to

@@ -77,14 +77,10 @@ impl ConvStem {
         let second = second.permute((0, 2, 3, 1))?.reshape((narrow, 4 * narrow))?;
         let last = w.get(&format!("{stem}.2.conv.weight"), &[d, narrow, 2, 2])?;
         let last = last.permute((0, 2, 3, 1))?.reshape((d, 4 * narrow))?;
-        let dtype = last.dtype();
-        let linear = |weight: &Tensor, bias: Tensor| {
-            Linear::from_parts(&weight.to_dtype(dtype)?, Some(bias.to_dtype(dtype)?), layout)
-        };
         Ok(Self {
             convs: [
-                linear(&first, first_bias)?,
-                linear(&second, second_bias)?,
+                Linear::from_parts(&first, Some(first_bias), layout)?,
+                Linear::from_parts(&second, Some(second_bias), layout)?,
                 Linear::from_parts(&last, Some(w.get(&format!("{stem}.2.conv.bias"), &[d])?), layout)?,
             ],
             narrow,

@@ -36,15 +36,10 @@ impl ConvNorm {
         stride: usize,
         layout: WeightLayout,
     ) -> Result<Self> {
-        let dtype = w.get(&format!("{conv}.weight"), &[outputs, inputs, kernel, kernel])?.dtype();
         let (weight, bias) = conv_with_batch_norm(w, (conv, norm), (inputs, outputs), kernel)?;
         // (out, in, ky, kx) → (out, ky, kx, in): the column order of `neighbourhoods`.
         let weight = weight.permute((0, 2, 3, 1))?.reshape((outputs, kernel * kernel * inputs))?;
-        Ok(Self {
-            linear: Linear::from_parts(&weight.to_dtype(dtype)?, Some(bias.to_dtype(dtype)?), layout)?,
-            kernel,
-            stride,
-        })
+        Ok(Self { linear: Linear::from_parts(&weight, Some(bias), layout)?, kernel, stride })
     }
 
     /// `x`: (batch, height, width, channels) → the conv's output, normalised, then `epilogue`.
