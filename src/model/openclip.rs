@@ -506,8 +506,8 @@ struct TimmEva {
     blocks: EvaShape,
 }
 
-/// An EVA-CLIP image tower (`timm/EVA02-B-16`'s `eva02_base_patch16_clip_224`, ...) as a vision
-/// config, or `None` where `timm_name` is no EVA tower. open_clip pools it at the class token and
+/// An EVA-CLIP image tower (`timm/EVA02-B-16`'s `eva02_base_patch16_clip_224`, ...) or
+/// MobileCLIP-B's (`vit_base_mci_224`) as a vision config, or `None` where `timm_name` is neither. open_clip pools it at the class token and
 /// uses timm's head as the projection (`timm_pool` "token", no `timm_proj`).
 fn eva_vision(v: &Options, timm_name: &str) -> Result<Option<serde_json::Value>> {
     let Some(shape) = timm_shape(v, "evas", timm_name)? else {
@@ -517,8 +517,8 @@ fn eva_vision(v: &Options, timm_name: &str) -> Result<Option<serde_json::Value>>
         .map_err(|e| v.bad(format!("timm_model_kwargs do not describe an EVA tower: {e}")))?;
     if v.str("timm_pool") != Some("token") || v.get("timm_proj").is_some() {
         return Err(v.bad(format!(
-            "EVA towers run pooled at their class token and projected by timm's head (timm_pool \"token\" and no \
-             timm_proj, as open_clip's EVA configs set them), not timm_pool {} and timm_proj {}",
+            "EVA towers (and MobileCLIP-B's) run pooled at their class token and projected by timm's head (timm_pool \
+             \"token\" and no timm_proj, as open_clip's configs set them), not timm_pool {} and timm_proj {}",
             v.get("timm_pool").unwrap_or(&"\"avg\"".into()),
             v.get("timm_proj").unwrap_or(&serde_json::Value::Null)
         )));
